@@ -1,0 +1,166 @@
+"""Reading documents and queries: BEIR JSONL (``_id``, ``title``, ``text``) and TSV topics.
+
+Every record is checked; a bad one raises :class:`~sparse_ir.errors.InputError` naming the file,
+the line and the rule, or is counted in a :class:`~sparse_ir.jsonl.SkipReport` when the caller
+passed ``skip_invalid=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NamedTuple
+
+from sparse_ir.errors import InputError
+from sparse_ir.jsonl import SkipReport, open_text_binary, read_jsonl
+
+__all__ = ["Document", "Query", "read_corpus", "read_queries", "load_corpus", "load_queries"]
+
+
+class Document(NamedTuple):
+    """One document of a collection."""
+
+    id: str
+    title: str
+    text: str
+
+    @property
+    def full_text(self) -> str:
+        """``title + " " + text`` (the BEIR convention for encoding), without stray spaces."""
+        if self.title and self.text:
+            return f"{self.title} {self.text}"
+        return self.title or self.text
+
+
+class Query(NamedTuple):
+    """One query (topic)."""
+
+    id: str
+    text: str
+
+
+def _record_id(record: dict, path: object, line: int) -> str:
+    for key in ("_id", "id", "docid"):
+        if key in record:
+            value = record[key]
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                raise InputError(f"missing id: {key!r} must be a string or integer, "
+                                 f"got {value!r}", path=path, line=line)
+            value = str(value)
+            if not value.strip():
+                raise InputError(f"missing id: {key!r} is empty", path=path, line=line)
+            return value
+    raise InputError("missing id: no '_id' field (BEIR JSONL needs \"_id\")", path=path,
+                     line=line)
+
+
+def _string_field(record: dict, key: str, path: object, line: int) -> str | None:
+    if key not in record:
+        return None
+    value = record[key]
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(f"invalid field: {key!r} must be a string, got {type(value).__name__}",
+                         path=path, line=line)
+    return value
+
+
+def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
+                report: SkipReport | None = None) -> Iterator[Document]:
+    """Yield the documents of a BEIR ``corpus.jsonl`` (``.gz`` allowed), checked.
+
+    Each line needs an ``_id`` (string or integer) and a ``text`` (``contents`` is accepted
+    for Pyserini-style files); ``title`` is optional. An empty text is valid (it encodes to an
+    empty vector, and the encoder counts it). Duplicate ids are an error.
+    """
+    seen: set[str] = set()
+    report = report if report is not None else (SkipReport() if skip_invalid else None)
+    for line, record in read_jsonl(path, skip_invalid=skip_invalid, report=report):
+        try:
+            doc_id = _record_id(record, path, line)
+            text = _string_field(record, "text", path, line)
+            if text is None:
+                text = _string_field(record, "contents", path, line)
+            title = _string_field(record, "title", path, line) or ""
+            if text is None:
+                raise InputError("missing text: no 'text' field", path=path, line=line)
+            if doc_id in seen:
+                raise InputError(f"duplicate id: {doc_id!r} appears more than once",
+                                 path=path, line=line)
+        except InputError as error:
+            if not skip_invalid:
+                raise
+            report.add(error)
+            continue
+        seen.add(doc_id)
+        yield Document(doc_id, title, text)
+
+
+def read_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
+                 report: SkipReport | None = None) -> Iterator[Query]:
+    """Yield queries from BEIR ``queries.jsonl`` or a TSV file of ``qid<TAB>text`` lines."""
+    path_str = os.fspath(path)
+    report = report if report is not None else (SkipReport() if skip_invalid else None)
+    seen: set[str] = set()
+    if path_str.endswith((".tsv", ".tsv.gz", ".txt")):
+        records = _read_tsv_queries(path, skip_invalid, report)
+    else:
+        records = ((line, _jsonl_query(rec, path, line))
+                   for line, rec in read_jsonl(path, skip_invalid=skip_invalid, report=report))
+    for line, parsed in records:
+        try:
+            if isinstance(parsed, InputError):
+                raise parsed
+            if parsed.id in seen:
+                raise InputError(f"duplicate id: query {parsed.id!r} appears more than once",
+                                 path=path, line=line)
+        except InputError as error:
+            if not skip_invalid:
+                raise
+            report.add(error)
+            continue
+        seen.add(parsed.id)
+        yield parsed
+
+
+def _jsonl_query(record: dict, path: object, line: int) -> Query | InputError:
+    try:
+        query_id = _record_id(record, path, line)
+        text = _string_field(record, "text", path, line)
+        if text is None:
+            text = _string_field(record, "contents", path, line)
+        if text is None:
+            raise InputError("missing text: no 'text' field", path=path, line=line)
+        return Query(query_id, text)
+    except InputError as error:
+        return error
+
+
+def _read_tsv_queries(path, skip_invalid, report) -> Iterator[tuple[int, Query | InputError]]:
+    with open_text_binary(path) as handle:
+        for line, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                                       f"{exc.start + 1}", path=path, line=line)
+                continue
+            parts = text.split("\t", 1)
+            if len(parts) != 2 or not parts[0].strip():
+                yield line, InputError("expected 2 tab-separated columns (qid, text), got "
+                                       f"{len(parts)}", path=path, line=line)
+                continue
+            yield line, Query(parts[0].strip(), parts[1])
+
+
+def load_corpus(path: str | os.PathLike, **options) -> list[Document]:
+    """All documents of a corpus file, as a list (see :func:`read_corpus`)."""
+    return list(read_corpus(path, **options))
+
+
+def load_queries(path: str | os.PathLike, **options) -> list[Query]:
+    """All queries of a queries file, as a list (see :func:`read_queries`)."""
+    return list(read_queries(path, **options))

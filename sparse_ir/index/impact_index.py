@@ -1,0 +1,487 @@
+"""ImpactIndex: an inverted index of integer impacts on disk, searched exactly.
+
+Layout of one generation (see :mod:`.storage` for the file format and publishing)::
+
+    manifest.json             format, version, quantizer, vocabulary hash, counts, files + CRC32
+    vocab.json                the vocabulary (token strings by term id)
+    term_offsets.bin          int64 [V+1]: term t's postings are [offsets[t], offsets[t+1])
+    postings_docs.bin         int32 [P]: document numbers, ascending within a term
+    postings_impacts.bin      uint8/16/32 [P]: the smallest unsigned type holding the impacts
+    term_max_impact.bin       [V]: each term's largest impact (for pruning and score bounds)
+    doc_ids.{offsets,bytes}.bin              external document ids
+    doc_titles.*, doc_texts.* (optional)     stored contents, for display and Lucene export
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from sparse_ir.errors import IndexCorruptError, InputError
+from sparse_ir.index import kernels
+from sparse_ir.index.builder import (IMPACT_FORMAT, IMPACT_FORMAT_VERSION, BuildReport,
+                                     build_impact_index, vocab_hash)
+from sparse_ir.index.reference import reference_scores, reference_top_k
+from sparse_ir.index.storage import (IndexDirectory, check_files, file_crc32, open_array,
+                                     read_manifest)
+from sparse_ir.index.strings import StringColumn
+from sparse_ir.quantize import Quantizer
+from sparse_ir.results import Hit, Run
+from sparse_ir.sparse_batch import SparseBatch
+
+__all__ = ["ImpactIndex", "TermContribution", "QueryLike"]
+
+logger = logging.getLogger(__name__)
+
+QueryLike = SparseBatch | Mapping[str, float] | tuple[Sequence[int], Sequence[float]]
+_INT32_MAX = np.iinfo(np.int32).max
+# Files up to this size are checksummed at every open (metadata, like Lucene's segment infos);
+# larger ones only by verify().
+_CHECK_AT_OPEN_BYTES = 16 << 20
+
+
+class TermContribution(NamedTuple):
+    """How one query term contributed to one document's score."""
+
+    token: str
+    query_weight: int
+    document_impact: int
+    score: int
+
+
+class ImpactIndex:
+    """An impact-scored inverted index. Create with :meth:`build`, load with :meth:`open`."""
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory = directory
+        self.manifest = manifest
+        self.quantizer = Quantizer.from_dict(manifest["quantizer"])
+        n_terms = manifest["vocab_size"]
+        n_docs = manifest["num_documents"]
+        n_postings = manifest["num_postings"]
+        impact_dtype = np.dtype(manifest["impact_dtype"])
+        self.term_offsets = open_array(directory / "term_offsets.bin", name="term_offsets",
+                                       dtype=np.int64, count=n_terms + 1)
+        self.postings_docs = open_array(directory / "postings_docs.bin", name="postings_docs",
+                                        dtype=np.int32, count=n_postings)
+        self.postings_impacts = open_array(directory / "postings_impacts.bin",
+                                           name="postings_impacts", dtype=impact_dtype,
+                                           count=n_postings)
+        self.term_max_impact = open_array(directory / "term_max_impact.bin",
+                                          name="term_max_impact", dtype=impact_dtype,
+                                          count=n_terms)
+        self._doc_ids = StringColumn(directory, "doc_ids", n_docs)
+        self._titles = self._texts = None
+        if manifest.get("has_contents"):
+            self._titles = StringColumn(directory, "doc_titles", n_docs)
+            self._texts = StringColumn(directory, "doc_texts", n_docs)
+        try:
+            vocab = json.loads((directory / "vocab.json").read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise IndexCorruptError(f"{directory / 'vocab.json'}: corrupt ({exc})") from None
+        if not isinstance(vocab, list) or len(vocab) != n_terms:
+            raise IndexCorruptError(f"{directory / 'vocab.json'}: not a list of {n_terms} tokens")
+        self.vocab: tuple[str, ...] = tuple(vocab)
+        if vocab_hash(self.vocab) != manifest["vocab_hash"]:
+            raise IndexCorruptError(f"{directory / 'vocab.json'}: does not match the manifest's "
+                                    "vocabulary hash")
+        if int(self.term_offsets[0]) != 0 or int(self.term_offsets[-1]) != n_postings:
+            raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not span the "
+                                    f"{n_postings} postings")
+        self._term_ids: dict[str, int] | None = None
+        self._doc_id_list: list[str] | None = None
+        self._docnos: dict[str, int] | None = None
+        self._local = threading.local()
+
+    # -- building and opening -------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, vectors: SparseBatch | Iterable[SparseBatch], path: str | os.PathLike, *,
+              quantizer: Quantizer | None = None, memory_budget: int | str = "1GB",
+              contents: Iterable[tuple[str, str]] | None = None, settings: dict | None = None,
+              show_progress: bool | None = None,
+              total_documents: int | None = None) -> ImpactIndex:
+        """Build an index from SparseBatch shards and publish it atomically at ``path``.
+
+        Args:
+            vectors: one SparseBatch or an iterator of them (float weights, which are quantized,
+                or integer impacts, used as they are). Rows get consecutive document numbers.
+            path: the index directory. An existing index there stays readable until the new
+                one is complete, then is replaced.
+            quantizer: how weights become impacts (default: ``Quantizer()``, scale 100). Queries
+                searched later are quantized by the same object.
+            memory_budget: bytes (or ``"512MB"``, ``"4GB"``) for buffered postings; beyond it,
+                sorted runs spill to disk and are merged. The result does not depend on it.
+            contents: optional ``(title, text)`` per document, stored for display and export.
+            settings: extra facts recorded in the manifest (model name, max length...).
+            show_progress: progress bar; None shows it on a terminal.
+            total_documents: expected number of documents, for the progress bar.
+        """
+        generation, report = build_impact_index(
+            vectors, path, quantizer=quantizer or Quantizer(), memory_budget=memory_budget,
+            contents=contents, settings=settings, show_progress=show_progress,
+            total_documents=total_documents)
+        index = cls.open(path)
+        index.build_report = report
+        return index
+
+    build_report: BuildReport | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> ImpactIndex:
+        """Open an index (memory-mapped) after checking its manifest, headers and sizes.
+
+        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
+        files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
+
+        Raises:
+            FileNotFoundError: nothing at ``path``.
+            IndexFormatError: another format or format version (both versions named).
+            IndexCorruptError: a missing, cut, or altered file.
+        """
+        directory = IndexDirectory(path)
+        last_error: Exception | None = None
+        for _ in range(5):
+            generation = directory.current()
+            try:
+                index = cls._open_generation(generation)
+            except (FileNotFoundError, IndexCorruptError) as error:
+                # A concurrent build may have published a newer generation and removed this one.
+                last_error = error
+                if directory.current() != generation:
+                    continue
+                raise
+            if verify:
+                index.verify()
+            return index
+        raise last_error  # pragma: no cover - five publishes during one open
+
+    @classmethod
+    def _open_generation(cls, generation: Path) -> ImpactIndex:
+        manifest = read_manifest(generation, format_name=IMPACT_FORMAT,
+                                 version=IMPACT_FORMAT_VERSION)
+        check_files(generation, manifest["files"], full=False)
+        for name, record in manifest["files"].items():
+            if record["size"] <= _CHECK_AT_OPEN_BYTES:
+                if file_crc32(generation / name) != record["crc32"]:
+                    raise IndexCorruptError(f"{generation / name}: CRC32 does not match the "
+                                            "manifest: the file is corrupt")
+        try:
+            return cls(generation, manifest)
+        except KeyError as exc:
+            raise IndexCorruptError(f"{generation}: manifest lacks {exc}") from None
+
+    def verify(self) -> None:
+        """Check every byte: each file's CRC32 and the index's invariants.
+
+        Raises :class:`IndexCorruptError` describing the first problem found.
+        """
+        check_files(self.directory, self.manifest["files"], full=True)
+        offsets = np.asarray(self.term_offsets)
+        docs = np.asarray(self.postings_docs)
+        impacts = np.asarray(self.postings_impacts)
+        where = self.directory
+        if np.any(np.diff(offsets) < 0):
+            raise IndexCorruptError(f"{where}: term offsets decrease")
+        if len(docs):
+            if docs.min() < 0 or docs.max() >= self.num_documents:
+                raise IndexCorruptError(f"{where}: a posting points outside the "
+                                        f"{self.num_documents} documents")
+            step = np.diff(docs.astype(np.int64))
+            starts = np.zeros(len(docs), bool)
+            starts[offsets[:-1][offsets[:-1] < len(docs)]] = True
+            if np.any((step <= 0) & ~starts[1:]):
+                raise IndexCorruptError(f"{where}: document numbers not ascending in a term")
+            if impacts.min() == 0 or impacts.max() > self.quantizer.max_impact:
+                raise IndexCorruptError(f"{where}: an impact is 0 or above max_impact")
+        maxima = np.zeros(self.vocab_size, np.int64)
+        nonempty = np.flatnonzero(np.diff(offsets) > 0)
+        if len(nonempty):
+            maxima[nonempty] = np.maximum.reduceat(impacts.astype(np.int64),
+                                                   offsets[nonempty])
+        if not np.array_equal(maxima, np.asarray(self.term_max_impact, np.int64)):
+            raise IndexCorruptError(f"{where}: term_max_impact disagrees with the postings")
+        for column in (self._doc_ids, self._titles, self._texts):
+            if column is not None and (problem := column.check()):
+                raise IndexCorruptError(f"{where}: {problem}")
+        if len(set(self.doc_ids)) != self.num_documents:
+            raise IndexCorruptError(f"{where}: document ids are not unique")
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def num_documents(self) -> int:
+        """Number of documents (including empty ones)."""
+        return int(self.manifest["num_documents"])
+
+    @property
+    def num_postings(self) -> int:
+        """Number of (term, document) postings."""
+        return int(self.manifest["num_postings"])
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the vocabulary (term ids are ``0 .. vocab_size-1``)."""
+        return int(self.manifest["vocab_size"])
+
+    @property
+    def vocab_hash(self) -> str:
+        """Hash of the vocabulary; an encoder must match it to search this index."""
+        return self.manifest["vocab_hash"]
+
+    @property
+    def has_contents(self) -> bool:
+        """True when titles and texts are stored."""
+        return self._titles is not None
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of this generation."""
+        return sum(r["size"] for r in self.manifest["files"].values())
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """External id of every document, by document number."""
+        if self._doc_id_list is None:
+            self._doc_id_list = self._doc_ids.all()
+        return self._doc_id_list
+
+    def docno(self, doc_id: str) -> int:
+        """Internal number of an external id (KeyError if absent)."""
+        if self._docnos is None:
+            self._docnos = {d: i for i, d in enumerate(self.doc_ids)}
+        return self._docnos[doc_id]
+
+    def document(self, docno: int) -> tuple[str, str] | None:
+        """Stored ``(title, text)`` of a document, or None when contents were not stored."""
+        if self._titles is None:
+            return None
+        return self._titles[docno], self._texts[docno]
+
+    def term_id(self, token: str) -> int | None:
+        """Term id of a token, or None when it is not in the vocabulary."""
+        if self._term_ids is None:
+            self._term_ids = {t: i for i, t in enumerate(self.vocab)}
+        return self._term_ids.get(token)
+
+    def postings(self, term: int | str) -> tuple[np.ndarray, np.ndarray]:
+        """``(document numbers, impacts)`` of one term (by id or token)."""
+        if isinstance(term, str):
+            found = self.term_id(term)
+            if found is None:
+                return np.zeros(0, np.int32), np.zeros(0, self.postings_impacts.dtype)
+            term = found
+        start, end = int(self.term_offsets[term]), int(self.term_offsets[term + 1])
+        return self.postings_docs[start:end], self.postings_impacts[start:end]
+
+    def document_frequency(self) -> np.ndarray:
+        """Number of documents of each term."""
+        return np.diff(np.asarray(self.term_offsets))
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def prepare_query(self, query: QueryLike) -> tuple[np.ndarray, np.ndarray]:
+        """Term ids (int32, ascending) and integer weights (int64) of a query.
+
+        Accepted forms:
+
+        * a one-row :class:`SparseBatch`: float weights are quantized with the index's
+          quantizer, integer values are used as impacts. Over another vocabulary, tokens are
+          matched by string.
+        * a ``{token: weight}`` mapping: ``int`` weights are impacts, ``float`` weights are
+          quantized.
+        * ``(term_ids, weights)`` arrays over this index's vocabulary.
+
+        Tokens missing from the vocabulary have no postings: they are dropped, which leaves
+        every score unchanged (documented behaviour, not an error). Term ids outside the
+        vocabulary, negative, NaN or non-numeric weights raise :class:`InputError`.
+        """
+        if isinstance(query, SparseBatch):
+            if len(query) != 1:
+                raise InputError(f"search takes one query; got a batch of {len(query)} "
+                                 "(use search_batch)")
+            terms, values = query.row(0)
+            if query.vocab != self.vocab:
+                return self.prepare_query(
+                    {query.vocab[t]: (int(v) if query.is_quantized else float(v))
+                     for t, v in zip(terms.tolist(), values.tolist())})
+            return self._finish_query(np.asarray(terms, np.int64), values)
+        if isinstance(query, Mapping):
+            terms, values, integer = [], [], True
+            for token, weight in query.items():
+                if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)):
+                    raise InputError(f"query weight of {token!r} is {weight!r}, not a number")
+                integer = integer and isinstance(weight, (int, np.integer))
+                term = self.term_id(token)
+                if term is not None:
+                    terms.append(term)
+                    values.append(weight)
+            array = np.asarray(values, np.int64 if integer else np.float64)
+            return self._finish_query(np.asarray(terms, np.int64), array)
+        if isinstance(query, tuple) and len(query) == 2:
+            terms = np.asarray(query[0])
+            values = np.asarray(query[1])
+            if terms.ndim != 1 or values.shape != terms.shape:
+                raise InputError("query arrays must be 1-d and of equal length")
+            if terms.dtype.kind not in "iu":
+                raise InputError(f"query term ids must be integers, got {terms.dtype}")
+            if len(terms) and (terms.min() < 0 or terms.max() >= self.vocab_size):
+                bad = terms.min() if terms.min() < 0 else terms.max()
+                raise InputError(f"query term id {int(bad)} is outside the vocabulary "
+                                 f"(0..{self.vocab_size - 1})")
+            return self._finish_query(terms.astype(np.int64), values)
+        raise TypeError(f"cannot search with a {type(query).__name__}; pass a SparseBatch, "
+                        "a {token: weight} dict or (term_ids, weights)")
+
+    def _finish_query(self, terms: np.ndarray, values: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        if values.dtype.kind == "f":
+            if len(values) and not np.all(np.isfinite(values)):
+                raise InputError("query weights must be finite (found NaN or infinity)")
+        elif values.dtype.kind not in "iu":
+            raise InputError(f"query weights must be numbers, got {values.dtype}")
+        if len(values) and values.min() < 0:
+            raise InputError(f"query weights must be >= 0, got {values.min()!r}")
+        if values.dtype.kind == "f":
+            values = self.quantizer.quantize_values(values)
+        if len(np.unique(terms)) != len(terms):
+            raise InputError("a query lists the same term twice")
+        order = np.argsort(terms, kind="stable")
+        terms, weights = terms[order], np.asarray(values, np.int64)[order]
+        keep = weights > 0
+        return terms[keep].astype(np.int32), weights[keep]
+
+    def _needs_int64(self, terms: np.ndarray, weights: np.ndarray) -> bool:
+        bound = int(np.dot(weights.astype(np.float64),
+                           np.asarray(self.term_max_impact, np.float64)[terms]))
+        return bound > _INT32_MAX // 2
+
+    def search(self, query: QueryLike, k: int = 10) -> list[Hit]:
+        """The exact top-``k`` documents for one query, best first.
+
+        Score = Σ query impact × document impact (exact integers); ties are broken by internal
+        document number ascending. Documents matching no query term are not returned, so there
+        may be fewer than ``k`` hits.
+        """
+        _check_k(k)
+        terms, weights = self.prepare_query(query)
+        k = min(k, max(self.num_documents, 1))
+        use_int64 = self._needs_int64(terms, weights)
+        accumulator = self._accumulator(use_int64)
+        docs = np.empty(k, np.int64)
+        scores = np.empty(k, np.int64)
+        count = kernels.search_one(terms, weights, self.term_offsets, self.postings_docs,
+                                   self.postings_impacts, accumulator, k, docs, scores)
+        if count == kernels.CORRUPT:
+            raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
+                                    "run verify()")
+        return self._hits(docs[:count], scores[:count])
+
+    def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
+                     threads: int | None = None, query_ids: Sequence[str] | None = None) -> Run:
+        """Exact top-``k`` for many queries, spread over ``threads`` (default: all cores).
+
+        ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
+        accepted by :meth:`prepare_query`.
+        """
+        import numba
+
+        _check_k(k)
+        if isinstance(queries, SparseBatch):
+            ids = list(queries.ids) if queries.ids is not None else \
+                [str(i) for i in range(len(queries))]
+            prepared = [self.prepare_query(queries.select([i])) for i in range(len(queries))]
+        else:
+            prepared = [self.prepare_query(q) for q in queries]
+            ids = [str(i) for i in range(len(prepared))]
+        if query_ids is not None:
+            if len(query_ids) != len(prepared):
+                raise ValueError(f"{len(query_ids)} query ids for {len(prepared)} queries")
+            ids = [str(q) for q in query_ids]
+        k = min(k, max(self.num_documents, 1))
+        count = len(prepared)
+        indptr = np.zeros(count + 1, np.int64)
+        np.cumsum([len(t) for t, _ in prepared], out=indptr[1:])
+        terms = np.concatenate([t for t, _ in prepared]) if count else np.zeros(0, np.int32)
+        weights = np.concatenate([w for _, w in prepared]) if count else np.zeros(0, np.int64)
+        use_int64 = np.array([self._needs_int64(t, w) for t, w in prepared], bool)
+        out_docs = np.empty((count, k), np.int64)
+        out_scores = np.empty((count, k), np.int64)
+        out_counts = np.empty(count, np.int64)
+        threads = threads or numba.config.NUMBA_NUM_THREADS
+        previous = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+        try:
+            kernels.search_many(indptr, terms.astype(np.int32), weights, self.term_offsets,
+                                self.postings_docs, self.postings_impacts, self.num_documents,
+                                k, use_int64, out_docs, out_scores, out_counts)
+        finally:
+            numba.set_num_threads(previous)
+        if np.any(out_counts == kernels.CORRUPT):
+            raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
+                                    "run verify()")
+        run = Run(name="sparse-ir")
+        for q, qid in enumerate(ids):
+            n = int(out_counts[q])
+            run.results[qid] = self._hits(out_docs[q, :n], out_scores[q, :n])
+        return run
+
+    def reference_search(self, query: QueryLike, k: int = 10) -> list[Hit]:
+        """The same result as :meth:`search` by plain numpy (slow; for tests and checks)."""
+        _check_k(k)
+        terms, weights = self.prepare_query(query)
+        scores = reference_scores(np.asarray(self.term_offsets), np.asarray(self.postings_docs),
+                                  np.asarray(self.postings_impacts), self.num_documents,
+                                  terms, weights)
+        docs, top = reference_top_k(scores, k)
+        return self._hits(docs, top)
+
+    def explain(self, query: QueryLike, docno: int) -> list[TermContribution]:
+        """Each query term's contribution to one document's score, largest first."""
+        terms, weights = self.prepare_query(query)
+        parts = []
+        for term, weight in zip(terms.tolist(), weights.tolist()):
+            start, end = int(self.term_offsets[term]), int(self.term_offsets[term + 1])
+            docs = self.postings_docs[start:end]
+            position = int(np.searchsorted(docs, docno))
+            if position < len(docs) and int(docs[position]) == docno:
+                impact = int(self.postings_impacts[start + position])
+                parts.append(TermContribution(self.vocab[term], weight, impact, weight * impact))
+        parts.sort(key=lambda c: (-c.score, c.token))
+        return parts
+
+    def document_vector(self, docno: int) -> dict[str, int]:
+        """The stored impacts of one document, ``{token: impact}`` (scans the postings)."""
+        mask = np.asarray(self.postings_docs) == docno
+        positions = np.flatnonzero(mask)
+        terms = np.searchsorted(np.asarray(self.term_offsets), positions, side="right") - 1
+        return {self.vocab[t]: int(self.postings_impacts[p]) for t, p in zip(terms, positions)}
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _accumulator(self, use_int64: bool) -> np.ndarray:
+        name = "acc64" if use_int64 else "acc32"
+        accumulator = getattr(self._local, name, None)
+        if accumulator is None:
+            accumulator = np.zeros(self.num_documents, np.int64 if use_int64 else np.int32)
+            setattr(self._local, name, accumulator)
+        return accumulator
+
+    def _hits(self, docs: np.ndarray, scores: np.ndarray) -> list[Hit]:
+        ids = self.doc_ids
+        return [Hit(ids[d], s, d) for d, s in zip(docs.tolist(), scores.tolist())]
+
+    def __repr__(self) -> str:
+        return (f"ImpactIndex({str(self.directory)!r}, documents={self.num_documents}, "
+                f"postings={self.num_postings}, vocab={self.vocab_size})")
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")

@@ -1,0 +1,139 @@
+"""Numba kernels for exact top-k impact search (checked against :mod:`.reference`).
+
+Term-at-a-time: each query term's postings add ``q_t × impact`` to a per-document accumulator,
+then one pass over the accumulator keeps the k best in a heap. Documents are visited in
+increasing number, so a newcomer replaces the heap's worst only with a strictly higher score,
+which yields our tie-break (score descending, then document number ascending) for free.
+
+The accumulator is int32 when the query's largest possible score fits, int64 otherwise, so
+scores are exact whatever the impacts. Every posting's document number is bounds-checked: a
+corrupt index yields an error, never a write outside the accumulator.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+__all__ = ["search_one", "search_many", "CORRUPT"]
+
+CORRUPT = -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _worse(score_a, doc_a, score_b, doc_b):
+    return score_a < score_b or (score_a == score_b and doc_a > doc_b)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_down(heap_scores, heap_docs, size, position):
+    while True:
+        left = 2 * position + 1
+        if left >= size:
+            return
+        child = left
+        right = left + 1
+        if right < size and _worse(heap_scores[right], heap_docs[right],
+                                   heap_scores[left], heap_docs[left]):
+            child = right
+        if _worse(heap_scores[child], heap_docs[child],
+                  heap_scores[position], heap_docs[position]):
+            heap_scores[child], heap_scores[position] = heap_scores[position], heap_scores[child]
+            heap_docs[child], heap_docs[position] = heap_docs[position], heap_docs[child]
+            position = child
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _sift_up(heap_scores, heap_docs, position):
+    while position > 0:
+        parent = (position - 1) // 2
+        if _worse(heap_scores[position], heap_docs[position],
+                  heap_scores[parent], heap_docs[parent]):
+            heap_scores[parent], heap_scores[position] = heap_scores[position], heap_scores[parent]
+            heap_docs[parent], heap_docs[position] = heap_docs[position], heap_docs[parent]
+            position = parent
+        else:
+            return
+
+
+@numba.njit(cache=True, nogil=True)
+def _accumulate(query_terms, query_weights, term_offsets, postings_docs, postings_impacts,
+                accumulator):
+    """Add every query term's contributions; False when a posting points outside the index."""
+    limit = np.uint32(len(accumulator))
+    for i in range(len(query_terms)):
+        term = query_terms[i]
+        weight = accumulator.dtype.type(query_weights[i])
+        for p in range(term_offsets[term], term_offsets[term + 1]):
+            doc = postings_docs[p]
+            if np.uint32(doc) >= limit:
+                return False
+            accumulator[doc] += weight * accumulator.dtype.type(postings_impacts[p])
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_top_k(accumulator, k, out_docs, out_scores):
+    """Write the k best (score > 0) into the outputs, best first; return how many."""
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    size = 0
+    for doc in range(len(accumulator)):
+        score = np.int64(accumulator[doc])
+        if score <= 0:
+            continue
+        if size < k:
+            heap_scores[size] = score
+            heap_docs[size] = doc
+            _sift_up(heap_scores, heap_docs, size)
+            size += 1
+        elif score > heap_scores[0]:
+            heap_scores[0] = score
+            heap_docs[0] = doc
+            _sift_down(heap_scores, heap_docs, size, 0)
+    count = size
+    # Popping the worst repeatedly fills the output from the back: best first.
+    while size > 0:
+        size -= 1
+        out_docs[size] = heap_docs[0]
+        out_scores[size] = heap_scores[0]
+        heap_scores[0] = heap_scores[size]
+        heap_docs[0] = heap_docs[size]
+        _sift_down(heap_scores, heap_docs, size, 0)
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def search_one(query_terms, query_weights, term_offsets, postings_docs, postings_impacts,
+               accumulator, k, out_docs, out_scores):
+    """Exact top-k of one query. ``accumulator`` must be zero; it is zero again on return.
+
+    Returns the number of hits written, or ``CORRUPT`` (-1) when a posting is out of range.
+    """
+    ok = _accumulate(query_terms, query_weights, term_offsets, postings_docs,
+                     postings_impacts, accumulator)
+    count = _select_top_k(accumulator, k, out_docs, out_scores) if ok else -1
+    accumulator[:] = 0
+    return count
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def search_many(query_indptr, query_terms, query_weights, term_offsets, postings_docs,
+                postings_impacts, num_documents, k, use_int64, out_docs, out_scores, out_counts):
+    """Exact top-k of many queries (CSR), spread over numba's threads."""
+    for q in prange(len(query_indptr) - 1):
+        start = query_indptr[q]
+        end = query_indptr[q + 1]
+        if use_int64[q]:
+            accumulator64 = np.zeros(num_documents, np.int64)
+            out_counts[q] = search_one(query_terms[start:end], query_weights[start:end],
+                                       term_offsets, postings_docs, postings_impacts,
+                                       accumulator64, k, out_docs[q], out_scores[q])
+        else:
+            accumulator32 = np.zeros(num_documents, np.int32)
+            out_counts[q] = search_one(query_terms[start:end], query_weights[start:end],
+                                       term_offsets, postings_docs, postings_impacts,
+                                       accumulator32, k, out_docs[q], out_scores[q])

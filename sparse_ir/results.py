@@ -1,0 +1,133 @@
+"""Typed search results: :class:`Hit` and :class:`Run`, and the TREC run file format.
+
+A TREC run line is ``qid Q0 docid rank score tag`` (rank 1-based). Within a query, hits are
+ordered by score descending, then by internal document number ascending (our tie-break).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from sparse_ir.errors import InputError
+from sparse_ir.jsonl import open_text_binary
+
+__all__ = ["Hit", "Run"]
+
+
+class Hit(NamedTuple):
+    """One retrieved document.
+
+    Attributes:
+        doc_id: the document's external id.
+        score: its score (an integer for impact search, a float after fusion or dense search).
+        docno: its internal document number in the index (-1 when unknown, e.g. read from a file).
+    """
+
+    doc_id: str
+    score: float
+    docno: int = -1
+
+
+@dataclass
+class Run:
+    """Ranked hits for a set of queries: ``results[query_id] = [Hit, ...]`` best first."""
+
+    results: dict[str, list[Hit]] = field(default_factory=dict)
+    name: str = "sparse-ir"
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, query_id: str) -> list[Hit]:
+        return self.results[query_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.results)
+
+    def items(self):
+        """``(query_id, hits)`` pairs."""
+        return self.results.items()
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """``{query_id: {doc_id: score}}``, the form pytrec_eval and ir_measures take."""
+        return {qid: {hit.doc_id: float(hit.score) for hit in hits}
+                for qid, hits in self.results.items()}
+
+    def write_trec(self, path: str | os.PathLike, *, tag: str | None = None) -> None:
+        """Write the run as a TREC run file (atomically: temporary file, then rename)."""
+        tag = tag or self.name
+        if any(c.isspace() for c in tag):
+            raise ValueError(f"a TREC run tag cannot contain whitespace: {tag!r}")
+        path = os.fspath(path)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                for qid, hits in self.results.items():
+                    for rank, hit in enumerate(hits, start=1):
+                        score = hit.score
+                        text = str(int(score)) if isinstance(score, int) or (
+                            float(score).is_integer() and abs(score) < 2**53) else repr(
+                            float(score))
+                        out.write(f"{qid} Q0 {hit.doc_id} {rank} {text} {tag}\n")
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def read_trec(cls, path: str | os.PathLike, *, name: str | None = None) -> Run:
+        """Read a TREC run file; hits are re-sorted by score descending (ties: file order).
+
+        Raises :class:`InputError` naming the line for a wrong column count, a score that is
+        not a finite number, or the same document twice for one query.
+        """
+        results: dict[str, list[tuple[float, int, str]]] = {}
+        seen: set[tuple[str, str]] = set()
+        tag = name
+        with open_text_binary(path) as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InputError(f"invalid UTF-8 at column {exc.start + 1}", path=path,
+                                     line=line_number) from None
+                parts = text.split()
+                if len(parts) != 6:
+                    raise InputError(f"expected 6 columns (qid Q0 docid rank score tag), got "
+                                     f"{len(parts)}", path=path, line=line_number)
+                qid, _, doc_id, _, score_text, run_tag = parts
+                try:
+                    score = float(score_text)
+                except ValueError:
+                    raise InputError(f"score {score_text!r} is not a number", path=path,
+                                     line=line_number) from None
+                if not math.isfinite(score):
+                    raise InputError(f"score {score_text!r} is not finite", path=path,
+                                     line=line_number)
+                if (qid, doc_id) in seen:
+                    raise InputError(f"document {doc_id!r} listed twice for query {qid!r}",
+                                     path=path, line=line_number)
+                seen.add((qid, doc_id))
+                tag = tag or run_tag
+                results.setdefault(qid, []).append((score, line_number, doc_id))
+        run = cls(name=tag or "run")
+        for qid, rows in results.items():
+            rows.sort(key=lambda r: (-r[0], r[1]))
+            run.results[qid] = [Hit(doc_id, score) for score, _, doc_id in rows]
+        return run
+
+    @classmethod
+    def from_dict(cls, scores: Mapping[str, Mapping[str, float]], name: str = "run") -> Run:
+        """A run from ``{query_id: {doc_id: score}}``, sorted by score then doc id."""
+        run = cls(name=name)
+        for qid, docs in scores.items():
+            ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
+            run.results[qid] = [Hit(doc_id, score) for doc_id, score in ranked]
+        return run
