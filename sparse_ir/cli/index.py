@@ -1,0 +1,175 @@
+"""``sparse-ir index``, ``search``, ``info``, ``verify``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sparse_ir.cli.common import add_model_options, load_encoder, positive_int
+
+
+def register(subparsers) -> None:
+    """Add the index subcommands."""
+    parser = subparsers.add_parser(
+        "index", help="encode a corpus and build an impact index",
+        description="Encode a BEIR-style corpus.jsonl with a SPLADE model (or read SparseBatch "
+                    "shards written by 'sparse-ir encode') and build an impact index. The new "
+                    "index replaces an old one at --output only once it is complete.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="corpus.jsonl (_id, title, text)")
+    source.add_argument("--vectors", help="directory of SparseBatch shards (sparse-ir encode)")
+    parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
+    parser.add_argument("--scale", type=float, default=100.0,
+                        help="impact = round(weight x scale) (default 100, as Pyserini)")
+    parser.add_argument("--bits", type=int, choices=[8, 16], default=None,
+                        help="pick the scale so the largest weight fits in 8 or 16 bits "
+                             "(overrides --scale)")
+    parser.add_argument("--memory-budget", default="1GB",
+                        help="memory for buffered postings before sorted runs spill to disk")
+    parser.add_argument("--no-contents", action="store_true",
+                        help="do not store titles and texts in the index")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid corpus lines (counted and reported)")
+    add_model_options(parser)
+    parser.set_defaults(handler=run_index)
+
+    parser = subparsers.add_parser(
+        "search", help="search an index with a text query",
+        description="Encode the query with the index's model and print the top documents with "
+                    "the terms that contributed most to each score ('+' marks expansion terms "
+                    "the query text does not contain).")
+    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("--index", required=True, help="index directory")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show")
+    parser.add_argument("--terms", type=int, default=5,
+                        help="contributing terms shown per hit (0: none)")
+    parser.add_argument("--model", default=None,
+                        help="query encoder (default: the model recorded in the index)")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(handler=run_search)
+
+    parser = subparsers.add_parser("info", help="print an index's manifest summary")
+    parser.add_argument("index", help="index directory")
+    parser.set_defaults(handler=run_info)
+
+    parser = subparsers.add_parser(
+        "verify", help="check every byte of an index (checksums and invariants)")
+    parser.add_argument("index", help="index directory")
+    parser.set_defaults(handler=run_verify)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from sparse_ir.corpus import read_corpus
+    from sparse_ir.jsonl import SkipReport
+    from sparse_ir.pipeline import count_lines, index_corpus
+    from sparse_ir.quantize import Quantizer
+
+    report = SkipReport()
+    if args.vectors:
+        return _index_vectors(args)
+    encoder = load_encoder(args)
+    if args.bits:
+        raise ValueError("--bits needs the maximum weight in advance: encode first "
+                         "('sparse-ir encode'), then 'sparse-ir index --vectors DIR --bits 8'")
+    quantizer = Quantizer(scale=args.scale)
+    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report)
+    index, stats = index_corpus(encoder, documents, args.output, quantizer=quantizer,
+                                memory_budget=args.memory_budget,
+                                store_contents=not args.no_contents,
+                                total=count_lines(args.input), show_progress=args.show_progress,
+                                settings={"corpus": str(Path(args.input).resolve())})
+    _print_summary(index)
+    if stats.empty_texts:
+        print(f"{stats.empty_texts} document(s) with empty text indexed as empty vectors")
+    if report.total:
+        print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def _index_vectors(args: argparse.Namespace) -> int:
+    from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.quantize import Quantizer
+    from sparse_ir.sparse_batch import SparseBatch
+
+    shards = sorted(Path(args.vectors).glob("shard-*.npz"))
+    if not shards:
+        raise FileNotFoundError(f"no shard-*.npz files in {args.vectors}")
+    if args.bits:
+        quantizer = Quantizer.fit((SparseBatch.load(p) for p in shards), bits=args.bits)
+    else:
+        quantizer = Quantizer(scale=args.scale)
+    index = ImpactIndex.build((SparseBatch.load(p) for p in shards), args.output,
+                              quantizer=quantizer, memory_budget=args.memory_budget,
+                              show_progress=args.show_progress,
+                              settings={"model": args.model, "vectors": str(args.vectors)})
+    _print_summary(index)
+    return 0
+
+
+def _print_summary(index) -> None:
+    build = index.manifest["build"]
+    print(f"index {index.directory.parent}: {index.num_documents} documents, "
+          f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
+          f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
+          f"({build['runs_spilled']} runs spilled)")
+    if build.get("saturated"):
+        print(f"warning: {build['saturated']} weights saturated at max_impact")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from sparse_ir.search import Searcher
+
+    searcher = Searcher.from_index(args.index, model=args.model, device=args.device)
+    text = " ".join(args.query)
+    print_hits(searcher, text, args.top_k, args.terms)
+    return 0
+
+
+def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
+    """Print ranked hits with titles and the query terms that contributed most."""
+    out = out or sys.stdout
+    tokenizer = searcher.encoder.tokenizer
+    own = set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
+                                              ["input_ids"]))
+    query = searcher.encode(text)
+    expansion = [t for t, _ in query.decode(0, top=None) if t not in own]
+    print(f"query: {text}", file=out)
+    print(f"  {query.nnz} query terms; expansion terms (+): "
+          f"{', '.join(expansion[:8]) or 'none'}", file=out)
+    hits = searcher.index.search(query, k)
+    if not hits:
+        print("  no document matches", file=out)
+    for rank, hit in enumerate(hits, start=1):
+        stored = searcher.index.document(hit.docno)
+        title = (stored[0] or stored[1][:80]) if stored else ""
+        print(f"{rank:>3}. {hit.doc_id}  score {hit.score}  {title[:90]}", file=out)
+        if terms:
+            parts = searcher.index.explain(query, hit.docno)[:terms]
+            shown = ", ".join(f"{'' if c.token in own else '+'}{c.token} {c.score}"
+                              for c in parts)
+            print(f"       {shown}", file=out)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import json
+
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    index = ImpactIndex.open(args.index)
+    manifest = dict(index.manifest)
+    manifest.pop("files")
+    print(f"generation: {index.directory}")
+    print(json.dumps(manifest, indent=1, sort_keys=True))
+    print(f"size on disk: {index.size_bytes() / 1e6:.1f} MB")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    index = ImpactIndex.open(args.index)
+    index.verify()
+    print(f"{index.directory}: OK ({len(index.manifest['files'])} files, "
+          f"{index.size_bytes()} bytes checked)")
+    return 0

@@ -1,0 +1,129 @@
+"""Whole jobs built from the stages: encode a corpus in shards, index it, search a query set.
+
+These are what the CLI and the scripts call; each stage stays usable on its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from sparse_ir.corpus import Document, Query
+from sparse_ir.quantize import Quantizer
+from sparse_ir.sparse_batch import SparseBatch
+
+__all__ = ["encode_corpus", "index_corpus", "encoder_settings", "count_lines"]
+
+logger = logging.getLogger(__name__)
+
+
+def count_lines(path: str | os.PathLike) -> int:
+    """Number of non-blank lines of a (possibly gzipped) text file: a progress-bar total."""
+    from sparse_ir.jsonl import open_text_binary
+
+    with open_text_binary(path) as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def encoder_settings(encoder) -> dict:
+    """What an index records about the encoder that produced its vectors."""
+    return {"model": encoder.name, "pooling": encoder.pooling,
+            "document_max_length": encoder.document_max_length,
+            "query_max_length": encoder.query_max_length,
+            "precision": encoder.precision}
+
+
+def encode_corpus(encoder, documents: Iterable[Document], *, shard_size: int = 2048,
+                  max_length: int | None = None, progress=None, stats=None,
+                  ) -> Iterator[tuple[SparseBatch, list[Document]]]:
+    """Encode documents shard by shard; yield ``(vectors, documents)`` of each shard.
+
+    Each shard is sorted by length internally by the encoder, and comes back in input order.
+    ``progress`` (a tqdm bar) is advanced by the number of documents of each shard.
+    """
+    shard: list[Document] = []
+
+    def flush() -> tuple[SparseBatch, list[Document]]:
+        batch = encoder.encode_documents([d.full_text for d in shard],
+                                         ids=[d.id for d in shard], max_length=max_length,
+                                         show_progress=False, stats=stats)
+        if progress is not None:
+            progress.update(len(shard))
+        return batch, list(shard)
+
+    for document in documents:
+        shard.append(document)
+        if len(shard) >= shard_size:
+            yield flush()
+            shard.clear()
+    if shard:
+        yield flush()
+
+
+def index_corpus(encoder, documents: Iterable[Document], path: str | os.PathLike, *,
+                 quantizer: Quantizer | None = None, memory_budget: int | str = "1GB",
+                 store_contents: bool = True, shard_size: int = 2048,
+                 total: int | None = None, show_progress: bool | None = None,
+                 settings: dict | None = None):
+    """Encode a corpus and build an :class:`~sparse_ir.index.ImpactIndex` at ``path``.
+
+    Returns ``(index, encode_stats)``. The index is published only when everything succeeded;
+    an interruption leaves the previous index (if any) in place.
+    """
+    from tqdm.auto import tqdm
+
+    from sparse_ir.encoders.splade import EncodeStats
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    stats = EncodeStats()
+    pending: collections.deque[tuple[str, str]] = collections.deque()
+    progress = tqdm(total=total, desc="encoding + indexing", unit="doc",
+                    disable=None if show_progress is None else not show_progress)
+
+    def vectors() -> Iterator[SparseBatch]:
+        for batch, shard in encode_corpus(encoder, documents, shard_size=shard_size,
+                                          progress=progress, stats=stats):
+            if store_contents:
+                pending.extend((d.title, d.text) for d in shard)
+            yield batch
+
+    try:
+        index = ImpactIndex.build(
+            vectors(), path, quantizer=quantizer or Quantizer(), memory_budget=memory_budget,
+            contents=_Drain(pending) if store_contents else None, show_progress=False,
+            settings={**encoder_settings(encoder), **(settings or {})},
+            total_documents=total)
+    finally:
+        progress.close()
+    if stats.empty_texts:
+        logger.warning("%d document(s) had empty text and were indexed as empty vectors",
+                       stats.empty_texts)
+    return index, stats
+
+
+class _Drain:
+    """An endless iterator over a deque that the vector generator refills shard by shard."""
+
+    def __init__(self, queue: collections.deque):
+        self.queue = queue
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.queue:
+            return None
+        return self.queue.popleft()
+
+
+def queries_of(queries: Sequence[Query]) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` of a list of queries."""
+    return [q.id for q in queries], [q.text for q in queries]
+
+
+def default_index_path(name: str) -> Path:
+    """``indexes/NAME`` under the working directory (the project's default place)."""
+    return Path("indexes") / name
