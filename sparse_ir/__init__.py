@@ -28,6 +28,7 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
+    "check_index": "sparse_ir.index.check",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -31,6 +31,7 @@ from sparse_ir.index.storage import (ArrayWriter, FileRecord, IndexDirectory, op
 from sparse_ir.index.strings import StringColumnWriter
 from sparse_ir.quantize import Quantizer, QuantizeStats, smallest_unsigned_dtype
 from sparse_ir.sparse_batch import SparseBatch
+from sparse_ir.validation import first_duplicate, id_problem, term_problem
 
 __all__ = ["build_impact_index", "BuildReport", "parse_memory", "vocab_hash",
            "IMPACT_FORMAT", "IMPACT_FORMAT_VERSION"]
@@ -228,6 +229,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             for shard in _as_shards(vectors):
                 if vocab is None:
                     vocab = shard.vocab
+                    _check_vocabulary(vocab)
                     buffer = _PostingBuffer(temporary, len(vocab), budget_postings)
                 elif shard.vocab != vocab:
                     raise InputError("all shards must share one vocabulary; shard starting at "
@@ -245,8 +247,11 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                     tuple(str(first + i) for i in range(len(shard)))
                 for doc_id in shard_ids:
                     if doc_id in seen_ids:
-                        raise InputError(f"duplicate document id {doc_id!r} (document "
+                        raise InputError(f"duplicate id: document id {doc_id!r} (document "
                                          f"{first + shard_ids.index(doc_id)})")
+                    if problem := id_problem(doc_id):
+                        raise InputError(f"invalid id: document {first + shard_ids.index(doc_id)}"
+                                         f": {problem}")
                     seen_ids.add(doc_id)
                 ids.extend(shard_ids)
                 if content_iter is not None:
@@ -268,6 +273,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             if vocab is None:
                 raise InputError("no documents to index")
             runs = buffer.finish()
+            _check_used_terms(vocab, buffer.counts)
             report.runs_spilled = buffer.spilled
             files: dict[str, FileRecord] = {}
             max_impact = int(buffer.maxima.max()) if len(buffer.maxima) else 0
@@ -315,6 +321,24 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 report.documents, report.postings, report.seconds, report.runs_spilled,
                 generation)
     return generation, report
+
+
+def _check_vocabulary(vocab: tuple[str, ...]) -> None:
+    """Refuse a vocabulary whose tokens are not distinct strings (term ids would be ambiguous)."""
+    for term, token in enumerate(vocab):
+        if not isinstance(token, str):
+            raise InputError(f"invalid term: vocabulary entry {term} is {token!r}, not a string")
+    if duplicate := first_duplicate(vocab):
+        raise InputError(f"invalid term: the vocabulary lists {duplicate[1]!r} twice "
+                         f"(term ids {vocab.index(duplicate[1])} and {duplicate[0]})")
+
+
+def _check_used_terms(vocab: tuple[str, ...], counts: np.ndarray) -> None:
+    """Refuse a term with postings that Lucene cannot take (see :mod:`sparse_ir.validation`)."""
+    for term in np.flatnonzero(counts).tolist():
+        if problem := term_problem(vocab[term]):
+            raise InputError(f"invalid term: term id {term} occurs in {int(counts[term])} "
+                             f"document(s): {problem}")
 
 
 def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dtype: np.dtype,
