@@ -1,0 +1,79 @@
+"""A fork server for the kill -9 test: builds indexes in children it kills at given moments.
+
+Run as ``python crash_worker.py KIND``. It imports everything and builds once (so numba's
+kernels are compiled), prints ``{"ready": true, "build_seconds": ...}``, then reads one JSON
+command per line from stdin::
+
+    {"path": "...", "seed": 3, "size": "MEDIUM", "kill_after": 0.137}
+
+and for each forks a child that builds the index at ``path`` from ``seed``; if the child is
+still running ``kill_after`` seconds later it gets SIGKILL. The answer is one JSON line:
+``{"outcome": "killed" | "exited", "status": ..., "elapsed": ...}``. The killing is done by
+the child's own parent, so the process id cannot have been reused by anyone else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import index_kinds  # noqa: E402
+
+
+def build_in_child(kind, path: Path, seed: int, size) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            kind.build(path, seed, size)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    return pid
+
+
+def main() -> None:
+    kind = index_kinds.KINDS[sys.argv[1]]
+    durations = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for seed in range(3):
+            kind.prepare(seed, index_kinds.MEDIUM)
+            started = time.perf_counter()
+            kind.build(Path(scratch) / "warm", seed, index_kinds.MEDIUM)
+            durations.append(time.perf_counter() - started)
+    print(json.dumps({"ready": True, "build_seconds": statistics.median(durations)}), flush=True)
+    for line in sys.stdin:
+        command = json.loads(line)
+        size = getattr(index_kinds, command.get("size", "MEDIUM"))
+        kind.prepare(command["seed"], size)  # generate the data here: the child only builds
+        started = time.perf_counter()
+        pid = build_in_child(kind, Path(command["path"]), command["seed"], size)
+        deadline = started + command["kill_after"]
+        status = None
+        while time.perf_counter() < deadline:
+            done, status_now = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = status_now
+                break
+            time.sleep(0.0005)
+        if status is None:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+        outcome = "killed" if os.WIFSIGNALED(status) else "exited"
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+        print(json.dumps({"outcome": outcome, "status": code,
+                          "elapsed": time.perf_counter() - started}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
