@@ -33,6 +33,7 @@ class Size:
 
 
 SMALL = Size(documents=160, vocab=120, max_terms=12, shard=40, memory_budget=1)
+SPILLING = Size(documents=400, vocab=150, max_terms=12, shard=50, memory_budget=1)
 MEDIUM = Size(documents=3000, vocab=2000, max_terms=40, shard=250, memory_budget=40_000)
 
 
@@ -114,7 +115,7 @@ def impact_answers(index) -> tuple:
 
 
 def _size_of(index) -> Size:
-    for size in (SMALL, MEDIUM):
+    for size in (SMALL, SPILLING, MEDIUM):
         if size.documents == index.num_documents:
             return size
     raise AssertionError(f"unexpected document count {index.num_documents}")

@@ -44,6 +44,8 @@ IMPACT_FORMAT_VERSION = 1
 # arrive (12) plus the term-sorted copy being made (8), plus slack for the batch lists.
 _BYTES_PER_BUFFERED_POSTING = 24
 _MERGE_BLOCK_POSTINGS = 1 << 23
+# Runs smaller than this are not worth a file (tests lower it to spill tiny collections).
+_MIN_BUFFERED_POSTINGS = 1024
 
 
 def parse_memory(value: int | str) -> int:
@@ -211,7 +213,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
     from tqdm.auto import tqdm
 
     budget = parse_memory(memory_budget)
-    budget_postings = max(1024, budget // _BYTES_PER_BUFFERED_POSTING)
+    budget_postings = max(_MIN_BUFFERED_POSTINGS, budget // _BYTES_PER_BUFFERED_POSTING)
     started = time.perf_counter()
     report = BuildReport()
     content_iter = iter(contents) if contents is not None else None
