@@ -12,6 +12,7 @@ SPARSE_IR_PROPERTY_EXAMPLES raises the number of examples (default 120 per prope
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from collections import Counter
@@ -203,3 +204,17 @@ def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
     check()
     print(f"\ntiny vs huge memory budget: {dict(stats)}")
     assert stats["runs spilled"] > 0
+
+
+def test_budgets_identical_on_a_collection_with_many_runs(tmp_path):
+    from index_kinds import MEDIUM, impact_build
+
+    impact_build(tmp_path / "spilled", 5, MEDIUM)
+    impact_build(tmp_path / "one-run", 5, dataclasses.replace(MEDIUM, memory_budget=64 << 30))
+    spilled = ImpactIndex.open(tmp_path / "spilled")
+    one_run = ImpactIndex.open(tmp_path / "one-run")
+    assert spilled.manifest["build"]["runs_spilled"] >= 10
+    assert one_run.manifest["build"]["runs_spilled"] == 0
+    for path in spilled.directory.iterdir():
+        if path.name != "manifest.json":
+            assert path.read_bytes() == (one_run.directory / path.name).read_bytes(), path.name
