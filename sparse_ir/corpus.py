@@ -46,7 +46,7 @@ def _record_id(record: dict, path: object, line: int) -> str:
         if key in record:
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise InputError(f"missing id: {key!r} must be a string or integer, "
+                raise InputError(f"invalid id: {key!r} must be a string or integer, "
                                  f"got {value!r}", path=path, line=line)
             value = str(value)
             if not value.strip():

@@ -231,7 +231,7 @@ class SparseBatch:
             if self.values.min() < 0:
                 pos = int(np.flatnonzero(self.values < 0)[0])
                 row = int(np.searchsorted(self.indptr, pos, side="right") - 1)
-                raise InputError(f"row {row}: negative weight {self.values[pos]!r} "
+                raise InputError(f"row {row}: negative weight {self.values[pos].item()!r} "
                                  "(weights must be >= 0)", path=source)
 
     # -- persistence (no pickle) ------------------------------------------------------------------
@@ -267,6 +267,10 @@ class SparseBatch:
         """Read a batch written by :meth:`save`; refuse anything else with a clear error."""
         path = os.fspath(path)
         try:
+            with open(path, "rb") as handle:
+                if handle.read(4) != b"PK\x03\x04":
+                    raise InputError("not a SparseBatch file (not an .npz zip archive)",
+                                     path=path)
             with np.load(path, allow_pickle=False) as data:
                 names = set(data.files)
                 need = {"indptr", "indices", "values", "vocab", "ids", "meta"}
