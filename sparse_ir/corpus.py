@@ -12,8 +12,13 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from sparse_ir.errors import InputError
-from sparse_ir.jsonl import (TRUNCATION_HINT, SkipReport, open_text_binary, read_jsonl,
-                             warn_if_skipped)
+from sparse_ir.jsonl import (
+    TRUNCATION_HINT,
+    SkipReport,
+    open_text_binary,
+    read_jsonl,
+    warn_if_skipped,
+)
 from sparse_ir.validation import check_id, id_problem
 
 __all__ = ["Document", "Query", "read_corpus", "read_queries", "load_corpus", "load_queries"]

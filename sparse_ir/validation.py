@@ -30,9 +30,16 @@ import unicodedata
 from sparse_ir.errors import InputError
 
 __all__ = [
-    "LUCENE_MAX_TERM_BYTES", "LUCENE_MAX_TOKEN_CHARS", "MAX_ID_BYTES",
-    "term_problem", "id_problem", "weight_problem",
-    "check_term", "check_id", "check_weight", "first_duplicate",
+    "LUCENE_MAX_TERM_BYTES",
+    "LUCENE_MAX_TOKEN_CHARS",
+    "MAX_ID_BYTES",
+    "check_id",
+    "check_term",
+    "check_weight",
+    "first_duplicate",
+    "id_problem",
+    "term_problem",
+    "weight_problem",
 ]
 
 #: Lucene's ``IndexWriter.MAX_TERM_LENGTH``: the longest term, in UTF-8 bytes.

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import index_kinds  # noqa: E402
+import index_kinds
 
 
 def build_in_child(kind, path: Path, seed: int, size) -> int:
@@ -35,7 +35,7 @@ def build_in_child(kind, path: Path, seed: int, size) -> int:
         code = 0
         try:
             kind.build(path, seed, size)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the child reports any failure by exit code
             traceback.print_exc()
             code = 1
         os._exit(code)

@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from index_kinds import KINDS, SPILLING
+
 from sparse_ir.index.storage import IndexDirectory
 
 HERE = Path(__file__).resolve().parent
@@ -86,7 +86,7 @@ def test_damage_is_not_mistaken_for_a_publish(kind, tmp_path):
     path = tmp_path / "index"
     kind.build(path, 1, SPILLING)
     generation = IndexDirectory(path).current()
-    victim = sorted(generation.glob("*.bin"))[0]
+    victim = min(generation.glob("*.bin"))
     victim.write_bytes(victim.read_bytes()[:-1])
     from sparse_ir.errors import IndexCorruptError
 

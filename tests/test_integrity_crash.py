@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-
 from index_kinds import KINDS, MEDIUM
+
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index.check import check_index
 from sparse_ir.index.storage import IndexDirectory

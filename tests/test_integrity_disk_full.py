@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from index_kinds import KINDS, SPILLING
+
 from sparse_ir.index import storage
 from sparse_ir.index.storage import IndexDirectory
 

@@ -21,8 +21,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from index_kinds import KINDS, SMALL
+
 from sparse_ir.errors import IndexFormatError
 from sparse_ir.index.check import check_index
 
@@ -89,14 +89,14 @@ def judge(kind, path: Path, pristine: tuple) -> str:
         index = kind.open(path)
     except IndexFormatError:
         return "open"
-    except Exception as exc:  # any other exception is a failure of the promise
+    except Exception as exc:  # noqa: BLE001 - any other exception breaks the promise
         return f"UNEXPECTED {type(exc).__name__}: {exc}"
     try:
         wrong_before_verify = _answers_or_error(kind, index) != pristine
         kind.verify(index)
     except IndexFormatError:
         return "verify (searches were wrong)" if wrong_before_verify else "verify"
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         return f"UNEXPECTED {type(exc).__name__}: {exc}"
     return "UNDETECTED, same answers" if not wrong_before_verify else "UNDETECTED, WRONG ANSWERS"
 
@@ -133,7 +133,7 @@ def run_faults(kind, path: Path, regime: str) -> tuple[Counter, list[str]]:
                 if outcome.startswith(("UNEXPECTED", "UNDETECTED")):
                     failures.append(f"{file.name}: {fault}: {outcome}")
         # The generation directory itself.
-        generation = sorted(p for p in path.iterdir() if p.name.startswith("gen-"))[-1]
+        generation = max(p for p in path.iterdir() if p.name.startswith("gen-"))
         saved = path.parent / "saved-generation"
         shutil.copytree(generation, saved)
         shutil.rmtree(generation)
@@ -180,10 +180,10 @@ def test_every_fault_in_every_file_is_detected(built, regime):
 
 
 def test_check_index_lists_every_damaged_file(built, tmp_path):
-    kind, path = built
+    _, path = built
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
-    generation = [p for p in copy.iterdir() if p.name.startswith("gen-")][0]
+    generation = next(p for p in copy.iterdir() if p.name.startswith("gen-"))
     data_files = sorted(p for p in generation.iterdir() if p.suffix == ".bin")
     for file in data_files[:3]:
         data = bytearray(file.read_bytes())

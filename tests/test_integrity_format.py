@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from index_kinds import KINDS, SMALL
+
 from sparse_ir.cli import main
 from sparse_ir.errors import IndexCorruptError, IndexFormatError
 from sparse_ir.index import storage

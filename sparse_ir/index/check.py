@@ -21,7 +21,7 @@ from pathlib import Path
 from sparse_ir.errors import IndexFormatError, InputError
 from sparse_ir.index.storage import IndexDirectory, file_problems, read_manifest_unchecked
 
-__all__ = ["CheckReport", "check_index", "INDEX_KINDS"]
+__all__ = ["INDEX_KINDS", "CheckReport", "check_index"]
 
 #: Manifest ``format`` -> ``"module:Class"`` of the index kind that reads it.
 INDEX_KINDS = {
@@ -110,7 +110,7 @@ def check_index(path: str | os.PathLike) -> CheckReport:
     files = body.get("files")
     report.problems += file_problems(generation, files, full=True)
     if isinstance(files, dict):
-        for name, record in files.items():
+        for record in files.values():
             report.files_checked += 1
             if isinstance(record, dict) and isinstance(record.get("size"), int):
                 report.bytes_checked += record["size"]

@@ -42,10 +42,22 @@ import numpy as np
 from sparse_ir.errors import IndexCorruptError, IndexFormatError
 
 __all__ = [
-    "ARRAY_FORMAT", "ARRAY_VERSION", "FileRecord", "ArrayWriter", "write_array",
-    "read_array_header", "open_array", "write_bytes_file", "file_crc32", "write_manifest",
-    "check_files", "file_problems", "read_manifest", "read_manifest_unchecked",
-    "IndexDirectory", "fsync_directory",
+    "ARRAY_FORMAT",
+    "ARRAY_VERSION",
+    "ArrayWriter",
+    "FileRecord",
+    "IndexDirectory",
+    "check_files",
+    "file_crc32",
+    "file_problems",
+    "fsync_directory",
+    "open_array",
+    "read_array_header",
+    "read_manifest",
+    "read_manifest_unchecked",
+    "write_array",
+    "write_bytes_file",
+    "write_manifest",
 ]
 
 ARRAY_FORMAT = "sparse-ir-array"
@@ -220,8 +232,8 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
     try:
         header = json.loads(raw.decode("utf-8"))
         if not isinstance(header, dict):
-            raise ValueError("not an object")
-    except (UnicodeDecodeError, ValueError) as exc:
+            raise TypeError("not an object")
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise IndexCorruptError(f"{path}: corrupt header ({exc})") from None
     if header.get("format") != ARRAY_FORMAT:
         raise IndexFormatError(f"{path}: format {header.get('format')!r}, "
@@ -330,8 +342,8 @@ def read_manifest_unchecked(directory: Path) -> tuple[dict, str | None]:
     try:
         body = json.loads(raw.decode("utf-8"))
         if not isinstance(body, dict):
-            raise ValueError("not a JSON object")
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise TypeError("not a JSON object")
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc})") from None
     problem = None
     stored = body.get("manifest_crc32")
