@@ -69,6 +69,7 @@ _ALIGN = 64
 _MAX_HEADER = 1 << 16
 _CURRENT = "CURRENT"
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
+_ARRAY_DTYPE = re.compile(r"[<|](?:[iu][1248]|f[248])")
 _POINTER = re.compile(rb"(gen-\d{6,}) ([0-9a-f]{8})\n")
 _T = TypeVar("_T")
 
@@ -241,14 +242,19 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
     if header.get("version") != ARRAY_VERSION:
         raise IndexFormatError(f"{path}: array format version {header.get('version')!r}; this "
                                f"sparse_ir reads version {ARRAY_VERSION}")
-    try:
-        dtype = np.dtype(header["dtype"])
-        count = int(header["count"])
-        name = str(header["name"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IndexCorruptError(f"{path}: corrupt header ({exc})") from None
-    if dtype.byteorder == ">" or count < 0:
-        raise IndexCorruptError(f"{path}: invalid dtype {dtype.str} or count {count}")
+    dtype_text, count, name = header.get("dtype"), header.get("count"), header.get("name")
+    # Only plain little-endian numbers: numpy would parse far more (bytes, objects, records;
+    # some spellings even raise SyntaxError), and a damaged header must not pick one of them.
+    if not (isinstance(dtype_text, str) and _ARRAY_DTYPE.fullmatch(dtype_text)):
+        raise IndexCorruptError(f"{path}: corrupt header (dtype {dtype_text!r} is not a "
+                                "little-endian integer or float type)")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0 or \
+            not isinstance(name, str):
+        raise IndexCorruptError(f"{path}: corrupt header (count {count!r}, name {name!r})")
+    dtype = np.dtype(dtype_text)
+    if dtype.str != dtype_text:  # e.g. "<u1" for "|u1": the writer never spells it so
+        raise IndexCorruptError(f"{path}: corrupt header (dtype {dtype_text!r} is not "
+                                f"written as {dtype.str!r})")
     data_offset = len(_MAGIC) + 4 + header_len
     data_offset += (-data_offset) % _ALIGN
     expected = data_offset + count * dtype.itemsize + _FOOTER_SIZE
