@@ -217,25 +217,22 @@ def test_every_bit_of_pointer_manifest_and_array_header(built):
                 yield bytes(flipped)
 
     for content in flips(path / "CURRENT", range((path / "CURRENT").stat().st_size)):
-        with damaged(path / "CURRENT", content):
-            with pytest.raises(IndexFormatError):
-                kind.open(path)
+        with damaged(path / "CURRENT", content), pytest.raises(IndexFormatError):
+            kind.open(path)
         counts["CURRENT"] += 1
     file = generation / "manifest.json"
     for content in flips(file, range(file.stat().st_size)):
-        with damaged(file, content):
-            with pytest.raises(IndexFormatError):
-                read_manifest(generation, format_name=manifest["format"],
-                              version=manifest["format_version"])
+        with damaged(file, content), pytest.raises(IndexFormatError):
+            read_manifest(generation, format_name=manifest["format"],
+                          version=manifest["format_version"])
         counts["manifest.json"] += 1
     with kind.large_files():
         for file in sorted(generation.glob("*.bin")):
             header = read_array_header(file)
             size = file.stat().st_size
             for content in flips(file, range(header.data_offset)):
-                with damaged(file, content):
-                    with pytest.raises(IndexFormatError):
-                        kind.open(path)
+                with damaged(file, content), pytest.raises(IndexFormatError):
+                    kind.open(path)
                 counts["array header"] += 1
             for content in flips(file, range(size - 16, size)):
                 with damaged(file, content):
