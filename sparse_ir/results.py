@@ -70,10 +70,19 @@ class Run:
                 for qid, hits in self.results.items():
                     for rank, hit in enumerate(hits, start=1):
                         score = hit.score
+                        # What read_trec would refuse is refused here, before it is written.
+                        for value in (qid, hit.doc_id):
+                            if problem := id_problem(value):
+                                raise ValueError(f"cannot write a TREC run: {problem}")
+                        if not math.isfinite(score):
+                            raise ValueError(f"cannot write a TREC run: query {qid!r}, "
+                                             f"document {hit.doc_id!r} has score {score!r}")
                         text = str(int(score)) if isinstance(score, int) or (
                             float(score).is_integer() and abs(score) < 2**53) else repr(
                             float(score))
                         out.write(f"{qid} Q0 {hit.doc_id} {rank} {text} {tag}\n")
+                out.flush()
+                os.fsync(out.fileno())  # a crash after the rename must not leave it empty
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -331,3 +331,15 @@ def test_cli_bad_input_leaves_the_previous_index(tmp_path, capsys, tiny_bert_dir
 
     assert ImpactIndex.open(output, verify=True).doc_ids == ["d0", "d1"]
     assert _cli(capsys, "verify", output)[0] == 0
+
+
+def test_write_trec_refuses_what_read_trec_would_refuse(tmp_path):
+    from sparse_ir.results import Hit
+
+    for hits, reason in (([Hit("d 1", 1.0)], "contains whitespace"),
+                         ([Hit("d1", float("nan"))], "score nan")):
+        with pytest.raises(ValueError, match=reason):
+            Run({"q1": hits}).write_trec(tmp_path / "run.trec")
+        assert not list(tmp_path.iterdir())  # no partial file, no temporary
+    Run({"q1": [Hit("d1", 2), Hit("d2", 1.5)]}).write_trec(tmp_path / "run.trec")
+    assert Run.read_trec(tmp_path / "run.trec").to_dict() == {"q1": {"d1": 2.0, "d2": 1.5}}

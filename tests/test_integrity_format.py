@@ -201,3 +201,24 @@ def test_lock_and_no_pickle_in_index_files(kind, tmp_path):
         head = file.read_bytes()[:8]
         assert head == b"SPIRARR1" or file.suffix == ".json", file
     assert os.path.getsize(path / ".lock") == 0
+
+
+def test_ctrl_c_during_a_build_keeps_the_old_index_and_leaves_nothing(tmp_path):
+    from index_kinds import impact_data
+
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    path = tmp_path / "index"
+    kind = KINDS["impact"]
+    kind.build(path, 1, SMALL)
+    batch, _, _ = impact_data(2, SMALL)
+
+    def shards_then_interrupt():
+        yield batch.select(range(50))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ImpactIndex.build(shards_then_interrupt(), path, show_progress=False)
+    assert IndexDirectory(path).leftovers() == []
+    assert sorted(p.name for p in path.iterdir()) == [".lock", "CURRENT", "gen-000001"]
+    assert kind.answers(kind.open(path)) == kind.expected(1, SMALL)
