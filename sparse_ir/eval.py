@@ -97,7 +97,7 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
     try:
         return qid, doc_id, int(relevance)
     except ValueError:
-        raise InputError(f"invalid relevance: {relevance!r} is not an integer{hint}",
+        raise InputError(f"invalid line: relevance {relevance!r} is not an integer{hint}",
                          path=path, line=line) from None
 
 

@@ -269,7 +269,7 @@ class SparseBatch:
         try:
             with open(path, "rb") as handle:
                 if handle.read(4) != b"PK\x03\x04":
-                    raise InputError("not a SparseBatch file (not an .npz zip archive)",
+                    raise InputError("unreadable SparseBatch file (not an .npz zip archive)",
                                      path=path)
             with np.load(path, allow_pickle=False) as data:
                 names = set(data.files)

@@ -258,7 +258,7 @@ def test_index_refuses_duplicate_and_invalid_ids_across_shards(tmp_path):
     vocab = ["a"]
     first = SparseBatch.from_dicts([{"a": 1}], vocab, ids=["d0"])
     again = SparseBatch.from_dicts([{"a": 2}], vocab, ids=["d0"])
-    with pytest.raises(InputError, match="duplicate id: document id 'd0'"):
+    with pytest.raises(InputError, match="duplicate document id 'd0'"):
         ImpactIndex.build(iter([first, again]), tmp_path / "i", show_progress=False)
     spaced = SparseBatch.from_dicts([{"a": 2}], vocab, ids=["d 1"])
     with pytest.raises(InputError, match="invalid id: document 1: id 'd 1' contains whitespace"):

@@ -3,7 +3,8 @@
 Random collections (integer impacts, so scores are exact), random queries and k; the expected
 ranking is computed here with plain Python dicts: score = Σ query weight × impact, documents
 with score 0 left out, ties broken by document number ascending. Checked: ``search``,
-``reference_search``, ``search_batch`` with 1 and 2 threads, and the kernel with both its int32
+``reference_search``, ``search_batch`` with 1 and 2 threads (queries given one by one and as a
+SparseBatch), and the kernel with both its int32
 and int64 accumulators. Also: build -> open recovers every vector, id and stored text, and a
 tiny memory budget (many spilled runs) writes byte-identical files to a huge one.
 
@@ -34,15 +35,16 @@ SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
 
 
 @st.composite
-def collections(draw, max_documents: int = 40):
+def collections(draw, max_documents: int = 40, min_documents: int = 1):
     vocab_size = draw(st.integers(1, 25))
     # Small ranges make ties common; large impacts and weights need the int64 accumulator.
-    low, top = draw(st.sampled_from([(1, 1), (1, 3), (1, 255), (1, 65_535), (30_000, 65_535)]))
-    row = st.dictionaries(st.integers(0, vocab_size - 1), st.integers(low, top),
+    impacts, weights = draw(st.sampled_from([
+        ((1, 1), (1, 1)), ((1, 3), (1, 5)), ((1, 255), (1, 300)), ((1, 65_535), (1, 65_535)),
+        ((30_000, 65_535), (30_000, 65_535))]))
+    row = st.dictionaries(st.integers(0, vocab_size - 1), st.integers(*impacts),
                           max_size=vocab_size)
-    documents = draw(st.lists(row, min_size=1, max_size=max_documents))
-    low, top = draw(st.sampled_from([(1, 1), (1, 5), (1, 300), (30_000, 65_535)]))
-    query = st.dictionaries(st.integers(0, vocab_size - 1), st.integers(low, top),
+    documents = draw(st.lists(row, min_size=min_documents, max_size=max_documents))
+    query = st.dictionaries(st.integers(0, vocab_size - 1), st.integers(*weights),
                             max_size=vocab_size)
     queries = draw(st.lists(query, min_size=1, max_size=4))
     k = draw(st.integers(1, 12))
@@ -106,8 +108,14 @@ def test_every_search_mode_equals_brute_force():
                                                accumulator, k, docs, scores)
                     assert list(zip(docs[:count].tolist(), scores[:count].tolist())) == want
                     assert not accumulator.any()
+            vocab = index.vocab
+            as_rows = SparseBatch.from_dicts([{vocab[t]: w for t, w in q.items()}
+                                              for q in queries], vocab)
             for threads in (1, 2):
                 run = index.search_batch(prepared, k, threads=threads)
+                assert [ranking(run[str(i)]) for i in range(len(queries))] == expected
+                # A SparseBatch of queries takes the batch path (no per-query preparation).
+                run = index.search_batch(as_rows, k, threads=threads)
                 assert [ranking(run[str(i)]) for i in range(len(queries))] == expected
             stats["examples"] += 1
             stats["queries"] += len(queries)
@@ -175,7 +183,8 @@ def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
     stats: Counter = Counter()
 
     @settings(SETTINGS, max_examples=max(10, EXAMPLES // 4))
-    @given(collections(max_documents=400), st.lists(st.integers(1, 8), min_size=1))
+    @given(collections(max_documents=400, min_documents=10), st.lists(st.integers(1, 8),
+                                                                       min_size=1))
     def check(example, shard_sizes):
         vocab_size, documents, _, _ = example
         batch = as_batch(vocab_size, documents)

@@ -249,7 +249,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                     tuple(str(first + i) for i in range(len(shard)))
                 for doc_id in shard_ids:
                     if doc_id in seen_ids:
-                        raise InputError(f"duplicate id: document id {doc_id!r} (document "
+                        raise InputError(f"duplicate document id {doc_id!r} (document "
                                          f"{first + shard_ids.index(doc_id)})")
                     if problem := id_problem(doc_id):
                         raise InputError(f"invalid id: document {first + shard_ids.index(doc_id)}"
