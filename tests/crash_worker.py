@@ -24,9 +24,17 @@ import time
 import traceback
 from pathlib import Path
 
+# fork() is safe only in a process with one thread: no BLAS thread pool, no tqdm monitor
+# (a fork while such a thread holds a lock leaves the child waiting for it forever).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import index_kinds
+import tqdm
+
+tqdm.tqdm.monitor_interval = 0
 
 
 def build_in_child(kind, path: Path, seed: int, size) -> int:
@@ -51,6 +59,8 @@ def main() -> None:
             started = time.perf_counter()
             kind.build(Path(scratch) / "warm", seed, index_kinds.MEDIUM)
             durations.append(time.perf_counter() - started)
+    threads = len(os.listdir("/proc/self/task")) if os.path.isdir("/proc/self/task") else 1
+    assert threads == 1, f"the fork server has {threads} threads: forking it is unsafe"
     print(json.dumps({"ready": True, "build_seconds": statistics.median(durations)}), flush=True)
     for line in sys.stdin:
         command = json.loads(line)
