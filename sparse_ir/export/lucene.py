@@ -37,8 +37,13 @@ from sparse_ir.export.tokens import check_tokens, id_problem
 from sparse_ir.index.storage import fsync_directory
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["ExportReport", "iter_document_vectors", "document_vectors", "export_json_vectors",
-           "shard_file_name"]
+__all__ = [
+    "ExportReport",
+    "document_vectors",
+    "export_json_vectors",
+    "iter_document_vectors",
+    "shard_file_name",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,15 @@ from sparse_ir.export.tokens import check_tokens, id_problem, split_like_lucene,
 from sparse_ir.jsonl import SkipReport, open_text_binary, parse_json_line, read_jsonl
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["EncodedQuery", "QueryFileReport", "queries_from_batch", "write_query_tsv",
-           "write_query_jsonl", "read_encoded_queries", "query_format"]
+__all__ = [
+    "EncodedQuery",
+    "QueryFileReport",
+    "queries_from_batch",
+    "query_format",
+    "read_encoded_queries",
+    "write_query_jsonl",
+    "write_query_tsv",
+]
 
 
 class EncodedQuery(NamedTuple):
@@ -60,8 +67,7 @@ def queries_from_batch(batch: SparseBatch) -> list[EncodedQuery]:
 def query_format(path: str | os.PathLike) -> str:
     """``"tsv"``, ``"jsonl"`` or ``"json"`` from a file name (``.gz`` allowed)."""
     name = os.fspath(path).lower()
-    if name.endswith(".gz"):
-        name = name[:-3]
+    name = name.removesuffix(".gz")
     for suffix, kind in ((".tsv", "tsv"), (".txt", "tsv"), (".jsonl", "jsonl"),
                          (".json", "json")):
         if name.endswith(suffix):
@@ -245,8 +251,7 @@ def _write_atomically(path: str | os.PathLike, lines: Iterable[str]) -> None:
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8", newline="\n") as out:
-            for line in lines:
-                out.write(line)
+            out.writelines(lines)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)

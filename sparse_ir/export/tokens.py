@@ -24,8 +24,14 @@ from collections.abc import Iterable
 
 from sparse_ir.errors import InputError
 
-__all__ = ["MAX_TERM_BYTES", "MAX_TOKEN_UTF16", "token_problem", "check_tokens",
-           "split_like_lucene", "id_problem"]
+__all__ = [
+    "MAX_TERM_BYTES",
+    "MAX_TOKEN_UTF16",
+    "check_tokens",
+    "id_problem",
+    "split_like_lucene",
+    "token_problem",
+]
 
 #: Lucene's IndexWriter.MAX_TERM_LENGTH: the longest term, in UTF-8 bytes.
 MAX_TERM_BYTES = 32_766
