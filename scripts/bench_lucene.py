@@ -10,10 +10,11 @@ as a JsonVectorCollection, indexes it with Anserini (-impact -pretokenized) and 
    as sets; 1,000 hits retrieved so tie groups cut at rank 10 are checked in full) and the
    nDCG@10 of both runs;
 2. measures query throughput on one thread, same queries, top-k (default 10): ours with
-   ``search_batch(threads=1)`` and a plain ``search()`` loop after a warm-up; Anserini with
-   ``-threads 1``, its own search timer (JVM start, index open and I/O excluded and reported
-   separately), on one pass over the queries (cold JIT) and on several passes in one JVM
-   (queries repeated under new ids; the JIT warms up). Medians of ``--repeats`` runs.
+   ``search_batch(threads=1)`` and a plain ``search()`` loop over ``{token: impact}`` query
+   maps after a warm-up; Anserini with ``-threads 1`` and its own search timer (JVM start,
+   index open and I/O excluded and reported separately), on one pass over the queries (cold
+   JIT) and on several passes in one JVM (queries repeated under new ids; the JIT warms up).
+   Medians of ``--repeats`` runs.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
     parser.add_argument("--passes", type=int, default=5,
                         help="passes over the queries in one JVM for the warm Lucene figure")
     parser.add_argument("--index-threads", type=int, default=2, help="Anserini indexing threads")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the Lucene index already in --work (skip export + indexing)")
     args = parser.parse_args(argv)
 
     data = Path(args.data) if args.data else find_scifact()
@@ -105,17 +108,20 @@ def main(argv=None) -> int:
     print(f"our index: {index.num_documents} documents, {index.num_postings} postings; "
           f"{len(queries)} queries, {queries.nnz / len(queries):.1f} terms/query")
 
-    started = time.perf_counter()
-    export = export_json_vectors(index, work / "collection", shards=2, overwrite=True,
-                                 show_progress=False)
-    print(f"export: {export}")
     records = queries_from_batch(queries)
     write_query_tsv(records, work / "queries.tsv")
-    started = time.perf_counter()
-    built = build_lucene_index(work / "collection", work / "lucene", threads=args.index_threads,
-                               overwrite=True)
-    print(f"Lucene indexing: {built.indexed} documents in {time.perf_counter() - started:.1f}s "
-          f"(wall, {args.index_threads} threads, JVM start included)")
+    if args.reuse and any((work / "lucene").glob("segments_*")):
+        print(f"reusing the Lucene index in {work / 'lucene'}")
+    else:
+        export = export_json_vectors(index, work / "collection", shards=2, overwrite=True,
+                                     show_progress=False)
+        print(f"export: {export}")
+        started = time.perf_counter()
+        built = build_lucene_index(work / "collection", work / "lucene",
+                                   threads=args.index_threads, overwrite=True)
+        print(f"Lucene indexing: {built.indexed} documents in "
+              f"{time.perf_counter() - started:.1f}s (wall, {args.index_threads} threads, "
+              "JVM start included)")
 
     # 1. Agreement ------------------------------------------------------------------------------
     lucene_report = search_lucene_index(work / "lucene", work / "queries.tsv",
@@ -134,19 +140,19 @@ def main(argv=None) -> int:
 
     # 2. Throughput -----------------------------------------------------------------------------
     k = args.k
-    rows = [queries.select([i]) for i in range(len(queries))]
-    index.search_batch(queries, k, threads=1)  # warm-up: JIT compile, page cache
-    for row in rows:
-        index.search(row, k)
+    # Queries as {token: impact} maps: the same information Lucene gets (tokens and counts),
+    # turned into term ids by the index on every call, as 'sparse-ir search-encoded' does.
+    maps = [record.vector for record in records]
+    index.search_batch(maps, k, threads=1, query_ids=query_ids)  # warm-up: JIT, page cache
     batch_qps, loop_qps = [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        index.search_batch(queries, k, threads=1)
-        batch_qps.append(len(queries) / (time.perf_counter() - started))
+        index.search_batch(maps, k, threads=1, query_ids=query_ids)
+        batch_qps.append(len(maps) / (time.perf_counter() - started))
         started = time.perf_counter()
-        for row in rows:
-            index.search(row, k)
-        loop_qps.append(len(queries) / (time.perf_counter() - started))
+        for vector in maps:
+            index.search(vector, k)
+        loop_qps.append(len(maps) / (time.perf_counter() - started))
 
     passes_path = work / "queries-passes.tsv"
     write_query_tsv([EncodedQuery(f"p{p}-{q.id}", q.vector) for p in range(args.passes)

@@ -587,3 +587,25 @@ def test_scifact_export_import_round_trip(scifact_splade, tmp_path):
                                        show_progress=False)
     assert report.documents == index.num_documents and report.skipped.total == 0
     _assert_same_index(index, back)
+
+
+@pytest.mark.slow
+def test_cli_lucene_build_and_search(anserini_ready, tmp_path, capsys):
+    from sparse_ir.cli import main
+
+    assert main(["lucene", "info"]) == 0
+    assert "Java" in capsys.readouterr().out
+    assert main(["lucene", "build", "--input", str(GOLDEN), "--output",
+                 str(tmp_path / "lucene"), "--threads", "1"]) == 1  # not only vector files
+    assert "not JSON vector files (e.g. queries.tsv)" in capsys.readouterr().err
+    collection = tmp_path / "coll"
+    collection.mkdir()
+    (collection / "part-00000.jsonl").write_bytes((GOLDEN / "collection.jsonl").read_bytes())
+    assert main(["lucene", "build", "--input", str(collection), "--output",
+                 str(tmp_path / "lucene"), "--threads", "1"]) == 0
+    assert "2 documents indexed, 1 empty" in capsys.readouterr().out
+    assert main(["lucene", "search", "--index", str(tmp_path / "lucene"), "--queries",
+                 str(GOLDEN / "queries.tsv"), "--output", str(tmp_path / "run.trec")]) == 0
+    assert "queries/s" in capsys.readouterr().out
+    assert [line.split()[:5] for line in (tmp_path / "run.trec").read_text().splitlines()] == \
+        [["q1", "Q0", "d1", "1", "11.000000"], ["q3", "Q0", "d3", "1", "6.000000"]]

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparse_ir.errors import MissingDependencyError, SparseIRError
+from sparse_ir.errors import InputError, MissingDependencyError, SparseIRError
 from sparse_ir.index.storage import fsync_directory
 from sparse_ir.results import Hit, Run
 
@@ -278,12 +278,19 @@ def build_lucene_index(collection: str | os.PathLike, output: str | os.PathLike,
 
     Raises:
         AnseriniError: Anserini failed or counted errors / unindexable documents.
+        InputError: the collection directory holds files other than JSON vector files.
         FileExistsError: ``output`` exists and is not empty, and ``overwrite`` is False.
     """
+    from sparse_ir.export.jsonvector import collection_files
+
     collection = Path(collection)
     output = Path(output)
-    if not collection.exists():
-        raise FileNotFoundError(f"{collection}: no such collection")
+    _, foreign = collection_files(collection)
+    if foreign:
+        raise InputError(f"Anserini reads every file of its input directory, and "
+                         f"{len(foreign)} file(s) here are not JSON vector files (e.g. "
+                         f"{foreign[0].name}); export into a directory of its own",
+                         path=collection)
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
         raise FileExistsError(f"{output} exists and is not empty; choose a new directory or "
                               "pass overwrite=True / --overwrite")

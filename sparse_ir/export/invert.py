@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["invert_block", "invert_reference", "new_cursor"]
+__all__ = ["advance_cursor", "invert_block", "invert_reference", "new_cursor"]
 
 
 def invert_reference(term_offsets: np.ndarray, postings_docs: np.ndarray,
@@ -40,13 +40,21 @@ def new_cursor(term_offsets: np.ndarray) -> np.ndarray:
     return np.array(term_offsets[:-1], dtype=np.int64)
 
 
+def advance_cursor(term_offsets: np.ndarray, postings_docs: np.ndarray, cursor: np.ndarray,
+                   doc_stop: int) -> None:
+    """Move every term's cursor past the documents before ``doc_stop`` without reading them
+    out (a binary search per term): how a block range that does not start at 0 begins."""
+    _advance(term_offsets, postings_docs, cursor, doc_stop)
+
+
 def invert_block(term_offsets: np.ndarray, postings_docs: np.ndarray,
                  postings_impacts: np.ndarray, cursor: np.ndarray, doc_start: int,
                  doc_stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(indptr, term_ids, impacts)`` of documents ``[doc_start, doc_stop)``.
 
-    Blocks must be requested in increasing, contiguous order starting at document 0 with a
-    cursor from :func:`new_cursor`; ``cursor`` is advanced past the block.
+    Blocks must be requested in increasing, contiguous order, starting from a cursor made by
+    :func:`new_cursor` (and moved to the first block's start by :func:`advance_cursor`);
+    ``cursor`` is advanced past the block.
     """
     count = doc_stop - doc_start
     lengths = np.zeros(count, np.int64)
@@ -58,6 +66,20 @@ def invert_block(term_offsets: np.ndarray, postings_docs: np.ndarray,
     _fill_block(term_offsets, postings_docs, postings_impacts, cursor, doc_start, doc_stop,
                 indptr, terms, impacts)
     return indptr, terms, impacts
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(term_offsets, postings_docs, cursor, doc_stop):
+    for term in range(len(cursor)):
+        low = cursor[term]
+        high = term_offsets[term + 1]
+        while low < high:  # first position whose document is >= doc_stop
+            middle = (low + high) // 2
+            if postings_docs[middle] < doc_stop:
+                low = middle + 1
+            else:
+                high = middle
+        cursor[term] = low
 
 
 @numba.njit(cache=True, nogil=True)

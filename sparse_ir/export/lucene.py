@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError
-from sparse_ir.export.invert import invert_block, new_cursor
+from sparse_ir.export.invert import advance_cursor, invert_block, new_cursor
 from sparse_ir.export.tokens import check_tokens, id_problem
 from sparse_ir.index.storage import fsync_directory
 from sparse_ir.sparse_batch import SparseBatch
@@ -94,8 +94,8 @@ def iter_document_vectors(index, *, start: int = 0, stop: int | None = None,
     per_block = max(1, int(block_postings / average))
     ids = index.doc_ids
     vocab = index.vocab
-    if start > 0:  # move every cursor past the documents before start (nothing kept)
-        invert_block(offsets, docs, impacts, cursor, 0, start)
+    if start > 0:
+        advance_cursor(offsets, docs, cursor, start)
     first = start
     while first < stop:
         last = min(stop, first + per_block)
