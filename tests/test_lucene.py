@@ -315,6 +315,17 @@ def test_import_reads_directories_and_gzip_in_path_order(tmp_path):
     index, report = import_json_vectors(collection, tmp_path / "i", show_progress=False)
     assert index.doc_ids == ["1", "2", "3"]
     assert [p.name for p in report.ignored_files] == ["README.md"]
+    assert not index.has_contents and report.contents_not_stored == 0
+
+
+def test_import_contents_decided_by_the_first_record_and_counted(tmp_path):
+    path = _write_lines(tmp_path / "c.jsonl", {"id": "1", "vector": {"x": 1}},
+                        {"id": "2", "vector": {"x": 1}, "contents": "some text", "title": None})
+    index, report = import_json_vectors(path, tmp_path / "i", show_progress=False)
+    assert not index.has_contents and report.contents_not_stored == 1
+    assert "contents of 1 record(s) not stored" in str(report)
+    index, _ = import_json_vectors(path, tmp_path / "j", contents=True, show_progress=False)
+    assert [index.document(i) for i in range(2)] == [("", ""), ("", "some text")]
 
 
 def test_export_import_round_trip_gives_identical_postings(tmp_path):

@@ -94,6 +94,7 @@ class ImportReport:
     skipped: SkipReport = field(default_factory=SkipReport)
     vocab_size: int = 0
     contents: bool = False
+    contents_not_stored: int = 0
     seconds: float = 0.0
 
     def __str__(self) -> str:
@@ -105,6 +106,9 @@ class ImportReport:
             text += f"; {self.zero_weights} zero weight(s) dropped"
         if self.quantize.saturated:
             text += f"; {self.quantize.saturated} weight(s) clipped at max_impact"
+        if self.contents_not_stored:
+            text += (f"; contents of {self.contents_not_stored} record(s) not stored (the first "
+                     "record had none; pass contents=True / --contents to keep them)")
         if self.ignored_files:
             text += (f"; ignored {len(self.ignored_files)} file(s) without a JSON suffix "
                      f"(e.g. {self.ignored_files[0].name})")
@@ -234,10 +238,10 @@ def _check_record(record: dict, path, line: int, quantizer: Quantizer, scale_flo
 
 def _contents(record: dict, path, line: int) -> tuple[str, str | None]:
     for key in ("contents", "title"):
-        if key in record and not isinstance(record[key], str):
+        if record.get(key) is not None and not isinstance(record[key], str):
             raise InputError(f"invalid field: {key!r} must be a string, got "
                              f"{type(record[key]).__name__}", path=path, line=line)
-    title = record.get("title", "")
+    title = record.get("title") or ""
     contents = record.get("contents")
     if contents is None:
         return title, None
@@ -276,6 +280,8 @@ def _chunks(records: Iterator[VectorRecord], term_id, shard_size: int, store_con
         report.empty_documents += sum(1 for n in lengths if n == 0)
         progress.update(len(batch))
         contents = [(r.title, r.text or "") for r in batch] if store_contents else None
+        if not store_contents:
+            report.contents_not_stored += sum(1 for r in batch if r.text is not None)
         return _Chunk(indptr, terms, impacts, [r.id for r in batch], contents)
 
     for record in records:
