@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     write_query_tsv([EncodedQuery(f"p{p}-{q.id}", q.vector) for p in range(args.passes)
                      for q in records], passes_path)
     cold, warm, startup = [], [], []
-    for repeat in range(args.repeats):
+    for _ in range(args.repeats):
         one = search_lucene_index(work / "lucene", work / "queries.tsv", work / "lucene-k.trec",
                                   k=k, threads=1)
         many = search_lucene_index(work / "lucene", passes_path, work / "lucene-passes.trec",
