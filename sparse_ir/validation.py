@@ -1,7 +1,8 @@
 """Rules for the values every reader and writer shares: ids, terms, weights.
 
 One place decides what a valid document id, term (token) and weight is, so the corpus readers,
-the index builder and the Lucene export refuse the same things with the same words. Each
+the index builder and the Lucene export (:mod:`sparse_ir.export.tokens` delegates here) refuse
+the same things with the same words. Each
 ``*_problem`` function returns None for a valid value or a short reason; each ``check_*``
 raises :class:`~sparse_ir.errors.InputError` with that reason, the file and the line.
 
@@ -93,7 +94,8 @@ def id_problem(value: object) -> str | None:
     if not value:
         return "empty id"
     if any(c.isspace() for c in value):
-        return f"id {_shown(value)} contains whitespace (TREC run files cannot hold it)"
+        return (f"id {_shown(value)} contains whitespace (TREC run files and Anserini's TSV "
+                "topics separate columns by whitespace)")
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
         return f"id {_shown(value)} contains a control character or a lone surrogate"
     if len(value.encode("utf-8")) > MAX_ID_BYTES:

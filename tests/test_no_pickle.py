@@ -17,8 +17,8 @@ import sparse_ir
 PACKAGE = Path(sparse_ir.__file__).resolve().parent
 
 FORBIDDEN = [
-    (re.compile(r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|shelve)\b", re.MULTILINE),
-     "imports a pickle-based module"),
+    (re.compile(r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|shelve)\b",
+                re.MULTILINE), "imports a pickle-based module"),
     (re.compile(r"\btorch\.load\s*\("), "torch.load unpickles"),
     (re.compile(r"allow_pickle\s*=\s*True"), "allow_pickle=True"),
     (re.compile(r"\bread_pickle\s*\("), "pandas read_pickle"),
