@@ -91,20 +91,30 @@ def test_disk_full_at_every_point_keeps_the_previous_index(kind_name, tmp_path, 
     for start, _ in starts:  # at, and just after, the first byte of every file
         budgets |= {start, start + 1, start + 17}
     budgets |= {total * i // 40 for i in range(40)}
-    failures = 0
+    failures = fits = 0
     for limit in sorted(b for b in budgets if 0 <= b < total):
         with monkeypatch.context() as patch:
             _install(patch, _Disk(limit))
-            with pytest.raises(OSError) as caught:
+            try:
                 kind.build(path, 2, SPILLING)
-        error = caught.value
+            except OSError as caught:
+                error = caught
+            else:
+                # The manifest records the build's duration, so a build can be a few bytes
+                # shorter than the measured one and fit: then it must be complete and correct.
+                assert limit >= total - 16, f"no error with {limit} of {total} bytes"
+                assert kind.answers(kind.open(path)) == kind.expected(2, SPILLING)
+                kind.build(path, 1, SPILLING)
+                fits += 1
+                continue
         assert error.errno == errno.ENOSPC, error
         assert error.filename and str(path) in str(error.filename), error
         assert Path(error.filename).name in str(error)
         _assert_old_index_intact(kind, path, 1)
         failures += 1
     print(f"\n{kind.name}: {failures} disk-full points over a {total:,}-byte rebuild "
-          f"({len(starts)} files), all refused with the file named; old index intact")
+          f"({len(starts)} files) refused with the file named, old index intact; {fits} "
+          "within the last bytes fitted a shorter build, which published completely")
     assert failures >= 60
     kind.build(path, 2, SPILLING)  # with room again, the rebuild succeeds
     assert kind.answers(kind.open(path)) == kind.expected(2, SPILLING)
