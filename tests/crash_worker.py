@@ -20,12 +20,15 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
 
 # fork() is safe only in a process with one thread: no BLAS thread pool, no tqdm monitor
-# (a fork while such a thread holds a lock leaves the child waiting for it forever).
+# (a fork while such a thread holds a lock leaves the child waiting for it forever). And tqdm's
+# default lock is a multiprocessing semaphore that forked children share: a child killed while
+# holding it (tqdm takes it when a bar is made or closed) would block every later child.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -35,6 +38,7 @@ import index_kinds
 import tqdm
 
 tqdm.tqdm.monitor_interval = 0
+tqdm.tqdm.set_lock(threading.RLock())  # per process: each child gets its own, unlocked
 
 
 def build_in_child(kind, path: Path, seed: int, size) -> int:
