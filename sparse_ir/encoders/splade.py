@@ -224,7 +224,7 @@ class SpladeEncoder:
         token_ids = self.tokenizer([texts[i] for i in non_empty], add_special_tokens=True,
                                    truncation=True, max_length=max_length + 1,
                                    return_attention_mask=False,
-                                   return_token_type_ids=False)["input_ids"]
+                                   return_token_type_ids=False)["input_ids"] if non_empty else []
         lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
         stats.truncated_texts += int((lengths > max_length).sum())
         token_ids = [_truncate(t, max_length, self.tokenizer) for t in token_ids]
