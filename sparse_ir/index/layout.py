@@ -1,0 +1,249 @@
+"""The search layout: extra arrays that let pruned and approximate search skip most postings.
+
+Written by the builder after the inverted index itself, from the postings just written, and
+listed in the manifest under ``search_layout`` (older readers ignore the extra files)::
+
+    impact_order_docs.bin      int32 [P]   each term's postings again, ordered by impact
+    impact_order_impacts.bin   [P]         descending (then document number ascending), at the
+                                           same offsets as the document-ordered postings
+    segment_offsets.bin        int64 [V+1] term t's impact segments are [so[t], so[t+1])
+    segment_impacts.bin        [S]         one segment = a run of postings with equal impact:
+    segment_ends.bin           int64 [S]   its impact, and the position where it ends
+    forward_offsets.bin        int64 [N+1] document d's terms are [fo[d], fo[d+1])
+    forward_terms.bin          uint16/int32 [P]   term ids, ascending within a document
+    forward_impacts.bin        [P]         their impacts
+
+The impact-ordered postings give, for any per-term cut, the postings above it as one contiguous
+prefix (the "layer" the pruned search scores); the segments tell where each cut falls without
+reading postings; the forward index scores one document exactly in one short scan.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array
+
+__all__ = ["SearchLayout", "write_search_layout", "LAYOUT_VERSION", "LAYOUT_FILES"]
+
+logger = logging.getLogger(__name__)
+
+LAYOUT_VERSION = 1
+LAYOUT_FILES = ("impact_order_docs.bin", "impact_order_impacts.bin", "segment_offsets.bin",
+                "segment_impacts.bin", "segment_ends.bin", "forward_offsets.bin",
+                "forward_terms.bin", "forward_impacts.bin")
+# Postings handled per step when re-sorting by impact (bounded memory whatever the index size).
+_BLOCK_POSTINGS = 1 << 23
+
+
+class SearchLayout(NamedTuple):
+    """The memory-mapped arrays of a search layout (see the module docstring)."""
+
+    impact_order_docs: np.ndarray
+    impact_order_impacts: np.ndarray
+    segment_offsets: np.ndarray
+    segment_impacts: np.ndarray
+    segment_ends: np.ndarray
+    forward_offsets: np.ndarray
+    forward_terms: np.ndarray
+    forward_impacts: np.ndarray
+
+    @classmethod
+    def open(cls, directory: Path, manifest: dict) -> SearchLayout:
+        """Open the layout files of an index generation (checked headers, memory-mapped)."""
+        info = manifest["search_layout"]
+        n_terms, n_docs = manifest["vocab_size"], manifest["num_documents"]
+        n_postings = manifest["num_postings"]
+        impact_dtype = np.dtype(manifest["impact_dtype"])
+        n_segments = int(info["num_segments"])
+        term_dtype = np.dtype(info["term_dtype"])
+
+        def array(name, dtype, count):
+            return open_array(directory / f"{name}.bin", name=name, dtype=dtype, count=count)
+
+        return cls(array("impact_order_docs", np.int32, n_postings),
+                   array("impact_order_impacts", impact_dtype, n_postings),
+                   array("segment_offsets", np.int64, n_terms + 1),
+                   array("segment_impacts", impact_dtype, n_segments),
+                   array("segment_ends", np.int64, n_segments),
+                   array("forward_offsets", np.int64, n_docs + 1),
+                   array("forward_terms", term_dtype, n_postings),
+                   array("forward_impacts", impact_dtype, n_postings))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, out_docs,
+                          out_impacts, seg_impacts, seg_ends, seg_counts):
+    """Stable sort of each term's postings by impact descending; emit its segments.
+
+    ``docs``/``impacts`` hold the postings of terms [first_term, last_term) starting at
+    ``term_offsets[first_term]``; segment ends are absolute positions. Returns the number of
+    segments written.
+    """
+    base = term_offsets[first_term]
+    n_segments = 0
+    for t in range(first_term, last_term):
+        start = term_offsets[t] - base
+        end = term_offsets[t + 1] - base
+        if end == start:
+            seg_counts[t - first_term] = 0
+            continue
+        high = 0
+        low = impacts[start]
+        for i in range(start, end):
+            value = impacts[i]
+            if value > high:
+                high = value
+            if value < low:
+                low = value
+        span = np.int64(high) - np.int64(low) + 1
+        if span <= 4 * (end - start) + 64:
+            # Counting sort, highest impact first; documents stay ascending within an impact.
+            counts = np.zeros(span + 1, np.int64)
+            for i in range(start, end):
+                counts[np.int64(high) - np.int64(impacts[i]) + 1] += 1
+            for j in range(span):
+                counts[j + 1] += counts[j]
+            for i in range(start, end):
+                slot = np.int64(high) - np.int64(impacts[i])
+                position = start + counts[slot]
+                counts[slot] += 1
+                out_docs[position] = docs[i]
+                out_impacts[position] = impacts[i]
+        else:
+            order = np.argsort(-impacts[start:end].astype(np.int64), kind="mergesort")
+            for j in range(end - start):
+                out_docs[start + j] = docs[start + order[j]]
+                out_impacts[start + j] = impacts[start + order[j]]
+        before = n_segments
+        for i in range(start, end):
+            if i + 1 == end or out_impacts[i + 1] != out_impacts[i]:
+                seg_impacts[n_segments] = out_impacts[i]
+                seg_ends[n_segments] = base + i + 1
+                n_segments += 1
+        seg_counts[t - first_term] = n_segments - before
+    return n_segments
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_forward(term_offsets, docs, impacts, first_doc, last_doc, cursor, out_terms,
+                     out_impacts):
+    """Scatter postings of documents [first_doc, last_doc) into document-major order.
+
+    ``cursor[d - first_doc]`` is the next free slot of document d (relative to the slice).
+    Terms are visited in increasing order, so each document's terms come out ascending.
+    """
+    for t in range(len(term_offsets) - 1):
+        for p in range(term_offsets[t], term_offsets[t + 1]):
+            d = docs[p]
+            if first_doc <= d < last_doc:
+                slot = cursor[d - first_doc]
+                cursor[d - first_doc] = slot + 1
+                out_terms[slot] = t
+                out_impacts[slot] = impacts[p]
+
+
+def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
+                        impact_dtype: np.dtype, memory_budget: int) -> tuple[dict, dict]:
+    """Write the layout files beside ``term_offsets``/``postings_*`` in ``directory``.
+
+    Reads the document-ordered postings back (memory-mapped) and keeps at most about
+    ``memory_budget`` bytes of working arrays. Returns ``(manifest entry, {name: FileRecord})``.
+    """
+    directory = Path(directory)
+    impact_dtype = np.dtype(impact_dtype)
+    offsets = np.asarray(open_array(directory / "term_offsets.bin"))
+    total = int(offsets[-1])
+    docs = open_array(directory / "postings_docs.bin") if total else np.zeros(0, np.int32)
+    impacts = open_array(directory / "postings_impacts.bin") if total else \
+        np.zeros(0, impact_dtype)
+    files: dict[str, FileRecord] = {}
+
+    # 1. Impact-ordered postings and their segments, a block of terms at a time.
+    seg_impact_parts, seg_end_parts, seg_counts = [], [], np.zeros(vocab_size, np.int64)
+    docs_out = ArrayWriter(directory / "impact_order_docs.bin", "impact_order_docs", np.int32,
+                           total)
+    impacts_out = ArrayWriter(directory / "impact_order_impacts.bin", "impact_order_impacts",
+                              impact_dtype, total)
+    first = 0
+    while first < vocab_size:
+        last = int(np.searchsorted(offsets, offsets[first] + _BLOCK_POSTINGS, side="right")) - 1
+        last = min(max(last, first + 1), vocab_size)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        block_docs = np.asarray(docs[lo:hi])
+        block_impacts = np.asarray(impacts[lo:hi])
+        out_docs = np.empty(hi - lo, np.int32)
+        out_impacts = np.empty(hi - lo, impact_dtype)
+        seg_impacts = np.empty(hi - lo, impact_dtype)
+        seg_ends = np.empty(hi - lo, np.int64)
+        count = _sort_block_by_impact(offsets, first, last, block_docs, block_impacts, out_docs,
+                                      out_impacts, seg_impacts, seg_ends,
+                                      seg_counts[first:last])
+        docs_out.write(out_docs)
+        impacts_out.write(out_impacts)
+        seg_impact_parts.append(seg_impacts[:count].copy())
+        seg_end_parts.append(seg_ends[:count].copy())
+        first = last
+    files["impact_order_docs.bin"] = docs_out.close()
+    files["impact_order_impacts.bin"] = impacts_out.close()
+    segment_offsets = np.zeros(vocab_size + 1, np.int64)
+    np.cumsum(seg_counts, out=segment_offsets[1:])
+    for name, values, dtype in (
+            ("segment_offsets", segment_offsets, np.int64),
+            ("segment_impacts", np.concatenate(seg_impact_parts) if seg_impact_parts
+             else np.zeros(0, impact_dtype), impact_dtype),
+            ("segment_ends", np.concatenate(seg_end_parts) if seg_end_parts
+             else np.zeros(0, np.int64), np.int64)):
+        writer = ArrayWriter(directory / f"{name}.bin", name, dtype, len(values))
+        writer.write(values)
+        files[f"{name}.bin"] = writer.close()
+    num_segments = int(segment_offsets[-1])
+    del seg_impact_parts, seg_end_parts
+
+    # 2. Forward index (document-major), in document ranges that fit the budget.
+    term_dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+    lengths = np.zeros(num_documents, np.int64)
+    for start in range(0, total, _BLOCK_POSTINGS):
+        lengths += np.bincount(np.asarray(docs[start:start + _BLOCK_POSTINGS]),
+                               minlength=num_documents)
+    forward_offsets = np.zeros(num_documents + 1, np.int64)
+    np.cumsum(lengths, out=forward_offsets[1:])
+    del lengths
+    writer = ArrayWriter(directory / "forward_offsets.bin", "forward_offsets", np.int64,
+                         num_documents + 1)
+    writer.write(forward_offsets)
+    files["forward_offsets.bin"] = writer.close()
+    terms_out = ArrayWriter(directory / "forward_terms.bin", "forward_terms", term_dtype, total)
+    fimpacts_out = ArrayWriter(directory / "forward_impacts.bin", "forward_impacts",
+                               impact_dtype, total)
+    per_posting = term_dtype.itemsize + impact_dtype.itemsize
+    pass_postings = max(1 << 20, memory_budget // (2 * per_posting))
+    first_doc = 0
+    passes = 0
+    while first_doc < num_documents:
+        last_doc = int(np.searchsorted(forward_offsets, forward_offsets[first_doc] +
+                                       pass_postings, side="right")) - 1
+        last_doc = min(max(last_doc, first_doc + 1), num_documents)
+        lo, hi = int(forward_offsets[first_doc]), int(forward_offsets[last_doc])
+        cursor = forward_offsets[first_doc:last_doc] - lo
+        out_terms = np.empty(hi - lo, term_dtype)
+        out_impacts = np.empty(hi - lo, impact_dtype)
+        _scatter_forward(offsets, docs, impacts, first_doc, last_doc, cursor, out_terms,
+                         out_impacts)
+        terms_out.write(out_terms)
+        fimpacts_out.write(out_impacts)
+        del out_terms, out_impacts, cursor
+        first_doc = last_doc
+        passes += 1
+    files["forward_terms.bin"] = terms_out.close()
+    files["forward_impacts.bin"] = fimpacts_out.close()
+    logger.debug("search layout: %d segments, forward index in %d pass(es)", num_segments,
+                 passes)
+    entry = {"version": LAYOUT_VERSION, "num_segments": num_segments,
+             "term_dtype": term_dtype.str}
+    return entry, files
