@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", default="splade-tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--precision", default="auto",
+                        choices=["auto", "float32", "mixed", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scale", type=float, default=100.0)
     parser.add_argument("--index", default=None, help="index directory "
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
     rows = [
         ("dataset", f"{data.name} ({args.split}, {len(ids)} queries, "
                     f"{index.num_documents} docs)"),
-        ("model", f"{args.model} ({args.precision}, {args.device})"),
+        ("model", f"{args.model} ({encoder.precision}, {args.device})"),
         *[(k, f"{v:.4f}") for k, v in scores.items()],
         ("avg terms / doc", f"{index.num_postings / index.num_documents:.1f}"),
         ("avg terms / query", f"{queries.nnz / len(queries):.1f}"),

@@ -168,3 +168,34 @@ def test_splade_tiny_expands_queries(splade_tiny):
     terms = dict(query.decode(0, top=None))
     assert terms["alzheimer"] > 1.5
     assert "dementia" in terms  # an expansion term: not in the text
+
+
+def test_mixed_precision_equals_float32_on_tiny_bert(tiny_bert_dir):
+    exact = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="float32",
+                                          vocab_chunk=16)
+    mixed = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="mixed", vocab_chunk=16)
+    texts = [t for t in TEXTS if t.strip()] * 3
+    a = exact.encode(texts, max_length=32, show_progress=False)
+    b = mixed.encode(texts, max_length=32, show_progress=False)
+    assert np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+    assert np.abs(a.values - b.values).max() < 1e-5
+
+
+def test_auto_precision_resolves(tiny_bert_dir):
+    from sparse_ir.encoders.splade import bf16_supported
+
+    encoder = SpladeEncoder.from_pretrained(str(tiny_bert_dir))
+    assert encoder.precision == ("mixed" if bf16_supported() else "float32")
+    assert SpladeEncoder.from_pretrained(str(tiny_bert_dir), pooling="sum").precision == \
+        "float32"
+
+
+@pytest.mark.slow
+def test_mixed_precision_equals_float32_on_splade_tiny(splade_tiny, scifact_docs):
+    texts = [d.full_text for d in scifact_docs[200:264]]
+    mixed = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="mixed")
+    exact = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="float32")
+    a = exact.encode_documents(texts, show_progress=False)
+    b = mixed.encode_documents(texts, show_progress=False)
+    assert np.array_equal(a.indices, b.indices)
+    assert np.abs(a.values - b.values).max() < 1e-5
