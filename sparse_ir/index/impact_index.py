@@ -380,7 +380,7 @@ class ImpactIndex:
         return bound > _INT32_MAX // 2
 
     def search(self, query: QueryLike, k: int = 10, *, mode: str | None = None,
-               cut_ratio: float | None = None, bound_slack: float | None = None) -> list[Hit]:
+               cut_ratio: float | None = None, bound_weight: float | None = None) -> list[Hit]:
         """The top-``k`` documents for one query, best first.
 
         Score = Σ query impact × document impact (exact integers); ties are broken by internal
@@ -389,7 +389,7 @@ class ImpactIndex:
 
         ``mode``: ``"exhaustive"`` scores every posting; ``"pruned"`` returns the same hits
         while scoring a fraction of them (needs the search layout, see :meth:`build`);
-        ``"approximate"`` trades recall for speed through ``cut_ratio``/``bound_slack``
+        ``"approximate"`` trades recall for speed through ``cut_ratio``/``bound_weight``
         (:mod:`sparse_ir.index.approximate`). Default: ``"pruned"`` when the index has the
         search layout, else ``"exhaustive"``.
         """
@@ -397,15 +397,11 @@ class ImpactIndex:
         terms, weights = self.prepare_query(query)
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
-        mode = self._mode(mode)
-        if mode != "exhaustive":
-            from sparse_ir.index.approximate import search_params
-
-            params = search_params(mode, cut_ratio, bound_slack)
+        params = self._params(mode, cut_ratio, bound_weight)
+        if self.has_search_layout or params is not None:
+            # Windowed kernels over the search layout (params None: exhaustive).
             docs, scores, _ = self._pruned().search(terms, weights, k, params, use_int64)
             return self._hits(docs, scores)
-        if cut_ratio is not None or bound_slack is not None:
-            raise ValueError("cut_ratio and bound_slack apply to mode='approximate'")
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
@@ -419,7 +415,7 @@ class ImpactIndex:
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
                      threads: int | None = None, query_ids: Sequence[str] | None = None,
                      mode: str | None = None, cut_ratio: float | None = None,
-                     bound_slack: float | None = None) -> Run:
+                     bound_weight: float | None = None) -> Run:
         """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
 
         ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
@@ -473,18 +469,11 @@ class ImpactIndex:
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
         threads = threads or numba.config.NUMBA_NUM_THREADS
-        mode = self._mode(mode)
-        params = None
-        if mode != "exhaustive":
-            from sparse_ir.index.approximate import search_params
-
-            params = search_params(mode, cut_ratio, bound_slack)
-        elif cut_ratio is not None or bound_slack is not None:
-            raise ValueError("cut_ratio and bound_slack apply to mode='approximate'")
+        params = self._params(mode, cut_ratio, bound_weight)
         previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         try:
-            if params is not None:
+            if self.has_search_layout or params is not None:
                 out_docs, out_scores, out_counts, _ = self._pruned().search_many(
                     indptr, np.asarray(terms, np.int32), weights, use_int64, k, params)
             else:
@@ -541,10 +530,14 @@ class ImpactIndex:
         """True when the index holds the arrays of pruned and approximate search."""
         return "search_layout" in self.manifest
 
-    def _mode(self, mode: str | None) -> str:
+    def _params(self, mode: str | None, cut_ratio: float | None, bound_weight: float | None):
+        """Kernel settings of a search mode; None for exhaustive search."""
+        from sparse_ir.index.approximate import search_params
+
         if mode is None:
-            return "pruned" if self.has_search_layout else "exhaustive"
-        return mode
+            mode = "pruned" if self.has_search_layout else "exhaustive"
+        params = search_params(mode, cut_ratio, bound_weight)
+        return None if mode == "exhaustive" else params
 
     def _pruned(self):
         searcher = self.__dict__.get("_pruned_searcher")

@@ -3,19 +3,25 @@
 Written by the builder after the inverted index itself, from the postings just written, and
 listed in the manifest under ``search_layout`` (older readers ignore the extra files)::
 
-    impact_order_docs.bin      int32 [P]   each term's postings again, ordered by impact
-    impact_order_impacts.bin   [P]         descending (then document number ascending), at the
-                                           same offsets as the document-ordered postings
+    window_offsets.bin         int64 [V·W+1]  documents are split in windows of 2^window_bits;
+                                           term t's postings of window w are
+                                           [wo[t·W + w], wo[t·W + w + 1]) in both orders below
+    impact_order_docs.bin      uint16 [P]  each term's postings again, window by window, ordered
+    impact_order_impacts.bin   [P]         by impact descending (then document ascending);
+                                           documents as offsets within their window
     segment_offsets.bin        int64 [V+1] term t's impact segments are [so[t], so[t+1])
-    segment_impacts.bin        [S]         one segment = a run of postings with equal impact:
-    segment_ends.bin           int64 [S]   its impact, and the position where it ends
+    segment_impacts.bin        [S]         one segment = the postings of one impact value over
+    segment_ends.bin           int64 [S]   the whole term, highest first: its impact, and
+                                           term start + how many postings have at least it
     forward_offsets.bin        int64 [N+1] document d's terms are [fo[d], fo[d+1])
     forward_terms.bin          uint16/int32 [P]   term ids, ascending within a document
     forward_impacts.bin        [P]         their impacts
 
-The impact-ordered postings give, for any per-term cut, the postings above it as one contiguous
-prefix (the "layer" the pruned search scores); the segments tell where each cut falls without
-reading postings; the forward index scores one document exactly in one short scan.
+Windows keep the search's accumulator small enough for the CPU's L2 cache (2^16 documents ×
+4 bytes): random additions into a whole-collection accumulator miss every cache level. Within a
+window, the impact order gives the postings above any per-term cut as one contiguous prefix;
+the segments tell how many postings a cut keeps without reading them; the forward index scores
+one document exactly in one short scan.
 """
 
 from __future__ import annotations
@@ -34,16 +40,21 @@ __all__ = ["SearchLayout", "write_search_layout", "LAYOUT_VERSION", "LAYOUT_FILE
 logger = logging.getLogger(__name__)
 
 LAYOUT_VERSION = 1
-LAYOUT_FILES = ("impact_order_docs.bin", "impact_order_impacts.bin", "segment_offsets.bin",
+LAYOUT_FILES = ("window_offsets.bin", "impact_order_docs.bin", "impact_order_impacts.bin", "segment_offsets.bin",
                 "segment_impacts.bin", "segment_ends.bin", "forward_offsets.bin",
                 "forward_terms.bin", "forward_impacts.bin")
 # Postings handled per step when re-sorting by impact (bounded memory whatever the index size).
 _BLOCK_POSTINGS = 1 << 23
+# Documents per window: 2^16 keeps in-window offsets in uint16 and the accumulator in L2.
+WINDOW_BITS = 16
 
 
 class SearchLayout(NamedTuple):
     """The memory-mapped arrays of a search layout (see the module docstring)."""
 
+    window_bits: int
+    num_windows: int
+    window_offsets: np.ndarray
     impact_order_docs: np.ndarray
     impact_order_impacts: np.ndarray
     segment_offsets: np.ndarray
@@ -66,7 +77,11 @@ class SearchLayout(NamedTuple):
         def array(name, dtype, count):
             return open_array(directory / f"{name}.bin", name=name, dtype=dtype, count=count)
 
-        return cls(array("impact_order_docs", np.int32, n_postings),
+        window_bits = int(info["window_bits"])
+        num_windows = int(info["num_windows"])
+        return cls(window_bits, num_windows,
+                   array("window_offsets", np.int64, n_terms * num_windows + 1),
+                   array("impact_order_docs", np.uint16, n_postings),
                    array("impact_order_impacts", impact_dtype, n_postings),
                    array("segment_offsets", np.int64, n_terms + 1),
                    array("segment_impacts", impact_dtype, n_segments),
@@ -77,55 +92,95 @@ class SearchLayout(NamedTuple):
 
 
 @numba.njit(cache=True, nogil=True)
-def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, out_docs,
-                          out_impacts, seg_impacts, seg_ends, seg_counts):
-    """Stable sort of each term's postings by impact descending; emit its segments.
+def _sort_range_by_impact(docs, impacts, start, end, window_base, out_docs, out_impacts):
+    """Stable sort of postings [start, end) by impact descending into the outputs."""
+    if end == start:
+        return
+    high = 0
+    low = impacts[start]
+    for i in range(start, end):
+        value = impacts[i]
+        if value > high:
+            high = value
+        if value < low:
+            low = value
+    span = np.int64(high) - np.int64(low) + 1
+    if span <= 4 * (end - start) + 64:
+        # Counting sort, highest impact first; documents stay ascending within an impact.
+        counts = np.zeros(span + 1, np.int64)
+        for i in range(start, end):
+            counts[np.int64(high) - np.int64(impacts[i]) + 1] += 1
+        for j in range(span):
+            counts[j + 1] += counts[j]
+        for i in range(start, end):
+            slot = np.int64(high) - np.int64(impacts[i])
+            position = start + counts[slot]
+            counts[slot] += 1
+            out_docs[position] = docs[i] - window_base
+            out_impacts[position] = impacts[i]
+    else:
+        order = np.argsort(-impacts[start:end].astype(np.int64), kind="mergesort")
+        for j in range(end - start):
+            out_docs[start + j] = docs[start + order[j]] - window_base
+            out_impacts[start + j] = impacts[start + order[j]]
 
-    ``docs``/``impacts`` hold the postings of terms [first_term, last_term) starting at
-    ``term_offsets[first_term]``; segment ends are absolute positions. Returns the number of
-    segments written.
+
+@numba.njit(cache=True, nogil=True)
+def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, window_bits,
+                          num_windows, out_docs, out_impacts, window_offsets, seg_impacts,
+                          seg_ends, seg_counts):
+    """Window-by-window impact order and whole-term segments of terms [first_term, last_term).
+
+    ``docs``/``impacts`` hold those terms' document-ordered postings starting at
+    ``term_offsets[first_term]``. Fills ``window_offsets[(t - first_term)·W + w]`` (absolute),
+    the segments (ends = term start + postings with at least that impact) and returns their
+    number.
     """
     base = term_offsets[first_term]
     n_segments = 0
     for t in range(first_term, last_term):
         start = term_offsets[t] - base
         end = term_offsets[t + 1] - base
-        if end == start:
-            seg_counts[t - first_term] = 0
-            continue
-        high = 0
-        low = impacts[start]
-        for i in range(start, end):
-            value = impacts[i]
-            if value > high:
-                high = value
-            if value < low:
-                low = value
-        span = np.int64(high) - np.int64(low) + 1
-        if span <= 4 * (end - start) + 64:
-            # Counting sort, highest impact first; documents stay ascending within an impact.
-            counts = np.zeros(span + 1, np.int64)
-            for i in range(start, end):
-                counts[np.int64(high) - np.int64(impacts[i]) + 1] += 1
-            for j in range(span):
-                counts[j + 1] += counts[j]
-            for i in range(start, end):
-                slot = np.int64(high) - np.int64(impacts[i])
-                position = start + counts[slot]
-                counts[slot] += 1
-                out_docs[position] = docs[i]
-                out_impacts[position] = impacts[i]
-        else:
-            order = np.argsort(-impacts[start:end].astype(np.int64), kind="mergesort")
-            for j in range(end - start):
-                out_docs[start + j] = docs[start + order[j]]
-                out_impacts[start + j] = impacts[start + order[j]]
+        # Documents ascend within a term, so each window is one contiguous range.
+        position = start
+        for w in range(num_windows):
+            window_offsets[(t - first_term) * num_windows + w] = base + position
+            window_end = (w + 1) << window_bits
+            stop = position
+            while stop < end and docs[stop] < window_end:
+                stop += 1
+            _sort_range_by_impact(docs, impacts, position, stop, w << window_bits, out_docs,
+                                  out_impacts)
+            position = stop
+        # Whole-term segments: distinct impacts, highest first, with cumulative counts.
         before = n_segments
-        for i in range(start, end):
-            if i + 1 == end or out_impacts[i + 1] != out_impacts[i]:
-                seg_impacts[n_segments] = out_impacts[i]
-                seg_ends[n_segments] = base + i + 1
-                n_segments += 1
+        if end > start:
+            high = 0
+            low = impacts[start]
+            for i in range(start, end):
+                if impacts[i] > high:
+                    high = impacts[i]
+                if impacts[i] < low:
+                    low = impacts[i]
+            span = np.int64(high) - np.int64(low) + 1
+            if span <= 4 * (end - start) + 64:
+                counts = np.zeros(span, np.int64)
+                for i in range(start, end):
+                    counts[np.int64(high) - np.int64(impacts[i])] += 1
+                total = base + start
+                for j in range(span):
+                    if counts[j]:
+                        total += counts[j]
+                        seg_impacts[n_segments] = np.int64(high) - j
+                        seg_ends[n_segments] = total
+                        n_segments += 1
+            else:
+                values = np.sort(impacts[start:end].astype(np.int64))[::-1]
+                for i in range(len(values)):
+                    if i + 1 == len(values) or values[i + 1] != values[i]:
+                        seg_impacts[n_segments] = values[i]
+                        seg_ends[n_segments] = base + start + i + 1
+                        n_segments += 1
         seg_counts[t - first_term] = n_segments - before
     return n_segments
 
@@ -164,9 +219,12 @@ def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
         np.zeros(0, impact_dtype)
     files: dict[str, FileRecord] = {}
 
-    # 1. Impact-ordered postings and their segments, a block of terms at a time.
+    # 1. Window-by-window impact order and whole-term segments, a block of terms at a time.
+    num_windows = max(1, -(-num_documents // (1 << WINDOW_BITS)))
     seg_impact_parts, seg_end_parts, seg_counts = [], [], np.zeros(vocab_size, np.int64)
-    docs_out = ArrayWriter(directory / "impact_order_docs.bin", "impact_order_docs", np.int32,
+    windows_out = ArrayWriter(directory / "window_offsets.bin", "window_offsets", np.int64,
+                              vocab_size * num_windows + 1)
+    docs_out = ArrayWriter(directory / "impact_order_docs.bin", "impact_order_docs", np.uint16,
                            total)
     impacts_out = ArrayWriter(directory / "impact_order_impacts.bin", "impact_order_impacts",
                               impact_dtype, total)
@@ -177,18 +235,23 @@ def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
         lo, hi = int(offsets[first]), int(offsets[last])
         block_docs = np.asarray(docs[lo:hi])
         block_impacts = np.asarray(impacts[lo:hi])
-        out_docs = np.empty(hi - lo, np.int32)
+        out_docs = np.empty(hi - lo, np.uint16)
         out_impacts = np.empty(hi - lo, impact_dtype)
+        window_offsets = np.empty((last - first) * num_windows, np.int64)
         seg_impacts = np.empty(hi - lo, impact_dtype)
         seg_ends = np.empty(hi - lo, np.int64)
-        count = _sort_block_by_impact(offsets, first, last, block_docs, block_impacts, out_docs,
-                                      out_impacts, seg_impacts, seg_ends,
+        count = _sort_block_by_impact(offsets, first, last, block_docs, block_impacts,
+                                      WINDOW_BITS, num_windows, out_docs, out_impacts,
+                                      window_offsets, seg_impacts, seg_ends,
                                       seg_counts[first:last])
+        windows_out.write(window_offsets)
         docs_out.write(out_docs)
         impacts_out.write(out_impacts)
         seg_impact_parts.append(seg_impacts[:count].copy())
         seg_end_parts.append(seg_ends[:count].copy())
         first = last
+    windows_out.write(np.array([total], np.int64))
+    files["window_offsets.bin"] = windows_out.close()
     files["impact_order_docs.bin"] = docs_out.close()
     files["impact_order_impacts.bin"] = impacts_out.close()
     segment_offsets = np.zeros(vocab_size + 1, np.int64)
@@ -245,5 +308,6 @@ def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
     logger.debug("search layout: %d segments, forward index in %d pass(es)", num_segments,
                  passes)
     entry = {"version": LAYOUT_VERSION, "num_segments": num_segments,
-             "term_dtype": term_dtype.str}
+             "term_dtype": term_dtype.str, "window_bits": WINDOW_BITS,
+             "num_windows": num_windows}
     return entry, files

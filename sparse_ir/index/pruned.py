@@ -22,7 +22,8 @@ of :mod:`.layout` (postings re-ordered by impact, their impact segments, a forwa
 
 If fewer than k documents are found in step 1 the query matches few documents and the exhaustive
 kernel answers it. Approximate search (:mod:`.approximate`) runs the same kernel with two knobs
-that give up the proof: cuts above θ₀ (ρ > 1) and stopping when the bound falls below θ/α.
+that give up the proof: cuts that leave more below them (ρ ≥ 1), and crediting documents with
+only a share β < 1 of R for what lies below the cuts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from numba import prange
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index import kernels
 
-__all__ = ["PrunedSearcher", "PrunedParams", "EXACT", "pruned_search_one", "pruned_search_many"]
+__all__ = ["PrunedSearcher", "PrunedParams", "EXACT", "pruned_search_one",
+           "windowed_exhaustive_one", "search_many_windowed"]
 
 
 class PrunedParams:
@@ -47,26 +49,27 @@ class PrunedParams:
         estimate_candidates: documents scored exactly in the estimate step (≥ k is enforced).
         cut_ratio: ρ, the bound R on documents below all cuts as a fraction of θ₀. Below 1 the
             search is exact; above 1 documents that might score up to R are never looked at.
-        bound_slack: α ≤ 1: stop verifying when bound·α < θ (1 = exact).
+        bound_weight: β ≤ 1: the share of R credited to a document as what it may score below
+            the cuts (1 = the proven bound, exact; smaller verifies fewer documents).
     """
 
-    __slots__ = ("estimate_postings", "estimate_candidates", "cut_ratio", "bound_slack")
+    __slots__ = ("estimate_postings", "estimate_candidates", "cut_ratio", "bound_weight")
 
-    def __init__(self, estimate_postings: int = 256, estimate_candidates: int = 64,
-                 cut_ratio: float = 0.75, bound_slack: float = 1.0):
+    def __init__(self, estimate_postings: int = 1024, estimate_candidates: int = 64,
+                 cut_ratio: float = 0.5, bound_weight: float = 1.0):
         self.estimate_postings = int(estimate_postings)
         self.estimate_candidates = int(estimate_candidates)
         self.cut_ratio = float(cut_ratio)
-        self.bound_slack = float(bound_slack)
+        self.bound_weight = float(bound_weight)
 
     @property
     def exact(self) -> bool:
         """True when these settings return exactly the exhaustive top-k."""
-        return self.cut_ratio < 1.0 and self.bound_slack >= 1.0
+        return self.cut_ratio < 1.0 and self.bound_weight >= 1.0
 
     def as_tuple(self) -> tuple[int, int, float, float]:
         return (self.estimate_postings, self.estimate_candidates, self.cut_ratio,
-                self.bound_slack)
+                self.bound_weight)
 
 
 EXACT = PrunedParams()
@@ -220,52 +223,85 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
 
 
 @numba.njit(cache=True, nogil=True)
-def pruned_search_one(query_terms, query_weights, term_offsets, postings_docs, postings_impacts,
-                      io_docs, io_impacts, segment_offsets, segment_impacts, segment_ends,
-                      forward_offsets, forward_terms, forward_impacts,
-                      accumulator, dense, marks, candidates, k, estimate_postings,
-                      estimate_candidates, cut_ratio, bound_slack, out_docs, out_scores, stats):
-    """Top-k of one query by the four steps of the module docstring.
+def _grow(candidates, keys):
+    """Twice the room for candidates (rare: only when many documents pass the bound)."""
+    more_candidates = np.empty(2 * len(candidates), candidates.dtype)
+    more_keys = np.empty(2 * len(keys), keys.dtype)
+    more_candidates[:len(candidates)] = candidates
+    more_keys[:len(keys)] = keys
+    return more_candidates, more_keys
 
-    Scratch arrays, all zero on entry and on return: ``accumulator`` [N] (int32 or int64),
-    ``dense`` int64 [V], ``marks`` uint8 [N]; ``candidates`` int32 [N] needs no initial value.
-    ``stats`` (int64 [6]) receives: postings scored, documents verified, θ₀, R, -, -.
-    Returns the number of hits, or ``kernels.CORRUPT``.
+
+@numba.njit(cache=True, nogil=True)
+def _cut_in_window(io_impacts, start, end, cut):
+    """First position in [start, end) (impacts descending) whose impact is <= cut."""
+    low = start
+    high = end
+    while low < high:
+        middle = (low + high) // 2
+        if np.int64(io_impacts[middle]) > cut:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+@numba.njit(cache=True, nogil=True)
+def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, io_docs,
+                      io_impacts, segment_offsets, segment_impacts, segment_ends,
+                      forward_offsets, forward_terms, forward_impacts, window_bits,
+                      accumulator, dense, marks, candidates, k, estimate_postings,
+                      estimate_candidates, cut_ratio, bound_weight, out_docs, out_scores, stats):
+    """Top-k of one query by the four steps of the module docstring, window by window.
+
+    Scratch arrays, all zero on entry and on return: ``accumulator`` [2^window_bits] (int32 or
+    int64), ``dense`` int64 [V], ``marks`` uint8 [N]; ``candidates`` int64
+    [2^window_bits] needs no initial value. ``stats`` (int64 [6]) receives: postings scored,
+    documents verified, θ₀, R, candidates. Returns the number of hits, or ``kernels.CORRUPT``
+    (-1), or -2 when fewer than k documents were found by the estimate (the caller then runs
+    the exhaustive kernel, cheap for such a rare query).
     """
     n_terms = len(query_terms)
-    num_docs = len(accumulator)
-    limit = np.uint32(num_docs)
+    num_docs = len(forward_offsets) - 1
+    window = 1 << window_bits
+    num_windows = max(1, (num_docs + window - 1) >> window_bits)
     scored = 0
 
-    # 1. Estimate: a short prefix of every impact-ordered list, then exact scores of the best.
-    touched = np.empty(n_terms * estimate_postings, np.int64)
-    n_touched = 0
-    corrupt = False
-    for i in range(n_terms):
-        t = query_terms[i]
-        weight = accumulator.dtype.type(query_weights[i])
-        start = term_offsets[t]
-        end = min(term_offsets[t + 1], start + estimate_postings)
-        for p in range(start, end):
-            d = io_docs[p]
-            if np.uint32(d) >= limit:
-                corrupt = True
-                break
-            if accumulator[d] == 0:
-                touched[n_touched] = d
-                n_touched += 1
-            accumulator[d] += weight * accumulator.dtype.type(io_impacts[p])
-        scored += end - start
+    # 1. Estimate: the first postings of each term in each window, then exact scores of the
+    #    documents with the best partial scores.
+    per_window = max(1, estimate_postings // num_windows)
     want = max(estimate_candidates, k)
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
     n_best = 0
-    for j in range(n_touched):
-        d = touched[j]
-        n_best = _offer(best_scores, best_docs, n_best, want, np.int64(accumulator[d]), d)
-        accumulator[d] = 0
-    if corrupt:
-        return -1
+    touched = np.empty(min(window, n_terms * per_window), np.int64)
+    for w in range(num_windows):
+        base = w << window_bits
+        size_w = min(window, num_docs - base)
+        n_touched = 0
+        corrupt = False
+        for i in range(n_terms):
+            t = query_terms[i]
+            weight = accumulator.dtype.type(query_weights[i])
+            start = window_offsets[t * num_windows + w]
+            end = min(window_offsets[t * num_windows + w + 1], start + per_window)
+            for p in range(start, end):
+                offset = np.int64(io_docs[p])
+                if offset >= size_w:
+                    corrupt = True
+                    break
+                if accumulator[offset] == 0:
+                    touched[n_touched] = offset
+                    n_touched += 1
+                accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
+            scored += end - start
+        for j in range(n_touched):
+            offset = touched[j]
+            n_best = _offer(best_scores, best_docs, n_best, want,
+                            np.int64(accumulator[offset]), base + offset)
+            accumulator[offset] = 0
+        if corrupt:
+            return -1
     for i in range(n_terms):
         dense[query_terms[i]] = query_weights[i]
     heap_scores = np.empty(k, np.int64)
@@ -278,20 +314,13 @@ def pruned_search_one(query_terms, query_weights, term_offsets, postings_docs, p
         marks[d] = 1
     verified = n_best
     if size < k:
-        # Few matching documents: the exhaustive kernel is cheap and settles it.
         for j in range(n_best):
             marks[best_docs[j]] = 0
         for i in range(n_terms):
             dense[query_terms[i]] = 0
-        ok = kernels._accumulate(query_terms, query_weights, term_offsets, postings_docs,
-                                 postings_impacts, accumulator)
-        count = kernels._select_top_k(accumulator, k, out_docs, out_scores) if ok else -1
-        accumulator[:] = 0
         stats[0] = scored
         stats[1] = verified
-        stats[2] = 0
-        stats[3] = 0
-        return count
+        return -2
     theta0 = heap_scores[0]
 
     # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀ (and < θ₀ when exact).
@@ -303,118 +332,191 @@ def pruned_search_one(query_terms, query_weights, term_offsets, postings_docs, p
     bound = _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets,
                          segment_impacts, segment_ends, target, 1.25, cut_position, cut_impact)
 
-    # 3. Bound: excess over the cut for the postings above it (contiguous prefixes).
-    for i in range(n_terms):
-        t = query_terms[i]
-        weight = query_weights[i]
-        cut = cut_impact[i]
-        start = term_offsets[t]
-        end = cut_position[i]
-        for p in range(start, end):
-            d = io_docs[p]
-            if np.uint32(d) >= limit:
-                corrupt = True
-                break
-            accumulator[d] += accumulator.dtype.type(weight * (np.int64(io_impacts[p]) - cut))
-        scored += end - start
-    if corrupt:
-        accumulator[:] = 0
-        for j in range(n_best):
-            marks[best_docs[j]] = 0
-        for i in range(n_terms):
-            dense[query_terms[i]] = 0
-        return -1
-
-    # 4. Verify by decreasing bound R + excess; stop below the k-th score.
-    need = theta0 - bound
-    if bound_slack < 1.0:
-        need = np.int64(np.ceil(theta0 / bound_slack)) - bound
+    # 3. Per window: excess over the cuts; a document becomes a candidate when its excess
+    #    first reaches θ₀ - R (excesses only grow), so no pass over the window is needed.
+    credit = bound
+    if bound_weight < 1.0:
+        credit = np.int64(np.floor(bound * bound_weight))
+    need = max(theta0 - credit, np.int64(1))
     n_candidates = 0
-    for d in range(num_docs):
-        if accumulator[d] >= need:
-            candidates[n_candidates] = d
-            n_candidates += 1
-    keys = np.empty(n_candidates, np.int64)
-    docs = np.empty(n_candidates, np.int64)
-    n_keys = 0
-    for j in range(n_candidates):
-        d = candidates[j]
-        if marks[d] == 0:
-            keys[n_keys] = bound + np.int64(accumulator[d])
-            docs[n_keys] = d
-            n_keys += 1
-    accumulator[:] = 0
-    for position in range(n_keys // 2 - 1, -1, -1):
-        _max_sift_down(keys, docs, n_keys, position)
-    remaining = n_keys
-    while remaining > 0:
-        upper = keys[0]
-        d = docs[0]
-        if upper * bound_slack < heap_scores[0]:
+    keys = np.empty(len(candidates), np.int64)
+    corrupt = False
+    for w in range(num_windows):
+        base = w << window_bits
+        size_w = min(window, num_docs - base)
+        first_candidate = n_candidates
+        while n_candidates + size_w > len(candidates):  # at most one new candidate per doc
+            candidates, keys = _grow(candidates, keys)
+        for i in range(n_terms):
+            t = query_terms[i]
+            weight = query_weights[i]
+            cut = cut_impact[i]
+            start = window_offsets[t * num_windows + w]
+            end = _cut_in_window(io_impacts, start, window_offsets[t * num_windows + w + 1],
+                                 cut)
+            for p in range(start, end):
+                offset = np.int64(io_docs[p])
+                if offset >= size_w:
+                    corrupt = True
+                    break
+                before = np.int64(accumulator[offset])
+                after = before + weight * (np.int64(io_impacts[p]) - cut)
+                accumulator[offset] = after
+                if before < need <= after:
+                    candidates[n_candidates] = offset
+                    n_candidates += 1
+            scored += end - start
+        if corrupt:
+            accumulator[:] = 0
             break
-        remaining -= 1
-        keys[0] = keys[remaining]
-        docs[0] = docs[remaining]
-        _max_sift_down(keys, docs, remaining, 0)
-        size = _offer(heap_scores, heap_docs, size, k,
-                      _exact_score(d, forward_offsets, forward_terms, forward_impacts, dense), d)
-        verified += 1
+        for j in range(first_candidate, n_candidates):
+            offset = candidates[j]
+            keys[j] = credit + np.int64(accumulator[offset])
+            candidates[j] = base + offset
+        accumulator[:size_w] = 0
+
+    # 4. Verify by decreasing bound over all windows, so the k-th score rises as fast as it
+    #    can; stop when the next bound is below it.
+    if not corrupt:
+        for position in range(n_candidates // 2 - 1, -1, -1):
+            _max_sift_down(keys, candidates, n_candidates, position)
+        remaining = n_candidates
+        while remaining > 0:
+            upper = keys[0]
+            d = candidates[0]
+            if upper < heap_scores[0]:
+                break
+            remaining -= 1
+            keys[0] = keys[remaining]
+            candidates[0] = candidates[remaining]
+            _max_sift_down(keys, candidates, remaining, 0)
+            if marks[d] == 0:
+                size = _offer(heap_scores, heap_docs, size, k,
+                              _exact_score(d, forward_offsets, forward_terms, forward_impacts,
+                                           dense), d)
+                verified += 1
 
     for j in range(n_best):
         marks[best_docs[j]] = 0
     for i in range(n_terms):
         dense[query_terms[i]] = 0
+    if corrupt:
+        return -1
     stats[0] = scored
     stats[1] = verified
     stats[2] = theta0
     stats[3] = bound
     stats[4] = n_candidates
+    stats[5] = heap_scores[0]
     return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
+@numba.njit(cache=True, nogil=True)
+def windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings_docs,
+                            postings_impacts, num_docs, window_bits, accumulator, k, out_docs,
+                            out_scores):
+    """Exhaustive top-k, one window of documents at a time (accumulator in L2 cache).
+
+    Same result as :func:`kernels.search_one`; ``accumulator`` has 2^window_bits entries,
+    zero on entry and on return. Returns the number of hits or ``kernels.CORRUPT``.
+    """
+    n_terms = len(query_terms)
+    window = 1 << window_bits
+    num_windows = max(1, (num_docs + window - 1) >> window_bits)
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    size = 0
+    for w in range(num_windows):
+        base = w << window_bits
+        size_w = min(window, num_docs - base)
+        for i in range(n_terms):
+            t = query_terms[i]
+            weight = accumulator.dtype.type(query_weights[i])
+            for p in range(window_offsets[t * num_windows + w],
+                           window_offsets[t * num_windows + w + 1]):
+                offset = np.int64(postings_docs[p]) - base
+                if np.uint64(offset) >= np.uint64(size_w):
+                    accumulator[:] = 0
+                    return -1
+                accumulator[offset] += weight * accumulator.dtype.type(postings_impacts[p])
+        # Documents arrive in increasing number: a newcomer must beat the worst strictly.
+        for offset in range(size_w):
+            score = np.int64(accumulator[offset])
+            if score > 0 and (size < k or score > heap_scores[0]):
+                size = _offer(heap_scores, heap_docs, size, k, score, base + offset)
+        accumulator[:size_w] = 0
+    return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
+
+
+@numba.njit(cache=True, nogil=True)
+def _search_one_any(mode, query_terms, query_weights, term_offsets, postings_docs,
+                    postings_impacts, window_offsets, io_docs, io_impacts, segment_offsets,
+                    segment_impacts, segment_ends, forward_offsets, forward_terms,
+                    forward_impacts, window_bits, accumulator, dense, marks, candidates, k,
+                    estimate_postings, estimate_candidates, cut_ratio, bound_weight, out_docs,
+                    out_scores, stats):
+    """Mode 0: windowed exhaustive; 1: pruned (falls back to exhaustive when it must)."""
+    num_docs = len(forward_offsets) - 1
+    if mode == 1:
+        count = pruned_search_one(query_terms, query_weights, term_offsets, window_offsets,
+                                  io_docs, io_impacts, segment_offsets, segment_impacts,
+                                  segment_ends, forward_offsets, forward_terms,
+                                  forward_impacts, window_bits, accumulator, dense, marks,
+                                  candidates, k, estimate_postings, estimate_candidates,
+                                  cut_ratio, bound_weight, out_docs, out_scores, stats)
+        if count != -2:
+            return count
+    return windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings_docs,
+                                   postings_impacts, num_docs, window_bits, accumulator, k,
+                                   out_docs, out_scores)
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
-def pruned_search_many(query_indptr, query_terms, query_weights, use_int64, term_offsets,
-                       postings_docs, postings_impacts, io_docs, io_impacts, segment_offsets,
-                       segment_impacts, segment_ends, forward_offsets, forward_terms,
-                       forward_impacts, vocab_size, k, estimate_postings, estimate_candidates,
-                       cut_ratio, bound_slack, out_docs, out_scores, out_counts, out_stats):
-    """Pruned top-k of many queries (CSR), spread over numba's threads."""
+def search_many_windowed(mode, query_indptr, query_terms, query_weights, use_int64,
+                         term_offsets, postings_docs, postings_impacts, window_offsets, io_docs,
+                         io_impacts, segment_offsets, segment_impacts, segment_ends,
+                         forward_offsets, forward_terms, forward_impacts, window_bits,
+                         vocab_size, k, estimate_postings, estimate_candidates, cut_ratio,
+                         bound_weight, n_threads, out_docs, out_scores, out_counts, out_stats):
+    """Many queries (CSR) over ``n_threads`` numba threads, each with its own scratch."""
     n_queries = len(query_indptr) - 1
     num_docs = len(forward_offsets) - 1
-    n_threads = min(numba.get_num_threads(), max(n_queries, 1))
+    window = 1 << window_bits
+    n_threads = max(1, min(n_threads, n_queries))
     for c in prange(n_threads):
         # Round-robin assignment balances cheap and costly queries across threads.
         dense = np.zeros(vocab_size, np.int64)
         marks = np.zeros(num_docs, np.uint8)
-        candidates = np.empty(num_docs, np.int32)
-        accumulator32 = np.zeros(num_docs, np.int32)
-        accumulator64 = np.zeros(num_docs if use_int64.any() else 0, np.int64)
+        candidates = np.empty(window, np.int64)
+        accumulator32 = np.zeros(window, np.int32)
+        accumulator64 = np.zeros(window, np.int64)
         for q in range(c, n_queries, n_threads):
             start = query_indptr[q]
             end = query_indptr[q + 1]
             if use_int64[q]:
-                out_counts[q] = pruned_search_one(
-                    query_terms[start:end], query_weights[start:end], term_offsets,
-                    postings_docs, postings_impacts, io_docs, io_impacts, segment_offsets,
-                    segment_impacts, segment_ends, forward_offsets, forward_terms,
-                    forward_impacts, accumulator64, dense, marks, candidates, k,
-                    estimate_postings, estimate_candidates, cut_ratio, bound_slack,
-                    out_docs[q], out_scores[q], out_stats[q])
+                out_counts[q] = _search_one_any(
+                    mode, query_terms[start:end], query_weights[start:end], term_offsets,
+                    postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
+                    segment_offsets, segment_impacts, segment_ends, forward_offsets,
+                    forward_terms, forward_impacts, window_bits, accumulator64, dense, marks,
+                    candidates, k, estimate_postings, estimate_candidates, cut_ratio,
+                    bound_weight, out_docs[q], out_scores[q], out_stats[q])
             else:
-                out_counts[q] = pruned_search_one(
-                    query_terms[start:end], query_weights[start:end], term_offsets,
-                    postings_docs, postings_impacts, io_docs, io_impacts, segment_offsets,
-                    segment_impacts, segment_ends, forward_offsets, forward_terms,
-                    forward_impacts, accumulator32, dense, marks, candidates, k,
-                    estimate_postings, estimate_candidates, cut_ratio, bound_slack,
-                    out_docs[q], out_scores[q], out_stats[q])
+                out_counts[q] = _search_one_any(
+                    mode, query_terms[start:end], query_weights[start:end], term_offsets,
+                    postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
+                    segment_offsets, segment_impacts, segment_ends, forward_offsets,
+                    forward_terms, forward_impacts, window_bits, accumulator32, dense, marks,
+                    candidates, k, estimate_postings, estimate_candidates, cut_ratio,
+                    bound_weight, out_docs[q], out_scores[q], out_stats[q])
 
 
 class PrunedSearcher:
-    """Runs the pruned kernel over one :class:`~sparse_ir.index.impact_index.ImpactIndex`.
+    """Runs the windowed kernels over one :class:`~sparse_ir.index.impact_index.ImpactIndex`.
 
-    Holds the memory-mapped search layout and per-thread scratch arrays (an accumulator over
-    the documents, a dense query vector, marks), so repeated searches allocate nothing large.
+    Holds the memory-mapped search layout and per-thread scratch arrays (a window-sized
+    accumulator, a dense query vector, marks), so repeated searches allocate nothing large.
+    ``mode`` is ``"exhaustive"`` (windowed exhaustive kernel) or a :class:`PrunedParams`.
     """
 
     def __init__(self, index):
@@ -430,56 +532,58 @@ class PrunedSearcher:
 
     def _scratch(self, use_int64: bool):
         local = self._local
+        window = 1 << self.layout.window_bits
         if not hasattr(local, "dense"):
-            n_docs = self.index.num_documents
             local.dense = np.zeros(self.index.vocab_size, np.int64)
-            local.marks = np.zeros(n_docs, np.uint8)
-            local.candidates = np.empty(n_docs, np.int32)
+            local.marks = np.zeros(self.index.num_documents, np.uint8)
+            local.candidates = np.empty(window, np.int64)
         name = "acc64" if use_int64 else "acc32"
         accumulator = getattr(local, name, None)
         if accumulator is None:
-            accumulator = np.zeros(self.index.num_documents,
-                                   np.int64 if use_int64 else np.int32)
+            accumulator = np.zeros(window, np.int64 if use_int64 else np.int32)
             setattr(local, name, accumulator)
         return accumulator, local.dense, local.marks, local.candidates
 
-    def search(self, terms: np.ndarray, weights: np.ndarray, k: int, params: PrunedParams,
-               use_int64: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(docs, scores, stats)`` of one prepared query (see :func:`pruned_search_one`)."""
+    def _arrays(self):
         index, layout = self.index, self.layout
+        return (index.term_offsets, index.postings_docs, index.postings_impacts,
+                layout.window_offsets, layout.impact_order_docs, layout.impact_order_impacts,
+                layout.segment_offsets, layout.segment_impacts, layout.segment_ends,
+                layout.forward_offsets, layout.forward_terms, layout.forward_impacts,
+                layout.window_bits)
+
+    def search(self, terms: np.ndarray, weights: np.ndarray, k: int,
+               params: PrunedParams | None, use_int64: bool
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(docs, scores, stats)`` of one prepared query; ``params=None``: exhaustive."""
         accumulator, dense, marks, candidates = self._scratch(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
         stats = np.zeros(6, np.int64)
-        count = pruned_search_one(
-            terms, weights, index.term_offsets, index.postings_docs, index.postings_impacts,
-            layout.impact_order_docs, layout.impact_order_impacts, layout.segment_offsets,
-            layout.segment_impacts, layout.segment_ends, layout.forward_offsets,
-            layout.forward_terms, layout.forward_impacts, accumulator, dense, marks,
-            candidates, k, *params.as_tuple(), docs, scores, stats)
+        settings = (params or EXACT).as_tuple()
+        count = _search_one_any(0 if params is None else 1, terms, weights, *self._arrays(),
+                                accumulator, dense, marks, candidates, k, *settings, docs,
+                                scores, stats)
         if count == kernels.CORRUPT:
-            raise IndexCorruptError(f"{index.directory}: a posting points outside the index; "
-                                    "run verify()")
+            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
+                                    "index; run verify()")
         return docs[:count], scores[:count], stats
 
     def search_many(self, indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray,
-                    use_int64: np.ndarray, k: int, params: PrunedParams
+                    use_int64: np.ndarray, k: int, params: PrunedParams | None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, 6])`` over numba's threads."""
-        index, layout = self.index, self.layout
         n_queries = len(indptr) - 1
         out_docs = np.empty((n_queries, k), np.int64)
         out_scores = np.empty((n_queries, k), np.int64)
         out_counts = np.empty(n_queries, np.int64)
         out_stats = np.zeros((n_queries, 6), np.int64)
-        pruned_search_many(
-            indptr, terms, weights, use_int64, index.term_offsets, index.postings_docs,
-            index.postings_impacts, layout.impact_order_docs, layout.impact_order_impacts,
-            layout.segment_offsets, layout.segment_impacts, layout.segment_ends,
-            layout.forward_offsets, layout.forward_terms, layout.forward_impacts,
-            index.vocab_size, k, *params.as_tuple(), out_docs, out_scores, out_counts,
-            out_stats)
+        settings = (params or EXACT).as_tuple()
+        search_many_windowed(0 if params is None else 1, indptr, terms, weights, use_int64,
+                             *self._arrays(), self.index.vocab_size, k, *settings,
+                             numba.get_num_threads(), out_docs, out_scores, out_counts,
+                             out_stats)
         if np.any(out_counts == kernels.CORRUPT):
-            raise IndexCorruptError(f"{index.directory}: a posting points outside the index; "
-                                    "run verify()")
+            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
+                                    "index; run verify()")
         return out_docs, out_scores, out_counts, out_stats
