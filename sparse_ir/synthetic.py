@@ -39,7 +39,7 @@ def map_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive, open(path, "rb") as handle:
             for info in archive.infolist():
-                name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                name = info.filename.removesuffix(".npy")
                 if info.compress_type != zipfile.ZIP_STORED:
                     raise InputError(f"member {info.filename!r} is compressed; memory-mapping "
                                      "needs np.savez (not savez_compressed)", path=path)
@@ -67,6 +67,17 @@ def map_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             raise
         raise InputError(f"not a readable .npz file ({exc})", path=path) from None
     return arrays
+
+
+def _read(handle, mapped: np.ndarray, start: int, end: int) -> np.ndarray:
+    """Elements [start, end) of a memory-mapped member, read from the open file instead."""
+    if not isinstance(mapped, np.memmap):
+        return np.asarray(mapped[start:end])
+    handle.seek(mapped.offset + start * mapped.dtype.itemsize)
+    values = np.fromfile(handle, dtype=mapped.dtype, count=end - start)
+    if len(values) != end - start:
+        raise InputError(f"{handle.name}: file ends inside an array (truncated?)")
+    return values
 
 
 class NpzCorpus:
@@ -105,19 +116,22 @@ class NpzCorpus:
                   ) -> Iterator[SparseBatch]:
         """Shards of ``shard_size`` documents (integer impacts), in row order.
 
-        Only one shard is copied into memory at a time (~2.5 KB per document here).
+        Only one shard is in memory at a time (~2.5 KB per document here). Shards are read
+        with plain file reads, not through the memory map, so the pages read do not count in
+        this process's resident memory (they stay in the page cache).
         """
         if shard_size <= 0:
             raise ValueError(f"shard_size must be positive, got {shard_size}")
         total = self.num_documents if limit is None else min(limit, self.num_documents)
         indices, impacts = self.arrays["indices"], self.arrays["impacts"]
-        for first in range(0, total, shard_size):
-            last = min(total, first + shard_size)
-            start, end = int(self.indptr[first]), int(self.indptr[last])
-            yield SparseBatch(np.asarray(self.indptr[first:last + 1]) - start,
-                              np.asarray(indices[start:end]),
-                              np.asarray(impacts[start:end], np.int32), self.vocab,
-                              tuple(str(d) for d in range(first, last)))
+        with open(self.directory / "corpus.npz", "rb") as handle:
+            for first in range(0, total, shard_size):
+                last = min(total, first + shard_size)
+                start, end = int(self.indptr[first]), int(self.indptr[last])
+                yield SparseBatch(np.asarray(self.indptr[first:last + 1]) - start,
+                                  _read(handle, indices, start, end),
+                                  _read(handle, impacts, start, end).astype(np.int32),
+                                  self.vocab, tuple(str(d) for d in range(first, last)))
 
     def queries(self) -> SparseBatch:
         """The queries as integer impacts, with their ids from ``queries.jsonl``."""

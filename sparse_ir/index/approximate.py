@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from sparse_ir.index.pruned import EXACT, PrunedParams
 
-__all__ = ["search_params", "MODES", "DEFAULT_CUT_RATIO"]
+__all__ = ["DEFAULT_CUT_RATIO", "MODES", "search_params"]
 
 MODES = ("exhaustive", "pruned", "approximate")
 # Default ρ of approximate mode: Recall@10 >= 0.97 on the 1M synthetic SPLADE benchmark.

@@ -35,7 +35,7 @@ import numpy as np
 
 from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array
 
-__all__ = ["SearchLayout", "write_search_layout", "LAYOUT_VERSION", "LAYOUT_FILES"]
+__all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "write_search_layout"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +100,8 @@ def _sort_range_by_impact(docs, impacts, start, end, window_base, out_docs, out_
     low = impacts[start]
     for i in range(start, end):
         value = impacts[i]
-        if value > high:
-            high = value
-        if value < low:
-            low = value
+        high = max(high, value)
+        low = min(low, value)
     span = np.int64(high) - np.int64(low) + 1
     if span <= 4 * (end - start) + 64:
         # Counting sort, highest impact first; documents stay ascending within an impact.
@@ -158,10 +156,8 @@ def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, wi
             high = 0
             low = impacts[start]
             for i in range(start, end):
-                if impacts[i] > high:
-                    high = impacts[i]
-                if impacts[i] < low:
-                    low = impacts[i]
+                high = max(high, impacts[i])
+                low = min(low, impacts[i])
             span = np.int64(high) - np.int64(low) + 1
             if span <= 4 * (end - start) + 64:
                 counts = np.zeros(span, np.int64)

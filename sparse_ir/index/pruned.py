@@ -37,8 +37,14 @@ from numba import prange
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index import kernels
 
-__all__ = ["PrunedSearcher", "PrunedParams", "EXACT", "pruned_search_one",
-           "windowed_exhaustive_one", "search_many_windowed"]
+__all__ = [
+    "EXACT",
+    "PrunedParams",
+    "PrunedSearcher",
+    "pruned_search_one",
+    "search_many_windowed",
+    "windowed_exhaustive_one",
+]
 
 
 class PrunedParams:
@@ -53,7 +59,7 @@ class PrunedParams:
             the cuts (1 = the proven bound, exact; smaller verifies fewer documents).
     """
 
-    __slots__ = ("estimate_postings", "estimate_candidates", "cut_ratio", "bound_weight")
+    __slots__ = ("bound_weight", "cut_ratio", "estimate_candidates", "estimate_postings")
 
     def __init__(self, estimate_postings: int = 1024, estimate_candidates: int = 64,
                  cut_ratio: float = 0.5, bound_weight: float = 1.0):
