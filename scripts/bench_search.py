@@ -203,6 +203,7 @@ def build_bmp(args) -> None:
 
     make_docs, _, vocab, _, _ = load_data(args.data, Path(args.work), args.limit)
     scale = float(args.bmp_scale)
+    Path(args.index).parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     indexer = bmp.Indexer(args.index, bsize=32, compress_range=False)
     for shard in make_docs():
@@ -316,7 +317,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-budget", default="4GB")
     parser.add_argument("--rebuild", action="store_true", help="rebuild our index")
-    parser.add_argument("--approximate", default="0.75:0.85,1.0:0.9",
+    parser.add_argument("--approximate", default="0.75:0.85,0.75:0.7",
                         help="approximate settings to time, cut_ratio:bound_weight,...")
     parser.add_argument("--seismic", default="10:0.7,20:0.8,30:0.9",
                         help="Seismic query_cut:heap_factor settings to time")
@@ -339,7 +340,7 @@ def main(argv=None) -> int:
     cache = work / "indexes" / tag
     cache.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
-    print(f"data: {tag}; peers: {', '.join(peers)}; load average "
+    print(f"data: {tag}; peers: {', '.join(peers)}; pid {os.getpid()} nice {os.nice(0)}; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores",
           flush=True)
     _, queries, vocab, _, matrix = load_data(args.data, work, args.limit)

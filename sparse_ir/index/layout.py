@@ -182,29 +182,34 @@ def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, wi
 
 
 @numba.njit(cache=True, nogil=True)
-def _scatter_forward(term_offsets, docs, impacts, first_doc, last_doc, cursor, out_terms,
-                     out_impacts):
-    """Scatter postings of documents [first_doc, last_doc) into document-major order.
+def _forward_block(term_offsets, docs, impacts, cursor, first_doc, last_doc, out_offsets,
+                   out_terms, out_impacts):
+    """Document-major postings of documents [first_doc, last_doc), from term-major ones.
 
-    ``cursor[d - first_doc]`` is the next free slot of document d (relative to the slice).
-    Terms are visited in increasing order, so each document's terms come out ascending.
+    ``cursor[t]`` is term t's next unread posting (documents ascend within a term, so one pass
+    of blocks in document order reads every posting once). ``out_offsets`` holds each
+    document's start relative to the block; terms come out ascending within a document. The
+    block's output is small enough for the CPU cache, unlike a scatter over the whole index.
     """
+    fill = out_offsets[:last_doc - first_doc].copy()
     for t in range(len(term_offsets) - 1):
-        for p in range(term_offsets[t], term_offsets[t + 1]):
-            d = docs[p]
-            if first_doc <= d < last_doc:
-                slot = cursor[d - first_doc]
-                cursor[d - first_doc] = slot + 1
-                out_terms[slot] = t
-                out_impacts[slot] = impacts[p]
+        p = cursor[t]
+        end = term_offsets[t + 1]
+        while p < end and docs[p] < last_doc:
+            slot = fill[docs[p] - first_doc]
+            fill[docs[p] - first_doc] = slot + 1
+            out_terms[slot] = t
+            out_impacts[slot] = impacts[p]
+            p += 1
+        cursor[t] = p
 
 
 def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
                         impact_dtype: np.dtype, memory_budget: int) -> tuple[dict, dict]:
     """Write the layout files beside ``term_offsets``/``postings_*`` in ``directory``.
 
-    Reads the document-ordered postings back (memory-mapped) and keeps at most about
-    ``memory_budget`` bytes of working arrays. Returns ``(manifest entry, {name: FileRecord})``.
+    Reads the document-ordered postings back (memory-mapped); working arrays are blocks of a
+    few MB whatever the index size (``memory_budget`` is an upper bound they never approach). Returns ``(manifest entry, {name: FileRecord})``.
     """
     directory = Path(directory)
     impact_dtype = np.dtype(impact_dtype)
@@ -280,29 +285,25 @@ def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
     terms_out = ArrayWriter(directory / "forward_terms.bin", "forward_terms", term_dtype, total)
     fimpacts_out = ArrayWriter(directory / "forward_impacts.bin", "forward_impacts",
                                impact_dtype, total)
-    per_posting = term_dtype.itemsize + impact_dtype.itemsize
-    pass_postings = max(1 << 20, memory_budget // (2 * per_posting))
+    # Blocks of documents whose output (~4 bytes per posting) stays in the CPU cache.
+    cursor = offsets[:-1].copy()
+    block_postings = 1 << 21
     first_doc = 0
-    passes = 0
     while first_doc < num_documents:
         last_doc = int(np.searchsorted(forward_offsets, forward_offsets[first_doc] +
-                                       pass_postings, side="right")) - 1
+                                       block_postings, side="right")) - 1
         last_doc = min(max(last_doc, first_doc + 1), num_documents)
         lo, hi = int(forward_offsets[first_doc]), int(forward_offsets[last_doc])
-        cursor = forward_offsets[first_doc:last_doc] - lo
         out_terms = np.empty(hi - lo, term_dtype)
         out_impacts = np.empty(hi - lo, impact_dtype)
-        _scatter_forward(offsets, docs, impacts, first_doc, last_doc, cursor, out_terms,
-                         out_impacts)
+        _forward_block(offsets, docs, impacts, cursor, first_doc, last_doc,
+                       forward_offsets[first_doc:last_doc + 1] - lo, out_terms, out_impacts)
         terms_out.write(out_terms)
         fimpacts_out.write(out_impacts)
-        del out_terms, out_impacts, cursor
         first_doc = last_doc
-        passes += 1
     files["forward_terms.bin"] = terms_out.close()
     files["forward_impacts.bin"] = fimpacts_out.close()
-    logger.debug("search layout: %d segments, forward index in %d pass(es)", num_segments,
-                 passes)
+    logger.debug("search layout: %d segments, %d windows", num_segments, num_windows)
     entry = {"version": LAYOUT_VERSION, "num_segments": num_segments,
              "term_dtype": term_dtype.str, "window_bits": WINDOW_BITS,
              "num_windows": num_windows}
