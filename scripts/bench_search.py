@@ -68,7 +68,7 @@ class Row:
 # -- data -----------------------------------------------------------------------------------------
 
 def load_data(name: str, work: Path, limit: int | None):
-    """``(docs iterator factory, queries SparseBatch, vocab, num_docs, csr matrix)``."""
+    """``(docs iterator factory, queries, vocab, num_docs, csr matrix factory)``."""
     from sparse_ir.quantize import Quantizer
     from sparse_ir.sparse_batch import SparseBatch
 
@@ -89,7 +89,7 @@ def load_data(name: str, work: Path, limit: int | None):
         query_batch = quantizer.quantize(SparseBatch.from_dicts(queries.values(), vocab,
                                                                 ids=list(queries)))
         return (lambda: iter([doc_batch])), query_batch, tuple(vocab), len(doc_batch), \
-            doc_batch.to_scipy()
+            doc_batch.to_scipy
     from sparse_ir.synthetic import NpzCorpus
 
     corpus = NpzCorpus(work / name)
@@ -97,10 +97,13 @@ def load_data(name: str, work: Path, limit: int | None):
 
     n = corpus.num_documents if limit is None else min(limit, corpus.num_documents)
     end = int(corpus.indptr[n])
-    matrix = scipy.sparse.csr_matrix(
-        (np.asarray(corpus.arrays["impacts"][:end], np.int32),
-         np.asarray(corpus.arrays["indices"][:end]), np.asarray(corpus.indptr[:n + 1])),
-        shape=(n, len(corpus.vocab)))
+
+    def matrix():
+        return scipy.sparse.csr_matrix(
+            (np.asarray(corpus.arrays["impacts"][:end], np.int32),
+             np.asarray(corpus.arrays["indices"][:end]), np.asarray(corpus.indptr[:n + 1])),
+            shape=(n, len(corpus.vocab)))
+
     return (lambda: corpus.documents(100_000, limit=n)), corpus.queries(), corpus.vocab, n, \
         matrix
 
@@ -343,7 +346,7 @@ def main(argv=None) -> int:
     print(f"data: {tag}; peers: {', '.join(peers)}; pid {os.getpid()} nice {os.nice(0)}; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores",
           flush=True)
-    _, queries, vocab, _, matrix = load_data(args.data, work, args.limit)
+    _, queries, vocab, _, make_matrix = load_data(args.data, work, args.limit)
     n_queries = len(queries) if args.queries is None else min(args.queries, len(queries))
     common = ["--data", args.data, "--work", str(work)] + \
         (["--limit", str(args.limit)] if args.limit else [])
@@ -368,6 +371,7 @@ def main(argv=None) -> int:
     # Exact reference: scipy q·Dᵀ (also timed).
     import scipy.sparse  # noqa: F401
 
+    matrix = make_matrix()
     query_dense = np.zeros((n_queries, len(vocab)), np.int64)
     for q, (terms, weights) in enumerate(prepared):
         query_dense[q, terms] = weights

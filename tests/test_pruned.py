@@ -48,7 +48,7 @@ def _pairs(hits):
     return [(h.docno, h.score) for h in hits]
 
 
-@settings(max_examples=40, deadline=None,
+@settings(max_examples=30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), vocab_size=st.integers(1, 60),
        max_impact=st.sampled_from([1, 3, 20, 300, 70000]), k=st.integers(1, 25),
@@ -69,13 +69,14 @@ def test_pruned_equals_reference_on_random_data(tmp_path_factory, seed, rows, vo
         one = queries.select([q])
         assert _pairs(index.search(one, k, mode="pruned")) == expected
         assert _pairs(index.search(one, k, mode="exhaustive")) == expected
-        # cut_ratio < 1 keeps the proof: approximate mode is then exact too.
-        assert _pairs(index.search(one, k, mode="approximate", cut_ratio=0.5)) == expected
+        # cut_ratio < 1 and bound_weight 1 keep the proof: approximate mode is then exact.
+        assert _pairs(index.search(one, k, mode="approximate", cut_ratio=0.5,
+                                   bound_weight=1.0)) == expected
         assert _pairs(run[f"d{q}"]) == expected
         assert _pairs(run_exhaustive[f"d{q}"]) == expected
 
 
-@settings(max_examples=25, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**32 - 1), cut_ratio=st.floats(1.0, 20.0),
        bound_weight=st.floats(0.0, 1.0), k=st.integers(1, 15))

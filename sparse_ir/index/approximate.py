@@ -43,7 +43,7 @@ def search_params(mode: str, cut_ratio: float | None = None,
                              f"{mode!r} (which is exact)")
         return EXACT
     rho = DEFAULT_CUT_RATIO if cut_ratio is None else float(cut_ratio)
-    alpha = 1.0 if bound_weight is None else float(bound_weight)
+    alpha = DEFAULT_BOUND_WEIGHT if bound_weight is None else float(bound_weight)
     if not rho > 0:
         raise ValueError(f"cut_ratio must be > 0, got {cut_ratio!r}")
     if not 0 <= alpha <= 1:
