@@ -20,11 +20,12 @@ from __future__ import annotations
 
 from sparse_ir.index.pruned import EXACT, PrunedParams
 
-__all__ = ["DEFAULT_CUT_RATIO", "MODES", "search_params"]
+__all__ = ["DEFAULT_BOUND_WEIGHT", "DEFAULT_CUT_RATIO", "MODES", "search_params"]
 
 MODES = ("exhaustive", "pruned", "approximate")
-# Default ρ of approximate mode: Recall@10 >= 0.97 on the 1M synthetic SPLADE benchmark.
-DEFAULT_CUT_RATIO = 1.5
+# Defaults of approximate mode, chosen on the 1M synthetic SPLADE benchmark (docs/performance.md).
+DEFAULT_CUT_RATIO = 0.75
+DEFAULT_BOUND_WEIGHT = 0.85
 
 
 def search_params(mode: str, cut_ratio: float | None = None,
