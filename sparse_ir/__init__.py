@@ -28,6 +28,8 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
+    "export_json_vectors": "sparse_ir.export.lucene",
+    "import_json_vectors": "sparse_ir.export.jsonvector",
 }
 
 __all__ = ["__version__", *_EXPORTS]

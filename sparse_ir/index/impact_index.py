@@ -26,11 +26,21 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.index import kernels
-from sparse_ir.index.builder import (IMPACT_FORMAT, IMPACT_FORMAT_VERSION, BuildReport,
-                                     build_impact_index, vocab_hash)
+from sparse_ir.index.builder import (
+    IMPACT_FORMAT,
+    IMPACT_FORMAT_VERSION,
+    BuildReport,
+    build_impact_index,
+    vocab_hash,
+)
 from sparse_ir.index.reference import reference_scores, reference_top_k
-from sparse_ir.index.storage import (IndexDirectory, check_files, file_crc32, open_array,
-                                     read_manifest)
+from sparse_ir.index.storage import (
+    IndexDirectory,
+    check_files,
+    file_crc32,
+    open_array,
+    read_manifest,
+)
 from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
