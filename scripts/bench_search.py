@@ -343,7 +343,7 @@ def main(argv=None) -> int:
     cache = work / "indexes" / tag
     cache.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
-    print(f"data: {tag}; peers: {', '.join(peers)}; pid {os.getpid()} nice {os.nice(0)}; load average "
+    print(f"data: {tag}; peers: {', '.join(peers)}; nice {os.nice(0)}; load average "
           f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores",
           flush=True)
     _, queries, vocab, _, make_matrix = load_data(args.data, work, args.limit)

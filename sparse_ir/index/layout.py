@@ -40,7 +40,8 @@ __all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "write_search_layou
 logger = logging.getLogger(__name__)
 
 LAYOUT_VERSION = 1
-LAYOUT_FILES = ("window_offsets.bin", "impact_order_docs.bin", "impact_order_impacts.bin", "segment_offsets.bin",
+LAYOUT_FILES = ("window_offsets.bin", "impact_order_docs.bin", "impact_order_impacts.bin",
+                "segment_offsets.bin",
                 "segment_impacts.bin", "segment_ends.bin", "forward_offsets.bin",
                 "forward_terms.bin", "forward_impacts.bin")
 # Postings handled per step when re-sorting by impact (bounded memory whatever the index size).
@@ -209,7 +210,8 @@ def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
     """Write the layout files beside ``term_offsets``/``postings_*`` in ``directory``.
 
     Reads the document-ordered postings back (memory-mapped); working arrays are blocks of a
-    few MB whatever the index size (``memory_budget`` is an upper bound they never approach). Returns ``(manifest entry, {name: FileRecord})``.
+    few MB whatever the index size (``memory_budget`` is an upper bound they never approach).
+    Returns ``(manifest entry, {name: FileRecord})``.
     """
     directory = Path(directory)
     impact_dtype = np.dtype(impact_dtype)
