@@ -28,6 +28,11 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
+    "DenseEncoder": "sparse_ir.encoders.dense",
+    "DenseIndex": "sparse_ir.index.dense",
+    "HybridSearcher": "sparse_ir.hybrid",
+    "Fusion": "sparse_ir.fusion",
+    "FusedHit": "sparse_ir.fusion",
 }
 
 __all__ = ["__version__", *_EXPORTS]
