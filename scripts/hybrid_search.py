@@ -23,10 +23,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sparse_ir.corpus import load_queries  # noqa: E402
-from sparse_ir.eval import evaluate, find_scifact, load_beir, read_qrels  # noqa: E402
-from sparse_ir.fusion import Fusion, tune_weights  # noqa: E402
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,6 +50,10 @@ def main(argv=None) -> int:
     parser.add_argument("--tune-metric", default="nDCG@10")
     parser.add_argument("--runs", default="runs/hybrid", help="directory for the run files")
     args = parser.parse_args(argv)
+
+    from sparse_ir.corpus import load_queries
+    from sparse_ir.eval import evaluate, find_scifact, load_beir, read_qrels
+    from sparse_ir.fusion import Fusion, tune_weights
 
     if args.tune_split == args.split:
         parser.error("--tune-split must differ from --split: tuning on the evaluation "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
-from sparse_ir.index.dense import (DenseIndex, HnswOptions, exact_top_k, reference_top_k)
+from sparse_ir.index.dense import DenseIndex, HnswOptions, exact_top_k, reference_top_k
 
 
 def batches(matrix: np.ndarray, size: int, prefix: str = "doc"):

@@ -7,8 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from sparse_ir.fusion import (FusedHit, Fusion, convex_combination, fuse_hits, normalize_scores,
-                              reciprocal_rank_fusion, tune_weights)
+from sparse_ir.fusion import (
+    FusedHit,
+    Fusion,
+    convex_combination,
+    fuse_hits,
+    normalize_scores,
+    reciprocal_rank_fusion,
+    tune_weights,
+)
 from sparse_ir.results import Hit, Run
 
 # -- normalization -------------------------------------------------------------------------------
