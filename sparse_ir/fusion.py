@@ -97,8 +97,13 @@ class FusedHit(NamedTuple):
 
 # -- validation -----------------------------------------------------------------------------------
 
+_CHOICES: dict[object, tuple[str, ...]] = {}
+
+
 def _check_choice(label: str, value, allowed_type) -> None:
-    allowed = get_args(allowed_type)
+    allowed = _CHOICES.get(allowed_type)
+    if allowed is None:
+        allowed = _CHOICES[allowed_type] = get_args(allowed_type)
     if value not in allowed:
         raise ValueError(f"{label} must be one of {allowed}, got {value!r}")
 
@@ -172,7 +177,7 @@ class _Aligned:
     raw: np.ndarray  # [docs, runs] float64, NaN where missing
     values: np.ndarray  # [docs, runs] normalized, the missing policy applied
     ranks: np.ndarray  # [docs, runs] int64, 0 where missing
-    tiebreak: np.ndarray  # int64: position of each document in tie-break order
+    tiebreak: np.ndarray  # int64: smaller wins a tie (the docno, or a position by id)
 
     def order(self, fused: np.ndarray, k: int | None) -> np.ndarray:
         return np.lexsort((self.tiebreak, -fused))[:k]
@@ -187,54 +192,64 @@ class _Aligned:
         return out
 
 
-def _sorted_hits(hits: Sequence[Hit], depth: int | None) -> list[Hit]:
-    hits = list(hits)
-    scores = [float(h.score) for h in hits]
-    if any(a < b for a, b in itertools.pairwise(scores)):
+def _run_arrays(hits: Sequence[Hit], depth: int | None
+                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(doc_ids, scores, docnos)`` of a run's top ``depth`` hits, best first."""
+    if not hits:
+        return [], np.zeros(0), np.zeros(0, np.int64)
+    if isinstance(hits[0], Hit | FusedHit):
+        # Hit and FusedHit are tuples that start (doc_id, score, docno): unzip at C speed.
+        columns = list(zip(*hits))
+        ids, scores, numbers = list(columns[0]), columns[1], columns[2]
+    else:
+        ids = [h.doc_id for h in hits]
+        scores = [h.score for h in hits]
+        numbers = [getattr(h, "docno", -1) for h in hits]
+    score_array = np.array(scores, np.float64)
+    docnos = np.array([-1 if n is None else n for n in numbers], np.int64)
+    if len(score_array) > 1 and np.any(score_array[1:] > score_array[:-1]):
         # Not best first (a hand-made list): order it, keeping the given order among ties.
-        hits = [hits[i] for i in sorted(range(len(hits)), key=lambda i: -scores[i])]
-    return hits[:depth]
+        order = np.argsort(-score_array, kind="stable")
+        ids = [ids[i] for i in order.tolist()]
+        score_array, docnos = score_array[order], docnos[order]
+    return ids[:depth], score_array[:depth], docnos[:depth]
 
 
 def _align(hit_lists: Sequence[Sequence[Hit]], normalization: Normalization,
            missing: MissingPolicy, depth: int | None) -> _Aligned:
-    runs = len(hit_lists)
-    position: dict[str, int] = {}
-    doc_ids: list[str] = []
-    docnos: list[int] = []
-    cut = [_sorted_hits(hits, depth) for hits in hit_lists]
-    for r, hits in enumerate(cut):
-        for hit in hits:
-            i = position.get(hit.doc_id)
-            if i is None:
-                position[hit.doc_id] = len(doc_ids)
-                doc_ids.append(hit.doc_id)
-                docnos.append(int(hit.docno) if hit.docno is not None else -1)
-            elif docnos[i] < 0 <= hit.docno:
-                docnos[i] = int(hit.docno)
+    runs = [_run_arrays(hits, depth) for hits in hit_lists]
+    # Every distinct document once, in order of first appearance (dict keeps insertion order).
+    doc_ids = list(dict.fromkeys(itertools.chain.from_iterable(ids for ids, _, _ in runs)))
+    position = dict(zip(doc_ids, range(len(doc_ids))))
     count = len(doc_ids)
-    raw = np.full((count, runs), np.nan)
-    values = np.zeros((count, runs))
-    ranks = np.zeros((count, runs), np.int64)
-    for r, hits in enumerate(cut):
-        if not hits:
+    raw = np.full((count, len(runs)), np.nan)
+    values = np.zeros((count, len(runs)))
+    ranks = np.zeros((count, len(runs)), np.int64)
+    docnos = np.full(count, -1, np.int64)
+    # Reversed, so the first run that knows a document's number has the last word.
+    for r in reversed(range(len(runs))):
+        ids, scores, numbers = runs[r]
+        if not ids:
             continue
-        rows = np.fromiter((position[h.doc_id] for h in hits), np.int64, len(hits))
-        if len(np.unique(rows)) != len(rows):
+        if len(set(ids)) != len(ids):
             raise ValueError(f"run {r} lists the same document twice for one query")
-        scores = np.fromiter((float(h.score) for h in hits), np.float64, len(hits))
+        rows = np.fromiter(map(position.__getitem__, ids), np.int64, len(ids))
         normalized = normalize_scores(scores, normalization)
         if missing == "min":
             values[:, r] = normalized.min()
         values[rows, r] = normalized
         raw[rows, r] = scores
-        ranks[rows, r] = np.arange(1, len(hits) + 1)
-    numbers = np.asarray(docnos, np.int64)
-    key = np.where(numbers >= 0, numbers, _NO_DOCNO)
-    by_key = sorted(range(count), key=lambda i: (key[i], doc_ids[i]))
-    tiebreak = np.empty(count, np.int64)
-    tiebreak[by_key] = np.arange(count)
-    return _Aligned(doc_ids, numbers, raw, values, ranks, tiebreak)
+        ranks[rows, r] = np.arange(1, len(ids) + 1)
+        known = numbers >= 0
+        docnos[rows[known]] = numbers[known]
+    key = np.where(docnos >= 0, docnos, _NO_DOCNO)
+    if np.all(docnos >= 0):
+        tiebreak = key
+    else:
+        by_key = np.lexsort((np.array(doc_ids, dtype=str), key))
+        tiebreak = np.empty(count, np.int64)
+        tiebreak[by_key] = np.arange(count)
+    return _Aligned(doc_ids, docnos, raw, values, ranks, tiebreak)
 
 
 # -- fusion ----------------------------------------------------------------------------------------
