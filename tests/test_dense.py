@@ -142,6 +142,46 @@ def test_interrupted_rebuild_keeps_the_old_index(built, tmp_path, matrix):
     assert rebuilt.doc_ids[0] == "new0" and rebuilt.directory.name == "gen-000002"
 
 
+class _FullDisk:
+    """A file that raises ENOSPC once the whole build has written ``budget`` bytes."""
+
+    def __init__(self, handle, state):
+        self.handle, self.state = handle, state
+
+    def write(self, data):
+        size = len(memoryview(data).cast("B"))
+        if self.state["written"] + size > self.state["budget"]:
+            import errno
+            import os
+
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.state["written"] += size
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_full_disk_at_any_byte_keeps_the_old_index(built, tmp_path, matrix, monkeypatch):
+    import errno
+
+    from sparse_ir.index import storage
+
+    real_open = storage._open_for_write
+    total = sum(r["size"] for r in built.manifest["files"].values())
+    for budget in (0, 1, 100, 4096, total // 3, total // 2, total - 200):
+        state = {"written": 0, "budget": budget}
+        monkeypatch.setattr(storage, "_open_for_write",
+                            lambda path, state=state: _FullDisk(real_open(path), state))
+        with pytest.raises(OSError) as caught:
+            DenseIndex.build(batches(matrix, 64, "other"), tmp_path / "dense")
+        assert caught.value.errno == errno.ENOSPC
+        monkeypatch.setattr(storage, "_open_for_write", real_open)
+        index = DenseIndex.open(tmp_path / "dense", verify=True)
+        assert index.doc_ids[0] == "doc0"
+        assert not [p for p in (tmp_path / "dense").iterdir() if p.name.startswith(".tmp")]
+
+
 def test_flipped_byte_is_detected(built):
     path = built.directory / "vectors.bin"
     data = bytearray(path.read_bytes())
