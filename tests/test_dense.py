@@ -398,6 +398,37 @@ def test_hybrid_searcher_equals_fusing_the_components(tiny_indexes):
     assert [h.doc_id for h in fused["a"]] == [h.doc_id for h in hits]
     assert [h.score for h in fused["a"]] == pytest.approx([h.score for h in hits], abs=1e-5)
     assert list(sparse_run.results) == ["a", "b"] and list(dense_run.results) == ["a", "b"]
-    approx = HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
-                                         dense_method="hnsw")
-    assert len(approx.search(text, 5)) == 5
+    sequential = HybridSearcher(searcher.sparse_index, searcher.sparse.encoder,
+                                searcher.dense_index, searcher.dense_encoder,
+                                Fusion.convex(0.4, depth=3), parallel=False)
+    assert sequential.search(text, 4) == hits
+    assert sequential.timings.elapsed >= sequential.timings.total * 0.99
+    with HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
+                                     dense_method="hnsw", parallel=True) as approx:
+        assert len(approx.search(text, 5)) == 5
+
+
+def test_hybrid_searcher_refuses_mismatched_indexes(tiny_indexes, tmp_path):
+    from sparse_ir.hybrid import HybridSearcher
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    sparse = ImpactIndex.open(tiny_indexes / "sparse")
+    good = DenseIndex.open(tiny_indexes / "dense")
+    fewer = DenseIndex.build(np.asarray(good.vectors)[:4], tmp_path / "fewer",
+                             ids=good.doc_ids[:4])
+    other = DenseIndex.build(np.asarray(good.vectors), tmp_path / "other",
+                             ids=[f"x{i}" for i in range(good.num_documents)])
+
+    class Encoder:
+        dim = good.dim
+
+    from sparse_ir.encoders.splade import SpladeEncoder
+
+    splade = SpladeEncoder.from_pretrained(sparse.manifest["build"]["model"])
+    with pytest.raises(ValueError, match="5 documents, the dense index 4"):
+        HybridSearcher(sparse, splade, fewer, Encoder())
+    with pytest.raises(ValueError, match="hold different documents"):
+        HybridSearcher(sparse, splade, other, Encoder())
+    Encoder.dim = 7
+    with pytest.raises(ValueError, match="7-d vectors"):
+        HybridSearcher(sparse, splade, good, Encoder())
