@@ -432,3 +432,33 @@ def test_hybrid_searcher_refuses_mismatched_indexes(tiny_indexes, tmp_path):
     Encoder.dim = 7
     with pytest.raises(ValueError, match="7-d vectors"):
         HybridSearcher(sparse, splade, good, Encoder())
+
+
+def test_hybrid_search_script_end_to_end(tmp_path, tiny_bert_dir, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "hybrid_search.py"
+    spec = importlib.util.spec_from_file_location("hybrid_search_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    data = tmp_path / "tiny-beir"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TINY_CORPUS))
+    queries = {"1": "tumor cells", "2": "gene expression", "3": "python data file",
+               "4": "disease risk"}
+    (data / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n2\td2\t1\n")
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n3\td5\t1\n4\td4\t1\n")
+    argv = ["--data", str(data), "--sparse-model", str(tiny_bert_dir), "--dense-model",
+            str(tiny_bert_dir), "--sparse-index", str(tmp_path / "s"), "--dense-index",
+            str(tmp_path / "d"), "--runs", str(tmp_path / "runs"), "--step", "0.25"]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "tuned on train (2 queries" in out and "RRF, k 60" in out
+    assert len(list((tmp_path / "runs").glob("*.trec"))) == 5
+    assert module.main([*argv, "--reuse"]) == 0
+    with pytest.raises(SystemExit):
+        module.main([*argv, "--tune-split", "test"])
