@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", default="splade-tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--precision", default="auto",
+                        choices=["auto", "float32", "mixed", "bfloat16"])
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scale", type=float, default=100.0)
     parser.add_argument("--index", default=None, help="index directory "
@@ -83,14 +84,13 @@ def main(argv=None) -> int:
     rows = [
         ("dataset", f"{data.name} ({args.split}, {len(ids)} queries, "
                     f"{index.num_documents} docs)"),
-        ("model", f"{args.model} ({args.precision}, {args.device})"),
+        ("model", f"{args.model} ({encoder.precision}, {args.device})"),
         *[(k, f"{v:.4f}") for k, v in scores.items()],
         ("avg terms / doc", f"{index.num_postings / index.num_documents:.1f}"),
         ("avg terms / query", f"{queries.nnz / len(queries):.1f}"),
         ("index size", f"{index.size_bytes() / 1e6:.1f} MB"),
         ("encode docs/s", f"{encode_rate:.1f}"),
-        ("queries/s (pre-encoded, k=%d, %d thread%s)" % (args.k, args.threads,
-                                                          "s" if args.threads > 1 else ""),
+        (f"queries/s (pre-encoded, k={args.k}, {args.threads} thread(s))",
          f"{len(ids) / search_seconds:.0f}"),
         ("queries/s (with query encoding)",
          f"{len(ids) / (search_seconds + encode_queries_seconds):.0f}"),

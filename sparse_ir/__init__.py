@@ -28,6 +28,8 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
+    "export_json_vectors": "sparse_ir.export.lucene",
+    "import_json_vectors": "sparse_ir.export.jsonvector",
     "DenseEncoder": "sparse_ir.encoders.dense",
     "DenseIndex": "sparse_ir.index.dense",
     "HybridSearcher": "sparse_ir.hybrid",

@@ -28,8 +28,8 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'-()")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS + letters + \
         [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)},
+                                  do_lower_case=True)
     tokenizer.save_pretrained(directory)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,

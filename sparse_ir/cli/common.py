@@ -15,8 +15,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
                                                         if default_model else ""))
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     group.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    group.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                       help="arithmetic of the vocabulary projection")
+    group.add_argument("--precision", choices=["auto", "float32", "mixed", "bfloat16"],
+                       default="auto",
+                       help="vocabulary projection arithmetic: mixed = bfloat16 screen + exact "
+                            "float32 rescoring (same result as float32, faster); auto = mixed "
+                            "where bfloat16 is fast, else float32")
     group.add_argument("--pooling", choices=["max", "sum"], default="max",
                        help="max (SPLADE v2/++/v3, default) or sum (SPLADE v1)")
 

@@ -34,7 +34,8 @@ def register(subparsers) -> None:
     parser.add_argument("--max-docs", type=int, default=None,
                         help="index at most this many documents")
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--precision", choices=["auto", "float32", "mixed", "bfloat16"],
+                        default="auto")
     parser.set_defaults(handler=run_demo)
 
 
@@ -75,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     encoder = SpladeEncoder.from_pretrained(args.model, precision=args.precision)
     key = {"demo_corpus": label, "demo_documents": len(documents), "model": args.model,
-           "precision": args.precision}
+           "precision": encoder.precision}
     index = None
     if not args.rebuild and Path(args.output).exists():
         try:

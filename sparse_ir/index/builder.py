@@ -26,8 +26,15 @@ import numba
 import numpy as np
 
 from sparse_ir.errors import InputError
-from sparse_ir.index.storage import (ArrayWriter, FileRecord, IndexDirectory, open_array,
-                                     write_array, write_bytes_file, write_manifest)
+from sparse_ir.index.storage import (
+    ArrayWriter,
+    FileRecord,
+    IndexDirectory,
+    open_array,
+    write_array,
+    write_bytes_file,
+    write_manifest,
+)
 from sparse_ir.index.strings import StringColumnWriter
 from sparse_ir.quantize import Quantizer, QuantizeStats, smallest_unsigned_dtype
 from sparse_ir.sparse_batch import SparseBatch

@@ -26,11 +26,21 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.index import kernels
-from sparse_ir.index.builder import (IMPACT_FORMAT, IMPACT_FORMAT_VERSION, BuildReport,
-                                     build_impact_index, vocab_hash)
+from sparse_ir.index.builder import (
+    IMPACT_FORMAT,
+    IMPACT_FORMAT_VERSION,
+    BuildReport,
+    build_impact_index,
+    vocab_hash,
+)
 from sparse_ir.index.reference import reference_scores, reference_top_k
-from sparse_ir.index.storage import (IndexDirectory, check_files, file_crc32, open_array,
-                                     read_manifest)
+from sparse_ir.index.storage import (
+    IndexDirectory,
+    check_files,
+    file_crc32,
+    open_array,
+    read_manifest,
+)
 from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
@@ -95,6 +105,8 @@ class ImpactIndex:
         if int(self.term_offsets[0]) != 0 or int(self.term_offsets[-1]) != n_postings:
             raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not span the "
                                     f"{n_postings} postings")
+        self._term_max_float = np.asarray(self.term_max_impact, np.float64)
+        self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
         self._term_ids: dict[str, int] | None = None
         self._doc_id_list: list[str] | None = None
         self._docnos: dict[str, int] | None = None
@@ -307,11 +319,15 @@ class ImpactIndex:
                 raise InputError(f"search takes one query; got a batch of {len(query)} "
                                  "(use search_batch)")
             terms, values = query.row(0)
-            if query.vocab != self.vocab:
+            if not self._same_vocabulary(query.vocab):
                 return self.prepare_query(
                     {query.vocab[t]: (int(v) if query.is_quantized else float(v))
                      for t, v in zip(terms.tolist(), values.tolist())})
-            return self._finish_query(np.asarray(terms, np.int64), values)
+            # A SparseBatch row is already validated: ascending unique terms, weights >= 0.
+            weights = values.astype(np.int64) if query.is_quantized else \
+                self.quantizer.quantize_values(values).astype(np.int64)
+            keep = weights > 0
+            return np.asarray(terms[keep], np.int32), weights[keep]
         if isinstance(query, Mapping):
             terms, values, integer = [], [], True
             for token, weight in query.items():
@@ -357,9 +373,17 @@ class ImpactIndex:
         keep = weights > 0
         return terms[keep].astype(np.int32), weights[keep]
 
+    def _same_vocabulary(self, vocab: tuple[str, ...]) -> bool:
+        # Comparing 30k strings costs more than a search: remember tuples already found equal.
+        if any(vocab is known for known in self._equal_vocabularies):
+            return True
+        if vocab == self.vocab:
+            self._equal_vocabularies = (self._equal_vocabularies + [vocab])[-8:]
+            return True
+        return False
+
     def _needs_int64(self, terms: np.ndarray, weights: np.ndarray) -> bool:
-        bound = int(np.dot(weights.astype(np.float64),
-                           np.asarray(self.term_max_impact, np.float64)[terms]))
+        bound = float(np.dot(weights.astype(np.float64), self._term_max_float[terms]))
         return bound > _INT32_MAX // 2
 
     def search(self, query: QueryLike, k: int = 10) -> list[Hit]:
@@ -393,24 +417,47 @@ class ImpactIndex:
         import numba
 
         _check_k(k)
-        if isinstance(queries, SparseBatch):
+        if isinstance(queries, SparseBatch) and self._same_vocabulary(queries.vocab):
+            # Fast path: the CSR arrays are already validated; quantize them in one go.
             ids = list(queries.ids) if queries.ids is not None else \
                 [str(i) for i in range(len(queries))]
-            prepared = [self.prepare_query(queries.select([i])) for i in range(len(queries))]
+            batch = queries if queries.is_quantized else self.quantizer.quantize(queries)
+            indptr, terms = batch.indptr, batch.indices
+            weights = batch.values.astype(np.int64)
+            if len(weights) and weights.min() <= 0:  # integer input may carry explicit zeros
+                keep = weights > 0
+                rows = np.repeat(np.arange(len(batch)), batch.row_lengths())[keep]
+                indptr = np.zeros(len(batch) + 1, np.int64)
+                np.cumsum(np.bincount(rows, minlength=len(batch)), out=indptr[1:])
+                terms, weights = terms[keep], weights[keep]
         else:
-            prepared = [self.prepare_query(q) for q in queries]
-            ids = [str(i) for i in range(len(prepared))]
+            if isinstance(queries, SparseBatch):
+                ids = list(queries.ids) if queries.ids is not None else \
+                    [str(i) for i in range(len(queries))]
+                prepared = [self.prepare_query(queries.select([i]))
+                            for i in range(len(queries))]
+            else:
+                prepared = [self.prepare_query(q) for q in queries]
+                ids = [str(i) for i in range(len(prepared))]
+            indptr = np.zeros(len(prepared) + 1, np.int64)
+            np.cumsum([len(t) for t, _ in prepared], out=indptr[1:])
+            terms = np.concatenate([t for t, _ in prepared]) if prepared else \
+                np.zeros(0, np.int32)
+            weights = np.concatenate([w for _, w in prepared]) if prepared else \
+                np.zeros(0, np.int64)
         if query_ids is not None:
-            if len(query_ids) != len(prepared):
-                raise ValueError(f"{len(query_ids)} query ids for {len(prepared)} queries")
+            if len(query_ids) != len(ids):
+                raise ValueError(f"{len(query_ids)} query ids for {len(ids)} queries")
             ids = [str(q) for q in query_ids]
         k = min(k, max(self.num_documents, 1))
-        count = len(prepared)
-        indptr = np.zeros(count + 1, np.int64)
-        np.cumsum([len(t) for t, _ in prepared], out=indptr[1:])
-        terms = np.concatenate([t for t, _ in prepared]) if count else np.zeros(0, np.int32)
-        weights = np.concatenate([w for _, w in prepared]) if count else np.zeros(0, np.int64)
-        use_int64 = np.array([self._needs_int64(t, w) for t, w in prepared], bool)
+        count = len(ids)
+        # Largest possible score per query decides the accumulator width (exact either way).
+        bounds = weights.astype(np.float64) * self._term_max_float[terms]
+        sums = np.zeros(count)
+        nonempty = np.flatnonzero(np.diff(indptr) > 0)
+        if len(nonempty):
+            sums[nonempty] = np.add.reduceat(bounds, indptr[nonempty])
+        use_int64 = sums > _INT32_MAX // 2
         out_docs = np.empty((count, k), np.int64)
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
@@ -418,7 +465,7 @@ class ImpactIndex:
         previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         try:
-            kernels.search_many(indptr, terms.astype(np.int32), weights, self.term_offsets,
+            kernels.search_many(indptr, np.asarray(terms, np.int32), weights, self.term_offsets,
                                 self.postings_docs, self.postings_impacts, self.num_documents,
                                 k, use_int64, out_docs, out_scores, out_counts)
         finally:

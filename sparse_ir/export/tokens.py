@@ -1,0 +1,96 @@
+"""Which tokens Lucene (through Anserini) indexes exactly as written, and how it splits text.
+
+Anserini turns a JsonVectorCollection line into a pseudo-document (each token repeated by its
+weight, joined by spaces) and a pretokenized query into a whitespace-separated string, both
+read by Lucene's ``WhitespaceAnalyzer``. A token survives that round trip unchanged only if:
+
+* it is not empty and contains no whitespace (it would be split in two, or vanish);
+* it is at most 255 UTF-16 code units long: the analyzer's tokenizer cuts longer tokens into
+  255-unit pieces (checked against the real engine in ``tests/test_lucene.py``);
+* it is at most 32,766 bytes in UTF-8, Lucene's hard limit on the length of a term
+  (``IndexWriter.MAX_TERM_LENGTH``); implied by the previous rule, kept for other Lucene
+  front ends such as Elasticsearch's ``rank_features``, which do not tokenize;
+* it is valid Unicode (no lone surrogates), so it can be written as UTF-8 at all.
+
+Whitespace here is Python's ``str.isspace``, a superset of Java's ``Character.isWhitespace``
+(it also refuses no-break spaces, which Lucene would keep inside a token but which break
+tab/space separated files downstream).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sparse_ir.errors import InputError
+
+__all__ = [
+    "MAX_TERM_BYTES",
+    "MAX_TOKEN_UTF16",
+    "check_tokens",
+    "id_problem",
+    "split_like_lucene",
+    "token_problem",
+]
+
+#: Lucene's IndexWriter.MAX_TERM_LENGTH: the longest term, in UTF-8 bytes.
+MAX_TERM_BYTES = 32_766
+#: Lucene CharTokenizer's default maximum token length (WhitespaceAnalyzer), in UTF-16 units.
+MAX_TOKEN_UTF16 = 255
+
+# Java's Character.isWhitespace: what Lucene's WhitespaceTokenizer splits on. Space separators
+# (Zs) except the no-break ones (U+00A0, U+2007, U+202F), line/paragraph separators, and the
+# ASCII controls TAB, LF, VT, FF, CR, FS, GS, RS, US.
+_JAVA_WHITESPACE = re.compile(
+    "[\t\n\x0b\x0c\r\x1c-\x1f \u1680\u2000-\u2006\u2008-\u200a\u2028\u2029\u205f\u3000]+")
+
+
+def token_problem(token: str) -> str | None:
+    """Why Lucene would not index ``token`` exactly as written, or None when it would."""
+    if not isinstance(token, str):
+        return f"token {token!r} is not a string"
+    if not token:
+        return "empty token (Lucene cannot index an empty term from text)"
+    if any(ch.isspace() for ch in token):
+        return (f"token {token!r} contains whitespace (Lucene's whitespace tokenizer would "
+                "split it)")
+    try:
+        utf8 = token.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"token {token!r} is not valid Unicode (a lone surrogate cannot be UTF-8)"
+    if len(utf8) > MAX_TERM_BYTES:
+        return (f"token {token[:40]!r}... is {len(utf8)} bytes in UTF-8; Lucene's limit is "
+                f"{MAX_TERM_BYTES}")
+    units = len(token.encode("utf-16-le")) // 2
+    if units > MAX_TOKEN_UTF16:
+        return (f"token {token[:40]!r}... is {units} UTF-16 code units long; Lucene's "
+                f"WhitespaceAnalyzer (used by Anserini for -pretokenized) cuts tokens longer "
+                f"than {MAX_TOKEN_UTF16} into pieces")
+    return None
+
+
+def check_tokens(tokens: Iterable[str], *, path: object = None, line: int | None = None,
+                 context: str = "") -> None:
+    """Raise :class:`InputError` for the first token Lucene could not index as written."""
+    for token in tokens:
+        problem = token_problem(token)
+        if problem is not None:
+            prefix = f"{context}: " if context else ""
+            raise InputError(f"{prefix}{problem}; such a token cannot be exported to Lucene "
+                             "(rename it in the vocabulary or drop it)", path=path, line=line)
+
+
+def split_like_lucene(text: str) -> list[str]:
+    """Split pretokenized text into tokens exactly as Lucene's WhitespaceTokenizer does
+    (ignoring its 255-unit cut, which :func:`token_problem` reports instead)."""
+    return [token for token in _JAVA_WHITESPACE.split(text) if token]
+
+
+def id_problem(identifier: str) -> str | None:
+    """Why an id cannot appear in a TREC run or an Anserini topics file, or None."""
+    if not identifier:
+        return "empty id"
+    if any(ch.isspace() for ch in identifier):
+        return (f"id {identifier!r} contains whitespace (TREC run files and Anserini's TSV "
+                "topics separate columns by whitespace)")
+    return None
