@@ -139,7 +139,7 @@ def _as_run(run: RunLike, position: int) -> Run:
                     "{query_id: {doc_id: score}}")
 
 
-# -- normalization ----------------------------------------------------------------------------------
+# -- normalization --------------------------------------------------------------------------------
 
 def normalize_scores(scores: Sequence[float] | np.ndarray, method: Normalization = "min-max"
                      ) -> np.ndarray:
@@ -166,7 +166,7 @@ def normalize_scores(scores: Sequence[float] | np.ndarray, method: Normalization
     return np.zeros_like(values) if std == 0 else (values - values.mean()) / std
 
 
-# -- aligning the runs of one query -----------------------------------------------------------------
+# -- aligning the runs of one query ---------------------------------------------------------------
 
 @dataclass
 class _Aligned:
@@ -252,7 +252,7 @@ def _align(hit_lists: Sequence[Sequence[Hit]], normalization: Normalization,
     return _Aligned(doc_ids, docnos, raw, values, ranks, tiebreak)
 
 
-# -- fusion ----------------------------------------------------------------------------------------
+# -- fusion ---------------------------------------------------------------------------------------
 
 def fuse_hits(hit_lists: Sequence[Sequence[Hit]], *, method: FusionMethod = "convex",
               weights: Sequence[float] | None = None, normalization: Normalization = "min-max",
@@ -392,7 +392,7 @@ class Fusion:
                 f"depth {self.depth}")
 
 
-# -- tuning ----------------------------------------------------------------------------------------
+# -- tuning ---------------------------------------------------------------------------------------
 
 class TuneResult(NamedTuple):
     """The outcome of :func:`tune_weights`.

@@ -17,7 +17,7 @@ def batches(matrix: np.ndarray, size: int, prefix: str = "doc"):
         yield [f"{prefix}{start + i}" for i in range(len(rows))], rows
 
 
-# -- top-k selection ---------------------------------------------------------------------------------
+# -- top-k selection ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("n, dim, k, chunk_rows", [
     (500, 8, 10, 64), (500, 8, 10, 7), (257, 16, 1, 1000), (50, 4, 80, 9), (1000, 32, 100, 128),
@@ -54,7 +54,7 @@ def test_top_k_validation():
         exact_top_k(np.zeros((3, 2), np.float32), np.zeros((1, 2), np.float32), 0)
 
 
-# -- the index on disk ----------------------------------------------------------------------------------
+# -- the index on disk ----------------------------------------------------------------------------
 
 @pytest.fixture
 def matrix():
@@ -237,7 +237,7 @@ def test_hnsw_backend(tmp_path):
         DenseIndex.open(tmp_path / "hnsw", verify=True)
 
 
-# -- the encoder ------------------------------------------------------------------------------------------
+# -- the encoder ----------------------------------------------------------------------------------
 
 def test_sentence_transformers_config(tmp_path):
     from sparse_ir.encoders.dense import read_sentence_transformers_config
@@ -333,7 +333,7 @@ def test_minilm_agrees_with_sentence_transformers(scifact_docs):
     assert np.abs(queries - reference[-3:]).max() < 1e-5
 
 
-# -- hybrid search and the CLI ------------------------------------------------------------------------------
+# -- hybrid search and the CLI --------------------------------------------------------------------
 
 TINY_CORPUS = [
     ("d1", "Cancer cells", "tumor cells grow in the brain of mice"),

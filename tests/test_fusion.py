@@ -47,7 +47,7 @@ def test_normalize_rejects_bad_input():
         normalize_scores([1.0, float("nan")], "min-max")
 
 
-# -- convex combination: hand-computed ---------------------------------------------------------------
+# -- convex combination: hand-computed ------------------------------------------------------------
 
 SPARSE = [Hit("a", 30, 0), Hit("b", 20, 1), Hit("c", 10, 2)]
 DENSE = [Hit("b", 0.9, 1), Hit("d", 0.7, 3), Hit("a", 0.5, 0)]
@@ -158,7 +158,7 @@ def test_rrf_weights_and_depth():
     assert hits == pytest.approx({"a": 2 / 61, "b": 1 / 61})
 
 
-# -- against Pyserini's published formulas ---------------------------------------------------------
+# -- against Pyserini's published formulas --------------------------------------------------------
 # Re-stated from Pyserini's documentation and code (HybridSearcher._hybrid_results,
 # fusion.reciprocal_rank_fusion, fusion.interpolation), written independently here.
 
@@ -245,7 +245,7 @@ def test_matches_pyserini_interpolation(alpha):
         assert got == pytest.approx(expected, rel=1e-12)
 
 
-# -- whole runs, validation, the Fusion value -------------------------------------------------------
+# -- whole runs, validation, the Fusion value -----------------------------------------------------
 
 def test_runs_and_dicts_and_missing_queries():
     run = Run({"q1": SPARSE, "q2": [Hit("z", 1.0, 9)]}, name="s")
@@ -304,7 +304,7 @@ def test_fusion_value_matches_functions():
     assert "RRF k=60" in Fusion.rrf().describe()
 
 
-# -- tuning -------------------------------------------------------------------------------------------
+# -- tuning ---------------------------------------------------------------------------------------
 
 def test_tune_weights_finds_the_informative_run():
     rng = np.random.default_rng(3)
