@@ -305,6 +305,21 @@ def test_encoder_counts_and_order(tiny_dense):
         tiny_dense.encode_documents("gene")
 
 
+def test_query_and_document_prompts(tiny_bert_dir):
+    from sparse_ir.encoders.dense import DenseEncoder
+
+    encoder = DenseEncoder.from_pretrained(tiny_bert_dir, query_prompt="search ",
+                                           document_prompt="document ")
+    plain = DenseEncoder.from_pretrained(tiny_bert_dir)
+    np.testing.assert_allclose(encoder.encode_queries(["gene data"], show_progress=False),
+                               plain.encode_documents(["search gene data"], show_progress=False),
+                               atol=1e-6)
+    np.testing.assert_allclose(encoder.encode_documents(["gene"], show_progress=False),
+                               plain.encode_documents(["document gene"], show_progress=False),
+                               atol=1e-6)
+    assert encoder.settings()["query_prompt"] == "search "
+
+
 def test_encoder_options_validated(tiny_bert_dir):
     from sparse_ir.encoders.dense import DenseEncoder
 
