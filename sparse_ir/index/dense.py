@@ -133,7 +133,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *,
         vectors: ``[n, dim]`` float32 (a memory map is read one block at a time).
         queries: ``[q, dim]`` float32.
         k: hits per query.
-        chunk_rows: rows per block (default: ~64 MB of matrix).
+        chunk_rows: rows per block (default: ~64 MB of matrix, and of scores).
 
     Returns:
         ``(docnos, scores)``: one int64 and one float32 array per query, best first.
@@ -143,7 +143,8 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *,
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     count = len(queries)
     if chunk_rows is None:
-        chunk_rows = max(1024, _CHUNK_BYTES // max(1, dim * 4))
+        # Bound both the block of the matrix and the block of scores ([q, rows] float32).
+        chunk_rows = max(1024, _CHUNK_BYTES // (4 * max(1, dim, count)))
     if chunk_rows <= 0:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     best_docs = [np.zeros(0, np.int64) for _ in range(count)]
