@@ -172,8 +172,8 @@ class DenseEncoder:
         query_prompt: text prepended to every query (e.g. ``"query: "`` for E5 models).
         document_prompt: text prepended to every document.
         precision: ``"float32"`` (agrees with sentence-transformers to ~1e-6) or
-            ``"bfloat16"`` (autocast; several times faster on CPUs with AMX or AVX512-BF16,
-            embeddings differ by ~1e-2).
+            ``"bfloat16"`` (autocast: faster on CPUs and GPUs with native bf16 arithmetic;
+            embeddings differ by ~1e-3).
         name: the model name recorded in indexes built with this encoder.
     """
 
