@@ -141,7 +141,8 @@ def run_hybrid_search(args: argparse.Namespace) -> int:
     text = " ".join(args.query)
     hits = searcher.search(text, args.top_k)
     print(f"query: {text}")
-    print(f"fusion: {fusion.describe()}; {searcher.timings.elapsed * 1000:.1f} ms")
+    print(f"fusion: {fusion.describe()}; {searcher.timings.elapsed * 1000:.0f} ms "
+          "(a first query includes one-time warm-up)")
     print(f"{'rank':>4}  {'doc id':<12} {'fused':>8} {'sparse':>8} {'dense':>8}  title")
     for rank, hit in enumerate(hits, start=1):
         sparse, dense = hit.components
