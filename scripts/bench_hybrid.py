@@ -46,6 +46,8 @@ def main(argv=None) -> int:
                         help="threads for torch and BLAS (default 1: one short query gains "
                              "nothing from more, and extra threads wait on busy cores; "
                              "0 keeps the libraries' defaults)")
+    parser.add_argument("--dense-precision", choices=["float32", "bfloat16"],
+                        default="float32", help="arithmetic of the dense query encoder")
     parser.add_argument("--sequential", action="store_true",
                         help="run the sparse and dense branches one after the other "
                              "(default: side by side on two threads)")
@@ -73,7 +75,8 @@ def main(argv=None) -> int:
     fusion = Fusion.rrf(depth=args.depth) if args.fusion == "rrf" else \
         Fusion.convex(args.alpha, depth=args.depth)
     searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
-                                           parallel=not args.sequential)
+                                           parallel=not args.sequential,
+                                           dense_precision=args.dense_precision)
     for text in queries[:args.warmup]:
         searcher.search(text, args.k)
 
@@ -103,7 +106,8 @@ def main(argv=None) -> int:
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"  sparse: {searcher.sparse_index.num_documents} docs "
           f"({searcher.sparse.encoder.name}); dense: {searcher.dense_index.num_documents} x "
-          f"{searcher.dense_index.dim} ({searcher.dense_encoder.name})")
+          f"{searcher.dense_index.dim} ({searcher.dense_encoder.name}, queries encoded in "
+          f"{searcher.dense_encoder.precision})")
     print(f"\n{'stage':<16}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}")
     for stage in (*stages, "total"):
         values = samples[stage]

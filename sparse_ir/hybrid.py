@@ -105,9 +105,13 @@ class HybridSearcher:
     def from_indexes(cls, sparse_path: str | os.PathLike, dense_path: str | os.PathLike, *,
                      fusion: Fusion | None = None, sparse_model: str | None = None,
                      dense_model: str | None = None, device: str = "cpu",
-                     dense_method: str = "exact", parallel: bool | None = None
-                     ) -> HybridSearcher:
-        """Open both indexes and load the models recorded in their manifests."""
+                     dense_method: str = "exact", parallel: bool | None = None,
+                     dense_precision: str = "float32") -> HybridSearcher:
+        """Open both indexes and load the models recorded in their manifests.
+
+        ``dense_precision="bfloat16"`` runs the dense query encoder in bfloat16 (faster on CPUs
+        with AVX512-BF16; the documents' float32 vectors are unchanged).
+        """
         from sparse_ir.encoders.dense import DenseEncoder
 
         sparse = Searcher.from_index(sparse_path, model=sparse_model, device=device)
@@ -121,7 +125,8 @@ class HybridSearcher:
                                                   "document_max_length", "lowercase",
                                                   "query_prompt", "document_prompt")
                    if key in settings and dense_model is None}
-        encoder = DenseEncoder.from_pretrained(name, device=device, **options)
+        encoder = DenseEncoder.from_pretrained(name, device=device, precision=dense_precision,
+                                               **options)
         return cls(sparse.index, sparse.encoder, dense_index, encoder, fusion,
                    dense_method=dense_method, parallel=parallel)
 

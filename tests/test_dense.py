@@ -320,6 +320,17 @@ def test_query_and_document_prompts(tiny_bert_dir):
     assert encoder.settings()["query_prompt"] == "search "
 
 
+def test_bfloat16_precision_is_close(tiny_bert_dir, tiny_dense):
+    from sparse_ir.encoders.dense import DenseEncoder
+
+    texts = ["the cell protein", "a gene expression study of mice", "tumor"]
+    half = DenseEncoder.from_pretrained(tiny_bert_dir, max_length=16, precision="bfloat16")
+    low = half.encode_documents(texts, show_progress=False)
+    full = tiny_dense.encode_documents(texts, show_progress=False)
+    assert low.dtype == np.float32
+    assert np.min(np.sum(low * full, axis=1)) > 0.99  # cosine of unit vectors
+
+
 def test_encoder_options_validated(tiny_bert_dir):
     from sparse_ir.encoders.dense import DenseEncoder
 
@@ -327,6 +338,8 @@ def test_encoder_options_validated(tiny_bert_dir):
         DenseEncoder.from_pretrained(tiny_bert_dir, pooling="weighted")
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         DenseEncoder.from_pretrained(tiny_bert_dir, batch_size=0)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        DenseEncoder.from_pretrained(tiny_bert_dir, precision="float16")
 
 
 @pytest.mark.slow

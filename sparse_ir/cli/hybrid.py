@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-length", type=positive_int, default=None,
                         help="tokens read per document (default: the model's)")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="model arithmetic (bfloat16 is faster on CPUs with AMX)")
+                        help="model arithmetic (bfloat16: faster on CPUs with native bf16)")
     parser.add_argument("--pooling", choices=["mean", "cls", "max"], default=None,
                         help="override the model's pooling")
     parser.add_argument("--hnsw", action="store_true",

@@ -162,7 +162,8 @@ class DenseEncoder:
     Args:
         model: a ``transformers`` encoder (``AutoModel``) returning ``last_hidden_state``.
         tokenizer: its fast tokenizer.
-        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; the model is moved there.
+        device: ``"cpu"``, ``"cuda"``, ``"mps"``...; the model is moved there (and converted
+            to bfloat16 with ``precision="bfloat16"``).
         pooling: ``"mean"`` over non-padding tokens, ``"cls"`` (first token) or ``"max"``.
         normalize: divide every vector by its L2 norm (inner product = cosine).
         document_max_length: tokens read per document, special tokens included.
@@ -172,8 +173,9 @@ class DenseEncoder:
         query_prompt: text prepended to every query (e.g. ``"query: "`` for E5 models).
         document_prompt: text prepended to every document.
         precision: ``"float32"`` (agrees with sentence-transformers to ~1e-6) or
-            ``"bfloat16"`` (autocast: faster on CPUs and GPUs with native bf16 arithmetic;
-            embeddings differ by ~1e-3).
+            ``"bfloat16"`` (the model's weights and arithmetic in bfloat16, pooling and
+            normalization in float32: ~1.4x faster on CPUs with AVX512-BF16, half the model's
+            memory; embeddings differ by ~3e-3, SciFact nDCG@10 by 0.0003).
         name: the model name recorded in indexes built with this encoder.
     """
 
@@ -197,7 +199,10 @@ class DenseEncoder:
             raise ValueError("DenseEncoder needs a fast (Rust) tokenizer; "
                              "load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # bfloat16 weights rather than autocast: autocast would convert every weight matrix
+        # at every call, which costs as much as it saves on one short query.
+        dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.model = model.to(self.device, dtype=dtype).eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = bool(normalize)
@@ -374,12 +379,8 @@ class DenseEncoder:
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
             inputs["token_type_ids"] = torch.zeros_like(input_ids)
-        if self.precision == "bfloat16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                hidden = self.model(**inputs).last_hidden_state
-            hidden = hidden.float()
-        else:
-            hidden = self.model(**inputs).last_hidden_state
+        # Pooling and normalization in float32, whatever the model's precision.
+        hidden = self.model(**inputs).last_hidden_state.float()
         return self.pool(hidden, mask).float().cpu().numpy()
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
