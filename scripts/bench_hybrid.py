@@ -48,9 +48,9 @@ def main(argv=None) -> int:
                              "0 keeps the libraries' defaults)")
     parser.add_argument("--dense-precision", choices=["float32", "bfloat16"],
                         default="float32", help="arithmetic of the dense query encoder")
-    parser.add_argument("--sequential", action="store_true",
-                        help="run the sparse and dense branches one after the other "
-                             "(default: side by side on two threads)")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the sparse and dense branches side by side on two threads "
+                             "(default: one after the other)")
     parser.add_argument("--no-hnsw", action="store_true", help="skip the HNSW comparison")
     args = parser.parse_args(argv)
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     fusion = Fusion.rrf(depth=args.depth) if args.fusion == "rrf" else \
         Fusion.convex(args.alpha, depth=args.depth)
     searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
-                                           parallel=not args.sequential,
+                                           parallel=args.parallel,
                                            dense_precision=args.dense_precision)
     for text in queries[:args.warmup]:
         searcher.search(text, args.k)
