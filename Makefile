@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.sparse-ir-installed
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: install demo test lint bench-encode bench-search clean-venv
+.PHONY: install demo test lint bench-install clean-venv
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+bench-install: install
+	$(PY) -m pip install --quiet -e '.[all,bench]'
 
 lint: install
 	$(VENV)/bin/ruff check sparse_ir tests scripts

@@ -30,6 +30,11 @@ _EXPORTS = {
     "Searcher": "sparse_ir.search",
     "export_json_vectors": "sparse_ir.export.lucene",
     "import_json_vectors": "sparse_ir.export.jsonvector",
+    "DenseEncoder": "sparse_ir.encoders.dense",
+    "DenseIndex": "sparse_ir.index.dense",
+    "HybridSearcher": "sparse_ir.hybrid",
+    "Fusion": "sparse_ir.fusion",
+    "FusedHit": "sparse_ir.fusion",
     "check_index": "sparse_ir.index.check",
 }
 

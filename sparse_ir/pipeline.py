@@ -15,7 +15,8 @@ from sparse_ir.corpus import Document, Query
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["encode_corpus", "index_corpus", "encoder_settings", "count_lines"]
+__all__ = ["encode_corpus", "index_corpus", "encoder_settings", "count_lines",
+           "dense_index_corpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,3 +128,50 @@ def queries_of(queries: Sequence[Query]) -> tuple[list[str], list[str]]:
 def default_index_path(name: str) -> Path:
     """``indexes/NAME`` under the working directory (the project's default place)."""
     return Path("indexes") / name
+
+
+def dense_index_corpus(encoder, documents: Iterable[Document], path: str | os.PathLike, *,
+                       shard_size: int = 2048, total: int | None = None, hnsw=None,
+                       show_progress: bool | None = None, settings: dict | None = None):
+    """Encode a corpus with a dense encoder and build a :class:`~sparse_ir.index.dense.DenseIndex`.
+
+    Returns ``(index, encode_stats)``. Shards of ``shard_size`` documents are encoded and
+    appended in turn, so memory holds one shard of vectors; the index is published only when
+    everything succeeded.
+    """
+    from tqdm.auto import tqdm
+
+    from sparse_ir.encoders.dense import DenseEncodeStats
+    from sparse_ir.index.dense import DenseIndex
+
+    stats = DenseEncodeStats()
+    progress = tqdm(total=total, desc="encoding (dense)", unit="doc",
+                    disable=None if show_progress is None else not show_progress)
+
+    def batches() -> Iterator[tuple[list[str], object]]:
+        shard: list[Document] = []
+        for document in documents:
+            shard.append(document)
+            if len(shard) >= shard_size:
+                yield _encode_dense_shard(encoder, shard, stats, progress)
+                shard = []
+        if shard:
+            yield _encode_dense_shard(encoder, shard, stats, progress)
+
+    try:
+        index = DenseIndex.build(batches(), path, settings={**encoder.settings(),
+                                                            **(settings or {})},
+                                 hnsw=hnsw, show_progress=show_progress)
+    finally:
+        progress.close()
+    if stats.empty_texts:
+        logger.warning("%d document(s) had empty text and were stored as zero vectors",
+                       stats.empty_texts)
+    return index, stats
+
+
+def _encode_dense_shard(encoder, shard: list[Document], stats, progress):
+    vectors = encoder.encode_documents([d.full_text for d in shard], show_progress=False,
+                                       stats=stats)
+    progress.update(len(shard))
+    return [d.id for d in shard], vectors

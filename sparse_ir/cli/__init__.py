@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "sparse_ir.cli.evaluate",
     "sparse_ir.cli.demo",
     "sparse_ir.cli.lucene",
+    "sparse_ir.cli.hybrid",
 ]
 
 

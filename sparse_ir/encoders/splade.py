@@ -51,6 +51,8 @@ Precision = Literal["auto", "float32", "mixed", "bfloat16"]
 # ||h||·||w||·(2·2^-8) + |logit|·2^-8 of the float32 logit; the screening margin doubles both.
 _BF16_INPUT_MARGIN = 2.0**-6
 _BF16_OUTPUT_MARGIN = 2.0**-7
+# Logits held at once when the input is short: [batch × length × chunk] <= this many values.
+_TILE_ELEMENTS = 1 << 20
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:
@@ -324,8 +326,9 @@ class SpladeEncoder:
         if self.pooling == "max":
             # A copy of token 0 in every padding slot cannot change a max over tokens.
             hidden = torch.where(mask_bool[..., None], hidden, hidden[:, :1, :]).to(dtype)
-            for start in range(0, vocab_size, self.vocab_chunk):
-                tile = weight[start:start + self.vocab_chunk].to(dtype)
+            chunk = self._chunk(hidden)
+            for start in range(0, vocab_size, chunk):
+                tile = weight[start:start + chunk].to(dtype)
                 out[:, start:start + tile.shape[0]] = torch.matmul(hidden, tile.T).amax(dim=1)
             if bias is not None:
                 out += bias.float()
@@ -333,14 +336,21 @@ class SpladeEncoder:
         # Sum pooling needs every token's activation; padding is masked out.
         hidden = hidden.to(dtype)
         keep = mask_bool[..., None].float()
-        for start in range(0, vocab_size, self.vocab_chunk):
-            tile = weight[start:start + self.vocab_chunk].to(dtype)
+        chunk = self._chunk(hidden)
+        for start in range(0, vocab_size, chunk):
+            tile = weight[start:start + chunk].to(dtype)
             logits = torch.matmul(hidden, tile.T).float()
             if bias is not None:
                 logits += bias[start:start + tile.shape[0]].float()
             out[:, start:start + tile.shape[0]] = (torch.log1p(torch.relu_(logits)) * keep).sum(1)
         return out
 
+
+    def _chunk(self, hidden: torch.Tensor) -> int:
+        # Short inputs (a query) take the vocabulary in few tiles: each tile costs a call, and
+        # [batch, length, chunk] stays small anyway. Long batches use vocab_chunk columns.
+        tokens = hidden.shape[0] * hidden.shape[1]
+        return max(self.vocab_chunk, _TILE_ELEMENTS // max(tokens, 1))
 
     def _pool_max_mixed(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Max pooling with a bfloat16 screen and float32 rescoring of the candidate terms.
@@ -358,8 +368,9 @@ class SpladeEncoder:
         hidden = torch.where(mask[..., None], hidden, hidden[:, :1, :])
         hidden_bf16 = hidden.to(torch.bfloat16)
         approx = torch.empty(batch, vocab_size, dtype=torch.bfloat16, device=hidden.device)
-        for start in range(0, vocab_size, self.vocab_chunk):
-            tile = weight_bf16[start:start + self.vocab_chunk]
+        chunk = self._chunk(hidden)
+        for start in range(0, vocab_size, chunk):
+            tile = weight_bf16[start:start + chunk]
             approx[:, start:start + tile.shape[0]] = torch.matmul(hidden_bf16, tile.T).amax(1)
         approx = approx.float()
         token_norm = hidden.float().norm(dim=-1).amax(dim=1)  # [batch]

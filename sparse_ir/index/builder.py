@@ -211,7 +211,8 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                        quantizer: Quantizer, memory_budget: int | str = "1GB",
                        contents: Iterable[tuple[str, str]] | None = None,
                        settings: dict | None = None, show_progress: bool | None = None,
-                       total_documents: int | None = None) -> tuple[Path, BuildReport]:
+                       total_documents: int | None = None,
+                       search_layout: bool = True) -> tuple[Path, BuildReport]:
     """Write a new generation of the impact index at ``path`` and publish it atomically.
 
     See :meth:`sparse_ir.index.ImpactIndex.build` for the arguments. Returns the generation
@@ -292,6 +293,14 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 temporary / "term_max_impact.bin", "term_max_impact",
                 buffer.maxima.astype(impact_dtype))
             buffer.remove_run_files()
+            layout_entry = None
+            if search_layout:  # extra arrays for pruned/approximate search (index/layout.py)
+                from sparse_ir.index.layout import write_search_layout
+
+                layout_entry, layout_files = write_search_layout(
+                    temporary, num_documents=report.documents, vocab_size=len(vocab),
+                    impact_dtype=impact_dtype, memory_budget=budget)
+                files.update(layout_files)
             for column in (ids, titles, texts):
                 if column is not None:
                     for record in column.finish():
@@ -311,6 +320,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 "impact_dtype": impact_dtype.str,
                 "max_impact": max_impact,
                 "has_contents": content_iter is not None,
+                **({"search_layout": layout_entry} if layout_entry else {}),
                 "build": {
                     "memory_budget": budget,
                     "runs_spilled": report.runs_spilled,

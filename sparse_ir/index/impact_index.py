@@ -123,7 +123,7 @@ class ImpactIndex:
               quantizer: Quantizer | None = None, memory_budget: int | str = "1GB",
               contents: Iterable[tuple[str, str]] | None = None, settings: dict | None = None,
               show_progress: bool | None = None,
-              total_documents: int | None = None) -> ImpactIndex:
+              total_documents: int | None = None, search_layout: bool = True) -> ImpactIndex:
         """Build an index from SparseBatch shards and publish it atomically at ``path``.
 
         Args:
@@ -139,11 +139,14 @@ class ImpactIndex:
             settings: extra facts recorded in the manifest (model name, max length...).
             show_progress: progress bar; None shows it on a terminal.
             total_documents: expected number of documents, for the progress bar.
+            search_layout: also write the arrays of pruned and approximate search
+                (:mod:`.layout`: ~1.7× the postings' bytes again); without them only
+                ``mode="exhaustive"`` is available.
         """
         generation, report = build_impact_index(
             vectors, path, quantizer=quantizer or Quantizer(), memory_budget=memory_budget,
             contents=contents, settings=settings, show_progress=show_progress,
-            total_documents=total_documents)
+            total_documents=total_documents, search_layout=search_layout)
         index = cls.open(path)
         index.build_report = report
         return index
@@ -379,17 +382,29 @@ class ImpactIndex:
         bound = float(np.dot(weights.astype(np.float64), self._term_max_float[terms]))
         return bound > _INT32_MAX // 2
 
-    def search(self, query: QueryLike, k: int = 10) -> list[Hit]:
-        """The exact top-``k`` documents for one query, best first.
+    def search(self, query: QueryLike, k: int = 10, *, mode: str | None = None,
+               cut_ratio: float | None = None, bound_weight: float | None = None) -> list[Hit]:
+        """The top-``k`` documents for one query, best first.
 
         Score = Σ query impact × document impact (exact integers); ties are broken by internal
         document number ascending. Documents matching no query term are not returned, so there
         may be fewer than ``k`` hits.
+
+        ``mode``: ``"exhaustive"`` scores every posting; ``"pruned"`` returns the same hits
+        while scoring a fraction of them (needs the search layout, see :meth:`build`);
+        ``"approximate"`` trades recall for speed through ``cut_ratio``/``bound_weight``
+        (:mod:`sparse_ir.index.approximate`). Default: ``"pruned"`` when the index has the
+        search layout, else ``"exhaustive"``.
         """
         _check_k(k)
         terms, weights = self.prepare_query(query)
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
+        params = self._params(mode, cut_ratio, bound_weight)
+        if self.has_search_layout or params is not None:
+            # Windowed kernels over the search layout (params None: exhaustive).
+            docs, scores, _ = self._pruned().search(terms, weights, k, params, use_int64)
+            return self._hits(docs, scores)
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
@@ -401,11 +416,13 @@ class ImpactIndex:
         return self._hits(docs[:count], scores[:count])
 
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
-                     threads: int | None = None, query_ids: Sequence[str] | None = None) -> Run:
-        """Exact top-``k`` for many queries, spread over ``threads`` (default: all cores).
+                     threads: int | None = None, query_ids: Sequence[str] | None = None,
+                     mode: str | None = None, cut_ratio: float | None = None,
+                     bound_weight: float | None = None) -> Run:
+        """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
 
         ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
-        accepted by :meth:`prepare_query`.
+        accepted by :meth:`prepare_query`. ``mode`` and the knobs are those of :meth:`search`.
         """
         import numba
 
@@ -455,12 +472,18 @@ class ImpactIndex:
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
         threads = threads or numba.config.NUMBA_NUM_THREADS
+        params = self._params(mode, cut_ratio, bound_weight)
         previous = numba.get_num_threads()
         numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
         try:
-            kernels.search_many(indptr, np.asarray(terms, np.int32), weights, self.term_offsets,
-                                self.postings_docs, self.postings_impacts, self.num_documents,
-                                k, use_int64, out_docs, out_scores, out_counts)
+            if self.has_search_layout or params is not None:
+                out_docs, out_scores, out_counts, _ = self._pruned().search_many(
+                    indptr, np.asarray(terms, np.int32), weights, use_int64, k, params)
+            else:
+                kernels.search_many(indptr, np.asarray(terms, np.int32), weights,
+                                    self.term_offsets, self.postings_docs,
+                                    self.postings_impacts, self.num_documents, k, use_int64,
+                                    out_docs, out_scores, out_counts)
         finally:
             numba.set_num_threads(previous)
         if np.any(out_counts == kernels.CORRUPT):
@@ -504,6 +527,28 @@ class ImpactIndex:
         return {self.vocab[t]: int(self.postings_impacts[p]) for t, p in zip(terms, positions)}
 
     # -- internals --------------------------------------------------------------------------------
+
+    @property
+    def has_search_layout(self) -> bool:
+        """True when the index holds the arrays of pruned and approximate search."""
+        return "search_layout" in self.manifest
+
+    def _params(self, mode: str | None, cut_ratio: float | None, bound_weight: float | None):
+        """Kernel settings of a search mode; None for exhaustive search."""
+        from sparse_ir.index.approximate import search_params
+
+        if mode is None:
+            mode = "pruned" if self.has_search_layout else "exhaustive"
+        params = search_params(mode, cut_ratio, bound_weight)
+        return None if mode == "exhaustive" else params
+
+    def _pruned(self):
+        searcher = self.__dict__.get("_pruned_searcher")
+        if searcher is None:
+            from sparse_ir.index.pruned import PrunedSearcher
+
+            searcher = self._pruned_searcher = PrunedSearcher(self)
+        return searcher
 
     def _accumulator(self, use_int64: bool) -> np.ndarray:
         name = "acc64" if use_int64 else "acc32"

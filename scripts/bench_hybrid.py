@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""Latency of one hybrid text query on SciFact, stage by stage; HNSW recall against exact.
+
+    python scripts/bench_hybrid.py --sparse-index indexes/scifact-splade-tiny \\
+        --dense-index indexes/scifact-minilm
+
+Each test query is searched alone, end to end (SPLADE query encoding, impact-index search,
+dense query encoding, dense search, fusion), after a warm-up. Prints the median, p90 and p99
+of every stage and of the total, over ``--passes`` passes through the queries (the median of
+the per-pass medians is the headline figure). Then compares the dense index's exact search with
+a faiss HNSW graph built over the same vectors: recall@10 against exact, and latency of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="BEIR dataset (default SciFact)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--sparse-index", default="indexes/scifact-splade-tiny")
+    parser.add_argument("--dense-index", default="indexes/scifact-minilm")
+    parser.add_argument("-k", type=int, default=10, help="fused hits returned")
+    parser.add_argument("--depth", type=int, default=1000, help="hits per index before fusion")
+    parser.add_argument("--fusion", choices=["convex", "rrf"], default="convex")
+    parser.add_argument("--alpha", type=float, default=0.5)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for torch and BLAS (default 1: one short query gains "
+                             "nothing from more, and extra threads wait on busy cores; "
+                             "0 keeps the libraries' defaults)")
+    parser.add_argument("--dense-precision", choices=["float32", "bfloat16"],
+                        default="float32", help="arithmetic of the dense query encoder")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run the sparse and dense branches side by side on two threads "
+                             "(default: one after the other)")
+    parser.add_argument("--no-hnsw", action="store_true", help="skip the HNSW comparison")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sparse_ir.eval import find_scifact, load_beir
+    from sparse_ir.fusion import Fusion
+    from sparse_ir.hybrid import HybridSearcher
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            print("threadpoolctl not installed: BLAS keeps its default threads")
+        else:
+            threadpool_limits(args.threads)
+    data = Path(args.data) if args.data else find_scifact()
+    if data is None:
+        parser.error("no --data given and SciFact not found")
+    queries = [q.text for q in load_beir(data, args.split).queries]
+    fusion = Fusion.rrf(depth=args.depth) if args.fusion == "rrf" else \
+        Fusion.convex(args.alpha, depth=args.depth)
+    searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
+                                           parallel=args.parallel,
+                                           dense_precision=args.dense_precision)
+    for text in queries[:args.warmup]:
+        searcher.search(text, args.k)
+
+    stages = ("sparse_encode", "sparse_search", "dense_encode", "dense_search", "fusion")
+    per_pass_medians = []
+    samples: dict[str, list[float]] = {stage: [] for stage in (*stages, "total")}
+    cpu_times, sums = [], []
+    for _ in range(args.passes):
+        totals = []
+        for text in queries:
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            searcher.search(text, args.k)
+            elapsed = time.perf_counter() - started
+            cpu_times.append(time.process_time() - cpu_started)
+            sums.append(searcher.timings.total)
+            totals.append(elapsed)
+            for stage in stages:
+                samples[stage].append(getattr(searcher.timings, stage))
+            samples["total"].append(elapsed)
+        per_pass_medians.append(statistics.median(totals) * 1000)
+
+    print(f"hybrid query latency: {data.name} {args.split}, {len(queries)} queries x "
+          f"{args.passes} passes, {fusion.describe()}, top {args.k}, "
+          f"{'parallel' if searcher.parallel else 'sequential'} branches; "
+          f"torch threads {torch.get_num_threads()}, BLAS threads {args.threads or 'default'}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"  sparse: {searcher.sparse_index.num_documents} docs "
+          f"({searcher.sparse.encoder.name}); dense: {searcher.dense_index.num_documents} x "
+          f"{searcher.dense_index.dim} ({searcher.dense_encoder.name}, queries encoded in "
+          f"{searcher.dense_encoder.precision})")
+    print(f"\n{'stage':<16}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}")
+    for stage in (*stages, "total"):
+        values = samples[stage]
+        print(f"{stage:<16}{percentile(values, 50):>11.2f}{percentile(values, 90):>9.2f}"
+              f"{percentile(values, 99):>9.2f}")
+    print(f"{'(sum of stages)':<16}{percentile(sums, 50):>11.2f}{percentile(sums, 90):>9.2f}"
+          f"{percentile(sums, 99):>9.2f}")
+    print(f"{'(CPU time)':<16}{percentile(cpu_times, 50):>11.2f}"
+          f"{percentile(cpu_times, 90):>9.2f}{percentile(cpu_times, 99):>9.2f}")
+    print(f"\nmedian end-to-end latency per pass: "
+          f"{', '.join(f'{m:.2f}' for m in per_pass_medians)} ms -> median "
+          f"{statistics.median(per_pass_medians):.2f} ms (goal < 30 ms)")
+
+    if not args.no_hnsw:
+        compare_hnsw(searcher, queries)
+    return 0
+
+
+def compare_hnsw(searcher, queries) -> None:
+    """Build an HNSW graph over the dense vectors; recall@10 and latency against exact."""
+    from sparse_ir.index.dense import DenseIndex, HnswOptions
+
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        print("\nfaiss not installed: HNSW comparison skipped (pip install faiss-cpu)")
+        return
+    dense = searcher.dense_index
+    vectors = searcher.dense_encoder.encode_queries(queries, show_progress=False)
+    options = HnswOptions()
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        graph = dense if dense.has_hnsw else DenseIndex.build(
+            np.asarray(dense.vectors), Path(scratch) / "hnsw", ids=dense.doc_ids, hnsw=options,
+            show_progress=False)
+        build_seconds = time.perf_counter() - started
+        print(f"\ndense backends ({len(queries)} queries, one at a time; HNSW M={options.m}, "
+              f"efConstruction={options.ef_construction}, built in {build_seconds:.1f}s)")
+        print(f"{'method':<22}{'recall@10':>10}{'median ms':>11}")
+        exact_top = [graph.search(v, 10) for v in vectors]
+        for method, ef in (("exact", None), ("hnsw", 16), ("hnsw", 64), ("hnsw", 128)):
+            times, recalls = [], []
+            for vector, truth in zip(vectors, exact_top):
+                started = time.perf_counter()
+                hits = graph.search(vector, 10, method=method, ef_search=ef)
+                times.append(time.perf_counter() - started)
+                recalls.append(len({h.docno for h in hits} & {h.docno for h in truth}) / 10)
+            label = method if ef is None else f"{method} efSearch={ef}"
+            print(f"{label:<22}{np.mean(recalls):>10.4f}{percentile(times, 50):>11.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""``sparse-ir dense-index``, ``dense-search``, ``hybrid-search``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sparse_ir.cli.common import positive_int
+
+
+def register(subparsers) -> None:
+    """Add the dense and hybrid subcommands."""
+    parser = subparsers.add_parser(
+        "dense-index", help="encode a corpus with a dense model and build a dense index",
+        description="Encode a BEIR-style corpus.jsonl with a dense model (all-MiniLM-L6-v2 by "
+                    "default) and store the vectors as a dense index. The new index replaces an "
+                    "old one at --output only once it is complete.")
+    parser.add_argument("--input", required=True, help="corpus.jsonl (_id, title, text)")
+    parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
+    parser.add_argument("--model", default="minilm",
+                        help="bundled name (minilm), local directory or Hugging Face id; "
+                             "default minilm (all-MiniLM-L6-v2)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
+    parser.add_argument("--batch-size", type=positive_int, default=32,
+                        help="texts per forward pass")
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="tokens read per document (default: the model's)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="model arithmetic (bfloat16: faster on CPUs with native bf16)")
+    parser.add_argument("--pooling", choices=["mean", "cls", "max"], default=None,
+                        help="override the model's pooling")
+    parser.add_argument("--hnsw", action="store_true",
+                        help="also build a faiss HNSW graph (approximate search; needs faiss)")
+    parser.add_argument("--skip-invalid", action="store_true",
+                        help="skip invalid corpus lines (counted and reported)")
+    parser.set_defaults(handler=run_dense_index)
+
+    parser = subparsers.add_parser(
+        "dense-search", help="search a dense index with a text query",
+        description="Encode the query with the index's dense model and print the top documents.")
+    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("--index", required=True, help="dense index directory")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show")
+    parser.add_argument("--method", choices=["exact", "hnsw"], default="exact")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(handler=run_dense_search)
+
+    parser = subparsers.add_parser(
+        "hybrid-search", help="search a sparse and a dense index together and fuse the results",
+        description="Encode the query with both indexes' models, search both, and fuse the "
+                    "rankings: a convex combination of normalized scores (alpha on the sparse "
+                    "run) or Reciprocal Rank Fusion. Each hit shows both component scores.")
+    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("--sparse-index", required=True, help="impact index directory")
+    parser.add_argument("--dense-index", required=True, help="dense index directory")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show")
+    parser.add_argument("--fusion", choices=["convex", "rrf"], default="convex")
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="convex: weight of the sparse run (dense gets 1 - alpha)")
+    parser.add_argument("--normalization", choices=["min-max", "z-score", "midpoint", "none"],
+                        default="min-max", help="convex: score normalization per run")
+    parser.add_argument("--missing", choices=["min", "zero"], default="min",
+                        help="convex: score of a document one run did not return")
+    parser.add_argument("--depth", type=positive_int, default=1000,
+                        help="hits taken from each index before fusing")
+    parser.add_argument("--rrf-k", type=positive_int, default=60, help="RRF constant k")
+    parser.add_argument("--method", choices=["exact", "hnsw"], default="exact",
+                        help="dense search method")
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(handler=run_hybrid_search)
+
+
+def run_dense_index(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sparse_ir.corpus import read_corpus
+    from sparse_ir.encoders.dense import DenseEncoder
+    from sparse_ir.index.dense import HnswOptions
+    from sparse_ir.jsonl import SkipReport
+    from sparse_ir.pipeline import count_lines, dense_index_corpus
+
+    encoder = DenseEncoder.from_pretrained(args.model, device=args.device,
+                                           batch_size=args.batch_size, max_length=args.max_length,
+                                           precision=args.precision, pooling=args.pooling)
+    report = SkipReport()
+    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report)
+    index, stats = dense_index_corpus(
+        encoder, documents, args.output, total=count_lines(args.input),
+        hnsw=HnswOptions() if args.hnsw else None, show_progress=args.show_progress,
+        settings={"corpus": str(Path(args.input).resolve())})
+    print(f"dense index {Path(args.output)}: {index.num_documents} documents × {index.dim} "
+          f"dims, {index.size_bytes() / 1e6:.1f} MB, built in "
+          f"{index.manifest['build']['seconds']:.1f}s"
+          + (", with an HNSW graph" if index.has_hnsw else ""))
+    if stats.empty_texts:
+        print(f"{stats.empty_texts} document(s) with empty text stored as zero vectors")
+    if stats.truncated_texts:
+        print(f"{stats.truncated_texts} document(s) longer than {encoder.document_max_length} "
+              "tokens were truncated")
+    if report.total:
+        print(report.summary(), file=sys.stderr)
+    return 0
+
+
+def _load_dense(path: str, device: str, model: str | None = None):
+    from sparse_ir.encoders.dense import DenseEncoder
+    from sparse_ir.index.dense import DenseIndex
+
+    index = DenseIndex.open(path)
+    settings = index.settings
+    name = model or settings.get("model")
+    if not name:
+        raise ValueError(f"the dense index {path} does not record its model")
+    options = {key: settings[key] for key in ("pooling", "normalize", "query_max_length",
+                                              "lowercase", "query_prompt") if key in settings}
+    return index, DenseEncoder.from_pretrained(name, device=device, **options)
+
+
+def run_dense_search(args: argparse.Namespace) -> int:
+    index, encoder = _load_dense(args.index, args.device)
+    text = " ".join(args.query)
+    hits = index.search(encoder.encode_queries([text], show_progress=False)[0], args.top_k,
+                        method=args.method)
+    print(f"query: {text}")
+    for rank, hit in enumerate(hits, start=1):
+        print(f"{rank:>3}. {hit.doc_id}  score {hit.score:.4f}")
+    return 0
+
+
+def run_hybrid_search(args: argparse.Namespace) -> int:
+    from sparse_ir.fusion import Fusion
+    from sparse_ir.hybrid import HybridSearcher
+
+    if args.fusion == "rrf":
+        fusion = Fusion.rrf(args.rrf_k, depth=args.depth)
+    else:
+        fusion = Fusion.convex(args.alpha, normalization=args.normalization,
+                               missing=args.missing, depth=args.depth)
+    searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
+                                           device=args.device, dense_method=args.method)
+    text = " ".join(args.query)
+    hits = searcher.search(text, args.top_k)
+    print(f"query: {text}")
+    print(f"fusion: {fusion.describe()}; {searcher.timings.elapsed * 1000:.0f} ms "
+          "(a first query includes one-time warm-up)")
+    print(f"{'rank':>4}  {'doc id':<12} {'fused':>8} {'sparse':>8} {'dense':>8}  title")
+    for rank, hit in enumerate(hits, start=1):
+        sparse, dense = hit.components
+        stored = searcher.sparse_index.document(hit.docno) if hit.docno >= 0 else None
+        title = (stored[0] or stored[1][:80]) if stored else ""
+        print(f"{rank:>4}  {hit.doc_id:<12} {hit.score:>8.4f} "
+              f"{'-' if sparse is None else f'{sparse:.0f}':>8} "
+              f"{'-' if dense is None else f'{dense:.4f}':>8}  {title[:70]}")
+    return 0

@@ -1,0 +1,593 @@
+"""DenseIndex: a float32 matrix of document vectors on disk, searched by exact inner product.
+
+Layout of one generation (file format, manifest and atomic publishing as in :mod:`.storage`)::
+
+    manifest.json            format, version, dim, counts, encoder settings, files + CRC32
+    vectors.bin              float32 [n × dim], row-major: document d is row d
+    doc_ids.{offsets,bytes}.bin                 external document ids
+    hnsw.bin (optional)      a faiss HNSW graph over the same vectors, serialized by faiss
+
+Exact search reads the matrix in blocks of ``chunk_rows`` rows (memory-mapped, so a matrix
+larger than RAM is searched through the page cache), scores each block with one matrix product
+and keeps only each block's candidates for the top ``k``. Ties break as everywhere in sparse_ir:
+score descending, then document number ascending. :func:`reference_top_k` is the plain
+score-everything-then-sort version; the tests check that both agree.
+
+The optional HNSW graph (``faiss-cpu``) answers approximately and much faster on large
+collections; ``scripts/bench_hybrid.py`` reports its recall@10 against exact search.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+
+from sparse_ir.errors import IndexCorruptError, InputError, MissingDependencyError
+from sparse_ir.index.storage import (
+    ArrayWriter,
+    FileRecord,
+    IndexDirectory,
+    _CheckedWriter,
+    check_files,
+    file_crc32,
+    open_array,
+    read_manifest,
+    write_array,
+    write_manifest,
+)
+from sparse_ir.index.strings import StringColumn, StringColumnWriter
+from sparse_ir.results import Hit, Run
+
+__all__ = [
+    "DENSE_FORMAT",
+    "DENSE_FORMAT_VERSION",
+    "DenseIndex",
+    "DenseIndexWriter",
+    "HnswOptions",
+    "SearchMethod",
+    "exact_top_k",
+    "reference_top_k",
+]
+
+logger = logging.getLogger(__name__)
+
+DENSE_FORMAT = "sparse-ir-dense-index"
+DENSE_FORMAT_VERSION = 1
+SearchMethod = Literal["exact", "hnsw"]
+#: Default bytes of the matrix block scored at once (the scores take ``rows × queries × 4``).
+_CHUNK_BYTES = 64 << 20
+# Files up to this size are checksummed at every open; larger ones only by verify().
+_CHECK_AT_OPEN_BYTES = 16 << 20
+# Rows whose L2 norm is within this of 1 (or exactly 0: empty texts) count as normalized.
+_NORM_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class HnswOptions:
+    """Parameters of the optional faiss HNSW graph (inner-product metric).
+
+    Attributes:
+        m: neighbours per node (faiss ``M``); more is slower to build, more accurate.
+        ef_construction: candidate list size while building.
+        ef_search: default candidate list size while searching (at least ``k`` is used).
+    """
+
+    m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+    def __post_init__(self):
+        for label in ("m", "ef_construction", "ef_search"):
+            value = getattr(self, label)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"HnswOptions.{label} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return {"m": self.m, "ef_construction": self.ef_construction,
+                "ef_search": self.ef_search}
+
+
+# -- top-k selection (pure numpy) -------------------------------------------------------------
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+def _order(scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """Positions sorting by score descending, then document number ascending."""
+    return np.lexsort((docs, -scores))
+
+
+def reference_top_k(vectors: np.ndarray, query: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force: score every row, sort everything, keep ``k``. ``(docnos, scores)``.
+
+    The plain definition that :func:`exact_top_k` must reproduce (slow; for tests and checks).
+    """
+    _check_k(k)
+    matrix = np.asarray(vectors, np.float32)
+    scores = (matrix @ np.asarray(query, np.float32).reshape(-1, 1))[:, 0]
+    docs = np.arange(len(scores), dtype=np.int64)
+    order = _order(scores, docs)[:k]
+    return docs[order], scores[order]
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *,
+                chunk_rows: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Exact top-``k`` rows by inner product for each query, reading ``vectors`` block by block.
+
+    Within a block, a row scoring below the block's ``k``-th best score cannot be in the
+    answer (``k`` rows of that block beat it), so only rows at or above it are kept; rows tied
+    with it are all kept, which lets the final sort apply the tie-break exactly.
+
+    Args:
+        vectors: ``[n, dim]`` float32 (a memory map is read one block at a time).
+        queries: ``[q, dim]`` float32.
+        k: hits per query.
+        chunk_rows: rows per block (default: ~64 MB of matrix, and of scores).
+
+    Returns:
+        ``(docnos, scores)``: one int64 and one float32 array per query, best first.
+    """
+    _check_k(k)
+    n, dim = vectors.shape
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    count = len(queries)
+    if chunk_rows is None:
+        # Bound both the block of the matrix and the block of scores ([q, rows] float32).
+        chunk_rows = max(1024, _CHUNK_BYTES // (4 * max(1, dim, count)))
+    if chunk_rows <= 0:
+        raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
+    best_docs = [np.zeros(0, np.int64) for _ in range(count)]
+    best_scores = [np.zeros(0, np.float32) for _ in range(count)]
+    for start in range(0, n, chunk_rows):
+        block = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32)
+        rows = len(block)
+        # [q, rows]: one matrix product per block (BLAS, all cores).
+        scores = queries @ block.T
+        if rows > k:
+            thresholds = np.partition(scores, rows - k, axis=1)[:, rows - k]
+        for q in range(count):
+            row_scores = scores[q]
+            if rows > k:
+                keep = np.flatnonzero(row_scores >= thresholds[q])
+            else:
+                keep = np.arange(rows)
+            docs = np.concatenate([best_docs[q], keep.astype(np.int64) + start])
+            values = np.concatenate([best_scores[q], row_scores[keep]])
+            order = _order(values, docs)[:k]
+            best_docs[q], best_scores[q] = docs[order], values[order]
+    return best_docs, best_scores
+
+
+# -- building -----------------------------------------------------------------------------------
+
+class DenseIndexWriter:
+    """Append batches of ``(ids, vectors)`` into a temporary generation directory.
+
+    Used by :meth:`DenseIndex.build` inside :meth:`IndexDirectory.publish`; the vectors stream
+    to a scratch file, so memory holds one batch at a time.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.dim: int | None = None
+        self.count = 0
+        self.zero_rows = 0
+        self.max_norm_error = 0.0
+        self._ids = StringColumnWriter(directory, "doc_ids")
+        self._seen: set[str] = set()
+        self._scratch_path = directory / ".vectors.scratch"
+        self._scratch = _CheckedWriter(self._scratch_path)
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Append documents: their external ids and a ``[len(ids), dim]`` array of vectors."""
+        if isinstance(ids, str):
+            raise TypeError("ids must be a sequence of strings, not one string")
+        array = np.asarray(vectors)
+        if array.ndim != 2:
+            raise InputError(f"vectors must be a 2-d [documents, dim] array, got shape "
+                             f"{array.shape}")
+        if array.dtype.kind not in "fiu":
+            raise InputError(f"vectors must be numbers, got dtype {array.dtype}")
+        if len(ids) != len(array):
+            raise InputError(f"{len(ids)} ids for {len(array)} vectors")
+        if self.dim is None:
+            if array.shape[1] == 0:
+                raise InputError("vectors have dimension 0")
+            self.dim = int(array.shape[1])
+        elif array.shape[1] != self.dim:
+            raise InputError(f"vectors of dimension {array.shape[1]} after vectors of dimension "
+                             f"{self.dim} (document {self.count})")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        finite = np.isfinite(array).all(axis=1)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            raise InputError(f"vector of document {ids[row]!r} (document {self.count + row}) "
+                             "holds NaN or infinity")
+        for i, doc_id in enumerate(ids):
+            if not isinstance(doc_id, str) or not doc_id:
+                raise InputError(f"document {self.count + i}: id {doc_id!r} is not a non-empty "
+                                 "string")
+            if doc_id in self._seen:
+                raise InputError(f"duplicate document id {doc_id!r} (document {self.count + i})")
+            self._seen.add(doc_id)
+        norms = np.linalg.norm(array, axis=1)
+        zero = norms == 0
+        self.zero_rows += int(zero.sum())
+        if (~zero).any():
+            self.max_norm_error = max(self.max_norm_error,
+                                      float(np.abs(norms[~zero] - 1.0).max()))
+        self._ids.extend(ids)
+        if len(array):
+            self._scratch.write(memoryview(array.reshape(-1).view(np.uint8)))
+        self.count += len(array)
+
+    def finish(self) -> dict[str, FileRecord]:
+        """Write the final array files; returns their records for the manifest."""
+        if self.dim is None or self.count == 0:
+            self.abort()
+            raise InputError("no documents to index")
+        self._scratch.close()
+        files: dict[str, FileRecord] = {}
+        writer = ArrayWriter(self.directory / "vectors.bin", "vectors", np.float32,
+                             self.count * self.dim)
+        with open(self._scratch_path, "rb") as handle:
+            # Whole rows per block, so the copy never splits a float.
+            block_bytes = max(1, (16 << 20) // (self.dim * 4)) * self.dim * 4
+            while block := handle.read(block_bytes):
+                writer.write(np.frombuffer(block, np.float32))
+        files["vectors.bin"] = writer.close()
+        os.unlink(self._scratch_path)
+        for record in self._ids.finish():
+            files[record.name] = record
+        return files
+
+    def abort(self) -> None:
+        """Close scratch files (the temporary directory is removed by ``publish``)."""
+        self._scratch.abort()
+        self._ids.abort()
+
+    @property
+    def normalized(self) -> bool:
+        """True when every non-zero row has unit L2 norm (inner product = cosine)."""
+        return self.max_norm_error <= _NORM_TOLERANCE
+
+
+def _as_batches(vectors, ids) -> Iterable[tuple[Sequence[str], np.ndarray]]:
+    if isinstance(vectors, np.ndarray):
+        if ids is None:
+            ids = [str(i) for i in range(len(vectors))]
+        yield list(ids), vectors
+        return
+    if ids is not None:
+        raise ValueError("ids= goes with one array of vectors; batches carry their own ids")
+    for item in vectors:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise TypeError("expected (ids, vectors) pairs, got "
+                            f"{type(item).__name__}")
+        yield item
+
+
+def _build_hnsw(vectors: np.ndarray, options: HnswOptions, show_progress: bool | None
+                ) -> np.ndarray:
+    """A faiss HNSW graph over ``vectors`` (inner product), serialized to bytes."""
+    faiss = _import_faiss()
+    from tqdm.auto import tqdm
+
+    n, dim = vectors.shape
+    graph = faiss.IndexHNSWFlat(dim, options.m, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = options.ef_construction
+    step = 16384
+    with tqdm(total=n, desc="HNSW graph", unit="doc",
+              disable=None if show_progress is None else not show_progress) as progress:
+        for start in range(0, n, step):
+            graph.add(np.ascontiguousarray(vectors[start:start + step], dtype=np.float32))
+            progress.update(min(step, n - start))
+    return faiss.serialize_index(graph)
+
+
+def _import_faiss():
+    try:
+        import faiss
+    except ImportError:
+        raise MissingDependencyError("the HNSW backend", "faiss-cpu", "bench") from None
+    return faiss
+
+
+# -- the index ----------------------------------------------------------------------------------
+
+class DenseIndex:
+    """Document vectors on disk, searched by inner product. Create with :meth:`build`, load
+    with :meth:`open`."""
+
+    def __init__(self, directory: Path, manifest: dict):
+        self.directory = directory
+        self.manifest = manifest
+        n, dim = int(manifest["num_documents"]), int(manifest["dim"])
+        flat = open_array(directory / "vectors.bin", name="vectors", dtype=np.float32,
+                          count=n * dim)
+        self.vectors: np.ndarray = flat.reshape(n, dim)
+        self._doc_ids = StringColumn(directory, "doc_ids", n)
+        self._doc_id_list: list[str] | None = None
+        self._docnos: dict[str, int] | None = None
+        self._hnsw = None
+        self._hnsw_lock = threading.Lock()
+
+    # -- building and opening -----------------------------------------------------------------
+
+    @classmethod
+    def build(cls, vectors: np.ndarray | Iterable[tuple[Sequence[str], np.ndarray]],
+              path: str | os.PathLike, *, ids: Sequence[str] | None = None,
+              settings: dict | None = None, hnsw: HnswOptions | None = None,
+              show_progress: bool | None = None) -> DenseIndex:
+        """Build a dense index and publish it atomically at ``path``.
+
+        Args:
+            vectors: one ``[n, dim]`` array (with ``ids``), or an iterator of ``(ids, vectors)``
+                batches appended in order (rows get consecutive document numbers).
+            path: the index directory. An existing index there stays readable until the new
+                one is complete, then is replaced; an interruption leaves the old one.
+            ids: external ids of the rows of a single array (default ``"0", "1", ...``).
+            settings: facts recorded in the manifest (the encoder's settings, the corpus...).
+            hnsw: also build a faiss HNSW graph (needs ``faiss-cpu``).
+            show_progress: progress bar for the HNSW graph; None shows it on a terminal.
+        """
+        if hnsw is not None:
+            _import_faiss()
+        started = time.perf_counter()
+        directory = IndexDirectory(path)
+        with directory.publish() as temporary:
+            writer = DenseIndexWriter(temporary)
+            try:
+                for batch_ids, batch in _as_batches(vectors, ids):
+                    writer.add(batch_ids, batch)
+                files = writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
+            if hnsw is not None:
+                matrix = open_array(temporary / "vectors.bin").reshape(writer.count, writer.dim)
+                serialized = _build_hnsw(matrix, hnsw, show_progress)
+                del matrix
+                files["hnsw.bin"] = write_array(temporary / "hnsw.bin", "hnsw", serialized,
+                                                np.uint8)
+            manifest = {
+                "format": DENSE_FORMAT,
+                "format_version": DENSE_FORMAT_VERSION,
+                "created_by": "sparse_ir " + _version(),
+                "num_documents": writer.count,
+                "dim": writer.dim,
+                "dtype": "<f4",
+                "metric": "inner_product",
+                "normalized": writer.normalized,
+                "zero_vectors": writer.zero_rows,
+                "hnsw": hnsw.to_dict() if hnsw is not None else None,
+                "build": {"seconds": round(time.perf_counter() - started, 3),
+                          **(settings or {})},
+                "files": {name: record.to_dict() for name, record in sorted(files.items())},
+            }
+            write_manifest(temporary, manifest)
+        logger.info("dense index: %d documents × %d dims -> %s", writer.count, writer.dim,
+                    directory.current())
+        return cls.open(path)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> DenseIndex:
+        """Open an index (memory-mapped) after checking its manifest, headers and sizes.
+
+        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
+        files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
+
+        Raises:
+            FileNotFoundError: nothing at ``path``.
+            IndexFormatError: another format or format version (both versions named).
+            IndexCorruptError: a missing, cut, or altered file.
+        """
+        directory = IndexDirectory(path)
+        last_error: Exception | None = None
+        for _ in range(5):
+            generation = directory.current()
+            try:
+                index = cls._open_generation(generation)
+            except (FileNotFoundError, IndexCorruptError) as error:
+                # A concurrent build may have published a newer generation and removed this one.
+                last_error = error
+                if directory.current() != generation:
+                    continue
+                raise
+            if verify:
+                index.verify()
+            return index
+        raise last_error  # pragma: no cover - five publishes during one open
+
+    @classmethod
+    def _open_generation(cls, generation: Path) -> DenseIndex:
+        manifest = read_manifest(generation, format_name=DENSE_FORMAT,
+                                 version=DENSE_FORMAT_VERSION)
+        check_files(generation, manifest.get("files", {}), full=False)
+        for name, record in manifest["files"].items():
+            small = record["size"] <= _CHECK_AT_OPEN_BYTES
+            if small and file_crc32(generation / name) != record["crc32"]:
+                raise IndexCorruptError(f"{generation / name}: CRC32 does not match the "
+                                        "manifest: the file is corrupt")
+        try:
+            return cls(generation, manifest)
+        except KeyError as exc:
+            raise IndexCorruptError(f"{generation}: manifest lacks {exc}") from None
+
+    def verify(self) -> None:
+        """Check every byte: each file's CRC32 and the index's invariants.
+
+        Raises :class:`IndexCorruptError` describing the first problem found.
+        """
+        check_files(self.directory, self.manifest["files"], full=True)
+        step = max(1, _CHUNK_BYTES // (self.dim * 4))
+        for start in range(0, self.num_documents, step):
+            if not np.isfinite(self.vectors[start:start + step]).all():
+                raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
+        if problem := self._doc_ids.check():
+            raise IndexCorruptError(f"{self.directory}: {problem}")
+        if len(set(self.doc_ids)) != self.num_documents:
+            raise IndexCorruptError(f"{self.directory}: document ids are not unique")
+        if self.has_hnsw:
+            graph = self._load_hnsw()
+            if graph.ntotal != self.num_documents or graph.d != self.dim:
+                raise IndexCorruptError(f"{self.directory / 'hnsw.bin'}: a graph of "
+                                        f"{graph.ntotal} × {graph.d}, the index holds "
+                                        f"{self.num_documents} × {self.dim}")
+
+    # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def num_documents(self) -> int:
+        """Number of documents (rows of the matrix)."""
+        return int(self.manifest["num_documents"])
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.manifest["dim"])
+
+    @property
+    def has_hnsw(self) -> bool:
+        """True when an HNSW graph was built with the index."""
+        return "hnsw.bin" in self.manifest["files"]
+
+    @property
+    def settings(self) -> dict:
+        """What the build recorded (the encoder's settings, the corpus...)."""
+        return dict(self.manifest.get("build", {}))
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of this generation."""
+        return sum(r["size"] for r in self.manifest["files"].values())
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """External id of every document, by document number."""
+        if self._doc_id_list is None:
+            self._doc_id_list = self._doc_ids.all()
+        return self._doc_id_list
+
+    def docno(self, doc_id: str) -> int:
+        """Internal number of an external id (KeyError if absent)."""
+        if self._docnos is None:
+            self._docnos = {d: i for i, d in enumerate(self.doc_ids)}
+        return self._docnos[doc_id]
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def _prepare(self, queries: np.ndarray) -> np.ndarray:
+        array = np.asarray(queries)
+        if array.ndim == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != self.dim:
+            raise InputError(f"query vectors must have dimension {self.dim} (this index's); "
+                             f"got shape {np.asarray(queries).shape}")
+        if array.dtype.kind not in "fiu":
+            raise InputError(f"query vectors must be numbers, got dtype {array.dtype}")
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise InputError("query vectors must be finite (found NaN or infinity)")
+        return array
+
+    def search(self, query: np.ndarray, k: int = 10, *, method: SearchMethod = "exact",
+               ef_search: int | None = None, chunk_rows: int | None = None) -> list[Hit]:
+        """The top-``k`` documents for one query vector, best first (score = inner product).
+
+        Args:
+            query: a ``[dim]`` (or ``[1, dim]``) vector, encoded by the index's model.
+            k: hits to return (at most the number of documents).
+            method: ``"exact"`` (every document scored) or ``"hnsw"`` (the faiss graph built
+                with the index; approximate).
+            ef_search: HNSW candidate list size (default: the index's, at least ``k``).
+            chunk_rows: rows scored at once by exact search (default ~64 MB of matrix).
+        """
+        array = self._prepare(query)
+        if len(array) != 1:
+            raise InputError(f"search takes one query vector; got {len(array)} "
+                             "(use search_batch)")
+        run = self.search_batch(array, k, method=method, ef_search=ef_search,
+                                chunk_rows=chunk_rows)
+        return run.results["0"]
+
+    def search_batch(self, queries: np.ndarray, k: int = 10, *,
+                     query_ids: Sequence[str] | None = None, method: SearchMethod = "exact",
+                     ef_search: int | None = None, chunk_rows: int | None = None) -> Run:
+        """Top-``k`` documents for each row of a ``[q, dim]`` array of query vectors.
+
+        The run is keyed by ``query_ids`` (default: row positions ``"0", "1", ...``).
+        """
+        _check_k(k)
+        if method not in get_args(SearchMethod):
+            raise ValueError(f"method must be one of {get_args(SearchMethod)}, got {method!r}")
+        array = self._prepare(queries)
+        ids = [str(i) for i in range(len(array))] if query_ids is None else \
+            [str(q) for q in query_ids]
+        if len(ids) != len(array):
+            raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
+        k = min(k, self.num_documents)
+        if method == "exact":
+            docs, scores = exact_top_k(self.vectors, array, k, chunk_rows=chunk_rows)
+        else:
+            docs, scores = self._hnsw_top_k(array, k, ef_search)
+        run = Run(name="dense")
+        doc_ids = self.doc_ids
+        for qid, d, s in zip(ids, docs, scores):
+            run.results[qid] = [Hit(doc_ids[i], score, i)
+                                for i, score in zip(d.tolist(), s.tolist())]
+        return run
+
+    def reference_search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
+        """The same result as exact :meth:`search` by brute force (slow; for tests)."""
+        array = self._prepare(query)
+        docs, scores = reference_top_k(np.asarray(self.vectors), array[0],
+                                       min(k, self.num_documents))
+        return [Hit(self.doc_ids[d], s, d) for d, s in zip(docs.tolist(), scores.tolist())]
+
+    def _load_hnsw(self):
+        with self._hnsw_lock:
+            if self._hnsw is None:
+                if not self.has_hnsw:
+                    raise ValueError(f"the index {self.directory} has no HNSW graph; rebuild "
+                                     "it with hnsw=HnswOptions() (CLI: --hnsw)")
+                faiss = _import_faiss()
+                data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
+                self._hnsw = faiss.deserialize_index(np.array(data))
+            return self._hnsw
+
+    def _hnsw_top_k(self, queries: np.ndarray, k: int, ef_search: int | None
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        graph = self._load_hnsw()
+        default = (self.manifest.get("hnsw") or {}).get("ef_search", 128)
+        graph.hnsw.efSearch = max(k, ef_search or default)
+        distances, labels = graph.search(queries, k)
+        docs, scores = [], []
+        for row_labels, row_scores in zip(labels, distances):
+            found = row_labels >= 0
+            d = row_labels[found].astype(np.int64)
+            s = row_scores[found].astype(np.float32)
+            order = _order(s, d)
+            docs.append(d[order])
+            scores.append(s[order])
+        return docs, scores
+
+    def __repr__(self) -> str:
+        return (f"DenseIndex({str(self.directory)!r}, documents={self.num_documents}, "
+                f"dim={self.dim}, hnsw={self.has_hnsw})")
+
+
+def _version() -> str:
+    from sparse_ir import __version__
+
+    return __version__
