@@ -1,5 +1,7 @@
 """How to build, open, verify and query each kind of index: what the integrity tests run on.
 
+Two kinds today: the impact (sparse) index and the dense index.
+
 The fault-injection, crash, disk-full and concurrency tests are written against
 :class:`IndexKind`, never against one index class, and they corrupt the files actually present
 in a built index (not a list kept here). A new index kind is covered by adding one entry to
@@ -150,7 +152,72 @@ def impact_large_files() -> Iterator[None]:
         impact_index._CHECK_AT_OPEN_BYTES = saved
 
 
+# -- the dense index -------------------------------------------------------------------------------
+
+DENSE_DIM = 16
+
+
+@functools.lru_cache(maxsize=8)
+def dense_data(seed: int, size: Size):
+    """``(ids, vectors, queries)``: small-integer float32 vectors, so every inner product is
+    exact whatever the order of summation, and ties (broken by document number) are common."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.integers(-3, 4, size=(size.documents, DENSE_DIM)).astype(np.float32)
+    vectors[rng.random(size.documents) < 0.05] = 0  # some empty texts
+    ids = tuple(f"s{seed}-d{i}" for i in range(size.documents))
+    queries = rng.integers(-3, 4, size=(QUERY_COUNT, DENSE_DIM)).astype(np.float32)
+    return ids, vectors, queries
+
+
+def dense_build(path: Path, seed: int, size: Size = SMALL, **options) -> None:
+    from sparse_ir.index.dense import DenseIndex
+
+    ids, vectors, _ = dense_data(seed, size)
+    batches = ((ids[start:start + size.shard], vectors[start:start + size.shard])
+               for start in range(0, len(ids), size.shard))
+    DenseIndex.build(batches, path, settings={"seed": seed}, show_progress=False, **options)
+
+
+def dense_open(path: Path):
+    from sparse_ir.index.dense import DenseIndex
+
+    return DenseIndex.open(path)
+
+
+def dense_answers(index) -> tuple:
+    seed = index.manifest["build"]["seed"]
+    _, _, queries = dense_data(seed, _size_of(index))
+    run = index.search_batch(queries, TOP_K)
+    hits = tuple(tuple((h.doc_id, float(h.score)) for h in run[str(q)])
+                 for q in range(len(queries)))
+    return (seed, index.num_documents, tuple(index.doc_ids), hits, None)
+
+
+def dense_expected(seed: int, size: Size = SMALL) -> tuple:
+    ids, vectors, queries = dense_data(seed, size)
+    scores = vectors.astype(np.int64) @ queries.astype(np.int64).T  # exact integers
+    hits = []
+    for q in range(len(queries)):
+        order = sorted(range(len(ids)), key=lambda d: (-scores[d, q], d))[:TOP_K]
+        hits.append(tuple((ids[d], float(scores[d, q])) for d in order))
+    return (seed, len(ids), ids, tuple(hits), None)
+
+
+@contextlib.contextmanager
+def dense_large_files() -> Iterator[None]:
+    from sparse_ir.index import dense
+
+    saved = dense._CHECK_AT_OPEN_BYTES
+    dense._CHECK_AT_OPEN_BYTES = -1
+    try:
+        yield
+    finally:
+        dense._CHECK_AT_OPEN_BYTES = saved
+
+
 KINDS = {
     "impact": IndexKind("impact", impact_build, impact_open, lambda index: index.verify(),
                         impact_answers, impact_expected, impact_large_files, impact_data),
+    "dense": IndexKind("dense", dense_build, dense_open, lambda index: index.verify(),
+                       dense_answers, dense_expected, dense_large_files, dense_data),
 }

@@ -85,7 +85,8 @@ def test_disk_full_at_every_point_keeps_the_previous_index(kind_name, tmp_path, 
         _install(patch, disk)
         kind.build(path, 2, SPILLING)
     total, starts = disk.used, disk.starts
-    assert any(name.startswith(".run-") for _, name in starts), "the build did not spill runs"
+    # Scratch files (spilled runs, string columns) are swept too, not only published files.
+    assert any(name.startswith(".") for _, name in starts), "no scratch file was written"
     kind.build(path, 1, SPILLING)  # back to the first collection
     budgets = {0, 1, 63, 64, 65, total - 1}
     for start, _ in starts:  # at, and just after, the first byte of every file

@@ -187,10 +187,11 @@ def test_verify_finds_broken_invariants_behind_valid_checksums(tmp_path):
     assert not report.ok and "not ascending" in " ".join(report.problems)
 
 
-def test_every_index_kind_is_known_to_check_index():
-    from sparse_ir.index.builder import IMPACT_FORMAT
-
-    assert IMPACT_FORMAT in INDEX_KINDS
+def test_every_index_kind_is_known_to_check_index(kind, tmp_path):
+    path = tmp_path / "index"
+    kind.build(path, 1, SMALL)
+    assert _current_manifest(path)[1]["format"] in INDEX_KINDS
+    assert check_index(path).ok
 
 
 def test_lock_and_no_pickle_in_index_files(kind, tmp_path):

@@ -26,6 +26,7 @@ __all__ = ["INDEX_KINDS", "CheckReport", "check_index"]
 #: Manifest ``format`` -> ``"module:Class"`` of the index kind that reads it.
 INDEX_KINDS = {
     "sparse-ir-impact-index": "sparse_ir.index.impact_index:ImpactIndex",
+    "sparse-ir-dense-index": "sparse_ir.index.dense:DenseIndex",
 }
 
 
