@@ -33,6 +33,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array
 
 __all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "write_search_layout"]
@@ -80,7 +81,7 @@ class SearchLayout(NamedTuple):
 
         window_bits = int(info["window_bits"])
         num_windows = int(info["num_windows"])
-        return cls(window_bits, num_windows,
+        layout = cls(window_bits, num_windows,
                    array("window_offsets", np.int64, n_terms * num_windows + 1),
                    array("impact_order_docs", np.uint16, n_postings),
                    array("impact_order_impacts", impact_dtype, n_postings),
@@ -90,6 +91,17 @@ class SearchLayout(NamedTuple):
                    array("forward_offsets", np.int64, n_docs + 1),
                    array("forward_terms", term_dtype, n_postings),
                    array("forward_impacts", impact_dtype, n_postings))
+        # O(V·W + V): the offsets that every kernel read goes through must rise within their
+        # arrays, so a damaged large file (which open() does not checksum) is refused here
+        # instead of sending a kernel outside the memory map.
+        for name, offsets, total in (("window_offsets", layout.window_offsets, n_postings),
+                                     ("segment_offsets", layout.segment_offsets, n_segments)):
+            values = np.asarray(offsets)
+            if int(values[0]) != 0 or int(values[-1]) != total or \
+                    np.any(values[1:] < values[:-1]):
+                raise IndexCorruptError(f"{directory / (name + '.bin')}: offsets do not rise "
+                                        f"from 0 to {total}")
+        return layout
 
 
 @numba.njit(cache=True, nogil=True)

@@ -138,9 +138,19 @@ def _max_sift_down(keys, values, size, position):
 
 @numba.njit(cache=True, nogil=True)
 def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, dense):
+    """The exact score of one document, or -1 when its forward entry points outside the
+    arrays (a damaged large file that only verify() would see: refused, never read)."""
+    start = forward_offsets[doc]
+    end = forward_offsets[doc + 1]
+    if start < 0 or end < start or end > len(forward_terms):
+        return np.int64(-1)
+    vocab_size = np.uint64(len(dense))
     score = np.int64(0)
-    for p in range(forward_offsets[doc], forward_offsets[doc + 1]):
-        score += dense[forward_terms[p]] * np.int64(forward_impacts[p])
+    for p in range(start, end):
+        term = forward_terms[p]
+        if np.uint64(term) >= vocab_size:
+            return np.int64(-1)
+        score += dense[term] * np.int64(forward_impacts[p])
     return score
 
 
@@ -313,12 +323,21 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
     heap_scores = np.empty(k, np.int64)
     heap_docs = np.empty(k, np.int64)
     size = 0
+    corrupt = False
     for j in range(n_best):
         d = best_docs[j]
-        size = _offer(heap_scores, heap_docs, size, k,
-                      _exact_score(d, forward_offsets, forward_terms, forward_impacts, dense), d)
+        exact = _exact_score(d, forward_offsets, forward_terms, forward_impacts, dense)
+        if exact < 0:
+            corrupt = True
+        size = _offer(heap_scores, heap_docs, size, k, exact, d)
         marks[d] = 1
     verified = n_best
+    if corrupt:
+        for j in range(n_best):
+            marks[best_docs[j]] = 0
+        for i in range(n_terms):
+            dense[query_terms[i]] = 0
+        return -1
     if size < k:
         for j in range(n_best):
             marks[best_docs[j]] = 0
@@ -397,9 +416,11 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
             candidates[0] = candidates[remaining]
             _max_sift_down(keys, candidates, remaining, 0)
             if marks[d] == 0:
-                size = _offer(heap_scores, heap_docs, size, k,
-                              _exact_score(d, forward_offsets, forward_terms, forward_impacts,
-                                           dense), d)
+                exact = _exact_score(d, forward_offsets, forward_terms, forward_impacts, dense)
+                if exact < 0:
+                    corrupt = True
+                    break
+                size = _offer(heap_scores, heap_docs, size, k, exact, d)
                 verified += 1
 
     for j in range(n_best):
