@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "sparse_ir.cli.index",
     "sparse_ir.cli.evaluate",
     "sparse_ir.cli.demo",
+    "sparse_ir.cli.train",
 ]
 
 
