@@ -213,6 +213,11 @@ class Trainer:
         if (inference_free or uses_idf) and query_encoder is None:
             raise ValueError("inference-free mode and the idf-flops regularizer need a "
                              "query_encoder (an IdfQueryEncoder) for the IDF table")
+        rows = model.get_output_embeddings().weight.shape[0]
+        if query_encoder is not None and len(query_encoder.idf) != rows:
+            raise ValueError(f"the query encoder's IDF table has {len(query_encoder.idf)} "
+                             f"entries, the model's vocabulary {rows} rows; build it with "
+                             f"vocab_size={rows}")
         penalty = idf_penalty(torch.from_numpy(query_encoder.idf)) if uses_idf else None
         self.loss = SpladeLoss(
             ranking=config.ranking_loss, lambda_q=config.lambda_q, lambda_d=config.lambda_d,
