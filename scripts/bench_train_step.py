@@ -9,7 +9,8 @@ by round so that machine load hits them alike, median over rounds:
 
 * ``reference``: model(...).logits (float32 [batch, length, vocab]), log1p(relu), mask, amax;
 * ``chunked-fp32``: :class:`~sparse_ir.training.representation.MaxPooledProjection`, float32 tiles;
-* ``chunked-bf16``: the same with bfloat16 tile matmuls (AMX on this CPU).
+* ``chunked-mixed``: the same with bfloat16 tiles (AMX on this CPU) screening out the certain
+  zeros and the rest recomputed in float32 (same values and gradients as float32).
 
 "saved for backward" is the total size of the tensors autograd keeps for the backward pass
 (counted with torch.autograd.graph.saved_tensors_hooks), the memory the issue is about.
@@ -26,15 +27,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from sparse_ir.training.losses import SpladeLoss  # noqa: E402
-from sparse_ir.training.representation import splade_weights  # noqa: E402
+from sparse_ir.training.losses import SpladeLoss
+from sparse_ir.training.representation import splade_weights
 
 VARIANTS = {
-    "reference": dict(implementation="reference"),
-    "chunked-fp32": dict(implementation="chunked", compute_dtype=torch.float32),
-    "chunked-bf16": dict(implementation="chunked", compute_dtype=torch.bfloat16),
+    "reference": {"implementation": "reference"},
+    "chunked-fp32": {"implementation": "chunked", "compute_dtype": torch.float32},
+    "chunked-mixed": {"implementation": "chunked", "compute_dtype": torch.bfloat16},
 }
 
 

@@ -28,6 +28,9 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
+    "Trainer": "sparse_ir.training.trainer",
+    "TrainingConfig": "sparse_ir.training.trainer",
+    "IdfQueryEncoder": "sparse_ir.training.inference_free",
 }
 
 __all__ = ["__version__", *_EXPORTS]

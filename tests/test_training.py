@@ -11,8 +11,13 @@ import torch
 
 from sparse_ir.errors import InputError
 from sparse_ir.training import losses
-from sparse_ir.training.data import (BatchSampler, TrainingExample, read_examples,
-                                     split_validation, validation_corpus)
+from sparse_ir.training.data import (
+    BatchSampler,
+    TrainingExample,
+    read_examples,
+    split_validation,
+    validation_corpus,
+)
 from sparse_ir.training.schedules import QuadraticWarmup, linear_warmup_decay
 
 # -- regularizers ---------------------------------------------------------------------------------
@@ -361,7 +366,7 @@ def test_idf_query_encoder(tiny_bert_dir, tmp_path):
     size = len(tokenizer)
     encoder = IdfQueryEncoder.from_corpus(tokenizer, texts, size)
     cancer, brain = (tokenizer.convert_tokens_to_ids(t) for t in ("cancer", "brain"))
-    idf = lambda df: math.log(1 + (3 - df + 0.5) / (df + 0.5))  # noqa: E731
+    idf = lambda df: math.log(1 + (3 - df + 0.5) / (df + 0.5))
     assert encoder.idf[cancer] == pytest.approx(idf(2))
     assert encoder.idf[brain] == pytest.approx(idf(1))
     batch = encoder.encode_queries(["brain cancer cancer", ""], ids=["x", "y"])
@@ -398,10 +403,10 @@ def _tiny_examples() -> list[TrainingExample]:
 def _config(tmp_path, **options):
     from sparse_ir.training.trainer import TrainingConfig
 
-    settings = dict(output_dir=str(tmp_path), max_steps=3, batch_size=4, negatives=1,
-                    learning_rate=1e-3, lambda_q=1e-3, lambda_d=1e-3, seed=0,
-                    precision="float32", eval_at_start=False, document_max_length=16,
-                    query_max_length=8)
+    settings = {"output_dir": str(tmp_path), "max_steps": 3, "batch_size": 4, "negatives": 1,
+                "learning_rate": 1e-3, "lambda_q": 1e-3, "lambda_d": 1e-3, "seed": 0,
+                "precision": "float32", "eval_at_start": False, "document_max_length": 16,
+                "query_max_length": 8}
     settings.update(options)
     return TrainingConfig(**settings)
 
@@ -537,8 +542,10 @@ def test_inference_free_training_and_search(tiny_bert_dir, tmp_path):
 
 
 def test_optimizer_state_round_trip():
-    from sparse_ir.training.checkpoint import (optimizer_state_from_tensors,
-                                               optimizer_state_to_tensors)
+    from sparse_ir.training.checkpoint import (
+        optimizer_state_from_tensors,
+        optimizer_state_to_tensors,
+    )
 
     parameter = torch.nn.Parameter(torch.ones(3))
     optimizer = torch.optim.AdamW([parameter], lr=0.1)

@@ -23,8 +23,15 @@ def register(subparsers) -> None:
                     "file of (query, positive, [negatives], [teacher_scores]). Checkpoints in "
                     "OUTPUT/checkpoint-N and OUTPUT/best load with SpladeEncoder.from_pretrained "
                     "and `sparse-ir index --model`.")
+    add_training_arguments(parser)
+    parser.set_defaults(handler=run_train)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bool = True
+                           ) -> None:
+    """Every option of ``sparse-ir train`` (shared with scripts/train_splade.py)."""
     data = parser.add_argument_group("data")
-    source = data.add_mutually_exclusive_group(required=True)
+    source = data.add_mutually_exclusive_group(required=data_required)
     source.add_argument("--data", help="BEIR dataset directory (corpus, queries, qrels/)")
     source.add_argument("--train-jsonl", help="JSONL of training examples")
     data.add_argument("--split", default="train", help="BEIR training split (default train)")
@@ -77,21 +84,48 @@ def register(subparsers) -> None:
     optim.add_argument("--document-max-length", type=positive_int, default=128,
                        help="document tokens during training (evaluation uses "
                             "--eval-document-max-length)")
-    optim.add_argument("--precision", choices=["float32", "bfloat16"], default="bfloat16",
-                       help="arithmetic of the vocabulary projection while training")
+    optim.add_argument("--precision", choices=["auto", "float32", "mixed"], default="auto",
+                       help="vocabulary projection while training: mixed = bfloat16 screen + "
+                            "float32 recompute (float32 results, faster); auto = mixed where "
+                            "bfloat16 is fast")
     optim.add_argument("--implementation", choices=["chunked", "reference"], default="chunked")
 
     evaluation = parser.add_argument_group("evaluation and checkpoints")
     evaluation.add_argument("--eval-every", type=int, default=0, help="steps (0 = at the end)")
     evaluation.add_argument("--no-eval-at-start", dest="eval_at_start", action="store_false")
     evaluation.add_argument("--eval-document-max-length", type=positive_int, default=256)
-    evaluation.add_argument("--eval-precision", choices=["float32", "bfloat16"],
-                            default="bfloat16")
+    evaluation.add_argument("--eval-precision", default="auto",
+                            choices=["auto", "float32", "mixed", "bfloat16"],
+                            help="encoder precision while evaluating (see sparse-ir encode)")
     evaluation.add_argument("--save-every", type=int, default=0, help="steps (0 = at the end)")
-    parser.set_defaults(handler=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    result = train_from_args(args)
+    print_curve(result.history)
+    print(f"{result.steps} steps in {result.seconds / 60:.1f} min (stopped by "
+          f"{result.stopped}); last checkpoint {result.last_checkpoint}"
+          + (f"; best {result.best_checkpoint}" if result.best_checkpoint else ""))
+    if result.stopped == "interrupt":
+        print("sparse-ir train: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def print_curve(history: list[dict]) -> None:
+    """The validation measurements of a run, one line per evaluation."""
+    evaluations = [h for h in history if h["kind"] == "eval"]
+    if not evaluations:
+        return
+    print(f"{'step':>6} {'nDCG@10':>8} {'R@100':>7} {'terms/doc':>9} {'terms/query':>11} "
+          f"{'FLOPS':>7}")
+    for h in evaluations:
+        print(f"{h['step']:>6} {h['ndcg_at_10']:>8.4f} {h['recall_at_100']:>7.4f} "
+              f"{h['document_terms']:>9.1f} {h['query_terms']:>11.1f} {h['flops']:>7.2f}")
+
+
+def train_from_args(args: argparse.Namespace):
+    """Prepare the data, build the trainer from the options and train; the TrainingResult."""
     from sparse_ir.training.trainer import Trainer, TrainingConfig, load_model
 
     config_fields = ("model", "mode", "ranking_loss", "temperature", "lambda_q", "lambda_d",
@@ -117,21 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
     trainer = Trainer(config, prepared.examples, prepared.validation, model=model,
                       tokenizer=tokenizer, query_encoder=query_encoder,
                       show_progress=args.show_progress)
-    result = trainer.train(resume=args.resume)
-    evaluations = [h for h in result.history if h["kind"] == "eval"]
-    if evaluations:
-        print(f"{'step':>6} {'nDCG@10':>8} {'R@100':>7} {'terms/doc':>9} {'terms/query':>11} "
-              f"{'FLOPS':>7}")
-        for h in evaluations:
-            print(f"{h['step']:>6} {h['ndcg_at_10']:>8.4f} {h['recall_at_100']:>7.4f} "
-                  f"{h['document_terms']:>9.1f} {h['query_terms']:>11.1f} {h['flops']:>7.2f}")
-    print(f"{result.steps} steps in {result.seconds / 60:.1f} min (stopped by "
-          f"{result.stopped}); last checkpoint {result.last_checkpoint}"
-          + (f"; best {result.best_checkpoint}" if result.best_checkpoint else ""))
-    if result.stopped == "interrupt":
-        print("sparse-ir train: interrupted; resume with --resume", file=sys.stderr)
-        return 130
-    return 0
+    return trainer.train(resume=args.resume)
 
 
 def _prepare(args: argparse.Namespace, model, tokenizer):

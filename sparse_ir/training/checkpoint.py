@@ -23,8 +23,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_checkpoint", "load_training_state", "latest_checkpoint",
-           "optimizer_state_to_tensors", "optimizer_state_from_tensors", "STATE_FORMAT"]
+__all__ = [
+    "STATE_FORMAT",
+    "latest_checkpoint",
+    "load_training_state",
+    "optimizer_state_from_tensors",
+    "optimizer_state_to_tensors",
+    "save_checkpoint",
+]
 
 STATE_FORMAT = 1
 _NAME = re.compile(r"^checkpoint-(\d+)$")

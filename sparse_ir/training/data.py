@@ -30,8 +30,16 @@ import numpy as np
 from sparse_ir.corpus import Document, Query
 from sparse_ir.errors import InputError
 
-__all__ = ["TrainingExample", "ValidationSet", "Batch", "examples_from_beir", "read_examples",
-           "split_validation", "BatchSampler", "validation_corpus"]
+__all__ = [
+    "Batch",
+    "BatchSampler",
+    "TrainingExample",
+    "ValidationSet",
+    "examples_from_beir",
+    "read_examples",
+    "split_validation",
+    "validation_corpus",
+]
 
 
 class TrainingExample(NamedTuple):
@@ -123,7 +131,7 @@ def read_examples(path: str | os.PathLike) -> list[TrainingExample]:
 
     examples = []
     for line, record in read_jsonl(path):
-        def fail(reason: str) -> InputError:
+        def fail(reason: str, line: int = line) -> InputError:
             return InputError(reason, path=path, line=line)
 
         unknown = set(record) - {"query", "positive", "positives", "negatives",
@@ -164,13 +172,13 @@ def read_examples(path: str | os.PathLike) -> list[TrainingExample]:
     return examples
 
 
-def split_validation(examples: Sequence[TrainingExample], size: int | float, seed: int
+def split_validation(examples: Sequence[TrainingExample], size: float, seed: int
                      ) -> tuple[list[TrainingExample], list[TrainingExample]]:
     """Hold out ``size`` examples (a count, or a fraction when < 1) chosen by ``seed``.
 
     Returns ``(train, validation)``, each in the input order.
     """
-    count = int(round(size * len(examples))) if isinstance(size, float) and size < 1 \
+    count = round(size * len(examples)) if isinstance(size, float) and size < 1 \
         else int(size)
     if not 0 <= count < len(examples):
         raise ValueError(f"cannot hold out {count} of {len(examples)} examples for validation")

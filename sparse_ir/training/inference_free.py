@@ -24,7 +24,7 @@ import numpy as np
 
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["IdfQueryEncoder", "IDF_FILE", "document_frequencies", "bm25_idf"]
+__all__ = ["IDF_FILE", "IdfQueryEncoder", "bm25_idf", "document_frequencies"]
 
 logger = logging.getLogger(__name__)
 

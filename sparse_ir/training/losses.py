@@ -21,9 +21,22 @@ import torch.nn.functional as F
 from sparse_ir.training.schedules import QuadraticWarmup
 
 __all__ = [
-    "dot_scores", "in_batch_contrastive_loss", "listwise_loss", "pairwise_loss",
-    "margin_mse_loss", "kl_distillation_loss", "flops", "l1", "idf_flops", "idf_penalty",
-    "RankingLoss", "Regularizer", "LossTerms", "SpladeLoss", "RANKING_LOSSES", "REGULARIZERS",
+    "RANKING_LOSSES",
+    "REGULARIZERS",
+    "LossTerms",
+    "RankingLoss",
+    "Regularizer",
+    "SpladeLoss",
+    "dot_scores",
+    "flops",
+    "idf_flops",
+    "idf_penalty",
+    "in_batch_contrastive_loss",
+    "kl_distillation_loss",
+    "l1",
+    "listwise_loss",
+    "margin_mse_loss",
+    "pairwise_loss",
 ]
 
 RankingLoss = Literal["contrastive", "listwise", "pairwise", "margin-mse", "kl"]

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sparse_ir.corpus import Document
-from sparse_ir.training.data import (TrainingExample, ValidationSet, examples_from_beir,
-                                     read_examples, split_validation, validation_corpus,
-                                     validation_from_examples)
+from sparse_ir.training.data import (
+    TrainingExample,
+    ValidationSet,
+    examples_from_beir,
+    read_examples,
+    split_validation,
+    validation_corpus,
+    validation_from_examples,
+)
 
-__all__ = ["Prepared", "prepare_beir", "prepare_jsonl", "NegativeSource"]
+__all__ = ["NegativeSource", "Prepared", "prepare_beir", "prepare_jsonl"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +41,7 @@ class Prepared:
 
 
 def prepare_beir(data_dir: str | os.PathLike, *, split: str = "train",
-                 holdout: int | float = 0.1, validation_split: str | None = None,
+                 holdout: float = 0.1, validation_split: str | None = None,
                  validation_corpus_size: int | None = None,
                  negatives_from: NegativeSource = "bm25", negative_depth: int = 30,
                  seed: int = 0, document_encoder=None, query_encoder=None,
@@ -109,7 +115,7 @@ def prepare_beir(data_dir: str | os.PathLike, *, split: str = "train",
     return Prepared(examples, validation, corpus, description)
 
 
-def prepare_jsonl(path: str | os.PathLike, *, holdout: int | float = 0.1,
+def prepare_jsonl(path: str | os.PathLike, *, holdout: float = 0.1,
                   seed: int = 0) -> Prepared:
     """Examples from a JSONL file; the held-out ones become a validation set whose corpus is
     their own positives and negatives."""

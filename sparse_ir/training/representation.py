@@ -31,8 +31,13 @@ from typing import Literal, get_args
 
 import torch
 
-__all__ = ["MaxPooledProjection", "splade_weights", "reference_splade_weights",
-           "transformed_hidden", "Implementation"]
+__all__ = [
+    "Implementation",
+    "MaxPooledProjection",
+    "reference_splade_weights",
+    "splade_weights",
+    "transformed_hidden",
+]
 
 #: ``"chunked"``: :class:`MaxPooledProjection` (ours); ``"reference"``: full logits + autograd.
 Implementation = Literal["chunked", "reference"]
@@ -60,7 +65,7 @@ class MaxPooledProjection(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
-        batch, length, width = hidden.shape
+        batch = hidden.shape[0]
         vocab_size = weight.shape[0]
         out = torch.empty(batch, vocab_size, dtype=torch.float32, device=hidden.device)
         winners = torch.zeros(batch, vocab_size, dtype=torch.int32, device=hidden.device)

@@ -29,14 +29,18 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 
-from sparse_ir.training.checkpoint import (latest_checkpoint, load_training_state,
-                                           optimizer_state_from_tensors, save_checkpoint)
+from sparse_ir.training.checkpoint import (
+    latest_checkpoint,
+    load_training_state,
+    optimizer_state_from_tensors,
+    save_checkpoint,
+)
 from sparse_ir.training.data import BatchSampler, TrainingExample, ValidationSet
 from sparse_ir.training.losses import RANKING_LOSSES, REGULARIZERS, SpladeLoss, idf_penalty
 from sparse_ir.training.representation import splade_weights
 from sparse_ir.training.schedules import linear_warmup_decay
 
-__all__ = ["TrainingConfig", "Trainer", "TrainingResult", "Mode", "CONFIG_FORMAT"]
+__all__ = ["CONFIG_FORMAT", "Mode", "Trainer", "TrainingConfig", "TrainingResult"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,9 @@ class TrainingConfig:
         query), negative_depth (drawn among the first this many), seed.
     Encoding during training:
         query_max_length, document_max_length (tokens), implementation (``chunked`` or
-        ``reference``), precision (``float32``/``bfloat16`` tile matmuls), vocab_chunk.
+        ``reference``), precision (``float32``; ``mixed``: bfloat16 tiles screen out the certain
+        zeros, the rest is recomputed in float32 — same values and gradients, faster; ``auto``:
+        mixed where bfloat16 is fast), vocab_chunk.
     Evaluation and checkpoints:
         eval_every (steps; 0 = only at the end), eval_at_start, eval_document_max_length,
         eval_precision, save_every (0 = only at the end and on interrupt), keep_checkpoints,
@@ -95,12 +101,12 @@ class TrainingConfig:
     query_max_length: int = 64
     document_max_length: int = 128
     implementation: str = "chunked"
-    precision: str = "bfloat16"
+    precision: str = "auto"
     vocab_chunk: int = 2048
     eval_every: int = 0
     eval_at_start: bool = True
     eval_document_max_length: int = 256
-    eval_precision: str = "bfloat16"
+    eval_precision: str = "auto"
     save_every: int = 0
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -111,8 +117,8 @@ class TrainingConfig:
         choices = {"mode": get_args(Mode), "ranking_loss": RANKING_LOSSES,
                    "query_regularizer": REGULARIZERS, "document_regularizer": REGULARIZERS,
                    "implementation": ("chunked", "reference"),
-                   "precision": ("float32", "bfloat16"),
-                   "eval_precision": ("float32", "bfloat16")}
+                   "precision": ("auto", "float32", "mixed"),
+                   "eval_precision": ("auto", "float32", "mixed", "bfloat16")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -172,6 +178,9 @@ class TrainingResult(NamedTuple):
         best_checkpoint: ``OUTPUT/best`` (best validation nDCG@10), or None without validation.
         history: evaluation records (dicts with ``step`` and the measurements).
         seconds: wall time of this call.
+        steps_this_run: optimizer steps taken by this call.
+        step_seconds: time spent in those steps (the step rate is their ratio).
+        eval_seconds: time spent evaluating.
     """
 
     steps: int
@@ -180,6 +189,9 @@ class TrainingResult(NamedTuple):
     best_checkpoint: Path | None
     history: list[dict]
     seconds: float
+    steps_this_run: int = 0
+    step_seconds: float = 0.0
+    eval_seconds: float = 0.0
 
 
 class Trainer:
@@ -240,7 +252,11 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self._interrupted = False
-        self._compute_dtype = torch.bfloat16 if config.precision == "bfloat16" else torch.float32
+        from sparse_ir.encoders.splade import bf16_supported
+
+        mixed = config.precision == "mixed" or (config.precision == "auto"
+                                                and bf16_supported("cpu"))
+        self._compute_dtype = torch.bfloat16 if mixed else torch.float32
         torch.manual_seed(config.seed)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.learning_rate)
 
@@ -333,9 +349,11 @@ class Trainer:
         if resume:
             self._resume()
         budget = None if config.max_minutes is None else 60 * config.max_minutes
-        eval_seconds = 0.0
+        eval_seconds = total_eval = total_steps = 0.0
+        first_step = self.step
         if self.validation is not None and config.eval_at_start and not self.history:
             eval_seconds = self._evaluate_and_keep()
+            total_eval += eval_seconds
         stopped = "max_steps"
         step_seconds = 0.0
         progress = tqdm(total=config.max_steps, initial=self.step, desc="training",
@@ -353,6 +371,7 @@ class Trainer:
                 step_started = time.perf_counter()
                 terms = self._optimizer_step()
                 step_seconds = time.perf_counter() - step_started
+                total_steps += step_seconds
                 self.step += 1
                 progress.update(1)
                 progress.set_postfix_str(_postfix(terms))
@@ -362,6 +381,7 @@ class Trainer:
                 if self.validation is not None and config.eval_every and \
                         self.step % config.eval_every == 0 and self.step < config.max_steps:
                     eval_seconds = self._evaluate_and_keep()
+                    total_eval += eval_seconds
                 if config.save_every and self.step % config.save_every == 0:
                     self._save_numbered()
         finally:
@@ -369,13 +389,14 @@ class Trainer:
             self._restore_interrupt_handler(previous_handler)
         if self.validation is not None and stopped != "interrupt" and \
                 (not self.history or self.history[-1]["step"] != self.step):
-            self._evaluate_and_keep()
+            total_eval += self._evaluate_and_keep()
         last = self._save_numbered()
         best = self.output_dir / "best" if self.best is not None else None
         if stopped == "interrupt":
             logger.warning("interrupted at step %d; checkpoint saved to %s", self.step, last)
         return TrainingResult(self.step, stopped, last, best, list(self.history),
-                              time.perf_counter() - started)
+                              time.perf_counter() - started, self.step - first_step,
+                              total_steps, total_eval)
 
     def _optimizer_step(self) -> dict[str, float]:
         config = self.config
