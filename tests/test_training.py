@@ -579,3 +579,48 @@ def test_cli_train_on_jsonl(tiny_bert_dir, tmp_path):
     with pytest.raises(SystemExit):  # argparse: usage error
         main(["-q", "train", "--train-jsonl", str(path), "--output", str(out),
               "--holdout", "1.5"])
+
+
+class _TableEncoder:
+    """A stand-in encoder returning fixed vectors per text (for measuring, mining)."""
+
+    name, pooling, precision = "table", "max", "float32"
+    document_max_length, query_max_length = 256, 64
+
+    def __init__(self, table: dict[str, dict[str, float]]):
+        self.table = table
+        self.vocab = ("a", "b", "c")
+
+    def _encode(self, texts, ids=None, **_):
+        from sparse_ir.sparse_batch import SparseBatch
+
+        return SparseBatch.from_dicts([self.table[t] for t in texts], self.vocab, ids)
+
+    encode_documents = encode_queries = _encode
+
+
+def test_measure_reports_known_sparsity_figures(tmp_path):
+    from sparse_ir.corpus import Document, Query
+    from sparse_ir.training.validation import measure
+
+    encoder = _TableEncoder({"d1": {"a": 1.0, "b": 1.0}, "d2": {"a": 2.0}, "q": {"a": 1.0}})
+    corpus = [Document("1", "", "d1"), Document("2", "", "d2")]
+    result = measure(encoder, encoder, corpus, [Query("q1", "q")], {"q1": {"2": 1}},
+                     work_dir=tmp_path)
+    assert result.document_terms == 1.5 and result.query_terms == 1
+    # FLOPS = Σ_j p_q(j)·p_d(j) = 1·1 (a) + 0·0.5 (b); postings scored per query = df(a) = 2.
+    assert result.flops == pytest.approx(1.0) and result.postings_per_query == 2
+    assert result.ndcg_at_10 == pytest.approx(1.0)  # d2 (a: 2) outranks d1 (a: 1)
+    assert not any(tmp_path.iterdir())  # the temporary index is gone
+
+
+def test_index_negatives_follow_the_model_and_skip_judged(tmp_path):
+    from sparse_ir.corpus import Document, Query
+    from sparse_ir.training.negatives import mine_index_negatives
+
+    encoder = _TableEncoder({"d1": {"a": 3.0}, "d2": {"a": 2.0}, "d3": {"a": 1.0, "b": 1.0},
+                             "d4": {"c": 1.0}, "q": {"a": 1.0}})
+    corpus = [Document(str(i), "", f"d{i}") for i in range(1, 5)]
+    mined = mine_index_negatives(encoder, encoder, [Query("q1", "q")], corpus,
+                                 {"q1": {"1": 1}}, depth=5, work_dir=tmp_path)
+    assert mined == {"q1": ["2", "3"]}  # by score; d4 never matches; d1 is judged
