@@ -93,6 +93,8 @@ def mine_index_negatives(document_encoder, query_encoder, queries: Sequence[Quer
     """
     from sparse_ir.pipeline import index_corpus
 
+    if work_dir is not None:
+        os.makedirs(work_dir, exist_ok=True)
     directory = tempfile.mkdtemp(prefix="mine-", dir=work_dir)
     try:
         index, _ = index_corpus(document_encoder, corpus, os.path.join(directory, "index"),

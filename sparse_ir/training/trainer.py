@@ -304,6 +304,14 @@ class Trainer:
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
         self.best = state.get("best")
+        # OUTPUT/best may be newer than the checkpoint (an evaluation after it, then a crash):
+        # keep the better of the two records so a worse model never replaces it.
+        best_state = self.output_dir / "best" / "trainer_state.json"
+        if best_state.is_file():
+            recorded = json.loads(best_state.read_text()).get("best")
+            if recorded and (self.best is None
+                             or recorded["ndcg_at_10"] > self.best["ndcg_at_10"]):
+                self.best = recorded
         logger.info("resumed from %s at step %d", checkpoint, self.step)
         return True
 

@@ -68,6 +68,8 @@ def measure(document_encoder, query_encoder, corpus: Sequence[Document],
 
     temporary = None
     if index_path is None:
+        if work_dir is not None:
+            os.makedirs(work_dir, exist_ok=True)
         temporary = tempfile.mkdtemp(prefix="validation-", dir=work_dir)
         index_path = os.path.join(temporary, "index")
     try:
