@@ -28,7 +28,6 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
-<<<<<<< HEAD
     "export_json_vectors": "sparse_ir.export.lucene",
     "import_json_vectors": "sparse_ir.export.jsonvector",
     "DenseEncoder": "sparse_ir.encoders.dense",
@@ -36,11 +35,9 @@ _EXPORTS = {
     "HybridSearcher": "sparse_ir.hybrid",
     "Fusion": "sparse_ir.fusion",
     "FusedHit": "sparse_ir.fusion",
-=======
     "Trainer": "sparse_ir.training.trainer",
     "TrainingConfig": "sparse_ir.training.trainer",
     "IdfQueryEncoder": "sparse_ir.training.inference_free",
->>>>>>> training
 }
 
 __all__ = ["__version__", *_EXPORTS]
