@@ -39,11 +39,12 @@ insertion order.
 
 from __future__ import annotations
 
+import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import prange
 
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index import kernels
@@ -54,7 +55,7 @@ __all__ = [
     "PrunedParams",
     "PrunedSearcher",
     "pruned_search_one",
-    "search_many_windowed",
+    "search_range",
     "windowed_exhaustive_one",
 ]
 
@@ -584,20 +585,15 @@ def _search_one_any(mode, query_terms, query_weights, term_offsets, postings_doc
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_range(mode, order, first, last, query_indptr, query_terms, query_weights,
-                  use_int64, term_offsets, postings_docs, postings_impacts, window_offsets,
-                  io_docs, io_impacts, segment_offsets, segment_impacts, segment_ends,
-                  forward_offsets, forward_terms, forward_impacts, window_bits, vocab_size, k,
-                  estimate_postings, estimate_candidates, cut_ratio, bound_weight, out_docs,
-                  out_scores, out_counts, out_stats):
-    """Queries ``order[first:last]`` (CSR rows) with one set of scratch arrays."""
-    slots = np.zeros(vocab_size, np.uint16)
-    candidate_docs = np.empty(CANDIDATE_CAPACITY, np.int64)
-    candidate_keys = np.empty(CANDIDATE_CAPACITY, np.int64)
-    accumulator32 = np.zeros(ACCUMULATOR_SIZE, np.int32)
-    accumulator64 = np.zeros(ACCUMULATOR_SIZE, np.int64)
-    for j in range(first, last):
-        q = order[j]
+def search_range(mode, first, last, query_indptr, query_terms, query_weights, use_int64,
+                 term_offsets, postings_docs, postings_impacts, window_offsets, io_docs,
+                 io_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
+                 forward_terms, forward_impacts, window_bits, accumulator32, accumulator64,
+                 slots, candidate_docs, candidate_keys, k, estimate_postings,
+                 estimate_candidates, cut_ratio, bound_weight, out_docs, out_scores, out_counts,
+                 out_stats):
+    """Queries [first, last) of a CSR batch with one thread's scratch arrays (GIL released)."""
+    for q in range(first, last):
         start = query_indptr[q]
         end = query_indptr[q + 1]
         if use_int64[q]:
@@ -616,29 +612,6 @@ def _search_range(mode, order, first, last, query_indptr, query_terms, query_wei
                 forward_terms, forward_impacts, window_bits, accumulator32, slots,
                 candidate_docs, candidate_keys, k, estimate_postings, estimate_candidates,
                 cut_ratio, bound_weight, out_docs[q], out_scores[q], out_stats[q])
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def search_many_windowed(mode, query_indptr, query_terms, query_weights, use_int64,
-                         term_offsets, postings_docs, postings_impacts, window_offsets, io_docs,
-                         io_impacts, segment_offsets, segment_impacts, segment_ends,
-                         forward_offsets, forward_terms, forward_impacts, window_bits,
-                         vocab_size, k, estimate_postings, estimate_candidates, cut_ratio,
-                         bound_weight, n_threads, out_docs, out_scores, out_counts, out_stats):
-    """Many queries (CSR) over ``n_threads`` numba threads, each with its own scratch.
-
-    Thread c takes queries c, c + n, c + 2n... (round robin balances cheap and costly ones).
-    """
-    n_queries = len(query_indptr) - 1
-    n_threads = max(1, min(n_threads, n_queries))
-    for c in prange(n_threads):
-        order = np.arange(c, n_queries, n_threads)
-        _search_range(mode, order, 0, len(order), query_indptr, query_terms, query_weights,
-                      use_int64, term_offsets, postings_docs, postings_impacts, window_offsets,
-                      io_docs, io_impacts, segment_offsets, segment_impacts, segment_ends,
-                      forward_offsets, forward_terms, forward_impacts, window_bits,
-                      vocab_size, k, estimate_postings, estimate_candidates, cut_ratio,
-                      bound_weight, out_docs, out_scores, out_counts, out_stats)
 
 
 class PrunedSearcher:
@@ -660,18 +633,16 @@ class PrunedSearcher:
         self.layout = SearchLayout.open(index.directory, index.manifest)
         self._local = threading.local()
 
-    def _scratch(self, use_int64: bool):
+    def _scratch(self) -> tuple[np.ndarray, ...]:
+        """This thread's scratch: int32 and int64 accumulators, term slots, candidates."""
         local = self._local
-        if not hasattr(local, "slots"):
-            local.slots = np.zeros(self.index.vocab_size, np.uint16)
-            local.candidate_docs = np.empty(CANDIDATE_CAPACITY, np.int64)
-            local.candidate_keys = np.empty(CANDIDATE_CAPACITY, np.int64)
-        name = "acc64" if use_int64 else "acc32"
-        accumulator = getattr(local, name, None)
-        if accumulator is None:
-            accumulator = np.zeros(ACCUMULATOR_SIZE, np.int64 if use_int64 else np.int32)
-            setattr(local, name, accumulator)
-        return accumulator, local.slots, local.candidate_docs, local.candidate_keys
+        if not hasattr(local, "scratch"):
+            local.scratch = (np.zeros(ACCUMULATOR_SIZE, np.int32),
+                             np.zeros(ACCUMULATOR_SIZE, np.int64),
+                             np.zeros(self.index.vocab_size, np.uint16),
+                             np.empty(CANDIDATE_CAPACITY, np.int64),
+                             np.empty(CANDIDATE_CAPACITY, np.int64))
+        return local.scratch
 
     def _arrays(self):
         index, layout = self.index, self.layout
@@ -690,30 +661,57 @@ class PrunedSearcher:
                params: PrunedParams | None, use_int64: bool
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(docs, scores, stats)`` of one prepared query; ``params=None``: exhaustive."""
-        accumulator, slots, candidate_docs, candidate_keys = self._scratch(use_int64)
+        accumulator32, accumulator64, slots, candidate_docs, candidate_keys = self._scratch()
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
         stats = np.zeros(6, np.int64)
         settings = (params or EXACT).as_tuple()
         count = _search_one_any(0 if params is None else 1, terms, weights, *self._arrays(),
-                                accumulator, slots, candidate_docs, candidate_keys, k,
-                                *settings, docs, scores, stats)
+                                accumulator64 if use_int64 else accumulator32, slots,
+                                candidate_docs, candidate_keys, k, *settings, docs, scores,
+                                stats)
         self._check([count])
         return docs[:count], scores[:count], stats
 
     def search_many(self, indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray,
-                    use_int64: np.ndarray, k: int, params: PrunedParams | None
+                    use_int64: np.ndarray, k: int, params: PrunedParams | None,
+                    threads: int = 1
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, 6])`` over numba's threads."""
+        """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, 6])`` on ``threads`` threads.
+
+        Threads take small chunks of queries from a shared counter as they finish (dynamic
+        balance: a costly query does not hold up a thread's whole share); the kernel releases
+        the GIL, so the threads run in parallel.
+        """
         n_queries = len(indptr) - 1
         out_docs = np.empty((n_queries, k), np.int64)
         out_scores = np.empty((n_queries, k), np.int64)
         out_counts = np.empty(n_queries, np.int64)
         out_stats = np.zeros((n_queries, 6), np.int64)
+        mode = 0 if params is None else 1
         settings = (params or EXACT).as_tuple()
-        search_many_windowed(0 if params is None else 1, indptr, terms, weights, use_int64,
-                             *self._arrays(), self.index.vocab_size, k, *settings,
-                             numba.get_num_threads(), out_docs, out_scores, out_counts,
-                             out_stats)
+        arrays = self._arrays()
+        threads = max(1, min(int(threads), n_queries))
+        chunk = max(1, min(8, n_queries // (threads * 16)))
+        starts = itertools.count(0, chunk)  # next() is atomic under the GIL
+        lock = threading.Lock()
+
+        def work() -> None:
+            scratch = self._scratch()
+            while True:
+                with lock:
+                    first = next(starts)
+                if first >= n_queries:
+                    return
+                search_range(mode, first, min(first + chunk, n_queries), indptr, terms, weights,
+                             use_int64, *arrays, *scratch, k, *settings, out_docs, out_scores,
+                             out_counts, out_stats)
+
+        if threads == 1:
+            work()
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="sparse-ir-search") as pool:
+                for future in [pool.submit(work) for _ in range(threads)]:
+                    future.result()
         self._check(out_counts)
         return out_docs, out_scores, out_counts, out_stats
