@@ -36,6 +36,9 @@ _EXPORTS = {
     "Fusion": "sparse_ir.fusion",
     "FusedHit": "sparse_ir.fusion",
     "check_index": "sparse_ir.index.check",
+    "Trainer": "sparse_ir.training.trainer",
+    "TrainingConfig": "sparse_ir.training.trainer",
+    "IdfQueryEncoder": "sparse_ir.training.inference_free",
 }
 
 __all__ = ["__version__", *_EXPORTS]

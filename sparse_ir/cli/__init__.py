@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "sparse_ir.cli.demo",
     "sparse_ir.cli.lucene",
     "sparse_ir.cli.hybrid",
+    "sparse_ir.cli.train",
 ]
 
 

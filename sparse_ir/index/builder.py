@@ -12,6 +12,7 @@ Because of that, an index built with a tiny budget is byte-identical to one buil
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ from sparse_ir.index.storage import (
     ArrayWriter,
     FileRecord,
     IndexDirectory,
+    _open_for_write,
     open_array,
     write_array,
     write_bytes_file,
@@ -38,7 +40,7 @@ from sparse_ir.index.storage import (
 from sparse_ir.index.strings import StringColumnWriter
 from sparse_ir.quantize import Quantizer, QuantizeStats, smallest_unsigned_dtype
 from sparse_ir.sparse_batch import SparseBatch
-from sparse_ir.validation import first_duplicate, id_problem, term_problem
+from sparse_ir.validation import first_duplicate, first_id_problem, term_problem
 
 __all__ = ["build_impact_index", "BuildReport", "parse_memory", "vocab_hash",
            "IMPACT_FORMAT", "IMPACT_FORMAT_VERSION"]
@@ -47,9 +49,10 @@ logger = logging.getLogger(__name__)
 
 IMPACT_FORMAT = "sparse-ir-impact-index"
 IMPACT_FORMAT_VERSION = 1
-# Bytes of memory one buffered posting costs at the spill peak: term, doc and impact as they
-# arrive (12) plus the term-sorted copy being made (8), plus slack for the batch lists.
-_BYTES_PER_BUFFERED_POSTING = 24
+# Memory of one buffered posting at the sort peak, beyond its term id and impact as buffered (2
+# bytes each for a vocabulary of at most 2^16 terms and impacts of at most 16 bits): the sorted
+# copy's document number (4) and impact (2). See _PostingBuffer.bytes_per_posting.
+_BYTES_PER_BUFFERED_POSTING = 10
 _MERGE_BLOCK_POSTINGS = 1 << 23
 # Runs smaller than this are not worth a file (tests lower it to spill tiny collections).
 _MIN_BUFFERED_POSTINGS = 1024
@@ -92,29 +95,32 @@ class BuildReport:
 
 
 @numba.njit(cache=True, nogil=True)
-def _counting_sort_by_term(terms, docs, impacts, vocab_size):
-    """Stable sort of postings by term; also each term's count and maximum impact."""
-    counts = np.zeros(vocab_size, np.int64)
-    maxima = np.zeros(vocab_size, np.int64)
+def _count_terms(terms, impacts, counts, maxima):
+    """Add one part's postings to each term's count and maximum impact."""
     for i in range(len(terms)):
         t = terms[i]
         counts[t] += 1
         if impacts[i] > maxima[t]:
             maxima[t] = impacts[i]
-    cursor = np.empty(vocab_size, np.int64)
-    total = 0
-    for t in range(vocab_size):
-        cursor[t] = total
-        total += counts[t]
-    out_docs = np.empty(len(terms), np.int32)
-    out_impacts = np.empty(len(terms), np.uint32)
-    for i in range(len(terms)):
-        t = terms[i]
-        position = cursor[t]
-        out_docs[position] = docs[i]
-        out_impacts[position] = impacts[i]
-        cursor[t] = position + 1
-    return counts, maxima, out_docs, out_impacts
+
+
+@numba.njit(cache=True, nogil=True)
+def _scatter_part(terms, impacts, lengths, first_doc, cursor, out_docs, out_impacts):
+    """Counting sort by term, one part at a time: append each posting at its term's cursor.
+
+    Parts arrive in document order and documents in order within a part, so documents end up
+    ascending within every term (a stable sort, no comparison needed).
+    """
+    p = 0
+    for row in range(len(lengths)):
+        doc = first_doc + row
+        for _ in range(lengths[row]):
+            t = terms[p]
+            position = cursor[t]
+            out_docs[position] = doc
+            out_impacts[position] = impacts[p]
+            cursor[t] = position + 1
+            p += 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -136,44 +142,71 @@ def _gather_block(run_offsets, run_docs, run_impacts, first_term, last_term,
 class _Run:
     offsets: np.ndarray  # int64 [V+1]
     docs: np.ndarray  # int32
-    impacts: np.ndarray  # uint32
+    impacts: np.ndarray  # the buffer's impact dtype
+
+
+@dataclass
+class _Part:
+    terms: np.ndarray  # term ids of the part's postings, document by document
+    impacts: np.ndarray
+    lengths: np.ndarray  # postings per document
+    first_doc: int
 
 
 class _PostingBuffer:
-    """Buffers postings and spills term-sorted runs to disk beyond the memory budget."""
+    """Buffers postings and spills term-sorted runs to disk beyond the memory budget.
 
-    def __init__(self, directory: Path, vocab_size: int, budget_postings: int):
+    Postings are kept as they arrive, in compact copies (16-bit term ids and impacts when they
+    fit; document numbers are implied by the row lengths), while their per-term counts are
+    kept up to date. Sorting a run allocates the output at its final size from those counts
+    and scatters the parts into it one by one, releasing each: the peak is the buffered parts
+    plus the sorted run, :attr:`bytes_per_posting` per posting.
+    """
+
+    def __init__(self, directory: Path, vocab_size: int, budget_bytes: int,
+                 impact_dtype: np.dtype):
         self.directory = directory
         self.vocab_size = vocab_size
-        self.budget_postings = budget_postings
-        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.term_dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
+        self.impact_dtype = np.dtype(impact_dtype)
+        # Buffered term id and impact, then the sorted copy's document number and impact.
+        self.bytes_per_posting = self.term_dtype.itemsize + 2 * self.impact_dtype.itemsize + 4
+        self.budget_postings = max(_MIN_BUFFERED_POSTINGS,
+                                   budget_bytes // self.bytes_per_posting)
+        self.parts: list[_Part] = []
         self.buffered = 0
         self.runs: list[_Run] = []
         self.counts = np.zeros(vocab_size, np.int64)
         self.maxima = np.zeros(vocab_size, np.int64)
+        self._run_counts = np.zeros(vocab_size, np.int64)
         self.spilled = 0
 
-    def add(self, terms: np.ndarray, docs: np.ndarray, impacts: np.ndarray) -> None:
-        self.parts.append((terms, docs, impacts))
-        self.buffered += len(terms)
+    def add(self, terms: np.ndarray, impacts: np.ndarray, lengths: np.ndarray,
+            first_doc: int) -> None:
+        """Buffer one shard's postings (arrays owned by the buffer from now on)."""
+        if len(terms):
+            _count_terms(terms, impacts, self._run_counts, self.maxima)
+            self.parts.append(_Part(terms, impacts, lengths, first_doc))
+            self.buffered += len(terms)
         if self.buffered >= self.budget_postings:
             self._sort_run(spill=True)
 
     def _sort_run(self, spill: bool) -> None:
         if not self.parts:
             return
-        terms = np.concatenate([p[0] for p in self.parts])
-        docs = np.concatenate([p[1] for p in self.parts])
-        impacts = np.concatenate([p[2] for p in self.parts])
-        self.parts.clear()
-        self.buffered = 0
-        counts, maxima, sorted_docs, sorted_impacts = _counting_sort_by_term(
-            terms, docs, impacts, self.vocab_size)
-        del terms, docs, impacts
-        self.counts += counts
-        np.maximum(self.maxima, maxima, out=self.maxima)
+        counts, self._run_counts = self._run_counts, np.zeros(self.vocab_size, np.int64)
         offsets = np.zeros(self.vocab_size + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
+        self.counts += counts
+        total = int(offsets[-1])
+        sorted_docs = np.empty(total, np.int32)
+        sorted_impacts = np.empty(total, self.impact_dtype)
+        cursor = offsets[:-1].copy()
+        while self.parts:  # each part is released as soon as it is placed
+            part = self.parts.pop(0)
+            _scatter_part(part.terms, part.impacts, part.lengths, part.first_doc, cursor,
+                          sorted_docs, sorted_impacts)
+        self.buffered = 0
         if spill:
             number = len(self.runs)
             base = self.directory / f".run-{number:05d}"
@@ -183,7 +216,7 @@ class _PostingBuffer:
             self.runs.append(_Run(offsets, open_array(f"{base}.docs.bin"),
                                   open_array(f"{base}.impacts.bin")))
             self.spilled += 1
-            logger.debug("spilled run %d (%d postings)", number, int(offsets[-1]))
+            logger.debug("spilled run %d (%d postings)", number, total)
         else:
             self.runs.append(_Run(offsets, sorted_docs, sorted_impacts))
 
@@ -195,6 +228,79 @@ class _PostingBuffer:
         self.runs.clear()
         for entry in self.directory.glob(".run-*"):
             entry.unlink()
+
+
+class _ForwardScratch:
+    """The documents' own (term, impact) lists as they arrive, for the forward index.
+
+    The input is document-major already, so the forward index is the input itself; its final
+    files are written at the end (an array header states the length), from these scratch files,
+    with the final impact dtype. Scratch files are read back at once and removed, so they are
+    not fsynced: they rarely leave the page cache.
+    """
+
+    def __init__(self, directory: Path):
+        self.paths = (directory / ".forward-terms.scratch", directory / ".forward-impacts.scratch")
+        self._files = []
+        for path in self.paths:
+            try:
+                self._files.append(_open_for_write(path))
+            except OSError as exc:
+                self.remove()
+                raise OSError(exc.errno, f"{exc.strerror} (creating {path})", str(path)) from None
+        self.lengths: list[np.ndarray] = []
+        self.dtypes: tuple[np.dtype, np.dtype] | None = None
+
+    def add(self, terms: np.ndarray, impacts: np.ndarray, lengths: np.ndarray) -> None:
+        self.dtypes = (terms.dtype, impacts.dtype)
+        for handle, path, values in zip(self._files, self.paths, (terms, impacts)):
+            try:
+                handle.write(memoryview(np.ascontiguousarray(values)).cast("B"))
+            except OSError as exc:
+                self.remove()
+                raise OSError(exc.errno, f"{exc.strerror} (writing {path})", str(path)) from None
+        self.lengths.append(np.asarray(lengths, np.int64))
+
+    def close(self) -> None:
+        for handle, path in zip(self._files, self.paths):
+            try:
+                handle.close()
+            except OSError as exc:
+                self.remove()
+                raise OSError(exc.errno, f"{exc.strerror} (writing {path})", str(path)) from None
+
+    def remove(self) -> None:
+        for handle in self._files:
+            with contextlib.suppress(OSError):
+                handle.close()
+        for path in self.paths:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _compact(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A copy of ``values`` in ``dtype`` (the buffer must own its arrays: callers may reuse
+    theirs)."""
+    return np.array(values, dtype=dtype, copy=True)
+
+
+def _check_ids(shard_ids: tuple[str, ...], first: int, seen_ids: set[str]) -> None:
+    """Refuse an invalid id (:func:`sparse_ir.validation.id_problem`) or a duplicate one, within
+    the shard or with an earlier one; remember the shard's.
+
+    Set operations and the id rule's fast path run in C; only a shard with a problem is walked
+    id by id, to name it.
+    """
+    if bad := first_id_problem(shard_ids):
+        raise InputError(f"invalid id: document {first + bad[0]}: {bad[1]}")
+    if seen_ids.isdisjoint(shard_ids) and len(set(shard_ids)) == len(shard_ids):
+        seen_ids.update(shard_ids)
+        return
+    earlier: set[str] = set()
+    for position, doc_id in enumerate(shard_ids):
+        if doc_id in seen_ids or doc_id in earlier:
+            raise InputError(f"duplicate document id {doc_id!r} (document {first + position})")
+        earlier.add(doc_id)
 
 
 def _as_shards(vectors) -> Iterator[SparseBatch]:
@@ -221,15 +327,17 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
     from tqdm.auto import tqdm
 
     budget = parse_memory(memory_budget)
-    budget_postings = max(_MIN_BUFFERED_POSTINGS, budget // _BYTES_PER_BUFFERED_POSTING)
     started = time.perf_counter()
     report = BuildReport()
     content_iter = iter(contents) if contents is not None else None
     directory = IndexDirectory(path)
+    # Impacts are buffered (and spilled) in the smallest type that can hold max_impact.
+    buffer_impact_dtype = smallest_unsigned_dtype(max(quantizer.max_impact, 1))
     with directory.publish() as temporary:
         ids = StringColumnWriter(temporary, "doc_ids")
         titles = StringColumnWriter(temporary, "doc_titles") if content_iter else None
         texts = StringColumnWriter(temporary, "doc_texts") if content_iter else None
+        forward = _ForwardScratch(temporary) if search_layout else None
         seen_ids: set[str] = set()
         vocab: tuple[str, ...] | None = None
         buffer: _PostingBuffer | None = None
@@ -240,7 +348,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 if vocab is None:
                     vocab = shard.vocab
                     _check_vocabulary(vocab)
-                    buffer = _PostingBuffer(temporary, len(vocab), budget_postings)
+                    buffer = _PostingBuffer(temporary, len(vocab), budget, buffer_impact_dtype)
                 elif shard.vocab != vocab:
                     raise InputError("all shards must share one vocabulary; shard starting at "
                                      f"document {report.documents} has a different one")
@@ -248,21 +356,16 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                     if len(shard.values) and shard.values.max() > quantizer.max_impact:
                         raise InputError(f"impact {int(shard.values.max())} exceeds the "
                                          f"quantizer's max_impact {quantizer.max_impact}")
-                    impacts_batch = shard
                     report.quantize.weights += shard.nnz
+                    impacts_batch = _drop_zeros(shard, report.quantize)
                 else:
                     impacts_batch = quantizer.quantize(shard, report.quantize)
                 first = report.documents
+                if first + len(shard) > np.iinfo(np.int32).max:
+                    raise InputError("more than 2^31-1 documents: shard the collection")
                 shard_ids = shard.ids if shard.ids is not None else \
                     tuple(str(first + i) for i in range(len(shard)))
-                for doc_id in shard_ids:
-                    if doc_id in seen_ids:
-                        raise InputError(f"duplicate document id {doc_id!r} (document "
-                                         f"{first + shard_ids.index(doc_id)})")
-                    if problem := id_problem(doc_id):
-                        raise InputError(f"invalid id: document {first + shard_ids.index(doc_id)}"
-                                         f": {problem}")
-                    seen_ids.add(doc_id)
+                _check_ids(shard_ids, first, seen_ids)
                 ids.extend(shard_ids)
                 if content_iter is not None:
                     pairs = [next(content_iter, None) for _ in range(len(shard))]
@@ -272,11 +375,11 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                     texts.extend(p[1] for p in pairs)
                 lengths = impacts_batch.row_lengths()
                 report.empty_documents += int((lengths == 0).sum())
-                docs = np.repeat(np.arange(first, first + len(shard), dtype=np.int32), lengths)
-                if first + len(shard) > np.iinfo(np.int32).max:
-                    raise InputError("more than 2^31-1 documents: shard the collection")
-                buffer.add(impacts_batch.indices.copy(), docs,
-                           impacts_batch.values.astype(np.uint32))
+                terms = _compact(impacts_batch.indices, buffer.term_dtype)
+                impacts = _compact(impacts_batch.values, buffer.impact_dtype)
+                if forward is not None:
+                    forward.add(terms, impacts, lengths)
+                buffer.add(terms, impacts, lengths, first)
                 report.documents += len(shard)
                 report.postings += impacts_batch.nnz
                 progress.update(len(shard))
@@ -288,18 +391,23 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             files: dict[str, FileRecord] = {}
             max_impact = int(buffer.maxima.max()) if len(buffer.maxima) else 0
             impact_dtype = smallest_unsigned_dtype(max(max_impact, 1))
-            _merge_runs(temporary, runs, buffer.counts, impact_dtype, files)
+            layout = None
+            if search_layout:  # extra arrays for pruned/approximate search (index/layout.py)
+                from sparse_ir.index.layout import SearchLayoutWriter
+
+                layout = SearchLayoutWriter(temporary, num_documents=report.documents,
+                                            vocab_size=len(vocab), impact_dtype=impact_dtype,
+                                            num_postings=report.postings)
+            _merge_runs(temporary, runs, buffer.counts, impact_dtype, files, layout)
             files["term_max_impact.bin"] = write_array(
                 temporary / "term_max_impact.bin", "term_max_impact",
                 buffer.maxima.astype(impact_dtype))
             buffer.remove_run_files()
             layout_entry = None
-            if search_layout:  # extra arrays for pruned/approximate search (index/layout.py)
-                from sparse_ir.index.layout import write_search_layout
-
-                layout_entry, layout_files = write_search_layout(
-                    temporary, num_documents=report.documents, vocab_size=len(vocab),
-                    impact_dtype=impact_dtype, memory_budget=budget)
+            if layout is not None:
+                forward.close()
+                layout_entry, layout_files = layout.finish(forward)
+                forward.remove()
                 files.update(layout_files)
             for column in (ids, titles, texts):
                 if column is not None:
@@ -335,11 +443,25 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             write_manifest(temporary, manifest)
         finally:
             progress.close()
+            if forward is not None:
+                forward.remove()
     generation = directory.current()
     logger.info("indexed %d documents, %d postings in %.1fs (%d runs spilled) -> %s",
                 report.documents, report.postings, report.seconds, report.runs_spilled,
                 generation)
     return generation, report
+
+
+def _drop_zeros(batch: SparseBatch, stats: QuantizeStats) -> SparseBatch:
+    """Integer input may list explicit zero impacts: they are not postings (counted, dropped)."""
+    if not len(batch.values) or batch.values.min() > 0:
+        return batch
+    keep = batch.values > 0
+    stats.zeros_dropped += int(len(keep) - keep.sum())
+    rows = np.repeat(np.arange(len(batch)), batch.row_lengths())
+    indptr = np.zeros(len(batch) + 1, np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=len(batch)), out=indptr[1:])
+    return SparseBatch(indptr, batch.indices[keep], batch.values[keep], batch.vocab, batch.ids)
 
 
 def _check_vocabulary(vocab: tuple[str, ...]) -> None:
@@ -361,8 +483,13 @@ def _check_used_terms(vocab: tuple[str, ...], counts: np.ndarray) -> None:
 
 
 def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dtype: np.dtype,
-                files: dict[str, FileRecord]) -> None:
-    """Write term_offsets, postings_docs and postings_impacts from the sorted runs."""
+                files: dict[str, FileRecord], layout=None) -> None:
+    """Write term_offsets, postings_docs and postings_impacts from the sorted runs.
+
+    Terms are merged a block at a time (each run holds each term's postings of a document range
+    after the previous run's); each block also goes to the search layout writer, if any, while
+    it is in memory. A single run (nothing spilled) is written as it is, without a copy.
+    """
     vocab_size = len(counts)
     offsets = np.zeros(vocab_size + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
@@ -378,15 +505,22 @@ def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dt
         last = int(np.searchsorted(offsets, offsets[first] + _MERGE_BLOCK_POSTINGS,
                                    side="right")) - 1
         last = min(max(last, first + 1), vocab_size)
-        size = int(offsets[last] - offsets[first])
-        block_docs = np.empty(size, np.int32)
-        block_impacts = np.empty(size, np.uint32)
-        cursor = offsets[first:last] - offsets[first]
-        for run in runs:
-            _gather_block(run.offsets, run.docs, run.impacts, first, last, cursor,
-                          block_docs, block_impacts)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        if len(runs) == 1:
+            block_docs = runs[0].docs[lo:hi]
+            block_impacts = runs[0].impacts[lo:hi]
+        else:
+            block_docs = np.empty(hi - lo, np.int32)
+            block_impacts = np.empty(hi - lo, runs[0].impacts.dtype if runs else impact_dtype)
+            cursor = offsets[first:last] - offsets[first]
+            for run in runs:
+                _gather_block(run.offsets, run.docs, run.impacts, first, last, cursor,
+                              block_docs, block_impacts)
+        block_impacts = block_impacts.astype(impact_dtype, copy=False)
         docs_out.write(block_docs)
-        impacts_out.write(block_impacts.astype(impact_dtype))
+        impacts_out.write(block_impacts)
+        if layout is not None:
+            layout.add_terms(offsets, first, last, block_docs, block_impacts)
         first = last
     files["postings_docs.bin"] = docs_out.close()
     files["postings_impacts.bin"] = impacts_out.close()

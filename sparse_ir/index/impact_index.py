@@ -471,21 +471,21 @@ class ImpactIndex:
         out_docs = np.empty((count, k), np.int64)
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
-        threads = threads or numba.config.NUMBA_NUM_THREADS
+        threads = threads or os.cpu_count() or 1
         params = self._params(mode, cut_ratio, bound_weight)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
-        try:
-            if self.has_search_layout or params is not None:
-                out_docs, out_scores, out_counts, _ = self._pruned().search_many(
-                    indptr, np.asarray(terms, np.int32), weights, use_int64, k, params)
-            else:
+        if self.has_search_layout or params is not None:
+            out_docs, out_scores, out_counts, _ = self._pruned().search_many(
+                indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads)
+        else:
+            previous = numba.get_num_threads()
+            numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+            try:
                 kernels.search_many(indptr, np.asarray(terms, np.int32), weights,
                                     self.term_offsets, self.postings_docs,
                                     self.postings_impacts, self.num_documents, k, use_int64,
                                     out_docs, out_scores, out_counts)
-        finally:
-            numba.set_num_threads(previous)
+            finally:
+                numba.set_num_threads(previous)
         if np.any(out_counts == kernels.CORRUPT):
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")

@@ -1,7 +1,8 @@
 """The search layout: extra arrays that let pruned and approximate search skip most postings.
 
-Written by the builder after the inverted index itself, from the postings just written, and
-listed in the manifest under ``search_layout`` (older readers ignore the extra files)::
+Written by the builder (:class:`SearchLayoutWriter`) while it merges the inverted index, from
+each block of postings while it is in memory, and listed in the manifest under
+``search_layout`` (older readers ignore the extra files)::
 
     window_offsets.bin         int64 [V·W+1]  documents are split in windows of 2^window_bits;
                                            term t's postings of window w are
@@ -34,9 +35,9 @@ import numba
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError
-from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array
+from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array, write_array
 
-__all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "write_search_layout"]
+__all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "SearchLayoutWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,27 +82,39 @@ class SearchLayout(NamedTuple):
 
         window_bits = int(info["window_bits"])
         num_windows = int(info["num_windows"])
+        # In-window offsets are uint16 and the kernels' accumulators have 2^16 entries.
+        if not 1 <= window_bits <= 16 or num_windows != max(1, -(-n_docs // (1 << window_bits))):
+            raise IndexCorruptError(f"{directory}: search layout of {num_windows} windows of "
+                                    f"2^{window_bits} documents does not fit {n_docs} documents")
         layout = cls(window_bits, num_windows,
-                   array("window_offsets", np.int64, n_terms * num_windows + 1),
-                   array("impact_order_docs", np.uint16, n_postings),
-                   array("impact_order_impacts", impact_dtype, n_postings),
-                   array("segment_offsets", np.int64, n_terms + 1),
-                   array("segment_impacts", impact_dtype, n_segments),
-                   array("segment_ends", np.int64, n_segments),
-                   array("forward_offsets", np.int64, n_docs + 1),
-                   array("forward_terms", term_dtype, n_postings),
-                   array("forward_impacts", impact_dtype, n_postings))
-        # O(V·W + V): the offsets that every kernel read goes through must rise within their
-        # arrays, so a damaged large file (which open() does not checksum) is refused here
-        # instead of sending a kernel outside the memory map.
-        for name, offsets, total in (("window_offsets", layout.window_offsets, n_postings),
-                                     ("segment_offsets", layout.segment_offsets, n_segments)):
-            values = np.asarray(offsets)
-            if int(values[0]) != 0 or int(values[-1]) != total or \
-                    np.any(values[1:] < values[:-1]):
-                raise IndexCorruptError(f"{directory / (name + '.bin')}: offsets do not rise "
-                                        f"from 0 to {total}")
+                     array("window_offsets", np.int64, n_terms * num_windows + 1),
+                     array("impact_order_docs", np.uint16, n_postings),
+                     array("impact_order_impacts", impact_dtype, n_postings),
+                     array("segment_offsets", np.int64, n_terms + 1),
+                     array("segment_impacts", impact_dtype, n_segments),
+                     array("segment_ends", np.int64, n_segments),
+                     array("forward_offsets", np.int64, n_docs + 1),
+                     array("forward_terms", term_dtype, n_postings),
+                     array("forward_impacts", impact_dtype, n_postings))
+        _check_offsets(directory, layout, n_postings, n_segments)
         return layout
+
+
+def _check_offsets(directory: Path, layout: SearchLayout, n_postings: int,
+                   n_segments: int) -> None:
+    """Refuse offsets that would send a kernel outside its arrays: O(V·W), cheap at open.
+
+    Every postings and segment read of the kernels goes through these two offset arrays, so a
+    damaged large file (which open() does not checksum) is refused here instead of being read.
+    The forward offsets (O(N)) are checked per verified document by the kernel instead.
+    """
+    for name, offsets, total in (("window_offsets", layout.window_offsets, n_postings),
+                                 ("segment_offsets", layout.segment_offsets, n_segments)):
+        values = np.asarray(offsets)
+        if int(values[0]) != 0 or int(values[-1]) != total or \
+                np.any(values[1:] < values[:-1]):
+            raise IndexCorruptError(f"{directory / (name + '.bin')}: offsets do not rise "
+                                    f"from 0 to {total}")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -194,131 +207,105 @@ def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, wi
     return n_segments
 
 
-@numba.njit(cache=True, nogil=True)
-def _forward_block(term_offsets, docs, impacts, cursor, first_doc, last_doc, out_offsets,
-                   out_terms, out_impacts):
-    """Document-major postings of documents [first_doc, last_doc), from term-major ones.
+class SearchLayoutWriter:
+    """Writes the layout files while the builder merges its runs, a block of terms at a time.
 
-    ``cursor[t]`` is term t's next unread posting (documents ascend within a term, so one pass
-    of blocks in document order reads every posting once). ``out_offsets`` holds each
-    document's start relative to the block; terms come out ascending within a document. The
-    block's output is small enough for the CPU cache, unlike a scatter over the whole index.
+    :meth:`add_terms` receives each block of document-ordered postings while it is in memory
+    (so the postings are never read back from disk); :meth:`finish` writes the segments and the
+    forward index, which is the builder's input copied from its scratch files.
     """
-    fill = out_offsets[:last_doc - first_doc].copy()
-    for t in range(len(term_offsets) - 1):
-        p = cursor[t]
-        end = term_offsets[t + 1]
-        while p < end and docs[p] < last_doc:
-            slot = fill[docs[p] - first_doc]
-            fill[docs[p] - first_doc] = slot + 1
-            out_terms[slot] = t
-            out_impacts[slot] = impacts[p]
-            p += 1
-        cursor[t] = p
 
+    def __init__(self, directory: Path, *, num_documents: int, vocab_size: int,
+                 impact_dtype: np.dtype, num_postings: int):
+        self.directory = Path(directory)
+        self.num_documents = num_documents
+        self.vocab_size = vocab_size
+        self.impact_dtype = np.dtype(impact_dtype)
+        self.num_postings = num_postings
+        self.num_windows = max(1, -(-num_documents // (1 << WINDOW_BITS)))
+        self.files: dict[str, FileRecord] = {}
+        self._windows = ArrayWriter(self.directory / "window_offsets.bin", "window_offsets",
+                                    np.int64, vocab_size * self.num_windows + 1)
+        self._docs = ArrayWriter(self.directory / "impact_order_docs.bin", "impact_order_docs",
+                                 np.uint16, num_postings)
+        self._impacts = ArrayWriter(self.directory / "impact_order_impacts.bin",
+                                    "impact_order_impacts", self.impact_dtype, num_postings)
+        self._segment_impacts: list[np.ndarray] = []
+        self._segment_ends: list[np.ndarray] = []
+        self._segment_counts = np.zeros(vocab_size, np.int64)
+        self._next_term = 0
 
-def write_search_layout(directory: Path, *, num_documents: int, vocab_size: int,
-                        impact_dtype: np.dtype, memory_budget: int) -> tuple[dict, dict]:
-    """Write the layout files beside ``term_offsets``/``postings_*`` in ``directory``.
+    def add_terms(self, term_offsets: np.ndarray, first: int, last: int, docs: np.ndarray,
+                  impacts: np.ndarray) -> None:
+        """The document-ordered postings of terms [first, last) (the next block, in order)."""
+        if first != self._next_term:
+            raise ValueError(f"layout blocks out of order: got term {first}, expected "
+                             f"{self._next_term}")
+        size = len(docs)
+        out_docs = np.empty(size, np.uint16)
+        out_impacts = np.empty(size, self.impact_dtype)
+        window_offsets = np.empty((last - first) * self.num_windows, np.int64)
+        segment_impacts = np.empty(size, self.impact_dtype)
+        segment_ends = np.empty(size, np.int64)
+        count = _sort_block_by_impact(term_offsets, first, last, docs, impacts, WINDOW_BITS,
+                                      self.num_windows, out_docs, out_impacts, window_offsets,
+                                      segment_impacts, segment_ends,
+                                      self._segment_counts[first:last])
+        self._windows.write(window_offsets)
+        self._docs.write(out_docs)
+        self._impacts.write(out_impacts)
+        self._segment_impacts.append(segment_impacts[:count].copy())
+        self._segment_ends.append(segment_ends[:count].copy())
+        self._next_term = last
 
-    Reads the document-ordered postings back (memory-mapped); working arrays are blocks of a
-    few MB whatever the index size (``memory_budget`` is an upper bound they never approach).
-    Returns ``(manifest entry, {name: FileRecord})``.
-    """
-    directory = Path(directory)
-    impact_dtype = np.dtype(impact_dtype)
-    offsets = np.asarray(open_array(directory / "term_offsets.bin"))
-    total = int(offsets[-1])
-    docs = open_array(directory / "postings_docs.bin") if total else np.zeros(0, np.int32)
-    impacts = open_array(directory / "postings_impacts.bin") if total else \
-        np.zeros(0, impact_dtype)
-    files: dict[str, FileRecord] = {}
+    def finish(self, forward) -> tuple[dict, dict[str, FileRecord]]:
+        """Write the remaining files; ``forward`` is the builder's closed forward scratch.
 
-    # 1. Window-by-window impact order and whole-term segments, a block of terms at a time.
-    num_windows = max(1, -(-num_documents // (1 << WINDOW_BITS)))
-    seg_impact_parts, seg_end_parts, seg_counts = [], [], np.zeros(vocab_size, np.int64)
-    windows_out = ArrayWriter(directory / "window_offsets.bin", "window_offsets", np.int64,
-                              vocab_size * num_windows + 1)
-    docs_out = ArrayWriter(directory / "impact_order_docs.bin", "impact_order_docs", np.uint16,
-                           total)
-    impacts_out = ArrayWriter(directory / "impact_order_impacts.bin", "impact_order_impacts",
-                              impact_dtype, total)
-    first = 0
-    while first < vocab_size:
-        last = int(np.searchsorted(offsets, offsets[first] + _BLOCK_POSTINGS, side="right")) - 1
-        last = min(max(last, first + 1), vocab_size)
-        lo, hi = int(offsets[first]), int(offsets[last])
-        block_docs = np.asarray(docs[lo:hi])
-        block_impacts = np.asarray(impacts[lo:hi])
-        out_docs = np.empty(hi - lo, np.uint16)
-        out_impacts = np.empty(hi - lo, impact_dtype)
-        window_offsets = np.empty((last - first) * num_windows, np.int64)
-        seg_impacts = np.empty(hi - lo, impact_dtype)
-        seg_ends = np.empty(hi - lo, np.int64)
-        count = _sort_block_by_impact(offsets, first, last, block_docs, block_impacts,
-                                      WINDOW_BITS, num_windows, out_docs, out_impacts,
-                                      window_offsets, seg_impacts, seg_ends,
-                                      seg_counts[first:last])
-        windows_out.write(window_offsets)
-        docs_out.write(out_docs)
-        impacts_out.write(out_impacts)
-        seg_impact_parts.append(seg_impacts[:count].copy())
-        seg_end_parts.append(seg_ends[:count].copy())
-        first = last
-    windows_out.write(np.array([total], np.int64))
-    files["window_offsets.bin"] = windows_out.close()
-    files["impact_order_docs.bin"] = docs_out.close()
-    files["impact_order_impacts.bin"] = impacts_out.close()
-    segment_offsets = np.zeros(vocab_size + 1, np.int64)
-    np.cumsum(seg_counts, out=segment_offsets[1:])
-    for name, values, dtype in (
-            ("segment_offsets", segment_offsets, np.int64),
-            ("segment_impacts", np.concatenate(seg_impact_parts) if seg_impact_parts
-             else np.zeros(0, impact_dtype), impact_dtype),
-            ("segment_ends", np.concatenate(seg_end_parts) if seg_end_parts
-             else np.zeros(0, np.int64), np.int64)):
-        writer = ArrayWriter(directory / f"{name}.bin", name, dtype, len(values))
-        writer.write(values)
-        files[f"{name}.bin"] = writer.close()
-    num_segments = int(segment_offsets[-1])
-    del seg_impact_parts, seg_end_parts
+        Returns ``(manifest entry, {name: FileRecord})``.
+        """
+        if self._next_term != self.vocab_size:
+            raise ValueError(f"layout got terms up to {self._next_term} of {self.vocab_size}")
+        files = self.files
+        self._windows.write(np.array([self.num_postings], np.int64))
+        files["window_offsets.bin"] = self._windows.close()
+        files["impact_order_docs.bin"] = self._docs.close()
+        files["impact_order_impacts.bin"] = self._impacts.close()
+        segment_offsets = np.zeros(self.vocab_size + 1, np.int64)
+        np.cumsum(self._segment_counts, out=segment_offsets[1:])
+        empty_impacts = np.zeros(0, self.impact_dtype)
+        for name, values, dtype in (
+                ("segment_offsets", segment_offsets, np.int64),
+                ("segment_impacts", np.concatenate(self._segment_impacts or [empty_impacts]),
+                 self.impact_dtype),
+                ("segment_ends", np.concatenate(self._segment_ends or [np.zeros(0, np.int64)]),
+                 np.int64)):
+            files[f"{name}.bin"] = write_array(self.directory / f"{name}.bin", name, values,
+                                               dtype)
+        num_segments = int(segment_offsets[-1])
+        self._segment_impacts.clear()
+        self._segment_ends.clear()
 
-    # 2. Forward index (document-major), in document ranges that fit the budget.
-    term_dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
-    lengths = np.zeros(num_documents, np.int64)
-    for start in range(0, total, _BLOCK_POSTINGS):
-        lengths += np.bincount(np.asarray(docs[start:start + _BLOCK_POSTINGS]),
-                               minlength=num_documents)
-    forward_offsets = np.zeros(num_documents + 1, np.int64)
-    np.cumsum(lengths, out=forward_offsets[1:])
-    del lengths
-    writer = ArrayWriter(directory / "forward_offsets.bin", "forward_offsets", np.int64,
-                         num_documents + 1)
-    writer.write(forward_offsets)
-    files["forward_offsets.bin"] = writer.close()
-    terms_out = ArrayWriter(directory / "forward_terms.bin", "forward_terms", term_dtype, total)
-    fimpacts_out = ArrayWriter(directory / "forward_impacts.bin", "forward_impacts",
-                               impact_dtype, total)
-    # Blocks of documents whose output (~4 bytes per posting) stays in the CPU cache.
-    cursor = offsets[:-1].copy()
-    block_postings = 1 << 21
-    first_doc = 0
-    while first_doc < num_documents:
-        last_doc = int(np.searchsorted(forward_offsets, forward_offsets[first_doc] +
-                                       block_postings, side="right")) - 1
-        last_doc = min(max(last_doc, first_doc + 1), num_documents)
-        lo, hi = int(forward_offsets[first_doc]), int(forward_offsets[last_doc])
-        out_terms = np.empty(hi - lo, term_dtype)
-        out_impacts = np.empty(hi - lo, impact_dtype)
-        _forward_block(offsets, docs, impacts, cursor, first_doc, last_doc,
-                       forward_offsets[first_doc:last_doc + 1] - lo, out_terms, out_impacts)
-        terms_out.write(out_terms)
-        fimpacts_out.write(out_impacts)
-        first_doc = last_doc
-    files["forward_terms.bin"] = terms_out.close()
-    files["forward_impacts.bin"] = fimpacts_out.close()
-    logger.debug("search layout: %d segments, %d windows", num_segments, num_windows)
-    entry = {"version": LAYOUT_VERSION, "num_segments": num_segments,
-             "term_dtype": term_dtype.str, "window_bits": WINDOW_BITS,
-             "num_windows": num_windows}
-    return entry, files
+        # Forward index: document offsets from the row lengths, lists copied from the scratch.
+        term_dtype = np.dtype(np.uint16 if self.vocab_size <= 1 << 16 else np.int32)
+        forward_offsets = np.zeros(self.num_documents + 1, np.int64)
+        if forward.lengths:
+            np.cumsum(np.concatenate(forward.lengths), out=forward_offsets[1:])
+        if int(forward_offsets[-1]) != self.num_postings:
+            raise ValueError("forward index lengths do not add up to the postings")
+        files["forward_offsets.bin"] = write_array(self.directory / "forward_offsets.bin",
+                                                   "forward_offsets", forward_offsets)
+        source_dtypes = forward.dtypes or (term_dtype, self.impact_dtype)
+        for path, name, source_dtype, dtype in (
+                (forward.paths[0], "forward_terms", source_dtypes[0], term_dtype),
+                (forward.paths[1], "forward_impacts", source_dtypes[1], self.impact_dtype)):
+            writer = ArrayWriter(self.directory / f"{name}.bin", name, dtype, self.num_postings)
+            step = _BLOCK_POSTINGS * np.dtype(source_dtype).itemsize
+            with open(path, "rb") as handle:
+                while block := handle.read(step):
+                    writer.write(np.frombuffer(block, source_dtype).astype(dtype, copy=False))
+            files[f"{name}.bin"] = writer.close()
+        logger.debug("search layout: %d segments, %d windows", num_segments, self.num_windows)
+        entry = {"version": LAYOUT_VERSION, "num_segments": num_segments,
+                 "term_dtype": term_dtype.str, "window_bits": WINDOW_BITS,
+                 "num_windows": self.num_windows}
+        return entry, files

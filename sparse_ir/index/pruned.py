@@ -1,67 +1,93 @@
 """Safe dynamic pruning: the exact top-k while scoring a small share of the postings.
 
-Exhaustive scoring adds every posting of every query term (~10M per query on a 1M-document
-SPLADE index). Most of them cannot matter: a document's score is a sum over ~50 query terms, and
-the top-k scores sit far above the bulk. The pruned search proves that, using the search layout
-of :mod:`.layout` (postings re-ordered by impact, their impact segments, a forward index):
+Exhaustive scoring adds every posting of every query term (~10M per query on the 1M-document
+SPLADE benchmark). Most of them cannot matter: a document's score is a sum over ~50 query
+terms, and the top-k scores sit far above the bulk (the 10th score is ~10× the median). The
+pruned search proves that, using the search layout of :mod:`.layout` (each term's postings
+re-ordered by impact within windows of 2^16 documents, its impact segments, a forward index):
 
-1. **Estimate.** Score the first few postings of each term's impact-ordered list, take the
-   documents with the best partial scores, score them exactly (forward index) and keep the
-   best k. Their k-th exact score θ₀ is a lower bound on the final k-th score θ.
-2. **Cut.** Choose a cut τ_t in each term's impact order so that the sum of what lies below the
-   cuts, R = Σ_t q_t·τ_t, stays under ρ·θ₀ (ρ < 1), taking segments greedily by score range per
-   posting. A document with no posting above any cut scores at most R < θ₀ ≤ θ: it cannot enter
-   the top-k.
-3. **Bound.** For the postings above the cuts (one contiguous prefix per term) accumulate the
-   excess q_t·(impact − τ_t). A document's score is at most R + excess(d) (each term contributes
-   at most q_t·τ_t unless it is above the cut, where it contributes exactly q_t·impact).
-4. **Verify.** Pop documents by that bound, highest first, score each exactly with the forward
-   index and keep the top-k (score descending, document number ascending); stop as soon as the
-   next bound is below the current k-th score. Every document left out has a bound, hence a
-   score, strictly below the k-th: the result is exactly the exhaustive top-k, ties included.
+1. **Estimate.** Per-term cuts are chosen so that the postings above them — the highest
+   ``q_t × impact`` first — number about ``estimate_postings``; those postings are scored, the
+   ``estimate_candidates`` documents with the best partial scores are scored exactly (forward
+   index), and the k-th of their exact scores is θ₀, a lower bound on the final k-th score θ.
+2. **Cut.** New cuts τ_t are chosen so that R = Σ_t q_t·τ_t ≤ ρ·θ₀ (ρ = ``cut_ratio`` < 1),
+   lowering first the cut that removes the most score range per posting. A document with no
+   posting above any cut scores at most R < θ₀ ≤ θ: it cannot be in the top-k.
+3. **Bound.** For the postings above the cuts (a contiguous prefix of each term's window) the
+   excess q_t·(impact − τ_t) is accumulated; score(d) ≤ R + excess(d), since each term gives d
+   at most q_t·τ_t unless d's posting is above the cut, where it gives exactly q_t·impact.
+   Documents with R + excess(d) ≥ θ₀ are the candidates.
+4. **Verify.** Candidates are scored exactly with the forward index in decreasing order of
+   bound, keeping the top-k (score descending, document number ascending); the loop stops at
+   the first bound below the current k-th score. Every document never scored has a bound —
+   hence a score — strictly below the final k-th, so the result is exactly the exhaustive
+   top-k, ties included (a tie needs an equal bound, and equal bounds are verified).
 
-If fewer than k documents are found in step 1 the query matches few documents and the exhaustive
-kernel answers it. Approximate search (:mod:`.approximate`) runs the same kernel with two knobs
-that give up the proof: cuts that leave more below them (ρ ≥ 1), and crediting documents with
-only a share β < 1 of R for what lies below the cuts.
+Queries whose estimate finds fewer than k documents (very few matching documents) are answered
+by the windowed exhaustive kernel, which is cheap for them. Approximate search
+(:mod:`.approximate`) runs the same kernel with two knobs that give up the proof: cuts that leave
+more below them (ρ ≥ 1), and crediting documents with only a share β < 1 of R.
+
+Why not block-max pruning over reordered documents (BMP, Seismic's blocks)? Measured on the 1M
+benchmark corpus (noisy copies of 5,183 real documents, each with ~30% extra terms drawn from
+the collection): even with documents ordered by their true template, blocks of 8 documents have
+a bound Σ_t q_t·max_block(t) above θ for ~9,000 documents per query, and blocks of 32 for
+~280,000 (the extra terms put almost every common query term in every block at a high impact).
+The per-posting bound above is tighter and needs no reordering, so document numbers stay the
+insertion order.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import prange
 
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index import kernels
+from sparse_ir.index.intrinsics import prefetch
 
 __all__ = [
     "EXACT",
     "PrunedParams",
     "PrunedSearcher",
     "pruned_search_one",
-    "search_many_windowed",
+    "search_range",
     "windowed_exhaustive_one",
 ]
+
+#: The search returned no result itself; the caller runs the exhaustive kernel.
+FALLBACK = -2
+#: Candidates buffered before an early verification pass (bounded memory per thread); also the
+#: scratch for the documents touched in one window, so at least the window size.
+CANDIDATE_CAPACITY = 1 << 16
+#: Accumulator entries: every uint16 in-window offset, so no offset can write outside it.
+ACCUMULATOR_SIZE = 1 << 16
+# Candidates popped and prefetched together in the verification loop.
+_VERIFY_BATCH = 8
+# Cut steps grow a term's layer by this factor (snapped to segment ends).
+_CUT_GROWTH = 1.25
 
 
 class PrunedParams:
     """Tuning of the pruned kernel (see the module docstring); defaults are exact.
 
     Attributes:
-        estimate_postings: postings per term scored in the estimate step.
+        estimate_postings: postings scored in the estimate step (highest q_t × impact first).
         estimate_candidates: documents scored exactly in the estimate step (≥ k is enforced).
         cut_ratio: ρ, the bound R on documents below all cuts as a fraction of θ₀. Below 1 the
-            search is exact; above 1 documents that might score up to R are never looked at.
+            search is exact; at 1 or above, documents that might score up to R are never
+            looked at.
         bound_weight: β ≤ 1: the share of R credited to a document as what it may score below
             the cuts (1 = the proven bound, exact; smaller verifies fewer documents).
     """
 
     __slots__ = ("bound_weight", "cut_ratio", "estimate_candidates", "estimate_postings")
 
-    def __init__(self, estimate_postings: int = 1024, estimate_candidates: int = 64,
+    def __init__(self, estimate_postings: int = 100_000, estimate_candidates: int = 128,
                  cut_ratio: float = 0.5, bound_weight: float = 1.0):
         self.estimate_postings = int(estimate_postings)
         self.estimate_candidates = int(estimate_candidates)
@@ -74,8 +100,14 @@ class PrunedParams:
         return self.cut_ratio < 1.0 and self.bound_weight >= 1.0
 
     def as_tuple(self) -> tuple[int, int, float, float]:
+        """The settings in the order the kernels take them."""
         return (self.estimate_postings, self.estimate_candidates, self.cut_ratio,
                 self.bound_weight)
+
+    def __repr__(self) -> str:
+        return (f"PrunedParams(estimate_postings={self.estimate_postings}, "
+                f"estimate_candidates={self.estimate_candidates}, cut_ratio={self.cut_ratio}, "
+                f"bound_weight={self.bound_weight})")
 
 
 EXACT = PrunedParams()
@@ -134,36 +166,120 @@ def _max_sift_down(keys, values, size, position):
             return
 
 
-# -- the kernel ----------------------------------------------------------------------------------
+# -- exact scores through the forward index ------------------------------------------------------
 
-@numba.njit(cache=True, nogil=True)
-def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, dense):
-    """The exact score of one document, or -1 when its forward entry points outside the
-    arrays (a damaged large file that only verify() would see: refused, never read)."""
+#: What :func:`_exact_score` returns for a document whose forward entry is damaged (a real
+#: score is never negative: weights and impacts are positive).
+_CORRUPT_SCORE = -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _forward_entry_ok(start, end, n_forward):
+    """True when a document's forward range lies inside the forward arrays. The forward offsets
+    are not checked at open (O(N), unlike the O(V·W) layout offsets), so each verified document
+    checks its own two offsets: damage that only verify() would see is refused, never read."""
+    return 0 <= start and start <= end and end <= n_forward
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots, slot_weights):
+    """Σ q_t·impact over the document's terms; ``slots`` maps a query term to its weight's
+    position in ``slot_weights`` (0 = not a query term, weight 0): a small table that stays in
+    the L1 cache, unlike a vocabulary-sized array of weights.
+
+    Returns ``_CORRUPT_SCORE`` when the document's forward entry points outside the arrays or
+    names a term outside the vocabulary (a damaged file)."""
     start = forward_offsets[doc]
     end = forward_offsets[doc + 1]
-    if start < 0 or end < start or end > len(forward_terms):
-        return np.int64(-1)
-    vocab_size = np.uint64(len(dense))
+    if not _forward_entry_ok(start, end, len(forward_terms)):
+        return np.int64(_CORRUPT_SCORE)
     score = np.int64(0)
+    n_slots = np.uint64(len(slots))
     for p in range(start, end):
         term = forward_terms[p]
-        if np.uint64(term) >= vocab_size:
-            return np.int64(-1)
-        score += dense[term] * np.int64(forward_impacts[p])
+        # Unsigned compare: also refuses a negative int32 term id (one compare either way).
+        if np.uint64(term) >= n_slots:
+            return np.int64(_CORRUPT_SCORE)
+        score += slot_weights[slots[term]] * np.int64(forward_impacts[p])
     return score
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_document(doc, forward_offsets, forward_terms, forward_impacts):
+    start = forward_offsets[doc]
+    end = forward_offsets[doc + 1]
+    if not _forward_entry_ok(start, end, len(forward_terms)):
+        return  # _exact_score reports it; a damaged range must not set a runaway loop here
+    for p in range(start, end, 32):
+        prefetch(forward_terms, p)
+        prefetch(forward_impacts, p)
+
+
 @numba.njit(cache=True, nogil=True)
-def _next_cut(term_start, segment_first, segment_last, segment_impacts, segment_ends, segment,
-              position, growth):
+def _contains(sorted_values, count, value):
+    low = 0
+    high = count
+    while low < high:
+        middle = (low + high) // 2
+        if sorted_values[middle] < value:
+            low = middle + 1
+        else:
+            high = middle
+    return low < count and sorted_values[low] == value
+
+
+@numba.njit(cache=True, nogil=True)
+def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip,
+            forward_offsets, forward_terms, forward_impacts, slots, slot_weights, stats):
+    """Score candidates exactly by decreasing bound until a bound is below the k-th score.
+
+    ``keys``/``docs`` [:count] are the candidates (bound, document), in any order; documents in
+    ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
+    candidate's forward entry is damaged.
+    """
+    for position in range(count // 2 - 1, -1, -1):
+        _max_sift_down(keys, docs, count, position)
+    batch = np.empty(_VERIFY_BATCH, np.int64)
+    remaining = count
+    while remaining > 0:
+        # Pop a few candidates whose bound still reaches the k-th score and prefetch their
+        # forward entries together: their cache misses overlap instead of following each other.
+        n_batch = 0
+        while remaining > 0 and n_batch < _VERIFY_BATCH:
+            if size == k and keys[0] < heap_scores[0]:
+                remaining = 0
+                break
+            doc = docs[0]
+            remaining -= 1
+            keys[0] = keys[remaining]
+            docs[0] = docs[remaining]
+            _max_sift_down(keys, docs, remaining, 0)
+            if not _contains(skip, n_skip, doc):
+                _prefetch_document(doc, forward_offsets, forward_terms, forward_impacts)
+                batch[n_batch] = doc
+                n_batch += 1
+        for j in range(n_batch):
+            doc = batch[j]
+            score = _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots,
+                                 slot_weights)
+            if score < 0:
+                return -1
+            size = _offer(heap_scores, heap_docs, size, k, score, doc)
+        stats[1] += n_batch
+    return size
+
+
+# -- choosing the cuts ---------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _next_cut(term_start, segment_last, segment_impacts, segment_ends, segment, position):
     """The next cut of one term: ``(segment index after it, its position, impact below it)``.
 
-    The layer grows by about ``growth`` of its size (at least one segment), snapped to the end
-    of a segment, so a query's cut choice takes a few steps per term whatever the list length.
+    The layer grows by about ``_CUT_GROWTH`` of its size (at least one segment), snapped to the
+    end of a segment, so choosing cuts takes a few steps per term whatever the list length.
     """
     size = position - term_start
-    want = term_start + max(size + 1, np.int64(np.ceil(size * growth)))
+    want = term_start + max(size + 1, np.int64(np.ceil(size * _CUT_GROWTH)))
     low = segment
     high = segment_last - 1
     while low < high:  # first segment ending at or after ``want``
@@ -178,8 +294,9 @@ def _next_cut(term_start, segment_first, segment_last, segment_impacts, segment_
 
 @numba.njit(cache=True, nogil=True)
 def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segment_impacts,
-                 segment_ends, target, growth, cut_position, cut_impact):
-    """Per-term cuts with R = Σ q_t·τ_t <= target, taking the best score range per posting.
+                 segment_ends, target, max_postings, cut_position, cut_impact):
+    """Per-term cuts, lowered greedily (best score range per posting first) until
+    R = Σ q_t·τ_t <= ``target`` or the layer would exceed ``max_postings``.
 
     Fills ``cut_position`` (end of each term's layer) and ``cut_impact`` (τ_t); returns R.
     """
@@ -203,49 +320,47 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
     for i in range(n_terms):
         t = query_terms[i]
         if cut_impact[i] > 0:
-            j, position, below = _next_cut(term_offsets[t], segment_offsets[t],
-                                           segment_offsets[t + 1], segment_impacts,
-                                           segment_ends, segment[i], cut_position[i], growth)
+            j, position, below = _next_cut(term_offsets[t], segment_offsets[t + 1],
+                                           segment_impacts, segment_ends, segment[i],
+                                           cut_position[i])
             next_segment[i] = j
             next_position[i] = position
             next_impact[i] = below
-            keys[size] = query_weights[i] * (cut_impact[i] - below) / (position -
-                                                                       cut_position[i])
+            # max(.., 1): segment ends rise in a sound index; a damaged one must not divide
+            # by zero (the search then is merely wrong, and verify() names the file).
+            keys[size] = query_weights[i] * (cut_impact[i] - below) / max(
+                position - cut_position[i], 1)
             owners[size] = i
             size += 1
     for position in range(size // 2 - 1, -1, -1):
         _max_sift_down(keys, owners, size, position)
+    postings = np.int64(0)
     while bound > target and size > 0:
         i = owners[0]
+        step = next_position[i] - cut_position[i]
+        if postings + step > max_postings:
+            break
+        postings += step
         bound -= query_weights[i] * (cut_impact[i] - next_impact[i])
         cut_impact[i] = next_impact[i]
         cut_position[i] = next_position[i]
         segment[i] = next_segment[i]
         t = query_terms[i]
         if cut_impact[i] > 0:
-            j, position, below = _next_cut(term_offsets[t], segment_offsets[t],
-                                           segment_offsets[t + 1], segment_impacts,
-                                           segment_ends, segment[i], cut_position[i], growth)
+            j, position, below = _next_cut(term_offsets[t], segment_offsets[t + 1],
+                                           segment_impacts, segment_ends, segment[i],
+                                           cut_position[i])
             next_segment[i] = j
             next_position[i] = position
             next_impact[i] = below
-            keys[0] = query_weights[i] * (cut_impact[i] - below) / (position - cut_position[i])
+            keys[0] = query_weights[i] * (cut_impact[i] - below) / max(
+                position - cut_position[i], 1)
         else:
             size -= 1
             keys[0] = keys[size]
             owners[0] = owners[size]
         _max_sift_down(keys, owners, size, 0)
     return bound
-
-
-@numba.njit(cache=True, nogil=True)
-def _grow(candidates, keys):
-    """Twice the room for candidates (rare: only when many documents pass the bound)."""
-    more_candidates = np.empty(2 * len(candidates), candidates.dtype)
-    more_keys = np.empty(2 * len(keys), keys.dtype)
-    more_candidates[:len(candidates)] = candidates
-    more_keys[:len(keys)] = keys
-    return more_candidates, more_keys
 
 
 @numba.njit(cache=True, nogil=True)
@@ -262,178 +377,194 @@ def _cut_in_window(io_impacts, start, end, cut):
     return low
 
 
+# -- the kernel ----------------------------------------------------------------------------------
+
 @numba.njit(cache=True, nogil=True)
 def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, io_docs,
                       io_impacts, segment_offsets, segment_impacts, segment_ends,
                       forward_offsets, forward_terms, forward_impacts, window_bits,
-                      accumulator, dense, marks, candidates, k, estimate_postings,
-                      estimate_candidates, cut_ratio, bound_weight, out_docs, out_scores, stats):
+                      accumulator, slots, candidate_docs, candidate_keys, k,
+                      estimate_postings, estimate_candidates, cut_ratio, bound_weight,
+                      out_docs, out_scores, stats):
     """Top-k of one query by the four steps of the module docstring, window by window.
 
-    Scratch arrays, all zero on entry and on return: ``accumulator`` [2^window_bits] (int32 or
-    int64), ``dense`` int64 [V], ``marks`` uint8 [N]; ``candidates`` int64
-    [2^window_bits] needs no initial value. ``stats`` (int64 [6]) receives: postings scored,
-    documents verified, θ₀, R, candidates. Returns the number of hits, or ``kernels.CORRUPT``
-    (-1), or -2 when fewer than k documents were found by the estimate (the caller then runs
-    the exhaustive kernel, cheap for such a rare query).
+    Scratch arrays: ``accumulator`` [2^16] (int32 or int64) and ``slots`` uint16 [V]
+    are zero on entry and on return; ``candidate_docs``/``candidate_keys`` (int64, same length)
+    need no initial value. ``stats`` (int64 [6]) receives: postings scored, documents verified,
+    θ₀, R, candidates, final k-th score. Returns the number of hits, ``kernels.CORRUPT`` (-1),
+    or ``FALLBACK`` (-2) when the estimate found fewer than k documents (the caller then runs the
+    exhaustive kernel).
     """
     n_terms = len(query_terms)
+    if n_terms >= 65535 or len(accumulator) != ACCUMULATOR_SIZE:
+        return FALLBACK  # slots are uint16; the accumulator must cover every uint16 offset
     num_docs = len(forward_offsets) - 1
     window = 1 << window_bits
     num_windows = max(1, (num_docs + window - 1) >> window_bits)
-    scored = 0
-
-    # 1. Estimate: the first postings of each term in each window, then exact scores of the
-    #    documents with the best partial scores.
-    per_window = max(1, estimate_postings // num_windows)
+    slot_weights = np.zeros(n_terms + 1, np.int64)
+    for i in range(n_terms):
+        slots[query_terms[i]] = i + 1
+        slot_weights[i + 1] = query_weights[i]
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    size = 0
+    cut_position = np.empty(n_terms, np.int64)
+    cut_impact = np.empty(n_terms, np.int64)
     want = max(estimate_candidates, k)
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
     n_best = 0
-    touched = np.empty(min(window, n_terms * per_window), np.int64)
+    corrupt = False
+    scored = 0
+
+    # 1. Estimate: the postings above cuts sized to ``estimate_postings``, full q·impact.
+    _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segment_impacts,
+                 segment_ends, np.int64(0), np.int64(estimate_postings), cut_position,
+                 cut_impact)
+    estimate_exhaustive = True
+    for i in range(n_terms):
+        estimate_exhaustive = estimate_exhaustive and cut_impact[i] == 0
+    touched = candidate_docs  # scratch: documents touched in the current window
     for w in range(num_windows):
         base = w << window_bits
         size_w = min(window, num_docs - base)
         n_touched = 0
-        corrupt = False
         for i in range(n_terms):
             t = query_terms[i]
             weight = accumulator.dtype.type(query_weights[i])
+            cut = cut_impact[i]
             start = window_offsets[t * num_windows + w]
-            end = min(window_offsets[t * num_windows + w + 1], start + per_window)
-            for p in range(start, end):
+            end = window_offsets[t * num_windows + w + 1]
+            # Impacts descend within the window: the layer is the prefix above the cut (a
+            # linear stop is cheaper than a binary search, whose probes miss the cache).
+            p = start
+            while p < end and np.int64(io_impacts[p]) > cut:
                 offset = np.int64(io_docs[p])
-                if offset >= size_w:
-                    corrupt = True
-                    break
                 if accumulator[offset] == 0:
+                    # A window has at most 2^16 documents, so only a damaged layout (the same
+                    # offset again after an overflow to 0) can fill the scratch.
+                    if n_touched == len(touched):
+                        corrupt = True
+                        break
                     touched[n_touched] = offset
                     n_touched += 1
                 accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
-            scored += end - start
+                p += 1
+            scored += p - start
         for j in range(n_touched):
             offset = touched[j]
-            n_best = _offer(best_scores, best_docs, n_best, want,
-                            np.int64(accumulator[offset]), base + offset)
+            score = np.int64(accumulator[offset])
             accumulator[offset] = 0
+            if offset >= size_w:
+                corrupt = True
+            elif n_best < want or score >= best_scores[0]:
+                n_best = _offer(best_scores, best_docs, n_best, want, score, base + offset)
         if corrupt:
-            return -1
-    for i in range(n_terms):
-        dense[query_terms[i]] = query_weights[i]
-    heap_scores = np.empty(k, np.int64)
-    heap_docs = np.empty(k, np.int64)
-    size = 0
-    corrupt = False
-    for j in range(n_best):
-        d = best_docs[j]
-        exact = _exact_score(d, forward_offsets, forward_terms, forward_impacts, dense)
-        if exact < 0:
-            corrupt = True
-        size = _offer(heap_scores, heap_docs, size, k, exact, d)
-        marks[d] = 1
-    verified = n_best
-    if corrupt:
+            accumulator[:] = 0  # entries added after the scratch was full are not listed
+            break
+    # The estimate's documents, sorted (they are skipped when verifying candidates).
+    verified_docs = np.sort(best_docs[:n_best])
+    if estimate_exhaustive:
+        # No posting was left below the cuts: the partial scores are the scores.
         for j in range(n_best):
-            marks[best_docs[j]] = 0
-        for i in range(n_terms):
-            dense[query_terms[i]] = 0
-        return -1
-    if size < k:
+            size = _offer(heap_scores, heap_docs, size, k, best_scores[j], best_docs[j])
+    else:
         for j in range(n_best):
-            marks[best_docs[j]] = 0
+            _prefetch_document(verified_docs[j], forward_offsets, forward_terms,
+                               forward_impacts)
+        for j in range(n_best):
+            d = verified_docs[j]
+            score = _exact_score(d, forward_offsets, forward_terms, forward_impacts, slots,
+                                 slot_weights)
+            if score < 0:
+                corrupt = True
+                break
+            size = _offer(heap_scores, heap_docs, size, k, score, d)
+    stats[1] = n_best
+    stats[0] = scored
+    if corrupt or estimate_exhaustive or size < k:
         for i in range(n_terms):
-            dense[query_terms[i]] = 0
-        stats[0] = scored
-        stats[1] = verified
-        return -2
+            slots[query_terms[i]] = 0
+        if corrupt:
+            return kernels.CORRUPT
+        if size < k:
+            return FALLBACK
+        stats[5] = heap_scores[0]
+        return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
     theta0 = heap_scores[0]
 
     # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀ (and < θ₀ when exact).
     target = np.int64(np.floor(theta0 * cut_ratio))
     if cut_ratio < 1.0 and target >= theta0:
         target = theta0 - 1
-    cut_position = np.empty(n_terms, np.int64)
-    cut_impact = np.empty(n_terms, np.int64)
     bound = _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets,
-                         segment_impacts, segment_ends, target, 1.25, cut_position, cut_impact)
+                         segment_impacts, segment_ends, target, np.int64(1) << 62,
+                         cut_position, cut_impact)
 
-    # 3. Per window: excess over the cuts; a document becomes a candidate when its excess
-    #    first reaches θ₀ - R (excesses only grow), so no pass over the window is needed.
+    # 3. Per window: accumulate the excess over the cuts, then collect the documents whose
+    #    bound reaches θ₀ while clearing the accumulator.
     credit = bound
     if bound_weight < 1.0:
         credit = np.int64(np.floor(bound * bound_weight))
     need = max(theta0 - credit, np.int64(1))
     n_candidates = 0
-    keys = np.empty(len(candidates), np.int64)
-    corrupt = False
+    capacity = len(candidate_docs)
     for w in range(num_windows):
         base = w << window_bits
         size_w = min(window, num_docs - base)
-        first_candidate = n_candidates
-        while n_candidates + size_w > len(candidates):  # at most one new candidate per doc
-            candidates, keys = _grow(candidates, keys)
         for i in range(n_terms):
             t = query_terms[i]
-            weight = query_weights[i]
+            weight = accumulator.dtype.type(query_weights[i])
+            below = accumulator.dtype.type(query_weights[i] * cut_impact[i])
             cut = cut_impact[i]
             start = window_offsets[t * num_windows + w]
-            end = _cut_in_window(io_impacts, start, window_offsets[t * num_windows + w + 1],
-                                 cut)
-            for p in range(start, end):
-                offset = np.int64(io_docs[p])
-                if offset >= size_w:
-                    corrupt = True
-                    break
-                before = np.int64(accumulator[offset])
-                after = before + weight * (np.int64(io_impacts[p]) - cut)
-                accumulator[offset] = after
-                if before < need <= after:
-                    candidates[n_candidates] = offset
-                    n_candidates += 1
-            scored += end - start
+            end = window_offsets[t * num_windows + w + 1]
+            # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it;
+            # an offset past the window's documents is caught below.
+            p = start
+            while p < end and np.int64(io_impacts[p]) > cut:
+                accumulator[np.int64(io_docs[p])] += \
+                    weight * accumulator.dtype.type(io_impacts[p]) - below
+                p += 1
+            scored += p - start
+        for offset in range(size_w):
+            excess = np.int64(accumulator[offset])
+            accumulator[offset] = 0
+            if excess >= need:
+                if n_candidates == capacity:
+                    # Rare: the buffer is full; verify its candidates now (by bound) to free it.
+                    size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores,
+                                   heap_docs, size, k, verified_docs, n_best, forward_offsets,
+                                   forward_terms, forward_impacts, slots, slot_weights, stats)
+                    n_candidates = 0
+                    if size < 0:
+                        corrupt = True
+                        break
+                candidate_docs[n_candidates] = base + offset
+                candidate_keys[n_candidates] = credit + excess
+                n_candidates += 1
+        for offset in range(size_w, ACCUMULATOR_SIZE):
+            if accumulator[offset] != 0:
+                accumulator[offset] = 0
+                corrupt = True
         if corrupt:
-            accumulator[:] = 0
             break
-        for j in range(first_candidate, n_candidates):
-            offset = candidates[j]
-            keys[j] = credit + np.int64(accumulator[offset])
-            candidates[j] = base + offset
-        accumulator[:size_w] = 0
+    stats[4] = n_candidates
 
-    # 4. Verify by decreasing bound over all windows, so the k-th score rises as fast as it
-    #    can; stop when the next bound is below it.
+    # 4. Verify by decreasing bound, so the k-th score rises as fast as it can.
     if not corrupt:
-        for position in range(n_candidates // 2 - 1, -1, -1):
-            _max_sift_down(keys, candidates, n_candidates, position)
-        remaining = n_candidates
-        while remaining > 0:
-            upper = keys[0]
-            d = candidates[0]
-            if upper < heap_scores[0]:
-                break
-            remaining -= 1
-            keys[0] = keys[remaining]
-            candidates[0] = candidates[remaining]
-            _max_sift_down(keys, candidates, remaining, 0)
-            if marks[d] == 0:
-                exact = _exact_score(d, forward_offsets, forward_terms, forward_impacts, dense)
-                if exact < 0:
-                    corrupt = True
-                    break
-                size = _offer(heap_scores, heap_docs, size, k, exact, d)
-                verified += 1
-
-    for j in range(n_best):
-        marks[best_docs[j]] = 0
+        size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores, heap_docs,
+                       size, k, verified_docs, n_best, forward_offsets, forward_terms,
+                       forward_impacts, slots, slot_weights, stats)
+        corrupt = size < 0
     for i in range(n_terms):
-        dense[query_terms[i]] = 0
+        slots[query_terms[i]] = 0
     if corrupt:
-        return -1
+        accumulator[:] = 0  # a pass may have stopped before clearing its window
+        return kernels.CORRUPT
     stats[0] = scored
-    stats[1] = verified
     stats[2] = theta0
     stats[3] = bound
-    stats[4] = n_candidates
     stats[5] = heap_scores[0]
     return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
@@ -444,8 +575,8 @@ def windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings
                             out_scores):
     """Exhaustive top-k, one window of documents at a time (accumulator in L2 cache).
 
-    Same result as :func:`kernels.search_one`; ``accumulator`` has 2^window_bits entries,
-    zero on entry and on return. Returns the number of hits or ``kernels.CORRUPT``.
+    Same result as :func:`kernels.search_one`; ``accumulator`` has at least 2^window_bits
+    entries, zero on entry and on return. Returns the number of hits or ``kernels.CORRUPT``.
     """
     n_terms = len(query_terms)
     window = 1 << window_bits
@@ -464,14 +595,14 @@ def windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings
                 offset = np.int64(postings_docs[p]) - base
                 if np.uint64(offset) >= np.uint64(size_w):
                     accumulator[:] = 0
-                    return -1
+                    return kernels.CORRUPT
                 accumulator[offset] += weight * accumulator.dtype.type(postings_impacts[p])
         # Documents arrive in increasing number: a newcomer must beat the worst strictly.
         for offset in range(size_w):
             score = np.int64(accumulator[offset])
+            accumulator[offset] = 0
             if score > 0 and (size < k or score > heap_scores[0]):
                 size = _offer(heap_scores, heap_docs, size, k, score, base + offset)
-        accumulator[:size_w] = 0
     return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
@@ -479,71 +610,62 @@ def windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings
 def _search_one_any(mode, query_terms, query_weights, term_offsets, postings_docs,
                     postings_impacts, window_offsets, io_docs, io_impacts, segment_offsets,
                     segment_impacts, segment_ends, forward_offsets, forward_terms,
-                    forward_impacts, window_bits, accumulator, dense, marks, candidates, k,
-                    estimate_postings, estimate_candidates, cut_ratio, bound_weight, out_docs,
-                    out_scores, stats):
+                    forward_impacts, window_bits, accumulator, slots, candidate_docs,
+                    candidate_keys, k, estimate_postings, estimate_candidates, cut_ratio,
+                    bound_weight, out_docs, out_scores, stats):
     """Mode 0: windowed exhaustive; 1: pruned (falls back to exhaustive when it must)."""
     num_docs = len(forward_offsets) - 1
     if mode == 1:
         count = pruned_search_one(query_terms, query_weights, term_offsets, window_offsets,
                                   io_docs, io_impacts, segment_offsets, segment_impacts,
                                   segment_ends, forward_offsets, forward_terms,
-                                  forward_impacts, window_bits, accumulator, dense, marks,
-                                  candidates, k, estimate_postings, estimate_candidates,
-                                  cut_ratio, bound_weight, out_docs, out_scores, stats)
-        if count != -2:
+                                  forward_impacts, window_bits, accumulator, slots,
+                                  candidate_docs, candidate_keys, k, estimate_postings,
+                                  estimate_candidates, cut_ratio, bound_weight, out_docs,
+                                  out_scores, stats)
+        if count != FALLBACK:
             return count
     return windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings_docs,
                                    postings_impacts, num_docs, window_bits, accumulator, k,
                                    out_docs, out_scores)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def search_many_windowed(mode, query_indptr, query_terms, query_weights, use_int64,
-                         term_offsets, postings_docs, postings_impacts, window_offsets, io_docs,
-                         io_impacts, segment_offsets, segment_impacts, segment_ends,
-                         forward_offsets, forward_terms, forward_impacts, window_bits,
-                         vocab_size, k, estimate_postings, estimate_candidates, cut_ratio,
-                         bound_weight, n_threads, out_docs, out_scores, out_counts, out_stats):
-    """Many queries (CSR) over ``n_threads`` numba threads, each with its own scratch."""
-    n_queries = len(query_indptr) - 1
-    num_docs = len(forward_offsets) - 1
-    window = 1 << window_bits
-    n_threads = max(1, min(n_threads, n_queries))
-    for c in prange(n_threads):
-        # Round-robin assignment balances cheap and costly queries across threads.
-        dense = np.zeros(vocab_size, np.int64)
-        marks = np.zeros(num_docs, np.uint8)
-        candidates = np.empty(window, np.int64)
-        accumulator32 = np.zeros(window, np.int32)
-        accumulator64 = np.zeros(window, np.int64)
-        for q in range(c, n_queries, n_threads):
-            start = query_indptr[q]
-            end = query_indptr[q + 1]
-            if use_int64[q]:
-                out_counts[q] = _search_one_any(
-                    mode, query_terms[start:end], query_weights[start:end], term_offsets,
-                    postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
-                    segment_offsets, segment_impacts, segment_ends, forward_offsets,
-                    forward_terms, forward_impacts, window_bits, accumulator64, dense, marks,
-                    candidates, k, estimate_postings, estimate_candidates, cut_ratio,
-                    bound_weight, out_docs[q], out_scores[q], out_stats[q])
-            else:
-                out_counts[q] = _search_one_any(
-                    mode, query_terms[start:end], query_weights[start:end], term_offsets,
-                    postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
-                    segment_offsets, segment_impacts, segment_ends, forward_offsets,
-                    forward_terms, forward_impacts, window_bits, accumulator32, dense, marks,
-                    candidates, k, estimate_postings, estimate_candidates, cut_ratio,
-                    bound_weight, out_docs[q], out_scores[q], out_stats[q])
+@numba.njit(cache=True, nogil=True)
+def search_range(mode, first, last, query_indptr, query_terms, query_weights, use_int64,
+                 term_offsets, postings_docs, postings_impacts, window_offsets, io_docs,
+                 io_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
+                 forward_terms, forward_impacts, window_bits, accumulator32, accumulator64,
+                 slots, candidate_docs, candidate_keys, k, estimate_postings,
+                 estimate_candidates, cut_ratio, bound_weight, out_docs, out_scores, out_counts,
+                 out_stats):
+    """Queries [first, last) of a CSR batch with one thread's scratch arrays (GIL released)."""
+    for q in range(first, last):
+        start = query_indptr[q]
+        end = query_indptr[q + 1]
+        if use_int64[q]:
+            out_counts[q] = _search_one_any(
+                mode, query_terms[start:end], query_weights[start:end], term_offsets,
+                postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
+                segment_offsets, segment_impacts, segment_ends, forward_offsets,
+                forward_terms, forward_impacts, window_bits, accumulator64, slots,
+                candidate_docs, candidate_keys, k, estimate_postings, estimate_candidates,
+                cut_ratio, bound_weight, out_docs[q], out_scores[q], out_stats[q])
+        else:
+            out_counts[q] = _search_one_any(
+                mode, query_terms[start:end], query_weights[start:end], term_offsets,
+                postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
+                segment_offsets, segment_impacts, segment_ends, forward_offsets,
+                forward_terms, forward_impacts, window_bits, accumulator32, slots,
+                candidate_docs, candidate_keys, k, estimate_postings, estimate_candidates,
+                cut_ratio, bound_weight, out_docs[q], out_scores[q], out_stats[q])
 
 
 class PrunedSearcher:
     """Runs the windowed kernels over one :class:`~sparse_ir.index.impact_index.ImpactIndex`.
 
     Holds the memory-mapped search layout and per-thread scratch arrays (a window-sized
-    accumulator, a dense query vector, marks), so repeated searches allocate nothing large.
-    ``mode`` is ``"exhaustive"`` (windowed exhaustive kernel) or a :class:`PrunedParams`.
+    accumulator, a query-term table, a candidate buffer), so repeated searches allocate nothing
+    large. ``params=None`` runs the windowed exhaustive kernel.
     """
 
     def __init__(self, index):
@@ -557,19 +679,16 @@ class PrunedSearcher:
         self.layout = SearchLayout.open(index.directory, index.manifest)
         self._local = threading.local()
 
-    def _scratch(self, use_int64: bool):
+    def _scratch(self) -> tuple[np.ndarray, ...]:
+        """This thread's scratch: int32 and int64 accumulators, term slots, candidates."""
         local = self._local
-        window = 1 << self.layout.window_bits
-        if not hasattr(local, "dense"):
-            local.dense = np.zeros(self.index.vocab_size, np.int64)
-            local.marks = np.zeros(self.index.num_documents, np.uint8)
-            local.candidates = np.empty(window, np.int64)
-        name = "acc64" if use_int64 else "acc32"
-        accumulator = getattr(local, name, None)
-        if accumulator is None:
-            accumulator = np.zeros(window, np.int64 if use_int64 else np.int32)
-            setattr(local, name, accumulator)
-        return accumulator, local.dense, local.marks, local.candidates
+        if not hasattr(local, "scratch"):
+            local.scratch = (np.zeros(ACCUMULATOR_SIZE, np.int32),
+                             np.zeros(ACCUMULATOR_SIZE, np.int64),
+                             np.zeros(self.index.vocab_size, np.uint16),
+                             np.empty(CANDIDATE_CAPACITY, np.int64),
+                             np.empty(CANDIDATE_CAPACITY, np.int64))
+        return local.scratch
 
     def _arrays(self):
         index, layout = self.index, self.layout
@@ -579,38 +698,66 @@ class PrunedSearcher:
                 layout.forward_offsets, layout.forward_terms, layout.forward_impacts,
                 layout.window_bits)
 
+    def _check(self, counts) -> None:
+        if np.any(np.asarray(counts) == kernels.CORRUPT):
+            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
+                                    "index; run verify()")
+
     def search(self, terms: np.ndarray, weights: np.ndarray, k: int,
                params: PrunedParams | None, use_int64: bool
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(docs, scores, stats)`` of one prepared query; ``params=None``: exhaustive."""
-        accumulator, dense, marks, candidates = self._scratch(use_int64)
+        accumulator32, accumulator64, slots, candidate_docs, candidate_keys = self._scratch()
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
         stats = np.zeros(6, np.int64)
         settings = (params or EXACT).as_tuple()
         count = _search_one_any(0 if params is None else 1, terms, weights, *self._arrays(),
-                                accumulator, dense, marks, candidates, k, *settings, docs,
-                                scores, stats)
-        if count == kernels.CORRUPT:
-            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
-                                    "index; run verify()")
+                                accumulator64 if use_int64 else accumulator32, slots,
+                                candidate_docs, candidate_keys, k, *settings, docs, scores,
+                                stats)
+        self._check([count])
         return docs[:count], scores[:count], stats
 
     def search_many(self, indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray,
-                    use_int64: np.ndarray, k: int, params: PrunedParams | None
+                    use_int64: np.ndarray, k: int, params: PrunedParams | None,
+                    threads: int = 1
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, 6])`` over numba's threads."""
+        """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, 6])`` on ``threads`` threads.
+
+        Threads take small chunks of queries from a shared counter as they finish (dynamic
+        balance: a costly query does not hold up a thread's whole share); the kernel releases
+        the GIL, so the threads run in parallel.
+        """
         n_queries = len(indptr) - 1
         out_docs = np.empty((n_queries, k), np.int64)
         out_scores = np.empty((n_queries, k), np.int64)
         out_counts = np.empty(n_queries, np.int64)
         out_stats = np.zeros((n_queries, 6), np.int64)
+        mode = 0 if params is None else 1
         settings = (params or EXACT).as_tuple()
-        search_many_windowed(0 if params is None else 1, indptr, terms, weights, use_int64,
-                             *self._arrays(), self.index.vocab_size, k, *settings,
-                             numba.get_num_threads(), out_docs, out_scores, out_counts,
-                             out_stats)
-        if np.any(out_counts == kernels.CORRUPT):
-            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
-                                    "index; run verify()")
+        arrays = self._arrays()
+        threads = max(1, min(int(threads), n_queries))
+        chunk = max(1, min(8, n_queries // (threads * 16)))
+        starts = itertools.count(0, chunk)  # next() is atomic under the GIL
+        lock = threading.Lock()
+
+        def work() -> None:
+            scratch = self._scratch()
+            while True:
+                with lock:
+                    first = next(starts)
+                if first >= n_queries:
+                    return
+                search_range(mode, first, min(first + chunk, n_queries), indptr, terms, weights,
+                             use_int64, *arrays, *scratch, k, *settings, out_docs, out_scores,
+                             out_counts, out_stats)
+
+        if threads == 1:
+            work()
+        else:
+            with ThreadPoolExecutor(threads, thread_name_prefix="sparse-ir-search") as pool:
+                for future in [pool.submit(work) for _ in range(threads)]:
+                    future.result()
+        self._check(out_counts)
         return out_docs, out_scores, out_counts, out_stats
