@@ -103,6 +103,29 @@ def impact_open(path: Path):
     return ImpactIndex.open(path)
 
 
+#: Every exact search path a reader can take: the default (pruned; on these small collections
+#: its estimate covers every posting), the pruned kernel with an estimate of a few postings (so
+#: it goes through cuts, candidates and exact scores from the forward index: every file of the
+#: search layout is read), and the windowed exhaustive kernel. Each must give the same hits.
+IMPACT_SEARCHES = ("default", "pruned, verifying", "exhaustive")
+
+
+def _impact_hits(index, terms, weights, how: str) -> tuple:
+    if how == "pruned, verifying":
+        from sparse_ir.index.pruned import PrunedParams
+
+        prepared_terms, prepared_weights = index.prepare_query((terms, weights))
+        k = min(TOP_K, index.num_documents)
+        docs, scores, _ = index._pruned().search(
+            prepared_terms, prepared_weights, k,
+            PrunedParams(estimate_postings=16, estimate_candidates=1),
+            index._needs_int64(prepared_terms, prepared_weights))
+        hits = index._hits(docs, scores)
+    else:
+        hits = index.search((terms, weights), TOP_K, mode=None if how == "default" else how)
+    return tuple((h.doc_id, h.score) for h in hits)
+
+
 def impact_answers(index) -> tuple:
     seed = index.manifest["build"]["seed"]
     size = _size_of(index)
@@ -111,7 +134,7 @@ def impact_answers(index) -> tuple:
     for query in queries:
         terms = np.array(sorted(query), np.int64)
         weights = np.array([query[t] for t in sorted(query)], np.int64)
-        hits.append(tuple((h.doc_id, h.score) for h in index.search((terms, weights), TOP_K)))
+        hits.append(tuple(_impact_hits(index, terms, weights, how) for how in IMPACT_SEARCHES))
     stored = index.document(index.num_documents - 1)
     return (seed, index.num_documents, tuple(index.doc_ids), tuple(hits), stored)
 
@@ -135,7 +158,8 @@ def impact_expected(seed: int, size: Size = SMALL) -> tuple:
             if score > 0:
                 scores.append((-score, docno))
         scores.sort()
-        hits.append(tuple((batch.ids[d], -s) for s, d in scores[:TOP_K]))
+        hits.append((tuple((batch.ids[d], -s) for s, d in scores[:TOP_K]),)
+                    * len(IMPACT_SEARCHES))
     return (seed, len(batch), batch.ids, tuple(hits), contents[-1])
 
 
