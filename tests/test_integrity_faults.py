@@ -21,8 +21,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from index_kinds import KINDS, SMALL
+from integrity_figures import record
 
 from sparse_ir.errors import IndexFormatError
 from sparse_ir.index.check import check_index
@@ -93,10 +95,15 @@ def judge(kind, path: Path, pristine: tuple) -> str:
     except Exception as exc:  # noqa: BLE001 - any other exception breaks the promise
         return f"UNEXPECTED {type(exc).__name__}: {exc}"
     try:
-        wrong_before_verify = _answers_or_error(kind, index) != pristine
+        answers = _answers_or_error(kind, index)
+        wrong_before_verify = answers != pristine
         kind.verify(index)
     except IndexFormatError:
-        return "verify (searches were wrong)" if wrong_before_verify else "verify"
+        if not wrong_before_verify:
+            return "verify"
+        if answers[0] == "error":
+            return "verify (a search refused first)"
+        return "verify (searches were wrong)"
     except Exception as exc:  # noqa: BLE001
         return f"UNEXPECTED {type(exc).__name__}: {exc}"
     return "UNDETECTED, same answers" if not wrong_before_verify else "UNDETECTED, WRONG ANSWERS"
@@ -173,6 +180,8 @@ def test_every_fault_in_every_file_is_detected(built, regime):
     kind, path = built
     outcomes, failures = run_faults(kind, path, regime)
     _print_table(kind, regime, outcomes)
+    record("faults", kind=kind.name, regime=regime,
+           outcomes=[[fault, outcome, n] for (fault, outcome), n in sorted(outcomes.items())])
     assert not failures, "\n".join(failures[:20])
     assert sum(outcomes.values()) > 1000
     if regime == "default":
@@ -241,3 +250,85 @@ def test_every_bit_of_pointer_manifest_and_array_header(built):
                 counts["array footer"] += 1
             break  # one array file: the header code is shared by all
     print(f"\n{kind.name}: every single-bit flip detected: {dict(counts)}")
+    record("exhaustive bit flips", kind=kind.name, counts=dict(counts))
+
+
+def _rewrite_array(file: Path, change) -> None:
+    """Replace an array file's data with ``change(values)`` in place (header, footer and
+    manifest untouched, so only a checksum can tell)."""
+    from sparse_ir.index.storage import read_array_header
+
+    header = read_array_header(file)
+    data = bytearray(file.read_bytes())
+    end = header.data_offset + header.count * header.dtype.itemsize
+    values = np.frombuffer(bytes(data[header.data_offset:end]), header.dtype).copy()
+    data[header.data_offset:end] = np.ascontiguousarray(change(values), header.dtype).tobytes()
+    file.write_bytes(bytes(data))
+
+
+def _set(values, positions, value):
+    values[positions] = value
+    return values
+
+
+#: Damage aimed at the values the kernels index with, in the files open() does not checksum
+#: when they are large: (file, change, what must happen). "refused" = IndexCorruptError from
+#: open() or from the search; "any" = a refusal or an answer (wrong is allowed: verify() then
+#: finds it), but never another exception, a crash or a read outside the arrays.
+LAYOUT_DAMAGE = [
+    ("forward_offsets.bin", lambda v: _set(v, slice(1, None), 1 << 62), "refused"),
+    ("forward_offsets.bin", lambda v: _set(v, slice(1, None), -5), "refused"),
+    ("forward_offsets.bin", lambda v: v[::-1], "refused"),
+    ("forward_terms.bin", lambda v: _set(v, slice(None), np.iinfo(v.dtype).max), "refused"),
+    ("impact_order_docs.bin", lambda v: _set(v, slice(None), 0xFFFF), "refused"),
+    ("postings_docs.bin", lambda v: _set(v, slice(None), 1 << 30), "refused"),
+    ("postings_docs.bin", lambda v: _set(v, slice(None), -1), "refused"),
+    ("window_offsets.bin", lambda v: _set(v, slice(1, -1), 1 << 62), "refused"),
+    ("window_offsets.bin", lambda v: v[::-1], "refused"),
+    ("segment_offsets.bin", lambda v: _set(v, slice(1, -1), 1 << 40), "refused"),
+    ("term_offsets.bin", lambda v: _set(v, slice(1, -1), -7), "refused"),
+    ("segment_ends.bin", lambda v: _set(v, slice(None), 0), "any"),
+    ("segment_ends.bin", lambda v: _set(v, slice(None), 1 << 62), "any"),
+    ("segment_impacts.bin", lambda v: _set(v, slice(None), np.iinfo(v.dtype).max), "any"),
+    ("impact_order_impacts.bin", lambda v: _set(v, slice(None), np.iinfo(v.dtype).max), "any"),
+    ("forward_impacts.bin", lambda v: _set(v, slice(None), np.iinfo(v.dtype).max), "any"),
+    ("term_max_impact.bin", lambda v: _set(v, slice(None), 1), "any"),
+]
+
+
+def test_search_never_reads_outside_a_damaged_large_file(tmp_path):
+    """Every exact search path (index_kinds.IMPACT_SEARCHES) over an index whose large files
+    are damaged where the kernels take positions from: refused with IndexCorruptError, or an
+    answer that verify() then refuses; never a crash, a hang or another exception."""
+    from index_kinds import impact_answers, impact_build, impact_expected
+
+    from sparse_ir.errors import IndexCorruptError
+    from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.index.storage import IndexDirectory
+
+    path = tmp_path / "index"
+    impact_build(path, 11, SMALL)
+    generation = IndexDirectory(path).current()
+    outcomes: Counter = Counter()
+    with KINDS["impact"].large_files():
+        for name, change, must in LAYOUT_DAMAGE:
+            file = generation / name
+            original = file.read_bytes()
+            _rewrite_array(file, change)
+            try:
+                try:
+                    answers = impact_answers(ImpactIndex.open(path))
+                except IndexCorruptError:
+                    outcome = "refused"
+                else:
+                    assert must == "any", f"{name}: damage read without an error"
+                    outcome = "answered" if answers == impact_expected(11, SMALL) else \
+                        "answered wrong"
+                with pytest.raises(IndexCorruptError):
+                    ImpactIndex.open(path).verify()
+            finally:
+                file.write_bytes(original)
+            outcomes[outcome] += 1
+    assert impact_answers(ImpactIndex.open(path, verify=True)) == impact_expected(11, SMALL)
+    print(f"\ntargeted layout damage: {dict(outcomes)}")
+    record("targeted layout damage", cases=len(LAYOUT_DAMAGE), outcomes=dict(outcomes))
