@@ -102,12 +102,14 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
 
 
 def load_beir(data_dir: str | os.PathLike, split: str = "test", *,
-              skip_invalid: bool = False, report: SkipReport | None = None) -> BeirDataset:
+              skip_invalid: bool = False, report: SkipReport | None = None,
+              allow_empty: bool = False) -> BeirDataset:
     """Load a BEIR-layout dataset: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
 
     Only the queries judged in the split are returned, in the order of ``queries.jsonl``.
     With ``skip_invalid``, invalid lines of the three files are counted in ``report`` (or
-    logged as a warning when no report is given) and skipped.
+    logged as a warning when no report is given) and skipped. ``allow_empty`` keeps documents
+    with no title and no text (see :func:`sparse_ir.corpus.read_corpus`).
     """
     root = Path(data_dir)
     qrels_path = root / "qrels" / f"{split}.tsv"
@@ -122,7 +124,8 @@ def load_beir(data_dir: str | os.PathLike, split: str = "test", *,
     if missing:
         raise InputError(f"{len(missing)} judged queries have no text in queries.jsonl "
                          f"(e.g. {sorted(missing)[:3]})", path=qrels_path)
-    corpus = load_corpus(root / "corpus.jsonl", skip_invalid=skip_invalid, report=report)
+    corpus = load_corpus(root / "corpus.jsonl", skip_invalid=skip_invalid, report=report,
+                         allow_empty=allow_empty)
     return BeirDataset(corpus, queries, qrels, split, root)
 
 
