@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from integrity_figures import record
 
 from sparse_ir.cli import main
 from sparse_ir.corpus import read_corpus, read_queries
@@ -203,7 +204,9 @@ def test_reader_names_file_line_and_reason(case, tmp_path):
     assert error.line == case.line
     assert case.reason in error.reason, error.reason
     assert str(error).startswith(f"{path}:{case.line}: " if case.line else f"{path}: ")
-    TABLE.append((case.reader, case.name, str(error).replace(str(tmp_path) + os.sep, "")))
+    message = str(error).replace(str(tmp_path) + os.sep, "")
+    TABLE.append((case.reader, case.name, message))
+    record("bad input", reader=case.reader, case=case.name, message=message)
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.good], ids=lambda c: f"{c.reader}: "
@@ -239,9 +242,10 @@ def test_index_refuses_terms_lucene_cannot_take(case, tmp_path):
     from sparse_ir.index.impact_index import ImpactIndex
 
     batch = SparseBatch.load(write(case, tmp_path))  # a valid SparseBatch file
-    with pytest.raises(InputError, match=case.reason):
+    with pytest.raises(InputError, match=case.reason) as caught:
         ImpactIndex.build(batch, tmp_path / "index", show_progress=False)
     assert not (tmp_path / "index" / "CURRENT").exists()
+    record("bad input", reader=case.reader, case=case.name, message=str(caught.value))
 
 
 def test_unused_odd_tokens_do_not_block_an_index(tmp_path):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from index_kinds import KINDS, SPILLING
+from integrity_figures import record
 
 from sparse_ir.index.storage import IndexDirectory
 
@@ -146,6 +147,9 @@ def test_reader_threads_and_processes_while_generations_are_published(kind, tmp_
     print(f"\n{kind.name}: {len(seeds) - 1} publishes; readers: "
           + "; ".join(f"{r['opens']} opens over {len(r['seeds'])} generations"
                       for r in results))
+    record("readers during publishes", kind=kind.name, publishes=len(seeds) - 1,
+           readers=[{"opens": r["opens"], "generations": len(r["seeds"]),
+                     "failures": len(r["failures"])} for r in results])
     for result in results:
         assert not result["failures"], result["failures"]
         assert result["opens"] > 0

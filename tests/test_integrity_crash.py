@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 from index_kinds import KINDS, MEDIUM
+from integrity_figures import record
 
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index.check import check_index
@@ -108,6 +109,8 @@ def test_kill_9_during_rebuild_leaves_old_or_new(worker, tmp_path):
             live = seed
         del index
     print(f"\n{kind.name}: {dict(outcomes)} (a build takes {seconds:.2f}s)")
+    record("kill -9 rebuild", kind=kind.name, outcomes=dict(outcomes),
+           build_seconds=round(seconds, 2))
     assert outcomes["old index after"] and outcomes["left temporaries"]
     # The next build removes what the killed ones left.
     assert build(process, path, seed + 1, kill_after=NO_KILL)["status"] == 0
@@ -121,18 +124,24 @@ def test_kill_9_during_rebuild_leaves_old_or_new(worker, tmp_path):
 def test_kill_9_during_first_build_leaves_no_index(worker, tmp_path):
     kind, process, seconds = worker
     rng = random.Random(7)
+    outcomes: Counter = Counter()
     for attempt in range(8):
         path = tmp_path / f"index-{attempt}"
         result = build(process, path, 100 + attempt, kill_after=rng.uniform(0, 0.9 * seconds))
         if result["outcome"] == "exited":
             assert kind.answers(kind.open(path)) == expected(kind.name, 100 + attempt)
+            outcomes["completed before the kill"] += 1
             continue
+        outcomes["killed"] += 1
         try:
             index = kind.open(path)
         except (IndexCorruptError, FileNotFoundError) as error:
             assert "no CURRENT" in str(error) or "no index" in str(error)
+            outcomes["no index after (refused to open)"] += 1
         else:  # killed after CURRENT was written, while deleting nothing: complete
             assert kind.answers(index) == expected(kind.name, 100 + attempt)
+            outcomes["complete new index after"] += 1
         assert build(process, path, 200, kill_after=NO_KILL)["status"] == 0
         assert IndexDirectory(path).leftovers() == []
         assert kind.answers(kind.open(path)) == expected(kind.name, 200)
+    record("kill -9 first build", kind=kind.name, outcomes=dict(outcomes))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from index_kinds import KINDS, SPILLING
+from integrity_figures import record
 
 from sparse_ir.index import storage
 from sparse_ir.index.storage import IndexDirectory
@@ -117,6 +118,8 @@ def test_disk_full_at_every_point_keeps_the_previous_index(kind_name, tmp_path, 
     print(f"\n{kind.name}: {failures} disk-full points over a {total:,}-byte rebuild "
           f"({len(starts)} files) refused with the file named, old index intact; {fits} "
           "within the last bytes fitted a shorter build, which published completely")
+    record("disk full", kind=kind.name, refused=failures, fitted=fits, rebuild_bytes=total,
+           files=len(starts))
     assert failures >= 60
     kind.build(path, 2, SPILLING)  # with room again, the rebuild succeeds
     assert kind.answers(kind.open(path)) == kind.expected(2, SPILLING)
@@ -158,4 +161,5 @@ def test_failing_fsync_keeps_the_previous_index(kind_name, tmp_path, monkeypatch
         kind.build(path, 1, SPILLING)
     print(f"\n{kind.name}: fsync failed at each of {len(calls)} calls: {refused} builds refused "
           "with the file named and the old index intact; the rest were directory fsyncs")
+    record("fsync failure", kind=kind.name, calls=len(calls), refused=refused)
     assert refused >= len(calls) // 2

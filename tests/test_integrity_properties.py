@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from integrity_figures import record
 
 from sparse_ir.index import kernels
 from sparse_ir.index.impact_index import ImpactIndex
@@ -124,6 +125,7 @@ def test_every_search_mode_equals_brute_force():
     check()
     # Any disagreement fails an assertion above, so reaching here means 0 disagreements.
     print(f"\nsearch modes vs brute force, 0 disagreements: {dict(stats)}")
+    record("property: search modes = brute force", disagreements=0, **stats)
     assert stats["int64 queries"] and stats["int32 queries"]
 
 
@@ -174,6 +176,7 @@ def test_build_open_round_trips_every_vector_id_and_text():
 
     check()
     print(f"\nbuild -> open round trips: {dict(stats)}")
+    record("property: build -> open round trip", disagreements=0, **stats)
 
 
 def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
@@ -212,6 +215,7 @@ def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
 
     check()
     print(f"\ntiny vs huge memory budget: {dict(stats)}")
+    record("property: tiny = huge memory budget", disagreements=0, **stats)
     assert stats["runs spilled"] > 0
 
 
