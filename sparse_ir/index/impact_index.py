@@ -109,6 +109,13 @@ class ImpactIndex:
                 np.any(offsets[1:] < offsets[:-1]):
             raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not rise "
                                     f"from 0 to the {n_postings} postings")
+        self._layout = None
+        if "search_layout" in manifest:
+            from sparse_ir.index.layout import SearchLayout
+
+            # Mapped now, not at the first search: a reader then holds every file it will
+            # read, even after later builds delete this generation (and open() checks them).
+            self._layout = SearchLayout.open(directory, manifest)
         self._term_max_float = np.asarray(self.term_max_impact, np.float64)
         self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
         self._term_ids: dict[str, int] | None = None

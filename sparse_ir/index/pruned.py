@@ -676,7 +676,9 @@ class PrunedSearcher:
                              "mode='exhaustive' works; rebuild it with search_layout=True "
                              "(the default) for pruned and approximate search")
         self.index = index
-        self.layout = SearchLayout.open(index.directory, index.manifest)
+        # The index maps its layout when it opens (see ImpactIndex.__init__).
+        self.layout = getattr(index, "_layout", None) or SearchLayout.open(index.directory,
+                                                                            index.manifest)
         self._local = threading.local()
 
     def _scratch(self) -> tuple[np.ndarray, ...]:
