@@ -150,7 +150,7 @@ def _build_unchecked(batch, path, monkeypatch):
         ImpactIndex.build(batch, path, show_progress=False)  # refused at build time first
     with monkeypatch.context() as patch:
         patch.setattr(builder, "_check_used_terms", lambda vocab, counts: None)
-        patch.setattr(builder, "id_problem", lambda value: None)
+        patch.setattr(builder, "first_id_problem", lambda values: None)
         return ImpactIndex.build(batch, path, show_progress=False)
 
 
