@@ -110,6 +110,22 @@ def fault_tables(entries: list[dict]) -> list[str]:
     return out
 
 
+def targeted_table(entries: list[dict]) -> list[str]:
+    out = []
+    for entry in entries:
+        o = entry["outcomes"]
+        out += ["", "### Damage aimed at the positions the search kernels read", "",
+                f"{entry['cases']} cases (`LAYOUT_DAMAGE` in `tests/test_integrity_faults.py`: "
+                "offsets out of range or decreasing, term ids outside the vocabulary, "
+                "in-window offsets past the window, zeroed segment ends, saturated impacts), "
+                "each searched through every exact path with `open()` in the large-file "
+                f"regime: {o.get('refused', 0)} refused with `IndexCorruptError`, "
+                f"{o.get('answered', 0)} answered right, {o.get('answered wrong', 0)} "
+                "answered wrong (values within bounds); `verify()` refused all "
+                f"{entry['cases']}; no crash, hang or other exception."]
+    return out
+
+
 def exhaustive_flip_table(entries: list[dict]) -> list[str]:
     out = ["", "### Every single-bit flip of the parsed parts", "",
            "| index | CURRENT | manifest.json | an array header | an array footer | detected |",
@@ -124,14 +140,19 @@ def exhaustive_flip_table(entries: list[dict]) -> list[str]:
 
 def crash_tables(rebuilds: list[dict], first_builds: list[dict]) -> list[str]:
     out = ["", "### kill -9 during a build", "",
-           "| index | builds killed | old index after | new index after | broken index | "
-           "left temporaries (removed by the next build) | killed between rename and "
-           "CURRENT | complete builds in between | build time |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "Rebuilds over an existing index, each sent SIGKILL after a random delay; a build "
+           "that finished before its delay counts as \"finished first\". After each: "
+           "`open()`, `verify()`, `check_index()`, and the answers compared with brute force.",
+           "",
+           "| index | builds killed | finished first | old index after | new index after | "
+           "broken index | left temporaries (removed by the next build) | killed between "
+           "rename and CURRENT | complete builds in between | median build time |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in rebuilds:
         o = entry["outcomes"]
-        out.append(f"| {entry['kind']} | {o.get('killed', 0)} | {o.get('old index after', 0)} | "
-                   f"{o.get('new index after', 0)} | 0 | {o.get('left temporaries', 0)} | "
+        out.append(f"| {entry['kind']} | {o.get('killed', 0)} | {o.get('exited', 0)} | "
+                   f"{o.get('old index after', 0)} | {o.get('new index after', 0)} | 0 | "
+                   f"{o.get('left temporaries', 0)} | "
                    f"{o.get('killed between rename and CURRENT', 0)} | "
                    f"{o.get('complete builds', 0)} | {entry['build_seconds']} s |")
     if first_builds:
@@ -193,7 +214,9 @@ def reader_table(entries: list[dict]) -> list[str]:
 
 def bad_input_table(entries: list[dict]) -> list[str]:
     out = ["", f"### Bad input: {len(entries)} cases, each refused with this exact message", "",
-           "(`FILE` is the bad file's path.)", "", "| input | case | error |", "|---|---|---|"]
+           "File names are shown relative to the test's directory; `index` cases are valid "
+           "SparseBatch files refused by the builder (the CLI adds the shard's path).", "",
+           "| input | case | error |", "|---|---|---|"]
     for entry in entries:
         message = entry["message"].replace("|", "\\|").replace("\n", " ")
         out.append(f"| {entry['reader']} | {entry['case']} | `{message}` |")
@@ -202,6 +225,7 @@ def bad_input_table(entries: list[dict]) -> list[str]:
 
 def render(by_test: dict[str, list[dict]]) -> str:
     lines = fault_tables(by_test.get("faults", []))
+    lines += targeted_table(by_test.get("targeted layout damage", []))
     lines += exhaustive_flip_table(by_test.get("exhaustive bit flips", []))
     lines += crash_tables(by_test.get("kill -9 rebuild", []), by_test.get("kill -9 first build",
                                                                           []))
