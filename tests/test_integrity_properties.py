@@ -2,11 +2,13 @@
 
 Random collections (integer impacts, so scores are exact), random queries and k; the expected
 ranking is computed here with plain Python dicts: score = Σ query weight × impact, documents
-with score 0 left out, ties broken by document number ascending. Checked: ``search``,
-``reference_search``, ``search_batch`` with 1 and 2 threads (queries given one by one and as a
-SparseBatch), and the kernel with both its int32
-and int64 accumulators. Also: build -> open recovers every vector, id and stored text, and a
-tiny memory budget (many spilled runs) writes byte-identical files to a huge one.
+with score 0 left out, ties broken by document number ascending. Checked: ``search`` in its
+default, pruned and exhaustive modes, the pruned kernel with estimates small enough to go
+through its cuts and verification, ``reference_search``, ``search_batch`` with 1 and 2
+threads (queries given one by one and as a SparseBatch; pruned and exhaustive), and the
+plain kernel with both its int32 and int64 accumulators. Also: build -> open recovers every
+vector, id and stored text, and a tiny memory budget (many spilled runs) writes byte-identical
+files to a huge one.
 
 SPARSE_IR_PROPERTY_EXAMPLES raises the number of examples (default 120 per property).
 """
@@ -27,6 +29,7 @@ from integrity_figures import record
 
 from sparse_ir.index import kernels
 from sparse_ir.index.impact_index import ImpactIndex
+from sparse_ir.index.pruned import PrunedParams
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -97,9 +100,21 @@ def test_every_search_mode_equals_brute_force():
             prepared = [query_arrays(q) for q in queries]
             for query, want in zip(prepared, expected):
                 assert ranking(index.search(query, k)) == want
+                for mode in ("pruned", "exhaustive"):
+                    assert ranking(index.search(query, k, mode=mode)) == want, mode
                 assert ranking(index.reference_search(query, k)) == want
                 terms, weights = index.prepare_query(query)
                 wide = index._needs_int64(terms, weights)
+                # The pruned kernel with estimates of a few postings: on collections this
+                # small the default estimate covers every posting, these go through the cuts,
+                # the candidate bounds and exact scores from the forward index.
+                for estimate in (1, 3, 10):
+                    docs, scores, kernel_stats = index._pruned().search(
+                        terms, weights, min(k, index.num_documents),
+                        PrunedParams(estimate_postings=estimate, estimate_candidates=1), wide)
+                    assert list(zip(docs.tolist(), scores.tolist())) == want, estimate
+                    stats["pruned searches through cuts and verification"] += \
+                        int(kernel_stats[2] > 0)
                 stats["int64 queries" if wide else "int32 queries"] += 1
                 for accumulator_type in ([np.int64] if wide else [np.int32, np.int64]):
                     accumulator = np.zeros(index.num_documents, accumulator_type)
@@ -114,6 +129,8 @@ def test_every_search_mode_equals_brute_force():
                                               for q in queries], vocab)
             for threads in (1, 2):
                 run = index.search_batch(prepared, k, threads=threads)
+                assert [ranking(run[str(i)]) for i in range(len(queries))] == expected
+                run = index.search_batch(prepared, k, threads=threads, mode="exhaustive")
                 assert [ranking(run[str(i)]) for i in range(len(queries))] == expected
                 # A SparseBatch of queries takes the batch path (no per-query preparation).
                 run = index.search_batch(as_rows, k, threads=threads)
