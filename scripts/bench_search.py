@@ -320,7 +320,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-budget", default="4GB")
     parser.add_argument("--rebuild", action="store_true", help="rebuild our index")
-    parser.add_argument("--approximate", default="0.75:0.85,0.75:0.7",
+    parser.add_argument("--approximate", default="0.75:0.85,0.75:0.7,0.75:0.6",
                         help="approximate settings to time, cut_ratio:bound_weight,...")
     parser.add_argument("--seismic", default="10:0.7,20:0.8,30:0.9",
                         help="Seismic query_cut:heap_factor settings to time")

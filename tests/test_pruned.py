@@ -14,6 +14,7 @@ from sparse_ir.errors import InputError
 from sparse_ir.index.approximate import search_params
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.layout import SearchLayout
+from sparse_ir.index.pruned import PrunedParams
 from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
@@ -198,3 +199,84 @@ def test_pruned_equals_scipy_on_scifact(tmp_path, scifact_vectors):
             found = {d for d, _ in _pairs(approximate[qid])}
             recall.append(len(found & {d for d, _ in expected}) / max(len(expected), 1))
         assert np.mean(recall) >= 0.9
+
+
+def _kernel_pairs(index, terms, weights, k, params, threads=None):
+    """Hits of the pruned kernel with explicit settings (one query), and its stats."""
+    searcher = index._pruned()
+    use_int64 = index._needs_int64(terms, weights)
+    if threads is None:
+        docs, scores, stats = searcher.search(terms, weights, k, params, use_int64)
+        return list(zip(docs.tolist(), scores.tolist())), stats
+    indptr = np.array([0, len(terms)], np.int64)
+    docs, scores, counts, stats = searcher.search_many(
+        indptr, np.asarray(terms, np.int32), weights, np.array([use_int64]), k, params,
+        threads=threads)
+    count = int(counts[0])
+    return list(zip(docs[0, :count].tolist(), scores[0, :count].tolist())), stats[0]
+
+
+# Small estimates leave postings below the cuts, so the cut, bound and verification steps run
+# (the default estimate of 100,000 postings covers a whole test index: it would be exhaustive).
+_STEP_PARAMS = [PrunedParams(estimate_postings=e, estimate_candidates=c, cut_ratio=r)
+                for e, c, r in ((1, 1, 0.5), (4, 2, 0.05), (16, 8, 0.3), (64, 32, 0.9),
+                                (8, 1, 0.999))]
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(20, 400),
+       vocab_size=st.integers(2, 40), max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+       k=st.integers(1, 20), skew=st.sampled_from([0.0, 1.0, 2.0]))
+def test_pruned_steps_equal_reference(tmp_path_factory, seed, rows, vocab_size, max_impact, k,
+                                      skew):
+    rng = np.random.default_rng(seed)
+    docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
+    index = ImpactIndex.build(docs, tmp_path_factory.mktemp("steps") / "index",
+                              quantizer=Quantizer(max_impact=100_000), show_progress=False)
+    queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
+    k = min(k, index.num_documents)
+    pruned_runs = 0
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        expected, _ = _reference(index, terms, weights, k)
+        for params in _STEP_PARAMS:
+            hits, stats = _kernel_pairs(index, terms, weights, k, params)
+            assert hits == expected, params
+            pruned_runs += int(stats[2] > 0)  # θ₀ recorded: the cut and verify steps ran
+            assert _kernel_pairs(index, terms, weights, k, params, threads=2)[0] == expected
+    if rows >= 100 and vocab_size >= 5 and max_impact > 1:
+        assert pruned_runs > 0  # not vacuous: the pruned path itself was checked
+
+
+@pytest.mark.slow
+def test_pruned_steps_over_many_windows(tmp_path):
+    # More than two windows of 2^16 documents: per-window prefixes, candidates and offsets.
+    rng = np.random.default_rng(11)
+    rows, vocab_size = 150_000, 30
+    lengths = rng.integers(0, 6, size=rows)
+    indptr = np.zeros(rows + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    probabilities = 1.0 / np.arange(1, vocab_size + 1)
+    probabilities /= probabilities.sum()
+    indices = np.concatenate([np.sort(rng.choice(vocab_size, size=n, replace=False,
+                                                 p=probabilities)) for n in lengths])
+    values = rng.integers(1, 200, size=len(indices))
+    docs = SparseBatch(indptr, indices.astype(np.int32), values.astype(np.int32),
+                       tuple(f"t{i}" for i in range(vocab_size)),
+                       tuple(f"d{i}" for i in range(rows)))
+    index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False,
+                              memory_budget=2_000_000)
+    assert index.manifest["search_layout"]["num_windows"] == 3
+    queries = _random_impacts(rng, 8, vocab_size, 10, 200, 1.0)
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        for k in (1, 10, 100):
+            expected, _ = _reference(index, terms, weights, k)
+            assert _pairs(index.search(queries.select([q]), k, mode="pruned")) == expected
+            pruned_runs = 0
+            for params in _STEP_PARAMS + [PrunedParams(estimate_postings=2_000)]:
+                hits, stats = _kernel_pairs(index, terms, weights, k, params)
+                assert hits == expected, (q, k, params)
+                pruned_runs += int(stats[2] > 0)
+            assert pruned_runs > 0 or len(terms) == 0

@@ -70,6 +70,8 @@ ACCUMULATOR_SIZE = 1 << 16
 _VERIFY_BATCH = 8
 # Cut steps grow a term's layer by this factor (snapped to segment ends).
 _CUT_GROWTH = 1.25
+# Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
+_PRUNE_MIN_FACTOR = 2
 
 
 class PrunedParams:
@@ -213,6 +215,16 @@ def _prefetch_document(doc, forward_offsets, forward_terms, forward_impacts):
     for p in range(start, end, 32):
         prefetch(forward_terms, p)
         prefetch(forward_impacts, p)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_starts(query_terms, window_offsets, num_windows, w, io_docs, io_impacts):
+    """Announce where every query term's postings of window ``w`` start: those first cache
+    lines are far apart (a miss each), so fetching them together overlaps the misses."""
+    for i in range(len(query_terms)):
+        start = window_offsets[np.int64(query_terms[i]) * num_windows + w]
+        prefetch(io_docs, start)
+        prefetch(io_impacts, start)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -428,6 +440,7 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
     for w in range(num_windows):
         base = w << window_bits
         size_w = min(window, num_docs - base)
+        _prefetch_starts(query_terms, window_offsets, num_windows, w, io_docs, io_impacts)
         n_touched = 0
         for i in range(n_terms):
             t = query_terms[i]
@@ -512,6 +525,7 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
     for w in range(num_windows):
         base = w << window_bits
         size_w = min(window, num_docs - base)
+        _prefetch_starts(query_terms, window_offsets, num_windows, w, io_docs, io_impacts)
         for i in range(n_terms):
             t = query_terms[i]
             weight = accumulator.dtype.type(query_weights[i])
@@ -521,12 +535,22 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
             end = window_offsets[t * num_windows + w + 1]
             # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it;
             # an offset past the window's documents is caught below.
+            # Impacts descend within the window: when the 4th posting ahead is above the cut,
+            # so are the three before it (one test per four postings instead of one each).
             p = start
+            while p + 3 < end and np.int64(io_impacts[p + 3]) > cut:
+                for j in range(p, p + 4):
+                    accumulator[np.int64(io_docs[j])] += \
+                        weight * accumulator.dtype.type(io_impacts[j]) - below
+                p += 4
             while p < end and np.int64(io_impacts[p]) > cut:
                 accumulator[np.int64(io_docs[p])] += \
                     weight * accumulator.dtype.type(io_impacts[p]) - below
                 p += 1
             scored += p - start
+        # Collect the candidates while clearing the accumulator. (Skipping chunks of 64 entries
+        # whose vectorized maximum is below the need measured slower on the 1M benchmark:
+        # 6.2-6.7 ms against 5.7 ms per query.)
         for offset in range(size_w):
             excess = np.int64(accumulator[offset])
             accumulator[offset] = 0
@@ -613,9 +637,17 @@ def _search_one_any(mode, query_terms, query_weights, term_offsets, postings_doc
                     forward_impacts, window_bits, accumulator, slots, candidate_docs,
                     candidate_keys, k, estimate_postings, estimate_candidates, cut_ratio,
                     bound_weight, out_docs, out_scores, stats):
-    """Mode 0: windowed exhaustive; 1: pruned (falls back to exhaustive when it must)."""
+    """Mode 0: windowed exhaustive; 1: pruned (exhaustive for small queries, or when the
+    estimate finds fewer than k documents)."""
     num_docs = len(forward_offsets) - 1
+    total = 0
     if mode == 1:
+        for i in range(len(query_terms)):
+            t = query_terms[i]
+            total += term_offsets[t + 1] - term_offsets[t]
+    # Pruning pays off only when the query's postings far outnumber what its estimate scores
+    # (a small collection, rare terms): below that the exhaustive kernel is cheaper, and exact.
+    if mode == 1 and total > _PRUNE_MIN_FACTOR * estimate_postings:
         count = pruned_search_one(query_terms, query_weights, term_offsets, window_offsets,
                                   io_docs, io_impacts, segment_offsets, segment_impacts,
                                   segment_ends, forward_offsets, forward_terms,
