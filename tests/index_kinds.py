@@ -118,7 +118,7 @@ def _impact_hits(index, terms, weights, how: str) -> tuple:
         k = min(TOP_K, index.num_documents)
         docs, scores, _ = index._pruned().search(
             prepared_terms, prepared_weights, k,
-            PrunedParams(estimate_postings=16, estimate_candidates=1),
+            PrunedParams(estimate_postings=12, estimate_candidates=1),
             index._needs_int64(prepared_terms, prepared_weights))
         hits = index._hits(docs, scores)
     else:
