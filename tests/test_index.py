@@ -94,7 +94,8 @@ def test_tiny_budget_gives_byte_identical_postings(tmp_path):
     shards = [random_batch(rng, 200, 80, 30) for _ in range(5)]
     shards = [SparseBatch(s.indptr, s.indices, s.values, s.vocab,
                           tuple(f"s{n}-{i}" for i in range(len(s)))) for n, s in enumerate(shards)]
-    small = ImpactIndex.build(iter(shards), tmp_path / "small", memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 1500,
+    small = ImpactIndex.build(iter(shards), tmp_path / "small",
+                              memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 1500,
                               show_progress=False)
     large = ImpactIndex.build(iter(shards), tmp_path / "large", memory_budget="1GB",
                               show_progress=False)

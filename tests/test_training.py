@@ -366,7 +366,9 @@ def test_idf_query_encoder(tiny_bert_dir, tmp_path):
     size = len(tokenizer)
     encoder = IdfQueryEncoder.from_corpus(tokenizer, texts, size)
     cancer, brain = (tokenizer.convert_tokens_to_ids(t) for t in ("cancer", "brain"))
-    idf = lambda df: math.log(1 + (3 - df + 0.5) / (df + 0.5))
+    def idf(df):
+        return math.log(1 + (3 - df + 0.5) / (df + 0.5))
+
     assert encoder.idf[cancer] == pytest.approx(idf(2))
     assert encoder.idf[brain] == pytest.approx(idf(1))
     batch = encoder.encode_queries(["brain cancer cancer", ""], ids=["x", "y"])
