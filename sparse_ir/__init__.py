@@ -35,6 +35,7 @@ _EXPORTS = {
     "HybridSearcher": "sparse_ir.hybrid",
     "Fusion": "sparse_ir.fusion",
     "FusedHit": "sparse_ir.fusion",
+    "check_index": "sparse_ir.index.check",
     "Trainer": "sparse_ir.training.trainer",
     "TrainingConfig": "sparse_ir.training.trainer",
     "IdfQueryEncoder": "sparse_ir.training.inference_free",

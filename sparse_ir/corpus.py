@@ -12,7 +12,14 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from sparse_ir.errors import InputError
-from sparse_ir.jsonl import SkipReport, open_text_binary, read_jsonl
+from sparse_ir.jsonl import (
+    TRUNCATION_HINT,
+    SkipReport,
+    open_text_binary,
+    read_jsonl,
+    warn_if_skipped,
+)
+from sparse_ir.validation import check_id, id_problem
 
 __all__ = ["Document", "Query", "read_corpus", "read_queries", "load_corpus", "load_queries"]
 
@@ -44,11 +51,12 @@ def _record_id(record: dict, path: object, line: int) -> str:
         if key in record:
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise InputError(f"missing id: {key!r} must be a string or integer, "
+                raise InputError(f"invalid id: {key!r} must be a string or integer, "
                                  f"got {value!r}", path=path, line=line)
             value = str(value)
             if not value.strip():
                 raise InputError(f"missing id: {key!r} is empty", path=path, line=line)
+            check_id(value, path=path, line=line)
             return value
     raise InputError("missing id: no '_id' field (BEIR JSONL needs \"_id\")", path=path,
                      line=line)
@@ -67,15 +75,19 @@ def _string_field(record: dict, key: str, path: object, line: int) -> str | None
 
 
 def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
-                report: SkipReport | None = None) -> Iterator[Document]:
+                report: SkipReport | None = None,
+                allow_empty: bool = False) -> Iterator[Document]:
     """Yield the documents of a BEIR ``corpus.jsonl`` (``.gz`` allowed), checked.
 
-    Each line needs an ``_id`` (string or integer) and a ``text`` (``contents`` is accepted
-    for Pyserini-style files); ``title`` is optional. An empty text is valid (it encodes to an
-    empty vector, and the encoder counts it). Duplicate ids are an error.
+    Each line needs an ``_id`` (string or integer; no whitespace, see
+    :func:`sparse_ir.validation.id_problem`) and a ``text`` (``contents`` is accepted for
+    Pyserini-style files); ``title`` is optional. Duplicate ids are an error. A document whose
+    title and text are both empty (or blank) is an error too, unless ``allow_empty`` (then it
+    is indexed as an empty vector, which no query retrieves, and counted by the encoder).
     """
     seen: set[str] = set()
-    report = report if report is not None else (SkipReport() if skip_invalid else None)
+    owned = skip_invalid and report is None
+    report = SkipReport() if owned else report
     for line, record in read_jsonl(path, skip_invalid=skip_invalid, report=report):
         try:
             doc_id = _record_id(record, path, line)
@@ -85,6 +97,10 @@ def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
             title = _string_field(record, "title", path, line) or ""
             if text is None:
                 raise InputError("missing text: no 'text' field", path=path, line=line)
+            if not allow_empty and not (text.strip() or title.strip()):
+                raise InputError(f"empty document: {doc_id!r} has no title and no text (pass "
+                                 "allow_empty / --allow-empty to index it as an empty vector, "
+                                 "or --skip-invalid to skip it)", path=path, line=line)
             if doc_id in seen:
                 raise InputError(f"duplicate id: {doc_id!r} appears more than once",
                                  path=path, line=line)
@@ -95,13 +111,15 @@ def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
             continue
         seen.add(doc_id)
         yield Document(doc_id, title, text)
+    warn_if_skipped(report, path, owned)
 
 
 def read_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
                  report: SkipReport | None = None) -> Iterator[Query]:
     """Yield queries from BEIR ``queries.jsonl`` or a TSV file of ``qid<TAB>text`` lines."""
     path_str = os.fspath(path)
-    report = report if report is not None else (SkipReport() if skip_invalid else None)
+    owned = skip_invalid and report is None
+    report = SkipReport() if owned else report
     seen: set[str] = set()
     if path_str.endswith((".tsv", ".tsv.gz", ".txt")):
         records = _read_tsv_queries(path, skip_invalid, report)
@@ -122,6 +140,7 @@ def read_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
             continue
         seen.add(parsed.id)
         yield parsed
+    warn_if_skipped(report, path, owned)
 
 
 def _jsonl_query(record: dict, path: object, line: int) -> Query | InputError:
@@ -132,6 +151,8 @@ def _jsonl_query(record: dict, path: object, line: int) -> Query | InputError:
             text = _string_field(record, "contents", path, line)
         if text is None:
             raise InputError("missing text: no 'text' field", path=path, line=line)
+        if not text.strip():
+            raise InputError(f"empty query: {query_id!r} has no text", path=path, line=line)
         return Query(query_id, text)
     except InputError as error:
         return error
@@ -142,18 +163,29 @@ def _read_tsv_queries(path, skip_invalid, report) -> Iterator[tuple[int, Query |
         for line, raw in enumerate(handle, start=1):
             if not raw.strip():
                 continue
+            hint = "" if raw.endswith(b"\n") else TRUNCATION_HINT
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
                 yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                                       f"{exc.start + 1}", path=path, line=line)
+                                       f"{exc.start + 1}{hint}", path=path, line=line)
                 continue
             parts = text.split("\t", 1)
-            if len(parts) != 2 or not parts[0].strip():
-                yield line, InputError("expected 2 tab-separated columns (qid, text), got "
-                                       f"{len(parts)}", path=path, line=line)
+            if len(parts) != 2:
+                yield line, InputError("invalid line: expected 2 tab-separated columns (qid, "
+                                       f"text), got 1{hint}", path=path, line=line)
                 continue
-            yield line, Query(parts[0].strip(), parts[1])
+            query_id, query_text = parts[0].strip(), parts[1]
+            if not query_id:
+                yield line, InputError("missing id: the first column is empty", path=path,
+                                       line=line)
+            elif problem := id_problem(query_id):
+                yield line, InputError(f"invalid id: {problem}", path=path, line=line)
+            elif not query_text.strip():
+                yield line, InputError(f"empty query: {query_id!r} has no text{hint}",
+                                       path=path, line=line)
+            else:
+                yield line, Query(query_id, query_text)
 
 
 def load_corpus(path: str | os.PathLike, **options) -> list[Document]:

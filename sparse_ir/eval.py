@@ -13,8 +13,9 @@ from pathlib import Path
 
 from sparse_ir.corpus import Document, Query, load_corpus, load_queries
 from sparse_ir.errors import InputError, MissingDependencyError
-from sparse_ir.jsonl import open_text_binary
+from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, open_text_binary, warn_if_skipped
 from sparse_ir.results import Run
+from sparse_ir.validation import id_problem
 
 __all__ = ["BeirDataset", "load_beir", "read_qrels", "evaluate", "per_query",
            "DEFAULT_METRICS", "Qrels", "find_scifact"]
@@ -37,49 +38,78 @@ class BeirDataset:
     path: Path
 
 
-def read_qrels(path: str | os.PathLike) -> Qrels:
+def read_qrels(path: str | os.PathLike, *, skip_invalid: bool = False,
+               report: SkipReport | None = None) -> Qrels:
     """Read qrels: BEIR TSV (``query-id corpus-id score`` with a header) or TREC (4 columns).
 
-    Raises :class:`InputError` for a wrong column count, a non-integer relevance, or the same
-    (query, document) judged twice.
+    Raises :class:`InputError` naming the file and line for invalid UTF-8, a wrong column
+    count, an invalid id, a non-integer relevance, the same (query, document) judged twice, or
+    a file with no judgment at all. With ``skip_invalid`` a bad line is counted in ``report``
+    and skipped instead (an empty file is still an error).
     """
     qrels: Qrels = {}
+    owned = skip_invalid and report is None
+    report = SkipReport() if owned else report
     with open_text_binary(path) as handle:
         for line, raw in enumerate(handle, start=1):
             try:
-                text = raw.decode("utf-8").strip()
-            except UnicodeDecodeError as exc:
-                raise InputError(f"invalid UTF-8 at column {exc.start + 1}", path=path,
-                                 line=line) from None
-            if not text:
-                continue
-            parts = text.split("\t") if "\t" in text else text.split()
-            if line == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) == 4:
-                qid, _, doc_id, relevance = parts
-            elif len(parts) == 3:
-                qid, doc_id, relevance = parts
-            else:
-                raise InputError(f"expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}",
-                                 path=path, line=line)
-            try:
-                value = int(relevance)
-            except ValueError:
-                raise InputError(f"relevance {relevance!r} is not an integer", path=path,
-                                 line=line) from None
-            judged = qrels.setdefault(qid.strip(), {})
-            if doc_id in judged:
-                raise InputError(f"({qid}, {doc_id}) judged twice", path=path, line=line)
-            judged[doc_id.strip()] = value
+                parsed = _qrels_line(raw, line, path)
+                if parsed is None:
+                    continue
+                qid, doc_id, value = parsed
+                judged = qrels.setdefault(qid, {})
+                if doc_id in judged:
+                    raise InputError(f"duplicate judgment: ({qid}, {doc_id}) judged twice",
+                                     path=path, line=line)
+                judged[doc_id] = value
+            except InputError as error:
+                if not skip_invalid:
+                    raise
+                report.add(error)
+    if not qrels:
+        raise InputError("no judgments: the qrels file holds no valid line", path=path)
+    warn_if_skipped(report, path, owned)
     return qrels
 
 
+def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | None:
+    hint = "" if raw.endswith(b"\n") else TRUNCATION_HINT
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                         f"{exc.start + 1}{hint}", path=path, line=line) from None
+    if not text:
+        return None
+    parts = [p.strip() for p in (text.split("\t") if "\t" in text else text.split())]
+    if line == 1 and parts[0].lower() in ("query-id", "query_id", "qid"):
+        return None
+    if len(parts) == 4:
+        qid, _, doc_id, relevance = parts
+    elif len(parts) == 3:
+        qid, doc_id, relevance = parts
+    else:
+        raise InputError(f"invalid line: expected 3 (BEIR) or 4 (TREC) columns, got "
+                         f"{len(parts)}{hint}", path=path, line=line)
+    for value in (qid, doc_id):
+        if problem := id_problem(value):
+            raise InputError(f"invalid id: {problem}", path=path, line=line)
+    try:
+        return qid, doc_id, int(relevance)
+    except ValueError:
+        raise InputError(f"invalid line: relevance {relevance!r} is not an integer{hint}",
+                         path=path, line=line) from None
+
+
 def load_beir(data_dir: str | os.PathLike, split: str = "test", *,
-              skip_invalid: bool = False) -> BeirDataset:
+              skip_invalid: bool = False, report: SkipReport | None = None,
+              allow_empty: bool = False) -> BeirDataset:
     """Load a BEIR-layout dataset: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
 
     Only the queries judged in the split are returned, in the order of ``queries.jsonl``.
+    With ``skip_invalid``, invalid lines of the three files are counted in ``report`` (or
+    logged as a warning when no report is given) and skipped. ``allow_empty`` keeps documents
+    with no title and no text (see :func:`sparse_ir.corpus.read_corpus`).
     """
     root = Path(data_dir)
     qrels_path = root / "qrels" / f"{split}.tsv"
@@ -87,14 +117,15 @@ def load_beir(data_dir: str | os.PathLike, split: str = "test", *,
         if not need.exists():
             raise FileNotFoundError(f"{need} not found: {root} is not a BEIR dataset with a "
                                     f"{split!r} split")
-    qrels = read_qrels(qrels_path)
-    queries = [q for q in load_queries(root / "queries.jsonl", skip_invalid=skip_invalid)
-               if q.id in qrels]
+    qrels = read_qrels(qrels_path, skip_invalid=skip_invalid, report=report)
+    queries = [q for q in load_queries(root / "queries.jsonl", skip_invalid=skip_invalid,
+                                       report=report) if q.id in qrels]
     missing = set(qrels) - {q.id for q in queries}
     if missing:
         raise InputError(f"{len(missing)} judged queries have no text in queries.jsonl "
                          f"(e.g. {sorted(missing)[:3]})", path=qrels_path)
-    corpus = load_corpus(root / "corpus.jsonl", skip_invalid=skip_invalid)
+    corpus = load_corpus(root / "corpus.jsonl", skip_invalid=skip_invalid, report=report,
+                         allow_empty=allow_empty)
     return BeirDataset(corpus, queries, qrels, split, root)
 
 

@@ -15,6 +15,7 @@ import gzip
 import json
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,11 @@ from typing import IO, Any
 
 from sparse_ir.errors import InputError
 
-__all__ = ["SkipReport", "open_text_binary", "read_jsonl", "parse_json_line"]
+__all__ = ["SkipReport", "open_text_binary", "read_jsonl", "parse_json_line", "TRUNCATION_HINT",
+           "warn_if_skipped"]
+
+#: Appended to an error about the last line of a file when that line has no newline.
+TRUNCATION_HINT = " (the last line has no newline: the file may be truncated)"
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +64,12 @@ class SkipReport:
         lines = [f"skipped {self.total} invalid record(s): {parts}"]
         lines += [f"  e.g. {e}" for e in self.examples]
         return "\n".join(lines)
+
+
+def warn_if_skipped(report: SkipReport | None, path: object, owned: bool) -> None:
+    """Log the summary of a report a reader made for itself (the caller cannot print it)."""
+    if owned and report is not None and report.total:
+        logger.warning("%s: %s", path, report.summary())
 
 
 def open_text_binary(path: str | os.PathLike) -> IO[bytes]:
@@ -105,7 +116,38 @@ def parse_json_line(raw: bytes, *, path: object = None, line: int | None = None,
     if not isinstance(value, dict):
         raise InputError(f"expected a JSON object, got {type(value).__name__}",
                          path=path, line=line)
+    if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(value)) is not None:
+        raise InputError(f"invalid JSON: the string {bad!r} holds a lone surrogate escape "
+                         "(\\ud800-\\udfff without its pair), which is not Unicode text",
+                         path=path, line=line)
     return value
+
+
+# JSON may spell a surrogate as an escape; json.loads joins valid pairs and keeps lone ones,
+# which would later fail to encode as UTF-8 in the middle of a build. Checked only when the
+# line contains such an escape at all.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate(value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value[:40]
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _lone_surrogate(key)
+            if found is None:
+                found = _lone_surrogate(item)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for item in value:
+            if (found := _lone_surrogate(item)) is not None:
+                return found
+    return None
 
 
 def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
@@ -122,7 +164,8 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
         InputError: naming the file, the line and the reason, unless ``skip_invalid``.
         FileNotFoundError: when ``path`` does not exist.
     """
-    if skip_invalid and report is None:
+    owned = skip_invalid and report is None
+    if owned:
         report = SkipReport()
     with open_text_binary(path) as handle:
         for number, raw in enumerate(handle, start=1):
@@ -137,3 +180,4 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                 if not skip_invalid:
                     raise
                 report.add(error)
+    warn_if_skipped(report, path, owned)

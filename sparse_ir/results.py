@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sparse_ir.errors import InputError
-from sparse_ir.jsonl import open_text_binary
+from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, open_text_binary, warn_if_skipped
+from sparse_ir.validation import id_problem
 
 __all__ = ["Hit", "Run"]
 
@@ -69,10 +70,19 @@ class Run:
                 for qid, hits in self.results.items():
                     for rank, hit in enumerate(hits, start=1):
                         score = hit.score
+                        # What read_trec would refuse is refused here, before it is written.
+                        for value in (qid, hit.doc_id):
+                            if problem := id_problem(value):
+                                raise ValueError(f"cannot write a TREC run: {problem}")
+                        if not math.isfinite(score):
+                            raise ValueError(f"cannot write a TREC run: query {qid!r}, "
+                                             f"document {hit.doc_id!r} has score {score!r}")
                         text = str(int(score)) if isinstance(score, int) or (
                             float(score).is_integer() and abs(score) < 2**53) else repr(
                             float(score))
                         out.write(f"{qid} Q0 {hit.doc_id} {rank} {text} {tag}\n")
+                out.flush()
+                os.fsync(out.fileno())  # a crash after the rename must not leave it empty
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -80,43 +90,38 @@ class Run:
             raise
 
     @classmethod
-    def read_trec(cls, path: str | os.PathLike, *, name: str | None = None) -> Run:
+    def read_trec(cls, path: str | os.PathLike, *, name: str | None = None,
+                  skip_invalid: bool = False, report: SkipReport | None = None) -> Run:
         """Read a TREC run file; hits are re-sorted by score descending (ties: file order).
 
-        Raises :class:`InputError` naming the line for a wrong column count, a score that is
-        not a finite number, or the same document twice for one query.
+        Raises :class:`InputError` naming the file and line for invalid UTF-8, a wrong column
+        count, an invalid id, a rank that is not an integer, a score that is not a
+        finite number, or the same document twice for one query. With ``skip_invalid`` such a
+        line is counted in ``report`` and skipped instead.
         """
         results: dict[str, list[tuple[float, int, str]]] = {}
         seen: set[tuple[str, str]] = set()
         tag = name
+        owned = skip_invalid and report is None
+        report = SkipReport() if owned else report
         with open_text_binary(path) as handle:
             for line_number, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
                 try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise InputError(f"invalid UTF-8 at column {exc.start + 1}", path=path,
-                                     line=line_number) from None
-                parts = text.split()
-                if len(parts) != 6:
-                    raise InputError(f"expected 6 columns (qid Q0 docid rank score tag), got "
-                                     f"{len(parts)}", path=path, line=line_number)
-                qid, _, doc_id, _, score_text, run_tag = parts
-                try:
-                    score = float(score_text)
-                except ValueError:
-                    raise InputError(f"score {score_text!r} is not a number", path=path,
-                                     line=line_number) from None
-                if not math.isfinite(score):
-                    raise InputError(f"score {score_text!r} is not finite", path=path,
-                                     line=line_number)
-                if (qid, doc_id) in seen:
-                    raise InputError(f"document {doc_id!r} listed twice for query {qid!r}",
-                                     path=path, line=line_number)
+                    qid, doc_id, score, run_tag = _trec_line(raw, line_number, path)
+                    if (qid, doc_id) in seen:
+                        raise InputError(f"duplicate hit: document {doc_id!r} listed twice for "
+                                         f"query {qid!r}", path=path, line=line_number)
+                except InputError as error:
+                    if not skip_invalid:
+                        raise
+                    report.add(error)
+                    continue
                 seen.add((qid, doc_id))
                 tag = tag or run_tag
                 results.setdefault(qid, []).append((score, line_number, doc_id))
+        warn_if_skipped(report, path, owned)
         run = cls(name=tag or "run")
         for qid, rows in results.items():
             rows.sort(key=lambda r: (-r[0], r[1]))
@@ -131,3 +136,33 @@ class Run:
             ranked = sorted(docs.items(), key=lambda item: (-item[1], item[0]))
             run.results[qid] = [Hit(doc_id, score) for doc_id, score in ranked]
         return run
+
+
+def _trec_line(raw: bytes, line: int, path: object) -> tuple[str, str, float, str]:
+    """``(qid, doc_id, score, tag)`` of one run line, or an :class:`InputError` saying why not."""
+    hint = "" if raw.endswith(b"\n") else TRUNCATION_HINT
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                         f"{exc.start + 1}{hint}", path=path, line=line) from None
+    parts = text.split()
+    if len(parts) != 6:
+        raise InputError(f"invalid line: expected 6 columns (qid Q0 docid rank score tag), got "
+                         f"{len(parts)}{hint}", path=path, line=line)
+    qid, _, doc_id, rank_text, score_text, run_tag = parts
+    for value in (qid, doc_id):
+        if problem := id_problem(value):
+            raise InputError(f"invalid id: {problem}", path=path, line=line)
+    if not (rank_text.isascii() and rank_text.isdigit()):
+        # trec_eval ignores ranks, but a rank that is not a number means a shifted column.
+        raise InputError(f"invalid rank: {rank_text!r} is not a non-negative integer",
+                         path=path, line=line)
+    try:
+        score = float(score_text)
+    except ValueError:
+        raise InputError(f"invalid score: {score_text!r} is not a number{hint}", path=path,
+                         line=line) from None
+    if not math.isfinite(score):
+        raise InputError(f"invalid score: {score_text!r} is not finite", path=path, line=line)
+    return qid, doc_id, score, run_tag

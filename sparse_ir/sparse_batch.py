@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sparse_ir.errors import InputError
+from sparse_ir.validation import first_duplicate, id_problem
 
 __all__ = ["SparseBatch", "SPARSE_BATCH_FORMAT", "SPARSE_BATCH_VERSION"]
 
@@ -45,13 +46,13 @@ class SparseBatch:
     ids: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "indptr", np.ascontiguousarray(self.indptr, dtype=np.int64))
-        object.__setattr__(self, "indices", np.ascontiguousarray(self.indices, dtype=np.int32))
+        object.__setattr__(self, "indptr", _as_integers(self.indptr, np.int64, "indptr"))
+        object.__setattr__(self, "indices", _as_integers(self.indices, np.int32, "term ids"))
         values = np.ascontiguousarray(self.values)
         if values.dtype.kind == "f":
             values = values.astype(np.float32, copy=False)
         elif values.dtype.kind in "iu":
-            values = values.astype(np.int32, copy=False)
+            values = _as_integers(values, np.int32, "impacts")
         else:
             raise InputError(f"SparseBatch values must be float or integer, got {values.dtype}")
         object.__setattr__(self, "values", values)
@@ -224,7 +225,7 @@ class SparseBatch:
             if self.values.min() < 0:
                 pos = int(np.flatnonzero(self.values < 0)[0])
                 row = int(np.searchsorted(self.indptr, pos, side="right") - 1)
-                raise InputError(f"row {row}: negative weight {self.values[pos]!r} "
+                raise InputError(f"row {row}: negative weight {self.values[pos].item()!r} "
                                  "(weights must be >= 0)", path=source)
 
     # -- persistence (no pickle) ------------------------------------------------------------------
@@ -260,6 +261,10 @@ class SparseBatch:
         """Read a batch written by :meth:`save`; refuse anything else with a clear error."""
         path = os.fspath(path)
         try:
+            with open(path, "rb") as handle:
+                if handle.read(4) != b"PK\x03\x04":
+                    raise InputError("unreadable SparseBatch file (not an .npz zip archive)",
+                                     path=path)
             with np.load(path, allow_pickle=False) as data:
                 names = set(data.files)
                 need = {"indptr", "indices", "values", "vocab", "ids", "meta"}
@@ -267,6 +272,8 @@ class SparseBatch:
                     raise InputError(f"not a SparseBatch file: missing {sorted(need - names)}",
                                      path=path)
                 meta = _from_json_bytes(data["meta"], path)
+                if not isinstance(meta, dict):
+                    raise InputError("not a SparseBatch file (meta is not an object)", path=path)
                 if meta.get("format") != SPARSE_BATCH_FORMAT:
                     raise InputError(f"not a SparseBatch file (format {meta.get('format')!r})",
                                      path=path)
@@ -285,11 +292,47 @@ class SparseBatch:
             raise InputError(f"unreadable SparseBatch file ({exc})", path=path) from None
         if meta.get("rows") != len(indptr) - 1 or meta.get("nnz") != len(indices):
             raise InputError("SparseBatch file is inconsistent with its own header", path=path)
+        for array, label in ((indptr, "indptr"), (indices, "indices"), (values, "values")):
+            if array.ndim != 1:
+                raise InputError(f"{label} must be 1-d, got shape {array.shape}", path=path)
+        if values.dtype.kind not in "fiu":
+            raise InputError(f"weights must be numbers, got dtype {values.dtype}", path=path)
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+            raise InputError("vocab must be a JSON list of strings", path=path)
+        if duplicate := first_duplicate(vocab):
+            raise InputError(f"vocab lists the token {duplicate[1]!r} twice (entries "
+                             f"{vocab.index(duplicate[1])} and {duplicate[0]})", path=path)
+        if ids is not None:
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise InputError("ids must be a JSON list of strings (or null)", path=path)
+            if duplicate := first_duplicate(ids):
+                raise InputError(f"duplicate id: {duplicate[1]!r} (rows "
+                                 f"{ids.index(duplicate[1])} and {duplicate[0]})", path=path)
+            for row, value in enumerate(ids):
+                if problem := id_problem(value):
+                    raise InputError(f"row {row}: invalid id: {problem}", path=path)
         try:
             return cls(indptr, indices, values, tuple(vocab),
                        None if ids is None else tuple(ids))
         except InputError as exc:
             raise InputError(exc.reason, path=path) from None
+
+
+def _as_integers(values, dtype, label: str) -> np.ndarray:
+    """``values`` as a contiguous ``dtype`` array; refuses fractions and values that would wrap."""
+    array = np.asarray(values)
+    if array.size == 0:
+        return np.zeros(array.shape, dtype)
+    if array.dtype.kind not in "iu":
+        raise InputError(f"SparseBatch {label} must be integers, got {array.dtype}")
+    info = np.iinfo(dtype)
+    size, target = array.dtype.itemsize, np.dtype(dtype).itemsize
+    if size > target or (array.dtype.kind == "u" and size == target):
+        low, high = int(array.min()), int(array.max())
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise InputError(f"SparseBatch {label}: {bad} does not fit in {np.dtype(dtype)}")
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def _first_unsorted_row(indptr: np.ndarray, indices: np.ndarray) -> int | None:

@@ -28,21 +28,25 @@ def corpus(tmp_path):
 
 def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert_dir, capsys):
     model = str(tiny_bert_dir)
+    # c3 is an empty document: refused unless asked for (see docs/reliability.md).
     assert main(["encode", "--model", model, "--input", str(corpus), "--output",
-                 str(tmp_path / "vectors"), "--shard-size", "3"]) == 0
+                 str(tmp_path / "vectors"), "--shard-size", "3"]) == 1
+    assert f"{corpus}:3: empty document" in capsys.readouterr().err
+    assert main(["encode", "--model", model, "--input", str(corpus), "--output",
+                 str(tmp_path / "vectors"), "--shard-size", "3", "--allow-empty"]) == 0
     out = capsys.readouterr().out
     assert "2 shard(s)" in out and "1 empty text(s)" in out
     shards = sorted((tmp_path / "vectors").glob("shard-*.npz"))
     assert [len(SparseBatch.load(p)) for p in shards] == [3, 1]
     # A second run keeps the shards it already wrote.
     assert main(["encode", "--model", model, "--input", str(corpus), "--output",
-                 str(tmp_path / "vectors"), "--shard-size", "3"]) == 0
+                 str(tmp_path / "vectors"), "--shard-size", "3", "--allow-empty"]) == 0
     assert "0 written, 2 kept" in capsys.readouterr().out
 
     assert main(["index", "--vectors", str(tmp_path / "vectors"), "--model", model,
                  "--output", str(tmp_path / "ix1")]) == 0
     assert main(["index", "--input", str(corpus), "--model", model,
-                 "--output", str(tmp_path / "ix2")]) == 0
+                 "--output", str(tmp_path / "ix2"), "--allow-empty"]) == 0
     capsys.readouterr()
     first, second = ImpactIndex.open(tmp_path / "ix1"), ImpactIndex.open(tmp_path / "ix2")
     assert first.doc_ids == second.doc_ids == ["c1", "c2", "c3", "c4"]
@@ -124,7 +128,8 @@ def test_no_command_prints_help(capsys):
 
 @pytest.mark.slow
 def test_index_and_search_with_splade_tiny(tmp_path, corpus, capsys):
-    assert main(["index", "--input", str(corpus), "--output", str(tmp_path / "ix")]) == 0
+    assert main(["index", "--input", str(corpus), "--output", str(tmp_path / "ix"),
+                 "--allow-empty"]) == 0
     assert main(["search", "--index", str(tmp_path / "ix"), "what", "causes", "tumors"]) == 0
     out = capsys.readouterr().out
     assert "1. c1" in out  # the cancer document ranks first

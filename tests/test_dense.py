@@ -119,7 +119,7 @@ def test_query_validation(built):
     ([(["a"], np.ones((1, 3))), (["b"], np.ones((1, 4)))], "dimension 4 after"),
     ([(["a", "b"], np.ones((1, 3)))], "2 ids for 1 vectors"),
     ([(["a"], np.ones(3))], "2-d"),
-    ([([""], np.ones((1, 3)))], "not a non-empty string"),
+    ([([""], np.ones((1, 3)))], "invalid id: document 0: empty id"),
     ([], "no documents"),
 ])
 def test_bad_input_is_refused_and_publishes_nothing(tmp_path, bad, message):

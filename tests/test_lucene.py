@@ -142,18 +142,30 @@ def test_export_shards_concatenate_to_one_file(tmp_path):
         (tmp_path / "one" / "part-00000.jsonl").read_bytes()
 
 
-def test_export_refuses_tokens_lucene_would_change(tmp_path):
+def _build_unchecked(batch, path, monkeypatch):
+    """An index holding what the builder now refuses, as an older sparse_ir could write it."""
+    from sparse_ir.index import builder
+
+    with pytest.raises(InputError, match="contains whitespace"):
+        ImpactIndex.build(batch, path, show_progress=False)  # refused at build time first
+    with monkeypatch.context() as patch:
+        patch.setattr(builder, "_check_used_terms", lambda vocab, counts: None)
+        patch.setattr(builder, "first_id_problem", lambda values: None)
+        return ImpactIndex.build(batch, path, show_progress=False)
+
+
+def test_export_refuses_tokens_lucene_would_change(tmp_path, monkeypatch):
     vocab = ("ok", "two words")
     batch = SparseBatch.from_dicts([{"ok": 1, "two words": 2}], vocab, ["d"])
-    index = ImpactIndex.build(batch, tmp_path / "i", show_progress=False)
+    index = _build_unchecked(batch, tmp_path / "i", monkeypatch)
     with pytest.raises(InputError, match="'two words' contains whitespace"):
         export_json_vectors(index, tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def test_export_refuses_ids_a_run_file_cannot_hold(tmp_path):
+def test_export_refuses_ids_a_run_file_cannot_hold(tmp_path, monkeypatch):
     batch = SparseBatch.from_dicts([{"a": 1}], ("a",), ["doc 1"])
-    index = ImpactIndex.build(batch, tmp_path / "i", show_progress=False)
+    index = _build_unchecked(batch, tmp_path / "i", monkeypatch)
     with pytest.raises(InputError, match="'doc 1' contains whitespace"):
         export_json_vectors(index, tmp_path / "out", show_progress=False)
 

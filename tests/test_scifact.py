@@ -72,7 +72,11 @@ def test_spilled_build_is_identical_on_real_data(scifact_index, scifact_vectors,
     docs, _ = scifact_vectors
     shards = [docs.select(range(start, min(start + 500, len(docs))))
               for start in range(0, len(docs), 500)]
-    spilled = ImpactIndex.build(iter(shards), tmp_path / "spilled", memory_budget=24 * 150_000,
+    from sparse_ir.index import builder
+
+    # A budget of 150,000 buffered postings (the builder's bytes per posting changes with it).
+    spilled = ImpactIndex.build(iter(shards), tmp_path / "spilled",
+                                memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 150_000,
                                 show_progress=False)
     assert spilled.manifest["build"]["runs_spilled"] >= 5
     for name in ("term_offsets.bin", "postings_docs.bin", "postings_impacts.bin"):

@@ -70,6 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MissingDependencyError as error:
         print(f"sparse-ir: {error}", file=sys.stderr)
         return 1
-    except (SparseIRError, FileNotFoundError, FileExistsError, ValueError) as error:
+    except (SparseIRError, OSError, ValueError) as error:  # OSError: e.g. disk full, named
         print(f"sparse-ir {args.command}: error: {error}", file=sys.stderr)
         return 1

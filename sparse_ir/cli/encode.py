@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                         help="keep only the heaviest terms of each vector")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid input lines (counted and reported) instead of failing")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="encode documents with no title and no text as empty vectors "
+                             "(default: they are invalid)")
     add_model_options(parser)
     parser.set_defaults(handler=run_encode)
 
@@ -65,7 +68,8 @@ def run_encode(args: argparse.Namespace) -> int:
                    read_queries(args.input, skip_invalid=args.skip_invalid, report=report))
         max_length = args.max_length or encoder.query_max_length
     else:
-        records = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report)
+        records = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
+                              allow_empty=args.allow_empty)
         max_length = args.max_length or encoder.document_max_length
     stats = EncodeStats()
     written = kept = 0

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
                         help="also build a faiss HNSW graph (approximate search; needs faiss)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid corpus lines (counted and reported)")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="store documents with no title and no text as zero vectors "
+                             "(default: they are invalid)")
     parser.set_defaults(handler=run_dense_index)
 
     parser = subparsers.add_parser(
@@ -83,7 +86,8 @@ def run_dense_index(args: argparse.Namespace) -> int:
                                            batch_size=args.batch_size, max_length=args.max_length,
                                            precision=args.precision, pooling=args.pooling)
     report = SkipReport()
-    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report)
+    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
+                            allow_empty=args.allow_empty)
     index, stats = dense_index_corpus(
         encoder, documents, args.output, total=count_lines(args.input),
         hnsw=HnswOptions() if args.hnsw else None, show_progress=args.show_progress,

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
                         help="do not store titles and texts in the index")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid corpus lines (counted and reported)")
+    parser.add_argument("--allow-empty", action="store_true",
+                        help="index documents with no title and no text as empty vectors "
+                             "(default: they are invalid)")
     add_model_options(parser)
     parser.set_defaults(handler=run_index)
 
@@ -54,7 +57,10 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_info)
 
     parser = subparsers.add_parser(
-        "verify", help="check every byte of an index (checksums and invariants)")
+        "verify", help="check every byte of an index (checksums and invariants)",
+        description="Check the live generation of an index: manifest, every file's size, "
+                    "CRC32, header and footer, then the index's invariants. Lists every "
+                    "problem found and exits with status 1 if there is any.")
     parser.add_argument("index", help="index directory")
     parser.set_defaults(handler=run_verify)
 
@@ -73,7 +79,8 @@ def run_index(args: argparse.Namespace) -> int:
         raise ValueError("--bits needs the maximum weight in advance: encode first "
                          "('sparse-ir encode'), then 'sparse-ir index --vectors DIR --bits 8'")
     quantizer = Quantizer(scale=args.scale)
-    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report)
+    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
+                            allow_empty=args.allow_empty)
     index, stats = index_corpus(encoder, documents, args.output, quantizer=quantizer,
                                 memory_budget=args.memory_budget,
                                 store_contents=not args.no_contents,
@@ -88,6 +95,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def _index_vectors(args: argparse.Namespace) -> int:
+    from sparse_ir.errors import InputError
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.quantize import Quantizer
     from sparse_ir.sparse_batch import SparseBatch
@@ -95,14 +103,26 @@ def _index_vectors(args: argparse.Namespace) -> int:
     shards = sorted(Path(args.vectors).glob("shard-*.npz"))
     if not shards:
         raise FileNotFoundError(f"no shard-*.npz files in {args.vectors}")
-    if args.bits:
-        quantizer = Quantizer.fit((SparseBatch.load(p) for p in shards), bits=args.bits)
-    else:
-        quantizer = Quantizer(scale=args.scale)
-    index = ImpactIndex.build((SparseBatch.load(p) for p in shards), args.output,
-                              quantizer=quantizer, memory_budget=args.memory_budget,
-                              show_progress=args.show_progress,
-                              settings={"model": args.model, "vectors": str(args.vectors)})
+    current: list[Path] = []
+
+    def load_all():
+        for path in shards:
+            current[:] = [path]
+            yield SparseBatch.load(path)
+
+    try:
+        if args.bits:
+            quantizer = Quantizer.fit(load_all(), bits=args.bits)
+        else:
+            quantizer = Quantizer(scale=args.scale)
+        index = ImpactIndex.build(load_all(), args.output,
+                                  quantizer=quantizer, memory_budget=args.memory_budget,
+                                  show_progress=args.show_progress,
+                                  settings={"model": args.model, "vectors": str(args.vectors)})
+    except InputError as error:
+        if error.path is None and current:  # a builder error about a row: name the shard
+            raise InputError(error.reason, path=current[0]) from None
+        raise
     _print_summary(index)
     return 0
 
@@ -166,10 +186,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.index.check import check_index
 
-    index = ImpactIndex.open(args.index)
-    index.verify()
-    print(f"{index.directory}: OK ({len(index.manifest['files'])} files, "
-          f"{index.size_bytes()} bytes checked)")
-    return 0
+    report = check_index(args.index)
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1

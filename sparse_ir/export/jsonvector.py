@@ -330,8 +330,10 @@ class _Spool:
                     ids.append(row[0])
                     if len(row) == 3:
                         contents.append((row[1], row[2]))
-            yield _Chunk(np.load(f"{base}.indptr.npy"), np.load(f"{base}.terms.npy"),
-                         np.load(f"{base}.impacts.npy"), ids, contents or None)
+            yield _Chunk(np.load(f"{base}.indptr.npy", allow_pickle=False),
+                         np.load(f"{base}.terms.npy", allow_pickle=False),
+                         np.load(f"{base}.impacts.npy", allow_pickle=False), ids,
+                         contents or None)
 
 
 def import_json_vectors(source: str | os.PathLike, output: str | os.PathLike, *,

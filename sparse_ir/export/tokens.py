@@ -23,6 +23,8 @@ import re
 from collections.abc import Iterable
 
 from sparse_ir.errors import InputError
+from sparse_ir.validation import LUCENE_MAX_TERM_BYTES, LUCENE_MAX_TOKEN_CHARS, term_problem
+from sparse_ir.validation import id_problem as shared_id_problem
 
 __all__ = [
     "MAX_TERM_BYTES",
@@ -34,9 +36,9 @@ __all__ = [
 ]
 
 #: Lucene's IndexWriter.MAX_TERM_LENGTH: the longest term, in UTF-8 bytes.
-MAX_TERM_BYTES = 32_766
+MAX_TERM_BYTES = LUCENE_MAX_TERM_BYTES
 #: Lucene CharTokenizer's default maximum token length (WhitespaceAnalyzer), in UTF-16 units.
-MAX_TOKEN_UTF16 = 255
+MAX_TOKEN_UTF16 = LUCENE_MAX_TOKEN_CHARS
 
 # Java's Character.isWhitespace: what Lucene's WhitespaceTokenizer splits on. Space separators
 # (Zs) except the no-break ones (U+00A0, U+2007, U+202F), line/paragraph separators, and the
@@ -46,27 +48,12 @@ _JAVA_WHITESPACE = re.compile(
 
 
 def token_problem(token: str) -> str | None:
-    """Why Lucene would not index ``token`` exactly as written, or None when it would."""
-    if not isinstance(token, str):
-        return f"token {token!r} is not a string"
-    if not token:
-        return "empty token (Lucene cannot index an empty term from text)"
-    if any(ch.isspace() for ch in token):
-        return (f"token {token!r} contains whitespace (Lucene's whitespace tokenizer would "
-                "split it)")
-    try:
-        utf8 = token.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"token {token!r} is not valid Unicode (a lone surrogate cannot be UTF-8)"
-    if len(utf8) > MAX_TERM_BYTES:
-        return (f"token {token[:40]!r}... is {len(utf8)} bytes in UTF-8; Lucene's limit is "
-                f"{MAX_TERM_BYTES}")
-    units = len(token.encode("utf-16-le")) // 2
-    if units > MAX_TOKEN_UTF16:
-        return (f"token {token[:40]!r}... is {units} UTF-16 code units long; Lucene's "
-                f"WhitespaceAnalyzer (used by Anserini for -pretokenized) cuts tokens longer "
-                f"than {MAX_TOKEN_UTF16} into pieces")
-    return None
+    """Why Lucene would not index ``token`` exactly as written, or None when it would.
+
+    The rule itself lives in :func:`sparse_ir.validation.term_problem`, shared with the index
+    builder, so an index never holds a term its Lucene export would have to refuse.
+    """
+    return term_problem(token)
 
 
 def check_tokens(tokens: Iterable[str], *, path: object = None, line: int | None = None,
@@ -87,10 +74,6 @@ def split_like_lucene(text: str) -> list[str]:
 
 
 def id_problem(identifier: str) -> str | None:
-    """Why an id cannot appear in a TREC run or an Anserini topics file, or None."""
-    if not identifier:
-        return "empty id"
-    if any(ch.isspace() for ch in identifier):
-        return (f"id {identifier!r} contains whitespace (TREC run files and Anserini's TSV "
-                "topics separate columns by whitespace)")
-    return None
+    """Why an id cannot appear in a TREC run or an Anserini topics file, or None
+    (:func:`sparse_ir.validation.id_problem`, shared with every reader)."""
+    return shared_id_problem(identifier)

@@ -40,6 +40,7 @@ from sparse_ir.index.storage import (
 from sparse_ir.index.strings import StringColumnWriter
 from sparse_ir.quantize import Quantizer, QuantizeStats, smallest_unsigned_dtype
 from sparse_ir.sparse_batch import SparseBatch
+from sparse_ir.validation import first_duplicate, first_id_problem, term_problem
 
 __all__ = ["build_impact_index", "BuildReport", "parse_memory", "vocab_hash",
            "IMPACT_FORMAT", "IMPACT_FORMAT_VERSION"]
@@ -284,10 +285,14 @@ def _compact(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _check_ids(shard_ids: tuple[str, ...], first: int, seen_ids: set[str]) -> None:
-    """Refuse a duplicate id, within the shard or with an earlier one; remember the shard's.
+    """Refuse an invalid id (:func:`sparse_ir.validation.id_problem`) or a duplicate one, within
+    the shard or with an earlier one; remember the shard's.
 
-    Set operations run in C; only a shard with a duplicate is walked id by id, to name it.
+    Set operations and the id rule's fast path run in C; only a shard with a problem is walked
+    id by id, to name it.
     """
+    if bad := first_id_problem(shard_ids):
+        raise InputError(f"invalid id: document {first + bad[0]}: {bad[1]}")
     if seen_ids.isdisjoint(shard_ids) and len(set(shard_ids)) == len(shard_ids):
         seen_ids.update(shard_ids)
         return
@@ -342,6 +347,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             for shard in _as_shards(vectors):
                 if vocab is None:
                     vocab = shard.vocab
+                    _check_vocabulary(vocab)
                     buffer = _PostingBuffer(temporary, len(vocab), budget, buffer_impact_dtype)
                 elif shard.vocab != vocab:
                     raise InputError("all shards must share one vocabulary; shard starting at "
@@ -380,6 +386,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             if vocab is None:
                 raise InputError("no documents to index")
             runs = buffer.finish()
+            _check_used_terms(vocab, buffer.counts)
             report.runs_spilled = buffer.spilled
             files: dict[str, FileRecord] = {}
             max_impact = int(buffer.maxima.max()) if len(buffer.maxima) else 0
@@ -455,6 +462,24 @@ def _drop_zeros(batch: SparseBatch, stats: QuantizeStats) -> SparseBatch:
     indptr = np.zeros(len(batch) + 1, np.int64)
     np.cumsum(np.bincount(rows[keep], minlength=len(batch)), out=indptr[1:])
     return SparseBatch(indptr, batch.indices[keep], batch.values[keep], batch.vocab, batch.ids)
+
+
+def _check_vocabulary(vocab: tuple[str, ...]) -> None:
+    """Refuse a vocabulary whose tokens are not distinct strings (term ids would be ambiguous)."""
+    for term, token in enumerate(vocab):
+        if not isinstance(token, str):
+            raise InputError(f"invalid term: vocabulary entry {term} is {token!r}, not a string")
+    if duplicate := first_duplicate(vocab):
+        raise InputError(f"invalid term: the vocabulary lists {duplicate[1]!r} twice "
+                         f"(term ids {vocab.index(duplicate[1])} and {duplicate[0]})")
+
+
+def _check_used_terms(vocab: tuple[str, ...], counts: np.ndarray) -> None:
+    """Refuse a term with postings that Lucene cannot take (see :mod:`sparse_ir.validation`)."""
+    for term in np.flatnonzero(counts).tolist():
+        if problem := term_problem(vocab[term]):
+            raise InputError(f"invalid term: term id {term} occurs in {int(counts[term])} "
+                             f"document(s): {problem}")
 
 
 def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dtype: np.dtype,

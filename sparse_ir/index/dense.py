@@ -45,6 +45,7 @@ from sparse_ir.index.storage import (
 )
 from sparse_ir.index.strings import StringColumn, StringColumnWriter
 from sparse_ir.results import Hit, Run
+from sparse_ir.validation import id_problem
 
 __all__ = [
     "DENSE_FORMAT",
@@ -215,9 +216,8 @@ class DenseIndexWriter:
             raise InputError(f"vector of document {ids[row]!r} (document {self.count + row}) "
                              "holds NaN or infinity")
         for i, doc_id in enumerate(ids):
-            if not isinstance(doc_id, str) or not doc_id:
-                raise InputError(f"document {self.count + i}: id {doc_id!r} is not a non-empty "
-                                 "string")
+            if problem := id_problem(doc_id):
+                raise InputError(f"invalid id: document {self.count + i}: {problem}")
             if doc_id in self._seen:
                 raise InputError(f"duplicate document id {doc_id!r} (document {self.count + i})")
             self._seen.add(doc_id)
@@ -393,22 +393,10 @@ class DenseIndex:
             IndexFormatError: another format or format version (both versions named).
             IndexCorruptError: a missing, cut, or altered file.
         """
-        directory = IndexDirectory(path)
-        last_error: Exception | None = None
-        for _ in range(5):
-            generation = directory.current()
-            try:
-                index = cls._open_generation(generation)
-            except (FileNotFoundError, IndexCorruptError) as error:
-                # A concurrent build may have published a newer generation and removed this one.
-                last_error = error
-                if directory.current() != generation:
-                    continue
-                raise
-            if verify:
-                index.verify()
-            return index
-        raise last_error  # pragma: no cover - five publishes during one open
+        index = IndexDirectory(path).open_current(cls._open_generation)
+        if verify:
+            index.verify()
+        return index
 
     @classmethod
     def _open_generation(cls, generation: Path) -> DenseIndex:
@@ -422,8 +410,8 @@ class DenseIndex:
                                         "manifest: the file is corrupt")
         try:
             return cls(generation, manifest)
-        except KeyError as exc:
-            raise IndexCorruptError(f"{generation}: manifest lacks {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None
 
     def verify(self) -> None:
         """Check every byte: each file's CRC32 and the index's invariants.
@@ -562,6 +550,10 @@ class DenseIndex:
                     raise ValueError(f"the index {self.directory} has no HNSW graph; rebuild "
                                      "it with hnsw=HnswOptions() (CLI: --hnsw)")
                 faiss = _import_faiss()
+                # faiss parses these bytes in native code: check every one of them first
+                # (open() checksums only files up to 16 MB).
+                check_files(self.directory, {"hnsw.bin": self.manifest["files"]["hnsw.bin"]},
+                            full=True)
                 data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
                 self._hnsw = faiss.deserialize_index(np.array(data))
             return self._hnsw

@@ -102,9 +102,20 @@ class ImpactIndex:
         if vocab_hash(self.vocab) != manifest["vocab_hash"]:
             raise IndexCorruptError(f"{directory / 'vocab.json'}: does not match the manifest's "
                                     "vocabulary hash")
-        if int(self.term_offsets[0]) != 0 or int(self.term_offsets[-1]) != n_postings:
-            raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not span the "
-                                    f"{n_postings} postings")
+        offsets = np.asarray(self.term_offsets)
+        # O(V) and cheap: keeps every postings read of the search kernels inside the arrays,
+        # even when a large file's data is damaged and only verify() would see it.
+        if int(offsets[0]) != 0 or int(offsets[-1]) != n_postings or \
+                np.any(offsets[1:] < offsets[:-1]):
+            raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not rise "
+                                    f"from 0 to the {n_postings} postings")
+        self._layout = None
+        if "search_layout" in manifest:
+            from sparse_ir.index.layout import SearchLayout
+
+            # Mapped now, not at the first search: a reader then holds every file it will
+            # read, even after later builds delete this generation (and open() checks them).
+            self._layout = SearchLayout.open(directory, manifest)
         self._term_max_float = np.asarray(self.term_max_impact, np.float64)
         self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
         self._term_ids: dict[str, int] | None = None
@@ -161,22 +172,10 @@ class ImpactIndex:
             IndexFormatError: another format or format version (both versions named).
             IndexCorruptError: a missing, cut, or altered file.
         """
-        directory = IndexDirectory(path)
-        last_error: Exception | None = None
-        for _ in range(5):
-            generation = directory.current()
-            try:
-                index = cls._open_generation(generation)
-            except (FileNotFoundError, IndexCorruptError) as error:
-                # A concurrent build may have published a newer generation and removed this one.
-                last_error = error
-                if directory.current() != generation:
-                    continue
-                raise
-            if verify:
-                index.verify()
-            return index
-        raise last_error  # pragma: no cover - five publishes during one open
+        index = IndexDirectory(path).open_current(cls._open_generation)
+        if verify:
+            index.verify()
+        return index
 
     @classmethod
     def _open_generation(cls, generation: Path) -> ImpactIndex:
@@ -190,8 +189,9 @@ class ImpactIndex:
                                             "manifest: the file is corrupt")
         try:
             return cls(generation, manifest)
-        except KeyError as exc:
-            raise IndexCorruptError(f"{generation}: manifest lacks {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            # The manifest passed its checksum, so it was written like this: say what is off.
+            raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None
 
     def verify(self) -> None:
         """Check every byte: each file's CRC32 and the index's invariants.

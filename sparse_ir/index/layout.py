@@ -86,16 +86,35 @@ class SearchLayout(NamedTuple):
         if not 1 <= window_bits <= 16 or num_windows != max(1, -(-n_docs // (1 << window_bits))):
             raise IndexCorruptError(f"{directory}: search layout of {num_windows} windows of "
                                     f"2^{window_bits} documents does not fit {n_docs} documents")
-        return cls(window_bits, num_windows,
-                   array("window_offsets", np.int64, n_terms * num_windows + 1),
-                   array("impact_order_docs", np.uint16, n_postings),
-                   array("impact_order_impacts", impact_dtype, n_postings),
-                   array("segment_offsets", np.int64, n_terms + 1),
-                   array("segment_impacts", impact_dtype, n_segments),
-                   array("segment_ends", np.int64, n_segments),
-                   array("forward_offsets", np.int64, n_docs + 1),
-                   array("forward_terms", term_dtype, n_postings),
-                   array("forward_impacts", impact_dtype, n_postings))
+        layout = cls(window_bits, num_windows,
+                     array("window_offsets", np.int64, n_terms * num_windows + 1),
+                     array("impact_order_docs", np.uint16, n_postings),
+                     array("impact_order_impacts", impact_dtype, n_postings),
+                     array("segment_offsets", np.int64, n_terms + 1),
+                     array("segment_impacts", impact_dtype, n_segments),
+                     array("segment_ends", np.int64, n_segments),
+                     array("forward_offsets", np.int64, n_docs + 1),
+                     array("forward_terms", term_dtype, n_postings),
+                     array("forward_impacts", impact_dtype, n_postings))
+        _check_offsets(directory, layout, n_postings, n_segments)
+        return layout
+
+
+def _check_offsets(directory: Path, layout: SearchLayout, n_postings: int,
+                   n_segments: int) -> None:
+    """Refuse offsets that would send a kernel outside its arrays: O(V·W), cheap at open.
+
+    Every postings and segment read of the kernels goes through these two offset arrays, so a
+    damaged large file (which open() does not checksum) is refused here instead of being read.
+    The forward offsets (O(N)) are checked per verified document by the kernel instead.
+    """
+    for name, offsets, total in (("window_offsets", layout.window_offsets, n_postings),
+                                 ("segment_offsets", layout.segment_offsets, n_segments)):
+        values = np.asarray(offsets)
+        if int(values[0]) != 0 or int(values[-1]) != total or \
+                np.any(values[1:] < values[:-1]):
+            raise IndexCorruptError(f"{directory / (name + '.bin')}: offsets do not rise "
+                                    f"from 0 to {total}")
 
 
 @numba.njit(cache=True, nogil=True)

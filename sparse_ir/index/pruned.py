@@ -170,17 +170,39 @@ def _max_sift_down(keys, values, size, position):
 
 # -- exact scores through the forward index ------------------------------------------------------
 
+#: What :func:`_exact_score` returns for a document whose forward entry is damaged (a real
+#: score is never negative: weights and impacts are positive).
+_CORRUPT_SCORE = -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _forward_entry_ok(start, end, n_forward):
+    """True when a document's forward range lies inside the forward arrays. The forward offsets
+    are not checked at open (O(N), unlike the O(V·W) layout offsets), so each verified document
+    checks its own two offsets: damage that only verify() would see is refused, never read."""
+    return 0 <= start and start <= end and end <= n_forward
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots, slot_weights):
     """Σ q_t·impact over the document's terms; ``slots`` maps a query term to its weight's
     position in ``slot_weights`` (0 = not a query term, weight 0): a small table that stays in
-    the L1 cache, unlike a vocabulary-sized array of weights."""
+    the L1 cache, unlike a vocabulary-sized array of weights.
+
+    Returns ``_CORRUPT_SCORE`` when the document's forward entry points outside the arrays or
+    names a term outside the vocabulary (a damaged file)."""
+    start = forward_offsets[doc]
+    end = forward_offsets[doc + 1]
+    if not _forward_entry_ok(start, end, len(forward_terms)):
+        return np.int64(_CORRUPT_SCORE)
     score = np.int64(0)
-    n_slots = len(slots)
-    for p in range(forward_offsets[doc], forward_offsets[doc + 1]):
-        term = np.int64(forward_terms[p])
-        if term < n_slots:  # always, unless the file is corrupt (verify() would say so)
-            score += slot_weights[slots[term]] * np.int64(forward_impacts[p])
+    n_slots = np.uint64(len(slots))
+    for p in range(start, end):
+        term = forward_terms[p]
+        # Unsigned compare: also refuses a negative int32 term id (one compare either way).
+        if np.uint64(term) >= n_slots:
+            return np.int64(_CORRUPT_SCORE)
+        score += slot_weights[slots[term]] * np.int64(forward_impacts[p])
     return score
 
 
@@ -188,6 +210,8 @@ def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots, sl
 def _prefetch_document(doc, forward_offsets, forward_terms, forward_impacts):
     start = forward_offsets[doc]
     end = forward_offsets[doc + 1]
+    if not _forward_entry_ok(start, end, len(forward_terms)):
+        return  # _exact_score reports it; a damaged range must not set a runaway loop here
     for p in range(start, end, 32):
         prefetch(forward_terms, p)
         prefetch(forward_impacts, p)
@@ -222,7 +246,8 @@ def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip,
     """Score candidates exactly by decreasing bound until a bound is below the k-th score.
 
     ``keys``/``docs`` [:count] are the candidates (bound, document), in any order; documents in
-    ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size.
+    ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
+    candidate's forward entry is damaged.
     """
     for position in range(count // 2 - 1, -1, -1):
         _max_sift_down(keys, docs, count, position)
@@ -247,9 +272,11 @@ def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip,
                 n_batch += 1
         for j in range(n_batch):
             doc = batch[j]
-            size = _offer(heap_scores, heap_docs, size, k,
-                          _exact_score(doc, forward_offsets, forward_terms, forward_impacts,
-                                       slots, slot_weights), doc)
+            score = _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots,
+                                 slot_weights)
+            if score < 0:
+                return -1
+            size = _offer(heap_scores, heap_docs, size, k, score, doc)
         stats[1] += n_batch
     return size
 
@@ -311,8 +338,10 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
             next_segment[i] = j
             next_position[i] = position
             next_impact[i] = below
-            keys[size] = query_weights[i] * (cut_impact[i] - below) / (position -
-                                                                       cut_position[i])
+            # max(.., 1): segment ends rise in a sound index; a damaged one must not divide
+            # by zero (the search then is merely wrong, and verify() names the file).
+            keys[size] = query_weights[i] * (cut_impact[i] - below) / max(
+                position - cut_position[i], 1)
             owners[size] = i
             size += 1
     for position in range(size // 2 - 1, -1, -1):
@@ -336,7 +365,8 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
             next_segment[i] = j
             next_position[i] = position
             next_impact[i] = below
-            keys[0] = query_weights[i] * (cut_impact[i] - below) / (position - cut_position[i])
+            keys[0] = query_weights[i] * (cut_impact[i] - below) / max(
+                position - cut_position[i], 1)
         else:
             size -= 1
             keys[0] = keys[size]
@@ -424,6 +454,11 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
             while p < end and np.int64(io_impacts[p]) > cut:
                 offset = np.int64(io_docs[p])
                 if accumulator[offset] == 0:
+                    # A window has at most 2^16 documents, so only a damaged layout (the same
+                    # offset again after an overflow to 0) can fill the scratch.
+                    if n_touched == len(touched):
+                        corrupt = True
+                        break
                     touched[n_touched] = offset
                     n_touched += 1
                 accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
@@ -437,6 +472,9 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
                 corrupt = True
             elif n_best < want or score >= best_scores[0]:
                 n_best = _offer(best_scores, best_docs, n_best, want, score, base + offset)
+        if corrupt:
+            accumulator[:] = 0  # entries added after the scratch was full are not listed
+            break
     # The estimate's documents, sorted (they are skipped when verifying candidates).
     verified_docs = np.sort(best_docs[:n_best])
     if estimate_exhaustive:
@@ -449,9 +487,12 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
                                forward_impacts)
         for j in range(n_best):
             d = verified_docs[j]
-            size = _offer(heap_scores, heap_docs, size, k,
-                          _exact_score(d, forward_offsets, forward_terms, forward_impacts,
-                                       slots, slot_weights), d)
+            score = _exact_score(d, forward_offsets, forward_terms, forward_impacts, slots,
+                                 slot_weights)
+            if score < 0:
+                corrupt = True
+                break
+            size = _offer(heap_scores, heap_docs, size, k, score, d)
     stats[1] = n_best
     stats[0] = scored
     if corrupt or estimate_exhaustive or size < k:
@@ -520,6 +561,9 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
                                    heap_docs, size, k, verified_docs, n_best, forward_offsets,
                                    forward_terms, forward_impacts, slots, slot_weights, stats)
                     n_candidates = 0
+                    if size < 0:
+                        corrupt = True
+                        break
                 candidate_docs[n_candidates] = base + offset
                 candidate_keys[n_candidates] = credit + excess
                 n_candidates += 1
@@ -536,9 +580,11 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
         size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores, heap_docs,
                        size, k, verified_docs, n_best, forward_offsets, forward_terms,
                        forward_impacts, slots, slot_weights, stats)
+        corrupt = size < 0
     for i in range(n_terms):
         slots[query_terms[i]] = 0
     if corrupt:
+        accumulator[:] = 0  # a pass may have stopped before clearing its window
         return kernels.CORRUPT
     stats[0] = scored
     stats[2] = theta0
@@ -662,7 +708,9 @@ class PrunedSearcher:
                              "mode='exhaustive' works; rebuild it with search_layout=True "
                              "(the default) for pruned and approximate search")
         self.index = index
-        self.layout = SearchLayout.open(index.directory, index.manifest)
+        # The index maps its layout when it opens (see ImpactIndex.__init__).
+        self.layout = getattr(index, "_layout", None) or SearchLayout.open(index.directory,
+                                                                            index.manifest)
         self._local = threading.local()
 
     def _scratch(self) -> tuple[np.ndarray, ...]:

@@ -25,24 +25,39 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import secrets
 import shutil
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, IndexFormatError
 
 __all__ = [
-    "ARRAY_FORMAT", "ARRAY_VERSION", "FileRecord", "ArrayWriter", "write_array",
-    "read_array_header", "open_array", "write_bytes_file", "file_crc32", "write_manifest",
-    "read_manifest", "IndexDirectory", "fsync_directory",
+    "ARRAY_FORMAT",
+    "ARRAY_VERSION",
+    "ArrayWriter",
+    "FileRecord",
+    "IndexDirectory",
+    "check_files",
+    "file_crc32",
+    "file_problems",
+    "fsync_directory",
+    "open_array",
+    "read_array_header",
+    "read_manifest",
+    "read_manifest_unchecked",
+    "write_array",
+    "write_bytes_file",
+    "write_manifest",
 ]
 
 ARRAY_FORMAT = "sparse-ir-array"
@@ -54,6 +69,11 @@ _ALIGN = 64
 _MAX_HEADER = 1 << 16
 _CURRENT = "CURRENT"
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
+_ARRAY_DTYPE = re.compile(r"[<|](?:[iu][1248]|f[248])")
+_POINTER = re.compile(rb"(gen-\d{6,}) ([0-9a-f]{8})\n")
+_T = TypeVar("_T")
+
+logger = logging.getLogger(__name__)
 
 
 def _open_for_write(path: str | os.PathLike):
@@ -200,6 +220,7 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
             if header_len > _MAX_HEADER:
                 raise IndexCorruptError(f"{path}: header length {header_len} is not plausible")
             raw = handle.read(header_len)
+            padding = handle.read((-(len(_MAGIC) + 4 + header_len)) % _ALIGN)
             if size >= _FOOTER_SIZE:
                 handle.seek(size - _FOOTER_SIZE)
                 footer = handle.read(_FOOTER_SIZE)
@@ -212,8 +233,8 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
     try:
         header = json.loads(raw.decode("utf-8"))
         if not isinstance(header, dict):
-            raise ValueError("not an object")
-    except (UnicodeDecodeError, ValueError) as exc:
+            raise TypeError("not an object")
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise IndexCorruptError(f"{path}: corrupt header ({exc})") from None
     if header.get("format") != ARRAY_FORMAT:
         raise IndexFormatError(f"{path}: format {header.get('format')!r}, "
@@ -221,22 +242,29 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
     if header.get("version") != ARRAY_VERSION:
         raise IndexFormatError(f"{path}: array format version {header.get('version')!r}; this "
                                f"sparse_ir reads version {ARRAY_VERSION}")
-    try:
-        dtype = np.dtype(header["dtype"])
-        count = int(header["count"])
-        name = str(header["name"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise IndexCorruptError(f"{path}: corrupt header ({exc})") from None
-    if dtype.byteorder == ">" or count < 0:
-        raise IndexCorruptError(f"{path}: invalid dtype {dtype.str} or count {count}")
+    dtype_text, count, name = header.get("dtype"), header.get("count"), header.get("name")
+    # Only plain little-endian numbers: numpy would parse far more (bytes, objects, records;
+    # some spellings even raise SyntaxError), and a damaged header must not pick one of them.
+    if not (isinstance(dtype_text, str) and _ARRAY_DTYPE.fullmatch(dtype_text)):
+        raise IndexCorruptError(f"{path}: corrupt header (dtype {dtype_text!r} is not a "
+                                "little-endian integer or float type)")
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0 or \
+            not isinstance(name, str):
+        raise IndexCorruptError(f"{path}: corrupt header (count {count!r}, name {name!r})")
+    dtype = np.dtype(dtype_text)
+    if dtype.str != dtype_text:  # e.g. "<u1" for "|u1": the writer never spells it so
+        raise IndexCorruptError(f"{path}: corrupt header (dtype {dtype_text!r} is not "
+                                f"written as {dtype.str!r})")
     data_offset = len(_MAGIC) + 4 + header_len
     data_offset += (-data_offset) % _ALIGN
     expected = data_offset + count * dtype.itemsize + _FOOTER_SIZE
     if size != expected:
         raise IndexCorruptError(f"{path}: {size} bytes, but its header promises {expected} "
                                 f"({count} × {dtype.str}); the file is truncated or extended")
-    if footer[:len(_FOOTER_MAGIC)] != _FOOTER_MAGIC:
+    if footer[:len(_FOOTER_MAGIC)] != _FOOTER_MAGIC or footer[-4:] != b"\0" * 4:
         raise IndexCorruptError(f"{path}: missing footer (the file was not completely written)")
+    if padding.strip(b"\0"):
+        raise IndexCorruptError(f"{path}: bytes between the header and the data are not zero")
     return ArrayHeader(name, dtype, count, data_offset)
 
 
@@ -291,58 +319,118 @@ def _manifest_checksum(body: dict) -> int:
     return zlib.crc32(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8"))
 
 
+def _manifest_bytes(body: dict) -> bytes:
+    """The one byte form of a manifest (with its checksum): written, and required on read."""
+    return json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
 def write_manifest(directory: Path, body: dict) -> FileRecord:
     """Write ``manifest.json``: the body plus a CRC32 of its canonical JSON form."""
     body = dict(body)
     body["manifest_crc32"] = _manifest_checksum(body)
-    data = json.dumps(body, indent=1, sort_keys=True, ensure_ascii=False).encode("utf-8")
-    return write_bytes_file(directory / "manifest.json", data + b"\n")
+    return write_bytes_file(directory / "manifest.json", _manifest_bytes(body))
 
 
-def read_manifest(directory: Path, *, format_name: str, version: int) -> dict:
-    """Read and check ``manifest.json``: its checksum, format name and version."""
+def read_manifest_unchecked(directory: Path) -> tuple[dict, str | None]:
+    """Parse ``manifest.json`` without judging its format.
+
+    Returns ``(body, problem)``: ``problem`` says why the bytes cannot be trusted (checksum
+    mismatch, or not the exact form :func:`write_manifest` writes), or is None. Raises
+    :class:`IndexCorruptError` when the file is missing or is not a JSON object.
+    """
     path = directory / "manifest.json"
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise IndexCorruptError(f"{path}: missing (not an index, or a damaged one)") from None
+    except OSError as exc:
+        raise IndexCorruptError(f"{path}: unreadable ({exc})") from None
     try:
         body = json.loads(raw.decode("utf-8"))
         if not isinstance(body, dict):
-            raise ValueError("not a JSON object")
-    except (UnicodeDecodeError, ValueError) as exc:
+            raise TypeError("not a JSON object")
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc})") from None
-    stored = body.pop("manifest_crc32", None)
-    if stored != _manifest_checksum(body):
-        raise IndexCorruptError(f"{path}: manifest checksum mismatch; the file was altered")
+    problem = None
+    stored = body.get("manifest_crc32")
+    if stored != _manifest_checksum({k: v for k, v in body.items() if k != "manifest_crc32"}):
+        problem = "manifest checksum mismatch; the file was altered"
+    elif raw != _manifest_bytes(body):
+        # The checksum covers the content; this covers every byte (a cut newline, a respaced
+        # line): a published file is never modified, so any difference is damage.
+        problem = "manifest bytes differ from the form sparse_ir writes; the file was altered"
+    body.pop("manifest_crc32", None)
+    return body, problem
+
+
+def read_manifest(directory: Path, *, format_name: str, version: int) -> dict:
+    """Read and check ``manifest.json``: its format name and version, then its checksum.
+
+    The version is judged first, so an index written by another version of sparse_ir is
+    refused with both versions named, even if that version checksums differently.
+    """
+    path = directory / "manifest.json"
+    body, problem = read_manifest_unchecked(directory)
+    damaged = f" (and {problem})" if problem else ""
     if body.get("format") != format_name:
-        raise IndexFormatError(f"{directory}: a {body.get('format')!r} index, not {format_name!r}")
+        raise IndexFormatError(f"{directory}: a {body.get('format')!r} index, not "
+                               f"{format_name!r}{damaged}")
     if body.get("format_version") != version:
         raise IndexFormatError(
             f"{directory}: index format version {body.get('format_version')!r}; this sparse_ir "
             f"reads version {version}. Rebuild the index with this version, or use the "
-            "sparse_ir that wrote it.")
+            f"sparse_ir that wrote it{damaged}.")
+    if problem:
+        raise IndexCorruptError(f"{path}: {problem}")
     return body
 
 
-def check_files(directory: Path, files: dict, *, full: bool) -> None:
-    """Check every file listed in a manifest: present, the recorded size, and (``full``) CRC32."""
+def file_problems(directory: Path, files: object, *, full: bool) -> list[str]:
+    """Every problem with the files a manifest lists: missing, wrong size, and (``full``)
+    wrong CRC32 or array footer. An empty list means all is well."""
+    if not isinstance(files, dict):
+        return [f"{directory / 'manifest.json'}: 'files' is not a mapping"]
+    problems = []
     for name, record in files.items():
-        path = directory / name
+        path = directory / str(name)
+        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+            problems.append(f"{path}: not a plain file name; the manifest is corrupt")
+            continue
         try:
-            size = path.stat().st_size
+            size, crc = int(record["size"]), int(record["crc32"])
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{path}: the manifest's record of it is corrupt ({record!r})")
+            continue
+        try:
+            actual = path.stat().st_size
         except FileNotFoundError:
-            raise IndexCorruptError(f"{path}: missing file listed in the manifest") from None
-        if size != record["size"]:
-            raise IndexCorruptError(f"{path}: {size} bytes, the manifest records "
-                                    f"{record['size']}")
+            problems.append(f"{path}: missing file listed in the manifest")
+            continue
+        if actual != size:
+            problems.append(f"{path}: {actual} bytes, the manifest records {size}")
+            continue
         if full:
-            crc = file_crc32(path)
-            if crc != record["crc32"]:
-                raise IndexCorruptError(f"{path}: CRC32 {crc:08x}, the manifest records "
-                                        f"{record['crc32']:08x}: the file is corrupt")
-            if name.endswith(".bin"):
-                check_array_footer(path)
+            try:
+                found = file_crc32(path)
+                if found != crc:
+                    problems.append(f"{path}: CRC32 {found:08x}, the manifest records "
+                                    f"{crc:08x}: the file is corrupt")
+                elif name.endswith(".bin"):
+                    read_array_header(path)
+                    check_array_footer(path)
+            except (IndexFormatError, OSError) as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def check_files(directory: Path, files: dict, *, full: bool) -> None:
+    """Check every file listed in a manifest: present, the recorded size, and (``full``) CRC32.
+
+    Raises :class:`IndexCorruptError` naming the first problem (see :func:`file_problems`).
+    """
+    problems = file_problems(directory, files, full=full)
+    if problems:
+        raise IndexCorruptError(problems[0])
 
 
 def fsync_directory(path: str | os.PathLike) -> None:
@@ -369,29 +457,63 @@ class IndexDirectory:
         """True when ``path`` is itself one generation (holds ``manifest.json``)."""
         return (self.path / "manifest.json").is_file() and not (self.path / _CURRENT).exists()
 
+    def _read_pointer(self) -> bytes | None:
+        """The raw bytes of ``CURRENT``, or None when there is none."""
+        try:
+            return (self.path / _CURRENT).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise IndexCorruptError(f"{self.path / _CURRENT}: unreadable ({exc})") from None
+
+    def _parse_pointer(self, raw: bytes) -> str:
+        # Exactly the bytes _write_current writes: any other byte (even a changed newline)
+        # is damage, and a damaged pointer is refused rather than guessed at.
+        pointer = self.path / _CURRENT
+        match = _POINTER.fullmatch(raw)
+        if not match:
+            raise IndexCorruptError(f"{pointer}: corrupt (expected 'gen-NNNNNN <crc32>', got "
+                                    f"{raw[:40]!r})")
+        name = match.group(1).decode("ascii")
+        if int(match.group(2), 16) != zlib.crc32(name.encode()):
+            raise IndexCorruptError(f"{pointer}: corrupt (checksum mismatch)")
+        return name
+
     def current(self) -> Path:
         """The live generation's directory; a clear error when there is none."""
         if self.is_generation_dir():
             return self.path
-        pointer = self.path / _CURRENT
-        try:
-            raw = pointer.read_bytes()
-        except FileNotFoundError:
+        raw = self._read_pointer()
+        if raw is None:
             if not self.path.exists():
-                raise FileNotFoundError(f"no index at {self.path}") from None
+                raise FileNotFoundError(f"no index at {self.path}")
             raise IndexCorruptError(
                 f"{self.path}: no {_CURRENT} file, so no complete index here (an interrupted "
-                "first build leaves this; build again)") from None
-        try:
-            name, crc = raw.decode("ascii").split()
-            if int(crc, 16) != zlib.crc32(name.encode()) or not _GENERATION.match(name):
-                raise ValueError("checksum mismatch")
-        except ValueError as exc:
-            raise IndexCorruptError(f"{pointer}: corrupt ({exc})") from None
+                "first build leaves this; build again)")
+        name = self._parse_pointer(raw)
         generation = self.path / name
         if not generation.is_dir():
-            raise IndexCorruptError(f"{pointer} names {name}, which does not exist")
+            raise IndexCorruptError(f"{self.path / _CURRENT} names {name}, which does not exist")
         return generation
+
+    def open_current(self, opener: Callable[[Path], _T], *, attempts: int = 20) -> _T:
+        """``opener(generation)`` on the live generation, retried if a publish intervenes.
+
+        A reader resolves ``CURRENT`` and then opens files; meanwhile a build may publish new
+        generations and delete the one it was reading (``keep_previous``). When opening fails
+        and ``CURRENT`` has changed since it was read, the new generation is opened instead;
+        when ``CURRENT`` is unchanged the error is real and is raised.
+        """
+        for attempt in range(attempts):
+            before = None if self.is_generation_dir() else self._read_pointer()
+            try:
+                return opener(self.current())
+            except (FileNotFoundError, IndexCorruptError):
+                if before is None or attempt == attempts - 1 or self._read_pointer() == before:
+                    raise
+                logger.debug("%s: a new generation was published while opening; retrying",
+                             self.path)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def generations(self) -> list[tuple[int, Path]]:
         """Published generations, oldest first."""
@@ -403,19 +525,42 @@ class IndexDirectory:
                     found.append((int(match.group(1)), entry))
         return sorted(found)
 
+    def leftovers(self) -> list[Path]:
+        """What interrupted builds left behind: temporaries, and generations that were
+        renamed into place but never named by ``CURRENT`` (newer than the live one)."""
+        if not self.path.is_dir():
+            return []
+        found = [e for e in self.path.iterdir() if e.name.startswith(".tmp-")]
+        live = self._live_number()
+        if live is not None:
+            found += [p for n, p in self.generations() if n > live]
+        elif self._read_pointer() is None:
+            found += [p for _, p in self.generations()]  # nothing was ever published
+        return sorted(found)
+
+    def _live_number(self) -> int | None:
+        try:
+            raw = self._read_pointer()
+            return None if raw is None else int(self._parse_pointer(raw)[len("gen-"):])
+        except IndexCorruptError:
+            return None
+
     @contextlib.contextmanager
     def publish(self, *, keep_previous: int = 1) -> Iterator[Path]:
         """Yield a fresh temporary directory; on normal exit publish it as the new generation.
 
         On an exception (Ctrl-C included) the temporary directory is removed and the previous
         generation stays live. ``keep_previous`` older generations are kept for readers that
-        opened them before the switch; older ones are deleted.
+        opened them before the switch; older ones are deleted. What earlier interrupted
+        builds left behind (see :meth:`leftovers`) is removed first.
         """
         self._prepare()
         with self._lock():
-            self._remove_stale_temporaries()
+            for entry in self.leftovers():
+                _remove(entry)
             temporary = self.path / f".tmp-{secrets.token_hex(6)}"
             temporary.mkdir()
+            renamed: Path | None = None
             try:
                 yield temporary
                 # Every file was fsynced when written (_CheckedWriter.close); now its entry.
@@ -423,13 +568,16 @@ class IndexDirectory:
                 number = max([n for n, _ in self.generations()], default=0) + 1
                 name = f"gen-{number:06d}"
                 os.rename(temporary, self.path / name)
+                renamed = self.path / name
                 fsync_directory(self.path)
                 self._write_current(name)
             except BaseException:
                 shutil.rmtree(temporary, ignore_errors=True)
+                if renamed is not None and self._live_number() != number:
+                    shutil.rmtree(renamed, ignore_errors=True)  # renamed, never published
                 raise
-            generations = self.generations()
-            for _, old in generations[:max(0, len(generations) - 1 - keep_previous)]:
+            live = [(n, p) for n, p in self.generations() if n <= number]
+            for _, old in live[:max(0, len(live) - 1 - keep_previous)]:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _prepare(self) -> None:
@@ -465,15 +613,22 @@ class IndexDirectory:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-    def _remove_stale_temporaries(self) -> None:
-        # Safe: we hold the lock, so no other build is using a temporary directory.
-        for entry in self.path.iterdir():
-            if entry.name.startswith(".tmp-"):
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink()
-
     def _write_current(self, name: str) -> None:
         temporary = self.path / f".tmp-{_CURRENT}-{secrets.token_hex(4)}"
-        write_bytes_file(temporary, f"{name} {zlib.crc32(name.encode()):08x}\n".encode())
-        os.replace(temporary, self.path / _CURRENT)
+        try:
+            write_bytes_file(temporary, f"{name} {zlib.crc32(name.encode()):08x}\n".encode())
+            os.replace(temporary, self.path / _CURRENT)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         fsync_directory(self.path)
 
+
+def _remove(path: Path) -> None:
+    """Delete a leftover file or directory (safe: called under the build lock)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

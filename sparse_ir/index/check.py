@@ -1,0 +1,133 @@
+"""Check an index completely and list everything wrong with it (what ``sparse-ir verify`` runs).
+
+Like Lucene's ``CheckIndex``: the live generation is resolved through ``CURRENT``, the manifest
+is checked (checksum and exact bytes), every file it lists is checked (present, size, CRC32,
+array header and footer), and then the index is opened by its own class and its invariants are
+verified (``verify()``). Unlike ``open()``/``verify()``, which stop at the first problem, the
+file checks go on and report every damaged file, so one run says how much is lost.
+
+Any index kind that follows the storage conventions of :mod:`sparse_ir.index.storage` is
+covered; :data:`INDEX_KINDS` maps its manifest ``format`` to the class that opens it (a class
+with ``open(path)`` and ``verify()``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sparse_ir.errors import IndexFormatError, InputError
+from sparse_ir.index.storage import IndexDirectory, file_problems, read_manifest_unchecked
+
+__all__ = ["INDEX_KINDS", "CheckReport", "check_index"]
+
+#: Manifest ``format`` -> ``"module:Class"`` of the index kind that reads it.
+INDEX_KINDS = {
+    "sparse-ir-impact-index": "sparse_ir.index.impact_index:ImpactIndex",
+    "sparse-ir-dense-index": "sparse_ir.index.dense:DenseIndex",
+}
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_index` found.
+
+    Attributes:
+        path: the index directory checked.
+        generation: the live generation directory, when ``CURRENT`` could be resolved.
+        format: the manifest's format name and version (e.g. ``sparse-ir-impact-index v1``).
+        files_checked, bytes_checked: how much was read.
+        problems: each thing that is wrong (the index must not be trusted if any).
+        notes: harmless findings, e.g. leftovers of an interrupted build.
+    """
+
+    path: Path
+    generation: Path | None = None
+    format: str | None = None
+    files_checked: int = 0
+    bytes_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def summary(self) -> str:
+        """Several lines for a terminal: what was checked, each problem and note, a verdict."""
+        where = self.generation.name if self.generation else "no live generation"
+        lines = [f"{self.path}: {where}" + (f" ({self.format})" if self.format else ""),
+                 f"  checked {self.files_checked} files, {self.bytes_checked:,} bytes"]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        lines += [f"  note: {n}" for n in self.notes]
+        if self.ok:
+            lines.append(f"{self.path}: OK")
+        else:
+            lines.append(f"{self.path}: CORRUPT ({len(self.problems)} problem(s)); do not use "
+                         "it: rebuild the index")
+        return "\n".join(lines)
+
+
+def _index_class(format_name: object):
+    target = INDEX_KINDS.get(format_name) if isinstance(format_name, str) else None
+    if target is None:
+        return None
+    module, name = target.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def check_index(path: str | os.PathLike) -> CheckReport:
+    """Check every byte and invariant of the index at ``path``; never raises for damage.
+
+    ``path`` is an index directory (with ``CURRENT``) or one generation directory.
+    """
+    report = CheckReport(Path(path))
+    directory = IndexDirectory(path)
+    if not directory.path.exists():
+        report.problems.append(f"no index at {directory.path}")
+        return report
+    for leftover in directory.leftovers():
+        report.notes.append(f"{leftover}: left by an interrupted build (not part of the index; "
+                            "the next build removes it)")
+    try:
+        generation = directory.current()
+    except (IndexFormatError, OSError) as exc:
+        report.problems.append(str(exc))
+        return report
+    report.generation = generation
+    try:
+        body, problem = read_manifest_unchecked(generation)
+    except IndexFormatError as exc:
+        report.problems.append(str(exc))
+        return report
+    report.files_checked += 1
+    report.bytes_checked += (generation / "manifest.json").stat().st_size
+    if problem:
+        report.problems.append(f"{generation / 'manifest.json'}: {problem}")
+    report.format = f"{body.get('format')} v{body.get('format_version')}"
+    files = body.get("files")
+    report.problems += file_problems(generation, files, full=True)
+    if isinstance(files, dict):
+        for record in files.values():
+            report.files_checked += 1
+            if isinstance(record, dict) and isinstance(record.get("size"), int):
+                report.bytes_checked += record["size"]
+        listed = set(files) | {"manifest.json"}
+        for entry in sorted(generation.iterdir()):
+            if entry.name not in listed:
+                report.notes.append(f"{entry}: not listed in the manifest (ignored)")
+    if report.problems:
+        return report
+    kind = _index_class(body.get("format"))
+    if kind is None:
+        report.problems.append(f"{generation}: unknown index format {body.get('format')!r} "
+                               f"(known: {', '.join(sorted(INDEX_KINDS))})")
+        return report
+    try:
+        kind.open(generation).verify()
+    except (IndexFormatError, InputError, OSError) as exc:
+        report.problems.append(str(exc))
+    return report

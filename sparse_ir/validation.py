@@ -1,0 +1,168 @@
+"""Rules for the values every reader and writer shares: ids, terms, weights.
+
+One place decides what a valid document id, term (token) and weight is, so the corpus readers,
+the index builder and the Lucene export (:mod:`sparse_ir.export.tokens` delegates here) refuse
+the same things with the same words. Each
+``*_problem`` function returns None for a valid value or a short reason; each ``check_*``
+raises :class:`~sparse_ir.errors.InputError` with that reason, the file and the line.
+
+Lucene's limits, and why they are ours:
+
+* A term of more than :data:`LUCENE_MAX_TERM_BYTES` (32,766) UTF-8 bytes is refused by Lucene's
+  ``IndexWriter`` ("immense term"), whatever the analyzer.
+* Anserini indexes learned sparse vectors (``JsonVectorCollection``, ``-impact -pretokenized``)
+  through Lucene's ``WhitespaceAnalyzer``: a term containing whitespace becomes several terms,
+  and its tokenizer cuts a token longer than :data:`LUCENE_MAX_TOKEN_CHARS` (255 UTF-16 code
+  units) into pieces. Both would make Lucene score differently from our index without any
+  error (checked against Anserini 1.7.1: a 300-character term scored twice its impact), so
+  such a term is refused here, where the input is read, instead.
+
+Whitespace is Python's ``str.isspace`` (a superset of Java's ``Character.isWhitespace``), so
+the rule is never looser than Lucene's.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import unicodedata
+
+from sparse_ir.errors import InputError
+
+__all__ = [
+    "LUCENE_MAX_TERM_BYTES",
+    "LUCENE_MAX_TOKEN_CHARS",
+    "MAX_ID_BYTES",
+    "check_id",
+    "check_term",
+    "check_weight",
+    "first_duplicate",
+    "first_id_problem",
+    "id_problem",
+    "term_problem",
+    "weight_problem",
+]
+
+#: Lucene's ``IndexWriter.MAX_TERM_LENGTH``: the longest term, in UTF-8 bytes.
+LUCENE_MAX_TERM_BYTES = 32_766
+#: Lucene's ``CharTokenizer`` default ``maxTokenLen`` (``WhitespaceAnalyzer``), in UTF-16 units.
+LUCENE_MAX_TOKEN_CHARS = 255
+#: Document and query ids are stored by Lucene as one term: the same byte limit applies.
+MAX_ID_BYTES = LUCENE_MAX_TERM_BYTES
+# No whitespace (re's \s is str.isspace), no control character (Cc), no lone surrogate (Cs).
+_PLAIN_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
+
+
+def term_problem(token: object) -> str | None:
+    """Why ``token`` cannot be a term of an index (or of a Lucene export); None if it can."""
+    if not isinstance(token, str):
+        return f"term {token!r} is a {type(token).__name__}, not a string"
+    if not token:
+        return "empty term"
+    if any(c.isspace() for c in token):
+        return (f"term {_shown(token)} contains whitespace (Lucene's whitespace analyzer would "
+                "split it into several terms)")
+    try:
+        encoded = token.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"term {_shown(token)} is not valid Unicode (lone surrogate)"
+    if len(encoded) > LUCENE_MAX_TERM_BYTES:
+        return (f"term {_shown(token)} is {len(encoded)} UTF-8 bytes; Lucene's limit is "
+                f"{LUCENE_MAX_TERM_BYTES}")
+    units = len(token.encode("utf-16-le")) // 2
+    if units > LUCENE_MAX_TOKEN_CHARS:
+        return (f"term {_shown(token)} is {units} characters; Lucene's whitespace tokenizer "
+                f"cuts tokens longer than {LUCENE_MAX_TOKEN_CHARS}")
+    return None
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a document or query id; None if it can.
+
+    Ids are written into TREC run files (whitespace-separated columns) and stored by Lucene as
+    one term, so they must be non-empty, without whitespace or control characters, and at
+    most :data:`MAX_ID_BYTES` UTF-8 bytes.
+    """
+    if not isinstance(value, str):
+        return f"id {value!r} is a {type(value).__name__}, not a string"
+    if len(value) <= MAX_ID_BYTES // 4 and _PLAIN_ID.fullmatch(value):
+        return None  # the common case, decided in C (ids are checked once per document)
+    if not value:
+        return "empty id"
+    if any(c.isspace() for c in value):
+        return (f"id {_shown(value)} contains whitespace (TREC run files and Anserini's TSV "
+                "topics separate columns by whitespace)")
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        return f"id {_shown(value)} contains a control character or a lone surrogate"
+    if len(value.encode("utf-8")) > MAX_ID_BYTES:
+        return f"id {_shown(value)} is longer than {MAX_ID_BYTES} UTF-8 bytes"
+    return None
+
+
+# Anything an id may not contain except the newline that joins ids in first_id_problem.
+_NOT_IN_JOINED_IDS = re.compile(r"[^\S\n]|[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def first_id_problem(values) -> tuple[int, str] | None:
+    """``(position, reason)`` of the first value that is not a valid id, or None.
+
+    The same rule as :func:`id_problem`, for a whole list at once: the usual all-valid case is
+    decided by a few scans in C over the ids joined by newlines (a builder checks millions).
+    """
+    values = list(values)
+    if all(isinstance(value, str) for value in values) and "" not in values and (
+            not values or max(map(len, values)) <= MAX_ID_BYTES // 4):
+        joined = "\n".join(values)
+        if joined.count("\n") == len(values) - 1 and not _NOT_IN_JOINED_IDS.search(joined):
+            return None
+    for position, value in enumerate(values):
+        if problem := id_problem(value):
+            return position, problem
+    return None
+
+
+def weight_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a term weight (a finite number >= 0); None if it can."""
+    # numbers.Real covers numpy's scalars too, and not numpy's bool_ (nor, here, Python's).
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return f"weight {value!r} is not a number"
+    if not math.isfinite(value):
+        return f"weight {value!r} is not finite"
+    if value < 0:
+        return f"weight {value!r} is negative (weights must be >= 0)"
+    return None
+
+
+def _raise(problem: str | None, path: object, line: int | None, prefix: str = "") -> None:
+    if problem is not None:
+        raise InputError(prefix + problem, path=path, line=line)
+
+
+def check_term(token: object, *, path: object = None, line: int | None = None) -> None:
+    """Raise :class:`InputError` (naming ``path`` and ``line``) if ``token`` is not a valid term."""
+    _raise(term_problem(token), path, line, "invalid term: ")
+
+
+def check_id(value: object, *, path: object = None, line: int | None = None) -> None:
+    """Raise :class:`InputError` (naming ``path`` and ``line``) if ``value`` is not a valid id."""
+    _raise(id_problem(value), path, line, "invalid id: ")
+
+
+def check_weight(value: object, *, path: object = None, line: int | None = None) -> None:
+    """Raise :class:`InputError` (naming ``path`` and ``line``) if ``value`` is not a weight."""
+    _raise(weight_problem(value), path, line, "invalid weight: ")
+
+
+def first_duplicate(values) -> tuple[int, object] | None:
+    """``(position, value)`` of the first value seen twice, or None."""
+    seen = set()
+    for position, value in enumerate(values):
+        if value in seen:
+            return position, value
+        seen.add(value)
+    return None
