@@ -265,7 +265,7 @@ class Trainer:
     def _parameter_groups(self) -> list[dict]:
         """AdamW groups: no weight decay on biases and LayerNorm weights (BERT's recipe)."""
         decay, no_decay = [], []
-        for _name, parameter in self.model.named_parameters():
+        for parameter in self.model.parameters():
             if not parameter.requires_grad:
                 continue
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
