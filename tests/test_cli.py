@@ -134,3 +134,28 @@ def test_index_and_search_with_splade_tiny(tmp_path, corpus, capsys):
     out = capsys.readouterr().out
     assert "1. c1" in out  # the cancer document ranks first
     assert "+" in out  # expansion terms are shown
+
+
+def test_demo_on_the_stdlib_corpus_builds_then_reuses(tmp_path, capsys):
+    """The README's main job on a machine without SciFact: stdlib docstrings, splade-tiny."""
+    from sparse_ir.cli.demo import STDLIB_QUERIES
+    from sparse_ir.default_corpus import stdlib_docstrings
+
+    documents = stdlib_docstrings()
+    assert len(documents) > 1000
+    assert len({d.id for d in documents}) == len(documents)
+    assert all(d.text.strip() for d in documents)
+
+    output = tmp_path / "demo"
+    args = ["demo", "--corpus", "stdlib", "--max-docs", "150", "--output", str(output)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "corpus: Python standard library docstrings, 150 documents" in out
+    assert f"built {output}: 150 documents" in out
+    for query in STDLIB_QUERIES:
+        assert query in out
+    assert "1. " in out and "score " in out  # ranked hits with their scores
+    assert ImpactIndex.open(output).num_documents == 150
+
+    assert main(args) == 0
+    assert f"reusing {output}" in capsys.readouterr().out
