@@ -37,7 +37,7 @@ from sparse_ir.index.storage import (
     IndexDirectory,
     _CheckedWriter,
     check_files,
-    file_crc32,
+    check_files_at_open,
     open_array,
     read_manifest,
     write_array,
@@ -402,12 +402,8 @@ class DenseIndex:
     def _open_generation(cls, generation: Path) -> DenseIndex:
         manifest = read_manifest(generation, format_name=DENSE_FORMAT,
                                  version=DENSE_FORMAT_VERSION)
-        check_files(generation, manifest.get("files", {}), full=False)
-        for name, record in manifest["files"].items():
-            small = record["size"] <= _CHECK_AT_OPEN_BYTES
-            if small and file_crc32(generation / name) != record["crc32"]:
-                raise IndexCorruptError(f"{generation / name}: CRC32 does not match the "
-                                        "manifest: the file is corrupt")
+        check_files_at_open(generation, manifest.get("files", {}),
+                            checksum_up_to=_CHECK_AT_OPEN_BYTES)
         try:
             return cls(generation, manifest)
         except (KeyError, TypeError, ValueError) as exc:

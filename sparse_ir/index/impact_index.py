@@ -37,7 +37,7 @@ from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.index.storage import (
     IndexDirectory,
     check_files,
-    file_crc32,
+    check_files_at_open,
     open_array,
     read_manifest,
 )
@@ -181,12 +181,7 @@ class ImpactIndex:
     def _open_generation(cls, generation: Path) -> ImpactIndex:
         manifest = read_manifest(generation, format_name=IMPACT_FORMAT,
                                  version=IMPACT_FORMAT_VERSION)
-        check_files(generation, manifest["files"], full=False)
-        for name, record in manifest["files"].items():
-            if record["size"] <= _CHECK_AT_OPEN_BYTES:
-                if file_crc32(generation / name) != record["crc32"]:
-                    raise IndexCorruptError(f"{generation / name}: CRC32 does not match the "
-                                            "manifest: the file is corrupt")
+        check_files_at_open(generation, manifest["files"], checksum_up_to=_CHECK_AT_OPEN_BYTES)
         try:
             return cls(generation, manifest)
         except (KeyError, TypeError, ValueError) as exc:

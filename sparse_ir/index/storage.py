@@ -433,6 +433,20 @@ def check_files(directory: Path, files: dict, *, full: bool) -> None:
         raise IndexCorruptError(problems[0])
 
 
+def check_files_at_open(directory: Path, files: dict, *, checksum_up_to: int) -> None:
+    """The cheap checks of ``open()``: every file present at its recorded size, and the CRC32
+    of the files of at most ``checksum_up_to`` bytes (metadata, like Lucene's segment infos;
+    larger files are checksummed by ``verify()``).
+
+    Raises :class:`IndexCorruptError` naming the first problem.
+    """
+    check_files(directory, files, full=False)
+    for name, record in files.items():
+        if record["size"] <= checksum_up_to and file_crc32(directory / name) != record["crc32"]:
+            raise IndexCorruptError(f"{directory / name}: CRC32 does not match the "
+                                    "manifest: the file is corrupt")
+
+
 def fsync_directory(path: str | os.PathLike) -> None:
     """fsync a directory so a rename inside it survives a power cut (no-op where unsupported)."""
     try:
