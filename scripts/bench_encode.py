@@ -5,10 +5,11 @@
 
 Encodes the first --docs SciFact documents (title + text, max_length 256) with:
   reference   full [batch, length, vocab] logits, then ReLU, log1p, masked max (the definition)
-  float32     SpladeEncoder: tiled projection, max before activation, length-sorted batches
-  mixed       bfloat16 screen + float32 rescoring of candidate terms (equals float32)
-  bfloat16    bfloat16 projection (approximate)
-  processes   --processes workers running "mixed" (if --processes > 1)
+  float32         SpladeEncoder: tiled projection, max before activation, length-sorted batches
+  mixed           low-precision screen + float32 rescoring of candidate terms (equals float32);
+                  "mixed:int8" / "mixed:bfloat16" pick the screen (default: int8 with VNNI)
+  bfloat16        as mixed, with the transformer in bfloat16 autocast (approximate)
+  processes       --processes workers running "mixed" (if --processes > 1)
 and prints docs/s (median of --repeats), the ratio to the reference, and the largest difference of
 each mode's weights from the reference.
 """
@@ -54,7 +55,9 @@ def main(argv=None) -> int:
                         help="runs per mode (the reference always runs once)")
     parser.add_argument("--processes", type=int, default=0,
                         help="also time the multi-process encoder with this many workers")
-    parser.add_argument("--modes", default="reference,float32,mixed,bfloat16")
+    parser.add_argument("--modes", default="reference,float32,mixed:bfloat16,mixed,bfloat16",
+                        help="comma-separated: reference, float32, mixed[:SCREEN], "
+                             "bfloat16[:SCREEN] (SCREEN: int8 or bfloat16)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -68,16 +71,20 @@ def main(argv=None) -> int:
 
     encoder = SpladeEncoder.from_pretrained(args.model, batch_size=args.batch_size,
                                             precision="float32")
+    default_screen = encoder.screen
     rows, reference = [], None
     if "reference" in modes:
         seconds, reference = timed(lambda: reference_encode(
             encoder.model, encoder.tokenizer, texts, max_length=args.max_length,
             batch_size=args.batch_size).numpy(), 1)
         rows.append(("reference (textbook formula)", len(texts) / seconds, 0.0))
-    for mode in ("float32", "mixed", "bfloat16"):
-        if mode not in modes:
+    for mode in modes:
+        if mode == "reference":
             continue
-        encoder.precision = mode
+        precision, _, screen = mode.partition(":")
+        encoder.precision, encoder.screen = precision, screen or default_screen
+        if precision != "float32":
+            mode = f"{precision} ({encoder.screen} screen)"
         encoder.encode(texts[:args.batch_size], max_length=args.max_length, show_progress=False)
         seconds, batch = timed(lambda: encoder.encode(texts, max_length=args.max_length,
                                                       show_progress=False), args.repeats)
