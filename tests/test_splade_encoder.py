@@ -128,6 +128,7 @@ def test_vocab_lists_tokens_by_id(tiny_encoder):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"pooling": "mean"}, "pooling"), ({"precision": "int8"}, "precision"),
+    ({"screen": "int4"}, "screen"), ({"screen": "int8", "device": "meta"}, "int8 screen"),
     ({"batch_size": 0}, "batch_size"), ({"vocab_chunk": -1}, "vocab_chunk")])
 def test_invalid_options(tiny_bert_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -170,10 +171,11 @@ def test_splade_tiny_expands_queries(splade_tiny):
     assert "dementia" in terms  # an expansion term: not in the text
 
 
-def test_mixed_precision_equals_float32_on_tiny_bert(tiny_bert_dir):
+@pytest.mark.parametrize("screen", ["int8", "bfloat16"])
+def test_mixed_precision_equals_float32_on_tiny_bert(tiny_bert_dir, screen):
     exact = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="float32",
                                           vocab_chunk=16)
-    mixed = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="mixed", vocab_chunk=16)
+    mixed = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="mixed", screen=screen)
     texts = [t for t in TEXTS if t.strip()] * 3
     a = exact.encode(texts, max_length=32, show_progress=False)
     b = mixed.encode(texts, max_length=32, show_progress=False)
@@ -182,23 +184,42 @@ def test_mixed_precision_equals_float32_on_tiny_bert(tiny_bert_dir):
 
 
 def test_auto_precision_resolves(tiny_bert_dir):
+    from sparse_ir.encoders.screen import int8_supported
     from sparse_ir.encoders.splade import bf16_supported
 
     encoder = SpladeEncoder.from_pretrained(str(tiny_bert_dir))
-    assert encoder.precision == ("mixed" if bf16_supported() else "float32")
+    assert encoder.precision == ("mixed" if bf16_supported() or int8_supported() else "float32")
+    assert encoder.screen == ("int8" if int8_supported() else "bfloat16")
     assert SpladeEncoder.from_pretrained(str(tiny_bert_dir), pooling="sum").precision == \
         "float32"
 
 
 @pytest.mark.slow
-def test_mixed_precision_equals_float32_on_splade_tiny(splade_tiny, scifact_docs):
+@pytest.mark.parametrize("screen", ["int8", "bfloat16"])
+def test_mixed_precision_equals_float32_on_splade_tiny(splade_tiny, scifact_docs, screen):
     texts = [d.full_text for d in scifact_docs[200:264]]
-    mixed = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="mixed")
+    mixed = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="mixed",
+                          screen=screen)
     exact = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="float32")
     a = exact.encode_documents(texts, show_progress=False)
     b = mixed.encode_documents(texts, show_progress=False)
     assert np.array_equal(a.indices, b.indices)
     assert np.abs(a.values - b.values).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_bfloat16_precision_stays_close_to_float32(splade_tiny, scifact_docs):
+    """The transformer in bfloat16: the same vectors up to ~1% of the weights."""
+    texts = [d.full_text for d in scifact_docs[:32]]
+    fast = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="bfloat16")
+    exact = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="float32")
+    a = exact.encode_documents(texts, show_progress=False).to_scipy().toarray()
+    b = fast.encode_documents(texts, show_progress=False).to_scipy().toarray()
+    assert np.abs(a - b).max() < 0.25
+    # Nearly the same terms: only weights near zero may appear or vanish.
+    changed = (a > 0) != (b > 0)
+    assert changed.sum() < 0.05 * (a > 0).sum()
+    assert np.abs(np.where(changed, a + b, 0)).max() < 0.25
 
 
 def test_missing_bundled_model_names_the_pip_install(monkeypatch):
