@@ -17,9 +17,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
     group.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
     group.add_argument("--precision", choices=["auto", "float32", "mixed", "bfloat16"],
                        default="auto",
-                       help="vocabulary projection arithmetic: mixed = bfloat16 screen + exact "
-                            "float32 rescoring (same result as float32, faster); auto = mixed "
-                            "where bfloat16 is fast, else float32")
+                       help="mixed = int8/bfloat16 screen of the vocabulary + float32 "
+                            "for the candidate terms (same weights as float32, faster); "
+                            "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
+                            "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
+                            "is fast, else float32")
     group.add_argument("--pooling", choices=["max", "sum"], default="max",
                        help="max (SPLADE v2/++/v3, default) or sum (SPLADE v1)")
 

@@ -39,7 +39,6 @@ insertion order.
 
 from __future__ import annotations
 
-import itertools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -772,15 +771,18 @@ class PrunedSearcher:
         settings = (params or EXACT).as_tuple()
         arrays = self._arrays()
         threads = max(1, min(int(threads), n_queries))
-        chunk = max(1, min(8, n_queries // (threads * 16)))
-        starts = itertools.count(0, chunk)  # next() is atomic under the GIL
+        taken = [0]  # queries handed out so far
         lock = threading.Lock()
 
         def work() -> None:
             scratch = self._scratch()
             while True:
+                # Guided chunks: large while much work remains (fewer calls), shrinking to
+                # one query at the end so that the threads finish together.
                 with lock:
-                    first = next(starts)
+                    first = taken[0]
+                    chunk = max(1, min(8, (n_queries - first) // (threads * 8)))
+                    taken[0] = first + chunk
                 if first >= n_queries:
                     return
                 search_range(mode, first, min(first + chunk, n_queries), indptr, terms, weights,
