@@ -10,11 +10,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sparse_ir.errors import InputError
+from sparse_ir.errors import IndexCorruptError, InputError
+from sparse_ir.index import kernels
 from sparse_ir.index.approximate import search_params
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.layout import SearchLayout
-from sparse_ir.index.pruned import PrunedParams
+from sparse_ir.index.pruned import (
+    CANDIDATE_CAPACITY,
+    STATS_FIELDS,
+    PrunedParams,
+    PrunedSearcher,
+    pruned_search_one,
+)
 from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
@@ -280,3 +287,159 @@ def test_pruned_steps_over_many_windows(tmp_path):
                 assert hits == expected, (q, k, params)
                 pruned_runs += int(stats[2] > 0)
             assert pruned_runs > 0 or len(terms) == 0
+
+
+# -- the candidate buffer filling up (early verification passes) --------------------------------
+
+_EARLY = STATS_FIELDS.index("early_verifications")
+_CANDIDATES = STATS_FIELDS.index("candidates")
+_THETA0 = STATS_FIELDS.index("theta0")
+
+
+def _many_pairs(searcher, index, queries, k, params, threads):
+    """Hits and stats rows of ``search_many`` for every query of a batch."""
+    prepared = [index.prepare_query(queries.select([q])) for q in range(len(queries))]
+    indptr = np.zeros(len(prepared) + 1, np.int64)
+    np.cumsum([len(terms) for terms, _ in prepared], out=indptr[1:])
+    terms = np.concatenate([t for t, _ in prepared]).astype(np.int32)
+    weights = np.concatenate([w for _, w in prepared])
+    use_int64 = np.array([index._needs_int64(t, w) for t, w in prepared])
+    docs, scores, counts, stats = searcher.search_many(indptr, terms, weights, use_int64, k,
+                                                       params, threads=threads)
+    return [list(zip(docs[q, :c].tolist(), scores[q, :c].tolist()))
+            for q, c in enumerate(counts.tolist())], stats
+
+
+def _hidden_top_index(path):
+    """326 documents built so that the top-k is found only by verifying candidates.
+
+    For a query on a and b with q_a < q_b <= 3·q_a: ``_ESTIMATED`` (6 documents a = 10, b = 8,
+    numbered last) hold the impact-10 postings of a, the only postings ``_HIDDEN_PARAMS``
+    estimates with (a's top segment, 6 postings for a drop of q_a, has the most score range
+    per posting), so θ₀ = 10·q_a + 8·q_b for k <= 6. ``_HIDDEN_TOP`` (20 documents a = b = 9)
+    score 9·(q_a + q_b) > θ₀: the top-k, none of it seen by the estimate. The rest have a, b <= 4,
+    so their bound is at most 4·(q_a + q_b) + R <= 4·(q_a + q_b) + θ₀/2 < θ₀. The candidates are
+    exactly the 26 documents of both groups.
+    """
+    rng = np.random.default_rng(5)
+    vectors = []
+    for d in range(320):
+        if d in _HIDDEN_TOP:
+            vectors.append({"a": 9, "b": 9})
+        else:
+            a, b = (int(x) for x in rng.integers(1, 5, size=2))
+            vectors.append({"a": a, "b": b} if d % 5 else {"ab"[d % 2]: a})
+    vectors += [{"a": 10, "b": 8}] * len(_ESTIMATED)
+    docs = SparseBatch.from_dicts(vectors, ["a", "b"], ids=[f"x{i}" for i in range(326)])
+    return ImpactIndex.build(docs, path, show_progress=False)
+
+
+_HIDDEN_TOP = list(range(7, 320, 16))
+_ESTIMATED = list(range(320, 326))
+_HIDDEN_PARAMS = PrunedParams(estimate_postings=6, estimate_candidates=1, cut_ratio=0.5)
+_HIDDEN_QUERIES = SparseBatch.from_dicts([{"a": 1, "b": 2}, {"a": 1, "b": 3}, {"a": 2, "b": 3},
+                                          {"a": 3, "b": 5}], ["a", "b"])
+
+
+def test_full_candidate_buffer_is_verified_early(tmp_path):
+    index = _hidden_top_index(tmp_path / "index")
+    n_candidates = len(_HIDDEN_TOP) + len(_ESTIMATED)
+    for capacity in (1, 2, 4, 7, 25, 26, 27, CANDIDATE_CAPACITY):
+        searcher = PrunedSearcher(index, candidate_capacity=capacity)
+        for k in (1, 3, 6):
+            runs = {threads: _many_pairs(searcher, index, _HIDDEN_QUERIES, k, _HIDDEN_PARAMS,
+                                         threads) for threads in (1, 2)}
+            for q in range(len(_HIDDEN_QUERIES)):
+                terms, weights = index.prepare_query(_HIDDEN_QUERIES.select([q]))
+                expected, _ = _reference(index, terms, weights, k)
+                assert [d for d, _ in expected] == _HIDDEN_TOP[:k]  # ties: lowest numbers
+                docs, scores, stats = searcher.search(terms, weights, k, _HIDDEN_PARAMS,
+                                                      index._needs_int64(terms, weights))
+                assert list(zip(docs.tolist(), scores.tolist())) == expected, (capacity, k, q)
+                assert stats[_THETA0] > 0  # the cut, bound and verify steps ran
+                assert stats[_CANDIDATES] == n_candidates
+                # A pass each time a candidate finds the buffer full.
+                assert stats[_EARLY] == (n_candidates - 1) // capacity, (capacity, k, q)
+                assert stats[_EARLY] > 0 or capacity >= n_candidates
+                for threads, (pairs, many_stats) in runs.items():
+                    assert pairs[q] == expected, (capacity, k, q, threads)
+                    assert many_stats[q].tolist() == stats.tolist()
+
+
+def test_small_candidate_buffer_equals_reference(tmp_path_factory):
+    # Random data decides whether a query takes the pruned path at all (a small query, or an
+    # estimate that finds fewer than k documents, goes to the exhaustive kernel), so the
+    # early passes are counted over all examples rather than required of each one.
+    early_runs = []
+
+    @settings(max_examples=15, deadline=None)
+    @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(20, 400),
+           vocab_size=st.integers(2, 40), max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+           capacity=st.integers(1, 3), k=st.integers(4, 20),
+           skew=st.sampled_from([0.0, 1.0, 2.0]))
+    def check(seed, rows, vocab_size, max_impact, capacity, k, skew):
+        rng = np.random.default_rng(seed)
+        docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
+        index = ImpactIndex.build(docs, tmp_path_factory.mktemp("buffer") / "index",
+                                  quantizer=Quantizer(max_impact=100_000), show_progress=False)
+        queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
+        searcher = PrunedSearcher(index, candidate_capacity=capacity)
+        for params in _STEP_PARAMS:
+            runs = [_many_pairs(searcher, index, queries, k, params, threads)
+                    for threads in (1, 2)]
+            for q in range(len(queries)):
+                terms, weights = index.prepare_query(queries.select([q]))
+                expected, _ = _reference(index, terms, weights, k)
+                docs, scores, stats = searcher.search(terms, weights, k, params,
+                                                      index._needs_int64(terms, weights))
+                assert list(zip(docs.tolist(), scores.tolist())) == expected, params
+                for pairs, many_stats in runs:
+                    assert pairs[q] == expected, params
+                    assert many_stats[q].tolist() == stats.tolist()
+                if stats[_THETA0] > 0:
+                    # Every top-k document is a candidate and k > capacity: the buffer filled.
+                    assert stats[_CANDIDATES] >= k
+                    assert stats[_EARLY] == (stats[_CANDIDATES] - 1) // capacity >= 1
+                    early_runs.append(int(stats[_EARLY]))
+
+    check()
+    assert early_runs  # not vacuous: the early passes themselves were checked
+
+
+def test_candidate_capacity_is_validated(tmp_path):
+    index = _hidden_top_index(tmp_path / "index")
+    for bad in (0, -3, 2.5, True, "8"):
+        with pytest.raises(ValueError, match="candidate_capacity must be an integer >= 1"):
+            PrunedSearcher(index, candidate_capacity=bad)
+    assert PrunedSearcher(index).candidate_capacity == CANDIDATE_CAPACITY
+
+
+def test_damage_found_by_an_early_verification_is_refused(tmp_path):
+    index = _hidden_top_index(tmp_path / "index")
+    searcher = PrunedSearcher(index, candidate_capacity=4)
+    pristine = searcher.layout
+    terms, weights = index.prepare_query(_HIDDEN_QUERIES.select([0]))
+    # Every forward entry but the estimate's names a term outside the vocabulary: the estimate
+    # passes, and the first early pass (when the 5th candidate arrives) verifies one of the
+    # first four candidates (documents 7, 23, 39, 55) and finds the damage.
+    forward_terms = np.array(pristine.forward_terms)
+    forward_terms[:pristine.forward_offsets[_ESTIMATED[0]]] = np.iinfo(forward_terms.dtype).max
+    searcher.layout = pristine._replace(forward_terms=forward_terms)
+    accumulator32, _, slots, candidate_docs, candidate_keys = searcher._scratch()
+    arrays = searcher._arrays()
+    docs, scores = np.empty(3, np.int64), np.empty(3, np.int64)
+    stats = np.zeros(len(STATS_FIELDS), np.int64)
+    count = pruned_search_one(terms, weights, arrays[0], *arrays[3:], accumulator32, slots,
+                              candidate_docs, candidate_keys, 3, *_HIDDEN_PARAMS.as_tuple(),
+                              docs, scores, stats)
+    assert count == kernels.CORRUPT
+    # Refused in the first early pass, before any other candidate was collected.
+    assert stats[_EARLY] == 1 and stats[_CANDIDATES] == 4
+    assert not accumulator32.any() and not slots.any()  # the scratch is clean for reuse
+    with pytest.raises(IndexCorruptError, match="run verify"):
+        searcher.search(terms, weights, 3, _HIDDEN_PARAMS, False)
+    with pytest.raises(IndexCorruptError, match="run verify"):
+        _many_pairs(searcher, index, _HIDDEN_QUERIES, 3, _HIDDEN_PARAMS, 2)
+    searcher.layout = pristine
+    expected, _ = _reference(index, terms, weights, 3)
+    assert _many_pairs(searcher, index, _HIDDEN_QUERIES, 3, _HIDDEN_PARAMS, 2)[0][0] == expected

@@ -51,6 +51,7 @@ from sparse_ir.index.intrinsics import prefetch
 
 __all__ = [
     "EXACT",
+    "STATS_FIELDS",
     "PrunedParams",
     "PrunedSearcher",
     "pruned_search_one",
@@ -60,9 +61,15 @@ __all__ = [
 
 #: The search returned no result itself; the caller runs the exhaustive kernel.
 FALLBACK = -2
-#: Candidates buffered before an early verification pass (bounded memory per thread); also the
-#: scratch for the documents touched in one window, so at least the window size.
+#: Default candidates buffered before an early verification pass (bounded memory per thread;
+#: ``PrunedSearcher(candidate_capacity=...)``). The buffer's document array is also the scratch
+#: for the documents touched in one window, so it never has fewer entries than a window.
 CANDIDATE_CAPACITY = 1 << 16
+#: What the kernel's ``stats`` array holds, in order: postings scored, documents verified
+#: exactly, θ₀, R, candidates collected, final k-th score, early verification passes (the
+#: candidate buffer was full).
+STATS_FIELDS = ("postings", "verified", "theta0", "cut_bound", "candidates", "kth_score",
+                "early_verifications")
 #: Accumulator entries: every uint16 in-window offset, so no offset can write outside it.
 ACCUMULATOR_SIZE = 1 << 16
 # Candidates popped and prefetched together in the verification loop.
@@ -400,10 +407,13 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
     """Top-k of one query by the four steps of the module docstring, window by window.
 
     Scratch arrays: ``accumulator`` [2^16] (int32 or int64) and ``slots`` uint16 [V]
-    are zero on entry and on return; ``candidate_docs``/``candidate_keys`` (int64, same length)
-    need no initial value. ``stats`` (int64 [6]) receives: postings scored, documents verified,
-    θ₀, R, candidates, final k-th score. Returns the number of hits, ``kernels.CORRUPT`` (-1),
-    or ``FALLBACK`` (-2) when the estimate found fewer than k documents (the caller then runs the
+    are zero on entry and on return; ``candidate_docs``/``candidate_keys`` (int64) need no
+    initial value. The candidate buffer holds ``len(candidate_keys)`` candidates (verified early
+    when it is full); ``candidate_docs`` is also the scratch for the documents touched in one
+    window, so it has at least ``min(2^window_bits, N)`` entries and at least as many as
+    ``candidate_keys``. ``stats`` (int64 [len(STATS_FIELDS)]) receives the figures listed in
+    :data:`STATS_FIELDS`. Returns the number of hits, ``kernels.CORRUPT`` (-1), or
+    ``FALLBACK`` (-2) when the estimate found fewer than k documents (the caller then runs the
     exhaustive kernel).
     """
     n_terms = len(query_terms)
@@ -520,7 +530,9 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
         credit = np.int64(np.floor(bound * bound_weight))
     need = max(theta0 - credit, np.int64(1))
     n_candidates = 0
-    capacity = len(candidate_docs)
+    n_flushed = 0  # candidates handed to early verification passes
+    n_early = 0  # early verification passes
+    capacity = min(len(candidate_keys), len(candidate_docs))
     for w in range(num_windows):
         base = w << window_bits
         size_w = min(window, num_docs - base)
@@ -556,6 +568,8 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
             if excess >= need:
                 if n_candidates == capacity:
                     # Rare: the buffer is full; verify its candidates now (by bound) to free it.
+                    n_early += 1
+                    n_flushed += n_candidates
                     size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores,
                                    heap_docs, size, k, verified_docs, n_best, forward_offsets,
                                    forward_terms, forward_impacts, slots, slot_weights, stats)
@@ -572,7 +586,8 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
                 corrupt = True
         if corrupt:
             break
-    stats[4] = n_candidates
+    stats[4] = n_flushed + n_candidates
+    stats[6] = n_early
 
     # 4. Verify by decreasing bound, so the k-th score rises as fast as it can.
     if not corrupt:
@@ -699,13 +714,20 @@ class PrunedSearcher:
     large. ``params=None`` runs the windowed exhaustive kernel.
     """
 
-    def __init__(self, index):
+    def __init__(self, index, candidate_capacity: int = CANDIDATE_CAPACITY):
+        """``candidate_capacity``: candidates buffered per thread before an early verification
+        pass (memory: 8 bytes each, twice); small values exist for tests of that pass."""
         from sparse_ir.index.layout import SearchLayout
 
         if "search_layout" not in index.manifest:
             raise ValueError(f"{index.directory}: this index has no search layout, so only "
                              "mode='exhaustive' works; rebuild it with search_layout=True "
                              "(the default) for pruned and approximate search")
+        if isinstance(candidate_capacity, bool) or not isinstance(
+                candidate_capacity, (int, np.integer)) or candidate_capacity < 1:
+            raise ValueError(f"candidate_capacity must be an integer >= 1, got "
+                             f"{candidate_capacity!r}")
+        self.candidate_capacity = int(candidate_capacity)
         self.index = index
         # The index maps its layout when it opens (see ImpactIndex.__init__).
         self.layout = getattr(index, "_layout", None) or SearchLayout.open(index.directory,
@@ -716,11 +738,14 @@ class PrunedSearcher:
         """This thread's scratch: int32 and int64 accumulators, term slots, candidates."""
         local = self._local
         if not hasattr(local, "scratch"):
+            capacity = self.candidate_capacity
+            # Candidate documents double as the scratch of one window's touched documents.
+            window = 1 << self.layout.window_bits
             local.scratch = (np.zeros(ACCUMULATOR_SIZE, np.int32),
                              np.zeros(ACCUMULATOR_SIZE, np.int64),
                              np.zeros(self.index.vocab_size, np.uint16),
-                             np.empty(CANDIDATE_CAPACITY, np.int64),
-                             np.empty(CANDIDATE_CAPACITY, np.int64))
+                             np.empty(max(capacity, window), np.int64),
+                             np.empty(capacity, np.int64))
         return local.scratch
 
     def _arrays(self):
@@ -743,7 +768,7 @@ class PrunedSearcher:
         accumulator32, accumulator64, slots, candidate_docs, candidate_keys = self._scratch()
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
-        stats = np.zeros(6, np.int64)
+        stats = np.zeros(len(STATS_FIELDS), np.int64)
         settings = (params or EXACT).as_tuple()
         count = _search_one_any(0 if params is None else 1, terms, weights, *self._arrays(),
                                 accumulator64 if use_int64 else accumulator32, slots,
@@ -756,7 +781,8 @@ class PrunedSearcher:
                     use_int64: np.ndarray, k: int, params: PrunedParams | None,
                     threads: int = 1
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, 6])`` on ``threads`` threads.
+        """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, len(STATS_FIELDS)])`` on
+        ``threads`` threads.
 
         Threads take small chunks of queries from a shared counter as they finish (dynamic
         balance: a costly query does not hold up a thread's whole share); the kernel releases
@@ -766,7 +792,7 @@ class PrunedSearcher:
         out_docs = np.empty((n_queries, k), np.int64)
         out_scores = np.empty((n_queries, k), np.int64)
         out_counts = np.empty(n_queries, np.int64)
-        out_stats = np.zeros((n_queries, 6), np.int64)
+        out_stats = np.zeros((n_queries, len(STATS_FIELDS)), np.int64)
         mode = 0 if params is None else 1
         settings = (params or EXACT).as_tuple()
         arrays = self._arrays()
