@@ -230,30 +230,34 @@ _STEP_PARAMS = [PrunedParams(estimate_postings=e, estimate_candidates=c, cut_rat
                                 (8, 1, 0.999))]
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(20, 400),
-       vocab_size=st.integers(2, 40), max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
-       k=st.integers(1, 20), skew=st.sampled_from([0.0, 1.0, 2.0]))
-def test_pruned_steps_equal_reference(tmp_path_factory, seed, rows, vocab_size, max_impact, k,
-                                      skew):
-    rng = np.random.default_rng(seed)
-    docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
-    index = ImpactIndex.build(docs, tmp_path_factory.mktemp("steps") / "index",
-                              quantizer=Quantizer(max_impact=100_000), show_progress=False)
-    queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
-    k = min(k, index.num_documents)
-    pruned_runs = 0
-    for q in range(len(queries)):
-        terms, weights = index.prepare_query(queries.select([q]))
-        expected, _ = _reference(index, terms, weights, k)
-        for params in _STEP_PARAMS:
-            hits, stats = _kernel_pairs(index, terms, weights, k, params)
-            assert hits == expected, params
-            pruned_runs += int(stats[2] > 0)  # θ₀ recorded: the cut and verify steps ran
-            assert _kernel_pairs(index, terms, weights, k, params, threads=2)[0] == expected
-    if rows >= 100 and vocab_size >= 5 and max_impact > 1:
-        assert pruned_runs > 0  # not vacuous: the pruned path itself was checked
+def test_pruned_steps_equal_reference(tmp_path_factory):
+    # Counted over all examples: one random index may be too flat for any query to prune
+    # (every query then falls back to the exhaustive kernel), but the run as a whole must not.
+    pruned_runs = [0]
+
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(20, 400),
+           vocab_size=st.integers(2, 40), max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+           k=st.integers(1, 20), skew=st.sampled_from([0.0, 1.0, 2.0]))
+    def check(seed, rows, vocab_size, max_impact, k, skew):
+        rng = np.random.default_rng(seed)
+        docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
+        index = ImpactIndex.build(docs, tmp_path_factory.mktemp("steps") / "index",
+                                  quantizer=Quantizer(max_impact=100_000), show_progress=False)
+        queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
+        k = min(k, index.num_documents)
+        for q in range(len(queries)):
+            terms, weights = index.prepare_query(queries.select([q]))
+            expected, _ = _reference(index, terms, weights, k)
+            for params in _STEP_PARAMS:
+                hits, stats = _kernel_pairs(index, terms, weights, k, params)
+                assert hits == expected, params
+                pruned_runs[0] += int(stats[2] > 0)  # θ₀ recorded: cut and verify steps ran
+                assert _kernel_pairs(index, terms, weights, k, params, threads=2)[0] == expected
+
+    check()
+    assert pruned_runs[0] > 0  # not vacuous: the pruned path itself was checked
 
 
 @pytest.mark.slow
