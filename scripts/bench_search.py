@@ -635,26 +635,32 @@ def print_table(rows: list[Row], our_rows: list[Row], tag: str, n_queries: int,
 
 
 def bench_threads(index, queries, n_queries, repeats) -> None:
+    """search_batch throughput with 1 and 2 threads, passes interleaved (1, 2, 1, 2, ...).
+
+    Interleaving puts both thread counts under the same machine conditions; the ratio is the
+    median of the pairwise ratios (one pass of each, taken back to back).
+    """
     import numba
 
     batch = queries.select(list(range(n_queries)))
-    print("\nsearch_batch throughput (queries/s, median of passes):")
+    counts = [t for t in (1, 2) if t <= numba.config.NUMBA_NUM_THREADS]
+    passes = max(5, 2 * repeats + 1)
+    print(f"\nsearch_batch throughput (queries/s, median of {passes} interleaved passes):")
     for mode in ("exhaustive", "pruned"):
-        rates = {}
-        for threads in (1, 2):
-            if threads > numba.config.NUMBA_NUM_THREADS:
-                continue
-            index.search_batch(batch, K, threads=threads, mode=mode)
-            values = []
-            for _ in range(repeats):
+        for threads in counts:
+            index.search_batch(batch, K, threads=threads, mode=mode)  # warm-up
+        rates: dict[int, list[float]] = {t: [] for t in counts}
+        for _ in range(passes):
+            for threads in counts:
                 started = time.perf_counter()
                 index.search_batch(batch, K, threads=threads, mode=mode)
-                values.append(n_queries / (time.perf_counter() - started))
-            rates[threads] = statistics.median(values)
-        text = ", ".join(f"{t} thread{'s' if t > 1 else ''}: {r:.0f}" for t, r in rates.items())
-        if 2 in rates:
-            text += f"  (2 threads = {rates[2] / rates[1]:.2f}× one)"
-        print(f"  {mode:10s} {text}")
+                rates[threads].append(n_queries / (time.perf_counter() - started))
+        text = ", ".join(f"{t} thread{'s' if t > 1 else ''}: {statistics.median(r):.0f}"
+                         for t, r in rates.items())
+        if len(counts) == 2:
+            pairwise = statistics.median(b / a for a, b in zip(rates[1], rates[2]))
+            text += f"  (2 threads = {pairwise:.2f}× one, median of pairwise ratios)"
+        print(f"  {mode:10s} {text}", flush=True)
 
 
 if __name__ == "__main__":
