@@ -131,7 +131,7 @@ class SpladeEncoder:
             and only those are recomputed in float32, so the weights equal float32's (to
             float32 rounding) at close to int8 speed;
             ``"bfloat16"``: as "mixed", but the transformer runs in bfloat16 autocast (fastest;
-            weights within ~1% of float32's, SciFact nDCG@10 within 0.001);
+            weights ~1% from float32's, at most ~0.08; SciFact nDCG@10 within 0.001);
             ``"auto"`` (default): "mixed" where a screen is fast (CPUs with VNNI, AVX512-BF16
             or AMX; CUDA), else "float32".
         screen: the screen of "mixed" and "bfloat16" max pooling: ``"int8"`` (CPUs with
