@@ -9,8 +9,9 @@ by round so that machine load hits them alike, median over rounds:
 
 * ``reference``: model(...).logits (float32 [batch, length, vocab]), log1p(relu), mask, amax;
 * ``chunked-fp32``: :class:`~sparse_ir.training.representation.MaxPooledProjection`, float32 tiles;
-* ``chunked-mixed``: the same with bfloat16 tiles (AMX on this CPU) screening out the certain
-  zeros and the rest recomputed in float32 (same values and gradients as float32).
+* ``chunked-mixed``: the same with a bfloat16 screen ruling out the certain zeros and the rest
+  recomputed in float32 (same values and gradients as float32);
+* ``chunked-int8``: the same with the int8 screen (CPUs with VNNI; what ``auto`` picks there).
 
 "saved for backward" is the total size of the tensors autograd keeps for the backward pass
 (counted with torch.autograd.graph.saved_tensors_hooks), the memory the issue is about.
@@ -36,6 +37,7 @@ VARIANTS = {
     "reference": {"implementation": "reference"},
     "chunked-fp32": {"implementation": "chunked", "compute_dtype": torch.float32},
     "chunked-mixed": {"implementation": "chunked", "compute_dtype": torch.bfloat16},
+    "chunked-int8": {"implementation": "chunked", "compute_dtype": torch.int8},
 }
 
 

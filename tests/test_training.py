@@ -223,13 +223,14 @@ def test_chunked_projection_matches_reference_values_and_gradients(tiny_mlm):
                                    msg=lambda m, name=name: f"{name}: {m}")
 
 
-def test_chunked_bfloat16_screen_gives_float32_values_and_gradients(tiny_mlm):
-    """bfloat16 only screens out certain zeros; what survives is recomputed in float32."""
+@pytest.mark.parametrize("compute_dtype", [torch.bfloat16, torch.int8])
+def test_chunked_screen_gives_float32_values_and_gradients(tiny_mlm, compute_dtype):
+    """The screen only rules out certain zeros; what survives is recomputed in float32."""
     model, ids, mask = tiny_mlm
     reference, reference_grads = _weights_and_grads(model, ids, mask,
                                                     implementation="reference")
     low, grads = _weights_and_grads(model, ids, mask, implementation="chunked",
-                                    vocab_chunk=64, compute_dtype=torch.bfloat16)
+                                    vocab_chunk=64, compute_dtype=compute_dtype)
     assert torch.equal(low > 0, reference > 0)
     torch.testing.assert_close(low, reference, rtol=1e-5, atol=1e-6)
     scale = max(g.abs().max().item() for g in reference_grads.values())

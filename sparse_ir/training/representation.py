@@ -17,9 +17,10 @@ is open. :class:`MaxPooledProjection` exploits that:
   state and g_bj·t(h_b,argmax) to W_j — a scatter of a few thousand rows, no matmul over
   the vocabulary.
 
-With ``compute_dtype=torch.bfloat16`` the tiles are multiplied in bfloat16 (AMX on recent CPUs)
-to screen out the terms that are certainly zero; the few hundred others per text are recomputed
-in float32, so values and gradients are float32's.
+With ``compute_dtype=torch.int8`` or ``torch.bfloat16`` a low-precision screen
+(:mod:`sparse_ir.encoders.screen`, the encoder's "mixed" precision) rules out the terms that are
+certainly zero; the few hundred others per text are recomputed in float32, so values and
+gradients are float32's.
 
 :func:`reference_splade_weights` is the straightforward formula (full logits, autograd), the
 definition the tests check both the values and the gradients of the fast path against.
@@ -54,12 +55,13 @@ class MaxPooledProjection(torch.autograd.Function):
     Saved for backward: ``hidden``, ``weight`` (both alive anyway for the model's own graph) and
     the int32 argmax [batch, vocab] — never a logits tile.
 
-    With ``compute_dtype=torch.bfloat16`` the tiles only *screen*: a bfloat16 logit is within
-    ε = ‖h‖·‖W_j‖·2·2⁻⁸ + |z|·2⁻⁸ of the float32 one (inputs and output rounded to 8 significant
-    bits, float32 accumulation); every entry whose bfloat16 max plus 2ε plus bias is positive
-    is recomputed in float32 over all the text's tokens (value and winning token). The others
-    are certainly ≤ 0, closed by the ReLU, and carry no gradient. So the weights and gradients
-    are float32's, at close to bfloat16's cost (the encoder's "mixed" precision, for training).
+    With ``compute_dtype=torch.int8`` or ``torch.bfloat16`` a screen
+    (:class:`~sparse_ir.encoders.screen.Int8Screen`, :class:`~.Bfloat16Screen`) bounds every
+    max from above with a proven margin; every entry whose bound plus bias is positive is
+    recomputed in float32 over all the text's tokens (value and winning token). The others get
+    their bound, so they are certainly ≤ 0 after the bias: closed by the ReLU, no gradient. So
+    the weights and gradients are float32's, at close to the screen's cost (the encoder's
+    "mixed" precision, for training).
     """
 
     @staticmethod
@@ -69,24 +71,19 @@ class MaxPooledProjection(torch.autograd.Function):
         vocab_size = weight.shape[0]
         out = torch.empty(batch, vocab_size, dtype=torch.float32, device=hidden.device)
         winners = torch.zeros(batch, vocab_size, dtype=torch.int32, device=hidden.device)
-        screen = compute_dtype != torch.float32
-        low = hidden.detach().to(compute_dtype)
-        for start in range(0, vocab_size, chunk):
-            tile = weight[start:start + chunk].detach().to(compute_dtype)
-            logits = torch.matmul(low, tile.T)
-            if screen:
-                out[:, start:start + tile.shape[0]] = logits.amax(dim=1)
-            else:
-                best = logits.max(dim=1)
+        if compute_dtype == torch.float32:
+            for start in range(0, vocab_size, chunk):
+                tile = weight[start:start + chunk].detach()
+                best = torch.matmul(hidden.detach(), tile.T).max(dim=1)
                 winners[:, start:start + tile.shape[0]] = best.indices
                 out[:, start:start + tile.shape[0]] = best.values
-        if screen:
-            token_norm = hidden.detach().float().norm(dim=2).amax(dim=1)  # [batch]
-            row_norm = weight.detach().float().norm(dim=1)  # [vocab]
-            margin = token_norm[:, None] * row_norm[None, :] * 2.0 ** -6 + out.abs() * 2.0 ** -7
-            upper = out + margin
-            if bias is not None:
-                upper += bias.detach().float()
+        else:
+            from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen
+
+            screen = Int8Screen(weight) if compute_dtype == torch.int8 else \
+                Bfloat16Screen(weight, columns=chunk)
+            out = screen.upper_bound(hidden.detach().float())
+            upper = out if bias is None else out + bias.detach().float()
             candidates = upper > 0
             for row in range(batch):
                 columns = torch.nonzero(candidates[row]).squeeze(1)
@@ -150,7 +147,8 @@ def splade_weights(model: torch.nn.Module, input_ids: torch.Tensor,
         implementation: ``"chunked"`` (:class:`MaxPooledProjection`) or ``"reference"``
             (:func:`reference_splade_weights`, full logits).
         vocab_chunk: vocabulary rows per tile of the chunked projection.
-        compute_dtype: dtype of the tile matmuls (``torch.bfloat16`` uses AMX where present).
+        compute_dtype: ``torch.float32`` (plain tiles), or the screen's arithmetic:
+            ``torch.int8`` (CPUs with VNNI) or ``torch.bfloat16``.
     """
     if implementation not in get_args(Implementation):
         raise ValueError(f"implementation must be one of {get_args(Implementation)}, "

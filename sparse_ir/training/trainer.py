@@ -252,11 +252,15 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self._interrupted = False
+        from sparse_ir.encoders.screen import int8_supported
         from sparse_ir.encoders.splade import bf16_supported
 
+        device = next(self.model.parameters()).device
+        int8 = int8_supported(device)
         mixed = config.precision == "mixed" or (config.precision == "auto"
-                                                and bf16_supported("cpu"))
-        self._compute_dtype = torch.bfloat16 if mixed else torch.float32
+                                                and (int8 or bf16_supported(device)))
+        self._compute_dtype = (torch.int8 if int8 else torch.bfloat16) if mixed \
+            else torch.float32
         torch.manual_seed(config.seed)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.learning_rate)
 
