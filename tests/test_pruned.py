@@ -447,3 +447,40 @@ def test_damage_found_by_an_early_verification_is_refused(tmp_path):
     searcher.layout = pristine
     expected, _ = _reference(index, terms, weights, 3)
     assert _many_pairs(searcher, index, _HIDDEN_QUERIES, 3, _HIDDEN_PARAMS, 2)[0][0] == expected
+
+
+def _batch_in_child(index, queries, connection):
+    run = index.search_batch(queries, 5, threads=2, mode="pruned")
+    connection.send({q: [(h.doc_id, h.score) for h in hits] for q, hits in run.results.items()})
+    connection.close()
+
+
+def test_threaded_batches_reuse_their_pool_and_survive_a_fork(tmp_path):
+    """Worker threads persist between batches; a forked child gets its own, not a dead pool."""
+    import multiprocessing
+
+    rng = np.random.default_rng(5)
+    docs = _random_impacts(rng, 300, 20, 8, 50, 1.0)
+    index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False)
+    queries = _random_impacts(rng, 40, 20, 6, 50, 1.0)
+    single = index.search_batch(queries, 5, threads=1, mode="pruned").results
+    assert index.search_batch(queries, 5, threads=2, mode="pruned").results == single
+    pool = index._pruned()._pool
+    assert pool is not None
+    assert index.search_batch(queries, 5, threads=2, mode="pruned").results == single
+    assert index._pruned()._pool is pool  # reused, not rebuilt
+
+    context = multiprocessing.get_context("fork")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=_batch_in_child, args=(index, queries, child))
+    process.start()
+    child.close()
+    try:
+        assert parent.poll(60), "the forked child's threaded batch hung"
+        received = parent.recv()
+        process.join(30)
+        assert process.exitcode == 0
+    finally:
+        if process.is_alive():
+            process.kill()
+    assert received == {q: [(h.doc_id, h.score) for h in hits] for q, hits in single.items()}

@@ -492,9 +492,13 @@ class ImpactIndex:
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")
         run = Run(name="sparse-ir")
-        for q, qid in enumerate(ids):
-            n = int(out_counts[q])
-            run.results[qid] = self._hits(out_docs[q, :n], out_scores[q, :n])
+        doc_ids = self.doc_ids
+        # One conversion of the whole result arrays: cheaper than one per query on small
+        # collections, where building the hits is a visible share of a batch.
+        all_docs, all_scores = out_docs.tolist(), out_scores.tolist()
+        for q, (qid, n) in enumerate(zip(ids, out_counts.tolist())):
+            run.results[qid] = [Hit(doc_ids[d], s, d)
+                                for d, s in zip(all_docs[q][:n], all_scores[q][:n])]
         return run
 
     def reference_search(self, query: QueryLike, k: int = 10) -> list[Hit]:
