@@ -95,3 +95,12 @@ def test_zero_hidden_states_give_a_valid_bound(kind):
     screen = Int8Screen(weight) if kind == "int8" else Bfloat16Screen(weight)
     bound = screen.upper_bound(hidden)
     assert torch.isfinite(bound).all() and (bound >= 0).all()
+
+
+def test_without_int8_products_auto_falls_back_and_int8_is_a_clear_error(monkeypatch):
+    from sparse_ir.encoders.screen import int8_supported
+
+    monkeypatch.delattr(torch, "_int_mm")
+    assert not int8_supported()
+    with pytest.raises(RuntimeError, match="screen='bfloat16'"):
+        Int8Screen(torch.randn(8, 4))

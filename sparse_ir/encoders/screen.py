@@ -49,7 +49,9 @@ _TILE_VALUES = 1 << 21
 def int8_supported(device: torch.device | str = "cpu") -> bool:
     """True when int8 matrix products are fast here: a CPU with VNNI (AVX512-VNNI, AVX-VNNI)."""
     device = torch.device(device)
-    if device.type != "cpu":
+    # torch._int_mm is the int8 × int8 → int32 product; it is a private name, so a PyTorch
+    # without it falls back to the bfloat16 screen instead of failing.
+    if device.type != "cpu" or not hasattr(torch, "_int_mm"):
         return False
     try:
         return bool(torch.cpu._is_vnni_supported())
@@ -66,6 +68,9 @@ class Int8Screen:
     """
 
     def __init__(self, weight: torch.Tensor, *, columns: int = 256):
+        if not hasattr(torch, "_int_mm"):
+            raise RuntimeError(f"this PyTorch ({torch.__version__}) has no int8 matrix "
+                               "product (torch._int_mm); use screen='bfloat16'")
         weight = weight.detach().float()
         self.vocab_size, self.hidden_size = weight.shape
         # Pad the vocabulary to a multiple of 8 (the int8 kernels want it); padded rows are 0.
