@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | None = "splade-tiny"
                       ) -> None:
-    """--model, --device, --batch-size, --precision, --pooling."""
+    """--model, --device, --batch-size, --precision, --pooling, --processes."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=default_model,
                        help="bundled name (splade-tiny), local directory or Hugging Face id "
@@ -24,15 +26,38 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
                             "is fast, else float32")
     group.add_argument("--pooling", choices=["max", "sum"], default="max",
                        help="max (SPLADE v2/++/v3, default) or sum (SPLADE v1)")
+    group.add_argument("--processes", type=positive_int, default=1,
+                       help="worker processes for encoding on a CPU with many cores, each "
+                            "with cores/N threads (default 1: one process, every core)")
 
 
 def load_encoder(args: argparse.Namespace, model: str | None = None):
-    """The SpladeEncoder described by the model options."""
+    """The SpladeEncoder described by the model options (a ParallelSpladeEncoder for
+    ``--processes`` > 1: close it, or use :func:`opened_encoder`)."""
+    options = {"batch_size": args.batch_size, "precision": args.precision,
+               "pooling": args.pooling}
+    if getattr(args, "processes", 1) > 1:
+        from sparse_ir.encoders.parallel import ParallelSpladeEncoder
+
+        if args.device != "cpu":
+            raise ValueError(f"--processes runs CPU workers; it does not combine with "
+                             f"--device {args.device}")
+        return ParallelSpladeEncoder(model or args.model, processes=args.processes, **options)
     from sparse_ir.encoders.splade import SpladeEncoder
 
-    return SpladeEncoder.from_pretrained(model or args.model, device=args.device,
-                                         batch_size=args.batch_size, precision=args.precision,
-                                         pooling=args.pooling)
+    return SpladeEncoder.from_pretrained(model or args.model, device=args.device, **options)
+
+
+@contextlib.contextmanager
+def opened_encoder(args: argparse.Namespace, model: str | None = None) -> Iterator:
+    """:func:`load_encoder` for a ``with`` block: worker processes stop at its end."""
+    encoder = load_encoder(args, model)
+    try:
+        yield encoder
+    finally:
+        close = getattr(encoder, "close", None)
+        if close is not None:
+            close()
 
 
 def positive_int(text: str) -> int:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from sparse_ir.cli.common import add_model_options, load_encoder, positive_int
+from sparse_ir.cli.common import add_model_options, load_encoder, opened_encoder, positive_int
 
 
 def register(subparsers) -> None:
@@ -51,6 +51,11 @@ def register(subparsers) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    with opened_encoder(args) as encoder:
+        return _encode(args, encoder)
+
+
+def _encode(args: argparse.Namespace, encoder) -> int:
     from tqdm.auto import tqdm
 
     from sparse_ir.corpus import Document, read_corpus, read_queries
@@ -59,7 +64,6 @@ def run_encode(args: argparse.Namespace) -> int:
     from sparse_ir.pipeline import count_lines
     from sparse_ir.sparse_batch import SparseBatch
 
-    encoder = load_encoder(args)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     report = SkipReport()

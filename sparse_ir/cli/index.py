@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sparse_ir.cli.common import add_model_options, load_encoder, positive_int
+from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
 
 
 def register(subparsers) -> None:
@@ -74,18 +74,19 @@ def run_index(args: argparse.Namespace) -> int:
     report = SkipReport()
     if args.vectors:
         return _index_vectors(args)
-    encoder = load_encoder(args)
     if args.bits:
         raise ValueError("--bits needs the maximum weight in advance: encode first "
                          "('sparse-ir encode'), then 'sparse-ir index --vectors DIR --bits 8'")
     quantizer = Quantizer(scale=args.scale)
     documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
                             allow_empty=args.allow_empty)
-    index, stats = index_corpus(encoder, documents, args.output, quantizer=quantizer,
-                                memory_budget=args.memory_budget,
-                                store_contents=not args.no_contents,
-                                total=count_lines(args.input), show_progress=args.show_progress,
-                                settings={"corpus": str(Path(args.input).resolve())})
+    with opened_encoder(args) as encoder:
+        index, stats = index_corpus(encoder, documents, args.output, quantizer=quantizer,
+                                    memory_budget=args.memory_budget,
+                                    store_contents=not args.no_contents,
+                                    total=count_lines(args.input),
+                                    show_progress=args.show_progress,
+                                    settings={"corpus": str(Path(args.input).resolve())})
     _print_summary(index)
     if stats.empty_texts:
         print(f"{stats.empty_texts} document(s) with empty text indexed as empty vectors")

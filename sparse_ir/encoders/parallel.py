@@ -28,9 +28,13 @@ def _init_worker(name_or_path: str, threads: int, options: dict) -> None:
     _worker_encoder = SpladeEncoder.from_pretrained(name_or_path, **options)
 
 
-def _encode_chunk(job: tuple[list[str], int]) -> SparseBatch:
-    texts, max_length = job
-    return _worker_encoder.encode(texts, max_length=max_length, show_progress=False)
+def _encode_chunk(job: tuple[list[str], dict]) -> tuple[SparseBatch, object]:
+    from sparse_ir.encoders.splade import EncodeStats
+
+    texts, options = job
+    stats = EncodeStats()
+    batch = _worker_encoder.encode(texts, show_progress=False, stats=stats, **options)
+    return batch, stats
 
 
 class ParallelSpladeEncoder:
@@ -65,31 +69,61 @@ class ParallelSpladeEncoder:
         """The output vocabulary."""
         return self._local.vocab
 
+    # The settings an index records about its encoder (see sparse_ir.pipeline), and the
+    # tokenizer, are the workers' own: they load the same model with the same options.
+    name = property(lambda self: self._local.name)
+    pooling = property(lambda self: self._local.pooling)
+    precision = property(lambda self: self._local.precision)
+    document_max_length = property(lambda self: self._local.document_max_length)
+    query_max_length = property(lambda self: self._local.query_max_length)
+    tokenizer = property(lambda self: self._local.tokenizer)
+
     def encode_documents(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
-                         max_length: int | None = None, show_progress: bool | None = None
-                         ) -> SparseBatch:
-        """Encode documents across the workers; rows in input order."""
-        return self._encode(texts, ids, max_length or self._local.document_max_length,
-                            show_progress)
+                         max_length: int | None = None, **options) -> SparseBatch:
+        """Encode documents across the workers; rows in input order (see :meth:`encode`)."""
+        return self.encode(texts, ids=ids,
+                           max_length=max_length or self._local.document_max_length, **options)
 
     def encode_queries(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
-                       max_length: int | None = None, show_progress: bool | None = None
-                       ) -> SparseBatch:
-        """Encode queries across the workers; rows in input order."""
-        return self._encode(texts, ids, max_length or self._local.query_max_length,
-                            show_progress)
+                       max_length: int | None = None, **options) -> SparseBatch:
+        """Encode queries across the workers; rows in input order (see :meth:`encode`)."""
+        return self.encode(texts, ids=ids,
+                           max_length=max_length or self._local.query_max_length, **options)
 
-    def _encode(self, texts, ids, max_length, show_progress) -> SparseBatch:
+    def encode(self, texts: Sequence[str], *, max_length: int,
+               ids: Sequence[str] | None = None, max_active_dims: int | None = None,
+               threshold: float = 0.0, show_progress: bool | None = None,
+               stats=None) -> SparseBatch:
+        """Encode texts across the workers, as :meth:`SpladeEncoder.encode` does in one process.
+
+        Args:
+            texts, max_length, ids, max_active_dims, threshold, show_progress: as for
+                :meth:`SpladeEncoder.encode`.
+            stats: an :class:`~sparse_ir.encoders.splade.EncodeStats` to add the workers'
+                counts to.
+        """
+        from dataclasses import fields
+
         from tqdm.auto import tqdm
 
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts, not one string; wrap it in a list")
         texts = list(texts)
-        jobs = [(texts[i:i + self.chunk_size], max_length)
+        if ids is not None and len(ids) != len(texts):
+            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        options = {"max_length": max_length, "max_active_dims": max_active_dims,
+                   "threshold": threshold}
+        jobs = [(texts[i:i + self.chunk_size], options)
                 for i in range(0, len(texts), self.chunk_size)]
         parts = []
         with tqdm(total=len(texts), desc="encoding", unit="text",
                   disable=None if show_progress is None else not show_progress) as progress:
-            for part in self._pool.imap(_encode_chunk, jobs):
+            for part, part_stats in self._pool.imap(_encode_chunk, jobs):
                 parts.append(part)
+                if stats is not None:
+                    for field in fields(part_stats):
+                        setattr(stats, field.name,
+                                getattr(stats, field.name) + getattr(part_stats, field.name))
                 progress.update(len(part))
         if not parts:
             return SparseBatch.empty(self.vocab, ids)
