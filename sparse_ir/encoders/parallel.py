@@ -102,8 +102,6 @@ class ParallelSpladeEncoder:
             stats: an :class:`~sparse_ir.encoders.splade.EncodeStats` to add the workers'
                 counts to.
         """
-        from dataclasses import fields
-
         from tqdm.auto import tqdm
 
         if isinstance(texts, str):
@@ -121,9 +119,7 @@ class ParallelSpladeEncoder:
             for part, part_stats in self._pool.imap(_encode_chunk, jobs):
                 parts.append(part)
                 if stats is not None:
-                    for field in fields(part_stats):
-                        setattr(stats, field.name,
-                                getattr(stats, field.name) + getattr(part_stats, field.name))
+                    stats.add(part_stats)
                 progress.update(len(part))
         if not parts:
             return SparseBatch.empty(self.vocab, ids)

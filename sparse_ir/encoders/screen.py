@@ -154,26 +154,36 @@ class Bfloat16Screen:
 
 
 def rescore(hidden: torch.Tensor, lengths: list[int], candidates: torch.Tensor,
-            weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Max-pooled float32 logits (bias added) of the candidate terms; 0 elsewhere.
+            weight: torch.Tensor, bias: torch.Tensor | None, *,
+            out: torch.Tensor | None = None, winners: torch.Tensor | None = None
+            ) -> torch.Tensor:
+    """Max-pooled float32 logits (bias added) of the candidate terms.
 
     Args:
         hidden: [batch, length, hidden] float32 token states.
         lengths: real tokens of each text (positions past them are ignored).
         candidates: [batch, vocab] bool, the terms to compute.
         weight: [vocab, hidden] projection; bias: [vocab] or None.
+        out: [batch, vocab] float32 to write the candidates into (default: zeros).
+        winners: [batch, vocab] int32 that receives, for each candidate, the token that won
+            its max (training sends the gradient there).
 
     Returns:
-        [batch, vocab] float32: ``max_l h_l·W_j + b_j`` where ``candidates``, else 0.
+        ``out``: ``max_l h_l·W_j + b_j`` where ``candidates``; other entries are left as given.
     """
     batch = hidden.shape[0]
-    out = torch.zeros(batch, weight.shape[0], dtype=torch.float32, device=hidden.device)
+    if out is None:
+        out = torch.zeros(batch, weight.shape[0], dtype=torch.float32, device=hidden.device)
     for row in range(batch):
         columns = torch.nonzero(candidates[row]).squeeze(1)
         if not len(columns):
             continue
-        tokens = hidden[row, :lengths[row]].float()
-        exact = torch.matmul(weight[columns].float(), tokens.T).amax(dim=1)
+        products = torch.matmul(weight[columns].float(), hidden[row, :lengths[row]].float().T)
+        if winners is None:
+            exact = products.amax(dim=1)
+        else:
+            exact, tokens = products.max(dim=1)
+            winners[row, columns] = tokens.to(winners.dtype)
         if bias is not None:
             exact += bias[columns].float()
         out[row, columns] = exact

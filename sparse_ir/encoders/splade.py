@@ -33,7 +33,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, get_args
 
 import numpy as np
@@ -83,6 +83,11 @@ class EncodeStats:
     empty_texts: int = 0
     truncated_texts: int = 0
     tokens: int = 0
+
+    def add(self, other: EncodeStats) -> None:
+        """Add another count's figures to these (e.g. a worker process's)."""
+        for field in fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
 
 
 @contextlib.contextmanager
@@ -167,13 +172,13 @@ class SpladeEncoder:
         self.query_max_length = query_max_length
         self.batch_size = batch_size
         self.vocab_chunk = vocab_chunk
+        int8 = int8_supported(self.device)
         if screen == "auto":
-            screen = "int8" if int8_supported(self.device) else "bfloat16"
+            screen = "int8" if int8 else "bfloat16"
         if screen == "int8" and self.device.type != "cpu":
             raise ValueError(f"the int8 screen runs on CPUs only, not on {self.device}")
         if precision == "auto":
-            fast = int8_supported(self.device) or bf16_supported(self.device)
-            precision = "mixed" if fast else "float32"
+            precision = "mixed" if int8 or bf16_supported(self.device) else "float32"
         if precision == "mixed" and pooling != "max":
             precision = "float32"  # the screening argument holds for max pooling only
         self.precision = precision
@@ -336,7 +341,6 @@ class SpladeEncoder:
         head = self.model.get_output_embeddings()
         weight = head.weight
         bias = head.bias
-        dtype = torch.bfloat16 if self.precision == "bfloat16" else weight.dtype
         batch, _, _ = hidden.shape
         vocab_size = weight.shape[0]
         mask_bool = mask.bool()
@@ -354,6 +358,7 @@ class SpladeEncoder:
                 out += bias.float()
             return torch.log1p(torch.relu_(out))
         # Sum pooling needs every token's activation; padding is masked out.
+        dtype = torch.bfloat16 if self.precision == "bfloat16" else weight.dtype
         hidden = hidden.to(dtype)
         keep = mask_bool[..., None].float()
         chunk = self._chunk(hidden)

@@ -406,7 +406,7 @@ class ImpactIndex:
         if self.has_search_layout or params is not None:
             # Windowed kernels over the search layout (params None: exhaustive).
             docs, scores, _ = self._pruned().search(terms, weights, k, params, use_int64)
-            return self._hits(docs, scores)
+            return self._hits(docs.tolist(), scores.tolist())
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
@@ -415,7 +415,7 @@ class ImpactIndex:
         if count == kernels.CORRUPT:
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")
-        return self._hits(docs[:count], scores[:count])
+        return self._hits(docs[:count].tolist(), scores[:count].tolist())
 
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
                      threads: int | None = None, query_ids: Sequence[str] | None = None,
@@ -492,13 +492,11 @@ class ImpactIndex:
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")
         run = Run(name="sparse-ir")
-        doc_ids = self.doc_ids
         # One conversion of the whole result arrays: cheaper than one per query on small
         # collections, where building the hits is a visible share of a batch.
         all_docs, all_scores = out_docs.tolist(), out_scores.tolist()
         for q, (qid, n) in enumerate(zip(ids, out_counts.tolist())):
-            run.results[qid] = [Hit(doc_ids[d], s, d)
-                                for d, s in zip(all_docs[q][:n], all_scores[q][:n])]
+            run.results[qid] = self._hits(all_docs[q][:n], all_scores[q][:n])
         return run
 
     def reference_search(self, query: QueryLike, k: int = 10) -> list[Hit]:
@@ -509,7 +507,7 @@ class ImpactIndex:
                                   np.asarray(self.postings_impacts), self.num_documents,
                                   terms, weights)
         docs, top = reference_top_k(scores, k)
-        return self._hits(docs, top)
+        return self._hits(docs.tolist(), top.tolist())
 
     def explain(self, query: QueryLike, docno: int) -> list[TermContribution]:
         """Each query term's contribution to one document's score, largest first."""
@@ -564,9 +562,9 @@ class ImpactIndex:
             setattr(self._local, name, accumulator)
         return accumulator
 
-    def _hits(self, docs: np.ndarray, scores: np.ndarray) -> list[Hit]:
+    def _hits(self, docs: list[int], scores: list[int]) -> list[Hit]:
         ids = self.doc_ids
-        return [Hit(ids[d], s, d) for d, s in zip(docs.tolist(), scores.tolist())]
+        return [Hit(ids[d], s, d) for d, s in zip(docs, scores)]
 
     def __repr__(self) -> str:
         return (f"ImpactIndex({str(self.directory)!r}, documents={self.num_documents}, "

@@ -78,20 +78,17 @@ class MaxPooledProjection(torch.autograd.Function):
                 winners[:, start:start + tile.shape[0]] = best.indices
                 out[:, start:start + tile.shape[0]] = best.values
         else:
-            from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen
+            from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, rescore
 
             screen = Int8Screen(weight) if compute_dtype == torch.int8 else \
                 Bfloat16Screen(weight, columns=chunk)
-            out = screen.upper_bound(hidden.detach().float())
+            states = hidden.detach().float()
+            out = screen.upper_bound(states)
             upper = out if bias is None else out + bias.detach().float()
-            candidates = upper > 0
-            for row in range(batch):
-                columns = torch.nonzero(candidates[row]).squeeze(1)
-                if len(columns):
-                    exact = torch.matmul(weight.detach()[columns].float(),
-                                         hidden.detach()[row].float().T).max(dim=1)
-                    out[row, columns] = exact.values
-                    winners[row, columns] = exact.indices.to(torch.int32)
+            # Every position counts (padding holds a copy of a real token); the bias is added
+            # below, to the bounds as well.
+            rescore(states, [states.shape[1]] * batch, upper > 0, weight.detach(), None,
+                    out=out, winners=winners)
         if bias is not None:
             out += bias.detach().float()
         ctx.save_for_backward(hidden, weight, winners)
