@@ -406,7 +406,7 @@ class ImpactIndex:
         if self.has_search_layout or params is not None:
             # Windowed kernels over the search layout (params None: exhaustive).
             docs, scores, _ = self._pruned().search(terms, weights, k, params, use_int64)
-            return self._hits(docs.tolist(), scores.tolist())
+            return self._hits(docs, scores)
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
@@ -415,7 +415,7 @@ class ImpactIndex:
         if count == kernels.CORRUPT:
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")
-        return self._hits(docs[:count].tolist(), scores[:count].tolist())
+        return self._hits(docs[:count], scores[:count])
 
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
                      threads: int | None = None, query_ids: Sequence[str] | None = None,
@@ -507,7 +507,7 @@ class ImpactIndex:
                                   np.asarray(self.postings_impacts), self.num_documents,
                                   terms, weights)
         docs, top = reference_top_k(scores, k)
-        return self._hits(docs.tolist(), top.tolist())
+        return self._hits(docs, top)
 
     def explain(self, query: QueryLike, docno: int) -> list[TermContribution]:
         """Each query term's contribution to one document's score, largest first."""
@@ -562,7 +562,10 @@ class ImpactIndex:
             setattr(self._local, name, accumulator)
         return accumulator
 
-    def _hits(self, docs: list[int], scores: list[int]) -> list[Hit]:
+    def _hits(self, docs, scores) -> list[Hit]:
+        """Hits of document numbers and scores (int lists, or numpy arrays)."""
+        if isinstance(docs, np.ndarray):
+            docs, scores = docs.tolist(), scores.tolist()
         ids = self.doc_ids
         return [Hit(ids[d], s, d) for d, s in zip(docs, scores)]
 
