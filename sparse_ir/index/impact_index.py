@@ -247,6 +247,11 @@ class ImpactIndex:
         return self.manifest["vocab_hash"]
 
     @property
+    def settings(self) -> dict:
+        """What the build recorded about the vectors' origin (model, pooling, max lengths...)."""
+        return dict(self.manifest.get("build", {}))
+
+    @property
     def has_contents(self) -> bool:
         """True when titles and texts are stored."""
         return self._titles is not None
