@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+# ``__version__`` is read from the installed distribution's metadata (one source: pyproject.toml)
+# on first access, in ``__getattr__`` below: importlib.metadata costs ~60 ms to import.
 
 _EXPORTS = {
     "SparseBatch": "sparse_ir.sparse_batch",
@@ -44,7 +45,19 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
+def _installed_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("sparse-ir")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = value = _installed_version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sparse_ir' has no attribute {name!r}")
