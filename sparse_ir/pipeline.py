@@ -8,10 +8,9 @@ from __future__ import annotations
 import collections
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 
-from sparse_ir.corpus import Document, Query
+from sparse_ir.corpus import Document
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -118,16 +117,6 @@ class _Drain:
         if not self.queue:
             return None
         return self.queue.popleft()
-
-
-def queries_of(queries: Sequence[Query]) -> tuple[list[str], list[str]]:
-    """``(ids, texts)`` of a list of queries."""
-    return [q.id for q in queries], [q.text for q in queries]
-
-
-def default_index_path(name: str) -> Path:
-    """``indexes/NAME`` under the working directory (the project's default place)."""
-    return Path("indexes") / name
 
 
 def dense_index_corpus(encoder, documents: Iterable[Document], path: str | os.PathLike, *,

@@ -3,7 +3,7 @@ or (``skip_invalid`` / ``--skip-invalid``) counted and skipped while the good re
 
 Readers: corpus JSONL, queries (JSONL and TSV), qrels, TREC runs, SparseBatch files; and the
 same through the CLI (``sparse_ir.cli.main``), which must exit non-zero and print
-``FILE:LINE: reason``. SPARSE_IR_BAD_INPUT_TABLE=1 with ``-s`` prints the table of cases.
+``FILE:LINE: reason``. ``scripts/integrity_report.py`` prints the table of cases and errors.
 """
 
 from __future__ import annotations
@@ -191,9 +191,6 @@ def write(case: Case, directory: Path) -> Path:
     return path
 
 
-TABLE: list[tuple[str, str, str]] = []
-
-
 @pytest.mark.parametrize("case", CASES + VECTOR_CASES, ids=lambda c: f"{c.reader}: {c.name}")
 def test_reader_names_file_line_and_reason(case, tmp_path):
     path = write(case, tmp_path)
@@ -205,7 +202,6 @@ def test_reader_names_file_line_and_reason(case, tmp_path):
     assert case.reason in error.reason, error.reason
     assert str(error).startswith(f"{path}:{case.line}: " if case.line else f"{path}: ")
     message = str(error).replace(str(tmp_path) + os.sep, "")
-    TABLE.append((case.reader, case.name, message))
     record("bad input", reader=case.reader, case=case.name, message=message)
 
 
@@ -225,14 +221,6 @@ def test_skip_invalid_without_a_report_still_tells(tmp_path, caplog):
     path = write(CASES[0], tmp_path)
     assert len(read("corpus", path, skip_invalid=True)) == 1
     assert "skipped 1 invalid record" in caplog.text
-
-
-def test_print_table(request):
-    """Run last in this module: prints the table of cases and errors for the report."""
-    if os.environ.get("SPARSE_IR_BAD_INPUT_TABLE"):
-        print("\n| input | case | error |\n|---|---|---|")
-        for reader, name, message in TABLE:
-            print(f"| {reader} | {name} | `{message}` |")
 
 
 # -- the index builder -----------------------------------------------------------------------------

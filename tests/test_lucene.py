@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -530,47 +529,19 @@ def test_anserini_errors_surface_java_stderr(anserini_ready, tmp_path):
         run_anserini("io.anserini.search.SearchCollection", ["-no-such-option"])
 
 
-def _splade_tiny_vocab(tokens: set[str]) -> tuple[str, ...]:
-    """splade-tiny's vocabulary (from its tokenizer file), or the sorted tokens without it."""
-    from sparse_ir.errors import MissingDependencyError
-
-    try:
-        from tokenizers import Tokenizer
-
-        from sparse_ir.encoders.registry import resolve_model
-
-        path = os.path.join(resolve_model("splade-tiny"), "tokenizer.json")
-        by_id = {i: t for t, i in Tokenizer.from_file(path).get_vocab().items()}
-        return tuple(by_id[i] for i in range(len(by_id)))
-    except (MissingDependencyError, ImportError):
-        return tuple(sorted(tokens))
-
-
 @pytest.fixture(scope="module")
-def scifact_splade(scifact_dir, tmp_path_factory):
+def scifact_splade(scifact_dir, scifact_vectors, tmp_path_factory):
     """SciFact test split with the pre-encoded splade-tiny vectors, quantized at scale 100."""
     from sparse_ir.eval import load_beir
 
-    vectors = scifact_dir.parent / "scifact-splade-tiny"
-    if not (vectors / "doc_vectors.json.gz").is_file():
-        pytest.skip(f"pre-encoded splade-tiny vectors not found at {vectors}")
-    with gzip.open(vectors / "doc_vectors.json.gz", "rt", encoding="utf-8") as handle:
-        doc_vectors = json.load(handle)
-    with gzip.open(vectors / "query_vectors.json.gz", "rt", encoding="utf-8") as handle:
-        query_vectors = json.load(handle)
     dataset = load_beir(scifact_dir)
-    tokens = {t for v in doc_vectors.values() for t in v} | \
-        {t for v in query_vectors.values() for t in v}
-    vocab = _splade_tiny_vocab(tokens)
     quantizer = Quantizer(scale=100)
     by_id = {d.id: d for d in dataset.corpus}
-    ids = [d.id for d in dataset.corpus]
-    documents = SparseBatch.from_dicts([doc_vectors[i] for i in ids], vocab, ids)
-    queries = quantizer.quantize(SparseBatch.from_dicts(
-        [query_vectors[q.id] for q in dataset.queries], vocab, [q.id for q in dataset.queries]))
+    documents = scifact_vectors.documents
+    queries = quantizer.quantize(scifact_vectors.queries)
     index = ImpactIndex.build(documents, tmp_path_factory.mktemp("scifact") / "index",
                               quantizer=quantizer, show_progress=False,
-                              contents=[(by_id[i].title, by_id[i].text) for i in ids])
+                              contents=[(by_id[i].title, by_id[i].text) for i in documents.ids])
     return dataset, index, queries
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -171,25 +168,16 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def scifact_vectors(scifact_dir):
+def scifact_impacts(scifact_vectors):
     """Real splade-tiny vectors of SciFact (documents and the 300 test queries), quantized."""
-    directory = scifact_dir.parent / "scifact-splade-tiny"
-    if not (directory / "doc_vectors.json.gz").is_file():
-        pytest.skip(f"{directory} not found")
-    with gzip.open(directory / "doc_vectors.json.gz", "rt") as handle:
-        docs = json.load(handle)
-    with gzip.open(directory / "query_vectors.json.gz", "rt") as handle:
-        queries = json.load(handle)
-    vocab = sorted({t for v in docs.values() for t in v} | {t for v in queries.values() for t in v})
     quantizer = Quantizer(scale=100)
-    return (quantizer.quantize(SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs))),
-            quantizer.quantize(SparseBatch.from_dicts(queries.values(), vocab,
-                                                      ids=list(queries))))
+    return (quantizer.quantize(scifact_vectors.documents),
+            quantizer.quantize(scifact_vectors.queries))
 
 
 @pytest.mark.slow
-def test_pruned_equals_scipy_on_scifact(tmp_path, scifact_vectors):
-    docs, queries = scifact_vectors
+def test_pruned_equals_scipy_on_scifact(tmp_path, scifact_impacts):
+    docs, queries = scifact_impacts
     index = ImpactIndex.build(docs, tmp_path / "scifact", show_progress=False)
     scores = (queries.to_scipy().astype(np.int64) @ docs.to_scipy().astype(np.int64).T).toarray()
     for k in (10, 100):

@@ -5,36 +5,12 @@ formula (documents at 256 tokens, the 300 test queries at 64), so these tests ch
 quantizer, search and evaluation on real data in seconds, without running the model.
 """
 
-import gzip
-import json
-
 import numpy as np
 import pytest
 
 from sparse_ir.eval import evaluate, read_qrels
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.quantize import Quantizer
-from sparse_ir.sparse_batch import SparseBatch
-
-
-@pytest.fixture(scope="module")
-def scifact_vectors(scifact_dir):
-    directory = scifact_dir.parent / "scifact-splade-tiny"
-    if not directory.is_dir():
-        pytest.skip(f"{directory} not found")
-    from transformers import AutoTokenizer
-
-    from sparse_ir.encoders.registry import resolve_model
-    from sparse_ir.encoders.splade import _vocabulary
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("splade-tiny"))
-    vocab = _vocabulary(tokenizer, len(tokenizer.get_vocab()))
-    with gzip.open(directory / "doc_vectors.json.gz", "rt") as handle:
-        docs = json.load(handle)
-    with gzip.open(directory / "query_vectors.json.gz", "rt") as handle:
-        queries = json.load(handle)
-    return (SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs)),
-            SparseBatch.from_dicts(queries.values(), vocab, ids=list(queries)))
 
 
 @pytest.fixture(scope="module")
