@@ -51,6 +51,16 @@ class Quantizer:
             65,535 (16 bits) by default; 255 in the 8-bit mode.
 
     Rounding is half-to-even (numpy's ``rint``) on float64 products, the same for every caller.
+
+    Example:
+        >>> from sparse_ir import Quantizer, SparseBatch
+        >>> batch = SparseBatch.from_dicts([{"cell": 1.234, "gene": 0.004}], ["cell", "gene"])
+        >>> quantizer = Quantizer()  # scale 100, as Pyserini's SPLADE indexes
+        >>> impacts = quantizer.quantize(batch)
+        >>> impacts.decode(0)  # 0.004 × 100 rounds to 0: dropped
+        [('cell', 123)]
+        >>> Quantizer.for_max_weight(3.0)  # 8 bits: the largest weight maps to 255
+        Quantizer(scale=85.0, max_impact=255)
     """
 
     scale: float = DEFAULT_SCALE

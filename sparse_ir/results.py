@@ -26,6 +26,14 @@ class Hit(NamedTuple):
         doc_id: the document's external id.
         score: its score (an integer for impact search, a float after fusion or dense search).
         docno: its internal document number in the index (-1 when unknown, e.g. read from a file).
+
+    Example:
+        >>> from sparse_ir import Hit
+        >>> hit = Hit("d7", 42, docno=6)
+        >>> hit.doc_id, hit.score
+        ('d7', 42)
+        >>> Hit("d9", 0.5)  # from a file or after fusion: no internal number
+        Hit(doc_id='d9', score=0.5, docno=-1)
     """
 
     doc_id: str
@@ -35,7 +43,18 @@ class Hit(NamedTuple):
 
 @dataclass
 class Run:
-    """Ranked hits for a set of queries: ``results[query_id] = [Hit, ...]`` best first."""
+    """Ranked hits for a set of queries: ``results[query_id] = [Hit, ...]`` best first.
+
+    Example:
+        >>> from sparse_ir import Hit, Run
+        >>> run = Run({"q1": [Hit("d2", 9), Hit("d1", 4)], "q2": [Hit("d1", 7)]}, name="mine")
+        >>> len(run), [hit.doc_id for hit in run["q1"]]
+        (2, ['d2', 'd1'])
+        >>> run.to_dict()["q1"]  # the form pytrec_eval and ir_measures take
+        {'d2': 9.0, 'd1': 4.0}
+        >>> Run.from_dict({"q1": {"d1": 0.2, "d2": 0.7}})["q1"][0]
+        Hit(doc_id='d2', score=0.7, docno=-1)
+    """
 
     results: dict[str, list[Hit]] = field(default_factory=dict)
     name: str = "sparse-ir"

@@ -37,6 +37,20 @@ class SparseBatch:
         values: float32 weights (from an encoder) or int32 impacts (from a quantizer); all > 0.
         vocab: the vocabulary: ``vocab[term_id]`` is the token string.
         ids: the external ids of the rows (documents or queries), when known.
+
+    Example:
+        >>> from sparse_ir import SparseBatch
+        >>> batch = SparseBatch.from_dicts(
+        ...     [{"cell": 1.5, "gene": 0.25}, {"brain": 2.0}],
+        ...     vocab=["brain", "cell", "gene"], ids=["d1", "d2"])
+        >>> len(batch), batch.ids
+        (2, ('d1', 'd2'))
+        >>> batch.indptr.tolist(), batch.indices.tolist()
+        ([0, 2, 3], [1, 2, 0])
+        >>> batch.decode(0)  # heaviest first
+        [('cell', 1.5), ('gene', 0.25)]
+        >>> batch.decode(0, 1)
+        [('cell', 1.5)]
     """
 
     indptr: np.ndarray
