@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 # ``__version__`` is read from the installed distribution's metadata (one source: pyproject.toml)
-# on first access, in ``__getattr__`` below: importlib.metadata costs ~60 ms to import.
+# on first access, in ``__getattr__`` below: importlib.metadata is slow to import.
 
 _EXPORTS = {
     "SparseBatch": "sparse_ir.sparse_batch",

@@ -10,8 +10,9 @@ projection runs at low-precision speed.
 
 Two screens:
 
-* :class:`Int8Screen` — int8 × int8 products with int32 sums (``torch._int_mm``), about twice
-  the speed of bfloat16 on CPUs with VNNI (AVX512-VNNI or AVX-VNNI), exact integer arithmetic;
+* :class:`Int8Screen` — int8 × int8 products with int32 sums (``torch._int_mm``), faster than
+  bfloat16 on CPUs with VNNI (AVX512-VNNI or AVX-VNNI; figures in docs/encoding.md), exact
+  integer arithmetic;
 * :class:`Bfloat16Screen` — bfloat16 products with float32 sums, for GPUs and CPUs with
   AVX512-BF16/AMX but without VNNI.
 
