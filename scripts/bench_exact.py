@@ -12,44 +12,24 @@ brute-force scipy scoring of the same integers (ids, scores and order), then tim
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+import _common
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sparse_ir.eval import find_scifact  # noqa: E402
-from sparse_ir.index.impact_index import ImpactIndex  # noqa: E402
-from sparse_ir.quantize import Quantizer  # noqa: E402
-from sparse_ir.sparse_batch import SparseBatch  # noqa: E402
-
-
-def load_vectors(directory: Path) -> tuple[SparseBatch, SparseBatch]:
-    """Documents and queries of the pre-encoded SciFact vectors, over one shared vocabulary."""
-    with gzip.open(directory / "doc_vectors.json.gz", "rt") as handle:
-        docs = json.load(handle)
-    with gzip.open(directory / "query_vectors.json.gz", "rt") as handle:
-        queries = json.load(handle)
-    vocab = sorted({t for v in docs.values() for t in v} | {t for v in queries.values() for t in v})
-    doc_batch = SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs))
-    query_batch = SparseBatch.from_dicts(queries.values(), vocab, ids=list(queries))
-    return doc_batch, query_batch
+from sparse_ir.index.impact_index import ImpactIndex
+from sparse_ir.quantize import Quantizer
 
 
 def scipy_top_k(matrix, query_matrix, k):
-    """Brute force: q · Dᵀ with scipy, then a full tie-broken sort per query."""
+    """Brute force: q · Dᵀ with scipy, then the tie-broken top-k of each query."""
     scores = (query_matrix @ matrix.T).toarray()
     results = []
     for row in scores:
-        candidates = np.flatnonzero(row > 0)
-        order = np.lexsort((candidates, -row[candidates]))[:k]
-        results.append((candidates[order], row[candidates[order]]))
+        docs = _common.top_k_exact(row, k)
+        results.append((docs, row[docs]))
     return results
 
 
@@ -60,9 +40,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("-k", type=int, default=10, help="hits per query for timing")
     args = parser.parse_args(argv)
-    directory = Path(args.vectors) if args.vectors else \
-        (find_scifact() or Path("missing")).parent / "scifact-splade-tiny"
-    docs, queries = load_vectors(directory)
+    docs, queries = _common.scifact_vectors(_common.scifact_vectors_dir(args.vectors))
     quantizer = Quantizer()
     qdocs, qqueries = quantizer.quantize(docs), quantizer.quantize(queries)
 
@@ -85,30 +63,24 @@ def main(argv=None) -> int:
         print(f"agreement: top-100 of {len(qqueries)} queries, numba vs scipy brute force: "
               f"{len(qqueries) - mismatches} identical, {mismatches} different")
 
-        def time_ours_batch():
-            started = time.perf_counter()
+        def ours_batch():
             index.search_batch(qqueries, args.k, threads=1)
-            return time.perf_counter() - started
 
         single = [qqueries.select([i]) for i in range(len(qqueries))]
 
-        def time_ours_single():
-            started = time.perf_counter()
+        def ours_single():
             for query in single:
                 index.search(query, args.k)
-            return time.perf_counter() - started
 
-        def time_scipy():
-            started = time.perf_counter()
+        def scipy_batch():
             scipy_top_k(matrix, query_matrix, args.k)
-            return time.perf_counter() - started
 
-        time_ours_batch(), time_ours_single()  # compile and warm
+        ours_batch(), ours_single()  # compile and warm
         rows = []
-        for label, timer in (("sparse-ir search_batch (1 thread)", time_ours_batch),
-                             ("sparse-ir search() one query at a time", time_ours_single),
-                             ("scipy q·Dᵀ + sort", time_scipy)):
-            seconds = statistics.median(timer() for _ in range(args.repeats))
+        for label, function in (("sparse-ir search_batch (1 thread)", ours_batch),
+                                ("sparse-ir search() one query at a time", ours_single),
+                                ("scipy q·Dᵀ + sort", scipy_batch)):
+            seconds, _ = _common.median_seconds(function, args.repeats)
             rows.append((label, len(qqueries) / seconds))
         print(f"SciFact: {index.num_documents} docs, {index.num_postings} postings, "
               f"{len(qqueries)} queries, top-{args.k}, median of {args.repeats} runs")

