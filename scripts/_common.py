@@ -21,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
+if sys.path[:1] != [str(REPO)]:
     sys.path.insert(0, str(REPO))
 
 from sparse_ir.eval import find_scifact  # noqa: E402

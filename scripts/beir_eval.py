@@ -15,12 +15,12 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _common
 
-from sparse_ir.encoders.splade import SpladeEncoder  # noqa: E402
-from sparse_ir.eval import evaluate, find_scifact, load_beir  # noqa: E402
-from sparse_ir.pipeline import index_corpus  # noqa: E402
-from sparse_ir.quantize import Quantizer  # noqa: E402
+from sparse_ir.encoders.splade import SpladeEncoder
+from sparse_ir.eval import evaluate, load_beir
+from sparse_ir.pipeline import index_corpus
+from sparse_ir.quantize import Quantizer
 
 
 def main(argv=None) -> int:
@@ -43,9 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("-k", type=int, default=1000, help="hits per query")
     args = parser.parse_args(argv)
 
-    data = Path(args.data) if args.data else find_scifact()
-    if data is None:
-        parser.error("no --data given and SciFact not found")
+    data = _common.scifact_data(parser, args.data)
     dataset = load_beir(data, args.split)
     name = f"{data.name}-{Path(args.model).name}"
     index_path = Path(args.index or f"indexes/{name}")

@@ -18,31 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
-from pathlib import Path
 
+import _common
 import numpy as np
 import torch
+from _common import median_seconds as timed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from sparse_ir.corpus import load_corpus  # noqa: E402
-from sparse_ir.encoders.reference import reference_encode  # noqa: E402
-from sparse_ir.encoders.screen import int8_supported  # noqa: E402
-from sparse_ir.encoders.splade import SpladeEncoder, bf16_supported  # noqa: E402
-from sparse_ir.eval import find_scifact  # noqa: E402
-
-
-def timed(function, repeats: int) -> tuple[float, object]:
-    """Median seconds of ``repeats`` calls, and the last result."""
-    seconds, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = function()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds), result
+from sparse_ir.corpus import load_corpus
+from sparse_ir.encoders.reference import reference_encode
+from sparse_ir.encoders.screen import int8_supported
+from sparse_ir.encoders.splade import SpladeEncoder, bf16_supported
 
 
 def main(argv=None) -> int:
@@ -65,9 +51,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    data = Path(args.data) if args.data else find_scifact()
-    if data is None:
-        parser.error("SciFact not found; pass --data")
+    data = _common.scifact_data(parser, args.data)
     texts = [d.full_text for d in load_corpus(data / "corpus.jsonl")[:args.docs]]
     modes = args.modes.split(",")
     print(f"{len(texts)} documents of {data.name}, max_length {args.max_length}, "

@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def percentile(values, q: float) -> float:
@@ -56,7 +55,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from sparse_ir.eval import find_scifact, load_beir
+    from sparse_ir.eval import load_beir
     from sparse_ir.fusion import Fusion
     from sparse_ir.hybrid import HybridSearcher
 
@@ -68,9 +67,7 @@ def main(argv=None) -> int:
             print("threadpoolctl not installed: BLAS keeps its default threads")
         else:
             threadpool_limits(args.threads)
-    data = Path(args.data) if args.data else find_scifact()
-    if data is None:
-        parser.error("no --data given and SciFact not found")
+    data = _common.scifact_data(parser, args.data)
     queries = [q.text for q in load_beir(data, args.split).queries]
     fusion = Fusion.rrf(depth=args.depth) if args.fusion == "rrf" else \
         Fusion.convex(args.alpha, depth=args.depth)

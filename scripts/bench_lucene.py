@@ -20,8 +20,6 @@ as a JsonVectorCollection, indexes it with Anserini (-impact -pretokenized) and 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import os
 import statistics
 import sys
@@ -29,9 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _common
 
-from sparse_ir.eval import evaluate, find_scifact, load_beir
+from sparse_ir.eval import evaluate, load_beir
 from sparse_ir.export.anserini import (
     build_lucene_index,
     find_anserini_jar,
@@ -61,11 +59,6 @@ def splade_tiny_vocab(tokens: set[str]) -> tuple[str, ...]:
         return tuple(sorted(tokens))
 
 
-def load_vectors(path: Path) -> dict:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="SciFact directory (BEIR layout)")
@@ -82,17 +75,14 @@ def main(argv=None) -> int:
                         help="reuse the Lucene index already in --work (skip export + indexing)")
     args = parser.parse_args(argv)
 
-    data = Path(args.data) if args.data else find_scifact()
-    if data is None:
-        parser.error("SciFact not found: pass --data or set SPARSE_IR_SCIFACT")
-    vectors = Path(args.vectors) if args.vectors else data.parent / "scifact-splade-tiny"
+    data = _common.scifact_data(parser, args.data)
+    vectors = _common.scifact_vectors_dir(args.vectors, data)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-lucene-"))
     java, jar = find_java(), find_anserini_jar()
     print(f"Java {java.version} ({java.source}: {java.java}); {jar.name}; work dir {work}")
 
     dataset = load_beir(data)
-    doc_vectors = load_vectors(vectors / "doc_vectors.json.gz")
-    query_vectors = load_vectors(vectors / "query_vectors.json.gz")
+    doc_vectors, query_vectors = _common.read_vectors(vectors)
     tokens = {t for v in doc_vectors.values() for t in v} | \
         {t for v in query_vectors.values() for t in v}
     vocab = splade_tiny_vocab(tokens)

@@ -24,10 +24,8 @@ import copy
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+import _common  # noqa: F401 - the repository's sparse_ir first on sys.path
 import torch
 
 from sparse_ir.training.losses import SpladeLoss

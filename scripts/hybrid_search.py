@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _common
 
 
 def main(argv=None) -> int:
@@ -52,15 +52,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from sparse_ir.corpus import load_queries
-    from sparse_ir.eval import evaluate, find_scifact, load_beir, read_qrels
+    from sparse_ir.eval import evaluate, load_beir, read_qrels
     from sparse_ir.fusion import Fusion, tune_weights
 
     if args.tune_split == args.split:
         parser.error("--tune-split must differ from --split: tuning on the evaluation "
                      "queries would overstate the result")
-    data = Path(args.data) if args.data else find_scifact()
-    if data is None:
-        parser.error("no --data given and SciFact not found")
+    data = _common.scifact_data(parser, args.data)
     runs_dir = Path(args.runs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     dataset = load_beir(data, args.split)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _common
 
 
 def main(argv=None) -> int:
@@ -48,14 +48,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from sparse_ir.encoders.splade import SpladeEncoder
-    from sparse_ir.eval import find_scifact, load_beir
+    from sparse_ir.eval import load_beir
     from sparse_ir.training.prepare import prepare_beir
     from sparse_ir.training.trainer import Trainer, TrainingConfig, load_model
     from sparse_ir.training.validation import measure
 
-    data = Path(args.data) if args.data else find_scifact()
-    if data is None:
-        parser.error("no --data given and SciFact not found")
+    data = _common.scifact_data(parser, args.data)
     output = Path(args.output)
     prepared = prepare_beir(data, holdout=args.holdout,
                             validation_corpus_size=args.corpus_size or None, seed=args.seed,

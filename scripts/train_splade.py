@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import _common
 
 from sparse_ir.cli.train import add_training_arguments, print_curve, train_from_args
 
@@ -55,12 +55,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quiet-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if not args.data and not args.train_jsonl:
-        from sparse_ir.eval import find_scifact
-
-        found = find_scifact()
-        if found is None:
-            parser.error("no --data given and SciFact not found")
-        args.data = str(found)
+        args.data = str(_common.scifact_data(parser, None))
     args.show_progress = False if args.quiet_progress else None
 
     started = time.perf_counter()
