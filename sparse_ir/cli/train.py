@@ -8,7 +8,7 @@ import typing
 
 from sparse_ir.cli.common import positive_int
 from sparse_ir.encoders.options import Precision
-from sparse_ir.training.losses import RankingLoss, Regularizer
+from sparse_ir.training.losses import REGULARIZERS, RankingLoss, Regularizer
 from sparse_ir.training.options import Implementation, Mode, TrainingPrecision
 from sparse_ir.training.prepare import NegativeSource
 
@@ -174,8 +174,9 @@ def train_from_args(args: argparse.Namespace):
     model, tokenizer = load_model(args.model)
     prepared = _prepare(args, model, tokenizer)
     query_encoder = None
-    if args.mode == "inference-free" or "idf-flops" in (args.query_regularizer,
-                                                        args.document_regularizer):
+    needs_idf = any(REGULARIZERS[name].needs_idf_penalty
+                    for name in (args.query_regularizer, args.document_regularizer))
+    if args.mode == "inference-free" or needs_idf:
         from sparse_ir.training.inference_free import IdfQueryEncoder
 
         query_encoder = IdfQueryEncoder.from_corpus(

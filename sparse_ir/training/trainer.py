@@ -68,8 +68,10 @@ class TrainingConfig:
         mode: ``"siamese"`` (queries and documents through the model) or ``"inference-free"``
             (documents only; queries are IDF-weighted tokens, :mod:`.inference_free`).
     Loss (see :class:`~sparse_ir.training.losses.SpladeLoss`):
-        ranking_loss, temperature; lambda_q (λ_q), lambda_d (λ_d), lambda_warmup_steps (T);
-        query_regularizer, document_regularizer (``flops``, ``l1``, ``idf-flops``, ``none``).
+        ranking_loss (a name of :data:`~sparse_ir.training.losses.RANKING_LOSSES`),
+        temperature; lambda_q (λ_q), lambda_d (λ_d), lambda_warmup_steps (T);
+        query_regularizer, document_regularizer (names of
+        :data:`~sparse_ir.training.losses.REGULARIZERS`: ``flops``, ``l1``, ``idf-flops``...).
     Optimisation:
         learning_rate, weight_decay, warmup_steps (linear LR warm-up), max_steps (optimizer
         steps; the LR reaches 0 there), batch_size (queries per micro-batch),
