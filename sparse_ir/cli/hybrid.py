@@ -68,8 +68,7 @@ def register(subparsers) -> None:
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
     parser.add_argument("--fusion", choices=typing.get_args(FusionMethod), default="convex",
-                        help="how the runs are fused (sparse_ir.fusion.FUSION_METHODS) (default: "
-                             "%(default)s)")
+                        help="fusion method (see sparse_ir.fusion) (default: %(default)s)")
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="convex: weight of the sparse run (dense gets 1 - alpha) (default: "
                              "%(default)s)")

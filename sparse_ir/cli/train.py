@@ -69,8 +69,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bo
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", dest="ranking_loss", default="contrastive",
                       choices=typing.get_args(RankingLoss),
-                      help="ranking loss (sparse_ir.training.losses.RANKING_LOSSES) (default: "
-                           "%(default)s)")
+                      help="ranking loss (see sparse_ir.training.losses) (default: %(default)s)")
     loss.add_argument("--temperature", type=float, default=1.0,
                       help="τ of the softmax-based ranking losses (default: %(default)s)")
     loss.add_argument("--lambda-q", type=float, default=5e-4,
