@@ -39,13 +39,19 @@ run's own order (as Pyserini, which reads ranks from the run file).
 Fused hits are ordered by fused score descending, then document number ascending (documents
 without a known number come after those with one, then by id), and carry each component's raw
 score and rank (:class:`FusedHit`).
+
+**Adding a method.** Write its score function (``(aligned runs, weights, rrf_k) -> fused
+scores``, beside :func:`_rrf_scores`), add one :class:`FusionRule` to :data:`FUSION_METHODS`
+and its name to :data:`FusionMethod`; :class:`Fusion`, the validation messages and the CLI's
+``--fusion`` choices follow. A normalization is one function in :data:`NORMALIZATIONS` and
+one name in :data:`Normalization`.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, get_args
 
@@ -54,9 +60,12 @@ import numpy as np
 from sparse_ir.results import Hit, Run
 
 __all__ = [
+    "FUSION_METHODS",
+    "NORMALIZATIONS",
     "FusedHit",
     "Fusion",
     "FusionMethod",
+    "FusionRule",
     "MissingPolicy",
     "Normalization",
     "RunLike",
@@ -97,15 +106,10 @@ class FusedHit(NamedTuple):
 
 # -- validation -----------------------------------------------------------------------------------
 
-_CHOICES: dict[object, tuple[str, ...]] = {}
-
-
-def _check_choice(label: str, value, allowed_type) -> None:
-    allowed = _CHOICES.get(allowed_type)
-    if allowed is None:
-        allowed = _CHOICES[allowed_type] = get_args(allowed_type)
-    if value not in allowed:
-        raise ValueError(f"{label} must be one of {allowed}, got {value!r}")
+def _check_choice(label: str, value, allowed: Mapping[str, object] | tuple[str, ...]) -> None:
+    """``value`` must be a key of a registry (or one of a Literal's ``get_args``)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{label} must be one of {tuple(allowed)}, got {value!r}")
 
 
 def _check_positive_int(label: str, value, *, allow_none: bool = False) -> None:
@@ -140,30 +144,58 @@ def _as_run(run: RunLike, position: int) -> Run:
 
 
 # -- normalization --------------------------------------------------------------------------------
+# Each function takes one query's scores (float64, non-empty, finite) and returns a new array.
+
+def _min_max(values: np.ndarray) -> np.ndarray:
+    spread = values.max() - values.min()
+    return np.ones_like(values) if spread == 0 else (values - values.min()) / spread
+
+
+def _z_score(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    return np.zeros_like(values) if std == 0 else (values - values.mean()) / std
+
+
+def _midpoint(values: np.ndarray) -> np.ndarray:
+    low, high = values.min(), values.max()
+    spread = high - low
+    return np.full_like(values, 0.5) if spread == 0 else (values - (low + high) / 2) / spread
+
+
+def _identity(values: np.ndarray) -> np.ndarray:
+    return values.copy()
+
+
+#: Every normalization by name (the names of :data:`Normalization`); see the module docstring.
+NORMALIZATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "min-max": _min_max,
+    "z-score": _z_score,
+    "midpoint": _midpoint,
+    "none": _identity,
+}
+
 
 def normalize_scores(scores: Sequence[float] | np.ndarray, method: Normalization = "min-max"
                      ) -> np.ndarray:
     """Normalize one query's scores of one run (float64 array, same order).
 
     See the module docstring for the formulas and the zero-range rule.
+
+    Example:
+        >>> normalize_scores([3.0, 2.0, 1.0]).tolist()
+        [1.0, 0.5, 0.0]
+        >>> normalize_scores([3.0, 2.0, 1.0], "midpoint").tolist()
+        [0.5, 0.0, -0.5]
     """
-    _check_choice("normalization", method, Normalization)
+    _check_choice("normalization", method, NORMALIZATIONS)
     values = np.asarray(scores, np.float64)
     if values.ndim != 1:
         raise ValueError(f"scores must be 1-d, got shape {values.shape}")
     if len(values) and not np.all(np.isfinite(values)):
         raise ValueError("scores must be finite (found NaN or infinity)")
-    if method == "none" or not len(values):
+    if not len(values):
         return values.copy()
-    low, high = values.min(), values.max()
-    spread = high - low
-    if method == "min-max":
-        return np.ones_like(values) if spread == 0 else (values - low) / spread
-    if method == "midpoint":
-        return np.full_like(values, 0.5) if spread == 0 else \
-            (values - (low + high) / 2) / spread
-    std = values.std()
-    return np.zeros_like(values) if std == 0 else (values - values.mean()) / std
+    return NORMALIZATIONS[method](values)
 
 
 # -- aligning the runs of one query ---------------------------------------------------------------
@@ -252,6 +284,50 @@ def _align(hit_lists: Sequence[Sequence[Hit]], normalization: Normalization,
     return _Aligned(doc_ids, docnos, raw, values, ranks, tiebreak)
 
 
+# -- fusion methods -------------------------------------------------------------------------------
+# Each score function takes one query's aligned runs, one weight per run and RRF's constant k,
+# and returns the fused score of every aligned document.
+
+def _convex_scores(aligned: _Aligned, weights: np.ndarray, rrf_k: int) -> np.ndarray:
+    """Σ_i w_i · norm_i(s_i(d)) (the normalization and missing policy already applied)."""
+    return aligned.values @ weights
+
+
+def _rrf_scores(aligned: _Aligned, weights: np.ndarray, rrf_k: int) -> np.ndarray:
+    """Σ_i w_i / (rrf_k + rank_i(d)) over the runs that returned d."""
+    present = aligned.ranks > 0
+    reciprocal = np.where(present, 1.0 / (rrf_k + np.maximum(aligned.ranks, 1)), 0.0)
+    return reciprocal @ weights
+
+
+class FusionRule(NamedTuple):
+    """One fusion method of :data:`FUSION_METHODS`.
+
+    Attributes:
+        scores: ``(aligned runs, weights, rrf_k) -> fused scores`` of one query.
+        convex: whether the weights must sum to 1 (default weights 1/n; otherwise 1 each).
+        options: the :class:`Fusion` fields the method reads besides weights and depth
+            (validated only for methods that read them).
+        label: :meth:`Fusion.describe`'s line, formatted with the Fusion's fields (``weights``
+            pre-formatted).
+    """
+
+    scores: Callable[[_Aligned, np.ndarray, int], np.ndarray]
+    convex: bool
+    options: tuple[str, ...]
+    label: str
+
+
+#: Every fusion method by name (the names of :data:`FusionMethod`).
+FUSION_METHODS: dict[str, FusionRule] = {
+    "convex": FusionRule(_convex_scores, convex=True, options=("normalization", "missing"),
+                         label="convex {weights}, {normalization}, missing={missing}, "
+                               "depth {depth}"),
+    "rrf": FusionRule(_rrf_scores, convex=False, options=("rrf_k",),
+                      label="RRF k={rrf_k}, depth {depth}"),
+}
+
+
 # -- fusion ---------------------------------------------------------------------------------------
 
 def fuse_hits(hit_lists: Sequence[Sequence[Hit]], *, method: FusionMethod = "convex",
@@ -262,7 +338,8 @@ def fuse_hits(hit_lists: Sequence[Sequence[Hit]], *, method: FusionMethod = "con
 
     Args:
         hit_lists: each run's hits for the query (Hit or anything with doc_id, score, docno).
-        method: ``"convex"`` (normalize, then weighted sum) or ``"rrf"``.
+        method: a name of :data:`FUSION_METHODS`: ``"convex"`` (normalize, then weighted sum)
+            or ``"rrf"``.
         weights: convex: one per run, >= 0, summing to 1 (default equal); RRF: multipliers
             of each run's 1/(k + rank) (default 1).
         normalization: convex only: ``"min-max"``, ``"z-score"``, ``"midpoint"``, ``"none"``.
@@ -271,27 +348,19 @@ def fuse_hits(hit_lists: Sequence[Sequence[Hit]], *, method: FusionMethod = "con
         rrf_k: RRF's constant k (60 in Cormack et al.).
         k: fused hits returned (None: all).
     """
-    _check_choice("method", method, FusionMethod)
-    _check_choice("normalization", normalization, Normalization)
-    _check_choice("missing", missing, MissingPolicy)
+    _check_choice("method", method, FUSION_METHODS)
+    _check_choice("normalization", normalization, NORMALIZATIONS)
+    _check_choice("missing", missing, get_args(MissingPolicy))
     _check_positive_int("depth", depth, allow_none=True)
     _check_positive_int("k", k, allow_none=True)
-    if method == "rrf":
+    rule = FUSION_METHODS[method]
+    if "rrf_k" in rule.options:
         _check_positive_int("rrf_k", rrf_k)
     if not hit_lists:
         raise ValueError("nothing to fuse: give at least one run")
-    w = _check_weights(weights, len(hit_lists), convex=method == "convex")
+    w = _check_weights(weights, len(hit_lists), convex=rule.convex)
     aligned = _align(hit_lists, normalization, missing, depth)
-    return aligned.hits(_fused_scores(aligned, method, w, rrf_k), k)
-
-
-def _fused_scores(aligned: _Aligned, method: str, weights: np.ndarray, rrf_k: int
-                  ) -> np.ndarray:
-    if method == "convex":
-        return aligned.values @ weights
-    present = aligned.ranks > 0
-    reciprocal = np.where(present, 1.0 / (rrf_k + np.maximum(aligned.ranks, 1)), 0.0)
-    return reciprocal @ weights
+    return aligned.hits(rule.scores(aligned, w, rrf_k), k)
 
 
 def _fuse_runs(runs: Sequence[RunLike], name: str, k: int | None, **options) -> Run:
@@ -314,6 +383,13 @@ def convex_combination(runs: Sequence[RunLike], weights: Sequence[float] | None 
 
     With two runs, ``weights=(alpha, 1 - alpha)``. See the module docstring for the formulas.
     Queries present in any run are fused (a run without a query contributes nothing to it).
+
+    Example:
+        >>> sparse = {"q1": {"a": 12.0, "b": 8.0, "c": 4.0}}
+        >>> dense = {"q1": {"b": 0.9, "c": 0.7, "d": 0.5}}
+        >>> fused = convex_combination([sparse, dense], weights=(0.5, 0.5))
+        >>> [(hit.doc_id, round(hit.score, 3)) for hit in fused.results["q1"]]
+        [('b', 0.75), ('a', 0.5), ('c', 0.25), ('d', 0.0)]
     """
     return _fuse_runs(runs, name, k, method="convex", weights=weights,
                       normalization=normalization, missing=missing, depth=depth)
@@ -322,7 +398,15 @@ def convex_combination(runs: Sequence[RunLike], weights: Sequence[float] | None 
 def reciprocal_rank_fusion(runs: Sequence[RunLike], *, rrf_k: int = 60,
                            weights: Sequence[float] | None = None, depth: int | None = 1000,
                            k: int | None = 1000, name: str = "rrf") -> Run:
-    """Reciprocal Rank Fusion (Cormack et al. 2009): Σ_i w_i / (rrf_k + rank_i), ranks 1-based."""
+    """Reciprocal Rank Fusion (Cormack et al. 2009): Σ_i w_i / (rrf_k + rank_i), ranks 1-based.
+
+    Example:
+        >>> sparse = {"q1": {"a": 12.0, "b": 8.0}}
+        >>> dense = {"q1": {"b": 0.9, "c": 0.7}}
+        >>> fused = reciprocal_rank_fusion([sparse, dense], rrf_k=60)
+        >>> [(hit.doc_id, round(hit.score, 4)) for hit in fused.results["q1"]]
+        [('b', 0.0325), ('a', 0.0164), ('c', 0.0161)]
+    """
     return _fuse_runs(runs, name, k, method="rrf", weights=weights, rrf_k=rrf_k, depth=depth)
 
 
@@ -331,12 +415,23 @@ class Fusion:
     """A fusion rule, as one value (what :class:`~sparse_ir.hybrid.HybridSearcher` takes).
 
     Attributes:
-        method: ``"convex"`` or ``"rrf"``.
+        method: a name of :data:`FUSION_METHODS` (``"convex"`` or ``"rrf"``).
         weights: one per run (see :func:`fuse_hits`); None for equal weights.
         normalization: convex only.
         missing: convex only.
         depth: hits of each run considered.
         rrf_k: RRF's k.
+
+    Example:
+        >>> sparse = {"q1": {"a": 12.0, "b": 8.0, "c": 4.0}}
+        >>> dense = {"q1": {"b": 0.9, "c": 0.7, "d": 0.5}}
+        >>> fusion = Fusion.convex(alpha=0.5)
+        >>> fusion.describe()
+        'convex (0.50, 0.50), min-max, missing=min, depth 1000'
+        >>> [hit.doc_id for hit in fusion.fuse([sparse, dense]).results["q1"]]
+        ['b', 'a', 'c', 'd']
+        >>> Fusion.rrf().fuse([sparse, dense], k=2).results["q1"][0].doc_id
+        'b'
     """
 
     method: FusionMethod = "convex"
@@ -347,14 +442,15 @@ class Fusion:
     rrf_k: int = 60
 
     def __post_init__(self):
-        _check_choice("method", self.method, FusionMethod)
-        _check_choice("normalization", self.normalization, Normalization)
-        _check_choice("missing", self.missing, MissingPolicy)
+        _check_choice("method", self.method, FUSION_METHODS)
+        _check_choice("normalization", self.normalization, NORMALIZATIONS)
+        _check_choice("missing", self.missing, get_args(MissingPolicy))
         _check_positive_int("depth", self.depth)
         _check_positive_int("rrf_k", self.rrf_k)
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
-            _check_weights(self.weights, len(self.weights), convex=self.method == "convex")
+            _check_weights(self.weights, len(self.weights),
+                           convex=FUSION_METHODS[self.method].convex)
 
     @classmethod
     def convex(cls, alpha: float = 0.5, **options) -> Fusion:
@@ -383,13 +479,11 @@ class Fusion:
                           missing=self.missing, depth=self.depth, rrf_k=self.rrf_k)
 
     def describe(self) -> str:
-        """One line for tables and logs."""
-        if self.method == "rrf":
-            return f"RRF k={self.rrf_k}, depth {self.depth}"
+        """One line for tables and logs (the method's :attr:`FusionRule.label`)."""
         weights = "equal" if self.weights is None else \
             "(" + ", ".join(f"{w:.2f}" for w in self.weights) + ")"
-        return (f"convex {weights}, {self.normalization}, missing={self.missing}, "
-                f"depth {self.depth}")
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return FUSION_METHODS[self.method].label.format(**{**fields, "weights": weights})
 
 
 # -- tuning ---------------------------------------------------------------------------------------
@@ -439,8 +533,8 @@ def tune_weights(runs: Sequence[RunLike], qrels: Mapping[str, Mapping[str, int]]
     """
     from sparse_ir.eval import evaluate
 
-    _check_choice("normalization", normalization, Normalization)
-    _check_choice("missing", missing, MissingPolicy)
+    _check_choice("normalization", normalization, NORMALIZATIONS)
+    _check_choice("missing", missing, get_args(MissingPolicy))
     _check_positive_int("depth", depth, allow_none=True)
     _check_positive_int("k", k)
     if not runs:
@@ -458,7 +552,7 @@ def tune_weights(runs: Sequence[RunLike], qrels: Mapping[str, Mapping[str, int]]
         w = np.asarray(weights)
         scores = {}
         for qid, item in aligned.items():
-            fused = item.values @ w
+            fused = _convex_scores(item, w, 0)
             order = item.order(fused, k)
             scores[qid] = {item.doc_ids[i]: float(fused[i]) for i in order.tolist()}
         value = evaluate(scores, dict(qrels), [metric])[metric]

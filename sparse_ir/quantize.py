@@ -14,17 +14,20 @@ import logging
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 
 from sparse_ir.errors import InputError
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["Quantizer", "QuantizeStats", "DEFAULT_SCALE"]
+__all__ = ["Quantizer", "QuantizeStats", "DEFAULT_SCALE", "ImpactBits"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCALE = 100.0
+#: The impact widths of :meth:`Quantizer.for_max_weight` and :meth:`Quantizer.fit`.
+ImpactBits = Literal[8, 16]
 _MAX_SUPPORTED_IMPACT = 2**31 - 1
 
 
@@ -78,17 +81,18 @@ class Quantizer:
         object.__setattr__(self, "max_impact", int(self.max_impact))
 
     @classmethod
-    def for_max_weight(cls, max_weight: float, bits: int = 8) -> Quantizer:
+    def for_max_weight(cls, max_weight: float, bits: ImpactBits = 8) -> Quantizer:
         """The quantizer whose scale maps ``max_weight`` to the top of a ``bits``-bit range."""
         if not (math.isfinite(max_weight) and max_weight > 0):
             raise ValueError(f"max_weight must be a finite number > 0, got {max_weight!r}")
-        if bits not in (8, 16):
+        if bits not in get_args(ImpactBits):
             raise ValueError(f"bits must be 8 or 16, got {bits!r}")
         top = 2**bits - 1
         return cls(scale=top / float(max_weight), max_impact=top)
 
     @classmethod
-    def fit(cls, batches: SparseBatch | Iterable[SparseBatch], bits: int = 8) -> Quantizer:
+    def fit(cls, batches: SparseBatch | Iterable[SparseBatch], bits: ImpactBits = 8
+            ) -> Quantizer:
         """The ``bits``-bit quantizer for the largest weight found in ``batches`` (documents)."""
         if isinstance(batches, SparseBatch):
             batches = [batches]

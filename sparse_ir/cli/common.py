@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import typing
 from collections.abc import Iterator
+
+from sparse_ir.encoders.options import Pooling, Precision
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | None = "splade-tiny"
@@ -16,15 +19,16 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
                             "(e.g. naver/splade-v3)" + (f"; default {default_model}"
                                                         if default_model else ""))
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
-    group.add_argument("--batch-size", type=int, default=32, help="texts per forward pass")
-    group.add_argument("--precision", choices=["auto", "float32", "mixed", "bfloat16"],
+    group.add_argument("--batch-size", type=int, default=32,
+                       help="texts per forward pass (default: %(default)s)")
+    group.add_argument("--precision", choices=typing.get_args(Precision),
                        default="auto",
                        help="mixed = int8/bfloat16 screen of the vocabulary + float32 "
                             "for the candidate terms (same weights as float32, faster); "
                             "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
                             "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
-                            "is fast, else float32")
-    group.add_argument("--pooling", choices=["max", "sum"], default="max",
+                            "is fast, else float32 (default: %(default)s)")
+    group.add_argument("--pooling", choices=typing.get_args(Pooling), default="max",
                        help="max (SPLADE v2/++/v3, default) or sum (SPLADE v1)")
     group.add_argument("--processes", type=positive_int, default=1,
                        help="worker processes for encoding on a CPU with many cores, each "

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import time
+import typing
 from pathlib import Path
+
+from sparse_ir.encoders.options import Precision
 
 STDLIB_QUERIES = [
     "how do I parse command line options",
@@ -28,14 +31,18 @@ def register(subparsers) -> None:
                     "expansion terms.")
     parser.add_argument("--corpus", default="auto",
                         help="auto (SciFact when found, else stdlib docstrings), stdlib, "
-                             "scifact, or a corpus.jsonl path")
-    parser.add_argument("--output", default="indexes/demo", help="index directory")
-    parser.add_argument("--model", default="splade-tiny")
+                             "scifact, or a corpus.jsonl path (default: %(default)s)")
+    parser.add_argument("--output", default="indexes/demo",
+                        help="index directory (default: %(default)s)")
+    parser.add_argument("--model", default="splade-tiny",
+                        help="SPLADE model: bundled name, local directory or Hugging Face id "
+                             "(default: %(default)s)")
     parser.add_argument("--max-docs", type=int, default=None,
-                        help="index at most this many documents")
+                        help="index at most this many documents (default: all)")
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
-    parser.add_argument("--precision", choices=["auto", "float32", "mixed", "bfloat16"],
-                        default="auto")
+    parser.add_argument("--precision", choices=typing.get_args(Precision), default="auto",
+                        help="encoder precision (see sparse-ir encode --help) (default: "
+                             "%(default)s)")
     parser.set_defaults(handler=run_demo)
 
 

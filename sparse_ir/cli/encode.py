@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 from sparse_ir.cli.common import add_model_options, load_encoder, opened_encoder, positive_int
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -24,9 +27,10 @@ def register(subparsers) -> None:
     parser.add_argument("--max-length", type=positive_int, default=None,
                         help="tokens per text (default 256 for documents, 64 for queries)")
     parser.add_argument("--shard-size", type=positive_int, default=10_000,
-                        help="texts per shard file")
+                        help="texts per shard file (default: %(default)s)")
     parser.add_argument("--max-active-dims", type=positive_int, default=None,
-                        help="keep only the heaviest terms of each vector")
+                        help="keep only the heaviest terms of each vector (default: keep every "
+                             "term)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid input lines (counted and reported) instead of failing")
     parser.add_argument("--allow-empty", action="store_true",
@@ -40,7 +44,8 @@ def register(subparsers) -> None:
         description="Print the heaviest terms of a text's SPLADE vector: the expansion terms "
                     "(not in the text) are marked with '+'.")
     parser.add_argument("text", nargs="+", help="the text (several words are joined)")
-    parser.add_argument("--top", type=positive_int, default=30, help="terms to show")
+    parser.add_argument("--top", type=positive_int, default=30,
+                        help="terms to show (default: %(default)s)")
     parser.add_argument("--document", action="store_true",
                         help="encode as a document (default: as a query)")
     add_model_options(parser)
@@ -60,6 +65,7 @@ def _encode(args: argparse.Namespace, encoder) -> int:
 
     from sparse_ir.corpus import Document, read_corpus, read_queries
     from sparse_ir.encoders.splade import EncodeStats
+    from sparse_ir.errors import InputError
     from sparse_ir.jsonl import SkipReport
     from sparse_ir.pipeline import count_lines
     from sparse_ir.sparse_batch import SparseBatch
@@ -87,14 +93,19 @@ def _encode(args: argparse.Namespace, encoder) -> int:
         path = output / f"shard-{number:05d}.npz"
         ids = [d.id for d in shard]
         if path.exists():
+            # A leftover of an interrupted run is kept when it holds these very documents;
+            # otherwise (unreadable, or other documents) it is encoded again and replaced.
             try:
                 if list(SparseBatch.load(path).ids or ()) == ids:
                     kept += 1
                     progress.update(len(shard))
                     number += 1
                     return
-            except Exception:  # an unreadable leftover is simply re-encoded
-                pass
+                logger.info("%s holds other documents than this run's shard %d; re-encoding it",
+                            path, number)
+            except (InputError, OSError) as error:
+                logger.warning("re-encoding %s: the leftover shard is unreadable (%s)", path,
+                               getattr(error, "reason", None) or error)
         batch = encoder.encode(
             [d.full_text for d in shard], ids=ids, max_length=max_length,
             max_active_dims=args.max_active_dims, show_progress=False, stats=stats)

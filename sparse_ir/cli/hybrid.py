@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
 from sparse_ir.cli.common import positive_int
+from sparse_ir.encoders.options import DensePooling, DensePrecision
+from sparse_ir.fusion import FusionMethod, MissingPolicy, Normalization
+from sparse_ir.index.dense import SearchMethod
 
 
 def register(subparsers) -> None:
@@ -22,13 +26,14 @@ def register(subparsers) -> None:
                              "default minilm (all-MiniLM-L6-v2)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
     parser.add_argument("--batch-size", type=positive_int, default=32,
-                        help="texts per forward pass")
+                        help="texts per forward pass (default: %(default)s)")
     parser.add_argument("--max-length", type=positive_int, default=None,
                         help="tokens read per document (default: the model's)")
-    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
-                        help="model arithmetic (bfloat16: faster on CPUs with native bf16)")
-    parser.add_argument("--pooling", choices=["mean", "cls", "max"], default=None,
-                        help="override the model's pooling")
+    parser.add_argument("--precision", choices=typing.get_args(DensePrecision), default="float32",
+                        help="model arithmetic (bfloat16: faster on CPUs with native bf16) "
+                             "(default: %(default)s)")
+    parser.add_argument("--pooling", choices=typing.get_args(DensePooling), default=None,
+                        help="override the model's pooling (default: the model's own)")
     parser.add_argument("--hnsw", action="store_true",
                         help="also build a faiss HNSW graph (approximate search; needs faiss)")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -43,9 +48,13 @@ def register(subparsers) -> None:
         description="Encode the query with the index's dense model and print the top documents.")
     parser.add_argument("query", nargs="+", help="the query text")
     parser.add_argument("--index", required=True, help="dense index directory")
-    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show")
-    parser.add_argument("--method", choices=["exact", "hnsw"], default="exact")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10,
+                        help="hits to show (default: %(default)s)")
+    parser.add_argument("--method", choices=typing.get_args(SearchMethod), default="exact",
+                        help="dense search: exact (brute force) or hnsw (approximate, needs the "
+                             "HNSW graph) (default: %(default)s)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.set_defaults(handler=run_dense_search)
 
     parser = subparsers.add_parser(
@@ -56,20 +65,27 @@ def register(subparsers) -> None:
     parser.add_argument("query", nargs="+", help="the query text")
     parser.add_argument("--sparse-index", required=True, help="impact index directory")
     parser.add_argument("--dense-index", required=True, help="dense index directory")
-    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show")
-    parser.add_argument("--fusion", choices=["convex", "rrf"], default="convex")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10,
+                        help="hits to show (default: %(default)s)")
+    parser.add_argument("--fusion", choices=typing.get_args(FusionMethod), default="convex",
+                        help="fusion method (see sparse_ir.fusion) (default: %(default)s)")
     parser.add_argument("--alpha", type=float, default=0.5,
-                        help="convex: weight of the sparse run (dense gets 1 - alpha)")
-    parser.add_argument("--normalization", choices=["min-max", "z-score", "midpoint", "none"],
-                        default="min-max", help="convex: score normalization per run")
-    parser.add_argument("--missing", choices=["min", "zero"], default="min",
-                        help="convex: score of a document one run did not return")
+                        help="convex: weight of the sparse run (dense gets 1 - alpha) (default: "
+                             "%(default)s)")
+    parser.add_argument("--normalization", choices=typing.get_args(Normalization),
+                        default="min-max",
+                        help="convex: score normalization per run (default: %(default)s)")
+    parser.add_argument("--missing", choices=typing.get_args(MissingPolicy), default="min",
+                        help="convex: score of a document one run did not return (default: "
+                             "%(default)s)")
     parser.add_argument("--depth", type=positive_int, default=1000,
-                        help="hits taken from each index before fusing")
-    parser.add_argument("--rrf-k", type=positive_int, default=60, help="RRF constant k")
-    parser.add_argument("--method", choices=["exact", "hnsw"], default="exact",
-                        help="dense search method")
-    parser.add_argument("--device", default="cpu")
+                        help="hits taken from each index before fusing (default: %(default)s)")
+    parser.add_argument("--rrf-k", type=positive_int, default=60,
+                        help="RRF constant k (default: %(default)s)")
+    parser.add_argument("--method", choices=typing.get_args(SearchMethod), default="exact",
+                        help="dense search method (default: %(default)s)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.set_defaults(handler=run_hybrid_search)
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 
 from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
+from sparse_ir.quantize import ImpactBits
 
 
 def register(subparsers) -> None:
@@ -22,11 +24,12 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
     parser.add_argument("--scale", type=float, default=100.0,
                         help="impact = round(weight x scale) (default 100, as Pyserini)")
-    parser.add_argument("--bits", type=int, choices=[8, 16], default=None,
+    parser.add_argument("--bits", type=int, choices=typing.get_args(ImpactBits), default=None,
                         help="pick the scale so the largest weight fits in 8 or 16 bits "
-                             "(overrides --scale)")
+                             "(overrides --scale) (default: none, --scale decides)")
     parser.add_argument("--memory-budget", default="1GB",
-                        help="memory for buffered postings before sorted runs spill to disk")
+                        help="memory for buffered postings before sorted runs spill to disk "
+                             "(default: %(default)s)")
     parser.add_argument("--no-contents", action="store_true",
                         help="do not store titles and texts in the index")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -44,12 +47,14 @@ def register(subparsers) -> None:
                     "the query text does not contain).")
     parser.add_argument("query", nargs="+", help="the query text")
     parser.add_argument("--index", required=True, help="index directory")
-    parser.add_argument("-k", "--top-k", type=positive_int, default=10, help="hits to show")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=10,
+                        help="hits to show (default: %(default)s)")
     parser.add_argument("--terms", type=int, default=5,
-                        help="contributing terms shown per hit (0: none)")
+                        help="contributing terms shown per hit (0: none) (default: %(default)s)")
     parser.add_argument("--model", default=None,
                         help="query encoder (default: the model recorded in the index)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.set_defaults(handler=run_search)
 
     parser = subparsers.add_parser("info", help="print an index's manifest summary")

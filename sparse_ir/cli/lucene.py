@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     parser.add_argument("--index", required=True, help="index directory")
     parser.add_argument("--queries", required=True, help="encoded queries (.tsv, .jsonl, .json)")
     parser.add_argument("--output", required=True, help="TREC run file to write")
-    parser.add_argument("-k", "--top-k", type=positive_int, default=1000, help="hits per query")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=1000,
+                        help="hits per query (default: %(default)s)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="search threads (default: all cores)")
     parser.add_argument("--skip-invalid", action="store_true",
@@ -52,7 +53,8 @@ def _register_export(subparsers) -> None:
                     "into place when complete.")
     parser.add_argument("--index", required=True, help="index directory")
     parser.add_argument("--output", required=True, help="directory to write part-NNNNN.jsonl to")
-    parser.add_argument("--shards", type=positive_int, default=1, help="number of files")
+    parser.add_argument("--shards", type=positive_int, default=1,
+                        help="number of files (default: %(default)s)")
     parser.add_argument("--contents", action="store_true",
                         help="add \"contents\" (title + text) and \"title\" from the index")
     parser.add_argument("--overwrite", action="store_true",
@@ -71,12 +73,16 @@ def _register_export(subparsers) -> None:
     source.add_argument("--queries", help="queries to encode (BEIR queries.jsonl or qid<TAB>text)")
     source.add_argument("--vectors", help="already-encoded queries (SparseBatch .npz from "
                                           "'sparse-ir encode'); float weights are quantized")
-    parser.add_argument("--qrels", help="keep only the queries judged in this qrels file")
-    parser.add_argument("--tsv", help="write Anserini pretokenized TSV here")
-    parser.add_argument("--jsonl", help="write {\"id\", \"vector\"} JSONL here")
+    parser.add_argument("--qrels",
+                        help="keep only the queries judged in this qrels file (default: every "
+                             "query)")
+    parser.add_argument("--tsv", help="write Anserini pretokenized TSV here (default: not written)")
+    parser.add_argument("--jsonl",
+                        help="write {\"id\", \"vector\"} JSONL here (default: not written)")
     parser.add_argument("--model", default=None,
                         help="query encoder (default: the model recorded in the index)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid query lines (counted and reported)")
     parser.set_defaults(handler=run_export_queries)
@@ -101,8 +107,10 @@ def _register_import(subparsers) -> None:
     parser.add_argument("--max-impact", type=positive_int, default=65_535,
                         help="largest impact accepted (default 65535)")
     vocab = parser.add_mutually_exclusive_group()
-    vocab.add_argument("--model", help="use this SPLADE model's vocabulary and record it, so "
-                                       "text queries can be searched ('sparse-ir search')")
+    vocab.add_argument("--model",
+                       help="use this SPLADE model's vocabulary and record it, so text queries "
+                            "can be searched ('sparse-ir search') (default: none; then only "
+                            "encoded queries can be searched)")
     vocab.add_argument("--vocab", help="vocabulary: vocab.txt (one token per line), a JSON "
                                        "list, or an index directory (default: the sorted "
                                        "tokens found)")
@@ -111,7 +119,8 @@ def _register_import(subparsers) -> None:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid records (counted and reported)")
     parser.add_argument("--memory-budget", default="1GB",
-                        help="memory for buffered postings before sorted runs spill to disk")
+                        help="memory for buffered postings before sorted runs spill to disk "
+                             "(default: %(default)s)")
     parser.set_defaults(handler=run_import_lucene)
     group.set_defaults(handler=lambda args: _group_help(group))
 
@@ -127,7 +136,8 @@ def _register_lucene(subparsers) -> None:
                                              "-impact -pretokenized.")
     parser.add_argument("--input", required=True, help="directory from 'sparse-ir export lucene'")
     parser.add_argument("--output", required=True, help="Lucene index directory to create")
-    parser.add_argument("--threads", type=positive_int, default=2, help="indexing threads")
+    parser.add_argument("--threads", type=positive_int, default=2,
+                        help="indexing threads (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing non-empty output directory")
     _add_java_options(parser)
@@ -139,8 +149,10 @@ def _register_lucene(subparsers) -> None:
     parser.add_argument("--index", required=True, help="Lucene index directory")
     parser.add_argument("--queries", required=True, help="pretokenized TSV topics")
     parser.add_argument("--output", required=True, help="TREC run file to write")
-    parser.add_argument("-k", "--top-k", type=positive_int, default=1000, help="hits per query")
-    parser.add_argument("--threads", type=positive_int, default=1, help="search threads")
+    parser.add_argument("-k", "--top-k", type=positive_int, default=1000,
+                        help="hits per query (default: %(default)s)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="search threads (default: %(default)s)")
     _add_java_options(parser)
     parser.set_defaults(handler=run_lucene_search)
 
@@ -151,7 +163,8 @@ def _register_lucene(subparsers) -> None:
 
 def _add_java_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--java-option", action="append", default=[], metavar="OPTION",
-                        help="extra JVM option, e.g. --java-option=-Xmx4g (repeatable)")
+                        help="extra JVM option, e.g. --java-option=-Xmx4g (repeatable) (default: "
+                             "none)")
 
 
 def _group_help(parser: argparse.ArgumentParser) -> int:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 
 from sparse_ir.cli.common import positive_int
+from sparse_ir.encoders.options import Precision
+from sparse_ir.training.losses import REGULARIZERS, RankingLoss, Regularizer
+from sparse_ir.training.options import Implementation, Mode, TrainingPrecision
+from sparse_ir.training.prepare import NegativeSource
 
 
 def _holdout(text: str) -> int | float:
@@ -42,62 +47,91 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bo
                            "(default 0.1; 0 = no validation)")
     data.add_argument("--validation-corpus-size", type=positive_int, default=None,
                       help="validate on a sample of this many documents (judged and mined "
-                           "documents of the validation queries always included)")
-    data.add_argument("--negatives-from", choices=["bm25", "index", "none"], default="bm25",
-                      help="hard-negative miner (index = the starting model's own ranking)")
+                           "documents of the validation queries always included) (default: the "
+                           "whole corpus)")
+    data.add_argument("--negatives-from", choices=typing.get_args(NegativeSource), default="bm25",
+                      help="hard-negative miner (index = the starting model's own ranking) "
+                           "(default: %(default)s)")
     data.add_argument("--negative-depth", type=positive_int, default=30,
-                      help="negatives mined per query")
+                      help="negatives mined per query (default: %(default)s)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="splade-tiny", help="starting model")
-    model.add_argument("--mode", choices=["siamese", "inference-free"], default="siamese")
+    model.add_argument("--model", default="splade-tiny",
+                       help="starting model (default: %(default)s)")
+    model.add_argument("--mode", choices=typing.get_args(Mode), default="siamese",
+                       help="siamese: queries and documents through the model; inference-free: "
+                            "documents only, queries as IDF-weighted tokens (default: "
+                            "%(default)s)")
     model.add_argument("--output", required=True, help="output directory")
     model.add_argument("--resume", action="store_true",
                        help="continue from the latest checkpoint in --output")
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--loss", dest="ranking_loss", default="contrastive",
-                      choices=["contrastive", "listwise", "pairwise", "margin-mse", "kl"])
-    loss.add_argument("--temperature", type=float, default=1.0)
-    loss.add_argument("--lambda-q", type=float, default=5e-4, help="λ_q (query regularizer)")
-    loss.add_argument("--lambda-d", type=float, default=3e-4, help="λ_d (document regularizer)")
+                      choices=typing.get_args(RankingLoss),
+                      help="ranking loss (see sparse_ir.training.losses) (default: %(default)s)")
+    loss.add_argument("--temperature", type=float, default=1.0,
+                      help="τ of the softmax-based ranking losses (default: %(default)s)")
+    loss.add_argument("--lambda-q", type=float, default=5e-4,
+                      help="λ_q (query regularizer) (default: %(default)s)")
+    loss.add_argument("--lambda-d", type=float, default=3e-4,
+                      help="λ_d (document regularizer) (default: %(default)s)")
     loss.add_argument("--lambda-warmup", dest="lambda_warmup_steps", type=int, default=0,
-                      help="T of λ_t = λ·min(1, t/T)² (steps)")
-    loss.add_argument("--query-regularizer", default="flops",
-                      choices=["flops", "l1", "idf-flops", "none"])
+                      help="T of λ_t = λ·min(1, t/T)² (steps) (default: %(default)s)")
+    loss.add_argument("--query-regularizer", default="flops", choices=typing.get_args(Regularizer),
+                      help="sparsity regularizer of the query vectors (default: %(default)s)")
     loss.add_argument("--document-regularizer", default="flops",
-                      choices=["flops", "l1", "idf-flops", "none"])
+                      choices=typing.get_args(Regularizer),
+                      help="sparsity regularizer of the document vectors (default: %(default)s)")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--lr", dest="learning_rate", type=float, default=2e-5)
-    optim.add_argument("--weight-decay", type=float, default=0.01)
-    optim.add_argument("--warmup-steps", type=int, default=0, help="linear LR warm-up steps")
-    optim.add_argument("--max-steps", type=positive_int, default=1000)
+    optim.add_argument("--lr", dest="learning_rate", type=float, default=2e-5,
+                       help="peak learning rate (default: %(default)s)")
+    optim.add_argument("--weight-decay", type=float, default=0.01,
+                       help="optimizer weight decay (default: %(default)s)")
+    optim.add_argument("--warmup-steps", type=int, default=0,
+                       help="linear LR warm-up steps (default: %(default)s)")
+    optim.add_argument("--max-steps", type=positive_int, default=1000,
+                       help="optimizer steps (the learning rate reaches 0 there) (default: "
+                            "%(default)s)")
     optim.add_argument("--max-minutes", type=float, default=None,
-                       help="stop (with a final evaluation and checkpoint) within this wall time")
-    optim.add_argument("--batch-size", type=positive_int, default=16, help="queries per batch")
-    optim.add_argument("--gradient-accumulation", type=positive_int, default=1)
-    optim.add_argument("--max-grad-norm", type=float, default=1.0)
-    optim.add_argument("--negatives", type=int, default=1, help="hard negatives per query")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--query-max-length", type=positive_int, default=64)
+                       help="stop (with a final evaluation and checkpoint) within this wall time "
+                            "(default: no limit)")
+    optim.add_argument("--batch-size", type=positive_int, default=16,
+                       help="queries per batch (default: %(default)s)")
+    optim.add_argument("--gradient-accumulation", type=positive_int, default=1,
+                       help="micro-batches per optimizer step (default: %(default)s)")
+    optim.add_argument("--max-grad-norm", type=float, default=1.0,
+                       help="gradient clipping norm (0 = no clipping) (default: %(default)s)")
+    optim.add_argument("--negatives", type=int, default=1,
+                       help="hard negatives per query (default: %(default)s)")
+    optim.add_argument("--seed", type=int, default=0,
+                       help="random seed (batches, negatives, holdout) (default: %(default)s)")
+    optim.add_argument("--query-max-length", type=positive_int, default=64,
+                       help="query tokens (default: %(default)s)")
     optim.add_argument("--document-max-length", type=positive_int, default=128,
                        help="document tokens during training (evaluation uses "
-                            "--eval-document-max-length)")
-    optim.add_argument("--precision", choices=["auto", "float32", "mixed"], default="auto",
+                            "--eval-document-max-length) (default: %(default)s)")
+    optim.add_argument("--precision", choices=typing.get_args(TrainingPrecision), default="auto",
                        help="vocabulary projection while training: mixed = bfloat16 screen + "
                             "float32 recompute (float32 results, faster); auto = mixed where "
-                            "bfloat16 is fast")
-    optim.add_argument("--implementation", choices=["chunked", "reference"], default="chunked")
+                            "bfloat16 is fast (default: %(default)s)")
+    optim.add_argument("--implementation", choices=typing.get_args(Implementation),
+                       default="chunked",
+                       help="chunked = memory-light max-pooled projection; reference = full "
+                            "logits + autograd (default: %(default)s)")
 
     evaluation = parser.add_argument_group("evaluation and checkpoints")
-    evaluation.add_argument("--eval-every", type=int, default=0, help="steps (0 = at the end)")
+    evaluation.add_argument("--eval-every", type=int, default=0,
+                            help="steps (0 = at the end) (default: %(default)s)")
     evaluation.add_argument("--no-eval-at-start", dest="eval_at_start", action="store_false")
-    evaluation.add_argument("--eval-document-max-length", type=positive_int, default=256)
-    evaluation.add_argument("--eval-precision", default="auto",
-                            choices=["auto", "float32", "mixed", "bfloat16"],
-                            help="encoder precision while evaluating (see sparse-ir encode)")
-    evaluation.add_argument("--save-every", type=int, default=0, help="steps (0 = at the end)")
+    evaluation.add_argument("--eval-document-max-length", type=positive_int, default=256,
+                            help="document tokens while evaluating (default: %(default)s)")
+    evaluation.add_argument("--eval-precision", default="auto", choices=typing.get_args(Precision),
+                            help="encoder precision while evaluating (see sparse-ir encode) "
+                                 "(default: %(default)s)")
+    evaluation.add_argument("--save-every", type=int, default=0,
+                            help="steps (0 = at the end) (default: %(default)s)")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -139,8 +173,9 @@ def train_from_args(args: argparse.Namespace):
     model, tokenizer = load_model(args.model)
     prepared = _prepare(args, model, tokenizer)
     query_encoder = None
-    if args.mode == "inference-free" or "idf-flops" in (args.query_regularizer,
-                                                        args.document_regularizer):
+    needs_idf = any(REGULARIZERS[name].needs_idf_penalty
+                    for name in (args.query_regularizer, args.document_regularizer))
+    if args.mode == "inference-free" or needs_idf:
         from sparse_ir.training.inference_free import IdfQueryEncoder
 
         query_encoder = IdfQueryEncoder.from_corpus(

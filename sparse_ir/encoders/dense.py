@@ -28,11 +28,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 
+from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 
 __all__ = [
@@ -44,9 +45,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DensePooling = Literal["mean", "cls", "max"]
-DensePrecision = Literal["float32", "bfloat16"]
 
 # The pooling flags of a sentence-transformers 1_Pooling/config.json, and our name for each.
 _ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",

@@ -34,11 +34,12 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import torch
 
+from sparse_ir.encoders.options import Pooling, Precision, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
 from sparse_ir.sparse_batch import SparseBatch
@@ -46,10 +47,6 @@ from sparse_ir.sparse_batch import SparseBatch
 __all__ = ["SpladeEncoder", "EncodeStats", "Pooling", "Precision", "Screen"]
 
 logger = logging.getLogger(__name__)
-
-Pooling = Literal["max", "sum"]
-Precision = Literal["auto", "float32", "mixed", "bfloat16"]
-Screen = Literal["auto", "int8", "bfloat16"]
 
 # Logits held at once when the input is short: [batch × length × chunk] <= this many values.
 _TILE_ELEMENTS = 1 << 20

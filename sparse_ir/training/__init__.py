@@ -3,7 +3,9 @@
 Submodules:
 
 * :mod:`.losses` — ranking (contrastive, listwise, pairwise), distillation (MarginMSE, KL) and
-  sparsity (FLOPS, ℓ1, IDF-aware FLOPS) losses; :class:`SpladeLoss` composes them.
+  sparsity (FLOPS, ℓ1, IDF-aware FLOPS) losses, one registry each (``RANKING_LOSSES``,
+  ``REGULARIZERS``); :class:`SpladeLoss` composes them.
+* :mod:`.options` — the trainer's option types (``Mode``...), importable without torch.
 * :mod:`.schedules` — λ's quadratic warm-up, the learning-rate shape.
 * :mod:`.representation` — SPLADE weights with a memory-light custom backward.
 * :mod:`.data`, :mod:`.negatives`, :mod:`.prepare` — examples, hard negatives, validation sets.
@@ -20,6 +22,8 @@ import importlib
 _EXPORTS = {
     "SpladeLoss": "sparse_ir.training.losses",
     "LossTerms": "sparse_ir.training.losses",
+    "RANKING_LOSSES": "sparse_ir.training.losses",
+    "REGULARIZERS": "sparse_ir.training.losses",
     "QuadraticWarmup": "sparse_ir.training.schedules",
     "MaxPooledProjection": "sparse_ir.training.representation",
     "splade_weights": "sparse_ir.training.representation",

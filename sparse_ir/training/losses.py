@@ -7,25 +7,36 @@ returns every term by name so each can be logged.
 
 Notation: q_i are query vectors, d_k document vectors (all [vocab]-dimensional, non-negative),
 s(q, d) = q·d the score; w_ij the weight of term j in the i-th vector of a batch of N.
+
+**Adding a loss.** Write the pure function, an adapter from a :class:`ScoredBatch`, one
+:class:`RankingLossRule` in :data:`RANKING_LOSSES` and its name in :data:`RankingLoss`
+(a regularizer: one :class:`RegularizerRule` in :data:`REGULARIZERS`, its name in
+:data:`Regularizer`); :class:`SpladeLoss`, the trainer's validation and ``sparse-ir train``'s
+choices follow. Torch is imported inside the functions, so the names and the registries can
+be read (by the command line) without loading torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, get_args
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from sparse_ir.training.schedules import QuadraticWarmup
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "RANKING_LOSSES",
     "REGULARIZERS",
     "LossTerms",
     "RankingLoss",
+    "RankingLossRule",
     "Regularizer",
+    "RegularizerRule",
+    "ScoredBatch",
     "SpladeLoss",
     "dot_scores",
     "flops",
@@ -39,10 +50,10 @@ __all__ = [
     "pairwise_loss",
 ]
 
+#: The names of :data:`RANKING_LOSSES`.
 RankingLoss = Literal["contrastive", "listwise", "pairwise", "margin-mse", "kl"]
+#: The names of :data:`REGULARIZERS`.
 Regularizer = Literal["flops", "l1", "idf-flops", "none"]
-RANKING_LOSSES: tuple[str, ...] = get_args(RankingLoss)
-REGULARIZERS: tuple[str, ...] = get_args(Regularizer)
 
 
 # -- ranking losses -------------------------------------------------------------------------------
@@ -67,6 +78,9 @@ def in_batch_contrastive_loss(scores: torch.Tensor, targets: torch.Tensor | None
             "positives first, then negatives").
         temperature: τ; SPLADE uses 1 (its scores are unnormalised dot products).
     """
+    import torch
+    import torch.nn.functional as F
+
     _check_temperature(temperature)
     if targets is None:
         targets = torch.arange(scores.shape[0], device=scores.device)
@@ -83,6 +97,9 @@ def listwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor, 
         positive_scores: [B] s(q_i, d_i⁺).
         negative_scores: [B, n] s(q_i, d_im⁻).
     """
+    import torch
+    import torch.nn.functional as F
+
     _check_temperature(temperature)
     logits = torch.cat([positive_scores[:, None], negative_scores], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
@@ -99,6 +116,8 @@ def pairwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor
         positive_scores: [B] s(q_i, d_i⁺).
         negative_scores: [B, n] s(q_i, d_im⁻).
     """
+    import torch.nn.functional as F
+
     return F.softplus(negative_scores - positive_scores[:, None]).mean()
 
 
@@ -111,6 +130,8 @@ def margin_mse_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor
 
     where t are the teacher's scores. Shapes: positives [B], negatives [B, n].
     """
+    import torch.nn.functional as F
+
     student = positive_scores[:, None] - negative_scores
     teacher = teacher_positive[:, None] - teacher_negative
     return F.mse_loss(student, teacher.to(student.dtype))
@@ -127,6 +148,8 @@ def kl_distillation_loss(student_scores: torch.Tensor, teacher_scores: torch.Ten
         student_scores: [B, 1 + n] the student's scores of (d⁺, d⁻_1..d⁻_n).
         teacher_scores: [B, 1 + n] the teacher's scores of the same documents.
     """
+    import torch.nn.functional as F
+
     _check_temperature(temperature)
     log_student = F.log_softmax(student_scores / temperature, dim=1)
     log_teacher = F.log_softmax(teacher_scores.to(student_scores.dtype) / temperature, dim=1)
@@ -183,12 +206,108 @@ def idf_penalty(idf: torch.Tensor, *, floor: float = 0.1) -> torch.Tensor:
     Decreasing in idf_j; 1 for the rarest terms, up to 1/floor for the most common ones (the
     floor keeps terms with an IDF near 0, e.g. stop words, from an unbounded penalty).
     """
+    import torch
+
     if floor <= 0 or floor > 1:
         raise ValueError(f"floor must be in (0, 1], got {floor!r}")
     top = idf.max()
     if not torch.isfinite(top) or top <= 0:
         raise ValueError("idf must contain a finite positive value")
     return top / torch.clamp(idf, min=float(top) * floor)
+
+
+# -- the registries -------------------------------------------------------------------------------
+
+class ScoredBatch(NamedTuple):
+    """What a ranking loss of :data:`RANKING_LOSSES` receives: one batch, scored.
+
+    Attributes:
+        queries: [B, vocab] q_i.
+        documents: [B + B·n, vocab] the positives, then the hard negatives.
+        positive_scores: [B] s(q_i, d_i⁺).
+        negative_scores: [B, n] s(q_i, d_im⁻) (n may be 0).
+        teacher_scores: [B, 1 + n] the teacher's scores of (d⁺, d⁻_1..d⁻_n), or None.
+        temperature: τ of the softmax-based losses.
+    """
+
+    queries: torch.Tensor
+    documents: torch.Tensor
+    positive_scores: torch.Tensor
+    negative_scores: torch.Tensor
+    teacher_scores: torch.Tensor | None
+    temperature: float
+
+
+class RankingLossRule(NamedTuple):
+    """One ranking loss of :data:`RANKING_LOSSES`.
+
+    Attributes:
+        loss: ``ScoredBatch -> scalar loss``.
+        needs_teacher: it needs teacher scores (distillation).
+        needs_negatives: it needs at least one hard negative per query.
+    """
+
+    loss: Callable[[ScoredBatch], torch.Tensor]
+    needs_teacher: bool = False
+    needs_negatives: bool = True
+
+
+class RegularizerRule(NamedTuple):
+    """One sparsity regularizer of :data:`REGULARIZERS`.
+
+    Attributes:
+        regularizer: ``(weights [N, vocab], idf penalty [vocab] or None) -> scalar``.
+        needs_idf_penalty: it needs the per-term penalty (see :func:`idf_penalty`).
+    """
+
+    regularizer: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    needs_idf_penalty: bool = False
+
+
+def _contrastive(batch: ScoredBatch) -> torch.Tensor:
+    return in_batch_contrastive_loss(dot_scores(batch.queries, batch.documents),
+                                     temperature=batch.temperature)
+
+
+def _listwise(batch: ScoredBatch) -> torch.Tensor:
+    return listwise_loss(batch.positive_scores, batch.negative_scores,
+                         temperature=batch.temperature)
+
+
+def _pairwise(batch: ScoredBatch) -> torch.Tensor:
+    return pairwise_loss(batch.positive_scores, batch.negative_scores)
+
+
+def _margin_mse(batch: ScoredBatch) -> torch.Tensor:
+    return margin_mse_loss(batch.positive_scores, batch.negative_scores,
+                           batch.teacher_scores[:, 0], batch.teacher_scores[:, 1:])
+
+
+def _kl(batch: ScoredBatch) -> torch.Tensor:
+    import torch
+
+    student = torch.cat([batch.positive_scores[:, None], batch.negative_scores], dim=1)
+    return kl_distillation_loss(student, batch.teacher_scores, temperature=batch.temperature)
+
+
+#: Every ranking loss by name (the names of :data:`RankingLoss`).
+RANKING_LOSSES: dict[str, RankingLossRule] = {
+    "contrastive": RankingLossRule(_contrastive, needs_negatives=False),
+    "listwise": RankingLossRule(_listwise),
+    "pairwise": RankingLossRule(_pairwise),
+    "margin-mse": RankingLossRule(_margin_mse, needs_teacher=True),
+    "kl": RankingLossRule(_kl, needs_teacher=True),
+}
+
+#: Every sparsity regularizer by name (the names of :data:`Regularizer`).
+REGULARIZERS: dict[str, RegularizerRule] = {
+    "flops": RegularizerRule(lambda weights, penalty: flops(weights)),
+    "l1": RegularizerRule(lambda weights, penalty: l1(weights)),
+    "idf-flops": RegularizerRule(
+        lambda weights, penalty: idf_flops(weights, penalty.to(weights.device)),
+        needs_idf_penalty=True),
+    "none": RegularizerRule(lambda weights, penalty: weights.new_zeros(())),
+}
 
 
 # -- the composite loss ---------------------------------------------------------------------------
@@ -234,15 +353,15 @@ class SpladeLoss:
     idf_penalty: torch.Tensor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.ranking not in RANKING_LOSSES:
-            raise ValueError(f"ranking loss must be one of {RANKING_LOSSES}, "
+        if not isinstance(self.ranking, str) or self.ranking not in RANKING_LOSSES:
+            raise ValueError(f"ranking loss must be one of {tuple(RANKING_LOSSES)}, "
                              f"got {self.ranking!r}")
         for side in ("query_regularizer", "document_regularizer"):
             value = getattr(self, side)
-            if value not in REGULARIZERS:
-                raise ValueError(f"{side} must be one of {REGULARIZERS}, got {value!r}")
-            if value == "idf-flops" and self.idf_penalty is None:
-                raise ValueError(f"{side}='idf-flops' needs idf_penalty (see idf_penalty())")
+            if not isinstance(value, str) or value not in REGULARIZERS:
+                raise ValueError(f"{side} must be one of {tuple(REGULARIZERS)}, got {value!r}")
+            if REGULARIZERS[value].needs_idf_penalty and self.idf_penalty is None:
+                raise ValueError(f"{side}={value!r} needs idf_penalty (see idf_penalty())")
         for name in ("lambda_q", "lambda_d"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
@@ -254,17 +373,11 @@ class SpladeLoss:
     @property
     def needs_teacher(self) -> bool:
         """Whether the ranking loss needs teacher scores."""
-        return self.ranking in ("margin-mse", "kl")
+        return RANKING_LOSSES[self.ranking].needs_teacher
 
     def regularize(self, kind: Regularizer, weights: torch.Tensor) -> torch.Tensor:
         """The regularizer ``kind`` of a batch of weights (0 for ``"none"``)."""
-        if kind == "flops":
-            return flops(weights)
-        if kind == "l1":
-            return l1(weights)
-        if kind == "idf-flops":
-            return idf_flops(weights, self.idf_penalty.to(weights.device))
-        return weights.new_zeros(())
+        return REGULARIZERS[kind].regularizer(weights, self.idf_penalty)
 
     def __call__(self, queries: torch.Tensor, positives: torch.Tensor,
                  negatives: torch.Tensor, step: int, *,
@@ -282,15 +395,18 @@ class SpladeLoss:
             queries_trainable: False when queries carry no gradient (inference-free mode):
                 the query regularizer is then skipped.
         """
+        import torch
+
+        rule = RANKING_LOSSES[self.ranking]
         batch = queries.shape[0]
         if positives.shape[0] != batch or negatives.shape[0] % max(batch, 1):
             raise ValueError(f"{batch} queries, {positives.shape[0]} positives and "
                              f"{negatives.shape[0]} negatives: expected B, B and B·n rows")
         per_query = negatives.shape[0] // batch if batch else 0
-        if self.ranking != "contrastive" and per_query == 0:
+        if rule.needs_negatives and per_query == 0:
             raise ValueError(f"the {self.ranking!r} loss needs at least one hard negative "
                              "per query")
-        if self.needs_teacher:
+        if rule.needs_teacher:
             if teacher_scores is None:
                 raise ValueError(f"the {self.ranking!r} loss needs teacher scores")
             if teacher_scores.shape != (batch, 1 + per_query):
@@ -300,27 +416,14 @@ class SpladeLoss:
         negative_scores = torch.einsum(
             "bv,bnv->bn", queries, negatives.view(batch, per_query, queries.shape[1])) \
             if per_query else queries.new_zeros(batch, 0)
-        if self.ranking == "contrastive":
-            documents = torch.cat([positives, negatives])
-            ranking = in_batch_contrastive_loss(dot_scores(queries, documents),
-                                                temperature=self.temperature)
-        elif self.ranking == "listwise":
-            ranking = listwise_loss(positive_scores, negative_scores,
-                                    temperature=self.temperature)
-        elif self.ranking == "pairwise":
-            ranking = pairwise_loss(positive_scores, negative_scores)
-        elif self.ranking == "margin-mse":
-            ranking = margin_mse_loss(positive_scores, negative_scores, teacher_scores[:, 0],
-                                      teacher_scores[:, 1:])
-        else:
-            ranking = kl_distillation_loss(
-                torch.cat([positive_scores[:, None], negative_scores], dim=1), teacher_scores,
-                temperature=self.temperature)
+        documents = torch.cat([positives, negatives])
+        ranking = rule.loss(ScoredBatch(queries, documents, positive_scores, negative_scores,
+                                        teacher_scores, self.temperature))
         lambda_q = self.schedule_q(step) if queries_trainable else 0.0
         lambda_d = self.schedule_d(step)
         reg_q = self.regularize(self.query_regularizer, queries) if queries_trainable \
             else queries.new_zeros(())
-        reg_d = self.regularize(self.document_regularizer, torch.cat([positives, negatives]))
+        reg_d = self.regularize(self.document_regularizer, documents)
         total = ranking + lambda_q * reg_q + lambda_d * reg_d
         terms = {"total": float(total.detach()), "ranking": float(ranking.detach()),
                  "reg_q": float(reg_q.detach()), "reg_d": float(reg_d.detach()),

@@ -28,9 +28,11 @@ definition the tests check both the values and the gradients of the fast path ag
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 import torch
+
+from sparse_ir.training.options import Implementation
 
 __all__ = [
     "Implementation",
@@ -39,9 +41,6 @@ __all__ = [
     "splade_weights",
     "transformed_hidden",
 ]
-
-#: ``"chunked"``: :class:`MaxPooledProjection` (ours); ``"reference"``: full logits + autograd.
-Implementation = Literal["chunked", "reference"]
 
 
 class MaxPooledProjection(torch.autograd.Function):

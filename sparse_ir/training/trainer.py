@@ -25,10 +25,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple, get_args
 
 import torch
 
+from sparse_ir.encoders.options import Precision
 from sparse_ir.training.checkpoint import (
     latest_checkpoint,
     load_training_state,
@@ -36,7 +37,15 @@ from sparse_ir.training.checkpoint import (
     save_checkpoint,
 )
 from sparse_ir.training.data import BatchSampler, TrainingExample, ValidationSet
-from sparse_ir.training.losses import RANKING_LOSSES, REGULARIZERS, SpladeLoss, idf_penalty
+from sparse_ir.training.losses import (
+    RANKING_LOSSES,
+    REGULARIZERS,
+    RankingLoss,
+    Regularizer,
+    SpladeLoss,
+    idf_penalty,
+)
+from sparse_ir.training.options import Implementation, Mode, TrainingPrecision
 from sparse_ir.training.representation import splade_weights
 from sparse_ir.training.schedules import linear_warmup_decay
 
@@ -45,7 +54,6 @@ __all__ = ["CONFIG_FORMAT", "Mode", "Trainer", "TrainingConfig", "TrainingResult
 logger = logging.getLogger(__name__)
 
 CONFIG_FORMAT = 1
-Mode = Literal["siamese", "inference-free"]
 #: Settings that may differ between a checkpoint and the run resuming from it.
 RESUMABLE_CHANGES = frozenset({"max_minutes", "eval_every", "save_every", "keep_checkpoints",
                                "log_every", "output_dir", "eval_at_start"})
@@ -60,8 +68,10 @@ class TrainingConfig:
         mode: ``"siamese"`` (queries and documents through the model) or ``"inference-free"``
             (documents only; queries are IDF-weighted tokens, :mod:`.inference_free`).
     Loss (see :class:`~sparse_ir.training.losses.SpladeLoss`):
-        ranking_loss, temperature; lambda_q (λ_q), lambda_d (λ_d), lambda_warmup_steps (T);
-        query_regularizer, document_regularizer (``flops``, ``l1``, ``idf-flops``, ``none``).
+        ranking_loss (a name of :data:`~sparse_ir.training.losses.RANKING_LOSSES`),
+        temperature; lambda_q (λ_q), lambda_d (λ_d), lambda_warmup_steps (T);
+        query_regularizer, document_regularizer (names of
+        :data:`~sparse_ir.training.losses.REGULARIZERS`: ``flops``, ``l1``, ``idf-flops``...).
     Optimisation:
         learning_rate, weight_decay, warmup_steps (linear LR warm-up), max_steps (optimizer
         steps; the LR reaches 0 there), batch_size (queries per micro-batch),
@@ -81,13 +91,13 @@ class TrainingConfig:
     model: str = "splade-tiny"
     output_dir: str = "runs/train"
     mode: Mode = "siamese"
-    ranking_loss: str = "contrastive"
+    ranking_loss: RankingLoss = "contrastive"
     temperature: float = 1.0
     lambda_q: float = 5e-4
     lambda_d: float = 3e-4
     lambda_warmup_steps: int = 0
-    query_regularizer: str = "flops"
-    document_regularizer: str = "flops"
+    query_regularizer: Regularizer = "flops"
+    document_regularizer: Regularizer = "flops"
     learning_rate: float = 2e-5
     weight_decay: float = 0.01
     warmup_steps: int = 0
@@ -100,13 +110,13 @@ class TrainingConfig:
     seed: int = 0
     query_max_length: int = 64
     document_max_length: int = 128
-    implementation: str = "chunked"
-    precision: str = "auto"
+    implementation: Implementation = "chunked"
+    precision: TrainingPrecision = "auto"
     vocab_chunk: int = 2048
     eval_every: int = 0
     eval_at_start: bool = True
     eval_document_max_length: int = 256
-    eval_precision: str = "auto"
+    eval_precision: Precision = "auto"
     save_every: int = 0
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -114,11 +124,12 @@ class TrainingConfig:
     data: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        choices = {"mode": get_args(Mode), "ranking_loss": RANKING_LOSSES,
-                   "query_regularizer": REGULARIZERS, "document_regularizer": REGULARIZERS,
-                   "implementation": ("chunked", "reference"),
-                   "precision": ("auto", "float32", "mixed"),
-                   "eval_precision": ("auto", "float32", "mixed", "bfloat16")}
+        choices = {"mode": get_args(Mode), "ranking_loss": tuple(RANKING_LOSSES),
+                   "query_regularizer": tuple(REGULARIZERS),
+                   "document_regularizer": tuple(REGULARIZERS),
+                   "implementation": get_args(Implementation),
+                   "precision": get_args(TrainingPrecision),
+                   "eval_precision": get_args(Precision)}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -221,7 +232,8 @@ class Trainer:
         self.tokenizer = tokenizer
         self.query_encoder = query_encoder
         inference_free = config.mode == "inference-free"
-        uses_idf = "idf-flops" in (config.query_regularizer, config.document_regularizer)
+        uses_idf = any(REGULARIZERS[name].needs_idf_penalty
+                       for name in (config.query_regularizer, config.document_regularizer))
         if (inference_free or uses_idf) and query_encoder is None:
             raise ValueError("inference-free mode and the idf-flops regularizer need a "
                              "query_encoder (an IdfQueryEncoder) for the IDF table")

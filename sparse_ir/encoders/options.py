@@ -1,0 +1,23 @@
+"""The encoders' option types, importable without torch (the command line builds its choices
+from them with ``typing.get_args``).
+
+:mod:`sparse_ir.encoders.splade` and :mod:`sparse_ir.encoders.dense` re-export them; a new
+option value is added here and handled there.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["DensePooling", "DensePrecision", "Pooling", "Precision", "Screen"]
+
+#: SPLADE pooling of the MLM logits over the tokens: ``"max"`` (v2, ++, v3) or ``"sum"`` (v1).
+Pooling = Literal["max", "sum"]
+#: SPLADE encoder precision (see :class:`~sparse_ir.encoders.splade.SpladeEncoder`).
+Precision = Literal["auto", "float32", "mixed", "bfloat16"]
+#: The vocabulary screen of the mixed precisions.
+Screen = Literal["auto", "int8", "bfloat16"]
+#: Dense encoder pooling of the token embeddings.
+DensePooling = Literal["mean", "cls", "max"]
+#: Dense encoder precision.
+DensePrecision = Literal["float32", "bfloat16"]
