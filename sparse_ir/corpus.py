@@ -15,8 +15,8 @@ from sparse_ir.errors import InputError
 from sparse_ir.jsonl import (
     TRUNCATION_HINT,
     SkipReport,
-    open_text_binary,
     read_jsonl,
+    read_lines,
     warn_if_skipped,
 )
 from sparse_ir.validation import check_id, id_problem
@@ -159,33 +159,32 @@ def _jsonl_query(record: dict, path: object, line: int) -> Query | InputError:
 
 
 def _read_tsv_queries(path, skip_invalid, report) -> Iterator[tuple[int, Query | InputError]]:
-    with open_text_binary(path) as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            hint = "" if raw.endswith(b"\n") else TRUNCATION_HINT
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                                       f"{exc.start + 1}{hint}", path=path, line=line)
-                continue
-            parts = text.split("\t", 1)
-            if len(parts) != 2:
-                yield line, InputError("invalid line: expected 2 tab-separated columns (qid, "
-                                       f"text), got 1{hint}", path=path, line=line)
-                continue
-            query_id, query_text = parts[0].strip(), parts[1]
-            if not query_id:
-                yield line, InputError("missing id: the first column is empty", path=path,
-                                       line=line)
-            elif problem := id_problem(query_id):
-                yield line, InputError(f"invalid id: {problem}", path=path, line=line)
-            elif not query_text.strip():
-                yield line, InputError(f"empty query: {query_id!r} has no text{hint}",
-                                       path=path, line=line)
-            else:
-                yield line, Query(query_id, query_text)
+    for line, raw in read_lines(path):
+        if not raw.strip():
+            continue
+        hint = "" if raw.endswith(b"\n") else TRUNCATION_HINT
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                                   f"{exc.start + 1}{hint}", path=path, line=line)
+            continue
+        parts = text.split("\t", 1)
+        if len(parts) != 2:
+            yield line, InputError("invalid line: expected 2 tab-separated columns (qid, "
+                                   f"text), got 1{hint}", path=path, line=line)
+            continue
+        query_id, query_text = parts[0].strip(), parts[1]
+        if not query_id:
+            yield line, InputError("missing id: the first column is empty", path=path,
+                                   line=line)
+        elif problem := id_problem(query_id):
+            yield line, InputError(f"invalid id: {problem}", path=path, line=line)
+        elif not query_text.strip():
+            yield line, InputError(f"empty query: {query_id!r} has no text{hint}",
+                                   path=path, line=line)
+        else:
+            yield line, Query(query_id, query_text)
 
 
 def load_corpus(path: str | os.PathLike, **options) -> list[Document]:

@@ -7,20 +7,24 @@ no hits) count as 0 — trec_eval would silently skip them and flatter the run.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sparse_ir.corpus import Document, Query, load_corpus, load_queries
 from sparse_ir.errors import InputError, MissingDependencyError
-from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, open_text_binary, warn_if_skipped
+from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, read_lines, warn_if_skipped
 from sparse_ir.results import Run
 from sparse_ir.validation import id_problem
 
 __all__ = ["BeirDataset", "load_beir", "read_qrels", "evaluate", "per_query",
-           "DEFAULT_METRICS", "Qrels", "find_scifact"]
+           "DEFAULT_METRICS", "MAX_RELEVANCE", "Qrels", "find_scifact"]
 
 Qrels = dict[str, dict[str, int]]
+
+#: The largest relevance (in absolute value) a qrels line may give: trec_eval's C ``int``.
+MAX_RELEVANCE = 2**31 - 1
 
 #: Our names for the reported metrics, mapped to ir_measures' names.
 DEFAULT_METRICS = {"nDCG@10": "nDCG@10", "MRR@10": "RR@10", "R@100": "R@100",
@@ -43,29 +47,29 @@ def read_qrels(path: str | os.PathLike, *, skip_invalid: bool = False,
     """Read qrels: BEIR TSV (``query-id corpus-id score`` with a header) or TREC (4 columns).
 
     Raises :class:`InputError` naming the file and line for invalid UTF-8, a wrong column
-    count, an invalid id, a non-integer relevance, the same (query, document) judged twice, or
-    a file with no judgment at all. With ``skip_invalid`` a bad line is counted in ``report``
-    and skipped instead (an empty file is still an error).
+    count, an invalid id, a non-integer relevance or one beyond ±:data:`MAX_RELEVANCE`, the
+    same (query, document) judged twice, or a file with no judgment at all. With
+    ``skip_invalid`` a bad line is counted in ``report`` and skipped instead (an empty file is
+    still an error; so are a BOM, an over-long line and a file that is not a regular file).
     """
     qrels: Qrels = {}
     owned = skip_invalid and report is None
     report = SkipReport() if owned else report
-    with open_text_binary(path) as handle:
-        for line, raw in enumerate(handle, start=1):
-            try:
-                parsed = _qrels_line(raw, line, path)
-                if parsed is None:
-                    continue
-                qid, doc_id, value = parsed
-                judged = qrels.setdefault(qid, {})
-                if doc_id in judged:
-                    raise InputError(f"duplicate judgment: ({qid}, {doc_id}) judged twice",
-                                     path=path, line=line)
-                judged[doc_id] = value
-            except InputError as error:
-                if not skip_invalid:
-                    raise
-                report.add(error)
+    for line, raw in read_lines(path):
+        try:
+            parsed = _qrels_line(raw, line, path)
+            if parsed is None:
+                continue
+            qid, doc_id, value = parsed
+            judged = qrels.setdefault(qid, {})
+            if doc_id in judged:
+                raise InputError(f"duplicate judgment: ({qid}, {doc_id}) judged twice",
+                                 path=path, line=line)
+            judged[doc_id] = value
+        except InputError as error:
+            if not skip_invalid:
+                raise
+            report.add(error)
     if not qrels:
         raise InputError("no judgments: the qrels file holds no valid line", path=path)
     warn_if_skipped(report, path, owned)
@@ -94,11 +98,19 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
     for value in (qid, doc_id):
         if problem := id_problem(value):
             raise InputError(f"invalid id: {problem}", path=path, line=line)
-    try:
-        return qid, doc_id, int(relevance)
-    except ValueError:
+    if not _INTEGER.fullmatch(relevance):
         raise InputError(f"invalid line: relevance {relevance!r} is not an integer{hint}",
-                         path=path, line=line) from None
+                         path=path, line=line)
+    value = int(relevance)
+    if not -MAX_RELEVANCE <= value <= MAX_RELEVANCE:
+        # pytrec_eval stores relevance in a C int: a larger value fails deep inside it.
+        raise InputError(f"invalid relevance: {relevance} is outside "
+                         f"[-{MAX_RELEVANCE}, {MAX_RELEVANCE}]", path=path, line=line)
+    return qid, doc_id, value
+
+
+# An optional sign and ASCII digits; int() would also take "1_000" and non-ASCII digits.
+_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
 
 
 def load_beir(data_dir: str | os.PathLike, split: str = "test", *,

@@ -16,6 +16,8 @@ import json
 import logging
 import os
 import re
+import stat
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,11 +25,20 @@ from typing import IO, Any
 
 from sparse_ir.errors import InputError
 
-__all__ = ["SkipReport", "open_text_binary", "read_jsonl", "parse_json_line", "TRUNCATION_HINT",
-           "warn_if_skipped"]
+__all__ = ["SkipReport", "open_text_binary", "read_jsonl", "read_lines", "parse_json_line",
+           "parse_json", "read_json_file", "TRUNCATION_HINT", "warn_if_skipped", "MAX_LINE_BYTES",
+           "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES"]
 
 #: Appended to an error about the last line of a file when that line has no newline.
 TRUNCATION_HINT = " (the last line has no newline: the file may be truncated)"
+#: The longest line any reader accepts, in bytes (a 64 MiB document is far beyond what an
+#: encoder reads; a longer line is a wrong file, e.g. ``/dev/zero`` or a binary file).
+MAX_LINE_BYTES = 64 << 20
+#: The deepest nesting of JSON arrays and objects accepted (our formats need 3).
+MAX_JSON_DEPTH = 100
+#: The largest whole-file JSON document read at once (``.json`` query files, vocabularies).
+MAX_JSON_FILE_BYTES = 1 << 30
+_BOM = b"\xef\xbb\xbf"
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +84,96 @@ def warn_if_skipped(report: SkipReport | None, path: object, owned: bool) -> Non
 
 
 def open_text_binary(path: str | os.PathLike) -> IO[bytes]:
-    """Open a file for binary reading, transparently gunzipping names ending in ``.gz``."""
+    """Open an input file for binary reading, transparently gunzipping names ending in ``.gz``.
+
+    Only regular files are read: a directory, a FIFO, a socket or a device (``/dev/zero``)
+    raises :class:`InputError` at once instead of hanging or reading forever. The file is
+    opened without blocking, so a FIFO with no writer is refused too.
+    """
     path = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except IsADirectoryError:
+        raise InputError("is a directory, not a file", path=path) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise InputError(f"is a {_file_kind(mode)}, not a regular file (sparse-ir reads its "
+                             "inputs from regular files: save the stream to a file first)",
+                             path=path)
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
     if path.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+        return gzip.GzipFile(filename=path, mode="rb", fileobj=handle)
+    return handle
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO (named pipe)"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def read_lines(path: str | os.PathLike, *, max_line_bytes: int | None = None
+               ) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(line_number, raw_line)`` of a text input file, bounded and BOM-aware.
+
+    Every line reader of the project goes through here, so they share three rules:
+
+    * only regular files are read (see :func:`open_text_binary`);
+    * a line longer than ``max_line_bytes`` (default :data:`MAX_LINE_BYTES`) raises
+      :class:`InputError` after reading at most that many bytes, so ``/dev/zero`` renamed
+      ``run.trec``, or a binary file, ends with an error instead of exhausting memory;
+    * a file starting with a UTF-8 byte order mark raises :class:`InputError`: a BOM would
+      otherwise become part of the first id (``\\ufeffq1``) and silently match nothing.
+      These errors concern the whole file and are raised even with ``skip_invalid``.
+    """
+    limit = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
+    with open_text_binary(path) as handle:
+        number = 0
+        while True:
+            try:
+                raw = handle.readline(limit + 1)
+            except (OSError, EOFError, zlib.error) as exc:  # a damaged .gz, a read error
+                raise InputError(f"unreadable after line {number} ({exc})", path=path) from None
+            if not raw:
+                return
+            number += 1
+            if len(raw) > limit:
+                raise InputError(f"line longer than {limit:,} bytes: not a text file of this "
+                                 "format (or a line far too long to be a record)", path=path,
+                                 line=number)
+            if number == 1 and raw.startswith(_BOM):
+                raise InputError("the file starts with a UTF-8 byte order mark (BOM), which "
+                                 "would become part of the first id; save it as UTF-8 without "
+                                 "BOM", path=path, line=1)
+            yield number, raw
+
+
+def read_json_file(path: str | os.PathLike, *, max_bytes: int | None = None) -> object:
+    """Parse a whole (small) JSON file strictly: size-capped, depth-limited, no BOM, no NaN,
+    no duplicate keys. Raises :class:`InputError` naming the file."""
+    limit = MAX_JSON_FILE_BYTES if max_bytes is None else max_bytes
+    with open_text_binary(path) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"unreadable ({exc})", path=path) from None
+    if len(data) > limit:
+        raise InputError(f"larger than {limit:,} bytes: too large for a JSON document",
+                         path=path)
+    if data.startswith(_BOM):
+        raise InputError("the file starts with a UTF-8 byte order mark (BOM); save it as UTF-8 "
+                         "without BOM", path=path, line=1)
+    return parse_json(data, path=path)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
@@ -96,12 +192,26 @@ def _reject_constant(name: str) -> float:
 def parse_json_line(raw: bytes, *, path: object = None, line: int | None = None,
                     truncated: bool = False) -> dict:
     """Decode one line of JSONL into a dict, or raise an :class:`InputError` saying why not."""
+    value = parse_json(raw, path=path, line=line, truncated=truncated)
+    if not isinstance(value, dict):
+        raise InputError(f"expected a JSON object, got {type(value).__name__}",
+                         path=path, line=line)
+    return value
+
+
+def parse_json(raw: bytes, *, path: object = None, line: int | None = None,
+               truncated: bool = False) -> Any:
+    """Decode one JSON value strictly (UTF-8, no duplicate keys, no NaN, no lone surrogate,
+    nesting at most :data:`MAX_JSON_DEPTH`), or raise an :class:`InputError` saying why not."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
             f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
             "(files must be UTF-8 encoded)", path=path, line=line) from None
+    if (depth := _json_depth(text)) > MAX_JSON_DEPTH:
+        raise InputError(f"invalid JSON: arrays/objects nested {depth} deep (at most "
+                         f"{MAX_JSON_DEPTH} accepted)", path=path, line=line)
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicate_keys,
                            parse_constant=_reject_constant)
@@ -113,14 +223,36 @@ def parse_json_line(raw: bytes, *, path: object = None, line: int | None = None,
                          path=path, line=line) from None
     except ValueError as exc:  # raised by our hooks
         raise InputError(f"invalid JSON: {exc}", path=path, line=line) from None
-    if not isinstance(value, dict):
-        raise InputError(f"expected a JSON object, got {type(value).__name__}",
-                         path=path, line=line)
+    except RecursionError:  # only when the stack is already deep: the depth check came first
+        raise InputError("invalid JSON: nested too deeply to parse", path=path,
+                         line=line) from None
     if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(value)) is not None:
         raise InputError(f"invalid JSON: the string {bad!r} holds a lone surrogate escape "
                          "(\\ud800-\\udfff without its pair), which is not Unicode text",
                          path=path, line=line)
     return value
+
+
+_JSON_NESTING_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of arrays/objects in ``text`` (brackets inside strings ignored);
+    exact up to :data:`MAX_JSON_DEPTH` + 1, which is where counting stops."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # cannot nest deeper than the number of opening brackets
+    depth = deepest = 0
+    for match in _JSON_NESTING_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif token in "]}":
+            depth -= 1
+    return deepest
 
 
 # JSON may spell a surrogate as an escape; json.loads joins valid pairs and keeps lone ones,
@@ -167,17 +299,15 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
     owned = skip_invalid and report is None
     if owned:
         report = SkipReport()
-    with open_text_binary(path) as handle:
-        for number, raw in enumerate(handle, start=1):
-            truncated = not raw.endswith(b"\n")
-            stripped = raw.strip()
-            if not stripped:
-                continue
-            try:
-                yield number, parse_json_line(stripped, path=path, line=number,
-                                              truncated=truncated)
-            except InputError as error:
-                if not skip_invalid:
-                    raise
-                report.add(error)
+    for number, raw in read_lines(path):
+        truncated = not raw.endswith(b"\n")
+        stripped = raw.strip()
+        if not stripped:
+            continue
+        try:
+            yield number, parse_json_line(stripped, path=path, line=number, truncated=truncated)
+        except InputError as error:
+            if not skip_invalid:
+                raise
+            report.add(error)
     warn_if_skipped(report, path, owned)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from sparse_ir.errors import InputError
-from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, open_text_binary, warn_if_skipped
+from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, read_lines, warn_if_skipped
 from sparse_ir.validation import id_problem
 
 __all__ = ["Hit", "Run"]
@@ -123,23 +123,22 @@ class Run:
         tag = name
         owned = skip_invalid and report is None
         report = SkipReport() if owned else report
-        with open_text_binary(path) as handle:
-            for line_number, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    qid, doc_id, score, run_tag = _trec_line(raw, line_number, path)
-                    if (qid, doc_id) in seen:
-                        raise InputError(f"duplicate hit: document {doc_id!r} listed twice for "
-                                         f"query {qid!r}", path=path, line=line_number)
-                except InputError as error:
-                    if not skip_invalid:
-                        raise
-                    report.add(error)
-                    continue
-                seen.add((qid, doc_id))
-                tag = tag or run_tag
-                results.setdefault(qid, []).append((score, line_number, doc_id))
+        for line_number, raw in read_lines(path):
+            if not raw.strip():
+                continue
+            try:
+                qid, doc_id, score, run_tag = _trec_line(raw, line_number, path)
+                if (qid, doc_id) in seen:
+                    raise InputError(f"duplicate hit: document {doc_id!r} listed twice for "
+                                     f"query {qid!r}", path=path, line=line_number)
+            except InputError as error:
+                if not skip_invalid:
+                    raise
+                report.add(error)
+                continue
+            seen.add((qid, doc_id))
+            tag = tag or run_tag
+            results.setdefault(qid, []).append((score, line_number, doc_id))
         warn_if_skipped(report, path, owned)
         run = cls(name=tag or "run")
         for qid, rows in results.items():

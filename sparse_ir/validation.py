@@ -51,7 +51,7 @@ LUCENE_MAX_TOKEN_CHARS = 255
 #: Document and query ids are stored by Lucene as one term: the same byte limit applies.
 MAX_ID_BYTES = LUCENE_MAX_TERM_BYTES
 # No whitespace (re's \s is str.isspace), no control character (Cc), no lone surrogate (Cs).
-_PLAIN_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff]+")
+_PLAIN_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufeff]+")
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -86,7 +86,8 @@ def id_problem(value: object) -> str | None:
 
     Ids are written into TREC run files (whitespace-separated columns) and stored by Lucene as
     one term, so they must be non-empty, without whitespace or control characters, and at
-    most :data:`MAX_ID_BYTES` UTF-8 bytes.
+    most :data:`MAX_ID_BYTES` UTF-8 bytes. U+FEFF (a byte order mark) is refused too: an id
+    that carries one looks like the id without it and matches nothing.
     """
     if not isinstance(value, str):
         return f"id {value!r} is a {type(value).__name__}, not a string"
@@ -99,13 +100,16 @@ def id_problem(value: object) -> str | None:
                 "topics separate columns by whitespace)")
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
         return f"id {_shown(value)} contains a control character or a lone surrogate"
+    if "\ufeff" in value:
+        return (f"id {_shown(value)} contains U+FEFF, a byte order mark (BOM) left by an "
+                "editor or by concatenating files: save the file as UTF-8 without BOM")
     if len(value.encode("utf-8")) > MAX_ID_BYTES:
         return f"id {_shown(value)} is longer than {MAX_ID_BYTES} UTF-8 bytes"
     return None
 
 
 # Anything an id may not contain except the newline that joins ids in first_id_problem.
-_NOT_IN_JOINED_IDS = re.compile(r"[^\S\n]|[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_JOINED_IDS = re.compile(r"[^\S\n]|[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff]")
 
 
 def first_id_problem(values) -> tuple[int, str] | None:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from sparse_ir.errors import InputError
 from sparse_ir.export.tokens import check_tokens, id_problem, split_like_lucene, token_problem
-from sparse_ir.jsonl import SkipReport, open_text_binary, parse_json_line, read_jsonl
+from sparse_ir.jsonl import SkipReport, read_json_file, read_jsonl, read_lines
 from sparse_ir.sparse_batch import SparseBatch
 
 __all__ = [
@@ -162,32 +162,31 @@ def read_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
 # -- readers ------------------------------------------------------------------------------------
 
 def _read_tsv(path) -> Iterator[tuple[int | None, EncodedQuery | InputError]]:
-    with open_text_binary(path) as handle:
-        for line, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                                       f"{exc.start + 1}", path=path, line=line)
-                continue
-            parts = text.split("\t")
-            if len(parts) != 2:
-                yield line, InputError(f"expected 2 tab-separated columns (qid, tokens), got "
-                                       f"{len(parts)}", path=path, line=line)
-                continue
-            qid = parts[0].strip()
-            if (problem := id_problem(qid)) is not None:
-                yield line, InputError(f"missing id: {problem}", path=path, line=line)
-                continue
-            vector: dict[str, int | float] = {}
-            bad = None
-            for token in split_like_lucene(parts[1]):
-                if bad is None and (problem := token_problem(token)) is not None:
-                    bad = InputError(f"invalid token: {problem}", path=path, line=line)
-                vector[token] = vector.get(token, 0) + 1
-            yield line, bad if bad is not None else EncodedQuery(qid, vector)
+    for line, raw in read_lines(path):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                                   f"{exc.start + 1}", path=path, line=line)
+            continue
+        parts = text.split("\t")
+        if len(parts) != 2:
+            yield line, InputError(f"expected 2 tab-separated columns (qid, tokens), got "
+                                   f"{len(parts)}", path=path, line=line)
+            continue
+        qid = parts[0].strip()
+        if (problem := id_problem(qid)) is not None:
+            yield line, InputError(f"missing id: {problem}", path=path, line=line)
+            continue
+        vector: dict[str, int | float] = {}
+        bad = None
+        for token in split_like_lucene(parts[1]):
+            if bad is None and (problem := token_problem(token)) is not None:
+                bad = InputError(f"invalid token: {problem}", path=path, line=line)
+            vector[token] = vector.get(token, 0) + 1
+        yield line, bad if bad is not None else EncodedQuery(qid, vector)
 
 
 def _read_jsonl(path, skip_invalid, report) -> Iterator[tuple[int, EncodedQuery | InputError]]:
@@ -209,10 +208,12 @@ def _read_jsonl(path, skip_invalid, report) -> Iterator[tuple[int, EncodedQuery 
 
 
 def _read_json(path) -> Iterator[tuple[None, EncodedQuery | InputError]]:
-    with open_text_binary(path) as handle:
-        data = handle.read()
-    # parse_json_line gives the same strictness (UTF-8, duplicate keys, NaN) for one document.
-    value = parse_json_line(data.strip(), path=path)
+    # The same strictness as JSONL (UTF-8, duplicate keys, NaN, depth), size-capped.
+    value = read_json_file(path)
+    if not isinstance(value, dict):
+        yield None, InputError(f"expected a JSON object {{qid: {{token: weight}}}}, got "
+                               f"{type(value).__name__}", path=path)
+        return
     for qid, vector in value.items():
         yield None, _checked_query(qid, vector, path, None)
 
