@@ -25,6 +25,7 @@ _EXPORTS = {
     "InputError": "sparse_ir.errors",
     "IndexFormatError": "sparse_ir.errors",
     "IndexCorruptError": "sparse_ir.errors",
+    "IndexBusyError": "sparse_ir.errors",
     "MissingDependencyError": "sparse_ir.errors",
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "ImpactIndex": "sparse_ir.index.impact_index",

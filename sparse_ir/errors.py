@@ -11,6 +11,7 @@ __all__ = [
     "InputError",
     "IndexFormatError",
     "IndexCorruptError",
+    "IndexBusyError",
     "MissingDependencyError",
 ]
 
@@ -46,6 +47,10 @@ class IndexFormatError(SparseIRError):
 
 class IndexCorruptError(IndexFormatError):
     """An index whose bytes do not match what its manifest and headers promise."""
+
+
+class IndexBusyError(SparseIRError, RuntimeError):
+    """Another process holds the index's build lock (a second concurrent build)."""
 
 
 class MissingDependencyError(SparseIRError, ImportError):

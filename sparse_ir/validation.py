@@ -34,7 +34,9 @@ __all__ = [
     "LUCENE_MAX_TERM_BYTES",
     "LUCENE_MAX_TOKEN_CHARS",
     "MAX_ID_BYTES",
+    "MAX_QUERY_IMPACT",
     "check_id",
+    "check_query_weights",
     "check_term",
     "check_weight",
     "first_duplicate",
@@ -50,6 +52,9 @@ LUCENE_MAX_TERM_BYTES = 32_766
 LUCENE_MAX_TOKEN_CHARS = 255
 #: Document and query ids are stored by Lucene as one term: the same byte limit applies.
 MAX_ID_BYTES = LUCENE_MAX_TERM_BYTES
+#: The largest integer query weight a query file may hold (the quantizer's largest impact).
+MAX_QUERY_IMPACT = 2**31 - 1
+_INT64_MAX = 2**63 - 1
 # No whitespace (re's \s is str.isspace), no control character (Cc), no lone surrogate (Cs).
 _PLAIN_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufeff]+")
 
@@ -170,3 +175,30 @@ def first_duplicate(values) -> tuple[int, object] | None:
             return position, value
         seen.add(value)
     return None
+
+
+def check_query_weights(terms, weights, *, max_impact: int, vocab=None) -> None:
+    """Raise :class:`InputError` if an integer query weight could make a score overflow.
+
+    Scores are exact 64-bit integers: Σ query weight × document impact. With ``n`` query
+    terms and impacts up to ``max_impact``, every weight must be at most
+    ``(2**63 - 1) // (max_impact × n)`` for every score to be exact; a larger weight (2**62
+    made every hit score 4611686018427387904) is refused, naming the term (its token when
+    ``vocab`` is given) and the limit. Float weights are not checked: the quantizer clips them
+    to ``max_impact``.
+    """
+    import numpy as np
+
+    weights = np.asarray(weights)
+    if weights.dtype.kind not in "iu" or weights.size == 0:
+        return
+    limit = _INT64_MAX // (max(int(max_impact), 1) * weights.size)
+    over = np.flatnonzero(weights > limit)
+    if len(over):
+        position = int(over[0])
+        term = int(np.asarray(terms)[position])
+        name = repr(vocab[term]) if vocab is not None and 0 <= term < len(vocab) else \
+            f"term id {term}"
+        raise InputError(f"query weight {int(weights[position])} of {name} is above {limit:,}, "
+                         f"the largest weight for which {weights.size} term(s) × impacts up to "
+                         f"{max_impact} keep every score exact in 64 bits")

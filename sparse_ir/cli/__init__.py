@@ -3,6 +3,10 @@
 Each module in :data:`COMMAND_MODULES` defines ``register(subparsers)``, which adds its
 subcommands and sets ``handler`` (a function ``args -> exit status``) on each. Modules import
 their heavy dependencies inside the handlers, so ``sparse-ir --help`` is fast.
+
+Whatever a handler raises ends as one line on stderr, ``sparse-ir: error: ...``, and an exit
+status that says what kind of failure it was (:data:`EXIT_CODES`); only an unexpected
+exception (a bug) prints its traceback, and only with ``-v``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,23 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
-__all__ = ["main", "build_parser", "COMMAND_MODULES"]
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "EXIT_CODES"]
+
+#: Exit status of ``sparse-ir`` by kind of outcome (shown in ``sparse-ir --help``).
+EXIT_CODES = {
+    0: "success",
+    1: "bad input: a malformed file, an invalid value, a missing or unreadable file, a full "
+       "disk (verify: damage found)",
+    2: "usage: unknown command or option",
+    3: "an index this version cannot read, or whose bytes are damaged (run sparse-ir verify)",
+    4: "an optional dependency is missing (the message says what to pip install)",
+    5: "the index is busy: another build is writing it",
+    70: "internal error: a bug; rerun with -v for the traceback and report it",
+    130: "interrupted (Ctrl-C); nothing half-written was published",
+}
 
 #: Modules contributing subcommands, in the order they appear in ``--help``.
 COMMAND_MODULES = [
@@ -34,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparse-ir",
         description="Learned sparse retrieval: encode with SPLADE, index integer impacts, "
-                    "search, evaluate, export to Lucene.")
+                    "search, evaluate, export to Lucene.",
+        epilog="exit status:\n" + "\n".join(f"  {code:<4} {meaning}"
+                                            for code, meaning in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"sparse-ir {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-vv for debug)")
@@ -47,9 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 1 failure, 2 usage, 130 ^C)."""
-    from sparse_ir.errors import MissingDependencyError, SparseIRError
-
+    """Run the command line; returns the exit status (see :data:`EXIT_CODES`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -64,12 +83,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.show_progress = None
     try:
         return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        print("sparse-ir: interrupted; nothing half-written was published", file=sys.stderr)
-        return 130
-    except MissingDependencyError as error:
-        print(f"sparse-ir: {error}", file=sys.stderr)
-        return 1
-    except (SparseIRError, OSError, ValueError) as error:  # OSError: e.g. disk full, named
-        print(f"sparse-ir {args.command}: error: {error}", file=sys.stderr)
-        return 1
+    except BaseException as error:  # noqa: BLE001 - every failure becomes one line and a code
+        if isinstance(error, SystemExit):
+            raise
+        code, message = describe_error(error)
+        print(f"sparse-ir: error: {message}", file=sys.stderr)
+        if code == 70 and args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        return code
+
+
+def describe_error(error: BaseException) -> tuple[int, str]:
+    """``(exit status, one-line message)`` for an exception raised by a command."""
+    from sparse_ir.errors import IndexBusyError, IndexFormatError, MissingDependencyError
+
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "interrupted; nothing half-written was published"
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, MissingDependencyError):
+        return 4, text
+    if isinstance(error, IndexBusyError) or (
+            isinstance(error, RuntimeError) and "another build is writing" in text):
+        return 5, text
+    if isinstance(error, IndexFormatError):
+        return 3, text
+    if isinstance(error, (ValueError, OSError)):  # InputError is a ValueError
+        if isinstance(error, OSError) and error.filename is not None and \
+                str(error.filename) not in text:
+            text = f"{error.filename}: {text}"
+        return 1, text
+    if isinstance(error, MemoryError):
+        return 1, "out of memory (MemoryError): the input is too large for this machine"
+    return 70, (f"internal error: {type(error).__name__}: {text} (a bug in sparse-ir: rerun "
+                "with -v for the traceback and report it)")

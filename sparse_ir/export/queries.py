@@ -15,6 +15,7 @@ Integer weights are impacts; float weights (JSON only) are quantized by the inde
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sparse_ir.errors import InputError
 from sparse_ir.export.tokens import check_tokens, id_problem, split_like_lucene, token_problem
 from sparse_ir.jsonl import SkipReport, read_json_file, read_jsonl, read_lines
 from sparse_ir.sparse_batch import SparseBatch
+from sparse_ir.validation import MAX_QUERY_IMPACT
 
 __all__ = [
     "EncodedQuery",
@@ -232,6 +234,13 @@ def _checked_query(qid: str, vector: object, path, line) -> EncodedQuery | Input
         if weight < 0:
             return InputError(f"invalid weight: {where}weight of {token!r} is {weight!r}; "
                               "weights must be >= 0", path=path, line=line)
+        if isinstance(weight, float) and not math.isfinite(weight):
+            return InputError(f"invalid weight: {where}weight of {token!r} is {weight!r}, not "
+                              "finite", path=path, line=line)
+        if isinstance(weight, int) and weight > MAX_QUERY_IMPACT:
+            return InputError(f"invalid weight: {where}weight of {token!r} is {weight}; integer "
+                              f"weights are impacts, at most {MAX_QUERY_IMPACT}", path=path,
+                              line=line)
         if (problem := token_problem(token)) is not None:
             return InputError(f"invalid token: {where}{problem}", path=path, line=line)
     return EncodedQuery(qid, {t: w for t, w in vector.items() if w != 0})

@@ -45,6 +45,7 @@ from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
 from sparse_ir.sparse_batch import SparseBatch
+from sparse_ir.validation import check_query_weights
 
 __all__ = ["ImpactIndex", "TermContribution", "QueryLike"]
 
@@ -360,6 +361,7 @@ class ImpactIndex:
 
     def _finish_query(self, terms: np.ndarray, values: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
+        check_query_weights(terms, values, max_impact=self.quantizer.max_impact, vocab=self.vocab)
         if values.dtype.kind == "f":
             if len(values) and not np.all(np.isfinite(values)):
                 raise InputError("query weights must be finite (found NaN or infinity)")
