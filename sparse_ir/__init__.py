@@ -22,6 +22,7 @@ _EXPORTS = {
     "Query": "sparse_ir.corpus",
     "Hit": "sparse_ir.results",
     "Run": "sparse_ir.results",
+    "TrecRunWriter": "sparse_ir.results",
     "InputError": "sparse_ir.errors",
     "IndexFormatError": "sparse_ir.errors",
     "IndexCorruptError": "sparse_ir.errors",

@@ -23,8 +23,10 @@ __all__ = ["BeirDataset", "load_beir", "read_qrels", "evaluate", "per_query",
 
 Qrels = dict[str, dict[str, int]]
 
-#: The largest relevance (in absolute value) a qrels line may give: trec_eval's C ``int``.
-MAX_RELEVANCE = 2**31 - 1
+#: The largest relevance (in absolute value) a qrels line may give. trec_eval (inside
+#: pytrec_eval) allocates 8 bytes per relevance level up to the largest one: 10^23 raised
+#: ``SystemError``, 2^31 - 1 would take 17 GB; graded judgments use a handful of levels.
+MAX_RELEVANCE = 1_000_000
 
 #: Our names for the reported metrics, mapped to ir_measures' names.
 DEFAULT_METRICS = {"nDCG@10": "nDCG@10", "MRR@10": "RR@10", "R@100": "R@100",
@@ -101,16 +103,16 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
     if not _INTEGER.fullmatch(relevance):
         raise InputError(f"invalid line: relevance {relevance!r} is not an integer{hint}",
                          path=path, line=line)
-    value = int(relevance)
+    value = int(relevance) if len(relevance) <= 20 else MAX_RELEVANCE + 1
     if not -MAX_RELEVANCE <= value <= MAX_RELEVANCE:
-        # pytrec_eval stores relevance in a C int: a larger value fails deep inside it.
+        # pytrec_eval fails (or allocates per level) deep inside: refused here, named.
         raise InputError(f"invalid relevance: {relevance} is outside "
                          f"[-{MAX_RELEVANCE}, {MAX_RELEVANCE}]", path=path, line=line)
     return qid, doc_id, value
 
 
 # An optional sign and ASCII digits; int() would also take "1_000" and non-ASCII digits.
-_INTEGER = re.compile(r"[+-]?[0-9]{1,20}")
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 def load_beir(data_dir: str | os.PathLike, split: str = "test", *,

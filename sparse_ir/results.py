@@ -16,7 +16,7 @@ from sparse_ir.errors import InputError
 from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, read_lines, warn_if_skipped
 from sparse_ir.validation import id_problem
 
-__all__ = ["Hit", "Run"]
+__all__ = ["Hit", "Run", "TrecRunWriter"]
 
 
 class Hit(NamedTuple):
@@ -79,34 +79,8 @@ class Run:
 
     def write_trec(self, path: str | os.PathLike, *, tag: str | None = None) -> None:
         """Write the run as a TREC run file (atomically: temporary file, then rename)."""
-        tag = tag or self.name
-        if any(c.isspace() for c in tag):
-            raise ValueError(f"a TREC run tag cannot contain whitespace: {tag!r}")
-        path = os.fspath(path)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as out:
-                for qid, hits in self.results.items():
-                    for rank, hit in enumerate(hits, start=1):
-                        score = hit.score
-                        # What read_trec would refuse is refused here, before it is written.
-                        for value in (qid, hit.doc_id):
-                            if problem := id_problem(value):
-                                raise ValueError(f"cannot write a TREC run: {problem}")
-                        if not math.isfinite(score):
-                            raise ValueError(f"cannot write a TREC run: query {qid!r}, "
-                                             f"document {hit.doc_id!r} has score {score!r}")
-                        text = str(int(score)) if isinstance(score, int) or (
-                            float(score).is_integer() and abs(score) < 2**53) else repr(
-                            float(score))
-                        out.write(f"{qid} Q0 {hit.doc_id} {rank} {text} {tag}\n")
-                out.flush()
-                os.fsync(out.fileno())  # a crash after the rename must not leave it empty
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with TrecRunWriter(path, tag=tag or self.name) as writer:
+            writer.write(self)
 
     @classmethod
     def read_trec(cls, path: str | os.PathLike, *, name: str | None = None,
@@ -184,3 +158,77 @@ def _trec_line(raw: bytes, line: int, path: object) -> tuple[str, str, float, st
     if not math.isfinite(score):
         raise InputError(f"invalid score: {score_text!r} is not finite", path=path, line=line)
     return qid, doc_id, score, run_tag
+
+
+class TrecRunWriter:
+    """Write a TREC run file query by query, in bounded memory, published atomically.
+
+    Lines go to a temporary file beside ``path``, which replaces ``path`` only when the
+    ``with`` block ends without an error (an interrupted search leaves no half-written run).
+    A batch search over many queries writes each chunk of results as it comes, so no more
+    than one chunk of hits is ever held in memory.
+
+    Example:
+        >>> import tempfile, os
+        >>> from sparse_ir import Hit, Run
+        >>> path = os.path.join(tempfile.mkdtemp(), "run.trec")
+        >>> with TrecRunWriter(path, tag="mine") as writer:
+        ...     writer.write_hits("q1", [Hit("d2", 9), Hit("d1", 4)])
+        ...     writer.write(Run({"q2": [Hit("d1", 7)]}))
+        >>> open(path).read().splitlines()[2]
+        'q2 Q0 d1 1 7 mine'
+    """
+
+    def __init__(self, path: str | os.PathLike, *, tag: str = "sparse-ir"):
+        if not tag or any(c.isspace() for c in tag):
+            raise ValueError(f"a TREC run tag must be non-empty, without whitespace: {tag!r}")
+        self.path = os.fspath(path)
+        self.tag = tag
+        self.queries = 0
+        self.hits = 0
+        self._tmp = f"{self.path}.tmp-{os.getpid()}"
+        self._out = None
+
+    def __enter__(self) -> TrecRunWriter:
+        self._out = open(self._tmp, "w", encoding="utf-8")
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        out, self._out = self._out, None
+        try:
+            if kind is None:
+                out.flush()
+                os.fsync(out.fileno())  # a crash after the rename must not leave it empty
+            out.close()
+            if kind is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            if os.path.exists(self._tmp):
+                os.unlink(self._tmp)
+
+    def write(self, run: Run) -> None:
+        """Append every query of ``run``."""
+        for qid, hits in run.results.items():
+            self.write_hits(qid, hits)
+
+    def write_hits(self, qid: str, hits) -> None:
+        """Append one query's ranked hits (rank 1 first)."""
+        if self._out is None:
+            raise ValueError("TrecRunWriter.write_hits outside its with block")
+        # What read_trec would refuse is refused here, before it is written.
+        if problem := id_problem(qid):
+            raise ValueError(f"cannot write a TREC run: {problem}")
+        lines = []
+        for rank, hit in enumerate(hits, start=1):
+            score = hit.score
+            if problem := id_problem(hit.doc_id):
+                raise ValueError(f"cannot write a TREC run: {problem}")
+            if not math.isfinite(score):
+                raise ValueError(f"cannot write a TREC run: query {qid!r}, "
+                                 f"document {hit.doc_id!r} has score {score!r}")
+            text = str(int(score)) if isinstance(score, int) or (
+                float(score).is_integer() and abs(score) < 2**53) else repr(float(score))
+            lines.append(f"{qid} Q0 {hit.doc_id} {rank} {text} {self.tag}\n")
+        self._out.writelines(lines)
+        self.queries += 1
+        self.hits += len(lines)

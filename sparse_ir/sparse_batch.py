@@ -6,16 +6,17 @@ integer impacts, the index consumes it. It is plain numpy from here on (no torch
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from sparse_ir.errors import InputError
+from sparse_ir.jsonl import open_text_binary, parse_json
 from sparse_ir.validation import first_duplicate, id_problem
 
 __all__ = ["SparseBatch", "SPARSE_BATCH_FORMAT", "SPARSE_BATCH_VERSION"]
@@ -275,7 +276,7 @@ class SparseBatch:
         """Read a batch written by :meth:`save`; refuse anything else with a clear error."""
         path = os.fspath(path)
         try:
-            with open(path, "rb") as handle:
+            with open_text_binary(path) as handle:  # a regular file (no FIFO, no device)
                 if handle.read(4) != b"PK\x03\x04":
                     raise InputError("unreadable SparseBatch file (not an .npz zip archive)",
                                      path=path)
@@ -298,7 +299,10 @@ class SparseBatch:
                 indptr, indices, values = data["indptr"], data["indices"], data["values"]
                 vocab = _from_json_bytes(data["vocab"], path)
                 ids = _from_json_bytes(data["ids"], path)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+                NotImplementedError, RuntimeError, KeyError, zlib.error) as exc:
+            # NotImplementedError: an unsupported compression; RuntimeError: an encrypted
+            # member; zlib.error: damaged compressed data.
             if isinstance(exc, InputError):
                 raise
             if isinstance(exc, FileNotFoundError):
@@ -374,7 +378,10 @@ def _json_bytes(value: object) -> np.ndarray:
 
 
 def _from_json_bytes(array: np.ndarray, path: str) -> object:
+    if array.dtype != np.uint8 or array.ndim != 1:
+        raise InputError(f"corrupt SparseBatch metadata (an array of {array.dtype}, "
+                         f"shape {array.shape}, where UTF-8 JSON bytes belong)", path=path)
     try:
-        return json.loads(io.BytesIO(array.tobytes()).read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"corrupt SparseBatch metadata ({exc})", path=path) from None
+        return parse_json(array.tobytes())
+    except InputError as exc:  # strict and depth-limited, as every JSON reader
+        raise InputError(f"corrupt SparseBatch metadata ({exc.reason})", path=path) from None

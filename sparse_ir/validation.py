@@ -140,7 +140,7 @@ def weight_problem(value: object) -> str | None:
     # numbers.Real covers numpy's scalars too, and not numpy's bool_ (nor, here, Python's).
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"weight {value!r} is not a number"
-    if not math.isfinite(value):
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
         return f"weight {value!r} is not finite"
     if value < 0:
         return f"weight {value!r} is negative (weights must be >= 0)"

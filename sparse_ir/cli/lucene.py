@@ -262,22 +262,29 @@ def run_import_lucene(args: argparse.Namespace) -> int:
 
 
 def _read_vocab(path: str) -> tuple[str, ...]:
-    import json
-
     from sparse_ir.errors import InputError
+    from sparse_ir.jsonl import read_json_file, read_lines
 
     location = Path(path)
     if location.is_dir():
         from sparse_ir.index.impact_index import ImpactIndex
 
         return ImpactIndex.open(location).vocab
-    data = location.read_bytes().decode("utf-8")
     if location.suffix == ".json":
-        tokens = json.loads(data)
+        tokens = read_json_file(location)  # size-capped, depth-limited, strict
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise InputError("a JSON vocabulary must be a list of strings", path=path)
         return tuple(tokens)
-    return tuple(line.rstrip("\r") for line in data.split("\n") if line.rstrip("\r"))
+    tokens = []
+    for line, raw in read_lines(location):
+        try:
+            token = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
+                             f"{exc.start + 1}", path=path, line=line) from None
+        if token:
+            tokens.append(token)
+    return tuple(tokens)
 
 
 def run_lucene_build(args: argparse.Namespace) -> int:
@@ -307,23 +314,37 @@ def run_lucene_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Queries searched per chunk by search-encoded: the run is written chunk by chunk, so memory
+#: holds at most this many queries' hits (1,000 × k = 1,000 hits: about 100 MB of Python objects).
+SEARCH_CHUNK = 1000
+
+
 def run_search_encoded(args: argparse.Namespace) -> int:
-    from sparse_ir.export.queries import read_encoded_queries
+    import itertools
+
+    from sparse_ir.export.queries import iter_encoded_queries
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.jsonl import SkipReport
+    from sparse_ir.results import TrecRunWriter
 
     index = ImpactIndex.open(args.index)
     report = SkipReport()
-    queries = read_encoded_queries(args.queries, skip_invalid=args.skip_invalid, report=report)
-    tokens = {token for query in queries for token in query.vector}
-    unknown = sum(1 for token in tokens if index.term_id(token) is None)
+    queries = iter_encoded_queries(args.queries, skip_invalid=args.skip_invalid, report=report)
+    tokens: set[str] = set()
+    searched = 0
     started = time.perf_counter()
-    run = index.search_batch([query.vector for query in queries], args.top_k,
-                             threads=args.threads, query_ids=[query.id for query in queries])
+    with TrecRunWriter(args.output) as writer:
+        while chunk := list(itertools.islice(queries, SEARCH_CHUNK)):
+            for query in chunk:
+                tokens.update(query.vector)
+            writer.write(index.search_batch([query.vector for query in chunk], args.top_k,
+                                            threads=args.threads,
+                                            query_ids=[query.id for query in chunk]))
+            searched += len(chunk)
     seconds = time.perf_counter() - started
-    run.write_trec(args.output)
-    print(f"{len(queries)} queries searched in {seconds:.2f}s "
-          f"({len(queries) / max(seconds, 1e-9):.0f} queries/s) -> {args.output}")
+    unknown = sum(1 for token in tokens if index.term_id(token) is None)
+    print(f"{searched} queries searched in {seconds:.2f}s "
+          f"({searched / max(seconds, 1e-9):.0f} queries/s) -> {args.output}")
     if unknown:
         print(f"note: {unknown} of {len(tokens)} distinct query tokens are not in the index's "
               "vocabulary (they match nothing)", file=sys.stderr)

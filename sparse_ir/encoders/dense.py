@@ -35,6 +35,7 @@ import torch
 
 from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
+from sparse_ir.encoders.truncation import cut_for_tokenizer
 
 __all__ = [
     "DenseEncodeStats",
@@ -326,6 +327,9 @@ class DenseEncoder:
         prepared = [prompt + cleaned[i] for i in non_empty]
         if self.lowercase:
             prepared = [t.lower() for t in prepared]
+        # Long texts are cut first (at a whitespace, never changing the tokens read), so memory
+        # follows max_length, not the raw size of a text.
+        prepared = cut_for_tokenizer(self.tokenizer, prepared, max_length + 1)
         # One token past the limit tells which texts were truncated.
         token_ids = self.tokenizer(prepared, add_special_tokens=True, truncation=True,
                                    max_length=max_length + 1, return_attention_mask=False,

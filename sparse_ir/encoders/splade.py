@@ -42,6 +42,7 @@ import torch
 from sparse_ir.encoders.options import Pooling, Precision, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
+from sparse_ir.encoders.truncation import cut_for_tokenizer
 from sparse_ir.sparse_batch import SparseBatch
 
 __all__ = ["SpladeEncoder", "EncodeStats", "Pooling", "Precision", "Screen"]
@@ -270,7 +271,11 @@ class SpladeEncoder:
 
         # One token past the limit tells which texts were truncated, without tokenizing
         # (and warning about) the whole of a very long text.
-        token_ids = self.tokenizer([texts[i] for i in non_empty], add_special_tokens=True,
+        # Long texts are cut first (at a whitespace, never changing the tokens read), so memory
+        # follows max_length, not the raw size of a text.
+        chosen_texts = cut_for_tokenizer(self.tokenizer, [texts[i] for i in non_empty],
+                                         max_length + 1)
+        token_ids = self.tokenizer(chosen_texts, add_special_tokens=True,
                                    truncation=True, max_length=max_length + 1,
                                    return_attention_mask=False,
                                    return_token_type_ids=False)["input_ids"] if non_empty else []

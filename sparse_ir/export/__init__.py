@@ -26,6 +26,7 @@ _EXPORTS = {
     "write_query_tsv": "sparse_ir.export.queries",
     "write_query_jsonl": "sparse_ir.export.queries",
     "read_encoded_queries": "sparse_ir.export.queries",
+    "iter_encoded_queries": "sparse_ir.export.queries",
     "queries_from_batch": "sparse_ir.export.queries",
     "import_json_vectors": "sparse_ir.export.jsonvector",
     "ImportReport": "sparse_ir.export.jsonvector",

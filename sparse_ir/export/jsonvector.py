@@ -47,6 +47,7 @@ from sparse_ir.export.tokens import id_problem, token_problem
 from sparse_ir.jsonl import SkipReport, read_jsonl
 from sparse_ir.quantize import DEFAULT_SCALE, Quantizer, QuantizeStats
 from sparse_ir.sparse_batch import SparseBatch
+from sparse_ir.validation import weight_problem
 
 __all__ = [
     "JSON_VECTOR_SUFFIXES",
@@ -60,6 +61,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 JSON_VECTOR_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+# The largest weight read (a float beyond it would not quantize to an exact integer anyway).
+_LARGEST_WEIGHT = 2**63 - 1
 
 
 class VectorRecord(NamedTuple):
@@ -212,6 +215,9 @@ def _check_record(record: dict, path, line: int, quantizer: Quantizer, scale_flo
         if weight < 0:
             raise InputError(f"invalid weight: weight of {token!r} is {weight!r}; weights must "
                              "be >= 0", path=path, line=line)
+        if (problem := weight_problem(weight)) is not None or weight > _LARGEST_WEIGHT:
+            raise InputError(f"invalid weight: {problem or f'weight {weight} is too large'} "
+                             f"(token {token!r})", path=path, line=line)
         if not scale_floats:
             if isinstance(weight, float):
                 raise InputError(

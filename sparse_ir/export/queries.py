@@ -29,6 +29,7 @@ from sparse_ir.validation import MAX_QUERY_IMPACT
 
 __all__ = [
     "EncodedQuery",
+    "iter_encoded_queries",
     "QueryFileReport",
     "queries_from_batch",
     "query_format",
@@ -129,10 +130,19 @@ def read_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
     """Read a pre-encoded query file (TSV, JSONL or JSON, see the module docs), checked.
 
     Raises :class:`InputError` naming the file, the line (or query) and the rule for: a
-    missing id or vector, a duplicate id, a weight that is not a number or is negative, a
-    token Lucene could not index. With ``skip_invalid`` such queries are counted in
-    ``report`` and left out instead.
+    missing id or vector, a duplicate id, a weight that is not a number, is negative, is not
+    finite or is an integer above :data:`~sparse_ir.validation.MAX_QUERY_IMPACT`, a token
+    Lucene could not index. With ``skip_invalid`` such queries are counted in ``report`` and
+    left out instead. :func:`iter_encoded_queries` reads the same one query at a time.
     """
+    return list(iter_encoded_queries(path, skip_invalid=skip_invalid, report=report))
+
+
+def iter_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
+                         report: SkipReport | None = None) -> Iterator[EncodedQuery]:
+    """Yield the queries of a pre-encoded query file one by one (see
+    :func:`read_encoded_queries`): a TSV or JSONL file of any length is read in bounded
+    memory (a ``.json`` file is one document, read whole, up to 1 GiB)."""
     if skip_invalid and report is None:
         report = SkipReport()
     kind = query_format(path)
@@ -142,7 +152,6 @@ def read_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
         records = _read_jsonl(path, skip_invalid, report)
     else:
         records = _read_json(path)
-    result: list[EncodedQuery] = []
     seen: set[str] = set()
     for line, parsed in records:
         try:
@@ -157,8 +166,7 @@ def read_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
             report.add(error)
             continue
         seen.add(parsed.id)
-        result.append(parsed)
-    return result
+        yield parsed
 
 
 # -- readers ------------------------------------------------------------------------------------
