@@ -109,7 +109,9 @@ def open_text_binary(path: str | os.PathLike) -> IO[bytes]:
         os.close(fd)
         raise
     if path.endswith(".gz"):
-        return gzip.GzipFile(filename=path, mode="rb", fileobj=handle)
+        unpacked = gzip.GzipFile(filename=path, mode="rb", fileobj=handle)
+        unpacked.myfileobj = handle  # closed with it (as when GzipFile opens the file itself)
+        return unpacked
     return handle
 
 
