@@ -107,10 +107,13 @@ def test_query_validation(built):
         built.search(np.zeros((2, 24), np.float32))
     with pytest.raises(ValueError, match="k must be a positive integer"):
         built.search(np.zeros(24, np.float32), 0)
-    with pytest.raises(ValueError, match="method must be one of"):
-        built.search_batch(np.zeros((1, 24), np.float32), method="ivf")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        built.search_batch(np.zeros((1, 24), np.float32), mode="ivf")
     with pytest.raises(ValueError, match="no HNSW graph"):
-        built.search(np.zeros(24, np.float32), method="hnsw")
+        built.search(np.zeros(24, np.float32), mode="hnsw")
+    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
+        old = built.search(np.ones(24, np.float32), 3, method="exact")
+    assert old == built.search(np.ones(24, np.float32), 3, mode="exact")
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -222,7 +225,7 @@ def test_hnsw_backend(tmp_path):
     index = DenseIndex.open(tmp_path / "hnsw", verify=True)
     queries = rng.standard_normal((20, 32)).astype(np.float32)
     exact = index.search_batch(queries, 10)
-    approx = index.search_batch(queries, 10, method="hnsw", ef_search=200)
+    approx = index.search_batch(queries, 10, mode="hnsw", ef_search=200)
     recall = np.mean([len({h.docno for h in exact[q]} & {h.docno for h in approx[q]}) / 10
                       for q in exact])
     assert recall >= 0.9

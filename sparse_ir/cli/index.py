@@ -154,7 +154,7 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
     own = set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
                                               ["input_ids"]))
     query = searcher.encode(text)
-    expansion = [t for t, _ in query.decode(0, top=None) if t not in own]
+    expansion = [t for t, _ in query.decode(0, top_k=None) if t not in own]
     print(f"query: {text}", file=out)
     print(f"  {query.nnz} query terms; expansion terms (+): "
           f"{', '.join(expansion[:8]) or 'none'}", file=out)
