@@ -50,9 +50,14 @@ def query_encoder_kind(model: str | os.PathLike | None) -> str:
     A hub model is not looked up: pass ``settings={"query_encoder": "idf"}`` when indexing.
     """
     from sparse_ir.encoders.registry import resolve_model
+    from sparse_ir.errors import MissingDependencyError
     from sparse_ir.training.inference_free import IDF_FILE
 
-    if model and (Path(resolve_model(model)) / IDF_FILE).is_file():
+    try:
+        directory = Path(resolve_model(model)) if model else None
+    except MissingDependencyError:  # a bundled model not installed: not a checkpoint
+        directory = None
+    if directory is not None and (directory / IDF_FILE).is_file():
         return "idf"
     return "splade"
 

@@ -26,11 +26,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError, MissingDependencyError
+from sparse_ir.index.modes import DenseModeName
 from sparse_ir.index.storage import (
     ArrayWriter,
     FileRecord,
@@ -62,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 DENSE_FORMAT = "sparse-ir-dense-index"
 DENSE_FORMAT_VERSION = 1
-SearchMethod = Literal["exact", "hnsw"]
+SearchMethod = DenseModeName  # its name before the modes module
 #: Default bytes of the matrix block scored at once (the scores take ``rows × queries × 4``).
 _CHUNK_BYTES = 64 << 20
 # Files up to this size are checksummed at every open; larger ones only by verify().

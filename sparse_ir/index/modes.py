@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_BOUND_WEIGHT",
     "DEFAULT_CUT_RATIO",
     "Approximate",
+    "DenseModeName",
     "Exhaustive",
     "Pruned",
     "SearchMode",
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 SearchModeName = Literal["exhaustive", "pruned", "approximate"]
+#: Modes of a :class:`~sparse_ir.index.dense.DenseIndex`: every document scored, or the graph.
+DenseModeName = Literal["exact", "hnsw"]
 
 # Defaults of approximate mode, chosen on the 1M synthetic SPLADE benchmark (docs/performance.md):
 # Recall@10 0.994 at 0.75× the exact mode's latency (β = 0.85 kept recall 1.0 but was no faster
