@@ -305,7 +305,9 @@ def test_encoder_counts_and_order(tiny_dense):
     alone = tiny_dense.encode_documents(["cell"], show_progress=False)
     np.testing.assert_allclose(vectors[4], alone[0], atol=1e-6)
     with pytest.raises(TypeError, match="not one string"):
-        tiny_dense.encode_documents("gene")
+        tiny_dense.encode("gene", max_length=8)
+    np.testing.assert_allclose(tiny_dense.encode_queries("gene", show_progress=False),
+                               tiny_dense.encode_queries(["gene"], show_progress=False))
 
 
 def test_query_and_document_prompts(tiny_bert_dir):
@@ -404,6 +406,15 @@ def test_cli_dense_and_hybrid_search(tiny_indexes, capsys):
                      "tumor cells in mice"]) == 0
         out = capsys.readouterr().out
         assert "fusion:" in out and sum(f"d{i}" in out for i in range(1, 6)) == 5
+    for option in (["--dense-mode", "hnsw"], ["--method", "hnsw"],
+                   ["--sparse-mode", "exhaustive"]):
+        assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
+                     "--dense-index", str(tiny_indexes / "dense"), "-k", "3", *option,
+                     "tumor cells"]) == 0
+        assert "fusion:" in capsys.readouterr().out
+    assert main(["dense-search", "--index", str(tiny_indexes / "dense"), "-k", "3",
+                 "--mode", "hnsw", "gene"]) == 0
+    assert capsys.readouterr().out.count("score") == 3
     assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
                  "--dense-index", str(tiny_indexes / "dense"), "--alpha", "2", "x"]) == 1
     assert "alpha must be within" in capsys.readouterr().err

@@ -137,7 +137,10 @@ def test_invalid_options(tiny_bert_dir, kwargs, message):
 
 def test_invalid_calls(tiny_encoder):
     with pytest.raises(TypeError, match="not one string"):
-        tiny_encoder.encode_documents("a single string")
+        tiny_encoder.encode("a single string", max_length=8)
+    one = tiny_encoder.encode_documents("a single string", ids=["x"])  # one str: one row
+    assert one.to_dicts() == tiny_encoder.encode_documents(["a single string"]).to_dicts()
+    assert one.ids == ("x",)
     with pytest.raises(ValueError, match="2 ids for 1 texts"):
         tiny_encoder.encode_documents(["x"], ids=["a", "b"])
     with pytest.raises(ValueError, match="max_active_dims"):
