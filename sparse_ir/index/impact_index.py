@@ -419,7 +419,11 @@ class ImpactIndex:
             >>> index.search({"dog": 1}, k=2, mode="exhaustive") == index.search({"dog": 1}, 2)
             True
         """
-        return self.search_with_stats(query, k, mode=self._mode(mode, cut_ratio, bound_weight))[0]
+        _check_k(k)
+        resolved = self._mode(mode, cut_ratio, bound_weight)
+        terms, weights = self.prepare_query(query)
+        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
+        return self._hits(docs, scores)
 
     def search_with_stats(self, query: QueryLike, k: int = 10, *,
                           mode: str | SearchMode | None = None
@@ -436,38 +440,43 @@ class ImpactIndex:
             >>> hits[0].doc_id, stats.postings, stats.mode
             ('1', 2, 'exhaustive')
         """
+        from sparse_ir.index.pruned import STATS_FIELDS
+
         _check_k(k)
         resolved = self._mode(mode, None, None)
         terms, weights = self.prepare_query(query)
-        k = min(k, max(self.num_documents, 1))
-        use_int64 = self._needs_int64(terms, weights)
-        params = resolved.kernel_params()
+        docs, scores, kernel_stats, use_int64 = self._search_prepared(terms, weights, k,
+                                                                      resolved)
         offsets = np.asarray(self.term_offsets)
         total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
         figures = {"postings": total}
-        if self.has_search_layout:
-            # Windowed kernels over the search layout (params None: exhaustive).
-            docs, scores, kernel_stats = self._pruned().search(terms, weights, k, params,
-                                                               use_int64)
-            if params is not None:
-                from sparse_ir.index.pruned import STATS_FIELDS
-
-                figures = {name: int(value) for name, value in zip(STATS_FIELDS, kernel_stats)
-                           if name in SearchStats._fields}
-                # A query too small to prune was answered by the exhaustive kernel.
-                figures["postings"] = figures.get("postings") or total
-        else:
-            accumulator = self._accumulator(use_int64)
-            docs = np.empty(k, np.int64)
-            scores = np.empty(k, np.int64)
-            count = kernels.search_one(terms, weights, self.term_offsets, self.postings_docs,
-                                       self.postings_impacts, accumulator, k, docs, scores)
-            if count == kernels.CORRUPT:
-                raise IndexCorruptError(f"{self.directory}: a posting points outside the "
-                                        "index; run verify()")
-            docs, scores = docs[:count], scores[:count]
+        if kernel_stats is not None:
+            figures = {name: int(value) for name, value in zip(STATS_FIELDS, kernel_stats)
+                       if name in SearchStats._fields}
+            # A query too small to prune was answered by the exhaustive kernel.
+            figures["postings"] = figures.get("postings") or total
         stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=bool(use_int64))
         return self._hits(docs, scores), stats
+
+    def _search_prepared(self, terms: np.ndarray, weights: np.ndarray, k: int,
+                         mode: SearchMode):
+        """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query."""
+        k = min(k, max(self.num_documents, 1))
+        use_int64 = self._needs_int64(terms, weights)
+        params = mode.kernel_params()
+        if self.has_search_layout:
+            # Windowed kernels over the search layout (params None: exhaustive).
+            docs, scores, stats = self._pruned().search(terms, weights, k, params, use_int64)
+            return docs, scores, (None if params is None else stats), use_int64
+        accumulator = self._accumulator(use_int64)
+        docs = np.empty(k, np.int64)
+        scores = np.empty(k, np.int64)
+        count = kernels.search_one(terms, weights, self.term_offsets, self.postings_docs,
+                                   self.postings_impacts, accumulator, k, docs, scores)
+        if count == kernels.CORRUPT:
+            raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
+                                    "run verify()")
+        return docs[:count], scores[:count], None, use_int64
 
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
                      query_ids: Sequence[str] | None = None,

@@ -27,6 +27,7 @@ This module needs numpy only (the kernel settings class is imported when first a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
 
@@ -59,6 +60,15 @@ DEFAULT_BOUND_WEIGHT = 0.7
 _ESTIMATE_POSTINGS = 100_000
 _ESTIMATE_CANDIDATES = 128
 _EXACT_CUT_RATIO = 0.5
+
+
+@functools.lru_cache(maxsize=64)
+def _pruned_params(estimate_postings: int, estimate_candidates: int, cut_ratio: float,
+                   bound_weight: float) -> PrunedParams:
+    """The kernel's settings object (made once per distinct setting: searches are hot)."""
+    from sparse_ir.index.pruned import PrunedParams
+
+    return PrunedParams(estimate_postings, estimate_candidates, cut_ratio, bound_weight)
 
 
 def _check_estimates(mode) -> None:
@@ -106,10 +116,8 @@ class Pruned:
 
     def kernel_params(self) -> PrunedParams:
         """The pruned kernel's settings."""
-        from sparse_ir.index.pruned import PrunedParams
-
-        return PrunedParams(self.estimate_postings, self.estimate_candidates,
-                            float(self.cut_ratio), 1.0)
+        return _pruned_params(self.estimate_postings, self.estimate_candidates,
+                              float(self.cut_ratio), 1.0)
 
 
 @dataclass(frozen=True)
@@ -152,14 +160,13 @@ class Approximate:
 
     def kernel_params(self) -> PrunedParams:
         """The pruned kernel's settings."""
-        from sparse_ir.index.pruned import PrunedParams
-
-        return PrunedParams(self.estimate_postings, self.estimate_candidates,
-                            float(self.cut_ratio), float(self.bound_weight))
+        return _pruned_params(self.estimate_postings, self.estimate_candidates,
+                              float(self.cut_ratio), float(self.bound_weight))
 
 
 SearchMode = Exhaustive | Pruned | Approximate
-_BY_NAME = {"exhaustive": Exhaustive, "pruned": Pruned, "approximate": Approximate}
+# Each name's default value (frozen, so shared).
+_BY_NAME = {"exhaustive": Exhaustive(), "pruned": Pruned(), "approximate": Approximate()}
 assert tuple(_BY_NAME) == get_args(SearchModeName)
 
 
@@ -174,13 +181,13 @@ def resolve_mode(mode: str | SearchMode | None, *, has_search_layout: bool) -> S
             search layout.
     """
     if mode is None:
-        return Pruned() if has_search_layout else Exhaustive()
+        return _BY_NAME["pruned" if has_search_layout else "exhaustive"]
     if isinstance(mode, str):
-        kind = _BY_NAME.get(mode)
-        if kind is None:
+        value = _BY_NAME.get(mode)
+        if value is None:
             raise ValueError(f"mode must be one of {', '.join(_BY_NAME)} (or a mode value such "
                              f"as Approximate(cut_ratio=...)); got {mode!r}")
-        mode = kind()
+        mode = value
     elif not isinstance(mode, (Exhaustive, Pruned, Approximate)):
         raise ValueError(f"mode must be one of {', '.join(_BY_NAME)} or a mode value "
                          f"(Exhaustive, Pruned, Approximate); got {mode!r}")
