@@ -33,7 +33,7 @@ class Searcher:
             raise ValueError(
                 f"the encoder's vocabulary ({len(encoder.vocab)} tokens) is not the one the "
                 f"index {index.directory} was built with ({index.vocab_size} tokens); use the "
-                f"model the index was built with ({index.manifest['build'].get('model', '?')})")
+                f"model the index was built with ({index.settings.get('model', '?')})")
         self.index = index
         self.encoder = encoder
 
@@ -44,13 +44,14 @@ class Searcher:
         from sparse_ir.encoders.splade import SpladeEncoder
 
         index = ImpactIndex.open(path)
-        name = model or index.manifest["build"].get("model")
+        name = model or index.settings.get("model")
         if not name:
             raise ValueError(f"the index {path} does not record its model; pass model=...")
         options = dict(encoder_options)
+        settings = index.settings
         for key in ("pooling", "query_max_length"):
-            if key in index.manifest["build"] and key not in options:
-                options[key] = index.manifest["build"][key]
+            if key in settings and key not in options:
+                options[key] = settings[key]
         encoder = SpladeEncoder.from_pretrained(name, device=device, **options)
         return cls(index, encoder)
 

@@ -129,7 +129,7 @@ def _index_vectors(args: argparse.Namespace) -> int:
 
 
 def _print_summary(index) -> None:
-    build = index.manifest["build"]
+    build = index.settings
     print(f"index {index.directory.parent}: {index.num_documents} documents, "
           f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
           f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
@@ -178,7 +178,7 @@ def run_info(args: argparse.Namespace) -> int:
     from sparse_ir.index.impact_index import ImpactIndex
 
     index = ImpactIndex.open(args.index)
-    manifest = dict(index.manifest)
+    manifest = index.manifest.to_dict()
     manifest.pop("files")
     print(f"generation: {index.directory}")
     print(json.dumps(manifest, indent=1, sort_keys=True))
@@ -187,8 +187,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sparse_ir.index.check import check_index
+    from sparse_ir.index.check import verify_index
 
-    report = check_index(args.index)
+    report = verify_index(args.index)
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
