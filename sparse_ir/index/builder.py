@@ -93,6 +93,14 @@ class BuildReport:
     seconds: float = 0.0
     quantize: QuantizeStats = field(default_factory=QuantizeStats)
 
+    def facts(self, memory_budget: int) -> dict:
+        """What the manifest records of the build (under ``build``, with the caller's
+        settings)."""
+        return {"memory_budget": memory_budget, "runs_spilled": self.runs_spilled,
+                "seconds": round(self.seconds, 3), "empty_documents": self.empty_documents,
+                "zeros_dropped": self.quantize.zeros_dropped,
+                "saturated": self.quantize.saturated}
+
 
 @numba.njit(cache=True, nogil=True)
 def _count_terms(terms, impacts, counts, maxima):
@@ -427,15 +435,7 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 max_impact=max_impact,
                 has_contents=content_iter is not None,
                 search_layout=layout_record,
-                build={
-                    "memory_budget": budget,
-                    "runs_spilled": report.runs_spilled,
-                    "seconds": round(report.seconds, 3),
-                    "empty_documents": report.empty_documents,
-                    "zeros_dropped": report.quantize.zeros_dropped,
-                    "saturated": report.quantize.saturated,
-                    **(settings or {}),
-                },
+                build={**report.facts(budget), **(settings or {})},
                 files=files,
             )
             write_manifest(temporary, manifest.to_dict())
