@@ -8,6 +8,7 @@ import typing
 from pathlib import Path
 
 from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
+from sparse_ir.index.modes import DEFAULT_BOUND_WEIGHT, DEFAULT_CUT_RATIO, SearchModeName
 from sparse_ir.quantize import ImpactBits
 
 
@@ -55,6 +56,18 @@ def register(subparsers) -> None:
                         help="query encoder (default: the model recorded in the index)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
+    parser.add_argument("--mode", choices=typing.get_args(SearchModeName), default=None,
+                        help="exhaustive: score every posting; pruned: the same hits, scoring "
+                             "a fraction of them; approximate: faster, at a measured recall "
+                             "(--cut-ratio, --bound-weight). Default: pruned when the index "
+                             "has the search layout, else exhaustive")
+    parser.add_argument("--cut-ratio", type=float, default=None,
+                        help=f"approximate mode: rho, the share of the estimated k-th score "
+                             f"left below the cuts (default {DEFAULT_CUT_RATIO})")
+    parser.add_argument("--bound-weight", type=float, default=None,
+                        help=f"approximate mode: beta in [0, 1], the share of the "
+                             f"below-the-cuts bound credited to a document (default "
+                             f"{DEFAULT_BOUND_WEIGHT})")
     parser.set_defaults(handler=run_search)
 
     parser = subparsers.add_parser("info", help="print an index's manifest summary")
@@ -124,7 +137,7 @@ def _index_vectors(args: argparse.Namespace) -> int:
         index = ImpactIndex.build(load_all(), args.output,
                                   quantizer=quantizer, memory_budget=args.memory_budget,
                                   show_progress=args.show_progress,
-                                  settings={"model": args.model, "vectors": str(args.vectors)})
+                                  settings=_vector_settings(args))
     except InputError as error:
         if error.path is None and current:  # a builder error about a row: name the shard
             raise InputError(error.reason, path=current[0]) from None
@@ -133,8 +146,17 @@ def _index_vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vector_settings(args: argparse.Namespace) -> dict:
+    settings = {"model": args.model, "vectors": str(args.vectors)}
+    if args.model:
+        from sparse_ir.pipeline import query_encoder_kind
+
+        settings["query_encoder"] = query_encoder_kind(args.model)
+    return settings
+
+
 def _print_summary(index) -> None:
-    build = index.manifest["build"]
+    build = index.settings
     print(f"index {index.directory.parent}: {index.num_documents} documents, "
           f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
           f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
@@ -143,27 +165,43 @@ def _print_summary(index) -> None:
         print(f"warning: {build['saturated']} weights saturated at max_impact")
 
 
+def search_mode(args: argparse.Namespace):
+    """The search mode of ``--mode``, ``--cut-ratio`` and ``--bound-weight``."""
+    from sparse_ir.index.modes import Approximate
+
+    knobs = {key: value for key, value in (("cut_ratio", args.cut_ratio),
+                                           ("bound_weight", args.bound_weight))
+             if value is not None}
+    if args.mode == "approximate":
+        return Approximate(**knobs)
+    if knobs:
+        raise ValueError("--cut-ratio and --bound-weight apply to --mode approximate")
+    return args.mode
+
+
 def run_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import Searcher
 
-    searcher = Searcher.from_index(args.index, model=args.model, device=args.device)
+    mode = search_mode(args)
+    searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode)
     text = " ".join(args.query)
     print_hits(searcher, text, args.top_k, args.terms)
     return 0
 
 
 def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
-    """Print ranked hits with titles and the query terms that contributed most."""
+    """Print ranked hits with titles and the query terms that contributed most (searched in
+    the searcher's mode)."""
     out = out or sys.stdout
     tokenizer = searcher.encoder.tokenizer
     own = set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
                                               ["input_ids"]))
     query = searcher.encode(text)
-    expansion = [t for t, _ in query.decode(0, top=None) if t not in own]
+    expansion = [t for t, _ in query.decode(0, top_k=None) if t not in own]
     print(f"query: {text}", file=out)
     print(f"  {query.nnz} query terms; expansion terms (+): "
           f"{', '.join(expansion[:8]) or 'none'}", file=out)
-    hits = searcher.index.search(query, k)
+    hits = searcher.index.search(query, k, mode=searcher.mode)
     if not hits:
         print("  no document matches", file=out)
     for rank, hit in enumerate(hits, start=1):
@@ -183,7 +221,7 @@ def run_info(args: argparse.Namespace) -> int:
     from sparse_ir.index.impact_index import ImpactIndex
 
     index = ImpactIndex.open(args.index)
-    manifest = dict(index.manifest)
+    manifest = index.manifest.to_dict()
     manifest.pop("files")
     print(f"generation: {index.directory}")
     print(json.dumps(manifest, indent=1, sort_keys=True))
@@ -192,8 +230,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sparse_ir.index.check import check_index
+    from sparse_ir.index.check import verify_index
 
-    report = check_index(args.index)
+    report = verify_index(args.index)
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
