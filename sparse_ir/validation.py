@@ -177,7 +177,7 @@ def first_duplicate(values) -> tuple[int, object] | None:
     return None
 
 
-def check_query_weights(terms, weights, *, max_impact: int, vocab=None) -> None:
+def check_query_weights(terms, weights, max_impact: int, vocab=None) -> None:
     """Raise :class:`InputError` if an integer query weight could make a score overflow.
 
     Scores are exact 64-bit integers: Σ query weight × document impact. With ``n`` query
@@ -189,6 +189,12 @@ def check_query_weights(terms, weights, *, max_impact: int, vocab=None) -> None:
     """
     import numpy as np
 
+    given = weights
+    if isinstance(weights, (list, tuple)):  # Python numbers, maybe beyond 64 bits (10**30)
+        if not weights or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool)
+                                  for w in weights):
+            return
+        weights = np.array([min(int(w), _INT64_MAX) for w in weights], np.int64)
     weights = np.asarray(weights)
     if weights.dtype.kind not in "iu" or weights.size == 0:
         return
@@ -199,6 +205,6 @@ def check_query_weights(terms, weights, *, max_impact: int, vocab=None) -> None:
         term = int(np.asarray(terms)[position])
         name = repr(vocab[term]) if vocab is not None and 0 <= term < len(vocab) else \
             f"term id {term}"
-        raise InputError(f"query weight {int(weights[position])} of {name} is above {limit:,}, "
+        raise InputError(f"query weight {int(given[position])} of {name} is above {limit:,}, "
                          f"the largest weight for which {weights.size} term(s) × impacts up to "
                          f"{max_impact} keep every score exact in 64 bits")

@@ -135,6 +135,12 @@ def test_the_largest_allowed_weight_scores_exactly(small_index):
         small_index.search({"b": limit + 1})
 
 
+@pytest.mark.parametrize("weight", [10**30, np.uint64(2**63 + 5)])
+def test_a_weight_beyond_64_bits_in_a_dict_is_refused(small_index, weight):
+    with pytest.raises(InputError, match="of 'b' is above"):
+        small_index.search({"a": 1, "b": weight})
+
+
 def test_a_uint64_weight_above_int64_is_refused(small_index):
     with pytest.raises(InputError, match="is above"):
         small_index.search((np.array([1]), np.array([2**63 + 5], np.uint64)))

@@ -278,6 +278,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
                 if term is not None:
                     terms.append(term)
                     values.append(weight)
+            check_query_weights(terms, values, self.quantizer.max_impact, self.vocab)
             array = np.asarray(values, np.int64 if integer else np.float64)
             return self._finish_query(np.asarray(terms, np.int64), array)
         if isinstance(query, tuple) and len(query) == 2:
@@ -297,7 +298,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
 
     def _finish_query(self, terms: np.ndarray, values: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
-        check_query_weights(terms, values, max_impact=self.quantizer.max_impact, vocab=self.vocab)
+        check_query_weights(terms, values, self.quantizer.max_impact, self.vocab)
         if values.dtype.kind == "f":
             if len(values) and not np.all(np.isfinite(values)):
                 raise InputError("query weights must be finite (found NaN or infinity)")
