@@ -179,11 +179,33 @@ def per_query(run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = Non
     result = {label: dict.fromkeys(judged, 0.0) for label in measures}
     by_measure = {measure: label for label, measure in measures.items()}
     present = {q: d for q, d in scores.items() if d}
-    for metric in ir_measures.iter_calc(list(measures.values()), qrels, present):
+    for metric in ir_measures.iter_calc(list(measures.values()), _safe_qrels(qrels, judged),
+                                        present):
         label = by_measure[metric.measure]
         if metric.query_id in result[label]:
             result[label][metric.query_id] = float(metric.value)
     return result
+
+
+def _safe_qrels(qrels: Qrels, judged: list[str]) -> Qrels:
+    """What trec_eval (inside pytrec_eval) may be given without reading or writing out of bounds.
+
+    trec_eval assumes judged relevance is a small non-negative integer: it sizes arrays by the
+    largest value of a query, uses -1 and -2 as its own markers (not in the pool, unjudged), and
+    a query whose judgments are all below -1 made it crash (SIGSEGV) in a later evaluation. So
+    only the queries with a relevant document are passed (the only ones reported), without
+    their negative judgments (which trec_eval itself reads as unjudged).
+    """
+    safe: Qrels = {}
+    for qid in judged:
+        docs = qrels[qid]
+        for doc_id, value in docs.items():
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not -MAX_RELEVANCE <= value <= MAX_RELEVANCE:
+                raise InputError(f"invalid relevance: query {qid!r}, document {doc_id!r} has "
+                                 f"relevance {value!r} (an integer within ±{MAX_RELEVANCE})")
+        safe[qid] = {doc_id: value for doc_id, value in docs.items() if value >= 0}
+    return safe
 
 
 def evaluate(run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = None

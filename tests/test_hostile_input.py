@@ -96,6 +96,31 @@ def test_relevance_at_the_limit_evaluates(tmp_path):
     assert scores["nDCG@10"] == pytest.approx(1.0)
 
 
+def test_queries_judged_only_negative_do_not_crash_the_evaluator(tmp_path):
+    # pytrec_eval crashed (SIGSEGV) evaluating a query whose judgments were all below -1 after
+    # any earlier evaluation in the same process: run in a child, so a crash fails the test.
+    import subprocess
+
+    code = (
+        "from sparse_ir.eval import evaluate\n"
+        "from sparse_ir.results import Hit, Run\n"
+        "print(evaluate(Run({'a': [Hit('d1', 1.0)]}), {'a': {'d1': 1}, 'b': {'d1': 0}}))\n"
+        "for rel in (-2, -61, -1000000):\n"
+        "    print(evaluate(Run({'q': [Hit('d3', 1.0)]}), {'q': {'d3': rel}, 'r': {'d1': 1}}))\n"
+        "print(evaluate(Run({'q': [Hit('d3', 1.0)]}), {'q': {'d3': -5, 'd4': 2}}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(Path(__file__).resolve().parent.parent),
+                               os.environ.get("PYTHONPATH", "")])})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("nDCG@10") == 5
+
+
+def test_in_memory_qrels_with_a_huge_relevance_are_refused():
+    with pytest.raises(InputError, match="relevance"):
+        evaluate(Run({"q": [Hit("d1", 1.0)]}), {"q": {"d1": 10**23}})
+
+
 def test_relevance_of_ten_to_the_23_through_the_cli(tmp_path, capsys):
     qrels = write(tmp_path, "qrels.tsv", b"q1\td1\t100000000000000000000000\n")
     run = write(tmp_path, "run.trec", b"q1 Q0 d1 1 3 t\n")
