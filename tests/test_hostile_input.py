@@ -447,3 +447,18 @@ def test_a_long_document_encodes_as_its_prefix(tiny_bert_dir):
 
 if sys.platform == "win32":  # pragma: no cover
     pytestmark = pytest.mark.skip(reason="POSIX devices and FIFOs")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="advisory locks are POSIX")
+def test_a_second_concurrent_build_is_one_line_and_status_5(tmp_path, capsys):
+    import fcntl
+
+    vectors = write(tmp_path, "v.jsonl", b'{"id": "d1", "vector": {"a": 1}}\n')
+    output = tmp_path / "ix"
+    output.mkdir()
+    with open(output / ".lock", "a+b") as held:  # as a first build holds it
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        status = main(["import", "lucene", "--input", str(vectors), "--output", str(output)])
+    err = capsys.readouterr().err
+    assert status == 5, err
+    assert err.startswith("sparse-ir: error: another build is writing") and err.count("\n") == 1
