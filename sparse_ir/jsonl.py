@@ -7,6 +7,16 @@ trace of an interrupted writer. Blank lines carry no record and are passed over.
 
 Readers validate each record on top of this and either raise :class:`~sparse_ir.errors.InputError`
 or, when the user asked for ``skip_invalid``, count the record in a :class:`SkipReport`.
+
+Every text reader of the project (corpus, queries, TSV topics, qrels, TREC runs, encoded queries,
+JsonVectorCollection) reads through :func:`read_lines`, so all of them refuse the same things the
+same way, even with ``skip_invalid`` since they concern the whole file: a file that is not a
+regular file (a FIFO would hang, ``/dev/zero`` would never end), a line longer than
+:data:`MAX_LINE_BYTES`, and a UTF-8 byte order mark. A BOM is refused rather than stripped,
+everywhere alike: it is invisible in an editor, and stripping it in some readers but not in
+others (a tool downstream, trec_eval) is how a first query id silently stops matching. JSON is
+parsed with a nesting limit (:data:`MAX_JSON_DEPTH`), so a deep document is an error naming the
+file and line, not a ``RecursionError``.
 """
 
 from __future__ import annotations
