@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from sparse_ir.errors import MissingDependencyError
 
-__all__ = ["BundledModel", "BUNDLED_MODELS", "resolve_model", "quiet_transformers"]
+__all__ = ["BundledModel", "BUNDLED_MODELS", "resolve_model", "quiet_transformers",
+           "QUERY_ENCODER_KINDS"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,12 @@ for _model in (
     BUNDLED_MODELS[_model.name] = _model
 BUNDLED_MODELS["all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
 BUNDLED_MODELS["sentence-transformers/all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
+
+#: An index's recorded ``"query_encoder"`` kind -> the ``"module:Class"`` that encodes its
+#: queries. Loaded by ``Class.from_index_settings(index_path, settings)``.
+QUERY_ENCODER_KINDS: dict[str, str] = {
+    "bm25": "sparse_ir.encoders.bm25:BM25Encoder",
+}
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> str:
