@@ -26,6 +26,7 @@ _EXPORTS = {
     "IndexCorruptError": "sparse_ir.errors",
     "MissingDependencyError": "sparse_ir.errors",
     "SpladeEncoder": "sparse_ir.encoders.splade",
+    "BM25Encoder": "sparse_ir.encoders.bm25",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Searcher": "sparse_ir.search",
     "export_json_vectors": "sparse_ir.export.lucene",
