@@ -54,8 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", type=float, default=0.4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", help="write the figures as JSON here")
+    parser.add_argument("--anserini", action="store_true",
+                        help="instead: compare with Anserini's own BM25 on SciFact (needs Java "
+                             "and the Anserini jar, 'sparse-ir[lucene]')")
     args = parser.parse_args(argv)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
+    if args.anserini:
+        print(json.dumps(anserini_agreement(DATASETS["scifact"], args.k1, args.b), indent=1))
+        return 0
     results = []
     for name in args.datasets:
         path = DATASETS.get(name, Path(name))
@@ -190,6 +196,105 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
                                    if "ours_arrays" in latency[key]})
         index = None
     return figures
+
+
+def anserini_agreement(path: Path, k1: float, b: float) -> dict:
+    """Our BM25 index vs Anserini's BM25 (Lucene's BM25Similarity) over the same terms.
+
+    Anserini indexes our analyzer's output as pretokenized text (whitespace analysis only) and
+    searches the analyzed queries (terms repeated, so weighted by count) with ``-bm25``. Lucene
+    stores each document's length in one byte (``SmallFloat.intToByte4``: exact below 24,
+    4 significant bits above), so its scores differ from the exact-length formula by up to a
+    few percent; recomputing our formula with those lengths must match Anserini's scores to
+    float32 precision.
+    """
+    from sparse_ir.encoders.bm25 import bm25_document_weights, build_bm25_index
+    from sparse_ir.eval import evaluate, load_beir
+    from sparse_ir.export.anserini import run_anserini
+    from sparse_ir.results import Run
+
+    data = load_beir(path, "test")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        index, encoder = build_bm25_index(data.corpus, root / "ours", k1=k1, b=b,
+                                          store_contents=False, show_progress=False)
+        analyze = encoder.analyzer.analyze
+        (root / "collection").mkdir()
+        with open(root / "collection" / "docs.jsonl", "w", encoding="utf-8") as handle:
+            for d in data.corpus:
+                handle.write(json.dumps({"id": d.id, "contents": " ".join(analyze(d.full_text))})
+                             + "\n")
+        with open(root / "topics.tsv", "w", encoding="utf-8") as handle:
+            for q in data.queries:
+                handle.write(f"{q.id}\t{' '.join(analyze(q.text))}\n")
+        run_anserini("io.anserini.index.IndexCollection",
+                     ["-collection", "JsonCollection", "-input", str(root / "collection"),
+                      "-index", str(root / "lucene"), "-generator",
+                      "DefaultLuceneDocumentGenerator", "-threads", "1", "-pretokenized"])
+        run_anserini("io.anserini.search.SearchCollection",
+                     ["-index", str(root / "lucene"), "-topics", str(root / "topics.tsv"),
+                      "-topicReader", "TsvString", "-output", str(root / "run.txt"), "-bm25",
+                      "-bm25.k1", str(k1), "-bm25.b", str(b), "-pretokenized", "-hits", "1000",
+                      "-threads", "1"])
+        theirs = Run.read_trec(root / "run.txt")
+        encoder.query_weighting = "count"
+        texts = [q.text for q in data.queries]
+        queries = encoder.encode_queries(texts, ids=[q.id for q in data.queries])
+        ours = index.search_batch(queries, 1000, threads=1)
+        documents = encoder.encode_documents([d.full_text for d in data.corpus])
+        lengths = np.asarray([len(analyze(d.full_text)) for d in data.corpus])
+        lucene_lengths = np.asarray([_lucene_length(int(n)) for n in lengths])
+        docno = {d.id: i for i, d in enumerate(data.corpus)}
+        exact_error, lucene_error, same = [], [], 0
+        for row, q in enumerate(data.queries):
+            same += [h.doc_id for h in ours[q.id][:10]] == [h.doc_id for h in theirs[q.id][:10]]
+            q_terms, q_weights = queries.row(row)
+            for hit in theirs[q.id][:10]:
+                d = docno[hit.doc_id]
+                terms, _ = documents.row(d)
+                shared = np.isin(terms, q_terms)
+                tf = _term_counts(encoder, data.corpus[d].full_text)[terms[shared]]
+                weight = q_weights[np.searchsorted(q_terms, terms[shared])]
+                for errors, dl in ((exact_error, lengths[d]), (lucene_error, lucene_lengths[d])):
+                    score = float(np.dot(weight, bm25_document_weights(
+                        tf, np.full(len(tf), dl), encoder.document_frequencies[terms[shared]],
+                        num_documents=encoder.num_documents,
+                        average_length=encoder.average_length, k1=k1, b=b))) / (k1 + 1)
+                    errors.append(abs(score - hit.score) / hit.score)
+        index = None
+    return {"k1": k1, "b": b, "queries": len(data.queries),
+            "ndcg@10": {"ours": round(evaluate(ours, data.qrels, ["nDCG@10"])["nDCG@10"], 4),
+                        "anserini": round(evaluate(theirs, data.qrels,
+                                                   ["nDCG@10"])["nDCG@10"], 4)},
+            "identical_top10_lists": same,
+            "relative_score_difference_top10": {
+                "exact_lengths": {"median": float(np.median(exact_error)),
+                                  "max": float(np.max(exact_error))},
+                "lucene_lengths": {"median": float(np.median(lucene_error)),
+                                   "max": float(np.max(lucene_error))}}}
+
+
+def _term_counts(encoder, text: str) -> np.ndarray:
+    counts = np.zeros(len(encoder.vocab), np.int64)
+    ids = [encoder._term_ids[t] for t in encoder.analyzer.analyze(text)]
+    np.add.at(counts, ids, 1)
+    return counts
+
+
+def _lucene_length(length: int) -> int:
+    """A document length as Lucene stores it: SmallFloat.intToByte4 then byte4ToInt."""
+    def long_to_int4(i: int) -> int:
+        shift = i.bit_length() - 4
+        return i if shift < 0 else ((i >> shift) & 7) | ((shift + 1) << 3)
+
+    def int4_to_long(i: int) -> int:
+        shift = (i >> 3) - 1
+        return i & 7 if shift == -1 else ((i & 7) | 8) << shift
+
+    free = 255 - long_to_int4(2**31 - 1)  # 24 small lengths are stored exactly
+    if length < free:
+        return length
+    return free + int4_to_long(long_to_int4(length - free))
 
 
 def turns(engines: dict, count: int, rounds: int) -> dict[str, float]:
