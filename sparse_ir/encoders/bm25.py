@@ -26,8 +26,8 @@ Lucene's BooleanQuery of repeated term clauses, Anserini and bm25s do.
 Quantization: impact = round(w × 1000) (:data:`BM25_SCALE`). BM25 weights are small floats, so
 the scale 100 of SPLADE indexes would round a weight of 0.3 by up to 1.7%; at 1000 the rounding
 is at most 0.0005 per term, far below the score gaps that decide a ranking, and the impacts still
-fit 16 bits (the largest weight, (k1 + 1) · log(1 + (N − 0.5) / 1.5), is 16.4 for k1 = 0.9 at
-N = 5,000 and 31 at N = 10^7). When a larger k1 would push the largest weight past 65.535, the
+fit 16 bits (the largest weight, (k1 + 1) · log(1 + (N − 0.5) / 1.5), is 15.4 for k1 = 0.9 at
+N = 5,000 and 29.9 at N = 10^7). When a larger k1 would push the largest weight past 65.535, the
 scale shrinks so that it maps to 65,535 (:meth:`BM25Encoder.quantizer`).
 
 The analyzer (:class:`Analyzer`) is bm25s's: lowercase, split with the token pattern
