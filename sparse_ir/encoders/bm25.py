@@ -76,6 +76,7 @@ _DF_FILE = "document_frequencies.npy"
 _MAX_16_BIT = 65_535
 _STEM_CACHE_LIMIT = 1 << 20
 _SHARD_SIZE = 4096
+_PROGRESS_MIN_TEXTS = 1000
 
 
 def _bm25s_stopwords(name: str) -> tuple[str, ...]:
@@ -241,6 +242,10 @@ class _Counts:
     @classmethod
     def of(cls, rows: Sequence[np.ndarray], lengths: Sequence[int], vocab_size: int) -> _Counts:
         """From each text's term ids (repeats kept; unknown terms already removed)."""
+        if len(rows) == 1:  # one query: the common case of a search, kept cheap
+            terms, counts = np.unique(rows[0], return_counts=True)
+            return cls(np.asarray([0, len(terms)], np.int64), terms.astype(np.int32),
+                       counts.astype(np.int64), np.asarray(lengths, np.int64))
         sizes = np.fromiter((len(r) for r in rows), np.int64, len(rows))
         flat = np.concatenate(rows).astype(np.int64) if len(rows) else np.zeros(0, np.int64)
         row_of = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
@@ -573,6 +578,10 @@ class BM25Encoder:
 
     @staticmethod
     def _progress(texts, desc: str, show_progress: bool | None, total: int | None):
+        # A bar only where it can matter: not for a query or a few (its setup costs more).
+        if show_progress is False or (show_progress is None and total is not None
+                                      and total < _PROGRESS_MIN_TEXTS):
+            return texts
         from tqdm.auto import tqdm
 
         return tqdm(texts, desc=desc, unit="text", total=total, leave=False,
