@@ -115,7 +115,7 @@ def test_save_and_load_round_trip(tmp_path):
     encoder.save(tmp_path / "bm25")
     assert sorted(p.name for p in (tmp_path / "bm25").iterdir()) == \
         ["bm25.json", "document_frequencies.npy"]
-    loaded = BM25Encoder.from_pretrained(tmp_path / "bm25")
+    loaded = BM25Encoder.from_pretrained(tmp_path / "bm25", device="cpu")
     assert loaded.settings() == encoder.settings()
     assert loaded.vocab == encoder.vocab
     np.testing.assert_array_equal(loaded.document_frequencies, encoder.document_frequencies)

@@ -483,8 +483,13 @@ class BM25Encoder:
             json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")))
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **options) -> BM25Encoder:
-        """Load an encoder written by :meth:`save` (``options``: e.g. ``query_weighting``)."""
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str | None = None,
+                        **options) -> BM25Encoder:
+        """Load an encoder written by :meth:`save` (``options``: e.g. ``query_weighting``).
+
+        ``device`` is accepted for the call shape every query encoder shares, and ignored:
+        BM25 runs on the CPU.
+        """
         directory = Path(path)
         settings_file = directory / _SETTINGS_FILE
         if not settings_file.is_file():
