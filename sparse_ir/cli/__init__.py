@@ -102,8 +102,7 @@ def describe_error(error: BaseException) -> tuple[int, str]:
     text = " ".join(str(error).split()) or type(error).__name__
     if isinstance(error, MissingDependencyError):
         return 4, text
-    if isinstance(error, IndexBusyError) or (
-            isinstance(error, RuntimeError) and "another build is writing" in text):
+    if isinstance(error, IndexBusyError):
         return 5, text
     if isinstance(error, IndexFormatError):
         return 3, text

@@ -39,7 +39,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from sparse_ir.errors import IndexCorruptError, IndexFormatError
+from sparse_ir.errors import IndexBusyError, IndexCorruptError, IndexFormatError
 from sparse_ir.index.manifest import FileRecord
 
 __all__ = [
@@ -632,7 +632,7 @@ class IndexDirectory:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(f"another build is writing {self.path} right now") from None
+                raise IndexBusyError(f"another build is writing {self.path} right now") from None
             try:
                 yield
             finally:
