@@ -30,7 +30,9 @@ def count_lines(path: str | os.PathLike) -> int:
 
 def encoder_settings(encoder) -> dict:
     """What an index records about the encoder that produced its vectors."""
-    return {"model": encoder.name, "pooling": encoder.pooling,
+    from sparse_ir.encoders.st_format import model_provenance
+
+    return {**model_provenance(encoder), "pooling": encoder.pooling,
             "document_max_length": encoder.document_max_length,
             "query_max_length": encoder.query_max_length,
             "precision": encoder.precision}

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from sparse_ir.errors import InputError
 from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, open_text_binary, warn_if_skipped
-from sparse_ir.validation import id_problem
+from sparse_ir.validation import column_id_problem, id_problem
 
 __all__ = ["Hit", "Run"]
 
@@ -91,7 +91,7 @@ class Run:
                         score = hit.score
                         # What read_trec would refuse is refused here, before it is written.
                         for value in (qid, hit.doc_id):
-                            if problem := id_problem(value):
+                            if problem := column_id_problem(value):
                                 raise ValueError(f"cannot write a TREC run: {problem}")
                         if not math.isfinite(score):
                             raise ValueError(f"cannot write a TREC run: query {qid!r}, "

@@ -101,6 +101,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def _index_vectors(args: argparse.Namespace) -> int:
+    from sparse_ir.encoders.st_format import vectors_provenance
     from sparse_ir.errors import InputError
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.quantize import Quantizer
@@ -124,7 +125,8 @@ def _index_vectors(args: argparse.Namespace) -> int:
         index = ImpactIndex.build(load_all(), args.output,
                                   quantizer=quantizer, memory_budget=args.memory_budget,
                                   show_progress=args.show_progress,
-                                  settings={"model": args.model, "vectors": str(args.vectors)})
+                                  settings=vectors_provenance(args.vectors, args.model,
+                                                              "splade-tiny"))
     except InputError as error:
         if error.path is None and current:  # a builder error about a row: name the shard
             raise InputError(error.reason, path=current[0]) from None

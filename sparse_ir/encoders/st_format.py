@@ -40,6 +40,7 @@ __all__ = [
     "StaticModule",
     "StLayout",
     "UnsupportedModuleError",
+    "check_model",
     "load_encoder",
     "load_static_query_encoder",
     "model_fingerprint",
@@ -47,6 +48,7 @@ __all__ = [
     "read_layout",
     "save_router",
     "save_splade",
+    "vectors_provenance",
 ]
 
 logger = logging.getLogger(__name__)
@@ -536,3 +538,63 @@ def model_provenance(encoder) -> dict:
     except Exception:  # a missing bundled package: no fingerprint, the name still recorded
         path = name
     return {"model": name, "model_fingerprint": model_fingerprint(path)}
+
+
+def check_model(settings: dict, encoder, *, index: str | os.PathLike, force: bool = False
+                ) -> None:
+    """Refuse to search an index with another model than the one that made its vectors.
+
+    Compares the fingerprint recorded in the index's build ``settings`` with the encoder's
+    (:func:`model_provenance`); a mismatch raises ``ValueError`` naming both, unless ``force``
+    (then a warning). Indexes that record no fingerprint are not checked.
+    """
+    recorded = settings.get("model_fingerprint")
+    if not recorded:
+        return
+    current = model_provenance(encoder)
+    if current["model_fingerprint"] in (None, recorded):
+        return
+    message = (f"the index {os.fspath(index)} was built with the model "
+               f"{settings.get('model')!r} ({recorded[:19]}...), but the query encoder is "
+               f"{current['model']!r} ({current['model_fingerprint'][:19]}...): its query "
+               "vectors would not match the documents'. Use the index's model, or force it "
+               "(force=True; --force-model on the command line)")
+    if not force:
+        raise ValueError(message)
+    logger.warning("%s", message.replace("force it", "forced"))
+
+
+def vectors_provenance(directory: str | os.PathLike, model: str | None = None,
+                       default_model: str | None = None) -> dict:
+    """What an index built from pre-encoded vectors records about their model.
+
+    The vectors' ``encode.json`` (written by ``sparse-ir encode``) names the model that made
+    them; it wins over ``model`` when ``model`` is None or the command line's default
+    (``default_model``); an explicit other ``model`` is refused. Without ``encode.json``,
+    ``model`` is recorded (made absolute, fingerprinted).
+    """
+    info_file = Path(directory) / "encode.json"
+    info = _read_json(info_file) if info_file.is_file() else {}
+    recorded = info.get("model")
+    out: dict = {"vectors": os.path.abspath(os.fspath(directory))}
+    if recorded:
+        if model not in (None, default_model, recorded) and \
+                os.path.abspath(model) != os.path.abspath(recorded):
+            raise ValueError(f"{info_file} says the vectors were made with {recorded!r}, "
+                             f"but --model is {model!r}; drop --model (the vectors' model is "
+                             "recorded) or encode again with that model")
+        out["model"] = recorded
+        out["model_fingerprint"] = info.get("model_fingerprint")
+        for key in ("pooling", "query_max_length", "document_max_length"):
+            if key in info:
+                out[key] = info[key]
+        return out
+    if model is None:
+        return {**out, "model": None, "model_fingerprint": None}
+    logger.warning("%s has no encode.json: recording %r as the model of these vectors",
+                   directory, model)
+
+    class _Named:
+        name = model
+
+    return {**out, **model_provenance(_Named())}
