@@ -6,6 +6,7 @@ ordered by score descending, then by internal document number ascending (our tie
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -77,9 +78,28 @@ class Run:
         return {qid: {hit.doc_id: float(hit.score) for hit in hits}
                 for qid, hits in self.results.items()}
 
-    def write_trec(self, path: str | os.PathLike, *, tag: str | None = None) -> None:
-        """Write the run as a TREC run file (atomically: temporary file, then rename)."""
+    def write_trec(self, path: str | os.PathLike, *, tag: str | None = None,
+                   id_map: str | os.PathLike | None = None) -> None:
+        """Write the run as a TREC run file (atomically: temporary file, then rename).
+
+        TREC columns are separated by whitespace, so an id holding whitespace is refused,
+        naming it, unless ``id_map`` names a JSON file: such ids are then written with ``%``
+        escapes (``%`` as ``%25``, each whitespace character as ``%XX``) and the file records
+        ``{"written id": "original id"}`` for every id changed (apply the same map to the
+        qrels before evaluating).
+        """
         tag = tag or self.name
+        mapped: dict[str, str] | None = {} if id_map is not None else None
+
+        def written(value: str) -> str:
+            if mapped is None or not any(c.isspace() for c in value):
+                return value
+            escaped = "".join(f"%{ord(c):02X}" if c.isspace() or c == "%" else c
+                              for c in value)
+            if mapped.setdefault(escaped, value) != value:
+                raise ValueError(f"--id-map: {value!r} and {mapped[escaped]!r} escape alike")
+            return escaped
+
         if any(c.isspace() for c in tag):
             raise ValueError(f"a TREC run tag cannot contain whitespace: {tag!r}")
         path = os.fspath(path)
@@ -90,7 +110,8 @@ class Run:
                     for rank, hit in enumerate(hits, start=1):
                         score = hit.score
                         # What read_trec would refuse is refused here, before it is written.
-                        for value in (qid, hit.doc_id):
+                        qid_out, doc_out = written(qid), written(hit.doc_id)
+                        for value in (qid_out, doc_out):
                             if problem := column_id_problem(value):
                                 raise ValueError(f"cannot write a TREC run: {problem}")
                         if not math.isfinite(score):
@@ -99,9 +120,13 @@ class Run:
                         text = str(int(score)) if isinstance(score, int) or (
                             float(score).is_integer() and abs(score) < 2**53) else repr(
                             float(score))
-                        out.write(f"{qid} Q0 {hit.doc_id} {rank} {text} {tag}\n")
+                        out.write(f"{qid_out} Q0 {doc_out} {rank} {text} {tag}\n")
                 out.flush()
                 os.fsync(out.fileno())  # a crash after the rename must not leave it empty
+            if mapped is not None:
+                with open(id_map, "w", encoding="utf-8") as handle:
+                    json.dump(mapped, handle, indent=1, ensure_ascii=False)
+                    handle.write("\n")
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -289,3 +289,15 @@ def test_id_with_spaces_indexes_searches_and_trec_refuses(tmp_path):
     with pytest.raises(ValueError, match="cannot write a TREC run: id 'Extinction risk from "
                                          "global warming:170' contains whitespace"):
         run.write_trec(tmp_path / "run.trec")
+
+
+def test_trec_id_map_escapes_and_records(tmp_path):
+    from sparse_ir.results import Hit, Run
+
+    wiki = "Extinction risk from global warming:170"
+    run = Run({"q 1": [Hit(wiki, 3, 0), Hit("d2", 1, 1)]}, name="t")
+    run.write_trec(tmp_path / "run.trec", id_map=tmp_path / "ids.json")
+    lines = (tmp_path / "run.trec").read_text().splitlines()
+    assert lines[0] == "q%201 Q0 Extinction%20risk%20from%20global%20warming:170 1 3 t"
+    assert json.loads((tmp_path / "ids.json").read_text()) == \
+        {"q%201": "q 1", "Extinction%20risk%20from%20global%20warming:170": wiki}
