@@ -311,6 +311,7 @@ def main(argv=None) -> int:
 
     numba.set_num_threads(1)
     from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.index.modes import Approximate
 
     work = Path(args.work)
     tag = args.data + (f"-{args.limit}" if args.limit else "")
@@ -364,8 +365,10 @@ def main(argv=None) -> int:
 
     # Our modes.
     def ours(mode, **knobs):
+        value = Approximate(**knobs) if knobs else mode
+
         def search_one(q):
-            hits = index.search(prepared[q], K, mode=mode, **knobs)
+            hits = index.search(prepared[q], K, mode=value)
             return [h.docno for h in hits]
         return search_one
 

@@ -112,17 +112,12 @@ IMPACT_SEARCHES = ("default", "pruned, verifying", "exhaustive")
 
 def _impact_hits(index, terms, weights, how: str) -> tuple:
     if how == "pruned, verifying":
-        from sparse_ir.index.pruned import PrunedParams
+        from sparse_ir.index.modes import Pruned
 
-        prepared_terms, prepared_weights = index.prepare_query((terms, weights))
-        k = min(TOP_K, index.num_documents)
-        docs, scores, _ = index._pruned().search(
-            prepared_terms, prepared_weights, k,
-            PrunedParams(estimate_postings=12, estimate_candidates=1),
-            index._needs_int64(prepared_terms, prepared_weights))
-        hits = index._hits(docs, scores)
+        mode = Pruned(estimate_postings=12, estimate_candidates=1)
     else:
-        hits = index.search((terms, weights), TOP_K, mode=None if how == "default" else how)
+        mode = None if how == "default" else how
+    hits = index.search((terms, weights), TOP_K, mode=mode)
     return tuple((h.doc_id, h.score) for h in hits)
 
 

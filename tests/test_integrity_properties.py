@@ -29,7 +29,7 @@ from integrity_figures import record
 
 from sparse_ir.index import kernels
 from sparse_ir.index.impact_index import ImpactIndex
-from sparse_ir.index.pruned import PrunedParams
+from sparse_ir.index.modes import Pruned
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -104,17 +104,16 @@ def test_every_search_mode_equals_brute_force():
                     assert ranking(index.search(query, k, mode=mode)) == want, mode
                 assert ranking(index.reference_search(query, k)) == want
                 terms, weights = index.prepare_query(query)
-                wide = index._needs_int64(terms, weights)
+                wide = index.search_with_stats(query, k)[1].int64_accumulator
                 # The pruned kernel with estimates of a few postings: on collections this
                 # small the default estimate covers every posting, these go through the cuts,
                 # the candidate bounds and exact scores from the forward index.
                 for estimate in (1, 3, 10):
-                    docs, scores, kernel_stats = index._pruned().search(
-                        terms, weights, min(k, index.num_documents),
-                        PrunedParams(estimate_postings=estimate, estimate_candidates=1), wide)
-                    assert list(zip(docs.tolist(), scores.tolist())) == want, estimate
+                    hits, kernel_stats = index.search_with_stats(
+                        query, k, mode=Pruned(estimate_postings=estimate, estimate_candidates=1))
+                    assert ranking(hits) == want, estimate
                     stats["pruned searches through cuts and verification"] += \
-                        int(kernel_stats[2] > 0)
+                        int(kernel_stats.theta0 > 0)
                 stats["int64 queries" if wide else "int32 queries"] += 1
                 for accumulator_type in ([np.int64] if wide else [np.int32, np.int64]):
                     accumulator = np.zeros(index.num_documents, accumulator_type)

@@ -112,7 +112,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
         started = time.perf_counter()
         run = searcher.search_batch([q.text for q in dataset.queries], k=1000,
-                                    ids=[q.id for q in dataset.queries], show_progress=False)
+                                    query_ids=[q.id for q in dataset.queries],
+                                    show_progress=False)
         seconds = time.perf_counter() - started
         scores = evaluate(run, dataset.qrels)
         print(f"\nSciFact test ({len(dataset.queries)} queries, encoded and searched in "

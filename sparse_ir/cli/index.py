@@ -8,6 +8,7 @@ import typing
 from pathlib import Path
 
 from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
+from sparse_ir.index.modes import DEFAULT_BOUND_WEIGHT, DEFAULT_CUT_RATIO, SearchModeName
 from sparse_ir.quantize import ImpactBits
 
 
@@ -53,8 +54,24 @@ def register(subparsers) -> None:
                         help="contributing terms shown per hit (0: none) (default: %(default)s)")
     parser.add_argument("--model", default=None,
                         help="query encoder (default: the model recorded in the index)")
+    parser.add_argument("--force-model", action="store_true",
+                        help="search even when --model (or the files at the recorded model's "
+                             "path) differ from the model that made the index (default: "
+                             "refuse)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
+    parser.add_argument("--mode", choices=typing.get_args(SearchModeName), default=None,
+                        help="exhaustive: score every posting; pruned: the same hits, scoring "
+                             "a fraction of them; approximate: faster, at a measured recall "
+                             "(--cut-ratio, --bound-weight). Default: pruned when the index "
+                             "has the search layout, else exhaustive")
+    parser.add_argument("--cut-ratio", type=float, default=None,
+                        help=f"approximate mode: rho, the share of the estimated k-th score "
+                             f"left below the cuts (default {DEFAULT_CUT_RATIO})")
+    parser.add_argument("--bound-weight", type=float, default=None,
+                        help=f"approximate mode: beta in [0, 1], the share of the "
+                             f"below-the-cuts bound credited to a document (default "
+                             f"{DEFAULT_BOUND_WEIGHT})")
     parser.set_defaults(handler=run_search)
 
     parser = subparsers.add_parser("info", help="print an index's manifest summary")
@@ -101,7 +118,6 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def _index_vectors(args: argparse.Namespace) -> int:
-    from sparse_ir.encoders.st_format import vectors_provenance
     from sparse_ir.errors import InputError
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.quantize import Quantizer
@@ -125,8 +141,7 @@ def _index_vectors(args: argparse.Namespace) -> int:
         index = ImpactIndex.build(load_all(), args.output,
                                   quantizer=quantizer, memory_budget=args.memory_budget,
                                   show_progress=args.show_progress,
-                                  settings=vectors_provenance(args.vectors, args.model,
-                                                              "splade-tiny"))
+                                  settings=_vector_settings(args))
     except InputError as error:
         if error.path is None and current:  # a builder error about a row: name the shard
             raise InputError(error.reason, path=current[0]) from None
@@ -135,8 +150,20 @@ def _index_vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vector_settings(args: argparse.Namespace) -> dict:
+    from sparse_ir.encoders.st_format import vectors_provenance
+
+    # The vectors' encode.json names their model (over --model's default), made absolute.
+    settings = vectors_provenance(args.vectors, args.model, "splade-tiny")
+    if settings.get("model") and "query_encoder" not in settings:
+        from sparse_ir.pipeline import query_encoder_kind
+
+        settings["query_encoder"] = query_encoder_kind(settings["model"])
+    return settings
+
+
 def _print_summary(index) -> None:
-    build = index.manifest["build"]
+    build = index.settings
     print(f"index {index.directory.parent}: {index.num_documents} documents, "
           f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
           f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
@@ -145,27 +172,44 @@ def _print_summary(index) -> None:
         print(f"warning: {build['saturated']} weights saturated at max_impact")
 
 
+def search_mode(args: argparse.Namespace):
+    """The search mode of ``--mode``, ``--cut-ratio`` and ``--bound-weight``."""
+    from sparse_ir.index.modes import Approximate
+
+    knobs = {key: value for key, value in (("cut_ratio", args.cut_ratio),
+                                           ("bound_weight", args.bound_weight))
+             if value is not None}
+    if args.mode == "approximate":
+        return Approximate(**knobs)
+    if knobs:
+        raise ValueError("--cut-ratio and --bound-weight apply to --mode approximate")
+    return args.mode
+
+
 def run_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import Searcher
 
-    searcher = Searcher.from_index(args.index, model=args.model, device=args.device)
+    mode = search_mode(args)
+    searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode,
+                                   force=args.force_model)
     text = " ".join(args.query)
     print_hits(searcher, text, args.top_k, args.terms)
     return 0
 
 
 def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
-    """Print ranked hits with titles and the query terms that contributed most."""
+    """Print ranked hits with titles and the query terms that contributed most (searched in
+    the searcher's mode)."""
     out = out or sys.stdout
     tokenizer = searcher.encoder.tokenizer
     own = set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
                                               ["input_ids"]))
     query = searcher.encode(text)
-    expansion = [t for t, _ in query.decode(0, top=None) if t not in own]
+    expansion = [t for t, _ in query.decode(0, top_k=None) if t not in own]
     print(f"query: {text}", file=out)
     print(f"  {query.nnz} query terms; expansion terms (+): "
           f"{', '.join(expansion[:8]) or 'none'}", file=out)
-    hits = searcher.index.search(query, k)
+    hits = searcher.index.search(query, k, mode=searcher.mode)
     if not hits:
         print("  no document matches", file=out)
     for rank, hit in enumerate(hits, start=1):

@@ -585,7 +585,7 @@ def vectors_provenance(directory: str | os.PathLike, model: str | None = None,
                              "recorded) or encode again with that model")
         out["model"] = recorded
         out["model_fingerprint"] = info.get("model_fingerprint")
-        for key in ("pooling", "query_max_length", "document_max_length"):
+        for key in ("pooling", "query_max_length", "document_max_length", "query_encoder"):
             if key in info:
                 out[key] = info[key]
         return out

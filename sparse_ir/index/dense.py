@@ -26,11 +26,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError, MissingDependencyError
+from sparse_ir.index.modes import DenseModeName
 from sparse_ir.index.storage import (
     ArrayWriter,
     FileRecord,
@@ -62,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 DENSE_FORMAT = "sparse-ir-dense-index"
 DENSE_FORMAT_VERSION = 1
-SearchMethod = Literal["exact", "hnsw"]
+SearchMethod = DenseModeName  # its name before the modes module
 #: Default bytes of the matrix block scored at once (the scores take ``rows × queries × 4``).
 _CHUNK_BYTES = 64 << 20
 # Files up to this size are checksummed at every open; larger ones only by verify().
@@ -485,43 +486,50 @@ class DenseIndex:
             raise InputError("query vectors must be finite (found NaN or infinity)")
         return array
 
-    def search(self, query: np.ndarray, k: int = 10, *, method: SearchMethod = "exact",
-               ef_search: int | None = None, chunk_rows: int | None = None) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int = 10, *, mode: SearchMethod | None = "exact",
+               ef_search: int | None = None, chunk_rows: int | None = None,
+               method: SearchMethod | None = None) -> list[Hit]:
         """The top-``k`` documents for one query vector, best first (score = inner product).
 
         Args:
             query: a ``[dim]`` (or ``[1, dim]``) vector, encoded by the index's model.
             k: hits to return (at most the number of documents).
-            method: ``"exact"`` (every document scored) or ``"hnsw"`` (the faiss graph built
-                with the index; approximate).
+            mode: ``"exact"`` (every document scored; also None) or ``"hnsw"`` (the faiss
+                graph built with the index; approximate).
             ef_search: HNSW candidate list size (default: the index's, at least ``k``).
             chunk_rows: rows scored at once by exact search (default ~64 MB of matrix).
+            method: deprecated name of ``mode``.
         """
+        mode = _mode_alias(mode, method)
         array = self._prepare(query)
         if len(array) != 1:
             raise InputError(f"search takes one query vector; got {len(array)} "
                              "(use search_batch)")
-        run = self.search_batch(array, k, method=method, ef_search=ef_search,
+        run = self.search_batch(array, k, mode=mode, ef_search=ef_search,
                                 chunk_rows=chunk_rows)
         return run.results["0"]
 
     def search_batch(self, queries: np.ndarray, k: int = 10, *,
-                     query_ids: Sequence[str] | None = None, method: SearchMethod = "exact",
-                     ef_search: int | None = None, chunk_rows: int | None = None) -> Run:
+                     query_ids: Sequence[str] | None = None,
+                     mode: SearchMethod | None = "exact",
+                     ef_search: int | None = None, chunk_rows: int | None = None,
+                     method: SearchMethod | None = None) -> Run:
         """Top-``k`` documents for each row of a ``[q, dim]`` array of query vectors.
 
         The run is keyed by ``query_ids`` (default: row positions ``"0", "1", ...``).
+        ``mode`` is that of :meth:`search` (``method``: its deprecated name).
         """
         _check_k(k)
-        if method not in get_args(SearchMethod):
-            raise ValueError(f"method must be one of {get_args(SearchMethod)}, got {method!r}")
+        mode = _mode_alias(mode, method)
+        if mode not in get_args(SearchMethod):
+            raise ValueError(f"mode must be one of {get_args(SearchMethod)}, got {mode!r}")
         array = self._prepare(queries)
         ids = [str(i) for i in range(len(array))] if query_ids is None else \
             [str(q) for q in query_ids]
         if len(ids) != len(array):
             raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
         k = min(k, self.num_documents)
-        if method == "exact":
+        if mode == "exact":
             docs, scores = exact_top_k(self.vectors, array, k, chunk_rows=chunk_rows)
         else:
             docs, scores = self._hnsw_top_k(array, k, ef_search)
@@ -573,6 +581,17 @@ class DenseIndex:
     def __repr__(self) -> str:
         return (f"DenseIndex({str(self.directory)!r}, documents={self.num_documents}, "
                 f"dim={self.dim}, hnsw={self.has_hnsw})")
+
+
+def _mode_alias(mode: str, method: str | None) -> str:
+    """``mode``, or the deprecated ``method=`` keyword's value (with a warning)."""
+    if method is None:
+        return "exact" if mode is None else mode
+    import warnings
+
+    warnings.warn("DenseIndex search's method= is deprecated: use mode= (same values)",
+                  DeprecationWarning, stacklevel=3)
+    return method
 
 
 def _version() -> str:

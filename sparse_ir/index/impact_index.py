@@ -14,10 +14,12 @@ Layout of one generation (see :mod:`.storage` for the file format and publishing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +35,7 @@ from sparse_ir.index.builder import (
     build_impact_index,
     vocab_hash,
 )
+from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.index.storage import (
     IndexDirectory,
@@ -389,7 +392,7 @@ class ImpactIndex:
         bound = float(np.dot(weights.astype(np.float64), self._term_max_float[terms]))
         return bound > _INT32_MAX // 2
 
-    def search(self, query: QueryLike, k: int = 10, *, mode: str | None = None,
+    def search(self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None,
                cut_ratio: float | None = None, bound_weight: float | None = None) -> list[Hit]:
         """The top-``k`` documents for one query, best first.
 
@@ -397,21 +400,74 @@ class ImpactIndex:
         document number ascending. Documents matching no query term are not returned, so there
         may be fewer than ``k`` hits.
 
-        ``mode``: ``"exhaustive"`` scores every posting; ``"pruned"`` returns the same hits
-        while scoring a fraction of them (needs the search layout, see :meth:`build`);
-        ``"approximate"`` trades recall for speed through ``cut_ratio``/``bound_weight``
-        (:mod:`sparse_ir.index.approximate`). Default: ``"pruned"`` when the index has the
-        search layout, else ``"exhaustive"``.
+        ``mode`` (a name or a value of :mod:`sparse_ir.index.modes`): ``"exhaustive"`` scores
+        every posting; ``"pruned"`` returns the same hits while scoring a fraction of them
+        (needs the search layout, see :meth:`build`); ``"approximate"`` (or
+        ``Approximate(cut_ratio=..., bound_weight=...)``) trades recall for speed. Default:
+        ``"pruned"`` when the index has the search layout, else ``"exhaustive"``.
+        ``cut_ratio``/``bound_weight`` are deprecated: pass ``mode=Approximate(...)``.
+
+        Example:
+            >>> import tempfile
+            >>> from sparse_ir import ImpactIndex, SparseBatch
+            >>> docs = SparseBatch.from_dicts([{"cat": 3, "dog": 1}, {"dog": 2}, {"cat": 1}],
+            ...                               ["cat", "dog"], ids=["a", "b", "c"])
+            >>> index = ImpactIndex.build(docs, tempfile.mkdtemp() + "/index",
+            ...                           show_progress=False)
+            >>> [(hit.doc_id, hit.score) for hit in index.search({"cat": 2, "dog": 1}, k=2)]
+            [('a', 7), ('b', 2)]
+            >>> index.search({"dog": 1}, k=2, mode="exhaustive") == index.search({"dog": 1}, 2)
+            True
         """
         _check_k(k)
+        resolved = self._mode(mode, cut_ratio, bound_weight)
         terms, weights = self.prepare_query(query)
+        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
+        return self._hits(docs, scores)
+
+    def search_with_stats(self, query: QueryLike, k: int = 10, *,
+                          mode: str | SearchMode | None = None
+                          ) -> tuple[list[Hit], SearchStats]:
+        """:meth:`search`, and what the search did (postings scored, documents verified...).
+
+        Example:
+            >>> import tempfile
+            >>> from sparse_ir import ImpactIndex, SparseBatch
+            >>> docs = SparseBatch.from_dicts([{"cat": 3, "dog": 1}, {"dog": 2}], ["cat", "dog"])
+            >>> index = ImpactIndex.build(docs, tempfile.mkdtemp() + "/index",
+            ...                           show_progress=False)
+            >>> hits, stats = index.search_with_stats({"dog": 1}, k=1, mode="exhaustive")
+            >>> hits[0].doc_id, stats.postings, stats.mode
+            ('1', 2, 'exhaustive')
+        """
+        from sparse_ir.index.pruned import STATS_FIELDS
+
+        _check_k(k)
+        resolved = self._mode(mode, None, None)
+        terms, weights = self.prepare_query(query)
+        docs, scores, kernel_stats, use_int64 = self._search_prepared(terms, weights, k,
+                                                                      resolved)
+        offsets = np.asarray(self.term_offsets)
+        total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
+        figures = {"postings": total}
+        if kernel_stats is not None:
+            figures = {name: int(value) for name, value in zip(STATS_FIELDS, kernel_stats)
+                       if name in SearchStats._fields}
+            # A query too small to prune was answered by the exhaustive kernel.
+            figures["postings"] = figures.get("postings") or total
+        stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=bool(use_int64))
+        return self._hits(docs, scores), stats
+
+    def _search_prepared(self, terms: np.ndarray, weights: np.ndarray, k: int,
+                         mode: SearchMode):
+        """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query."""
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
-        params = self._params(mode, cut_ratio, bound_weight)
-        if self.has_search_layout or params is not None:
+        params = mode.kernel_params()
+        if self.has_search_layout:
             # Windowed kernels over the search layout (params None: exhaustive).
-            docs, scores, _ = self._pruned().search(terms, weights, k, params, use_int64)
-            return self._hits(docs, scores)
+            docs, scores, stats = self._pruned().search(terms, weights, k, params, use_int64)
+            return docs, scores, (None if params is None else stats), use_int64
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
@@ -420,20 +476,22 @@ class ImpactIndex:
         if count == kernels.CORRUPT:
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")
-        return self._hits(docs[:count], scores[:count])
+        return docs[:count], scores[:count], None, use_int64
 
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
-                     threads: int | None = None, query_ids: Sequence[str] | None = None,
-                     mode: str | None = None, cut_ratio: float | None = None,
-                     bound_weight: float | None = None) -> Run:
+                     query_ids: Sequence[str] | None = None,
+                     mode: str | SearchMode | None = None, threads: int | None = None,
+                     cut_ratio: float | None = None, bound_weight: float | None = None) -> Run:
         """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
 
         ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
-        accepted by :meth:`prepare_query`. ``mode`` and the knobs are those of :meth:`search`.
+        accepted by :meth:`prepare_query`; ``query_ids`` renames them. ``mode`` is that of
+        :meth:`search` (``cut_ratio``/``bound_weight``: deprecated, as there).
         """
         import numba
 
         _check_k(k)
+        resolved = self._mode(mode, cut_ratio, bound_weight)
         if isinstance(queries, SparseBatch) and self._same_vocabulary(queries.vocab):
             # Fast path: the CSR arrays are already validated; quantize them in one go.
             ids = list(queries.ids) if queries.ids is not None else \
@@ -479,8 +537,8 @@ class ImpactIndex:
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
         threads = threads or os.cpu_count() or 1
-        params = self._params(mode, cut_ratio, bound_weight)
-        if self.has_search_layout or params is not None:
+        params = resolved.kernel_params()
+        if self.has_search_layout:
             out_docs, out_scores, out_counts, _ = self._pruned().search_many(
                 indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads)
         else:
@@ -542,14 +600,21 @@ class ImpactIndex:
         """True when the index holds the arrays of pruned and approximate search."""
         return "search_layout" in self.manifest
 
-    def _params(self, mode: str | None, cut_ratio: float | None, bound_weight: float | None):
-        """Kernel settings of a search mode; None for exhaustive search."""
-        from sparse_ir.index.approximate import search_params
-
-        if mode is None:
-            mode = "pruned" if self.has_search_layout else "exhaustive"
-        params = search_params(mode, cut_ratio, bound_weight)
-        return None if mode == "exhaustive" else params
+    def _mode(self, mode: str | SearchMode | None, cut_ratio: float | None,
+              bound_weight: float | None) -> SearchMode:
+        """The mode value of a search (see :func:`~sparse_ir.index.modes.resolve_mode`)."""
+        resolved = resolve_mode(mode, has_search_layout=self.has_search_layout)
+        if cut_ratio is None and bound_weight is None:
+            return resolved
+        warnings.warn("cut_ratio= and bound_weight= are deprecated: pass "
+                      "mode=Approximate(cut_ratio=..., bound_weight=...) "
+                      "(from sparse_ir.index.modes)", DeprecationWarning, stacklevel=3)
+        if not isinstance(resolved, Approximate):
+            raise ValueError(f"cut_ratio and bound_weight apply to mode='approximate', not "
+                             f"{resolved.name!r} (which is exact)")
+        given = {"cut_ratio": cut_ratio, "bound_weight": bound_weight}
+        return dataclasses.replace(resolved, **{key: float(value) for key, value in given.items()
+                                                if value is not None})
 
     def _pruned(self):
         searcher = self.__dict__.get("_pruned_searcher")
