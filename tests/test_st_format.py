@@ -101,6 +101,7 @@ def _ours(path):
 
 # -- sentence-transformers -> sparse_ir ---------------------------------------------------------
 
+@pytest.mark.slow
 def test_st_max_pooling_default(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
@@ -113,6 +114,7 @@ def test_st_max_pooling_default(texts, tmp_path):
     _compare("max-default", model, ours, *texts)
 
 
+@pytest.mark.slow
 def test_st_sum_pooling_max_length_128(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
@@ -125,6 +127,7 @@ def test_st_sum_pooling_max_length_128(texts, tmp_path):
     _compare("sum-128", model, ours, *texts)
 
 
+@pytest.mark.slow
 def test_st_log1p_relu_and_prompts(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
@@ -140,13 +143,14 @@ def test_st_log1p_relu_and_prompts(texts, tmp_path):
     _compare("log1p_relu-prompts-64", model, ours, documents[:50], queries[:50])
 
 
+@pytest.mark.slow
 def test_st_inference_free_router(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
     from sparse_ir.training.inference_free import IdfQueryEncoder
 
     modules = _st_modules()
-    document = modules.MLMTransformer(_splade_tiny(), max_seq_length=256)
+    document = modules.MLMTransformer(_splade_tiny(), max_seq_length=128)
     generator = torch.Generator().manual_seed(0)
     weights = torch.rand(document.tokenizer.vocab_size, generator=generator)
     weights[weights < 0.1] = 0.0
@@ -159,7 +163,7 @@ def test_st_inference_free_router(texts, tmp_path):
     model.save(str(tmp_path / "m"))
     ours = _ours(tmp_path / "m")
     assert isinstance(ours.query_encoder, IdfQueryEncoder)
-    assert ours.document_max_length == 256
+    assert ours.document_max_length == 128
     _compare("router", model, ours, *texts)
 
 
@@ -204,6 +208,7 @@ def _checkpoint(tmp_path, texts, *, inference_free: bool):
                            config=config, state=state, query_encoder=query_encoder)
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_in_sentence_transformers(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
@@ -218,6 +223,7 @@ def test_checkpoint_loads_in_sentence_transformers(texts, tmp_path):
     _compare("checkpoint", SparseEncoder(str(path)), _ours(path), documents[:100], queries)
 
 
+@pytest.mark.slow
 def test_inference_free_checkpoint_is_a_router(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
@@ -285,6 +291,20 @@ def test_id_with_spaces_indexes_searches_and_trec_refuses(tmp_path):
     searcher = Searcher(index, encoder)
     hits = searcher.search("extinction risk warming", k=2)
     assert hits[0].doc_id == wiki
+    settings = index.settings
+    assert settings["model"] == "splade-tiny" and settings["model_fingerprint"]
+    assert Searcher.from_index(tmp_path / "index").search("extinction", k=1)[0].doc_id == wiki
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in os.listdir(_splade_tiny()):
+        if not name.endswith(".pt"):
+            (other / name).write_bytes((Path(_splade_tiny()) / name).read_bytes())
+    config = json.loads((other / "config.json").read_text())
+    config["layer_norm_eps"] = 1e-11
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="was built with the model 'splade-tiny'"):
+        Searcher.from_index(tmp_path / "index", model=str(other))
+    assert Searcher.from_index(tmp_path / "index", model=str(other), force=True)
     run = searcher.search_batch(["extinction risk warming"], k=2)
     with pytest.raises(ValueError, match="cannot write a TREC run: id 'Extinction risk from "
                                          "global warming:170' contains whitespace"):
