@@ -321,3 +321,27 @@ def test_trec_id_map_escapes_and_records(tmp_path):
     assert lines[0] == "q%201 Q0 Extinction%20risk%20from%20global%20warming:170 1 3 t"
     assert json.loads((tmp_path / "ids.json").read_text()) == \
         {"q%201": "q 1", "Extinction%20risk%20from%20global%20warming:170": wiki}
+
+
+def test_cli_index_vectors_records_the_vectors_model(tmp_path, monkeypatch):
+    from sparse_ir.cli import main
+    from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.sparse_batch import SparseBatch
+
+    vectors = tmp_path / "vectors"
+    vectors.mkdir()
+    SparseBatch.from_dicts([{"a": 1.0}], ["a", "b"], ids=["d 1"]).save(vectors / "shard-00000.npz")
+    (vectors / "encode.json").write_text(json.dumps(
+        {"model": "/models/mine", "model_fingerprint": "sha256:ab", "pooling": "sum"}))
+    assert main(["-q", "index", "--vectors", str(vectors), "--output",
+                 str(tmp_path / "index")]) == 0
+    settings = ImpactIndex.open(tmp_path / "index").settings
+    assert (settings["model"], settings["model_fingerprint"]) == ("/models/mine", "sha256:ab")
+    assert settings["vectors"] == str(vectors)
+    # Without encode.json, a relative --model is recorded absolute.
+    (vectors / "encode.json").unlink()
+    (tmp_path / "mymodel").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert main(["-q", "index", "--vectors", str(vectors), "--output", str(tmp_path / "i2"),
+                 "--model", "mymodel"]) == 0
+    assert ImpactIndex.open(tmp_path / "i2").settings["model"] == str(tmp_path / "mymodel")
