@@ -465,7 +465,7 @@ _NUMBERS: dict[str, int] = {}
 def bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index) -> Row:
     import bmp
 
-    max_impact = int(index.manifest["max_impact"])
+    max_impact = index.max_impact
     scale = bmp_scales(max_impact)
     path = cache / "bmp"
     info_path = cache / "bmp.build.json"

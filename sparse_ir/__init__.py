@@ -45,6 +45,8 @@ _EXPORTS = {
     "HybridRuns": "sparse_ir.hybrid",
     "Fusion": "sparse_ir.fusion",
     "FusedHit": "sparse_ir.fusion",
+    "verify_index": "sparse_ir.index.check",
+    "VerifyReport": "sparse_ir.index.check",
     "check_index": "sparse_ir.index.check",
     "Trainer": "sparse_ir.training.trainer",
     "TrainingConfig": "sparse_ir.training.trainer",

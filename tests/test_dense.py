@@ -72,7 +72,7 @@ def built(tmp_path, matrix):
 def test_build_open_search(built, matrix, tmp_path):
     index = DenseIndex.open(tmp_path / "dense", verify=True)
     assert index.num_documents == 300 and index.dim == 24
-    assert index.manifest["normalized"] is True and index.settings["model"] == "test"
+    assert index.manifest.normalized is True and index.settings["model"] == "test"
     assert index.doc_ids[:2] == ["doc0", "doc1"] and index.docno("doc7") == 7
     np.testing.assert_array_equal(np.asarray(index.vectors), matrix)
     rng = np.random.default_rng(9)
@@ -171,7 +171,7 @@ def test_full_disk_at_any_byte_keeps_the_old_index(built, tmp_path, matrix, monk
     from sparse_ir.index import storage
 
     real_open = storage._open_for_write
-    total = sum(r["size"] for r in built.manifest["files"].values())
+    total = sum(r.size for r in built.manifest.files.values())
     for budget in (0, 1, 100, 4096, total // 3, total // 2, total - 200):
         state = {"written": 0, "budget": budget}
         monkeypatch.setattr(storage, "_open_for_write",
@@ -205,12 +205,12 @@ def test_truncated_or_missing_file_is_detected(built):
 
 
 def test_other_format_and_version_refused(built, tmp_path, monkeypatch):
-    import sparse_ir.index.dense as dense_module
+    from sparse_ir.index.manifest import DenseManifest
 
-    monkeypatch.setattr(dense_module, "DENSE_FORMAT_VERSION", 2)
+    monkeypatch.setattr(DenseManifest, "FORMAT_VERSION", 2)
     with pytest.raises(IndexFormatError, match="version 1.*reads version 2"):
         DenseIndex.open(built.directory.parent)
-    monkeypatch.setattr(dense_module, "DENSE_FORMAT", "sparse-ir-impact-index")
+    monkeypatch.setattr(DenseManifest, "FORMAT", "sparse-ir-impact-index")
     with pytest.raises(IndexFormatError, match="not 'sparse-ir-impact-index'"):
         DenseIndex.open(built.directory.parent)
 

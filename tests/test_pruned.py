@@ -149,7 +149,7 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
                               memory_budget=20_000)  # several spilled runs
     manifest = index.manifest
     for name in ("impact_order_docs.bin", "segment_ends.bin", "forward_terms.bin"):
-        assert name in manifest["files"]
+        assert name in manifest.files
     index.verify()
     layout = SearchLayout.open(index.directory, manifest)
     offsets = np.asarray(index.term_offsets)
@@ -262,7 +262,7 @@ def test_pruned_steps_over_many_windows(tmp_path):
                        tuple(f"d{i}" for i in range(rows)))
     index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False,
                               memory_budget=2_000_000)
-    assert index.manifest["search_layout"]["num_windows"] == 3
+    assert index.manifest.search_layout.num_windows == 3
     queries = _random_impacts(rng, 8, vocab_size, 10, 200, 1.0)
     for q in range(len(queries)):
         terms, weights = index.prepare_query(queries.select([q]))

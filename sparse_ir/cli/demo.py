@@ -88,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.rebuild and Path(args.output).exists():
         try:
             index = ImpactIndex.open(args.output)
-            if any(index.manifest["build"].get(k) != v for k, v in key.items()):
+            if any(index.settings.get(k) != v for k, v in key.items()):
                 index = None
         except Exception:
             index = None

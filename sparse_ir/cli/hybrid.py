@@ -118,7 +118,7 @@ def run_dense_index(args: argparse.Namespace) -> int:
         settings={"corpus": str(Path(args.input).resolve())})
     print(f"dense index {Path(args.output)}: {index.num_documents} documents × {index.dim} "
           f"dims, {index.size_bytes() / 1e6:.1f} MB, built in "
-          f"{index.manifest['build']['seconds']:.1f}s"
+          f"{index.settings['seconds']:.1f}s"
           + (", with an HNSW graph" if index.has_hnsw else ""))
     if stats.empty_texts:
         print(f"{stats.empty_texts} document(s) with empty text stored as zero vectors")

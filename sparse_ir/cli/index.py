@@ -229,7 +229,7 @@ def run_info(args: argparse.Namespace) -> int:
     from sparse_ir.index.impact_index import ImpactIndex
 
     index = ImpactIndex.open(args.index)
-    manifest = dict(index.manifest)
+    manifest = index.manifest.to_dict()
     manifest.pop("files")
     print(f"generation: {index.directory}")
     print(json.dumps(manifest, indent=1, sort_keys=True))
@@ -238,8 +238,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sparse_ir.index.check import check_index
+    from sparse_ir.index.check import verify_index
 
-    report = check_index(args.index)
+    report = verify_index(args.index)
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

@@ -28,22 +28,12 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.index import kernels
-from sparse_ir.index.builder import (
-    IMPACT_FORMAT,
-    IMPACT_FORMAT_VERSION,
-    BuildReport,
-    build_impact_index,
-    vocab_hash,
-)
+from sparse_ir.index.base import IndexBase
+from sparse_ir.index.builder import BuildReport, build_impact_index, vocab_hash
+from sparse_ir.index.manifest import ImpactManifest
 from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
-from sparse_ir.index.storage import (
-    IndexDirectory,
-    check_files,
-    check_files_at_open,
-    open_array,
-    read_manifest,
-)
+from sparse_ir.index.storage import open_array
 from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
@@ -55,9 +45,6 @@ logger = logging.getLogger(__name__)
 
 QueryLike = SparseBatch | Mapping[str, float] | tuple[Sequence[int], Sequence[float]]
 _INT32_MAX = np.iinfo(np.int32).max
-# Files up to this size are checksummed at every open (metadata, like Lucene's segment infos);
-# larger ones only by verify().
-_CHECK_AT_OPEN_BYTES = 16 << 20
 
 
 class TermContribution(NamedTuple):
@@ -69,17 +56,21 @@ class TermContribution(NamedTuple):
     score: int
 
 
-class ImpactIndex:
-    """An impact-scored inverted index. Create with :meth:`build`, load with :meth:`open`."""
+class ImpactIndex(IndexBase[ImpactManifest]):
+    """An impact-scored inverted index. Create with :meth:`build`, load with :meth:`open`.
 
-    def __init__(self, directory: Path, manifest: dict):
-        self.directory = directory
-        self.manifest = manifest
-        self.quantizer = Quantizer.from_dict(manifest["quantizer"])
-        n_terms = manifest["vocab_size"]
-        n_docs = manifest["num_documents"]
-        n_postings = manifest["num_postings"]
-        impact_dtype = np.dtype(manifest["impact_dtype"])
+    ``index.manifest`` is the generation's :class:`~sparse_ir.index.manifest.ImpactManifest`.
+    """
+
+    manifest_type = ImpactManifest
+
+    def __init__(self, directory: Path, manifest: ImpactManifest):
+        super().__init__(directory, manifest)
+        self.quantizer = Quantizer.from_dict(manifest.quantizer)
+        n_terms = manifest.vocab_size
+        n_docs = manifest.num_documents
+        n_postings = manifest.num_postings
+        impact_dtype = np.dtype(manifest.impact_dtype)
         self.term_offsets = open_array(directory / "term_offsets.bin", name="term_offsets",
                                        dtype=np.int64, count=n_terms + 1)
         self.postings_docs = open_array(directory / "postings_docs.bin", name="postings_docs",
@@ -90,9 +81,8 @@ class ImpactIndex:
         self.term_max_impact = open_array(directory / "term_max_impact.bin",
                                           name="term_max_impact", dtype=impact_dtype,
                                           count=n_terms)
-        self._doc_ids = StringColumn(directory, "doc_ids", n_docs)
         self._titles = self._texts = None
-        if manifest.get("has_contents"):
+        if manifest.has_contents:
             self._titles = StringColumn(directory, "doc_titles", n_docs)
             self._texts = StringColumn(directory, "doc_texts", n_docs)
         try:
@@ -102,7 +92,7 @@ class ImpactIndex:
         if not isinstance(vocab, list) or len(vocab) != n_terms:
             raise IndexCorruptError(f"{directory / 'vocab.json'}: not a list of {n_terms} tokens")
         self.vocab: tuple[str, ...] = tuple(vocab)
-        if vocab_hash(self.vocab) != manifest["vocab_hash"]:
+        if vocab_hash(self.vocab) != manifest.vocab_hash:
             raise IndexCorruptError(f"{directory / 'vocab.json'}: does not match the manifest's "
                                     "vocabulary hash")
         offsets = np.asarray(self.term_offsets)
@@ -113,7 +103,7 @@ class ImpactIndex:
             raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not rise "
                                     f"from 0 to the {n_postings} postings")
         self._layout = None
-        if "search_layout" in manifest:
+        if manifest.search_layout is not None:
             from sparse_ir.index.layout import SearchLayout
 
             # Mapped now, not at the first search: a reader then holds every file it will
@@ -122,8 +112,6 @@ class ImpactIndex:
         self._term_max_float = np.asarray(self.term_max_impact, np.float64)
         self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
         self._term_ids: dict[str, int] | None = None
-        self._doc_id_list: list[str] | None = None
-        self._docnos: dict[str, int] | None = None
         self._local = threading.local()
 
     # -- building and opening -------------------------------------------------------------------
@@ -163,40 +151,8 @@ class ImpactIndex:
 
     build_report: BuildReport | None = None
 
-    @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> ImpactIndex:
-        """Open an index (memory-mapped) after checking its manifest, headers and sizes.
-
-        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
-        files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
-
-        Raises:
-            FileNotFoundError: nothing at ``path``.
-            IndexFormatError: another format or format version (both versions named).
-            IndexCorruptError: a missing, cut, or altered file.
-        """
-        index = IndexDirectory(path).open_current(cls._open_generation)
-        if verify:
-            index.verify()
-        return index
-
-    @classmethod
-    def _open_generation(cls, generation: Path) -> ImpactIndex:
-        manifest = read_manifest(generation, format_name=IMPACT_FORMAT,
-                                 version=IMPACT_FORMAT_VERSION)
-        check_files_at_open(generation, manifest["files"], checksum_up_to=_CHECK_AT_OPEN_BYTES)
-        try:
-            return cls(generation, manifest)
-        except (KeyError, TypeError, ValueError) as exc:
-            # The manifest passed its checksum, so it was written like this: say what is off.
-            raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None
-
-    def verify(self) -> None:
-        """Check every byte: each file's CRC32 and the index's invariants.
-
-        Raises :class:`IndexCorruptError` describing the first problem found.
-        """
-        check_files(self.directory, self.manifest["files"], full=True)
+    def _verify_contents(self) -> None:
+        """The postings' invariants (see :meth:`IndexBase.verify`)."""
         offsets = np.asarray(self.term_offsets)
         docs = np.asarray(self.postings_docs)
         impacts = np.asarray(self.postings_impacts)
@@ -221,60 +177,37 @@ class ImpactIndex:
                                                    offsets[nonempty])
         if not np.array_equal(maxima, np.asarray(self.term_max_impact, np.int64)):
             raise IndexCorruptError(f"{where}: term_max_impact disagrees with the postings")
-        for column in (self._doc_ids, self._titles, self._texts):
+        self._check_doc_ids()
+        for column in (self._titles, self._texts):
             if column is not None and (problem := column.check()):
                 raise IndexCorruptError(f"{where}: {problem}")
-        if len(set(self.doc_ids)) != self.num_documents:
-            raise IndexCorruptError(f"{where}: document ids are not unique")
 
     # -- facts ----------------------------------------------------------------------------------
 
     @property
-    def num_documents(self) -> int:
-        """Number of documents (including empty ones)."""
-        return int(self.manifest["num_documents"])
-
-    @property
     def num_postings(self) -> int:
         """Number of (term, document) postings."""
-        return int(self.manifest["num_postings"])
+        return self.manifest.num_postings
 
     @property
     def vocab_size(self) -> int:
         """Size of the vocabulary (term ids are ``0 .. vocab_size-1``)."""
-        return int(self.manifest["vocab_size"])
+        return self.manifest.vocab_size
 
     @property
     def vocab_hash(self) -> str:
         """Hash of the vocabulary; an encoder must match it to search this index."""
-        return self.manifest["vocab_hash"]
+        return self.manifest.vocab_hash
 
     @property
-    def settings(self) -> dict:
-        """What the build recorded about the vectors' origin (model, pooling, max lengths...)."""
-        return dict(self.manifest.get("build", {}))
+    def max_impact(self) -> int:
+        """The largest impact stored (at most the quantizer's ``max_impact``)."""
+        return self.manifest.max_impact
 
     @property
     def has_contents(self) -> bool:
         """True when titles and texts are stored."""
         return self._titles is not None
-
-    def size_bytes(self) -> int:
-        """Bytes on disk of this generation."""
-        return sum(r["size"] for r in self.manifest["files"].values())
-
-    @property
-    def doc_ids(self) -> list[str]:
-        """External id of every document, by document number."""
-        if self._doc_id_list is None:
-            self._doc_id_list = self._doc_ids.all()
-        return self._doc_id_list
-
-    def docno(self, doc_id: str) -> int:
-        """Internal number of an external id (KeyError if absent)."""
-        if self._docnos is None:
-            self._docnos = {d: i for i, d in enumerate(self.doc_ids)}
-        return self._docnos[doc_id]
 
     def document(self, docno: int) -> tuple[str, str] | None:
         """Stored ``(title, text)`` of a document, or None when contents were not stored."""
@@ -598,7 +531,7 @@ class ImpactIndex:
     @property
     def has_search_layout(self) -> bool:
         """True when the index holds the arrays of pruned and approximate search."""
-        return "search_layout" in self.manifest
+        return self.manifest.search_layout is not None
 
     def _mode(self, mode: str | SearchMode | None, cut_ratio: float | None,
               bound_weight: float | None) -> SearchMode:
@@ -639,9 +572,9 @@ class ImpactIndex:
         ids = self.doc_ids
         return [Hit(ids[d], s, d) for d, s in zip(docs, scores)]
 
-    def __repr__(self) -> str:
-        return (f"ImpactIndex({str(self.directory)!r}, documents={self.num_documents}, "
-                f"postings={self.num_postings}, vocab={self.vocab_size})")
+    def _repr_fields(self) -> dict[str, object]:
+        return {"documents": self.num_documents, "postings": self.num_postings,
+                "vocab": self.vocab_size}
 
 
 def _check_k(k: int) -> None:

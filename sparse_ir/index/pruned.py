@@ -720,7 +720,7 @@ class PrunedSearcher:
         pass (memory: 8 bytes each, twice); small values exist for tests of that pass."""
         from sparse_ir.index.layout import SearchLayout
 
-        if "search_layout" not in index.manifest:
+        if index.manifest.search_layout is None:
             raise ValueError(f"{index.directory}: this index has no search layout, so only "
                              "mode='exhaustive' works; rebuild it with search_layout=True "
                              "(the default) for pruned and approximate search")
