@@ -116,8 +116,9 @@ def column_id_problem(value: object) -> str | None:
         return problem
     if any(c.isspace() for c in value):
         return (f"id {_shown(value)} contains whitespace, which this format uses to separate "
-                "its columns (TREC run files, TSV topics); give the documents ids without "
-                "whitespace, or write another format (JSONL)")
+                "its columns (TREC run files, TSV topics); write JSON lines instead, map such "
+                "ids (--id-map FILE, Run.write_trec(id_map=...)), or use ids without "
+                "whitespace")
     return None
 
 

@@ -7,6 +7,7 @@ import sys
 import typing
 from pathlib import Path
 
+from sparse_ir.cli import batch
 from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
 from sparse_ir.index.modes import DEFAULT_BOUND_WEIGHT, DEFAULT_CUT_RATIO, SearchModeName
 from sparse_ir.quantize import ImpactBits
@@ -46,7 +47,7 @@ def register(subparsers) -> None:
         description="Encode the query with the index's model and print the top documents with "
                     "the terms that contributed most to each score ('+' marks expansion terms "
                     "the query text does not contain).")
-    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("query", nargs="*", help="the query text (or --queries FILE)")
     parser.add_argument("--index", required=True, help="index directory")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
@@ -54,6 +55,7 @@ def register(subparsers) -> None:
                         help="contributing terms shown per hit (0: none) (default: %(default)s)")
     parser.add_argument("--model", default=None,
                         help="query encoder (default: the model recorded in the index)")
+    batch.add_batch_options(parser)
     parser.add_argument("--force-model", action="store_true",
                         help="search even when --model (or the files at the recorded model's "
                              "path) differ from the model that made the index (default: "
@@ -192,6 +194,8 @@ def run_search(args: argparse.Namespace) -> int:
     mode = search_mode(args)
     searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode,
                                    force=args.force_model)
+    if (status := batch.batch_or_json(args, searcher)) is not None:
+        return status
     text = " ".join(args.query)
     print_hits(searcher, text, args.top_k, args.terms)
     return 0
