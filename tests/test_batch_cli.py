@@ -53,3 +53,32 @@ def test_search_queries_to_trec_jsonl_and_json(index_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "ids.json").read_text()) == {escaped: WIKI}
     lines = run.read_text().splitlines()
     assert lines[0].startswith("q1 Q0 d2 1 ") and f"q2 Q0 {escaped} 1 " in run.read_text()
+
+
+def test_evaluate_compares_runs_with_a_paired_test(tmp_path, capsys):
+    from sparse_ir.cli import main
+    from sparse_ir.results import Hit, Run
+
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\n" +
+                     "".join(f"q{i}\td{i}\t1\n" for i in range(6)))
+    good = Run({f"q{i}": [Hit(f"d{i}", 2), Hit("x", 1)] for i in range(6)}, name="good")
+    bad = Run({f"q{i}": [Hit("x", 2), Hit(f"d{i}", 1)] if i % 3 else [Hit(f"d{i}", 2)]
+               for i in range(6)}, name="bad")
+    good.write_trec(tmp_path / "good.trec")
+    with open(tmp_path / "bad.jsonl", "w") as handle:
+        for qid, hits in bad.items():
+            handle.write(json.dumps({"query_id": qid, "hits": [
+                {"doc_id": h.doc_id, "score": h.score} for h in hits]}) + "\n")
+    capsys.readouterr()
+    assert main(["-q", "evaluate", "--qrels", str(qrels), "--run", str(tmp_path / "good.trec"),
+                 "--run", str(tmp_path / "bad.jsonl"), "--metric", "nDCG@10", "--json"]) == 0
+    first, second = json.loads(capsys.readouterr().out)
+    assert first["scores"]["nDCG@10"] == 1.0 and "vs_first" not in first
+    assert second["scores"]["nDCG@10"] < 1.0
+    test = second["vs_first"]["nDCG@10"]
+    assert test["difference"] < 0 and 0 < test["p_value"] < 0.05
+    assert main(["-q", "evaluate", "--qrels", str(qrels), "--run", str(tmp_path / "good.trec"),
+                 "--run", str(tmp_path / "bad.jsonl")]) == 0
+    table = capsys.readouterr().out
+    assert "paired two-sided t-test" in table and "(p=0.0" in table
