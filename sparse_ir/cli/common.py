@@ -42,6 +42,8 @@ def load_encoder(args: argparse.Namespace, model: str | None = None):
     options = {"batch_size": args.batch_size, "precision": args.precision}
     if getattr(args, "pooling", None) is not None:
         options["pooling"] = args.pooling
+    if getattr(args, "document_max_length", None) is not None:
+        options["document_max_length"] = args.document_max_length
     if getattr(args, "processes", 1) > 1:
         from sparse_ir.encoders.parallel import ParallelSpladeEncoder
 

@@ -36,6 +36,10 @@ def register(subparsers) -> None:
                         help="do not store titles and texts in the index")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid corpus lines (counted and reported)")
+    parser.add_argument("--max-length", dest="document_max_length", type=positive_int,
+                        default=None,
+                        help="tokens read per document (default: the model's; 256 for a "
+                             "plain Hugging Face SPLADE model)")
     parser.add_argument("--allow-empty", action="store_true",
                         help="index documents with no title and no text as empty vectors "
                              "(default: they are invalid)")
