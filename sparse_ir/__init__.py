@@ -27,6 +27,7 @@ _EXPORTS = {
     "IndexCorruptError": "sparse_ir.errors",
     "MissingDependencyError": "sparse_ir.errors",
     "SpladeEncoder": "sparse_ir.encoders.splade",
+    "BM25Encoder": "sparse_ir.encoders.bm25",
     "ImpactIndex": "sparse_ir.index.impact_index",
     "Exhaustive": "sparse_ir.index.modes",
     "Pruned": "sparse_ir.index.modes",

@@ -106,7 +106,8 @@ class Searcher:
 
         index = ImpactIndex.open(path)
         try:
-            encoder = load_query_encoder(index.settings, model=model, device=device, **options)
+            encoder = load_query_encoder(index.settings, model=model, device=device,
+                                         index=index, **options)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
         from sparse_ir.encoders.st_format import check_model
@@ -116,8 +117,12 @@ class Searcher:
 
     def encode(self, text: str) -> SparseBatch:
         """The quantized query vector of one text (a one-row SparseBatch)."""
-        batch = self.encoder.encode_queries([text], show_progress=False)
-        return self.index.quantizer.quantize(batch)
+        return self._quantized(self.encoder.encode_queries([text], show_progress=False))
+
+    def _quantized(self, batch: SparseBatch) -> SparseBatch:
+        # Encoders of integer query weights (BM25: each term once, or its count) are already
+        # on the index's scale; float weights go through the index's quantizer.
+        return batch if batch.is_quantized else self.index.quantizer.quantize(batch)
 
     def search(self, text: str, k: int = 10, *, mode: str | SearchMode | None = None
                ) -> list[Hit]:
@@ -135,7 +140,7 @@ class Searcher:
         texts = list(as_texts(texts))
         query_ids = _query_ids(texts, _renamed_ids(query_ids, ids, "Searcher"))
         batch = self.encoder.encode_queries(texts, ids=query_ids, show_progress=show_progress)
-        return self.index.search_batch(self.index.quantizer.quantize(batch), k,
+        return self.index.search_batch(self._quantized(batch), k,
                                        query_ids=query_ids, mode=self._mode(mode),
                                        threads=threads)
 

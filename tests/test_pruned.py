@@ -418,13 +418,12 @@ def test_damage_found_by_an_early_verification_is_refused(tmp_path):
     forward_terms = np.array(pristine.forward_terms)
     forward_terms[:pristine.forward_offsets[_ESTIMATED[0]]] = np.iinfo(forward_terms.dtype).max
     searcher.layout = pristine._replace(forward_terms=forward_terms)
-    accumulator32, _, slots, candidate_docs, candidate_keys = searcher._scratch()
-    arrays = searcher._arrays()
+    scratch = searcher._scratch()
+    accumulator32, slots = scratch.accumulator32, scratch.slots
     docs, scores = np.empty(3, np.int64), np.empty(3, np.int64)
     stats = np.zeros(len(STATS_FIELDS), np.int64)
-    count = pruned_search_one(terms, weights, arrays[0], *arrays[3:], accumulator32, slots,
-                              candidate_docs, candidate_keys, 3, *_HIDDEN_PARAMS.as_tuple(),
-                              docs, scores, stats)
+    count = pruned_search_one(terms, weights, 3, searcher._arrays(), _HIDDEN_PARAMS.as_tuple(),
+                              accumulator32, scratch, docs, scores, stats)
     assert count == kernels.CORRUPT
     # Refused in the first early pass, before any other candidate was collected.
     assert stats[_EARLY] == 1 and stats[_CANDIDATES] == 4

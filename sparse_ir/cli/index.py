@@ -24,6 +24,11 @@ def register(subparsers) -> None:
     source.add_argument("--input", help="corpus.jsonl (_id, title, text)")
     source.add_argument("--vectors", help="directory of SparseBatch shards (sparse-ir encode)")
     parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
+    parser.add_argument("--bm25", action="store_true",
+                        help="index BM25 weights of --input instead of a model's (bm25s's "
+                             "English analyzer; impacts at scale 1000, or --bits)")
+    parser.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, Anserini)")
+    parser.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, Anserini)")
     parser.add_argument("--scale", type=float, default=100.0,
                         help="impact = round(weight x scale) (default 100, as Pyserini)")
     parser.add_argument("--bits", type=int, choices=typing.get_args(ImpactBits), default=None,
@@ -100,6 +105,8 @@ def run_index(args: argparse.Namespace) -> int:
     from sparse_ir.quantize import Quantizer
 
     report = SkipReport()
+    if args.bm25:
+        return _index_bm25(args, report)
     if args.vectors:
         return _index_vectors(args)
     if args.bits:
@@ -168,6 +175,25 @@ def _vector_settings(args: argparse.Namespace) -> dict:
     return settings
 
 
+def _index_bm25(args: argparse.Namespace, report) -> int:
+    from sparse_ir.corpus import read_corpus
+    from sparse_ir.encoders.bm25 import build_bm25_index
+
+    if not args.input:
+        raise ValueError("--bm25 reads the texts: give --input corpus.jsonl, not --vectors")
+    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
+                            allow_empty=args.allow_empty)
+    index, _ = build_bm25_index(documents, args.output, k1=args.k1, b=args.b, bits=args.bits,
+                                memory_budget=args.memory_budget,
+                                store_contents=not args.no_contents,
+                                show_progress=args.show_progress,
+                                settings={"corpus": str(Path(args.input).resolve())})
+    _print_summary(index)
+    if report.total:
+        print(report.summary(), file=sys.stderr)
+    return 0
+
+
 def _print_summary(index) -> None:
     build = index.settings
     print(f"index {index.directory.parent}: {index.num_documents} documents, "
@@ -209,9 +235,7 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
     """Print ranked hits with titles and the query terms that contributed most (searched in
     the searcher's mode)."""
     out = out or sys.stdout
-    tokenizer = searcher.encoder.tokenizer
-    own = set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
-                                              ["input_ids"]))
+    own = _text_terms(searcher.encoder, text)
     query = searcher.encode(text)
     expansion = [t for t, _ in query.decode(0, top_k=None) if t not in own]
     print(f"query: {text}", file=out)
@@ -229,6 +253,16 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
             shown = ", ".join(f"{'' if c.token in own else '+'}{c.token} {c.score}"
                               for c in parts)
             print(f"       {shown}", file=out)
+
+
+def _text_terms(encoder, text: str) -> set[str]:
+    """The terms a text holds itself (the rest of its query vector is expansion)."""
+    analyzer = getattr(encoder, "analyzer", None)
+    if analyzer is not None:  # BM25: the analyzed (stemmed) words
+        return set(analyzer.analyze(text))
+    tokenizer = encoder.tokenizer
+    return set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
+                                               ["input_ids"]))
 
 
 def run_info(args: argparse.Namespace) -> int:

@@ -73,12 +73,14 @@ for _model in (
 BUNDLED_MODELS["all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
 BUNDLED_MODELS["sentence-transformers/all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
 
-
+#: An index's recorded ``"query_encoder"`` kind -> the ``"module:Class"`` that encodes its
+#: queries. Loaded by ``Class.from_index_settings(index_path, settings)``.
 #: Which class encodes the queries of an index, by the kind its build settings record
 #: (``settings["query_encoder"]``; indexes without it are "splade"). Add a kind here.
 QUERY_ENCODER_KINDS: dict[str, str] = {
     "splade": "sparse_ir.encoders.splade:SpladeEncoder",
     "idf": "sparse_ir.training.inference_free:IdfQueryEncoder",
+    "bm25": "sparse_ir.encoders.bm25:BM25Encoder",
 }
 DEFAULT_QUERY_ENCODER = "splade"
 
@@ -94,19 +96,22 @@ def query_encoder_class(kind: str) -> type:
 
 
 def load_query_encoder(settings: dict, *, model: str | None = None, device: str = "cpu",
-                       **options):
+                       index=None, **options):
     """The query encoder of an index, from its recorded build ``settings``.
 
     The kind is ``settings["query_encoder"]`` (default "splade"), the model ``model`` or
     ``settings["model"]``; the recorded settings the class names in
     ``recorded_query_settings`` (e.g. pooling, query max length) are used unless ``options``
-    set them.
+    set them. A class that rebuilds itself from the index (``from_index_settings``, as BM25,
+    whose statistics are the index's own) is built from ``index`` when no ``model`` is given.
 
     Raises:
         ValueError: no model recorded nor given, or an unknown kind.
     """
     kind = settings.get("query_encoder", DEFAULT_QUERY_ENCODER)
     cls = query_encoder_class(kind)
+    if model is None and index is not None and hasattr(cls, "from_index_settings"):
+        return cls.from_index_settings(index, settings, **options)
     name = model or settings.get("model")
     if not name:
         raise ValueError("the index does not record its model (the one that made its vectors: "
