@@ -34,8 +34,11 @@ def encoder_settings(encoder) -> dict:
 
     ``"query_encoder"`` names the kind of query encoder the index is searched with (a kind of
     :data:`~sparse_ir.encoders.registry.QUERY_ENCODER_KINDS`): see :func:`query_encoder_kind`.
+    ``"model"`` is absolute for a local directory, with its ``"model_fingerprint"``.
     """
-    return {"model": encoder.name, "pooling": encoder.pooling,
+    from sparse_ir.encoders.st_format import model_provenance
+
+    return {**model_provenance(encoder), "pooling": encoder.pooling,
             "document_max_length": encoder.document_max_length,
             "query_max_length": encoder.query_max_length,
             "precision": encoder.precision,
@@ -59,7 +62,17 @@ def query_encoder_kind(model: str | os.PathLike | None) -> str:
         directory = None
     if directory is not None and (directory / IDF_FILE).is_file():
         return "idf"
+    if directory is not None and _static_query_side(directory):
+        return "idf"
     return "splade"
+
+
+def _static_query_side(directory: Path) -> bool:
+    """True for a sentence-transformers Router whose queries go through static weights."""
+    from sparse_ir.encoders.st_format import StaticModule, read_layout
+
+    layout = read_layout(directory) if directory.is_dir() else None
+    return layout is not None and isinstance(layout.query, StaticModule)
 
 
 def encode_corpus(encoder, documents: Iterable[Document], *, shard_size: int = 2048,

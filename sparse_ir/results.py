@@ -6,6 +6,7 @@ ordered by score descending, then by internal document number ascending (our tie
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -14,7 +15,7 @@ from typing import NamedTuple
 
 from sparse_ir.errors import InputError
 from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, read_lines, warn_if_skipped
-from sparse_ir.validation import id_problem
+from sparse_ir.validation import column_id_problem, id_problem
 
 __all__ = ["Hit", "Run", "TrecRunWriter"]
 
@@ -77,9 +78,17 @@ class Run:
         return {qid: {hit.doc_id: float(hit.score) for hit in hits}
                 for qid, hits in self.results.items()}
 
-    def write_trec(self, path: str | os.PathLike, *, tag: str | None = None) -> None:
-        """Write the run as a TREC run file (atomically: temporary file, then rename)."""
-        with TrecRunWriter(path, tag=tag or self.name) as writer:
+    def write_trec(self, path: str | os.PathLike, *, tag: str | None = None,
+                   id_map: str | os.PathLike | None = None) -> None:
+        """Write the run as a TREC run file (atomically: temporary file, then rename).
+
+        TREC columns are separated by whitespace, so an id holding whitespace is refused,
+        naming it, unless ``id_map`` names a JSON file: such ids are then written with ``%``
+        escapes (``%`` as ``%25``, each whitespace character as ``%XX``) and the file records
+        ``{"written id": "original id"}`` for every id changed (apply the same map to the
+        qrels before evaluating).
+        """
+        with TrecRunWriter(path, tag=tag or self.name, id_map=id_map) as writer:
             writer.write(self)
 
     @classmethod
@@ -179,11 +188,15 @@ class TrecRunWriter:
         'q2 Q0 d1 1 7 mine'
     """
 
-    def __init__(self, path: str | os.PathLike, *, tag: str = "sparse-ir"):
+    def __init__(self, path: str | os.PathLike, *, tag: str = "sparse-ir",
+                 id_map: str | os.PathLike | None = None):
         if not tag or any(c.isspace() for c in tag):
             raise ValueError(f"a TREC run tag must be non-empty, without whitespace: {tag!r}")
         self.path = os.fspath(path)
         self.tag = tag
+        # Written id -> original id of every id escaped (see Run.write_trec); None: refuse.
+        self.id_map = None if id_map is None else os.fspath(id_map)
+        self._mapped: dict[str, str] | None = None if id_map is None else {}
         self.queries = 0
         self.hits = 0
         self._tmp = f"{self.path}.tmp-{os.getpid()}"
@@ -201,6 +214,10 @@ class TrecRunWriter:
                 os.fsync(out.fileno())  # a crash after the rename must not leave it empty
             out.close()
             if kind is None:
+                if self._mapped is not None:
+                    with open(self.id_map, "w", encoding="utf-8") as handle:
+                        json.dump(self._mapped, handle, indent=1, ensure_ascii=False)
+                        handle.write("\n")
                 os.replace(self._tmp, self.path)
         finally:
             if os.path.exists(self._tmp):
@@ -211,24 +228,35 @@ class TrecRunWriter:
         for qid, hits in run.results.items():
             self.write_hits(qid, hits)
 
+    def _written(self, value: str) -> str:
+        """The id as written: escaped when an id map is kept, refused if it cannot be held."""
+        if self._mapped is not None and any(c.isspace() for c in value):
+            escaped = "".join(f"%{ord(c):02X}" if c.isspace() or c == "%" else c
+                              for c in value)
+            if self._mapped.setdefault(escaped, value) != value:
+                raise ValueError(f"--id-map: {value!r} and {self._mapped[escaped]!r} escape "
+                                 "alike")
+            value = escaped
+        # What read_trec would refuse is refused here, before it is written.
+        if problem := column_id_problem(value):
+            raise ValueError(f"cannot write a TREC run: {problem}")
+        return value
+
     def write_hits(self, qid: str, hits) -> None:
         """Append one query's ranked hits (rank 1 first)."""
         if self._out is None:
             raise ValueError("TrecRunWriter.write_hits outside its with block")
-        # What read_trec would refuse is refused here, before it is written.
-        if problem := id_problem(qid):
-            raise ValueError(f"cannot write a TREC run: {problem}")
+        qid = self._written(qid)
         lines = []
         for rank, hit in enumerate(hits, start=1):
             score = hit.score
-            if problem := id_problem(hit.doc_id):
-                raise ValueError(f"cannot write a TREC run: {problem}")
+            doc_id = self._written(hit.doc_id)
             if not math.isfinite(score):
                 raise ValueError(f"cannot write a TREC run: query {qid!r}, "
                                  f"document {hit.doc_id!r} has score {score!r}")
             text = str(int(score)) if isinstance(score, int) or (
                 float(score).is_integer() and abs(score) < 2**53) else repr(float(score))
-            lines.append(f"{qid} Q0 {hit.doc_id} {rank} {text} {self.tag}\n")
+            lines.append(f"{qid} Q0 {doc_id} {rank} {text} {self.tag}\n")
         self._out.writelines(lines)
         self.queries += 1
         self.hits += len(lines)

@@ -94,10 +94,12 @@ class Searcher:
     @classmethod
     def from_index(cls, path: str | os.PathLike, *, model: str | None = None,
                    device: str = "cpu", mode: str | SearchMode | None = None,
-                   **options) -> Searcher:
+                   force: bool = False, **options) -> Searcher:
         """Open an index and load its query encoder: the kind and model its settings record
         (``"query_encoder"``, default "splade"; ``model`` overrides the model).
 
+        A model whose fingerprint differs from the one recorded (another model, or other files
+        at the recorded path) is refused with a ``ValueError`` unless ``force``.
         ``options`` go to the encoder's ``from_pretrained``.
         """
         from sparse_ir.encoders.registry import load_query_encoder
@@ -108,6 +110,9 @@ class Searcher:
                                          index=index, **options)
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
+        from sparse_ir.encoders.st_format import check_model
+
+        check_model(index.settings, encoder, index=path, force=force)
         return cls(index, encoder, mode=mode)
 
     def encode(self, text: str) -> SparseBatch:

@@ -19,6 +19,11 @@ Lucene's limits, and why they are ours:
 
 Whitespace is Python's ``str.isspace`` (a superset of Java's ``Character.isWhitespace``), so
 the rule is never looser than Lucene's.
+
+An id is any non-empty string without control characters or line breaks (a Wikipedia title
+with spaces is an id). Only the formats whose columns are separated by whitespace (TREC run
+files, TSV topics, Lucene's whitespace-analyzed fields) cannot hold an id with whitespace:
+their writers check :func:`column_id_problem` and name the id they refuse.
 """
 
 from __future__ import annotations
@@ -35,11 +40,13 @@ __all__ = [
     "LUCENE_MAX_TOKEN_CHARS",
     "MAX_ID_BYTES",
     "MAX_QUERY_IMPACT",
+    "check_column_id",
     "check_id",
     "check_query_weights",
     "check_term",
     "check_weight",
     "first_duplicate",
+    "column_id_problem",
     "first_id_problem",
     "id_problem",
     "term_problem",
@@ -55,8 +62,8 @@ MAX_ID_BYTES = LUCENE_MAX_TERM_BYTES
 #: The largest integer query weight a query file may hold (the quantizer's largest impact).
 MAX_QUERY_IMPACT = 2**31 - 1
 _INT64_MAX = 2**63 - 1
-# No whitespace (re's \s is str.isspace), no control character (Cc), no lone surrogate (Cs).
-_PLAIN_ID = re.compile(r"[^\s\x00-\x1f\x7f-\x9f\ud800-\udfff\ufeff]+")
+# No control character (Cc), no line or paragraph separator, no lone surrogate (Cs), no BOM.
+_PLAIN_ID = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff]+")
 
 
 def _shown(value: str, limit: int = 40) -> str:
@@ -89,10 +96,11 @@ def term_problem(token: object) -> str | None:
 def id_problem(value: object) -> str | None:
     """Why ``value`` cannot be a document or query id; None if it can.
 
-    Ids are written into TREC run files (whitespace-separated columns) and stored by Lucene as
-    one term, so they must be non-empty, without whitespace or control characters, and at
-    most :data:`MAX_ID_BYTES` UTF-8 bytes. U+FEFF (a byte order mark) is refused too: an id
-    that carries one looks like the id without it and matches nothing.
+    An id is any non-empty string without control characters or line breaks, of at most
+    :data:`MAX_ID_BYTES` UTF-8 bytes (Lucene stores it as one term). Whitespace is allowed:
+    the writers of whitespace-separated formats check :func:`column_id_problem` instead.
+    U+FEFF (a byte order mark) is refused too: an id that carries one looks like the id
+    without it and matches nothing.
     """
     if not isinstance(value, str):
         return f"id {value!r} is a {type(value).__name__}, not a string"
@@ -100,11 +108,9 @@ def id_problem(value: object) -> str | None:
         return None  # the common case, decided in C (ids are checked once per document)
     if not value:
         return "empty id"
-    if any(c.isspace() for c in value):
-        return (f"id {_shown(value)} contains whitespace (TREC run files and Anserini's TSV "
-                "topics separate columns by whitespace)")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
-        return f"id {_shown(value)} contains a control character or a lone surrogate"
+    if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in value):
+        return (f"id {_shown(value)} contains a control character, a line break or a lone "
+                "surrogate")
     if "\ufeff" in value:
         return (f"id {_shown(value)} contains U+FEFF, a byte order mark (BOM) left by an "
                 "editor or by concatenating files: save the file as UTF-8 without BOM")
@@ -113,8 +119,21 @@ def id_problem(value: object) -> str | None:
     return None
 
 
+def column_id_problem(value: object) -> str | None:
+    """Why ``value`` cannot be written as an id into a whitespace-separated format (a TREC run
+    file, TSV topics, a Lucene whitespace-analyzed field); None if it can."""
+    if problem := id_problem(value):
+        return problem
+    if any(c.isspace() for c in value):
+        return (f"id {_shown(value)} contains whitespace, which this format uses to separate "
+                "its columns (TREC run files, TSV topics); write JSON lines instead, map such "
+                "ids (--id-map FILE, Run.write_trec(id_map=...)), or use ids without "
+                "whitespace")
+    return None
+
+
 # Anything an id may not contain except the newline that joins ids in first_id_problem.
-_NOT_IN_JOINED_IDS = re.compile(r"[^\S\n]|[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufeff]")
+_NOT_IN_JOINED_IDS = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufeff]")
 
 
 def first_id_problem(values) -> tuple[int, str] | None:
@@ -160,6 +179,12 @@ def check_term(token: object, *, path: object = None, line: int | None = None) -
 def check_id(value: object, *, path: object = None, line: int | None = None) -> None:
     """Raise :class:`InputError` (naming ``path`` and ``line``) if ``value`` is not a valid id."""
     _raise(id_problem(value), path, line, "invalid id: ")
+
+
+def check_column_id(value: object, *, path: object = None, line: int | None = None) -> None:
+    """Raise :class:`~sparse_ir.errors.InputError` if ``value`` cannot be written into a
+    whitespace-separated format (:func:`column_id_problem`)."""
+    _raise(column_id_problem(value), path, line)
 
 
 def check_weight(value: object, *, path: object = None, line: int | None = None) -> None:

@@ -55,7 +55,7 @@ CASES = [
     corpus("missing id", b'{"text": "no id"}', "missing id"),
     corpus("empty id", b'{"_id": " ", "text": "x"}', "missing id"),
     corpus("id of the wrong type", b'{"_id": 1.5, "text": "x"}', "must be a string or integer"),
-    corpus("id with whitespace", b'{"_id": "d 1", "text": "x"}', "contains whitespace"),
+    corpus("id with a line break", b'{"_id": "d\\u20281", "text": "x"}', "line break"),
     corpus("id with a control character", b'{"_id": "d\\u0001", "text": "x"}',
            "control character"),
     corpus("duplicate id", b'{"_id": "d0", "text": "again"}', "duplicate id"),
@@ -73,8 +73,8 @@ CASES = [
          "truncated last line", 2, 1),
     Case("queries.tsv", "one column", b"q0\tgood\nq1 no tab\n", "2 tab-separated columns", 2, 1),
     Case("queries.tsv", "empty id", b"q0\tgood\n\tno id\n", "missing id", 2, 1),
-    Case("queries.tsv", "id with whitespace", b"q0\tgood\nq 1\ttext\n", "contains whitespace",
-         2, 1),
+    Case("queries.tsv", "id with a control character", b"q0\tgood\nq\x011\ttext\n",
+         "control character", 2, 1),
     Case("queries.tsv", "invalid UTF-8", b"q0\tgood\nq1\tcaf\xe9\n", "invalid UTF-8", 2, 1),
     Case("queries.tsv", "duplicate id", b"q0\tgood\nq0\tagain\n", "duplicate id", 2, 1),
     Case("queries.tsv", "empty query", b"q0\tgood\nq1\t \n", "empty query", 2, 1),
@@ -252,9 +252,10 @@ def test_index_refuses_duplicate_and_invalid_ids_across_shards(tmp_path):
     again = SparseBatch.from_dicts([{"a": 2}], vocab, ids=["d0"])
     with pytest.raises(InputError, match="duplicate document id 'd0'"):
         ImpactIndex.build(iter([first, again]), tmp_path / "i", show_progress=False)
-    spaced = SparseBatch.from_dicts([{"a": 2}], vocab, ids=["d 1"])
-    with pytest.raises(InputError, match="invalid id: document 1: id 'd 1' contains whitespace"):
-        ImpactIndex.build(iter([first, spaced]), tmp_path / "i", show_progress=False)
+    bad = SparseBatch.from_dicts([{"a": 2}], vocab, ids=["d\x011"])
+    with pytest.raises(InputError, match="invalid id: document 1: id 'd.x011' contains a "
+                                         "control character"):
+        ImpactIndex.build(iter([first, bad]), tmp_path / "i", show_progress=False)
 
 
 def test_in_memory_vectors_are_checked_too():

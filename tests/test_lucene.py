@@ -162,9 +162,9 @@ def test_export_refuses_tokens_lucene_would_change(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
-def test_export_refuses_ids_a_run_file_cannot_hold(tmp_path, monkeypatch):
+def test_export_refuses_ids_a_run_file_cannot_hold(tmp_path):
     batch = SparseBatch.from_dicts([{"a": 1}], ("a",), ["doc 1"])
-    index = _build_unchecked(batch, tmp_path / "i", monkeypatch)
+    index = ImpactIndex.build(batch, tmp_path / "i", show_progress=False)  # a valid id
     with pytest.raises(InputError, match="'doc 1' contains whitespace"):
         export_json_vectors(index, tmp_path / "out", show_progress=False)
 

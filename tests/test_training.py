@@ -501,7 +501,8 @@ def test_checkpoint_loads_as_splade_encoder(tiny_bert_dir, tmp_path):
                                   tokens["attention_mask"])[0]
     terms, values = batch.row(0)
     assert np.allclose(values, expected[terms].numpy(), atol=1e-5)
-    config = json.loads((result.last_checkpoint / "training_config.json").read_text())
+    state_dir = result.last_checkpoint / "trainer_state"
+    config = json.loads((state_dir / "training_config.json").read_text())
     assert config["learning_rate"] == 1e-3 and config["format"] == 1
 
 
@@ -578,7 +579,9 @@ def test_cli_train_on_jsonl(tiny_bert_dir, tmp_path):
                    "--eval-document-max-length", "16"])
     assert status == 0
     assert (out / "checkpoint-2" / "model.safetensors").is_file()
-    assert (out / "best" / "trainer_state.json").is_file()
+    assert (out / "best" / "trainer_state" / "trainer_state.json").is_file()
+    assert (out / "checkpoint-2" / "modules.json").is_file()
+    assert not (out / "checkpoint-2" / "trainer_state.json").exists()
     with pytest.raises(SystemExit):  # argparse: usage error
         main(["-q", "train", "--train-jsonl", str(path), "--output", str(out),
               "--holdout", "1.5"])

@@ -28,8 +28,9 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
                             "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
                             "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
                             "is fast, else float32 (default: %(default)s)")
-    group.add_argument("--pooling", choices=typing.get_args(Pooling), default="max",
-                       help="max (SPLADE v2/++/v3, default) or sum (SPLADE v1)")
+    group.add_argument("--pooling", choices=typing.get_args(Pooling), default=None,
+                       help="max (SPLADE v2/++/v3) or sum (SPLADE v1) (default: the model's "
+                            "own setting for a sentence-transformers model, else max)")
     group.add_argument("--processes", type=positive_int, default=1,
                        help="worker processes for encoding on a CPU with many cores, each "
                             "with cores/N threads (default 1: one process, every core)")
@@ -38,8 +39,11 @@ def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | N
 def load_encoder(args: argparse.Namespace, model: str | None = None):
     """The SpladeEncoder described by the model options (a ParallelSpladeEncoder for
     ``--processes`` > 1: close it, or use :func:`opened_encoder`)."""
-    options = {"batch_size": args.batch_size, "precision": args.precision,
-               "pooling": args.pooling}
+    options = {"batch_size": args.batch_size, "precision": args.precision}
+    if getattr(args, "pooling", None) is not None:
+        options["pooling"] = args.pooling
+    if getattr(args, "document_max_length", None) is not None:
+        options["document_max_length"] = args.document_max_length
     if getattr(args, "processes", 1) > 1:
         from sparse_ir.encoders.parallel import ParallelSpladeEncoder
 

@@ -124,7 +124,9 @@ def _encode(args: argparse.Namespace, encoder) -> int:
             flush()
     finally:
         progress.close()
-    info = {"model": args.model, "input": str(args.input), "queries": args.queries,
+    from sparse_ir.pipeline import encoder_settings
+
+    info = {**encoder_settings(encoder), "input": str(args.input), "queries": args.queries,
             "max_length": max_length, "shards": number, "texts": stats.texts,
             "empty_texts": stats.empty_texts, "truncated_texts": stats.truncated_texts,
             "skipped_invalid": report.total}

@@ -6,6 +6,7 @@ import argparse
 import sys
 import typing
 
+from sparse_ir.cli import batch
 from sparse_ir.cli.common import positive_int
 from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.fusion import FusionMethod, MissingPolicy, Normalization
@@ -46,7 +47,8 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "dense-search", help="search a dense index with a text query",
         description="Encode the query with the index's dense model and print the top documents.")
-    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("query", nargs="*", help="the query text (or --queries FILE)")
+    batch.add_batch_options(parser)
     parser.add_argument("--index", required=True, help="dense index directory")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
@@ -64,7 +66,8 @@ def register(subparsers) -> None:
         description="Encode the query with both indexes' models, search both, and fuse the "
                     "rankings: a convex combination of normalized scores (alpha on the sparse "
                     "run) or Reciprocal Rank Fusion. Each hit shows both component scores.")
-    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("query", nargs="*", help="the query text (or --queries FILE)")
+    batch.add_batch_options(parser)
     parser.add_argument("--sparse-index", required=True, help="impact index directory")
     parser.add_argument("--dense-index", required=True, help="dense index directory")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
@@ -134,6 +137,8 @@ def run_dense_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import DenseSearcher
 
     searcher = DenseSearcher.from_index(args.index, device=args.device, mode=args.mode)
+    if (status := batch.batch_or_json(args, searcher)) is not None:
+        return status
     text = " ".join(args.query)
     hits = searcher.search(text, args.top_k)
     print(f"query: {text}")
@@ -154,6 +159,8 @@ def run_hybrid_search(args: argparse.Namespace) -> int:
     searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
                                            device=args.device, sparse_mode=args.sparse_mode,
                                            dense_mode=args.dense_mode)
+    if (status := batch.batch_or_json(args, searcher)) is not None:
+        return status
     text = " ".join(args.query)
     hits = searcher.search(text, args.top_k)
     print(f"query: {text}")

@@ -7,6 +7,7 @@ import sys
 import typing
 from pathlib import Path
 
+from sparse_ir.cli import batch
 from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
 from sparse_ir.index.modes import DEFAULT_BOUND_WEIGHT, DEFAULT_CUT_RATIO, SearchModeName
 from sparse_ir.quantize import ImpactBits
@@ -40,6 +41,10 @@ def register(subparsers) -> None:
                         help="do not store titles and texts in the index")
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid corpus lines (counted and reported)")
+    parser.add_argument("--max-length", dest="document_max_length", type=positive_int,
+                        default=None,
+                        help="tokens read per document (default: the model's; 256 for a "
+                             "plain Hugging Face SPLADE model)")
     parser.add_argument("--allow-empty", action="store_true",
                         help="index documents with no title and no text as empty vectors "
                              "(default: they are invalid)")
@@ -51,7 +56,7 @@ def register(subparsers) -> None:
         description="Encode the query with the index's model and print the top documents with "
                     "the terms that contributed most to each score ('+' marks expansion terms "
                     "the query text does not contain).")
-    parser.add_argument("query", nargs="+", help="the query text")
+    parser.add_argument("query", nargs="*", help="the query text (or --queries FILE)")
     parser.add_argument("--index", required=True, help="index directory")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
@@ -59,6 +64,11 @@ def register(subparsers) -> None:
                         help="contributing terms shown per hit (0: none) (default: %(default)s)")
     parser.add_argument("--model", default=None,
                         help="query encoder (default: the model recorded in the index)")
+    batch.add_batch_options(parser)
+    parser.add_argument("--force-model", action="store_true",
+                        help="search even when --model (or the files at the recorded model's "
+                             "path) differ from the model that made the index (default: "
+                             "refuse)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.add_argument("--mode", choices=typing.get_args(SearchModeName), default=None,
@@ -154,11 +164,14 @@ def _index_vectors(args: argparse.Namespace) -> int:
 
 
 def _vector_settings(args: argparse.Namespace) -> dict:
-    settings = {"model": args.model, "vectors": str(args.vectors)}
-    if args.model:
+    from sparse_ir.encoders.st_format import vectors_provenance
+
+    # The vectors' encode.json names their model (over --model's default), made absolute.
+    settings = vectors_provenance(args.vectors, args.model, "splade-tiny")
+    if settings.get("model") and "query_encoder" not in settings:
         from sparse_ir.pipeline import query_encoder_kind
 
-        settings["query_encoder"] = query_encoder_kind(args.model)
+        settings["query_encoder"] = query_encoder_kind(settings["model"])
     return settings
 
 
@@ -209,7 +222,10 @@ def run_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import Searcher
 
     mode = search_mode(args)
-    searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode)
+    searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode,
+                                   force=args.force_model)
+    if (status := batch.batch_or_json(args, searcher)) is not None:
+        return status
     text = " ".join(args.query)
     print_hits(searcher, text, args.top_k, args.terms)
     return 0

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from sparse_ir.cli import engines
 from sparse_ir.cli.common import positive_int
 
 
@@ -86,6 +87,7 @@ def _register_export(subparsers) -> None:
     parser.add_argument("--skip-invalid", action="store_true",
                         help="skip invalid query lines (counted and reported)")
     parser.set_defaults(handler=run_export_queries)
+    engines.register(commands)  # export opensearch | elasticsearch
     export.set_defaults(handler=lambda args: _group_help(export))
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["DensePooling", "DensePrecision", "Pooling", "Precision", "Screen"]
+__all__ = ["Activation", "DensePooling", "DensePrecision", "Pooling", "Precision", "Screen"]
 
 #: SPLADE pooling of the MLM logits over the tokens: ``"max"`` (v2, ++, v3) or ``"sum"`` (v1).
 Pooling = Literal["max", "sum"]
+#: SPLADE activation of the MLM logits z: ``"relu"`` gives log(1 + ReLU(z)) (every SPLADE);
+#: ``"log1p_relu"`` gives log(1 + log(1 + ReLU(z))) (OpenSearch's models).
+Activation = Literal["relu", "log1p_relu"]
 #: SPLADE encoder precision (see :class:`~sparse_ir.encoders.splade.SpladeEncoder`).
 Precision = Literal["auto", "float32", "mixed", "bfloat16"]
 #: The vocabulary screen of the mixed precisions.

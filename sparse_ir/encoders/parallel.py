@@ -84,14 +84,23 @@ class ParallelSpladeEncoder:
                          **options) -> SparseBatch:
         """Encode documents across the workers; rows in input order, one ``str`` is one row
         (see :meth:`encode`)."""
-        return self.encode(as_texts(texts), ids=ids,
+        texts = as_texts(texts)
+        if self._local.document_prompt:  # a sentence-transformers model's prompt
+            texts = [self._local.document_prompt + text for text in texts]
+        return self.encode(texts, ids=ids,
                            max_length=max_length or self._local.document_max_length, **options)
 
     def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
                        max_length: int | None = None, **options) -> SparseBatch:
         """Encode queries across the workers; rows in input order, one ``str`` is one row
-        (see :meth:`encode`)."""
-        return self.encode(as_texts(texts), ids=ids,
+        (see :meth:`encode`). A model with its own query side (an inference-free Router)
+        encodes queries in this process with it."""
+        texts = as_texts(texts)
+        if self._local.query_encoder is not None:
+            return self._local.encode_queries(texts, ids=ids, max_length=max_length, **options)
+        if self._local.query_prompt:
+            texts = [self._local.query_prompt + text for text in texts]
+        return self.encode(texts, ids=ids,
                            max_length=max_length or self._local.query_max_length, **options)
 
     def encode(self, texts: Sequence[str], *, max_length: int,

@@ -114,7 +114,9 @@ def load_query_encoder(settings: dict, *, model: str | None = None, device: str 
         return cls.from_index_settings(index, settings, **options)
     name = model or settings.get("model")
     if not name:
-        raise ValueError("the index does not record its model; pass model=...")
+        raise ValueError("the index does not record its model (the one that made its vectors: "
+                         "built from vectors without encode.json?); name it: --model on the "
+                         "command line, model=... in Python")
     for key in getattr(cls, "recorded_query_settings", ()):
         if key in settings and key not in options:
             options[key] = settings[key]

@@ -40,13 +40,13 @@ import numpy as np
 import torch
 
 from sparse_ir.encoders.base import as_texts
-from sparse_ir.encoders.options import Pooling, Precision, Screen
+from sparse_ir.encoders.options import Activation, Pooling, Precision, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["SpladeEncoder", "EncodeStats", "Pooling", "Precision", "Screen"]
+__all__ = ["SpladeEncoder", "EncodeStats", "Activation", "Pooling", "Precision", "Screen"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,13 @@ class SpladeEncoder:
         screen: the screen of "mixed" and "bfloat16" max pooling: ``"int8"`` (CPUs with
             VNNI), ``"bfloat16"``, or ``"auto"`` (default: int8 where VNNI is present, else
             bfloat16). Both give the same weights; only speed differs.
+        activation: ``"relu"`` (w = log(1 + ReLU(z)), every SPLADE) or ``"log1p_relu"``
+            (w = log(1 + log(1 + ReLU(z))), OpenSearch's models).
+        query_prompt, document_prompt: text put before every query / document (a
+            sentence-transformers model's saved prompts).
+        max_active_dims: keep only the heaviest terms of every vector (default: all).
+        query_encoder: a separate query side (an inference-free model's IDF encoder, or the
+            query branch of an asymmetric model): :meth:`encode_queries` delegates to it.
     """
 
     #: The settings an index records (pipeline.encoder_settings) that the query side reuses.
@@ -150,9 +157,18 @@ class SpladeEncoder:
                  pooling: Pooling = "max", document_max_length: int = 256,
                  query_max_length: int = 64, batch_size: int = 32, vocab_chunk: int = 512,
                  precision: Precision = "auto", screen: Screen = "auto",
-                 name: str | None = None):
+                 name: str | None = None, activation: Activation = "relu",
+                 query_prompt: str = "", document_prompt: str = "",
+                 max_active_dims: int | None = None, query_encoder=None):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
+        if activation not in get_args(Activation):
+            raise ValueError(f"activation must be one of {get_args(Activation)}, "
+                             f"got {activation!r}")
+        if max_active_dims is not None and (not isinstance(max_active_dims, int)
+                                            or max_active_dims <= 0):
+            raise ValueError(f"max_active_dims must be a positive integer, got "
+                             f"{max_active_dims!r}")
         if precision not in get_args(Precision):
             raise ValueError(f"precision must be one of {get_args(Precision)}, "
                              f"got {precision!r}")
@@ -187,6 +203,11 @@ class SpladeEncoder:
         self.screen = screen
         self._screen_cache: tuple | None = None
         self.name = name
+        self.activation = activation
+        self.query_prompt = query_prompt
+        self.document_prompt = document_prompt
+        self.max_active_dims = max_active_dims
+        self.query_encoder = query_encoder
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(f"{type(model).__name__} has no vocabulary projection; "
@@ -200,6 +221,11 @@ class SpladeEncoder:
                         device: str = "cpu", **options) -> SpladeEncoder:
         """Load a SPLADE model by bundled name (``splade-tiny``), local directory or hub id.
 
+        A sentence-transformers directory (with ``modules.json``) is read with its module
+        settings (pooling, activation, maximum length, prompts, ``max_active_dims``, an
+        inference-free query side): see :mod:`sparse_ir.encoders.st_format`. An option passed
+        here overrides the model's own setting (with a warning when they differ).
+
         Args:
             name_or_path: ``"splade-tiny"`` (bundled), a directory with ``config.json`` and
                 safetensors weights, or a Hugging Face id such as ``naver/splade-v3``.
@@ -208,7 +234,13 @@ class SpladeEncoder:
         """
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+        from sparse_ir.encoders import st_format
+
         path = resolve_model(name_or_path)
+        layout = st_format.read_layout(path)
+        if layout is not None:
+            return st_format.load_encoder(layout, device=device, name=os.fspath(name_or_path),
+                                          **options)
         with quiet_transformers():
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
@@ -231,14 +263,23 @@ class SpladeEncoder:
                          **options) -> SparseBatch:
         """Encode documents (default ``max_length`` 256; one ``str`` is one row). See
         :meth:`encode` for options."""
-        return self.encode(as_texts(texts), ids=ids,
+        texts = as_texts(texts)
+        if self.document_prompt:
+            texts = [self.document_prompt + text for text in texts]
+        return self.encode(texts, ids=ids,
                            max_length=max_length or self.document_max_length, **options)
 
     def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
                        max_length: int | None = None, **options) -> SparseBatch:
         """Encode queries (default ``max_length`` 64; one ``str`` is one row). See
         :meth:`encode` for options."""
-        return self.encode(as_texts(texts), ids=ids,
+        texts = as_texts(texts)
+        if self.query_encoder is not None:
+            return self.query_encoder.encode_queries(texts, ids=ids, max_length=max_length,
+                                                     **options)
+        if self.query_prompt:
+            texts = [self.query_prompt + text for text in texts]
+        return self.encode(texts, ids=ids,
                            max_length=max_length or self.query_max_length, **options)
 
     def encode(self, texts: Sequence[str], *, max_length: int, ids: Sequence[str] | None = None,
@@ -252,7 +293,8 @@ class SpladeEncoder:
             max_length: tokens read per text, special tokens included.
             ids: external ids stored with the vectors.
             batch_size: texts per forward pass (default: the encoder's).
-            max_active_dims: keep only the heaviest terms of each vector (top-k).
+            max_active_dims: keep only the heaviest terms of each vector (top-k; default:
+                the encoder's ``max_active_dims``).
             threshold: drop weights ``<= threshold`` (0 drops only zeros).
             show_progress: progress bar; None shows it when stderr is a terminal.
             stats: an :class:`EncodeStats` to add this call's counts to.
@@ -261,6 +303,8 @@ class SpladeEncoder:
             raise TypeError("encode takes a sequence of texts, not one string; wrap it in a list")
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
+        if max_active_dims is None:
+            max_active_dims = self.max_active_dims
         if max_active_dims is not None and max_active_dims <= 0:
             raise ValueError(f"max_active_dims must be positive, got {max_active_dims}")
         if threshold < 0:
@@ -365,7 +409,7 @@ class SpladeEncoder:
                 out[:, start:start + tile.shape[0]] = torch.matmul(hidden, tile.T).amax(dim=1)
             if bias is not None:
                 out += bias.float()
-            return torch.log1p(torch.relu_(out))
+            return self._activate(out)
         # Sum pooling needs every token's activation; padding is masked out.
         dtype = torch.bfloat16 if self.precision == "bfloat16" else weight.dtype
         hidden = hidden.to(dtype)
@@ -376,8 +420,13 @@ class SpladeEncoder:
             logits = torch.matmul(hidden, tile.T).float()
             if bias is not None:
                 logits += bias[start:start + tile.shape[0]].float()
-            out[:, start:start + tile.shape[0]] = (torch.log1p(torch.relu_(logits)) * keep).sum(1)
+            out[:, start:start + tile.shape[0]] = (self._activate(logits) * keep).sum(1)
         return out
+
+    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """log(1 + ReLU(z)), or log(1 + log(1 + ReLU(z))) for "log1p_relu" (in place)."""
+        out = torch.log1p_(torch.relu_(logits))
+        return torch.log1p_(out) if self.activation == "log1p_relu" else out
 
     def _chunk(self, hidden: torch.Tensor) -> int:
         # Short inputs (a query) take the vocabulary in few tiles: each tile costs a call, and
@@ -400,7 +449,7 @@ class SpladeEncoder:
         if bias is not None:
             upper += bias.float()
         logits = rescore(hidden, mask.sum(dim=1).tolist(), upper > 0, weight, bias)
-        return torch.log1p(torch.relu_(logits))
+        return self._activate(logits)
 
     def _screen_for(self, weight: torch.Tensor) -> Int8Screen | Bfloat16Screen:
         """The screen of the projection, built once and rebuilt if the weights change."""

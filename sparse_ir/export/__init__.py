@@ -9,6 +9,8 @@ Stages, one module each:
 * :mod:`.jsonvector`: import a JsonVectorCollection (ours or Pyserini's) into an ImpactIndex.
 * :mod:`.anserini`: find Java and the Anserini jar; run IndexCollection / SearchCollection.
 * :mod:`.compare`: check that two runs agree on their top-k (scores exact, ties as sets).
+* :mod:`.opensearch`: an index for OpenSearch (rank_features) or Elasticsearch (sparse_vector):
+  mapping, bulk NDJSON, token map, query bodies.
 
 Nothing here starts a JVM or imports pyserini at import time.
 """
@@ -38,6 +40,10 @@ _EXPORTS = {
     "AnseriniError": "sparse_ir.export.anserini",
     "compare_top_k": "sparse_ir.export.compare",
     "AgreementReport": "sparse_ir.export.compare",
+    "export_search_engine": "sparse_ir.export.opensearch",
+    "EngineExportReport": "sparse_ir.export.opensearch",
+    "index_mapping": "sparse_ir.export.opensearch",
+    "query_body": "sparse_ir.export.opensearch",
 }
 
 __all__ = list(_EXPORTS)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 from sparse_ir.errors import InputError
 from sparse_ir.validation import LUCENE_MAX_TERM_BYTES, LUCENE_MAX_TOKEN_CHARS, term_problem
-from sparse_ir.validation import id_problem as shared_id_problem
+from sparse_ir.validation import column_id_problem as shared_id_problem
 
 __all__ = [
     "MAX_TERM_BYTES",

@@ -78,6 +78,10 @@ class IdfQueryEncoder:
         idf: [vocab] float32 IDF of every output row.
         query_max_length: tokens read per query.
         name: a label (the checkpoint path) for manifests and logs.
+        drop_special_tokens: leave out special tokens ([UNK], ...) met in a query (default);
+            False keeps them at their table weight, as sentence-transformers'
+            ``SparseStaticEmbedding`` does.
+        query_prompt: text put before every query.
     """
 
     pooling = "idf"
@@ -87,7 +91,8 @@ class IdfQueryEncoder:
     recorded_query_settings: tuple[str, ...] = ()
 
     def __init__(self, tokenizer, idf: np.ndarray, *, query_max_length: int = 64,
-                 name: str | None = None):
+                 name: str | None = None, drop_special_tokens: bool = True,
+                 query_prompt: str = ""):
         from sparse_ir.encoders.splade import _vocabulary
 
         idf = np.asarray(idf, np.float32)
@@ -101,7 +106,9 @@ class IdfQueryEncoder:
         self.document_max_length = None
         self.name = name
         self._vocab = _vocabulary(tokenizer, len(idf))
-        self._special = np.asarray(sorted(tokenizer.all_special_ids), np.int64)
+        self.query_prompt = query_prompt
+        self._special = np.asarray(sorted(tokenizer.all_special_ids) if drop_special_tokens
+                                   else [], np.int64)
 
     @classmethod
     def from_corpus(cls, tokenizer, texts: Iterable[str], vocab_size: int, **options
@@ -113,16 +120,28 @@ class IdfQueryEncoder:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str | None = None,
                         **options) -> IdfQueryEncoder:
-        """Load the query side saved by :meth:`save` (an inference-free training checkpoint).
+        """Load the query side saved by :meth:`save`, or the ``SparseStaticEmbedding`` query
+        side of a sentence-transformers Router (an inference-free training checkpoint).
 
         ``device`` is accepted like every encoder's and unused: no model runs for queries.
         """
         from safetensors.numpy import load_file
         from transformers import AutoTokenizer
 
+        from sparse_ir.encoders import st_format
         from sparse_ir.encoders.registry import quiet_transformers
 
         directory = Path(path)
+        layout = st_format.read_layout(directory)
+        if layout is not None and isinstance(layout.query, st_format.StaticModule):
+            from transformers import AutoConfig
+
+            vocab_size = AutoConfig.from_pretrained(layout.document.directory).vocab_size
+            encoder = st_format.load_static_query_encoder(layout, vocab_size=vocab_size,
+                                                          name=str(directory))
+            for key, value in options.items():
+                setattr(encoder, key, value)
+            return encoder
         if not (directory / IDF_FILE).is_file():
             raise FileNotFoundError(f"{directory / IDF_FILE} not found: {directory} is not an "
                                     "inference-free checkpoint")
@@ -155,6 +174,8 @@ class IdfQueryEncoder:
     def token_ids(self, texts: Sequence[str], max_length: int | None = None
                   ) -> list[np.ndarray]:
         """The distinct non-special token ids of each text, ascending."""
+        if self.query_prompt:
+            texts = [self.query_prompt + text for text in texts]
         encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
                                  max_length=max_length or self.query_max_length,
                                  return_attention_mask=False,

@@ -33,8 +33,10 @@ from sparse_ir.encoders.options import Precision
 from sparse_ir.training.checkpoint import (
     latest_checkpoint,
     load_training_state,
+    model_weights_file,
     optimizer_state_from_tensors,
     save_checkpoint,
+    state_directory,
 )
 from sparse_ir.training.data import BatchSampler, TrainingExample, ValidationSet
 from sparse_ir.training.losses import (
@@ -292,7 +294,7 @@ class Trainer:
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
             return False
-        saved = json.loads((checkpoint / "training_config.json").read_text())
+        saved = json.loads((state_directory(checkpoint) / "training_config.json").read_text())
         saved.pop("format", None)
         current = dataclasses.asdict(self.config)
         changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
@@ -303,7 +305,7 @@ class Trainer:
                              f"{current[changed[0]]!r} now); use a new output directory")
         from safetensors.torch import load_file
 
-        weights = load_file(checkpoint / "model.safetensors")
+        weights = load_file(model_weights_file(checkpoint))
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         # Tied weights (the vocabulary projection is the input embedding) are stored once:
         # a missing name is fine when its parameter was loaded under another name.
@@ -322,7 +324,7 @@ class Trainer:
         self.best = state.get("best")
         # OUTPUT/best may be newer than the checkpoint (an evaluation after it, then a crash):
         # keep the better of the two records so a worse model never replaces it.
-        best_state = self.output_dir / "best" / "trainer_state.json"
+        best_state = state_directory(self.output_dir / "best") / "trainer_state.json"
         if best_state.is_file():
             recorded = json.loads(best_state.read_text()).get("best")
             if recorded and (self.best is None
@@ -528,8 +530,12 @@ def load_model(name_or_path: str | os.PathLike):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from sparse_ir.encoders.registry import quiet_transformers, resolve_model
+    from sparse_ir.encoders.st_format import read_layout
 
     path = resolve_model(name_or_path)
+    layout = read_layout(path)
+    if layout is not None:  # a sentence-transformers model: its document-side transformer
+        path = layout.document.directory
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
         model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True)
