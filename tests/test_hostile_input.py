@@ -319,7 +319,6 @@ def test_dev_zero_as_a_run_through_the_cli(tmp_path, capsys):
     (IndexCorruptError("x: checksum mismatch"), 3),
     (MissingDependencyError("evaluation", "ir-measures", "eval"), 4),
     (IndexBusyError("another build is writing ix right now"), 5),
-    (RuntimeError("another build is writing ix right now"), 5),
     (TypeError("unsupported operand"), 70),
     (RecursionError("maximum recursion depth exceeded"), 70),
     (KeyboardInterrupt(), 130),
