@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 DEFAULT_HOST = "127.0.0.1"
@@ -93,7 +94,15 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(args.index, args.dense_index, settings=settings, device=args.device)
     print(f"sparse-ir serve: http://{args.host}:{args.port}/ (API schema: /openapi.json)",
           file=sys.stderr, flush=True)
+    # uvicorn answers SIGTERM and ^C by draining the requests in flight, then raises the
+    # signal again under the handlers it found: these make that a normal exit (status 0).
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, _drained)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning",
                 timeout_graceful_shutdown=max(settings.request_timeout, 1.0) + 5,
                 server_header=False)
     return 0
+
+
+def _drained(signal_number, frame) -> None:
+    """The signal that stopped the server, raised again after it drained: nothing to do."""

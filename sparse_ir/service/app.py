@@ -207,8 +207,8 @@ def _replay(body: bytes, receive):
 
 
 async def _send_error(send, error: ServiceError, request_id: str) -> None:
-    payload = json.dumps(_error_body(error.code, error.message, request_id,
-                                     error.problems)).encode()
+    payload = json.dumps(_error_body(error.code, error.message, request_id, error.problems),
+                         separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(payload)).encode())]
     if error.status in (408, 413):

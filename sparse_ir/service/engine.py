@@ -90,18 +90,34 @@ class Engine:
             loaded.dense.index.verify()
 
     def startup_check(self, verify: bool) -> None:
-        """Set :attr:`status` after checking the open indexes (run on a worker thread)."""
-        if not verify:
-            self.status = "ready"
-            return
-        self.status = "verifying"
+        """Set :attr:`status` after checking the open indexes and warming them up (run on a
+        worker thread): the first search compiles the kernels, the first encoding loads
+        the encoder's lazy parts; neither should fall on a client's request."""
         try:
-            self.verify()
+            if verify:
+                self.status = "verifying"
+                self.verify()
+            self.status = "warming up"
+            self.warm_up()
         except Exception as error:
-            logger.error("index verification failed: %s", error)
+            logger.error("the index is not ready: %s", error)
             self.status = f"failed: {error}"
         else:
             self.status = "ready"
+
+    def warm_up(self) -> None:
+        """One search in each mode the index has, one encoder call."""
+        loaded = self.current
+        index = loaded.sparse.index
+        modes = ["exhaustive", "pruned", "approximate"] if index.has_search_layout else \
+            ["exhaustive"]
+        with self.encoder_lock:
+            query = loaded.sparse.encode("warm up")
+        for mode in modes:
+            index.search(query, 10, mode=mode)
+        if loaded.dense is not None:
+            with self.encoder_lock:
+                loaded.dense.search("warm up", 10)
 
     def reload(self, *, verify: bool) -> dict:
         """Open each index's current generation; swap them in when any changed.
