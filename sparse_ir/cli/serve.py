@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -60,6 +61,8 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="cpu", help="device of the query encoders")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="no JSON access-log line per request on stderr")
+    parser.add_argument("--open", action="store_true",
+                        help="open the search page in a web browser once the index is ready")
     parser.set_defaults(handler=run_serve)
 
 
@@ -94,6 +97,9 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(args.index, args.dense_index, settings=settings, device=args.device)
     print(f"sparse-ir serve: http://{args.host}:{args.port}/ (API schema: /openapi.json)",
           file=sys.stderr, flush=True)
+    if args.open:
+        threading.Thread(target=_open_when_ready, args=(args.host, args.port),
+                         daemon=True).start()
     # uvicorn answers SIGTERM and ^C by draining the requests in flight, then raises the
     # signal again under the handlers it found: these make that a normal exit (status 0).
     for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -102,6 +108,26 @@ def run_serve(args: argparse.Namespace) -> int:
                 timeout_graceful_shutdown=max(settings.request_timeout, 1.0) + 5,
                 server_header=False)
     return 0
+
+
+def _open_when_ready(host: str, port: int, timeout: float = 600) -> None:
+    """Open the page in a browser once ``/readyz`` says ready."""
+    import http.client
+    import time
+    import webbrowser
+
+    address = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            connection = http.client.HTTPConnection(address, port, timeout=2)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                webbrowser.open(f"http://{address}:{port}/")
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
 
 
 def _drained(signal_number, frame) -> None:
