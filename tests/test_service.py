@@ -766,12 +766,12 @@ def test_search_page_in_chromium(open_server, tmp_path):
             assert "dense rank" in page.locator("li.hit .ranks").first.inner_text()
             hybrid_shot = tmp_path / "search-page-hybrid.png"
             page.screenshot(path=str(hybrid_shot), full_page=False)
-            assert not errors, errors
         finally:
             browser.close()
-    artifacts = os.environ.get("SPARSE_IR_ARTIFACTS")
-    if artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-        for path in (shot, hybrid_shot):
-            shutil.copy(path, Path(artifacts) / path.name)
+            artifacts = os.environ.get("SPARSE_IR_ARTIFACTS")
+            if artifacts:
+                Path(artifacts).mkdir(parents=True, exist_ok=True)
+                for path in tmp_path.glob("*.png"):
+                    shutil.copy(path, Path(artifacts) / path.name)
+    assert not errors, errors
     assert shot.stat().st_size > 10_000

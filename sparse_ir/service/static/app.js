@@ -70,9 +70,9 @@ function renderQueryVector(terms) {
   const inText = terms.filter((t) => t.in_text);
   const expansion = terms.filter((t) => !t.in_text);
   box.innerHTML = `<h2>Query vector · ${terms.length} terms</h2>` +
-    `<div class="row"><span class="label">from the query text</span>` +
+    `<div class="row"><span class="label">words of the query</span>` +
     (inText.map((t) => chip(t.token, "text", t.impact)).join("") || "—") + `</div>` +
-    `<div class="row"><span class="label">expansion terms</span>` +
+    `<div class="row"><span class="label">expansion, word pieces</span>` +
     (expansion.slice(0, 40).map((t) => chip(t.token, "exp", t.impact)).join("") || "—") +
     (expansion.length > 40 ? ` <small>+${expansion.length - 40} more</small>` : "") + `</div>`;
   box.hidden = false;
