@@ -32,7 +32,7 @@ from sparse_ir.fusion import Fusion
 from sparse_ir.index.modes import resolve_mode
 from sparse_ir.search import DenseSearcher, Searcher
 from sparse_ir.service.batching import QueryBatcher
-from sparse_ir.service.engine import Engine, Loaded, snippet, text_words, token_in_words
+from sparse_ir.service.engine import Engine, Loaded, snippet
 from sparse_ir.service.metrics import Metrics
 from sparse_ir.service.models import (
     DocumentResponse,
@@ -384,7 +384,7 @@ def create_app(index: Searcher | str | os.PathLike,
                                         f"is {settings.max_query_terms}")
             query = {token: int(weight) for token, weight in body.query.items()} \
                 if body.impacts else dict(body.query)
-        result = await in_thread(request, _search, loaded, query, body)
+        result = await in_thread(request, _search, engine, loaded, query, body)
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
@@ -540,7 +540,7 @@ def _encode_texts(engine: Engine, texts: list[str]) -> list[SparseBatch]:
     return [batch.select([i]) for i in range(len(texts))]
 
 
-def _search(loaded: Loaded, query, body: SearchRequest) -> dict:
+def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
     index = loaded.sparse.index
     searcher = loaded.sparse
     mode = body.mode if body.mode is not None else searcher.mode
@@ -555,8 +555,8 @@ def _search(loaded: Loaded, query, body: SearchRequest) -> dict:
     except (InputError, ValueError) as error:
         raise ServiceError(422, str(error)) from None
     result: dict = {"hits": [], "mode": mode_name, "generation": loaded.generation}
-    query_words = text_words(body.text) if body.text is not None else None
     if body.explain:
+        query_words = engine.text_terms(body.text) if body.text is not None else None
         terms, impacts = index.prepare_query(query)
         if vector is not None:
             row_terms, row_weights = vector.row(0)
@@ -566,7 +566,7 @@ def _search(loaded: Loaded, query, body: SearchRequest) -> dict:
             floats = {token: float(weight) for token, weight in body.query.items()}
         query_terms = [{"token": index.vocab[t], "weight": floats.get(index.vocab[t], 0.0),
                         "impact": w,
-                        "in_text": token_in_words(index.vocab[t], query_words)
+                        "in_text": index.vocab[t] in query_words
                         if query_words is not None else None}
                        for t, w in zip(terms.tolist(), impacts.tolist())]
         query_terms.sort(key=lambda term: (-term["impact"], term["token"]))
@@ -576,16 +576,18 @@ def _search(loaded: Loaded, query, body: SearchRequest) -> dict:
         entry = {"rank": rank, "id": hit.doc_id, "docno": hit.docno, "score": hit.score,
                  "title": stored[0] if stored else None}
         if body.explain:
-            words = text_words(f"{stored[0]} {stored[1]}") if stored else set()
+            terms = engine.text_terms(f"{stored[0]}\n{stored[1]}") if stored else set()
             contributions = [{"token": c.token, "query_weight": c.query_weight,
                               "document_impact": c.document_impact, "score": c.score,
-                              "in_text": token_in_words(c.token, words)}
+                              "in_text": c.token in terms}
                              for c in index.explain(query, hit.docno)]
             matched = [c["token"] for c in contributions if c["in_text"]]
+            words = terms.words(matched) if stored else set()
             entry["contributions"] = contributions
             entry["matched_terms"] = matched
             entry["expansion_terms"] = [c["token"] for c in contributions if not c["in_text"]]
-            entry["snippet"] = snippet(stored[1], set(matched)) if stored else None
+            entry["highlight"] = sorted(words)
+            entry["snippet"] = snippet(stored[1], words) if stored else None
         result["hits"].append(entry)
     return result
 
@@ -595,7 +597,8 @@ def _hybrid(engine: Engine, loaded: Loaded, fusion: Fusion, body: HybridRequest)
     with engine.encoder_lock:
         fused = searcher.search(body.text, body.k, mode=[body.sparse_mode, body.dense_mode])
     index = loaded.sparse.index
-    words = text_words(body.text)
+    words = engine.text_terms(body.text)
+    words = words.words(words.by_token)
     hits = []
     for rank, hit in enumerate(fused, 1):
         stored = index.document(hit.docno)

@@ -7,6 +7,7 @@ a running request; the old index stays mapped until its last request finishes.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from sparse_ir.search import DenseSearcher, Searcher
 
-__all__ = ["Engine", "Loaded", "snippet", "text_words", "token_in_words"]
+__all__ = ["Engine", "Loaded", "TextTerms", "snippet", "text_words"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,22 +155,64 @@ class Engine:
                     "previous_generation": old.generation}
 
 
+    def text_terms(self, text: str) -> TextTerms:
+        """The vocabulary tokens of a text, with the words they come from (see
+        :class:`TextTerms`)."""
+        tokenizer = getattr(self.current.sparse.encoder, "tokenizer", None)
+        if tokenizer is None or not getattr(tokenizer, "is_fast", False):
+            return TextTerms.of_words(text)
+        with self.encoder_lock:  # a fast tokenizer refuses concurrent use
+            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                                verbose=False)
+            tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+        return TextTerms.of_pieces(text, tokens, encoded["offset_mapping"])
+
+
 # -- text helpers of the page: which terms occur in a text, and the snippet showing them ---------
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
+class TextTerms:
+    """Which vocabulary tokens occur in a text, and the (lower-cased) words holding each.
+
+    With the encoder's tokenizer the tokens are its word pieces: "ALDH1" holds ``al``,
+    ``##dh`` and ``##1``, so each counts as in the text and highlights the word "aldh1".
+    Without one (an encoder that is not a fast Hugging Face tokenizer), whole words only.
+    """
+
+    def __init__(self, by_token: dict[str, set[str]]):
+        self.by_token = by_token
+
+    @classmethod
+    def of_words(cls, text: str) -> TextTerms:
+        return cls({word: {word} for word in text_words(text)})
+
+    @classmethod
+    def of_pieces(cls, text: str, tokens, offsets) -> TextTerms:
+        spans = [(m.start(), m.end()) for m in _WORD.finditer(text)]
+        starts = [start for start, _ in spans]
+        by_token: dict[str, set[str]] = {}
+        for token, (start, end) in zip(tokens, offsets):
+            i = bisect.bisect_right(starts, start) - 1
+            if i >= 0 and spans[i][0] <= start < spans[i][1]:
+                word = text[spans[i][0]:spans[i][1]].lower()
+            else:
+                word = text[start:end].lower()
+            by_token.setdefault(token, set()).add(word)
+        return cls(by_token)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.by_token
+
+    def words(self, tokens) -> set[str]:
+        """The words holding any of ``tokens``."""
+        return set().union(*(self.by_token.get(token, ()) for token in tokens))
+
+
 def text_words(text: str) -> set[str]:
     """The lower-cased words of a text (split like BERT's basic tokenizer: at punctuation)."""
     return set(_WORD.findall(text.lower()))
-
-
-def token_in_words(token: str, words: set[str]) -> bool:
-    """True when a vocabulary token occurs in the words (a ``##piece`` inside a longer word)."""
-    if token.startswith("##"):
-        piece = token[2:]
-        return bool(piece) and any(piece in word[1:] for word in words)
-    return token.lower() in words
 
 
 def snippet(text: str, terms: set[str], *, width: int = 260) -> str:

@@ -114,8 +114,9 @@ class Contribution(BaseModel):
     query_weight: int
     document_impact: int
     score: int
-    in_text: bool = Field(description="the token occurs in the document's text (else it "
-                                      "matched through the document's expansion)")
+    in_text: bool = Field(description="the token occurs in the document's title or text, as "
+                                      "one of its word pieces (else it matched through the "
+                                      "document's expansion)")
 
 
 class QueryTerm(BaseModel):
@@ -141,6 +142,8 @@ class SearchHit(BaseModel):
     matched_terms: list[str] | None = Field(None, description="contributing terms in the text")
     expansion_terms: list[str] | None = Field(
         None, description="contributing terms absent from the text (matched by expansion)")
+    highlight: list[str] | None = Field(
+        None, description="the lower-cased words of the text holding a matched term")
 
 
 class SearchResponse(BaseModel):

@@ -70,9 +70,9 @@ function renderQueryVector(terms) {
   const inText = terms.filter((t) => t.in_text);
   const expansion = terms.filter((t) => !t.in_text);
   box.innerHTML = `<h2>Query vector · ${terms.length} terms</h2>` +
-    `<div class="row"><span class="label">words of the query</span>` +
+    `<div class="row"><span class="label">from the query text</span>` +
     (inText.map((t) => chip(t.token, "text", t.impact)).join("") || "—") + `</div>` +
-    `<div class="row"><span class="label">expansion, word pieces</span>` +
+    `<div class="row"><span class="label">expansion terms</span>` +
     (expansion.slice(0, 40).map((t) => chip(t.token, "exp", t.impact)).join("") || "—") +
     (expansion.length > 40 ? ` <small>+${expansion.length - 40} more</small>` : "") + `</div>`;
   box.hidden = false;
@@ -112,7 +112,7 @@ function renderHits(data, hybrid, queryText) {
         `<div class="ranks">sparse rank <b>${fmt(hit.sparse_rank)}</b> (score ${fmt(hit.sparse_score)})` +
         ` · dense rank <b>${fmt(hit.dense_rank)}</b> (score ${fmt(hit.dense_score)})</div>`;
     } else {
-      const matched = new Set(hit.matched_terms.filter((t) => !t.startsWith("##")));
+      const matched = new Set(hit.highlight || hit.matched_terms);
       const expansion = hit.expansion_terms.length
         ? `<div class="expansion">matched by expansion: ` +
           hit.expansion_terms.slice(0, 12).map((t) => chip(t, "exp")).join("") + `</div>` : "";
