@@ -296,7 +296,7 @@ def create_app(index: Searcher | str | os.PathLike,
             return False
         return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
-    def require_read(request: Request) -> None:
+    async def require_read(request: Request) -> None:
         if settings.read_token is None:
             return
         given = _given_token(request)
@@ -308,7 +308,7 @@ def create_app(index: Searcher | str | os.PathLike,
             raise ServiceError(401, "the token is not valid", code="invalid_token",
                                headers={"WWW-Authenticate": "Bearer"})
 
-    def require_admin(request: Request) -> None:
+    async def require_admin(request: Request) -> None:
         if settings.admin_token is None:
             raise ServiceError(403, "administration is disabled: start the server with "
                                     "--admin-token-file to allow it")
