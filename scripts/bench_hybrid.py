@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             sums.append(searcher.timings.total)
             totals.append(elapsed)
             for stage in stages:
-                samples[stage].append(getattr(searcher.timings, stage))
+                samples[stage].append(searcher.timings.stages()[stage])
             samples["total"].append(elapsed)
         per_pass_medians.append(statistics.median(totals) * 1000)
 
@@ -101,10 +101,11 @@ def main(argv=None) -> int:
           f"{'parallel' if searcher.parallel else 'sequential'} branches; "
           f"torch threads {torch.get_num_threads()}, BLAS threads {args.threads or 'default'}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    print(f"  sparse: {searcher.sparse_index.num_documents} docs "
-          f"({searcher.sparse.encoder.name}); dense: {searcher.dense_index.num_documents} x "
-          f"{searcher.dense_index.dim} ({searcher.dense_encoder.name}, queries encoded in "
-          f"{searcher.dense_encoder.precision})")
+    sparse, dense = searcher.searchers
+    print(f"  sparse: {sparse.index.num_documents} docs "
+          f"({sparse.encoder.name}); dense: {dense.index.num_documents} x "
+          f"{dense.index.dim} ({dense.encoder.name}, queries encoded in "
+          f"{dense.encoder.precision})")
     print(f"\n{'stage':<16}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}")
     for stage in (*stages, "total"):
         values = samples[stage]
@@ -132,8 +133,8 @@ def compare_hnsw(searcher, queries) -> None:
     except ImportError:
         print("\nfaiss not installed: HNSW comparison skipped (pip install faiss-cpu)")
         return
-    dense = searcher.dense_index
-    vectors = searcher.dense_encoder.encode_queries(queries, show_progress=False)
+    dense = searcher.searchers[1].index
+    vectors = searcher.searchers[1].encoder.encode_queries(queries, show_progress=False)
     options = HnswOptions()
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
@@ -149,7 +150,7 @@ def compare_hnsw(searcher, queries) -> None:
             times, recalls = [], []
             for vector, truth in zip(vectors, exact_top):
                 started = time.perf_counter()
-                hits = graph.search(vector, 10, method=method, ef_search=ef)
+                hits = graph.search(vector, 10, mode=method, ef_search=ef)
                 times.append(time.perf_counter() - started)
                 recalls.append(len({h.docno for h in hits} & {h.docno for h in truth}) / 10)
             label = method if ef is None else f"{method} efSearch={ef}"

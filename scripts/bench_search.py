@@ -311,6 +311,7 @@ def main(argv=None) -> int:
 
     numba.set_num_threads(1)
     from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.index.modes import Approximate
 
     work = Path(args.work)
     tag = args.data + (f"-{args.limit}" if args.limit else "")
@@ -364,8 +365,10 @@ def main(argv=None) -> int:
 
     # Our modes.
     def ours(mode, **knobs):
+        value = Approximate(**knobs) if knobs else mode
+
         def search_one(q):
-            hits = index.search(prepared[q], K, mode=mode, **knobs)
+            hits = index.search(prepared[q], K, mode=value)
             return [h.docno for h in hits]
         return search_one
 
@@ -462,7 +465,7 @@ _NUMBERS: dict[str, int] = {}
 def bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index) -> Row:
     import bmp
 
-    max_impact = int(index.manifest["max_impact"])
+    max_impact = index.max_impact
     scale = bmp_scales(max_impact)
     path = cache / "bmp"
     info_path = cache / "bmp.build.json"

@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     from sparse_ir.index.dense import DenseIndex
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.pipeline import dense_index_corpus, index_corpus
+    from sparse_ir.search import DenseSearcher, Searcher
 
     splade = SpladeEncoder.from_pretrained(args.sparse_model, device=args.device)
     dense_encoder = DenseEncoder.from_pretrained(args.dense_model, device=args.device,
@@ -95,15 +96,16 @@ def main(argv=None) -> int:
                                             total=len(dataset.corpus),
                                             settings={"dataset": str(data)})
         timings["dense index build"] = time.perf_counter() - started
-    searcher = HybridSearcher(sparse_index, splade, dense_index, dense_encoder,
+    searcher = HybridSearcher([Searcher(sparse_index, splade),
+                               DenseSearcher(dense_index, dense_encoder)],
                               Fusion.convex(0.5, normalization=args.normalization,
                                             depth=args.depth))
 
     def component_runs(queries):
         ids = [q.id for q in queries]
         started = time.perf_counter()
-        _, sparse_run, dense_run = searcher.search_batch([q.text for q in queries], args.k,
-                                                         ids=ids, show_progress=False)
+        _, (sparse_run, dense_run) = searcher.search_batch_components(
+            [q.text for q in queries], args.k, query_ids=ids, show_progress=False)
         return sparse_run, dense_run, time.perf_counter() - started
 
     tune_sparse, tune_dense, _ = component_runs(tune_queries)

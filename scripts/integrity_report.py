@@ -142,7 +142,7 @@ def crash_tables(rebuilds: list[dict], first_builds: list[dict]) -> list[str]:
     out = ["", "### kill -9 during a build", "",
            "Rebuilds over an existing index, each sent SIGKILL after a random delay; a build "
            "that finished before its delay counts as \"finished first\". After each: "
-           "`open()`, `verify()`, `check_index()`, and the answers compared with brute force.",
+           "`open()`, `verify()`, `verify_index()`, and the answers compared with brute force.",
            "",
            "| index | builds killed | finished first | old index after | new index after | "
            "broken index | left temporaries (removed by the next build) | killed between "

@@ -1,10 +1,11 @@
-"""Hybrid search: a SPLADE impact index and a dense index queried together, results fused.
+"""Hybrid search: several searchers (sparse, dense, ...) queried together, results fused.
 
 Sparse and dense retrievers fail on different queries; fusing their rankings is a cheap,
-reliable gain in first-stage retrieval. :class:`HybridSearcher` encodes the query with both
-models, takes each index's top ``fusion.depth`` hits and fuses them with a
+reliable gain in first-stage retrieval. :class:`HybridSearcher` runs N >= 2 searchers of any
+kind (:class:`~sparse_ir.search.Searcher`, :class:`~sparse_ir.search.DenseSearcher`, ...) over
+the same documents, takes each one's top ``fusion.depth`` hits and fuses them with a
 :class:`~sparse_ir.fusion.Fusion` rule (convex combination of normalized scores, or RRF).
-Run 0 of the fusion is the sparse run, run 1 the dense run.
+Run i of the fusion is searcher i's run.
 """
 
 from __future__ import annotations
@@ -12,93 +13,138 @@ from __future__ import annotations
 import os
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Self
+from typing import NamedTuple, Self
 
 from sparse_ir.fusion import FusedHit, Fusion
-from sparse_ir.index.dense import DenseIndex
-from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.results import Hit, Run
-from sparse_ir.search import Searcher
+from sparse_ir.search import DenseSearcher, Searcher
 
-__all__ = ["HybridSearcher", "HybridTimings"]
+__all__ = ["HybridRuns", "HybridSearcher", "HybridTimings"]
 
 
 @dataclass
 class HybridTimings:
     """Seconds spent in each stage of the last :meth:`HybridSearcher.search` call.
 
-    ``elapsed`` is the wall-clock time of the whole call; with parallel branches it is less
-    than the sum of the stages (:attr:`total`).
+    ``encode[i]`` and ``search[i]`` are searcher i's (labelled ``branches[i]``). ``elapsed``
+    is the wall-clock time of the whole call; with parallel branches it is less than the sum
+    of the stages (:attr:`total`).
     """
 
-    elapsed: float = 0.0
-    sparse_encode: float = 0.0
-    sparse_search: float = 0.0
-    dense_encode: float = 0.0
-    dense_search: float = 0.0
+    branches: tuple[str, ...] = ()
+    encode: list[float] = field(default_factory=list)
+    search: list[float] = field(default_factory=list)
     fusion: float = 0.0
-    stages: tuple[str, ...] = field(default=("sparse_encode", "sparse_search", "dense_encode",
-                                             "dense_search", "fusion"), repr=False)
+    elapsed: float = 0.0
 
     @property
     def total(self) -> float:
         """Sum of the stages (the time of a sequential search)."""
-        return sum(getattr(self, stage) for stage in self.stages)
+        return sum(self.encode) + sum(self.search) + self.fusion
+
+    def stages(self) -> dict[str, float]:
+        """Every stage by name: ``"<branch>_encode"``, ``"<branch>_search"``, ``"fusion"``
+        (e.g. ``sparse_encode``, ``dense_search`` for a sparse + dense hybrid)."""
+        out = {}
+        for branch, encode, search in zip(self.branches, self.encode, self.search):
+            out[f"{branch}_encode"] = encode
+            out[f"{branch}_search"] = search
+        out["fusion"] = self.fusion
+        return out
+
+
+class HybridRuns(NamedTuple):
+    """The fused run and each searcher's run (:meth:`HybridSearcher.search_batch_components`)."""
+
+    fused: Run
+    components: tuple[Run, ...]
 
 
 class HybridSearcher:
-    """Search a sparse and a dense index with one text query and fuse the two rankings.
+    """Search with N >= 2 searchers over the same documents and fuse their rankings.
 
     Args:
-        sparse_index: an :class:`~sparse_ir.index.ImpactIndex`.
-        splade_encoder: the SPLADE encoder the sparse index was built with.
-        dense_index: a :class:`~sparse_ir.index.dense.DenseIndex` over the same documents.
-        dense_encoder: the dense encoder it was built with.
-        fusion: the fusion rule (default: min-max convex combination, alpha 0.5, depth 1000).
-        dense_method: ``"exact"`` or ``"hnsw"`` (when the dense index has a graph).
-        parallel: run the dense branch on a worker thread beside the sparse branch. Off by
-            default: it pays only when a second core is idle (measured on a busy 2-core
-            machine it was slower than running the branches one after the other).
+        searchers: the searchers, in the fusion's run order (fusion weights follow it).
+            Anything with ``index`` (``doc_ids``, ``docno``, ``num_documents``, ``search``),
+            ``encode(text)`` and ``search_batch`` works: :class:`~sparse_ir.search.Searcher`,
+            :class:`~sparse_ir.search.DenseSearcher`.
+        fusion: the fusion rule (default: min-max convex combination, equal weights, depth
+            1000); its weights, if any, must be one per searcher.
+        parallel: run searchers 2..N on worker threads beside the first. Off by default: it
+            pays only when other cores are idle (measured on a busy 2-core machine it was
+            slower than running the branches one after the other).
+
+    Fused hits carry the first searcher's document numbers (they break ties), whatever the
+    order of documents in the other indexes.
+
+    Example:
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from sparse_ir import (DenseIndex, DenseSearcher, Fusion, HybridSearcher,
+        ...                        ImpactIndex, Searcher, SparseBatch)
+        >>> vocab = ("cat", "dog")
+        >>> docs = SparseBatch.from_dicts([{"cat": 2.0}, {"dog": 1.0}, {"cat": 1.0, "dog": 1.0}],
+        ...                               vocab, ids=["a", "b", "c"])
+        >>> sparse = ImpactIndex.build(docs, tempfile.mkdtemp() + "/s", show_progress=False)
+        >>> dense = DenseIndex.build(np.array([[1, 0], [0, 1], [0.7, 0.7]], np.float32),
+        ...                          tempfile.mkdtemp() + "/d", ids=["a", "b", "c"])
+        >>> class Words:  # toy encoders: a word count, as sparse and as dense vectors
+        ...     vocab, dim = vocab, 2
+        ...     def encode_queries(self, texts, *, ids=None, show_progress=None):
+        ...         texts = [texts] if isinstance(texts, str) else texts
+        ...         return SparseBatch.from_dicts(
+        ...             [{w: 1.0 for w in t.split()} for t in texts], vocab, ids)
+        >>> class Vectors(Words):
+        ...     def encode_queries(self, texts, *, show_progress=None):
+        ...         return super().encode_queries(texts).to_scipy().toarray()
+        >>> hybrid = HybridSearcher([Searcher(sparse, Words()), DenseSearcher(dense, Vectors())],
+        ...                         Fusion.rrf())
+        >>> [hit.doc_id for hit in hybrid.search("cat", k=2)]
+        ['a', 'c']
+        >>> hybrid.search_batch(["dog"], k=1, query_ids=["q"])["q"][0].doc_id
+        'b'
     """
 
-    def __init__(self, sparse_index: ImpactIndex, splade_encoder, dense_index: DenseIndex,
-                 dense_encoder, fusion: Fusion | None = None, *, dense_method: str = "exact",
+    def __init__(self, searchers: Sequence, fusion: Fusion | None = None, *,
                  parallel: bool = False):
-        fusion = fusion if fusion is not None else Fusion.convex(0.5)
+        searchers = tuple(searchers)
+        if len(searchers) < 2:
+            raise ValueError(f"a hybrid needs at least 2 searchers, got {len(searchers)}")
+        fusion = fusion if fusion is not None else Fusion()
         if not isinstance(fusion, Fusion):
             raise TypeError(f"fusion must be a sparse_ir.fusion.Fusion, got "
                             f"{type(fusion).__name__}")
-        if fusion.weights is not None and len(fusion.weights) != 2:
-            raise ValueError(f"hybrid fusion needs 2 weights (sparse, dense), got "
-                             f"{fusion.weights}")
-        if dense_encoder.dim != dense_index.dim:
-            raise ValueError(f"the dense encoder makes {dense_encoder.dim}-d vectors, the index "
-                             f"{dense_index.directory} holds {dense_index.dim}-d vectors; use "
-                             f"the model it was built with "
-                             f"({dense_index.settings.get('model', '?')})")
-        if dense_method not in ("exact", "hnsw"):
-            raise ValueError(f"dense_method must be 'exact' or 'hnsw', got {dense_method!r}")
-        if sparse_index.num_documents != dense_index.num_documents:
-            raise ValueError(f"the sparse index has {sparse_index.num_documents} documents, the "
-                             f"dense index {dense_index.num_documents}: build both from the "
-                             "same corpus")
-        self.sparse = Searcher(sparse_index, splade_encoder)
-        # Fused hits are tie-broken by document number: when the two indexes number the
-        # documents differently, dense hits take the sparse index's numbers.
-        self._same_numbering = sparse_index.doc_ids == dense_index.doc_ids
-        if not self._same_numbering and set(sparse_index.doc_ids) != set(dense_index.doc_ids):
-            raise ValueError(f"the indexes {sparse_index.directory} and "
-                             f"{dense_index.directory} hold different documents; build both "
-                             "from the same corpus")
-        self.dense_index = dense_index
-        self.dense_encoder = dense_encoder
+        if fusion.weights is not None and len(fusion.weights) != len(searchers):
+            raise ValueError(f"the fusion has {len(fusion.weights)} weights "
+                             f"{list(fusion.weights)} for {len(searchers)} searchers; give "
+                             "one weight per searcher, in order")
+        first = searchers[0].index
+        same_numbering = [True]
+        for searcher in searchers[1:]:
+            index = searcher.index
+            if index.num_documents != first.num_documents:
+                raise ValueError(f"the index {first.directory} has {first.num_documents} "
+                                 f"documents, the index {index.directory} "
+                                 f"{index.num_documents}: build both from the same corpus")
+            # Fused hits are tie-broken by document number: when the indexes number the
+            # documents differently, the others' hits take the first index's numbers.
+            same = index.doc_ids == first.doc_ids
+            if not same and set(index.doc_ids) != set(first.doc_ids):
+                raise ValueError(f"the indexes {first.directory} and {index.directory} hold "
+                                 "different documents; build both from the same corpus")
+            same_numbering.append(same)
+        self.searchers = searchers
         self.fusion = fusion
-        self.dense_method = dense_method
         self.parallel = bool(parallel)
         self.timings = HybridTimings()
+        self._same_numbering = same_numbering
+        labels = [getattr(s, "kind", f"searcher{i}") for i, s in enumerate(searchers)]
+        self._labels = tuple(label if labels.count(label) == 1 else f"{label}{i + 1}"
+                             for i, label in enumerate(labels))
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -106,88 +152,142 @@ class HybridSearcher:
     def from_indexes(cls, sparse_path: str | os.PathLike, dense_path: str | os.PathLike, *,
                      fusion: Fusion | None = None, sparse_model: str | None = None,
                      dense_model: str | None = None, device: str = "cpu",
-                     dense_method: str = "exact", parallel: bool = False,
-                     dense_precision: str = "float32") -> HybridSearcher:
-        """Open both indexes and load the models recorded in their manifests.
+                     sparse_mode=None, dense_mode: str | None = None, parallel: bool = False,
+                     dense_precision: str = "float32",
+                     dense_method: str | None = None) -> HybridSearcher:
+        """A sparse and a dense searcher opened from their indexes, with the models recorded.
 
+        The default fusion is the convex combination ``0.5 · sparse + 0.5 · dense``.
         ``dense_precision="bfloat16"`` runs the dense query encoder in bfloat16 (faster on CPUs
-        with AVX512-BF16; the documents' float32 vectors are unchanged).
+        with AVX512-BF16; the documents' float32 vectors are unchanged). ``dense_method`` is
+        the deprecated name of ``dense_mode``.
         """
-        from sparse_ir.encoders.dense import DenseEncoder
-
-        sparse = Searcher.from_index(sparse_path, model=sparse_model, device=device)
-        dense_index = DenseIndex.open(dense_path)
-        settings = dense_index.settings
-        name = dense_model or settings.get("model")
-        if not name:
-            raise ValueError(f"the dense index {dense_path} does not record its model; "
-                             "pass dense_model=...")
-        options = {key: settings[key] for key in ("pooling", "normalize", "query_max_length",
-                                                  "document_max_length", "lowercase",
-                                                  "query_prompt", "document_prompt")
-                   if key in settings and dense_model is None}
-        encoder = DenseEncoder.from_pretrained(name, device=device, precision=dense_precision,
-                                               **options)
-        return cls(sparse.index, sparse.encoder, dense_index, encoder, fusion,
-                   dense_method=dense_method, parallel=parallel)
+        if dense_method is not None:
+            warnings.warn("HybridSearcher.from_indexes(dense_method=) is deprecated: use "
+                          "dense_mode=", DeprecationWarning, stacklevel=2)
+            dense_mode = dense_method
+        if dense_mode not in (None, "exact", "hnsw"):
+            raise ValueError(f"dense_mode must be 'exact' or 'hnsw', got {dense_mode!r}")
+        sparse = Searcher.from_index(sparse_path, model=sparse_model, device=device,
+                                     mode=sparse_mode)
+        dense = DenseSearcher.from_index(dense_path, model=dense_model, device=device,
+                                         mode=dense_mode, precision=dense_precision)
+        return cls([sparse, dense], fusion if fusion is not None else Fusion.convex(0.5),
+                   parallel=parallel)
 
     @property
-    def sparse_index(self) -> ImpactIndex:
-        """The sparse (impact) index."""
-        return self.sparse.index
+    def sparse(self):
+        """The first searcher (the sparse one in a sparse + dense hybrid)."""
+        return self.searchers[0]
 
-    def search(self, text: str, k: int = 10) -> list[FusedHit]:
-        """The fused top-``k`` for a text query; each hit carries the sparse and dense scores.
+    @property
+    def sparse_index(self):
+        """The first searcher's index (its document numbers are the fused hits')."""
+        return self.searchers[0].index
 
-        With ``parallel``, the dense branch (encode + search) runs on a worker thread while
-        this thread runs the sparse branch (both libraries release the GIL in their kernels).
-        ``self.timings`` holds the seconds of each stage afterwards.
+    def search(self, text: str, k: int = 10, *, mode: Sequence | None = None
+               ) -> list[FusedHit]:
+        """The fused top-``k`` for a text query; each hit carries every searcher's score.
+
+        ``mode``: one mode per searcher (None entries: that searcher's default), or None.
+        With ``parallel``, searchers 2..N (encode + search) run on worker threads while this
+        thread runs the first (the kernels release the GIL). ``self.timings`` holds the
+        seconds of each stage afterwards.
         """
+        modes = self._modes(mode)
         depth = max(k, self.fusion.depth)
-        timings = HybridTimings()
+        count = len(self.searchers)
+        timings = HybridTimings(self._labels, [0.0] * count, [0.0] * count)
         started = time.perf_counter()
         if self.parallel:
-            dense_future = self._executor().submit(self._dense_branch, text, depth, timings)
-            sparse_hits = self._sparse_branch(text, depth, timings)
-            dense_hits = dense_future.result()
+            futures = [self._executor().submit(self._branch, i, text, depth, modes[i], timings)
+                       for i in range(1, count)]
+            hit_lists = [self._branch(0, text, depth, modes[0], timings)]
+            hit_lists += [future.result() for future in futures]
         else:
-            sparse_hits = self._sparse_branch(text, depth, timings)
-            dense_hits = self._dense_branch(text, depth, timings)
+            hit_lists = [self._branch(i, text, depth, modes[i], timings) for i in range(count)]
         fusion_started = time.perf_counter()
-        fused = self.fusion.fuse_hits([sparse_hits, dense_hits], k=k)
+        fused = self.fusion.fuse_hits(hit_lists, k=k)
         now = time.perf_counter()
         timings.fusion = now - fusion_started
         timings.elapsed = now - started
         self.timings = timings
         return fused
 
-    def _sparse_branch(self, text: str, depth: int, timings: HybridTimings) -> list[Hit]:
+    def _branch(self, i: int, text: str, depth: int, mode, timings: HybridTimings
+                ) -> list[Hit]:
+        searcher = self.searchers[i]
         started = time.perf_counter()
-        query = self.sparse.encode(text)
+        query = searcher.encode(text)
         encoded = time.perf_counter()
-        hits = self.sparse_index.search(query, depth)
-        timings.sparse_encode = encoded - started
-        timings.sparse_search = time.perf_counter() - encoded
-        return hits
+        if mode is None:
+            mode = getattr(searcher, "mode", None)
+        hits = searcher.index.search(query, depth, mode=mode)
+        timings.encode[i] = encoded - started
+        timings.search[i] = time.perf_counter() - encoded
+        return self._renumber(i, hits)
 
-    def _dense_branch(self, text: str, depth: int, timings: HybridTimings) -> list[Hit]:
-        started = time.perf_counter()
-        query = self.dense_encoder.encode_queries([text], show_progress=False)
-        encoded = time.perf_counter()
-        hits = self.dense_index.search(query[0], depth, method=self.dense_method)
-        timings.dense_encode = encoded - started
-        timings.dense_search = time.perf_counter() - encoded
-        return self._renumber(hits)
+    def search_batch(self, texts: str | Sequence[str], k: int = 10, *,
+                     query_ids: Sequence[str] | None = None, mode: Sequence | None = None,
+                     threads: int | None = None, show_progress: bool | None = None,
+                     ids: Sequence[str] | None = None) -> Run:
+        """Encode and search many queries: the fused run, keyed by ``query_ids`` (default:
+        positions). ``mode`` as in :meth:`search`; ``ids``: deprecated name of ``query_ids``.
+        """
+        if ids is not None:
+            warnings.warn("HybridSearcher.search_batch(ids=) is deprecated: use query_ids=",
+                          DeprecationWarning, stacklevel=2)
+            query_ids = ids
+        return self.search_batch_components(texts, k, query_ids=query_ids, mode=mode,
+                                            threads=threads, show_progress=show_progress).fused
+
+    def search_batch_components(self, texts: str | Sequence[str], k: int = 10, *,
+                                query_ids: Sequence[str] | None = None,
+                                mode: Sequence | None = None, threads: int | None = None,
+                                show_progress: bool | None = None) -> HybridRuns:
+        """:meth:`search_batch`, with each searcher's run (its top ``fusion.depth``, named by
+        its kind: "sparse", "dense"...)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        query_ids = [str(i) for i in (query_ids if query_ids is not None
+                                      else range(len(texts)))]
+        if len(query_ids) != len(texts):
+            raise ValueError(f"{len(query_ids)} query ids for {len(texts)} texts")
+        modes = self._modes(mode)
+        depth = max(k, self.fusion.depth)
+        runs = []
+        for i, searcher in enumerate(self.searchers):
+            run = searcher.search_batch(texts, depth, query_ids=query_ids, mode=modes[i],
+                                        threads=threads, show_progress=show_progress)
+            run.name = self._labels[i]
+            for qid, hits in run.results.items():
+                run.results[qid] = self._renumber(i, hits)
+            runs.append(run)
+        fused = self.fusion.fuse(runs, k=k, name="hybrid")
+        return HybridRuns(fused, tuple(runs))
+
+    def _modes(self, mode) -> list:
+        if mode is None:
+            return [None] * len(self.searchers)
+        if isinstance(mode, str) or len(mode) != len(self.searchers):
+            raise ValueError(f"mode must be None or one mode per searcher "
+                             f"({len(self.searchers)}), got {mode!r}")
+        return list(mode)
+
+    def _renumber(self, i: int, hits: list[Hit]) -> list[Hit]:
+        if self._same_numbering[i]:
+            return hits
+        first = self.sparse_index
+        return [hit._replace(docno=first.docno(hit.doc_id)) for hit in hits]
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=1,
-                                                thread_name_prefix="sparse-ir-dense")
+                self._pool = ThreadPoolExecutor(max_workers=len(self.searchers) - 1,
+                                                thread_name_prefix="sparse-ir-hybrid")
             return self._pool
 
     def close(self) -> None:
-        """Stop the worker thread (searching again starts a new one)."""
+        """Stop the worker threads (searching again starts new ones)."""
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
@@ -199,29 +299,7 @@ class HybridSearcher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def search_batch(self, texts: Sequence[str], k: int = 10, *,
-                     ids: Sequence[str] | None = None, show_progress: bool | None = None
-                     ) -> tuple[Run, Run, Run]:
-        """Encode and search many queries: ``(fused, sparse, dense)`` runs keyed by ``ids``."""
-        ids = [str(i) for i in (ids if ids is not None else range(len(texts)))]
-        if len(ids) != len(texts):
-            raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
-        depth = max(k, self.fusion.depth)
-        sparse_run = self.sparse.search_batch(texts, depth, ids=ids, show_progress=show_progress)
-        vectors = self.dense_encoder.encode_queries(list(texts), show_progress=show_progress)
-        dense_run = self.dense_index.search_batch(vectors, depth, query_ids=ids,
-                                                  method=self.dense_method)
-        sparse_run.name, dense_run.name = "sparse", "dense"
-        for qid, hits in dense_run.results.items():
-            dense_run.results[qid] = self._renumber(hits)
-        fused = self.fusion.fuse([sparse_run, dense_run], k=k, name="hybrid")
-        return fused, sparse_run, dense_run
-
-    def _renumber(self, hits: list[Hit]) -> list[Hit]:
-        if self._same_numbering:
-            return hits
-        return [hit._replace(docno=self.sparse_index.docno(hit.doc_id)) for hit in hits]
-
     def __repr__(self) -> str:
-        return (f"HybridSearcher(sparse={self.sparse_index.directory}, "
-                f"dense={self.dense_index.directory}, fusion={self.fusion.describe()!r})")
+        parts = ", ".join(f"{label}={s.index.directory}"
+                          for label, s in zip(self._labels, self.searchers))
+        return f"HybridSearcher({parts}, fusion={self.fusion.describe()!r})"

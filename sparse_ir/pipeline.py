@@ -9,13 +9,14 @@ import collections
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 from sparse_ir.corpus import Document
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
 __all__ = ["encode_corpus", "index_corpus", "encoder_settings", "count_lines",
-           "dense_index_corpus"]
+           "dense_index_corpus", "query_encoder_kind"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +30,36 @@ def count_lines(path: str | os.PathLike) -> int:
 
 
 def encoder_settings(encoder) -> dict:
-    """What an index records about the encoder that produced its vectors."""
+    """What an index records about the encoder that produced its vectors.
+
+    ``"query_encoder"`` names the kind of query encoder the index is searched with (a kind of
+    :data:`~sparse_ir.encoders.registry.QUERY_ENCODER_KINDS`): see :func:`query_encoder_kind`.
+    """
     return {"model": encoder.name, "pooling": encoder.pooling,
             "document_max_length": encoder.document_max_length,
             "query_max_length": encoder.query_max_length,
-            "precision": encoder.precision}
+            "precision": encoder.precision,
+            "query_encoder": query_encoder_kind(encoder.name)}
+
+
+def query_encoder_kind(model: str | os.PathLike | None) -> str:
+    """The kind of query encoder that goes with a document model.
+
+    ``"idf"`` for an inference-free checkpoint (a directory holding the IDF table that
+    :class:`~sparse_ir.training.inference_free.IdfQueryEncoder` saves), else ``"splade"``.
+    A hub model is not looked up: pass ``settings={"query_encoder": "idf"}`` when indexing.
+    """
+    from sparse_ir.encoders.registry import resolve_model
+    from sparse_ir.errors import MissingDependencyError
+    from sparse_ir.training.inference_free import IDF_FILE
+
+    try:
+        directory = Path(resolve_model(model)) if model else None
+    except MissingDependencyError:  # a bundled model not installed: not a checkpoint
+        directory = None
+    if directory is not None and (directory / IDF_FILE).is_file():
+        return "idf"
+    return "splade"
 
 
 def encode_corpus(encoder, documents: Iterable[Document], *, shard_size: int = 2048,

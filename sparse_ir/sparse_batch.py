@@ -22,6 +22,8 @@ __all__ = ["SparseBatch", "SPARSE_BATCH_FORMAT", "SPARSE_BATCH_VERSION"]
 
 SPARSE_BATCH_FORMAT = "sparse-ir-sparse-batch"
 SPARSE_BATCH_VERSION = 1
+# The default of deprecated keywords (None is a meaningful value for them).
+_NOT_GIVEN = object()
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,15 +172,23 @@ class SparseBatch:
         """Number of active terms of every row."""
         return np.diff(self.indptr)
 
-    def decode(self, i: int, top: int | None = 20) -> list[tuple[str, float]]:
-        """The ``top`` heaviest ``(token, weight)`` pairs of row ``i``, heaviest first.
+    def decode(self, i: int, top_k: int | None = 20, *, top=_NOT_GIVEN
+               ) -> list[tuple[str, float]]:
+        """The ``top_k`` heaviest ``(token, weight)`` pairs of row ``i``, heaviest first.
 
-        Ties are listed in vocabulary order. ``top=None`` lists every active term.
+        Ties are listed in vocabulary order. ``top_k=None`` lists every active term.
+        ``top`` is the deprecated name of ``top_k``.
         """
+        if top is not _NOT_GIVEN:
+            import warnings
+
+            warnings.warn("SparseBatch.decode(top=) is deprecated: use top_k=",
+                          DeprecationWarning, stacklevel=2)
+            top_k = top
         terms, values = self.row(i)
         order = np.lexsort((terms, -values.astype(np.float64)))
-        if top is not None:
-            order = order[:top]
+        if top_k is not None:
+            order = order[:top_k]
         cast = int if self.is_quantized else float
         return [(self.vocab[terms[j]], cast(values[j])) for j in order]
 

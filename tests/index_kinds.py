@@ -112,22 +112,17 @@ IMPACT_SEARCHES = ("default", "pruned, verifying", "exhaustive")
 
 def _impact_hits(index, terms, weights, how: str) -> tuple:
     if how == "pruned, verifying":
-        from sparse_ir.index.pruned import PrunedParams
+        from sparse_ir.index.modes import Pruned
 
-        prepared_terms, prepared_weights = index.prepare_query((terms, weights))
-        k = min(TOP_K, index.num_documents)
-        docs, scores, _ = index._pruned().search(
-            prepared_terms, prepared_weights, k,
-            PrunedParams(estimate_postings=12, estimate_candidates=1),
-            index._needs_int64(prepared_terms, prepared_weights))
-        hits = index._hits(docs, scores)
+        mode = Pruned(estimate_postings=12, estimate_candidates=1)
     else:
-        hits = index.search((terms, weights), TOP_K, mode=None if how == "default" else how)
+        mode = None if how == "default" else how
+    hits = index.search((terms, weights), TOP_K, mode=mode)
     return tuple((h.doc_id, h.score) for h in hits)
 
 
 def impact_answers(index) -> tuple:
-    seed = index.manifest["build"]["seed"]
+    seed = index.settings["seed"]
     size = _size_of(index)
     _, _, queries = impact_data(seed, size)
     hits = []
@@ -166,14 +161,13 @@ def impact_expected(seed: int, size: Size = SMALL) -> tuple:
 @contextlib.contextmanager
 def impact_large_files() -> Iterator[None]:
     """Make open() skip the checksum of every data file, as it does for files over 16 MB."""
-    from sparse_ir.index import impact_index
+    from sparse_ir.index.impact_index import ImpactIndex
 
-    saved = impact_index._CHECK_AT_OPEN_BYTES
-    impact_index._CHECK_AT_OPEN_BYTES = -1
+    ImpactIndex.check_at_open_bytes = -1
     try:
         yield
     finally:
-        impact_index._CHECK_AT_OPEN_BYTES = saved
+        del ImpactIndex.check_at_open_bytes  # the inherited default again
 
 
 # -- the dense index -------------------------------------------------------------------------------
@@ -209,7 +203,7 @@ def dense_open(path: Path):
 
 
 def dense_answers(index) -> tuple:
-    seed = index.manifest["build"]["seed"]
+    seed = index.settings["seed"]
     _, _, queries = dense_data(seed, _size_of(index))
     run = index.search_batch(queries, TOP_K)
     hits = tuple(tuple((h.doc_id, float(h.score)) for h in run[str(q)])
@@ -229,14 +223,13 @@ def dense_expected(seed: int, size: Size = SMALL) -> tuple:
 
 @contextlib.contextmanager
 def dense_large_files() -> Iterator[None]:
-    from sparse_ir.index import dense
+    from sparse_ir.index.dense import DenseIndex
 
-    saved = dense._CHECK_AT_OPEN_BYTES
-    dense._CHECK_AT_OPEN_BYTES = -1
+    DenseIndex.check_at_open_bytes = -1
     try:
         yield
     finally:
-        dense._CHECK_AT_OPEN_BYTES = saved
+        del DenseIndex.check_at_open_bytes  # the inherited default again
 
 
 KINDS = {

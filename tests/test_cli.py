@@ -56,6 +56,17 @@ def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert
     assert main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "query: cancer tumor" in out and "1. c" in out and "score" in out
+    for mode in (["--mode", "exhaustive"], ["--mode", "pruned"],
+                 ["--mode", "approximate", "--cut-ratio", "2", "--bound-weight", "0.5"]):
+        assert main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2",
+                     *mode]) == 0
+        assert capsys.readouterr().out == out
+    assert main(["search", "--index", str(tmp_path / "ix2"), "x", "--mode", "pruned",
+                 "--cut-ratio", "2"]) == 1
+    assert "apply to --mode approximate" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path / "ix2"), "x", "--mode", "approximate",
+                 "--bound-weight", "2"]) == 1
+    assert "bound_weight must be in" in capsys.readouterr().err
 
     assert main(["info", str(tmp_path / "ix2")]) == 0
     assert '"num_documents": 4' in capsys.readouterr().out

@@ -72,7 +72,7 @@ def built(tmp_path, matrix):
 def test_build_open_search(built, matrix, tmp_path):
     index = DenseIndex.open(tmp_path / "dense", verify=True)
     assert index.num_documents == 300 and index.dim == 24
-    assert index.manifest["normalized"] is True and index.settings["model"] == "test"
+    assert index.manifest.normalized is True and index.settings["model"] == "test"
     assert index.doc_ids[:2] == ["doc0", "doc1"] and index.docno("doc7") == 7
     np.testing.assert_array_equal(np.asarray(index.vectors), matrix)
     rng = np.random.default_rng(9)
@@ -107,10 +107,13 @@ def test_query_validation(built):
         built.search(np.zeros((2, 24), np.float32))
     with pytest.raises(ValueError, match="k must be a positive integer"):
         built.search(np.zeros(24, np.float32), 0)
-    with pytest.raises(ValueError, match="method must be one of"):
-        built.search_batch(np.zeros((1, 24), np.float32), method="ivf")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        built.search_batch(np.zeros((1, 24), np.float32), mode="ivf")
     with pytest.raises(ValueError, match="no HNSW graph"):
-        built.search(np.zeros(24, np.float32), method="hnsw")
+        built.search(np.zeros(24, np.float32), mode="hnsw")
+    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
+        old = built.search(np.ones(24, np.float32), 3, method="exact")
+    assert old == built.search(np.ones(24, np.float32), 3, mode="exact")
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -168,7 +171,7 @@ def test_full_disk_at_any_byte_keeps_the_old_index(built, tmp_path, matrix, monk
     from sparse_ir.index import storage
 
     real_open = storage._open_for_write
-    total = sum(r["size"] for r in built.manifest["files"].values())
+    total = sum(r.size for r in built.manifest.files.values())
     for budget in (0, 1, 100, 4096, total // 3, total // 2, total - 200):
         state = {"written": 0, "budget": budget}
         monkeypatch.setattr(storage, "_open_for_write",
@@ -202,12 +205,12 @@ def test_truncated_or_missing_file_is_detected(built):
 
 
 def test_other_format_and_version_refused(built, tmp_path, monkeypatch):
-    import sparse_ir.index.dense as dense_module
+    from sparse_ir.index.manifest import DenseManifest
 
-    monkeypatch.setattr(dense_module, "DENSE_FORMAT_VERSION", 2)
+    monkeypatch.setattr(DenseManifest, "FORMAT_VERSION", 2)
     with pytest.raises(IndexFormatError, match="version 1.*reads version 2"):
         DenseIndex.open(built.directory.parent)
-    monkeypatch.setattr(dense_module, "DENSE_FORMAT", "sparse-ir-impact-index")
+    monkeypatch.setattr(DenseManifest, "FORMAT", "sparse-ir-impact-index")
     with pytest.raises(IndexFormatError, match="not 'sparse-ir-impact-index'"):
         DenseIndex.open(built.directory.parent)
 
@@ -222,7 +225,7 @@ def test_hnsw_backend(tmp_path):
     index = DenseIndex.open(tmp_path / "hnsw", verify=True)
     queries = rng.standard_normal((20, 32)).astype(np.float32)
     exact = index.search_batch(queries, 10)
-    approx = index.search_batch(queries, 10, method="hnsw", ef_search=200)
+    approx = index.search_batch(queries, 10, mode="hnsw", ef_search=200)
     recall = np.mean([len({h.docno for h in exact[q]} & {h.docno for h in approx[q]}) / 10
                       for q in exact])
     assert recall >= 0.9
@@ -302,7 +305,9 @@ def test_encoder_counts_and_order(tiny_dense):
     alone = tiny_dense.encode_documents(["cell"], show_progress=False)
     np.testing.assert_allclose(vectors[4], alone[0], atol=1e-6)
     with pytest.raises(TypeError, match="not one string"):
-        tiny_dense.encode_documents("gene")
+        tiny_dense.encode("gene", max_length=8)
+    np.testing.assert_allclose(tiny_dense.encode_queries("gene", show_progress=False),
+                               tiny_dense.encode_queries(["gene"], show_progress=False))
 
 
 def test_query_and_document_prompts(tiny_bert_dir):
@@ -401,6 +406,15 @@ def test_cli_dense_and_hybrid_search(tiny_indexes, capsys):
                      "tumor cells in mice"]) == 0
         out = capsys.readouterr().out
         assert "fusion:" in out and sum(f"d{i}" in out for i in range(1, 6)) == 5
+    for option in (["--dense-mode", "hnsw"], ["--method", "hnsw"],
+                   ["--sparse-mode", "exhaustive"]):
+        assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
+                     "--dense-index", str(tiny_indexes / "dense"), "-k", "3", *option,
+                     "tumor cells"]) == 0
+        assert "fusion:" in capsys.readouterr().out
+    assert main(["dense-search", "--index", str(tiny_indexes / "dense"), "-k", "3",
+                 "--mode", "hnsw", "gene"]) == 0
+    assert capsys.readouterr().out.count("score") == 3
     assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
                  "--dense-index", str(tiny_indexes / "dense"), "--alpha", "2", "x"]) == 1
     assert "alpha must be within" in capsys.readouterr().err
@@ -411,36 +425,51 @@ def test_cli_dense_and_hybrid_search(tiny_indexes, capsys):
 def test_hybrid_searcher_equals_fusing_the_components(tiny_indexes):
     from sparse_ir.fusion import Fusion, fuse_hits
     from sparse_ir.hybrid import HybridSearcher
+    from sparse_ir.search import DenseSearcher
 
     searcher = HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
                                            fusion=Fusion.convex(0.4, depth=3))
+    sparse_searcher, dense_searcher = searcher.searchers
+    assert isinstance(dense_searcher, DenseSearcher)
     text = "gene expression in blood"
     hits = searcher.search(text, 4)
-    sparse = searcher.sparse.search(text, 3)
-    dense = searcher.dense_index.search(searcher.dense_encoder.encode_queries([text])[0], 3)
+    sparse = sparse_searcher.search(text, 3)
+    dense = dense_searcher.index.search(dense_searcher.encoder.encode_queries([text])[0], 3)
+    assert dense == dense_searcher.search(text, 3)
     assert hits == fuse_hits([sparse, dense], weights=(0.4, 0.6), depth=3, k=4)
     assert searcher.timings.total > 0
-    fused, sparse_run, dense_run = searcher.search_batch([text, "python file"], 4,
-                                                         ids=["a", "b"])
+    assert set(searcher.timings.stages()) == {"sparse_encode", "sparse_search", "dense_encode",
+                                              "dense_search", "fusion"}
+    fused, (sparse_run, dense_run) = searcher.search_batch_components(
+        [text, "python file"], 4, query_ids=["a", "b"])
     # Batched query encoding pads the queries together: scores agree to float precision.
     assert [h.doc_id for h in fused["a"]] == [h.doc_id for h in hits]
     assert [h.score for h in fused["a"]] == pytest.approx([h.score for h in hits], abs=1e-5)
     assert list(sparse_run.results) == ["a", "b"] and list(dense_run.results) == ["a", "b"]
-    sequential = HybridSearcher(searcher.sparse_index, searcher.sparse.encoder,
-                                searcher.dense_index, searcher.dense_encoder,
-                                Fusion.convex(0.4, depth=3), parallel=False)
+    assert (sparse_run.name, dense_run.name) == ("sparse", "dense")
+    assert searcher.search_batch([text, "python file"], 4, query_ids=["a", "b"]).results == \
+        fused.results
+    with pytest.warns(DeprecationWarning, match="query_ids"):
+        old = searcher.search_batch([text, "python file"], 4, ids=["a", "b"])
+    assert old.results == fused.results
+    sequential = HybridSearcher(searcher.searchers, Fusion.convex(0.4, depth=3),
+                                parallel=False)
     assert sequential.search(text, 4) == hits
     assert sequential.timings.elapsed >= sequential.timings.total * 0.99
     with HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
-                                     dense_method="hnsw", parallel=True) as approx:
+                                     dense_mode="hnsw", parallel=True) as approx:
         assert len(approx.search(text, 5)) == 5
+    with pytest.warns(DeprecationWarning, match="dense_mode"):
+        HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
+                                    dense_method="exact")
 
 
 def test_hybrid_searcher_refuses_mismatched_indexes(tiny_indexes, tmp_path):
+    from sparse_ir.fusion import Fusion
     from sparse_ir.hybrid import HybridSearcher
-    from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.search import DenseSearcher, Searcher
 
-    sparse = ImpactIndex.open(tiny_indexes / "sparse")
+    sparse = Searcher.from_index(tiny_indexes / "sparse")
     good = DenseIndex.open(tiny_indexes / "dense")
     fewer = DenseIndex.build(np.asarray(good.vectors)[:4], tmp_path / "fewer",
                              ids=good.doc_ids[:4])
@@ -450,16 +479,17 @@ def test_hybrid_searcher_refuses_mismatched_indexes(tiny_indexes, tmp_path):
     class Encoder:
         dim = good.dim
 
-    from sparse_ir.encoders.splade import SpladeEncoder
-
-    splade = SpladeEncoder.from_pretrained(sparse.manifest["build"]["model"])
-    with pytest.raises(ValueError, match="5 documents, the dense index 4"):
-        HybridSearcher(sparse, splade, fewer, Encoder())
+    with pytest.raises(ValueError, match="5 documents, the index .* 4"):
+        HybridSearcher([sparse, DenseSearcher(fewer, Encoder())])
     with pytest.raises(ValueError, match="hold different documents"):
-        HybridSearcher(sparse, splade, other, Encoder())
+        HybridSearcher([sparse, DenseSearcher(other, Encoder())])
+    with pytest.raises(ValueError, match="at least 2 searchers"):
+        HybridSearcher([sparse])
+    with pytest.raises(ValueError, match="2 weights .* for 3 searchers"):
+        HybridSearcher([sparse, DenseSearcher(good, Encoder()), sparse], Fusion.convex(0.5))
     Encoder.dim = 7
     with pytest.raises(ValueError, match="7-d vectors"):
-        HybridSearcher(sparse, splade, good, Encoder())
+        DenseSearcher(good, Encoder())
 
 
 def test_hybrid_search_script_end_to_end(tmp_path, tiny_bert_dir, capsys):

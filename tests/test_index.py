@@ -40,11 +40,11 @@ def test_documents_matching_nothing_are_not_returned(hand_index):
 
 def test_manifest_facts(hand_index):
     manifest = hand_index.manifest
-    assert manifest["num_documents"] == 5 and manifest["num_postings"] == 7
-    assert manifest["impact_dtype"] == "|u1" and manifest["max_impact"] == 7
+    assert manifest.num_documents == 5 and manifest.num_postings == 7
+    assert manifest.impact_dtype == "|u1" and manifest.max_impact == 7
     assert hand_index.document_frequency().tolist() == [2, 3, 1, 0, 1]
     assert hand_index.term_max_impact.tolist() == [5, 4, 7, 0, 1]
-    assert manifest["build"]["empty_documents"] == 1
+    assert manifest.build["empty_documents"] == 1
     assert hand_index.doc_ids == ["d0", "d1", "d2", "d3", "d4"]
 
 
@@ -99,8 +99,8 @@ def test_tiny_budget_gives_byte_identical_postings(tmp_path):
                               show_progress=False)
     large = ImpactIndex.build(iter(shards), tmp_path / "large", memory_budget="1GB",
                               show_progress=False)
-    assert small.manifest["build"]["runs_spilled"] >= 5
-    assert large.manifest["build"]["runs_spilled"] == 0
+    assert small.settings["runs_spilled"] >= 5
+    assert large.settings["runs_spilled"] == 0
     for name in ("term_offsets.bin", "postings_docs.bin", "postings_impacts.bin",
                  "term_max_impact.bin", "doc_ids.bytes.bin", "doc_ids.offsets.bin"):
         assert (small.directory / name).read_bytes() == (large.directory / name).read_bytes()

@@ -6,7 +6,7 @@ from the whole duration of a build (two times in five from around its end, where
 generation is renamed into place and CURRENT replaced); every sixth build runs to completion,
 which measures how long a build takes on the machine as it is and must remove what the killed
 builds left behind. After every kill the index must open, pass ``verify()`` and
-``check_index``, and answer exactly like the old or the new collection (brute force); the next
+``verify_index``, and answer exactly like the old or the new collection (brute force); the next
 build must remove what the killed one left behind.
 """
 
@@ -27,7 +27,7 @@ from index_kinds import KINDS, MEDIUM
 from integrity_figures import record
 
 from sparse_ir.errors import IndexCorruptError
-from sparse_ir.index.check import check_index
+from sparse_ir.index.check import verify_index
 from sparse_ir.index.storage import IndexDirectory
 
 KILLS = int(os.environ.get("SPARSE_IR_KILLS", "50"))
@@ -98,7 +98,7 @@ def test_kill_9_during_rebuild_leaves_old_or_new(worker, tmp_path):
             outcomes["killed between rename and CURRENT"] += 1
         index = kind.open(path)
         kind.verify(index)
-        report = check_index(path)
+        report = verify_index(path)
         assert report.ok, report.summary()
         answers = kind.answers(index)
         if answers == expected(kind.name, live):

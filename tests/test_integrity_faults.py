@@ -27,7 +27,7 @@ from index_kinds import KINDS, SMALL
 from integrity_figures import record
 
 from sparse_ir.errors import IndexFormatError
-from sparse_ir.index.check import check_index
+from sparse_ir.index.check import verify_index
 
 #: Files that carry no index data: the build lock (empty, never read).
 NOT_DATA = {".lock"}
@@ -189,7 +189,7 @@ def test_every_fault_in_every_file_is_detected(built, regime):
         assert {outcome for _, outcome in outcomes} == {"open"}
 
 
-def test_check_index_lists_every_damaged_file(built, tmp_path):
+def test_verify_index_lists_every_damaged_file(built, tmp_path):
     _, path = built
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
@@ -199,11 +199,11 @@ def test_check_index_lists_every_damaged_file(built, tmp_path):
         data = bytearray(file.read_bytes())
         data[len(data) // 2] ^= 0x10
         file.write_bytes(bytes(data))
-    report = check_index(copy)
+    report = verify_index(copy)
     assert not report.ok
     for file in data_files[:3]:
         assert any(str(file) in problem for problem in report.problems), report.summary()
-    assert check_index(path).ok
+    assert verify_index(path).ok
 
 
 def test_every_bit_of_pointer_manifest_and_array_header(built):

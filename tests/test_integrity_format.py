@@ -13,7 +13,7 @@ from index_kinds import KINDS, SMALL
 from sparse_ir.cli import main
 from sparse_ir.errors import IndexCorruptError, IndexFormatError
 from sparse_ir.index import storage
-from sparse_ir.index.check import INDEX_KINDS, check_index
+from sparse_ir.index.check import INDEX_KINDS, verify_index
 from sparse_ir.index.storage import IndexDirectory, read_manifest, write_manifest
 
 
@@ -70,7 +70,7 @@ def test_array_file_of_another_version_is_refused_naming_both(kind, tmp_path, mo
     message = str(caught.value)
     assert f"array format version {storage.ARRAY_VERSION + 1}" in message
     assert f"reads version {storage.ARRAY_VERSION}" in message
-    report = check_index(path)
+    report = verify_index(path)
     assert not report.ok and any("array format version" in p for p in report.problems)
 
 
@@ -126,7 +126,7 @@ def test_unpublished_generations_and_temporaries_are_removed_by_the_next_build(k
     directory = IndexDirectory(path)
     assert {p.name for p in directory.leftovers()} == {"gen-000099", ".tmp-deadbeef",
                                                        ".tmp-CURRENT-1234"}
-    report = check_index(path)
+    report = verify_index(path)
     assert report.ok and len(report.notes) == 3
     assert kind.answers(kind.open(path)) == kind.expected(2, SMALL)  # not the orphan
     kind.build(path, 3, SMALL)
@@ -183,15 +183,15 @@ def test_verify_finds_broken_invariants_behind_valid_checksums(tmp_path):
     body["files"]["postings_docs.bin"] = storage.write_array(
         generation / "postings_docs.bin", "postings_docs", broken).to_dict()
     _rewrite_manifest(generation, body)
-    report = check_index(path)
+    report = verify_index(path)
     assert not report.ok and "not ascending" in " ".join(report.problems)
 
 
-def test_every_index_kind_is_known_to_check_index(kind, tmp_path):
+def test_every_index_kind_is_known_to_verify_index(kind, tmp_path):
     path = tmp_path / "index"
     kind.build(path, 1, SMALL)
     assert _current_manifest(path)[1]["format"] in INDEX_KINDS
-    assert check_index(path).ok
+    assert verify_index(path).ok
 
 
 def test_lock_and_no_pickle_in_index_files(kind, tmp_path):

@@ -29,7 +29,7 @@ from integrity_figures import record
 
 from sparse_ir.index import kernels
 from sparse_ir.index.impact_index import ImpactIndex
-from sparse_ir.index.pruned import PrunedParams
+from sparse_ir.index.modes import Pruned
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -104,17 +104,16 @@ def test_every_search_mode_equals_brute_force():
                     assert ranking(index.search(query, k, mode=mode)) == want, mode
                 assert ranking(index.reference_search(query, k)) == want
                 terms, weights = index.prepare_query(query)
-                wide = index._needs_int64(terms, weights)
+                wide = index.search_with_stats(query, k)[1].int64_accumulator
                 # The pruned kernel with estimates of a few postings: on collections this
                 # small the default estimate covers every posting, these go through the cuts,
                 # the candidate bounds and exact scores from the forward index.
                 for estimate in (1, 3, 10):
-                    docs, scores, kernel_stats = index._pruned().search(
-                        terms, weights, min(k, index.num_documents),
-                        PrunedParams(estimate_postings=estimate, estimate_candidates=1), wide)
-                    assert list(zip(docs.tolist(), scores.tolist())) == want, estimate
+                    hits, kernel_stats = index.search_with_stats(
+                        query, k, mode=Pruned(estimate_postings=estimate, estimate_candidates=1))
+                    assert ranking(hits) == want, estimate
                     stats["pruned searches through cuts and verification"] += \
-                        int(kernel_stats[2] > 0)
+                        int(kernel_stats.theta0 > 0)
                 stats["int64 queries" if wide else "int32 queries"] += 1
                 for accumulator_type in ([np.int64] if wide else [np.int32, np.int64]):
                     accumulator = np.zeros(index.num_documents, accumulator_type)
@@ -224,11 +223,11 @@ def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
                 if name != "manifest.json":
                     assert (tiny.directory / name).read_bytes() == \
                         (huge.directory / name).read_bytes(), name
-            facts = {k: v for k, v in tiny.manifest.items() if k != "build"}
-            assert facts == {k: v for k, v in huge.manifest.items() if k != "build"}
-            stats["runs spilled"] += tiny.manifest["build"]["runs_spilled"]
+            facts = {k: v for k, v in tiny.manifest.to_dict().items() if k != "build"}
+            assert facts == {k: v for k, v in huge.manifest.to_dict().items() if k != "build"}
+            stats["runs spilled"] += tiny.settings["runs_spilled"]
             stats["examples"] += 1
-            stats["examples with several runs"] += tiny.manifest["build"]["runs_spilled"] > 1
+            stats["examples with several runs"] += tiny.settings["runs_spilled"] > 1
 
     check()
     print(f"\ntiny vs huge memory budget: {dict(stats)}")
@@ -243,8 +242,8 @@ def test_budgets_identical_on_a_collection_with_many_runs(tmp_path):
     impact_build(tmp_path / "one-run", 5, dataclasses.replace(MEDIUM, memory_budget=64 << 30))
     spilled = ImpactIndex.open(tmp_path / "spilled")
     one_run = ImpactIndex.open(tmp_path / "one-run")
-    assert spilled.manifest["build"]["runs_spilled"] >= 10
-    assert one_run.manifest["build"]["runs_spilled"] == 0
+    assert spilled.settings["runs_spilled"] >= 10
+    assert one_run.settings["runs_spilled"] == 0
     for path in spilled.directory.iterdir():
         if path.name != "manifest.json":
             assert path.read_bytes() == (one_run.directory / path.name).read_bytes(), path.name

@@ -46,7 +46,7 @@ def test_workers_give_the_single_process_vectors_and_counts(tiny_bert_dir):
         with pytest.raises(ValueError, match="2 ids for 1 texts"):
             parallel.encode(["x"], max_length=8, ids=["a", "b"])
         with pytest.raises(TypeError, match="not one string"):
-            parallel.encode_documents("one string")
+            parallel.encode("one string", max_length=8)
 
 
 def test_index_command_with_processes_builds_the_same_index(tmp_path, tiny_bert_dir, capsys):

@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.index import kernels
-from sparse_ir.index.approximate import search_params
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.layout import SearchLayout
+from sparse_ir.index.modes import Approximate, Pruned
 from sparse_ir.index.pruned import (
     CANDIDATE_CAPACITY,
     STATS_FIELDS,
@@ -75,8 +75,8 @@ def test_pruned_equals_reference_on_random_data(tmp_path_factory, seed, rows, vo
         assert _pairs(index.search(one, k, mode="pruned")) == expected
         assert _pairs(index.search(one, k, mode="exhaustive")) == expected
         # cut_ratio < 1 and bound_weight 1 keep the proof: approximate mode is then exact.
-        assert _pairs(index.search(one, k, mode="approximate", cut_ratio=0.5,
-                                   bound_weight=1.0)) == expected
+        assert _pairs(index.search(one, k, mode=Approximate(cut_ratio=0.5,
+                                                            bound_weight=1.0))) == expected
         assert _pairs(run[f"d{q}"]) == expected
         assert _pairs(run_exhaustive[f"d{q}"]) == expected
 
@@ -96,8 +96,7 @@ def test_approximate_returns_true_scores_in_order(tmp_path_factory, seed, cut_ra
         one = queries.select([q])
         terms, weights = index.prepare_query(one)
         expected, scores = _reference(index, terms, weights, k)
-        hits = _pairs(index.search(one, k, mode="approximate", cut_ratio=cut_ratio,
-                                   bound_weight=bound_weight))
+        hits = _pairs(index.search(one, k, mode=Approximate(cut_ratio, bound_weight)))
         # Every hit carries its true score, the order is the tie-break order, and no document
         # is listed twice; recall may be below 1.
         assert all(scores[d] == s for d, s in hits)
@@ -123,14 +122,16 @@ def test_modes_and_knobs_are_validated(tmp_path):
     assert index.has_search_layout
     with pytest.raises(ValueError, match="mode must be one of"):
         index.search({"a": 1}, mode="fast")
-    with pytest.raises(ValueError, match="apply to mode='approximate'"):
+    with pytest.raises(ValueError, match="apply to mode='approximate'"), \
+            pytest.warns(DeprecationWarning):
         index.search({"a": 1}, mode="pruned", cut_ratio=2.0)
-    with pytest.raises(ValueError, match="apply to mode='approximate'"):
+    with pytest.raises(ValueError, match="apply to mode='approximate'"), \
+            pytest.warns(DeprecationWarning):
         index.search_batch([{"a": 1}], mode="exhaustive", bound_weight=0.5)
     with pytest.raises(ValueError, match="cut_ratio must be > 0"):
-        index.search({"a": 1}, mode="approximate", cut_ratio=0)
+        index.search({"a": 1}, mode=Approximate(cut_ratio=0))
     with pytest.raises(ValueError, match="bound_weight must be in"):
-        search_params("approximate", bound_weight=1.5)
+        Approximate(bound_weight=1.5)
     plain = ImpactIndex.build(docs, tmp_path / "without", show_progress=False,
                               search_layout=False)
     assert not plain.has_search_layout
@@ -148,7 +149,7 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
                               memory_budget=20_000)  # several spilled runs
     manifest = index.manifest
     for name in ("impact_order_docs.bin", "segment_ends.bin", "forward_terms.bin"):
-        assert name in manifest["files"]
+        assert name in manifest.files
     index.verify()
     layout = SearchLayout.open(index.directory, manifest)
     offsets = np.asarray(index.term_offsets)
@@ -198,17 +199,12 @@ def test_pruned_equals_scipy_on_scifact(tmp_path, scifact_impacts):
 
 def _kernel_pairs(index, terms, weights, k, params, threads=None):
     """Hits of the pruned kernel with explicit settings (one query), and its stats."""
-    searcher = index._pruned()
-    use_int64 = index._needs_int64(terms, weights)
+    mode = Pruned(params.estimate_postings, params.estimate_candidates, params.cut_ratio)
     if threads is None:
-        docs, scores, stats = searcher.search(terms, weights, k, params, use_int64)
-        return list(zip(docs.tolist(), scores.tolist())), stats
-    indptr = np.array([0, len(terms)], np.int64)
-    docs, scores, counts, stats = searcher.search_many(
-        indptr, np.asarray(terms, np.int32), weights, np.array([use_int64]), k, params,
-        threads=threads)
-    count = int(counts[0])
-    return list(zip(docs[0, :count].tolist(), scores[0, :count].tolist())), stats[0]
+        hits, stats = index.search_with_stats((terms, weights), k, mode=mode)
+        return _pairs(hits), stats
+    run = index.search_batch([(terms, weights)], k, mode=mode, threads=threads)
+    return _pairs(run["0"]), None
 
 
 # Small estimates leave postings below the cuts, so the cut, bound and verification steps run
@@ -241,7 +237,7 @@ def test_pruned_steps_equal_reference(tmp_path_factory):
             for params in _STEP_PARAMS:
                 hits, stats = _kernel_pairs(index, terms, weights, k, params)
                 assert hits == expected, params
-                pruned_runs[0] += int(stats[2] > 0)  # θ₀ recorded: cut and verify steps ran
+                pruned_runs[0] += int(stats.theta0 > 0)  # θ₀ recorded: cut and verify steps ran
                 assert _kernel_pairs(index, terms, weights, k, params, threads=2)[0] == expected
 
     check()
@@ -266,7 +262,7 @@ def test_pruned_steps_over_many_windows(tmp_path):
                        tuple(f"d{i}" for i in range(rows)))
     index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False,
                               memory_budget=2_000_000)
-    assert index.manifest["search_layout"]["num_windows"] == 3
+    assert index.manifest.search_layout.num_windows == 3
     queries = _random_impacts(rng, 8, vocab_size, 10, 200, 1.0)
     for q in range(len(queries)):
         terms, weights = index.prepare_query(queries.select([q]))
@@ -277,7 +273,7 @@ def test_pruned_steps_over_many_windows(tmp_path):
             for params in _STEP_PARAMS + [PrunedParams(estimate_postings=2_000)]:
                 hits, stats = _kernel_pairs(index, terms, weights, k, params)
                 assert hits == expected, (q, k, params)
-                pruned_runs += int(stats[2] > 0)
+                pruned_runs += int(stats.theta0 > 0)
             assert pruned_runs > 0 or len(terms) == 0
 
 
@@ -288,6 +284,11 @@ _CANDIDATES = STATS_FIELDS.index("candidates")
 _THETA0 = STATS_FIELDS.index("theta0")
 
 
+def _int64(index, terms, weights) -> bool:
+    """Whether the index sums this query's scores in 64 bits."""
+    return index.search_with_stats((terms, weights), 1, mode="exhaustive")[1].int64_accumulator
+
+
 def _many_pairs(searcher, index, queries, k, params, threads):
     """Hits and stats rows of ``search_many`` for every query of a batch."""
     prepared = [index.prepare_query(queries.select([q])) for q in range(len(queries))]
@@ -295,7 +296,7 @@ def _many_pairs(searcher, index, queries, k, params, threads):
     np.cumsum([len(terms) for terms, _ in prepared], out=indptr[1:])
     terms = np.concatenate([t for t, _ in prepared]).astype(np.int32)
     weights = np.concatenate([w for _, w in prepared])
-    use_int64 = np.array([index._needs_int64(t, w) for t, w in prepared])
+    use_int64 = np.array([_int64(index, t, w) for t, w in prepared])
     docs, scores, counts, stats = searcher.search_many(indptr, terms, weights, use_int64, k,
                                                        params, threads=threads)
     return [list(zip(docs[q, :c].tolist(), scores[q, :c].tolist()))
@@ -346,7 +347,7 @@ def test_full_candidate_buffer_is_verified_early(tmp_path):
                 expected, _ = _reference(index, terms, weights, k)
                 assert [d for d, _ in expected] == _HIDDEN_TOP[:k]  # ties: lowest numbers
                 docs, scores, stats = searcher.search(terms, weights, k, _HIDDEN_PARAMS,
-                                                      index._needs_int64(terms, weights))
+                                                      _int64(index, terms, weights))
                 assert list(zip(docs.tolist(), scores.tolist())) == expected, (capacity, k, q)
                 assert stats[_THETA0] > 0  # the cut, bound and verify steps ran
                 assert stats[_CANDIDATES] == n_candidates
@@ -383,7 +384,7 @@ def test_small_candidate_buffer_equals_reference(tmp_path_factory):
                 terms, weights = index.prepare_query(queries.select([q]))
                 expected, _ = _reference(index, terms, weights, k)
                 docs, scores, stats = searcher.search(terms, weights, k, params,
-                                                      index._needs_int64(terms, weights))
+                                                      _int64(index, terms, weights))
                 assert list(zip(docs.tolist(), scores.tolist())) == expected, params
                 for pairs, many_stats in runs:
                     assert pairs[q] == expected, params
@@ -417,13 +418,12 @@ def test_damage_found_by_an_early_verification_is_refused(tmp_path):
     forward_terms = np.array(pristine.forward_terms)
     forward_terms[:pristine.forward_offsets[_ESTIMATED[0]]] = np.iinfo(forward_terms.dtype).max
     searcher.layout = pristine._replace(forward_terms=forward_terms)
-    accumulator32, _, slots, candidate_docs, candidate_keys = searcher._scratch()
-    arrays = searcher._arrays()
+    scratch = searcher._scratch()
+    accumulator32, slots = scratch.accumulator32, scratch.slots
     docs, scores = np.empty(3, np.int64), np.empty(3, np.int64)
     stats = np.zeros(len(STATS_FIELDS), np.int64)
-    count = pruned_search_one(terms, weights, arrays[0], *arrays[3:], accumulator32, slots,
-                              candidate_docs, candidate_keys, 3, *_HIDDEN_PARAMS.as_tuple(),
-                              docs, scores, stats)
+    count = pruned_search_one(terms, weights, 3, searcher._arrays(), _HIDDEN_PARAMS.as_tuple(),
+                              accumulator32, scratch, docs, scores, stats)
     assert count == kernels.CORRUPT
     # Refused in the first early pass, before any other candidate was collected.
     assert stats[_EARLY] == 1 and stats[_CANDIDATES] == 4

@@ -20,7 +20,7 @@ from sparse_ir.fusion import (
     fuse_hits,
     normalize_scores,
 )
-from sparse_ir.index.dense import SearchMethod
+from sparse_ir.index.modes import DenseModeName, SearchModeName
 from sparse_ir.quantize import ImpactBits
 from sparse_ir.training.losses import RANKING_LOSSES, REGULARIZERS, RankingLoss, Regularizer
 from sparse_ir.training.options import Implementation, Mode, TrainingPrecision
@@ -107,11 +107,15 @@ CLI_CHOICES = {
     ("demo", "--precision"): Precision,
     ("dense-index", "--precision"): DensePrecision,
     ("dense-index", "--pooling"): DensePooling,
-    ("dense-search", "--method"): SearchMethod,
+    ("dense-search", "--mode"): DenseModeName,
+    ("dense-search", "--method"): DenseModeName,
     ("hybrid-search", "--fusion"): FusionMethod,
     ("hybrid-search", "--normalization"): Normalization,
     ("hybrid-search", "--missing"): MissingPolicy,
-    ("hybrid-search", "--method"): SearchMethod,
+    ("hybrid-search", "--dense-mode"): DenseModeName,
+    ("hybrid-search", "--method"): DenseModeName,
+    ("hybrid-search", "--sparse-mode"): SearchModeName,
+    ("search", "--mode"): SearchModeName,
     ("train", "--negatives-from"): NegativeSource,
     ("train", "--mode"): Mode,
     ("train", "--loss"): RankingLoss,
@@ -121,12 +125,6 @@ CLI_CHOICES = {
     ("train", "--implementation"): Implementation,
     ("train", "--eval-precision"): Precision,
 }
-try:  # the search modes as values (sparse_ir.index.modes), where they exist
-    from sparse_ir.index.modes import SearchModeName
-
-    CLI_CHOICES["search", "--mode"] = SearchModeName
-except ImportError:
-    pass
 
 
 def _subcommands(parser: argparse.ArgumentParser | None = None, prefix: str = ""
@@ -170,7 +168,8 @@ def test_every_cli_option_states_its_default():
         required = {a for group in parser._mutually_exclusive_groups if group.required
                     for a in group._group_actions}
         for option, action in _options(parser):
-            if isinstance(action, _FLAG_ACTIONS) or action.required or action in required:
+            if isinstance(action, _FLAG_ACTIONS) or action.required or action in required or \
+                        action.help == argparse.SUPPRESS:  # hidden old spellings
                 continue
             if "default" not in (action.help or "").lower():
                 undocumented.append(f"{command} {option}")

@@ -40,7 +40,9 @@ def test_non_numeric_weight_is_refused():
 def test_decode_orders_by_weight_then_vocab():
     batch = SparseBatch.from_dicts([{"fish": 1.0, "cat": 2.0, "dog": 1.0}], VOCAB)
     assert batch.decode(0) == [("cat", 2.0), ("dog", 1.0), ("fish", 1.0)]
-    assert batch.decode(0, top=1) == [("cat", 2.0)]
+    assert batch.decode(0, top_k=1) == [("cat", 2.0)]
+    with pytest.warns(DeprecationWarning, match="top_k"):
+        assert batch.decode(0, top=None) == batch.decode(0, top_k=None)
 
 
 @pytest.mark.parametrize("indptr, indices, values, message", [

@@ -106,7 +106,7 @@ def test_stats_count_empty_and_truncated(tiny_encoder):
 def test_max_active_dims_and_threshold(tiny_encoder):
     full = tiny_encoder.encode_documents(TEXTS[:1], show_progress=False)
     top3 = tiny_encoder.encode_documents(TEXTS[:1], max_active_dims=3, show_progress=False)
-    assert top3.decode(0, top=None) == full.decode(0, top=3)
+    assert top3.decode(0, top_k=None) == full.decode(0, top_k=3)
     cut = float(np.median(full.values))
     kept = tiny_encoder.encode_documents(TEXTS[:1], threshold=cut, show_progress=False)
     assert kept.values.min() > cut
@@ -137,7 +137,10 @@ def test_invalid_options(tiny_bert_dir, kwargs, message):
 
 def test_invalid_calls(tiny_encoder):
     with pytest.raises(TypeError, match="not one string"):
-        tiny_encoder.encode_documents("a single string")
+        tiny_encoder.encode("a single string", max_length=8)
+    one = tiny_encoder.encode_documents("a single string", ids=["x"])  # one str: one row
+    assert one.to_dicts() == tiny_encoder.encode_documents(["a single string"]).to_dicts()
+    assert one.ids == ("x",)
     with pytest.raises(ValueError, match="2 ids for 1 texts"):
         tiny_encoder.encode_documents(["x"], ids=["a", "b"])
     with pytest.raises(ValueError, match="max_active_dims"):
@@ -159,14 +162,14 @@ def test_splade_tiny_agrees_with_reference_on_200_scifact_documents(splade_tiny,
     assert difference < 1e-4, difference
     # Real SPLADE vectors: a few hundred active terms, and the text's own words among the top.
     assert 50 < batch.nnz / 200 < 600
-    top_terms = {t for t, _ in batch.decode(0, top=30)}
+    top_terms = {t for t, _ in batch.decode(0, top_k=30)}
     assert {"diffusion", "white", "cerebral"} <= top_terms
 
 
 @pytest.mark.slow
 def test_splade_tiny_expands_queries(splade_tiny):
     query = splade_tiny.encode_queries(["what causes alzheimer's disease?"], show_progress=False)
-    terms = dict(query.decode(0, top=None))
+    terms = dict(query.decode(0, top_k=None))
     assert terms["alzheimer"] > 1.5
     assert "dementia" in terms  # an expansion term: not in the text
 

@@ -88,7 +88,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.rebuild and Path(args.output).exists():
         try:
             index = ImpactIndex.open(args.output)
-            if any(index.manifest["build"].get(k) != v for k, v in key.items()):
+            if any(index.settings.get(k) != v for k, v in key.items()):
                 index = None
         except Exception:
             index = None
@@ -112,7 +112,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
         started = time.perf_counter()
         run = searcher.search_batch([q.text for q in dataset.queries], k=1000,
-                                    ids=[q.id for q in dataset.queries], show_progress=False)
+                                    query_ids=[q.id for q in dataset.queries],
+                                    show_progress=False)
         seconds = time.perf_counter() - started
         scores = evaluate(run, dataset.qrels)
         print(f"\nSciFact test ({len(dataset.queries)} queries, encoded and searched in "

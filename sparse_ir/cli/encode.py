@@ -146,7 +146,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = encoder.encode_queries([text], show_progress=False)
     own = set(encoder.tokenizer.convert_ids_to_tokens(
         encoder.tokenizer(text, add_special_tokens=False)["input_ids"]))
-    terms = batch.decode(0, top=args.top)
+    terms = batch.decode(0, top_k=args.top)
     print(f"{len(batch.row(0)[0])} active terms; '+' marks expansion terms not in the text")
     for token, weight in terms:
         mark = " " if token in own else "+"

@@ -9,7 +9,7 @@ import typing
 from sparse_ir.cli.common import positive_int
 from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.fusion import FusionMethod, MissingPolicy, Normalization
-from sparse_ir.index.dense import SearchMethod
+from sparse_ir.index.modes import DenseModeName, SearchModeName
 
 
 def register(subparsers) -> None:
@@ -50,9 +50,11 @@ def register(subparsers) -> None:
     parser.add_argument("--index", required=True, help="dense index directory")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
-    parser.add_argument("--method", choices=typing.get_args(SearchMethod), default="exact",
-                        help="dense search: exact (brute force) or hnsw (approximate, needs the "
-                             "HNSW graph) (default: %(default)s)")
+    parser.add_argument("--mode", choices=typing.get_args(DenseModeName), default="exact",
+                        help="exact: score every document; hnsw: the faiss graph built with "
+                             "--hnsw (approximate) (default: %(default)s)")
+    parser.add_argument("--method", dest="mode", choices=typing.get_args(DenseModeName),
+                        help=argparse.SUPPRESS)  # the old name of --mode
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.set_defaults(handler=run_dense_search)
@@ -82,8 +84,14 @@ def register(subparsers) -> None:
                         help="hits taken from each index before fusing (default: %(default)s)")
     parser.add_argument("--rrf-k", type=positive_int, default=60,
                         help="RRF constant k (default: %(default)s)")
-    parser.add_argument("--method", choices=typing.get_args(SearchMethod), default="exact",
-                        help="dense search method (default: %(default)s)")
+    parser.add_argument("--dense-mode", choices=typing.get_args(DenseModeName), default="exact",
+                        help="dense search mode: exact, or hnsw (approximate; needs the graph) "
+                             "(default: %(default)s)")
+    parser.add_argument("--method", dest="dense_mode", choices=typing.get_args(DenseModeName),
+                        help=argparse.SUPPRESS)  # the old name of --dense-mode
+    parser.add_argument("--sparse-mode", choices=typing.get_args(SearchModeName), default=None,
+                        help="sparse search mode (default: pruned when the index has the "
+                             "search layout, else exhaustive)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.set_defaults(handler=run_hybrid_search)
@@ -110,7 +118,7 @@ def run_dense_index(args: argparse.Namespace) -> int:
         settings={"corpus": str(Path(args.input).resolve())})
     print(f"dense index {Path(args.output)}: {index.num_documents} documents × {index.dim} "
           f"dims, {index.size_bytes() / 1e6:.1f} MB, built in "
-          f"{index.manifest['build']['seconds']:.1f}s"
+          f"{index.settings['seconds']:.1f}s"
           + (", with an HNSW graph" if index.has_hnsw else ""))
     if stats.empty_texts:
         print(f"{stats.empty_texts} document(s) with empty text stored as zero vectors")
@@ -122,25 +130,12 @@ def run_dense_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_dense(path: str, device: str, model: str | None = None):
-    from sparse_ir.encoders.dense import DenseEncoder
-    from sparse_ir.index.dense import DenseIndex
-
-    index = DenseIndex.open(path)
-    settings = index.settings
-    name = model or settings.get("model")
-    if not name:
-        raise ValueError(f"the dense index {path} does not record its model")
-    options = {key: settings[key] for key in ("pooling", "normalize", "query_max_length",
-                                              "lowercase", "query_prompt") if key in settings}
-    return index, DenseEncoder.from_pretrained(name, device=device, **options)
-
-
 def run_dense_search(args: argparse.Namespace) -> int:
-    index, encoder = _load_dense(args.index, args.device)
+    from sparse_ir.search import DenseSearcher
+
+    searcher = DenseSearcher.from_index(args.index, device=args.device, mode=args.mode)
     text = " ".join(args.query)
-    hits = index.search(encoder.encode_queries([text], show_progress=False)[0], args.top_k,
-                        method=args.method)
+    hits = searcher.search(text, args.top_k)
     print(f"query: {text}")
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank:>3}. {hit.doc_id}  score {hit.score:.4f}")
@@ -157,7 +152,8 @@ def run_hybrid_search(args: argparse.Namespace) -> int:
         fusion = Fusion.convex(args.alpha, normalization=args.normalization,
                                missing=args.missing, depth=args.depth)
     searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
-                                           device=args.device, dense_method=args.method)
+                                           device=args.device, sparse_mode=args.sparse_mode,
+                                           dense_mode=args.dense_mode)
     text = " ".join(args.query)
     hits = searcher.search(text, args.top_k)
     print(f"query: {text}")

@@ -8,6 +8,7 @@ import typing
 from pathlib import Path
 
 from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
+from sparse_ir.index.modes import DEFAULT_BOUND_WEIGHT, DEFAULT_CUT_RATIO, SearchModeName
 from sparse_ir.quantize import ImpactBits
 
 
@@ -22,6 +23,11 @@ def register(subparsers) -> None:
     source.add_argument("--input", help="corpus.jsonl (_id, title, text)")
     source.add_argument("--vectors", help="directory of SparseBatch shards (sparse-ir encode)")
     parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
+    parser.add_argument("--bm25", action="store_true",
+                        help="index BM25 weights of --input instead of a model's (bm25s's "
+                             "English analyzer; impacts at scale 1000, or --bits)")
+    parser.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, Anserini)")
+    parser.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, Anserini)")
     parser.add_argument("--scale", type=float, default=100.0,
                         help="impact = round(weight x scale) (default 100, as Pyserini)")
     parser.add_argument("--bits", type=int, choices=typing.get_args(ImpactBits), default=None,
@@ -55,6 +61,18 @@ def register(subparsers) -> None:
                         help="query encoder (default: the model recorded in the index)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
+    parser.add_argument("--mode", choices=typing.get_args(SearchModeName), default=None,
+                        help="exhaustive: score every posting; pruned: the same hits, scoring "
+                             "a fraction of them; approximate: faster, at a measured recall "
+                             "(--cut-ratio, --bound-weight). Default: pruned when the index "
+                             "has the search layout, else exhaustive")
+    parser.add_argument("--cut-ratio", type=float, default=None,
+                        help=f"approximate mode: rho, the share of the estimated k-th score "
+                             f"left below the cuts (default {DEFAULT_CUT_RATIO})")
+    parser.add_argument("--bound-weight", type=float, default=None,
+                        help=f"approximate mode: beta in [0, 1], the share of the "
+                             f"below-the-cuts bound credited to a document (default "
+                             f"{DEFAULT_BOUND_WEIGHT})")
     parser.set_defaults(handler=run_search)
 
     parser = subparsers.add_parser("info", help="print an index's manifest summary")
@@ -77,6 +95,8 @@ def run_index(args: argparse.Namespace) -> int:
     from sparse_ir.quantize import Quantizer
 
     report = SkipReport()
+    if args.bm25:
+        return _index_bm25(args, report)
     if args.vectors:
         return _index_vectors(args)
     if args.bits:
@@ -124,7 +144,7 @@ def _index_vectors(args: argparse.Namespace) -> int:
         index = ImpactIndex.build(load_all(), args.output,
                                   quantizer=quantizer, memory_budget=args.memory_budget,
                                   show_progress=args.show_progress,
-                                  settings={"model": args.model, "vectors": str(args.vectors)})
+                                  settings=_vector_settings(args))
     except InputError as error:
         if error.path is None and current:  # a builder error about a row: name the shard
             raise InputError(error.reason, path=current[0]) from None
@@ -133,8 +153,36 @@ def _index_vectors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vector_settings(args: argparse.Namespace) -> dict:
+    settings = {"model": args.model, "vectors": str(args.vectors)}
+    if args.model:
+        from sparse_ir.pipeline import query_encoder_kind
+
+        settings["query_encoder"] = query_encoder_kind(args.model)
+    return settings
+
+
+def _index_bm25(args: argparse.Namespace, report) -> int:
+    from sparse_ir.corpus import read_corpus
+    from sparse_ir.encoders.bm25 import build_bm25_index
+
+    if not args.input:
+        raise ValueError("--bm25 reads the texts: give --input corpus.jsonl, not --vectors")
+    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
+                            allow_empty=args.allow_empty)
+    index, _ = build_bm25_index(documents, args.output, k1=args.k1, b=args.b, bits=args.bits,
+                                memory_budget=args.memory_budget,
+                                store_contents=not args.no_contents,
+                                show_progress=args.show_progress,
+                                settings={"corpus": str(Path(args.input).resolve())})
+    _print_summary(index)
+    if report.total:
+        print(report.summary(), file=sys.stderr)
+    return 0
+
+
 def _print_summary(index) -> None:
-    build = index.manifest["build"]
+    build = index.settings
     print(f"index {index.directory.parent}: {index.num_documents} documents, "
           f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
           f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
@@ -143,27 +191,41 @@ def _print_summary(index) -> None:
         print(f"warning: {build['saturated']} weights saturated at max_impact")
 
 
+def search_mode(args: argparse.Namespace):
+    """The search mode of ``--mode``, ``--cut-ratio`` and ``--bound-weight``."""
+    from sparse_ir.index.modes import Approximate
+
+    knobs = {key: value for key, value in (("cut_ratio", args.cut_ratio),
+                                           ("bound_weight", args.bound_weight))
+             if value is not None}
+    if args.mode == "approximate":
+        return Approximate(**knobs)
+    if knobs:
+        raise ValueError("--cut-ratio and --bound-weight apply to --mode approximate")
+    return args.mode
+
+
 def run_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import Searcher
 
-    searcher = Searcher.from_index(args.index, model=args.model, device=args.device)
+    mode = search_mode(args)
+    searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode)
     text = " ".join(args.query)
     print_hits(searcher, text, args.top_k, args.terms)
     return 0
 
 
 def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
-    """Print ranked hits with titles and the query terms that contributed most."""
+    """Print ranked hits with titles and the query terms that contributed most (searched in
+    the searcher's mode)."""
     out = out or sys.stdout
-    tokenizer = searcher.encoder.tokenizer
-    own = set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
-                                              ["input_ids"]))
+    own = _text_terms(searcher.encoder, text)
     query = searcher.encode(text)
-    expansion = [t for t, _ in query.decode(0, top=None) if t not in own]
+    expansion = [t for t, _ in query.decode(0, top_k=None) if t not in own]
     print(f"query: {text}", file=out)
     print(f"  {query.nnz} query terms; expansion terms (+): "
           f"{', '.join(expansion[:8]) or 'none'}", file=out)
-    hits = searcher.index.search(query, k)
+    hits = searcher.index.search(query, k, mode=searcher.mode)
     if not hits:
         print("  no document matches", file=out)
     for rank, hit in enumerate(hits, start=1):
@@ -177,13 +239,23 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
             print(f"       {shown}", file=out)
 
 
+def _text_terms(encoder, text: str) -> set[str]:
+    """The terms a text holds itself (the rest of its query vector is expansion)."""
+    analyzer = getattr(encoder, "analyzer", None)
+    if analyzer is not None:  # BM25: the analyzed (stemmed) words
+        return set(analyzer.analyze(text))
+    tokenizer = encoder.tokenizer
+    return set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
+                                               ["input_ids"]))
+
+
 def run_info(args: argparse.Namespace) -> int:
     import json
 
     from sparse_ir.index.impact_index import ImpactIndex
 
     index = ImpactIndex.open(args.index)
-    manifest = dict(index.manifest)
+    manifest = index.manifest.to_dict()
     manifest.pop("files")
     print(f"generation: {index.directory}")
     print(json.dumps(manifest, indent=1, sort_keys=True))
@@ -192,8 +264,8 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from sparse_ir.index.check import check_index
+    from sparse_ir.index.check import verify_index
 
-    report = check_index(args.index)
+    report = verify_index(args.index)
     print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

@@ -33,6 +33,7 @@ from typing import get_args
 import numpy as np
 import torch
 
+from sparse_ir.encoders.base import as_texts
 from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 
@@ -276,16 +277,18 @@ class DenseEncoder:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def encode_documents(self, texts: Sequence[str], *, max_length: int | None = None,
+    def encode_documents(self, texts: str | Sequence[str], *, max_length: int | None = None,
                          **options) -> np.ndarray:
-        """Encode documents into a float32 ``[n, dim]`` array. See :meth:`encode`."""
-        return self.encode(texts, max_length=max_length or self.document_max_length,
+        """Encode documents into a float32 ``[n, dim]`` array (one ``str``: one row). See
+        :meth:`encode`."""
+        return self.encode(as_texts(texts), max_length=max_length or self.document_max_length,
                            prompt=self.document_prompt, **options)
 
-    def encode_queries(self, texts: Sequence[str], *, max_length: int | None = None,
+    def encode_queries(self, texts: str | Sequence[str], *, max_length: int | None = None,
                        **options) -> np.ndarray:
-        """Encode queries into a float32 ``[n, dim]`` array. See :meth:`encode`."""
-        return self.encode(texts, max_length=max_length or self.query_max_length,
+        """Encode queries into a float32 ``[n, dim]`` array (one ``str``: one row). See
+        :meth:`encode`."""
+        return self.encode(as_texts(texts), max_length=max_length or self.query_max_length,
                            prompt=self.query_prompt, **options)
 
     def encode(self, texts: Sequence[str], *, max_length: int, prompt: str = "",

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 
+from sparse_ir.encoders.base import as_texts
 from sparse_ir.sparse_batch import SparseBatch
 
 __all__ = ["ParallelSpladeEncoder"]
@@ -78,16 +79,19 @@ class ParallelSpladeEncoder:
     query_max_length = property(lambda self: self._local.query_max_length)
     tokenizer = property(lambda self: self._local.tokenizer)
 
-    def encode_documents(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
-                         max_length: int | None = None, **options) -> SparseBatch:
-        """Encode documents across the workers; rows in input order (see :meth:`encode`)."""
-        return self.encode(texts, ids=ids,
+    def encode_documents(self, texts: str | Sequence[str], *,
+                         ids: Sequence[str] | None = None, max_length: int | None = None,
+                         **options) -> SparseBatch:
+        """Encode documents across the workers; rows in input order, one ``str`` is one row
+        (see :meth:`encode`)."""
+        return self.encode(as_texts(texts), ids=ids,
                            max_length=max_length or self._local.document_max_length, **options)
 
-    def encode_queries(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
+    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
                        max_length: int | None = None, **options) -> SparseBatch:
-        """Encode queries across the workers; rows in input order (see :meth:`encode`)."""
-        return self.encode(texts, ids=ids,
+        """Encode queries across the workers; rows in input order, one ``str`` is one row
+        (see :meth:`encode`)."""
+        return self.encode(as_texts(texts), ids=ids,
                            max_length=max_length or self._local.query_max_length, **options)
 
     def encode(self, texts: Sequence[str], *, max_length: int,

@@ -14,6 +14,7 @@ Anything else is passed to Hugging Face as is: a local directory or a hub id
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 
 from sparse_ir.errors import MissingDependencyError
 
-__all__ = ["BundledModel", "BUNDLED_MODELS", "resolve_model", "quiet_transformers"]
+__all__ = ["BundledModel", "BUNDLED_MODELS", "QUERY_ENCODER_KINDS", "load_query_encoder",
+           "quiet_transformers", "resolve_model"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,53 @@ for _model in (
     BUNDLED_MODELS[_model.name] = _model
 BUNDLED_MODELS["all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
 BUNDLED_MODELS["sentence-transformers/all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
+
+#: An index's recorded ``"query_encoder"`` kind -> the ``"module:Class"`` that encodes its
+#: queries. Loaded by ``Class.from_index_settings(index_path, settings)``.
+#: Which class encodes the queries of an index, by the kind its build settings record
+#: (``settings["query_encoder"]``; indexes without it are "splade"). Add a kind here.
+QUERY_ENCODER_KINDS: dict[str, str] = {
+    "splade": "sparse_ir.encoders.splade:SpladeEncoder",
+    "idf": "sparse_ir.training.inference_free:IdfQueryEncoder",
+    "bm25": "sparse_ir.encoders.bm25:BM25Encoder",
+}
+DEFAULT_QUERY_ENCODER = "splade"
+
+
+def query_encoder_class(kind: str) -> type:
+    """The query encoder class of a kind of :data:`QUERY_ENCODER_KINDS` (imported now)."""
+    target = QUERY_ENCODER_KINDS.get(kind)
+    if target is None:
+        raise ValueError(f"unknown query encoder kind {kind!r}; known: "
+                         f"{', '.join(QUERY_ENCODER_KINDS)} (a newer sparse-ir may know it)")
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load_query_encoder(settings: dict, *, model: str | None = None, device: str = "cpu",
+                       index=None, **options):
+    """The query encoder of an index, from its recorded build ``settings``.
+
+    The kind is ``settings["query_encoder"]`` (default "splade"), the model ``model`` or
+    ``settings["model"]``; the recorded settings the class names in
+    ``recorded_query_settings`` (e.g. pooling, query max length) are used unless ``options``
+    set them. A class that rebuilds itself from the index (``from_index_settings``, as BM25,
+    whose statistics are the index's own) is built from ``index`` when no ``model`` is given.
+
+    Raises:
+        ValueError: no model recorded nor given, or an unknown kind.
+    """
+    kind = settings.get("query_encoder", DEFAULT_QUERY_ENCODER)
+    cls = query_encoder_class(kind)
+    if model is None and index is not None and hasattr(cls, "from_index_settings"):
+        return cls.from_index_settings(index, settings, **options)
+    name = model or settings.get("model")
+    if not name:
+        raise ValueError("the index does not record its model; pass model=...")
+    for key in getattr(cls, "recorded_query_settings", ()):
+        if key in settings and key not in options:
+            options[key] = settings[key]
+    return cls.from_pretrained(name, device=device, **options)
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> str:

@@ -39,6 +39,7 @@ from typing import get_args
 import numpy as np
 import torch
 
+from sparse_ir.encoders.base import as_texts
 from sparse_ir.encoders.options import Pooling, Precision, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
@@ -141,6 +142,9 @@ class SpladeEncoder:
             bfloat16). Both give the same weights; only speed differs.
     """
 
+    #: The settings an index records (pipeline.encoder_settings) that the query side reuses.
+    recorded_query_settings = ("pooling", "query_max_length")
+
     def __init__(self, model: torch.nn.Module, tokenizer, *, device: str = "cpu",
                  pooling: Pooling = "max", document_max_length: int = 256,
                  query_max_length: int = 64, batch_size: int = 32, vocab_chunk: int = 512,
@@ -221,17 +225,20 @@ class SpladeEncoder:
         """The output vocabulary: term id ``j`` of every vector is the token ``vocab[j]``."""
         return self._vocab
 
-    def encode_documents(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
-                         max_length: int | None = None, **options) -> SparseBatch:
-        """Encode documents (default ``max_length`` 256). See :meth:`encode` for options."""
-        return self.encode(texts, ids=ids, max_length=max_length or self.document_max_length,
-                           **options)
+    def encode_documents(self, texts: str | Sequence[str], *,
+                         ids: Sequence[str] | None = None, max_length: int | None = None,
+                         **options) -> SparseBatch:
+        """Encode documents (default ``max_length`` 256; one ``str`` is one row). See
+        :meth:`encode` for options."""
+        return self.encode(as_texts(texts), ids=ids,
+                           max_length=max_length or self.document_max_length, **options)
 
-    def encode_queries(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
+    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
                        max_length: int | None = None, **options) -> SparseBatch:
-        """Encode queries (default ``max_length`` 64). See :meth:`encode` for options."""
-        return self.encode(texts, ids=ids, max_length=max_length or self.query_max_length,
-                           **options)
+        """Encode queries (default ``max_length`` 64; one ``str`` is one row). See
+        :meth:`encode` for options."""
+        return self.encode(as_texts(texts), ids=ids,
+                           max_length=max_length or self.query_max_length, **options)
 
     def encode(self, texts: Sequence[str], *, max_length: int, ids: Sequence[str] | None = None,
                batch_size: int | None = None, max_active_dims: int | None = None,

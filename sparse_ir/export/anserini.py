@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparse_ir.errors import InputError, MissingDependencyError, SparseIRError
-from sparse_ir.index.storage import fsync_directory
+from sparse_ir.index.storage import fsync_directory, replace_directory
 from sparse_ir.results import Hit, Run
 
 __all__ = [
@@ -317,7 +317,7 @@ def build_lucene_index(collection: str | os.PathLike, output: str | os.PathLike,
             raise AnseriniError(f"IndexCollection wrote no Lucene index at {temporary}",
                                 stdout=completed.stdout, stderr=completed.stderr)
         fsync_directory(temporary)
-        _replace_directory(temporary, output)
+        replace_directory(temporary, output)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -435,15 +435,3 @@ def _search_seconds(log: str) -> float | None:
 def _count_topics(path: Path) -> int:
     with open(path, "rb") as handle:
         return sum(1 for line in handle if line.strip())
-
-
-def _replace_directory(temporary: Path, output: Path) -> None:
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{secrets.token_hex(6)}"
-        os.rename(output, old)
-    os.rename(temporary, output)
-    fsync_directory(output.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-

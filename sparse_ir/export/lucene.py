@@ -34,7 +34,7 @@ import numpy as np
 from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.export.invert import advance_cursor, invert_block, new_cursor
 from sparse_ir.export.tokens import check_tokens, id_problem
-from sparse_ir.index.storage import fsync_directory
+from sparse_ir.index.storage import fsync_directory, replace_directory
 from sparse_ir.sparse_batch import SparseBatch
 
 __all__ = [
@@ -175,7 +175,7 @@ def export_json_vectors(index, output: str | os.PathLike, *, shards: int = 1,
             raise IndexCorruptError(f"{index.directory}: exported {report.postings} postings but "
                                     f"the manifest counts {index.num_postings}; run verify()")
         fsync_directory(temporary)
-        _publish(temporary, output)
+        replace_directory(temporary, output)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
@@ -217,15 +217,3 @@ def _check_output(output: Path, overwrite: bool) -> None:
             raise FileExistsError(f"{output} exists and is not empty; Anserini reads every file "
                                   "of its input directory, so choose an empty or new directory "
                                   "(or pass overwrite=True / --overwrite)")
-
-
-def _publish(temporary: Path, output: Path) -> None:
-    """Rename the finished directory into place; an old one is moved aside, then removed."""
-    old = None
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{secrets.token_hex(6)}"
-        os.rename(output, old)
-    os.rename(temporary, output)
-    fsync_directory(output.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -27,6 +27,7 @@ import numba
 import numpy as np
 
 from sparse_ir.errors import InputError
+from sparse_ir.index.manifest import IMPACT_FORMAT, IMPACT_FORMAT_VERSION, ImpactManifest
 from sparse_ir.index.storage import (
     ArrayWriter,
     FileRecord,
@@ -42,13 +43,12 @@ from sparse_ir.quantize import Quantizer, QuantizeStats, smallest_unsigned_dtype
 from sparse_ir.sparse_batch import SparseBatch
 from sparse_ir.validation import first_duplicate, first_id_problem, term_problem
 
+# IMPACT_FORMAT and IMPACT_FORMAT_VERSION live in .manifest; importable from here as before.
 __all__ = ["build_impact_index", "BuildReport", "parse_memory", "vocab_hash",
            "IMPACT_FORMAT", "IMPACT_FORMAT_VERSION"]
 
 logger = logging.getLogger(__name__)
 
-IMPACT_FORMAT = "sparse-ir-impact-index"
-IMPACT_FORMAT_VERSION = 1
 # Memory of one buffered posting at the sort peak, beyond its term id and impact as buffered (2
 # bytes each for a vocabulary of at most 2^16 terms and impacts of at most 16 bits): the sorted
 # copy's document number (4) and impact (2). See _PostingBuffer.bytes_per_posting.
@@ -92,6 +92,14 @@ class BuildReport:
     runs_spilled: int = 0
     seconds: float = 0.0
     quantize: QuantizeStats = field(default_factory=QuantizeStats)
+
+    def facts(self, memory_budget: int) -> dict:
+        """What the manifest records of the build (under ``build``, with the caller's
+        settings)."""
+        return {"memory_budget": memory_budget, "runs_spilled": self.runs_spilled,
+                "seconds": round(self.seconds, 3), "empty_documents": self.empty_documents,
+                "zeros_dropped": self.quantize.zeros_dropped,
+                "saturated": self.quantize.saturated}
 
 
 @numba.njit(cache=True, nogil=True)
@@ -403,10 +411,10 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 temporary / "term_max_impact.bin", "term_max_impact",
                 buffer.maxima.astype(impact_dtype))
             buffer.remove_run_files()
-            layout_entry = None
+            layout_record = None
             if layout is not None:
                 forward.close()
-                layout_entry, layout_files = layout.finish(forward)
+                layout_record, layout_files = layout.finish(forward)
                 forward.remove()
                 files.update(layout_files)
             for column in (ids, titles, texts):
@@ -416,31 +424,21 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             vocab_bytes = json.dumps(list(vocab), ensure_ascii=False).encode("utf-8")
             files["vocab.json"] = write_bytes_file(temporary / "vocab.json", vocab_bytes)
             report.seconds = time.perf_counter() - started
-            manifest = {
-                "format": IMPACT_FORMAT,
-                "format_version": IMPACT_FORMAT_VERSION,
-                "created_by": "sparse_ir " + _version(),
-                "quantizer": quantizer.to_dict(),
-                "vocab_size": len(vocab),
-                "vocab_hash": vocab_hash(vocab),
-                "num_documents": report.documents,
-                "num_postings": report.postings,
-                "impact_dtype": impact_dtype.str,
-                "max_impact": max_impact,
-                "has_contents": content_iter is not None,
-                **({"search_layout": layout_entry} if layout_entry else {}),
-                "build": {
-                    "memory_budget": budget,
-                    "runs_spilled": report.runs_spilled,
-                    "seconds": round(report.seconds, 3),
-                    "empty_documents": report.empty_documents,
-                    "zeros_dropped": report.quantize.zeros_dropped,
-                    "saturated": report.quantize.saturated,
-                    **(settings or {}),
-                },
-                "files": {name: record.to_dict() for name, record in sorted(files.items())},
-            }
-            write_manifest(temporary, manifest)
+            manifest = ImpactManifest(
+                created_by="sparse_ir " + _version(),
+                quantizer=quantizer.to_dict(),
+                vocab_size=len(vocab),
+                vocab_hash=vocab_hash(vocab),
+                num_documents=report.documents,
+                num_postings=report.postings,
+                impact_dtype=impact_dtype.str,
+                max_impact=max_impact,
+                has_contents=content_iter is not None,
+                search_layout=layout_record,
+                build={**report.facts(budget), **(settings or {})},
+                files=files,
+            )
+            write_manifest(temporary, manifest.to_dict())
         finally:
             progress.close()
             if forward is not None:

@@ -1,4 +1,4 @@
-"""Check an index completely and list everything wrong with it (what ``sparse-ir verify`` runs).
+"""Verify an index completely and list everything wrong with it (what ``sparse-ir verify`` runs).
 
 Like Lucene's ``CheckIndex``: the live generation is resolved through ``CURRENT``, the manifest
 is checked (checksum and exact bytes), every file it lists is checked (present, size, CRC32,
@@ -15,24 +15,26 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparse_ir.errors import IndexFormatError, InputError
+from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT
 from sparse_ir.index.storage import IndexDirectory, file_problems, read_manifest_unchecked
 
-__all__ = ["INDEX_KINDS", "CheckReport", "check_index"]
+__all__ = ["INDEX_KINDS", "VerifyReport", "verify_index", "CheckReport", "check_index"]
 
 #: Manifest ``format`` -> ``"module:Class"`` of the index kind that reads it.
 INDEX_KINDS = {
-    "sparse-ir-impact-index": "sparse_ir.index.impact_index:ImpactIndex",
-    "sparse-ir-dense-index": "sparse_ir.index.dense:DenseIndex",
+    IMPACT_FORMAT: "sparse_ir.index.impact_index:ImpactIndex",
+    DENSE_FORMAT: "sparse_ir.index.dense:DenseIndex",
 }
 
 
 @dataclass
-class CheckReport:
-    """What :func:`check_index` found.
+class VerifyReport:
+    """What :func:`verify_index` found.
 
     Attributes:
         path: the index directory checked.
@@ -79,12 +81,13 @@ def _index_class(format_name: object):
     return getattr(importlib.import_module(module), name)
 
 
-def check_index(path: str | os.PathLike) -> CheckReport:
+def verify_index(path: str | os.PathLike) -> VerifyReport:
     """Check every byte and invariant of the index at ``path``; never raises for damage.
 
-    ``path`` is an index directory (with ``CURRENT``) or one generation directory.
+    ``path`` is an index directory (with ``CURRENT``) or one generation directory. Where
+    ``index.verify()`` raises at the first problem, this lists them all in the report.
     """
-    report = CheckReport(Path(path))
+    report = VerifyReport(Path(path))
     directory = IndexDirectory(path)
     if not directory.path.exists():
         report.problems.append(f"no index at {directory.path}")
@@ -131,3 +134,14 @@ def check_index(path: str | os.PathLike) -> CheckReport:
     except (IndexFormatError, InputError, OSError) as exc:
         report.problems.append(str(exc))
     return report
+
+
+#: Deprecated name of :class:`VerifyReport` (kept for one release).
+CheckReport = VerifyReport
+
+
+def check_index(path: str | os.PathLike) -> VerifyReport:
+    """Deprecated: use :func:`verify_index` (same arguments, same report)."""
+    warnings.warn("check_index() is deprecated; use verify_index()", DeprecationWarning,
+                  stacklevel=2)
+    return verify_index(path)

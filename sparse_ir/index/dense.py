@@ -26,24 +26,25 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError, MissingDependencyError
+from sparse_ir.index.base import IndexBase
+from sparse_ir.index.manifest import DENSE_FORMAT, DENSE_FORMAT_VERSION, DenseManifest
+from sparse_ir.index.modes import DenseModeName
 from sparse_ir.index.storage import (
     ArrayWriter,
     FileRecord,
     IndexDirectory,
     _CheckedWriter,
     check_files,
-    check_files_at_open,
     open_array,
-    read_manifest,
     write_array,
     write_manifest,
 )
-from sparse_ir.index.strings import StringColumn, StringColumnWriter
+from sparse_ir.index.strings import StringColumnWriter
 from sparse_ir.results import Hit, Run
 from sparse_ir.validation import id_problem
 
@@ -60,13 +61,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DENSE_FORMAT = "sparse-ir-dense-index"
-DENSE_FORMAT_VERSION = 1
-SearchMethod = Literal["exact", "hnsw"]
+# DENSE_FORMAT and DENSE_FORMAT_VERSION live in .manifest; importable from here as before.
+SearchMethod = DenseModeName  # its name before the modes module
 #: Default bytes of the matrix block scored at once (the scores take ``rows × queries × 4``).
 _CHUNK_BYTES = 64 << 20
-# Files up to this size are checksummed at every open; larger ones only by verify().
-_CHECK_AT_OPEN_BYTES = 16 << 20
 # Rows whose L2 norm is within this of 1 (or exactly 0: empty texts) count as normalized.
 _NORM_TOLERANCE = 1e-3
 
@@ -306,20 +304,21 @@ def _import_faiss():
 
 # -- the index ----------------------------------------------------------------------------------
 
-class DenseIndex:
+class DenseIndex(IndexBase[DenseManifest]):
     """Document vectors on disk, searched by inner product. Create with :meth:`build`, load
-    with :meth:`open`."""
+    with :meth:`open`.
 
-    def __init__(self, directory: Path, manifest: dict):
-        self.directory = directory
-        self.manifest = manifest
-        n, dim = int(manifest["num_documents"]), int(manifest["dim"])
+    ``index.manifest`` is the generation's :class:`~sparse_ir.index.manifest.DenseManifest`.
+    """
+
+    manifest_type = DenseManifest
+
+    def __init__(self, directory: Path, manifest: DenseManifest):
+        super().__init__(directory, manifest)
+        n, dim = manifest.num_documents, manifest.dim
         flat = open_array(directory / "vectors.bin", name="vectors", dtype=np.float32,
                           count=n * dim)
         self.vectors: np.ndarray = flat.reshape(n, dim)
-        self._doc_ids = StringColumn(directory, "doc_ids", n)
-        self._doc_id_list: list[str] | None = None
-        self._docnos: dict[str, int] | None = None
         self._hnsw = None
         self._hnsw_lock = threading.Lock()
 
@@ -361,68 +360,28 @@ class DenseIndex:
                 del matrix
                 files["hnsw.bin"] = write_array(temporary / "hnsw.bin", "hnsw", serialized,
                                                 np.uint8)
-            manifest = {
-                "format": DENSE_FORMAT,
-                "format_version": DENSE_FORMAT_VERSION,
-                "created_by": "sparse_ir " + _version(),
-                "num_documents": writer.count,
-                "dim": writer.dim,
-                "dtype": "<f4",
-                "metric": "inner_product",
-                "normalized": writer.normalized,
-                "zero_vectors": writer.zero_rows,
-                "hnsw": hnsw.to_dict() if hnsw is not None else None,
-                "build": {"seconds": round(time.perf_counter() - started, 3),
-                          **(settings or {})},
-                "files": {name: record.to_dict() for name, record in sorted(files.items())},
-            }
-            write_manifest(temporary, manifest)
+            manifest = DenseManifest(
+                created_by="sparse_ir " + _version(),
+                num_documents=writer.count,
+                dim=writer.dim,
+                normalized=writer.normalized,
+                zero_vectors=writer.zero_rows,
+                hnsw=hnsw.to_dict() if hnsw is not None else None,
+                build={"seconds": round(time.perf_counter() - started, 3), **(settings or {})},
+                files=files,
+            )
+            write_manifest(temporary, manifest.to_dict())
         logger.info("dense index: %d documents × %d dims -> %s", writer.count, writer.dim,
                     directory.current())
         return cls.open(path)
 
-    @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> DenseIndex:
-        """Open an index (memory-mapped) after checking its manifest, headers and sizes.
-
-        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
-        files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
-
-        Raises:
-            FileNotFoundError: nothing at ``path``.
-            IndexFormatError: another format or format version (both versions named).
-            IndexCorruptError: a missing, cut, or altered file.
-        """
-        index = IndexDirectory(path).open_current(cls._open_generation)
-        if verify:
-            index.verify()
-        return index
-
-    @classmethod
-    def _open_generation(cls, generation: Path) -> DenseIndex:
-        manifest = read_manifest(generation, format_name=DENSE_FORMAT,
-                                 version=DENSE_FORMAT_VERSION)
-        check_files_at_open(generation, manifest.get("files", {}),
-                            checksum_up_to=_CHECK_AT_OPEN_BYTES)
-        try:
-            return cls(generation, manifest)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None
-
-    def verify(self) -> None:
-        """Check every byte: each file's CRC32 and the index's invariants.
-
-        Raises :class:`IndexCorruptError` describing the first problem found.
-        """
-        check_files(self.directory, self.manifest["files"], full=True)
+    def _verify_contents(self) -> None:
+        """The vectors' and the graph's invariants (see :meth:`IndexBase.verify`)."""
         step = max(1, _CHUNK_BYTES // (self.dim * 4))
         for start in range(0, self.num_documents, step):
             if not np.isfinite(self.vectors[start:start + step]).all():
                 raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
-        if problem := self._doc_ids.check():
-            raise IndexCorruptError(f"{self.directory}: {problem}")
-        if len(set(self.doc_ids)) != self.num_documents:
-            raise IndexCorruptError(f"{self.directory}: document ids are not unique")
+        self._check_doc_ids()
         if self.has_hnsw:
             graph = self._load_hnsw()
             if graph.ntotal != self.num_documents or graph.d != self.dim:
@@ -433,41 +392,14 @@ class DenseIndex:
     # -- facts ----------------------------------------------------------------------------------
 
     @property
-    def num_documents(self) -> int:
-        """Number of documents (rows of the matrix)."""
-        return int(self.manifest["num_documents"])
-
-    @property
     def dim(self) -> int:
         """Vector dimension."""
-        return int(self.manifest["dim"])
+        return self.manifest.dim
 
     @property
     def has_hnsw(self) -> bool:
         """True when an HNSW graph was built with the index."""
-        return "hnsw.bin" in self.manifest["files"]
-
-    @property
-    def settings(self) -> dict:
-        """What the build recorded (the encoder's settings, the corpus...)."""
-        return dict(self.manifest.get("build", {}))
-
-    def size_bytes(self) -> int:
-        """Bytes on disk of this generation."""
-        return sum(r["size"] for r in self.manifest["files"].values())
-
-    @property
-    def doc_ids(self) -> list[str]:
-        """External id of every document, by document number."""
-        if self._doc_id_list is None:
-            self._doc_id_list = self._doc_ids.all()
-        return self._doc_id_list
-
-    def docno(self, doc_id: str) -> int:
-        """Internal number of an external id (KeyError if absent)."""
-        if self._docnos is None:
-            self._docnos = {d: i for i, d in enumerate(self.doc_ids)}
-        return self._docnos[doc_id]
+        return "hnsw.bin" in self.manifest.files
 
     # -- search ---------------------------------------------------------------------------------
 
@@ -485,43 +417,50 @@ class DenseIndex:
             raise InputError("query vectors must be finite (found NaN or infinity)")
         return array
 
-    def search(self, query: np.ndarray, k: int = 10, *, method: SearchMethod = "exact",
-               ef_search: int | None = None, chunk_rows: int | None = None) -> list[Hit]:
+    def search(self, query: np.ndarray, k: int = 10, *, mode: SearchMethod | None = "exact",
+               ef_search: int | None = None, chunk_rows: int | None = None,
+               method: SearchMethod | None = None) -> list[Hit]:
         """The top-``k`` documents for one query vector, best first (score = inner product).
 
         Args:
             query: a ``[dim]`` (or ``[1, dim]``) vector, encoded by the index's model.
             k: hits to return (at most the number of documents).
-            method: ``"exact"`` (every document scored) or ``"hnsw"`` (the faiss graph built
-                with the index; approximate).
+            mode: ``"exact"`` (every document scored; also None) or ``"hnsw"`` (the faiss
+                graph built with the index; approximate).
             ef_search: HNSW candidate list size (default: the index's, at least ``k``).
             chunk_rows: rows scored at once by exact search (default ~64 MB of matrix).
+            method: deprecated name of ``mode``.
         """
+        mode = _mode_alias(mode, method)
         array = self._prepare(query)
         if len(array) != 1:
             raise InputError(f"search takes one query vector; got {len(array)} "
                              "(use search_batch)")
-        run = self.search_batch(array, k, method=method, ef_search=ef_search,
+        run = self.search_batch(array, k, mode=mode, ef_search=ef_search,
                                 chunk_rows=chunk_rows)
         return run.results["0"]
 
     def search_batch(self, queries: np.ndarray, k: int = 10, *,
-                     query_ids: Sequence[str] | None = None, method: SearchMethod = "exact",
-                     ef_search: int | None = None, chunk_rows: int | None = None) -> Run:
+                     query_ids: Sequence[str] | None = None,
+                     mode: SearchMethod | None = "exact",
+                     ef_search: int | None = None, chunk_rows: int | None = None,
+                     method: SearchMethod | None = None) -> Run:
         """Top-``k`` documents for each row of a ``[q, dim]`` array of query vectors.
 
         The run is keyed by ``query_ids`` (default: row positions ``"0", "1", ...``).
+        ``mode`` is that of :meth:`search` (``method``: its deprecated name).
         """
         _check_k(k)
-        if method not in get_args(SearchMethod):
-            raise ValueError(f"method must be one of {get_args(SearchMethod)}, got {method!r}")
+        mode = _mode_alias(mode, method)
+        if mode not in get_args(SearchMethod):
+            raise ValueError(f"mode must be one of {get_args(SearchMethod)}, got {mode!r}")
         array = self._prepare(queries)
         ids = [str(i) for i in range(len(array))] if query_ids is None else \
             [str(q) for q in query_ids]
         if len(ids) != len(array):
             raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
         k = min(k, self.num_documents)
-        if method == "exact":
+        if mode == "exact":
             docs, scores = exact_top_k(self.vectors, array, k, chunk_rows=chunk_rows)
         else:
             docs, scores = self._hnsw_top_k(array, k, ef_search)
@@ -548,7 +487,7 @@ class DenseIndex:
                 faiss = _import_faiss()
                 # faiss parses these bytes in native code: check every one of them first
                 # (open() checksums only files up to 16 MB).
-                check_files(self.directory, {"hnsw.bin": self.manifest["files"]["hnsw.bin"]},
+                check_files(self.directory, {"hnsw.bin": self.manifest.files["hnsw.bin"]},
                             full=True)
                 data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
                 self._hnsw = faiss.deserialize_index(np.array(data))
@@ -557,7 +496,7 @@ class DenseIndex:
     def _hnsw_top_k(self, queries: np.ndarray, k: int, ef_search: int | None
                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         graph = self._load_hnsw()
-        default = (self.manifest.get("hnsw") or {}).get("ef_search", 128)
+        default = (self.manifest.hnsw or {}).get("ef_search", 128)
         graph.hnsw.efSearch = max(k, ef_search or default)
         distances, labels = graph.search(queries, k)
         docs, scores = [], []
@@ -570,9 +509,19 @@ class DenseIndex:
             scores.append(s[order])
         return docs, scores
 
-    def __repr__(self) -> str:
-        return (f"DenseIndex({str(self.directory)!r}, documents={self.num_documents}, "
-                f"dim={self.dim}, hnsw={self.has_hnsw})")
+    def _repr_fields(self) -> dict[str, object]:
+        return {"documents": self.num_documents, "dim": self.dim, "hnsw": self.has_hnsw}
+
+
+def _mode_alias(mode: str, method: str | None) -> str:
+    """``mode``, or the deprecated ``method=`` keyword's value (with a warning)."""
+    if method is None:
+        return "exact" if mode is None else mode
+    import warnings
+
+    warnings.warn("DenseIndex search's method= is deprecated: use mode= (same values)",
+                  DeprecationWarning, stacklevel=3)
+    return method
 
 
 def _version() -> str:

@@ -14,10 +14,12 @@ Layout of one generation (see :mod:`.storage` for the file format and publishing
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,21 +28,12 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.index import kernels
-from sparse_ir.index.builder import (
-    IMPACT_FORMAT,
-    IMPACT_FORMAT_VERSION,
-    BuildReport,
-    build_impact_index,
-    vocab_hash,
-)
+from sparse_ir.index.base import IndexBase
+from sparse_ir.index.builder import BuildReport, build_impact_index, vocab_hash
+from sparse_ir.index.manifest import ImpactManifest
+from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
-from sparse_ir.index.storage import (
-    IndexDirectory,
-    check_files,
-    check_files_at_open,
-    open_array,
-    read_manifest,
-)
+from sparse_ir.index.storage import open_array
 from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
@@ -52,9 +45,6 @@ logger = logging.getLogger(__name__)
 
 QueryLike = SparseBatch | Mapping[str, float] | tuple[Sequence[int], Sequence[float]]
 _INT32_MAX = np.iinfo(np.int32).max
-# Files up to this size are checksummed at every open (metadata, like Lucene's segment infos);
-# larger ones only by verify().
-_CHECK_AT_OPEN_BYTES = 16 << 20
 
 
 class TermContribution(NamedTuple):
@@ -66,17 +56,21 @@ class TermContribution(NamedTuple):
     score: int
 
 
-class ImpactIndex:
-    """An impact-scored inverted index. Create with :meth:`build`, load with :meth:`open`."""
+class ImpactIndex(IndexBase[ImpactManifest]):
+    """An impact-scored inverted index. Create with :meth:`build`, load with :meth:`open`.
 
-    def __init__(self, directory: Path, manifest: dict):
-        self.directory = directory
-        self.manifest = manifest
-        self.quantizer = Quantizer.from_dict(manifest["quantizer"])
-        n_terms = manifest["vocab_size"]
-        n_docs = manifest["num_documents"]
-        n_postings = manifest["num_postings"]
-        impact_dtype = np.dtype(manifest["impact_dtype"])
+    ``index.manifest`` is the generation's :class:`~sparse_ir.index.manifest.ImpactManifest`.
+    """
+
+    manifest_type = ImpactManifest
+
+    def __init__(self, directory: Path, manifest: ImpactManifest):
+        super().__init__(directory, manifest)
+        self.quantizer = Quantizer.from_dict(manifest.quantizer)
+        n_terms = manifest.vocab_size
+        n_docs = manifest.num_documents
+        n_postings = manifest.num_postings
+        impact_dtype = np.dtype(manifest.impact_dtype)
         self.term_offsets = open_array(directory / "term_offsets.bin", name="term_offsets",
                                        dtype=np.int64, count=n_terms + 1)
         self.postings_docs = open_array(directory / "postings_docs.bin", name="postings_docs",
@@ -87,9 +81,8 @@ class ImpactIndex:
         self.term_max_impact = open_array(directory / "term_max_impact.bin",
                                           name="term_max_impact", dtype=impact_dtype,
                                           count=n_terms)
-        self._doc_ids = StringColumn(directory, "doc_ids", n_docs)
         self._titles = self._texts = None
-        if manifest.get("has_contents"):
+        if manifest.has_contents:
             self._titles = StringColumn(directory, "doc_titles", n_docs)
             self._texts = StringColumn(directory, "doc_texts", n_docs)
         try:
@@ -99,7 +92,7 @@ class ImpactIndex:
         if not isinstance(vocab, list) or len(vocab) != n_terms:
             raise IndexCorruptError(f"{directory / 'vocab.json'}: not a list of {n_terms} tokens")
         self.vocab: tuple[str, ...] = tuple(vocab)
-        if vocab_hash(self.vocab) != manifest["vocab_hash"]:
+        if vocab_hash(self.vocab) != manifest.vocab_hash:
             raise IndexCorruptError(f"{directory / 'vocab.json'}: does not match the manifest's "
                                     "vocabulary hash")
         offsets = np.asarray(self.term_offsets)
@@ -110,7 +103,7 @@ class ImpactIndex:
             raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not rise "
                                     f"from 0 to the {n_postings} postings")
         self._layout = None
-        if "search_layout" in manifest:
+        if manifest.search_layout is not None:
             from sparse_ir.index.layout import SearchLayout
 
             # Mapped now, not at the first search: a reader then holds every file it will
@@ -119,8 +112,6 @@ class ImpactIndex:
         self._term_max_float = np.asarray(self.term_max_impact, np.float64)
         self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
         self._term_ids: dict[str, int] | None = None
-        self._doc_id_list: list[str] | None = None
-        self._docnos: dict[str, int] | None = None
         self._local = threading.local()
 
     # -- building and opening -------------------------------------------------------------------
@@ -160,40 +151,8 @@ class ImpactIndex:
 
     build_report: BuildReport | None = None
 
-    @classmethod
-    def open(cls, path: str | os.PathLike, *, verify: bool = False) -> ImpactIndex:
-        """Open an index (memory-mapped) after checking its manifest, headers and sizes.
-
-        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
-        files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
-
-        Raises:
-            FileNotFoundError: nothing at ``path``.
-            IndexFormatError: another format or format version (both versions named).
-            IndexCorruptError: a missing, cut, or altered file.
-        """
-        index = IndexDirectory(path).open_current(cls._open_generation)
-        if verify:
-            index.verify()
-        return index
-
-    @classmethod
-    def _open_generation(cls, generation: Path) -> ImpactIndex:
-        manifest = read_manifest(generation, format_name=IMPACT_FORMAT,
-                                 version=IMPACT_FORMAT_VERSION)
-        check_files_at_open(generation, manifest["files"], checksum_up_to=_CHECK_AT_OPEN_BYTES)
-        try:
-            return cls(generation, manifest)
-        except (KeyError, TypeError, ValueError) as exc:
-            # The manifest passed its checksum, so it was written like this: say what is off.
-            raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None
-
-    def verify(self) -> None:
-        """Check every byte: each file's CRC32 and the index's invariants.
-
-        Raises :class:`IndexCorruptError` describing the first problem found.
-        """
-        check_files(self.directory, self.manifest["files"], full=True)
+    def _verify_contents(self) -> None:
+        """The postings' invariants (see :meth:`IndexBase.verify`)."""
         offsets = np.asarray(self.term_offsets)
         docs = np.asarray(self.postings_docs)
         impacts = np.asarray(self.postings_impacts)
@@ -218,60 +177,37 @@ class ImpactIndex:
                                                    offsets[nonempty])
         if not np.array_equal(maxima, np.asarray(self.term_max_impact, np.int64)):
             raise IndexCorruptError(f"{where}: term_max_impact disagrees with the postings")
-        for column in (self._doc_ids, self._titles, self._texts):
+        self._check_doc_ids()
+        for column in (self._titles, self._texts):
             if column is not None and (problem := column.check()):
                 raise IndexCorruptError(f"{where}: {problem}")
-        if len(set(self.doc_ids)) != self.num_documents:
-            raise IndexCorruptError(f"{where}: document ids are not unique")
 
     # -- facts ----------------------------------------------------------------------------------
 
     @property
-    def num_documents(self) -> int:
-        """Number of documents (including empty ones)."""
-        return int(self.manifest["num_documents"])
-
-    @property
     def num_postings(self) -> int:
         """Number of (term, document) postings."""
-        return int(self.manifest["num_postings"])
+        return self.manifest.num_postings
 
     @property
     def vocab_size(self) -> int:
         """Size of the vocabulary (term ids are ``0 .. vocab_size-1``)."""
-        return int(self.manifest["vocab_size"])
+        return self.manifest.vocab_size
 
     @property
     def vocab_hash(self) -> str:
         """Hash of the vocabulary; an encoder must match it to search this index."""
-        return self.manifest["vocab_hash"]
+        return self.manifest.vocab_hash
 
     @property
-    def settings(self) -> dict:
-        """What the build recorded about the vectors' origin (model, pooling, max lengths...)."""
-        return dict(self.manifest.get("build", {}))
+    def max_impact(self) -> int:
+        """The largest impact stored (at most the quantizer's ``max_impact``)."""
+        return self.manifest.max_impact
 
     @property
     def has_contents(self) -> bool:
         """True when titles and texts are stored."""
         return self._titles is not None
-
-    def size_bytes(self) -> int:
-        """Bytes on disk of this generation."""
-        return sum(r["size"] for r in self.manifest["files"].values())
-
-    @property
-    def doc_ids(self) -> list[str]:
-        """External id of every document, by document number."""
-        if self._doc_id_list is None:
-            self._doc_id_list = self._doc_ids.all()
-        return self._doc_id_list
-
-    def docno(self, doc_id: str) -> int:
-        """Internal number of an external id (KeyError if absent)."""
-        if self._docnos is None:
-            self._docnos = {d: i for i, d in enumerate(self.doc_ids)}
-        return self._docnos[doc_id]
 
     def document(self, docno: int) -> tuple[str, str] | None:
         """Stored ``(title, text)`` of a document, or None when contents were not stored."""
@@ -389,7 +325,7 @@ class ImpactIndex:
         bound = float(np.dot(weights.astype(np.float64), self._term_max_float[terms]))
         return bound > _INT32_MAX // 2
 
-    def search(self, query: QueryLike, k: int = 10, *, mode: str | None = None,
+    def search(self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None,
                cut_ratio: float | None = None, bound_weight: float | None = None) -> list[Hit]:
         """The top-``k`` documents for one query, best first.
 
@@ -397,21 +333,74 @@ class ImpactIndex:
         document number ascending. Documents matching no query term are not returned, so there
         may be fewer than ``k`` hits.
 
-        ``mode``: ``"exhaustive"`` scores every posting; ``"pruned"`` returns the same hits
-        while scoring a fraction of them (needs the search layout, see :meth:`build`);
-        ``"approximate"`` trades recall for speed through ``cut_ratio``/``bound_weight``
-        (:mod:`sparse_ir.index.approximate`). Default: ``"pruned"`` when the index has the
-        search layout, else ``"exhaustive"``.
+        ``mode`` (a name or a value of :mod:`sparse_ir.index.modes`): ``"exhaustive"`` scores
+        every posting; ``"pruned"`` returns the same hits while scoring a fraction of them
+        (needs the search layout, see :meth:`build`); ``"approximate"`` (or
+        ``Approximate(cut_ratio=..., bound_weight=...)``) trades recall for speed. Default:
+        ``"pruned"`` when the index has the search layout, else ``"exhaustive"``.
+        ``cut_ratio``/``bound_weight`` are deprecated: pass ``mode=Approximate(...)``.
+
+        Example:
+            >>> import tempfile
+            >>> from sparse_ir import ImpactIndex, SparseBatch
+            >>> docs = SparseBatch.from_dicts([{"cat": 3, "dog": 1}, {"dog": 2}, {"cat": 1}],
+            ...                               ["cat", "dog"], ids=["a", "b", "c"])
+            >>> index = ImpactIndex.build(docs, tempfile.mkdtemp() + "/index",
+            ...                           show_progress=False)
+            >>> [(hit.doc_id, hit.score) for hit in index.search({"cat": 2, "dog": 1}, k=2)]
+            [('a', 7), ('b', 2)]
+            >>> index.search({"dog": 1}, k=2, mode="exhaustive") == index.search({"dog": 1}, 2)
+            True
         """
         _check_k(k)
+        resolved = self._mode(mode, cut_ratio, bound_weight)
         terms, weights = self.prepare_query(query)
+        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
+        return self._hits(docs, scores)
+
+    def search_with_stats(self, query: QueryLike, k: int = 10, *,
+                          mode: str | SearchMode | None = None
+                          ) -> tuple[list[Hit], SearchStats]:
+        """:meth:`search`, and what the search did (postings scored, documents verified...).
+
+        Example:
+            >>> import tempfile
+            >>> from sparse_ir import ImpactIndex, SparseBatch
+            >>> docs = SparseBatch.from_dicts([{"cat": 3, "dog": 1}, {"dog": 2}], ["cat", "dog"])
+            >>> index = ImpactIndex.build(docs, tempfile.mkdtemp() + "/index",
+            ...                           show_progress=False)
+            >>> hits, stats = index.search_with_stats({"dog": 1}, k=1, mode="exhaustive")
+            >>> hits[0].doc_id, stats.postings, stats.mode
+            ('1', 2, 'exhaustive')
+        """
+        from sparse_ir.index.pruned import STATS_FIELDS
+
+        _check_k(k)
+        resolved = self._mode(mode, None, None)
+        terms, weights = self.prepare_query(query)
+        docs, scores, kernel_stats, use_int64 = self._search_prepared(terms, weights, k,
+                                                                      resolved)
+        offsets = np.asarray(self.term_offsets)
+        total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
+        figures = {"postings": total}
+        if kernel_stats is not None:
+            figures = {name: int(value) for name, value in zip(STATS_FIELDS, kernel_stats)
+                       if name in SearchStats._fields}
+            # A query too small to prune was answered by the exhaustive kernel.
+            figures["postings"] = figures.get("postings") or total
+        stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=bool(use_int64))
+        return self._hits(docs, scores), stats
+
+    def _search_prepared(self, terms: np.ndarray, weights: np.ndarray, k: int,
+                         mode: SearchMode):
+        """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query."""
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
-        params = self._params(mode, cut_ratio, bound_weight)
-        if self.has_search_layout or params is not None:
+        params = mode.kernel_params()
+        if self.has_search_layout:
             # Windowed kernels over the search layout (params None: exhaustive).
-            docs, scores, _ = self._pruned().search(terms, weights, k, params, use_int64)
-            return self._hits(docs, scores)
+            docs, scores, stats = self._pruned().search(terms, weights, k, params, use_int64)
+            return docs, scores, (None if params is None else stats), use_int64
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
@@ -420,20 +409,22 @@ class ImpactIndex:
         if count == kernels.CORRUPT:
             raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
                                     "run verify()")
-        return self._hits(docs[:count], scores[:count])
+        return docs[:count], scores[:count], None, use_int64
 
     def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
-                     threads: int | None = None, query_ids: Sequence[str] | None = None,
-                     mode: str | None = None, cut_ratio: float | None = None,
-                     bound_weight: float | None = None) -> Run:
+                     query_ids: Sequence[str] | None = None,
+                     mode: str | SearchMode | None = None, threads: int | None = None,
+                     cut_ratio: float | None = None, bound_weight: float | None = None) -> Run:
         """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
 
         ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
-        accepted by :meth:`prepare_query`. ``mode`` and the knobs are those of :meth:`search`.
+        accepted by :meth:`prepare_query`; ``query_ids`` renames them. ``mode`` is that of
+        :meth:`search` (``cut_ratio``/``bound_weight``: deprecated, as there).
         """
         import numba
 
         _check_k(k)
+        resolved = self._mode(mode, cut_ratio, bound_weight)
         if isinstance(queries, SparseBatch) and self._same_vocabulary(queries.vocab):
             # Fast path: the CSR arrays are already validated; quantize them in one go.
             ids = list(queries.ids) if queries.ids is not None else \
@@ -479,8 +470,8 @@ class ImpactIndex:
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
         threads = threads or os.cpu_count() or 1
-        params = self._params(mode, cut_ratio, bound_weight)
-        if self.has_search_layout or params is not None:
+        params = resolved.kernel_params()
+        if self.has_search_layout:
             out_docs, out_scores, out_counts, _ = self._pruned().search_many(
                 indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads)
         else:
@@ -540,16 +531,23 @@ class ImpactIndex:
     @property
     def has_search_layout(self) -> bool:
         """True when the index holds the arrays of pruned and approximate search."""
-        return "search_layout" in self.manifest
+        return self.manifest.search_layout is not None
 
-    def _params(self, mode: str | None, cut_ratio: float | None, bound_weight: float | None):
-        """Kernel settings of a search mode; None for exhaustive search."""
-        from sparse_ir.index.approximate import search_params
-
-        if mode is None:
-            mode = "pruned" if self.has_search_layout else "exhaustive"
-        params = search_params(mode, cut_ratio, bound_weight)
-        return None if mode == "exhaustive" else params
+    def _mode(self, mode: str | SearchMode | None, cut_ratio: float | None,
+              bound_weight: float | None) -> SearchMode:
+        """The mode value of a search (see :func:`~sparse_ir.index.modes.resolve_mode`)."""
+        resolved = resolve_mode(mode, has_search_layout=self.has_search_layout)
+        if cut_ratio is None and bound_weight is None:
+            return resolved
+        warnings.warn("cut_ratio= and bound_weight= are deprecated: pass "
+                      "mode=Approximate(cut_ratio=..., bound_weight=...) "
+                      "(from sparse_ir.index.modes)", DeprecationWarning, stacklevel=3)
+        if not isinstance(resolved, Approximate):
+            raise ValueError(f"cut_ratio and bound_weight apply to mode='approximate', not "
+                             f"{resolved.name!r} (which is exact)")
+        given = {"cut_ratio": cut_ratio, "bound_weight": bound_weight}
+        return dataclasses.replace(resolved, **{key: float(value) for key, value in given.items()
+                                                if value is not None})
 
     def _pruned(self):
         searcher = self.__dict__.get("_pruned_searcher")
@@ -574,9 +572,9 @@ class ImpactIndex:
         ids = self.doc_ids
         return [Hit(ids[d], s, d) for d, s in zip(docs, scores)]
 
-    def __repr__(self) -> str:
-        return (f"ImpactIndex({str(self.directory)!r}, documents={self.num_documents}, "
-                f"postings={self.num_postings}, vocab={self.vocab_size})")
+    def _repr_fields(self) -> dict[str, object]:
+        return {"documents": self.num_documents, "postings": self.num_postings,
+                "vocab": self.vocab_size}
 
 
 def _check_k(k: int) -> None:

@@ -2,8 +2,8 @@
 
 Scoring a candidate document reads its forward-index entries (~1 KB) from a random place in a
 large array: a cache miss per cache line. Announcing the next few documents' entries with
-``llvm.prefetch`` lets the memory system fetch them while the current one is scored (the
-measured gain: docs/performance.md). Where the intrinsic cannot be built
+``llvm.prefetch`` lets the memory system fetch them while the current one is scored (the gain
+is measured in ``docs/performance.md``, "Design notes"). Where the intrinsic cannot be built
 (an unusual numba/LLVM), :func:`prefetch` is a no-op with the same signature, so the kernels
 stay correct either way.
 """

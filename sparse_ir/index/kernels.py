@@ -16,47 +16,11 @@ import numba
 import numpy as np
 from numba import prange
 
+from sparse_ir.index import heaps
+
 __all__ = ["search_one", "search_many", "CORRUPT"]
 
 CORRUPT = -1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _worse(score_a, doc_a, score_b, doc_b):
-    return score_a < score_b or (score_a == score_b and doc_a > doc_b)
-
-
-@numba.njit(cache=True, nogil=True)
-def _sift_down(heap_scores, heap_docs, size, position):
-    while True:
-        left = 2 * position + 1
-        if left >= size:
-            return
-        child = left
-        right = left + 1
-        if right < size and _worse(heap_scores[right], heap_docs[right],
-                                   heap_scores[left], heap_docs[left]):
-            child = right
-        if _worse(heap_scores[child], heap_docs[child],
-                  heap_scores[position], heap_docs[position]):
-            heap_scores[child], heap_scores[position] = heap_scores[position], heap_scores[child]
-            heap_docs[child], heap_docs[position] = heap_docs[position], heap_docs[child]
-            position = child
-        else:
-            return
-
-
-@numba.njit(cache=True, nogil=True)
-def _sift_up(heap_scores, heap_docs, position):
-    while position > 0:
-        parent = (position - 1) // 2
-        if _worse(heap_scores[position], heap_docs[position],
-                  heap_scores[parent], heap_docs[parent]):
-            heap_scores[parent], heap_scores[position] = heap_scores[position], heap_scores[parent]
-            heap_docs[parent], heap_docs[position] = heap_docs[position], heap_docs[parent]
-            position = parent
-        else:
-            return
 
 
 @numba.njit(cache=True, nogil=True)
@@ -83,27 +47,10 @@ def _select_top_k(accumulator, k, out_docs, out_scores):
     size = 0
     for doc in range(len(accumulator)):
         score = np.int64(accumulator[doc])
-        if score <= 0:
-            continue
-        if size < k:
-            heap_scores[size] = score
-            heap_docs[size] = doc
-            _sift_up(heap_scores, heap_docs, size)
-            size += 1
-        elif score > heap_scores[0]:
-            heap_scores[0] = score
-            heap_docs[0] = doc
-            _sift_down(heap_scores, heap_docs, size, 0)
-    count = size
-    # Popping the worst repeatedly fills the output from the back: best first.
-    while size > 0:
-        size -= 1
-        out_docs[size] = heap_docs[0]
-        out_scores[size] = heap_scores[0]
-        heap_scores[0] = heap_scores[size]
-        heap_docs[0] = heap_docs[size]
-        _sift_down(heap_scores, heap_docs, size, 0)
-    return count
+        # Documents arrive in increasing number: a newcomer must beat the worst strictly.
+        if score > 0 and (size < k or score > heap_scores[0]):
+            size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -35,13 +35,13 @@ import numba
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError
+from sparse_ir.index.manifest import LAYOUT_VERSION, ImpactManifest, SearchLayoutRecord
 from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array, write_array
 
 __all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "SearchLayoutWriter"]
 
 logger = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 1
 LAYOUT_FILES = ("window_offsets.bin", "impact_order_docs.bin", "impact_order_impacts.bin",
                 "segment_offsets.bin",
                 "segment_impacts.bin", "segment_ends.bin", "forward_offsets.bin",
@@ -68,20 +68,26 @@ class SearchLayout(NamedTuple):
     forward_impacts: np.ndarray
 
     @classmethod
-    def open(cls, directory: Path, manifest: dict) -> SearchLayout:
-        """Open the layout files of an index generation (checked headers, memory-mapped)."""
-        info = manifest["search_layout"]
-        n_terms, n_docs = manifest["vocab_size"], manifest["num_documents"]
-        n_postings = manifest["num_postings"]
-        impact_dtype = np.dtype(manifest["impact_dtype"])
-        n_segments = int(info["num_segments"])
-        term_dtype = np.dtype(info["term_dtype"])
+    def open(cls, directory: Path, manifest: ImpactManifest) -> SearchLayout:
+        """Open the layout files of an index generation (checked headers, memory-mapped).
+
+        The manifest's layout record was checked when it was read (its version included,
+        :meth:`SearchLayoutRecord.from_dict`).
+        """
+        info = manifest.search_layout
+        if info is None:
+            raise ValueError(f"{directory}: this index has no search layout")
+        n_terms, n_docs = manifest.vocab_size, manifest.num_documents
+        n_postings = manifest.num_postings
+        impact_dtype = np.dtype(manifest.impact_dtype)
+        n_segments = info.num_segments
+        term_dtype = np.dtype(info.term_dtype)
 
         def array(name, dtype, count):
             return open_array(directory / f"{name}.bin", name=name, dtype=dtype, count=count)
 
-        window_bits = int(info["window_bits"])
-        num_windows = int(info["num_windows"])
+        window_bits = info.window_bits
+        num_windows = info.num_windows
         # In-window offsets are uint16 and the kernels' accumulators have 2^16 entries.
         if not 1 <= window_bits <= 16 or num_windows != max(1, -(-n_docs // (1 << window_bits))):
             raise IndexCorruptError(f"{directory}: search layout of {num_windows} windows of "
@@ -258,10 +264,10 @@ class SearchLayoutWriter:
         self._segment_ends.append(segment_ends[:count].copy())
         self._next_term = last
 
-    def finish(self, forward) -> tuple[dict, dict[str, FileRecord]]:
+    def finish(self, forward) -> tuple[SearchLayoutRecord, dict[str, FileRecord]]:
         """Write the remaining files; ``forward`` is the builder's closed forward scratch.
 
-        Returns ``(manifest entry, {name: FileRecord})``.
+        Returns ``(the manifest's layout record, {name: FileRecord})``.
         """
         if self._next_term != self.vocab_size:
             raise ValueError(f"layout got terms up to {self._next_term} of {self.vocab_size}")
@@ -305,7 +311,7 @@ class SearchLayoutWriter:
                     writer.write(np.frombuffer(block, source_dtype).astype(dtype, copy=False))
             files[f"{name}.bin"] = writer.close()
         logger.debug("search layout: %d segments, %d windows", num_segments, self.num_windows)
-        entry = {"version": LAYOUT_VERSION, "num_segments": num_segments,
-                 "term_dtype": term_dtype.str, "window_bits": WINDOW_BITS,
-                 "num_windows": self.num_windows}
-        return entry, files
+        record = SearchLayoutRecord(num_segments=num_segments, term_dtype=term_dtype.str,
+                                    window_bits=WINDOW_BITS, num_windows=self.num_windows,
+                                    version=LAYOUT_VERSION)
+        return record, files

@@ -1,40 +1,45 @@
 """Safe dynamic pruning: the exact top-k while scoring a small share of the postings.
 
-Exhaustive scoring adds every posting of every query term (~10M per query on the 1M-document
-SPLADE benchmark). Most of them cannot matter: a document's score is a sum over ~50 query
-terms, and the top-k scores sit far above the bulk (the 10th score is ~10× the median). The
-pruned search proves that, using the search layout of :mod:`.layout` (each term's postings
-re-ordered by impact within windows of 2^16 documents, its impact segments, a forward index):
+Exhaustive scoring adds every posting of every query term. Most of them cannot matter: a
+document's score is a sum over dozens of query terms, and the top-k scores sit far above the
+bulk. The pruned search proves that, using the search layout of :mod:`.layout` (each term's
+postings re-ordered by impact within windows of 2^16 documents, its impact segments, a forward
+index), in four phases, each a function below:
 
-1. **Estimate.** Per-term cuts are chosen so that the postings above them — the highest
-   ``q_t × impact`` first — number about ``estimate_postings``; those postings are scored, the
-   ``estimate_candidates`` documents with the best partial scores are scored exactly (forward
-   index), and the k-th of their exact scores is θ₀, a lower bound on the final k-th score θ.
-2. **Cut.** New cuts τ_t are chosen so that R = Σ_t q_t·τ_t ≤ ρ·θ₀ (ρ = ``cut_ratio`` < 1),
-   lowering first the cut that removes the most score range per posting. A document with no
-   posting above any cut scores at most R < θ₀ ≤ θ: it cannot be in the top-k.
-3. **Bound.** For the postings above the cuts (a contiguous prefix of each term's window) the
-   excess q_t·(impact − τ_t) is accumulated; score(d) ≤ R + excess(d), since each term gives d
-   at most q_t·τ_t unless d's posting is above the cut, where it gives exactly q_t·impact.
-   Documents with R + excess(d) ≥ θ₀ are the candidates.
-4. **Verify.** Candidates are scored exactly with the forward index in decreasing order of
-   bound, keeping the top-k (score descending, document number ascending); the loop stops at
-   the first bound below the current k-th score. Every document never scored has a bound —
-   hence a score — strictly below the final k-th, so the result is exactly the exhaustive
-   top-k, ties included (a tie needs an equal bound, and equal bounds are verified).
+1. **Estimate** (:func:`_estimate`). Per-term cuts are chosen so that the postings above them —
+   the highest ``q_t × impact`` first — number about ``estimate_postings``; those postings are
+   scored, the ``estimate_candidates`` documents with the best partial scores are scored exactly
+   (forward index), and the k-th of their exact scores is θ₀, a lower bound on the final k-th
+   score θ.
+2. **Cut** (:func:`_cut`). New cuts τ_t are chosen so that R = Σ_t q_t·τ_t ≤ ρ·θ₀
+   (ρ = ``cut_ratio`` < 1), lowering first the cut that removes the most score range per
+   posting. A document with no posting above any cut scores at most R < θ₀ ≤ θ: it cannot be in
+   the top-k.
+3. **Bound** (:func:`_bound`). For the postings above the cuts (a contiguous prefix of each
+   term's window) the excess q_t·(impact − τ_t) is accumulated; score(d) ≤ R + excess(d), since
+   each term gives d at most q_t·τ_t unless d's posting is above the cut, where it gives exactly
+   q_t·impact. Documents with R + excess(d) ≥ θ₀ are the candidates.
+4. **Verify** (:func:`_verify`). Candidates are scored exactly with the forward index in
+   decreasing order of bound, keeping the top-k (score descending, document number ascending);
+   the loop stops at the first bound below the current k-th score. Every document never scored
+   has a bound — hence a score — strictly below the final k-th, so the result is exactly the
+   exhaustive top-k, ties included (a tie needs an equal bound, and equal bounds are verified).
 
 Queries whose estimate finds fewer than k documents (very few matching documents) are answered
 by the windowed exhaustive kernel, which is cheap for them. Approximate search
 (:mod:`.approximate`) runs the same kernel with two knobs that give up the proof: cuts that leave
 more below them (ρ ≥ 1), and crediting documents with only a share β < 1 of R.
 
-Why not block-max pruning over reordered documents (BMP, Seismic's blocks)? Measured on the 1M
-benchmark corpus (noisy copies of 5,183 real documents, each with ~30% extra terms drawn from
-the collection): even with documents ordered by their true template, blocks of 8 documents have
-a bound Σ_t q_t·max_block(t) above θ for ~9,000 documents per query, and blocks of 32 for
-~280,000 (the extra terms put almost every common query term in every block at a high impact).
-The per-posting bound above is tighter and needs no reordering, so document numbers stay the
-insertion order.
+Why not block-max pruning over reordered documents (BMP, Seismic's blocks)? On SPLADE vectors
+almost every common query term occurs in almost every block at a high impact, so a block's bound
+Σ_t q_t·max_block(t) stays above θ for far more documents than the per-posting bound above, even
+for small blocks of documents ordered by their true topic (measured on the 1M benchmark corpus:
+``docs/performance.md``, "Design notes"). The per-posting bound needs no reordering either, so
+document numbers stay the insertion order.
+
+The kernels take the index's arrays as one record (:class:`SearchArrays`), their settings as
+another (:class:`KernelSettings`) and a thread's scratch arrays as a third (:class:`Scratch`);
+heaps come from :mod:`.heaps`.
 """
 
 from __future__ import annotations
@@ -42,19 +47,23 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numba
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError
-from sparse_ir.index import kernels
+from sparse_ir.index import heaps, kernels
 from sparse_ir.index.intrinsics import prefetch
 
 __all__ = [
     "EXACT",
     "STATS_FIELDS",
+    "KernelSettings",
     "PrunedParams",
     "PrunedSearcher",
+    "Scratch",
+    "SearchArrays",
     "pruned_search_one",
     "search_range",
     "windowed_exhaustive_one",
@@ -66,11 +75,21 @@ FALLBACK = -2
 #: ``PrunedSearcher(candidate_capacity=...)``). The buffer's document array is also the scratch
 #: for the documents touched in one window, so it never has fewer entries than a window.
 CANDIDATE_CAPACITY = 1 << 16
-#: What the kernel's ``stats`` array holds, in order: postings scored, documents verified
-#: exactly, θ₀, R, candidates collected, final k-th score, early verification passes (the
-#: candidate buffer was full).
+
+# Slots of the kernel's ``stats`` array (int64 [len(STATS_FIELDS)]).
+STAT_POSTINGS = 0  # postings scored
+STAT_VERIFIED = 1  # documents scored exactly through the forward index
+STAT_THETA0 = 2  # θ₀, the estimate's k-th exact score
+STAT_CUT_BOUND = 3  # R = Σ_t q_t·τ_t of the cuts
+STAT_CANDIDATES = 4  # documents whose bound reached θ₀
+STAT_KTH_SCORE = 5  # the final k-th score
+STAT_EARLY_VERIFICATIONS = 6  # verification passes run because the candidate buffer was full
+#: Names of the ``stats`` slots, in order (``SearchStats`` is built from them).
 STATS_FIELDS = ("postings", "verified", "theta0", "cut_bound", "candidates", "kth_score",
                 "early_verifications")
+assert STATS_FIELDS.index("early_verifications") == STAT_EARLY_VERIFICATIONS == \
+    len(STATS_FIELDS) - 1
+
 #: Accumulator entries: every uint16 in-window offset, so no offset can write outside it.
 ACCUMULATOR_SIZE = 1 << 16
 # Candidates popped and prefetched together in the verification loop.
@@ -79,6 +98,62 @@ _VERIFY_BATCH = 8
 _CUT_GROWTH = 1.25
 # Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
 _PRUNE_MIN_FACTOR = 2
+# What :func:`_exact_score` returns for a document whose forward entry is damaged (a real score
+# is never negative: weights and impacts are positive).
+_CORRUPT_SCORE = -1
+
+
+class SearchArrays(NamedTuple):
+    """The arrays every windowed kernel reads: the inverted index's and its search layout's
+    (see :mod:`.layout`), in one record that numba passes as one argument."""
+
+    term_offsets: np.ndarray
+    postings_docs: np.ndarray
+    postings_impacts: np.ndarray
+    window_offsets: np.ndarray
+    impact_order_docs: np.ndarray
+    impact_order_impacts: np.ndarray
+    segment_offsets: np.ndarray
+    segment_impacts: np.ndarray
+    segment_ends: np.ndarray
+    forward_offsets: np.ndarray
+    forward_terms: np.ndarray
+    forward_impacts: np.ndarray
+    window_bits: int
+
+    @classmethod
+    def of(cls, index, layout) -> SearchArrays:
+        """The record of an :class:`~sparse_ir.index.impact_index.ImpactIndex` and its layout."""
+        return cls(index.term_offsets, index.postings_docs, index.postings_impacts,
+                   layout.window_offsets, layout.impact_order_docs, layout.impact_order_impacts,
+                   layout.segment_offsets, layout.segment_impacts, layout.segment_ends,
+                   layout.forward_offsets, layout.forward_terms, layout.forward_impacts,
+                   layout.window_bits)
+
+
+class KernelSettings(NamedTuple):
+    """:class:`PrunedParams` as the kernels take them (one record)."""
+
+    estimate_postings: int
+    estimate_candidates: int
+    cut_ratio: float
+    bound_weight: float
+
+
+class Scratch(NamedTuple):
+    """One thread's scratch arrays, reused by every query it runs.
+
+    ``accumulator32``/``accumulator64`` (int32/int64 [2^16]) and ``slots`` (uint16 [V]) are zero
+    between queries; ``candidate_docs``/``candidate_keys`` (int64) need no initial value.
+    ``candidate_docs`` doubles as the list of documents touched in one window, so it has at
+    least one entry per document of a window and at least as many as ``candidate_keys``.
+    """
+
+    accumulator32: np.ndarray
+    accumulator64: np.ndarray
+    slots: np.ndarray
+    candidate_docs: np.ndarray
+    candidate_keys: np.ndarray
 
 
 class PrunedParams:
@@ -108,10 +183,10 @@ class PrunedParams:
         """True when these settings return exactly the exhaustive top-k."""
         return self.cut_ratio < 1.0 and self.bound_weight >= 1.0
 
-    def as_tuple(self) -> tuple[int, int, float, float]:
-        """The settings in the order the kernels take them."""
-        return (self.estimate_postings, self.estimate_candidates, self.cut_ratio,
-                self.bound_weight)
+    def as_tuple(self) -> KernelSettings:
+        """The settings as the kernels take them."""
+        return KernelSettings(self.estimate_postings, self.estimate_candidates, self.cut_ratio,
+                              self.bound_weight)
 
     def __repr__(self) -> str:
         return (f"PrunedParams(estimate_postings={self.estimate_postings}, "
@@ -122,64 +197,43 @@ class PrunedParams:
 EXACT = PrunedParams()
 
 
-# -- small heaps ---------------------------------------------------------------------------------
+# -- query terms, windows, exact scores ----------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _better(score_a, doc_a, score_b, doc_b):
-    return score_a > score_b or (score_a == score_b and doc_a < doc_b)
+def _num_windows(arrays):
+    """How many windows of 2^window_bits documents the collection spans (at least one)."""
+    num_docs = len(arrays.forward_offsets) - 1
+    window = 1 << arrays.window_bits
+    return max(1, (num_docs + window - 1) >> arrays.window_bits)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _window_range(arrays, t, num_windows, w):
+    """Where term ``t``'s postings of window ``w`` lie (in both posting orders)."""
+    return (arrays.window_offsets[t * num_windows + w],
+            arrays.window_offsets[t * num_windows + w + 1])
 
 
 @numba.njit(cache=True, nogil=True)
-def _offer(heap_scores, heap_docs, size, k, score, doc):
-    """Offer (score, doc) to a k-best min-heap (worst at the root); return the new size."""
-    if size < k:
-        heap_scores[size] = score
-        heap_docs[size] = doc
-        kernels._sift_up(heap_scores, heap_docs, size)
-        return size + 1
-    if _better(score, doc, heap_scores[0], heap_docs[0]):
-        heap_scores[0] = score
-        heap_docs[0] = doc
-        kernels._sift_down(heap_scores, heap_docs, size, 0)
-    return size
+def _fill_slots(query_terms, query_weights, slots):
+    """Point ``slots`` (zero) at the query's weights; return the weight table.
+
+    ``slots[t]`` is the position of term t's weight in the returned table (0 = not a query term,
+    weight 0): a small table that stays in the L1 cache, unlike a vocabulary-sized array of
+    weights. :func:`_clear_slots` resets ``slots``.
+    """
+    n_terms = len(query_terms)
+    slot_weights = np.zeros(n_terms + 1, np.int64)
+    for i in range(n_terms):
+        slots[query_terms[i]] = i + 1
+        slot_weights[i + 1] = query_weights[i]
+    return slot_weights
 
 
 @numba.njit(cache=True, nogil=True)
-def _drain(heap_scores, heap_docs, size, out_docs, out_scores):
-    """Empty a k-best heap into the outputs, best first; return the count."""
-    count = size
-    while size > 0:
-        size -= 1
-        out_docs[size] = heap_docs[0]
-        out_scores[size] = heap_scores[0]
-        heap_scores[0] = heap_scores[size]
-        heap_docs[0] = heap_docs[size]
-        kernels._sift_down(heap_scores, heap_docs, size, 0)
-    return count
-
-
-@numba.njit(cache=True, nogil=True)
-def _max_sift_down(keys, values, size, position):
-    while True:
-        left = 2 * position + 1
-        if left >= size:
-            return
-        child = left
-        if left + 1 < size and keys[left + 1] > keys[left]:
-            child = left + 1
-        if keys[child] > keys[position]:
-            keys[child], keys[position] = keys[position], keys[child]
-            values[child], values[position] = values[position], values[child]
-            position = child
-        else:
-            return
-
-
-# -- exact scores through the forward index ------------------------------------------------------
-
-#: What :func:`_exact_score` returns for a document whose forward entry is damaged (a real
-#: score is never negative: weights and impacts are positive).
-_CORRUPT_SCORE = -1
+def _clear_slots(query_terms, slots):
+    for i in range(len(query_terms)):
+        slots[query_terms[i]] = 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -191,15 +245,16 @@ def _forward_entry_ok(start, end, n_forward):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots, slot_weights):
-    """Σ q_t·impact over the document's terms; ``slots`` maps a query term to its weight's
-    position in ``slot_weights`` (0 = not a query term, weight 0): a small table that stays in
-    the L1 cache, unlike a vocabulary-sized array of weights.
+def _exact_score(doc, arrays, slots, slot_weights):
+    """Σ q_t·impact over the document's terms (``slots``/``slot_weights``: see
+    :func:`_fill_slots`).
 
     Returns ``_CORRUPT_SCORE`` when the document's forward entry points outside the arrays or
     names a term outside the vocabulary (a damaged file)."""
-    start = forward_offsets[doc]
-    end = forward_offsets[doc + 1]
+    forward_terms = arrays.forward_terms
+    forward_impacts = arrays.forward_impacts
+    start = arrays.forward_offsets[doc]
+    end = arrays.forward_offsets[doc + 1]
     if not _forward_entry_ok(start, end, len(forward_terms)):
         return np.int64(_CORRUPT_SCORE)
     score = np.int64(0)
@@ -214,24 +269,24 @@ def _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots, sl
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _prefetch_document(doc, forward_offsets, forward_terms, forward_impacts):
-    start = forward_offsets[doc]
-    end = forward_offsets[doc + 1]
-    if not _forward_entry_ok(start, end, len(forward_terms)):
+def _prefetch_document(doc, arrays):
+    start = arrays.forward_offsets[doc]
+    end = arrays.forward_offsets[doc + 1]
+    if not _forward_entry_ok(start, end, len(arrays.forward_terms)):
         return  # _exact_score reports it; a damaged range must not set a runaway loop here
     for p in range(start, end, 32):
-        prefetch(forward_terms, p)
-        prefetch(forward_impacts, p)
+        prefetch(arrays.forward_terms, p)
+        prefetch(arrays.forward_impacts, p)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _prefetch_starts(query_terms, window_offsets, num_windows, w, io_docs, io_impacts):
+def _prefetch_starts(query_terms, arrays, num_windows, w):
     """Announce where every query term's postings of window ``w`` start: those first cache
     lines are far apart (a miss each), so fetching them together overlaps the misses."""
     for i in range(len(query_terms)):
-        start = window_offsets[np.int64(query_terms[i]) * num_windows + w]
-        prefetch(io_docs, start)
-        prefetch(io_impacts, start)
+        start = arrays.window_offsets[np.int64(query_terms[i]) * num_windows + w]
+        prefetch(arrays.impact_order_docs, start)
+        prefetch(arrays.impact_order_impacts, start)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -247,48 +302,7 @@ def _contains(sorted_values, count, value):
     return low < count and sorted_values[low] == value
 
 
-@numba.njit(cache=True, nogil=True)
-def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip,
-            forward_offsets, forward_terms, forward_impacts, slots, slot_weights, stats):
-    """Score candidates exactly by decreasing bound until a bound is below the k-th score.
-
-    ``keys``/``docs`` [:count] are the candidates (bound, document), in any order; documents in
-    ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
-    candidate's forward entry is damaged.
-    """
-    for position in range(count // 2 - 1, -1, -1):
-        _max_sift_down(keys, docs, count, position)
-    batch = np.empty(_VERIFY_BATCH, np.int64)
-    remaining = count
-    while remaining > 0:
-        # Pop a few candidates whose bound still reaches the k-th score and prefetch their
-        # forward entries together: their cache misses overlap instead of following each other.
-        n_batch = 0
-        while remaining > 0 and n_batch < _VERIFY_BATCH:
-            if size == k and keys[0] < heap_scores[0]:
-                remaining = 0
-                break
-            doc = docs[0]
-            remaining -= 1
-            keys[0] = keys[remaining]
-            docs[0] = docs[remaining]
-            _max_sift_down(keys, docs, remaining, 0)
-            if not _contains(skip, n_skip, doc):
-                _prefetch_document(doc, forward_offsets, forward_terms, forward_impacts)
-                batch[n_batch] = doc
-                n_batch += 1
-        for j in range(n_batch):
-            doc = batch[j]
-            score = _exact_score(doc, forward_offsets, forward_terms, forward_impacts, slots,
-                                 slot_weights)
-            if score < 0:
-                return -1
-            size = _offer(heap_scores, heap_docs, size, k, score, doc)
-        stats[1] += n_batch
-    return size
-
-
-# -- choosing the cuts ---------------------------------------------------------------------------
+# -- choosing the cuts (phases 1 and 2) ----------------------------------------------------------
 
 @numba.njit(cache=True, nogil=True)
 def _next_cut(term_start, segment_last, segment_impacts, segment_ends, segment, position):
@@ -311,9 +325,26 @@ def _next_cut(term_start, segment_last, segment_impacts, segment_ends, segment, 
     return low + 1, segment_ends[low], below
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _plan_step(i, query_terms, query_weights, arrays, segment, cut_position, cut_impact,
+               next_segment, next_position, next_impact):
+    """Find query term i's next cut (into ``next_*``); return its gain, the score range it
+    removes per posting it adds."""
+    t = query_terms[i]
+    j, position, below = _next_cut(arrays.term_offsets[t], arrays.segment_offsets[t + 1],
+                                   arrays.segment_impacts, arrays.segment_ends, segment[i],
+                                   cut_position[i])
+    next_segment[i] = j
+    next_position[i] = position
+    next_impact[i] = below
+    # max(.., 1): segment ends rise in a sound index; a damaged one must not divide by zero (the
+    # search then is merely wrong, and verify() names the file).
+    return query_weights[i] * (cut_impact[i] - below) / max(position - cut_position[i], 1)
+
+
 @numba.njit(cache=True, nogil=True)
-def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segment_impacts,
-                 segment_ends, target, max_postings, cut_position, cut_impact):
+def _choose_cuts(query_terms, query_weights, arrays, target, max_postings, cut_position,
+                 cut_impact):
     """Per-term cuts, lowered greedily (best score range per posting first) until
     R = Σ q_t·τ_t <= ``target`` or the layer would exceed ``max_postings``.
 
@@ -322,14 +353,15 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
     n_terms = len(query_terms)
     segment = np.empty(n_terms, np.int64)
     bound = np.int64(0)
-    for i in range(n_terms):
+    for i in range(n_terms):  # every cut above the term's highest impact: an empty layer
         t = query_terms[i]
-        segment[i] = segment_offsets[t]
-        cut_position[i] = term_offsets[t]
-        cut_impact[i] = np.int64(segment_impacts[segment_offsets[t]]) \
-            if segment_offsets[t + 1] > segment_offsets[t] else np.int64(0)
+        first = arrays.segment_offsets[t]
+        segment[i] = first
+        cut_position[i] = arrays.term_offsets[t]
+        cut_impact[i] = np.int64(arrays.segment_impacts[first]) \
+            if arrays.segment_offsets[t + 1] > first else np.int64(0)
         bound += query_weights[i] * cut_impact[i]
-    # Max-heap of each term's next step, keyed by score range per posting.
+    # Max-heap of each term's next step, keyed by its gain.
     keys = np.empty(n_terms, np.float64)
     owners = np.empty(n_terms, np.int64)
     next_segment = np.empty(n_terms, np.int64)
@@ -337,22 +369,13 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
     next_impact = np.empty(n_terms, np.int64)
     size = 0
     for i in range(n_terms):
-        t = query_terms[i]
         if cut_impact[i] > 0:
-            j, position, below = _next_cut(term_offsets[t], segment_offsets[t + 1],
-                                           segment_impacts, segment_ends, segment[i],
-                                           cut_position[i])
-            next_segment[i] = j
-            next_position[i] = position
-            next_impact[i] = below
-            # max(.., 1): segment ends rise in a sound index; a damaged one must not divide
-            # by zero (the search then is merely wrong, and verify() names the file).
-            keys[size] = query_weights[i] * (cut_impact[i] - below) / max(
-                position - cut_position[i], 1)
+            keys[size] = _plan_step(i, query_terms, query_weights, arrays, segment,
+                                    cut_position, cut_impact, next_segment, next_position,
+                                    next_impact)
             owners[size] = i
             size += 1
-    for position in range(size // 2 - 1, -1, -1):
-        _max_sift_down(keys, owners, size, position)
+    heaps.max_heapify(keys, owners, size)
     postings = np.int64(0)
     while bound > target and size > 0:
         i = owners[0]
@@ -364,205 +387,198 @@ def _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segm
         cut_impact[i] = next_impact[i]
         cut_position[i] = next_position[i]
         segment[i] = next_segment[i]
-        t = query_terms[i]
         if cut_impact[i] > 0:
-            j, position, below = _next_cut(term_offsets[t], segment_offsets[t + 1],
-                                           segment_impacts, segment_ends, segment[i],
-                                           cut_position[i])
-            next_segment[i] = j
-            next_position[i] = position
-            next_impact[i] = below
-            keys[0] = query_weights[i] * (cut_impact[i] - below) / max(
-                position - cut_position[i], 1)
+            keys[0] = _plan_step(i, query_terms, query_weights, arrays, segment, cut_position,
+                                 cut_impact, next_segment, next_position, next_impact)
         else:
             size -= 1
             keys[0] = keys[size]
             owners[0] = owners[size]
-        _max_sift_down(keys, owners, size, 0)
+        heaps.max_sift_down(keys, owners, size, 0)
     return bound
 
 
-@numba.njit(cache=True, nogil=True)
-def _cut_in_window(io_impacts, start, end, cut):
-    """First position in [start, end) (impacts descending) whose impact is <= cut."""
-    low = start
-    high = end
-    while low < high:
-        middle = (low + high) // 2
-        if np.int64(io_impacts[middle]) > cut:
-            low = middle + 1
-        else:
-            high = middle
-    return low
+# -- 1. estimate ---------------------------------------------------------------------------------
 
-
-# -- the kernel ----------------------------------------------------------------------------------
-
-@numba.njit(cache=True, nogil=True)
-def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, io_docs,
-                      io_impacts, segment_offsets, segment_impacts, segment_ends,
-                      forward_offsets, forward_terms, forward_impacts, window_bits,
-                      accumulator, slots, candidate_docs, candidate_keys, k,
-                      estimate_postings, estimate_candidates, cut_ratio, bound_weight,
-                      out_docs, out_scores, stats):
-    """Top-k of one query by the four steps of the module docstring, window by window.
-
-    Scratch arrays: ``accumulator`` [2^16] (int32 or int64) and ``slots`` uint16 [V]
-    are zero on entry and on return; ``candidate_docs``/``candidate_keys`` (int64) need no
-    initial value. The candidate buffer holds ``len(candidate_keys)`` candidates (verified early
-    when it is full); ``candidate_docs`` is also the scratch for the documents touched in one
-    window, so it has at least ``min(2^window_bits, N)`` entries and at least as many as
-    ``candidate_keys``. ``stats`` (int64 [len(STATS_FIELDS)]) receives the figures listed in
-    :data:`STATS_FIELDS`. Returns the number of hits, ``kernels.CORRUPT`` (-1), or
-    ``FALLBACK`` (-2) when the estimate found fewer than k documents (the caller then runs the
-    exhaustive kernel).
-    """
-    n_terms = len(query_terms)
-    if n_terms >= 65535 or len(accumulator) != ACCUMULATOR_SIZE:
-        return FALLBACK  # slots are uint16; the accumulator must cover every uint16 offset
-    num_docs = len(forward_offsets) - 1
-    window = 1 << window_bits
-    num_windows = max(1, (num_docs + window - 1) >> window_bits)
-    slot_weights = np.zeros(n_terms + 1, np.int64)
-    for i in range(n_terms):
-        slots[query_terms[i]] = i + 1
-        slot_weights[i + 1] = query_weights[i]
-    heap_scores = np.empty(k, np.int64)
-    heap_docs = np.empty(k, np.int64)
-    size = 0
-    cut_position = np.empty(n_terms, np.int64)
-    cut_impact = np.empty(n_terms, np.int64)
-    want = max(estimate_candidates, k)
-    best_scores = np.empty(want, np.int64)
-    best_docs = np.empty(want, np.int64)
-    n_best = 0
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_layer(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator,
+               touched):
+    """Estimate, one window: add q_t·impact for each term's postings above its cut, listing
+    each document touched once in ``touched``. Returns ``(documents touched, postings scored,
+    corrupt)``."""
+    io_docs = arrays.impact_order_docs
+    io_impacts = arrays.impact_order_impacts
+    n_touched = 0
+    postings = 0
     corrupt = False
+    for i in range(len(query_terms)):
+        weight = accumulator.dtype.type(query_weights[i])
+        cut = cut_impact[i]
+        start, end = _window_range(arrays, query_terms[i], num_windows, w)
+        # Impacts descend within the window: the layer is the prefix above the cut (a linear
+        # stop is cheaper than a binary search, whose probes miss the cache).
+        p = start
+        while p < end and np.int64(io_impacts[p]) > cut:
+            offset = np.int64(io_docs[p])
+            if accumulator[offset] == 0:
+                # A window has at most 2^16 documents, so only a damaged layout (the same
+                # offset again after an overflow to 0) can fill the scratch.
+                if n_touched == len(touched):
+                    corrupt = True
+                    break
+                touched[n_touched] = offset
+                n_touched += 1
+            accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
+            p += 1
+        postings += p - start
+    return n_touched, postings, corrupt
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _keep_best(accumulator, touched, n_touched, base, size_w, best_scores, best_docs, n_best):
+    """Estimate, one window: offer the touched documents' partial scores to the heap of the
+    best, clearing the accumulator. Returns ``(heap size, corrupt)``."""
+    want = len(best_scores)
+    corrupt = False
+    for j in range(n_touched):
+        offset = touched[j]
+        score = np.int64(accumulator[offset])
+        accumulator[offset] = 0
+        if offset >= size_w:
+            corrupt = True
+        elif n_best < want or score >= best_scores[0]:
+            n_best = heaps.offer(best_scores, best_docs, n_best, want, score, base + offset)
+    return n_best, corrupt
+
+
+@numba.njit(cache=True, nogil=True)
+def _estimate(query_terms, query_weights, arrays, settings, accumulator, touched, cut_position,
+              cut_impact, best_scores, best_docs):
+    """Phase 1, partial scores: score the postings above cuts sized to ``estimate_postings``
+    (full q_t·impact) and keep the best documents in ``best_scores``/``best_docs``.
+
+    Returns ``(documents kept, postings scored, exhaustive, corrupt)``; ``exhaustive``: no
+    posting was left below the cuts, so the partial scores are the scores.
+    """
+    _choose_cuts(query_terms, query_weights, arrays, np.int64(0),
+                 np.int64(settings.estimate_postings), cut_position, cut_impact)
+    exhaustive = True
+    for i in range(len(query_terms)):
+        exhaustive = exhaustive and cut_impact[i] == 0
+    num_docs = len(arrays.forward_offsets) - 1
+    num_windows = _num_windows(arrays)
+    n_best = 0
     scored = 0
-
-    # 1. Estimate: the postings above cuts sized to ``estimate_postings``, full q·impact.
-    _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets, segment_impacts,
-                 segment_ends, np.int64(0), np.int64(estimate_postings), cut_position,
-                 cut_impact)
-    estimate_exhaustive = True
-    for i in range(n_terms):
-        estimate_exhaustive = estimate_exhaustive and cut_impact[i] == 0
-    touched = candidate_docs  # scratch: documents touched in the current window
     for w in range(num_windows):
-        base = w << window_bits
-        size_w = min(window, num_docs - base)
-        _prefetch_starts(query_terms, window_offsets, num_windows, w, io_docs, io_impacts)
-        n_touched = 0
-        for i in range(n_terms):
-            t = query_terms[i]
-            weight = accumulator.dtype.type(query_weights[i])
-            cut = cut_impact[i]
-            start = window_offsets[t * num_windows + w]
-            end = window_offsets[t * num_windows + w + 1]
-            # Impacts descend within the window: the layer is the prefix above the cut (a
-            # linear stop is cheaper than a binary search, whose probes miss the cache).
-            p = start
-            while p < end and np.int64(io_impacts[p]) > cut:
-                offset = np.int64(io_docs[p])
-                if accumulator[offset] == 0:
-                    # A window has at most 2^16 documents, so only a damaged layout (the same
-                    # offset again after an overflow to 0) can fill the scratch.
-                    if n_touched == len(touched):
-                        corrupt = True
-                        break
-                    touched[n_touched] = offset
-                    n_touched += 1
-                accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
-                p += 1
-            scored += p - start
-        for j in range(n_touched):
-            offset = touched[j]
-            score = np.int64(accumulator[offset])
-            accumulator[offset] = 0
-            if offset >= size_w:
-                corrupt = True
-            elif n_best < want or score >= best_scores[0]:
-                n_best = _offer(best_scores, best_docs, n_best, want, score, base + offset)
-        if corrupt:
+        base = w << arrays.window_bits
+        size_w = min(1 << arrays.window_bits, num_docs - base)
+        _prefetch_starts(query_terms, arrays, num_windows, w)
+        n_touched, postings, corrupt = _add_layer(query_terms, query_weights, arrays,
+                                                  num_windows, w, cut_impact, accumulator,
+                                                  touched)
+        scored += postings
+        n_best, damaged = _keep_best(accumulator, touched, n_touched, base, size_w, best_scores,
+                                     best_docs, n_best)
+        if corrupt or damaged:
             accumulator[:] = 0  # entries added after the scratch was full are not listed
-            break
-    # The estimate's documents, sorted (they are skipped when verifying candidates).
-    verified_docs = np.sort(best_docs[:n_best])
-    if estimate_exhaustive:
-        # No posting was left below the cuts: the partial scores are the scores.
-        for j in range(n_best):
-            size = _offer(heap_scores, heap_docs, size, k, best_scores[j], best_docs[j])
-    else:
-        for j in range(n_best):
-            _prefetch_document(verified_docs[j], forward_offsets, forward_terms,
-                               forward_impacts)
-        for j in range(n_best):
-            d = verified_docs[j]
-            score = _exact_score(d, forward_offsets, forward_terms, forward_impacts, slots,
-                                 slot_weights)
-            if score < 0:
-                corrupt = True
-                break
-            size = _offer(heap_scores, heap_docs, size, k, score, d)
-    stats[1] = n_best
-    stats[0] = scored
-    if corrupt or estimate_exhaustive or size < k:
-        for i in range(n_terms):
-            slots[query_terms[i]] = 0
-        if corrupt:
-            return kernels.CORRUPT
-        if size < k:
-            return FALLBACK
-        stats[5] = heap_scores[0]
-        return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
-    theta0 = heap_scores[0]
+            return n_best, scored, exhaustive, True
+    return n_best, scored, exhaustive, False
 
-    # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀ (and < θ₀ when exact).
+
+@numba.njit(cache=True, nogil=True)
+def _score_estimate(best_scores, best_docs, n_best, estimated_docs, exhaustive, k, arrays,
+                    slots, slot_weights, heap_scores, heap_docs):
+    """Phase 1, θ₀: the estimate's documents (``estimated_docs``: sorted) scored exactly into
+    the k-best heap. Returns the heap size, or -1 when a forward entry is damaged."""
+    size = 0
+    if exhaustive:
+        for j in range(n_best):
+            size = heaps.offer(heap_scores, heap_docs, size, k, best_scores[j], best_docs[j])
+        return size
+    for j in range(n_best):
+        _prefetch_document(estimated_docs[j], arrays)
+    for j in range(n_best):
+        doc = estimated_docs[j]
+        score = _exact_score(doc, arrays, slots, slot_weights)
+        if score < 0:
+            return -1
+        size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+    return size
+
+
+# -- 2. cut --------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _cut(query_terms, query_weights, arrays, theta0, cut_ratio, cut_position, cut_impact):
+    """Phase 2: cuts with R = Σ q_t·τ_t <= ρ·θ₀ (and < θ₀ when exact); returns R."""
     target = np.int64(np.floor(theta0 * cut_ratio))
     if cut_ratio < 1.0 and target >= theta0:
         target = theta0 - 1
-    bound = _choose_cuts(query_terms, query_weights, term_offsets, segment_offsets,
-                         segment_impacts, segment_ends, target, np.int64(1) << 62,
-                         cut_position, cut_impact)
+    return _choose_cuts(query_terms, query_weights, arrays, target, np.int64(1) << 62,
+                        cut_position, cut_impact)
 
-    # 3. Per window: accumulate the excess over the cuts, then collect the documents whose
-    #    bound reaches θ₀ while clearing the accumulator.
-    credit = bound
-    if bound_weight < 1.0:
-        credit = np.int64(np.floor(bound * bound_weight))
-    need = max(theta0 - credit, np.int64(1))
+
+# -- 3. bound ------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator):
+    """Bound, one window: add the excess q_t·(impact − τ_t) of each posting above its term's
+    cut. Returns the postings scored."""
+    io_docs = arrays.impact_order_docs
+    io_impacts = arrays.impact_order_impacts
+    postings = 0
+    for i in range(len(query_terms)):
+        weight = accumulator.dtype.type(query_weights[i])
+        below = accumulator.dtype.type(query_weights[i] * cut_impact[i])
+        cut = cut_impact[i]
+        start, end = _window_range(arrays, query_terms[i], num_windows, w)
+        # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it; an
+        # offset past the window's documents is caught by the candidate scan.
+        # Impacts descend within the window: when the 4th posting ahead is above the cut, so
+        # are the three before it (one test per four postings instead of one each).
+        p = start
+        while p + 3 < end and np.int64(io_impacts[p + 3]) > cut:
+            for j in range(p, p + 4):
+                accumulator[np.int64(io_docs[j])] += \
+                    weight * accumulator.dtype.type(io_impacts[j]) - below
+            p += 4
+        while p < end and np.int64(io_impacts[p]) > cut:
+            accumulator[np.int64(io_docs[p])] += \
+                weight * accumulator.dtype.type(io_impacts[p]) - below
+            p += 1
+        postings += p - start
+    return postings
+
+
+@numba.njit(cache=True, nogil=True)
+def _bound(query_terms, query_weights, k, arrays, accumulator, scratch, slot_weights,
+           cut_impact, credit, need, heap_scores, heap_docs, size, estimated_docs, n_estimated,
+           stats):
+    """Phase 3: per window, accumulate the excess over the cuts, then collect the documents
+    whose bound ``credit`` + excess reaches θ₀ (excess >= ``need``) while clearing the
+    accumulator. A full candidate buffer is verified at once (phase 4) to free it.
+
+    Returns ``(heap size, candidates left in the buffer, postings scored)``; the heap size is -1
+    when the layout or a forward entry is damaged.
+    """
+    candidate_docs = scratch.candidate_docs
+    candidate_keys = scratch.candidate_keys
+    capacity = min(len(candidate_keys), len(candidate_docs))
+    num_docs = len(arrays.forward_offsets) - 1
+    num_windows = _num_windows(arrays)
     n_candidates = 0
     n_flushed = 0  # candidates handed to early verification passes
     n_early = 0  # early verification passes
-    capacity = min(len(candidate_keys), len(candidate_docs))
+    scored = 0
+    corrupt = False
     for w in range(num_windows):
-        base = w << window_bits
-        size_w = min(window, num_docs - base)
-        _prefetch_starts(query_terms, window_offsets, num_windows, w, io_docs, io_impacts)
-        for i in range(n_terms):
-            t = query_terms[i]
-            weight = accumulator.dtype.type(query_weights[i])
-            below = accumulator.dtype.type(query_weights[i] * cut_impact[i])
-            cut = cut_impact[i]
-            start = window_offsets[t * num_windows + w]
-            end = window_offsets[t * num_windows + w + 1]
-            # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it;
-            # an offset past the window's documents is caught below.
-            # Impacts descend within the window: when the 4th posting ahead is above the cut,
-            # so are the three before it (one test per four postings instead of one each).
-            p = start
-            while p + 3 < end and np.int64(io_impacts[p + 3]) > cut:
-                for j in range(p, p + 4):
-                    accumulator[np.int64(io_docs[j])] += \
-                        weight * accumulator.dtype.type(io_impacts[j]) - below
-                p += 4
-            while p < end and np.int64(io_impacts[p]) > cut:
-                accumulator[np.int64(io_docs[p])] += \
-                    weight * accumulator.dtype.type(io_impacts[p]) - below
-                p += 1
-            scored += p - start
-        # Collect the candidates while clearing the accumulator. (Skipping chunks of 64 entries
-        # whose vectorized maximum is below the need measured slower on the 1M benchmark:
-        # 6.2-6.7 ms against 5.7 ms per query.)
+        base = w << arrays.window_bits
+        size_w = min(1 << arrays.window_bits, num_docs - base)
+        _prefetch_starts(query_terms, arrays, num_windows, w)
+        scored += _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact,
+                              accumulator)
+        # Collect the candidates while clearing the accumulator (a scan that skips blocks whose
+        # vectorized maximum is below the need measured slower: docs/performance.md).
         for offset in range(size_w):
             excess = np.int64(accumulator[offset])
             accumulator[offset] = 0
@@ -572,8 +588,8 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
                     n_early += 1
                     n_flushed += n_candidates
                     size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores,
-                                   heap_docs, size, k, verified_docs, n_best, forward_offsets,
-                                   forward_terms, forward_impacts, slots, slot_weights, stats)
+                                   heap_docs, size, k, estimated_docs, n_estimated, arrays,
+                                   scratch.slots, slot_weights, stats)
                     n_candidates = 0
                     if size < 0:
                         corrupt = True
@@ -587,50 +603,155 @@ def pruned_search_one(query_terms, query_weights, term_offsets, window_offsets, 
                 corrupt = True
         if corrupt:
             break
-    stats[4] = n_flushed + n_candidates
-    stats[6] = n_early
+    stats[STAT_CANDIDATES] = n_flushed + n_candidates
+    stats[STAT_EARLY_VERIFICATIONS] = n_early
+    return (-1 if corrupt else size), n_candidates, scored
+
+
+# -- 4. verify -----------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip, arrays, slots,
+            slot_weights, stats):
+    """Phase 4: score candidates exactly by decreasing bound until a bound is below the k-th
+    score, into the k-best heap.
+
+    ``keys``/``docs`` [:count] are the candidates (bound, document), in any order; documents in
+    ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
+    candidate's forward entry is damaged.
+    """
+    heaps.max_heapify(keys, docs, count)
+    batch = np.empty(_VERIFY_BATCH, np.int64)
+    remaining = count
+    while remaining > 0:
+        # Pop a few candidates whose bound still reaches the k-th score and prefetch their
+        # forward entries together: their cache misses overlap instead of following each other.
+        n_batch = 0
+        while remaining > 0 and n_batch < _VERIFY_BATCH:
+            if size == k and keys[0] < heap_scores[0]:
+                remaining = 0
+                break
+            doc = docs[0]
+            remaining -= 1
+            keys[0] = keys[remaining]
+            docs[0] = docs[remaining]
+            heaps.max_sift_down(keys, docs, remaining, 0)
+            if not _contains(skip, n_skip, doc):
+                _prefetch_document(doc, arrays)
+                batch[n_batch] = doc
+                n_batch += 1
+        for j in range(n_batch):
+            doc = batch[j]
+            score = _exact_score(doc, arrays, slots, slot_weights)
+            if score < 0:
+                return -1
+            size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+        stats[STAT_VERIFIED] += n_batch
+    return size
+
+
+# -- the kernels ---------------------------------------------------------------------------------
+
+@numba.njit(cache=True, nogil=True)
+def pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulator, scratch,
+                      out_docs, out_scores, stats):
+    """Top-k of one query by the four phases of the module docstring, window by window.
+
+    ``arrays``: :class:`SearchArrays`; ``settings``: :class:`KernelSettings`; ``accumulator``:
+    ``scratch.accumulator32`` or ``scratch.accumulator64`` (wide enough for the query's scores);
+    ``scratch``: :class:`Scratch` (the candidate buffer holds ``len(candidate_keys)``
+    candidates, verified early when it is full). ``stats`` (int64 [len(STATS_FIELDS)]) receives
+    the figures of :data:`STATS_FIELDS`. Returns the number of hits, ``kernels.CORRUPT`` (-1),
+    or ``FALLBACK`` (-2) when the estimate found fewer than k documents (the caller then runs
+    the exhaustive kernel).
+    """
+    n_terms = len(query_terms)
+    if n_terms >= 65535 or len(accumulator) != ACCUMULATOR_SIZE:
+        return FALLBACK  # slots are uint16; the accumulator must cover every uint16 offset
+    slots = scratch.slots
+    slot_weights = _fill_slots(query_terms, query_weights, slots)
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    cut_position = np.empty(n_terms, np.int64)
+    cut_impact = np.empty(n_terms, np.int64)
+    want = max(settings.estimate_candidates, k)
+    best_scores = np.empty(want, np.int64)
+    best_docs = np.empty(want, np.int64)
+
+    # 1. Estimate θ₀ (the estimate's documents are skipped when verifying candidates).
+    n_best, scored, exhaustive, corrupt = _estimate(
+        query_terms, query_weights, arrays, settings, accumulator, scratch.candidate_docs,
+        cut_position, cut_impact, best_scores, best_docs)
+    estimated_docs = np.sort(best_docs[:n_best])
+    size = 0
+    if not corrupt:
+        size = _score_estimate(best_scores, best_docs, n_best, estimated_docs, exhaustive, k,
+                               arrays, slots, slot_weights, heap_scores, heap_docs)
+        corrupt = size < 0
+    stats[STAT_VERIFIED] = n_best
+    stats[STAT_POSTINGS] = scored
+    if corrupt or exhaustive or size < k:
+        _clear_slots(query_terms, slots)
+        if corrupt:
+            return kernels.CORRUPT
+        if size < k:
+            return FALLBACK
+        stats[STAT_KTH_SCORE] = heap_scores[0]
+        return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+    theta0 = heap_scores[0]
+
+    # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀.
+    bound = _cut(query_terms, query_weights, arrays, theta0, settings.cut_ratio, cut_position,
+                 cut_impact)
+
+    # 3. Bound: candidates are the documents with credit + excess >= θ₀ (credit = R, or β·R).
+    credit = bound
+    if settings.bound_weight < 1.0:
+        credit = np.int64(np.floor(bound * settings.bound_weight))
+    need = max(theta0 - credit, np.int64(1))
+    size, n_candidates, postings = _bound(
+        query_terms, query_weights, k, arrays, accumulator, scratch, slot_weights, cut_impact,
+        credit, need, heap_scores, heap_docs, size, estimated_docs, n_best, stats)
+    scored += postings
 
     # 4. Verify by decreasing bound, so the k-th score rises as fast as it can.
-    if not corrupt:
-        size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores, heap_docs,
-                       size, k, verified_docs, n_best, forward_offsets, forward_terms,
-                       forward_impacts, slots, slot_weights, stats)
-        corrupt = size < 0
-    for i in range(n_terms):
-        slots[query_terms[i]] = 0
-    if corrupt:
+    if size >= 0:
+        size = _verify(scratch.candidate_keys, scratch.candidate_docs, n_candidates, heap_scores,
+                       heap_docs, size, k, estimated_docs, n_best, arrays, slots, slot_weights,
+                       stats)
+    _clear_slots(query_terms, slots)
+    if size < 0:
         accumulator[:] = 0  # a pass may have stopped before clearing its window
         return kernels.CORRUPT
-    stats[0] = scored
-    stats[2] = theta0
-    stats[3] = bound
-    stats[5] = heap_scores[0]
-    return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
+    stats[STAT_POSTINGS] = scored
+    stats[STAT_THETA0] = theta0
+    stats[STAT_CUT_BOUND] = bound
+    stats[STAT_KTH_SCORE] = heap_scores[0]
+    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(cache=True, nogil=True)
-def windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings_docs,
-                            postings_impacts, num_docs, window_bits, accumulator, k, out_docs,
+def windowed_exhaustive_one(query_terms, query_weights, k, arrays, accumulator, out_docs,
                             out_scores):
     """Exhaustive top-k, one window of documents at a time (accumulator in L2 cache).
 
     Same result as :func:`kernels.search_one`; ``accumulator`` has at least 2^window_bits
     entries, zero on entry and on return. Returns the number of hits or ``kernels.CORRUPT``.
     """
-    n_terms = len(query_terms)
-    window = 1 << window_bits
-    num_windows = max(1, (num_docs + window - 1) >> window_bits)
+    num_docs = len(arrays.forward_offsets) - 1
+    num_windows = _num_windows(arrays)
+    postings_docs = arrays.postings_docs
+    postings_impacts = arrays.postings_impacts
     heap_scores = np.empty(k, np.int64)
     heap_docs = np.empty(k, np.int64)
     size = 0
     for w in range(num_windows):
-        base = w << window_bits
-        size_w = min(window, num_docs - base)
-        for i in range(n_terms):
-            t = query_terms[i]
+        base = w << arrays.window_bits
+        size_w = min(1 << arrays.window_bits, num_docs - base)
+        for i in range(len(query_terms)):
             weight = accumulator.dtype.type(query_weights[i])
-            for p in range(window_offsets[t * num_windows + w],
-                           window_offsets[t * num_windows + w + 1]):
+            start, end = _window_range(arrays, query_terms[i], num_windows, w)
+            for p in range(start, end):
                 offset = np.int64(postings_docs[p]) - base
                 if np.uint64(offset) >= np.uint64(size_w):
                     accumulator[:] = 0
@@ -641,70 +762,46 @@ def windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings
             score = np.int64(accumulator[offset])
             accumulator[offset] = 0
             if score > 0 and (size < k or score > heap_scores[0]):
-                size = _offer(heap_scores, heap_docs, size, k, score, base + offset)
-    return _drain(heap_scores, heap_docs, size, out_docs, out_scores)
+                size = heaps.offer(heap_scores, heap_docs, size, k, score, base + offset)
+    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_one_any(mode, query_terms, query_weights, term_offsets, postings_docs,
-                    postings_impacts, window_offsets, io_docs, io_impacts, segment_offsets,
-                    segment_impacts, segment_ends, forward_offsets, forward_terms,
-                    forward_impacts, window_bits, accumulator, slots, candidate_docs,
-                    candidate_keys, k, estimate_postings, estimate_candidates, cut_ratio,
-                    bound_weight, out_docs, out_scores, stats):
+def _search_one_any(mode, query_terms, query_weights, k, arrays, settings, accumulator, scratch,
+                    out_docs, out_scores, stats):
     """Mode 0: windowed exhaustive; 1: pruned (exhaustive for small queries, or when the
     estimate finds fewer than k documents)."""
-    num_docs = len(forward_offsets) - 1
     total = 0
     if mode == 1:
         for i in range(len(query_terms)):
             t = query_terms[i]
-            total += term_offsets[t + 1] - term_offsets[t]
+            total += arrays.term_offsets[t + 1] - arrays.term_offsets[t]
     # Pruning pays off only when the query's postings far outnumber what its estimate scores
     # (a small collection, rare terms): below that the exhaustive kernel is cheaper, and exact.
-    if mode == 1 and total > _PRUNE_MIN_FACTOR * estimate_postings:
-        count = pruned_search_one(query_terms, query_weights, term_offsets, window_offsets,
-                                  io_docs, io_impacts, segment_offsets, segment_impacts,
-                                  segment_ends, forward_offsets, forward_terms,
-                                  forward_impacts, window_bits, accumulator, slots,
-                                  candidate_docs, candidate_keys, k, estimate_postings,
-                                  estimate_candidates, cut_ratio, bound_weight, out_docs,
-                                  out_scores, stats)
+    if mode == 1 and total > _PRUNE_MIN_FACTOR * settings.estimate_postings:
+        count = pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulator,
+                                  scratch, out_docs, out_scores, stats)
         if count != FALLBACK:
             return count
-    return windowed_exhaustive_one(query_terms, query_weights, window_offsets, postings_docs,
-                                   postings_impacts, num_docs, window_bits, accumulator, k,
-                                   out_docs, out_scores)
+    return windowed_exhaustive_one(query_terms, query_weights, k, arrays, accumulator, out_docs,
+                                   out_scores)
 
 
 @numba.njit(cache=True, nogil=True)
-def search_range(mode, first, last, query_indptr, query_terms, query_weights, use_int64,
-                 term_offsets, postings_docs, postings_impacts, window_offsets, io_docs,
-                 io_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
-                 forward_terms, forward_impacts, window_bits, accumulator32, accumulator64,
-                 slots, candidate_docs, candidate_keys, k, estimate_postings,
-                 estimate_candidates, cut_ratio, bound_weight, out_docs, out_scores, out_counts,
-                 out_stats):
+def search_range(mode, first, last, query_indptr, query_terms, query_weights, use_int64, k,
+                 arrays, settings, scratch, out_docs, out_scores, out_counts, out_stats):
     """Queries [first, last) of a CSR batch with one thread's scratch arrays (GIL released)."""
     for q in range(first, last):
         start = query_indptr[q]
         end = query_indptr[q + 1]
         if use_int64[q]:
             out_counts[q] = _search_one_any(
-                mode, query_terms[start:end], query_weights[start:end], term_offsets,
-                postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
-                segment_offsets, segment_impacts, segment_ends, forward_offsets,
-                forward_terms, forward_impacts, window_bits, accumulator64, slots,
-                candidate_docs, candidate_keys, k, estimate_postings, estimate_candidates,
-                cut_ratio, bound_weight, out_docs[q], out_scores[q], out_stats[q])
+                mode, query_terms[start:end], query_weights[start:end], k, arrays, settings,
+                scratch.accumulator64, scratch, out_docs[q], out_scores[q], out_stats[q])
         else:
             out_counts[q] = _search_one_any(
-                mode, query_terms[start:end], query_weights[start:end], term_offsets,
-                postings_docs, postings_impacts, window_offsets, io_docs, io_impacts,
-                segment_offsets, segment_impacts, segment_ends, forward_offsets,
-                forward_terms, forward_impacts, window_bits, accumulator32, slots,
-                candidate_docs, candidate_keys, k, estimate_postings, estimate_candidates,
-                cut_ratio, bound_weight, out_docs[q], out_scores[q], out_stats[q])
+                mode, query_terms[start:end], query_weights[start:end], k, arrays, settings,
+                scratch.accumulator32, scratch, out_docs[q], out_scores[q], out_stats[q])
 
 
 class PrunedSearcher:
@@ -720,7 +817,7 @@ class PrunedSearcher:
         pass (memory: 8 bytes each, twice); small values exist for tests of that pass."""
         from sparse_ir.index.layout import SearchLayout
 
-        if "search_layout" not in index.manifest:
+        if index.manifest.search_layout is None:
             raise ValueError(f"{index.directory}: this index has no search layout, so only "
                              "mode='exhaustive' works; rebuild it with search_layout=True "
                              "(the default) for pruned and approximate search")
@@ -741,18 +838,29 @@ class PrunedSearcher:
         self._pool_pid = 0
         self._pool_lock = threading.Lock()
 
-    def _scratch(self) -> tuple[np.ndarray, ...]:
+    @property
+    def layout(self):
+        """The search layout's memory-mapped arrays (:class:`~.layout.SearchLayout`)."""
+        return self._layout
+
+    @layout.setter
+    def layout(self, layout) -> None:
+        # The kernels' record of the arrays is built once per layout, not at every search.
+        self._layout = layout
+        self._search_arrays = SearchArrays.of(self.index, layout)
+
+    def _scratch(self) -> Scratch:
         """This thread's scratch: int32 and int64 accumulators, term slots, candidates."""
         local = self._local
         if not hasattr(local, "scratch"):
             capacity = self.candidate_capacity
             # Candidate documents double as the scratch of one window's touched documents.
             window = 1 << self.layout.window_bits
-            local.scratch = (np.zeros(ACCUMULATOR_SIZE, np.int32),
-                             np.zeros(ACCUMULATOR_SIZE, np.int64),
-                             np.zeros(self.index.vocab_size, np.uint16),
-                             np.empty(max(capacity, window), np.int64),
-                             np.empty(capacity, np.int64))
+            local.scratch = Scratch(np.zeros(ACCUMULATOR_SIZE, np.int32),
+                                    np.zeros(ACCUMULATOR_SIZE, np.int64),
+                                    np.zeros(self.index.vocab_size, np.uint16),
+                                    np.empty(max(capacity, window), np.int64),
+                                    np.empty(capacity, np.int64))
         return local.scratch
 
     def _executor(self, workers: int) -> ThreadPoolExecutor:
@@ -766,13 +874,9 @@ class PrunedSearcher:
                 self._pool_size, self._pool_pid = workers, os.getpid()
             return self._pool
 
-    def _arrays(self):
-        index, layout = self.index, self.layout
-        return (index.term_offsets, index.postings_docs, index.postings_impacts,
-                layout.window_offsets, layout.impact_order_docs, layout.impact_order_impacts,
-                layout.segment_offsets, layout.segment_impacts, layout.segment_ends,
-                layout.forward_offsets, layout.forward_terms, layout.forward_impacts,
-                layout.window_bits)
+    def _arrays(self) -> SearchArrays:
+        """The kernels' record of the index's and the layout's arrays."""
+        return self._search_arrays
 
     def _check(self, counts) -> None:
         if np.any(np.asarray(counts) == kernels.CORRUPT):
@@ -783,15 +887,14 @@ class PrunedSearcher:
                params: PrunedParams | None, use_int64: bool
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(docs, scores, stats)`` of one prepared query; ``params=None``: exhaustive."""
-        accumulator32, accumulator64, slots, candidate_docs, candidate_keys = self._scratch()
+        scratch = self._scratch()
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
         stats = np.zeros(len(STATS_FIELDS), np.int64)
         settings = (params or EXACT).as_tuple()
-        count = _search_one_any(0 if params is None else 1, terms, weights, *self._arrays(),
-                                accumulator64 if use_int64 else accumulator32, slots,
-                                candidate_docs, candidate_keys, k, *settings, docs, scores,
-                                stats)
+        accumulator = scratch.accumulator64 if use_int64 else scratch.accumulator32
+        count = _search_one_any(0 if params is None else 1, terms, weights, k, self._arrays(),
+                                settings, accumulator, scratch, docs, scores, stats)
         self._check([count])
         return docs[:count], scores[:count], stats
 
@@ -830,7 +933,7 @@ class PrunedSearcher:
                 if first >= n_queries:
                     return
                 search_range(mode, first, min(first + chunk, n_queries), indptr, terms, weights,
-                             use_int64, *arrays, *scratch, k, *settings, out_docs, out_scores,
+                             use_int64, k, arrays, settings, scratch, out_docs, out_scores,
                              out_counts, out_stats)
 
         if threads == 1:

@@ -32,7 +32,7 @@ import secrets
 import shutil
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -40,6 +40,7 @@ from typing import TypeVar
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, IndexFormatError
+from sparse_ir.index.manifest import FileRecord
 
 __all__ = [
     "ARRAY_FORMAT",
@@ -55,6 +56,7 @@ __all__ = [
     "read_array_header",
     "read_manifest",
     "read_manifest_unchecked",
+    "replace_directory",
     "write_array",
     "write_bytes_file",
     "write_manifest",
@@ -79,18 +81,6 @@ logger = logging.getLogger(__name__)
 def _open_for_write(path: str | os.PathLike):
     """Open a new file for binary writing. Every index byte goes through here (tests wrap it)."""
     return open(path, "xb")
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """Size and CRC32 of one published file, as recorded in the manifest."""
-
-    name: str
-    size: int
-    crc32: int
-
-    def to_dict(self) -> dict:
-        return {"size": self.size, "crc32": self.crc32}
 
 
 class _CheckedWriter:
@@ -397,7 +387,10 @@ def file_problems(directory: Path, files: object, *, full: bool) -> list[str]:
             problems.append(f"{path}: not a plain file name; the manifest is corrupt")
             continue
         try:
-            size, crc = int(record["size"]), int(record["crc32"])
+            if isinstance(record, FileRecord):
+                size, crc = record.size, record.crc32
+            else:
+                size, crc = int(record["size"]), int(record["crc32"])
         except (KeyError, TypeError, ValueError):
             problems.append(f"{path}: the manifest's record of it is corrupt ({record!r})")
             continue
@@ -423,7 +416,7 @@ def file_problems(directory: Path, files: object, *, full: bool) -> list[str]:
     return problems
 
 
-def check_files(directory: Path, files: dict, *, full: bool) -> None:
+def check_files(directory: Path, files: Mapping[str, FileRecord], *, full: bool) -> None:
     """Check every file listed in a manifest: present, the recorded size, and (``full``) CRC32.
 
     Raises :class:`IndexCorruptError` naming the first problem (see :func:`file_problems`).
@@ -433,7 +426,8 @@ def check_files(directory: Path, files: dict, *, full: bool) -> None:
         raise IndexCorruptError(problems[0])
 
 
-def check_files_at_open(directory: Path, files: dict, *, checksum_up_to: int) -> None:
+def check_files_at_open(directory: Path, files: Mapping[str, FileRecord], *,
+                        checksum_up_to: int) -> None:
     """The cheap checks of ``open()``: every file present at its recorded size, and the CRC32
     of the files of at most ``checksum_up_to`` bytes (metadata, like Lucene's segment infos;
     larger files are checksummed by ``verify()``).
@@ -442,7 +436,7 @@ def check_files_at_open(directory: Path, files: dict, *, checksum_up_to: int) ->
     """
     check_files(directory, files, full=False)
     for name, record in files.items():
-        if record["size"] <= checksum_up_to and file_crc32(directory / name) != record["crc32"]:
+        if record.size <= checksum_up_to and file_crc32(directory / name) != record.crc32:
             raise IndexCorruptError(f"{directory / name}: CRC32 does not match the "
                                     "manifest: the file is corrupt")
 
@@ -459,6 +453,23 @@ def fsync_directory(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def replace_directory(finished: Path, output: Path) -> None:
+    """Rename a finished directory (a sibling of ``output``) into place as ``output``.
+
+    For outputs that are whole directories without generations (Lucene exports, JSON vector
+    collections): an existing ``output`` is first renamed aside and removed only after the
+    new one is in place, so ``output`` is never half written.
+    """
+    old = None
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{secrets.token_hex(6)}"
+        os.rename(output, old)
+    os.rename(finished, output)
+    fsync_directory(output.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class IndexDirectory:

@@ -82,6 +82,9 @@ class IdfQueryEncoder:
 
     pooling = "idf"
     precision = "float32"
+    #: The index's recorded settings are the document model's: the checkpoint's own query
+    #: settings (query_encoder.json) apply instead.
+    recorded_query_settings: tuple[str, ...] = ()
 
     def __init__(self, tokenizer, idf: np.ndarray, *, query_max_length: int = 64,
                  name: str | None = None):
@@ -108,8 +111,12 @@ class IdfQueryEncoder:
         return cls(tokenizer, bm25_idf(df, count), **options)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **options) -> IdfQueryEncoder:
-        """Load the query side saved by :meth:`save` (an inference-free training checkpoint)."""
+    def from_pretrained(cls, path: str | os.PathLike, *, device: str | None = None,
+                        **options) -> IdfQueryEncoder:
+        """Load the query side saved by :meth:`save` (an inference-free training checkpoint).
+
+        ``device`` is accepted like every encoder's and unused: no model runs for queries.
+        """
         from safetensors.numpy import load_file
         from transformers import AutoTokenizer
 
@@ -158,12 +165,13 @@ class IdfQueryEncoder:
             out.append(unique[(unique < len(self.idf)) & ~np.isin(unique, self._special)])
         return out
 
-    def encode_queries(self, texts: Sequence[str], *, ids: Sequence[str] | None = None,
+    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
                        max_length: int | None = None, show_progress: bool | None = None,
                        **_ignored) -> SparseBatch:
-        """Query vectors as a :class:`SparseBatch` (rows in input order)."""
+        """Query vectors as a :class:`SparseBatch` (rows in input order; one ``str``: one
+        row)."""
         if isinstance(texts, str):
-            raise TypeError("encode_queries takes a sequence of texts, not one string")
+            texts = [texts]
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
         rows = self.token_ids(texts, max_length) if len(texts) else []

@@ -1,0 +1,229 @@
+"""Search modes of an :class:`~sparse_ir.index.impact_index.ImpactIndex`, as values.
+
+A mode is named by a string (``"exhaustive"``, ``"pruned"``, ``"approximate"``) or given as a
+typed value that carries its settings:
+
+* :class:`Exhaustive`: every posting of every query term is scored.
+* :class:`Pruned`: the same hits as exhaustive search, scoring a fraction of the postings
+  (:mod:`.pruned`; needs the index's search layout). Its settings change speed, never hits.
+* :class:`Approximate`: the pruned kernel with its proof relaxed (:mod:`.approximate`):
+  ``cut_ratio`` (ρ) and ``bound_weight`` (β) trade recall for speed.
+
+Example:
+    >>> from sparse_ir.index.modes import Approximate, resolve_mode
+    >>> resolve_mode("approximate", has_search_layout=True) == Approximate()
+    True
+    >>> resolve_mode(None, has_search_layout=False).name
+    'exhaustive'
+    >>> Approximate(cut_ratio=1.5).exact
+    False
+    >>> Approximate(cut_ratio=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: cut_ratio must be > 0 (ρ, the share of θ₀ left below the cuts), got 0
+
+This module needs numpy only (the kernel settings class is imported when first asked for).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, NamedTuple, get_args
+
+if TYPE_CHECKING:
+    from sparse_ir.index.pruned import PrunedParams
+
+__all__ = [
+    "DEFAULT_BOUND_WEIGHT",
+    "DEFAULT_CUT_RATIO",
+    "Approximate",
+    "DenseModeName",
+    "Exhaustive",
+    "Pruned",
+    "SearchMode",
+    "SearchModeName",
+    "SearchStats",
+    "resolve_mode",
+]
+
+SearchModeName = Literal["exhaustive", "pruned", "approximate"]
+#: Modes of a :class:`~sparse_ir.index.dense.DenseIndex`: every document scored, or the graph.
+DenseModeName = Literal["exact", "hnsw"]
+
+# Defaults of approximate mode, chosen on the 1M synthetic SPLADE benchmark (docs/performance.md):
+# Recall@10 0.994 at 0.75× the exact mode's latency (β = 0.85 kept recall 1.0 but was no faster
+# than exact search; β = 0.6 gave 0.979).
+DEFAULT_CUT_RATIO = 0.75
+DEFAULT_BOUND_WEIGHT = 0.7
+# The exact pruned kernel's settings (those of ``PrunedParams()``).
+_ESTIMATE_POSTINGS = 100_000
+_ESTIMATE_CANDIDATES = 128
+_EXACT_CUT_RATIO = 0.5
+
+
+@functools.lru_cache(maxsize=64)
+def _pruned_params(estimate_postings: int, estimate_candidates: int, cut_ratio: float,
+                   bound_weight: float) -> PrunedParams:
+    """The kernel's settings object (made once per distinct setting: searches are hot)."""
+    from sparse_ir.index.pruned import PrunedParams
+
+    return PrunedParams(estimate_postings, estimate_candidates, cut_ratio, bound_weight)
+
+
+def _check_estimates(mode) -> None:
+    for label in ("estimate_postings", "estimate_candidates"):
+        value = getattr(mode, label)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{label} must be an integer >= 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Exhaustive:
+    """Score every posting of every query term (works on every index)."""
+
+    name: SearchModeName = field(default="exhaustive", init=False, repr=False)
+    exact = True
+
+    def kernel_params(self) -> None:
+        """The pruned kernel's settings: None (the exhaustive kernels run)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """The exact top-k while scoring a fraction of the postings (needs the search layout).
+
+    Attributes:
+        estimate_postings: postings scored by the estimate step (highest q_t × impact first).
+        estimate_candidates: documents scored exactly by the estimate step.
+        cut_ratio: ρ < 1, the bound on documents below every cut as a share of θ₀.
+
+    None of them changes the hits, only the work done to find them (see :mod:`.pruned`).
+    """
+
+    estimate_postings: int = _ESTIMATE_POSTINGS
+    estimate_candidates: int = _ESTIMATE_CANDIDATES
+    cut_ratio: float = _EXACT_CUT_RATIO
+    name: SearchModeName = field(default="pruned", init=False, repr=False)
+    exact = True
+
+    def __post_init__(self):
+        _check_estimates(self)
+        if not 0 < self.cut_ratio < 1:
+            raise ValueError(f"cut_ratio of exact pruned search must be in (0, 1), got "
+                             f"{self.cut_ratio!r}; use Approximate for larger values")
+
+    def kernel_params(self) -> PrunedParams:
+        """The pruned kernel's settings."""
+        return _pruned_params(self.estimate_postings, self.estimate_candidates,
+                              float(self.cut_ratio), 1.0)
+
+
+@dataclass(frozen=True)
+class Approximate:
+    """The pruned kernel with its proof relaxed: faster, at a measured recall.
+
+    Attributes:
+        cut_ratio: ρ > 0: the per-term cuts leave documents scoring up to ρ·θ₀ below them
+            (ρ ≥ 1 gives up exactness; the main knob).
+        bound_weight: β in [0, 1]: the share of the below-the-cuts bound credited to a
+            document (1 = the proven bound; smaller verifies fewer documents).
+        estimate_postings, estimate_candidates: as in :class:`Pruned`.
+
+    With ρ < 1 and β = 1 the search is exact (:attr:`exact`).
+    """
+
+    cut_ratio: float = DEFAULT_CUT_RATIO
+    bound_weight: float = DEFAULT_BOUND_WEIGHT
+    estimate_postings: int = field(default=_ESTIMATE_POSTINGS, kw_only=True)
+    estimate_candidates: int = field(default=_ESTIMATE_CANDIDATES, kw_only=True)
+    name: SearchModeName = field(default="approximate", init=False, repr=False)
+
+    def __post_init__(self):
+        for label in ("cut_ratio", "bound_weight"):
+            value = getattr(self, label)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{label} must be a number, got {value!r}")
+        if not self.cut_ratio > 0:
+            raise ValueError(f"cut_ratio must be > 0 (ρ, the share of θ₀ left below the cuts), "
+                             f"got {self.cut_ratio!r}")
+        if not 0 <= self.bound_weight <= 1:
+            raise ValueError(f"bound_weight must be in [0, 1] (β, 1 = the proven bound), got "
+                             f"{self.bound_weight!r}")
+        _check_estimates(self)
+
+    @property
+    def exact(self) -> bool:
+        """True when these settings keep the proof (ρ < 1 and β = 1)."""
+        return self.cut_ratio < 1 and self.bound_weight >= 1
+
+    def kernel_params(self) -> PrunedParams:
+        """The pruned kernel's settings."""
+        return _pruned_params(self.estimate_postings, self.estimate_candidates,
+                              float(self.cut_ratio), float(self.bound_weight))
+
+
+SearchMode = Exhaustive | Pruned | Approximate
+# Each name's default value (frozen, so shared).
+_BY_NAME = {"exhaustive": Exhaustive(), "pruned": Pruned(), "approximate": Approximate()}
+assert tuple(_BY_NAME) == get_args(SearchModeName)
+
+
+def resolve_mode(mode: str | SearchMode | None, *, has_search_layout: bool) -> SearchMode:
+    """The mode value of a name, a value, or None (the index's default).
+
+    The default is :class:`Pruned` when the index has the search layout, else
+    :class:`Exhaustive`.
+
+    Raises:
+        ValueError: an unknown name, or a pruned or approximate mode on an index without the
+            search layout.
+    """
+    if mode is None:
+        return _BY_NAME["pruned" if has_search_layout else "exhaustive"]
+    if isinstance(mode, str):
+        value = _BY_NAME.get(mode)
+        if value is None:
+            raise ValueError(f"mode must be one of {', '.join(_BY_NAME)} (or a mode value such "
+                             f"as Approximate(cut_ratio=...)); got {mode!r}")
+        mode = value
+    elif not isinstance(mode, (Exhaustive, Pruned, Approximate)):
+        raise ValueError(f"mode must be one of {', '.join(_BY_NAME)} or a mode value "
+                         f"(Exhaustive, Pruned, Approximate); got {mode!r}")
+    if mode.name != "exhaustive" and not has_search_layout:
+        raise ValueError(f"this index has no search layout, so only mode='exhaustive' works "
+                         f"(asked for {mode.name!r}); rebuild it with search_layout=True (the "
+                         "default) for pruned and approximate search")
+    return mode
+
+
+class SearchStats(NamedTuple):
+    """What one search did (:meth:`ImpactIndex.search_with_stats`).
+
+    The first fields are the pruned kernel's figures (``sparse_ir.index.pruned.STATS_FIELDS``);
+    they are 0 where a kernel does not report them (the exhaustive kernels report
+    ``postings`` only).
+
+    Attributes:
+        postings: postings scored.
+        verified: documents scored exactly from the forward index.
+        theta0: θ₀, the k-th exact score found by the estimate step (0: the pruned steps
+            after the estimate did not run).
+        cut_bound: R, what a document below every cut can score.
+        candidates: candidates collected by the bound step.
+        kth_score: the final k-th score (pruned kernel).
+        early_verifications: verification passes run because the candidate buffer was full.
+        mode: the mode that ran (``"exhaustive"``, ``"pruned"`` or ``"approximate"``).
+        int64_accumulator: scores were summed in 64 bits (the query could overflow 32).
+    """
+
+    postings: int = 0
+    verified: int = 0
+    theta0: int = 0
+    cut_bound: int = 0
+    candidates: int = 0
+    kth_score: int = 0
+    early_verifications: int = 0
+    mode: SearchModeName = "exhaustive"
+    int64_accumulator: bool = False
