@@ -19,7 +19,6 @@ def register(subparsers) -> None:
     defaults = ServiceSettings()
     parser = subparsers.add_parser(
         "serve", help="serve an index over HTTP: JSON API and a search page",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Serve an impact index (and optionally a dense index for hybrid search) "
                     "over HTTP: POST /search, /hybrid, /encode, GET /documents/{id}, "
                     "/healthz, /readyz, /stats, /metrics, POST /reload, and a search page "
@@ -29,8 +28,10 @@ def register(subparsers) -> None:
     parser.add_argument("--dense-index", default=None,
                         help="a dense index over the same documents (enables POST /hybrid)")
     parser.add_argument("--host", default=DEFAULT_HOST,
-                        help="address to bind (0.0.0.0: every interface; then set tokens)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port")
+                        help="address to bind (default: %(default)s; 0.0.0.0: every "
+                             "interface, then set tokens)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help="TCP port (default: %(default)s)")
     parser.add_argument("--read-token-file", default=None,
                         help="file holding the token every read request must carry "
                              "(Authorization: Bearer ...); default: reads are open")
@@ -38,27 +39,31 @@ def register(subparsers) -> None:
                         help="file holding the admin token (POST /reload); default: "
                              "administration disabled")
     parser.add_argument("--max-k", type=int, default=defaults.max_k,
-                        help="largest k a request may ask for")
+                        help="largest k a request may ask for (default: %(default)s)")
     parser.add_argument("--max-query-chars", type=int, default=defaults.max_query_chars,
-                        help="longest query text, in characters")
+                        help="longest query text, in characters (default: %(default)s)")
     parser.add_argument("--max-query-terms", type=int, default=defaults.max_query_terms,
-                        help="most terms of a pre-encoded query")
+                        help="most terms of a pre-encoded query (default: %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes,
-                        help="largest request body (checked before parsing)")
+                        help="largest request body, checked before parsing (default: "
+                             "%(default)s bytes)")
     parser.add_argument("--batch-window-ms", type=float, default=defaults.batch_window_ms,
                         help="how long a text query waits for others to share its encoder "
-                             "call")
+                             "call (default: %(default)s ms)")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
-                        help="most texts per encoder call (micro-batches, POST /encode)")
+                        help="most texts per encoder call: micro-batches, POST /encode "
+                             "(default: %(default)s)")
     parser.add_argument("--no-micro-batching", dest="micro_batching", action="store_false",
-                        help="encode each text query alone")
+                        help="encode each text query alone (default: micro-batching on)")
     parser.add_argument("--request-timeout", type=float, default=defaults.request_timeout,
-                        help="seconds a request may take (504 after)")
+                        help="seconds a request may take, 504 after (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=defaults.search_threads,
-                        help="worker threads for searches and encoder calls")
+                        help="worker threads for searches and encoder calls (default: "
+                             "%(default)s)")
     parser.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip the full check of the index before /readyz says ready")
-    parser.add_argument("--device", default="cpu", help="device of the query encoders")
+    parser.add_argument("--device", default="cpu",
+                        help="device of the query encoders (default: %(default)s)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="no JSON access-log line per request on stderr")
     parser.add_argument("--open", action="store_true",
