@@ -4,6 +4,8 @@
 const $ = (id) => document.getElementById(id);
 const state = { token: sessionStorage.getItem("sparse-ir-token") || "", hasDense: false };
 const WORD = /[\p{L}\p{N}]+/gu;
+const STOP_WORDS = new Set(("a an and are as at be by for from has have in is it of on or " +
+  "that the this to was were with").split(" "));
 
 function escapeHtml(text) {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;",
@@ -98,7 +100,9 @@ function chart(hit) {
 function renderHits(data, hybrid, queryText) {
   const list = $("hits");
   list.innerHTML = "";
-  const queryWords = new Set((queryText.toLowerCase().match(WORD) || []));
+  // hybrid hits: the query's words, less the commonest function words
+  const queryWords = new Set((queryText.toLowerCase().match(WORD) || [])
+    .filter((w) => !STOP_WORDS.has(w)));
   for (const hit of data.hits) {
     const item = document.createElement("li");
     item.className = "hit";
