@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "sparse_ir.cli.lucene",
     "sparse_ir.cli.hybrid",
     "sparse_ir.cli.train",
+    "sparse_ir.cli.serve",
 ]
 
 
