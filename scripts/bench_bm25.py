@@ -15,7 +15,13 @@ For each collection (BEIR layout, test split) the script
    Text-to-hits latency (analysis included) is timed at k=10 as well, and batch retrieval (all
    queries in one call, one thread) at k=10 and k=1000, as ms per query. "arrays" is our same
    search returning arrays of document numbers and scores, as bm25s does, instead of
-   ``Hit`` objects: building 1,000 Python objects per query costs more than the search.
+   ``Hit`` objects (:meth:`ImpactIndex.search_arrays`; in batch, the kernel's arrays): building
+   1,000 Python objects per query costs more than the search. "Speed-up" is bm25s's faster
+   backend's time over ours: above 1, ours is faster.
+
+Run with ``PYTHONPATH`` at another checkout to measure that version of the library (before
+``search_arrays`` existed, "arrays" calls the same kernel through private methods, from queries
+prepared beforehand).
 
 Run from the repository root::
 
@@ -54,11 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b", type=float, default=0.4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", help="write the figures as JSON here")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time latency by the wall clock, or by the CPU time of the "
+                             "searching thread (steadier on a shared, loaded machine: time spent "
+                             "preempted is not counted; every engine runs on one thread)")
     parser.add_argument("--anserini", action="store_true",
                         help="instead: compare with Anserini's own BM25 on SciFact (needs Java "
                              "and the Anserini jar, 'sparse-ir[lucene]')")
     args = parser.parse_args(argv)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
+    global _clock
+    _clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     if args.anserini:
         print(json.dumps(anserini_agreement(DATASETS["scifact"], args.k1, args.b), indent=1))
         return 0
@@ -70,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results, args))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps({"k1": args.k1, "b": args.b,
+        import sparse_ir
+
+        Path(args.output).write_text(json.dumps({"library": str(Path(sparse_ir.__file__).parent),
+                                                 "clock": args.clock,
+                                                 "k1": args.k1, "b": args.b,
                                                  "rounds": args.rounds,
                                                  "results": results}, indent=1) + "\n")
     return 0
@@ -82,6 +98,7 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
 
     from sparse_ir.encoders.bm25 import build_bm25_index
     from sparse_ir.eval import evaluate, load_beir
+    from sparse_ir.index.modes import resolve_mode
     from sparse_ir.results import Run
 
     data = load_beir(path, "test")
@@ -154,17 +171,23 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
                                    return_ids=False, show_progress=False)
             return engines["numba"].retrieve(words, k=k, n_threads=1, show_progress=False)
 
-        # The same search returning arrays (document numbers, scores), as bm25s does: the
-        # kernel and its Python dispatch, without building Hit objects (private API, timing).
-        prepared = [index.prepare_query(q) for q in ours_queries]
-        prepared = [(t, w, index._needs_int64(t, w)) for t, w in prepared]
-        kernel, pruned_params = index._pruned(), index._params("pruned", None, None)
+        # The same search returning arrays (document numbers, scores), as bm25s does, instead
+        # of Hit objects: ImpactIndex.search_arrays. Older versions of the library lack it: the
+        # same kernel is then called through private methods, from queries prepared beforehand.
+        pruned_params = resolve_mode("pruned", has_search_layout=True).kernel_params()
+        kernel = index._pruned()
+        wide_rows = np.asarray([index._needs_int64(*index.prepare_query(q))
+                                for q in ours_queries])
+        if hasattr(index, "search_arrays"):
+            def ours_arrays(i, k):
+                return index.search_arrays(ours_queries[i], k)
+        else:
+            prepared = [index.prepare_query(q) + (wide,)
+                        for q, wide in zip(ours_queries, wide_rows.tolist())]
 
-        wide_rows = np.asarray([wide for _, _, wide in prepared])
-
-        def ours_arrays(i, k):
-            terms, weights, wide = prepared[i]
-            return kernel.search(terms, weights, k, pruned_params, wide)
+            def ours_arrays(i, k):
+                terms, weights, wide = prepared[i]
+                return kernel.search(terms, weights, k, pruned_params, wide)
 
         timed = {"ours_pruned": ours("pruned"), "ours_exhaustive": ours("exhaustive"),
                  "ours_arrays": ours_arrays,
@@ -297,6 +320,9 @@ def _lucene_length(length: int) -> int:
     return free + int4_to_long(long_to_int4(length - free))
 
 
+_clock = time.perf_counter
+
+
 def turns(engines: dict, count: int, rounds: int) -> dict[str, float]:
     """Median over rounds of each engine's mean ms/query; engines take turns, first rotating."""
     names = list(engines)
@@ -308,10 +334,10 @@ def turns(engines: dict, count: int, rounds: int) -> dict[str, float]:
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             function, k = engines[name]
-            started = time.perf_counter()
+            started = _clock()
             for i in range(count):
                 function(i, k)
-            samples[name].append((time.perf_counter() - started) * 1000 / max(count, 1))
+            samples[name].append((_clock() - started) * 1000 / max(count, 1))
     return {n: round(statistics.median(s), 3) for n, s in samples.items()}
 
 

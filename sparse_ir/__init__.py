@@ -31,6 +31,7 @@ _EXPORTS = {
     "SpladeEncoder": "sparse_ir.encoders.splade",
     "BM25Encoder": "sparse_ir.encoders.bm25",
     "ImpactIndex": "sparse_ir.index.impact_index",
+    "TopK": "sparse_ir.index.impact_index",
     "Exhaustive": "sparse_ir.index.modes",
     "Pruned": "sparse_ir.index.modes",
     "Approximate": "sparse_ir.index.modes",

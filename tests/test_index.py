@@ -9,6 +9,7 @@ from conftest import random_batch
 from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
 from sparse_ir.index import builder
 from sparse_ir.index.impact_index import ImpactIndex
+from sparse_ir.index.modes import Approximate, Pruned
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -87,6 +88,51 @@ def test_large_impacts_switch_to_int64_and_stay_exact(tmp_path):
     hits = index.search({"a": 3, "b": 3})
     assert hits[0].score == 6 * 2**30 and hits[1].score == 15
     assert index.search_batch([{"a": 3, "b": 3}], 2)["0"][0].score == 6 * 2**30
+    top = index.search_arrays({"a": 3, "b": 3})
+    assert top.docnos.tolist() == [0, 1] and top.scores.tolist() == [6 * 2**30, 15]
+
+
+def _arrays_pairs(top):
+    assert top.docnos.dtype == np.int64 and top.scores.dtype == np.int64
+    return list(zip(top.docnos.tolist(), top.scores.tolist()))
+
+
+@pytest.mark.parametrize("search_layout", [True, False])
+@pytest.mark.parametrize("seed", range(3))
+def test_search_arrays_equals_the_reference_exactly(tmp_path, seed, search_layout):
+    """search_arrays (every exact mode, with and without the search layout) ==
+    reference_search, ties included; search's hits are the same."""
+    rng = np.random.default_rng(seed)
+    # Small integer impacts: many equal scores, so the tie-break is exercised.
+    docs = random_batch(rng, 500, 40, 15, integer=True)
+    index = ImpactIndex.build(docs, tmp_path / "ix", search_layout=search_layout,
+                              show_progress=False)
+    queries = random_batch(rng, 25, 40, 10)
+    # A tiny estimate makes the pruned kernel run (not its exhaustive fallback).
+    modes = [None, "exhaustive", "pruned", Pruned(estimate_postings=20, estimate_candidates=4)]
+    approximate = Approximate(1.5, 0.5, estimate_postings=20, estimate_candidates=4)
+    for q in range(len(queries)):
+        one = queries.select([q])
+        every = dict((h.docno, h.score) for h in index.reference_search(one, 1000))
+        for k in (1, 10, 1000):
+            expected = [(h.docno, h.score) for h in index.reference_search(one, k)]
+            assert [(h.docno, h.score) for h in index.search(one, k)] == expected
+            for mode in modes if search_layout else modes[:2]:
+                assert _arrays_pairs(index.search_arrays(one, k, mode=mode)) == expected
+            if search_layout:  # may miss documents, never misstates a score or the order
+                found = _arrays_pairs(index.search_arrays(one, k, mode=approximate))
+                assert all(every[d] == score for d, score in found)
+                assert found == sorted(found, key=lambda pair: (-pair[1], pair[0]))
+
+
+def test_search_arrays_of_hand_index(hand_index):
+    top = hand_index.search_arrays({"a": 1, "b": 1}, k=10)
+    assert _arrays_pairs(top) == [(0, 6), (2, 6), (4, 3)]
+    assert [hand_index.doc_ids[d] for d in top.docnos] == ["d0", "d2", "d4"]
+    assert _arrays_pairs(hand_index.search_arrays({"d": 5}, k=3)) == []
+    assert _arrays_pairs(hand_index.search_arrays({"a": 1}, k=1)) == [(2, 5)]
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        hand_index.search_arrays({"a": 1}, k=0)
 
 
 def test_tiny_budget_gives_byte_identical_postings(tmp_path):

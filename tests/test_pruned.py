@@ -79,6 +79,9 @@ def test_pruned_equals_reference_on_random_data(tmp_path_factory, seed, rows, vo
                                                             bound_weight=1.0))) == expected
         assert _pairs(run[f"d{q}"]) == expected
         assert _pairs(run_exhaustive[f"d{q}"]) == expected
+        for mode in ("pruned", "exhaustive"):
+            top = index.search_arrays(one, k, mode=mode)
+            assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected
 
 
 @settings(max_examples=15, deadline=None,

@@ -260,7 +260,12 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
 
 def open_array(path: str | os.PathLike, *, name: str | None = None, dtype=None,
                count: int | None = None) -> np.ndarray:
-    """Memory-map the data of an array file after checking its header against expectations."""
+    """Memory-map the data of an array file after checking its header against expectations.
+
+    Returns a read-only plain ``np.ndarray`` over the mapping (the ``np.memmap`` is its
+    ``base`` and lives as long as it): numba types an ndarray subclass on a slow path, which
+    costs more than a small search when the kernels are called.
+    """
     header = read_array_header(path)
     if name is not None and header.name != name:
         raise IndexCorruptError(f"{path}: holds array {header.name!r}, expected {name!r}")
@@ -271,8 +276,8 @@ def open_array(path: str | os.PathLike, *, name: str | None = None, dtype=None,
         raise IndexCorruptError(f"{path}: {header.count} elements, expected {count}")
     if header.count == 0:
         return np.zeros(0, dtype=header.dtype)
-    return np.memmap(path, dtype=header.dtype, mode="r", offset=header.data_offset,
-                     shape=(header.count,))
+    return np.asarray(np.memmap(path, dtype=header.dtype, mode="r", offset=header.data_offset,
+                                shape=(header.count,)))
 
 
 def check_array_footer(path: str | os.PathLike) -> None:
