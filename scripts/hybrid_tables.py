@@ -38,7 +38,8 @@ HERE = Path(__file__).resolve().parent
 # $SPARSE_IR_DATA, else ../shared/data beside the repository or the working directory.
 DATA = next((p for p in (Path(os.environ.get("SPARSE_IR_DATA", "/nonexistent")),
                          HERE.parent.parent / "shared" / "data",
-                         Path.cwd().parent / "shared" / "data") if p.is_dir()),
+                         Path.cwd().parent / "shared" / "data")
+             if (p / "scifact").is_dir() or (p / "nfcorpus").is_dir()),
             HERE.parent.parent / "shared" / "data")
 DATASETS = {"scifact": DATA / "scifact", "dl19-pooled": DATA / "trec-dl19-pooled",
             "nfcorpus": DATA / "nfcorpus"}

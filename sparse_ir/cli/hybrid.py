@@ -70,9 +70,10 @@ def register(subparsers) -> None:
                     "order. Each hit shows every component's score and rank.")
     parser.add_argument("query", nargs="+", help="the query text")
     parser.add_argument("--index", dest="indexes", action="append", default=[], metavar="PATH",
-                        help="an index directory of any kind (repeat: --index A --index B ...)")
-    parser.add_argument("--sparse-index", help="an impact index directory (first run)")
-    parser.add_argument("--dense-index", help="a dense index directory (after --sparse-index)")
+                        help="an index directory of any kind (repeat: --index A --index B ...) "
+                             "(default: none)")
+    parser.add_argument("--sparse-index", help="an impact index directory (first run) (default: none)")
+    parser.add_argument("--dense-index", help="a dense index directory (after --sparse-index) (default: none)")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
     parser.add_argument("--fusion", choices=typing.get_args(FusionMethod), default="convex",
@@ -82,7 +83,8 @@ def register(subparsers) -> None:
                              "(default: equal); rrf: multipliers of 1/(k + rank) (default: 1)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="two indexes only, convex: weight of the first (the second gets "
-                             "1 - alpha); the same as --weights alpha,1-alpha")
+                             "1 - alpha); the same as --weights alpha,1-alpha (default: none: "
+                             "--weights)")
     parser.add_argument("--normalization", choices=typing.get_args(Normalization),
                         default="min-max",
                         help="convex: score normalization per run (default: %(default)s)")
