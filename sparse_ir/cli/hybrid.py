@@ -72,8 +72,10 @@ def register(subparsers) -> None:
     parser.add_argument("--index", dest="indexes", action="append", default=[], metavar="PATH",
                         help="an index directory of any kind (repeat: --index A --index B ...) "
                              "(default: none)")
-    parser.add_argument("--sparse-index", help="an impact index directory (first run) (default: none)")
-    parser.add_argument("--dense-index", help="a dense index directory (after --sparse-index) (default: none)")
+    parser.add_argument("--sparse-index",
+                        help="an impact index directory (first run) (default: none)")
+    parser.add_argument("--dense-index",
+                        help="a dense index directory (after --sparse-index) (default: none)")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
     parser.add_argument("--fusion", choices=typing.get_args(FusionMethod), default="convex",
