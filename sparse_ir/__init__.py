@@ -46,6 +46,7 @@ _EXPORTS = {
     "DenseEncoder": "sparse_ir.encoders.dense",
     "DenseIndex": "sparse_ir.index.dense",
     "HybridSearcher": "sparse_ir.hybrid",
+    "open_searcher": "sparse_ir.hybrid",
     "HybridRuns": "sparse_ir.hybrid",
     "Fusion": "sparse_ir.fusion",
     "FusedHit": "sparse_ir.fusion",

@@ -23,7 +23,35 @@ from sparse_ir.fusion import FusedHit, Fusion
 from sparse_ir.results import Hit, Run
 from sparse_ir.search import DenseSearcher, Searcher
 
-__all__ = ["HybridRuns", "HybridSearcher", "HybridTimings"]
+__all__ = ["HybridRuns", "HybridSearcher", "HybridTimings", "index_format", "open_searcher"]
+
+
+def index_format(path: str | os.PathLike) -> str:
+    """The manifest ``format`` of the index at ``path`` (``sparse_ir.index.manifest``'s
+    IMPACT_FORMAT or DENSE_FORMAT), read without opening the index."""
+    from sparse_ir.index.storage import IndexDirectory, read_manifest_unchecked
+
+    body, _ = read_manifest_unchecked(IndexDirectory(path).current())
+    return str(body.get("format"))
+
+
+def open_searcher(path: str | os.PathLike, *, model: str | None = None, device: str = "cpu",
+                  mode=None, **options) -> Searcher | DenseSearcher:
+    """The searcher of the index at ``path``, whatever its kind: a
+    :class:`~sparse_ir.search.Searcher` for an impact index (SPLADE, BM25...: the query
+    encoder its settings record) or a :class:`~sparse_ir.search.DenseSearcher` for a dense
+    index. ``model``, ``device``, ``mode`` and ``options`` go to that class's ``from_index``.
+    """
+    from sparse_ir.index.check import INDEX_KINDS
+    from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT
+
+    kind = index_format(path)
+    if kind == IMPACT_FORMAT:
+        return Searcher.from_index(path, model=model, device=device, mode=mode, **options)
+    if kind == DENSE_FORMAT:
+        return DenseSearcher.from_index(path, model=model, device=device, mode=mode, **options)
+    raise ValueError(f"{path}: unknown index format {kind!r} (known: "
+                     f"{', '.join(sorted(INDEX_KINDS))})")
 
 
 @dataclass
@@ -174,6 +202,28 @@ class HybridSearcher:
                                          mode=dense_mode, precision=dense_precision)
         return cls([sparse, dense], fusion if fusion is not None else Fusion.convex(0.5),
                    parallel=parallel)
+
+    @classmethod
+    def from_paths(cls, paths: Sequence[str | os.PathLike], fusion: Fusion | None = None, *,
+                   device: str = "cpu", sparse_mode=None, dense_mode: str | None = None,
+                   parallel: bool = False, dense_precision: str = "float32"
+                   ) -> HybridSearcher:
+        """N >= 2 indexes of any kinds (impact: SPLADE, BM25...; dense), each opened with the
+        query encoder it records (:func:`open_searcher`), fused in the order given.
+
+        ``sparse_mode`` applies to every impact index, ``dense_mode`` and ``dense_precision``
+        to every dense one. The default fusion is the convex combination with equal weights.
+        """
+        from sparse_ir.index.manifest import DENSE_FORMAT
+
+        searchers = []
+        for path in paths:
+            if index_format(path) == DENSE_FORMAT:
+                searchers.append(DenseSearcher.from_index(path, device=device, mode=dense_mode,
+                                                          precision=dense_precision))
+            else:
+                searchers.append(open_searcher(path, device=device, mode=sparse_mode))
+        return cls(searchers, fusion, parallel=parallel)
 
     @property
     def sparse(self):

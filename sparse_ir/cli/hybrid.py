@@ -62,21 +62,34 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_dense_search)
 
     parser = subparsers.add_parser(
-        "hybrid-search", help="search a sparse and a dense index together and fuse the results",
-        description="Encode the query with both indexes' models, search both, and fuse the "
-                    "rankings: a convex combination of normalized scores (alpha on the sparse "
-                    "run) or Reciprocal Rank Fusion. Each hit shows both component scores.")
+        "hybrid-search", help="search several indexes (SPLADE, BM25, dense) and fuse the results",
+        description="Encode the query with each index's own query encoder (the one its build "
+                    "recorded), search every index, and fuse the rankings: a convex combination "
+                    "of normalized scores or Reciprocal Rank Fusion. Give two or more indexes "
+                    "of any kinds with --index (repeatable; impact indexes of a SPLADE model or "
+                    "of BM25, dense indexes); --sparse-index and --dense-index come first, in "
+                    "that order, then each --index in the order given: --weights follow that "
+                    "order. Each hit shows every component's score and rank.")
     parser.add_argument("query", nargs="*", help="the query text (or --queries FILE)")
     batch.add_batch_options(parser)
-    parser.add_argument("--sparse-index", required=True, help="impact index directory")
-    parser.add_argument("--dense-index", required=True, help="dense index directory")
+    parser.add_argument("--index", dest="indexes", action="append", default=[], metavar="PATH",
+                        help="an index directory of any kind (repeat: --index A --index B ...) "
+                             "(default: none)")
+    parser.add_argument("--sparse-index",
+                        help="an impact index directory (first run) (default: none)")
+    parser.add_argument("--dense-index",
+                        help="a dense index directory (after --sparse-index) (default: none)")
     parser.add_argument("-k", "--top-k", type=positive_int, default=10,
                         help="hits to show (default: %(default)s)")
     parser.add_argument("--fusion", choices=typing.get_args(FusionMethod), default="convex",
                         help="fusion method (see sparse_ir.fusion) (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=0.5,
-                        help="convex: weight of the sparse run (dense gets 1 - alpha) (default: "
-                             "%(default)s)")
+    parser.add_argument("--weights", type=_weights, default=None, metavar="W1,W2,...",
+                        help="one weight per index, in order: convex: >= 0, summing to 1 "
+                             "(default: equal); rrf: multipliers of 1/(k + rank) (default: 1)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="two indexes only, convex: weight of the first (the second gets "
+                             "1 - alpha); the same as --weights alpha,1-alpha (default: none: "
+                             "--weights)")
     parser.add_argument("--normalization", choices=typing.get_args(Normalization),
                         default="min-max",
                         help="convex: score normalization per run (default: %(default)s)")
@@ -88,13 +101,13 @@ def register(subparsers) -> None:
     parser.add_argument("--rrf-k", type=positive_int, default=60,
                         help="RRF constant k (default: %(default)s)")
     parser.add_argument("--dense-mode", choices=typing.get_args(DenseModeName), default="exact",
-                        help="dense search mode: exact, or hnsw (approximate; needs the graph) "
-                             "(default: %(default)s)")
+                        help="mode of every dense index: exact, or hnsw (approximate; needs the "
+                             "graph) (default: %(default)s)")
     parser.add_argument("--method", dest="dense_mode", choices=typing.get_args(DenseModeName),
                         help=argparse.SUPPRESS)  # the old name of --dense-mode
     parser.add_argument("--sparse-mode", choices=typing.get_args(SearchModeName), default=None,
-                        help="sparse search mode (default: pruned when the index has the "
-                             "search layout, else exhaustive)")
+                        help="mode of every impact index (default: pruned when the index has "
+                             "the search layout, else exhaustive)")
     parser.add_argument("--device", default="cpu",
                         help="cpu, cuda, cuda:1, mps (default: %(default)s)")
     parser.set_defaults(handler=run_hybrid_search)
@@ -147,31 +160,96 @@ def run_dense_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_hybrid_search(args: argparse.Namespace) -> int:
+def _weights(text: str) -> tuple[float, ...]:
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers (e.g. 0.3,0.3,0.4), got {text!r}") from None
+    if any(w < 0 for w in weights):
+        raise argparse.ArgumentTypeError(f"weights must be >= 0, got {text!r}")
+    return weights
+
+
+def hybrid_paths(args: argparse.Namespace) -> list[str]:
+    """The index paths of a hybrid-search command line, in fusion order (checked)."""
+    from sparse_ir.hybrid import index_format
+    from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT
+
+    for option, path, expected in (("--sparse-index", args.sparse_index, IMPACT_FORMAT),
+                                   ("--dense-index", args.dense_index, DENSE_FORMAT)):
+        if path is not None and index_format(path) != expected:
+            kind = "an impact" if expected == IMPACT_FORMAT else "a dense"
+            raise ValueError(f"{option} {path} is not {kind} index (use --index for an index "
+                             "of any kind)")
+    paths = [p for p in (args.sparse_index, args.dense_index) if p is not None]
+    paths += args.indexes
+    if len(paths) < 2:
+        raise ValueError(f"hybrid-search needs at least 2 indexes, got {len(paths)}: give "
+                         "--index PATH for each (or --sparse-index and --dense-index)")
+    return paths
+
+
+def hybrid_fusion(args: argparse.Namespace, count: int):
+    """The Fusion of a hybrid-search command line for ``count`` indexes."""
     from sparse_ir.fusion import Fusion
+
+    weights = args.weights
+    if args.alpha is not None:
+        if weights is not None:
+            raise ValueError("give --weights or --alpha, not both")
+        if count != 2:
+            raise ValueError(f"--alpha is for two indexes; with {count}, give --weights")
+        if not 0.0 <= args.alpha <= 1.0:
+            raise ValueError(f"--alpha must be within [0, 1], got {args.alpha}")
+        weights = (args.alpha, 1.0 - args.alpha)
+    if weights is not None and len(weights) != count:
+        raise ValueError(f"--weights has {len(weights)} values for {count} indexes; give one "
+                         "per index, in order")
+    if args.fusion == "rrf":
+        return Fusion(method="rrf", weights=weights, rrf_k=args.rrf_k, depth=args.depth)
+    return Fusion(method=args.fusion, weights=weights, normalization=args.normalization,
+                  missing=args.missing, depth=args.depth)
+
+
+def component_label(searcher) -> str:
+    """A short name of a hybrid's component: its query encoder kind (bm25, splade...) or
+    "dense"."""
+    if getattr(searcher, "kind", None) == "dense":
+        return "dense"
+    return str(searcher.index.settings.get("query_encoder", "splade"))
+
+
+def run_hybrid_search(args: argparse.Namespace) -> int:
     from sparse_ir.hybrid import HybridSearcher
 
-    if args.fusion == "rrf":
-        fusion = Fusion.rrf(args.rrf_k, depth=args.depth)
-    else:
-        fusion = Fusion.convex(args.alpha, normalization=args.normalization,
-                               missing=args.missing, depth=args.depth)
-    searcher = HybridSearcher.from_indexes(args.sparse_index, args.dense_index, fusion=fusion,
-                                           device=args.device, sparse_mode=args.sparse_mode,
-                                           dense_mode=args.dense_mode)
+    paths = hybrid_paths(args)
+    fusion = hybrid_fusion(args, len(paths))
+    searcher = HybridSearcher.from_paths(paths, fusion, device=args.device,
+                                         sparse_mode=args.sparse_mode,
+                                         dense_mode=args.dense_mode)
+    labels = [component_label(s) for s in searcher.searchers]
+    labels = [label if labels.count(label) == 1 else f"{label}{i + 1}"
+              for i, label in enumerate(labels)]
     if (status := batch.batch_or_json(args, searcher)) is not None:
         return status
     text = " ".join(args.query)
     hits = searcher.search(text, args.top_k)
+    stored = next((s.index for s in searcher.searchers
+                   if getattr(s.index, "has_contents", False)), None)
     print(f"query: {text}")
-    print(f"fusion: {fusion.describe()}; {searcher.timings.elapsed * 1000:.0f} ms "
-          "(a first query includes one-time warm-up)")
-    print(f"{'rank':>4}  {'doc id':<12} {'fused':>8} {'sparse':>8} {'dense':>8}  title")
+    print(f"fusion: {fusion.describe()} over {', '.join(labels)}; "
+          f"{searcher.timings.elapsed * 1000:.0f} ms (a first query includes one-time warm-up)")
+    print(f"{'rank':>4}  {'doc id':<12} {'fused':>8}"
+          + "".join(f" {label + ' (rank)':>18}" for label in labels) + "  title")
     for rank, hit in enumerate(hits, start=1):
-        sparse, dense = hit.components
-        stored = searcher.sparse_index.document(hit.docno) if hit.docno >= 0 else None
-        title = (stored[0] or stored[1][:80]) if stored else ""
-        print(f"{rank:>4}  {hit.doc_id:<12} {hit.score:>8.4f} "
-              f"{'-' if sparse is None else f'{sparse:.0f}':>8} "
-              f"{'-' if dense is None else f'{dense:.4f}':>8}  {title[:70]}")
+        cells = []
+        for score, place in zip(hit.components, hit.ranks):
+            cells.append("-" if score is None else f"{score:.4g} ({place})")
+        title = ""
+        if stored is not None:
+            document = stored.document(stored.docno(hit.doc_id))
+            title = (document[0] or document[1][:80]) if document else ""
+        print(f"{rank:>4}  {hit.doc_id:<12} {hit.score:>8.4f}"
+              + "".join(f" {cell:>18}" for cell in cells) + f"  {title[:60]}")
     return 0
