@@ -27,8 +27,15 @@ if sys.path[:1] != [str(REPO)]:
 from sparse_ir.eval import find_scifact  # noqa: E402
 from sparse_ir.sparse_batch import SparseBatch  # noqa: E402
 
-__all__ = ["REPO", "median_seconds", "read_vectors", "scifact_data", "scifact_vectors",
-           "scifact_vectors_dir", "top_k_exact"]
+__all__ = [
+    "REPO",
+    "median_seconds",
+    "read_vectors",
+    "scifact_data",
+    "scifact_vectors",
+    "scifact_vectors_dir",
+    "top_k_exact",
+]
 
 #: The pre-encoded splade-tiny vectors of SciFact, beside SciFact itself.
 VECTORS_DIR_NAME = "scifact-splade-tiny"
@@ -37,13 +44,16 @@ T = TypeVar("T")
 
 # -- SciFact ----------------------------------------------------------------------------------
 
+
 def scifact_data(parser: argparse.ArgumentParser, data: str | None) -> Path:
     """``--data`` as given, else SciFact where :func:`sparse_ir.eval.find_scifact` looks; a
     usage error (exit status 2) when there is neither."""
     found = Path(data) if data else find_scifact()
     if found is None:
-        parser.error("no --data given and SciFact not found: set SPARSE_IR_SCIFACT or place it "
-                     "at ../shared/data/scifact")
+        parser.error(
+            "no --data given and SciFact not found: set SPARSE_IR_SCIFACT or place it "
+            "at ../shared/data/scifact"
+        )
     return found
 
 
@@ -62,26 +72,33 @@ def read_vectors(directory: Path) -> tuple[dict, dict]:
     for name in ("doc_vectors.json.gz", "query_vectors.json.gz"):
         path = Path(directory) / name
         if not path.is_file():
-            raise SystemExit(f"{path} not found: pass the directory of the pre-encoded "
-                             f"vectors ({VECTORS_DIR_NAME})")
+            raise SystemExit(
+                f"{path} not found: pass the directory of the pre-encoded "
+                f"vectors ({VECTORS_DIR_NAME})"
+            )
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             loaded.append(json.load(handle))
     return loaded[0], loaded[1]
 
 
-def scifact_vectors(directory: Path | None = None, vocab: Sequence[str] | None = None
-                    ) -> tuple[SparseBatch, SparseBatch]:
+def scifact_vectors(
+    directory: Path | None = None, vocab: Sequence[str] | None = None
+) -> tuple[SparseBatch, SparseBatch]:
     """Documents and queries of the pre-encoded SciFact vectors as float batches over one
     vocabulary (default: the sorted tokens of both)."""
     docs, queries = read_vectors(directory or scifact_vectors_dir())
     if vocab is None:
-        vocab = sorted({t for v in docs.values() for t in v} |
-                       {t for v in queries.values() for t in v})
-    return (SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs)),
-            SparseBatch.from_dicts(queries.values(), vocab, ids=list(queries)))
+        vocab = sorted(
+            {t for v in docs.values() for t in v} | {t for v in queries.values() for t in v}
+        )
+    return (
+        SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs)),
+        SparseBatch.from_dicts(queries.values(), vocab, ids=list(queries)),
+    )
 
 
 # -- brute force ------------------------------------------------------------------------------
+
 
 def top_k_exact(scores: np.ndarray, k: int) -> np.ndarray:
     """Document numbers of the ``k`` best positive scores: score descending, then document
@@ -98,6 +115,7 @@ def top_k_exact(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 # -- timing -----------------------------------------------------------------------------------
+
 
 def median_seconds(function: Callable[[], T], repeats: int) -> tuple[float, T]:
     """Median wall-clock seconds of ``repeats`` calls of ``function``, and its last result."""

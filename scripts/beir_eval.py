@@ -25,19 +25,27 @@ from sparse_ir.quantize import Quantizer
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="BEIR dataset directory "
-                        "(default: SciFact at ../shared/data/scifact)")
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="BEIR dataset directory (default: SciFact at ../shared/data/scifact)",
+    )
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", default="splade-tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", default="auto",
-                        choices=["auto", "float32", "mixed", "bfloat16"])
+    parser.add_argument(
+        "--precision", default="auto", choices=["auto", "float32", "mixed", "bfloat16"]
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scale", type=float, default=100.0)
-    parser.add_argument("--index", default=None, help="index directory "
-                        "(default indexes/<dataset>-<model>)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="reuse an existing index at --index instead of rebuilding")
+    parser.add_argument(
+        "--index", default=None, help="index directory (default indexes/<dataset>-<model>)"
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse an existing index at --index instead of rebuilding",
+    )
     parser.add_argument("--run", default=None, help="run file to write (default runs/...)")
     parser.add_argument("--threads", type=int, default=1, help="search threads")
     parser.add_argument("-k", type=int, default=1000, help="hits per query")
@@ -50,9 +58,9 @@ def main(argv=None) -> int:
     run_path = Path(args.run or f"runs/{name}.{args.split}.trec")
     run_path.parent.mkdir(parents=True, exist_ok=True)
 
-    encoder = SpladeEncoder.from_pretrained(args.model, device=args.device,
-                                            precision=args.precision,
-                                            batch_size=args.batch_size)
+    encoder = SpladeEncoder.from_pretrained(
+        args.model, device=args.device, precision=args.precision, batch_size=args.batch_size
+    )
     from sparse_ir.index.impact_index import ImpactIndex
 
     if args.reuse and index_path.exists():
@@ -60,16 +68,20 @@ def main(argv=None) -> int:
         encode_rate = float("nan")
     else:
         started = time.perf_counter()
-        index, _ = index_corpus(encoder, dataset.corpus, index_path,
-                                quantizer=Quantizer(scale=args.scale),
-                                total=len(dataset.corpus), settings={"dataset": str(data)})
+        index, _ = index_corpus(
+            encoder,
+            dataset.corpus,
+            index_path,
+            quantizer=Quantizer(scale=args.scale),
+            total=len(dataset.corpus),
+            settings={"dataset": str(data)},
+        )
         encode_rate = len(dataset.corpus) / (time.perf_counter() - started)
 
     ids = [q.id for q in dataset.queries]
     texts = [q.text for q in dataset.queries]
     started = time.perf_counter()
-    queries = index.quantizer.quantize(encoder.encode_queries(texts, ids=ids,
-                                                              show_progress=False))
+    queries = index.quantizer.quantize(encoder.encode_queries(texts, ids=ids, show_progress=False))
     encode_queries_seconds = time.perf_counter() - started
     index.search_batch(queries, 10, threads=args.threads)  # warm-up (numba compile)
     started = time.perf_counter()
@@ -80,18 +92,21 @@ def main(argv=None) -> int:
     scores = evaluate(run, dataset.qrels)
 
     rows = [
-        ("dataset", f"{data.name} ({args.split}, {len(ids)} queries, "
-                    f"{index.num_documents} docs)"),
+        ("dataset", f"{data.name} ({args.split}, {len(ids)} queries, {index.num_documents} docs)"),
         ("model", f"{args.model} ({encoder.precision}, {args.device})"),
         *[(k, f"{v:.4f}") for k, v in scores.items()],
         ("avg terms / doc", f"{index.num_postings / index.num_documents:.1f}"),
         ("avg terms / query", f"{queries.nnz / len(queries):.1f}"),
         ("index size", f"{index.size_bytes() / 1e6:.1f} MB"),
         ("encode docs/s", f"{encode_rate:.1f}"),
-        (f"queries/s (pre-encoded, k={args.k}, {args.threads} thread(s))",
-         f"{len(ids) / search_seconds:.0f}"),
-        ("queries/s (with query encoding)",
-         f"{len(ids) / (search_seconds + encode_queries_seconds):.0f}"),
+        (
+            f"queries/s (pre-encoded, k={args.k}, {args.threads} thread(s))",
+            f"{len(ids) / search_seconds:.0f}",
+        ),
+        (
+            "queries/s (with query encoding)",
+            f"{len(ids) / (search_seconds + encode_queries_seconds):.0f}",
+        ),
         ("run file", str(run_path)),
     ]
     width = max(len(r[0]) for r in rows)

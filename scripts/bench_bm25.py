@@ -44,29 +44,51 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 # $SPARSE_IR_DATA, else ../shared/data beside the repository or the working directory.
-DATA = next((p for p in (Path(os.environ.get("SPARSE_IR_DATA", "/nonexistent")),
-                         HERE.parent.parent / "shared" / "data",
-                         Path.cwd().parent / "shared" / "data") if p.is_dir()),
-            HERE.parent.parent / "shared" / "data")
-DATASETS = {"scifact": DATA / "scifact", "dl19-pooled": DATA / "trec-dl19-pooled",
-            "nfcorpus": DATA / "nfcorpus"}
+DATA = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("SPARSE_IR_DATA", "/nonexistent")),
+            HERE.parent.parent / "shared" / "data",
+            Path.cwd().parent / "shared" / "data",
+        )
+        if p.is_dir()
+    ),
+    HERE.parent.parent / "shared" / "data",
+)
+DATASETS = {
+    "scifact": DATA / "scifact",
+    "dl19-pooled": DATA / "trec-dl19-pooled",
+    "nfcorpus": DATA / "nfcorpus",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS),
-                        help=f"names ({', '.join(DATASETS)}) or BEIR directories")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(DATASETS),
+        help=f"names ({', '.join(DATASETS)}) or BEIR directories",
+    )
     parser.add_argument("--k1", type=float, default=0.9)
     parser.add_argument("--b", type=float, default=0.4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--output", help="write the figures as JSON here")
-    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                        help="time latency by the wall clock, or by the CPU time of the "
-                             "searching thread (steadier on a shared, loaded machine: time spent "
-                             "preempted is not counted; every engine runs on one thread)")
-    parser.add_argument("--anserini", action="store_true",
-                        help="instead: compare with Anserini's own BM25 on SciFact (needs Java "
-                             "and the Anserini jar, 'sparse-ir[lucene]')")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="time latency by the wall clock, or by the CPU time of the "
+        "searching thread (steadier on a shared, loaded machine: time spent "
+        "preempted is not counted; every engine runs on one thread)",
+    )
+    parser.add_argument(
+        "--anserini",
+        action="store_true",
+        help="instead: compare with Anserini's own BM25 on SciFact (needs Java "
+        "and the Anserini jar, 'sparse-ir[lucene]')",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     global _clock
@@ -84,11 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         import sparse_ir
 
-        Path(args.output).write_text(json.dumps({"library": str(Path(sparse_ir.__file__).parent),
-                                                 "clock": args.clock,
-                                                 "k1": args.k1, "b": args.b,
-                                                 "rounds": args.rounds,
-                                                 "results": results}, indent=1) + "\n")
+        Path(args.output).write_text(
+            json.dumps(
+                {
+                    "library": str(Path(sparse_ir.__file__).parent),
+                    "clock": args.clock,
+                    "k1": args.k1,
+                    "b": args.b,
+                    "rounds": args.rounds,
+                    "results": results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
     return 0
 
 
@@ -106,31 +137,38 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
     qids = [q.id for q in data.queries]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        index, encoder = build_bm25_index(data.corpus, Path(tmp) / "bm25", k1=k1, b=b,
-                                          store_contents=False, show_progress=False)
+        index, encoder = build_bm25_index(
+            data.corpus, Path(tmp) / "bm25", k1=k1, b=b, store_contents=False, show_progress=False
+        )
         ours_build = time.perf_counter() - started
         stemmer = Stemmer.Stemmer("english")
         started = time.perf_counter()
-        tokens = bm25s.tokenize([d.full_text for d in data.corpus], stopwords="en",
-                                stemmer=stemmer, show_progress=False)
+        tokens = bm25s.tokenize(
+            [d.full_text for d in data.corpus], stopwords="en", stemmer=stemmer, show_progress=False
+        )
         engines = {}
         for backend in ("numpy", "numba"):
             retriever = bm25s.BM25(k1=k1, b=b, method="lucene", backend=backend)
             retriever.index(tokens, show_progress=False)
             engines[backend] = retriever
         theirs_build = (time.perf_counter() - started) / 2
-        query_tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer,
-                                      return_ids=False, show_progress=False)
+        query_tokens = bm25s.tokenize(
+            texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
+        )
         retriever = engines["numpy"]
         query_ids = [retriever.get_tokens_ids(t) for t in query_tokens]
         # bm25s refuses a query with no known term; such a query scores 0 for both engines.
         live = [i for i, ids in enumerate(query_ids) if ids]
 
-        figures = {"dataset": name, "documents": index.num_documents,
-                   "queries": len(texts), "queries_timed": len(live),
-                   "vocabulary": index.vocab_size, "postings": index.num_postings,
-                   "build_seconds": {"ours": round(ours_build, 2),
-                                     "bm25s": round(theirs_build, 2)}}
+        figures = {
+            "dataset": name,
+            "documents": index.num_documents,
+            "queries": len(texts),
+            "queries_timed": len(live),
+            "vocabulary": index.vocab_size,
+            "postings": index.num_postings,
+            "build_seconds": {"ours": round(ours_build, 2), "bm25s": round(theirs_build, 2)},
+        }
         # -- effectiveness ---------------------------------------------------------------------
         ndcg = {}
         for weighting in ("count", "distinct"):
@@ -138,11 +176,16 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
             batch = encoder.encode_queries(texts, ids=qids)
             run = index.search_batch(batch, 10, threads=1)
             ndcg[f"ours_{weighting}"] = evaluate(run, data.qrels, ["nDCG@10"])["nDCG@10"]
-        docs, scores = retriever.retrieve([query_ids[i] for i in live], k=10, n_threads=1,
-                                          show_progress=False)
+        docs, scores = retriever.retrieve(
+            [query_ids[i] for i in live], k=10, n_threads=1, show_progress=False
+        )
         doc_ids = index.doc_ids
-        bm25s_run = Run.from_dict({qids[i]: {doc_ids[d]: float(s) for d, s in zip(dd, ss)}
-                                   for i, dd, ss in zip(live, docs.tolist(), scores.tolist())})
+        bm25s_run = Run.from_dict(
+            {
+                qids[i]: {doc_ids[d]: float(s) for d, s in zip(dd, ss)}
+                for i, dd, ss in zip(live, docs.tolist(), scores.tolist())
+            }
+        )
         ndcg["bm25s"] = evaluate(bm25s_run, data.qrels, ["nDCG@10"])["nDCG@10"]
         figures["ndcg@10"] = {key: round(value, 4) for key, value in ndcg.items()}
         figures["ndcg@10_difference"] = round(ndcg["ours_count"] - ndcg["bm25s"], 4)
@@ -160,15 +203,21 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
 
         def bm25s_engine(backend):
             engine = engines[backend]
-            return lambda i, k: engine.retrieve([live_ids[i]], k=k, n_threads=1,
-                                                show_progress=False)
+            return lambda i, k: engine.retrieve(
+                [live_ids[i]], k=k, n_threads=1, show_progress=False
+            )
 
         def ours_text(i, k):
             return index.search(encoder.encode_queries(live_texts[i]), k)
 
         def bm25s_text(i, k):
-            words = bm25s.tokenize([live_texts[i]], stopwords="en", stemmer=stemmer,
-                                   return_ids=False, show_progress=False)
+            words = bm25s.tokenize(
+                [live_texts[i]],
+                stopwords="en",
+                stemmer=stemmer,
+                return_ids=False,
+                show_progress=False,
+            )
             return engines["numba"].retrieve(words, k=k, n_threads=1, show_progress=False)
 
         # The same search returning arrays (document numbers, scores), as bm25s does, instead
@@ -176,47 +225,70 @@ def bench_one(name: str, path: Path, k1: float, b: float, rounds: int) -> dict:
         # same kernel is then called through private methods, from queries prepared beforehand.
         pruned_params = resolve_mode("pruned", has_search_layout=True).kernel_params()
         kernel = index._pruned()
-        wide_rows = np.asarray([index._needs_int64(*index.prepare_query(q))
-                                for q in ours_queries])
+        wide_rows = np.asarray([index._needs_int64(*index.prepare_query(q)) for q in ours_queries])
         if hasattr(index, "search_arrays"):
+
             def ours_arrays(i, k):
                 return index.search_arrays(ours_queries[i], k)
         else:
-            prepared = [index.prepare_query(q) + (wide,)
-                        for q, wide in zip(ours_queries, wide_rows.tolist())]
+            prepared = [
+                index.prepare_query(q) + (wide,)
+                for q, wide in zip(ours_queries, wide_rows.tolist())
+            ]
 
             def ours_arrays(i, k):
                 terms, weights, wide = prepared[i]
                 return kernel.search(terms, weights, k, pruned_params, wide)
 
-        timed = {"ours_pruned": ours("pruned"), "ours_exhaustive": ours("exhaustive"),
-                 "ours_arrays": ours_arrays,
-                 "bm25s_numpy": bm25s_engine("numpy"), "bm25s_numba": bm25s_engine("numba")}
+        timed = {
+            "ours_pruned": ours("pruned"),
+            "ours_exhaustive": ours("exhaustive"),
+            "ours_arrays": ours_arrays,
+            "bm25s_numpy": bm25s_engine("numpy"),
+            "bm25s_numba": bm25s_engine("numba"),
+        }
         latency = {}
         for k in (10, 1000):
             latency[f"k={k}"] = turns({n: (f, k) for n, f in timed.items()}, len(live), rounds)
             # Batch: every query in one call on one thread; ms per query, amortized.
-            whole = {"ours_pruned": lambda i, k: index.search_batch(batch_live, k, threads=1),
-                     "ours_arrays": lambda i, k: kernel.search_many(
-                         batch_live.indptr, batch_live.indices,
-                         batch_live.values.astype(np.int64), wide_rows, k, pruned_params, 1),
-                     "bm25s_numpy": lambda i, k: engines["numpy"].retrieve(
-                         live_ids, k=k, n_threads=1, show_progress=False),
-                     "bm25s_numba": lambda i, k: engines["numba"].retrieve(
-                         live_ids, k=k, n_threads=1, show_progress=False)}
+            whole = {
+                "ours_pruned": lambda i, k: index.search_batch(batch_live, k, threads=1),
+                "ours_arrays": lambda i, k: kernel.search_many(
+                    batch_live.indptr,
+                    batch_live.indices,
+                    batch_live.values.astype(np.int64),
+                    wide_rows,
+                    k,
+                    pruned_params,
+                    1,
+                ),
+                "bm25s_numpy": lambda i, k: engines["numpy"].retrieve(
+                    live_ids, k=k, n_threads=1, show_progress=False
+                ),
+                "bm25s_numba": lambda i, k: engines["numba"].retrieve(
+                    live_ids, k=k, n_threads=1, show_progress=False
+                ),
+            }
             per_batch = turns({n: (f, k) for n, f in whole.items()}, 1, rounds)
             latency[f"batch k={k}"] = {n: round(v / len(live), 4) for n, v in per_batch.items()}
-        latency["text k=10"] = turns({"ours_pruned": (ours_text, 10),
-                                      "bm25s_numba": (bm25s_text, 10)}, len(live), rounds)
+        latency["text k=10"] = turns(
+            {"ours_pruned": (ours_text, 10), "bm25s_numba": (bm25s_text, 10)}, len(live), rounds
+        )
         figures["ms_per_query"] = latency
         # bm25s's faster backend / ours (pruned, the default exact mode): > 1 means ours wins
-        best = {key: min(t for n, t in v.items() if n.startswith("bm25s"))
-                for key, v in latency.items()}
-        figures["speedup"] = {key: round(best[key] / v["ours_pruned"], 2)
-                              for key, v in latency.items()}
-        figures["speedup"].update({f"{key} arrays": round(best[key] / latency[key]["ours_arrays"],
-                                                          2) for key in latency
-                                   if "ours_arrays" in latency[key]})
+        best = {
+            key: min(t for n, t in v.items() if n.startswith("bm25s")) for key, v in latency.items()
+        }
+        figures["speedup"] = {
+            key: round(best[key] / v["ours_pruned"], 2) for key, v in latency.items()
+        }
+        figures["speedup"].update(
+            {
+                f"{key} arrays": round(best[key] / latency[key]["ours_arrays"], 2)
+                for key in latency
+                if "ours_arrays" in latency[key]
+            }
+        )
         index = None
     return figures
 
@@ -239,26 +311,58 @@ def anserini_agreement(path: Path, k1: float, b: float) -> dict:
     data = load_beir(path, "test")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        index, encoder = build_bm25_index(data.corpus, root / "ours", k1=k1, b=b,
-                                          store_contents=False, show_progress=False)
+        index, encoder = build_bm25_index(
+            data.corpus, root / "ours", k1=k1, b=b, store_contents=False, show_progress=False
+        )
         analyze = encoder.analyzer.analyze
         (root / "collection").mkdir()
         with open(root / "collection" / "docs.jsonl", "w", encoding="utf-8") as handle:
             for d in data.corpus:
-                handle.write(json.dumps({"id": d.id, "contents": " ".join(analyze(d.full_text))})
-                             + "\n")
+                handle.write(
+                    json.dumps({"id": d.id, "contents": " ".join(analyze(d.full_text))}) + "\n"
+                )
         with open(root / "topics.tsv", "w", encoding="utf-8") as handle:
             for q in data.queries:
                 handle.write(f"{q.id}\t{' '.join(analyze(q.text))}\n")
-        run_anserini("io.anserini.index.IndexCollection",
-                     ["-collection", "JsonCollection", "-input", str(root / "collection"),
-                      "-index", str(root / "lucene"), "-generator",
-                      "DefaultLuceneDocumentGenerator", "-threads", "1", "-pretokenized"])
-        run_anserini("io.anserini.search.SearchCollection",
-                     ["-index", str(root / "lucene"), "-topics", str(root / "topics.tsv"),
-                      "-topicReader", "TsvString", "-output", str(root / "run.txt"), "-bm25",
-                      "-bm25.k1", str(k1), "-bm25.b", str(b), "-pretokenized", "-hits", "1000",
-                      "-threads", "1"])
+        run_anserini(
+            "io.anserini.index.IndexCollection",
+            [
+                "-collection",
+                "JsonCollection",
+                "-input",
+                str(root / "collection"),
+                "-index",
+                str(root / "lucene"),
+                "-generator",
+                "DefaultLuceneDocumentGenerator",
+                "-threads",
+                "1",
+                "-pretokenized",
+            ],
+        )
+        run_anserini(
+            "io.anserini.search.SearchCollection",
+            [
+                "-index",
+                str(root / "lucene"),
+                "-topics",
+                str(root / "topics.tsv"),
+                "-topicReader",
+                "TsvString",
+                "-output",
+                str(root / "run.txt"),
+                "-bm25",
+                "-bm25.k1",
+                str(k1),
+                "-bm25.b",
+                str(b),
+                "-pretokenized",
+                "-hits",
+                "1000",
+                "-threads",
+                "1",
+            ],
+        )
         theirs = Run.read_trec(root / "run.txt")
         encoder.query_weighting = "count"
         texts = [q.text for q in data.queries]
@@ -279,22 +383,42 @@ def anserini_agreement(path: Path, k1: float, b: float) -> dict:
                 tf = _term_counts(encoder, data.corpus[d].full_text)[terms[shared]]
                 weight = q_weights[np.searchsorted(q_terms, terms[shared])]
                 for errors, dl in ((exact_error, lengths[d]), (lucene_error, lucene_lengths[d])):
-                    score = float(np.dot(weight, bm25_document_weights(
-                        tf, np.full(len(tf), dl), encoder.document_frequencies[terms[shared]],
-                        num_documents=encoder.num_documents,
-                        average_length=encoder.average_length, k1=k1, b=b))) / (k1 + 1)
+                    score = float(
+                        np.dot(
+                            weight,
+                            bm25_document_weights(
+                                tf,
+                                np.full(len(tf), dl),
+                                encoder.document_frequencies[terms[shared]],
+                                num_documents=encoder.num_documents,
+                                average_length=encoder.average_length,
+                                k1=k1,
+                                b=b,
+                            ),
+                        )
+                    ) / (k1 + 1)
                     errors.append(abs(score - hit.score) / hit.score)
         index = None
-    return {"k1": k1, "b": b, "queries": len(data.queries),
-            "ndcg@10": {"ours": round(evaluate(ours, data.qrels, ["nDCG@10"])["nDCG@10"], 4),
-                        "anserini": round(evaluate(theirs, data.qrels,
-                                                   ["nDCG@10"])["nDCG@10"], 4)},
-            "identical_top10_lists": same,
-            "relative_score_difference_top10": {
-                "exact_lengths": {"median": float(np.median(exact_error)),
-                                  "max": float(np.max(exact_error))},
-                "lucene_lengths": {"median": float(np.median(lucene_error)),
-                                   "max": float(np.max(lucene_error))}}}
+    return {
+        "k1": k1,
+        "b": b,
+        "queries": len(data.queries),
+        "ndcg@10": {
+            "ours": round(evaluate(ours, data.qrels, ["nDCG@10"])["nDCG@10"], 4),
+            "anserini": round(evaluate(theirs, data.qrels, ["nDCG@10"])["nDCG@10"], 4),
+        },
+        "identical_top10_lists": same,
+        "relative_score_difference_top10": {
+            "exact_lengths": {
+                "median": float(np.median(exact_error)),
+                "max": float(np.max(exact_error)),
+            },
+            "lucene_lengths": {
+                "median": float(np.median(lucene_error)),
+                "max": float(np.max(lucene_error)),
+            },
+        },
+    }
 
 
 def _term_counts(encoder, text: str) -> np.ndarray:
@@ -306,6 +430,7 @@ def _term_counts(encoder, text: str) -> np.ndarray:
 
 def _lucene_length(length: int) -> int:
     """A document length as Lucene stores it: SmallFloat.intToByte4 then byte4ToInt."""
+
     def long_to_int4(i: int) -> int:
         shift = i.bit_length() - 4
         return i if shift < 0 else ((i >> shift) & 7) | ((shift + 1) << 3)
@@ -332,7 +457,7 @@ def turns(engines: dict, count: int, rounds: int) -> dict[str, float]:
             function(min(i, count - 1), k)
     samples: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             function, k = engines[name]
             started = _clock()
             for i in range(count):
@@ -342,30 +467,42 @@ def turns(engines: dict, count: int, rounds: int) -> dict[str, float]:
 
 
 def table(results: list[dict], args) -> str:
-    lines = [f"k1 = {args.k1}, b = {args.b}; median of {args.rounds} rounds, ms per query, "
-             "one thread", "",
-             "| collection | docs | queries | nDCG@10 bm25s | ours (count) | Δ | ours (distinct) "
-             "| k=10 bm25s numpy / numba | k=10 ours pruned / exhaustive / arrays "
-             "| k=10 speed-up hits / arrays | k=1000 bm25s numpy / numba "
-             "| k=1000 ours pruned / exhaustive / arrays | k=1000 speed-up hits / arrays "
-             "| batch k=10 bm25s numpy / numba / ours / arrays "
-             "| batch k=1000 bm25s numpy / numba / ours / arrays "
-             "| text→hits k=10 bm25s / ours |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"k1 = {args.k1}, b = {args.b}; median of {args.rounds} rounds, ms per query, one thread",
+        "",
+        "| collection | docs | queries | nDCG@10 bm25s | ours (count) | Δ | ours (distinct) "
+        "| k=10 bm25s numpy / numba | k=10 ours pruned / exhaustive / arrays "
+        "| k=10 speed-up hits / arrays | k=1000 bm25s numpy / numba "
+        "| k=1000 ours pruned / exhaustive / arrays | k=1000 speed-up hits / arrays "
+        "| batch k=10 bm25s numpy / numba / ours / arrays "
+        "| batch k=1000 bm25s numpy / numba / ours / arrays "
+        "| text→hits k=10 bm25s / ours |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         n, ms, up = r["ndcg@10"], r["ms_per_query"], r["speedup"]
-        cells = [r["dataset"], f"{r['documents']:,}", str(r["queries"]),
-                 f"{n['bm25s']:.4f}", f"{n['ours_count']:.4f}",
-                 f"{r['ndcg@10_difference']:+.4f}", f"{n['ours_distinct']:.4f}"]
+        cells = [
+            r["dataset"],
+            f"{r['documents']:,}",
+            str(r["queries"]),
+            f"{n['bm25s']:.4f}",
+            f"{n['ours_count']:.4f}",
+            f"{r['ndcg@10_difference']:+.4f}",
+            f"{n['ours_distinct']:.4f}",
+        ]
         for k in ("k=10", "k=1000"):
             v = ms[k]
-            cells += [f"{v['bm25s_numpy']:.3f} / {v['bm25s_numba']:.3f}",
-                      f"{v['ours_pruned']:.3f} / {v['ours_exhaustive']:.3f} / "
-                      f"{v['ours_arrays']:.3f}", f"{up[k]:.2f}× / {up[k + ' arrays']:.2f}×"]
+            cells += [
+                f"{v['bm25s_numpy']:.3f} / {v['bm25s_numba']:.3f}",
+                f"{v['ours_pruned']:.3f} / {v['ours_exhaustive']:.3f} / {v['ours_arrays']:.3f}",
+                f"{up[k]:.2f}× / {up[k + ' arrays']:.2f}×",
+            ]
         for k in ("batch k=10", "batch k=1000"):
             v = ms[k]
-            cells.append(f"{v['bm25s_numpy']:.3f} / {v['bm25s_numba']:.3f} / "
-                         f"{v['ours_pruned']:.3f} / {v['ours_arrays']:.3f}")
+            cells.append(
+                f"{v['bm25s_numpy']:.3f} / {v['bm25s_numba']:.3f} / "
+                f"{v['ours_pruned']:.3f} / {v['ours_arrays']:.3f}"
+            )
         v = ms["text k=10"]
         cells.append(f"{v['bm25s_numba']:.3f} / {v['ours_pruned']:.3f}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -35,8 +35,12 @@ def scipy_top_k(matrix, query_matrix, k):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--vectors", default=None, help="directory with doc_vectors.json.gz and "
-                        "query_vectors.json.gz (default: beside SciFact)")
+    parser.add_argument(
+        "--vectors",
+        default=None,
+        help="directory with doc_vectors.json.gz and "
+        "query_vectors.json.gz (default: beside SciFact)",
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("-k", type=int, default=10, help="hits per query for timing")
     args = parser.parse_args(argv)
@@ -45,8 +49,9 @@ def main(argv=None) -> int:
     qdocs, qqueries = quantizer.quantize(docs), quantizer.quantize(queries)
 
     with tempfile.TemporaryDirectory() as tmp:
-        index = ImpactIndex.build(qdocs, Path(tmp) / "scifact", quantizer=quantizer,
-                                  show_progress=False)
+        index = ImpactIndex.build(
+            qdocs, Path(tmp) / "scifact", quantizer=quantizer, show_progress=False
+        )
         matrix = qdocs.to_scipy().astype(np.int64).tocsr()
         query_matrix = qqueries.to_scipy().astype(np.int64).tocsr()
 
@@ -57,11 +62,14 @@ def main(argv=None) -> int:
         for q, qid in enumerate(qqueries.ids):
             docs_ref, scores_ref = reference[q]
             hits = ours[qid]
-            if [h.docno for h in hits] != docs_ref.tolist() or \
-                    [h.score for h in hits] != scores_ref.tolist():
+            if [h.docno for h in hits] != docs_ref.tolist() or [
+                h.score for h in hits
+            ] != scores_ref.tolist():
                 mismatches += 1
-        print(f"agreement: top-100 of {len(qqueries)} queries, numba vs scipy brute force: "
-              f"{len(qqueries) - mismatches} identical, {mismatches} different")
+        print(
+            f"agreement: top-100 of {len(qqueries)} queries, numba vs scipy brute force: "
+            f"{len(qqueries) - mismatches} identical, {mismatches} different"
+        )
 
         def ours_batch():
             index.search_batch(qqueries, args.k, threads=1)
@@ -77,17 +85,23 @@ def main(argv=None) -> int:
 
         ours_batch(), ours_single()  # compile and warm
         rows = []
-        for label, function in (("sparse-ir search_batch (1 thread)", ours_batch),
-                                ("sparse-ir search() one query at a time", ours_single),
-                                ("scipy q·Dᵀ + sort", scipy_batch)):
+        for label, function in (
+            ("sparse-ir search_batch (1 thread)", ours_batch),
+            ("sparse-ir search() one query at a time", ours_single),
+            ("scipy q·Dᵀ + sort", scipy_batch),
+        ):
             seconds, _ = _common.median_seconds(function, args.repeats)
             rows.append((label, len(qqueries) / seconds))
-        print(f"SciFact: {index.num_documents} docs, {index.num_postings} postings, "
-              f"{len(qqueries)} queries, top-{args.k}, median of {args.repeats} runs")
+        print(
+            f"SciFact: {index.num_documents} docs, {index.num_postings} postings, "
+            f"{len(qqueries)} queries, top-{args.k}, median of {args.repeats} runs"
+        )
         for label, rate in rows:
             print(f"  {label:<40} {rate:>10,.0f} queries/s")
-        print(f"  ratio search_batch / scipy: {rows[0][1] / rows[2][1]:.1f}x; "
-              f"search() / scipy: {rows[1][1] / rows[2][1]:.1f}x")
+        print(
+            f"  ratio search_batch / scipy: {rows[0][1] / rows[2][1]:.1f}x; "
+            f"search() / scipy: {rows[1][1] / rows[2][1]:.1f}x"
+        )
     return 1 if mismatches else 0
 
 

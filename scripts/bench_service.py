@@ -48,10 +48,18 @@ def build_index(path: Path, data: Path) -> None:
     vocab = SpladeEncoder.from_pretrained("splade-tiny").vocab
     documents, _ = _common.scifact_vectors(_common.scifact_vectors_dir(data=data), vocab)
     corpus = {doc.id: doc for doc in load_corpus(data / "corpus.jsonl")}
-    ImpactIndex.build(documents, path, show_progress=False,
-                      contents=[(corpus[i].title, corpus[i].text) for i in documents.ids],
-                      settings={"model": "splade-tiny", "query_encoder": "splade",
-                                "pooling": "max", "query_max_length": 64})
+    ImpactIndex.build(
+        documents,
+        path,
+        show_progress=False,
+        contents=[(corpus[i].title, corpus[i].text) for i in documents.ids],
+        settings={
+            "model": "splade-tiny",
+            "query_encoder": "splade",
+            "pooling": "max",
+            "query_max_length": 64,
+        },
+    )
 
 
 class Server:
@@ -62,9 +70,24 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, PYTHONPATH=str(_common.REPO))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sparse_ir", "-q", "serve", "--index", str(index),
-             "--port", str(self.port), "--no-access-log", "--no-verify", *options],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "sparse_ir",
+                "-q",
+                "serve",
+                "--index",
+                str(index),
+                "--port",
+                str(self.port),
+                "--no-access-log",
+                "--no-verify",
+                *options,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def wait_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
@@ -90,8 +113,9 @@ class Server:
             self.process.wait()
 
 
-async def run_level(url: str, texts: list[str], clients: int, requests: int,
-                    seconds: float) -> dict:
+async def run_level(
+    url: str, texts: list[str], clients: int, requests: int, seconds: float
+) -> dict:
     """``clients`` concurrent loops of text queries until ``requests`` are sent or time is up."""
     import httpx
 
@@ -102,6 +126,7 @@ async def run_level(url: str, texts: list[str], clients: int, requests: int,
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+
         async def loop(start: int) -> None:
             nonlocal errors, sent
             i = start
@@ -124,14 +149,20 @@ async def run_level(url: str, texts: list[str], clients: int, requests: int,
         await asyncio.gather(*(loop(c) for c in range(clients)))
         elapsed = time.perf_counter() - started
     values = np.asarray(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies) + errors, "errors": errors,
-            "seconds": elapsed, "throughput": len(latencies) / elapsed,
-            "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
-            "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan")}
+    return {
+        "clients": clients,
+        "requests": len(latencies) + errors,
+        "errors": errors,
+        "seconds": elapsed,
+        "throughput": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
+    }
 
 
-def pre_encoded_overhead(port: int, index_path: Path, queries: list[dict], repeats: int
-                         ) -> tuple[float, float, float]:
+def pre_encoded_overhead(
+    port: int, index_path: Path, queries: list[dict], repeats: int
+) -> tuple[float, float, float]:
     """p50 (ms) of a pre-encoded query through the service (one keep-alive connection, one
     request at a time), of the same search in this process, and of their difference per
     query. The two alternate query by query, so both see the same machine load."""
@@ -165,21 +196,36 @@ def pre_encoded_overhead(port: int, index_path: Path, queries: list[dict], repea
             in_process.append(local(query))
             service.append(remote(body))
     service, in_process = np.asarray(service) * 1000, np.asarray(in_process) * 1000
-    return (float(np.median(service)), float(np.median(in_process)),
-            float(np.median(service - in_process)))
+    return (
+        float(np.median(service)),
+        float(np.median(in_process)),
+        float(np.median(service - in_process)),
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="SciFact in BEIR layout (default: found)")
-    parser.add_argument("--index", default="indexes/scifact-service",
-                        help="the impact index (built from the pre-encoded vectors if absent)")
-    parser.add_argument("--levels", type=int, nargs="+", default=list(LEVELS),
-                        help="concurrent clients of each level")
+    parser.add_argument(
+        "--index",
+        default="indexes/scifact-service",
+        help="the impact index (built from the pre-encoded vectors if absent)",
+    )
+    parser.add_argument(
+        "--levels",
+        type=int,
+        nargs="+",
+        default=list(LEVELS),
+        help="concurrent clients of each level",
+    )
     parser.add_argument("--requests", type=int, default=400, help="most requests per level")
     parser.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
-    parser.add_argument("--pre-encoded-repeats", type=int, default=3,
-                        help="passes over the test queries for the pre-encoded figure")
+    parser.add_argument(
+        "--pre-encoded-repeats",
+        type=int,
+        default=3,
+        help="passes over the test queries for the pre-encoded figure",
+    )
     parser.add_argument("--batch-window-ms", type=float, default=2.0)
     args = parser.parse_args(argv)
     data = _common.scifact_data(parser, args.data)
@@ -198,49 +244,66 @@ def main(argv=None) -> int:
     rows = []
     overhead = None
     for batching in (True, False):
-        options = ["--batch-window-ms", str(args.batch_window_ms)] if batching else \
-            ["--no-micro-batching"]
+        options = (
+            ["--batch-window-ms", str(args.batch_window_ms)]
+            if batching
+            else ["--no-micro-batching"]
+        )
         server = Server(index, *options)
         try:
             server.wait_ready()
             asyncio.run(run_level(server.url, texts, 4, 40, 30))  # warm-up
             for clients in args.levels:
-                result = asyncio.run(run_level(server.url, texts, clients, args.requests,
-                                               args.seconds))
+                result = asyncio.run(
+                    run_level(server.url, texts, clients, args.requests, args.seconds)
+                )
                 result["batching"] = "on" if batching else "off"
                 rows.append(result)
-                print(f"batching {result['batching']:3} clients {clients:3}: "
-                      f"{result['throughput']:7.1f} q/s  p50 {result['p50_ms']:7.1f} ms  "
-                      f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"batching {result['batching']:3} clients {clients:3}: "
+                    f"{result['throughput']:7.1f} q/s  p50 {result['p50_ms']:7.1f} ms  "
+                    f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             if batching:
-                overhead = pre_encoded_overhead(server.port, index, vectors,
-                                                args.pre_encoded_repeats)
+                overhead = pre_encoded_overhead(
+                    server.port, index, vectors, args.pre_encoded_repeats
+                )
         finally:
             server.stop()
 
-    print(f"\nSciFact text queries ({len(texts)} test queries, k=10), loopback, "
-          f"{os.cpu_count()} cores; at most {args.requests} requests or {args.seconds:g} s "
-          "per level\n")
-    print("| micro-batching | clients | requests | errors | throughput (q/s) | p50 (ms) "
-          "| p99 (ms) |")
+    print(
+        f"\nSciFact text queries ({len(texts)} test queries, k=10), loopback, "
+        f"{os.cpu_count()} cores; at most {args.requests} requests or {args.seconds:g} s "
+        "per level\n"
+    )
+    print(
+        "| micro-batching | clients | requests | errors | throughput (q/s) | p50 (ms) | p99 (ms) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['batching']} | {row['clients']} | {row['requests']} | {row['errors']} "
-              f"| {row['throughput']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |")
+        print(
+            f"| {row['batching']} | {row['clients']} | {row['requests']} | {row['errors']} "
+            f"| {row['throughput']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
+        )
     by_key = {(row["batching"], row["clients"]): row for row in rows}
     print()
     for clients in args.levels:
         on, off = by_key.get(("on", clients)), by_key.get(("off", clients))
         if on and off and off["throughput"] > 0:
-            print(f"micro-batching gain at {clients} clients: "
-                  f"{on['throughput'] / off['throughput']:.2f}x throughput")
+            print(
+                f"micro-batching gain at {clients} clients: "
+                f"{on['throughput'] / off['throughput']:.2f}x throughput"
+            )
     if overhead is not None:
         service, local, added = overhead
-        print(f"\npre-encoded queries ({len(vectors)} x {args.pre_encoded_repeats}, k=10, "
-              f"alternating): service p50 {service:.3f} ms, in-process p50 {local:.3f} ms, "
-              f"difference {service - local:.3f} ms (median of per-query differences "
-              f"{added:.3f} ms)")
+        print(
+            f"\npre-encoded queries ({len(vectors)} x {args.pre_encoded_repeats}, k=10, "
+            f"alternating): service p50 {service:.3f} ms, in-process p50 {local:.3f} ms, "
+            f"difference {service - local:.3f} ms (median of per-query differences "
+            f"{added:.3f} ms)"
+        )
     errors = sum(row["errors"] for row in rows)
     print(f"errors: {errors}")
     return 1 if errors else 0

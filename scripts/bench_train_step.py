@@ -45,11 +45,11 @@ def texts(batch: int) -> tuple[list[str], list[str]]:
 
     data = find_scifact()
     if data is None:
-        words = ("cells protein expression increased risk cancer patients treatment " * 40)
+        words = "cells protein expression increased risk cancer patients treatment " * 40
         return [words[:80]] * batch, [words] * (2 * batch)
     dataset = load_beir(data, "train")
     queries = [q.text for q in dataset.queries[:batch]]
-    documents = [d.full_text for d in dataset.corpus[:2 * batch]]
+    documents = [d.full_text for d in dataset.corpus[: 2 * batch]]
     return queries, documents
 
 
@@ -72,10 +72,20 @@ def main(argv=None) -> int:
         tokenizer = AutoTokenizer.from_pretrained(path)
         base = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True)
     queries, documents = texts(args.batch)
-    q = tokenizer(queries, padding="max_length", truncation=True, max_length=args.query_length,
-                  return_tensors="pt")
-    d = tokenizer(documents, padding="max_length", truncation=True, max_length=args.doc_length,
-                  return_tensors="pt")
+    q = tokenizer(
+        queries,
+        padding="max_length",
+        truncation=True,
+        max_length=args.query_length,
+        return_tensors="pt",
+    )
+    d = tokenizer(
+        documents,
+        padding="max_length",
+        truncation=True,
+        max_length=args.doc_length,
+        return_tensors="pt",
+    )
     loss_fn = SpladeLoss(lambda_q=5e-4, lambda_d=3e-4)
     models = {}
     for name in args.variants:
@@ -91,13 +101,14 @@ def main(argv=None) -> int:
             saved[0] += tensor.numel() * tensor.element_size()
             return tensor
 
-        hooks = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count_saved \
-            else _null()
+        hooks = (
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t) if count_saved else _null()
+        )
         started = time.perf_counter()
         with hooks:
             wq = splade_weights(model, q["input_ids"], q["attention_mask"], **VARIANTS[name])
             wd = splade_weights(model, d["input_ids"], d["attention_mask"], **VARIANTS[name])
-            loss = loss_fn(wq, wd[:args.batch], wd[args.batch:], step=1000)
+            loss = loss_fn(wq, wd[: args.batch], wd[args.batch :], step=1000)
         loss.total.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -112,14 +123,18 @@ def main(argv=None) -> int:
             times[name].append(step(name)[0])
 
     reference = statistics.median(times[args.variants[0]])
-    print(f"train step: {args.batch} queries ({args.query_length} tokens) + "
-          f"{2 * args.batch} documents ({args.doc_length} tokens), {args.model}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
+    print(
+        f"train step: {args.batch} queries ({args.query_length} tokens) + "
+        f"{2 * args.batch} documents ({args.doc_length} tokens), {args.model}, "
+        f"{torch.get_num_threads()} threads, median of {args.rounds} rounds"
+    )
     print(f"{'implementation':<14} {'step s':>8} {'speed-up':>9} {'saved for backward':>19}")
     for name in args.variants:
         median = statistics.median(times[name])
-        print(f"{name:<14} {median:>8.3f} {reference / median:>8.2f}x "
-              f"{saved_bytes[name] / 2**20:>15.0f} MiB")
+        print(
+            f"{name:<14} {median:>8.3f} {reference / median:>8.2f}x "
+            f"{saved_bytes[name] / 2**20:>15.0f} MiB"
+        )
     return 0
 
 

@@ -36,8 +36,9 @@ def held_out_queries(data: Path, holdout: float, seed: int) -> list[str]:
     """Ids of the train queries ``sparse-ir train --holdout H --seed S`` holds out."""
     from sparse_ir.training.prepare import prepare_beir
 
-    prepared = prepare_beir(data, split="train", holdout=holdout, seed=seed,
-                            negatives_from="none", show_progress=False)
+    prepared = prepare_beir(
+        data, split="train", holdout=holdout, seed=seed, negatives_from="none", show_progress=False
+    )
     if prepared.validation is None:
         raise SystemExit("--holdout 0 holds out no train query: nothing to tune fusion on")
     return [q.id for q in prepared.validation.queries]
@@ -51,8 +52,18 @@ def fine_tune(data: Path, output: Path, holdout: float, seed: int, extra: list[s
     if best.is_dir():
         print(f"{best} exists: training skipped", file=sys.stderr)
         return best
-    command = ["train", "--data", str(data), "--output", str(output), "--holdout", str(holdout),
-               "--seed", str(seed), *extra]
+    command = [
+        "train",
+        "--data",
+        str(data),
+        "--output",
+        str(output),
+        "--holdout",
+        str(holdout),
+        "--seed",
+        str(seed),
+        *extra,
+    ]
     print("sparse-ir " + " ".join(command), file=sys.stderr, flush=True)
     status = cli(command)
     if status or not best.is_dir():
@@ -63,24 +74,37 @@ def fine_tune(data: Path, output: Path, holdout: float, seed: int, extra: list[s
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
-        epilog="Options after -- go to 'sparse-ir train' (e.g. -- --max-minutes 60 --lr 1e-4).")
-    parser.add_argument("--data", default=str(tables.DATASETS["scifact"]),
-                        help="BEIR dataset with train and test splits (default: SciFact)")
-    parser.add_argument("--name", default=None,
-                        help="name of the collection in the cache (default: the directory's)")
-    parser.add_argument("--work", default="bench-data",
-                        help="cache of models, indexes and runs (default: %(default)s)")
-    parser.add_argument("--model-dir", default=None,
-                        help="an already fine-tuned model: skip training")
-    parser.add_argument("--holdout", default="100",
-                        help="train queries held out of training, to tune fusion on "
-                             "(default: %(default)s)")
+        epilog="Options after -- go to 'sparse-ir train' (e.g. -- --max-minutes 60 --lr 1e-4).",
+    )
+    parser.add_argument(
+        "--data",
+        default=str(tables.DATASETS["scifact"]),
+        help="BEIR dataset with train and test splits (default: SciFact)",
+    )
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="name of the collection in the cache (default: the directory's)",
+    )
+    parser.add_argument(
+        "--work",
+        default="bench-data",
+        help="cache of models, indexes and runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-dir", default=None, help="an already fine-tuned model: skip training"
+    )
+    parser.add_argument(
+        "--holdout",
+        default="100",
+        help="train queries held out of training, to tune fusion on (default: %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training and holdout seed")
     parser.add_argument("--step", type=float, default=0.05, help="weight grid spacing")
     parser.add_argument("--output", help="write the figures as JSON here")
     argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     holdout = float(args.holdout) if "." in args.holdout else int(args.holdout)
     data = Path(args.data)
     name = args.name or {"trec-dl19-pooled": "dl19-pooled"}.get(data.name, data.name)
@@ -90,8 +114,11 @@ def main(argv=None) -> int:
     from sparse_ir.eval import load_beir
 
     started = time.perf_counter()
-    model = Path(args.model_dir) if args.model_dir else \
-        fine_tune(data, root / "model", holdout, args.seed, extra)
+    model = (
+        Path(args.model_dir)
+        if args.model_dir
+        else fine_tune(data, root / "model", holdout, args.seed, extra)
+    )
     # The shared BM25 and dense indexes, and this model's own SPLADE index.
     shared = work / "hybrid" / name
     systems = {}
@@ -109,26 +136,51 @@ def main(argv=None) -> int:
     tuning_qrels = {q: train.qrels[q] for q in held}
     test = load_beir(data, "test")
     runs_dir = root / "runs"
-    test_runs = {s: tables.cached_run(p, test.queries, runs_dir / f"{p.name}.test.trec")
-                 for s, p in systems.items()}
-    tuning_runs = {s: tables.cached_run(p, tuning_queries, runs_dir / f"{p.name}.heldout.trec")
-                   for s, p in systems.items()}
+    test_runs = {
+        s: tables.cached_run(p, test.queries, runs_dir / f"{p.name}.test.trec")
+        for s, p in systems.items()
+    }
+    tuning_runs = {
+        s: tables.cached_run(p, tuning_queries, runs_dir / f"{p.name}.heldout.trec")
+        for s, p in systems.items()
+    }
     metrics = tables.metrics_for(name)
     rows = []
     for size in (1, 2, 3):
         for combination in itertools.combinations(systems, size):
-            rows.append(tables.combination_figures(
-                combination, test_runs, test.qrels,
-                ("split", tuning_runs, tuning_qrels), metrics, args.step))
-    title = (f"{name} test ({len(test.queries)} queries); fine-tuned SPLADE = {model}; "
-             f"weights tuned on the {len(held)} held-out train queries")
-    print(tables.table(title, rows, {"SPLADE-ft": str(model), "dense": "all-MiniLM-L6-v2",
-                                     "BM25": "k1 0.9, b 0.4"}).replace("splade-ft",
-                                                                       "SPLADE-ft"))
-    result = {"collection": name, "model": str(model), "holdout": holdout, "seed": args.seed,
-              "held_out_queries": sorted(held), "metrics": metrics, "step": args.step,
-              "indexes": {s: str(p) for s, p in systems.items()}, "rows": rows,
-              "seconds": time.perf_counter() - started}
+            rows.append(
+                tables.combination_figures(
+                    combination,
+                    test_runs,
+                    test.qrels,
+                    ("split", tuning_runs, tuning_qrels),
+                    metrics,
+                    args.step,
+                )
+            )
+    title = (
+        f"{name} test ({len(test.queries)} queries); fine-tuned SPLADE = {model}; "
+        f"weights tuned on the {len(held)} held-out train queries"
+    )
+    print(
+        tables.table(
+            title,
+            rows,
+            {"SPLADE-ft": str(model), "dense": "all-MiniLM-L6-v2", "BM25": "k1 0.9, b 0.4"},
+        ).replace("splade-ft", "SPLADE-ft")
+    )
+    result = {
+        "collection": name,
+        "model": str(model),
+        "holdout": holdout,
+        "seed": args.seed,
+        "held_out_queries": sorted(held),
+        "metrics": metrics,
+        "step": args.step,
+        "indexes": {s: str(p) for s, p in systems.items()},
+        "rows": rows,
+        "seconds": time.perf_counter() - started,
+    }
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=1) + "\n")

@@ -109,8 +109,13 @@ def _sparse_batch(path, skip):
 def _npz_seed() -> bytes:
     from sparse_ir.sparse_batch import SparseBatch
 
-    batch = SparseBatch(np.array([0, 2, 3]), np.array([0, 2, 1], np.int32),
-                        np.array([0.5, 1.25, 2.0], np.float32), ("a", "b", "c"), ("d1", "d2"))
+    batch = SparseBatch(
+        np.array([0, 2, 3]),
+        np.array([0, 2, 1], np.int32),
+        np.array([0.5, 1.25, 2.0], np.float32),
+        ("a", "b", "c"),
+        ("d1", "d2"),
+    )
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "v.npz"
         batch.save(path)
@@ -118,36 +123,97 @@ def _npz_seed() -> bytes:
 
 
 TARGETS = [
-    Target("corpus", "corpus.jsonl", (
-        b'{"_id": "d1", "title": "T", "text": "cancer cells"}\n'
-        b'{"_id": 2, "text": "tumor growth", "extra": [1, {"a": null}]}\n',
-        b'{"id": "p1", "contents": "pyserini style"}\n'), _corpus),
-    Target("queries-jsonl", "queries.jsonl", (
-        b'{"_id": "q1", "text": "what causes cancer"}\n{"_id": "q2", "text": "x"}\n',), _queries),
+    Target(
+        "corpus",
+        "corpus.jsonl",
+        (
+            b'{"_id": "d1", "title": "T", "text": "cancer cells"}\n'
+            b'{"_id": 2, "text": "tumor growth", "extra": [1, {"a": null}]}\n',
+            b'{"id": "p1", "contents": "pyserini style"}\n',
+        ),
+        _corpus,
+    ),
+    Target(
+        "queries-jsonl",
+        "queries.jsonl",
+        (b'{"_id": "q1", "text": "what causes cancer"}\n{"_id": "q2", "text": "x"}\n',),
+        _queries,
+    ),
     Target("topics-tsv", "topics.tsv", (b"q1\twhat causes cancer\nq2\ttumor\n",), _queries),
-    Target("qrels", "qrels.tsv", (
-        b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t2\nq2\td1\t0\n",
-        b"q1 0 d1 1\nq1 0 d3 -1\n"), _qrels),
-    Target("trec-run", "run.trec", (
-        b"q1 Q0 d1 1 12 tag\nq1 Q0 d2 2 11.5 tag\nq2 Q0 d1 1 -3e2 tag\n",), _run),
-    Target("json-vectors", "vectors.jsonl", (
-        b'{"id": "d1", "contents": "x", "vector": {"a": 3, "b": 1}}\n'
-        b'{"id": "d2", "vector": {"c": 7}}\n',), _json_vectors),
+    Target(
+        "qrels",
+        "qrels.tsv",
+        (
+            b"query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t2\nq2\td1\t0\n",
+            b"q1 0 d1 1\nq1 0 d3 -1\n",
+        ),
+        _qrels,
+    ),
+    Target(
+        "trec-run",
+        "run.trec",
+        (b"q1 Q0 d1 1 12 tag\nq1 Q0 d2 2 11.5 tag\nq2 Q0 d1 1 -3e2 tag\n",),
+        _run,
+    ),
+    Target(
+        "json-vectors",
+        "vectors.jsonl",
+        (
+            b'{"id": "d1", "contents": "x", "vector": {"a": 3, "b": 1}}\n'
+            b'{"id": "d2", "vector": {"c": 7}}\n',
+        ),
+        _json_vectors,
+    ),
     Target("encoded-tsv", "encoded.tsv", (b"q1\ta a b\nq2\tc\n",), _encoded),
-    Target("encoded-jsonl", "encoded.jsonl", (
-        b'{"id": "q1", "vector": {"a": 2, "b": 0.5}}\n{"qid": 7, "vector": {}}\n',), _encoded),
-    Target("encoded-json", "encoded.json", (b'{"q1": {"a": 2, "b": 1.5}, "q2": {"c": 1}}',),
-           _encoded),
+    Target(
+        "encoded-jsonl",
+        "encoded.jsonl",
+        (b'{"id": "q1", "vector": {"a": 2, "b": 0.5}}\n{"qid": 7, "vector": {}}\n',),
+        _encoded,
+    ),
+    Target(
+        "encoded-json", "encoded.json", (b'{"q1": {"a": 2, "b": 1.5}, "q2": {"c": 1}}',), _encoded
+    ),
     Target("sparse-batch", "vectors.npz", (), _sparse_batch),
 ]
 
 #: Byte strings that broke readers or are known troublemakers.
-DICTIONARY = [b"\xef\xbb\xbf", b"\xef\xbb\xbf" * 2, b"[" * 2000, b"{\"a\":" * 500,
-              b"100000000000000000000000", b"4611686018427387904", b"1e400", b"-1e400",
-              b"NaN", b"Infinity", b"\x00", b"\\ud800", b"\\u0000", b"\xff\xfe", b"\r",
-              b"\t", b" ", b"\n", b"\"", b"9" * 400, b"-0", b"2147483648", b"1_0",
-              b"\xd9\xa1", b"\xe2\x80\xa8", b"\x1f\x8b\x08", b"PK\x03\x04", b"true", b"null",
-              b"[]", b"{}", b"-", b"0.5", b"1e-400"]
+DICTIONARY = [
+    b"\xef\xbb\xbf",
+    b"\xef\xbb\xbf" * 2,
+    b"[" * 2000,
+    b'{"a":' * 500,
+    b"100000000000000000000000",
+    b"4611686018427387904",
+    b"1e400",
+    b"-1e400",
+    b"NaN",
+    b"Infinity",
+    b"\x00",
+    b"\\ud800",
+    b"\\u0000",
+    b"\xff\xfe",
+    b"\r",
+    b"\t",
+    b" ",
+    b"\n",
+    b'"',
+    b"9" * 400,
+    b"-0",
+    b"2147483648",
+    b"1_0",
+    b"\xd9\xa1",
+    b"\xe2\x80\xa8",
+    b"\x1f\x8b\x08",
+    b"PK\x03\x04",
+    b"true",
+    b"null",
+    b"[]",
+    b"{}",
+    b"-",
+    b"0.5",
+    b"1e-400",
+]
 
 
 def mutate(data: bytes, rng: random.Random, seeds: tuple[bytes, ...]) -> bytes:
@@ -161,7 +227,7 @@ def mutate(data: bytes, rng: random.Random, seeds: tuple[bytes, ...]) -> bytes:
         elif choice == 1:  # insert a token
             out[position:position] = rng.choice(DICTIONARY)
         elif choice == 2 and out:  # delete a span
-            del out[position:position + rng.randint(1, 16)]
+            del out[position : position + rng.randint(1, 16)]
         elif choice == 3:  # cut the file
             del out[position:]
         elif choice == 4:  # duplicate a line
@@ -174,9 +240,9 @@ def mutate(data: bytes, rng: random.Random, seeds: tuple[bytes, ...]) -> bytes:
             cut = rng.randint(0, len(other))
             out[position:] = other[cut:]
         elif choice == 6:  # replace a JSON value or a column by a token
-            out[position:position + rng.randint(1, 8)] = rng.choice(DICTIONARY)
+            out[position : position + rng.randint(1, 8)] = rng.choice(DICTIONARY)
         elif choice == 7:  # a long run of one byte
-            out[position:position] = bytes([rng.choice(b"a[{ \"\\0")]) * rng.randint(1, 5000)
+            out[position:position] = bytes([rng.choice(b'a[{ "\\0')]) * rng.randint(1, 5000)
         else:  # an ASCII byte at random
             out[position:position] = bytes([rng.randrange(128)])
     return bytes(out)
@@ -204,8 +270,9 @@ def crash_key(error: BaseException) -> str:
     return f"{type(error).__name__} at {place}"
 
 
-def fuzz(target: Target, seconds: float, rng: random.Random, crashes_dir: Path | None
-         ) -> tuple[int, dict[str, bytes]]:
+def fuzz(
+    target: Target, seconds: float, rng: random.Random, crashes_dir: Path | None
+) -> tuple[int, dict[str, bytes]]:
     """Run ``target`` for ``seconds``; ``(executions, {crash key: example input})``."""
     seeds = target_seeds(target)
     crashes: dict[str, bytes] = {}
@@ -230,13 +297,25 @@ def fuzz(target: Target, seconds: float, rng: random.Random, crashes_dir: Path |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=1.0,
-                        help="total time, shared by the targets (default: %(default)s)")
-    parser.add_argument("--target", action="append", choices=[t.name for t in TARGETS],
-                        help="fuzz only this target (repeatable; default: all)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=1.0,
+        help="total time, shared by the targets (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--target",
+        action="append",
+        choices=[t.name for t in TARGETS],
+        help="fuzz only this target (repeatable; default: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--crashes", type=Path, default=None,
-                        help="directory to save one input per distinct crash (default: none)")
+    parser.add_argument(
+        "--crashes",
+        type=Path,
+        default=None,
+        help="directory to save one input per distinct crash (default: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     import logging
@@ -249,17 +328,25 @@ def main(argv: list[str] | None = None) -> int:
     for target in chosen:
         started = time.monotonic()
         executions, crashes = fuzz(target, share, rng, args.crashes)
-        rows.append({"target": target.name, "executions": executions,
-                     "distinct_crashes": len(crashes), "seconds": round(
-                         time.monotonic() - started, 1), "crashes": sorted(crashes)})
+        rows.append(
+            {
+                "target": target.name,
+                "executions": executions,
+                "distinct_crashes": len(crashes),
+                "seconds": round(time.monotonic() - started, 1),
+                "crashes": sorted(crashes),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
         out = io.StringIO()
         out.write(f"{'target':<16} {'executions':>10} {'crashes':>8} {'seconds':>8}\n")
         for row in rows:
-            out.write(f"{row['target']:<16} {row['executions']:>10} "
-                      f"{row['distinct_crashes']:>8} {row['seconds']:>8}\n")
+            out.write(
+                f"{row['target']:<16} {row['executions']:>10} "
+                f"{row['distinct_crashes']:>8} {row['seconds']:>8}\n"
+            )
             for key in row["crashes"]:
                 out.write(f"    {key}\n")
         print(out.getvalue(), end="")

@@ -36,13 +36,23 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 # $SPARSE_IR_DATA, else ../shared/data beside the repository or the working directory.
-DATA = next((p for p in (Path(os.environ.get("SPARSE_IR_DATA", "/nonexistent")),
-                         HERE.parent.parent / "shared" / "data",
-                         Path.cwd().parent / "shared" / "data")
-             if (p / "scifact").is_dir() or (p / "nfcorpus").is_dir()),
-            HERE.parent.parent / "shared" / "data")
-DATASETS = {"scifact": DATA / "scifact", "dl19-pooled": DATA / "trec-dl19-pooled",
-            "nfcorpus": DATA / "nfcorpus"}
+DATA = next(
+    (
+        p
+        for p in (
+            Path(os.environ.get("SPARSE_IR_DATA", "/nonexistent")),
+            HERE.parent.parent / "shared" / "data",
+            Path.cwd().parent / "shared" / "data",
+        )
+        if (p / "scifact").is_dir() or (p / "nfcorpus").is_dir()
+    ),
+    HERE.parent.parent / "shared" / "data",
+)
+DATASETS = {
+    "scifact": DATA / "scifact",
+    "dl19-pooled": DATA / "trec-dl19-pooled",
+    "nfcorpus": DATA / "nfcorpus",
+}
 #: Tuning queries: a split of their own, or 2-fold cross-validation over the test queries.
 TUNING_SPLIT = {"scifact": "train"}
 #: Minimum relevance of a binary metric (TREC DL counts grade >= 2 as relevant).
@@ -63,6 +73,7 @@ def metrics_for(name: str) -> dict[str, str]:
 
 
 # -- indexes and runs -------------------------------------------------------------------------
+
 
 def is_index(path: Path) -> bool:
     from sparse_ir.hybrid import index_format
@@ -85,8 +96,7 @@ def build_index(corpus: Path, output: Path, command: list[str]) -> None:
     status = cli(["-q", *command, "--input", str(corpus), "--output", str(output)])
     if status:
         raise SystemExit(f"building {output} failed (exit status {status})")
-    print(f"built {output} in {time.perf_counter() - started:.0f}s", file=sys.stderr,
-          flush=True)
+    print(f"built {output} in {time.perf_counter() - started:.0f}s", file=sys.stderr, flush=True)
 
 
 def build_from_vectors(vectors: Path, output: Path) -> None:
@@ -104,8 +114,12 @@ def build_from_vectors(vectors: Path, output: Path) -> None:
     encoder = SpladeEncoder.from_pretrained("splade-tiny")
     docs, _ = _common.read_vectors(vectors)
     batch = SparseBatch.from_dicts(docs.values(), encoder.vocab, ids=list(docs))
-    ImpactIndex.build(batch, output, settings={**encoder_settings(encoder),
-                                               "vectors": str(vectors)}, show_progress=False)
+    ImpactIndex.build(
+        batch,
+        output,
+        settings={**encoder_settings(encoder), "vectors": str(vectors)},
+        show_progress=False,
+    )
     print(f"built {output} from {vectors}", file=sys.stderr, flush=True)
 
 
@@ -117,8 +131,9 @@ def cached_run(index: Path, queries, run_path: Path, *, model: str | None = None
 
     if not run_path.exists():
         searcher = open_searcher(index, model=model)
-        run = searcher.search_batch([q.text for q in queries], DEPTH,
-                                    query_ids=[q.id for q in queries], show_progress=False)
+        run = searcher.search_batch(
+            [q.text for q in queries], DEPTH, query_ids=[q.id for q in queries], show_progress=False
+        )
         run_path.parent.mkdir(parents=True, exist_ok=True)
         partial = run_path.with_suffix(".partial")
         run.write_trec(partial, tag=run_path.stem)
@@ -127,6 +142,7 @@ def cached_run(index: Path, queries, run_path: Path, *, model: str | None = None
 
 
 # -- fusion and its tuning --------------------------------------------------------------------
+
 
 def subset(run, query_ids):
     from sparse_ir.results import Run
@@ -179,8 +195,11 @@ def combination_figures(names, test_runs, test_qrels, tuning, metrics, step: flo
         _, tuning_runs, tuning_qrels = tuning
         weights, validation = tune([tuning_runs[n] for n in names], tuning_qrels, step)
         fused = fuse_convex(runs, weights)
-        out["convex_tuning"] = {"method": "train split", "weights": list(weights),
-                                "validation_nDCG@10": validation}
+        out["convex_tuning"] = {
+            "method": "train split",
+            "weights": list(weights),
+            "validation_nDCG@10": validation,
+        }
     else:
         folds = tuning[1]
         fused = Run(name="convex")
@@ -189,42 +208,53 @@ def combination_figures(names, test_runs, test_qrels, tuning, metrics, step: flo
             tune_ids, apply_ids = folds[tune_on], folds[apply_to]
             tune_qrels = {q: test_qrels[q] for q in tune_ids if q in test_qrels}
             weights, validation = tune([subset(r, tune_ids) for r in runs], tune_qrels, step)
-            fused.results.update(fuse_convex([subset(r, apply_ids) for r in runs],
-                                             weights).results)
-            out["convex_tuning"]["folds"].append({
-                "tuned_on": len(tune_ids), "applied_to": len(apply_ids),
-                "weights": list(weights), "validation_nDCG@10": validation})
+            fused.results.update(fuse_convex([subset(r, apply_ids) for r in runs], weights).results)
+            out["convex_tuning"]["folds"].append(
+                {
+                    "tuned_on": len(tune_ids),
+                    "applied_to": len(apply_ids),
+                    "weights": list(weights),
+                    "validation_nDCG@10": validation,
+                }
+            )
     out["convex"] = evaluate(fused, test_qrels, metrics)
     out["rrf"] = evaluate(fuse_rrf(runs), test_qrels, metrics)
     return out
 
 
 def label(names) -> str:
-    return " + ".join({"bm25": "BM25", "splade": "SPLADE", "dense": "dense"}.get(n, n)
-                      for n in names)
+    return " + ".join(
+        {"bm25": "BM25", "splade": "SPLADE", "dense": "dense"}.get(n, n) for n in names
+    )
 
 
 def table(name: str, rows: list[dict], systems: dict[str, str]) -> str:
     """A Markdown table of one collection's figures."""
-    lines = [f"**{name}** ({', '.join(f'{k} = {v}' for k, v in systems.items())})", "",
-             "| systems | convex nDCG@10 | convex R@100 | RRF nDCG@10 | RRF R@100 | "
-             "tuned weights |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"**{name}** ({', '.join(f'{k} = {v}' for k, v in systems.items())})",
+        "",
+        "| systems | convex nDCG@10 | convex R@100 | RRF nDCG@10 | RRF R@100 | tuned weights |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "single" in row:
             s = row["single"]
-            lines.append(f"| {label(row['systems'])} | {s['nDCG@10']:.4f} | {s['R@100']:.4f} "
-                         f"| | | |")
+            lines.append(
+                f"| {label(row['systems'])} | {s['nDCG@10']:.4f} | {s['R@100']:.4f} | | | |"
+            )
             continue
         tuning = row["convex_tuning"]
         if "weights" in tuning:
             weights = "(" + ", ".join(f"{w:.2f}" for w in tuning["weights"]) + ")"
         else:
-            weights = " / ".join("(" + ", ".join(f"{w:.2f}" for w in f["weights"]) + ")"
-                                 for f in tuning["folds"])
+            weights = " / ".join(
+                "(" + ", ".join(f"{w:.2f}" for w in f["weights"]) + ")" for f in tuning["folds"]
+            )
         c, r = row["convex"], row["rrf"]
-        lines.append(f"| {label(row['systems'])} | {c['nDCG@10']:.4f} | {c['R@100']:.4f} | "
-                     f"{r['nDCG@10']:.4f} | {r['R@100']:.4f} | {weights} |")
+        lines.append(
+            f"| {label(row['systems'])} | {c['nDCG@10']:.4f} | {c['R@100']:.4f} | "
+            f"{r['nDCG@10']:.4f} | {r['R@100']:.4f} | {weights} |"
+        )
     return "\n".join(lines)
 
 
@@ -234,18 +264,27 @@ def targets(rows: list[dict]) -> dict:
     best_single = max(r["single"]["nDCG@10"] for r in rows if "single" in r)
     triple = max(rows, key=lambda r: len(r["systems"]))
     pair = by.get(("bm25", "dense"))
-    return {"best_single_nDCG@10": best_single,
-            "triple_convex_nDCG@10": triple["convex"]["nDCG@10"],
-            "triple_rrf_nDCG@10": triple["rrf"]["nDCG@10"],
-            "bm25_dense_convex_nDCG@10": pair["convex"]["nDCG@10"] if pair else None,
-            "triple_beats_best_single": triple["convex"]["nDCG@10"] > best_single,
-            "triple_beats_bm25_dense": bool(pair) and
-            triple["convex"]["nDCG@10"] > pair["convex"]["nDCG@10"]}
+    return {
+        "best_single_nDCG@10": best_single,
+        "triple_convex_nDCG@10": triple["convex"]["nDCG@10"],
+        "triple_rrf_nDCG@10": triple["rrf"]["nDCG@10"],
+        "bm25_dense_convex_nDCG@10": pair["convex"]["nDCG@10"] if pair else None,
+        "triple_beats_best_single": triple["convex"]["nDCG@10"] > best_single,
+        "triple_beats_bm25_dense": bool(pair)
+        and triple["convex"]["nDCG@10"] > pair["convex"]["nDCG@10"],
+    }
 
 
-def run_collection(name: str, data: Path, work: Path, *, step: float, seed: int,
-                   systems: dict[str, Path] | None = None,
-                   splade_vectors: Path | None = None) -> dict:
+def run_collection(
+    name: str,
+    data: Path,
+    work: Path,
+    *,
+    step: float,
+    seed: int,
+    systems: dict[str, Path] | None = None,
+    splade_vectors: Path | None = None,
+) -> dict:
     """Build (or reuse) the indexes, search, fuse and evaluate one collection.
 
     ``systems``: name -> an existing index directory, instead of :data:`SYSTEMS` built here.
@@ -263,19 +302,23 @@ def run_collection(name: str, data: Path, work: Path, *, step: float, seed: int,
     test = load_beir(data, "test")
     metrics = metrics_for(name)
     runs_dir = root / "runs"
-    test_runs = {s: cached_run(path, test.queries, runs_dir / f"{Path(path).name}.test.trec")
-                 for s, path in systems.items()}
+    test_runs = {
+        s: cached_run(path, test.queries, runs_dir / f"{Path(path).name}.test.trec")
+        for s, path in systems.items()
+    }
     split = TUNING_SPLIT.get(name)
     if split:
         tuning_set = load_beir(data, split)
-        tuning_runs = {s: cached_run(path, tuning_set.queries,
-                                     runs_dir / f"{Path(path).name}.{split}.trec")
-                       for s, path in systems.items()}
+        tuning_runs = {
+            s: cached_run(path, tuning_set.queries, runs_dir / f"{Path(path).name}.{split}.trec")
+            for s, path in systems.items()
+        }
         tuning = ("split", tuning_runs, tuning_set.qrels)
         tuning_note = f"weights tuned on the {split} split ({len(tuning_set.queries)} queries)"
     else:
-        judged = [q.id for q in test.queries
-                  if any(r > 0 for r in test.qrels.get(q.id, {}).values())]
+        judged = [
+            q.id for q in test.queries if any(r > 0 for r in test.qrels.get(q.id, {}).values())
+        ]
         tuning = ("folds", two_folds(judged, seed))
         tuning_note = f"weights tuned by 2-fold cross-validation on test (seed {seed})"
     rows = []
@@ -283,46 +326,83 @@ def run_collection(name: str, data: Path, work: Path, *, step: float, seed: int,
     for size in range(1, len(names) + 1):
         for combination in itertools.combinations(names, size):
             started = time.perf_counter()
-            rows.append(combination_figures(combination, test_runs, test.qrels, tuning,
-                                            metrics, step))
-            print(f"{name}: {label(combination)} in {time.perf_counter() - started:.1f}s",
-                  file=sys.stderr, flush=True)
-    return {"collection": name, "data": str(data), "test_queries": len(test.queries),
-            "tuning": tuning_note, "metrics": metrics, "step": step, "seed": seed,
-            "indexes": {s: str(p) for s, p in systems.items()}, "rows": rows,
-            "targets": targets(rows)}
+            rows.append(
+                combination_figures(combination, test_runs, test.qrels, tuning, metrics, step)
+            )
+            print(
+                f"{name}: {label(combination)} in {time.perf_counter() - started:.1f}s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {
+        "collection": name,
+        "data": str(data),
+        "test_queries": len(test.queries),
+        "tuning": tuning_note,
+        "metrics": metrics,
+        "step": step,
+        "seed": seed,
+        "indexes": {s: str(p) for s, p in systems.items()},
+        "rows": rows,
+        "targets": targets(rows),
+    }
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS),
-                        help=f"names ({', '.join(DATASETS)}); data from $SPARSE_IR_DATA or "
-                             "../shared/data")
-    parser.add_argument("--work", default="bench-data",
-                        help="cache of indexes and runs (default: %(default)s)")
-    parser.add_argument("--step", type=float, default=0.05,
-                        help="grid spacing of the weight search (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the cross-validation folds (default: %(default)s)")
-    parser.add_argument("--scifact-vectors", default=None,
-                        help="SciFact only: build its splade-tiny index from these pre-encoded "
-                             "vectors (the shared scifact-splade-tiny directory) instead of "
-                             "encoding the corpus")
-    parser.add_argument("--output", help="write every figure, weight and validation score "
-                                         "here (JSON)")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=list(DATASETS),
+        help=f"names ({', '.join(DATASETS)}); data from $SPARSE_IR_DATA or ../shared/data",
+    )
+    parser.add_argument(
+        "--work", default="bench-data", help="cache of indexes and runs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--step",
+        type=float,
+        default=0.05,
+        help="grid spacing of the weight search (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the cross-validation folds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scifact-vectors",
+        default=None,
+        help="SciFact only: build its splade-tiny index from these pre-encoded "
+        "vectors (the shared scifact-splade-tiny directory) instead of "
+        "encoding the corpus",
+    )
+    parser.add_argument(
+        "--output", help="write every figure, weight and validation score here (JSON)"
+    )
     args = parser.parse_args(argv)
     results = []
     for name in args.datasets:
         if name not in DATASETS:
             parser.error(f"unknown collection {name!r} (known: {', '.join(DATASETS)})")
-        vectors = Path(args.scifact_vectors) if args.scifact_vectors and name == "scifact" \
-            else None
-        result = run_collection(name, DATASETS[name], Path(args.work), step=args.step,
-                                seed=args.seed, splade_vectors=vectors)
+        vectors = Path(args.scifact_vectors) if args.scifact_vectors and name == "scifact" else None
+        result = run_collection(
+            name,
+            DATASETS[name],
+            Path(args.work),
+            step=args.step,
+            seed=args.seed,
+            splade_vectors=vectors,
+        )
         results.append(result)
-        print(table(f"{name} test ({result['test_queries']} queries; {result['tuning']})",
-                    result["rows"], {"SPLADE": "splade-tiny", "dense": "all-MiniLM-L6-v2",
-                                     "BM25": "k1 0.9, b 0.4"}))
+        print(
+            table(
+                f"{name} test ({result['test_queries']} queries; {result['tuning']})",
+                result["rows"],
+                {"SPLADE": "splade-tiny", "dense": "all-MiniLM-L6-v2", "BM25": "k1 0.9, b 0.4"},
+            )
+        )
         print(f"targets: {json.dumps(result['targets'])}\n", flush=True)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -51,15 +51,17 @@ def _record_id(record: dict, path: object, line: int) -> str:
         if key in record:
             value = record[key]
             if isinstance(value, bool) or not isinstance(value, (str, int)):
-                raise InputError(f"invalid id: {key!r} must be a string or integer, "
-                                 f"got {value!r}", path=path, line=line)
+                raise InputError(
+                    f"invalid id: {key!r} must be a string or integer, got {value!r}",
+                    path=path,
+                    line=line,
+                )
             value = str(value)
             if not value.strip():
                 raise InputError(f"missing id: {key!r} is empty", path=path, line=line)
             check_id(value, path=path, line=line)
             return value
-    raise InputError("missing id: no '_id' field (BEIR JSONL needs \"_id\")", path=path,
-                     line=line)
+    raise InputError("missing id: no '_id' field (BEIR JSONL needs \"_id\")", path=path, line=line)
 
 
 def _string_field(record: dict, key: str, path: object, line: int) -> str | None:
@@ -69,14 +71,21 @@ def _string_field(record: dict, key: str, path: object, line: int) -> str | None
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InputError(f"invalid field: {key!r} must be a string, got {type(value).__name__}",
-                         path=path, line=line)
+        raise InputError(
+            f"invalid field: {key!r} must be a string, got {type(value).__name__}",
+            path=path,
+            line=line,
+        )
     return value
 
 
-def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
-                report: SkipReport | None = None,
-                allow_empty: bool = False) -> Iterator[Document]:
+def read_corpus(
+    path: str | os.PathLike,
+    *,
+    skip_invalid: bool = False,
+    report: SkipReport | None = None,
+    allow_empty: bool = False,
+) -> Iterator[Document]:
     """Yield the documents of a BEIR ``corpus.jsonl`` (``.gz`` allowed), checked.
 
     Each line needs an ``_id`` (string or integer; no whitespace, see
@@ -98,12 +107,17 @@ def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
             if text is None:
                 raise InputError("missing text: no 'text' field", path=path, line=line)
             if not allow_empty and not (text.strip() or title.strip()):
-                raise InputError(f"empty document: {doc_id!r} has no title and no text (pass "
-                                 "allow_empty / --allow-empty to index it as an empty vector, "
-                                 "or --skip-invalid to skip it)", path=path, line=line)
+                raise InputError(
+                    f"empty document: {doc_id!r} has no title and no text (pass "
+                    "allow_empty / --allow-empty to index it as an empty vector, "
+                    "or --skip-invalid to skip it)",
+                    path=path,
+                    line=line,
+                )
             if doc_id in seen:
-                raise InputError(f"duplicate id: {doc_id!r} appears more than once",
-                                 path=path, line=line)
+                raise InputError(
+                    f"duplicate id: {doc_id!r} appears more than once", path=path, line=line
+                )
         except InputError as error:
             if not skip_invalid:
                 raise
@@ -114,8 +128,9 @@ def read_corpus(path: str | os.PathLike, *, skip_invalid: bool = False,
     warn_if_skipped(report, path, owned)
 
 
-def read_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
-                 report: SkipReport | None = None) -> Iterator[Query]:
+def read_queries(
+    path: str | os.PathLike, *, skip_invalid: bool = False, report: SkipReport | None = None
+) -> Iterator[Query]:
     """Yield queries from BEIR ``queries.jsonl`` or a TSV file of ``qid<TAB>text`` lines."""
     path_str = os.fspath(path)
     owned = skip_invalid and report is None
@@ -124,15 +139,20 @@ def read_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
     if path_str.endswith((".tsv", ".tsv.gz", ".txt")):
         records = _read_tsv_queries(path, skip_invalid, report)
     else:
-        records = ((line, _jsonl_query(rec, path, line))
-                   for line, rec in read_jsonl(path, skip_invalid=skip_invalid, report=report))
+        records = (
+            (line, _jsonl_query(rec, path, line))
+            for line, rec in read_jsonl(path, skip_invalid=skip_invalid, report=report)
+        )
     for line, parsed in records:
         try:
             if isinstance(parsed, InputError):
                 raise parsed
             if parsed.id in seen:
-                raise InputError(f"duplicate id: query {parsed.id!r} appears more than once",
-                                 path=path, line=line)
+                raise InputError(
+                    f"duplicate id: query {parsed.id!r} appears more than once",
+                    path=path,
+                    line=line,
+                )
         except InputError as error:
             if not skip_invalid:
                 raise
@@ -166,23 +186,36 @@ def _read_tsv_queries(path, skip_invalid, report) -> Iterator[tuple[int, Query |
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                                   f"{exc.start + 1}{hint}", path=path, line=line)
+            yield (
+                line,
+                InputError(
+                    f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}{hint}",
+                    path=path,
+                    line=line,
+                ),
+            )
             continue
         parts = text.split("\t", 1)
         if len(parts) != 2:
-            yield line, InputError("invalid line: expected 2 tab-separated columns (qid, "
-                                   f"text), got 1{hint}", path=path, line=line)
+            yield (
+                line,
+                InputError(
+                    f"invalid line: expected 2 tab-separated columns (qid, text), got 1{hint}",
+                    path=path,
+                    line=line,
+                ),
+            )
             continue
         query_id, query_text = parts[0].strip(), parts[1]
         if not query_id:
-            yield line, InputError("missing id: the first column is empty", path=path,
-                                   line=line)
+            yield line, InputError("missing id: the first column is empty", path=path, line=line)
         elif problem := id_problem(query_id):
             yield line, InputError(f"invalid id: {problem}", path=path, line=line)
         elif not query_text.strip():
-            yield line, InputError(f"empty query: {query_id!r} has no text{hint}",
-                                   path=path, line=line)
+            yield (
+                line,
+                InputError(f"empty query: {query_id!r} has no text{hint}", path=path, line=line),
+            )
         else:
             yield line, Query(query_id, query_text)
 

@@ -18,15 +18,29 @@ from sparse_ir.corpus import Document
 __all__ = ["stdlib_docstrings"]
 
 # Packages whose docstrings are mostly tests, tooling or duplicates of others.
-_SKIP = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "ensurepip",
-         "turtledemo", "__pycache__", "pydoc_data", "tkinter", "venv"}
+_SKIP = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "ensurepip",
+    "turtledemo",
+    "__pycache__",
+    "pydoc_data",
+    "tkinter",
+    "venv",
+}
 
 
 def _modules(stdlib: Path) -> Iterator[tuple[str, Path]]:
     for path in sorted(stdlib.rglob("*.py")):
         relative = path.relative_to(stdlib)
-        if any(part in _SKIP or part.startswith(("_", ".")) and part != "__init__.py"
-               for part in relative.parts):
+        if any(
+            part in _SKIP or part.startswith(("_", ".")) and part != "__init__.py"
+            for part in relative.parts
+        ):
             continue
         parts = list(relative.with_suffix("").parts)
         if parts[-1] == "__init__":
@@ -70,8 +84,9 @@ def _passages(text: str, max_words: int) -> Iterator[str]:
         yield " ".join(words_so_far)
 
 
-def stdlib_docstrings(max_documents: int | None = 3000, *, min_words: int = 12,
-                      max_words: int = 160) -> list[Document]:
+def stdlib_docstrings(
+    max_documents: int | None = 3000, *, min_words: int = 12, max_words: int = 160
+) -> list[Document]:
     """Passages from the standard library's docstrings, in a stable order.
 
     Args:

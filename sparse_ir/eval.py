@@ -18,8 +18,17 @@ from sparse_ir.jsonl import TRUNCATION_HINT, SkipReport, read_lines, warn_if_ski
 from sparse_ir.results import Run
 from sparse_ir.validation import id_problem
 
-__all__ = ["BeirDataset", "load_beir", "read_qrels", "evaluate", "per_query",
-           "DEFAULT_METRICS", "MAX_RELEVANCE", "Qrels", "find_scifact"]
+__all__ = [
+    "BeirDataset",
+    "load_beir",
+    "read_qrels",
+    "evaluate",
+    "per_query",
+    "DEFAULT_METRICS",
+    "MAX_RELEVANCE",
+    "Qrels",
+    "find_scifact",
+]
 
 Qrels = dict[str, dict[str, int]]
 
@@ -29,8 +38,7 @@ Qrels = dict[str, dict[str, int]]
 MAX_RELEVANCE = 1_000_000
 
 #: Our names for the reported metrics, mapped to ir_measures' names.
-DEFAULT_METRICS = {"nDCG@10": "nDCG@10", "MRR@10": "RR@10", "R@100": "R@100",
-                   "R@1000": "R@1000"}
+DEFAULT_METRICS = {"nDCG@10": "nDCG@10", "MRR@10": "RR@10", "R@100": "R@100", "R@1000": "R@1000"}
 
 
 @dataclass
@@ -44,8 +52,9 @@ class BeirDataset:
     path: Path
 
 
-def read_qrels(path: str | os.PathLike, *, skip_invalid: bool = False,
-               report: SkipReport | None = None) -> Qrels:
+def read_qrels(
+    path: str | os.PathLike, *, skip_invalid: bool = False, report: SkipReport | None = None
+) -> Qrels:
     """Read qrels: BEIR TSV (``query-id corpus-id score`` with a header) or TREC (4 columns).
 
     Raises :class:`InputError` naming the file and line for invalid UTF-8, a wrong column
@@ -65,8 +74,9 @@ def read_qrels(path: str | os.PathLike, *, skip_invalid: bool = False,
             qid, doc_id, value = parsed
             judged = qrels.setdefault(qid, {})
             if doc_id in judged:
-                raise InputError(f"duplicate judgment: ({qid}, {doc_id}) judged twice",
-                                 path=path, line=line)
+                raise InputError(
+                    f"duplicate judgment: ({qid}, {doc_id}) judged twice", path=path, line=line
+                )
             judged[doc_id] = value
         except InputError as error:
             if not skip_invalid:
@@ -83,8 +93,11 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
     try:
         text = raw.decode("utf-8").strip()
     except UnicodeDecodeError as exc:
-        raise InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                         f"{exc.start + 1}{hint}", path=path, line=line) from None
+        raise InputError(
+            f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}{hint}",
+            path=path,
+            line=line,
+        ) from None
     if not text:
         return None
     parts = [p.strip() for p in (text.split("\t") if "\t" in text else text.split())]
@@ -95,19 +108,26 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
     elif len(parts) == 3:
         qid, doc_id, relevance = parts
     else:
-        raise InputError(f"invalid line: expected 3 (BEIR) or 4 (TREC) columns, got "
-                         f"{len(parts)}{hint}", path=path, line=line)
+        raise InputError(
+            f"invalid line: expected 3 (BEIR) or 4 (TREC) columns, got {len(parts)}{hint}",
+            path=path,
+            line=line,
+        )
     for value in (qid, doc_id):
         if problem := id_problem(value):
             raise InputError(f"invalid id: {problem}", path=path, line=line)
     if not _INTEGER.fullmatch(relevance):
-        raise InputError(f"invalid line: relevance {relevance!r} is not an integer{hint}",
-                         path=path, line=line)
+        raise InputError(
+            f"invalid line: relevance {relevance!r} is not an integer{hint}", path=path, line=line
+        )
     value = int(relevance) if len(relevance) <= 20 else MAX_RELEVANCE + 1
     if not -MAX_RELEVANCE <= value <= MAX_RELEVANCE:
         # pytrec_eval fails (or allocates per level) deep inside: refused here, named.
-        raise InputError(f"invalid relevance: {relevance} is outside "
-                         f"[-{MAX_RELEVANCE}, {MAX_RELEVANCE}]", path=path, line=line)
+        raise InputError(
+            f"invalid relevance: {relevance} is outside [-{MAX_RELEVANCE}, {MAX_RELEVANCE}]",
+            path=path,
+            line=line,
+        )
     return qid, doc_id, value
 
 
@@ -115,9 +135,14 @@ def _qrels_line(raw: bytes, line: int, path: object) -> tuple[str, str, int] | N
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def load_beir(data_dir: str | os.PathLike, split: str = "test", *,
-              skip_invalid: bool = False, report: SkipReport | None = None,
-              allow_empty: bool = False) -> BeirDataset:
+def load_beir(
+    data_dir: str | os.PathLike,
+    split: str = "test",
+    *,
+    skip_invalid: bool = False,
+    report: SkipReport | None = None,
+    allow_empty: bool = False,
+) -> BeirDataset:
     """Load a BEIR-layout dataset: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
 
     Only the queries judged in the split are returned, in the order of ``queries.jsonl``.
@@ -129,17 +154,25 @@ def load_beir(data_dir: str | os.PathLike, split: str = "test", *,
     qrels_path = root / "qrels" / f"{split}.tsv"
     for need in (root / "corpus.jsonl", root / "queries.jsonl", qrels_path):
         if not need.exists():
-            raise FileNotFoundError(f"{need} not found: {root} is not a BEIR dataset with a "
-                                    f"{split!r} split")
+            raise FileNotFoundError(
+                f"{need} not found: {root} is not a BEIR dataset with a {split!r} split"
+            )
     qrels = read_qrels(qrels_path, skip_invalid=skip_invalid, report=report)
-    queries = [q for q in load_queries(root / "queries.jsonl", skip_invalid=skip_invalid,
-                                       report=report) if q.id in qrels]
+    queries = [
+        q
+        for q in load_queries(root / "queries.jsonl", skip_invalid=skip_invalid, report=report)
+        if q.id in qrels
+    ]
     missing = set(qrels) - {q.id for q in queries}
     if missing:
-        raise InputError(f"{len(missing)} judged queries have no text in queries.jsonl "
-                         f"(e.g. {sorted(missing)[:3]})", path=qrels_path)
-    corpus = load_corpus(root / "corpus.jsonl", skip_invalid=skip_invalid, report=report,
-                         allow_empty=allow_empty)
+        raise InputError(
+            f"{len(missing)} judged queries have no text in queries.jsonl "
+            f"(e.g. {sorted(missing)[:3]})",
+            path=qrels_path,
+        )
+    corpus = load_corpus(
+        root / "corpus.jsonl", skip_invalid=skip_invalid, report=report, allow_empty=allow_empty
+    )
     return BeirDataset(corpus, queries, qrels, split, root)
 
 
@@ -148,8 +181,10 @@ def find_scifact(explicit: str | os.PathLike | None = None) -> Path | None:
     next to the repository or the working directory; None when none exists."""
     candidates = [explicit, os.environ.get("SPARSE_IR_SCIFACT")]
     here = Path(__file__).resolve().parent.parent
-    candidates += [here.parent / "shared" / "data" / "scifact",
-                   Path.cwd().parent / "shared" / "data" / "scifact"]
+    candidates += [
+        here.parent / "shared" / "data" / "scifact",
+        Path.cwd().parent / "shared" / "data" / "scifact",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "corpus.jsonl").is_file():
             return Path(candidate)
@@ -168,8 +203,9 @@ def _measures(metrics: Sequence[str] | dict[str, str] | None) -> dict[str, objec
     return {label: ir_measures.parse_measure(name) for label, name in metrics.items()}
 
 
-def per_query(run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = None
-              ) -> dict[str, dict[str, float]]:
+def per_query(
+    run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = None
+) -> dict[str, dict[str, float]]:
     """``{metric: {query_id: value}}`` for every judged query (missing queries score 0)."""
     import ir_measures
 
@@ -179,8 +215,9 @@ def per_query(run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = Non
     result = {label: dict.fromkeys(judged, 0.0) for label in measures}
     by_measure = {measure: label for label, measure in measures.items()}
     present = {q: d for q, d in scores.items() if d}
-    for metric in ir_measures.iter_calc(list(measures.values()), _safe_qrels(qrels, judged),
-                                        present):
+    for metric in ir_measures.iter_calc(
+        list(measures.values()), _safe_qrels(qrels, judged), present
+    ):
         label = by_measure[metric.measure]
         if metric.query_id in result[label]:
             result[label][metric.query_id] = float(metric.value)
@@ -200,17 +237,25 @@ def _safe_qrels(qrels: Qrels, judged: list[str]) -> Qrels:
     for qid in judged:
         docs = qrels[qid]
         for doc_id, value in docs.items():
-            if isinstance(value, bool) or not isinstance(value, int) or \
-                    not -MAX_RELEVANCE <= value <= MAX_RELEVANCE:
-                raise InputError(f"invalid relevance: query {qid!r}, document {doc_id!r} has "
-                                 f"relevance {value!r} (an integer within ±{MAX_RELEVANCE})")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not -MAX_RELEVANCE <= value <= MAX_RELEVANCE
+            ):
+                raise InputError(
+                    f"invalid relevance: query {qid!r}, document {doc_id!r} has "
+                    f"relevance {value!r} (an integer within ±{MAX_RELEVANCE})"
+                )
         safe[qid] = {doc_id: value for doc_id, value in docs.items() if value >= 0}
     return safe
 
 
-def evaluate(run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = None
-             ) -> dict[str, float]:
+def evaluate(
+    run: Run | dict, qrels: Qrels, metrics: Sequence[str] | None = None
+) -> dict[str, float]:
     """Mean of each metric over the judged queries (default: nDCG@10, MRR@10, R@100, R@1000)."""
     table = per_query(run, qrels, metrics)
-    return {label: (sum(values.values()) / len(values) if values else 0.0)
-            for label, values in table.items()}
+    return {
+        label: (sum(values.values()) / len(values) if values else 0.0)
+        for label, values in table.items()
+    }

@@ -106,6 +106,7 @@ class FusedHit(NamedTuple):
 
 # -- validation -----------------------------------------------------------------------------------
 
+
 def _check_choice(label: str, value, allowed: Mapping[str, object] | tuple[str, ...]) -> None:
     """``value`` must be a key of a registry (or one of a Literal's ``get_args``)."""
     if not isinstance(value, str) or value not in allowed:
@@ -119,8 +120,7 @@ def _check_positive_int(label: str, value, *, allow_none: bool = False) -> None:
         raise ValueError(f"{label} must be a positive integer, got {value!r}")
 
 
-def _check_weights(weights: Sequence[float] | None, count: int, *, convex: bool
-                   ) -> np.ndarray:
+def _check_weights(weights: Sequence[float] | None, count: int, *, convex: bool) -> np.ndarray:
     if weights is None:
         return np.full(count, 1.0 / count if convex else 1.0)
     values = np.asarray([float(w) for w in weights], np.float64)
@@ -129,8 +129,10 @@ def _check_weights(weights: Sequence[float] | None, count: int, *, convex: bool
     if not np.all(np.isfinite(values)) or np.any(values < 0):
         raise ValueError(f"weights must be finite and >= 0, got {list(weights)}")
     if convex and abs(values.sum() - 1.0) > _WEIGHT_TOLERANCE:
-        raise ValueError(f"convex weights must sum to 1, got {list(weights)} (sum "
-                         f"{values.sum():.6g}); e.g. alpha and 1 - alpha")
+        raise ValueError(
+            f"convex weights must sum to 1, got {list(weights)} (sum "
+            f"{values.sum():.6g}); e.g. alpha and 1 - alpha"
+        )
     return values
 
 
@@ -139,12 +141,14 @@ def _as_run(run: RunLike, position: int) -> Run:
         return run
     if isinstance(run, Mapping):
         return Run.from_dict(run, name=f"run{position}")
-    raise TypeError(f"run {position} is a {type(run).__name__}; pass a Run or "
-                    "{query_id: {doc_id: score}}")
+    raise TypeError(
+        f"run {position} is a {type(run).__name__}; pass a Run or {{query_id: {{doc_id: score}}}}"
+    )
 
 
 # -- normalization --------------------------------------------------------------------------------
 # Each function takes one query's scores (float64, non-empty, finite) and returns a new array.
+
 
 def _min_max(values: np.ndarray) -> np.ndarray:
     spread = values.max() - values.min()
@@ -175,8 +179,9 @@ NORMALIZATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def normalize_scores(scores: Sequence[float] | np.ndarray, method: Normalization = "min-max"
-                     ) -> np.ndarray:
+def normalize_scores(
+    scores: Sequence[float] | np.ndarray, method: Normalization = "min-max"
+) -> np.ndarray:
     """Normalize one query's scores of one run (float64 array, same order).
 
     See the module docstring for the formulas and the zero-range rule.
@@ -200,6 +205,7 @@ def normalize_scores(scores: Sequence[float] | np.ndarray, method: Normalization
 
 # -- aligning the runs of one query ---------------------------------------------------------------
 
+
 @dataclass
 class _Aligned:
     """One query's documents across runs: raw and normalized scores, ranks, the tie-break."""
@@ -219,13 +225,11 @@ class _Aligned:
         for i in self.order(fused, k).tolist():
             raw = tuple(None if math.isnan(v) else v for v in self.raw[i].tolist())
             ranks = tuple(None if r == 0 else r for r in self.ranks[i].tolist())
-            out.append(FusedHit(self.doc_ids[i], float(fused[i]), int(self.docnos[i]), raw,
-                                ranks))
+            out.append(FusedHit(self.doc_ids[i], float(fused[i]), int(self.docnos[i]), raw, ranks))
         return out
 
 
-def _run_arrays(hits: Sequence[Hit], depth: int | None
-                ) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _run_arrays(hits: Sequence[Hit], depth: int | None) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(doc_ids, scores, docnos)`` of a run's top ``depth`` hits, best first."""
     if not hits:
         return [], np.zeros(0), np.zeros(0, np.int64)
@@ -247,8 +251,12 @@ def _run_arrays(hits: Sequence[Hit], depth: int | None
     return ids[:depth], score_array[:depth], docnos[:depth]
 
 
-def _align(hit_lists: Sequence[Sequence[Hit]], normalization: Normalization,
-           missing: MissingPolicy, depth: int | None) -> _Aligned:
+def _align(
+    hit_lists: Sequence[Sequence[Hit]],
+    normalization: Normalization,
+    missing: MissingPolicy,
+    depth: int | None,
+) -> _Aligned:
     runs = [_run_arrays(hits, depth) for hits in hit_lists]
     # Every distinct document once, in order of first appearance (dict keeps insertion order).
     doc_ids = list(dict.fromkeys(itertools.chain.from_iterable(ids for ids, _, _ in runs)))
@@ -288,6 +296,7 @@ def _align(hit_lists: Sequence[Sequence[Hit]], normalization: Normalization,
 # Each score function takes one query's aligned runs, one weight per run and RRF's constant k,
 # and returns the fused score of every aligned document.
 
+
 def _convex_scores(aligned: _Aligned, weights: np.ndarray, rrf_k: int) -> np.ndarray:
     """Σ_i w_i · norm_i(s_i(d)) (the normalization and missing policy already applied)."""
     return aligned.values @ weights
@@ -320,20 +329,32 @@ class FusionRule(NamedTuple):
 
 #: Every fusion method by name (the names of :data:`FusionMethod`).
 FUSION_METHODS: dict[str, FusionRule] = {
-    "convex": FusionRule(_convex_scores, convex=True, options=("normalization", "missing"),
-                         label="convex {weights}, {normalization}, missing={missing}, "
-                               "depth {depth}"),
-    "rrf": FusionRule(_rrf_scores, convex=False, options=("rrf_k",),
-                      label="RRF k={rrf_k}, depth {depth}"),
+    "convex": FusionRule(
+        _convex_scores,
+        convex=True,
+        options=("normalization", "missing"),
+        label="convex {weights}, {normalization}, missing={missing}, depth {depth}",
+    ),
+    "rrf": FusionRule(
+        _rrf_scores, convex=False, options=("rrf_k",), label="RRF k={rrf_k}, depth {depth}"
+    ),
 }
 
 
 # -- fusion ---------------------------------------------------------------------------------------
 
-def fuse_hits(hit_lists: Sequence[Sequence[Hit]], *, method: FusionMethod = "convex",
-              weights: Sequence[float] | None = None, normalization: Normalization = "min-max",
-              missing: MissingPolicy = "min", depth: int | None = 1000, rrf_k: int = 60,
-              k: int | None = 1000) -> list[FusedHit]:
+
+def fuse_hits(
+    hit_lists: Sequence[Sequence[Hit]],
+    *,
+    method: FusionMethod = "convex",
+    weights: Sequence[float] | None = None,
+    normalization: Normalization = "min-max",
+    missing: MissingPolicy = "min",
+    depth: int | None = 1000,
+    rrf_k: int = 60,
+    k: int | None = 1000,
+) -> list[FusedHit]:
     """Fuse one query's hit lists (one list per run, best first) into ``k`` fused hits.
 
     Args:
@@ -370,15 +391,22 @@ def _fuse_runs(runs: Sequence[RunLike], name: str, k: int | None, **options) -> 
     query_ids = list(dict.fromkeys(q for run in converted for q in run.results))
     fused = Run(name=name)
     for qid in query_ids:
-        fused.results[qid] = fuse_hits([run.results.get(qid, []) for run in converted], k=k,
-                                       **options)
+        fused.results[qid] = fuse_hits(
+            [run.results.get(qid, []) for run in converted], k=k, **options
+        )
     return fused
 
 
-def convex_combination(runs: Sequence[RunLike], weights: Sequence[float] | None = None, *,
-                       normalization: Normalization = "min-max", missing: MissingPolicy = "min",
-                       depth: int | None = 1000, k: int | None = 1000, name: str = "convex"
-                       ) -> Run:
+def convex_combination(
+    runs: Sequence[RunLike],
+    weights: Sequence[float] | None = None,
+    *,
+    normalization: Normalization = "min-max",
+    missing: MissingPolicy = "min",
+    depth: int | None = 1000,
+    k: int | None = 1000,
+    name: str = "convex",
+) -> Run:
     """Normalize each run's scores per query and combine them with weights summing to 1.
 
     With two runs, ``weights=(alpha, 1 - alpha)``. See the module docstring for the formulas.
@@ -391,13 +419,27 @@ def convex_combination(runs: Sequence[RunLike], weights: Sequence[float] | None 
         >>> [(hit.doc_id, round(hit.score, 3)) for hit in fused.results["q1"]]
         [('b', 0.75), ('a', 0.5), ('c', 0.25), ('d', 0.0)]
     """
-    return _fuse_runs(runs, name, k, method="convex", weights=weights,
-                      normalization=normalization, missing=missing, depth=depth)
+    return _fuse_runs(
+        runs,
+        name,
+        k,
+        method="convex",
+        weights=weights,
+        normalization=normalization,
+        missing=missing,
+        depth=depth,
+    )
 
 
-def reciprocal_rank_fusion(runs: Sequence[RunLike], *, rrf_k: int = 60,
-                           weights: Sequence[float] | None = None, depth: int | None = 1000,
-                           k: int | None = 1000, name: str = "rrf") -> Run:
+def reciprocal_rank_fusion(
+    runs: Sequence[RunLike],
+    *,
+    rrf_k: int = 60,
+    weights: Sequence[float] | None = None,
+    depth: int | None = 1000,
+    k: int | None = 1000,
+    name: str = "rrf",
+) -> Run:
     """Reciprocal Rank Fusion (Cormack et al. 2009): Σ_i w_i / (rrf_k + rank_i), ranks 1-based.
 
     Example:
@@ -449,8 +491,9 @@ class Fusion:
         _check_positive_int("rrf_k", self.rrf_k)
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
-            _check_weights(self.weights, len(self.weights),
-                           convex=FUSION_METHODS[self.method].convex)
+            _check_weights(
+                self.weights, len(self.weights), convex=FUSION_METHODS[self.method].convex
+            )
 
     @classmethod
     def convex(cls, alpha: float = 0.5, **options) -> Fusion:
@@ -464,29 +507,46 @@ class Fusion:
         """Reciprocal Rank Fusion with constant ``rrf_k``."""
         return cls(method="rrf", rrf_k=rrf_k, **options)
 
-    def fuse_hits(self, hit_lists: Sequence[Sequence[Hit]], k: int | None = 1000
-                  ) -> list[FusedHit]:
+    def fuse_hits(self, hit_lists: Sequence[Sequence[Hit]], k: int | None = 1000) -> list[FusedHit]:
         """Fuse one query's hit lists (see :func:`fuse_hits`)."""
-        return fuse_hits(hit_lists, method=self.method, weights=self.weights,
-                         normalization=self.normalization, missing=self.missing,
-                         depth=self.depth, rrf_k=self.rrf_k, k=k)
+        return fuse_hits(
+            hit_lists,
+            method=self.method,
+            weights=self.weights,
+            normalization=self.normalization,
+            missing=self.missing,
+            depth=self.depth,
+            rrf_k=self.rrf_k,
+            k=k,
+        )
 
-    def fuse(self, runs: Sequence[RunLike], k: int | None = 1000, name: str | None = None
-             ) -> Run:
+    def fuse(self, runs: Sequence[RunLike], k: int | None = 1000, name: str | None = None) -> Run:
         """Fuse whole runs."""
-        return _fuse_runs(runs, name or self.method, k, method=self.method,
-                          weights=self.weights, normalization=self.normalization,
-                          missing=self.missing, depth=self.depth, rrf_k=self.rrf_k)
+        return _fuse_runs(
+            runs,
+            name or self.method,
+            k,
+            method=self.method,
+            weights=self.weights,
+            normalization=self.normalization,
+            missing=self.missing,
+            depth=self.depth,
+            rrf_k=self.rrf_k,
+        )
 
     def describe(self) -> str:
         """One line for tables and logs (the method's :attr:`FusionRule.label`)."""
-        weights = "equal" if self.weights is None else \
-            "(" + ", ".join(f"{w:.2f}" for w in self.weights) + ")"
+        weights = (
+            "equal"
+            if self.weights is None
+            else "(" + ", ".join(f"{w:.2f}" for w in self.weights) + ")"
+        )
         fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
         return FUSION_METHODS[self.method].label.format(**{**fields, "weights": weights})
 
 
 # -- tuning ---------------------------------------------------------------------------------------
+
 
 class TuneResult(NamedTuple):
     """The outcome of :func:`tune_weights`.
@@ -513,10 +573,17 @@ def _simplex_grid(runs: int, step: float) -> list[tuple[float, ...]]:
     return sorted(set(grid), reverse=True)
 
 
-def tune_weights(runs: Sequence[RunLike], qrels: Mapping[str, Mapping[str, int]],
-                 metric: str = "nDCG@10", *, step: float = 0.05,
-                 normalization: Normalization = "min-max", missing: MissingPolicy = "min",
-                 depth: int | None = 1000, k: int = 1000) -> TuneResult:
+def tune_weights(
+    runs: Sequence[RunLike],
+    qrels: Mapping[str, Mapping[str, int]],
+    metric: str = "nDCG@10",
+    *,
+    step: float = 0.05,
+    normalization: Normalization = "min-max",
+    missing: MissingPolicy = "min",
+    depth: int | None = 1000,
+    k: int = 1000,
+) -> TuneResult:
     """Pick convex weights by grid search on labelled queries (a train split, never the test).
 
     Every weight vector on a grid of the simplex with spacing ``step`` is tried (for two runs:
@@ -542,11 +609,15 @@ def tune_weights(runs: Sequence[RunLike], qrels: Mapping[str, Mapping[str, int]]
     converted = [_as_run(run, i) for i, run in enumerate(runs)]
     judged = [q for q in qrels if any(converted_run.results.get(q) for converted_run in converted)]
     if not judged:
-        raise ValueError("no judged query has hits in the runs; tune on the runs of the "
-                         "split whose qrels you pass")
+        raise ValueError(
+            "no judged query has hits in the runs; tune on the runs of the "
+            "split whose qrels you pass"
+        )
     # Align every query once; each grid point is then one matrix-vector product per query.
-    aligned = {q: _align([run.results.get(q, []) for run in converted], normalization, missing,
-                         depth) for q in judged}
+    aligned = {
+        q: _align([run.results.get(q, []) for run in converted], normalization, missing, depth)
+        for q in judged
+    }
     table = []
     for weights in _simplex_grid(len(converted), step):
         w = np.asarray(weights)

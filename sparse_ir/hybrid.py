@@ -35,8 +35,9 @@ def index_format(path: str | os.PathLike) -> str:
     return str(body.get("format"))
 
 
-def open_searcher(path: str | os.PathLike, *, model: str | None = None, device: str = "cpu",
-                  mode=None, **options) -> Searcher | DenseSearcher:
+def open_searcher(
+    path: str | os.PathLike, *, model: str | None = None, device: str = "cpu", mode=None, **options
+) -> Searcher | DenseSearcher:
     """The searcher of the index at ``path``, whatever its kind: a
     :class:`~sparse_ir.search.Searcher` for an impact index (SPLADE, BM25...: the query
     encoder its settings record) or a :class:`~sparse_ir.search.DenseSearcher` for a dense
@@ -50,8 +51,9 @@ def open_searcher(path: str | os.PathLike, *, model: str | None = None, device: 
         return Searcher.from_index(path, model=model, device=device, mode=mode, **options)
     if kind == DENSE_FORMAT:
         return DenseSearcher.from_index(path, model=model, device=device, mode=mode, **options)
-    raise ValueError(f"{path}: unknown index format {kind!r} (known: "
-                     f"{', '.join(sorted(INDEX_KINDS))})")
+    raise ValueError(
+        f"{path}: unknown index format {kind!r} (known: {', '.join(sorted(INDEX_KINDS))})"
+    )
 
 
 @dataclass
@@ -137,33 +139,41 @@ class HybridSearcher:
         'b'
     """
 
-    def __init__(self, searchers: Sequence, fusion: Fusion | None = None, *,
-                 parallel: bool = False):
+    def __init__(
+        self, searchers: Sequence, fusion: Fusion | None = None, *, parallel: bool = False
+    ):
         searchers = tuple(searchers)
         if len(searchers) < 2:
             raise ValueError(f"a hybrid needs at least 2 searchers, got {len(searchers)}")
         fusion = fusion if fusion is not None else Fusion()
         if not isinstance(fusion, Fusion):
-            raise TypeError(f"fusion must be a sparse_ir.fusion.Fusion, got "
-                            f"{type(fusion).__name__}")
+            raise TypeError(
+                f"fusion must be a sparse_ir.fusion.Fusion, got {type(fusion).__name__}"
+            )
         if fusion.weights is not None and len(fusion.weights) != len(searchers):
-            raise ValueError(f"the fusion has {len(fusion.weights)} weights "
-                             f"{list(fusion.weights)} for {len(searchers)} searchers; give "
-                             "one weight per searcher, in order")
+            raise ValueError(
+                f"the fusion has {len(fusion.weights)} weights "
+                f"{list(fusion.weights)} for {len(searchers)} searchers; give "
+                "one weight per searcher, in order"
+            )
         first = searchers[0].index
         same_numbering = [True]
         for searcher in searchers[1:]:
             index = searcher.index
             if index.num_documents != first.num_documents:
-                raise ValueError(f"the index {first.directory} has {first.num_documents} "
-                                 f"documents, the index {index.directory} "
-                                 f"{index.num_documents}: build both from the same corpus")
+                raise ValueError(
+                    f"the index {first.directory} has {first.num_documents} "
+                    f"documents, the index {index.directory} "
+                    f"{index.num_documents}: build both from the same corpus"
+                )
             # Fused hits are tie-broken by document number: when the indexes number the
             # documents differently, the others' hits take the first index's numbers.
             same = index.doc_ids == first.doc_ids
             if not same and set(index.doc_ids) != set(first.doc_ids):
-                raise ValueError(f"the indexes {first.directory} and {index.directory} hold "
-                                 "different documents; build both from the same corpus")
+                raise ValueError(
+                    f"the indexes {first.directory} and {index.directory} hold "
+                    "different documents; build both from the same corpus"
+                )
             same_numbering.append(same)
         self.searchers = searchers
         self.fusion = fusion
@@ -171,18 +181,29 @@ class HybridSearcher:
         self.timings = HybridTimings()
         self._same_numbering = same_numbering
         labels = [getattr(s, "kind", f"searcher{i}") for i, s in enumerate(searchers)]
-        self._labels = tuple(label if labels.count(label) == 1 else f"{label}{i + 1}"
-                             for i, label in enumerate(labels))
+        self._labels = tuple(
+            label if labels.count(label) == 1 else f"{label}{i + 1}"
+            for i, label in enumerate(labels)
+        )
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def from_indexes(cls, sparse_path: str | os.PathLike, dense_path: str | os.PathLike, *,
-                     fusion: Fusion | None = None, sparse_model: str | None = None,
-                     dense_model: str | None = None, device: str = "cpu",
-                     sparse_mode=None, dense_mode: str | None = None, parallel: bool = False,
-                     dense_precision: str = "float32",
-                     dense_method: str | None = None) -> HybridSearcher:
+    def from_indexes(
+        cls,
+        sparse_path: str | os.PathLike,
+        dense_path: str | os.PathLike,
+        *,
+        fusion: Fusion | None = None,
+        sparse_model: str | None = None,
+        dense_model: str | None = None,
+        device: str = "cpu",
+        sparse_mode=None,
+        dense_mode: str | None = None,
+        parallel: bool = False,
+        dense_precision: str = "float32",
+        dense_method: str | None = None,
+    ) -> HybridSearcher:
         """A sparse and a dense searcher opened from their indexes, with the models recorded.
 
         The default fusion is the convex combination ``0.5 · sparse + 0.5 · dense``.
@@ -191,23 +212,36 @@ class HybridSearcher:
         the deprecated name of ``dense_mode``.
         """
         if dense_method is not None:
-            warnings.warn("HybridSearcher.from_indexes(dense_method=) is deprecated: use "
-                          "dense_mode=", DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "HybridSearcher.from_indexes(dense_method=) is deprecated: use dense_mode=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             dense_mode = dense_method
         if dense_mode not in (None, "exact", "hnsw"):
             raise ValueError(f"dense_mode must be 'exact' or 'hnsw', got {dense_mode!r}")
-        sparse = Searcher.from_index(sparse_path, model=sparse_model, device=device,
-                                     mode=sparse_mode)
-        dense = DenseSearcher.from_index(dense_path, model=dense_model, device=device,
-                                         mode=dense_mode, precision=dense_precision)
-        return cls([sparse, dense], fusion if fusion is not None else Fusion.convex(0.5),
-                   parallel=parallel)
+        sparse = Searcher.from_index(
+            sparse_path, model=sparse_model, device=device, mode=sparse_mode
+        )
+        dense = DenseSearcher.from_index(
+            dense_path, model=dense_model, device=device, mode=dense_mode, precision=dense_precision
+        )
+        return cls(
+            [sparse, dense], fusion if fusion is not None else Fusion.convex(0.5), parallel=parallel
+        )
 
     @classmethod
-    def from_paths(cls, paths: Sequence[str | os.PathLike], fusion: Fusion | None = None, *,
-                   device: str = "cpu", sparse_mode=None, dense_mode: str | None = None,
-                   parallel: bool = False, dense_precision: str = "float32"
-                   ) -> HybridSearcher:
+    def from_paths(
+        cls,
+        paths: Sequence[str | os.PathLike],
+        fusion: Fusion | None = None,
+        *,
+        device: str = "cpu",
+        sparse_mode=None,
+        dense_mode: str | None = None,
+        parallel: bool = False,
+        dense_precision: str = "float32",
+    ) -> HybridSearcher:
         """N >= 2 indexes of any kinds (impact: SPLADE, BM25...; dense), each opened with the
         query encoder it records (:func:`open_searcher`), fused in the order given.
 
@@ -219,8 +253,11 @@ class HybridSearcher:
         searchers = []
         for path in paths:
             if index_format(path) == DENSE_FORMAT:
-                searchers.append(DenseSearcher.from_index(path, device=device, mode=dense_mode,
-                                                          precision=dense_precision))
+                searchers.append(
+                    DenseSearcher.from_index(
+                        path, device=device, mode=dense_mode, precision=dense_precision
+                    )
+                )
             else:
                 searchers.append(open_searcher(path, device=device, mode=sparse_mode))
         return cls(searchers, fusion, parallel=parallel)
@@ -235,8 +272,7 @@ class HybridSearcher:
         """The first searcher's index (its document numbers are the fused hits')."""
         return self.searchers[0].index
 
-    def search(self, text: str, k: int = 10, *, mode: Sequence | None = None
-               ) -> list[FusedHit]:
+    def search(self, text: str, k: int = 10, *, mode: Sequence | None = None) -> list[FusedHit]:
         """The fused top-``k`` for a text query; each hit carries every searcher's score.
 
         ``mode``: one mode per searcher (None entries: that searcher's default), or None.
@@ -250,8 +286,10 @@ class HybridSearcher:
         timings = HybridTimings(self._labels, [0.0] * count, [0.0] * count)
         started = time.perf_counter()
         if self.parallel:
-            futures = [self._executor().submit(self._branch, i, text, depth, modes[i], timings)
-                       for i in range(1, count)]
+            futures = [
+                self._executor().submit(self._branch, i, text, depth, modes[i], timings)
+                for i in range(1, count)
+            ]
             hit_lists = [self._branch(0, text, depth, modes[0], timings)]
             hit_lists += [future.result() for future in futures]
         else:
@@ -264,8 +302,7 @@ class HybridSearcher:
         self.timings = timings
         return fused
 
-    def _branch(self, i: int, text: str, depth: int, mode, timings: HybridTimings
-                ) -> list[Hit]:
+    def _branch(self, i: int, text: str, depth: int, mode, timings: HybridTimings) -> list[Hit]:
         searcher = self.searchers[i]
         started = time.perf_counter()
         query = searcher.encode(text)
@@ -277,37 +314,59 @@ class HybridSearcher:
         timings.search[i] = time.perf_counter() - encoded
         return self._renumber(i, hits)
 
-    def search_batch(self, texts: str | Sequence[str], k: int = 10, *,
-                     query_ids: Sequence[str] | None = None, mode: Sequence | None = None,
-                     threads: int | None = None, show_progress: bool | None = None,
-                     ids: Sequence[str] | None = None) -> Run:
+    def search_batch(
+        self,
+        texts: str | Sequence[str],
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: Sequence | None = None,
+        threads: int | None = None,
+        show_progress: bool | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> Run:
         """Encode and search many queries: the fused run, keyed by ``query_ids`` (default:
         positions). ``mode`` as in :meth:`search`; ``ids``: deprecated name of ``query_ids``.
         """
         if ids is not None:
-            warnings.warn("HybridSearcher.search_batch(ids=) is deprecated: use query_ids=",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "HybridSearcher.search_batch(ids=) is deprecated: use query_ids=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             query_ids = ids
-        return self.search_batch_components(texts, k, query_ids=query_ids, mode=mode,
-                                            threads=threads, show_progress=show_progress).fused
+        return self.search_batch_components(
+            texts, k, query_ids=query_ids, mode=mode, threads=threads, show_progress=show_progress
+        ).fused
 
-    def search_batch_components(self, texts: str | Sequence[str], k: int = 10, *,
-                                query_ids: Sequence[str] | None = None,
-                                mode: Sequence | None = None, threads: int | None = None,
-                                show_progress: bool | None = None) -> HybridRuns:
+    def search_batch_components(
+        self,
+        texts: str | Sequence[str],
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: Sequence | None = None,
+        threads: int | None = None,
+        show_progress: bool | None = None,
+    ) -> HybridRuns:
         """:meth:`search_batch`, with each searcher's run (its top ``fusion.depth``, named by
         its kind: "sparse", "dense"...)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        query_ids = [str(i) for i in (query_ids if query_ids is not None
-                                      else range(len(texts)))]
+        query_ids = [str(i) for i in (query_ids if query_ids is not None else range(len(texts)))]
         if len(query_ids) != len(texts):
             raise ValueError(f"{len(query_ids)} query ids for {len(texts)} texts")
         modes = self._modes(mode)
         depth = max(k, self.fusion.depth)
         runs = []
         for i, searcher in enumerate(self.searchers):
-            run = searcher.search_batch(texts, depth, query_ids=query_ids, mode=modes[i],
-                                        threads=threads, show_progress=show_progress)
+            run = searcher.search_batch(
+                texts,
+                depth,
+                query_ids=query_ids,
+                mode=modes[i],
+                threads=threads,
+                show_progress=show_progress,
+            )
             run.name = self._labels[i]
             for qid, hits in run.results.items():
                 run.results[qid] = self._renumber(i, hits)
@@ -319,8 +378,9 @@ class HybridSearcher:
         if mode is None:
             return [None] * len(self.searchers)
         if isinstance(mode, str) or len(mode) != len(self.searchers):
-            raise ValueError(f"mode must be None or one mode per searcher "
-                             f"({len(self.searchers)}), got {mode!r}")
+            raise ValueError(
+                f"mode must be None or one mode per searcher ({len(self.searchers)}), got {mode!r}"
+            )
         return list(mode)
 
     def _renumber(self, i: int, hits: list[Hit]) -> list[Hit]:
@@ -332,8 +392,9 @@ class HybridSearcher:
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=len(self.searchers) - 1,
-                                                thread_name_prefix="sparse-ir-hybrid")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=len(self.searchers) - 1, thread_name_prefix="sparse-ir-hybrid"
+                )
             return self._pool
 
     def close(self) -> None:
@@ -350,6 +411,7 @@ class HybridSearcher:
         self.close()
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{label}={s.index.directory}"
-                          for label, s in zip(self._labels, self.searchers))
+        parts = ", ".join(
+            f"{label}={s.index.directory}" for label, s in zip(self._labels, self.searchers)
+        )
         return f"HybridSearcher({parts}, fusion={self.fusion.describe()!r})"

@@ -35,9 +35,20 @@ from typing import IO, Any
 
 from sparse_ir.errors import InputError
 
-__all__ = ["SkipReport", "open_text_binary", "read_jsonl", "read_lines", "parse_json_line",
-           "parse_json", "read_json_file", "TRUNCATION_HINT", "warn_if_skipped", "MAX_LINE_BYTES",
-           "MAX_JSON_DEPTH", "MAX_JSON_FILE_BYTES"]
+__all__ = [
+    "SkipReport",
+    "open_text_binary",
+    "read_jsonl",
+    "read_lines",
+    "parse_json_line",
+    "parse_json",
+    "read_json_file",
+    "TRUNCATION_HINT",
+    "warn_if_skipped",
+    "MAX_LINE_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_JSON_FILE_BYTES",
+]
 
 #: Appended to an error about the last line of a file when that line has no newline.
 TRUNCATION_HINT = " (the last line has no newline: the file may be truncated)"
@@ -109,9 +120,11 @@ def open_text_binary(path: str | os.PathLike) -> IO[bytes]:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise InputError(f"is a {_file_kind(mode)}, not a regular file (sparse-ir reads its "
-                             "inputs from regular files: save the stream to a file first)",
-                             path=path)
+            raise InputError(
+                f"is a {_file_kind(mode)}, not a regular file (sparse-ir reads its "
+                "inputs from regular files: save the stream to a file first)",
+                path=path,
+            )
         if flags & getattr(os, "O_NONBLOCK", 0):
             os.set_blocking(fd, True)
         handle = os.fdopen(fd, "rb")
@@ -126,16 +139,21 @@ def open_text_binary(path: str | os.PathLike) -> IO[bytes]:
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO (named pipe)"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-                       (stat.S_ISSOCK, "socket")):
+    for test, kind in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
         if test(mode):
             return kind
     return "special file"
 
 
-def read_lines(path: str | os.PathLike, *, max_line_bytes: int | None = None
-               ) -> Iterator[tuple[int, bytes]]:
+def read_lines(
+    path: str | os.PathLike, *, max_line_bytes: int | None = None
+) -> Iterator[tuple[int, bytes]]:
     """Yield ``(line_number, raw_line)`` of a text input file, bounded and BOM-aware.
 
     Every line reader of the project goes through here, so they share three rules:
@@ -160,13 +178,20 @@ def read_lines(path: str | os.PathLike, *, max_line_bytes: int | None = None
                 return
             number += 1
             if len(raw) > limit:
-                raise InputError(f"line longer than {limit:,} bytes: not a text file of this "
-                                 "format (or a line far too long to be a record)", path=path,
-                                 line=number)
+                raise InputError(
+                    f"line longer than {limit:,} bytes: not a text file of this "
+                    "format (or a line far too long to be a record)",
+                    path=path,
+                    line=number,
+                )
             if number == 1 and raw.startswith(_BOM):
-                raise InputError("the file starts with a UTF-8 byte order mark (BOM), which "
-                                 "would become part of the first id; save it as UTF-8 without "
-                                 "BOM", path=path, line=1)
+                raise InputError(
+                    "the file starts with a UTF-8 byte order mark (BOM), which "
+                    "would become part of the first id; save it as UTF-8 without "
+                    "BOM",
+                    path=path,
+                    line=1,
+                )
             yield number, raw
 
 
@@ -180,11 +205,13 @@ def read_json_file(path: str | os.PathLike, *, max_bytes: int | None = None) -> 
         except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"unreadable ({exc})", path=path) from None
     if len(data) > limit:
-        raise InputError(f"larger than {limit:,} bytes: too large for a JSON document",
-                         path=path)
+        raise InputError(f"larger than {limit:,} bytes: too large for a JSON document", path=path)
     if data.startswith(_BOM):
-        raise InputError("the file starts with a UTF-8 byte order mark (BOM); save it as UTF-8 "
-                         "without BOM", path=path, line=1)
+        raise InputError(
+            "the file starts with a UTF-8 byte order mark (BOM); save it as UTF-8 without BOM",
+            path=path,
+            line=1,
+        )
     return parse_json(data, path=path)
 
 
@@ -201,18 +228,21 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a JSON number (use a finite number)")
 
 
-def parse_json_line(raw: bytes, *, path: object = None, line: int | None = None,
-                    truncated: bool = False) -> dict:
+def parse_json_line(
+    raw: bytes, *, path: object = None, line: int | None = None, truncated: bool = False
+) -> dict:
     """Decode one line of JSONL into a dict, or raise an :class:`InputError` saying why not."""
     value = parse_json(raw, path=path, line=line, truncated=truncated)
     if not isinstance(value, dict):
-        raise InputError(f"expected a JSON object, got {type(value).__name__}",
-                         path=path, line=line)
+        raise InputError(
+            f"expected a JSON object, got {type(value).__name__}", path=path, line=line
+        )
     return value
 
 
-def parse_json(raw: bytes, *, path: object = None, line: int | None = None,
-               truncated: bool = False) -> Any:
+def parse_json(
+    raw: bytes, *, path: object = None, line: int | None = None, truncated: bool = False
+) -> Any:
     """Decode one JSON value strictly (UTF-8, no duplicate keys, no NaN, no lone surrogate,
     nesting at most :data:`MAX_JSON_DEPTH`), or raise an :class:`InputError` saying why not."""
     try:
@@ -220,28 +250,42 @@ def parse_json(raw: bytes, *, path: object = None, line: int | None = None,
     except UnicodeDecodeError as exc:
         raise InputError(
             f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
-            "(files must be UTF-8 encoded)", path=path, line=line) from None
+            "(files must be UTF-8 encoded)",
+            path=path,
+            line=line,
+        ) from None
     if (depth := _json_depth(text)) > MAX_JSON_DEPTH:
-        raise InputError(f"invalid JSON: arrays/objects nested {depth} deep (at most "
-                         f"{MAX_JSON_DEPTH} accepted)", path=path, line=line)
+        raise InputError(
+            f"invalid JSON: arrays/objects nested {depth} deep (at most {MAX_JSON_DEPTH} accepted)",
+            path=path,
+            line=line,
+        )
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                           parse_constant=_reject_constant)
+        value = json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
+        )
     except json.JSONDecodeError as exc:
         if truncated:
-            raise InputError("truncated last line: no newline at end of file and the line is "
-                             f"not complete JSON ({exc.msg})", path=path, line=line) from None
-        raise InputError(f"not valid JSON: {exc.msg} at column {exc.colno}",
-                         path=path, line=line) from None
+            raise InputError(
+                "truncated last line: no newline at end of file and the line is "
+                f"not complete JSON ({exc.msg})",
+                path=path,
+                line=line,
+            ) from None
+        raise InputError(
+            f"not valid JSON: {exc.msg} at column {exc.colno}", path=path, line=line
+        ) from None
     except ValueError as exc:  # raised by our hooks
         raise InputError(f"invalid JSON: {exc}", path=path, line=line) from None
     except RecursionError:  # only when the stack is already deep: the depth check came first
-        raise InputError("invalid JSON: nested too deeply to parse", path=path,
-                         line=line) from None
+        raise InputError("invalid JSON: nested too deeply to parse", path=path, line=line) from None
     if _SURROGATE_ESCAPE.search(text) and (bad := _lone_surrogate(value)) is not None:
-        raise InputError(f"invalid JSON: the string {bad!r} holds a lone surrogate escape "
-                         "(\\ud800-\\udfff without its pair), which is not Unicode text",
-                         path=path, line=line)
+        raise InputError(
+            f"invalid JSON: the string {bad!r} holds a lone surrogate escape "
+            "(\\ud800-\\udfff without its pair), which is not Unicode text",
+            path=path,
+            line=line,
+        )
     return value
 
 
@@ -294,8 +338,9 @@ def _lone_surrogate(value: Any) -> str | None:
     return None
 
 
-def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
-               report: SkipReport | None = None) -> Iterator[tuple[int, dict]]:
+def read_jsonl(
+    path: str | os.PathLike, *, skip_invalid: bool = False, report: SkipReport | None = None
+) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each record of a JSONL file (``.gz`` allowed).
 
     Args:

@@ -15,8 +15,14 @@ from sparse_ir.corpus import Document
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["encode_corpus", "index_corpus", "encoder_settings", "count_lines",
-           "dense_index_corpus", "query_encoder_kind"]
+__all__ = [
+    "encode_corpus",
+    "index_corpus",
+    "encoder_settings",
+    "count_lines",
+    "dense_index_corpus",
+    "query_encoder_kind",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +44,14 @@ def encoder_settings(encoder) -> dict:
     """
     from sparse_ir.encoders.st_format import model_provenance
 
-    return {**model_provenance(encoder), "pooling": encoder.pooling,
-            "document_max_length": encoder.document_max_length,
-            "query_max_length": encoder.query_max_length,
-            "precision": encoder.precision,
-            "query_encoder": query_encoder_kind(encoder.name)}
+    return {
+        **model_provenance(encoder),
+        "pooling": encoder.pooling,
+        "document_max_length": encoder.document_max_length,
+        "query_max_length": encoder.query_max_length,
+        "precision": encoder.precision,
+        "query_encoder": query_encoder_kind(encoder.name),
+    }
 
 
 def query_encoder_kind(model: str | os.PathLike | None) -> str:
@@ -75,9 +84,15 @@ def _static_query_side(directory: Path) -> bool:
     return layout is not None and isinstance(layout.query, StaticModule)
 
 
-def encode_corpus(encoder, documents: Iterable[Document], *, shard_size: int = 2048,
-                  max_length: int | None = None, progress=None, stats=None,
-                  ) -> Iterator[tuple[SparseBatch, list[Document]]]:
+def encode_corpus(
+    encoder,
+    documents: Iterable[Document],
+    *,
+    shard_size: int = 2048,
+    max_length: int | None = None,
+    progress=None,
+    stats=None,
+) -> Iterator[tuple[SparseBatch, list[Document]]]:
     """Encode documents shard by shard; yield ``(vectors, documents)`` of each shard.
 
     Each shard is sorted by length internally by the encoder, and comes back in input order.
@@ -86,9 +101,13 @@ def encode_corpus(encoder, documents: Iterable[Document], *, shard_size: int = 2
     shard: list[Document] = []
 
     def flush() -> tuple[SparseBatch, list[Document]]:
-        batch = encoder.encode_documents([d.full_text for d in shard],
-                                         ids=[d.id for d in shard], max_length=max_length,
-                                         show_progress=False, stats=stats)
+        batch = encoder.encode_documents(
+            [d.full_text for d in shard],
+            ids=[d.id for d in shard],
+            max_length=max_length,
+            show_progress=False,
+            stats=stats,
+        )
         if progress is not None:
             progress.update(len(shard))
         return batch, list(shard)
@@ -102,11 +121,19 @@ def encode_corpus(encoder, documents: Iterable[Document], *, shard_size: int = 2
         yield flush()
 
 
-def index_corpus(encoder, documents: Iterable[Document], path: str | os.PathLike, *,
-                 quantizer: Quantizer | None = None, memory_budget: int | str = "1GB",
-                 store_contents: bool = True, shard_size: int = 2048,
-                 total: int | None = None, show_progress: bool | None = None,
-                 settings: dict | None = None):
+def index_corpus(
+    encoder,
+    documents: Iterable[Document],
+    path: str | os.PathLike,
+    *,
+    quantizer: Quantizer | None = None,
+    memory_budget: int | str = "1GB",
+    store_contents: bool = True,
+    shard_size: int = 2048,
+    total: int | None = None,
+    show_progress: bool | None = None,
+    settings: dict | None = None,
+):
     """Encode a corpus and build an :class:`~sparse_ir.index.ImpactIndex` at ``path``.
 
     Returns ``(index, encode_stats)``. The index is published only when everything succeeded;
@@ -119,27 +146,38 @@ def index_corpus(encoder, documents: Iterable[Document], path: str | os.PathLike
 
     stats = EncodeStats()
     pending: collections.deque[tuple[str, str]] = collections.deque()
-    progress = tqdm(total=total, desc="encoding + indexing", unit="doc",
-                    disable=None if show_progress is None else not show_progress)
+    progress = tqdm(
+        total=total,
+        desc="encoding + indexing",
+        unit="doc",
+        disable=None if show_progress is None else not show_progress,
+    )
 
     def vectors() -> Iterator[SparseBatch]:
-        for batch, shard in encode_corpus(encoder, documents, shard_size=shard_size,
-                                          progress=progress, stats=stats):
+        for batch, shard in encode_corpus(
+            encoder, documents, shard_size=shard_size, progress=progress, stats=stats
+        ):
             if store_contents:
                 pending.extend((d.title, d.text) for d in shard)
             yield batch
 
     try:
         index = ImpactIndex.build(
-            vectors(), path, quantizer=quantizer or Quantizer(), memory_budget=memory_budget,
-            contents=_Drain(pending) if store_contents else None, show_progress=False,
+            vectors(),
+            path,
+            quantizer=quantizer or Quantizer(),
+            memory_budget=memory_budget,
+            contents=_Drain(pending) if store_contents else None,
+            show_progress=False,
             settings={**encoder_settings(encoder), **(settings or {})},
-            total_documents=total)
+            total_documents=total,
+        )
     finally:
         progress.close()
     if stats.empty_texts:
-        logger.warning("%d document(s) had empty text and were indexed as empty vectors",
-                       stats.empty_texts)
+        logger.warning(
+            "%d document(s) had empty text and were indexed as empty vectors", stats.empty_texts
+        )
     return index, stats
 
 
@@ -158,9 +196,17 @@ class _Drain:
         return self.queue.popleft()
 
 
-def dense_index_corpus(encoder, documents: Iterable[Document], path: str | os.PathLike, *,
-                       shard_size: int = 2048, total: int | None = None, hnsw=None,
-                       show_progress: bool | None = None, settings: dict | None = None):
+def dense_index_corpus(
+    encoder,
+    documents: Iterable[Document],
+    path: str | os.PathLike,
+    *,
+    shard_size: int = 2048,
+    total: int | None = None,
+    hnsw=None,
+    show_progress: bool | None = None,
+    settings: dict | None = None,
+):
     """Encode a corpus with a dense encoder and build a :class:`~sparse_ir.index.dense.DenseIndex`.
 
     Returns ``(index, encode_stats)``. Shards of ``shard_size`` documents are encoded and
@@ -173,8 +219,12 @@ def dense_index_corpus(encoder, documents: Iterable[Document], path: str | os.Pa
     from sparse_ir.index.dense import DenseIndex
 
     stats = DenseEncodeStats()
-    progress = tqdm(total=total, desc="encoding (dense)", unit="doc",
-                    disable=None if show_progress is None else not show_progress)
+    progress = tqdm(
+        total=total,
+        desc="encoding (dense)",
+        unit="doc",
+        disable=None if show_progress is None else not show_progress,
+    )
 
     def batches() -> Iterator[tuple[list[str], object]]:
         shard: list[Document] = []
@@ -187,19 +237,25 @@ def dense_index_corpus(encoder, documents: Iterable[Document], path: str | os.Pa
             yield _encode_dense_shard(encoder, shard, stats, progress)
 
     try:
-        index = DenseIndex.build(batches(), path, settings={**encoder.settings(),
-                                                            **(settings or {})},
-                                 hnsw=hnsw, show_progress=show_progress)
+        index = DenseIndex.build(
+            batches(),
+            path,
+            settings={**encoder.settings(), **(settings or {})},
+            hnsw=hnsw,
+            show_progress=show_progress,
+        )
     finally:
         progress.close()
     if stats.empty_texts:
-        logger.warning("%d document(s) had empty text and were stored as zero vectors",
-                       stats.empty_texts)
+        logger.warning(
+            "%d document(s) had empty text and were stored as zero vectors", stats.empty_texts
+        )
     return index, stats
 
 
 def _encode_dense_shard(encoder, shard: list[Document], stats, progress):
-    vectors = encoder.encode_documents([d.full_text for d in shard], show_progress=False,
-                                       stats=stats)
+    vectors = encoder.encode_documents(
+        [d.full_text for d in shard], show_progress=False, stats=stats
+    )
     progress.update(len(shard))
     return [d.id for d in shard], vectors

@@ -40,8 +40,10 @@ class QuantizeStats:
     saturated: int = 0
 
     def __str__(self) -> str:
-        return (f"{self.weights} weights quantized, {self.zeros_dropped} rounded to 0 and "
-                f"dropped, {self.saturated} saturated at the maximum impact")
+        return (
+            f"{self.weights} weights quantized, {self.zeros_dropped} rounded to 0 and "
+            f"dropped, {self.saturated} saturated at the maximum impact"
+        )
 
 
 @dataclass(frozen=True)
@@ -70,13 +72,18 @@ class Quantizer:
     max_impact: int = 65_535
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)
-                and self.scale > 0):
+        if not (
+            isinstance(self.scale, (int, float)) and math.isfinite(self.scale) and self.scale > 0
+        ):
             raise ValueError(f"scale must be a finite number > 0, got {self.scale!r}")
-        if not isinstance(self.max_impact, (int, np.integer)) or \
-                not 1 <= self.max_impact <= _MAX_SUPPORTED_IMPACT:
-            raise ValueError(f"max_impact must be an integer in [1, {_MAX_SUPPORTED_IMPACT}], "
-                             f"got {self.max_impact!r}")
+        if (
+            not isinstance(self.max_impact, (int, np.integer))
+            or not 1 <= self.max_impact <= _MAX_SUPPORTED_IMPACT
+        ):
+            raise ValueError(
+                f"max_impact must be an integer in [1, {_MAX_SUPPORTED_IMPACT}], "
+                f"got {self.max_impact!r}"
+            )
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "max_impact", int(self.max_impact))
 
@@ -91,8 +98,7 @@ class Quantizer:
         return cls(scale=top / float(max_weight), max_impact=top)
 
     @classmethod
-    def fit(cls, batches: SparseBatch | Iterable[SparseBatch], bits: ImpactBits = 8
-            ) -> Quantizer:
+    def fit(cls, batches: SparseBatch | Iterable[SparseBatch], bits: ImpactBits = 8) -> Quantizer:
         """The ``bits``-bit quantizer for the largest weight found in ``batches`` (documents)."""
         if isinstance(batches, SparseBatch):
             batches = [batches]
@@ -109,8 +115,9 @@ class Quantizer:
         """The smallest unsigned integer type that holds every impact."""
         return smallest_unsigned_dtype(self.max_impact)
 
-    def quantize_values(self, weights: np.ndarray, stats: QuantizeStats | None = None
-                        ) -> np.ndarray:
+    def quantize_values(
+        self, weights: np.ndarray, stats: QuantizeStats | None = None
+    ) -> np.ndarray:
         """Impacts (int32) of an array of weights, zeros kept in place (not dropped)."""
         weights = np.asarray(weights)
         if weights.dtype.kind == "f" and len(weights) and not np.all(np.isfinite(weights)):
@@ -139,8 +146,12 @@ class Quantizer:
             stats.saturated += local.saturated
             stats.zeros_dropped += local.zeros_dropped
         if local.saturated:
-            logger.warning("%d weight(s) exceeded max_impact=%d at scale %g and were clipped",
-                           local.saturated, self.max_impact, self.scale)
+            logger.warning(
+                "%d weight(s) exceeded max_impact=%d at scale %g and were clipped",
+                local.saturated,
+                self.max_impact,
+                self.scale,
+            )
         keep = impacts > 0
         if keep.all():
             return SparseBatch(batch.indptr, batch.indices, impacts, batch.vocab, batch.ids)
@@ -154,8 +165,13 @@ class Quantizer:
         """Approximate float weights back from impacts (impact / scale)."""
         if not batch.is_quantized:
             raise InputError("dequantize expects integer impacts")
-        return SparseBatch(batch.indptr, batch.indices,
-                           (batch.values / self.scale).astype(np.float32), batch.vocab, batch.ids)
+        return SparseBatch(
+            batch.indptr,
+            batch.indices,
+            (batch.values / self.scale).astype(np.float32),
+            batch.vocab,
+            batch.ids,
+        )
 
     def to_dict(self) -> dict:
         """A JSON-ready description, stored in every index manifest."""

@@ -75,11 +75,18 @@ class Run:
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         """``{query_id: {doc_id: score}}``, the form pytrec_eval and ir_measures take."""
-        return {qid: {hit.doc_id: float(hit.score) for hit in hits}
-                for qid, hits in self.results.items()}
+        return {
+            qid: {hit.doc_id: float(hit.score) for hit in hits}
+            for qid, hits in self.results.items()
+        }
 
-    def write_trec(self, path: str | os.PathLike, *, tag: str | None = None,
-                   id_map: str | os.PathLike | None = None) -> None:
+    def write_trec(
+        self,
+        path: str | os.PathLike,
+        *,
+        tag: str | None = None,
+        id_map: str | os.PathLike | None = None,
+    ) -> None:
         """Write the run as a TREC run file (atomically: temporary file, then rename).
 
         TREC columns are separated by whitespace, so an id holding whitespace is refused,
@@ -92,8 +99,14 @@ class Run:
             writer.write(self)
 
     @classmethod
-    def read_trec(cls, path: str | os.PathLike, *, name: str | None = None,
-                  skip_invalid: bool = False, report: SkipReport | None = None) -> Run:
+    def read_trec(
+        cls,
+        path: str | os.PathLike,
+        *,
+        name: str | None = None,
+        skip_invalid: bool = False,
+        report: SkipReport | None = None,
+    ) -> Run:
         """Read a TREC run file; hits are re-sorted by score descending (ties: file order).
 
         Raises :class:`InputError` naming the file and line for invalid UTF-8, a wrong column
@@ -112,8 +125,11 @@ class Run:
             try:
                 qid, doc_id, score, run_tag = _trec_line(raw, line_number, path)
                 if (qid, doc_id) in seen:
-                    raise InputError(f"duplicate hit: document {doc_id!r} listed twice for "
-                                     f"query {qid!r}", path=path, line=line_number)
+                    raise InputError(
+                        f"duplicate hit: document {doc_id!r} listed twice for query {qid!r}",
+                        path=path,
+                        line=line_number,
+                    )
             except InputError as error:
                 if not skip_invalid:
                     raise
@@ -145,25 +161,34 @@ def _trec_line(raw: bytes, line: int, path: object) -> tuple[str, str, float, st
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                         f"{exc.start + 1}{hint}", path=path, line=line) from None
+        raise InputError(
+            f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}{hint}",
+            path=path,
+            line=line,
+        ) from None
     parts = text.split()
     if len(parts) != 6:
-        raise InputError(f"invalid line: expected 6 columns (qid Q0 docid rank score tag), got "
-                         f"{len(parts)}{hint}", path=path, line=line)
+        raise InputError(
+            f"invalid line: expected 6 columns (qid Q0 docid rank score tag), got "
+            f"{len(parts)}{hint}",
+            path=path,
+            line=line,
+        )
     qid, _, doc_id, rank_text, score_text, run_tag = parts
     for value in (qid, doc_id):
         if problem := id_problem(value):
             raise InputError(f"invalid id: {problem}", path=path, line=line)
     if not (rank_text.isascii() and rank_text.isdigit()):
         # trec_eval ignores ranks, but a rank that is not a number means a shifted column.
-        raise InputError(f"invalid rank: {rank_text!r} is not a non-negative integer",
-                         path=path, line=line)
+        raise InputError(
+            f"invalid rank: {rank_text!r} is not a non-negative integer", path=path, line=line
+        )
     try:
         score = float(score_text)
     except ValueError:
-        raise InputError(f"invalid score: {score_text!r} is not a number{hint}", path=path,
-                         line=line) from None
+        raise InputError(
+            f"invalid score: {score_text!r} is not a number{hint}", path=path, line=line
+        ) from None
     if not math.isfinite(score):
         raise InputError(f"invalid score: {score_text!r} is not finite", path=path, line=line)
     return qid, doc_id, score, run_tag
@@ -188,8 +213,13 @@ class TrecRunWriter:
         'q2 Q0 d1 1 7 mine'
     """
 
-    def __init__(self, path: str | os.PathLike, *, tag: str = "sparse-ir",
-                 id_map: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        tag: str = "sparse-ir",
+        id_map: str | os.PathLike | None = None,
+    ):
         if not tag or any(c.isspace() for c in tag):
             raise ValueError(f"a TREC run tag must be non-empty, without whitespace: {tag!r}")
         self.path = os.fspath(path)
@@ -231,11 +261,9 @@ class TrecRunWriter:
     def _written(self, value: str) -> str:
         """The id as written: escaped when an id map is kept, refused if it cannot be held."""
         if self._mapped is not None and any(c.isspace() for c in value):
-            escaped = "".join(f"%{ord(c):02X}" if c.isspace() or c == "%" else c
-                              for c in value)
+            escaped = "".join(f"%{ord(c):02X}" if c.isspace() or c == "%" else c for c in value)
             if self._mapped.setdefault(escaped, value) != value:
-                raise ValueError(f"--id-map: {value!r} and {self._mapped[escaped]!r} escape "
-                                 "alike")
+                raise ValueError(f"--id-map: {value!r} and {self._mapped[escaped]!r} escape alike")
             value = escaped
         # What read_trec would refuse is refused here, before it is written.
         if problem := column_id_problem(value):
@@ -252,10 +280,15 @@ class TrecRunWriter:
             score = hit.score
             doc_id = self._written(hit.doc_id)
             if not math.isfinite(score):
-                raise ValueError(f"cannot write a TREC run: query {qid!r}, "
-                                 f"document {hit.doc_id!r} has score {score!r}")
-            text = str(int(score)) if isinstance(score, int) or (
-                float(score).is_integer() and abs(score) < 2**53) else repr(float(score))
+                raise ValueError(
+                    f"cannot write a TREC run: query {qid!r}, "
+                    f"document {hit.doc_id!r} has score {score!r}"
+                )
+            text = (
+                str(int(score))
+                if isinstance(score, int) or (float(score).is_integer() and abs(score) < 2**53)
+                else repr(float(score))
+            )
             lines.append(f"{qid} Q0 {doc_id} {rank} {text} {self.tag}\n")
         self._out.writelines(lines)
         self.queries += 1

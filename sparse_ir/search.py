@@ -37,8 +37,11 @@ def _renamed_ids(query_ids, ids, owner: str):
     """``query_ids``, or the deprecated ``ids=`` keyword's value (with a warning)."""
     if ids is None:
         return query_ids
-    warnings.warn(f"{owner}.search_batch(ids=) is deprecated: use query_ids=",
-                  DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        f"{owner}.search_batch(ids=) is deprecated: use query_ids=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     if query_ids is not None:
         raise ValueError("give query_ids= only (ids= is its deprecated name)")
     return ids
@@ -86,15 +89,23 @@ class Searcher:
             raise ValueError(
                 f"the encoder's vocabulary ({len(encoder.vocab)} tokens) is not the one the "
                 f"index {index.directory} was built with ({index.vocab_size} tokens); use the "
-                f"model the index was built with ({index.settings.get('model', '?')})")
+                f"model the index was built with ({index.settings.get('model', '?')})"
+            )
         self.index = index
         self.encoder = encoder
         self.mode = mode
 
     @classmethod
-    def from_index(cls, path: str | os.PathLike, *, model: str | None = None,
-                   device: str = "cpu", mode: str | SearchMode | None = None,
-                   force: bool = False, **options) -> Searcher:
+    def from_index(
+        cls,
+        path: str | os.PathLike,
+        *,
+        model: str | None = None,
+        device: str = "cpu",
+        mode: str | SearchMode | None = None,
+        force: bool = False,
+        **options,
+    ) -> Searcher:
         """Open an index and load its query encoder: the kind and model its settings record
         (``"query_encoder"``, default "splade"; ``model`` overrides the model).
 
@@ -106,8 +117,9 @@ class Searcher:
 
         index = ImpactIndex.open(path)
         try:
-            encoder = load_query_encoder(index.settings, model=model, device=device,
-                                         index=index, **options)
+            encoder = load_query_encoder(
+                index.settings, model=model, device=device, index=index, **options
+            )
         except ValueError as error:
             raise ValueError(f"{path}: {error}") from None
         from sparse_ir.encoders.st_format import check_model
@@ -124,25 +136,30 @@ class Searcher:
         # on the index's scale; float weights go through the index's quantizer.
         return batch if batch.is_quantized else self.index.quantizer.quantize(batch)
 
-    def search(self, text: str, k: int = 10, *, mode: str | SearchMode | None = None
-               ) -> list[Hit]:
+    def search(self, text: str, k: int = 10, *, mode: str | SearchMode | None = None) -> list[Hit]:
         """The top-``k`` documents for a text query (``mode``: see :meth:`ImpactIndex.search`;
         default: this searcher's)."""
         return self.index.search(self.encode(text), k, mode=self._mode(mode))
 
-    def search_batch(self, texts: str | Sequence[str], k: int = 10, *,
-                     query_ids: Sequence[str] | None = None,
-                     mode: str | SearchMode | None = None, threads: int | None = None,
-                     show_progress: bool | None = None,
-                     ids: Sequence[str] | None = None) -> Run:
+    def search_batch(
+        self,
+        texts: str | Sequence[str],
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: str | SearchMode | None = None,
+        threads: int | None = None,
+        show_progress: bool | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> Run:
         """Encode and search many queries; the run is keyed by ``query_ids`` (default:
         positions). ``ids`` is the deprecated name of ``query_ids``."""
         texts = list(as_texts(texts))
         query_ids = _query_ids(texts, _renamed_ids(query_ids, ids, "Searcher"))
         batch = self.encoder.encode_queries(texts, ids=query_ids, show_progress=show_progress)
-        return self.index.search_batch(self._quantized(batch), k,
-                                       query_ids=query_ids, mode=self._mode(mode),
-                                       threads=threads)
+        return self.index.search_batch(
+            self._quantized(batch), k, query_ids=query_ids, mode=self._mode(mode), threads=threads
+        )
 
     def explain(self, text: str, hit: Hit | int) -> list[TermContribution]:
         """Which query terms made a document score: each term's query × document impact."""
@@ -187,17 +204,25 @@ class DenseSearcher:
 
     def __init__(self, index: DenseIndex, encoder, *, mode: SearchMethod | None = None):
         if encoder.dim != index.dim:
-            raise ValueError(f"the dense encoder makes {encoder.dim}-d vectors, the index "
-                             f"{index.directory} holds {index.dim}-d vectors; use the model "
-                             f"it was built with ({index.settings.get('model', '?')})")
+            raise ValueError(
+                f"the dense encoder makes {encoder.dim}-d vectors, the index "
+                f"{index.directory} holds {index.dim}-d vectors; use the model "
+                f"it was built with ({index.settings.get('model', '?')})"
+            )
         self.index = index
         self.encoder = encoder
         self.mode = mode
 
     @classmethod
-    def from_index(cls, path: str | os.PathLike, *, model: str | None = None,
-                   device: str = "cpu", mode: SearchMethod | None = None,
-                   **options) -> DenseSearcher:
+    def from_index(
+        cls,
+        path: str | os.PathLike,
+        *,
+        model: str | None = None,
+        device: str = "cpu",
+        mode: SearchMethod | None = None,
+        **options,
+    ) -> DenseSearcher:
         """Open a dense index and load the model its settings record (or ``model``).
 
         The recorded pooling, normalization, lengths, casing and prompts are reused unless
@@ -211,12 +236,20 @@ class DenseSearcher:
         settings = index.settings
         name = model or settings.get("model")
         if not name:
-            raise ValueError(f"the dense index {path} does not record its model; "
-                             "pass model=...")
-        recorded = {key: settings[key] for key in ("pooling", "normalize", "query_max_length",
-                                                   "document_max_length", "lowercase",
-                                                   "query_prompt", "document_prompt")
-                    if key in settings and model is None}
+            raise ValueError(f"the dense index {path} does not record its model; pass model=...")
+        recorded = {
+            key: settings[key]
+            for key in (
+                "pooling",
+                "normalize",
+                "query_max_length",
+                "document_max_length",
+                "lowercase",
+                "query_prompt",
+                "document_prompt",
+            )
+            if key in settings and model is None
+        }
         encoder = DenseEncoder.from_pretrained(name, device=device, **{**recorded, **options})
         return cls(index, encoder, mode=mode)
 
@@ -224,15 +257,21 @@ class DenseSearcher:
         """The ``[dim]`` float32 query vector of one text."""
         return self.encoder.encode_queries([text], show_progress=False)[0]
 
-    def search(self, text: str, k: int = 10, *, mode: SearchMethod | None = None
-               ) -> list[Hit]:
+    def search(self, text: str, k: int = 10, *, mode: SearchMethod | None = None) -> list[Hit]:
         """The top-``k`` documents for a text query (``mode``: ``"exact"`` or ``"hnsw"``;
         default: this searcher's)."""
         return self.index.search(self.encode(text), k, mode=self._mode(mode))
 
-    def search_batch(self, texts: str | Sequence[str], k: int = 10, *,
-                     query_ids: Sequence[str] | None = None, mode: SearchMethod | None = None,
-                     threads: int | None = None, show_progress: bool | None = None) -> Run:
+    def search_batch(
+        self,
+        texts: str | Sequence[str],
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: SearchMethod | None = None,
+        threads: int | None = None,
+        show_progress: bool | None = None,
+    ) -> Run:
         """Encode and search many queries; the run is keyed by ``query_ids`` (default:
         positions). ``threads`` is accepted for the common shape; dense search uses the
         threads of the BLAS library (or faiss)."""

@@ -82,16 +82,28 @@ class SparseBatch:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def empty(cls, vocab: Sequence[str], ids: Sequence[str] | None = None,
-              dtype: type = np.float32) -> SparseBatch:
+    def empty(
+        cls, vocab: Sequence[str], ids: Sequence[str] | None = None, dtype: type = np.float32
+    ) -> SparseBatch:
         """A batch of ``len(ids)`` (or zero) empty vectors."""
         n = 0 if ids is None else len(ids)
-        return cls(np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype),
-                   tuple(vocab), None if ids is None else tuple(ids))
+        return cls(
+            np.zeros(n + 1, np.int64),
+            np.zeros(0, np.int32),
+            np.zeros(0, dtype),
+            tuple(vocab),
+            None if ids is None else tuple(ids),
+        )
 
     @classmethod
-    def from_dicts(cls, vectors: Iterable[Mapping[str, float]], vocab: Sequence[str],
-                   ids: Sequence[str] | None = None, *, unknown: str = "error") -> SparseBatch:
+    def from_dicts(
+        cls,
+        vectors: Iterable[Mapping[str, float]],
+        vocab: Sequence[str],
+        ids: Sequence[str] | None = None,
+        *,
+        unknown: str = "error",
+    ) -> SparseBatch:
         """Build a batch from ``{token: weight}`` dicts.
 
         Args:
@@ -117,8 +129,7 @@ class SparseBatch:
                         raise InputError(f"row {row}: token {token!r} is not in the vocabulary")
                     continue
                 if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)):
-                    raise InputError(f"row {row}: weight of {token!r} is {weight!r}, "
-                                     "not a number")
+                    raise InputError(f"row {row}: weight of {token!r} is {weight!r}, not a number")
                 if weight == 0:
                     continue
                 integer = integer and isinstance(weight, (int, np.integer))
@@ -128,9 +139,13 @@ class SparseBatch:
             values.extend(w for _, w in items)
             indptr.append(len(indices))
         dtype = np.int32 if (integer and values) else np.float32
-        return cls(np.asarray(indptr, np.int64), np.asarray(indices, np.int32),
-                   np.asarray(values, dtype), tuple(vocab),
-                   None if ids is None else tuple(str(i) for i in ids))
+        return cls(
+            np.asarray(indptr, np.int64),
+            np.asarray(indices, np.int32),
+            np.asarray(values, dtype),
+            tuple(vocab),
+            None if ids is None else tuple(str(i) for i in ids),
+        )
 
     @classmethod
     def concatenate(cls, batches: Sequence[SparseBatch]) -> SparseBatch:
@@ -142,12 +157,18 @@ class SparseBatch:
             if b.vocab != vocab:
                 raise InputError("cannot concatenate batches over different vocabularies")
         offsets = np.cumsum([0] + [b.nnz for b in batches])
-        indptr = np.concatenate([np.zeros(1, np.int64)] +
-                                [b.indptr[1:] + off for b, off in zip(batches, offsets)])
+        indptr = np.concatenate(
+            [np.zeros(1, np.int64)] + [b.indptr[1:] + off for b, off in zip(batches, offsets)]
+        )
         have_ids = all(b.ids is not None for b in batches)
         ids = tuple(i for b in batches for i in b.ids) if have_ids else None
-        return cls(indptr, np.concatenate([b.indices for b in batches]),
-                   np.concatenate([b.values for b in batches]), vocab, ids)
+        return cls(
+            indptr,
+            np.concatenate([b.indices for b in batches]),
+            np.concatenate([b.values for b in batches]),
+            vocab,
+            ids,
+        )
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -173,8 +194,7 @@ class SparseBatch:
         """Number of active terms of every row."""
         return np.diff(self.indptr)
 
-    def decode(self, i: int, top_k: int | None = 20, *, top=_NOT_GIVEN
-               ) -> list[tuple[str, float]]:
+    def decode(self, i: int, top_k: int | None = 20, *, top=_NOT_GIVEN) -> list[tuple[str, float]]:
         """The ``top_k`` heaviest ``(token, weight)`` pairs of row ``i``, heaviest first.
 
         Ties are listed in vocabulary order. ``top_k=None`` lists every active term.
@@ -183,8 +203,11 @@ class SparseBatch:
         if top is not _NOT_GIVEN:
             import warnings
 
-            warnings.warn("SparseBatch.decode(top=) is deprecated: use top_k=",
-                          DeprecationWarning, stacklevel=2)
+            warnings.warn(
+                "SparseBatch.decode(top=) is deprecated: use top_k=",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             top_k = top
         terms, values = self.row(i)
         order = np.lexsort((terms, -values.astype(np.float64)))
@@ -204,8 +227,11 @@ class SparseBatch:
         lengths = self.row_lengths()[rows]
         indptr = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        gather = np.concatenate([np.arange(self.indptr[r], self.indptr[r + 1]) for r in rows]) \
-            if len(rows) else np.zeros(0, np.int64)
+        gather = (
+            np.concatenate([np.arange(self.indptr[r], self.indptr[r + 1]) for r in rows])
+            if len(rows)
+            else np.zeros(0, np.int64)
+        )
         ids = None if self.ids is None else tuple(self.ids[r] for r in rows)
         return SparseBatch(indptr, self.indices[gather], self.values[gather], self.vocab, ids)
 
@@ -213,8 +239,9 @@ class SparseBatch:
         """The batch as a ``scipy.sparse.csr_matrix`` of shape ``(len(self), len(vocab))``."""
         import scipy.sparse
 
-        return scipy.sparse.csr_matrix((self.values, self.indices, self.indptr),
-                                       shape=(len(self), len(self.vocab)))
+        return scipy.sparse.csr_matrix(
+            (self.values, self.indices, self.indptr), shape=(len(self), len(self.vocab))
+        )
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -224,9 +251,11 @@ class SparseBatch:
         if n < 0 or self.indptr[0] != 0:
             raise InputError("indptr must start at 0", path=source)
         if self.indptr[-1] != len(self.indices) or len(self.indices) != len(self.values):
-            raise InputError(f"indptr ends at {int(self.indptr[-1])} but there are "
-                             f"{len(self.indices)} term ids and {len(self.values)} values",
-                             path=source)
+            raise InputError(
+                f"indptr ends at {int(self.indptr[-1])} but there are "
+                f"{len(self.indices)} term ids and {len(self.values)} values",
+                path=source,
+            )
         if n and np.any(np.diff(self.indptr) < 0):
             raise InputError("indptr must be non-decreasing", path=source)
         if self.ids is not None and len(self.ids) != n:
@@ -235,23 +264,31 @@ class SparseBatch:
             low, high = int(self.indices.min()), int(self.indices.max())
             if low < 0 or high >= len(self.vocab):
                 bad = low if low < 0 else high
-                raise InputError(f"term id {bad} outside the vocabulary of {len(self.vocab)} "
-                                 "terms", path=source)
+                raise InputError(
+                    f"term id {bad} outside the vocabulary of {len(self.vocab)} terms", path=source
+                )
             row = _first_unsorted_row(self.indptr, self.indices)
             if row is not None:
-                raise InputError(f"row {row}: term ids must be strictly ascending "
-                                 "(no duplicates)", path=source)
+                raise InputError(
+                    f"row {row}: term ids must be strictly ascending (no duplicates)", path=source
+                )
         if len(self.values):
             if self.values.dtype.kind == "f" and not np.all(np.isfinite(self.values)):
-                row = int(np.searchsorted(self.indptr,
-                                          np.flatnonzero(~np.isfinite(self.values))[0],
-                                          side="right") - 1)
+                row = int(
+                    np.searchsorted(
+                        self.indptr, np.flatnonzero(~np.isfinite(self.values))[0], side="right"
+                    )
+                    - 1
+                )
                 raise InputError(f"row {row}: weight is NaN or infinite", path=source)
             if self.values.min() < 0:
                 pos = int(np.flatnonzero(self.values < 0)[0])
                 row = int(np.searchsorted(self.indptr, pos, side="right") - 1)
-                raise InputError(f"row {row}: negative weight {self.values[pos].item()!r} "
-                                 "(weights must be >= 0)", path=source)
+                raise InputError(
+                    f"row {row}: negative weight {self.values[pos].item()!r} "
+                    "(weights must be >= 0)",
+                    path=source,
+                )
 
     # -- persistence (no pickle) ------------------------------------------------------------------
 
@@ -261,10 +298,16 @@ class SparseBatch:
         The write is atomic: a temporary file beside ``path`` is renamed into place.
         """
         path = os.fspath(path)
-        meta = {"format": SPARSE_BATCH_FORMAT, "version": SPARSE_BATCH_VERSION,
-                "rows": len(self), "nnz": self.nnz}
+        meta = {
+            "format": SPARSE_BATCH_FORMAT,
+            "version": SPARSE_BATCH_VERSION,
+            "rows": len(self),
+            "nnz": self.nnz,
+        }
         arrays = {
-            "indptr": self.indptr, "indices": self.indices, "values": self.values,
+            "indptr": self.indptr,
+            "indices": self.indices,
+            "values": self.values,
             "vocab": _json_bytes(list(self.vocab)),
             "ids": _json_bytes(None if self.ids is None else list(self.ids)),
             "meta": _json_bytes(meta),
@@ -288,29 +331,44 @@ class SparseBatch:
         try:
             with open_text_binary(path) as handle:  # a regular file (no FIFO, no device)
                 if handle.read(4) != b"PK\x03\x04":
-                    raise InputError("unreadable SparseBatch file (not an .npz zip archive)",
-                                     path=path)
+                    raise InputError(
+                        "unreadable SparseBatch file (not an .npz zip archive)", path=path
+                    )
             with np.load(path, allow_pickle=False) as data:
                 names = set(data.files)
                 need = {"indptr", "indices", "values", "vocab", "ids", "meta"}
                 if not need <= names:
-                    raise InputError(f"not a SparseBatch file: missing {sorted(need - names)}",
-                                     path=path)
+                    raise InputError(
+                        f"not a SparseBatch file: missing {sorted(need - names)}", path=path
+                    )
                 meta = _from_json_bytes(data["meta"], path)
                 if not isinstance(meta, dict):
                     raise InputError("not a SparseBatch file (meta is not an object)", path=path)
                 if meta.get("format") != SPARSE_BATCH_FORMAT:
-                    raise InputError(f"not a SparseBatch file (format {meta.get('format')!r})",
-                                     path=path)
+                    raise InputError(
+                        f"not a SparseBatch file (format {meta.get('format')!r})", path=path
+                    )
                 if meta.get("version") != SPARSE_BATCH_VERSION:
-                    raise InputError(f"SparseBatch format version {meta.get('version')} is not "
-                                     f"supported (this sparse_ir reads version "
-                                     f"{SPARSE_BATCH_VERSION})", path=path)
+                    raise InputError(
+                        f"SparseBatch format version {meta.get('version')} is not "
+                        f"supported (this sparse_ir reads version "
+                        f"{SPARSE_BATCH_VERSION})",
+                        path=path,
+                    )
                 indptr, indices, values = data["indptr"], data["indices"], data["values"]
                 vocab = _from_json_bytes(data["vocab"], path)
                 ids = _from_json_bytes(data["ids"], path)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-                NotImplementedError, RuntimeError, KeyError, zlib.error) as exc:
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            EOFError,
+            OSError,
+            ValueError,
+            NotImplementedError,
+            RuntimeError,
+            KeyError,
+            zlib.error,
+        ) as exc:
             # NotImplementedError: an unsupported compression; RuntimeError: an encrypted
             # member; zlib.error: damaged compressed data.
             if isinstance(exc, InputError):
@@ -328,20 +386,25 @@ class SparseBatch:
         if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
             raise InputError("vocab must be a JSON list of strings", path=path)
         if duplicate := first_duplicate(vocab):
-            raise InputError(f"vocab lists the token {duplicate[1]!r} twice (entries "
-                             f"{vocab.index(duplicate[1])} and {duplicate[0]})", path=path)
+            raise InputError(
+                f"vocab lists the token {duplicate[1]!r} twice (entries "
+                f"{vocab.index(duplicate[1])} and {duplicate[0]})",
+                path=path,
+            )
         if ids is not None:
             if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                 raise InputError("ids must be a JSON list of strings (or null)", path=path)
             if duplicate := first_duplicate(ids):
-                raise InputError(f"duplicate id: {duplicate[1]!r} (rows "
-                                 f"{ids.index(duplicate[1])} and {duplicate[0]})", path=path)
+                raise InputError(
+                    f"duplicate id: {duplicate[1]!r} (rows "
+                    f"{ids.index(duplicate[1])} and {duplicate[0]})",
+                    path=path,
+                )
             for row, value in enumerate(ids):
                 if problem := id_problem(value):
                     raise InputError(f"row {row}: invalid id: {problem}", path=path)
         try:
-            return cls(indptr, indices, values, tuple(vocab),
-                       None if ids is None else tuple(ids))
+            return cls(indptr, indices, values, tuple(vocab), None if ids is None else tuple(ids))
         except InputError as exc:
             raise InputError(exc.reason, path=path) from None
 
@@ -373,7 +436,7 @@ def _first_unsorted_row(indptr: np.ndarray, indices: np.ndarray) -> int | None:
     step = 1 << 20
     total = len(indices)
     for start in range(0, max(total - 1, 0), step):
-        chunk = indices[start:min(total, start + step + 1)]
+        chunk = indices[start : min(total, start + step + 1)]
         drops = np.flatnonzero(chunk[1:] <= chunk[:-1]) + (start + 1)
         if len(drops):
             rows = np.searchsorted(indptr, drops, side="right") - 1
@@ -389,8 +452,11 @@ def _json_bytes(value: object) -> np.ndarray:
 
 def _from_json_bytes(array: np.ndarray, path: str) -> object:
     if array.dtype != np.uint8 or array.ndim != 1:
-        raise InputError(f"corrupt SparseBatch metadata (an array of {array.dtype}, "
-                         f"shape {array.shape}, where UTF-8 JSON bytes belong)", path=path)
+        raise InputError(
+            f"corrupt SparseBatch metadata (an array of {array.dtype}, "
+            f"shape {array.shape}, where UTF-8 JSON bytes belong)",
+            path=path,
+        )
     try:
         return parse_json(array.tobytes())
     except InputError as exc:  # strict and depth-limited, as every JSON reader

@@ -41,27 +41,37 @@ def map_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for info in archive.infolist():
                 name = info.filename.removesuffix(".npy")
                 if info.compress_type != zipfile.ZIP_STORED:
-                    raise InputError(f"member {info.filename!r} is compressed; memory-mapping "
-                                     "needs np.savez (not savez_compressed)", path=path)
+                    raise InputError(
+                        f"member {info.filename!r} is compressed; memory-mapping "
+                        "needs np.savez (not savez_compressed)",
+                        path=path,
+                    )
                 handle.seek(info.header_offset)
                 fields = _LOCAL_HEADER.unpack(handle.read(_LOCAL_HEADER.size))
                 if fields[0] != _LOCAL_MAGIC:
                     raise InputError(f"member {info.filename!r}: bad zip local header", path=path)
                 handle.seek(info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10])
                 version = np.lib.format.read_magic(handle)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
                 shape, fortran, dtype = read_header(handle)
                 if dtype.hasobject or fortran:
-                    raise InputError(f"member {info.filename!r}: object or Fortran-ordered "
-                                     "arrays cannot be memory-mapped", path=path)
+                    raise InputError(
+                        f"member {info.filename!r}: object or Fortran-ordered "
+                        "arrays cannot be memory-mapped",
+                        path=path,
+                    )
                 offset = handle.tell()
                 count = int(np.prod(shape)) if shape else 1
                 if count == 0:
                     arrays[name] = np.zeros(shape, dtype)
                 else:
-                    arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=offset,
-                                             shape=shape)
+                    arrays[name] = np.memmap(
+                        path, dtype=dtype, mode="r", offset=offset, shape=shape
+                    )
     except (zipfile.BadZipFile, ValueError, struct.error) as exc:
         if isinstance(exc, InputError):
             raise
@@ -97,7 +107,8 @@ class NpzCorpus:
         if missing := need - set(self.arrays):
             raise InputError(f"missing arrays {sorted(missing)}", path=npz)
         self.vocab: tuple[str, ...] = tuple(
-            json.loads((self.directory / "vocab.json").read_text("utf-8")))
+            json.loads((self.directory / "vocab.json").read_text("utf-8"))
+        )
         self.indptr = self.arrays["indptr"]
         if len(self.indptr) < 1 or int(self.indptr[-1]) != len(self.arrays["indices"]):
             raise InputError("indptr does not span the postings", path=npz)
@@ -112,8 +123,9 @@ class NpzCorpus:
         """Number of (document, term) pairs."""
         return int(self.indptr[-1])
 
-    def documents(self, shard_size: int = 100_000, limit: int | None = None
-                  ) -> Iterator[SparseBatch]:
+    def documents(
+        self, shard_size: int = 100_000, limit: int | None = None
+    ) -> Iterator[SparseBatch]:
         """Shards of ``shard_size`` documents (integer impacts), in row order.
 
         Only one shard is in memory at a time (~2.5 KB per document here). Shards are read
@@ -128,10 +140,13 @@ class NpzCorpus:
             for first in range(0, total, shard_size):
                 last = min(total, first + shard_size)
                 start, end = int(self.indptr[first]), int(self.indptr[last])
-                yield SparseBatch(np.asarray(self.indptr[first:last + 1]) - start,
-                                  _read(handle, indices, start, end),
-                                  _read(handle, impacts, start, end).astype(np.int32),
-                                  self.vocab, tuple(str(d) for d in range(first, last)))
+                yield SparseBatch(
+                    np.asarray(self.indptr[first : last + 1]) - start,
+                    _read(handle, indices, start, end),
+                    _read(handle, impacts, start, end).astype(np.int32),
+                    self.vocab,
+                    tuple(str(d) for d in range(first, last)),
+                )
 
     def queries(self) -> SparseBatch:
         """The queries as integer impacts, with their ids from ``queries.jsonl``."""
@@ -142,8 +157,14 @@ class NpzCorpus:
                     ids.append(str(json.loads(line)["id"]))
         q_indptr = np.asarray(self.arrays["q_indptr"])
         if len(ids) != len(q_indptr) - 1:
-            raise InputError(f"{len(ids)} query ids for {len(q_indptr) - 1} query vectors",
-                             path=self.directory / "queries.jsonl")
-        return SparseBatch(q_indptr, np.asarray(self.arrays["q_indices"]),
-                           np.asarray(self.arrays["q_impacts"], np.int32), self.vocab,
-                           tuple(ids))
+            raise InputError(
+                f"{len(ids)} query ids for {len(q_indptr) - 1} query vectors",
+                path=self.directory / "queries.jsonl",
+            )
+        return SparseBatch(
+            q_indptr,
+            np.asarray(self.arrays["q_indices"]),
+            np.asarray(self.arrays["q_impacts"], np.int32),
+            self.vocab,
+            tuple(ids),
+        )

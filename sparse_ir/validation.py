@@ -77,19 +77,25 @@ def term_problem(token: object) -> str | None:
     if not token:
         return "empty term"
     if any(c.isspace() for c in token):
-        return (f"term {_shown(token)} contains whitespace (Lucene's whitespace analyzer would "
-                "split it into several terms)")
+        return (
+            f"term {_shown(token)} contains whitespace (Lucene's whitespace analyzer would "
+            "split it into several terms)"
+        )
     try:
         encoded = token.encode("utf-8")
     except UnicodeEncodeError:
         return f"term {_shown(token)} is not valid Unicode (lone surrogate)"
     if len(encoded) > LUCENE_MAX_TERM_BYTES:
-        return (f"term {_shown(token)} is {len(encoded)} UTF-8 bytes; Lucene's limit is "
-                f"{LUCENE_MAX_TERM_BYTES}")
+        return (
+            f"term {_shown(token)} is {len(encoded)} UTF-8 bytes; Lucene's limit is "
+            f"{LUCENE_MAX_TERM_BYTES}"
+        )
     units = len(token.encode("utf-16-le")) // 2
     if units > LUCENE_MAX_TOKEN_CHARS:
-        return (f"term {_shown(token)} is {units} characters; Lucene's whitespace tokenizer "
-                f"cuts tokens longer than {LUCENE_MAX_TOKEN_CHARS}")
+        return (
+            f"term {_shown(token)} is {units} characters; Lucene's whitespace tokenizer "
+            f"cuts tokens longer than {LUCENE_MAX_TOKEN_CHARS}"
+        )
     return None
 
 
@@ -109,11 +115,12 @@ def id_problem(value: object) -> str | None:
     if not value:
         return "empty id"
     if any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in value):
-        return (f"id {_shown(value)} contains a control character, a line break or a lone "
-                "surrogate")
+        return f"id {_shown(value)} contains a control character, a line break or a lone surrogate"
     if "\ufeff" in value:
-        return (f"id {_shown(value)} contains U+FEFF, a byte order mark (BOM) left by an "
-                "editor or by concatenating files: save the file as UTF-8 without BOM")
+        return (
+            f"id {_shown(value)} contains U+FEFF, a byte order mark (BOM) left by an "
+            "editor or by concatenating files: save the file as UTF-8 without BOM"
+        )
     if len(value.encode("utf-8")) > MAX_ID_BYTES:
         return f"id {_shown(value)} is longer than {MAX_ID_BYTES} UTF-8 bytes"
     return None
@@ -125,10 +132,12 @@ def column_id_problem(value: object) -> str | None:
     if problem := id_problem(value):
         return problem
     if any(c.isspace() for c in value):
-        return (f"id {_shown(value)} contains whitespace, which this format uses to separate "
-                "its columns (TREC run files, TSV topics); write JSON lines instead, map such "
-                "ids (--id-map FILE, Run.write_trec(id_map=...)), or use ids without "
-                "whitespace")
+        return (
+            f"id {_shown(value)} contains whitespace, which this format uses to separate "
+            "its columns (TREC run files, TSV topics); write JSON lines instead, map such "
+            "ids (--id-map FILE, Run.write_trec(id_map=...)), or use ids without "
+            "whitespace"
+        )
     return None
 
 
@@ -143,8 +152,11 @@ def first_id_problem(values) -> tuple[int, str] | None:
     decided by a few scans in C over the ids joined by newlines (a builder checks millions).
     """
     values = list(values)
-    if all(isinstance(value, str) for value in values) and "" not in values and (
-            not values or max(map(len, values)) <= MAX_ID_BYTES // 4):
+    if (
+        all(isinstance(value, str) for value in values)
+        and "" not in values
+        and (not values or max(map(len, values)) <= MAX_ID_BYTES // 4)
+    ):
         joined = "\n".join(values)
         if joined.count("\n") == len(values) - 1 and not _NOT_IN_JOINED_IDS.search(joined):
             return None
@@ -216,8 +228,9 @@ def check_query_weights(terms, weights, max_impact: int, vocab=None) -> None:
 
     given = weights
     if isinstance(weights, (list, tuple)):  # Python numbers, maybe beyond 64 bits (10**30)
-        if not weights or not all(isinstance(w, numbers.Integral) and not isinstance(w, bool)
-                                  for w in weights):
+        if not weights or not all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) for w in weights
+        ):
             return
         weights = np.array([min(int(w), _INT64_MAX) for w in weights], np.int64)
     weights = np.asarray(weights)
@@ -228,8 +241,11 @@ def check_query_weights(terms, weights, max_impact: int, vocab=None) -> None:
     if len(over):
         position = int(over[0])
         term = int(np.asarray(terms)[position])
-        name = repr(vocab[term]) if vocab is not None and 0 <= term < len(vocab) else \
-            f"term id {term}"
-        raise InputError(f"query weight {int(given[position])} of {name} is above {limit:,}, "
-                         f"the largest weight for which {weights.size} term(s) × impacts up to "
-                         f"{max_impact} keep every score exact in 64 bits")
+        name = (
+            repr(vocab[term]) if vocab is not None and 0 <= term < len(vocab) else f"term id {term}"
+        )
+        raise InputError(
+            f"query weight {int(given[position])} of {name} is above {limit:,}, "
+            f"the largest weight for which {weights.size} term(s) × impacts up to "
+            f"{max_impact} keep every score exact in 64 bits"
+        )

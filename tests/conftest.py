@@ -14,11 +14,13 @@ import pytest
 from sparse_ir.eval import find_scifact
 from sparse_ir.sparse_batch import SparseBatch
 
-TINY_WORDS = ("the a of and to in is for on with as by at from that this it be are was "
-              "cell cells protein gene genes cancer tumor patients disease risk blood brain "
-              "study results increased decreased treatment effect effects human mice expression "
-              "search index query document sparse dense vector term weight model learning "
-              "python file read write data time number list string error value").split()
+TINY_WORDS = (
+    "the a of and to in is for on with as by at from that this it be are was "
+    "cell cells protein gene genes cancer tumor patients disease risk blood brain "
+    "study results increased decreased treatment effect effects human mice expression "
+    "search index query document sparse dense vector term weight model learning "
+    "python file read write data time number list string error value"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -30,15 +32,25 @@ def tiny_bert_dir(tmp_path_factory) -> Path:
 
     directory = tmp_path_factory.mktemp("tiny-bert")
     letters = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'-()")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + TINY_WORDS + letters + \
-        [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)},
-                                  do_lower_case=True)
+    vocab = (
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + TINY_WORDS
+        + letters
+        + [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    )
+    tokenizer = BertTokenizerFast(
+        vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True
+    )
     tokenizer.save_pretrained(directory)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertForMaskedLM(config).save_pretrained(directory, safe_serialization=True)
     return directory
 
@@ -68,8 +80,9 @@ def scifact_dir() -> Path:
     """SciFact in BEIR layout (../shared/data/scifact or $SPARSE_IR_SCIFACT)."""
     found = find_scifact()
     if found is None:
-        missing_data("SciFact not found: set SPARSE_IR_SCIFACT or place it at "
-                     "../shared/data/scifact")
+        missing_data(
+            "SciFact not found: set SPARSE_IR_SCIFACT or place it at ../shared/data/scifact"
+        )
     return found
 
 
@@ -94,8 +107,10 @@ def scifact_vectors(scifact_dir) -> ScifactVectors:
         queries = json.load(handle)
     tokens = {t for v in docs.values() for t in v} | {t for v in queries.values() for t in v}
     vocab = _splade_tiny_vocab(tokens)
-    return ScifactVectors(SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs)),
-                          SparseBatch.from_dicts(queries.values(), vocab, ids=list(queries)))
+    return ScifactVectors(
+        SparseBatch.from_dicts(docs.values(), vocab, ids=list(docs)),
+        SparseBatch.from_dicts(queries.values(), vocab, ids=list(queries)),
+    )
 
 
 def _splade_tiny_vocab(tokens: set[str]) -> tuple[str, ...]:
@@ -122,8 +137,14 @@ def scifact_docs(scifact_dir):
     return load_corpus(scifact_dir / "corpus.jsonl")
 
 
-def random_batch(rng: np.random.Generator, rows: int, vocab_size: int, max_terms: int,
-                 integer: bool = False, ids: bool = True):
+def random_batch(
+    rng: np.random.Generator,
+    rows: int,
+    vocab_size: int,
+    max_terms: int,
+    integer: bool = False,
+    ids: bool = True,
+):
     """A random SparseBatch (float weights in (0, 3], or integer impacts in [1, 300])."""
     indptr = [0]
     indices, values = [], []
@@ -137,9 +158,13 @@ def random_batch(rng: np.random.Generator, rows: int, vocab_size: int, max_terms
             values.extend((rng.random(len(terms)) * 3 + 1e-3).tolist())
         indptr.append(len(indices))
     vocab = tuple(f"t{i}" for i in range(vocab_size))
-    return SparseBatch(np.array(indptr), np.array(indices, np.int32),
-                       np.array(values, np.int32 if integer else np.float32), vocab,
-                       tuple(f"doc{i}" for i in range(rows)) if ids else None)
+    return SparseBatch(
+        np.array(indptr),
+        np.array(indices, np.int32),
+        np.array(values, np.int32 if integer else np.float32),
+        vocab,
+        tuple(f"doc{i}" for i in range(rows)) if ids else None,
+    )
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -85,8 +85,12 @@ def main() -> None:
             _, status = os.waitpid(pid, 0)
         outcome = "killed" if os.WIFSIGNALED(status) else "exited"
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-        print(json.dumps({"outcome": outcome, "status": code,
-                          "elapsed": time.perf_counter() - started}), flush=True)
+        print(
+            json.dumps(
+                {"outcome": outcome, "status": code, "elapsed": time.perf_counter() - started}
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

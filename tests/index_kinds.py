@@ -74,10 +74,13 @@ def impact_data(seed: int, size: Size):
         indptr.append(len(indices))
     vocab = tuple(f"t{i}" for i in range(size.vocab))
     ids = tuple(f"s{seed}-d{i}" for i in range(size.documents))
-    batch = SparseBatch(np.array(indptr), np.array(indices, np.int32),
-                        np.array(values, np.int32), vocab, ids)
-    contents = [(f"title {seed}/{i}", f"text of document {i} (seed {seed}) é")
-                for i in range(size.documents)]
+    batch = SparseBatch(
+        np.array(indptr), np.array(indices, np.int32), np.array(values, np.int32), vocab, ids
+    )
+    contents = [
+        (f"title {seed}/{i}", f"text of document {i} (seed {seed}) é")
+        for i in range(size.documents)
+    ]
     queries = []
     for _ in range(QUERY_COUNT):
         terms = rng.choice(size.vocab, size=min(5, size.vocab), replace=False)
@@ -90,11 +93,20 @@ def impact_build(path: Path, seed: int, size: Size = SMALL, **options) -> None:
     from sparse_ir.quantize import Quantizer
 
     batch, contents, _ = impact_data(seed, size)
-    shards = (batch.select(range(start, min(start + size.shard, len(batch))))
-              for start in range(0, len(batch), size.shard))
-    ImpactIndex.build(shards, path, quantizer=Quantizer(), memory_budget=size.memory_budget,
-                      contents=contents, settings={"seed": seed}, show_progress=False,
-                      **options)
+    shards = (
+        batch.select(range(start, min(start + size.shard, len(batch))))
+        for start in range(0, len(batch), size.shard)
+    )
+    ImpactIndex.build(
+        shards,
+        path,
+        quantizer=Quantizer(),
+        memory_budget=size.memory_budget,
+        contents=contents,
+        settings={"seed": seed},
+        show_progress=False,
+        **options,
+    )
 
 
 def impact_open(path: Path):
@@ -153,8 +165,7 @@ def impact_expected(seed: int, size: Size = SMALL) -> tuple:
             if score > 0:
                 scores.append((-score, docno))
         scores.sort()
-        hits.append((tuple((batch.ids[d], -s) for s, d in scores[:TOP_K]),)
-                    * len(IMPACT_SEARCHES))
+        hits.append((tuple((batch.ids[d], -s) for s, d in scores[:TOP_K]),) * len(IMPACT_SEARCHES))
     return (seed, len(batch), batch.ids, tuple(hits), contents[-1])
 
 
@@ -191,8 +202,10 @@ def dense_build(path: Path, seed: int, size: Size = SMALL, **options) -> None:
     from sparse_ir.index.dense import DenseIndex
 
     ids, vectors, _ = dense_data(seed, size)
-    batches = ((ids[start:start + size.shard], vectors[start:start + size.shard])
-               for start in range(0, len(ids), size.shard))
+    batches = (
+        (ids[start : start + size.shard], vectors[start : start + size.shard])
+        for start in range(0, len(ids), size.shard)
+    )
     DenseIndex.build(batches, path, settings={"seed": seed}, show_progress=False, **options)
 
 
@@ -206,8 +219,9 @@ def dense_answers(index) -> tuple:
     seed = index.settings["seed"]
     _, _, queries = dense_data(seed, _size_of(index))
     run = index.search_batch(queries, TOP_K)
-    hits = tuple(tuple((h.doc_id, float(h.score)) for h in run[str(q)])
-                 for q in range(len(queries)))
+    hits = tuple(
+        tuple((h.doc_id, float(h.score)) for h in run[str(q)]) for q in range(len(queries))
+    )
     return (seed, index.num_documents, tuple(index.doc_ids), hits, None)
 
 
@@ -233,8 +247,24 @@ def dense_large_files() -> Iterator[None]:
 
 
 KINDS = {
-    "impact": IndexKind("impact", impact_build, impact_open, lambda index: index.verify(),
-                        impact_answers, impact_expected, impact_large_files, impact_data),
-    "dense": IndexKind("dense", dense_build, dense_open, lambda index: index.verify(),
-                       dense_answers, dense_expected, dense_large_files, dense_data),
+    "impact": IndexKind(
+        "impact",
+        impact_build,
+        impact_open,
+        lambda index: index.verify(),
+        impact_answers,
+        impact_expected,
+        impact_large_files,
+        impact_data,
+    ),
+    "dense": IndexKind(
+        "dense",
+        dense_build,
+        dense_open,
+        lambda index: index.verify(),
+        dense_answers,
+        dense_expected,
+        dense_large_files,
+        dense_data,
+    ),
 }

@@ -20,5 +20,4 @@ def record(test: str, **figures) -> None:
     if not target:
         return
     with open(target, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"test": test, **figures}, ensure_ascii=False, default=str)
-                     + "\n")
+        handle.write(json.dumps({"test": test, **figures}, ensure_ascii=False, default=str) + "\n")

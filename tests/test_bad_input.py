@@ -50,14 +50,16 @@ CASES = [
     corpus("JSON but not an object", b'["d1", "text"]', "expected a JSON object"),
     corpus("duplicate JSON key", b'{"_id": "d1", "text": "a", "text": "b"}', "duplicate key"),
     corpus("NaN", b'{"_id": "d1", "text": "a", "score": NaN}', "NaN is not a JSON number"),
-    corpus("Infinity", b'{"_id": "d1", "text": "a", "score": -Infinity}',
-           "-Infinity is not a JSON number"),
+    corpus(
+        "Infinity",
+        b'{"_id": "d1", "text": "a", "score": -Infinity}',
+        "-Infinity is not a JSON number",
+    ),
     corpus("missing id", b'{"text": "no id"}', "missing id"),
     corpus("empty id", b'{"_id": " ", "text": "x"}', "missing id"),
     corpus("id of the wrong type", b'{"_id": 1.5, "text": "x"}', "must be a string or integer"),
     corpus("id with a line break", b'{"_id": "d\\u20281", "text": "x"}', "line break"),
-    corpus("id with a control character", b'{"_id": "d\\u0001", "text": "x"}',
-           "control character"),
+    corpus("id with a control character", b'{"_id": "d\\u0001", "text": "x"}', "control character"),
     corpus("duplicate id", b'{"_id": "d0", "text": "again"}', "duplicate id"),
     corpus("missing text", b'{"_id": "d1", "title": "only"}', "missing text"),
     corpus("text not a string", b'{"_id": "d1", "text": 5}', "must be a string"),
@@ -65,38 +67,62 @@ CASES = [
     corpus("lone surrogate escape", b'{"_id": "d1", "text": "a\\ud800b"}', "lone surrogate"),
     corpus("truncated last line", b'{"_id": "d1", "te', "truncated last line", newline=False),
     Case("corpus", "UTF-8 byte order mark", b"\xef\xbb\xbf" + GOOD_DOC, "BOM", 1, 0),
-    Case("queries.jsonl", "empty query", GOOD_QUERY + b'{"_id": "q1", "text": ""}\n',
-         "empty query", 2, 1),
+    Case(
+        "queries.jsonl",
+        "empty query",
+        GOOD_QUERY + b'{"_id": "q1", "text": ""}\n',
+        "empty query",
+        2,
+        1,
+    ),
     Case("queries.jsonl", "duplicate id", GOOD_QUERY + GOOD_QUERY, "duplicate id", 2, 1),
     Case("queries.jsonl", "missing id", GOOD_QUERY + b'{"text": "x"}\n', "missing id", 2, 1),
-    Case("queries.jsonl", "truncated last line", GOOD_QUERY + b'{"_id": "q1", "text": "x',
-         "truncated last line", 2, 1),
+    Case(
+        "queries.jsonl",
+        "truncated last line",
+        GOOD_QUERY + b'{"_id": "q1", "text": "x',
+        "truncated last line",
+        2,
+        1,
+    ),
     Case("queries.tsv", "one column", b"q0\tgood\nq1 no tab\n", "2 tab-separated columns", 2, 1),
     Case("queries.tsv", "empty id", b"q0\tgood\n\tno id\n", "missing id", 2, 1),
-    Case("queries.tsv", "id with a control character", b"q0\tgood\nq\x011\ttext\n",
-         "control character", 2, 1),
+    Case(
+        "queries.tsv",
+        "id with a control character",
+        b"q0\tgood\nq\x011\ttext\n",
+        "control character",
+        2,
+        1,
+    ),
     Case("queries.tsv", "invalid UTF-8", b"q0\tgood\nq1\tcaf\xe9\n", "invalid UTF-8", 2, 1),
     Case("queries.tsv", "duplicate id", b"q0\tgood\nq0\tagain\n", "duplicate id", 2, 1),
     Case("queries.tsv", "empty query", b"q0\tgood\nq1\t \n", "empty query", 2, 1),
     Case("queries.tsv", "truncated last line", b"q0\tgood\nq1", "may be truncated", 2, 1),
     Case("qrels", "two columns", b"q1\td1\t1\nq1\td2\n", "expected 3 (BEIR) or 4 (TREC)", 2, 1),
-    Case("qrels", "relevance not an integer", b"q1\td1\t1\nq1\td2\thigh\n", "not an integer",
-         2, 1),
+    Case("qrels", "relevance not an integer", b"q1\td1\t1\nq1\td2\thigh\n", "not an integer", 2, 1),
     Case("qrels", "fractional relevance", b"q1 0 d1 1\nq1 0 d2 0.5\n", "not an integer", 2, 1),
     Case("qrels", "judged twice", b"q1\td1\t1\nq1\td1\t0\n", "judged twice", 2, 1),
     Case("qrels", "invalid UTF-8", b"q1\td1\t1\nq1\td\xff\t1\n", "invalid UTF-8", 2, 1),
     Case("qrels", "no judgment at all", b"query-id\tcorpus-id\tscore\n", "no judgments", None),
     Case("qrels", "truncated last line", b"q1 0 d1 1\nq1 0 d2", "may be truncated", 2, 1),
-    Case("run", "five columns", b"q1 Q0 d1 1 3.5 tag\nq1 Q0 d2 2 3.0\n", "expected 6 columns",
-         2, 1),
-    Case("run", "score not a number", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 2 high t\n", "not a number",
-         2, 1),
+    Case(
+        "run", "five columns", b"q1 Q0 d1 1 3.5 tag\nq1 Q0 d2 2 3.0\n", "expected 6 columns", 2, 1
+    ),
+    Case(
+        "run", "score not a number", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 2 high t\n", "not a number", 2, 1
+    ),
     Case("run", "NaN score", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 2 nan t\n", "not finite", 2, 1),
     Case("run", "infinite score", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 2 -inf t\n", "not finite", 2, 1),
-    Case("run", "rank not an integer", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 x 3 t\n", "invalid rank",
-         2, 1),
-    Case("run", "document twice for a query", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d1 2 3 t\n",
-         "listed twice", 2, 1),
+    Case("run", "rank not an integer", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 x 3 t\n", "invalid rank", 2, 1),
+    Case(
+        "run",
+        "document twice for a query",
+        b"q1 Q0 d1 1 3.5 t\nq1 Q0 d1 2 3 t\n",
+        "listed twice",
+        2,
+        1,
+    ),
     Case("run", "invalid UTF-8", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d\xc3 2 3 t\n", "invalid UTF-8", 2, 1),
     Case("run", "truncated last line", b"q1 Q0 d1 1 3.5 t\nq1 Q0 d2 2", "may be truncated", 2, 1),
 ]
@@ -104,19 +130,38 @@ CASES = [
 
 # -- SparseBatch files ---------------------------------------------------------------------------
 
-def _npz(indptr=(0, 2), indices=(0, 1), values=(1.0, 2.0), vocab=("a", "b"), ids=("d0",),
-         meta=None, drop=()) -> bytes:
+
+def _npz(
+    indptr=(0, 2),
+    indices=(0, 1),
+    values=(1.0, 2.0),
+    vocab=("a", "b"),
+    ids=("d0",),
+    meta=None,
+    drop=(),
+) -> bytes:
     import io
 
     def js(value):
         return np.frombuffer(json.dumps(value).encode(), np.uint8)
 
     indptr = np.asarray(indptr, np.int64)
-    arrays = {"indptr": indptr, "indices": np.asarray(indices),
-              "values": np.asarray(values), "vocab": js(list(vocab)),
-              "ids": js(None if ids is None else list(ids)),
-              "meta": js(meta or {"format": "sparse-ir-sparse-batch", "version": 1,
-                                  "rows": len(indptr) - 1, "nnz": len(indices)})}
+    arrays = {
+        "indptr": indptr,
+        "indices": np.asarray(indices),
+        "values": np.asarray(values),
+        "vocab": js(list(vocab)),
+        "ids": js(None if ids is None else list(ids)),
+        "meta": js(
+            meta
+            or {
+                "format": "sparse-ir-sparse-batch",
+                "version": 1,
+                "rows": len(indptr) - 1,
+                "nnz": len(indices),
+            }
+        ),
+    }
     for name in drop:
         arrays.pop(name)
     buffer = io.BytesIO()
@@ -143,31 +188,52 @@ VECTOR_CASES = [
     Case("vectors", "negative weight", _npz(values=(1.0, -0.5)), "negative weight", None),
     Case("vectors", "non-numeric weights", _npz(values=("1", "2")), "must be numbers", None),
     Case("vectors", "fractional term ids", _npz(indices=(0.0, 1.5)), "must be integers", None),
-    Case("vectors", "term id outside the vocabulary", _npz(indices=(0, 7)),
-         "outside the vocabulary", None),
+    Case(
+        "vectors",
+        "term id outside the vocabulary",
+        _npz(indices=(0, 7)),
+        "outside the vocabulary",
+        None,
+    ),
     Case("vectors", "duplicate vocabulary token", _npz(vocab=("a", "a")), "twice", None),
     Case("vectors", "missing ids array", _npz(drop=("ids",)), "missing ['ids']", None),
-    Case("vectors", "duplicate id", _npz(indptr=(0, 1, 2), ids=("d0", "d0")), "duplicate id",
-         None),
+    Case("vectors", "duplicate id", _npz(indptr=(0, 1, 2), ids=("d0", "d0")), "duplicate id", None),
     Case("vectors", "empty id", _npz(ids=("",)), "empty id", None),
-    Case("vectors", "other format version",
-         _npz(meta={"format": "sparse-ir-sparse-batch", "version": 2, "rows": 1, "nnz": 2}),
-         "version 2 is not supported (this sparse_ir reads version 1)", None),
+    Case(
+        "vectors",
+        "other format version",
+        _npz(meta={"format": "sparse-ir-sparse-batch", "version": 2, "rows": 1, "nnz": 2}),
+        "version 2 is not supported (this sparse_ir reads version 1)",
+        None,
+    ),
 ]
 # Valid SparseBatch files whose vocabulary Lucene cannot take: refused when indexed.
 INDEX_CASES = [
     Case("index", "term with whitespace", _npz(vocab=("a", "b c")), "contains whitespace", None),
-    Case("index", "term of 256 characters", _npz(vocab=("a", "x" * 256)),
-         "cuts tokens longer than 255", None),
-    Case("index", "term over 32,766 UTF-8 bytes", _npz(vocab=("a", "\u00e9" * 16_384)),
-         "32766", None),
+    Case(
+        "index",
+        "term of 256 characters",
+        _npz(vocab=("a", "x" * 256)),
+        "cuts tokens longer than 255",
+        None,
+    ),
+    Case(
+        "index", "term over 32,766 UTF-8 bytes", _npz(vocab=("a", "\u00e9" * 16_384)), "32766", None
+    ),
 ]
 
 
 # -- readers -------------------------------------------------------------------------------------
 
-SUFFIX = {"corpus": ".jsonl", "queries.jsonl": ".jsonl", "queries.tsv": ".tsv",
-          "qrels": ".tsv", "run": ".trec", "vectors": ".npz", "index": ".npz"}
+SUFFIX = {
+    "corpus": ".jsonl",
+    "queries.jsonl": ".jsonl",
+    "queries.tsv": ".tsv",
+    "qrels": ".tsv",
+    "run": ".trec",
+    "vectors": ".npz",
+    "index": ".npz",
+}
 
 
 def read(reader: str, path: Path, **options):
@@ -178,8 +244,7 @@ def read(reader: str, path: Path, **options):
     if reader == "qrels":
         return [(q, d) for q, docs in read_qrels(path, **options).items() for d in docs]
     if reader == "run":
-        return [(q, h.doc_id) for q, hits in Run.read_trec(path, **options).items()
-                for h in hits]
+        return [(q, h.doc_id) for q, hits in Run.read_trec(path, **options).items() for h in hits]
     if reader == "vectors":
         return SparseBatch.load(path)
     raise AssertionError(reader)
@@ -205,8 +270,9 @@ def test_reader_names_file_line_and_reason(case, tmp_path):
     record("bad input", reader=case.reader, case=case.name, message=message)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.good], ids=lambda c: f"{c.reader}: "
-                         f"{c.name}")
+@pytest.mark.parametrize(
+    "case", [c for c in CASES if c.good], ids=lambda c: f"{c.reader}: {c.name}"
+)
 def test_skip_invalid_counts_and_keeps_the_good_records(case, tmp_path):
     path = write(case, tmp_path)
     report = SkipReport()
@@ -224,6 +290,7 @@ def test_skip_invalid_without_a_report_still_tells(tmp_path, caplog):
 
 
 # -- the index builder -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", INDEX_CASES, ids=lambda c: c.name)
 def test_index_refuses_terms_lucene_cannot_take(case, tmp_path):
@@ -253,15 +320,19 @@ def test_index_refuses_duplicate_and_invalid_ids_across_shards(tmp_path):
     with pytest.raises(InputError, match="duplicate document id 'd0'"):
         ImpactIndex.build(iter([first, again]), tmp_path / "i", show_progress=False)
     bad = SparseBatch.from_dicts([{"a": 2}], vocab, ids=["d\x011"])
-    with pytest.raises(InputError, match="invalid id: document 1: id 'd.x011' contains a "
-                                         "control character"):
+    with pytest.raises(
+        InputError, match="invalid id: document 1: id 'd.x011' contains a control character"
+    ):
         ImpactIndex.build(iter([first, bad]), tmp_path / "i", show_progress=False)
 
 
 def test_in_memory_vectors_are_checked_too():
     vocab = ["a", "b"]
-    for weights, reason in (({"a": float("nan")}, "NaN or infinite"),
-                            ({"a": -1.0}, "negative weight"), ({"a": "x"}, "not a number")):
+    for weights, reason in (
+        ({"a": float("nan")}, "NaN or infinite"),
+        ({"a": -1.0}, "negative weight"),
+        ({"a": "x"}, "not a number"),
+    ):
         with pytest.raises(InputError, match=reason):
             SparseBatch.from_dicts([weights], vocab)
     with pytest.raises(InputError, match="does not fit in int32"):
@@ -270,6 +341,7 @@ def test_in_memory_vectors_are_checked_too():
 
 # -- the same through the command line -------------------------------------------------------------
 
+
 def _cli(capsys, *argv) -> tuple[int, str]:
     code = main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -277,8 +349,9 @@ def _cli(capsys, *argv) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", CASES + VECTOR_CASES + INDEX_CASES,
-                         ids=lambda c: f"{c.reader}: {c.name}")
+@pytest.mark.parametrize(
+    "case", CASES + VECTOR_CASES + INDEX_CASES, ids=lambda c: f"{c.reader}: {c.name}"
+)
 def test_cli_exits_non_zero_and_prints_file_line_reason(case, tmp_path, capsys, tiny_bert_dir):
     path = write(case, tmp_path)
     output = tmp_path / "out"
@@ -314,11 +387,13 @@ def test_cli_bad_input_leaves_the_previous_index(tmp_path, capsys, tiny_bert_dir
     good = tmp_path / "good.jsonl"
     good.write_bytes(GOOD_DOC + b'{"_id": "d1", "text": "another good one"}\n')
     output = tmp_path / "index"
-    assert _cli(capsys, "index", "--input", good, "--output", output, "--model",
-                tiny_bert_dir)[0] == 0
+    assert (
+        _cli(capsys, "index", "--input", good, "--output", output, "--model", tiny_bert_dir)[0] == 0
+    )
     bad = write(CASES[0], tmp_path)
-    code, printed = _cli(capsys, "index", "--input", bad, "--output", output, "--model",
-                         tiny_bert_dir)
+    code, printed = _cli(
+        capsys, "index", "--input", bad, "--output", output, "--model", tiny_bert_dir
+    )
     assert code == 1 and f"{bad}:2: invalid UTF-8" in printed
     from sparse_ir.index.impact_index import ImpactIndex
 
@@ -329,8 +404,10 @@ def test_cli_bad_input_leaves_the_previous_index(tmp_path, capsys, tiny_bert_dir
 def test_write_trec_refuses_what_read_trec_would_refuse(tmp_path):
     from sparse_ir.results import Hit
 
-    for hits, reason in (([Hit("d 1", 1.0)], "contains whitespace"),
-                         ([Hit("d1", float("nan"))], "score nan")):
+    for hits, reason in (
+        ([Hit("d 1", 1.0)], "contains whitespace"),
+        ([Hit("d1", float("nan"))], "score nan"),
+    ):
         with pytest.raises(ValueError, match=reason):
             Run({"q1": hits}).write_trec(tmp_path / "run.trec")
         assert not list(tmp_path.iterdir())  # no partial file, no temporary

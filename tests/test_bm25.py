@@ -36,8 +36,11 @@ def test_weights_match_the_formula_by_hand():
     assert encoder.document_frequencies.tolist() == [1, 2, 2]
     idf_cat = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))  # = log 1.6, also dog's
     idf_bird = math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))  # = log 8/3
-    norm = {3: 0.9 * (0.6 + 0.4 * 3 / 2), 2: 0.9 * (0.6 + 0.4 * 2 / 2),
-            1: 0.9 * (0.6 + 0.4 * 1 / 2)}  # k1 · (1 − b + b · dl / avgdl)
+    norm = {
+        3: 0.9 * (0.6 + 0.4 * 3 / 2),
+        2: 0.9 * (0.6 + 0.4 * 2 / 2),
+        1: 0.9 * (0.6 + 0.4 * 1 / 2),
+    }  # k1 · (1 − b + b · dl / avgdl)
     expected = [
         {"cat": idf_cat * 2 * 1.9 / (2 + norm[3]), "dog": idf_cat * 1.9 / (1 + norm[3])},
         {"bird": idf_bird * 1.9 / (1 + norm[2]), "dog": idf_cat * 1.9 / (1 + norm[2])},
@@ -54,15 +57,29 @@ def test_weights_match_the_formula_by_hand():
 
 def test_pure_functions_on_arrays():
     assert lucene_idf(np.array([1, 3]), 3).tolist() == pytest.approx(
-        [math.log(1 + 2.5 / 1.5), math.log(1 + 0.5 / 3.5)])
-    weights = bm25_document_weights(np.array([1, 4]), np.array([10, 10]), np.array([2, 2]),
-                                    num_documents=5, average_length=10.0, k1=1.2, b=0.75)
+        [math.log(1 + 2.5 / 1.5), math.log(1 + 0.5 / 3.5)]
+    )
+    weights = bm25_document_weights(
+        np.array([1, 4]),
+        np.array([10, 10]),
+        np.array([2, 2]),
+        num_documents=5,
+        average_length=10.0,
+        k1=1.2,
+        b=0.75,
+    )
     idf = math.log(1 + 3.5 / 2.5)
     assert weights.tolist() == pytest.approx([idf * 2.2 / 2.2, idf * 4 * 2.2 / 5.2])
     # b = 0: no length normalization; k1 = 0: tf ignored (weight = idf)
-    assert bm25_document_weights(np.array([3]), np.array([100]), np.array([2]),
-                                 num_documents=5, average_length=1.0, k1=0.0,
-                                 b=0.0).tolist() == pytest.approx([idf])
+    assert bm25_document_weights(
+        np.array([3]),
+        np.array([100]),
+        np.array([2]),
+        num_documents=5,
+        average_length=1.0,
+        k1=0.0,
+        b=0.0,
+    ).tolist() == pytest.approx([idf])
 
 
 def test_queries_weigh_each_distinct_term_once_or_by_count():
@@ -113,8 +130,10 @@ def test_analyzer_options_and_record():
 def test_save_and_load_round_trip(tmp_path):
     encoder = BM25Encoder(k1=1.2, b=0.75, query_weighting="count").fit(CORPUS)
     encoder.save(tmp_path / "bm25")
-    assert sorted(p.name for p in (tmp_path / "bm25").iterdir()) == \
-        ["bm25.json", "document_frequencies.npy"]
+    assert sorted(p.name for p in (tmp_path / "bm25").iterdir()) == [
+        "bm25.json",
+        "document_frequencies.npy",
+    ]
     loaded = BM25Encoder.from_pretrained(tmp_path / "bm25", device="cpu")
     assert loaded.settings() == encoder.settings()
     assert loaded.vocab == encoder.vocab
@@ -122,8 +141,9 @@ def test_save_and_load_round_trip(tmp_path):
     a, b = encoder.encode_documents(CORPUS), loaded.encode_documents(CORPUS)
     np.testing.assert_array_equal(a.values, b.values)
     assert loaded.encode_queries("cat cat").to_dicts() == [{"cat": 2}]
-    assert BM25Encoder.from_pretrained(tmp_path / "bm25", query_weighting="distinct") \
-        .encode_queries("cat cat").to_dicts() == [{"cat": 1}]
+    assert BM25Encoder.from_pretrained(
+        tmp_path / "bm25", query_weighting="distinct"
+    ).encode_queries("cat cat").to_dicts() == [{"cat": 1}]
     record = json.loads((tmp_path / "bm25" / "bm25.json").read_text())
     (tmp_path / "bm25" / "bm25.json").write_text(json.dumps({**record, "format_version": 99}))
     with pytest.raises(InputError, match="version 99"):
@@ -144,13 +164,15 @@ def test_index_records_the_encoder_and_searches_bm25(tmp_path):
     query = loaded.encode_queries("cats and birds")
     hits = index.search(query, k=3)
     weights = encoder.encode_documents(CORPUS).to_dicts()
-    expected = {f"d{i}": sum(round(w[t] * BM25_SCALE) for t in ("cat", "bird") if t in w)
-                for i, w in enumerate(weights)}
-    assert [(h.doc_id, h.score) for h in hits] == \
-        sorted(expected.items(), key=lambda item: (-item[1], item[0]))
+    expected = {
+        f"d{i}": sum(round(w[t] * BM25_SCALE) for t in ("cat", "bird") if t in w)
+        for i, w in enumerate(weights)
+    }
+    assert [(h.doc_id, h.score) for h in hits] == sorted(
+        expected.items(), key=lambda item: (-item[1], item[0])
+    )
     parts = index.explain(query, hits[0].docno)
-    assert {p.token for p in parts} <= {"cat", "bird"} and all(p.query_weight == 1
-                                                               for p in parts)
+    assert {p.token for p in parts} <= {"cat", "bird"} and all(p.query_weight == 1 for p in parts)
 
 
 def test_registry_names_the_encoder():
@@ -164,16 +186,37 @@ def test_cli_index_bm25(tmp_path, capsys):
     from sparse_ir.cli import main
 
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
-                              for i, t in enumerate(CORPUS)))
-    assert main(["index", "--bm25", "--input", str(corpus), "--output", str(tmp_path / "ix"),
-                 "--k1", "1.5", "--b", "0.75"]) == 0
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+            for i, t in enumerate(CORPUS)
+        )
+    )
+    assert (
+        main(
+            [
+                "index",
+                "--bm25",
+                "--input",
+                str(corpus),
+                "--output",
+                str(tmp_path / "ix"),
+                "--k1",
+                "1.5",
+                "--b",
+                "0.75",
+            ]
+        )
+        == 0
+    )
     assert "3 documents" in capsys.readouterr().out
     index = ImpactIndex.open(tmp_path / "ix")
     assert index.settings["bm25"]["k1"] == 1.5 and index.settings["bm25"]["b"] == 0.75
     assert index.vocab == ("bird", "cat", "dog")
-    assert main(["index", "--bm25", "--vectors", str(tmp_path), "--output",
-                 str(tmp_path / "ix2")]) == 1
+    assert (
+        main(["index", "--bm25", "--vectors", str(tmp_path), "--output", str(tmp_path / "ix2")])
+        == 1
+    )
 
 
 # -- against bm25s on SciFact --------------------------------------------------------------------
@@ -183,8 +226,9 @@ def _bm25s(texts, k1, b):
     import bm25s
     import Stemmer
 
-    tokens = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"),
-                            show_progress=False)
+    tokens = bm25s.tokenize(
+        texts, stopwords="en", stemmer=Stemmer.Stemmer("english"), show_progress=False
+    )
     retriever = bm25s.BM25(k1=k1, b=b, method="lucene")
     retriever.index(tokens, show_progress=False)
     return retriever
@@ -197,8 +241,13 @@ def test_analyzer_is_bm25s_tokenize(scifact_dir):
     from sparse_ir.corpus import load_corpus
 
     texts = [d.full_text for d in load_corpus(scifact_dir / "corpus.jsonl")[:300]]
-    theirs = bm25s.tokenize(texts, stopwords="en", stemmer=Stemmer.Stemmer("english"),
-                            return_ids=False, show_progress=False)
+    theirs = bm25s.tokenize(
+        texts,
+        stopwords="en",
+        stemmer=Stemmer.Stemmer("english"),
+        return_ids=False,
+        show_progress=False,
+    )
     analyzer = Analyzer()
     assert [analyzer.analyze(t) for t in texts] == theirs
 
@@ -214,8 +263,9 @@ def test_exact_search_ranks_as_bm25s_on_scifact(tmp_path, scifact_dir, weighting
 
     data = load_beir(scifact_dir, "test")
     k1, b = 0.9, 0.4
-    index, encoder = build_bm25_index(data.corpus, tmp_path / "ix", k1=k1, b=b,
-                                      store_contents=False, show_progress=False)
+    index, encoder = build_bm25_index(
+        data.corpus, tmp_path / "ix", k1=k1, b=b, store_contents=False, show_progress=False
+    )
     encoder.query_weighting = weighting
     texts = [q.text for q in data.queries]
     queries = encoder.encode_queries(texts, ids=[q.id for q in data.queries])
@@ -223,16 +273,19 @@ def test_exact_search_ranks_as_bm25s_on_scifact(tmp_path, scifact_dir, weighting
 
     retriever = _bm25s([d.full_text for d in data.corpus], k1, b)
     stemmer = Stemmer.Stemmer("english")
-    query_tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False,
-                                  show_progress=False)
+    query_tokens = bm25s.tokenize(
+        texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False
+    )
     if weighting == "distinct":
         query_tokens = [sorted(set(tokens)) for tokens in query_tokens]
     doc_ids = index.doc_ids
     theirs = {}
-    for qid, tokens, query_row in zip((q.id for q in data.queries), query_tokens,
-                                      range(len(queries))):
-        scores = retriever.get_scores(tokens).astype(np.float64) if tokens else \
-            np.zeros(len(doc_ids))  # bm25s's own scoring
+    for qid, tokens, query_row in zip(
+        (q.id for q in data.queries), query_tokens, range(len(queries))
+    ):
+        scores = (
+            retriever.get_scores(tokens).astype(np.float64) if tokens else np.zeros(len(doc_ids))
+        )  # bm25s's own scoring
         top = sorted(np.flatnonzero(scores > 0), key=lambda d: (-scores[d], d))[:10]
         theirs[qid] = {doc_ids[d]: float(scores[d]) for d in top}
         # Same ranking up to quantization: where the lists differ, bm25s scores the two

@@ -29,24 +29,93 @@ def corpus(tmp_path):
 def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert_dir, capsys):
     model = str(tiny_bert_dir)
     # c3 is an empty document: refused unless asked for (see docs/reliability.md).
-    assert main(["encode", "--model", model, "--input", str(corpus), "--output",
-                 str(tmp_path / "vectors"), "--shard-size", "3"]) == 1
+    assert (
+        main(
+            [
+                "encode",
+                "--model",
+                model,
+                "--input",
+                str(corpus),
+                "--output",
+                str(tmp_path / "vectors"),
+                "--shard-size",
+                "3",
+            ]
+        )
+        == 1
+    )
     assert f"{corpus}:3: empty document" in capsys.readouterr().err
-    assert main(["encode", "--model", model, "--input", str(corpus), "--output",
-                 str(tmp_path / "vectors"), "--shard-size", "3", "--allow-empty"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--model",
+                model,
+                "--input",
+                str(corpus),
+                "--output",
+                str(tmp_path / "vectors"),
+                "--shard-size",
+                "3",
+                "--allow-empty",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "2 shard(s)" in out and "1 empty text(s)" in out
     shards = sorted((tmp_path / "vectors").glob("shard-*.npz"))
     assert [len(SparseBatch.load(p)) for p in shards] == [3, 1]
     # A second run keeps the shards it already wrote.
-    assert main(["encode", "--model", model, "--input", str(corpus), "--output",
-                 str(tmp_path / "vectors"), "--shard-size", "3", "--allow-empty"]) == 0
+    assert (
+        main(
+            [
+                "encode",
+                "--model",
+                model,
+                "--input",
+                str(corpus),
+                "--output",
+                str(tmp_path / "vectors"),
+                "--shard-size",
+                "3",
+                "--allow-empty",
+            ]
+        )
+        == 0
+    )
     assert "0 written, 2 kept" in capsys.readouterr().out
 
-    assert main(["index", "--vectors", str(tmp_path / "vectors"), "--model", model,
-                 "--output", str(tmp_path / "ix1")]) == 0
-    assert main(["index", "--input", str(corpus), "--model", model,
-                 "--output", str(tmp_path / "ix2"), "--allow-empty"]) == 0
+    assert (
+        main(
+            [
+                "index",
+                "--vectors",
+                str(tmp_path / "vectors"),
+                "--model",
+                model,
+                "--output",
+                str(tmp_path / "ix1"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "index",
+                "--input",
+                str(corpus),
+                "--model",
+                model,
+                "--output",
+                str(tmp_path / "ix2"),
+                "--allow-empty",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     first, second = ImpactIndex.open(tmp_path / "ix1"), ImpactIndex.open(tmp_path / "ix2")
     assert first.doc_ids == second.doc_ids == ["c1", "c2", "c3", "c4"]
@@ -56,16 +125,47 @@ def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert
     assert main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2"]) == 0
     out = capsys.readouterr().out
     assert "query: cancer tumor" in out and "1. c" in out and "score" in out
-    for mode in (["--mode", "exhaustive"], ["--mode", "pruned"],
-                 ["--mode", "approximate", "--cut-ratio", "2", "--bound-weight", "0.5"]):
-        assert main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2",
-                     *mode]) == 0
+    for mode in (
+        ["--mode", "exhaustive"],
+        ["--mode", "pruned"],
+        ["--mode", "approximate", "--cut-ratio", "2", "--bound-weight", "0.5"],
+    ):
+        assert (
+            main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2", *mode])
+            == 0
+        )
         assert capsys.readouterr().out == out
-    assert main(["search", "--index", str(tmp_path / "ix2"), "x", "--mode", "pruned",
-                 "--cut-ratio", "2"]) == 1
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "ix2"),
+                "x",
+                "--mode",
+                "pruned",
+                "--cut-ratio",
+                "2",
+            ]
+        )
+        == 1
+    )
     assert "apply to --mode approximate" in capsys.readouterr().err
-    assert main(["search", "--index", str(tmp_path / "ix2"), "x", "--mode", "approximate",
-                 "--bound-weight", "2"]) == 1
+    assert (
+        main(
+            [
+                "search",
+                "--index",
+                str(tmp_path / "ix2"),
+                "x",
+                "--mode",
+                "approximate",
+                "--bound-weight",
+                "2",
+            ]
+        )
+        == 1
+    )
     assert "bound_weight must be in" in capsys.readouterr().err
 
     assert main(["info", str(tmp_path / "ix2")]) == 0
@@ -94,33 +194,64 @@ def test_models_lists_bundled_models(capsys):
     assert "splade-tiny" in out and "minilm" in out
 
 
-@pytest.mark.parametrize("raw, message", [
-    (b'{"_id": "x", "text": "ok"}\nnot json\n', "corpus.jsonl:2: not valid JSON"),
-    (b'{"text": "no id"}\n', "corpus.jsonl:1: missing id"),
-    (b'{"_id": "x"}\n', "corpus.jsonl:1: missing text"),
-    (b'{"_id": "x", "text": "a"}\n{"_id": "x", "text": "b"}\n',
-     "corpus.jsonl:2: duplicate id: 'x'"),
-    (b'{"_id": "x", "text": "caf\xe9"}\n', "corpus.jsonl:1: invalid UTF-8: byte 0xe9"),
-    (b'{"_id": "x", "text": "a", "text": "b"}\n', "corpus.jsonl:1: invalid JSON: duplicate key"),
-    (b'{"_id": "x", "text": "a"}\n{"_id": "y", "te', "corpus.jsonl:2: truncated last line"),
-    (b'[1, 2]\n', "corpus.jsonl:1: expected a JSON object"),
-])
-def test_bad_corpus_lines_name_file_line_and_reason(tmp_path, tiny_bert_dir, capsys, raw,
-                                                     message):
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b'{"_id": "x", "text": "ok"}\nnot json\n', "corpus.jsonl:2: not valid JSON"),
+        (b'{"text": "no id"}\n', "corpus.jsonl:1: missing id"),
+        (b'{"_id": "x"}\n', "corpus.jsonl:1: missing text"),
+        (
+            b'{"_id": "x", "text": "a"}\n{"_id": "x", "text": "b"}\n',
+            "corpus.jsonl:2: duplicate id: 'x'",
+        ),
+        (b'{"_id": "x", "text": "caf\xe9"}\n', "corpus.jsonl:1: invalid UTF-8: byte 0xe9"),
+        (
+            b'{"_id": "x", "text": "a", "text": "b"}\n',
+            "corpus.jsonl:1: invalid JSON: duplicate key",
+        ),
+        (b'{"_id": "x", "text": "a"}\n{"_id": "y", "te', "corpus.jsonl:2: truncated last line"),
+        (b"[1, 2]\n", "corpus.jsonl:1: expected a JSON object"),
+    ],
+)
+def test_bad_corpus_lines_name_file_line_and_reason(tmp_path, tiny_bert_dir, capsys, raw, message):
     path = tmp_path / "corpus.jsonl"
     path.write_bytes(raw)
-    status = main(["encode", "--model", str(tiny_bert_dir), "--input", str(path),
-                   "--output", str(tmp_path / "out")])
+    status = main(
+        [
+            "encode",
+            "--model",
+            str(tiny_bert_dir),
+            "--input",
+            str(path),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert status == 1
     assert message in capsys.readouterr().err
 
 
 def test_skip_invalid_counts_and_reports(tmp_path, tiny_bert_dir, capsys):
     path = tmp_path / "corpus.jsonl"
-    path.write_bytes(b'{"_id": "a", "text": "cancer"}\nnot json\n{"text": "x"}\n'
-                     b'{"_id": "a", "text": "again"}\n{"_id": "b", "text": "brain"}\n')
-    assert main(["index", "--model", str(tiny_bert_dir), "--input", str(path), "--output",
-                 str(tmp_path / "ix"), "--skip-invalid"]) == 0
+    path.write_bytes(
+        b'{"_id": "a", "text": "cancer"}\nnot json\n{"text": "x"}\n'
+        b'{"_id": "a", "text": "again"}\n{"_id": "b", "text": "brain"}\n'
+    )
+    assert (
+        main(
+            [
+                "index",
+                "--model",
+                str(tiny_bert_dir),
+                "--input",
+                str(path),
+                "--output",
+                str(tmp_path / "ix"),
+                "--skip-invalid",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "skipped 3 invalid record(s)" in err
     assert ImpactIndex.open(tmp_path / "ix").doc_ids == ["a", "b"]
@@ -139,8 +270,10 @@ def test_no_command_prints_help(capsys):
 
 @pytest.mark.slow
 def test_index_and_search_with_splade_tiny(tmp_path, corpus, capsys):
-    assert main(["index", "--input", str(corpus), "--output", str(tmp_path / "ix"),
-                 "--allow-empty"]) == 0
+    assert (
+        main(["index", "--input", str(corpus), "--output", str(tmp_path / "ix"), "--allow-empty"])
+        == 0
+    )
     assert main(["search", "--index", str(tmp_path / "ix"), "what", "causes", "tumors"]) == 0
     out = capsys.readouterr().out
     assert "1. c1" in out  # the cancer document ranks first

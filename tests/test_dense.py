@@ -13,15 +13,23 @@ from sparse_ir.index.dense import DenseIndex, HnswOptions, exact_top_k, referenc
 
 def batches(matrix: np.ndarray, size: int, prefix: str = "doc"):
     for start in range(0, len(matrix), size):
-        rows = matrix[start:start + size]
+        rows = matrix[start : start + size]
         yield [f"{prefix}{start + i}" for i in range(len(rows))], rows
 
 
 # -- top-k selection ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("n, dim, k, chunk_rows", [
-    (500, 8, 10, 64), (500, 8, 10, 7), (257, 16, 1, 1000), (50, 4, 80, 9), (1000, 32, 100, 128),
-])
+
+@pytest.mark.parametrize(
+    "n, dim, k, chunk_rows",
+    [
+        (500, 8, 10, 64),
+        (500, 8, 10, 7),
+        (257, 16, 1, 1000),
+        (50, 4, 80, 9),
+        (1000, 32, 100, 128),
+    ],
+)
 def test_exact_top_k_equals_brute_force(n, dim, k, chunk_rows):
     rng = np.random.default_rng(n + dim + k)
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
@@ -56,6 +64,7 @@ def test_top_k_validation():
 
 # -- the index on disk ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def matrix():
     rng = np.random.default_rng(5)
@@ -65,8 +74,7 @@ def matrix():
 
 @pytest.fixture
 def built(tmp_path, matrix):
-    return DenseIndex.build(batches(matrix, 64), tmp_path / "dense",
-                            settings={"model": "test"})
+    return DenseIndex.build(batches(matrix, 64), tmp_path / "dense", settings={"model": "test"})
 
 
 def test_build_open_search(built, matrix, tmp_path):
@@ -84,8 +92,7 @@ def test_build_open_search(built, matrix, tmp_path):
         assert [h.docno for h in hits] == [h.docno for h in reference]
         assert [h.doc_id for h in hits] == [f"doc{h.docno}" for h in hits]
         assert [h.doc_id for h in run[f"q{i}"]] == [h.doc_id for h in hits]
-        np.testing.assert_allclose([h.score for h in hits], [h.score for h in reference],
-                                   atol=1e-5)
+        np.testing.assert_allclose([h.score for h in hits], [h.score for h in reference], atol=1e-5)
     assert len(index.search(queries[0], 1000)) == 300
     small = index.search(queries[0], 20, chunk_rows=7)
     assert [h.docno for h in small] == [h.docno for h in index.search(queries[0], 20)]
@@ -116,15 +123,18 @@ def test_query_validation(built):
     assert old == built.search(np.ones(24, np.float32), 3, mode="exact")
 
 
-@pytest.mark.parametrize("bad, message", [
-    ([(["a", "b"], np.array([[1.0, np.nan], [0.0, 1.0]]))], "NaN or infinity"),
-    ([(["a"], np.ones((1, 3))), (["a"], np.ones((1, 3)))], "duplicate document id 'a'"),
-    ([(["a"], np.ones((1, 3))), (["b"], np.ones((1, 4)))], "dimension 4 after"),
-    ([(["a", "b"], np.ones((1, 3)))], "2 ids for 1 vectors"),
-    ([(["a"], np.ones(3))], "2-d"),
-    ([([""], np.ones((1, 3)))], "invalid id: document 0: empty id"),
-    ([], "no documents"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([(["a", "b"], np.array([[1.0, np.nan], [0.0, 1.0]]))], "NaN or infinity"),
+        ([(["a"], np.ones((1, 3))), (["a"], np.ones((1, 3)))], "duplicate document id 'a'"),
+        ([(["a"], np.ones((1, 3))), (["b"], np.ones((1, 4)))], "dimension 4 after"),
+        ([(["a", "b"], np.ones((1, 3)))], "2 ids for 1 vectors"),
+        ([(["a"], np.ones(3))], "2-d"),
+        ([([""], np.ones((1, 3)))], "invalid id: document 0: empty id"),
+        ([], "no documents"),
+    ],
+)
 def test_bad_input_is_refused_and_publishes_nothing(tmp_path, bad, message):
     with pytest.raises(InputError, match=message):
         DenseIndex.build(iter(bad), tmp_path / "bad")
@@ -174,8 +184,9 @@ def test_full_disk_at_any_byte_keeps_the_old_index(built, tmp_path, matrix, monk
     total = sum(r.size for r in built.manifest.files.values())
     for budget in (0, 1, 100, 4096, total // 3, total // 2, total - 200):
         state = {"written": 0, "budget": budget}
-        monkeypatch.setattr(storage, "_open_for_write",
-                            lambda path, state=state: _FullDisk(real_open(path), state))
+        monkeypatch.setattr(
+            storage, "_open_for_write", lambda path, state=state: _FullDisk(real_open(path), state)
+        )
         with pytest.raises(OSError) as caught:
             DenseIndex.build(batches(matrix, 64, "other"), tmp_path / "dense")
         assert caught.value.errno == errno.ENOSPC
@@ -219,15 +230,19 @@ def test_hnsw_backend(tmp_path):
     pytest.importorskip("faiss")
     rng = np.random.default_rng(2)
     vectors = rng.standard_normal((2000, 32)).astype(np.float32)
-    index = DenseIndex.build(batches(vectors, 500), tmp_path / "hnsw",
-                             hnsw=HnswOptions(m=16, ef_construction=100, ef_search=64))
+    index = DenseIndex.build(
+        batches(vectors, 500),
+        tmp_path / "hnsw",
+        hnsw=HnswOptions(m=16, ef_construction=100, ef_search=64),
+    )
     assert index.has_hnsw
     index = DenseIndex.open(tmp_path / "hnsw", verify=True)
     queries = rng.standard_normal((20, 32)).astype(np.float32)
     exact = index.search_batch(queries, 10)
     approx = index.search_batch(queries, 10, mode="hnsw", ef_search=200)
-    recall = np.mean([len({h.docno for h in exact[q]} & {h.docno for h in approx[q]}) / 10
-                      for q in exact])
+    recall = np.mean(
+        [len({h.docno for h in exact[q]} & {h.docno for h in approx[q]}) / 10 for q in exact]
+    )
     assert recall >= 0.9
     for q in approx:
         scores = [h.score for h in approx[q]]
@@ -242,20 +257,42 @@ def test_hnsw_backend(tmp_path):
 
 # -- the encoder ----------------------------------------------------------------------------------
 
+
 def test_sentence_transformers_config(tmp_path):
     from sparse_ir.encoders.dense import read_sentence_transformers_config
 
     (tmp_path / "1_Pooling").mkdir()
-    (tmp_path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling",
-         "type": "sentence_transformers.models.Pooling"}]))
-    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(
-        {"word_embedding_dimension": 32, "pooling_mode_cls_token": True,
-         "pooling_mode_mean_tokens": False}))
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_Pooling",
+                    "type": "sentence_transformers.models.Pooling",
+                },
+            ]
+        )
+    )
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": 32,
+                "pooling_mode_cls_token": True,
+                "pooling_mode_mean_tokens": False,
+            }
+        )
+    )
     (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 77}')
     (tmp_path / "config_sentence_transformers.json").write_text(
-        '{"prompts": {"query": "query: ", "passage": "passage: "}}')
+        '{"prompts": {"query": "query: ", "passage": "passage: "}}'
+    )
     config = read_sentence_transformers_config(tmp_path)
     assert (config.pooling, config.normalize, config.max_length) == ("cls", False, 77)
     assert (config.query_prompt, config.document_prompt) == ("query: ", "passage: ")
@@ -275,8 +312,7 @@ def tiny_dense(tiny_bert_dir):
 def test_pooling_rules_by_hand(tiny_dense):
     import torch
 
-    texts = ["the cell protein", "a gene", "the blood brain study of mice in python data",
-             "tumor"]
+    texts = ["the cell protein", "a gene", "the blood brain study of mice in python data", "tumor"]
     tokenizer, model = tiny_dense.tokenizer, tiny_dense.model
     with torch.inference_mode():
         for pooling in ("mean", "cls", "max"):
@@ -285,8 +321,9 @@ def test_pooling_rules_by_hand(tiny_dense):
             for text, row in zip(texts, ours):
                 ids = tokenizer(text, return_tensors="pt")
                 hidden = model(**ids).last_hidden_state[0]
-                expected = {"mean": hidden.mean(0), "cls": hidden[0],
-                            "max": hidden.max(0).values}[pooling]
+                expected = {"mean": hidden.mean(0), "cls": hidden[0], "max": hidden.max(0).values}[
+                    pooling
+                ]
                 expected = (expected / expected.norm()).numpy()
                 np.testing.assert_allclose(row, expected, atol=1e-5)
     tiny_dense.pooling = "mean"
@@ -306,22 +343,29 @@ def test_encoder_counts_and_order(tiny_dense):
     np.testing.assert_allclose(vectors[4], alone[0], atol=1e-6)
     with pytest.raises(TypeError, match="not one string"):
         tiny_dense.encode("gene", max_length=8)
-    np.testing.assert_allclose(tiny_dense.encode_queries("gene", show_progress=False),
-                               tiny_dense.encode_queries(["gene"], show_progress=False))
+    np.testing.assert_allclose(
+        tiny_dense.encode_queries("gene", show_progress=False),
+        tiny_dense.encode_queries(["gene"], show_progress=False),
+    )
 
 
 def test_query_and_document_prompts(tiny_bert_dir):
     from sparse_ir.encoders.dense import DenseEncoder
 
-    encoder = DenseEncoder.from_pretrained(tiny_bert_dir, query_prompt="search ",
-                                           document_prompt="document ")
+    encoder = DenseEncoder.from_pretrained(
+        tiny_bert_dir, query_prompt="search ", document_prompt="document "
+    )
     plain = DenseEncoder.from_pretrained(tiny_bert_dir)
-    np.testing.assert_allclose(encoder.encode_queries(["gene data"], show_progress=False),
-                               plain.encode_documents(["search gene data"], show_progress=False),
-                               atol=1e-6)
-    np.testing.assert_allclose(encoder.encode_documents(["gene"], show_progress=False),
-                               plain.encode_documents(["document gene"], show_progress=False),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        encoder.encode_queries(["gene data"], show_progress=False),
+        plain.encode_documents(["search gene data"], show_progress=False),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        encoder.encode_documents(["gene"], show_progress=False),
+        plain.encode_documents(["document gene"], show_progress=False),
+        atol=1e-6,
+    )
     assert encoder.settings()["query_prompt"] == "search "
 
 
@@ -354,12 +398,15 @@ def test_minilm_agrees_with_sentence_transformers(scifact_docs):
     from sparse_ir.encoders.registry import resolve_model
 
     encoder = DenseEncoder.from_pretrained("minilm")
-    assert (encoder.pooling, encoder.normalize, encoder.document_max_length) == \
-        ("mean", True, 256)
+    assert (encoder.pooling, encoder.normalize, encoder.document_max_length) == ("mean", True, 256)
     texts = [d.full_text for d in scifact_docs[:24]] + [
-        "What is the role of p53 in cancer?", "  leading and trailing spaces  ", "x"]
+        "What is the role of p53 in cancer?",
+        "  leading and trailing spaces  ",
+        "x",
+    ]
     reference = st.SentenceTransformer(resolve_model("minilm"), device="cpu").encode(
-        texts, batch_size=8, convert_to_numpy=True)
+        texts, batch_size=8, convert_to_numpy=True
+    )
     ours = encoder.encode_documents(texts, show_progress=False)
     assert np.abs(ours - reference).max() < 1e-5
     queries = encoder.encode_queries(texts[-3:], show_progress=False)
@@ -383,12 +430,40 @@ def tiny_indexes(tmp_path_factory, tiny_bert_dir):
 
     root = tmp_path_factory.mktemp("hybrid")
     corpus = root / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n"
-                              for i, t, x in TINY_CORPUS))
-    assert main(["-q", "index", "--input", str(corpus), "--output", str(root / "sparse"),
-                 "--model", str(tiny_bert_dir)]) == 0
-    assert main(["-q", "dense-index", "--input", str(corpus), "--output", str(root / "dense"),
-                 "--model", str(tiny_bert_dir), "--hnsw"]) == 0
+    corpus.write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TINY_CORPUS)
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "index",
+                "--input",
+                str(corpus),
+                "--output",
+                str(root / "sparse"),
+                "--model",
+                str(tiny_bert_dir),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "-q",
+                "dense-index",
+                "--input",
+                str(corpus),
+                "--output",
+                str(root / "dense"),
+                "--model",
+                str(tiny_bert_dir),
+                "--hnsw",
+            ]
+        )
+        == 0
+    )
     return root
 
 
@@ -396,30 +471,105 @@ def test_cli_dense_and_hybrid_search(tiny_indexes, capsys):
     from sparse_ir.cli import main
 
     capsys.readouterr()
-    assert main(["dense-search", "--index", str(tiny_indexes / "dense"), "-k", "3",
-                 "gene", "expression"]) == 0
+    assert (
+        main(
+            [
+                "dense-search",
+                "--index",
+                str(tiny_indexes / "dense"),
+                "-k",
+                "3",
+                "gene",
+                "expression",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("score") == 3
     for fusion in (["--fusion", "convex", "--alpha", "0.3"], ["--fusion", "rrf"]):
-        assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
-                     "--dense-index", str(tiny_indexes / "dense"), "-k", "5", *fusion,
-                     "tumor cells in mice"]) == 0
+        assert (
+            main(
+                [
+                    "hybrid-search",
+                    "--sparse-index",
+                    str(tiny_indexes / "sparse"),
+                    "--dense-index",
+                    str(tiny_indexes / "dense"),
+                    "-k",
+                    "5",
+                    *fusion,
+                    "tumor cells in mice",
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr().out
         assert "fusion:" in out and sum(f"d{i}" in out for i in range(1, 6)) == 5
-    for option in (["--dense-mode", "hnsw"], ["--method", "hnsw"],
-                   ["--sparse-mode", "exhaustive"]):
-        assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
-                     "--dense-index", str(tiny_indexes / "dense"), "-k", "3", *option,
-                     "tumor cells"]) == 0
+    for option in (["--dense-mode", "hnsw"], ["--method", "hnsw"], ["--sparse-mode", "exhaustive"]):
+        assert (
+            main(
+                [
+                    "hybrid-search",
+                    "--sparse-index",
+                    str(tiny_indexes / "sparse"),
+                    "--dense-index",
+                    str(tiny_indexes / "dense"),
+                    "-k",
+                    "3",
+                    *option,
+                    "tumor cells",
+                ]
+            )
+            == 0
+        )
         assert "fusion:" in capsys.readouterr().out
-    assert main(["dense-search", "--index", str(tiny_indexes / "dense"), "-k", "3",
-                 "--mode", "hnsw", "gene"]) == 0
+    assert (
+        main(
+            [
+                "dense-search",
+                "--index",
+                str(tiny_indexes / "dense"),
+                "-k",
+                "3",
+                "--mode",
+                "hnsw",
+                "gene",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.count("score") == 3
-    assert main(["hybrid-search", "--sparse-index", str(tiny_indexes / "sparse"),
-                 "--dense-index", str(tiny_indexes / "dense"), "--alpha", "2", "x"]) == 1
+    assert (
+        main(
+            [
+                "hybrid-search",
+                "--sparse-index",
+                str(tiny_indexes / "sparse"),
+                "--dense-index",
+                str(tiny_indexes / "dense"),
+                "--alpha",
+                "2",
+                "x",
+            ]
+        )
+        == 1
+    )
     assert "alpha must be within" in capsys.readouterr().err
-    assert main(["dense-index", "--input", str(tiny_indexes / "absent.jsonl"), "--output",
-                 str(tiny_indexes / "other"), "--model", "minilm"]) == 1
+    assert (
+        main(
+            [
+                "dense-index",
+                "--input",
+                str(tiny_indexes / "absent.jsonl"),
+                "--output",
+                str(tiny_indexes / "other"),
+                "--model",
+                "minilm",
+            ]
+        )
+        == 1
+    )
 
 
 def test_hybrid_searcher_equals_fusing_the_components(tiny_indexes):
@@ -427,8 +577,9 @@ def test_hybrid_searcher_equals_fusing_the_components(tiny_indexes):
     from sparse_ir.hybrid import HybridSearcher
     from sparse_ir.search import DenseSearcher
 
-    searcher = HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
-                                           fusion=Fusion.convex(0.4, depth=3))
+    searcher = HybridSearcher.from_indexes(
+        tiny_indexes / "sparse", tiny_indexes / "dense", fusion=Fusion.convex(0.4, depth=3)
+    )
     sparse_searcher, dense_searcher = searcher.searchers
     assert isinstance(dense_searcher, DenseSearcher)
     text = "gene expression in blood"
@@ -438,30 +589,39 @@ def test_hybrid_searcher_equals_fusing_the_components(tiny_indexes):
     assert dense == dense_searcher.search(text, 3)
     assert hits == fuse_hits([sparse, dense], weights=(0.4, 0.6), depth=3, k=4)
     assert searcher.timings.total > 0
-    assert set(searcher.timings.stages()) == {"sparse_encode", "sparse_search", "dense_encode",
-                                              "dense_search", "fusion"}
+    assert set(searcher.timings.stages()) == {
+        "sparse_encode",
+        "sparse_search",
+        "dense_encode",
+        "dense_search",
+        "fusion",
+    }
     fused, (sparse_run, dense_run) = searcher.search_batch_components(
-        [text, "python file"], 4, query_ids=["a", "b"])
+        [text, "python file"], 4, query_ids=["a", "b"]
+    )
     # Batched query encoding pads the queries together: scores agree to float precision.
     assert [h.doc_id for h in fused["a"]] == [h.doc_id for h in hits]
     assert [h.score for h in fused["a"]] == pytest.approx([h.score for h in hits], abs=1e-5)
     assert list(sparse_run.results) == ["a", "b"] and list(dense_run.results) == ["a", "b"]
     assert (sparse_run.name, dense_run.name) == ("sparse", "dense")
-    assert searcher.search_batch([text, "python file"], 4, query_ids=["a", "b"]).results == \
-        fused.results
+    assert (
+        searcher.search_batch([text, "python file"], 4, query_ids=["a", "b"]).results
+        == fused.results
+    )
     with pytest.warns(DeprecationWarning, match="query_ids"):
         old = searcher.search_batch([text, "python file"], 4, ids=["a", "b"])
     assert old.results == fused.results
-    sequential = HybridSearcher(searcher.searchers, Fusion.convex(0.4, depth=3),
-                                parallel=False)
+    sequential = HybridSearcher(searcher.searchers, Fusion.convex(0.4, depth=3), parallel=False)
     assert sequential.search(text, 4) == hits
     assert sequential.timings.elapsed >= sequential.timings.total * 0.99
-    with HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
-                                     dense_mode="hnsw", parallel=True) as approx:
+    with HybridSearcher.from_indexes(
+        tiny_indexes / "sparse", tiny_indexes / "dense", dense_mode="hnsw", parallel=True
+    ) as approx:
         assert len(approx.search(text, 5)) == 5
     with pytest.warns(DeprecationWarning, match="dense_mode"):
-        HybridSearcher.from_indexes(tiny_indexes / "sparse", tiny_indexes / "dense",
-                                    dense_method="exact")
+        HybridSearcher.from_indexes(
+            tiny_indexes / "sparse", tiny_indexes / "dense", dense_method="exact"
+        )
 
 
 def test_hybrid_searcher_refuses_mismatched_indexes(tiny_indexes, tmp_path):
@@ -471,10 +631,12 @@ def test_hybrid_searcher_refuses_mismatched_indexes(tiny_indexes, tmp_path):
 
     sparse = Searcher.from_index(tiny_indexes / "sparse")
     good = DenseIndex.open(tiny_indexes / "dense")
-    fewer = DenseIndex.build(np.asarray(good.vectors)[:4], tmp_path / "fewer",
-                             ids=good.doc_ids[:4])
-    other = DenseIndex.build(np.asarray(good.vectors), tmp_path / "other",
-                             ids=[f"x{i}" for i in range(good.num_documents)])
+    fewer = DenseIndex.build(np.asarray(good.vectors)[:4], tmp_path / "fewer", ids=good.doc_ids[:4])
+    other = DenseIndex.build(
+        np.asarray(good.vectors),
+        tmp_path / "other",
+        ids=[f"x{i}" for i in range(good.num_documents)],
+    )
 
     class Encoder:
         dim = good.dim
@@ -502,17 +664,36 @@ def test_hybrid_search_script_end_to_end(tmp_path, tiny_bert_dir, capsys):
     spec.loader.exec_module(module)
     data = tmp_path / "tiny-beir"
     (data / "qrels").mkdir(parents=True)
-    (data / "corpus.jsonl").write_text("".join(
-        json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TINY_CORPUS))
-    queries = {"1": "tumor cells", "2": "gene expression", "3": "python data file",
-               "4": "disease risk"}
-    (data / "queries.jsonl").write_text("".join(
-        json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (data / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, t, x in TINY_CORPUS)
+    )
+    queries = {
+        "1": "tumor cells",
+        "2": "gene expression",
+        "3": "python data file",
+        "4": "disease risk",
+    }
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items())
+    )
     (data / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n2\td2\t1\n")
     (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n3\td5\t1\n4\td4\t1\n")
-    argv = ["--data", str(data), "--sparse-model", str(tiny_bert_dir), "--dense-model",
-            str(tiny_bert_dir), "--sparse-index", str(tmp_path / "s"), "--dense-index",
-            str(tmp_path / "d"), "--runs", str(tmp_path / "runs"), "--step", "0.25"]
+    argv = [
+        "--data",
+        str(data),
+        "--sparse-model",
+        str(tiny_bert_dir),
+        "--dense-model",
+        str(tiny_bert_dir),
+        "--sparse-index",
+        str(tmp_path / "s"),
+        "--dense-index",
+        str(tmp_path / "d"),
+        "--runs",
+        str(tmp_path / "runs"),
+        "--step",
+        "0.25",
+    ]
     assert module.main(argv) == 0
     out = capsys.readouterr().out
     assert "tuned on train (2 queries" in out and "RRF, k 60" in out

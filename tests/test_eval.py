@@ -34,11 +34,14 @@ def test_read_qrels_beir_and_trec(tmp_path):
     assert read_qrels(tmp_path / "trec.txt") == {"1": {"10": 1}, "2": {"12": 0}}
 
 
-@pytest.mark.parametrize("content, message", [
-    ("1\t10\n", r"expected 3 \(BEIR\) or 4 \(TREC\) columns, got 2"),
-    ("1\t10\thigh\n", "relevance 'high' is not an integer"),
-    ("1\t10\t1\n1\t10\t0\n", "judged twice"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("1\t10\n", r"expected 3 \(BEIR\) or 4 \(TREC\) columns, got 2"),
+        ("1\t10\thigh\n", "relevance 'high' is not an integer"),
+        ("1\t10\t1\n1\t10\t0\n", "judged twice"),
+    ],
+)
 def test_bad_qrels(tmp_path, content, message):
     path = tmp_path / "qrels.tsv"
     path.write_text(content)
@@ -54,9 +57,12 @@ def test_trec_run_round_trip_and_errors(tmp_path):
     assert text == "q1 Q0 d1 1 7 mine\nq1 Q0 d2 2 2.5 mine\n"
     back = Run.read_trec(tmp_path / "run.trec")
     assert back.to_dict() == {"q1": {"d1": 7.0, "d2": 2.5}} and back.name == "mine"
-    for bad, message in (("q1 Q0 d1 1 x t\n", "not a number"), ("q1 Q0 d1 1\n", "6 columns"),
-                         ("q1 Q0 d1 1 1 t\nq1 Q0 d1 2 0 t\n", "listed twice"),
-                         ("q1 Q0 d1 1 nan t\n", "not finite")):
+    for bad, message in (
+        ("q1 Q0 d1 1 x t\n", "not a number"),
+        ("q1 Q0 d1 1\n", "6 columns"),
+        ("q1 Q0 d1 1 1 t\nq1 Q0 d1 2 0 t\n", "listed twice"),
+        ("q1 Q0 d1 1 nan t\n", "not finite"),
+    ):
         (tmp_path / "bad.trec").write_text(bad)
         with pytest.raises(InputError, match=message):
             Run.read_trec(tmp_path / "bad.trec")

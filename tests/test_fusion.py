@@ -66,10 +66,18 @@ def test_convex_min_max_with_missing_min():
 def test_convex_missing_zero_differs_from_min_under_z_score():
     # z-score of (30, 20, 10) = (1.2247, 0, -1.2247), the same for dense (0.9, 0.7, 0.5).
     z = 1 / math.sqrt(2 / 3)
-    by_min = {h.doc_id: h.score for h in fuse_hits([SPARSE, DENSE], weights=(0.5, 0.5),
-                                                   normalization="z-score", missing="min")}
-    by_zero = {h.doc_id: h.score for h in fuse_hits([SPARSE, DENSE], weights=(0.5, 0.5),
-                                                    normalization="z-score", missing="zero")}
+    by_min = {
+        h.doc_id: h.score
+        for h in fuse_hits(
+            [SPARSE, DENSE], weights=(0.5, 0.5), normalization="z-score", missing="min"
+        )
+    }
+    by_zero = {
+        h.doc_id: h.score
+        for h in fuse_hits(
+            [SPARSE, DENSE], weights=(0.5, 0.5), normalization="z-score", missing="zero"
+        )
+    }
     assert by_min["c"] == pytest.approx(0.5 * -z + 0.5 * -z)
     assert by_zero["c"] == pytest.approx(0.5 * -z + 0.0)
     assert by_min["d"] == pytest.approx(0.5 * -z + 0.0)
@@ -104,8 +112,9 @@ def test_constant_score_run():
     assert hits == {"a": 0.5, "b": 1.0, "c": 0.5}
     hits = {h.doc_id: h.score for h in fuse_hits([constant, varying], missing="zero")}
     assert hits == {"a": 0.5, "b": 1.0, "c": 0.0}
-    assert all(math.isfinite(h.score) for h in fuse_hits([constant, varying],
-                                                         normalization="midpoint"))
+    assert all(
+        math.isfinite(h.score) for h in fuse_hits([constant, varying], normalization="midpoint")
+    )
 
 
 def test_depth_cuts_each_run_before_normalizing():
@@ -135,6 +144,7 @@ def test_k_limits_output():
 
 # -- RRF: hand-computed ---------------------------------------------------------------------------
 
+
 def test_rrf_by_hand():
     hits = fuse_hits([SPARSE, DENSE], method="rrf")
     scores = {h.doc_id: h.score for h in hits}
@@ -153,14 +163,17 @@ def test_rrf_ranks_are_one_based_and_ties_keep_run_order():
 
 
 def test_rrf_weights_and_depth():
-    hits = {h.doc_id: h.score for h in fuse_hits([SPARSE, DENSE], method="rrf",
-                                                 weights=(2.0, 1.0), depth=1)}
+    hits = {
+        h.doc_id: h.score
+        for h in fuse_hits([SPARSE, DENSE], method="rrf", weights=(2.0, 1.0), depth=1)
+    }
     assert hits == pytest.approx({"a": 2 / 61, "b": 1 / 61})
 
 
 # -- against Pyserini's published formulas --------------------------------------------------------
 # Re-stated from Pyserini's documentation and code (HybridSearcher._hybrid_results,
 # fusion.reciprocal_rank_fusion, fusion.interpolation), written independently here.
+
 
 def pyserini_hybrid(dense: dict, sparse: dict, alpha: float, normalization: bool) -> dict:
     """score = alpha · sparse + dense; a missing document takes the run's minimum; with
@@ -212,8 +225,14 @@ def test_matches_pyserini_hybrid_searcher(seed, pyserini_alpha):
     # alpha·s + d ranks like w·s + (1 − w)·d with w = alpha / (1 + alpha), scaled by 1 − w.
     w = pyserini_alpha / (1 + pyserini_alpha)
     for normalization, ours in (("midpoint", True), ("none", False)):
-        fused = convex_combination([sparse, dense], (w, 1 - w), normalization=normalization,
-                                   missing="min", depth=None, k=None)
+        fused = convex_combination(
+            [sparse, dense],
+            (w, 1 - w),
+            normalization=normalization,
+            missing="min",
+            depth=None,
+            k=None,
+        )
         for qid in sparse:
             expected = pyserini_hybrid(dense[qid], sparse[qid], pyserini_alpha, ours)
             got = {h.doc_id: h.score for h in fused[qid]}
@@ -237,8 +256,14 @@ def test_matches_pyserini_rrf(seed):
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
 def test_matches_pyserini_interpolation(alpha):
     sparse, dense = random_runs(7)
-    fused = convex_combination([sparse, dense], (alpha, 1 - alpha), normalization="none",
-                               missing="zero", depth=None, k=None)
+    fused = convex_combination(
+        [sparse, dense],
+        (alpha, 1 - alpha),
+        normalization="none",
+        missing="zero",
+        depth=None,
+        k=None,
+    )
     for qid in sparse:
         expected = pyserini_interpolation(sparse[qid], dense[qid], alpha)
         got = {h.doc_id: h.score for h in fused[qid]}
@@ -246,6 +271,7 @@ def test_matches_pyserini_interpolation(alpha):
 
 
 # -- whole runs, validation, the Fusion value -----------------------------------------------------
+
 
 def test_runs_and_dicts_and_missing_queries():
     run = Run({"q1": SPARSE, "q2": [Hit("z", 1.0, 9)]}, name="s")
@@ -260,23 +286,25 @@ def test_runs_and_dicts_and_missing_queries():
 
 def test_more_than_two_runs():
     third = [Hit("c", 1.0, 2), Hit("a", 0.0, 0)]
-    hits = {h.doc_id: h.score for h in fuse_hits([SPARSE, DENSE, third],
-                                                 weights=(0.5, 0.25, 0.25))}
+    hits = {h.doc_id: h.score for h in fuse_hits([SPARSE, DENSE, third], weights=(0.5, 0.25, 0.25))}
     # a: .5·1 + .25·0 + .25·0; b: .5·.5 + .25·1 + .25·0 (missing -> min 0); c: 0 + 0 + .25
     assert hits == pytest.approx({"a": 0.5, "b": 0.5, "c": 0.25, "d": 0.125})
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"normalization": "minmax"}, "normalization must be one of"),
-    ({"missing": "drop"}, "missing must be one of"),
-    ({"method": "borda"}, "method must be one of"),
-    ({"weights": (0.5, 0.4)}, "must sum to 1"),
-    ({"weights": (1.5, -0.5)}, "finite and >= 0"),
-    ({"weights": (1.0,)}, "1 weights for 2 runs"),
-    ({"depth": 0}, "depth must be a positive integer"),
-    ({"k": -1}, "k must be a positive integer"),
-    ({"method": "rrf", "rrf_k": 0}, "rrf_k must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"normalization": "minmax"}, "normalization must be one of"),
+        ({"missing": "drop"}, "missing must be one of"),
+        ({"method": "borda"}, "method must be one of"),
+        ({"weights": (0.5, 0.4)}, "must sum to 1"),
+        ({"weights": (1.5, -0.5)}, "finite and >= 0"),
+        ({"weights": (1.0,)}, "1 weights for 2 runs"),
+        ({"depth": 0}, "depth must be a positive integer"),
+        ({"k": -1}, "k must be a positive integer"),
+        ({"method": "rrf", "rrf_k": 0}, "rrf_k must be a positive integer"),
+    ],
+)
 def test_invalid_options_raise_clear_errors(options, message):
     with pytest.raises(ValueError, match=message):
         fuse_hits([SPARSE, DENSE], **options)
@@ -298,13 +326,15 @@ def test_invalid_runs():
 def test_fusion_value_matches_functions():
     fusion = Fusion.convex(0.3, normalization="z-score", missing="zero", depth=2)
     assert fusion.fuse_hits([SPARSE, DENSE]) == fuse_hits(
-        [SPARSE, DENSE], weights=(0.3, 0.7), normalization="z-score", missing="zero", depth=2)
+        [SPARSE, DENSE], weights=(0.3, 0.7), normalization="z-score", missing="zero", depth=2
+    )
     runs = [Run({"q": SPARSE}), Run({"q": DENSE})]
     assert Fusion.rrf().fuse(runs).results == reciprocal_rank_fusion(runs).results
     assert "RRF k=60" in Fusion.rrf().describe()
 
 
 # -- tuning ---------------------------------------------------------------------------------------
+
 
 def test_tune_weights_finds_the_informative_run():
     rng = np.random.default_rng(3)

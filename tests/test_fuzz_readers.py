@@ -17,15 +17,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 EXAMPLES = 200
-FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                         suppress_health_check=[HealthCheck.too_slow,
-                                                HealthCheck.data_too_large])
+FUZZ_SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def _inputs(seeds: tuple[bytes, ...]):
     lines = sorted({line for seed in seeds for line in seed.split(b"\n")})
-    mutated = st.builds(mutate, st.sampled_from(seeds), st.randoms(use_true_random=False),
-                        st.just(seeds))
+    mutated = st.builds(
+        mutate, st.sampled_from(seeds), st.randoms(use_true_random=False), st.just(seeds)
+    )
     spliced = st.lists(st.sampled_from(lines + DICTIONARY), max_size=12).map(b"\n".join)
     return st.one_of(mutated, spliced, st.binary(max_size=200))
 

@@ -50,8 +50,9 @@ def test_the_root_is_the_worst_of_the_k_best(pairs, k):
         # Every parent ranks at or below its children (a min-heap in our order).
         for child in range(1, size):
             parent = (child - 1) // 2
-            assert not heaps.worse(heap_scores[child], heap_docs[child],
-                                   heap_scores[parent], heap_docs[parent])
+            assert not heaps.worse(
+                heap_scores[child], heap_docs[child], heap_scores[parent], heap_docs[parent]
+            )
 
 
 @settings(max_examples=200, deadline=None)

@@ -46,12 +46,15 @@ READERS = {
     "queries.jsonl": (lambda p, **o: load_queries(p, **o), b'{"_id": "q1", "text": "x"}\n'),
     "corpus.jsonl": (lambda p, **o: load_corpus(p, **o), DOC),
     "encoded.tsv": (lambda p, **o: read_encoded_queries(p, **o), b"q1\ta a b\n"),
-    "encoded.jsonl": (lambda p, **o: read_encoded_queries(p, **o),
-                      b'{"id": "q1", "vector": {"a": 2}}\n'),
+    "encoded.jsonl": (
+        lambda p, **o: read_encoded_queries(p, **o),
+        b'{"id": "q1", "vector": {"a": 2}}\n',
+    ),
 }
 
 
 # -- byte order marks -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(READERS))
 @pytest.mark.parametrize("skip_invalid", [False, True])
@@ -79,8 +82,10 @@ def test_a_bom_before_json_is_refused(tmp_path):
 
 # -- qrels relevance -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value", ["100000000000000000000000", "-2147483648", "2147483647",
-                                   "1000001", "1_0", "١"])
+
+@pytest.mark.parametrize(
+    "value", ["100000000000000000000000", "-2147483648", "2147483647", "1000001", "1_0", "١"]
+)
 def test_relevance_out_of_range_is_refused(tmp_path, value):
     path = write(tmp_path, "qrels.tsv", f"q1\td1\t1\nq1\td2\t{value}\n".encode())
     with pytest.raises(InputError) as error:
@@ -89,8 +94,9 @@ def test_relevance_out_of_range_is_refused(tmp_path, value):
 
 
 def test_relevance_at_the_limit_evaluates(tmp_path):
-    path = write(tmp_path, "qrels.tsv", f"q1\td1\t{MAX_RELEVANCE}\nq1\td2\t-{MAX_RELEVANCE}\n"
-                 .encode())
+    path = write(
+        tmp_path, "qrels.tsv", f"q1\td1\t{MAX_RELEVANCE}\nq1\td2\t-{MAX_RELEVANCE}\n".encode()
+    )
     qrels = read_qrels(path)
     scores = evaluate(Run({"q1": [Hit("d1", 2.0), Hit("d2", 1.0)]}), qrels, ["nDCG@10"])
     assert scores["nDCG@10"] == pytest.approx(1.0)
@@ -107,11 +113,20 @@ def test_queries_judged_only_negative_do_not_crash_the_evaluator(tmp_path):
         "print(evaluate(Run({'a': [Hit('d1', 1.0)]}), {'a': {'d1': 1}, 'b': {'d1': 0}}))\n"
         "for rel in (-2, -61, -1000000):\n"
         "    print(evaluate(Run({'q': [Hit('d3', 1.0)]}), {'q': {'d3': rel}, 'r': {'d1': 1}}))\n"
-        "print(evaluate(Run({'q': [Hit('d3', 1.0)]}), {'q': {'d3': -5, 'd4': 2}}))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                              [str(Path(__file__).resolve().parent.parent),
-                               os.environ.get("PYTHONPATH", "")])})
+        "print(evaluate(Run({'q': [Hit('d3', 1.0)]}), {'q': {'d3': -5, 'd4': 2}}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+            ),
+        },
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("nDCG@10") == 5
 
@@ -132,14 +147,20 @@ def test_relevance_of_ten_to_the_23_through_the_cli(tmp_path, capsys):
 
 # -- query weights ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory):
     from sparse_ir.index.impact_index import ImpactIndex
     from sparse_ir.quantize import Quantizer
     from sparse_ir.sparse_batch import SparseBatch
 
-    batch = SparseBatch(np.array([0, 2, 3]), np.array([0, 1, 1], np.int32),
-                        np.array([3, 5, 7], np.int32), ("a", "b", "c"), ("d1", "d2"))
+    batch = SparseBatch(
+        np.array([0, 2, 3]),
+        np.array([0, 1, 1], np.int32),
+        np.array([3, 5, 7], np.int32),
+        ("a", "b", "c"),
+        ("d1", "d2"),
+    )
     path = tmp_path_factory.mktemp("hostile") / "index"
     return ImpactIndex.build(batch, path, quantizer=Quantizer(max_impact=255))
 
@@ -175,8 +196,9 @@ def test_check_query_weights_ignores_floats():
     check_query_weights(np.array([0]), np.array([1e30]), max_impact=255)  # the quantizer clips
 
 
-@pytest.mark.parametrize("weight", [b"1000000000000000000000000000000", b"4611686018427387904",
-                                    b"1e400"])
+@pytest.mark.parametrize(
+    "weight", [b"1000000000000000000000000000000", b"4611686018427387904", b"1e400"]
+)
 def test_query_files_refuse_huge_weights(tmp_path, weight):
     path = write(tmp_path, "q.jsonl", b'{"id": "q1", "vector": {"a": 1, "tok": ' + weight + b"}}\n")
     with pytest.raises(InputError, match="'tok'") as error:
@@ -189,8 +211,17 @@ def test_query_files_refuse_huge_weights(tmp_path, weight):
 
 def test_search_encoded_refuses_a_weight_of_ten_to_the_30(tmp_path, small_index, capsys):
     path = write(tmp_path, "q.json", b'{"q1": {"b": 1000000000000000000000000000000}}')
-    status = main(["search-encoded", "--index", str(small_index.directory), "--queries",
-                   str(path), "--output", str(tmp_path / "run.trec")])
+    status = main(
+        [
+            "search-encoded",
+            "--index",
+            str(small_index.directory),
+            "--queries",
+            str(path),
+            "--output",
+            str(tmp_path / "run.trec"),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 1 and "'b'" in err and "2147483647" in err
     assert not (tmp_path / "run.trec").exists()
@@ -233,13 +264,24 @@ def test_deep_json_in_whole_file_readers(tmp_path):
 def test_deep_json_vocabulary_through_the_cli(tmp_path, capsys):
     vocab = write(tmp_path, "vocab.json", DEEP)
     vectors = write(tmp_path, "v.jsonl", b'{"id": "d1", "vector": {"a": 1}}\n')
-    status = main(["import", "lucene", "--input", str(vectors), "--output",
-                   str(tmp_path / "ix"), "--vocab", str(vocab)])
+    status = main(
+        [
+            "import",
+            "lucene",
+            "--input",
+            str(vectors),
+            "--output",
+            str(tmp_path / "ix"),
+            "--vocab",
+            str(vocab),
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 1 and "nested" in err and str(vocab) in err
 
 
 # -- devices, FIFOs, endless lines ----------------------------------------------------------------
+
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
 @pytest.mark.parametrize("name", sorted(READERS))
@@ -305,24 +347,30 @@ def test_dev_zero_as_a_run_through_the_cli(tmp_path, capsys):
     qrels = write(tmp_path, "qrels.tsv", b"q1\td1\t1\n")
     assert main(["evaluate", "--run", "/dev/zero", "--qrels", str(qrels)]) == 1
     err = capsys.readouterr().err
-    assert err == ("sparse-ir: error: /dev/zero: is a character device, not a regular file "
-                   "(sparse-ir reads its inputs from regular files: save the stream to a file "
-                   "first)\n")
+    assert err == (
+        "sparse-ir: error: /dev/zero: is a character device, not a regular file "
+        "(sparse-ir reads its inputs from regular files: save the stream to a file "
+        "first)\n"
+    )
 
 
 # -- the CLI: one line, one exit status per kind ---------------------------------------------------
 
-@pytest.mark.parametrize("error, code", [
-    (InputError("bad value", path="f.tsv", line=3), 1),
-    (FileNotFoundError(2, "No such file or directory", "nope.tsv"), 1),
-    (OSError(28, "No space left on device"), 1),
-    (IndexCorruptError("x: checksum mismatch"), 3),
-    (MissingDependencyError("evaluation", "ir-measures", "eval"), 4),
-    (IndexBusyError("another build is writing ix right now"), 5),
-    (TypeError("unsupported operand"), 70),
-    (RecursionError("maximum recursion depth exceeded"), 70),
-    (KeyboardInterrupt(), 130),
-])
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (InputError("bad value", path="f.tsv", line=3), 1),
+        (FileNotFoundError(2, "No such file or directory", "nope.tsv"), 1),
+        (OSError(28, "No space left on device"), 1),
+        (IndexCorruptError("x: checksum mismatch"), 3),
+        (MissingDependencyError("evaluation", "ir-measures", "eval"), 4),
+        (IndexBusyError("another build is writing ix right now"), 5),
+        (TypeError("unsupported operand"), 70),
+        (RecursionError("maximum recursion depth exceeded"), 70),
+        (KeyboardInterrupt(), 130),
+    ],
+)
 def test_every_exception_becomes_one_line_and_a_documented_code(monkeypatch, capsys, error, code):
     import sparse_ir.cli.evaluate as command
 
@@ -379,6 +427,7 @@ def test_readme_documents_every_exit_code():
 
 # -- runs written in chunks ------------------------------------------------------------------------
 
+
 def test_trec_run_writer_publishes_only_complete_runs(tmp_path):
     path = tmp_path / "run.trec"
     with pytest.raises(ValueError, match="contains whitespace"):
@@ -396,21 +445,37 @@ def test_search_encoded_in_chunks_equals_one_batch(tmp_path, small_index, monkey
     import sparse_ir.cli.lucene as command
 
     monkeypatch.setattr(command, "SEARCH_CHUNK", 2)
-    lines = [json.dumps({"id": f"q{i}", "vector": {"a": i % 3, "b": 1 + i, "zz": 1}})
-             for i in range(7)]
+    lines = [
+        json.dumps({"id": f"q{i}", "vector": {"a": i % 3, "b": 1 + i, "zz": 1}}) for i in range(7)
+    ]
     queries = write(tmp_path, "q.jsonl", ("\n".join(lines) + "\n").encode())
     output = tmp_path / "run.trec"
-    assert main(["search-encoded", "--index", str(small_index.directory), "--queries",
-                 str(queries), "--output", str(output), "-k", "2"]) == 0
+    assert (
+        main(
+            [
+                "search-encoded",
+                "--index",
+                str(small_index.directory),
+                "--queries",
+                str(queries),
+                "--output",
+                str(output),
+                "-k",
+                "2",
+            ]
+        )
+        == 0
+    )
     expected = small_index.search_batch(
-        [q.vector for q in read_encoded_queries(queries)], 2,
-        query_ids=[f"q{i}" for i in range(7)])
+        [q.vector for q in read_encoded_queries(queries)], 2, query_ids=[f"q{i}" for i in range(7)]
+    )
     expected.write_trec(tmp_path / "expected.trec")
     assert output.read_text() == (tmp_path / "expected.trec").read_text()
     assert "7 queries searched" in capsys.readouterr().out
 
 
 # -- long documents cut before tokenizing ----------------------------------------------------------
+
 
 def test_cutting_long_texts_never_changes_the_tokens(tiny_bert_dir):
     from transformers import AutoTokenizer
@@ -419,8 +484,25 @@ def test_cutting_long_texts_never_changes_the_tokens(tiny_bert_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir, use_fast=True)
     rng = np.random.default_rng(0)
-    pieces = ["cancer", "cell", "tumor", "a", "xyzzy" * 30, " ", "  ", "\n", "\t", ".", ",",
-              "caf\u00e9", "\u00c9t\u00e9", "\x1f", "\u3000", "qu'il", "(x)"]
+    pieces = [
+        "cancer",
+        "cell",
+        "tumor",
+        "a",
+        "xyzzy" * 30,
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        ".",
+        ",",
+        "caf\u00e9",
+        "\u00c9t\u00e9",
+        "\x1f",
+        "\u3000",
+        "qu'il",
+        "(x)",
+    ]
     for trial in range(60):
         max_tokens = int(rng.integers(3, 40))  # room for [CLS] and [SEP]
         size = int(rng.integers(1, 4000))

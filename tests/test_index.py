@@ -20,8 +20,10 @@ VOCAB = ("a", "b", "c", "d", "e")
 def hand_index(tmp_path):
     # Impacts chosen so that scores tie: doc0 and doc2 both score 6 for query {a:1, b:1}.
     batch = SparseBatch.from_dicts(
-        [{"a": 2, "b": 4}, {"c": 7}, {"a": 5, "b": 1}, {}, {"b": 3, "e": 1}], VOCAB,
-        ids=["d0", "d1", "d2", "d3", "d4"])
+        [{"a": 2, "b": 4}, {"c": 7}, {"a": 5, "b": 1}, {}, {"b": 3, "e": 1}],
+        VOCAB,
+        ids=["d0", "d1", "d2", "d3", "d4"],
+    )
     return ImpactIndex.build(batch, tmp_path / "hand", show_progress=False)
 
 
@@ -30,8 +32,10 @@ def test_hand_made_scores_and_tie_break(hand_index):
     assert [(h.doc_id, h.score) for h in hits] == [("d0", 6), ("d2", 6), ("d4", 3)]
     assert hand_index.search({"a": 1, "b": 1}, k=1)[0].doc_id == "d0"
     # Query weights multiply impacts: d2 = 3*5 + 1*1 = 16, d0 = 3*2 + 1*4 = 10.
-    assert [(h.doc_id, h.score) for h in hand_index.search({"a": 3, "b": 1}, k=2)] == \
-        [("d2", 16), ("d0", 10)]
+    assert [(h.doc_id, h.score) for h in hand_index.search({"a": 3, "b": 1}, k=2)] == [
+        ("d2", 16),
+        ("d0", 10),
+    ]
 
 
 def test_documents_matching_nothing_are_not_returned(hand_index):
@@ -56,8 +60,10 @@ def test_float_queries_are_quantized_with_the_index_quantizer(hand_index):
 
 def test_explain_and_document_vector(hand_index):
     parts = hand_index.explain({"a": 1, "b": 2}, hand_index.docno("d0"))
-    assert [(c.token, c.query_weight, c.document_impact, c.score) for c in parts] == \
-        [("b", 2, 4, 8), ("a", 1, 2, 2)]
+    assert [(c.token, c.query_weight, c.document_impact, c.score) for c in parts] == [
+        ("b", 2, 4, 8),
+        ("a", 1, 2, 2),
+    ]
     assert hand_index.document_vector(hand_index.docno("d4")) == {"b": 3, "e": 1}
 
 
@@ -105,8 +111,9 @@ def test_search_arrays_equals_the_reference_exactly(tmp_path, seed, search_layou
     rng = np.random.default_rng(seed)
     # Small integer impacts: many equal scores, so the tie-break is exercised.
     docs = random_batch(rng, 500, 40, 15, integer=True)
-    index = ImpactIndex.build(docs, tmp_path / "ix", search_layout=search_layout,
-                              show_progress=False)
+    index = ImpactIndex.build(
+        docs, tmp_path / "ix", search_layout=search_layout, show_progress=False
+    )
     queries = random_batch(rng, 25, 40, 10)
     # A tiny estimate makes the pruned kernel run (not its exhaustive fallback).
     modes = [None, "exhaustive", "pruned", Pruned(estimate_postings=20, estimate_candidates=4)]
@@ -138,25 +145,40 @@ def test_search_arrays_of_hand_index(hand_index):
 def test_tiny_budget_gives_byte_identical_postings(tmp_path):
     rng = np.random.default_rng(7)
     shards = [random_batch(rng, 200, 80, 30) for _ in range(5)]
-    shards = [SparseBatch(s.indptr, s.indices, s.values, s.vocab,
-                          tuple(f"s{n}-{i}" for i in range(len(s)))) for n, s in enumerate(shards)]
-    small = ImpactIndex.build(iter(shards), tmp_path / "small",
-                              memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 1500,
-                              show_progress=False)
-    large = ImpactIndex.build(iter(shards), tmp_path / "large", memory_budget="1GB",
-                              show_progress=False)
+    shards = [
+        SparseBatch(
+            s.indptr, s.indices, s.values, s.vocab, tuple(f"s{n}-{i}" for i in range(len(s)))
+        )
+        for n, s in enumerate(shards)
+    ]
+    small = ImpactIndex.build(
+        iter(shards),
+        tmp_path / "small",
+        memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 1500,
+        show_progress=False,
+    )
+    large = ImpactIndex.build(
+        iter(shards), tmp_path / "large", memory_budget="1GB", show_progress=False
+    )
     assert small.settings["runs_spilled"] >= 5
     assert large.settings["runs_spilled"] == 0
-    for name in ("term_offsets.bin", "postings_docs.bin", "postings_impacts.bin",
-                 "term_max_impact.bin", "doc_ids.bytes.bin", "doc_ids.offsets.bin"):
+    for name in (
+        "term_offsets.bin",
+        "postings_docs.bin",
+        "postings_impacts.bin",
+        "term_max_impact.bin",
+        "doc_ids.bytes.bin",
+        "doc_ids.offsets.bin",
+    ):
         assert (small.directory / name).read_bytes() == (large.directory / name).read_bytes()
     assert not list((tmp_path / "small").glob(".tmp-*"))
 
 
 def test_stored_contents(tmp_path):
     batch = SparseBatch.from_dicts([{"a": 1}, {"b": 2}], VOCAB, ids=["x", "y"])
-    index = ImpactIndex.build(batch, tmp_path / "c", contents=[("T1", "text one"), ("", "two")],
-                              show_progress=False)
+    index = ImpactIndex.build(
+        batch, tmp_path / "c", contents=[("T1", "text one"), ("", "two")], show_progress=False
+    )
     assert index.has_contents and index.document(1) == ("", "two")
 
 

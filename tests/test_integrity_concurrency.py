@@ -49,11 +49,11 @@ def _publish_twice_once(kind, path: Path, seeds=(2, 3)):
             done.append(True)
             for seed in seeds:
                 kind.build(path, seed, SPILLING)
+
     return publish
 
 
-def test_open_retries_when_two_publishes_land_after_current_is_read(kind, tmp_path,
-                                                                    monkeypatch):
+def test_open_retries_when_two_publishes_land_after_current_is_read(kind, tmp_path, monkeypatch):
     path = tmp_path / "index"
     kind.build(path, 1, SPILLING)
     publish = _publish_twice_once(kind, path)
@@ -98,18 +98,33 @@ def test_damage_is_not_mistaken_for_a_publish(kind, tmp_path):
 def test_reader_threads_and_processes_while_generations_are_published(kind, tmp_path):
     path = tmp_path / "index"
     seeds = list(range(10, 20))
-    expected = {str(seed): json.loads(json.dumps(kind.expected(seed, SPILLING)))
-                for seed in seeds}
+    expected = {str(seed): json.loads(json.dumps(kind.expected(seed, SPILLING))) for seed in seeds}
     (tmp_path / "expected.json").write_text(json.dumps(expected))
     stop = tmp_path / "stop"
     kind.build(path, seeds[0], SPILLING)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(HERE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                              if p]))
-    processes = [subprocess.Popen(
-        [sys.executable, str(HERE / "reader_worker.py"), kind.name, str(path),
-         str(tmp_path / "expected.json"), str(stop)], stdout=subprocess.PIPE, text=True,
-        env=env) for _ in range(2)]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(HERE.parent)]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "reader_worker.py"),
+                kind.name,
+                str(path),
+                str(tmp_path / "expected.json"),
+                str(stop),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     try:
         for process in processes:
             assert json.loads(process.stdout.readline())["ready"]
@@ -128,8 +143,7 @@ def test_reader_threads_and_processes_while_generations_are_published(kind, tmp_
                     failures.append("an index kept open changed its answers")
                 seen.add(answers[0])
                 opens += 1
-            thread_results.append({"opens": opens, "seeds": sorted(seen),
-                                   "failures": failures})
+            thread_results.append({"opens": opens, "seeds": sorted(seen), "failures": failures})
 
         threads = [threading.Thread(target=read_in_thread) for _ in range(2)]
         for thread in threads:
@@ -141,15 +155,23 @@ def test_reader_threads_and_processes_while_generations_are_published(kind, tmp_
             thread.join(timeout=120)
     finally:
         stop.touch()
-        process_results = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1])
-                           for p in processes]
+        process_results = [
+            json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in processes
+        ]
     results = thread_results + process_results
-    print(f"\n{kind.name}: {len(seeds) - 1} publishes; readers: "
-          + "; ".join(f"{r['opens']} opens over {len(r['seeds'])} generations"
-                      for r in results))
-    record("readers during publishes", kind=kind.name, publishes=len(seeds) - 1,
-           readers=[{"opens": r["opens"], "generations": len(r["seeds"]),
-                     "failures": len(r["failures"])} for r in results])
+    print(
+        f"\n{kind.name}: {len(seeds) - 1} publishes; readers: "
+        + "; ".join(f"{r['opens']} opens over {len(r['seeds'])} generations" for r in results)
+    )
+    record(
+        "readers during publishes",
+        kind=kind.name,
+        publishes=len(seeds) - 1,
+        readers=[
+            {"opens": r["opens"], "generations": len(r["seeds"]), "failures": len(r["failures"])}
+            for r in results
+        ],
+    )
     for result in results:
         assert not result["failures"], result["failures"]
         assert result["opens"] > 0

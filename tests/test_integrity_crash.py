@@ -37,11 +37,20 @@ HERE = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
 def worker(request):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(HERE.parent)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                              if p]))
-    process = subprocess.Popen([sys.executable, str(HERE / "crash_worker.py"), request.param],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(HERE.parent)]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "crash_worker.py"), request.param],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         ready = json.loads(process.stdout.readline())
         assert ready["ready"]
@@ -52,8 +61,10 @@ def worker(request):
 
 
 def build(process, path: Path, seed: int, kill_after: float) -> dict:
-    process.stdin.write(json.dumps({"path": str(path), "seed": seed, "size": "MEDIUM",
-                                    "kill_after": kill_after}) + "\n")
+    process.stdin.write(
+        json.dumps({"path": str(path), "seed": seed, "size": "MEDIUM", "kill_after": kill_after})
+        + "\n"
+    )
     process.stdin.flush()
     return json.loads(process.stdout.readline())
 
@@ -109,8 +120,9 @@ def test_kill_9_during_rebuild_leaves_old_or_new(worker, tmp_path):
             live = seed
         del index
     print(f"\n{kind.name}: {dict(outcomes)} (a build takes {seconds:.2f}s)")
-    record("kill -9 rebuild", kind=kind.name, outcomes=dict(outcomes),
-           build_seconds=round(seconds, 2))
+    record(
+        "kill -9 rebuild", kind=kind.name, outcomes=dict(outcomes), build_seconds=round(seconds, 2)
+    )
     assert outcomes["old index after"] and outcomes["left temporaries"]
     # The next build removes what the killed ones left.
     assert build(process, path, seed + 1, kill_after=NO_KILL)["status"] == 0

@@ -115,11 +115,19 @@ def test_disk_full_at_every_point_keeps_the_previous_index(kind_name, tmp_path, 
         assert Path(error.filename).name in str(error)
         _assert_old_index_intact(kind, path, 1)
         failures += 1
-    print(f"\n{kind.name}: {failures} disk-full points over a {total:,}-byte rebuild "
-          f"({len(starts)} files) refused with the file named, old index intact; {fits} "
-          "within the last bytes fitted a shorter build, which published completely")
-    record("disk full", kind=kind.name, refused=failures, fitted=fits, rebuild_bytes=total,
-           files=len(starts))
+    print(
+        f"\n{kind.name}: {failures} disk-full points over a {total:,}-byte rebuild "
+        f"({len(starts)} files) refused with the file named, old index intact; {fits} "
+        "within the last bytes fitted a shorter build, which published completely"
+    )
+    record(
+        "disk full",
+        kind=kind.name,
+        refused=failures,
+        fitted=fits,
+        rebuild_bytes=total,
+        files=len(starts),
+    )
     assert failures >= 60
     kind.build(path, 2, SPILLING)  # with room again, the rebuild succeeds
     assert kind.answers(kind.open(path)) == kind.expected(2, SPILLING)
@@ -159,7 +167,9 @@ def test_failing_fsync_keeps_the_previous_index(kind_name, tmp_path, monkeypatch
         # A directory fsync failing is ignored on purpose (unsupported on some file systems).
         assert kind.answers(kind.open(path)) == kind.expected(3, SPILLING)
         kind.build(path, 1, SPILLING)
-    print(f"\n{kind.name}: fsync failed at each of {len(calls)} calls: {refused} builds refused "
-          "with the file named and the old index intact; the rest were directory fsyncs")
+    print(
+        f"\n{kind.name}: fsync failed at each of {len(calls)} calls: {refused} builds refused "
+        "with the file named and the old index intact; the rest were directory fsyncs"
+    )
     record("fsync failure", kind=kind.name, calls=len(calls), refused=refused)
     assert refused >= len(calls) // 2

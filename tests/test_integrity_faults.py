@@ -40,8 +40,9 @@ def index_files(path: Path) -> list[Path]:
 
     generation = IndexDirectory(path).current()
     files += sorted(p for p in generation.iterdir() if p.is_file())
-    extra = [p for p in path.iterdir() if p.is_file() and p.name not in NOT_DATA
-             and p.name != "CURRENT"]
+    extra = [
+        p for p in path.iterdir() if p.is_file() and p.name not in NOT_DATA and p.name != "CURRENT"
+    ]
     assert not extra, f"unexpected files beside the generations: {extra}"
     return files
 
@@ -51,8 +52,8 @@ def faults_for(data: bytes, rng: random.Random) -> list[tuple[str, bytes | None]
     size = len(data)
     faults: list[tuple[str, bytes | None]] = []
     for cut in range(1, min(100, size) + 1):
-        faults.append(("truncate 1-100", data[:size - cut]))
-    faults.append(("truncate half", data[:size // 2]))
+        faults.append(("truncate 1-100", data[: size - cut]))
+    faults.append(("truncate half", data[: size // 2]))
     faults.append(("truncate to 0", b""))
     # Every byte of the header region and the footer, and a sample of the rest.
     positions = set(range(min(size, 128))) | set(range(max(0, size - 24), size))
@@ -65,7 +66,7 @@ def faults_for(data: bytes, rng: random.Random) -> list[tuple[str, bytes | None]
     if size > 8:
         block = min(4096, size // 2)
         start = (size - block) // 2
-        zeroed = data[:start] + b"\0" * block + data[start + block:]
+        zeroed = data[:start] + b"\0" * block + data[start + block :]
         if zeroed != data:
             faults.append(("zero-fill block", zeroed))
     faults.append(("extend", data + b"\0" * 7))
@@ -160,19 +161,27 @@ def _print_table(kind, regime: str, outcomes: Counter) -> None:
     by_fault: dict[str, Counter] = {}
     for (fault, outcome), n in outcomes.items():
         by_fault.setdefault(fault, Counter())[outcome.split(" (")[0]] += n
-    print(f"\n{kind.name} index, {regime}: fault | injected | detected by open | "
-          f"by verify | undetected")
+    print(
+        f"\n{kind.name} index, {regime}: fault | injected | detected by open | "
+        f"by verify | undetected"
+    )
     total = Counter()
     for fault, counts in by_fault.items():
         injected = sum(counts.values())
-        row = (injected, counts["open"], counts["verify"],
-               injected - counts["open"] - counts["verify"])
+        row = (
+            injected,
+            counts["open"],
+            counts["verify"],
+            injected - counts["open"] - counts["verify"],
+        )
         total.update(dict(zip(("injected", "open", "verify", "undetected"), row)))
         print(f"| {fault} | {row[0]} | {row[1]} | {row[2]} | {row[3]} |")
     wrong = sum(n for (_, o), n in outcomes.items() if "searches were wrong" in o)
-    print(f"| total | {total['injected']} | {total['open']} | {total['verify']} | "
-          f"{total['undetected']} |  (opened without error and searched wrong before "
-          f"verify: {wrong})")
+    print(
+        f"| total | {total['injected']} | {total['open']} | {total['verify']} | "
+        f"{total['undetected']} |  (opened without error and searched wrong before "
+        f"verify: {wrong})"
+    )
 
 
 @pytest.mark.parametrize("regime", ["default", "large files"])
@@ -180,8 +189,12 @@ def test_every_fault_in_every_file_is_detected(built, regime):
     kind, path = built
     outcomes, failures = run_faults(kind, path, regime)
     _print_table(kind, regime, outcomes)
-    record("faults", kind=kind.name, regime=regime,
-           outcomes=[[fault, outcome, n] for (fault, outcome), n in sorted(outcomes.items())])
+    record(
+        "faults",
+        kind=kind.name,
+        regime=regime,
+        outcomes=[[fault, outcome, n] for (fault, outcome), n in sorted(outcomes.items())],
+    )
     assert not failures, "\n".join(failures[:20])
     assert sum(outcomes.values()) > 1000
     if regime == "default":
@@ -232,8 +245,9 @@ def test_every_bit_of_pointer_manifest_and_array_header(built):
     file = generation / "manifest.json"
     for content in flips(file, range(file.stat().st_size)):
         with damaged(file, content), pytest.raises(IndexFormatError):
-            read_manifest(generation, format_name=manifest["format"],
-                          version=manifest["format_version"])
+            read_manifest(
+                generation, format_name=manifest["format"], version=manifest["format_version"]
+            )
         counts["manifest.json"] += 1
     with kind.large_files():
         for file in sorted(generation.glob("*.bin")):
@@ -246,7 +260,10 @@ def test_every_bit_of_pointer_manifest_and_array_header(built):
             for content in flips(file, range(size - 16, size)):
                 with damaged(file, content):
                     assert judge(kind, path, pristine) in (
-                        "open", "verify", "verify (searches were wrong)")
+                        "open",
+                        "verify",
+                        "verify (searches were wrong)",
+                    )
                 counts["array footer"] += 1
             break  # one array file: the header code is shared by all
     print(f"\n{kind.name}: every single-bit flip detected: {dict(counts)}")
@@ -261,8 +278,8 @@ def _rewrite_array(file: Path, change) -> None:
     header = read_array_header(file)
     data = bytearray(file.read_bytes())
     end = header.data_offset + header.count * header.dtype.itemsize
-    values = np.frombuffer(bytes(data[header.data_offset:end]), header.dtype).copy()
-    data[header.data_offset:end] = np.ascontiguousarray(change(values), header.dtype).tobytes()
+    values = np.frombuffer(bytes(data[header.data_offset : end]), header.dtype).copy()
+    data[header.data_offset : end] = np.ascontiguousarray(change(values), header.dtype).tobytes()
     file.write_bytes(bytes(data))
 
 
@@ -322,8 +339,9 @@ def test_search_never_reads_outside_a_damaged_large_file(tmp_path):
                     outcome = "refused"
                 else:
                     assert must == "any", f"{name}: damage read without an error"
-                    outcome = "answered" if answers == impact_expected(11, SMALL) else \
-                        "answered wrong"
+                    outcome = (
+                        "answered" if answers == impact_expected(11, SMALL) else "answered wrong"
+                    )
                 with pytest.raises(IndexCorruptError):
                     ImpactIndex.open(path).verify()
             finally:

@@ -124,8 +124,11 @@ def test_unpublished_generations_and_temporaries_are_removed_by_the_next_build(k
     (path / ".tmp-deadbeef" / "postings_docs.bin").write_bytes(b"partial")
     (path / ".tmp-CURRENT-1234").write_bytes(b"gen-0")
     directory = IndexDirectory(path)
-    assert {p.name for p in directory.leftovers()} == {"gen-000099", ".tmp-deadbeef",
-                                                       ".tmp-CURRENT-1234"}
+    assert {p.name for p in directory.leftovers()} == {
+        "gen-000099",
+        ".tmp-deadbeef",
+        ".tmp-CURRENT-1234",
+    }
     report = verify_index(path)
     assert report.ok and len(report.notes) == 3
     assert kind.answers(kind.open(path)) == kind.expected(2, SMALL)  # not the orphan
@@ -181,7 +184,8 @@ def test_verify_finds_broken_invariants_behind_valid_checksums(tmp_path):
     broken = np.array(docs)[::-1].copy()  # not ascending within terms
     (generation / "postings_docs.bin").unlink()
     body["files"]["postings_docs.bin"] = storage.write_array(
-        generation / "postings_docs.bin", "postings_docs", broken).to_dict()
+        generation / "postings_docs.bin", "postings_docs", broken
+    ).to_dict()
     _rewrite_manifest(generation, body)
     report = verify_index(path)
     assert not report.ok and "not ascending" in " ".join(report.problems)

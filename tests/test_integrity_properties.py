@@ -34,22 +34,36 @@ from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
 EXAMPLES = int(os.environ.get("SPARSE_IR_PROPERTY_EXAMPLES", "120"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=False,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @st.composite
 def collections(draw, max_documents: int = 40, min_documents: int = 1):
     vocab_size = draw(st.integers(1, 25))
     # Small ranges make ties common; large impacts and weights need the int64 accumulator.
-    impacts, weights = draw(st.sampled_from([
-        ((1, 1), (1, 1)), ((1, 3), (1, 5)), ((1, 255), (1, 300)), ((1, 65_535), (1, 65_535)),
-        ((30_000, 65_535), (30_000, 65_535))]))
-    row = st.dictionaries(st.integers(0, vocab_size - 1), st.integers(*impacts),
-                          max_size=vocab_size)
+    impacts, weights = draw(
+        st.sampled_from(
+            [
+                ((1, 1), (1, 1)),
+                ((1, 3), (1, 5)),
+                ((1, 255), (1, 300)),
+                ((1, 65_535), (1, 65_535)),
+                ((30_000, 65_535), (30_000, 65_535)),
+            ]
+        )
+    )
+    row = st.dictionaries(
+        st.integers(0, vocab_size - 1), st.integers(*impacts), max_size=vocab_size
+    )
     documents = draw(st.lists(row, min_size=min_documents, max_size=max_documents))
-    query = st.dictionaries(st.integers(0, vocab_size - 1), st.integers(*weights),
-                            max_size=vocab_size)
+    query = st.dictionaries(
+        st.integers(0, vocab_size - 1), st.integers(*weights), max_size=vocab_size
+    )
     queries = draw(st.lists(query, min_size=1, max_size=4))
     k = draw(st.integers(1, 12))
     return vocab_size, documents, queries, k
@@ -73,8 +87,9 @@ def brute_force(documents, query, k):
 
 def as_batch(vocab_size, documents, ids=None):
     vocab = [f"t{i}" for i in range(vocab_size)]
-    return SparseBatch.from_dicts([{vocab[t]: w for t, w in row.items()} for row in documents],
-                                  vocab, ids=ids)
+    return SparseBatch.from_dicts(
+        [{vocab[t]: w for t, w in row.items()} for row in documents], vocab, ids=ids
+    )
 
 
 def query_arrays(query):
@@ -94,8 +109,12 @@ def test_every_search_mode_equals_brute_force():
     def check(example):
         vocab_size, documents, queries, k = example
         with tempfile.TemporaryDirectory() as scratch:
-            index = ImpactIndex.build(as_batch(vocab_size, documents), Path(scratch) / "i",
-                                      quantizer=Quantizer(), show_progress=False)
+            index = ImpactIndex.build(
+                as_batch(vocab_size, documents),
+                Path(scratch) / "i",
+                quantizer=Quantizer(),
+                show_progress=False,
+            )
             expected = [brute_force(documents, q, k) for q in queries]
             prepared = [query_arrays(q) for q in queries]
             for query, want in zip(prepared, expected):
@@ -110,22 +129,33 @@ def test_every_search_mode_equals_brute_force():
                 # the candidate bounds and exact scores from the forward index.
                 for estimate in (1, 3, 10):
                     hits, kernel_stats = index.search_with_stats(
-                        query, k, mode=Pruned(estimate_postings=estimate, estimate_candidates=1))
+                        query, k, mode=Pruned(estimate_postings=estimate, estimate_candidates=1)
+                    )
                     assert ranking(hits) == want, estimate
-                    stats["pruned searches through cuts and verification"] += \
-                        int(kernel_stats.theta0 > 0)
+                    stats["pruned searches through cuts and verification"] += int(
+                        kernel_stats.theta0 > 0
+                    )
                 stats["int64 queries" if wide else "int32 queries"] += 1
-                for accumulator_type in ([np.int64] if wide else [np.int32, np.int64]):
+                for accumulator_type in [np.int64] if wide else [np.int32, np.int64]:
                     accumulator = np.zeros(index.num_documents, accumulator_type)
                     docs, scores = np.empty(k, np.int64), np.empty(k, np.int64)
-                    count = kernels.search_one(terms, weights, index.term_offsets,
-                                               index.postings_docs, index.postings_impacts,
-                                               accumulator, k, docs, scores)
+                    count = kernels.search_one(
+                        terms,
+                        weights,
+                        index.term_offsets,
+                        index.postings_docs,
+                        index.postings_impacts,
+                        accumulator,
+                        k,
+                        docs,
+                        scores,
+                    )
                     assert list(zip(docs[:count].tolist(), scores[:count].tolist())) == want
                     assert not accumulator.any()
             vocab = index.vocab
-            as_rows = SparseBatch.from_dicts([{vocab[t]: w for t, w in q.items()}
-                                              for q in queries], vocab)
+            as_rows = SparseBatch.from_dicts(
+                [{vocab[t]: w for t, w in q.items()} for q in queries], vocab
+            )
             for threads in (1, 2):
                 run = index.search_batch(prepared, k, threads=threads)
                 assert [ranking(run[str(i)]) for i in range(len(queries))] == expected
@@ -151,13 +181,24 @@ _ID_CHARS = st.characters(blacklist_categories=("Cc", "Cs", "Zs", "Zl", "Zp"))
 @st.composite
 def stored_collections(draw):
     vocab_size, documents, _, _ = draw(collections())
-    ids = draw(st.lists(st.text(_ID_CHARS, min_size=1, max_size=12), unique=True,
-                        min_size=len(documents), max_size=len(documents)))
+    ids = draw(
+        st.lists(
+            st.text(_ID_CHARS, min_size=1, max_size=12),
+            unique=True,
+            min_size=len(documents),
+            max_size=len(documents),
+        )
+    )
     ids = [i for i in ids if not any(c.isspace() for c in i)]
     if len(ids) < len(documents):
         ids += [f"id-{n}" for n in range(len(documents) - len(ids))]
-    texts = draw(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=60)),
-                          min_size=len(documents), max_size=len(documents)))
+    texts = draw(
+        st.lists(
+            st.tuples(st.text(max_size=20), st.text(max_size=60)),
+            min_size=len(documents),
+            max_size=len(documents),
+        )
+    )
     as_floats = draw(st.booleans())
     return vocab_size, documents, ids, texts, as_floats
 
@@ -172,14 +213,19 @@ def test_build_open_round_trips_every_vector_id_and_text():
         batch = as_batch(vocab_size, documents, ids)
         quantizer = Quantizer()
         if as_floats:  # float weights: what comes back is exactly what the quantizer makes
-            batch = SparseBatch(batch.indptr, batch.indices,
-                                batch.values.astype(np.float32) / 100 + 0.001, batch.vocab,
-                                batch.ids)
+            batch = SparseBatch(
+                batch.indptr,
+                batch.indices,
+                batch.values.astype(np.float32) / 100 + 0.001,
+                batch.vocab,
+                batch.ids,
+            )
         # Integer values are impacts as they are; float weights go through the quantizer.
         expected = (quantizer.quantize(batch) if as_floats else batch).to_dicts()
         with tempfile.TemporaryDirectory() as scratch:
-            ImpactIndex.build(batch, Path(scratch) / "i", quantizer=quantizer, contents=texts,
-                              show_progress=False)
+            ImpactIndex.build(
+                batch, Path(scratch) / "i", quantizer=quantizer, contents=texts, show_progress=False
+            )
             index = ImpactIndex.open(Path(scratch) / "i", verify=True)
             assert index.doc_ids == list(ids)
             assert index.vocab == batch.vocab
@@ -202,8 +248,9 @@ def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
     stats: Counter = Counter()
 
     @settings(SETTINGS, max_examples=max(10, EXAMPLES // 4))
-    @given(collections(max_documents=400, min_documents=10), st.lists(st.integers(1, 8),
-                                                                       min_size=1))
+    @given(
+        collections(max_documents=400, min_documents=10), st.lists(st.integers(1, 8), min_size=1)
+    )
     def check(example, shard_sizes):
         vocab_size, documents, _, _ = example
         batch = as_batch(vocab_size, documents)
@@ -213,16 +260,27 @@ def test_tiny_and_huge_memory_budgets_write_identical_files(monkeypatch):
             shards.append(batch.select(range(start, min(start + size, len(batch)))))
             start, turn = start + size, turn + 1
         with tempfile.TemporaryDirectory() as scratch:
-            tiny = ImpactIndex.build(iter(shards), Path(scratch) / "tiny", quantizer=Quantizer(),
-                                     memory_budget=1, show_progress=False)
-            huge = ImpactIndex.build(batch, Path(scratch) / "huge", quantizer=Quantizer(),
-                                     memory_budget="64GB", show_progress=False)
+            tiny = ImpactIndex.build(
+                iter(shards),
+                Path(scratch) / "tiny",
+                quantizer=Quantizer(),
+                memory_budget=1,
+                show_progress=False,
+            )
+            huge = ImpactIndex.build(
+                batch,
+                Path(scratch) / "huge",
+                quantizer=Quantizer(),
+                memory_budget="64GB",
+                show_progress=False,
+            )
             names = sorted(p.name for p in tiny.directory.iterdir())
             assert names == sorted(p.name for p in huge.directory.iterdir())
             for name in names:
                 if name != "manifest.json":
-                    assert (tiny.directory / name).read_bytes() == \
-                        (huge.directory / name).read_bytes(), name
+                    assert (tiny.directory / name).read_bytes() == (
+                        huge.directory / name
+                    ).read_bytes(), name
             facts = {k: v for k, v in tiny.manifest.to_dict().items() if k != "build"}
             assert facts == {k: v for k, v in huge.manifest.to_dict().items() if k != "build"}
             stats["runs spilled"] += tiny.settings["runs_spilled"]

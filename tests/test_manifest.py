@@ -30,10 +30,13 @@ VOCAB = ("a", "b", "c", "d", "e")
 @pytest.fixture()
 def impact(tmp_path):
     batch = SparseBatch.from_dicts(
-        [{"a": 2, "b": 4}, {"c": 7}, {"a": 5, "b": 1}, {}, {"b": 3, "e": 1}], VOCAB,
-        ids=["d0", "d1", "d2", "d3", "d4"])
-    return ImpactIndex.build(batch, tmp_path / "impact", show_progress=False,
-                             settings={"model": "hand"})
+        [{"a": 2, "b": 4}, {"c": 7}, {"a": 5, "b": 1}, {}, {"b": 3, "e": 1}],
+        VOCAB,
+        ids=["d0", "d1", "d2", "d3", "d4"],
+    )
+    return ImpactIndex.build(
+        batch, tmp_path / "impact", show_progress=False, settings={"model": "hand"}
+    )
 
 
 @pytest.fixture()
@@ -58,6 +61,7 @@ def _forge(index, change) -> None:
 
 # -- records ------------------------------------------------------------------------------------
 
+
 def test_impact_manifest_round_trip_is_the_json_on_disk(impact):
     record = impact.manifest
     assert isinstance(record, ImpactManifest)
@@ -65,28 +69,47 @@ def test_impact_manifest_round_trip_is_the_json_on_disk(impact):
     again = ImpactManifest.from_dict(record.to_dict(), source="m.json")
     assert again == record
     assert record.search_layout == SearchLayoutRecord.from_dict(
-        _on_disk(impact)["search_layout"], source="m.json")
+        _on_disk(impact)["search_layout"], source="m.json"
+    )
     assert record.search_layout.version == LAYOUT_VERSION
     assert record.files["vocab.json"] == FileRecord(
-        "vocab.json", (impact.directory / "vocab.json").stat().st_size,
-        record.files["vocab.json"].crc32)
+        "vocab.json",
+        (impact.directory / "vocab.json").stat().st_size,
+        record.files["vocab.json"].crc32,
+    )
     assert impact.settings["model"] == "hand" and impact.max_impact == 7
 
 
 def test_impact_manifest_keys_are_the_format_v1_keys(impact):
     assert IMPACT_FORMAT_VERSION == 1
     assert sorted(impact.manifest.to_dict()) == [
-        "build", "created_by", "files", "format", "format_version", "has_contents",
-        "impact_dtype", "max_impact", "num_documents", "num_postings", "quantizer",
-        "search_layout", "vocab_hash", "vocab_size"]
+        "build",
+        "created_by",
+        "files",
+        "format",
+        "format_version",
+        "has_contents",
+        "impact_dtype",
+        "max_impact",
+        "num_documents",
+        "num_postings",
+        "quantizer",
+        "search_layout",
+        "vocab_hash",
+        "vocab_size",
+    ]
     assert sorted(impact.manifest.search_layout.to_dict()) == [
-        "num_segments", "num_windows", "term_dtype", "version", "window_bits"]
+        "num_segments",
+        "num_windows",
+        "term_dtype",
+        "version",
+        "window_bits",
+    ]
 
 
 def test_impact_manifest_without_search_layout_has_no_key(tmp_path):
     batch = SparseBatch.from_dicts([{"a": 1}, {"b": 2}], VOCAB)
-    index = ImpactIndex.build(batch, tmp_path / "plain", show_progress=False,
-                              search_layout=False)
+    index = ImpactIndex.build(batch, tmp_path / "plain", show_progress=False, search_layout=False)
     assert index.manifest.search_layout is None and not index.has_search_layout
     assert "search_layout" not in index.manifest.to_dict() == _on_disk(index)
 
@@ -99,18 +122,25 @@ def test_dense_manifest_round_trip_is_the_json_on_disk(dense):
     assert record.hnsw is None and record.dim == 4 and dense.settings["model"] == "test"
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda b: b.pop("files"), ["'files' is missing"]),
-    (lambda b: b.update(files=["vocab.json"]), ["'files'", "a list", "expected a JSON object"]),
-    (lambda b: b["files"]["vocab.json"].update(size="12"),
-     ["files['vocab.json']['size']", "'12' (a string)", "expected an integer"]),
-    (lambda b: b["files"]["vocab.json"].pop("crc32"), ["files['vocab.json']['crc32']",
-                                                       "missing"]),
-    (lambda b: b.update(num_documents="5"), ["'num_documents'", "a string"]),
-    (lambda b: b.pop("vocab_hash"), ["'vocab_hash' is missing"]),
-    (lambda b: b.update(quantizer=None), ["'quantizer'", "null"]),
-    (lambda b: b["search_layout"].update(num_windows=1.5), ["search_layout['num_windows']"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda b: b.pop("files"), ["'files' is missing"]),
+        (lambda b: b.update(files=["vocab.json"]), ["'files'", "a list", "expected a JSON object"]),
+        (
+            lambda b: b["files"]["vocab.json"].update(size="12"),
+            ["files['vocab.json']['size']", "'12' (a string)", "expected an integer"],
+        ),
+        (
+            lambda b: b["files"]["vocab.json"].pop("crc32"),
+            ["files['vocab.json']['crc32']", "missing"],
+        ),
+        (lambda b: b.update(num_documents="5"), ["'num_documents'", "a string"]),
+        (lambda b: b.pop("vocab_hash"), ["'vocab_hash' is missing"]),
+        (lambda b: b.update(quantizer=None), ["'quantizer'", "null"]),
+        (lambda b: b["search_layout"].update(num_windows=1.5), ["search_layout['num_windows']"]),
+    ],
+)
 def test_mangled_impact_manifest_is_a_clear_corrupt_error(impact, change, words):
     _forge(impact, change)
     with pytest.raises(IndexCorruptError) as caught:
@@ -121,12 +151,15 @@ def test_mangled_impact_manifest_is_a_clear_corrupt_error(impact, change, words)
         assert word in message, message
 
 
-@pytest.mark.parametrize("change, words", [
-    (lambda b: b.pop("files"), ["'files' is missing"]),
-    (lambda b: b["files"]["vectors.bin"].update(size="1"), ["files['vectors.bin']['size']"]),
-    (lambda b: b.update(dim=0), ["'dim'", "expected an integer >= 1"]),
-    (lambda b: b.update(hnsw="yes"), ["'hnsw'", "a string"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda b: b.pop("files"), ["'files' is missing"]),
+        (lambda b: b["files"]["vectors.bin"].update(size="1"), ["files['vectors.bin']['size']"]),
+        (lambda b: b.update(dim=0), ["'dim'", "expected an integer >= 1"]),
+        (lambda b: b.update(hnsw="yes"), ["'hnsw'", "a string"]),
+    ],
+)
 def test_mangled_dense_manifest_is_a_clear_corrupt_error(dense, change, words):
     _forge(dense, change)
     with pytest.raises(IndexCorruptError) as caught:
@@ -151,25 +184,30 @@ def test_from_dict_checks_format_and_kind():
     with pytest.raises(IndexCorruptError, match="not a JSON object"):
         ImpactManifest.from_dict([], source="m.json")
     with pytest.raises(IndexFormatError, match="not 'sparse-ir-dense-index'"):
-        DenseManifest.from_dict({"format": "sparse-ir-impact-index", "format_version": 1},
-                                source="m.json")
+        DenseManifest.from_dict(
+            {"format": "sparse-ir-impact-index", "format_version": 1}, source="m.json"
+        )
 
 
 # -- the shared base ----------------------------------------------------------------------------
+
 
 def test_shared_facts_of_both_kinds(impact, dense):
     for index, count in ((impact, 5), (dense, 6)):
         assert index.num_documents == count == len(index.doc_ids)
         assert index.docno(index.doc_ids[-1]) == count - 1
-        assert index.size_bytes() == sum(p.stat().st_size for p in index.directory.iterdir()
-                                         if p.name != "manifest.json")
+        assert index.size_bytes() == sum(
+            p.stat().st_size for p in index.directory.iterdir() if p.name != "manifest.json"
+        )
         assert type(index).open(index.directory.parent, verify=True).manifest == index.manifest
-    assert repr(impact) == (f"ImpactIndex({str(impact.directory)!r}, documents=5, postings=7, "
-                            "vocab=5)")
+    assert repr(impact) == (
+        f"ImpactIndex({str(impact.directory)!r}, documents=5, postings=7, vocab=5)"
+    )
     assert repr(dense) == f"DenseIndex({str(dense.directory)!r}, documents=6, dim=4, hnsw=False)"
 
 
 # -- verify names -------------------------------------------------------------------------------
+
 
 def test_check_index_is_a_deprecated_alias_of_verify_index(impact):
     import sparse_ir
@@ -186,6 +224,7 @@ def test_check_index_is_a_deprecated_alias_of_verify_index(impact):
 
 
 # -- publishing a plain directory ---------------------------------------------------------------
+
 
 def test_replace_directory_swaps_a_whole_directory(tmp_path):
     output = tmp_path / "out"

@@ -17,8 +17,12 @@ import sparse_ir
 PACKAGE = Path(sparse_ir.__file__).resolve().parent
 
 FORBIDDEN = [
-    (re.compile(r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|shelve)\b",
-                re.MULTILINE), "imports a pickle-based module"),
+    (
+        re.compile(
+            r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|shelve)\b", re.MULTILINE
+        ),
+        "imports a pickle-based module",
+    ),
     (re.compile(r"\btorch\.load\s*\("), "torch.load unpickles"),
     (re.compile(r"allow_pickle\s*=\s*True"), "allow_pickle=True"),
     (re.compile(r"\bread_pickle\s*\("), "pandas read_pickle"),
@@ -42,16 +46,20 @@ def test_no_pickle_in_the_package_sources():
                 line = text.count("\n", 0, match.start()) + 1
                 problems.append(f"{source.relative_to(PACKAGE.parent)}:{line}: {why}")
         for match in MODEL_LOAD.finditer(text):
-            call = text[match.start():text.find(")", match.end()) + 1]
+            call = text[match.start() : text.find(")", match.end()) + 1]
             if "use_safetensors=True" not in call:
                 line = text.count("\n", 0, match.start()) + 1
-                problems.append(f"{source.relative_to(PACKAGE.parent)}:{line}: model loaded "
-                                "without use_safetensors=True")
+                problems.append(
+                    f"{source.relative_to(PACKAGE.parent)}:{line}: model loaded "
+                    "without use_safetensors=True"
+                )
         for match in re.finditer(r"\bnp\.load\s*\(([^)]*)\)", text):
             if "allow_pickle=False" not in match.group(1):
                 line = text.count("\n", 0, match.start()) + 1
-                problems.append(f"{source.relative_to(PACKAGE.parent)}:{line}: np.load "
-                                "without allow_pickle=False")
+                problems.append(
+                    f"{source.relative_to(PACKAGE.parent)}:{line}: np.load "
+                    "without allow_pickle=False"
+                )
     assert not problems, "\n".join(problems)
 
 
@@ -85,14 +93,18 @@ def test_splade_tiny_loads_without_unpickling(pickle_forbidden):
     assert batch.nnz > 0
 
 
-def test_a_model_with_only_pickled_weights_is_refused(tiny_bert_dir, tmp_path,
-                                                      pickle_forbidden):
+def test_a_model_with_only_pickled_weights_is_refused(tiny_bert_dir, tmp_path, pickle_forbidden):
     from sparse_ir.encoders.splade import SpladeEncoder
 
     pickled = tmp_path / "pickled-model"
     pickled.mkdir()
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                 "special_tokens_map.json"):
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ):
         if (tiny_bert_dir / name).exists():
             (pickled / name).write_bytes((tiny_bert_dir / name).read_bytes())
     (pickled / "pytorch_model.bin").write_bytes(b"a pickle we must never open")

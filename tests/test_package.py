@@ -20,10 +20,13 @@ HEAVY = ("torch", "transformers", "tokenizers", "numba", "scipy", "faiss", "tqdm
 
 
 def test_import_is_cheap_and_silent():
-    code = ("import json, sys; import sparse_ir; print(json.dumps(sorted("
-            f"m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=PACKAGE.parent)
+    code = (
+        "import json, sys; import sparse_ir; print(json.dumps(sorted("
+        f"m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
     assert done.stderr == ""
     assert json.loads(done.stdout) == []
 

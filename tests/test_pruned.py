@@ -37,14 +37,24 @@ def _random_impacts(rng, rows, vocab_size, max_terms, max_impact, skew):
         values.extend(rng.integers(1, max_impact + 1, size=n).tolist())
         indptr.append(len(indices))
     vocab = tuple(f"t{i}" for i in range(vocab_size))
-    return SparseBatch(np.array(indptr), np.array(indices, np.int32),
-                       np.array(values, np.int32), vocab, tuple(f"d{i}" for i in range(rows)))
+    return SparseBatch(
+        np.array(indptr),
+        np.array(indices, np.int32),
+        np.array(values, np.int32),
+        vocab,
+        tuple(f"d{i}" for i in range(rows)),
+    )
 
 
 def _reference(index, terms, weights, k):
-    scores = reference_scores(np.asarray(index.term_offsets), np.asarray(index.postings_docs),
-                              np.asarray(index.postings_impacts), index.num_documents,
-                              terms, weights)
+    scores = reference_scores(
+        np.asarray(index.term_offsets),
+        np.asarray(index.postings_docs),
+        np.asarray(index.postings_impacts),
+        index.num_documents,
+        terms,
+        weights,
+    )
     docs, top = reference_top_k(scores, k)
     return list(zip(docs.tolist(), top.tolist())), scores
 
@@ -53,18 +63,26 @@ def _pairs(hits):
     return [(h.docno, h.score) for h in hits]
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), vocab_size=st.integers(1, 60),
-       max_impact=st.sampled_from([1, 3, 20, 300, 70000]), k=st.integers(1, 25),
-       skew=st.sampled_from([0.0, 1.0, 2.0]))
-def test_pruned_equals_reference_on_random_data(tmp_path_factory, seed, rows, vocab_size,
-                                                max_impact, k, skew):
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 300),
+    vocab_size=st.integers(1, 60),
+    max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+    k=st.integers(1, 25),
+    skew=st.sampled_from([0.0, 1.0, 2.0]),
+)
+def test_pruned_equals_reference_on_random_data(
+    tmp_path_factory, seed, rows, vocab_size, max_impact, k, skew
+):
     rng = np.random.default_rng(seed)
     docs = _random_impacts(rng, rows, vocab_size, 12, max_impact, skew)
     path = tmp_path_factory.mktemp("pruned")
-    index = ImpactIndex.build(docs, path / "index", quantizer=Quantizer(max_impact=100_000),
-                              show_progress=False)
+    index = ImpactIndex.build(
+        docs, path / "index", quantizer=Quantizer(max_impact=100_000), show_progress=False
+    )
     queries = _random_impacts(rng, 8, vocab_size, 10, max_impact, skew)
     run = index.search_batch(queries, k, mode="pruned", threads=2)
     run_exhaustive = index.search_batch(queries, k, mode="exhaustive", threads=1)
@@ -75,8 +93,10 @@ def test_pruned_equals_reference_on_random_data(tmp_path_factory, seed, rows, vo
         assert _pairs(index.search(one, k, mode="pruned")) == expected
         assert _pairs(index.search(one, k, mode="exhaustive")) == expected
         # cut_ratio < 1 and bound_weight 1 keep the proof: approximate mode is then exact.
-        assert _pairs(index.search(one, k, mode=Approximate(cut_ratio=0.5,
-                                                            bound_weight=1.0))) == expected
+        assert (
+            _pairs(index.search(one, k, mode=Approximate(cut_ratio=0.5, bound_weight=1.0)))
+            == expected
+        )
         assert _pairs(run[f"d{q}"]) == expected
         assert _pairs(run_exhaustive[f"d{q}"]) == expected
         for mode in ("pruned", "exhaustive"):
@@ -84,16 +104,23 @@ def test_pruned_equals_reference_on_random_data(tmp_path_factory, seed, rows, vo
             assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected
 
 
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.integers(0, 2**32 - 1), cut_ratio=st.floats(1.0, 20.0),
-       bound_weight=st.floats(0.0, 1.0), k=st.integers(1, 15))
-def test_approximate_returns_true_scores_in_order(tmp_path_factory, seed, cut_ratio,
-                                                  bound_weight, k):
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    cut_ratio=st.floats(1.0, 20.0),
+    bound_weight=st.floats(0.0, 1.0),
+    k=st.integers(1, 15),
+)
+def test_approximate_returns_true_scores_in_order(
+    tmp_path_factory, seed, cut_ratio, bound_weight, k
+):
     rng = np.random.default_rng(seed)
     docs = _random_impacts(rng, 200, 40, 15, 50, 1.0)
-    index = ImpactIndex.build(docs, tmp_path_factory.mktemp("approx") / "index",
-                              show_progress=False)
+    index = ImpactIndex.build(
+        docs, tmp_path_factory.mktemp("approx") / "index", show_progress=False
+    )
     queries = _random_impacts(rng, 5, 40, 12, 50, 1.0)
     for q in range(len(queries)):
         one = queries.select([q])
@@ -125,18 +152,21 @@ def test_modes_and_knobs_are_validated(tmp_path):
     assert index.has_search_layout
     with pytest.raises(ValueError, match="mode must be one of"):
         index.search({"a": 1}, mode="fast")
-    with pytest.raises(ValueError, match="apply to mode='approximate'"), \
-            pytest.warns(DeprecationWarning):
+    with (
+        pytest.raises(ValueError, match="apply to mode='approximate'"),
+        pytest.warns(DeprecationWarning),
+    ):
         index.search({"a": 1}, mode="pruned", cut_ratio=2.0)
-    with pytest.raises(ValueError, match="apply to mode='approximate'"), \
-            pytest.warns(DeprecationWarning):
+    with (
+        pytest.raises(ValueError, match="apply to mode='approximate'"),
+        pytest.warns(DeprecationWarning),
+    ):
         index.search_batch([{"a": 1}], mode="exhaustive", bound_weight=0.5)
     with pytest.raises(ValueError, match="cut_ratio must be > 0"):
         index.search({"a": 1}, mode=Approximate(cut_ratio=0))
     with pytest.raises(ValueError, match="bound_weight must be in"):
         Approximate(bound_weight=1.5)
-    plain = ImpactIndex.build(docs, tmp_path / "without", show_progress=False,
-                              search_layout=False)
+    plain = ImpactIndex.build(docs, tmp_path / "without", show_progress=False, search_layout=False)
     assert not plain.has_search_layout
     assert plain.search({"a": 1}) == index.search({"a": 1})  # default falls back to exhaustive
     with pytest.raises(ValueError, match="no search layout"):
@@ -148,8 +178,9 @@ def test_modes_and_knobs_are_validated(tmp_path):
 def test_layout_is_listed_checked_and_consistent(tmp_path):
     rng = np.random.default_rng(3)
     docs = _random_impacts(rng, 500, 80, 20, 400, 1.0)
-    index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False,
-                              memory_budget=20_000)  # several spilled runs
+    index = ImpactIndex.build(
+        docs, tmp_path / "index", show_progress=False, memory_budget=20_000
+    )  # several spilled runs
     manifest = index.manifest
     for name in ("impact_order_docs.bin", "segment_ends.bin", "forward_terms.bin"):
         assert name in manifest.files
@@ -158,16 +189,21 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
     offsets = np.asarray(index.term_offsets)
     for t in range(index.vocab_size):
         lo, hi = offsets[t], offsets[t + 1]
-        by_doc = sorted(zip(index.postings_docs[lo:hi].tolist(),
-                            index.postings_impacts[lo:hi].tolist()))
-        by_impact = list(zip(layout.impact_order_docs[lo:hi].tolist(),
-                             layout.impact_order_impacts[lo:hi].tolist()))
+        by_doc = sorted(
+            zip(index.postings_docs[lo:hi].tolist(), index.postings_impacts[lo:hi].tolist())
+        )
+        by_impact = list(
+            zip(
+                layout.impact_order_docs[lo:hi].tolist(),
+                layout.impact_order_impacts[lo:hi].tolist(),
+            )
+        )
         assert by_impact == sorted(by_doc, key=lambda pair: (-pair[1], pair[0]))
     forward = docs.to_dicts()
     fo = np.asarray(layout.forward_offsets)
     for d in range(index.num_documents):
-        terms = layout.forward_terms[fo[d]:fo[d + 1]].tolist()
-        impacts = layout.forward_impacts[fo[d]:fo[d + 1]].tolist()
+        terms = layout.forward_terms[fo[d] : fo[d + 1]].tolist()
+        impacts = layout.forward_impacts[fo[d] : fo[d + 1]].tolist()
         assert {index.vocab[t]: i for t, i in zip(terms, impacts)} == forward[d]
 
 
@@ -175,8 +211,10 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
 def scifact_impacts(scifact_vectors):
     """Real splade-tiny vectors of SciFact (documents and the 300 test queries), quantized."""
     quantizer = Quantizer(scale=100)
-    return (quantizer.quantize(scifact_vectors.documents),
-            quantizer.quantize(scifact_vectors.queries))
+    return (
+        quantizer.quantize(scifact_vectors.documents),
+        quantizer.quantize(scifact_vectors.queries),
+    )
 
 
 @pytest.mark.slow
@@ -212,9 +250,10 @@ def _kernel_pairs(index, terms, weights, k, params, threads=None):
 
 # Small estimates leave postings below the cuts, so the cut, bound and verification steps run
 # (the default estimate of 100,000 postings covers a whole test index: it would be exhaustive).
-_STEP_PARAMS = [PrunedParams(estimate_postings=e, estimate_candidates=c, cut_ratio=r)
-                for e, c, r in ((1, 1, 0.5), (4, 2, 0.05), (16, 8, 0.3), (64, 32, 0.9),
-                                (8, 1, 0.999))]
+_STEP_PARAMS = [
+    PrunedParams(estimate_postings=e, estimate_candidates=c, cut_ratio=r)
+    for e, c, r in ((1, 1, 0.5), (4, 2, 0.05), (16, 8, 0.3), (64, 32, 0.9), (8, 1, 0.999))
+]
 
 
 def test_pruned_steps_equal_reference(tmp_path_factory):
@@ -222,16 +261,26 @@ def test_pruned_steps_equal_reference(tmp_path_factory):
     # (every query then falls back to the exhaustive kernel), but the run as a whole must not.
     pruned_runs = [0]
 
-    @settings(max_examples=15, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(20, 400),
-           vocab_size=st.integers(2, 40), max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
-           k=st.integers(1, 20), skew=st.sampled_from([0.0, 1.0, 2.0]))
+    @settings(
+        max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        seed=st.integers(0, 2**32 - 1),
+        rows=st.integers(20, 400),
+        vocab_size=st.integers(2, 40),
+        max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+        k=st.integers(1, 20),
+        skew=st.sampled_from([0.0, 1.0, 2.0]),
+    )
     def check(seed, rows, vocab_size, max_impact, k, skew):
         rng = np.random.default_rng(seed)
         docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
-        index = ImpactIndex.build(docs, tmp_path_factory.mktemp("steps") / "index",
-                                  quantizer=Quantizer(max_impact=100_000), show_progress=False)
+        index = ImpactIndex.build(
+            docs,
+            tmp_path_factory.mktemp("steps") / "index",
+            quantizer=Quantizer(max_impact=100_000),
+            show_progress=False,
+        )
         queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
         k = min(k, index.num_documents)
         for q in range(len(queries)):
@@ -257,14 +306,20 @@ def test_pruned_steps_over_many_windows(tmp_path):
     np.cumsum(lengths, out=indptr[1:])
     probabilities = 1.0 / np.arange(1, vocab_size + 1)
     probabilities /= probabilities.sum()
-    indices = np.concatenate([np.sort(rng.choice(vocab_size, size=n, replace=False,
-                                                 p=probabilities)) for n in lengths])
+    indices = np.concatenate(
+        [np.sort(rng.choice(vocab_size, size=n, replace=False, p=probabilities)) for n in lengths]
+    )
     values = rng.integers(1, 200, size=len(indices))
-    docs = SparseBatch(indptr, indices.astype(np.int32), values.astype(np.int32),
-                       tuple(f"t{i}" for i in range(vocab_size)),
-                       tuple(f"d{i}" for i in range(rows)))
-    index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False,
-                              memory_budget=2_000_000)
+    docs = SparseBatch(
+        indptr,
+        indices.astype(np.int32),
+        values.astype(np.int32),
+        tuple(f"t{i}" for i in range(vocab_size)),
+        tuple(f"d{i}" for i in range(rows)),
+    )
+    index = ImpactIndex.build(
+        docs, tmp_path / "index", show_progress=False, memory_budget=2_000_000
+    )
     assert index.manifest.search_layout.num_windows == 3
     queries = _random_impacts(rng, 8, vocab_size, 10, 200, 1.0)
     for q in range(len(queries)):
@@ -300,10 +355,13 @@ def _many_pairs(searcher, index, queries, k, params, threads):
     terms = np.concatenate([t for t, _ in prepared]).astype(np.int32)
     weights = np.concatenate([w for _, w in prepared])
     use_int64 = np.array([_int64(index, t, w) for t, w in prepared])
-    docs, scores, counts, stats = searcher.search_many(indptr, terms, weights, use_int64, k,
-                                                       params, threads=threads)
-    return [list(zip(docs[q, :c].tolist(), scores[q, :c].tolist()))
-            for q, c in enumerate(counts.tolist())], stats
+    docs, scores, counts, stats = searcher.search_many(
+        indptr, terms, weights, use_int64, k, params, threads=threads
+    )
+    return [
+        list(zip(docs[q, :c].tolist(), scores[q, :c].tolist()))
+        for q, c in enumerate(counts.tolist())
+    ], stats
 
 
 def _hidden_top_index(path):
@@ -333,8 +391,9 @@ def _hidden_top_index(path):
 _HIDDEN_TOP = list(range(7, 320, 16))
 _ESTIMATED = list(range(320, 326))
 _HIDDEN_PARAMS = PrunedParams(estimate_postings=6, estimate_candidates=1, cut_ratio=0.5)
-_HIDDEN_QUERIES = SparseBatch.from_dicts([{"a": 1, "b": 2}, {"a": 1, "b": 3}, {"a": 2, "b": 3},
-                                          {"a": 3, "b": 5}], ["a", "b"])
+_HIDDEN_QUERIES = SparseBatch.from_dicts(
+    [{"a": 1, "b": 2}, {"a": 1, "b": 3}, {"a": 2, "b": 3}, {"a": 3, "b": 5}], ["a", "b"]
+)
 
 
 def test_full_candidate_buffer_is_verified_early(tmp_path):
@@ -343,14 +402,17 @@ def test_full_candidate_buffer_is_verified_early(tmp_path):
     for capacity in (1, 2, 4, 7, 25, 26, 27, CANDIDATE_CAPACITY):
         searcher = PrunedSearcher(index, candidate_capacity=capacity)
         for k in (1, 3, 6):
-            runs = {threads: _many_pairs(searcher, index, _HIDDEN_QUERIES, k, _HIDDEN_PARAMS,
-                                         threads) for threads in (1, 2)}
+            runs = {
+                threads: _many_pairs(searcher, index, _HIDDEN_QUERIES, k, _HIDDEN_PARAMS, threads)
+                for threads in (1, 2)
+            }
             for q in range(len(_HIDDEN_QUERIES)):
                 terms, weights = index.prepare_query(_HIDDEN_QUERIES.select([q]))
                 expected, _ = _reference(index, terms, weights, k)
                 assert [d for d, _ in expected] == _HIDDEN_TOP[:k]  # ties: lowest numbers
-                docs, scores, stats = searcher.search(terms, weights, k, _HIDDEN_PARAMS,
-                                                      _int64(index, terms, weights))
+                docs, scores, stats = searcher.search(
+                    terms, weights, k, _HIDDEN_PARAMS, _int64(index, terms, weights)
+                )
                 assert list(zip(docs.tolist(), scores.tolist())) == expected, (capacity, k, q)
                 assert stats[_THETA0] > 0  # the cut, bound and verify steps ran
                 assert stats[_CANDIDATES] == n_candidates
@@ -369,25 +431,34 @@ def test_small_candidate_buffer_equals_reference(tmp_path_factory):
     early_runs = []
 
     @settings(max_examples=15, deadline=None)
-    @given(seed=st.integers(0, 2**32 - 1), rows=st.integers(20, 400),
-           vocab_size=st.integers(2, 40), max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
-           capacity=st.integers(1, 3), k=st.integers(4, 20),
-           skew=st.sampled_from([0.0, 1.0, 2.0]))
+    @given(
+        seed=st.integers(0, 2**32 - 1),
+        rows=st.integers(20, 400),
+        vocab_size=st.integers(2, 40),
+        max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+        capacity=st.integers(1, 3),
+        k=st.integers(4, 20),
+        skew=st.sampled_from([0.0, 1.0, 2.0]),
+    )
     def check(seed, rows, vocab_size, max_impact, capacity, k, skew):
         rng = np.random.default_rng(seed)
         docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
-        index = ImpactIndex.build(docs, tmp_path_factory.mktemp("buffer") / "index",
-                                  quantizer=Quantizer(max_impact=100_000), show_progress=False)
+        index = ImpactIndex.build(
+            docs,
+            tmp_path_factory.mktemp("buffer") / "index",
+            quantizer=Quantizer(max_impact=100_000),
+            show_progress=False,
+        )
         queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
         searcher = PrunedSearcher(index, candidate_capacity=capacity)
         for params in _STEP_PARAMS:
-            runs = [_many_pairs(searcher, index, queries, k, params, threads)
-                    for threads in (1, 2)]
+            runs = [_many_pairs(searcher, index, queries, k, params, threads) for threads in (1, 2)]
             for q in range(len(queries)):
                 terms, weights = index.prepare_query(queries.select([q]))
                 expected, _ = _reference(index, terms, weights, k)
-                docs, scores, stats = searcher.search(terms, weights, k, params,
-                                                      _int64(index, terms, weights))
+                docs, scores, stats = searcher.search(
+                    terms, weights, k, params, _int64(index, terms, weights)
+                )
                 assert list(zip(docs.tolist(), scores.tolist())) == expected, params
                 for pairs, many_stats in runs:
                     assert pairs[q] == expected, params
@@ -419,14 +490,24 @@ def test_damage_found_by_an_early_verification_is_refused(tmp_path):
     # passes, and the first early pass (when the 5th candidate arrives) verifies one of the
     # first four candidates (documents 7, 23, 39, 55) and finds the damage.
     forward_terms = np.array(pristine.forward_terms)
-    forward_terms[:pristine.forward_offsets[_ESTIMATED[0]]] = np.iinfo(forward_terms.dtype).max
+    forward_terms[: pristine.forward_offsets[_ESTIMATED[0]]] = np.iinfo(forward_terms.dtype).max
     searcher.layout = pristine._replace(forward_terms=forward_terms)
     scratch = searcher._scratch()
     accumulator32, slots = scratch.accumulator32, scratch.slots
     docs, scores = np.empty(3, np.int64), np.empty(3, np.int64)
     stats = np.zeros(len(STATS_FIELDS), np.int64)
-    count = pruned_search_one(terms, weights, 3, searcher._arrays(), _HIDDEN_PARAMS.as_tuple(),
-                              accumulator32, scratch, docs, scores, stats)
+    count = pruned_search_one(
+        terms,
+        weights,
+        3,
+        searcher._arrays(),
+        _HIDDEN_PARAMS.as_tuple(),
+        accumulator32,
+        scratch,
+        docs,
+        scores,
+        stats,
+    )
     assert count == kernels.CORRUPT
     # Refused in the first early pass, before any other candidate was collected.
     assert stats[_EARLY] == 1 and stats[_CANDIDATES] == 4

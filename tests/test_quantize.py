@@ -54,8 +54,16 @@ def test_round_trip_through_dict_and_dequantize():
     assert back["d"] == pytest.approx(2.0, abs=0.5 / 42.5)
 
 
-@pytest.mark.parametrize("kwargs", [{"scale": 0}, {"scale": -1}, {"scale": float("nan")},
-                                    {"max_impact": 0}, {"max_impact": 2**40}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"scale": 0},
+        {"scale": -1},
+        {"scale": float("nan")},
+        {"max_impact": 0},
+        {"max_impact": 2**40},
+    ],
+)
 def test_invalid_settings(kwargs):
     with pytest.raises(ValueError):
         Quantizer(**kwargs)

@@ -29,12 +29,16 @@ from sparse_ir.training.prepare import NegativeSource
 # -- registries and their Literals ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("registry, literal", [
-    (FUSION_METHODS, FusionMethod),
-    (NORMALIZATIONS, Normalization),
-    (RANKING_LOSSES, RankingLoss),
-    (REGULARIZERS, Regularizer),
-], ids=["fusion-methods", "normalizations", "ranking-losses", "regularizers"])
+@pytest.mark.parametrize(
+    "registry, literal",
+    [
+        (FUSION_METHODS, FusionMethod),
+        (NORMALIZATIONS, Normalization),
+        (RANKING_LOSSES, RankingLoss),
+        (REGULARIZERS, Regularizer),
+    ],
+    ids=["fusion-methods", "normalizations", "ranking-losses", "regularizers"],
+)
 def test_every_registered_name_is_in_its_literal_and_back(registry, literal):
     assert tuple(registry) == get_args(literal)
 
@@ -77,19 +81,25 @@ def test_every_loss_and_regularizer_is_reachable():
     for ranking in get_args(RankingLoss):
         loss = SpladeLoss(ranking=ranking, idf_penalty=penalty)
         assert loss.needs_teacher == RANKING_LOSSES[ranking].needs_teacher
-        result = loss(queries, positives, negatives, step=0,
-                      teacher_scores=teacher if loss.needs_teacher else None)
+        result = loss(
+            queries,
+            positives,
+            negatives,
+            step=0,
+            teacher_scores=teacher if loss.needs_teacher else None,
+        )
         assert torch.isfinite(result.total)
     for name in get_args(Regularizer):
-        loss = SpladeLoss(query_regularizer=name, document_regularizer=name,
-                          idf_penalty=penalty)
+        loss = SpladeLoss(query_regularizer=name, document_regularizer=name, idf_penalty=penalty)
         assert loss.regularize(name, queries).shape == ()
 
 
 def test_losses_and_parser_load_without_torch():
-    code = ("import sys; import sparse_ir.training.losses, sparse_ir.training.options; "
-            "from sparse_ir.cli import build_parser; build_parser(); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; import sparse_ir.training.losses, sparse_ir.training.options; "
+        "from sparse_ir.cli import build_parser; build_parser(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -127,8 +137,9 @@ CLI_CHOICES = {
 }
 
 
-def _subcommands(parser: argparse.ArgumentParser | None = None, prefix: str = ""
-                 ) -> dict[str, argparse.ArgumentParser]:
+def _subcommands(
+    parser: argparse.ArgumentParser | None = None, prefix: str = ""
+) -> dict[str, argparse.ArgumentParser]:
     """Every (sub)subcommand's parser by its full name (``"lucene export"``)."""
     parser = parser or build_parser()
     found = {}
@@ -157,19 +168,32 @@ def test_cli_choices_are_the_library_literals():
 
 
 #: Actions whose help needs no default: flags and counters.
-_FLAG_ACTIONS = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._CountAction,
-                 argparse._VersionAction, argparse._StoreConstAction)
+_FLAG_ACTIONS = (
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._CountAction,
+    argparse._VersionAction,
+    argparse._StoreConstAction,
+)
 
 
 def test_every_cli_option_states_its_default():
     undocumented = []
     for command, parser in _subcommands().items():
         # One of a required group (--data or --train-jsonl) is as good as required.
-        required = {a for group in parser._mutually_exclusive_groups if group.required
-                    for a in group._group_actions}
+        required = {
+            a
+            for group in parser._mutually_exclusive_groups
+            if group.required
+            for a in group._group_actions
+        }
         for option, action in _options(parser):
-            if isinstance(action, _FLAG_ACTIONS) or action.required or action in required or \
-                        action.help == argparse.SUPPRESS:  # hidden old spellings
+            if (
+                isinstance(action, _FLAG_ACTIONS)
+                or action.required
+                or action in required
+                or action.help == argparse.SUPPRESS
+            ):  # hidden old spellings
                 continue
             if "default" not in (action.help or "").lower():
                 undocumented.append(f"{command} {option}")
@@ -184,8 +208,9 @@ def test_help_renders_for_every_subcommand():
 # -- sparse-ir encode: a leftover shard -----------------------------------------------------------
 
 
-def test_encode_re_encodes_an_unreadable_leftover_shard_and_says_so(tmp_path, tiny_bert_dir,
-                                                                    caplog):
+def test_encode_re_encodes_an_unreadable_leftover_shard_and_says_so(
+    tmp_path, tiny_bert_dir, caplog
+):
     import json
     import logging
 
@@ -193,14 +218,34 @@ def test_encode_re_encodes_an_unreadable_leftover_shard_and_says_so(tmp_path, ti
     from sparse_ir.sparse_batch import SparseBatch
 
     corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n"
-                              for i, text in enumerate(["tumor cells", "brain study"])))
+    corpus.write_text(
+        "".join(
+            json.dumps({"_id": f"d{i}", "title": "", "text": text}) + "\n"
+            for i, text in enumerate(["tumor cells", "brain study"])
+        )
+    )
     output = tmp_path / "vectors"
     output.mkdir()
     (output / "shard-00000.npz").write_bytes(b"not a zip archive")
     with caplog.at_level(logging.INFO, logger="sparse_ir.cli.encode"):
-        assert main(["encode", "--model", str(tiny_bert_dir), "--input", str(corpus),
-                     "--output", str(output)]) == 0
-    assert any("re-encoding" in r.getMessage() and "shard-00000.npz" in r.getMessage()
-               and r.levelno == logging.WARNING for r in caplog.records)
+        assert (
+            main(
+                [
+                    "encode",
+                    "--model",
+                    str(tiny_bert_dir),
+                    "--input",
+                    str(corpus),
+                    "--output",
+                    str(output),
+                ]
+            )
+            == 0
+        )
+    assert any(
+        "re-encoding" in r.getMessage()
+        and "shard-00000.npz" in r.getMessage()
+        and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
     assert list(SparseBatch.load(output / "shard-00000.npz").ids) == ["d0", "d1"]

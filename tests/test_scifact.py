@@ -16,8 +16,13 @@ from sparse_ir.quantize import Quantizer
 @pytest.fixture(scope="module")
 def scifact_index(scifact_vectors, tmp_path_factory):
     docs, _ = scifact_vectors
-    return ImpactIndex.build(docs, tmp_path_factory.mktemp("scifact") / "ix",
-                             quantizer=Quantizer(), memory_budget="16MB", show_progress=False)
+    return ImpactIndex.build(
+        docs,
+        tmp_path_factory.mktemp("scifact") / "ix",
+        quantizer=Quantizer(),
+        memory_budget="16MB",
+        show_progress=False,
+    )
 
 
 def test_ndcg_of_splade_tiny_on_scifact(scifact_index, scifact_vectors, scifact_dir):
@@ -33,8 +38,9 @@ def test_top_100_equals_scipy_brute_force_for_all_300_queries(scifact_index, sci
     docs, queries = scifact_vectors
     quantized_docs = scifact_index.quantizer.quantize(docs)
     quantized_queries = scifact_index.quantizer.quantize(queries)
-    brute = (quantized_queries.to_scipy().astype(np.int64)
-             @ quantized_docs.to_scipy().astype(np.int64).T).toarray()
+    brute = (
+        quantized_queries.to_scipy().astype(np.int64) @ quantized_docs.to_scipy().astype(np.int64).T
+    ).toarray()
     run = scifact_index.search_batch(quantized_queries, 100, threads=2)
     assert len(run) == 300
     for row, qid in enumerate(quantized_queries.ids):
@@ -46,15 +52,20 @@ def test_top_100_equals_scipy_brute_force_for_all_300_queries(scifact_index, sci
 
 def test_spilled_build_is_identical_on_real_data(scifact_index, scifact_vectors, tmp_path):
     docs, _ = scifact_vectors
-    shards = [docs.select(range(start, min(start + 500, len(docs))))
-              for start in range(0, len(docs), 500)]
+    shards = [
+        docs.select(range(start, min(start + 500, len(docs)))) for start in range(0, len(docs), 500)
+    ]
     from sparse_ir.index import builder
 
     # A budget of 150,000 buffered postings (the builder's bytes per posting changes with it).
-    spilled = ImpactIndex.build(iter(shards), tmp_path / "spilled",
-                                memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 150_000,
-                                show_progress=False)
+    spilled = ImpactIndex.build(
+        iter(shards),
+        tmp_path / "spilled",
+        memory_budget=builder._BYTES_PER_BUFFERED_POSTING * 150_000,
+        show_progress=False,
+    )
     assert spilled.settings["runs_spilled"] >= 5
     for name in ("term_offsets.bin", "postings_docs.bin", "postings_impacts.bin"):
-        assert (spilled.directory / name).read_bytes() == \
-            (scifact_index.directory / name).read_bytes()
+        assert (spilled.directory / name).read_bytes() == (
+            scifact_index.directory / name
+        ).read_bytes()

@@ -17,8 +17,7 @@ def _true_max(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.einsum("blh,vh->blv", hidden.double(), weight.double()).amax(dim=1)
 
 
-def _data(seed: int, batch: int, length: int, width: int, vocab: int, scale: float,
-          outliers: bool):
+def _data(seed: int, batch: int, length: int, width: int, vocab: int, scale: float, outliers: bool):
     generator = torch.Generator().manual_seed(seed)
     hidden = torch.randn(batch, length, width, generator=generator) * scale
     if outliers:  # a few dimensions far larger than the rest, as in some transformers
@@ -29,14 +28,19 @@ def _data(seed: int, batch: int, length: int, width: int, vocab: int, scale: flo
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), batch=st.integers(1, 5), length=st.integers(1, 19),
-       width=st.sampled_from([8, 24, 64]), vocab=st.integers(4, 90),
-       scale=st.sampled_from([1e-6, 0.3, 1.0, 40.0]), outliers=st.booleans(),
-       kind=st.sampled_from(["int8", "bfloat16"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    batch=st.integers(1, 5),
+    length=st.integers(1, 19),
+    width=st.sampled_from([8, 24, 64]),
+    vocab=st.integers(4, 90),
+    scale=st.sampled_from([1e-6, 0.3, 1.0, 40.0]),
+    outliers=st.booleans(),
+    kind=st.sampled_from(["int8", "bfloat16"]),
+)
 def test_upper_bound_holds(seed, batch, length, width, vocab, scale, outliers, kind):
     hidden, weight = _data(seed, batch, length, width, vocab, scale, outliers)
-    screen = Int8Screen(weight, columns=8) if kind == "int8" else \
-        Bfloat16Screen(weight, columns=8)
+    screen = Int8Screen(weight, columns=8) if kind == "int8" else Bfloat16Screen(weight, columns=8)
     bound = screen.upper_bound(hidden).double()
     assert bound.shape == (batch, vocab)
     assert (bound >= _true_max(hidden, weight)).all()
@@ -66,7 +70,7 @@ def test_int8_bound_is_tight_on_splade_tiny(splade_tiny, scifact_docs):
         exact = _true_max(hidden, head.weight) + head.bias.double()
         bound = Int8Screen(head.weight).upper_bound(hidden).double() + head.bias.double()
     assert (bound >= exact).all()
-    assert ((bound - exact).amax() < 2.0)
+    assert (bound - exact).amax() < 2.0
     candidates = (bound > 0).sum(dim=1).float().mean().item()
     active = (exact > 0).sum(dim=1).float().mean().item()
     assert active <= candidates < 4 * active + 100, (active, candidates)
@@ -82,7 +86,7 @@ def test_rescore_is_the_float32_max_of_the_candidates():
     lengths = [6, 2, 4]
     out = rescore(hidden, lengths, candidates, weight, bias)
     for row in range(3):
-        tokens = hidden[row, :lengths[row]]
+        tokens = hidden[row, : lengths[row]]
         expected = (tokens @ weight.T).amax(dim=0) + bias
         assert torch.allclose(out[row][candidates[row]], expected[candidates[row]], atol=1e-5)
         assert (out[row][~candidates[row]] == 0).all()

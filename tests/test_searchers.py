@@ -39,8 +39,7 @@ class WordEncoder:
 
     def encode_queries(self, texts, *, ids=None, show_progress=None):
         texts = [texts] if isinstance(texts, str) else list(texts)
-        rows = [{w: 1.0 + t.split().count(w) / 2 for w in t.split() if w in VOCAB}
-                for t in texts]
+        rows = [{w: 1.0 + t.split().count(w) / 2 for w in t.split() if w in VOCAB} for t in texts]
         return SparseBatch.from_dicts(rows, VOCAB, ids)
 
 
@@ -70,19 +69,25 @@ def indexes(tmp_path_factory):
 
 # -- modes -------------------------------------------------------------------------------------
 
+
 def test_mode_values_equal_their_names(indexes):
     sparse, _ = indexes
     assert get_args(SearchModeName) == ("exhaustive", "pruned", "approximate")
-    for name, value in (("exhaustive", Exhaustive()), ("pruned", Pruned()),
-                        ("approximate", Approximate())):
+    for name, value in (
+        ("exhaustive", Exhaustive()),
+        ("pruned", Pruned()),
+        ("approximate", Approximate()),
+    ):
         assert resolve_mode(name, has_search_layout=True) == value
         assert value.name == name
         queries = WordEncoder().encode_queries(TEXTS)
         for q in range(len(TEXTS)):
             one = queries.select([q])
             assert sparse.search(one, 5, mode=name) == sparse.search(one, 5, mode=value)
-        assert sparse.search_batch(queries, 5, mode=name).results == \
-            sparse.search_batch(queries, 5, mode=value).results
+        assert (
+            sparse.search_batch(queries, 5, mode=name).results
+            == sparse.search_batch(queries, 5, mode=value).results
+        )
     assert Approximate() == Approximate(DEFAULT_CUT_RATIO, DEFAULT_BOUND_WEIGHT)
     assert resolve_mode(None, has_search_layout=True) == Pruned()
     assert resolve_mode(None, has_search_layout=False) == Exhaustive()
@@ -92,18 +97,21 @@ def test_mode_values_equal_their_names(indexes):
     assert Approximate(1.2, 0.6).kernel_params().as_tuple()[2:] == (1.2, 0.6)
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: Approximate(cut_ratio=0), "cut_ratio must be > 0"),
-    (lambda: Approximate(cut_ratio=-1.0), "cut_ratio must be > 0"),
-    (lambda: Approximate(bound_weight=1.5), r"bound_weight must be in \[0, 1\]"),
-    (lambda: Approximate(cut_ratio="1"), "cut_ratio must be a number"),
-    (lambda: Approximate(estimate_postings=0), "estimate_postings must be an integer >= 1"),
-    (lambda: Pruned(cut_ratio=1.0), r"must be in \(0, 1\)"),
-    (lambda: Pruned(estimate_candidates=2.5), "estimate_candidates must be an integer"),
-    (lambda: resolve_mode("fast", has_search_layout=True), "mode must be one of"),
-    (lambda: resolve_mode(3, has_search_layout=True), "mode must be one of"),
-    (lambda: resolve_mode("pruned", has_search_layout=False), "no search layout"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Approximate(cut_ratio=0), "cut_ratio must be > 0"),
+        (lambda: Approximate(cut_ratio=-1.0), "cut_ratio must be > 0"),
+        (lambda: Approximate(bound_weight=1.5), r"bound_weight must be in \[0, 1\]"),
+        (lambda: Approximate(cut_ratio="1"), "cut_ratio must be a number"),
+        (lambda: Approximate(estimate_postings=0), "estimate_postings must be an integer >= 1"),
+        (lambda: Pruned(cut_ratio=1.0), r"must be in \(0, 1\)"),
+        (lambda: Pruned(estimate_candidates=2.5), "estimate_candidates must be an integer"),
+        (lambda: resolve_mode("fast", has_search_layout=True), "mode must be one of"),
+        (lambda: resolve_mode(3, has_search_layout=True), "mode must be one of"),
+        (lambda: resolve_mode("pruned", has_search_layout=False), "no search layout"),
+    ],
+)
 def test_modes_are_validated(make, message):
     with pytest.raises(ValueError, match=message):
         make()
@@ -113,7 +121,7 @@ def test_search_stats_name_the_kernel_figures(indexes):
     from sparse_ir.index.pruned import STATS_FIELDS
 
     sparse, _ = indexes
-    assert SearchStats._fields[:len(STATS_FIELDS)] == STATS_FIELDS
+    assert SearchStats._fields[: len(STATS_FIELDS)] == STATS_FIELDS
     query = WordEncoder().encode_queries("w1 w2 w3")
     for mode in ("exhaustive", "pruned", Approximate(2.0, 0.5)):
         hits, stats = sparse.search_with_stats(query, 5, mode=mode)
@@ -125,8 +133,9 @@ def test_search_stats_name_the_kernel_figures(indexes):
     terms, _ = sparse.prepare_query(query)
     assert stats.postings == int(sparse.document_frequency()[terms].sum())
     # A tiny estimate leaves postings below the cuts: the cut and verify steps run.
-    _, stats = sparse.search_with_stats(query, 3,
-                                        mode=Pruned(estimate_postings=2, estimate_candidates=1))
+    _, stats = sparse.search_with_stats(
+        query, 3, mode=Pruned(estimate_postings=2, estimate_candidates=1)
+    )
     assert stats.mode == "pruned"
 
 
@@ -147,11 +156,14 @@ def test_deprecated_keywords_warn_and_give_the_same_result(indexes):
     searcher = Searcher(sparse, WordEncoder())
     with pytest.warns(DeprecationWarning, match="query_ids"):
         old_run = searcher.search_batch(TEXTS, 4, ids=[f"q{i}" for i in range(len(TEXTS))])
-    assert old_run.results == searcher.search_batch(
-        TEXTS, 4, query_ids=[f"q{i}" for i in range(len(TEXTS))]).results
+    assert (
+        old_run.results
+        == searcher.search_batch(TEXTS, 4, query_ids=[f"q{i}" for i in range(len(TEXTS))]).results
+    )
 
 
 # -- searchers ---------------------------------------------------------------------------------
+
 
 def _same_hits(left, right):
     """Equal hits; float scores to float32 rounding (one query vs a batch in BLAS)."""
@@ -171,8 +183,9 @@ def test_searchers_share_one_shape(indexes):
         with pytest.raises(ValueError, match="2 query ids for 6 texts"):
             searcher.search_batch(TEXTS, 5, query_ids=["a", "b"])
     searcher = Searcher(sparse, WordEncoder(), mode="exhaustive")
-    assert searcher.search("w1 w2", 3, mode=Approximate(5.0, 0.1)) == \
-        sparse.search(searcher.encode("w1 w2"), 3, mode=Approximate(5.0, 0.1))
+    assert searcher.search("w1 w2", 3, mode=Approximate(5.0, 0.1)) == sparse.search(
+        searcher.encode("w1 w2"), 3, mode=Approximate(5.0, 0.1)
+    )
 
 
 @pytest.mark.parametrize("fusion", [Fusion(), Fusion.rrf(rrf_k=10, depth=8)])
@@ -190,8 +203,9 @@ def test_hybrid_runs_equal_fusing_the_component_runs(indexes, fusion, three):
     for searcher, component in zip(searchers, runs.components):
         alone = searcher.search_batch(TEXTS, depth, query_ids=ids)
         # Same documents and scores; numbers are the first index's.
-        assert {q: [(h.doc_id, h.score) for h in hits] for q, hits in alone.items()} == \
-            {q: [(h.doc_id, h.score) for h in hits] for q, hits in component.items()}
+        assert {q: [(h.doc_id, h.score) for h in hits] for q, hits in alone.items()} == {
+            q: [(h.doc_id, h.score) for h in hits] for q, hits in component.items()
+        }
         for hits in component.results.values():
             assert all(h.docno == sparse.docno(h.doc_id) for h in hits)
     assert runs.fused.results == fusion.fuse(list(runs.components), k=4).results
@@ -200,8 +214,7 @@ def test_hybrid_runs_equal_fusing_the_component_runs(indexes, fusion, three):
         _same_hits(hybrid.search(text, 4), runs.fused[f"q{i}"])
         assert len(hybrid.timings.encode) == len(searchers)
     expected = {"sparse", "dense"} if not three else {"sparse1", "dense", "sparse3"}
-    assert {stage.rsplit("_", 1)[0] for stage in hybrid.timings.stages()} == \
-        expected | {"fusion"}
+    assert {stage.rsplit("_", 1)[0] for stage in hybrid.timings.stages()} == expected | {"fusion"}
     with HybridSearcher(searchers, fusion, parallel=True) as parallel:
         _same_hits(parallel.search(TEXTS[2], 4), hybrid.search(TEXTS[2], 4))
     modes = [None, "exact"] + (["pruned"] if three else [])
@@ -211,6 +224,7 @@ def test_hybrid_runs_equal_fusing_the_component_runs(indexes, fusion, three):
 
 
 # -- encoders ----------------------------------------------------------------------------------
+
 
 def test_encoder_protocols():
     from sparse_ir.encoders.base import DenseQueryEncoder, DocumentEncoder, QueryEncoder
@@ -246,10 +260,16 @@ def test_single_str_and_idf_kind_picked_by_from_index(tiny_bert_dir, tmp_path):
     rows = json.loads((checkpoint / "config.json").read_text())["vocab_size"]
     idf = IdfQueryEncoder.from_corpus(tokenizer, texts, rows)
     idf.save(checkpoint)
-    assert idf.encode_queries("tumor cells").to_dicts() == \
-        idf.encode_queries(["tumor cells"]).to_dicts()
-    index, _ = index_corpus(SpladeEncoder.from_pretrained(checkpoint, precision="float32"),
-                            corpus, tmp_path / "idf", show_progress=False)
+    assert (
+        idf.encode_queries("tumor cells").to_dicts()
+        == idf.encode_queries(["tumor cells"]).to_dicts()
+    )
+    index, _ = index_corpus(
+        SpladeEncoder.from_pretrained(checkpoint, precision="float32"),
+        corpus,
+        tmp_path / "idf",
+        show_progress=False,
+    )
     assert index.settings["query_encoder"] == "idf"
     searcher = Searcher.from_index(tmp_path / "idf")
     assert isinstance(searcher.encoder, IdfQueryEncoder)

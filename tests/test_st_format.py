@@ -27,8 +27,9 @@ MEASURED: dict[str, float] = {}
 
 
 def _splade_tiny() -> str:
-    return os.path.join(importlib.util.find_spec("cognition").submodule_search_locations[0],
-                        "model")
+    return os.path.join(
+        importlib.util.find_spec("cognition").submodule_search_locations[0], "model"
+    )
 
 
 def _scifact() -> Path:
@@ -55,8 +56,10 @@ def two_threads():
     yield
     torch.set_num_threads(previous)
     if MEASURED:
-        print("\nmax |diff| per configuration:",
-              ", ".join(f"{k} {v:.2e}" for k, v in MEASURED.items()))
+        print(
+            "\nmax |diff| per configuration:",
+            ", ".join(f"{k} {v:.2e}" for k, v in MEASURED.items()),
+        )
 
 
 def _st_modules():
@@ -101,13 +104,15 @@ def _ours(path):
 
 # -- sentence-transformers -> sparse_ir ---------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_st_max_pooling_default(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
     modules = _st_modules()
-    model = SparseEncoder(modules=[modules.MLMTransformer(_splade_tiny()),
-                                   modules.SpladePooling("max")])
+    model = SparseEncoder(
+        modules=[modules.MLMTransformer(_splade_tiny()), modules.SpladePooling("max")]
+    )
     model.save(str(tmp_path / "m"))
     ours = _ours(tmp_path / "m")
     assert (ours.pooling, ours.document_max_length, ours.query_max_length) == ("max", 512, 512)
@@ -119,8 +124,12 @@ def test_st_sum_pooling_max_length_128(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
     modules = _st_modules()
-    model = SparseEncoder(modules=[modules.MLMTransformer(_splade_tiny(), max_seq_length=128),
-                                   modules.SpladePooling("sum")])
+    model = SparseEncoder(
+        modules=[
+            modules.MLMTransformer(_splade_tiny(), max_seq_length=128),
+            modules.SpladePooling("sum"),
+        ]
+    )
     model.save(str(tmp_path / "m"))
     ours = _ours(tmp_path / "m")
     assert (ours.pooling, ours.document_max_length) == ("sum", 128)
@@ -132,13 +141,20 @@ def test_st_log1p_relu_and_prompts(texts, tmp_path):
     from sentence_transformers import SparseEncoder
 
     modules = _st_modules()
-    model = SparseEncoder(modules=[modules.MLMTransformer(_splade_tiny(), max_seq_length=64),
-                                   modules.SpladePooling("max", "log1p_relu")],
-                          prompts={"query": "query: ", "document": "passage: "})
+    model = SparseEncoder(
+        modules=[
+            modules.MLMTransformer(_splade_tiny(), max_seq_length=64),
+            modules.SpladePooling("max", "log1p_relu"),
+        ],
+        prompts={"query": "query: ", "document": "passage: "},
+    )
     model.save(str(tmp_path / "m"))
     ours = _ours(tmp_path / "m")
-    assert (ours.activation, ours.query_prompt, ours.document_prompt) == \
-        ("log1p_relu", "query: ", "passage: ")
+    assert (ours.activation, ours.query_prompt, ours.document_prompt) == (
+        "log1p_relu",
+        "query: ",
+        "passage: ",
+    )
     documents, queries = texts
     _compare("log1p_relu-prompts-64", model, ours, documents[:50], queries[:50])
 
@@ -154,11 +170,10 @@ def test_st_inference_free_router(texts, tmp_path):
     generator = torch.Generator().manual_seed(0)
     weights = torch.rand(document.tokenizer.vocab_size, generator=generator)
     weights[weights < 0.1] = 0.0
-    query = modules.SparseStaticEmbedding(tokenizer=document.tokenizer, weight=weights,
-                                          frozen=True)
-    router = modules.Router.for_query_document(query_modules=[query],
-                                               document_modules=[document,
-                                                                 modules.SpladePooling("max")])
+    query = modules.SparseStaticEmbedding(tokenizer=document.tokenizer, weight=weights, frozen=True)
+    router = modules.Router.for_query_document(
+        query_modules=[query], document_modules=[document, modules.SpladePooling("max")]
+    )
     model = SparseEncoder(modules=[router], similarity_fn_name="dot")
     model.save(str(tmp_path / "m"))
     ours = _ours(tmp_path / "m")
@@ -168,27 +183,57 @@ def test_st_inference_free_router(texts, tmp_path):
 
 
 def test_unsupported_modules_are_refused(tmp_path):
-    (tmp_path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "",
-         "type": "sentence_transformers.sparse_encoder.models.MLMTransformer"},
-        {"idx": 1, "name": "1", "path": "1_SparseAutoEncoder",
-         "type": "sentence_transformers.sparse_encoder.models.SparseAutoEncoder"}]))
-    with pytest.raises(st_format.UnsupportedModuleError,
-                       match=r"modules.json: module type '.*SparseAutoEncoder' is not "
-                             "implemented"):
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.sparse_encoder.models.MLMTransformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_SparseAutoEncoder",
+                    "type": "sentence_transformers.sparse_encoder.models.SparseAutoEncoder",
+                },
+            ]
+        )
+    )
+    with pytest.raises(
+        st_format.UnsupportedModuleError,
+        match=r"modules.json: module type '.*SparseAutoEncoder' is not "
+        "implemented",
+    ):
         st_format.read_layout(tmp_path)
-    (tmp_path / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "",
-         "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_SpladePooling",
-         "type": "sentence_transformers.sparse_encoder.models.SpladePooling"}]))
-    with pytest.raises(st_format.UnsupportedModuleError, match="transformer_task "
-                                                               "'feature-extraction'"):
+    (tmp_path / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "",
+                    "type": "sentence_transformers.models.Transformer",
+                },
+                {
+                    "idx": 1,
+                    "name": "1",
+                    "path": "1_SpladePooling",
+                    "type": "sentence_transformers.sparse_encoder.models.SpladePooling",
+                },
+            ]
+        )
+    )
+    with pytest.raises(
+        st_format.UnsupportedModuleError, match="transformer_task 'feature-extraction'"
+    ):
         st_format.read_layout(tmp_path)
     assert st_format.read_layout(_splade_tiny()) is None  # a plain Hugging Face model
 
 
 # -- sparse_ir -> sentence-transformers ---------------------------------------------------------
+
 
 def _checkpoint(tmp_path, texts, *, inference_free: bool):
     from sparse_ir.training.checkpoint import save_checkpoint
@@ -197,15 +242,29 @@ def _checkpoint(tmp_path, texts, *, inference_free: bool):
 
     model, tokenizer = load_model("splade-tiny")
     tokenizer(["bake a truncation into the tokenizer"], truncation=True, max_length=65)
-    query_encoder = IdfQueryEncoder.from_corpus(
-        tokenizer, texts, model.get_output_embeddings().weight.shape[0]) \
-        if inference_free else None
-    config = {"mode": "inference-free" if inference_free else "siamese",
-              "eval_document_max_length": 128, "query_max_length": 32}
-    state = {"step": 7, "best": {"step": 7, "ndcg_at_10": 0.5, "document_terms": 90.0,
-                                 "query_terms": 9.0}, "history": []}
-    return save_checkpoint(tmp_path / "checkpoint-7", model=model, tokenizer=tokenizer,
-                           config=config, state=state, query_encoder=query_encoder)
+    query_encoder = (
+        IdfQueryEncoder.from_corpus(tokenizer, texts, model.get_output_embeddings().weight.shape[0])
+        if inference_free
+        else None
+    )
+    config = {
+        "mode": "inference-free" if inference_free else "siamese",
+        "eval_document_max_length": 128,
+        "query_max_length": 32,
+    }
+    state = {
+        "step": 7,
+        "best": {"step": 7, "ndcg_at_10": 0.5, "document_terms": 90.0, "query_terms": 9.0},
+        "history": [],
+    }
+    return save_checkpoint(
+        tmp_path / "checkpoint-7",
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        state=state,
+        query_encoder=query_encoder,
+    )
 
 
 @pytest.mark.slow
@@ -238,6 +297,7 @@ def test_inference_free_checkpoint_is_a_router(texts, tmp_path):
 
 # -- provenance ---------------------------------------------------------------------------------
 
+
 def test_model_provenance_and_check(tmp_path, monkeypatch):
     class Named:
         def __init__(self, name):
@@ -247,8 +307,9 @@ def test_model_provenance_and_check(tmp_path, monkeypatch):
     first = st_format.model_provenance(Named("splade-tiny"))
     assert first["model"] == "splade-tiny"
     assert first["model_fingerprint"].startswith("sha256:")
-    assert st_format.model_provenance(Named(tiny))["model_fingerprint"] == \
-        first["model_fingerprint"]
+    assert (
+        st_format.model_provenance(Named(tiny))["model_fingerprint"] == first["model_fingerprint"]
+    )
     copy = tmp_path / "copy"
     copy.mkdir()
     for name in ("config.json", "model.safetensors"):
@@ -267,8 +328,9 @@ def test_model_provenance_and_check(tmp_path, monkeypatch):
 
 
 def test_vectors_provenance_reads_encode_json(tmp_path):
-    (tmp_path / "encode.json").write_text(json.dumps(
-        {"model": "/models/mine", "model_fingerprint": "sha256:ab", "pooling": "sum"}))
+    (tmp_path / "encode.json").write_text(
+        json.dumps({"model": "/models/mine", "model_fingerprint": "sha256:ab", "pooling": "sum"})
+    )
     settings = st_format.vectors_provenance(tmp_path, "splade-tiny", "splade-tiny")
     assert settings["model"] == "/models/mine" and settings["pooling"] == "sum"
     with pytest.raises(ValueError, match="encode.json says the vectors were made with"):
@@ -277,6 +339,7 @@ def test_vectors_provenance_reads_encode_json(tmp_path):
 
 # -- ids ----------------------------------------------------------------------------------------
 
+
 def test_id_with_spaces_indexes_searches_and_trec_refuses(tmp_path):
     from sparse_ir.corpus import Document
     from sparse_ir.encoders.splade import SpladeEncoder
@@ -284,8 +347,10 @@ def test_id_with_spaces_indexes_searches_and_trec_refuses(tmp_path):
     from sparse_ir.search import Searcher
 
     wiki = "Extinction risk from global warming:170"
-    documents = [Document(wiki, "", "Global warming raises the extinction risk of species."),
-                 Document("d2", "", "Protein folding in yeast cells.")]
+    documents = [
+        Document(wiki, "", "Global warming raises the extinction risk of species."),
+        Document("d2", "", "Protein folding in yeast cells."),
+    ]
     encoder = SpladeEncoder.from_pretrained("splade-tiny")
     index, _ = index_corpus(encoder, documents, tmp_path / "index", show_progress=False)
     searcher = Searcher(index, encoder)
@@ -306,8 +371,11 @@ def test_id_with_spaces_indexes_searches_and_trec_refuses(tmp_path):
         Searcher.from_index(tmp_path / "index", model=str(other))
     assert Searcher.from_index(tmp_path / "index", model=str(other), force=True)
     run = searcher.search_batch(["extinction risk warming"], k=2)
-    with pytest.raises(ValueError, match="cannot write a TREC run: id 'Extinction risk from "
-                                         "global warming:170' contains whitespace"):
+    with pytest.raises(
+        ValueError,
+        match="cannot write a TREC run: id 'Extinction risk from "
+        "global warming:170' contains whitespace",
+    ):
         run.write_trec(tmp_path / "run.trec")
 
 
@@ -319,8 +387,10 @@ def test_trec_id_map_escapes_and_records(tmp_path):
     run.write_trec(tmp_path / "run.trec", id_map=tmp_path / "ids.json")
     lines = (tmp_path / "run.trec").read_text().splitlines()
     assert lines[0] == "q%201 Q0 Extinction%20risk%20from%20global%20warming:170 1 3 t"
-    assert json.loads((tmp_path / "ids.json").read_text()) == \
-        {"q%201": "q 1", "Extinction%20risk%20from%20global%20warming:170": wiki}
+    assert json.loads((tmp_path / "ids.json").read_text()) == {
+        "q%201": "q 1",
+        "Extinction%20risk%20from%20global%20warming:170": wiki,
+    }
 
 
 def test_cli_index_vectors_records_the_vectors_model(tmp_path, monkeypatch):
@@ -331,10 +401,12 @@ def test_cli_index_vectors_records_the_vectors_model(tmp_path, monkeypatch):
     vectors = tmp_path / "vectors"
     vectors.mkdir()
     SparseBatch.from_dicts([{"a": 1.0}], ["a", "b"], ids=["d 1"]).save(vectors / "shard-00000.npz")
-    (vectors / "encode.json").write_text(json.dumps(
-        {"model": "/models/mine", "model_fingerprint": "sha256:ab", "pooling": "sum"}))
-    assert main(["-q", "index", "--vectors", str(vectors), "--output",
-                 str(tmp_path / "index")]) == 0
+    (vectors / "encode.json").write_text(
+        json.dumps({"model": "/models/mine", "model_fingerprint": "sha256:ab", "pooling": "sum"})
+    )
+    assert (
+        main(["-q", "index", "--vectors", str(vectors), "--output", str(tmp_path / "index")]) == 0
+    )
     settings = ImpactIndex.open(tmp_path / "index").settings
     assert (settings["model"], settings["model_fingerprint"]) == ("/models/mine", "sha256:ab")
     assert settings["vectors"] == str(vectors)
@@ -342,6 +414,19 @@ def test_cli_index_vectors_records_the_vectors_model(tmp_path, monkeypatch):
     (vectors / "encode.json").unlink()
     (tmp_path / "mymodel").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert main(["-q", "index", "--vectors", str(vectors), "--output", str(tmp_path / "i2"),
-                 "--model", "mymodel"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "index",
+                "--vectors",
+                str(vectors),
+                "--output",
+                str(tmp_path / "i2"),
+                "--model",
+                "mymodel",
+            ]
+        )
+        == 0
+    )
     assert ImpactIndex.open(tmp_path / "i2").settings["model"] == str(tmp_path / "mymodel")

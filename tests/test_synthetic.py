@@ -29,11 +29,17 @@ def _write_corpus(directory, rng, rows=57, vocab_size=30, compressed=False):
             q_impacts.append(value)
         q_indptr.append(len(q_indices))
     save = np.savez_compressed if compressed else np.savez
-    save(directory / "corpus.npz", indptr=np.array(indptr, np.int64),
-         indices=np.array(indices, np.int32), values=np.array(impacts, np.float32) / 100,
-         impacts=np.array(impacts, np.uint16), q_indptr=np.array(q_indptr, np.int64),
-         q_indices=np.array(q_indices, np.int32), q_impacts=np.array(q_impacts, np.int32),
-         shape=np.array([rows, vocab_size], np.int64))
+    save(
+        directory / "corpus.npz",
+        indptr=np.array(indptr, np.int64),
+        indices=np.array(indices, np.int32),
+        values=np.array(impacts, np.float32) / 100,
+        impacts=np.array(impacts, np.uint16),
+        q_indptr=np.array(q_indptr, np.int64),
+        q_indices=np.array(q_indices, np.int32),
+        q_impacts=np.array(q_impacts, np.int32),
+        shape=np.array([rows, vocab_size], np.int64),
+    )
     (directory / "vocab.json").write_text(json.dumps(vocab))
     with open(directory / "queries.jsonl", "w") as handle:
         for n, query in enumerate(queries):
@@ -56,8 +62,9 @@ def test_shards_and_queries_match_the_arrays(tmp_path):
     assert queries.ids == ("q0", "q1")
     assert queries.to_dicts() == [{"t1": 3, "t5": 120}, {"t7": 1}]
     # The index built from the shards scores exactly like the CSR arrays.
-    index = ImpactIndex.build(corpus.documents(shard_size=16), tmp_path / "index",
-                              show_progress=False)
+    index = ImpactIndex.build(
+        corpus.documents(shard_size=16), tmp_path / "index", show_progress=False
+    )
     import scipy.sparse
 
     matrix = scipy.sparse.csr_matrix((impacts, indices, indptr), shape=(57, 30))

@@ -69,8 +69,9 @@ def test_in_batch_contrastive_known_value():
     expected = math.log(1 + math.exp(-2))
     assert losses.in_batch_contrastive_loss(scores).item() == pytest.approx(expected)
     expected_t2 = math.log(1 + math.exp(-1))
-    assert losses.in_batch_contrastive_loss(scores, temperature=2.0).item() == \
-        pytest.approx(expected_t2)
+    assert losses.in_batch_contrastive_loss(scores, temperature=2.0).item() == pytest.approx(
+        expected_t2
+    )
     with pytest.raises(ValueError, match="temperature"):
         losses.in_batch_contrastive_loss(scores, temperature=0)
 
@@ -83,23 +84,25 @@ def test_in_batch_contrastive_uses_every_document():
     assert scores.tolist() == [[2, 0, 1, 0], [0, 2, 0, 0]]
     first = -math.log(math.exp(2) / (math.exp(2) + 1 + math.exp(1) + 1))
     second = -math.log(math.exp(2) / (1 + math.exp(2) + 1 + 1))
-    assert losses.in_batch_contrastive_loss(scores).item() == \
-        pytest.approx((first + second) / 2)
+    assert losses.in_batch_contrastive_loss(scores).item() == pytest.approx((first + second) / 2)
 
 
 def test_listwise_and_pairwise_known_values():
     positive = torch.tensor([1.0])
     negative = torch.tensor([[0.0, 0.0]])
-    assert losses.listwise_loss(positive, negative).item() == \
-        pytest.approx(-math.log(math.e / (math.e + 2)))
+    assert losses.listwise_loss(positive, negative).item() == pytest.approx(
+        -math.log(math.e / (math.e + 2))
+    )
     negative = torch.tensor([[1.0, 0.0]])
-    assert losses.pairwise_loss(positive, negative).item() == \
-        pytest.approx((math.log(2) + math.log(1 + math.exp(-1))) / 2)
+    assert losses.pairwise_loss(positive, negative).item() == pytest.approx(
+        (math.log(2) + math.log(1 + math.exp(-1))) / 2
+    )
 
 
 def test_margin_mse_known_value():
-    value = losses.margin_mse_loss(torch.tensor([3.0]), torch.tensor([[1.0]]),
-                                   torch.tensor([5.0]), torch.tensor([[4.0]]))
+    value = losses.margin_mse_loss(
+        torch.tensor([3.0]), torch.tensor([[1.0]]), torch.tensor([5.0]), torch.tensor([[4.0]])
+    )
     assert value.item() == pytest.approx(1.0)  # ((3 - 1) - (5 - 4))²
 
 
@@ -125,8 +128,7 @@ def test_splade_loss_returns_named_terms():
     assert result.terms["lambda_d"] == pytest.approx(0.2 * 0.25)
     assert result.terms["reg_q"] == pytest.approx(reg_q)
     assert result.terms["reg_d"] == pytest.approx(reg_d)
-    assert result.total.item() == pytest.approx(
-        ranking.item() + 0.025 * reg_q + 0.05 * reg_d)
+    assert result.total.item() == pytest.approx(ranking.item() + 0.025 * reg_q + 0.05 * reg_d)
     # Inference-free: the query side has no regularizer.
     result = loss(q, pos, neg, step=10, queries_trainable=False)
     assert result.terms["lambda_q"] == 0 and result.terms["reg_q"] == 0
@@ -179,9 +181,16 @@ def tiny_mlm():
     from transformers import BertConfig, BertForMaskedLM
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     model = BertForMaskedLM(config)
     with torch.no_grad():  # a spread of biases: some terms open, most closed, like SPLADE
         model.cls.predictions.bias.normal_(-0.5, 1.0)
@@ -202,41 +211,46 @@ def _weights_and_grads(model, ids, mask, **options):
     model.zero_grad()
     weights = splade_weights(model, ids, mask, **options)
     # A loss touching every weight non-linearly, FLOPS-like and per-text.
-    ((weights ** 2).sum() + losses.flops(weights) * 3).backward()
-    grads = {name: p.grad.clone() for name, p in model.named_parameters()
-             if p.grad is not None}
+    ((weights**2).sum() + losses.flops(weights) * 3).backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
     return weights.detach(), grads
 
 
 def test_chunked_projection_matches_reference_values_and_gradients(tiny_mlm):
     model, ids, mask = tiny_mlm
-    reference, reference_grads = _weights_and_grads(model, ids, mask,
-                                                    implementation="reference")
-    chunked, chunked_grads = _weights_and_grads(model, ids, mask, implementation="chunked",
-                                                vocab_chunk=64)
+    reference, reference_grads = _weights_and_grads(model, ids, mask, implementation="reference")
+    chunked, chunked_grads = _weights_and_grads(
+        model, ids, mask, implementation="chunked", vocab_chunk=64
+    )
     assert (reference > 0).sum() > 100 and (reference == 0).sum() > 100
     torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-6)
     assert set(chunked_grads) == set(reference_grads)
     scale = max(g.abs().max().item() for g in reference_grads.values())
     for name, grad in reference_grads.items():
-        torch.testing.assert_close(chunked_grads[name], grad, rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            chunked_grads[name],
+            grad,
+            rtol=1e-4,
+            atol=1e-5 * scale,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
 
 
 @pytest.mark.parametrize("compute_dtype", [torch.bfloat16, torch.int8])
 def test_chunked_screen_gives_float32_values_and_gradients(tiny_mlm, compute_dtype):
     """The screen only rules out certain zeros; what survives is recomputed in float32."""
     model, ids, mask = tiny_mlm
-    reference, reference_grads = _weights_and_grads(model, ids, mask,
-                                                    implementation="reference")
-    low, grads = _weights_and_grads(model, ids, mask, implementation="chunked",
-                                    vocab_chunk=64, compute_dtype=compute_dtype)
+    reference, reference_grads = _weights_and_grads(model, ids, mask, implementation="reference")
+    low, grads = _weights_and_grads(
+        model, ids, mask, implementation="chunked", vocab_chunk=64, compute_dtype=compute_dtype
+    )
     assert torch.equal(low > 0, reference > 0)
     torch.testing.assert_close(low, reference, rtol=1e-5, atol=1e-6)
     scale = max(g.abs().max().item() for g in reference_grads.values())
     for name, grad in reference_grads.items():
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * scale,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def test_chunked_projection_keeps_no_logits(tiny_mlm):
@@ -263,9 +277,15 @@ def test_chunked_projection_keeps_no_logits(tiny_mlm):
 
 
 def _examples(count: int = 12, negatives: int = 3) -> list[TrainingExample]:
-    return [TrainingExample(f"q{i}", f"query {i}", (f"pos {i}", f"pos {i} bis"),
-                            tuple(f"neg {i}.{j}" for j in range(negatives)))
-            for i in range(count)]
+    return [
+        TrainingExample(
+            f"q{i}",
+            f"query {i}",
+            (f"pos {i}", f"pos {i} bis"),
+            tuple(f"neg {i}.{j}" for j in range(negatives)),
+        )
+        for i in range(count)
+    ]
 
 
 def test_batch_sampler_is_a_function_of_seed_and_step():
@@ -282,8 +302,9 @@ def test_batch_sampler_is_a_function_of_seed_and_step():
             i = q.split()[1]
             assert p.startswith(f"pos {i}") and all(x.startswith(f"neg {i}.") for x in n)
     # One epoch visits every example once.
-    assert sorted(q for b in batches[:3] for q in b.queries) == \
-        sorted(f"query {i}" for i in range(12))
+    assert sorted(q for b in batches[:3] for q in b.queries) == sorted(
+        f"query {i}" for i in range(12)
+    )
 
 
 def test_batch_sampler_completes_short_negative_lists():
@@ -309,8 +330,10 @@ def test_validation_corpus_keeps_positives_then_negatives():
     from sparse_ir.corpus import Document
 
     corpus = [Document(f"d{i}", "", f"text {i}") for i in range(50)]
-    examples = [TrainingExample("q1", "a", ("t",), ("n1", "n2"), None, ("d3",), ("d7", "d8")),
-                TrainingExample("q2", "b", ("t",), ("n",), None, ("d4",), ("d9",))]
+    examples = [
+        TrainingExample("q1", "a", ("t",), ("n1", "n2"), None, ("d3",), ("d7", "d8")),
+        TrainingExample("q2", "b", ("t",), ("n",), None, ("d4",), ("d9",)),
+    ]
     sample = validation_corpus(corpus, examples, size=4, seed=0)
     assert [d.id for d in sample] == ["d3", "d4", "d7", "d9"]
     sample = validation_corpus(corpus, examples, size=10, seed=0)
@@ -320,16 +343,29 @@ def test_validation_corpus_keeps_positives_then_negatives():
 
 def test_read_examples_and_errors(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps({"query": "q", "positive": "p", "negatives": ["n1", "n2"],
-                                "teacher_scores": [3, 1, 0.5]}) + "\n"
-                    + json.dumps({"query": "r", "positive": ["p1", "p2"]}) + "\n")
+    path.write_text(
+        json.dumps(
+            {
+                "query": "q",
+                "positive": "p",
+                "negatives": ["n1", "n2"],
+                "teacher_scores": [3, 1, 0.5],
+            }
+        )
+        + "\n"
+        + json.dumps({"query": "r", "positive": ["p1", "p2"]})
+        + "\n"
+    )
     examples = read_examples(path)
     assert examples[0] == TrainingExample("1", "q", ("p",), ("n1", "n2"), (3.0, 1.0, 0.5))
     assert examples[1].positives == ("p1", "p2") and examples[1].query_id == "2"
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"query": "q", "positive": "p"}) + "\n"
-                   + json.dumps({"query": "q", "positive": "p", "negatives": ["n"],
-                                 "teacher_scores": [1.0]}) + "\n")
+    bad.write_text(
+        json.dumps({"query": "q", "positive": "p"})
+        + "\n"
+        + json.dumps({"query": "q", "positive": "p", "negatives": ["n"], "teacher_scores": [1.0]})
+        + "\n"
+    )
     with pytest.raises(InputError, match=r"bad.jsonl:2: 'teacher_scores' must list 2"):
         read_examples(bad)
     bad.write_text(json.dumps({"query": "", "positive": "p"}) + "\n")
@@ -345,12 +381,15 @@ def test_bm25_negatives_skip_judged_documents():
     from sparse_ir.corpus import Document, Query
     from sparse_ir.training.negatives import mine_bm25_negatives
 
-    corpus = [Document("a", "", "protein expression in tumor cells"),
-              Document("b", "", "tumor cells grow in mice"),
-              Document("c", "", "protein folding"),
-              Document("d", "", "weather report for tomorrow")]
-    mined = mine_bm25_negatives([Query("q", "tumor cells protein")], corpus,
-                                {"q": {"a": 1}}, depth=2)
+    corpus = [
+        Document("a", "", "protein expression in tumor cells"),
+        Document("b", "", "tumor cells grow in mice"),
+        Document("c", "", "protein folding"),
+        Document("d", "", "weather report for tomorrow"),
+    ]
+    mined = mine_bm25_negatives(
+        [Query("q", "tumor cells protein")], corpus, {"q": {"a": 1}}, depth=2
+    )
     assert mined == {"q": ["b", "c"]}
 
 
@@ -367,14 +406,17 @@ def test_idf_query_encoder(tiny_bert_dir, tmp_path):
     size = len(tokenizer)
     encoder = IdfQueryEncoder.from_corpus(tokenizer, texts, size)
     cancer, brain = (tokenizer.convert_tokens_to_ids(t) for t in ("cancer", "brain"))
+
     def idf(df):
         return math.log(1 + (3 - df + 0.5) / (df + 0.5))
 
     assert encoder.idf[cancer] == pytest.approx(idf(2))
     assert encoder.idf[brain] == pytest.approx(idf(1))
     batch = encoder.encode_queries(["brain cancer cancer", ""], ids=["x", "y"])
-    assert batch.to_dicts() == [{"cancer": pytest.approx(idf(2)),
-                                 "brain": pytest.approx(idf(1))}, {}]
+    assert batch.to_dicts() == [
+        {"cancer": pytest.approx(idf(2)), "brain": pytest.approx(idf(1))},
+        {},
+    ]
     dense = encoder.query_tensor(["brain cancer"])
     assert dense[0, cancer].item() == pytest.approx(idf(2)) and (dense > 0).sum() == 2
     tokenizer.save_pretrained(tmp_path)
@@ -387,29 +429,50 @@ def test_idf_query_encoder(tiny_bert_dir, tmp_path):
 
 # -- the trainer ----------------------------------------------------------------------------------
 
-TOPICS = [("cancer", "tumor", "patients"), ("brain", "study", "mice"),
-          ("gene", "expression", "protein"), ("blood", "risk", "disease"),
-          ("search", "index", "query"), ("sparse", "dense", "vector"),
-          ("python", "file", "read"), ("data", "time", "number")]
+TOPICS = [
+    ("cancer", "tumor", "patients"),
+    ("brain", "study", "mice"),
+    ("gene", "expression", "protein"),
+    ("blood", "risk", "disease"),
+    ("search", "index", "query"),
+    ("sparse", "dense", "vector"),
+    ("python", "file", "read"),
+    ("data", "time", "number"),
+]
 
 
 def _tiny_examples() -> list[TrainingExample]:
     examples = []
     for i, words in enumerate(TOPICS):
         others = [" ".join(TOPICS[(i + k) % len(TOPICS)]) for k in (1, 2, 3)]
-        examples.append(TrainingExample(
-            f"q{i}", f"{words[0]} {words[1]}", (f"the {words[0]} {words[1]} {words[2]} cells",),
-            tuple(f"the {o} cells" for o in others)))
+        examples.append(
+            TrainingExample(
+                f"q{i}",
+                f"{words[0]} {words[1]}",
+                (f"the {words[0]} {words[1]} {words[2]} cells",),
+                tuple(f"the {o} cells" for o in others),
+            )
+        )
     return examples
 
 
 def _config(tmp_path, **options):
     from sparse_ir.training.trainer import TrainingConfig
 
-    settings = {"output_dir": str(tmp_path), "max_steps": 3, "batch_size": 4, "negatives": 1,
-                "learning_rate": 1e-3, "lambda_q": 1e-3, "lambda_d": 1e-3, "seed": 0,
-                "precision": "float32", "eval_at_start": False, "document_max_length": 16,
-                "query_max_length": 8}
+    settings = {
+        "output_dir": str(tmp_path),
+        "max_steps": 3,
+        "batch_size": 4,
+        "negatives": 1,
+        "learning_rate": 1e-3,
+        "lambda_q": 1e-3,
+        "lambda_d": 1e-3,
+        "seed": 0,
+        "precision": "float32",
+        "eval_at_start": False,
+        "document_max_length": 16,
+        "query_max_length": 8,
+    }
     settings.update(options)
     return TrainingConfig(**settings)
 
@@ -418,8 +481,14 @@ def _trainer(tiny_bert_dir, config, examples=None, **options):
     from sparse_ir.training.trainer import Trainer, load_model
 
     model, tokenizer = load_model(str(tiny_bert_dir))
-    return Trainer(config, examples or _tiny_examples(), model=model, tokenizer=tokenizer,
-                   show_progress=False, **options)
+    return Trainer(
+        config,
+        examples or _tiny_examples(),
+        model=model,
+        tokenizer=tokenizer,
+        show_progress=False,
+        **options,
+    )
 
 
 def _fixed_loss(trainer) -> float:
@@ -438,8 +507,7 @@ def test_twenty_steps_lower_the_loss(tiny_bert_dir, tmp_path):
     assert result.steps == 20 and result.stopped == "max_steps"
     assert after < 0.85 * before, (before, after)
     records = [json.loads(line) for line in (tmp_path / "history.jsonl").open()]
-    assert {"total", "ranking", "reg_q", "reg_d", "lambda_q", "lambda_d", "lr"} <= \
-        set(records[0])
+    assert {"total", "ranking", "reg_q", "reg_d", "lambda_q", "lambda_d", "lr"} <= set(records[0])
 
 
 def test_seeded_runs_give_identical_weights(tiny_bert_dir, tmp_path):
@@ -497,8 +565,7 @@ def test_checkpoint_loads_as_splade_encoder(tiny_bert_dir, tmp_path):
 
     tokens = trainer.tokenizer(["the cancer tumor cells"], return_tensors="pt")
     with torch.no_grad():
-        expected = splade_weights(trainer.model, tokens["input_ids"],
-                                  tokens["attention_mask"])[0]
+        expected = splade_weights(trainer.model, tokens["input_ids"], tokens["attention_mask"])[0]
     terms, values = batch.row(0)
     assert np.allclose(values, expected[terms].numpy(), atol=1e-5)
     state_dir = result.last_checkpoint / "trainer_state"
@@ -519,18 +586,27 @@ def test_inference_free_training_and_search(tiny_bert_dir, tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert_dir)
     texts = [t for e in examples for t in (*e.positives, *e.negatives)]
     with pytest.raises(ValueError, match="IDF table has"):
-        _trainer(tiny_bert_dir, _config(tmp_path, mode="inference-free"),
-                 query_encoder=IdfQueryEncoder.from_corpus(tokenizer, texts, 7))
+        _trainer(
+            tiny_bert_dir,
+            _config(tmp_path, mode="inference-free"),
+            query_encoder=IdfQueryEncoder.from_corpus(tokenizer, texts, 7),
+        )
     rows = json.loads((tiny_bert_dir / "config.json").read_text())["vocab_size"]
     query_encoder = IdfQueryEncoder.from_corpus(tokenizer, texts, rows)
     corpus = [Document(f"d{i}", "", e.positives[0]) for i, e in enumerate(examples)]
-    validation = ValidationSet([Query(e.query_id, e.query) for e in examples[:4]],
-                               {e.query_id: {f"d{i}": 1} for i, e in enumerate(examples[:4])},
-                               corpus)
-    config = _config(tmp_path, mode="inference-free", max_steps=3,
-                     document_regularizer="idf-flops", eval_document_max_length=16)
-    trainer = _trainer(tiny_bert_dir, config, validation=validation,
-                       query_encoder=query_encoder)
+    validation = ValidationSet(
+        [Query(e.query_id, e.query) for e in examples[:4]],
+        {e.query_id: {f"d{i}": 1} for i, e in enumerate(examples[:4])},
+        corpus,
+    )
+    config = _config(
+        tmp_path,
+        mode="inference-free",
+        max_steps=3,
+        document_regularizer="idf-flops",
+        eval_document_max_length=16,
+    )
+    trainer = _trainer(tiny_bert_dir, config, validation=validation, query_encoder=query_encoder)
     result = trainer.train()
     assert [h["step"] for h in result.history] == [3]
     assert 0 <= result.history[0]["ndcg_at_10"] <= 1
@@ -538,8 +614,9 @@ def test_inference_free_training_and_search(tiny_bert_dir, tmp_path):
     loaded = IdfQueryEncoder.from_pretrained(checkpoint)
     from sparse_ir.pipeline import index_corpus
 
-    index, _ = index_corpus(SpladeEncoder.from_pretrained(checkpoint), corpus,
-                            tmp_path / "index", show_progress=False)
+    index, _ = index_corpus(
+        SpladeEncoder.from_pretrained(checkpoint), corpus, tmp_path / "index", show_progress=False
+    )
     searcher = Searcher(index, loaded)
     hits = searcher.search("cancer tumor", k=3)
     assert hits and all(h.doc_id.startswith("d") for h in hits)
@@ -570,21 +647,48 @@ def test_cli_train_on_jsonl(tiny_bert_dir, tmp_path):
     path = tmp_path / "train.jsonl"
     with path.open("w") as handle:
         for example in _tiny_examples():
-            handle.write(json.dumps({"query": example.query, "positive": example.positives[0],
-                                     "negatives": list(example.negatives)}) + "\n")
+            handle.write(
+                json.dumps(
+                    {
+                        "query": example.query,
+                        "positive": example.positives[0],
+                        "negatives": list(example.negatives),
+                    }
+                )
+                + "\n"
+            )
     out = tmp_path / "out"
-    status = main(["-q", "train", "--train-jsonl", str(path), "--model", str(tiny_bert_dir),
-                   "--output", str(out), "--max-steps", "2", "--batch-size", "3",
-                   "--holdout", "2", "--precision", "float32", "--document-max-length", "16",
-                   "--eval-document-max-length", "16"])
+    status = main(
+        [
+            "-q",
+            "train",
+            "--train-jsonl",
+            str(path),
+            "--model",
+            str(tiny_bert_dir),
+            "--output",
+            str(out),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "3",
+            "--holdout",
+            "2",
+            "--precision",
+            "float32",
+            "--document-max-length",
+            "16",
+            "--eval-document-max-length",
+            "16",
+        ]
+    )
     assert status == 0
     assert (out / "checkpoint-2" / "model.safetensors").is_file()
     assert (out / "best" / "trainer_state" / "trainer_state.json").is_file()
     assert (out / "checkpoint-2" / "modules.json").is_file()
     assert not (out / "checkpoint-2" / "trainer_state.json").exists()
     with pytest.raises(SystemExit):  # argparse: usage error
-        main(["-q", "train", "--train-jsonl", str(path), "--output", str(out),
-              "--holdout", "1.5"])
+        main(["-q", "train", "--train-jsonl", str(path), "--output", str(out), "--holdout", "1.5"])
 
 
 class _TableEncoder:
@@ -611,8 +715,9 @@ def test_measure_reports_known_sparsity_figures(tmp_path):
 
     encoder = _TableEncoder({"d1": {"a": 1.0, "b": 1.0}, "d2": {"a": 2.0}, "q": {"a": 1.0}})
     corpus = [Document("1", "", "d1"), Document("2", "", "d2")]
-    result = measure(encoder, encoder, corpus, [Query("q1", "q")], {"q1": {"2": 1}},
-                     work_dir=tmp_path)
+    result = measure(
+        encoder, encoder, corpus, [Query("q1", "q")], {"q1": {"2": 1}}, work_dir=tmp_path
+    )
     assert result.document_terms == 1.5 and result.query_terms == 1
     # FLOPS = Σ_j p_q(j)·p_d(j) = 1·1 (a) + 0·0.5 (b); postings scored per query = df(a) = 2.
     assert result.flops == pytest.approx(1.0) and result.postings_per_query == 2
@@ -624,9 +729,17 @@ def test_index_negatives_follow_the_model_and_skip_judged(tmp_path):
     from sparse_ir.corpus import Document, Query
     from sparse_ir.training.negatives import mine_index_negatives
 
-    encoder = _TableEncoder({"d1": {"a": 3.0}, "d2": {"a": 2.0}, "d3": {"a": 1.0, "b": 1.0},
-                             "d4": {"c": 1.0}, "q": {"a": 1.0}})
+    encoder = _TableEncoder(
+        {
+            "d1": {"a": 3.0},
+            "d2": {"a": 2.0},
+            "d3": {"a": 1.0, "b": 1.0},
+            "d4": {"c": 1.0},
+            "q": {"a": 1.0},
+        }
+    )
     corpus = [Document(str(i), "", f"d{i}") for i in range(1, 5)]
-    mined = mine_index_negatives(encoder, encoder, [Query("q1", "q")], corpus,
-                                 {"q1": {"1": 1}}, depth=5, work_dir=tmp_path)
+    mined = mine_index_negatives(
+        encoder, encoder, [Query("q1", "q")], corpus, {"q1": {"1": 1}}, depth=5, work_dir=tmp_path
+    )
     assert mined == {"q1": ["2", "3"]}  # by score; d4 never matches; d1 is judged

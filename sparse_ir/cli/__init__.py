@@ -24,7 +24,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES", "EXIT_CODES"]
 EXIT_CODES = {
     0: "success",
     1: "bad input: a malformed file, an invalid value, a missing or unreadable file, a full "
-       "disk (verify: damage found)",
+    "disk (verify: damage found)",
     2: "usage: unknown command or option",
     3: "an index this version cannot read, or whose bytes are damaged (run sparse-ir verify)",
     4: "an optional dependency is missing (the message says what to pip install)",
@@ -53,15 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sparse-ir",
         description="Learned sparse retrieval: encode with SPLADE, index integer impacts, "
-                    "search, evaluate, export to Lucene.",
-        epilog="exit status:\n" + "\n".join(f"  {code:<4} {meaning}"
-                                            for code, meaning in EXIT_CODES.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "search, evaluate, export to Lucene.",
+        epilog="exit status:\n"
+        + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"sparse-ir {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="only errors; no progress bars")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
@@ -75,8 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    level = logging.ERROR if args.quiet else (
-        logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    level = (
+        logging.ERROR
+        if args.quiet
+        else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    )
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         args.show_progress = False
@@ -108,11 +112,16 @@ def describe_error(error: BaseException) -> tuple[int, str]:
     if isinstance(error, IndexFormatError):
         return 3, text
     if isinstance(error, (ValueError, OSError)):  # InputError is a ValueError
-        if isinstance(error, OSError) and error.filename is not None and \
-                str(error.filename) not in text:
+        if (
+            isinstance(error, OSError)
+            and error.filename is not None
+            and str(error.filename) not in text
+        ):
             text = f"{error.filename}: {text}"
         return 1, text
     if isinstance(error, MemoryError):
         return 1, "out of memory (MemoryError): the input is too large for this machine"
-    return 70, (f"internal error: {type(error).__name__}: {text} (a bug in sparse-ir: rerun "
-                "with -v for the traceback and report it)")
+    return 70, (
+        f"internal error: {type(error).__name__}: {text} (a bug in sparse-ir: rerun "
+        "with -v for the traceback and report it)"
+    )

@@ -12,24 +12,30 @@ import json
 import os
 import sys
 
-__all__ = ["add_batch_options", "batch_or_json", "print_hits_json", "run_batch_search",
-           "write_run"]
+__all__ = ["add_batch_options", "batch_or_json", "print_hits_json", "run_batch_search", "write_run"]
 
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
     """--queries, --output, --id-map, --json."""
-    parser.add_argument("--queries",
-                        help="search every query of this file (BEIR queries.jsonl or "
-                             "qid<TAB>text) instead of one query text (default: none)")
-    parser.add_argument("--output",
-                        help="with --queries: the run file, TREC (.trec, .txt, .run) or JSON "
-                             "lines (.jsonl) by its extension (default: JSON lines on stdout)")
-    parser.add_argument("--id-map",
-                        help="with a TREC --output: write ids holding whitespace %%-escaped "
-                             "and record the map in this JSON file (default: such ids are "
-                             "refused)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the hits as JSON (default: a table)")
+    parser.add_argument(
+        "--queries",
+        help="search every query of this file (BEIR queries.jsonl or "
+        "qid<TAB>text) instead of one query text (default: none)",
+    )
+    parser.add_argument(
+        "--output",
+        help="with --queries: the run file, TREC (.trec, .txt, .run) or JSON "
+        "lines (.jsonl) by its extension (default: JSON lines on stdout)",
+    )
+    parser.add_argument(
+        "--id-map",
+        help="with a TREC --output: write ids holding whitespace %%-escaped "
+        "and record the map in this JSON file (default: such ids are "
+        "refused)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the hits as JSON (default: a table)"
+    )
 
 
 def run_batch_search(args: argparse.Namespace, searcher) -> int:
@@ -37,9 +43,12 @@ def run_batch_search(args: argparse.Namespace, searcher) -> int:
     from sparse_ir.corpus import read_queries
 
     queries = list(read_queries(args.queries))
-    run = searcher.search_batch([q.text for q in queries], args.top_k,
-                                query_ids=[q.id for q in queries],
-                                show_progress=args.show_progress)
+    run = searcher.search_batch(
+        [q.text for q in queries],
+        args.top_k,
+        query_ids=[q.id for q in queries],
+        show_progress=args.show_progress,
+    )
     write_run(run, args.output, id_map=args.id_map)
     if args.output and args.output != "-":
         print(f"{len(run)} queries searched, run written to {args.output}", file=sys.stderr)
@@ -56,8 +65,9 @@ def write_run(run, output: str | None, *, id_map: str | None = None) -> None:
     handle = sys.stdout if not output or output == "-" else open(output, "w", encoding="utf-8")
     try:
         for query_id, hits in run.items():
-            handle.write(json.dumps({"query_id": query_id, "hits": _hits(hits)},
-                                    ensure_ascii=False) + "\n")
+            handle.write(
+                json.dumps({"query_id": query_id, "hits": _hits(hits)}, ensure_ascii=False) + "\n"
+            )
     finally:
         if handle is not sys.stdout:
             handle.close()
@@ -72,8 +82,10 @@ def print_hits_json(hits, text: str, out=None) -> None:
 
 
 def _hits(hits) -> list[dict]:
-    return [{"rank": rank, "doc_id": hit.doc_id, "score": _number(hit.score)}
-            for rank, hit in enumerate(hits, start=1)]
+    return [
+        {"rank": rank, "doc_id": hit.doc_id, "score": _number(hit.score)}
+        for rank, hit in enumerate(hits, start=1)
+    ]
 
 
 def _number(value):

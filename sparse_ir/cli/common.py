@@ -10,30 +10,45 @@ from collections.abc import Iterator
 from sparse_ir.encoders.options import Pooling, Precision
 
 
-def add_model_options(parser: argparse.ArgumentParser, *, default_model: str | None = "splade-tiny"
-                      ) -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser, *, default_model: str | None = "splade-tiny"
+) -> None:
     """--model, --device, --batch-size, --precision, --pooling, --processes."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default=default_model,
-                       help="bundled name (splade-tiny), local directory or Hugging Face id "
-                            "(e.g. naver/splade-v3)" + (f"; default {default_model}"
-                                                        if default_model else ""))
+    group.add_argument(
+        "--model",
+        default=default_model,
+        help="bundled name (splade-tiny), local directory or Hugging Face id "
+        "(e.g. naver/splade-v3)" + (f"; default {default_model}" if default_model else ""),
+    )
     group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default cpu)")
-    group.add_argument("--batch-size", type=int, default=32,
-                       help="texts per forward pass (default: %(default)s)")
-    group.add_argument("--precision", choices=typing.get_args(Precision),
-                       default="auto",
-                       help="mixed = int8/bfloat16 screen of the vocabulary + float32 "
-                            "for the candidate terms (same weights as float32, faster); "
-                            "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
-                            "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
-                            "is fast, else float32 (default: %(default)s)")
-    group.add_argument("--pooling", choices=typing.get_args(Pooling), default=None,
-                       help="max (SPLADE v2/++/v3) or sum (SPLADE v1) (default: the model's "
-                            "own setting for a sentence-transformers model, else max)")
-    group.add_argument("--processes", type=positive_int, default=1,
-                       help="worker processes for encoding on a CPU with many cores, each "
-                            "with cores/N threads (default 1: one process, every core)")
+    group.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)"
+    )
+    group.add_argument(
+        "--precision",
+        choices=typing.get_args(Precision),
+        default="auto",
+        help="mixed = int8/bfloat16 screen of the vocabulary + float32 "
+        "for the candidate terms (same weights as float32, faster); "
+        "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
+        "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
+        "is fast, else float32 (default: %(default)s)",
+    )
+    group.add_argument(
+        "--pooling",
+        choices=typing.get_args(Pooling),
+        default=None,
+        help="max (SPLADE v2/++/v3) or sum (SPLADE v1) (default: the model's "
+        "own setting for a sentence-transformers model, else max)",
+    )
+    group.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="worker processes for encoding on a CPU with many cores, each "
+        "with cores/N threads (default 1: one process, every core)",
+    )
 
 
 def load_encoder(args: argparse.Namespace, model: str | None = None):
@@ -48,8 +63,9 @@ def load_encoder(args: argparse.Namespace, model: str | None = None):
         from sparse_ir.encoders.parallel import ParallelSpladeEncoder
 
         if args.device != "cpu":
-            raise ValueError(f"--processes runs CPU workers; it does not combine with "
-                             f"--device {args.device}")
+            raise ValueError(
+                f"--processes runs CPU workers; it does not combine with --device {args.device}"
+            )
         return ParallelSpladeEncoder(model or args.model, processes=args.processes, **options)
     from sparse_ir.encoders.splade import SpladeEncoder
 

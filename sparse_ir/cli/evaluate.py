@@ -9,22 +9,38 @@ import argparse
 def register(subparsers) -> None:
     """Add the evaluate subcommand."""
     parser = subparsers.add_parser(
-        "evaluate", help="nDCG@10, MRR@10, R@100, R@1000 of runs, compared",
+        "evaluate",
+        help="nDCG@10, MRR@10, R@100, R@1000 of runs, compared",
         description="Evaluate run files (TREC, or JSON lines from 'sparse-ir search --queries') "
-                    "against qrels (BEIR TSV or TREC format) with ir_measures. Judged queries "
-                    "missing from a run count as 0. With several runs, a table compares them "
-                    "with the first: per metric, the difference and the p-value of a paired "
-                    "two-sided t-test over the judged queries (scipy).")
-    parser.add_argument("--run", required=True, action="append",
-                        help="run file (repeatable; the first is the baseline of the tests)")
+        "against qrels (BEIR TSV or TREC format) with ir_measures. Judged queries "
+        "missing from a run count as 0. With several runs, a table compares them "
+        "with the first: per metric, the difference and the p-value of a paired "
+        "two-sided t-test over the judged queries (scipy).",
+    )
+    parser.add_argument(
+        "--run",
+        required=True,
+        action="append",
+        help="run file (repeatable; the first is the baseline of the tests)",
+    )
     parser.add_argument("--qrels", required=True, help="qrels file")
-    parser.add_argument("--metric", action="append", default=None,
-                        help="ir_measures metric (repeatable), e.g. nDCG@10, RR@10, R@100, "
-                             "P@5; default: nDCG@10 MRR@10 R@100 R@1000")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="skip invalid lines of the run and qrels (counted and reported)")
-    parser.add_argument("--json", action="store_true",
-                        help="print the scores (and tests) as JSON (default: a table)")
+    parser.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        help="ir_measures metric (repeatable), e.g. nDCG@10, RR@10, R@100, "
+        "P@5; default: nDCG@10 MRR@10 R@100 R@1000",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid lines of the run and qrels (counted and reported)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the scores (and tests) as JSON (default: a table)",
+    )
     parser.set_defaults(handler=run_evaluate)
 
 
@@ -45,8 +61,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     judged = len(next(iter(tables[0].values()))) if metrics else 0
     result = []
     for path, run, table in zip(args.run, runs, tables):
-        entry = {"run": path, "queries": len(run), "judged": judged,
-                 "scores": {m: _mean(table[m]) for m in metrics}}
+        entry = {
+            "run": path,
+            "queries": len(run),
+            "judged": judged,
+            "scores": {m: _mean(table[m]) for m in metrics},
+        }
         if table is not tables[0]:
             entry["vs_first"] = {m: paired_test(tables[0][m], table[m]) for m in metrics}
         result.append(entry)
@@ -67,8 +87,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             cell = f"{entry['scores'][m]:.4f}"
             test = entry.get("vs_first", {}).get(m)
             if test is not None:
-                cell += f" (p={test['p_value']:.3f})" if test["p_value"] is not None \
-                    else " (p=-)"
+                cell += f" (p={test['p_value']:.3f})" if test["p_value"] is not None else " (p=-)"
             cells.append(f"{cell:>18}")
         print(f"{entry['run']:<{width}}  " + "  ".join(cells))
     return 0
@@ -85,8 +104,9 @@ def read_run(path: str, *, skip_invalid: bool = False, report=None):
 
     results = {}
     for _, record in read_jsonl(path, skip_invalid=skip_invalid, report=report):
-        results[str(record["query_id"])] = [Hit(str(h["doc_id"]), h["score"])
-                                            for h in record["hits"]]
+        results[str(record["query_id"])] = [
+            Hit(str(h["doc_id"]), h["score"]) for h in record["hits"]
+        ]
     return Run(results, name=str(path))
 
 

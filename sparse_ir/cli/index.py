@@ -16,73 +16,124 @@ from sparse_ir.quantize import ImpactBits
 def register(subparsers) -> None:
     """Add the index subcommands."""
     parser = subparsers.add_parser(
-        "index", help="encode a corpus and build an impact index",
+        "index",
+        help="encode a corpus and build an impact index",
         description="Encode a BEIR-style corpus.jsonl with a SPLADE model (or read SparseBatch "
-                    "shards written by 'sparse-ir encode') and build an impact index. The new "
-                    "index replaces an old one at --output only once it is complete.")
+        "shards written by 'sparse-ir encode') and build an impact index. The new "
+        "index replaces an old one at --output only once it is complete.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="corpus.jsonl (_id, title, text)")
     source.add_argument("--vectors", help="directory of SparseBatch shards (sparse-ir encode)")
     parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
-    parser.add_argument("--bm25", action="store_true",
-                        help="index BM25 weights of --input instead of a model's (bm25s's "
-                             "English analyzer; impacts at scale 1000, or --bits)")
+    parser.add_argument(
+        "--bm25",
+        action="store_true",
+        help="index BM25 weights of --input instead of a model's (bm25s's "
+        "English analyzer; impacts at scale 1000, or --bits)",
+    )
     parser.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default 0.9, Anserini)")
     parser.add_argument("--b", type=float, default=0.4, help="BM25 b (default 0.4, Anserini)")
-    parser.add_argument("--scale", type=float, default=100.0,
-                        help="impact = round(weight x scale) (default 100, as Pyserini)")
-    parser.add_argument("--bits", type=int, choices=typing.get_args(ImpactBits), default=None,
-                        help="pick the scale so the largest weight fits in 8 or 16 bits "
-                             "(overrides --scale) (default: none, --scale decides)")
-    parser.add_argument("--memory-budget", default="1GB",
-                        help="memory for buffered postings before sorted runs spill to disk "
-                             "(default: %(default)s)")
-    parser.add_argument("--no-contents", action="store_true",
-                        help="do not store titles and texts in the index")
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="skip invalid corpus lines (counted and reported)")
-    parser.add_argument("--max-length", dest="document_max_length", type=positive_int,
-                        default=None,
-                        help="tokens read per document (default: the model's; 256 for a "
-                             "plain Hugging Face SPLADE model)")
-    parser.add_argument("--allow-empty", action="store_true",
-                        help="index documents with no title and no text as empty vectors "
-                             "(default: they are invalid)")
+    parser.add_argument(
+        "--scale",
+        type=float,
+        default=100.0,
+        help="impact = round(weight x scale) (default 100, as Pyserini)",
+    )
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=typing.get_args(ImpactBits),
+        default=None,
+        help="pick the scale so the largest weight fits in 8 or 16 bits "
+        "(overrides --scale) (default: none, --scale decides)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        default="1GB",
+        help="memory for buffered postings before sorted runs spill to disk (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-contents", action="store_true", help="do not store titles and texts in the index"
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip invalid corpus lines (counted and reported)",
+    )
+    parser.add_argument(
+        "--max-length",
+        dest="document_max_length",
+        type=positive_int,
+        default=None,
+        help="tokens read per document (default: the model's; 256 for a "
+        "plain Hugging Face SPLADE model)",
+    )
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="index documents with no title and no text as empty vectors "
+        "(default: they are invalid)",
+    )
     add_model_options(parser)
     parser.set_defaults(handler=run_index)
 
     parser = subparsers.add_parser(
-        "search", help="search an index with a text query",
+        "search",
+        help="search an index with a text query",
         description="Encode the query with the index's model and print the top documents with "
-                    "the terms that contributed most to each score ('+' marks expansion terms "
-                    "the query text does not contain).")
+        "the terms that contributed most to each score ('+' marks expansion terms "
+        "the query text does not contain).",
+    )
     parser.add_argument("query", nargs="*", help="the query text (or --queries FILE)")
     parser.add_argument("--index", required=True, help="index directory")
-    parser.add_argument("-k", "--top-k", type=positive_int, default=10,
-                        help="hits to show (default: %(default)s)")
-    parser.add_argument("--terms", type=int, default=5,
-                        help="contributing terms shown per hit (0: none) (default: %(default)s)")
-    parser.add_argument("--model", default=None,
-                        help="query encoder (default: the model recorded in the index)")
+    parser.add_argument(
+        "-k", "--top-k", type=positive_int, default=10, help="hits to show (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--terms",
+        type=int,
+        default=5,
+        help="contributing terms shown per hit (0: none) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="query encoder (default: the model recorded in the index)"
+    )
     batch.add_batch_options(parser)
-    parser.add_argument("--force-model", action="store_true",
-                        help="search even when --model (or the files at the recorded model's "
-                             "path) differ from the model that made the index (default: "
-                             "refuse)")
-    parser.add_argument("--device", default="cpu",
-                        help="cpu, cuda, cuda:1, mps (default: %(default)s)")
-    parser.add_argument("--mode", choices=typing.get_args(SearchModeName), default=None,
-                        help="exhaustive: score every posting; pruned: the same hits, scoring "
-                             "a fraction of them; approximate: faster, at a measured recall "
-                             "(--cut-ratio, --bound-weight). Default: pruned when the index "
-                             "has the search layout, else exhaustive")
-    parser.add_argument("--cut-ratio", type=float, default=None,
-                        help=f"approximate mode: rho, the share of the estimated k-th score "
-                             f"left below the cuts (default {DEFAULT_CUT_RATIO})")
-    parser.add_argument("--bound-weight", type=float, default=None,
-                        help=f"approximate mode: beta in [0, 1], the share of the "
-                             f"below-the-cuts bound credited to a document (default "
-                             f"{DEFAULT_BOUND_WEIGHT})")
+    parser.add_argument(
+        "--force-model",
+        action="store_true",
+        help="search even when --model (or the files at the recorded model's "
+        "path) differ from the model that made the index (default: "
+        "refuse)",
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--mode",
+        choices=typing.get_args(SearchModeName),
+        default=None,
+        help="exhaustive: score every posting; pruned: the same hits, scoring "
+        "a fraction of them; approximate: faster, at a measured recall "
+        "(--cut-ratio, --bound-weight). Default: pruned when the index "
+        "has the search layout, else exhaustive",
+    )
+    parser.add_argument(
+        "--cut-ratio",
+        type=float,
+        default=None,
+        help=f"approximate mode: rho, the share of the estimated k-th score "
+        f"left below the cuts (default {DEFAULT_CUT_RATIO})",
+    )
+    parser.add_argument(
+        "--bound-weight",
+        type=float,
+        default=None,
+        help=f"approximate mode: beta in [0, 1], the share of the "
+        f"below-the-cuts bound credited to a document (default "
+        f"{DEFAULT_BOUND_WEIGHT})",
+    )
     parser.set_defaults(handler=run_search)
 
     parser = subparsers.add_parser("info", help="print an index's manifest summary")
@@ -90,10 +141,12 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_info)
 
     parser = subparsers.add_parser(
-        "verify", help="check every byte of an index (checksums and invariants)",
+        "verify",
+        help="check every byte of an index (checksums and invariants)",
         description="Check the live generation of an index: manifest, every file's size, "
-                    "CRC32, header and footer, then the index's invariants. Lists every "
-                    "problem found and exits with status 1 if there is any.")
+        "CRC32, header and footer, then the index's invariants. Lists every "
+        "problem found and exits with status 1 if there is any.",
+    )
     parser.add_argument("index", help="index directory")
     parser.set_defaults(handler=run_verify)
 
@@ -110,18 +163,26 @@ def run_index(args: argparse.Namespace) -> int:
     if args.vectors:
         return _index_vectors(args)
     if args.bits:
-        raise ValueError("--bits needs the maximum weight in advance: encode first "
-                         "('sparse-ir encode'), then 'sparse-ir index --vectors DIR --bits 8'")
+        raise ValueError(
+            "--bits needs the maximum weight in advance: encode first "
+            "('sparse-ir encode'), then 'sparse-ir index --vectors DIR --bits 8'"
+        )
     quantizer = Quantizer(scale=args.scale)
-    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
-                            allow_empty=args.allow_empty)
+    documents = read_corpus(
+        args.input, skip_invalid=args.skip_invalid, report=report, allow_empty=args.allow_empty
+    )
     with opened_encoder(args) as encoder:
-        index, stats = index_corpus(encoder, documents, args.output, quantizer=quantizer,
-                                    memory_budget=args.memory_budget,
-                                    store_contents=not args.no_contents,
-                                    total=count_lines(args.input),
-                                    show_progress=args.show_progress,
-                                    settings={"corpus": str(Path(args.input).resolve())})
+        index, stats = index_corpus(
+            encoder,
+            documents,
+            args.output,
+            quantizer=quantizer,
+            memory_budget=args.memory_budget,
+            store_contents=not args.no_contents,
+            total=count_lines(args.input),
+            show_progress=args.show_progress,
+            settings={"corpus": str(Path(args.input).resolve())},
+        )
     _print_summary(index)
     if stats.empty_texts:
         print(f"{stats.empty_texts} document(s) with empty text indexed as empty vectors")
@@ -151,10 +212,14 @@ def _index_vectors(args: argparse.Namespace) -> int:
             quantizer = Quantizer.fit(load_all(), bits=args.bits)
         else:
             quantizer = Quantizer(scale=args.scale)
-        index = ImpactIndex.build(load_all(), args.output,
-                                  quantizer=quantizer, memory_budget=args.memory_budget,
-                                  show_progress=args.show_progress,
-                                  settings=_vector_settings(args))
+        index = ImpactIndex.build(
+            load_all(),
+            args.output,
+            quantizer=quantizer,
+            memory_budget=args.memory_budget,
+            show_progress=args.show_progress,
+            settings=_vector_settings(args),
+        )
     except InputError as error:
         if error.path is None and current:  # a builder error about a row: name the shard
             raise InputError(error.reason, path=current[0]) from None
@@ -181,13 +246,20 @@ def _index_bm25(args: argparse.Namespace, report) -> int:
 
     if not args.input:
         raise ValueError("--bm25 reads the texts: give --input corpus.jsonl, not --vectors")
-    documents = read_corpus(args.input, skip_invalid=args.skip_invalid, report=report,
-                            allow_empty=args.allow_empty)
-    index, _ = build_bm25_index(documents, args.output, k1=args.k1, b=args.b, bits=args.bits,
-                                memory_budget=args.memory_budget,
-                                store_contents=not args.no_contents,
-                                show_progress=args.show_progress,
-                                settings={"corpus": str(Path(args.input).resolve())})
+    documents = read_corpus(
+        args.input, skip_invalid=args.skip_invalid, report=report, allow_empty=args.allow_empty
+    )
+    index, _ = build_bm25_index(
+        documents,
+        args.output,
+        k1=args.k1,
+        b=args.b,
+        bits=args.bits,
+        memory_budget=args.memory_budget,
+        store_contents=not args.no_contents,
+        show_progress=args.show_progress,
+        settings={"corpus": str(Path(args.input).resolve())},
+    )
     _print_summary(index)
     if report.total:
         print(report.summary(), file=sys.stderr)
@@ -196,10 +268,12 @@ def _index_bm25(args: argparse.Namespace, report) -> int:
 
 def _print_summary(index) -> None:
     build = index.settings
-    print(f"index {index.directory.parent}: {index.num_documents} documents, "
-          f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
-          f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
-          f"({build['runs_spilled']} runs spilled)")
+    print(
+        f"index {index.directory.parent}: {index.num_documents} documents, "
+        f"{index.num_postings} postings ({index.num_postings / max(index.num_documents, 1):.1f}"
+        f" terms/doc), {index.size_bytes() / 1e6:.1f} MB, built in {build['seconds']:.1f}s "
+        f"({build['runs_spilled']} runs spilled)"
+    )
     if build.get("saturated"):
         print(f"warning: {build['saturated']} weights saturated at max_impact")
 
@@ -208,9 +282,11 @@ def search_mode(args: argparse.Namespace):
     """The search mode of ``--mode``, ``--cut-ratio`` and ``--bound-weight``."""
     from sparse_ir.index.modes import Approximate
 
-    knobs = {key: value for key, value in (("cut_ratio", args.cut_ratio),
-                                           ("bound_weight", args.bound_weight))
-             if value is not None}
+    knobs = {
+        key: value
+        for key, value in (("cut_ratio", args.cut_ratio), ("bound_weight", args.bound_weight))
+        if value is not None
+    }
     if args.mode == "approximate":
         return Approximate(**knobs)
     if knobs:
@@ -222,8 +298,9 @@ def run_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import Searcher
 
     mode = search_mode(args)
-    searcher = Searcher.from_index(args.index, model=args.model, device=args.device, mode=mode,
-                                   force=args.force_model)
+    searcher = Searcher.from_index(
+        args.index, model=args.model, device=args.device, mode=mode, force=args.force_model
+    )
     if (status := batch.batch_or_json(args, searcher)) is not None:
         return status
     text = " ".join(args.query)
@@ -239,8 +316,10 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
     query = searcher.encode(text)
     expansion = [t for t, _ in query.decode(0, top_k=None) if t not in own]
     print(f"query: {text}", file=out)
-    print(f"  {query.nnz} query terms; expansion terms (+): "
-          f"{', '.join(expansion[:8]) or 'none'}", file=out)
+    print(
+        f"  {query.nnz} query terms; expansion terms (+): {', '.join(expansion[:8]) or 'none'}",
+        file=out,
+    )
     hits = searcher.index.search(query, k, mode=searcher.mode)
     if not hits:
         print("  no document matches", file=out)
@@ -250,8 +329,7 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
         print(f"{rank:>3}. {hit.doc_id}  score {hit.score}  {title[:90]}", file=out)
         if terms:
             parts = searcher.index.explain(query, hit.docno)[:terms]
-            shown = ", ".join(f"{'' if c.token in own else '+'}{c.token} {c.score}"
-                              for c in parts)
+            shown = ", ".join(f"{'' if c.token in own else '+'}{c.token} {c.score}" for c in parts)
             print(f"       {shown}", file=out)
 
 
@@ -261,8 +339,9 @@ def _text_terms(encoder, text: str) -> set[str]:
     if analyzer is not None:  # BM25: the analyzed (stemmed) words
         return set(analyzer.analyze(text))
     tokenizer = encoder.tokenizer
-    return set(tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)
-                                               ["input_ids"]))
+    return set(
+        tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])
+    )
 
 
 def run_info(args: argparse.Namespace) -> int:

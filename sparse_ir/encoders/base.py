@@ -45,8 +45,13 @@ class QueryEncoder(Protocol):
     def vocab(self) -> tuple[str, ...]:
         """The output vocabulary: term id ``j`` is the token ``vocab[j]``."""
 
-    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
-                       show_progress: bool | None = None) -> SparseBatch:
+    def encode_queries(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        show_progress: bool | None = None,
+    ) -> SparseBatch:
         """One row per text, in input order (one ``str``: one row)."""
 
 
@@ -58,9 +63,13 @@ class DocumentEncoder(Protocol):
     def vocab(self) -> tuple[str, ...]:
         """The output vocabulary: term id ``j`` is the token ``vocab[j]``."""
 
-    def encode_documents(self, texts: str | Sequence[str], *,
-                         ids: Sequence[str] | None = None,
-                         show_progress: bool | None = None) -> SparseBatch:
+    def encode_documents(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        show_progress: bool | None = None,
+    ) -> SparseBatch:
         """One row per text, in input order (one ``str``: one row)."""
 
 
@@ -72,8 +81,9 @@ class DenseQueryEncoder(Protocol):
     def dim(self) -> int:
         """Length of every vector."""
 
-    def encode_queries(self, texts: str | Sequence[str], *,
-                       show_progress: bool | None = None) -> np.ndarray:
+    def encode_queries(
+        self, texts: str | Sequence[str], *, show_progress: bool | None = None
+    ) -> np.ndarray:
         """A float32 ``[n, dim]`` array, one row per text (one ``str``: one row)."""
 
 

@@ -57,9 +57,19 @@ from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 from sparse_ir.validation import LUCENE_MAX_TOKEN_CHARS
 
-__all__ = ["Analyzer", "BM25Encoder", "QueryWeighting", "bm25_document_weights", "lucene_idf",
-           "build_bm25_index", "BM25_SCALE", "DEFAULT_K1", "DEFAULT_B",
-           "BM25_FORMAT", "BM25_FORMAT_VERSION"]
+__all__ = [
+    "Analyzer",
+    "BM25Encoder",
+    "QueryWeighting",
+    "bm25_document_weights",
+    "lucene_idf",
+    "build_bm25_index",
+    "BM25_SCALE",
+    "DEFAULT_K1",
+    "DEFAULT_B",
+    "BM25_FORMAT",
+    "BM25_FORMAT_VERSION",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +103,9 @@ def _bm25s_stopwords(name: str) -> tuple[str, ...]:
     try:
         return tuple(_infer_stopwords(name))
     except ValueError as exc:
-        raise ValueError(f"unknown stop-word list {name!r} ({exc}); pass a list of words "
-                         "or 'en'") from None
+        raise ValueError(
+            f"unknown stop-word list {name!r} ({exc}); pass a list of words or 'en'"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -131,8 +142,9 @@ class Analyzer:
         try:
             split = re.compile(self.token_pattern).findall
         except (re.error, TypeError) as exc:
-            raise ValueError(f"token_pattern {self.token_pattern!r} is not a regular "
-                             f"expression ({exc})") from None
+            raise ValueError(
+                f"token_pattern {self.token_pattern!r} is not a regular expression ({exc})"
+            ) from None
         words = self.stopwords
         if isinstance(words, str):
             words = _bm25s_stopwords(words)
@@ -141,20 +153,27 @@ class Analyzer:
         words = tuple(words)
         if not all(isinstance(w, str) for w in words):
             raise ValueError("stopwords must be a list name such as 'en' or a list of strings")
-        if isinstance(self.max_token_length, bool) or \
-                not isinstance(self.max_token_length, int) or self.max_token_length < 1:
-            raise ValueError(f"max_token_length must be an integer >= 1, got "
-                             f"{self.max_token_length!r}")
+        if (
+            isinstance(self.max_token_length, bool)
+            or not isinstance(self.max_token_length, int)
+            or self.max_token_length < 1
+        ):
+            raise ValueError(
+                f"max_token_length must be an integer >= 1, got {self.max_token_length!r}"
+            )
         stem = None
         if self.stemmer is not None:
             try:
                 import Stemmer
             except ImportError:
-                raise MissingDependencyError("BM25's Snowball stemmer", "PyStemmer",
-                                             "train") from None
+                raise MissingDependencyError(
+                    "BM25's Snowball stemmer", "PyStemmer", "train"
+                ) from None
             if self.stemmer not in Stemmer.algorithms():
-                raise ValueError(f"unknown stemmer {self.stemmer!r}; PyStemmer has "
-                                 f"{', '.join(Stemmer.algorithms())} (or None: no stemming)")
+                raise ValueError(
+                    f"unknown stemmer {self.stemmer!r}; PyStemmer has "
+                    f"{', '.join(Stemmer.algorithms())} (or None: no stemming)"
+                )
             stem = Stemmer.Stemmer(self.stemmer).stemWords
         object.__setattr__(self, "stopwords", words)
         object.__setattr__(self, "_split", split)
@@ -190,9 +209,13 @@ class Analyzer:
 
     def to_dict(self) -> dict:
         """A JSON-ready description (the stop-words spelled out), stored with every index."""
-        return {"lowercase": self.lowercase, "token_pattern": self.token_pattern,
-                "stopwords": list(self.stopwords), "stemmer": self.stemmer,
-                "max_token_length": self.max_token_length}
+        return {
+            "lowercase": self.lowercase,
+            "token_pattern": self.token_pattern,
+            "stopwords": list(self.stopwords),
+            "stemmer": self.stemmer,
+            "max_token_length": self.max_token_length,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Analyzer:
@@ -217,9 +240,16 @@ def lucene_idf(document_frequencies: np.ndarray, num_documents: int) -> np.ndarr
     return np.log1p((num_documents - df + 0.5) / (df + 0.5))
 
 
-def bm25_document_weights(term_frequencies: np.ndarray, document_lengths: np.ndarray,
-                          document_frequencies: np.ndarray, *, num_documents: int,
-                          average_length: float, k1: float, b: float) -> np.ndarray:
+def bm25_document_weights(
+    term_frequencies: np.ndarray,
+    document_lengths: np.ndarray,
+    document_frequencies: np.ndarray,
+    *,
+    num_documents: int,
+    average_length: float,
+    k1: float,
+    b: float,
+) -> np.ndarray:
     """w(d, t) = idf(t) · tf · (k1 + 1) / (tf + k1 · (1 − b + b · dl / avgdl)), float64.
 
     The three arrays are aligned: one entry per (document, term) pair, giving that pair's
@@ -235,8 +265,9 @@ class _Counts:
     """Term counts of analyzed texts as CSR arrays: row i has terms[indptr[i]:indptr[i+1]]
     (ascending term ids) with their counts, and ``lengths[i]`` analyzed tokens in all."""
 
-    def __init__(self, indptr: np.ndarray, terms: np.ndarray, counts: np.ndarray,
-                 lengths: np.ndarray):
+    def __init__(
+        self, indptr: np.ndarray, terms: np.ndarray, counts: np.ndarray, lengths: np.ndarray
+    ):
         self.indptr, self.terms, self.counts, self.lengths = indptr, terms, counts, lengths
 
     @classmethod
@@ -244,8 +275,12 @@ class _Counts:
         """From each text's term ids (repeats kept; unknown terms already removed)."""
         if len(rows) == 1:  # one query: the common case of a search, kept cheap
             terms, counts = np.unique(rows[0], return_counts=True)
-            return cls(np.asarray([0, len(terms)], np.int64), terms.astype(np.int32),
-                       counts.astype(np.int64), np.asarray(lengths, np.int64))
+            return cls(
+                np.asarray([0, len(terms)], np.int64),
+                terms.astype(np.int32),
+                counts.astype(np.int64),
+                np.asarray(lengths, np.int64),
+            )
         sizes = np.fromiter((len(r) for r in rows), np.int64, len(rows))
         flat = np.concatenate(rows).astype(np.int64) if len(rows) else np.zeros(0, np.int64)
         row_of = np.repeat(np.arange(len(rows), dtype=np.int64), sizes)
@@ -253,13 +288,21 @@ class _Counts:
         row_of_key = keys // max(vocab_size, 1)
         indptr = np.zeros(len(rows) + 1, np.int64)
         np.cumsum(np.bincount(row_of_key, minlength=len(rows)), out=indptr[1:])
-        return cls(indptr, (keys % max(vocab_size, 1)).astype(np.int32),
-                   counts.astype(np.int64), np.asarray(lengths, np.int64))
+        return cls(
+            indptr,
+            (keys % max(vocab_size, 1)).astype(np.int32),
+            counts.astype(np.int64),
+            np.asarray(lengths, np.int64),
+        )
 
     def rows(self, start: int, end: int) -> _Counts:
         low, high = self.indptr[start], self.indptr[end]
-        return _Counts(self.indptr[start:end + 1] - low, self.terms[low:high],
-                       self.counts[low:high], self.lengths[start:end])
+        return _Counts(
+            self.indptr[start : end + 1] - low,
+            self.terms[low:high],
+            self.counts[low:high],
+            self.lengths[start:end],
+        )
 
     def row_of_entry(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
@@ -289,16 +332,28 @@ class BM25Encoder:
 
     kind = "bm25"
 
-    def __init__(self, *, k1: float = DEFAULT_K1, b: float = DEFAULT_B,
-                 analyzer: Analyzer | None = None, query_weighting: QueryWeighting = "distinct"):
-        if isinstance(k1, bool) or not isinstance(k1, (int, float)) or \
-                not math.isfinite(k1) or k1 < 0:
+    def __init__(
+        self,
+        *,
+        k1: float = DEFAULT_K1,
+        b: float = DEFAULT_B,
+        analyzer: Analyzer | None = None,
+        query_weighting: QueryWeighting = "distinct",
+    ):
+        if (
+            isinstance(k1, bool)
+            or not isinstance(k1, (int, float))
+            or not math.isfinite(k1)
+            or k1 < 0
+        ):
             raise ValueError(f"k1 must be a finite number >= 0, got {k1!r}")
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b <= 1:
             raise ValueError(f"b must be a number in [0, 1], got {b!r}")
         if query_weighting not in get_args(QueryWeighting):
-            raise ValueError(f"query_weighting must be one of {get_args(QueryWeighting)}, "
-                             f"got {query_weighting!r}")
+            raise ValueError(
+                f"query_weighting must be one of {get_args(QueryWeighting)}, "
+                f"got {query_weighting!r}"
+            )
         if analyzer is not None and not isinstance(analyzer, Analyzer):
             raise TypeError(f"analyzer must be an Analyzer, got {type(analyzer).__name__}")
         self.k1 = float(k1)
@@ -331,14 +386,18 @@ class BM25Encoder:
         self._require_fitted()
         return lucene_idf(self.document_frequencies, self.num_documents)
 
-    def fit(self, texts: str | Iterable[str], *, show_progress: bool | None = None
-            ) -> BM25Encoder:
+    def fit(self, texts: str | Iterable[str], *, show_progress: bool | None = None) -> BM25Encoder:
         """Read the corpus: vocabulary, document frequencies, N and average length. Returns self."""
         self._fit_counts(texts, show_progress=show_progress)
         return self
 
-    def _fit_counts(self, texts: str | Iterable[str], *, show_progress: bool | None = None,
-                    total: int | None = None) -> _Counts:
+    def _fit_counts(
+        self,
+        texts: str | Iterable[str],
+        *,
+        show_progress: bool | None = None,
+        total: int | None = None,
+    ) -> _Counts:
         """Fit and return the corpus's term counts (so a build analyzes the text once)."""
         if isinstance(texts, str):
             texts = [texts]
@@ -356,24 +415,30 @@ class BM25Encoder:
             lengths.append(len(words))
         vocab = tuple(sorted(seen))
         new_id = np.empty(len(vocab), np.int64)  # first-seen id -> id in the sorted vocabulary
-        new_id[np.fromiter((seen[t] for t in vocab), np.int64, len(vocab))] = \
-            np.arange(len(vocab))
+        new_id[np.fromiter((seen[t] for t in vocab), np.int64, len(vocab))] = np.arange(len(vocab))
         counts = _Counts.of([new_id[r] for r in rows], lengths, len(vocab))
-        self._set_statistics(vocab,
-                             np.bincount(counts.terms, minlength=len(vocab)).astype(np.int64),
-                             len(rows), float(np.mean(lengths)) if lengths else 0.0)
+        self._set_statistics(
+            vocab,
+            np.bincount(counts.terms, minlength=len(vocab)).astype(np.int64),
+            len(rows),
+            float(np.mean(lengths)) if lengths else 0.0,
+        )
         return counts
 
-    def _set_statistics(self, vocab: tuple[str, ...], document_frequencies: np.ndarray,
-                        num_documents: int, average_length: float) -> None:
+    def _set_statistics(
+        self,
+        vocab: tuple[str, ...],
+        document_frequencies: np.ndarray,
+        num_documents: int,
+        average_length: float,
+    ) -> None:
         df = np.asarray(document_frequencies, np.int64)
         if df.shape != (len(vocab),):
             raise InputError(f"{len(df)} document frequencies for {len(vocab)} terms")
         if len(df) and (df.min() < 0 or df.max() > num_documents):
             raise InputError(f"document frequencies must be in [0, {num_documents}]")
         if not (math.isfinite(average_length) and average_length >= 0):
-            raise InputError(f"average length must be a finite number >= 0, got "
-                             f"{average_length!r}")
+            raise InputError(f"average length must be a finite number >= 0, got {average_length!r}")
         self._vocab = vocab
         self._term_ids = {t: i for i, t in enumerate(vocab)}
         self._word_ids = {}
@@ -383,8 +448,13 @@ class BM25Encoder:
 
     # -- encoding ---------------------------------------------------------------------------------
 
-    def encode_documents(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
-                         show_progress: bool | None = None) -> SparseBatch:
+    def encode_documents(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        show_progress: bool | None = None,
+    ) -> SparseBatch:
         """BM25 weights w(d, t) of each text (float32), with the fitted corpus statistics.
 
         Terms the fitted corpus never saw have no df and are left out (fit again to add them);
@@ -393,16 +463,29 @@ class BM25Encoder:
         texts = self._texts(texts, ids)
         return self._weights(self._count(texts, show_progress), ids)
 
-    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
-                       show_progress: bool | None = None) -> SparseBatch:
+    def encode_queries(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        show_progress: bool | None = None,
+    ) -> SparseBatch:
         """Query vectors with integer weights: 1 per distinct term, or counts
         (``query_weighting="count"``). Terms outside the vocabulary are dropped."""
         texts = self._texts(texts, ids)
         counts = self._count(texts, show_progress)
-        values = counts.counts if self.query_weighting == "count" else \
-            np.ones(len(counts.counts), np.int64)
-        return SparseBatch(counts.indptr, counts.terms, values.astype(np.int32), self.vocab,
-                           None if ids is None else tuple(str(i) for i in ids))
+        values = (
+            counts.counts
+            if self.query_weighting == "count"
+            else np.ones(len(counts.counts), np.int64)
+        )
+        return SparseBatch(
+            counts.indptr,
+            counts.terms,
+            values.astype(np.int32),
+            self.vocab,
+            None if ids is None else tuple(str(i) for i in ids),
+        )
 
     def _count(self, texts: Sequence[str], show_progress: bool | None) -> _Counts:
         self._require_fitted()
@@ -411,8 +494,9 @@ class BM25Encoder:
         if len(word_ids) > _STEM_CACHE_LIMIT:
             word_ids = self._word_ids = {}
         rows, lengths = [], []
-        for position, text in enumerate(self._progress(texts, "analyzing", show_progress,
-                                                       len(texts))):
+        for position, text in enumerate(
+            self._progress(texts, "analyzing", show_progress, len(texts))
+        ):
             words = self.analyzer.words(_text(text, position))
             missing = list(set(words).difference(word_ids))
             if missing:
@@ -426,11 +510,21 @@ class BM25Encoder:
     def _weights(self, counts: _Counts, ids: Sequence[str] | None) -> SparseBatch:
         lengths = counts.lengths[counts.row_of_entry()]
         weights = bm25_document_weights(
-            counts.counts, lengths, self.document_frequencies[counts.terms],
-            num_documents=self.num_documents, average_length=self.average_length,
-            k1=self.k1, b=self.b)
-        return SparseBatch(counts.indptr, counts.terms, weights.astype(np.float32), self.vocab,
-                           None if ids is None else tuple(str(i) for i in ids))
+            counts.counts,
+            lengths,
+            self.document_frequencies[counts.terms],
+            num_documents=self.num_documents,
+            average_length=self.average_length,
+            k1=self.k1,
+            b=self.b,
+        )
+        return SparseBatch(
+            counts.indptr,
+            counts.terms,
+            weights.astype(np.float32),
+            self.vocab,
+            None if ids is None else tuple(str(i) for i in ids),
+        )
 
     # -- quantization and records ---------------------------------------------------------------
 
@@ -439,8 +533,7 @@ class BM25Encoder:
         """An upper bound of every document weight: (k1 + 1) · max idf."""
         self._require_fitted()
         df = self.document_frequencies[self.document_frequencies > 0]
-        return float((self.k1 + 1.0) * lucene_idf(df.min(), self.num_documents)) \
-            if len(df) else 0.0
+        return float((self.k1 + 1.0) * lucene_idf(df.min(), self.num_documents)) if len(df) else 0.0
 
     def quantizer(self, bits: int | None = None) -> Quantizer:
         """The quantizer of this encoder's documents.
@@ -459,13 +552,19 @@ class BM25Encoder:
     def settings(self) -> dict:
         """What an index records about its BM25 vectors (the manifest's build settings)."""
         self._require_fitted()
-        return {"query_encoder": self.kind,
-                "bm25": {"k1": self.k1, "b": self.b, "idf": "lucene",
-                         "tf": "tf*(k1+1)/(tf+k1*(1-b+b*dl/avgdl))",
-                         "query_weighting": self.query_weighting,
-                         "num_documents": self.num_documents,
-                         "average_length": self.average_length,
-                         "analyzer": self.analyzer.to_dict()}}
+        return {
+            "query_encoder": self.kind,
+            "bm25": {
+                "k1": self.k1,
+                "b": self.b,
+                "idf": "lucene",
+                "tf": "tf*(k1+1)/(tf+k1*(1-b+b*dl/avgdl))",
+                "query_weighting": self.query_weighting,
+                "num_documents": self.num_documents,
+                "average_length": self.average_length,
+                "analyzer": self.analyzer.to_dict(),
+            },
+        }
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the encoder to the directory ``path``: ``bm25.json`` (settings, vocabulary) and
@@ -473,18 +572,30 @@ class BM25Encoder:
         self._require_fitted()
         directory = Path(path)
         directory.mkdir(parents=True, exist_ok=True)
-        record = {"format": BM25_FORMAT, "format_version": BM25_FORMAT_VERSION,
-                  **self.settings(), "vocab": list(self.vocab)}
+        record = {
+            "format": BM25_FORMAT,
+            "format_version": BM25_FORMAT_VERSION,
+            **self.settings(),
+            "vocab": list(self.vocab),
+        }
         tmp = f".tmp-{os.getpid()}"
-        _write_atomic(directory / _DF_FILE, tmp,
-                      lambda handle: np.save(handle, self.document_frequencies,
-                                             allow_pickle=False))
-        _write_atomic(directory / _SETTINGS_FILE, tmp, lambda handle: handle.write(
-            json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")))
+        _write_atomic(
+            directory / _DF_FILE,
+            tmp,
+            lambda handle: np.save(handle, self.document_frequencies, allow_pickle=False),
+        )
+        _write_atomic(
+            directory / _SETTINGS_FILE,
+            tmp,
+            lambda handle: handle.write(
+                json.dumps(record, ensure_ascii=False, indent=1).encode("utf-8")
+            ),
+        )
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, device: str | None = None,
-                        **options) -> BM25Encoder:
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: str | None = None, **options
+    ) -> BM25Encoder:
         """Load an encoder written by :meth:`save` (``options``: e.g. ``query_weighting``).
 
         ``device`` is accepted for the call shape every query encoder shares, and ignored:
@@ -493,36 +604,45 @@ class BM25Encoder:
         directory = Path(path)
         settings_file = directory / _SETTINGS_FILE
         if not settings_file.is_file():
-            raise FileNotFoundError(f"{settings_file} not found: {directory} is not a saved "
-                                    "BM25Encoder")
+            raise FileNotFoundError(
+                f"{settings_file} not found: {directory} is not a saved BM25Encoder"
+            )
         try:
             record = json.loads(settings_file.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"corrupt BM25 encoder settings ({exc})", path=settings_file) \
-                from None
+            raise InputError(f"corrupt BM25 encoder settings ({exc})", path=settings_file) from None
         if not isinstance(record, dict) or record.get("format") != BM25_FORMAT:
-            raise InputError(f"not a BM25 encoder (format {_get(record, 'format')!r}, expected "
-                             f"{BM25_FORMAT!r})", path=settings_file)
+            raise InputError(
+                f"not a BM25 encoder (format {_get(record, 'format')!r}, expected {BM25_FORMAT!r})",
+                path=settings_file,
+            )
         if record.get("format_version") != BM25_FORMAT_VERSION:
-            raise InputError(f"BM25 encoder format version {record.get('format_version')!r} is "
-                             f"not supported (this sparse_ir reads version "
-                             f"{BM25_FORMAT_VERSION})", path=settings_file)
+            raise InputError(
+                f"BM25 encoder format version {record.get('format_version')!r} is "
+                f"not supported (this sparse_ir reads version "
+                f"{BM25_FORMAT_VERSION})",
+                path=settings_file,
+            )
         vocab = record.get("vocab")
         if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
             raise InputError("vocab must be a JSON list of strings", path=settings_file)
         try:
             df = np.load(directory / _DF_FILE, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise InputError(f"unreadable document frequencies ({exc})",
-                             path=directory / _DF_FILE) from None
+            raise InputError(
+                f"unreadable document frequencies ({exc})", path=directory / _DF_FILE
+            ) from None
         if df.ndim != 1 or df.dtype.kind not in "iu":
-            raise InputError(f"document frequencies must be a 1-d integer array, got "
-                             f"{df.dtype} {df.shape}", path=directory / _DF_FILE)
+            raise InputError(
+                f"document frequencies must be a 1-d integer array, got {df.dtype} {df.shape}",
+                path=directory / _DF_FILE,
+            )
         return cls._from_settings(record, tuple(vocab), df, settings_file, options)
 
     @classmethod
-    def from_index_settings(cls, index_path, settings: dict | None = None, **options
-                            ) -> BM25Encoder:
+    def from_index_settings(
+        cls, index_path, settings: dict | None = None, **options
+    ) -> BM25Encoder:
         """The encoder of a BM25 impact index, from its build ``settings`` and vocabulary.
 
         ``index_path`` is the index directory (or an open
@@ -534,27 +654,34 @@ class BM25Encoder:
         """
         from sparse_ir.index.impact_index import ImpactIndex
 
-        index = index_path if isinstance(index_path, ImpactIndex) else \
-            ImpactIndex.open(index_path)
+        index = index_path if isinstance(index_path, ImpactIndex) else ImpactIndex.open(index_path)
         settings = index.settings if settings is None else settings
         if settings.get("query_encoder") != cls.kind or "bm25" not in settings:
-            raise InputError(f"the index {index.directory} was not built by BM25Encoder "
-                             f"(query_encoder {settings.get('query_encoder')!r})")
+            raise InputError(
+                f"the index {index.directory} was not built by BM25Encoder "
+                f"(query_encoder {settings.get('query_encoder')!r})"
+            )
         record = {"query_encoder": cls.kind, **settings}
-        return cls._from_settings(record, index.vocab, index.document_frequency(),
-                                  index.directory, options)
+        return cls._from_settings(
+            record, index.vocab, index.document_frequency(), index.directory, options
+        )
 
     @classmethod
-    def _from_settings(cls, record: dict, vocab: tuple[str, ...], df: np.ndarray,
-                       where: object, options: dict) -> BM25Encoder:
+    def _from_settings(
+        cls, record: dict, vocab: tuple[str, ...], df: np.ndarray, where: object, options: dict
+    ) -> BM25Encoder:
         bm25 = record.get("bm25")
         if not isinstance(bm25, dict):
             raise InputError("missing the 'bm25' settings", path=where)
         try:
-            encoder = cls(k1=bm25["k1"], b=bm25["b"],
-                          analyzer=Analyzer.from_dict(bm25["analyzer"]),
-                          query_weighting=options.pop("query_weighting",
-                                                      bm25.get("query_weighting", "distinct")))
+            encoder = cls(
+                k1=bm25["k1"],
+                b=bm25["b"],
+                analyzer=Analyzer.from_dict(bm25["analyzer"]),
+                query_weighting=options.pop(
+                    "query_weighting", bm25.get("query_weighting", "distinct")
+                ),
+            )
             encoder._set_statistics(vocab, df, bm25["num_documents"], bm25["average_length"])
         except KeyError as exc:
             raise InputError(f"the BM25 settings lack {exc}", path=where) from None
@@ -570,8 +697,10 @@ class BM25Encoder:
 
     def _require_fitted(self) -> None:
         if self._vocab is None:
-            raise ValueError("the BM25Encoder is not fitted: call fit(corpus_texts) first, or "
-                             "load one with BM25Encoder.from_pretrained(path)")
+            raise ValueError(
+                "the BM25Encoder is not fitted: call fit(corpus_texts) first, or "
+                "load one with BM25Encoder.from_pretrained(path)"
+            )
 
     @staticmethod
     def _texts(texts: str | Sequence[str], ids: Sequence[str] | None) -> Sequence[str]:
@@ -584,26 +713,44 @@ class BM25Encoder:
     @staticmethod
     def _progress(texts, desc: str, show_progress: bool | None, total: int | None):
         # A bar only where it can matter: not for a query or a few (its setup costs more).
-        if show_progress is False or (show_progress is None and total is not None
-                                      and total < _PROGRESS_MIN_TEXTS):
+        if show_progress is False or (
+            show_progress is None and total is not None and total < _PROGRESS_MIN_TEXTS
+        ):
             return texts
         from tqdm.auto import tqdm
 
-        return tqdm(texts, desc=desc, unit="text", total=total, leave=False,
-                    disable=None if show_progress is None else not show_progress)
+        return tqdm(
+            texts,
+            desc=desc,
+            unit="text",
+            total=total,
+            leave=False,
+            disable=None if show_progress is None else not show_progress,
+        )
 
     def __repr__(self) -> str:
-        fitted = f"{len(self._vocab)} terms, {self.num_documents} documents" \
-            if self._vocab is not None else "not fitted"
+        fitted = (
+            f"{len(self._vocab)} terms, {self.num_documents} documents"
+            if self._vocab is not None
+            else "not fitted"
+        )
         return f"BM25Encoder(k1={self.k1}, b={self.b}, {fitted})"
 
 
-def build_bm25_index(documents: Iterable, path: str | os.PathLike, *,
-                     k1: float = DEFAULT_K1, b: float = DEFAULT_B,
-                     analyzer: Analyzer | None = None, bits: int | None = None,
-                     memory_budget: int | str = "1GB", store_contents: bool = True,
-                     settings: dict | None = None, show_progress: bool | None = None,
-                     total: int | None = None):
+def build_bm25_index(
+    documents: Iterable,
+    path: str | os.PathLike,
+    *,
+    k1: float = DEFAULT_K1,
+    b: float = DEFAULT_B,
+    analyzer: Analyzer | None = None,
+    bits: int | None = None,
+    memory_budget: int | str = "1GB",
+    store_contents: bool = True,
+    settings: dict | None = None,
+    show_progress: bool | None = None,
+    total: int | None = None,
+):
     """Fit BM25 on a corpus and build its :class:`~sparse_ir.index.impact_index.ImpactIndex`.
 
     Args:
@@ -621,20 +768,26 @@ def build_bm25_index(documents: Iterable, path: str | os.PathLike, *,
 
     documents = list(documents)
     encoder = BM25Encoder(k1=k1, b=b, analyzer=analyzer)
-    counts = encoder._fit_counts((d.full_text for d in documents), show_progress=show_progress,
-                                 total=len(documents))
+    counts = encoder._fit_counts(
+        (d.full_text for d in documents), show_progress=show_progress, total=len(documents)
+    )
 
     def shards() -> Iterator[SparseBatch]:
         for start in range(0, len(documents), _SHARD_SIZE):
             end = min(start + _SHARD_SIZE, len(documents))
-            yield encoder._weights(counts.rows(start, end),
-                                   [d.id for d in documents[start:end]])
+            yield encoder._weights(counts.rows(start, end), [d.id for d in documents[start:end]])
 
     contents = ((d.title or "", d.text or "") for d in documents) if store_contents else None
-    index = ImpactIndex.build(shards(), path, quantizer=encoder.quantizer(bits),
-                              memory_budget=memory_budget, contents=contents,
-                              settings={**encoder.settings(), **(settings or {})},
-                              show_progress=show_progress, total_documents=len(documents))
+    index = ImpactIndex.build(
+        shards(),
+        path,
+        quantizer=encoder.quantizer(bits),
+        memory_budget=memory_budget,
+        contents=contents,
+        settings={**encoder.settings(), **(settings or {})},
+        show_progress=show_progress,
+        total_documents=len(documents),
+    )
     return index, encoder
 
 

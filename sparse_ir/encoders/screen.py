@@ -70,8 +70,10 @@ class Int8Screen:
 
     def __init__(self, weight: torch.Tensor, *, columns: int = 256):
         if not hasattr(torch, "_int_mm"):
-            raise RuntimeError(f"this PyTorch ({torch.__version__}) has no int8 matrix "
-                               "product (torch._int_mm); use screen='bfloat16'")
+            raise RuntimeError(
+                f"this PyTorch ({torch.__version__}) has no int8 matrix "
+                "product (torch._int_mm); use screen='bfloat16'"
+            )
         weight = weight.detach().float()
         self.vocab_size, self.hidden_size = weight.shape
         # Pad the vocabulary to a multiple of 8 (the int8 kernels want it); padded rows are 0.
@@ -81,10 +83,10 @@ class Int8Screen:
         scale = weight.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
         quantized = torch.round(weight / scale[:, None]).clamp_(-127, 127)
         residual = weight - quantized * scale[:, None]
-        self.scale = scale[:self.vocab_size]                                   # u_j
-        self.residual_norm = residual.norm(dim=1)[:self.vocab_size]           # F_j
-        self.quantized_norm = (quantized * scale[:, None]).norm(dim=1)[:self.vocab_size]  # G_j
-        self.weight_norm = weight.norm(dim=1)[:self.vocab_size]
+        self.scale = scale[: self.vocab_size]  # u_j
+        self.residual_norm = residual.norm(dim=1)[: self.vocab_size]  # F_j
+        self.quantized_norm = (quantized * scale[:, None]).norm(dim=1)[: self.vocab_size]  # G_j
+        self.weight_norm = weight.norm(dim=1)[: self.vocab_size]
         # Transposed [hidden, vocab] so that tiles are [hidden, columns] row-major slices.
         self.quantized_t = quantized.to(torch.int8).T.contiguous()
         self.columns = columns
@@ -99,21 +101,22 @@ class Int8Screen:
         batch, length, width = hidden.shape
         scale = hidden.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(torch.float32).tiny) / 127
         tokens = torch.round(hidden / scale[:, None, None]).clamp_(-127, 127)
-        residual = (hidden - tokens * scale[:, None, None]).norm(dim=-1).amax(dim=1)     # E
-        token_norm = tokens.norm(dim=-1).amax(dim=1) * scale                             # P
+        residual = (hidden - tokens * scale[:, None, None]).norm(dim=-1).amax(dim=1)  # E
+        token_norm = tokens.norm(dim=-1).amax(dim=1) * scale  # P
         tokens = tokens.to(torch.int8)
         best = torch.empty(batch, self.quantized_t.shape[1], dtype=torch.int32)
         # Tile over texts and columns so each int32 product block stays in cache.
         texts = max(1, min(batch, _TILE_VALUES // (length * self.columns)))
         columns = max(self.columns, _TILE_VALUES // (texts * length) // 8 * 8)
         for first in range(0, batch, texts):
-            rows = tokens[first:first + texts].reshape(-1, width)
+            rows = tokens[first : first + texts].reshape(-1, width)
             count = rows.shape[0] // length
             for start in range(0, best.shape[1], columns):
-                products = torch._int_mm(rows, self.quantized_t[:, start:start + columns])
-                best[first:first + count, start:start + products.shape[1]] = \
-                    products.view(count, length, -1).amax(dim=1)
-        best = best[:, :self.vocab_size].float()
+                products = torch._int_mm(rows, self.quantized_t[:, start : start + columns])
+                best[first : first + count, start : start + products.shape[1]] = products.view(
+                    count, length, -1
+                ).amax(dim=1)
+        best = best[:, : self.vocab_size].float()
         bound = best * scale[:, None] * self.scale[None, :]
         bound += token_norm[:, None] * self.residual_norm[None, :]
         bound += residual[:, None] * (self.quantized_norm + self.residual_norm)[None, :]
@@ -144,20 +147,27 @@ class Bfloat16Screen:
         approx = torch.empty(batch, self.vocab_size, dtype=torch.bfloat16, device=hidden.device)
         columns = max(self.columns, (_TILE_VALUES // 2) // max(batch * length, 1))
         for start in range(0, self.vocab_size, columns):
-            tile = self.weight[start:start + columns]
-            approx[:, start:start + tile.shape[0]] = torch.matmul(low, tile.T).amax(dim=1)
+            tile = self.weight[start : start + columns]
+            approx[:, start : start + tile.shape[0]] = torch.matmul(low, tile.T).amax(dim=1)
         approx = approx.float()
         largest = hidden.float().norm(dim=-1).amax(dim=1)
         bound = approx + approx.abs() * _BF16_OUTPUT_MARGIN
-        bound += largest[:, None] * self.weight_norm[None, :] * (_BF16_INPUT_MARGIN
-                                                                 + _ROUNDING_SLACK)
+        bound += (
+            largest[:, None] * self.weight_norm[None, :] * (_BF16_INPUT_MARGIN + _ROUNDING_SLACK)
+        )
         return bound
 
 
-def rescore(hidden: torch.Tensor, lengths: list[int], candidates: torch.Tensor,
-            weight: torch.Tensor, bias: torch.Tensor | None, *,
-            out: torch.Tensor | None = None, winners: torch.Tensor | None = None
-            ) -> torch.Tensor:
+def rescore(
+    hidden: torch.Tensor,
+    lengths: list[int],
+    candidates: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    out: torch.Tensor | None = None,
+    winners: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Max-pooled float32 logits (bias added) of the candidate terms.
 
     Args:
@@ -179,7 +189,7 @@ def rescore(hidden: torch.Tensor, lengths: list[int], candidates: torch.Tensor,
         columns = torch.nonzero(candidates[row]).squeeze(1)
         if not len(columns):
             continue
-        products = torch.matmul(weight[columns].float(), hidden[row, :lengths[row]].float().T)
+        products = torch.matmul(weight[columns].float(), hidden[row, : lengths[row]].float().T)
         if winners is None:
             exact = products.amax(dim=1)
         else:

@@ -100,8 +100,10 @@ def _skip_vocab_projection(model: torch.nn.Module) -> Iterator[None]:
     """
     head = model.get_output_embeddings()
     if head is None:
-        raise ValueError(f"{type(model).__name__} has no output-embedding (vocabulary) layer; "
-                         "SPLADE needs a masked-language-model head")
+        raise ValueError(
+            f"{type(model).__name__} has no output-embedding (vocabulary) layer; "
+            "SPLADE needs a masked-language-model head"
+        )
     head.forward = _identity
     try:
         yield
@@ -153,35 +155,53 @@ class SpladeEncoder:
     #: The settings an index records (pipeline.encoder_settings) that the query side reuses.
     recorded_query_settings = ("pooling", "query_max_length")
 
-    def __init__(self, model: torch.nn.Module, tokenizer, *, device: str = "cpu",
-                 pooling: Pooling = "max", document_max_length: int = 256,
-                 query_max_length: int = 64, batch_size: int = 32, vocab_chunk: int = 512,
-                 precision: Precision = "auto", screen: Screen = "auto",
-                 name: str | None = None, activation: Activation = "relu",
-                 query_prompt: str = "", document_prompt: str = "",
-                 max_active_dims: int | None = None, query_encoder=None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        *,
+        device: str = "cpu",
+        pooling: Pooling = "max",
+        document_max_length: int = 256,
+        query_max_length: int = 64,
+        batch_size: int = 32,
+        vocab_chunk: int = 512,
+        precision: Precision = "auto",
+        screen: Screen = "auto",
+        name: str | None = None,
+        activation: Activation = "relu",
+        query_prompt: str = "",
+        document_prompt: str = "",
+        max_active_dims: int | None = None,
+        query_encoder=None,
+    ):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
         if activation not in get_args(Activation):
-            raise ValueError(f"activation must be one of {get_args(Activation)}, "
-                             f"got {activation!r}")
-        if max_active_dims is not None and (not isinstance(max_active_dims, int)
-                                            or max_active_dims <= 0):
-            raise ValueError(f"max_active_dims must be a positive integer, got "
-                             f"{max_active_dims!r}")
+            raise ValueError(
+                f"activation must be one of {get_args(Activation)}, got {activation!r}"
+            )
+        if max_active_dims is not None and (
+            not isinstance(max_active_dims, int) or max_active_dims <= 0
+        ):
+            raise ValueError(f"max_active_dims must be a positive integer, got {max_active_dims!r}")
         if precision not in get_args(Precision):
-            raise ValueError(f"precision must be one of {get_args(Precision)}, "
-                             f"got {precision!r}")
+            raise ValueError(f"precision must be one of {get_args(Precision)}, got {precision!r}")
         if screen not in get_args(Screen):
             raise ValueError(f"screen must be one of {get_args(Screen)}, got {screen!r}")
-        for label, value in (("document_max_length", document_max_length),
-                             ("query_max_length", query_max_length),
-                             ("batch_size", batch_size), ("vocab_chunk", vocab_chunk)):
+        for label, value in (
+            ("document_max_length", document_max_length),
+            ("query_max_length", query_max_length),
+            ("batch_size", batch_size),
+            ("vocab_chunk", vocab_chunk),
+        ):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError("SpladeEncoder needs a fast (Rust) tokenizer; "
-                             "load it with AutoTokenizer.from_pretrained(..., use_fast=True)")
+            raise ValueError(
+                "SpladeEncoder needs a fast (Rust) tokenizer; "
+                "load it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+            )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -210,15 +230,18 @@ class SpladeEncoder:
         self.query_encoder = query_encoder
         head = model.get_output_embeddings()
         if head is None:
-            raise ValueError(f"{type(model).__name__} has no vocabulary projection; "
-                             "load the model with AutoModelForMaskedLM")
+            raise ValueError(
+                f"{type(model).__name__} has no vocabulary projection; "
+                "load the model with AutoModelForMaskedLM"
+            )
         self._vocab = _vocabulary(tokenizer, head.weight.shape[0])
 
     # -- construction -------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike = "splade-tiny", *,
-                        device: str = "cpu", **options) -> SpladeEncoder:
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike = "splade-tiny", *, device: str = "cpu", **options
+    ) -> SpladeEncoder:
         """Load a SPLADE model by bundled name (``splade-tiny``), local directory or hub id.
 
         A sentence-transformers directory (with ``modules.json``) is read with its module
@@ -239,16 +262,19 @@ class SpladeEncoder:
         path = resolve_model(name_or_path)
         layout = st_format.read_layout(path)
         if layout is not None:
-            return st_format.load_encoder(layout, device=device, name=os.fspath(name_or_path),
-                                          **options)
+            return st_format.load_encoder(
+                layout, device=device, name=os.fspath(name_or_path), **options
+            )
         with quiet_transformers():
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
                 # use_safetensors: weights never come from pickle files.
                 model = AutoModelForMaskedLM.from_pretrained(path, use_safetensors=True)
             except OSError as exc:
-                raise OSError(f"cannot load SPLADE model {os.fspath(name_or_path)!r} "
-                              f"(resolved to {path!r}): {exc}") from exc
+                raise OSError(
+                    f"cannot load SPLADE model {os.fspath(name_or_path)!r} "
+                    f"(resolved to {path!r}): {exc}"
+                ) from exc
         return cls(model, tokenizer, device=device, name=os.fspath(name_or_path), **options)
 
     # -- public API ---------------------------------------------------------------------------
@@ -258,34 +284,56 @@ class SpladeEncoder:
         """The output vocabulary: term id ``j`` of every vector is the token ``vocab[j]``."""
         return self._vocab
 
-    def encode_documents(self, texts: str | Sequence[str], *,
-                         ids: Sequence[str] | None = None, max_length: int | None = None,
-                         **options) -> SparseBatch:
+    def encode_documents(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        max_length: int | None = None,
+        **options,
+    ) -> SparseBatch:
         """Encode documents (default ``max_length`` 256; one ``str`` is one row). See
         :meth:`encode` for options."""
         texts = as_texts(texts)
         if self.document_prompt:
             texts = [self.document_prompt + text for text in texts]
-        return self.encode(texts, ids=ids,
-                           max_length=max_length or self.document_max_length, **options)
+        return self.encode(
+            texts, ids=ids, max_length=max_length or self.document_max_length, **options
+        )
 
-    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
-                       max_length: int | None = None, **options) -> SparseBatch:
+    def encode_queries(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        max_length: int | None = None,
+        **options,
+    ) -> SparseBatch:
         """Encode queries (default ``max_length`` 64; one ``str`` is one row). See
         :meth:`encode` for options."""
         texts = as_texts(texts)
         if self.query_encoder is not None:
-            return self.query_encoder.encode_queries(texts, ids=ids, max_length=max_length,
-                                                     **options)
+            return self.query_encoder.encode_queries(
+                texts, ids=ids, max_length=max_length, **options
+            )
         if self.query_prompt:
             texts = [self.query_prompt + text for text in texts]
-        return self.encode(texts, ids=ids,
-                           max_length=max_length or self.query_max_length, **options)
+        return self.encode(
+            texts, ids=ids, max_length=max_length or self.query_max_length, **options
+        )
 
-    def encode(self, texts: Sequence[str], *, max_length: int, ids: Sequence[str] | None = None,
-               batch_size: int | None = None, max_active_dims: int | None = None,
-               threshold: float = 0.0, show_progress: bool | None = None,
-               stats: EncodeStats | None = None) -> SparseBatch:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        max_length: int,
+        ids: Sequence[str] | None = None,
+        batch_size: int | None = None,
+        max_active_dims: int | None = None,
+        threshold: float = 0.0,
+        show_progress: bool | None = None,
+        stats: EncodeStats | None = None,
+    ) -> SparseBatch:
         """Encode texts into a :class:`SparseBatch` of float32 weights (rows in input order).
 
         Args:
@@ -324,12 +372,21 @@ class SpladeEncoder:
         # (and warning about) the whole of a very long text.
         # Long texts are cut first (at a whitespace, never changing the tokens read), so memory
         # follows max_length, not the raw size of a text.
-        chosen_texts = cut_for_tokenizer(self.tokenizer, [texts[i] for i in non_empty],
-                                         max_length + 1)
-        token_ids = self.tokenizer(chosen_texts, add_special_tokens=True,
-                                   truncation=True, max_length=max_length + 1,
-                                   return_attention_mask=False,
-                                   return_token_type_ids=False)["input_ids"] if non_empty else []
+        chosen_texts = cut_for_tokenizer(
+            self.tokenizer, [texts[i] for i in non_empty], max_length + 1
+        )
+        token_ids = (
+            self.tokenizer(
+                chosen_texts,
+                add_special_tokens=True,
+                truncation=True,
+                max_length=max_length + 1,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+            if non_empty
+            else []
+        )
         lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
         stats.truncated_texts += int((lengths > max_length).sum())
         token_ids = [_truncate(t, max_length, self.tokenizer) for t in token_ids]
@@ -347,10 +404,11 @@ class SpladeEncoder:
         try:
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
-                    chosen = order[start:start + batch_size]
+                    chosen = order[start : start + batch_size]
                     weights = self._encode_token_batch([token_ids[i] for i in chosen])
                     for row, (terms, values) in zip(
-                            chosen, _sparsify(weights, max_active_dims, threshold)):
+                        chosen, _sparsify(weights, max_active_dims, threshold)
+                    ):
                         row_terms[non_empty[row]] = terms
                         row_weights[non_empty[row]] = values
                     progress.update(len(chosen))
@@ -363,10 +421,13 @@ class SpladeEncoder:
                 row_terms[i], row_weights[i] = empty_terms, empty_weights
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum([len(t) for t in row_terms], out=indptr[1:])
-        return SparseBatch(indptr,
-                           np.concatenate(row_terms) if n else empty_terms,
-                           np.concatenate(row_weights) if n else empty_weights,
-                           self.vocab, None if ids is None else tuple(str(i) for i in ids))
+        return SparseBatch(
+            indptr,
+            np.concatenate(row_terms) if n else empty_terms,
+            np.concatenate(row_weights) if n else empty_weights,
+            self.vocab,
+            None if ids is None else tuple(str(i) for i in ids),
+        )
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -375,8 +436,11 @@ class SpladeEncoder:
         input_ids, mask = _pad(token_ids, self.tokenizer.pad_token_id or 0, self.device)
         # bfloat16 autocast runs the matrix products in bfloat16 and keeps LayerNorm, softmax
         # and the sums in float32.
-        low = torch.autocast(self.device.type, dtype=torch.bfloat16) \
-            if self.precision == "bfloat16" else contextlib.nullcontext()
+        low = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if self.precision == "bfloat16"
+            else contextlib.nullcontext()
+        )
         with _skip_vocab_projection(self.model), low:
             hidden = self.model(input_ids=input_ids, attention_mask=mask).logits
         return self.pool(hidden.float(), mask)
@@ -405,8 +469,8 @@ class SpladeEncoder:
             hidden = torch.where(mask_bool[..., None], hidden, hidden[:, :1, :])
             chunk = self._chunk(hidden)
             for start in range(0, vocab_size, chunk):
-                tile = weight[start:start + chunk]
-                out[:, start:start + tile.shape[0]] = torch.matmul(hidden, tile.T).amax(dim=1)
+                tile = weight[start : start + chunk]
+                out[:, start : start + tile.shape[0]] = torch.matmul(hidden, tile.T).amax(dim=1)
             if bias is not None:
                 out += bias.float()
             return self._activate(out)
@@ -416,11 +480,11 @@ class SpladeEncoder:
         keep = mask_bool[..., None].float()
         chunk = self._chunk(hidden)
         for start in range(0, vocab_size, chunk):
-            tile = weight[start:start + chunk].to(dtype)
+            tile = weight[start : start + chunk].to(dtype)
             logits = torch.matmul(hidden, tile.T).float()
             if bias is not None:
-                logits += bias[start:start + tile.shape[0]].float()
-            out[:, start:start + tile.shape[0]] = (self._activate(logits) * keep).sum(1)
+                logits += bias[start : start + tile.shape[0]].float()
+            out[:, start : start + tile.shape[0]] = (self._activate(logits) * keep).sum(1)
         return out
 
     def _activate(self, logits: torch.Tensor) -> torch.Tensor:
@@ -473,23 +537,25 @@ def _truncate(ids: list[int], max_length: int, tokenizer) -> list[int]:
         return ids
     last = ids[-1]
     if last in tokenizer.all_special_ids:
-        return ids[:max_length - 1] + [last]
+        return ids[: max_length - 1] + [last]
     return ids[:max_length]
 
 
-def _pad(token_ids: list[list[int]], pad_id: int, device: torch.device
-         ) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(
+    token_ids: list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(t) for t in token_ids)
     input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(token_ids), width), dtype=torch.long)
     for row, ids in enumerate(token_ids):
-        input_ids[row, :len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-        mask[row, :len(ids)] = 1
+        input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = 1
     return input_ids.to(device), mask.to(device)
 
 
-def _sparsify(weights: torch.Tensor, max_active_dims: int | None, threshold: float
-              ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _sparsify(
+    weights: torch.Tensor, max_active_dims: int | None, threshold: float
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(term_ids, weights)`` of each row of a dense [batch, vocab] tensor."""
     weights = weights.float().cpu()
     if max_active_dims is not None and max_active_dims < weights.shape[1]:

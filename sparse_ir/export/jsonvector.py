@@ -101,8 +101,10 @@ class ImportReport:
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        text = (f"{self.documents} documents, {self.postings} postings from {len(self.files)} "
-                f"file(s), vocabulary of {self.vocab_size} tokens, {self.seconds:.1f}s")
+        text = (
+            f"{self.documents} documents, {self.postings} postings from {len(self.files)} "
+            f"file(s), vocabulary of {self.vocab_size} tokens, {self.seconds:.1f}s"
+        )
         if self.empty_documents:
             text += f"; {self.empty_documents} document(s) with no terms"
         if self.zero_weights:
@@ -110,11 +112,15 @@ class ImportReport:
         if self.quantize.saturated:
             text += f"; {self.quantize.saturated} weight(s) clipped at max_impact"
         if self.contents_not_stored:
-            text += (f"; contents of {self.contents_not_stored} record(s) not stored (the first "
-                     "record had none; pass contents=True / --contents to keep them)")
+            text += (
+                f"; contents of {self.contents_not_stored} record(s) not stored (the first "
+                "record had none; pass contents=True / --contents to keep them)"
+            )
         if self.ignored_files:
-            text += (f"; ignored {len(self.ignored_files)} file(s) without a JSON suffix "
-                     f"(e.g. {self.ignored_files[0].name})")
+            text += (
+                f"; ignored {len(self.ignored_files)} file(s) without a JSON suffix "
+                f"(e.g. {self.ignored_files[0].name})"
+            )
         if self.skipped.total:
             text += "\n" + self.skipped.summary()
         return text
@@ -137,15 +143,21 @@ def collection_files(source: str | os.PathLike) -> tuple[list[Path], list[Path]]
         else:
             ignored.append(path)
     if not files:
-        raise InputError(f"no {', '.join(JSON_VECTOR_SUFFIXES)} files in the directory",
-                         path=source)
+        raise InputError(
+            f"no {', '.join(JSON_VECTOR_SUFFIXES)} files in the directory", path=source
+        )
     return files, ignored
 
 
-def read_json_vectors(files: Sequence[str | os.PathLike], *, quantizer: Quantizer | None = None,
-                      scale_floats: bool = False, vocabulary: Mapping[str, int] | None = None,
-                      skip_invalid: bool = False, report: ImportReport | None = None
-                      ) -> Iterator[VectorRecord]:
+def read_json_vectors(
+    files: Sequence[str | os.PathLike],
+    *,
+    quantizer: Quantizer | None = None,
+    scale_floats: bool = False,
+    vocabulary: Mapping[str, int] | None = None,
+    skip_invalid: bool = False,
+    report: ImportReport | None = None,
+) -> Iterator[VectorRecord]:
     """Yield the checked records of JsonVectorCollection files, in order.
 
     Args:
@@ -165,11 +177,13 @@ def read_json_vectors(files: Sequence[str | os.PathLike], *, quantizer: Quantize
     for path in files:
         for line, record in read_jsonl(path, skip_invalid=skip_invalid, report=report.skipped):
             try:
-                parsed = _check_record(record, path, line, quantizer, scale_floats,
-                                       vocabulary, checked_tokens, report)
+                parsed = _check_record(
+                    record, path, line, quantizer, scale_floats, vocabulary, checked_tokens, report
+                )
                 if parsed.id in seen:
-                    raise InputError(f"duplicate id: {parsed.id!r} appears more than once",
-                                     path=path, line=line)
+                    raise InputError(
+                        f"duplicate id: {parsed.id!r} appears more than once", path=path, line=line
+                    )
             except InputError as error:
                 if not skip_invalid:
                     raise
@@ -179,61 +193,93 @@ def read_json_vectors(files: Sequence[str | os.PathLike], *, quantizer: Quantize
             yield parsed
 
 
-def _check_record(record: dict, path, line: int, quantizer: Quantizer, scale_floats: bool,
-                  vocabulary: Mapping[str, int] | None, checked_tokens: set[str],
-                  report: ImportReport) -> VectorRecord:
+def _check_record(
+    record: dict,
+    path,
+    line: int,
+    quantizer: Quantizer,
+    scale_floats: bool,
+    vocabulary: Mapping[str, int] | None,
+    checked_tokens: set[str],
+    report: ImportReport,
+) -> VectorRecord:
     if "id" not in record:
-        raise InputError("missing id: no \"id\" field", path=path, line=line)
+        raise InputError('missing id: no "id" field', path=path, line=line)
     doc_id = record["id"]
     if isinstance(doc_id, bool) or not isinstance(doc_id, (str, int)):
-        raise InputError(f"missing id: \"id\" must be a string or an integer, got {doc_id!r}",
-                         path=path, line=line)
+        raise InputError(
+            f'missing id: "id" must be a string or an integer, got {doc_id!r}', path=path, line=line
+        )
     doc_id = str(doc_id)
     if (problem := id_problem(doc_id)) is not None:
         raise InputError(f"invalid id: {problem}", path=path, line=line)
     vector = record.get("vector")
     if vector is None:
-        raise InputError("missing vector: no \"vector\" field ({token: weight})", path=path,
-                         line=line)
+        raise InputError(
+            'missing vector: no "vector" field ({token: weight})', path=path, line=line
+        )
     if not isinstance(vector, dict):
         kind = "a list (a dense vector)" if isinstance(vector, list) else type(vector).__name__
-        raise InputError(f"invalid vector: expected an object {{token: weight}}, got {kind}",
-                         path=path, line=line)
+        raise InputError(
+            f"invalid vector: expected an object {{token: weight}}, got {kind}",
+            path=path,
+            line=line,
+        )
     tokens, weights = [], []
     for token, weight in vector.items():
         if token not in checked_tokens:
             if (problem := token_problem(token)) is not None:
                 raise InputError(f"invalid token: {problem}", path=path, line=line)
             if vocabulary is not None and token not in vocabulary:
-                raise InputError(f"unknown token: {token!r} is not in the given vocabulary of "
-                                 f"{len(vocabulary)} tokens (import without a vocabulary to "
-                                 "build one from the tokens found)", path=path, line=line)
+                raise InputError(
+                    f"unknown token: {token!r} is not in the given vocabulary of "
+                    f"{len(vocabulary)} tokens (import without a vocabulary to "
+                    "build one from the tokens found)",
+                    path=path,
+                    line=line,
+                )
             checked_tokens.add(token)
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise InputError(f"invalid weight: weight of {token!r} is {weight!r}, not a number",
-                             path=path, line=line)
+            raise InputError(
+                f"invalid weight: weight of {token!r} is {weight!r}, not a number",
+                path=path,
+                line=line,
+            )
         if weight < 0:
-            raise InputError(f"invalid weight: weight of {token!r} is {weight!r}; weights must "
-                             "be >= 0", path=path, line=line)
+            raise InputError(
+                f"invalid weight: weight of {token!r} is {weight!r}; weights must be >= 0",
+                path=path,
+                line=line,
+            )
         if (problem := weight_problem(weight)) is not None or weight > _LARGEST_WEIGHT:
-            raise InputError(f"invalid weight: {problem or f'weight {weight} is too large'} "
-                             f"(token {token!r})", path=path, line=line)
+            raise InputError(
+                f"invalid weight: {problem or f'weight {weight} is too large'} (token {token!r})",
+                path=path,
+                line=line,
+            )
         if not scale_floats:
             if isinstance(weight, float):
                 raise InputError(
                     f"float weight: weight of {token!r} is {weight!r}, but a JsonVectorCollection "
                     "holds integer impacts (Anserini would truncate it to "
                     f"{int(weight)}); pass a scale (--scale 100) to quantize float weights as "
-                    "round(weight x scale)", path=path, line=line)
+                    "round(weight x scale)",
+                    path=path,
+                    line=line,
+                )
             if weight > quantizer.max_impact:
-                raise InputError(f"invalid weight: impact {weight} of {token!r} exceeds "
-                                 f"max_impact {quantizer.max_impact} (raise --max-impact)",
-                                 path=path, line=line)
+                raise InputError(
+                    f"invalid weight: impact {weight} of {token!r} exceeds "
+                    f"max_impact {quantizer.max_impact} (raise --max-impact)",
+                    path=path,
+                    line=line,
+                )
         tokens.append(token)
         weights.append(weight)
     if scale_floats:
-        impacts = quantizer.quantize_values(np.asarray(weights, np.float64),
-                                            report.quantize).tolist()
+        impacts = quantizer.quantize_values(
+            np.asarray(weights, np.float64), report.quantize
+        ).tolist()
     else:
         impacts = weights
     kept = [(t, w) for t, w in zip(tokens, impacts) if w > 0]
@@ -245,8 +291,11 @@ def _check_record(record: dict, path, line: int, quantizer: Quantizer, scale_flo
 def _contents(record: dict, path, line: int) -> tuple[str, str | None]:
     for key in ("contents", "title"):
         if record.get(key) is not None and not isinstance(record[key], str):
-            raise InputError(f"invalid field: {key!r} must be a string, got "
-                             f"{type(record[key]).__name__}", path=path, line=line)
+            raise InputError(
+                f"invalid field: {key!r} must be a string, got {type(record[key]).__name__}",
+                path=path,
+                line=line,
+            )
     title = record.get("title") or ""
     contents = record.get("contents")
     if contents is None:
@@ -254,11 +303,12 @@ def _contents(record: dict, path, line: int) -> tuple[str, str | None]:
     if title and contents == title:
         return title, ""
     if title and contents.startswith(title + " "):
-        return title, contents[len(title) + 1:]
+        return title, contents[len(title) + 1 :]
     return title, contents
 
 
 # -- building -----------------------------------------------------------------------------------
+
 
 class _Chunk(NamedTuple):
     indptr: np.ndarray
@@ -268,8 +318,14 @@ class _Chunk(NamedTuple):
     contents: list[tuple[str, str]] | None
 
 
-def _chunks(records: Iterator[VectorRecord], term_id, shard_size: int, store_contents: bool,
-            report: ImportReport, progress) -> Iterator[_Chunk]:
+def _chunks(
+    records: Iterator[VectorRecord],
+    term_id,
+    shard_size: int,
+    store_contents: bool,
+    report: ImportReport,
+    progress,
+) -> Iterator[_Chunk]:
     """Group records into chunks of ``shard_size``; ``term_id(token)`` numbers the tokens."""
     batch: list[VectorRecord] = []
 
@@ -277,10 +333,12 @@ def _chunks(records: Iterator[VectorRecord], term_id, shard_size: int, store_con
         lengths = [len(r.tokens) for r in batch]
         indptr = np.zeros(len(batch) + 1, np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        terms = np.fromiter((term_id(t) for r in batch for t in r.tokens), np.int64,
-                            count=int(indptr[-1]))
-        impacts = np.fromiter((w for r in batch for w in r.impacts), np.int64,
-                              count=int(indptr[-1]))
+        terms = np.fromiter(
+            (term_id(t) for r in batch for t in r.tokens), np.int64, count=int(indptr[-1])
+        )
+        impacts = np.fromiter(
+            (w for r in batch for w in r.impacts), np.int64, count=int(indptr[-1])
+        )
         report.documents += len(batch)
         report.postings += int(indptr[-1])
         report.empty_documents += sum(1 for n in lengths if n == 0)
@@ -304,8 +362,13 @@ def _to_batch(chunk: _Chunk, vocab: tuple[str, ...], remap: np.ndarray | None) -
     terms = chunk.terms if remap is None else remap[chunk.terms]
     rows = np.repeat(np.arange(len(chunk.ids)), np.diff(chunk.indptr))
     order = np.lexsort((terms, rows))
-    return SparseBatch(chunk.indptr, terms[order].astype(np.int32),
-                       chunk.impacts[order].astype(np.int32), vocab, tuple(chunk.ids))
+    return SparseBatch(
+        chunk.indptr,
+        terms[order].astype(np.int32),
+        chunk.impacts[order].astype(np.int32),
+        vocab,
+        tuple(chunk.ids),
+    )
 
 
 class _Spool:
@@ -336,18 +399,29 @@ class _Spool:
                     ids.append(row[0])
                     if len(row) == 3:
                         contents.append((row[1], row[2]))
-            yield _Chunk(np.load(f"{base}.indptr.npy", allow_pickle=False),
-                         np.load(f"{base}.terms.npy", allow_pickle=False),
-                         np.load(f"{base}.impacts.npy", allow_pickle=False), ids,
-                         contents or None)
+            yield _Chunk(
+                np.load(f"{base}.indptr.npy", allow_pickle=False),
+                np.load(f"{base}.terms.npy", allow_pickle=False),
+                np.load(f"{base}.impacts.npy", allow_pickle=False),
+                ids,
+                contents or None,
+            )
 
 
-def import_json_vectors(source: str | os.PathLike, output: str | os.PathLike, *,
-                        vocab: Sequence[str] | None = None, scale: float | None = None,
-                        max_impact: int = 65_535, contents: bool | None = None,
-                        skip_invalid: bool = False, shard_size: int = 4096,
-                        memory_budget: int | str = "1GB", settings: dict | None = None,
-                        show_progress: bool | None = None):
+def import_json_vectors(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    vocab: Sequence[str] | None = None,
+    scale: float | None = None,
+    max_impact: int = 65_535,
+    contents: bool | None = None,
+    skip_invalid: bool = False,
+    shard_size: int = 4096,
+    memory_budget: int | str = "1GB",
+    settings: dict | None = None,
+    show_progress: bool | None = None,
+):
     """Build an :class:`~sparse_ir.index.impact_index.ImpactIndex` from a JsonVectorCollection.
 
     Args:
@@ -379,17 +453,21 @@ def import_json_vectors(source: str | os.PathLike, output: str | os.PathLike, *,
     report.files, report.ignored_files = collection_files(source)
     for ignored in report.ignored_files:
         logger.warning("ignored %s: not a %s file", ignored, "/".join(JSON_VECTOR_SUFFIXES))
-    quantizer = Quantizer(scale=DEFAULT_SCALE if scale is None else scale,
-                          max_impact=max_impact)
+    quantizer = Quantizer(scale=DEFAULT_SCALE if scale is None else scale, max_impact=max_impact)
     final_vocab = tuple(vocab) if vocab is not None else None
     lookup = None
     if final_vocab is not None:
         lookup = {token: i for i, token in enumerate(final_vocab)}
         if len(lookup) != len(final_vocab):
             raise InputError("the given vocabulary lists a token twice")
-    records = read_json_vectors(report.files, quantizer=quantizer,
-                                scale_floats=scale is not None, vocabulary=lookup,
-                                skip_invalid=skip_invalid, report=report)
+    records = read_json_vectors(
+        report.files,
+        quantizer=quantizer,
+        scale_floats=scale is not None,
+        vocabulary=lookup,
+        skip_invalid=skip_invalid,
+        report=report,
+    )
     first = next(records, None)
     if first is None:
         raise InputError("no valid documents to import", path=source)
@@ -398,8 +476,9 @@ def import_json_vectors(source: str | os.PathLike, output: str | os.PathLike, *,
     records = _prepend(first, records)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    progress = tqdm(desc="importing", unit="doc",
-                    disable=None if show_progress is None else not show_progress)
+    progress = tqdm(
+        desc="importing", unit="doc", disable=None if show_progress is None else not show_progress
+    )
     pending: collections.deque[tuple[str, str]] = collections.deque()
     spool_dir = None
     try:
@@ -407,8 +486,7 @@ def import_json_vectors(source: str | os.PathLike, output: str | os.PathLike, *,
             chunks = _chunks(records, lookup.__getitem__, shard_size, store, report, progress)
             remap = None
         else:
-            spool_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.import-",
-                                              dir=output.parent))
+            spool_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.import-", dir=output.parent))
             spool = _Spool(spool_dir)
             found: dict[str, int] = {}
 
@@ -436,13 +514,21 @@ def import_json_vectors(source: str | os.PathLike, output: str | os.PathLike, *,
             while True:
                 yield pending.popleft() if pending else None
 
-        manifest_settings = {"imported_from": str(Path(source).resolve()),
-                             "source_format": "JsonVectorCollection",
-                             "import_scale": scale, **(settings or {})}
-        index = ImpactIndex.build(batches(), output, quantizer=quantizer,
-                                  memory_budget=memory_budget,
-                                  contents=drain() if store else None,
-                                  settings=manifest_settings, show_progress=False)
+        manifest_settings = {
+            "imported_from": str(Path(source).resolve()),
+            "source_format": "JsonVectorCollection",
+            "import_scale": scale,
+            **(settings or {}),
+        }
+        index = ImpactIndex.build(
+            batches(),
+            output,
+            quantizer=quantizer,
+            memory_budget=memory_budget,
+            contents=drain() if store else None,
+            settings=manifest_settings,
+            show_progress=False,
+        )
     finally:
         progress.close()
         if spool_dir is not None:

@@ -63,11 +63,15 @@ class ExportReport:
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        text = (f"{self.documents} documents, {self.postings} postings in {len(self.files)} "
-                f"file(s), {self.seconds:.1f}s")
+        text = (
+            f"{self.documents} documents, {self.postings} postings in {len(self.files)} "
+            f"file(s), {self.seconds:.1f}s"
+        )
         if self.empty_documents:
-            text += (f"; {self.empty_documents} document(s) have no terms (Anserini reports them "
-                     "as 'empty' and does not index them)")
+            text += (
+                f"; {self.empty_documents} document(s) have no terms (Anserini reports them "
+                "as 'empty' and does not index them)"
+            )
         return text
 
 
@@ -76,8 +80,9 @@ def shard_file_name(number: int) -> str:
     return f"part-{number:05d}.jsonl"
 
 
-def iter_document_vectors(index, *, start: int = 0, stop: int | None = None,
-                          block_postings: int = _BLOCK_POSTINGS) -> Iterator[SparseBatch]:
+def iter_document_vectors(
+    index, *, start: int = 0, stop: int | None = None, block_postings: int = _BLOCK_POSTINGS
+) -> Iterator[SparseBatch]:
     """Yield the documents ``[start, stop)`` of an index as SparseBatch blocks of impacts.
 
     Rows are documents in number order (ids set), terms ascending, values the stored int
@@ -113,9 +118,15 @@ def document_vectors(index) -> SparseBatch:
     return SparseBatch.concatenate(blocks)
 
 
-def export_json_vectors(index, output: str | os.PathLike, *, shards: int = 1,
-                        contents: bool = False, overwrite: bool = False,
-                        show_progress: bool | None = None) -> ExportReport:
+def export_json_vectors(
+    index,
+    output: str | os.PathLike,
+    *,
+    shards: int = 1,
+    contents: bool = False,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> ExportReport:
     """Write an index as a JsonVectorCollection directory of ``shards`` JSONL files.
 
     Args:
@@ -137,8 +148,10 @@ def export_json_vectors(index, output: str | os.PathLike, *, shards: int = 1,
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise ValueError(f"shards must be a positive integer, got {shards!r}")
     if contents and not index.has_contents:
-        raise InputError(f"the index {index.directory} stores no titles and texts (it was built "
-                         "without contents), so --contents cannot be exported")
+        raise InputError(
+            f"the index {index.directory} stores no titles and texts (it was built "
+            "without contents), so --contents cannot be exported"
+        )
     output = Path(output)
     _check_output(output, overwrite)
     started = time.perf_counter()
@@ -156,15 +169,20 @@ def export_json_vectors(index, output: str | os.PathLike, *, shards: int = 1,
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.parent / f".{output.name}.tmp-{secrets.token_hex(6)}"
     temporary.mkdir()
-    progress = tqdm(total=total, desc="exporting", unit="doc",
-                    disable=None if show_progress is None else not show_progress)
+    progress = tqdm(
+        total=total,
+        desc="exporting",
+        unit="doc",
+        disable=None if show_progress is None else not show_progress,
+    )
     try:
         for number in range(shards):
             path = temporary / shard_file_name(number)
             docno = int(bounds[number])
             with open(path, "w", encoding="utf-8", newline="\n") as out:
-                for block in iter_document_vectors(index, start=docno,
-                                                   stop=int(bounds[number + 1])):
+                for block in iter_document_vectors(
+                    index, start=docno, stop=int(bounds[number + 1])
+                ):
                     out.write(_format_block(index, block, docno, token_json, contents, report))
                     docno += len(block)
                     progress.update(len(block))
@@ -172,8 +190,10 @@ def export_json_vectors(index, output: str | os.PathLike, *, shards: int = 1,
                 os.fsync(out.fileno())
             report.files.append(output / path.name)
         if report.postings != index.num_postings:
-            raise IndexCorruptError(f"{index.directory}: exported {report.postings} postings but "
-                                    f"the manifest counts {index.num_postings}; run verify()")
+            raise IndexCorruptError(
+                f"{index.directory}: exported {report.postings} postings but "
+                f"the manifest counts {index.num_postings}; run verify()"
+            )
         fsync_directory(temporary)
         replace_directory(temporary, output)
     except BaseException:
@@ -186,8 +206,14 @@ def export_json_vectors(index, output: str | os.PathLike, *, shards: int = 1,
     return report
 
 
-def _format_block(index, block: SparseBatch, first_docno: int, token_json: list[str],
-                  contents: bool, report: ExportReport) -> str:
+def _format_block(
+    index,
+    block: SparseBatch,
+    first_docno: int,
+    token_json: list[str],
+    contents: bool,
+    report: ExportReport,
+) -> str:
     lines = []
     indptr = block.indptr.tolist()
     terms = block.indices.tolist()
@@ -199,8 +225,12 @@ def _format_block(index, block: SparseBatch, first_docno: int, token_json: list[
         if contents:
             title, text = index.document(first_docno + row)
             full = f"{title} {text}" if title and text else (title or text)
-            head += (', "contents": ' + json.dumps(full, ensure_ascii=False) +
-                     ', "title": ' + json.dumps(title, ensure_ascii=False))
+            head += (
+                ', "contents": '
+                + json.dumps(full, ensure_ascii=False)
+                + ', "title": '
+                + json.dumps(title, ensure_ascii=False)
+            )
         lines.append(head + ', "vector": {' + vector + "}}\n")
         if start == end:
             report.empty_documents += 1
@@ -214,6 +244,8 @@ def _check_output(output: Path, overwrite: bool) -> None:
         if not output.is_dir():
             raise FileExistsError(f"{output} exists and is not a directory")
         if any(output.iterdir()) and not overwrite:
-            raise FileExistsError(f"{output} exists and is not empty; Anserini reads every file "
-                                  "of its input directory, so choose an empty or new directory "
-                                  "(or pass overwrite=True / --overwrite)")
+            raise FileExistsError(
+                f"{output} exists and is not empty; Anserini reads every file "
+                "of its input directory, so choose an empty or new directory "
+                "(or pass overwrite=True / --overwrite)"
+            )

@@ -88,18 +88,25 @@ def index_mapping(engine: Engine, *, field: str = "vector", contents: bool = Fal
     """The body of ``PUT /<index>``: the vector field (``rank_features`` for OpenSearch,
     ``sparse_vector`` for Elasticsearch), the id as a keyword, optional stored texts."""
     _check_engine(engine)
-    properties = {"id": {"type": "keyword"},
-                  field: {"type": "rank_features" if engine == "opensearch"
-                          else "sparse_vector"}}
+    properties = {
+        "id": {"type": "keyword"},
+        field: {"type": "rank_features" if engine == "opensearch" else "sparse_vector"},
+    }
     if contents:
         properties["title"] = {"type": "text"}
         properties["text"] = {"type": "text"}
     return {"mappings": {"properties": properties}}
 
 
-def query_body(engine: Engine, weights: Mapping[str, float], *, field: str = "vector",
-               k: int = 10, token_map: Mapping[str, str] | None = None,
-               neural_sparse: bool = False) -> dict:
+def query_body(
+    engine: Engine,
+    weights: Mapping[str, float],
+    *,
+    field: str = "vector",
+    k: int = 10,
+    token_map: Mapping[str, str] | None = None,
+    neural_sparse: bool = False,
+) -> dict:
     """The ``_search`` body scoring documents by the dot product with ``weights``.
 
     Args:
@@ -123,9 +130,14 @@ def query_body(engine: Engine, weights: Mapping[str, float], *, field: str = "ve
     elif neural_sparse:
         query = {"neural_sparse": {field: {"query_tokens": features}}}
     else:
-        query = {"bool": {"should": [
-            {"rank_feature": {"field": f"{field}.{name}", "linear": {}, "boost": weight}}
-            for name, weight in features.items()]}}
+        query = {
+            "bool": {
+                "should": [
+                    {"rank_feature": {"field": f"{field}.{name}", "linear": {}, "boost": weight}}
+                    for name, weight in features.items()
+                ]
+            }
+        }
     return {"size": k, "query": query}
 
 
@@ -157,16 +169,25 @@ class EngineExportReport:
     exact: bool = True
 
     def __str__(self) -> str:
-        return (f"{self.documents} documents in {self.files} bulk file(s) for {self.engine}, "
-                f"{self.renamed_tokens} token(s) renamed (token_map.json), impacts "
-                f"{'stored exactly' if self.exact else 'ROUNDED by the engine (> 511)'}")
+        return (
+            f"{self.documents} documents in {self.files} bulk file(s) for {self.engine}, "
+            f"{self.renamed_tokens} token(s) renamed (token_map.json), impacts "
+            f"{'stored exactly' if self.exact else 'ROUNDED by the engine (> 511)'}"
+        )
 
 
-def export_search_engine(index, output: str | os.PathLike, *, engine: Engine,
-                         index_name: str = "sparse-ir", field: str = "vector",
-                         contents: bool = False, max_file_bytes: int = 10_000_000,
-                         overwrite: bool = False,
-                         show_progress: bool | None = None) -> EngineExportReport:
+def export_search_engine(
+    index,
+    output: str | os.PathLike,
+    *,
+    engine: Engine,
+    index_name: str = "sparse-ir",
+    field: str = "vector",
+    contents: bool = False,
+    max_file_bytes: int = 10_000_000,
+    overwrite: bool = False,
+    show_progress: bool | None = None,
+) -> EngineExportReport:
     """Write ``mapping.json``, ``bulk-NNNNN.ndjson``, ``token_map.json`` and ``export.json``.
 
     Each bulk file holds whole documents (an ``index`` action line naming ``_index`` and
@@ -188,8 +209,9 @@ def export_search_engine(index, output: str | os.PathLike, *, engine: Engine,
         raise ValueError(f"field must be a non-empty name without '.', got {field!r}")
     final = Path(output)
     if final.exists() and any(final.iterdir()) and not overwrite:
-        raise FileExistsError(f"{final} exists and is not empty (pass overwrite=True / "
-                              "--overwrite to replace it)")
+        raise FileExistsError(
+            f"{final} exists and is not empty (pass overwrite=True / --overwrite to replace it)"
+        )
     if contents and not index.has_contents:
         raise ValueError(f"{index.directory}: the index stores no contents to export")
     temporary = final.with_name(final.name + ".tmp")
@@ -199,8 +221,12 @@ def export_search_engine(index, output: str | os.PathLike, *, engine: Engine,
     report = EngineExportReport(engine, renamed_tokens=len(renamed))
     handle = None
     written = 0
-    progress = tqdm(total=index.num_documents, desc=f"export {engine}", unit="doc",
-                    disable=None if show_progress is None else not show_progress)
+    progress = tqdm(
+        total=index.num_documents,
+        desc=f"export {engine}",
+        unit="doc",
+        disable=None if show_progress is None else not show_progress,
+    )
 
     def open_next():
         nonlocal handle, written
@@ -216,20 +242,27 @@ def export_search_engine(index, output: str | os.PathLike, *, engine: Engine,
             for row in range(len(block)):
                 doc_id = block.ids[row]
                 if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
-                    raise InputError(f"document id {doc_id[:40]!r}... is "
-                                     f"{len(doc_id.encode('utf-8'))} UTF-8 bytes; "
-                                     f"{engine} limits _id to {MAX_ID_BYTES}")
+                    raise InputError(
+                        f"document id {doc_id[:40]!r}... is "
+                        f"{len(doc_id.encode('utf-8'))} UTF-8 bytes; "
+                        f"{engine} limits _id to {MAX_ID_BYTES}"
+                    )
                 start, end = block.indptr[row], block.indptr[row + 1]
                 terms, impacts = block.indices[start:end], block.values[start:end]
-                source = {"id": doc_id,
-                          field: {names[t]: int(v) for t, v in zip(terms.tolist(),
-                                                                   impacts.tolist())}}
+                source = {
+                    "id": doc_id,
+                    field: {names[t]: int(v) for t, v in zip(terms.tolist(), impacts.tolist())},
+                }
                 if contents:
                     title, text = index.document(docno)
                     source["title"], source["text"] = title or "", text or ""
                 action = {"index": {"_index": index_name, "_id": doc_id}}
-                lines = (json.dumps(action, ensure_ascii=False) + "\n"
-                         + json.dumps(source, ensure_ascii=False) + "\n")
+                lines = (
+                    json.dumps(action, ensure_ascii=False)
+                    + "\n"
+                    + json.dumps(source, ensure_ascii=False)
+                    + "\n"
+                )
                 size = len(lines.encode("utf-8"))
                 if handle is None or (written and written + size > max_file_bytes):
                     open_next()
@@ -247,19 +280,30 @@ def export_search_engine(index, output: str | os.PathLike, *, engine: Engine,
         handle = None
         report.exact = report.max_impact <= EXACT_MAX_IMPACT
         if not report.exact:
-            logger.warning("impacts up to %d: %s keeps 9 significant bits, so values above "
-                           "%d are rounded and scores will differ from ours (quantize with "
-                           "--bits 8 for an exact hand-off)", report.max_impact, engine,
-                           EXACT_MAX_IMPACT)
-        _write_json(temporary / MAPPING_FILE, index_mapping(engine, field=field,
-                                                            contents=contents))
+            logger.warning(
+                "impacts up to %d: %s keeps 9 significant bits, so values above "
+                "%d are rounded and scores will differ from ours (quantize with "
+                "--bits 8 for an exact hand-off)",
+                report.max_impact,
+                engine,
+                EXACT_MAX_IMPACT,
+            )
+        _write_json(temporary / MAPPING_FILE, index_mapping(engine, field=field, contents=contents))
         _write_json(temporary / TOKEN_MAP_FILE, renamed)
         settings = index.settings
-        _write_json(temporary / SETTINGS_FILE, {
-            "format": "sparse-ir-search-engine-export", "format_version": 1,
-            "index": os.path.abspath(os.fspath(index.directory)),
-            "index_name": index_name, "field": field, "model": settings.get("model"),
-            "model_fingerprint": settings.get("model_fingerprint"), **asdict(report)})
+        _write_json(
+            temporary / SETTINGS_FILE,
+            {
+                "format": "sparse-ir-search-engine-export",
+                "format_version": 1,
+                "index": os.path.abspath(os.fspath(index.directory)),
+                "index_name": index_name,
+                "field": field,
+                "model": settings.get("model"),
+                "model_fingerprint": settings.get("model_fingerprint"),
+                **asdict(report),
+            },
+        )
     except BaseException:
         if handle is not None:
             handle.close()

@@ -71,13 +71,15 @@ def query_format(path: str | os.PathLike) -> str:
     """``"tsv"``, ``"jsonl"`` or ``"json"`` from a file name (``.gz`` allowed)."""
     name = os.fspath(path).lower()
     name = name.removesuffix(".gz")
-    for suffix, kind in ((".tsv", "tsv"), (".txt", "tsv"), (".jsonl", "jsonl"),
-                         (".json", "json")):
+    for suffix, kind in ((".tsv", "tsv"), (".txt", "tsv"), (".jsonl", "jsonl"), (".json", "json")):
         if name.endswith(suffix):
             return kind
-    raise InputError("cannot tell the query file format from its name: use .tsv (Anserini "
-                     "pretokenized), .jsonl ({\"id\", \"vector\"} per line) or .json "
-                     "({qid: {token: weight}})", path=path)
+    raise InputError(
+        "cannot tell the query file format from its name: use .tsv (Anserini "
+        'pretokenized), .jsonl ({"id", "vector"} per line) or .json '
+        "({qid: {token: weight}})",
+        path=path,
+    )
 
 
 def write_query_tsv(queries: Iterable[EncodedQuery], path: str | os.PathLike) -> QueryFileReport:
@@ -95,9 +97,11 @@ def write_query_tsv(queries: Iterable[EncodedQuery], path: str | os.PathLike) ->
             words = []
             for token, weight in query.vector.items():
                 if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
-                    raise InputError(f"query {query.id!r}: weight of {token!r} is {weight!r}; "
-                                     "the TSV format needs integer impacts >= 0 (quantize the "
-                                     "queries with the index's quantizer first)")
+                    raise InputError(
+                        f"query {query.id!r}: weight of {token!r} is {weight!r}; "
+                        "the TSV format needs integer impacts >= 0 (quantize the "
+                        "queries with the index's quantizer first)"
+                    )
                 words.extend([token] * weight)
             if not words:
                 report.empty_omitted += 1
@@ -109,8 +113,7 @@ def write_query_tsv(queries: Iterable[EncodedQuery], path: str | os.PathLike) ->
     return report
 
 
-def write_query_jsonl(queries: Iterable[EncodedQuery], path: str | os.PathLike
-                      ) -> QueryFileReport:
+def write_query_jsonl(queries: Iterable[EncodedQuery], path: str | os.PathLike) -> QueryFileReport:
     """Write ``{"id": qid, "vector": {token: weight}}`` lines, atomically. Every query is
     written, empty ones included."""
     report = QueryFileReport()
@@ -125,8 +128,9 @@ def write_query_jsonl(queries: Iterable[EncodedQuery], path: str | os.PathLike
     return report
 
 
-def read_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
-                         report: SkipReport | None = None) -> list[EncodedQuery]:
+def read_encoded_queries(
+    path: str | os.PathLike, *, skip_invalid: bool = False, report: SkipReport | None = None
+) -> list[EncodedQuery]:
     """Read a pre-encoded query file (TSV, JSONL or JSON, see the module docs), checked.
 
     Raises :class:`InputError` naming the file, the line (or query) and the rule for: a
@@ -138,8 +142,9 @@ def read_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
     return list(iter_encoded_queries(path, skip_invalid=skip_invalid, report=report))
 
 
-def iter_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
-                         report: SkipReport | None = None) -> Iterator[EncodedQuery]:
+def iter_encoded_queries(
+    path: str | os.PathLike, *, skip_invalid: bool = False, report: SkipReport | None = None
+) -> Iterator[EncodedQuery]:
     """Yield the queries of a pre-encoded query file one by one (see
     :func:`read_encoded_queries`): a TSV or JSONL file of any length is read in bounded
     memory (a ``.json`` file is one document, read whole, up to 1 GiB)."""
@@ -158,8 +163,11 @@ def iter_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
             if isinstance(parsed, InputError):
                 raise parsed
             if parsed.id in seen:
-                raise InputError(f"duplicate id: query {parsed.id!r} appears more than once",
-                                 path=path, line=line)
+                raise InputError(
+                    f"duplicate id: query {parsed.id!r} appears more than once",
+                    path=path,
+                    line=line,
+                )
         except InputError as error:
             if not skip_invalid:
                 raise
@@ -171,6 +179,7 @@ def iter_encoded_queries(path: str | os.PathLike, *, skip_invalid: bool = False,
 
 # -- readers ------------------------------------------------------------------------------------
 
+
 def _read_tsv(path) -> Iterator[tuple[int | None, EncodedQuery | InputError]]:
     for line, raw in read_lines(path):
         if not raw.strip():
@@ -178,13 +187,25 @@ def _read_tsv(path) -> Iterator[tuple[int | None, EncodedQuery | InputError]]:
         try:
             text = raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError as exc:
-            yield line, InputError(f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column "
-                                   f"{exc.start + 1}", path=path, line=line)
+            yield (
+                line,
+                InputError(
+                    f"invalid UTF-8: byte 0x{raw[exc.start]:02x} at column {exc.start + 1}",
+                    path=path,
+                    line=line,
+                ),
+            )
             continue
         parts = text.split("\t")
         if len(parts) != 2:
-            yield line, InputError(f"expected 2 tab-separated columns (qid, tokens), got "
-                                   f"{len(parts)}", path=path, line=line)
+            yield (
+                line,
+                InputError(
+                    f"expected 2 tab-separated columns (qid, tokens), got {len(parts)}",
+                    path=path,
+                    line=line,
+                ),
+            )
             continue
         qid = parts[0].strip()
         if (problem := id_problem(qid)) is not None:
@@ -207,12 +228,22 @@ def _read_jsonl(path, skip_invalid, report) -> Iterator[tuple[int, EncodedQuery 
                 qid = record[key]
                 break
         if isinstance(qid, bool) or not isinstance(qid, (str, int)):
-            yield line, InputError("missing id: each line needs \"id\" (a string or integer)",
-                                   path=path, line=line)
+            yield (
+                line,
+                InputError(
+                    'missing id: each line needs "id" (a string or integer)', path=path, line=line
+                ),
+            )
             continue
         if "vector" not in record:
-            yield line, InputError("missing vector: each line needs \"vector\": {token: weight}",
-                                   path=path, line=line)
+            yield (
+                line,
+                InputError(
+                    'missing vector: each line needs "vector": {token: weight}',
+                    path=path,
+                    line=line,
+                ),
+            )
             continue
         yield line, _checked_query(str(qid), record["vector"], path, line)
 
@@ -221,8 +252,13 @@ def _read_json(path) -> Iterator[tuple[None, EncodedQuery | InputError]]:
     # The same strictness as JSONL (UTF-8, duplicate keys, NaN, depth), size-capped.
     value = read_json_file(path)
     if not isinstance(value, dict):
-        yield None, InputError(f"expected a JSON object {{qid: {{token: weight}}}}, got "
-                               f"{type(value).__name__}", path=path)
+        yield (
+            None,
+            InputError(
+                f"expected a JSON object {{qid: {{token: weight}}}}, got {type(value).__name__}",
+                path=path,
+            ),
+        )
         return
     for qid, vector in value.items():
         yield None, _checked_query(qid, vector, path, None)
@@ -233,28 +269,44 @@ def _checked_query(qid: str, vector: object, path, line) -> EncodedQuery | Input
     if (problem := id_problem(qid)) is not None:
         return InputError(f"missing id: {problem}", path=path, line=line)
     if not isinstance(vector, dict):
-        return InputError(f"invalid vector: {where}expected {{token: weight}}, got "
-                          f"{type(vector).__name__}", path=path, line=line)
+        return InputError(
+            f"invalid vector: {where}expected {{token: weight}}, got {type(vector).__name__}",
+            path=path,
+            line=line,
+        )
     for token, weight in vector.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            return InputError(f"invalid weight: {where}weight of {token!r} is {weight!r}, not a "
-                              "number", path=path, line=line)
+            return InputError(
+                f"invalid weight: {where}weight of {token!r} is {weight!r}, not a number",
+                path=path,
+                line=line,
+            )
         if weight < 0:
-            return InputError(f"invalid weight: {where}weight of {token!r} is {weight!r}; "
-                              "weights must be >= 0", path=path, line=line)
+            return InputError(
+                f"invalid weight: {where}weight of {token!r} is {weight!r}; weights must be >= 0",
+                path=path,
+                line=line,
+            )
         if isinstance(weight, float) and not math.isfinite(weight):
-            return InputError(f"invalid weight: {where}weight of {token!r} is {weight!r}, not "
-                              "finite", path=path, line=line)
+            return InputError(
+                f"invalid weight: {where}weight of {token!r} is {weight!r}, not finite",
+                path=path,
+                line=line,
+            )
         if isinstance(weight, int) and weight > MAX_QUERY_IMPACT:
-            return InputError(f"invalid weight: {where}weight of {token!r} is {weight}; integer "
-                              f"weights are impacts, at most {MAX_QUERY_IMPACT}", path=path,
-                              line=line)
+            return InputError(
+                f"invalid weight: {where}weight of {token!r} is {weight}; integer "
+                f"weights are impacts, at most {MAX_QUERY_IMPACT}",
+                path=path,
+                line=line,
+            )
         if (problem := token_problem(token)) is not None:
             return InputError(f"invalid token: {where}{problem}", path=path, line=line)
     return EncodedQuery(qid, {t: w for t, w in vector.items() if w != 0})
 
 
 # -- writing ------------------------------------------------------------------------------------
+
 
 def _check_query_id(qid: str, path) -> None:
     if (problem := id_problem(qid)) is not None:
@@ -277,4 +329,3 @@ def _write_atomically(path: str | os.PathLike, lines: Iterable[str]) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-

@@ -44,7 +44,8 @@ MAX_TOKEN_UTF16 = LUCENE_MAX_TOKEN_CHARS
 # (Zs) except the no-break ones (U+00A0, U+2007, U+202F), line/paragraph separators, and the
 # ASCII controls TAB, LF, VT, FF, CR, FS, GS, RS, US.
 _JAVA_WHITESPACE = re.compile(
-    "[\t\n\x0b\x0c\r\x1c-\x1f \u1680\u2000-\u2006\u2008-\u200a\u2028\u2029\u205f\u3000]+")
+    "[\t\n\x0b\x0c\r\x1c-\x1f \u1680\u2000-\u2006\u2008-\u200a\u2028\u2029\u205f\u3000]+"
+)
 
 
 def token_problem(token: str) -> str | None:
@@ -56,15 +57,20 @@ def token_problem(token: str) -> str | None:
     return term_problem(token)
 
 
-def check_tokens(tokens: Iterable[str], *, path: object = None, line: int | None = None,
-                 context: str = "") -> None:
+def check_tokens(
+    tokens: Iterable[str], *, path: object = None, line: int | None = None, context: str = ""
+) -> None:
     """Raise :class:`InputError` for the first token Lucene could not index as written."""
     for token in tokens:
         problem = token_problem(token)
         if problem is not None:
             prefix = f"{context}: " if context else ""
-            raise InputError(f"{prefix}{problem}; such a token cannot be exported to Lucene "
-                             "(rename it in the vocabulary or drop it)", path=path, line=line)
+            raise InputError(
+                f"{prefix}{problem}; such a token cannot be exported to Lucene "
+                "(rename it in the vocabulary or drop it)",
+                path=path,
+                line=line,
+            )
 
 
 def split_like_lucene(text: str) -> list[str]:

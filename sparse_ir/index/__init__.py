@@ -9,9 +9,11 @@ import importlib
 
 __all__ = ["ImpactIndex", "TermContribution", "DenseIndex"]
 
-_EXPORTS = {"ImpactIndex": "sparse_ir.index.impact_index",
-            "TermContribution": "sparse_ir.index.impact_index",
-            "DenseIndex": "sparse_ir.index.dense"}
+_EXPORTS = {
+    "ImpactIndex": "sparse_ir.index.impact_index",
+    "TermContribution": "sparse_ir.index.impact_index",
+    "DenseIndex": "sparse_ir.index.dense",
+}
 
 
 def __getattr__(name: str):

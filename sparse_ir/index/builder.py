@@ -44,8 +44,14 @@ from sparse_ir.sparse_batch import SparseBatch
 from sparse_ir.validation import first_duplicate, first_id_problem, term_problem
 
 # IMPACT_FORMAT and IMPACT_FORMAT_VERSION live in .manifest; importable from here as before.
-__all__ = ["build_impact_index", "BuildReport", "parse_memory", "vocab_hash",
-           "IMPACT_FORMAT", "IMPACT_FORMAT_VERSION"]
+__all__ = [
+    "build_impact_index",
+    "BuildReport",
+    "parse_memory",
+    "vocab_hash",
+    "IMPACT_FORMAT",
+    "IMPACT_FORMAT_VERSION",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +102,14 @@ class BuildReport:
     def facts(self, memory_budget: int) -> dict:
         """What the manifest records of the build (under ``build``, with the caller's
         settings)."""
-        return {"memory_budget": memory_budget, "runs_spilled": self.runs_spilled,
-                "seconds": round(self.seconds, 3), "empty_documents": self.empty_documents,
-                "zeros_dropped": self.quantize.zeros_dropped,
-                "saturated": self.quantize.saturated}
+        return {
+            "memory_budget": memory_budget,
+            "runs_spilled": self.runs_spilled,
+            "seconds": round(self.seconds, 3),
+            "empty_documents": self.empty_documents,
+            "zeros_dropped": self.quantize.zeros_dropped,
+            "saturated": self.quantize.saturated,
+        }
 
 
 @numba.njit(cache=True, nogil=True)
@@ -132,8 +142,9 @@ def _scatter_part(terms, impacts, lengths, first_doc, cursor, out_docs, out_impa
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather_block(run_offsets, run_docs, run_impacts, first_term, last_term,
-                  cursor, out_docs, out_impacts):
+def _gather_block(
+    run_offsets, run_docs, run_impacts, first_term, last_term, cursor, out_docs, out_impacts
+):
     """Append one run's postings of terms [first_term, last_term) at each term's cursor."""
     for t in range(first_term, last_term):
         start = run_offsets[t]
@@ -171,16 +182,14 @@ class _PostingBuffer:
     plus the sorted run, :attr:`bytes_per_posting` per posting.
     """
 
-    def __init__(self, directory: Path, vocab_size: int, budget_bytes: int,
-                 impact_dtype: np.dtype):
+    def __init__(self, directory: Path, vocab_size: int, budget_bytes: int, impact_dtype: np.dtype):
         self.directory = directory
         self.vocab_size = vocab_size
         self.term_dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
         self.impact_dtype = np.dtype(impact_dtype)
         # Buffered term id and impact, then the sorted copy's document number and impact.
         self.bytes_per_posting = self.term_dtype.itemsize + 2 * self.impact_dtype.itemsize + 4
-        self.budget_postings = max(_MIN_BUFFERED_POSTINGS,
-                                   budget_bytes // self.bytes_per_posting)
+        self.budget_postings = max(_MIN_BUFFERED_POSTINGS, budget_bytes // self.bytes_per_posting)
         self.parts: list[_Part] = []
         self.buffered = 0
         self.runs: list[_Run] = []
@@ -189,8 +198,9 @@ class _PostingBuffer:
         self._run_counts = np.zeros(vocab_size, np.int64)
         self.spilled = 0
 
-    def add(self, terms: np.ndarray, impacts: np.ndarray, lengths: np.ndarray,
-            first_doc: int) -> None:
+    def add(
+        self, terms: np.ndarray, impacts: np.ndarray, lengths: np.ndarray, first_doc: int
+    ) -> None:
         """Buffer one shard's postings (arrays owned by the buffer from now on)."""
         if len(terms):
             _count_terms(terms, impacts, self._run_counts, self.maxima)
@@ -212,8 +222,15 @@ class _PostingBuffer:
         cursor = offsets[:-1].copy()
         while self.parts:  # each part is released as soon as it is placed
             part = self.parts.pop(0)
-            _scatter_part(part.terms, part.impacts, part.lengths, part.first_doc, cursor,
-                          sorted_docs, sorted_impacts)
+            _scatter_part(
+                part.terms,
+                part.impacts,
+                part.lengths,
+                part.first_doc,
+                cursor,
+                sorted_docs,
+                sorted_impacts,
+            )
         self.buffered = 0
         if spill:
             number = len(self.runs)
@@ -221,8 +238,9 @@ class _PostingBuffer:
             write_array(f"{base}.docs.bin", "run.docs", sorted_docs)
             write_array(f"{base}.impacts.bin", "run.impacts", sorted_impacts)
             del sorted_docs, sorted_impacts
-            self.runs.append(_Run(offsets, open_array(f"{base}.docs.bin"),
-                                  open_array(f"{base}.impacts.bin")))
+            self.runs.append(
+                _Run(offsets, open_array(f"{base}.docs.bin"), open_array(f"{base}.impacts.bin"))
+            )
             self.spilled += 1
             logger.debug("spilled run %d (%d postings)", number, total)
         else:
@@ -321,12 +339,18 @@ def _as_shards(vectors) -> Iterator[SparseBatch]:
         yield shard
 
 
-def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str | os.PathLike, *,
-                       quantizer: Quantizer, memory_budget: int | str = "1GB",
-                       contents: Iterable[tuple[str, str]] | None = None,
-                       settings: dict | None = None, show_progress: bool | None = None,
-                       total_documents: int | None = None,
-                       search_layout: bool = True) -> tuple[Path, BuildReport]:
+def build_impact_index(
+    vectors: SparseBatch | Iterable[SparseBatch],
+    path: str | os.PathLike,
+    *,
+    quantizer: Quantizer,
+    memory_budget: int | str = "1GB",
+    contents: Iterable[tuple[str, str]] | None = None,
+    settings: dict | None = None,
+    show_progress: bool | None = None,
+    total_documents: int | None = None,
+    search_layout: bool = True,
+) -> tuple[Path, BuildReport]:
     """Write a new generation of the impact index at ``path`` and publish it atomically.
 
     See :meth:`sparse_ir.index.ImpactIndex.build` for the arguments. Returns the generation
@@ -349,8 +373,12 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
         seen_ids: set[str] = set()
         vocab: tuple[str, ...] | None = None
         buffer: _PostingBuffer | None = None
-        progress = tqdm(total=total_documents, desc="indexing", unit="doc",
-                        disable=None if show_progress is None else not show_progress)
+        progress = tqdm(
+            total=total_documents,
+            desc="indexing",
+            unit="doc",
+            disable=None if show_progress is None else not show_progress,
+        )
         try:
             for shard in _as_shards(vectors):
                 if vocab is None:
@@ -358,12 +386,16 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                     _check_vocabulary(vocab)
                     buffer = _PostingBuffer(temporary, len(vocab), budget, buffer_impact_dtype)
                 elif shard.vocab != vocab:
-                    raise InputError("all shards must share one vocabulary; shard starting at "
-                                     f"document {report.documents} has a different one")
+                    raise InputError(
+                        "all shards must share one vocabulary; shard starting at "
+                        f"document {report.documents} has a different one"
+                    )
                 if shard.is_quantized:
                     if len(shard.values) and shard.values.max() > quantizer.max_impact:
-                        raise InputError(f"impact {int(shard.values.max())} exceeds the "
-                                         f"quantizer's max_impact {quantizer.max_impact}")
+                        raise InputError(
+                            f"impact {int(shard.values.max())} exceeds the "
+                            f"quantizer's max_impact {quantizer.max_impact}"
+                        )
                     report.quantize.weights += shard.nnz
                     impacts_batch = _drop_zeros(shard, report.quantize)
                 else:
@@ -371,8 +403,11 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
                 first = report.documents
                 if first + len(shard) > np.iinfo(np.int32).max:
                     raise InputError("more than 2^31-1 documents: shard the collection")
-                shard_ids = shard.ids if shard.ids is not None else \
-                    tuple(str(first + i) for i in range(len(shard)))
+                shard_ids = (
+                    shard.ids
+                    if shard.ids is not None
+                    else tuple(str(first + i) for i in range(len(shard)))
+                )
                 _check_ids(shard_ids, first, seen_ids)
                 ids.extend(shard_ids)
                 if content_iter is not None:
@@ -403,13 +438,19 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             if search_layout:  # extra arrays for pruned/approximate search (index/layout.py)
                 from sparse_ir.index.layout import SearchLayoutWriter
 
-                layout = SearchLayoutWriter(temporary, num_documents=report.documents,
-                                            vocab_size=len(vocab), impact_dtype=impact_dtype,
-                                            num_postings=report.postings)
+                layout = SearchLayoutWriter(
+                    temporary,
+                    num_documents=report.documents,
+                    vocab_size=len(vocab),
+                    impact_dtype=impact_dtype,
+                    num_postings=report.postings,
+                )
             _merge_runs(temporary, runs, buffer.counts, impact_dtype, files, layout)
             files["term_max_impact.bin"] = write_array(
-                temporary / "term_max_impact.bin", "term_max_impact",
-                buffer.maxima.astype(impact_dtype))
+                temporary / "term_max_impact.bin",
+                "term_max_impact",
+                buffer.maxima.astype(impact_dtype),
+            )
             buffer.remove_run_files()
             layout_record = None
             if layout is not None:
@@ -444,9 +485,14 @@ def build_impact_index(vectors: SparseBatch | Iterable[SparseBatch], path: str |
             if forward is not None:
                 forward.remove()
     generation = directory.current()
-    logger.info("indexed %d documents, %d postings in %.1fs (%d runs spilled) -> %s",
-                report.documents, report.postings, report.seconds, report.runs_spilled,
-                generation)
+    logger.info(
+        "indexed %d documents, %d postings in %.1fs (%d runs spilled) -> %s",
+        report.documents,
+        report.postings,
+        report.seconds,
+        report.runs_spilled,
+        generation,
+    )
     return generation, report
 
 
@@ -468,20 +514,29 @@ def _check_vocabulary(vocab: tuple[str, ...]) -> None:
         if not isinstance(token, str):
             raise InputError(f"invalid term: vocabulary entry {term} is {token!r}, not a string")
     if duplicate := first_duplicate(vocab):
-        raise InputError(f"invalid term: the vocabulary lists {duplicate[1]!r} twice "
-                         f"(term ids {vocab.index(duplicate[1])} and {duplicate[0]})")
+        raise InputError(
+            f"invalid term: the vocabulary lists {duplicate[1]!r} twice "
+            f"(term ids {vocab.index(duplicate[1])} and {duplicate[0]})"
+        )
 
 
 def _check_used_terms(vocab: tuple[str, ...], counts: np.ndarray) -> None:
     """Refuse a term with postings that Lucene cannot take (see :mod:`sparse_ir.validation`)."""
     for term in np.flatnonzero(counts).tolist():
         if problem := term_problem(vocab[term]):
-            raise InputError(f"invalid term: term id {term} occurs in {int(counts[term])} "
-                             f"document(s): {problem}")
+            raise InputError(
+                f"invalid term: term id {term} occurs in {int(counts[term])} document(s): {problem}"
+            )
 
 
-def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dtype: np.dtype,
-                files: dict[str, FileRecord], layout=None) -> None:
+def _merge_runs(
+    directory: Path,
+    runs: list[_Run],
+    counts: np.ndarray,
+    impact_dtype: np.dtype,
+    files: dict[str, FileRecord],
+    layout=None,
+) -> None:
     """Write term_offsets, postings_docs and postings_impacts from the sorted runs.
 
     Terms are merged a block at a time (each run holds each term's postings of a document range
@@ -492,16 +547,17 @@ def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dt
     offsets = np.zeros(vocab_size + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
-    files["term_offsets.bin"] = write_array(directory / "term_offsets.bin", "term_offsets",
-                                            offsets)
+    files["term_offsets.bin"] = write_array(directory / "term_offsets.bin", "term_offsets", offsets)
     docs_out = ArrayWriter(directory / "postings_docs.bin", "postings_docs", np.int32, total)
-    impacts_out = ArrayWriter(directory / "postings_impacts.bin", "postings_impacts",
-                              impact_dtype, total)
+    impacts_out = ArrayWriter(
+        directory / "postings_impacts.bin", "postings_impacts", impact_dtype, total
+    )
     first = 0
     while first < vocab_size:
         # The largest block of terms that fits in _MERGE_BLOCK_POSTINGS (at least one term).
-        last = int(np.searchsorted(offsets, offsets[first] + _MERGE_BLOCK_POSTINGS,
-                                   side="right")) - 1
+        last = (
+            int(np.searchsorted(offsets, offsets[first] + _MERGE_BLOCK_POSTINGS, side="right")) - 1
+        )
         last = min(max(last, first + 1), vocab_size)
         lo, hi = int(offsets[first]), int(offsets[last])
         if len(runs) == 1:
@@ -512,8 +568,16 @@ def _merge_runs(directory: Path, runs: list[_Run], counts: np.ndarray, impact_dt
             block_impacts = np.empty(hi - lo, runs[0].impacts.dtype if runs else impact_dtype)
             cursor = offsets[first:last] - offsets[first]
             for run in runs:
-                _gather_block(run.offsets, run.docs, run.impacts, first, last, cursor,
-                              block_docs, block_impacts)
+                _gather_block(
+                    run.offsets,
+                    run.docs,
+                    run.impacts,
+                    first,
+                    last,
+                    cursor,
+                    block_docs,
+                    block_impacts,
+                )
         block_impacts = block_impacts.astype(impact_dtype, copy=False)
         docs_out.write(block_docs)
         impacts_out.write(block_impacts)

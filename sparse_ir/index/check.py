@@ -61,15 +61,19 @@ class VerifyReport:
     def summary(self) -> str:
         """Several lines for a terminal: what was checked, each problem and note, a verdict."""
         where = self.generation.name if self.generation else "no live generation"
-        lines = [f"{self.path}: {where}" + (f" ({self.format})" if self.format else ""),
-                 f"  checked {self.files_checked} files, {self.bytes_checked:,} bytes"]
+        lines = [
+            f"{self.path}: {where}" + (f" ({self.format})" if self.format else ""),
+            f"  checked {self.files_checked} files, {self.bytes_checked:,} bytes",
+        ]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         lines += [f"  note: {n}" for n in self.notes]
         if self.ok:
             lines.append(f"{self.path}: OK")
         else:
-            lines.append(f"{self.path}: CORRUPT ({len(self.problems)} problem(s)); do not use "
-                         "it: rebuild the index")
+            lines.append(
+                f"{self.path}: CORRUPT ({len(self.problems)} problem(s)); do not use "
+                "it: rebuild the index"
+            )
         return "\n".join(lines)
 
 
@@ -93,8 +97,10 @@ def verify_index(path: str | os.PathLike) -> VerifyReport:
         report.problems.append(f"no index at {directory.path}")
         return report
     for leftover in directory.leftovers():
-        report.notes.append(f"{leftover}: left by an interrupted build (not part of the index; "
-                            "the next build removes it)")
+        report.notes.append(
+            f"{leftover}: left by an interrupted build (not part of the index; "
+            "the next build removes it)"
+        )
     try:
         generation = directory.current()
     except (IndexFormatError, OSError) as exc:
@@ -126,8 +132,10 @@ def verify_index(path: str | os.PathLike) -> VerifyReport:
         return report
     kind = _index_class(body.get("format"))
     if kind is None:
-        report.problems.append(f"{generation}: unknown index format {body.get('format')!r} "
-                               f"(known: {', '.join(sorted(INDEX_KINDS))})")
+        report.problems.append(
+            f"{generation}: unknown index format {body.get('format')!r} "
+            f"(known: {', '.join(sorted(INDEX_KINDS))})"
+        )
         return report
     try:
         kind.open(generation).verify()
@@ -142,6 +150,7 @@ CheckReport = VerifyReport
 
 def check_index(path: str | os.PathLike) -> VerifyReport:
     """Deprecated: use :func:`verify_index` (same arguments, same report)."""
-    warnings.warn("check_index() is deprecated; use verify_index()", DeprecationWarning,
-                  stacklevel=2)
+    warnings.warn(
+        "check_index() is deprecated; use verify_index()", DeprecationWarning, stacklevel=2
+    )
     return verify_index(path)

@@ -90,11 +90,11 @@ class HnswOptions:
                 raise ValueError(f"HnswOptions.{label} must be a positive integer, got {value!r}")
 
     def to_dict(self) -> dict:
-        return {"m": self.m, "ef_construction": self.ef_construction,
-                "ef_search": self.ef_search}
+        return {"m": self.m, "ef_construction": self.ef_construction, "ef_search": self.ef_search}
 
 
 # -- top-k selection (pure numpy) -------------------------------------------------------------
+
 
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
@@ -106,8 +106,9 @@ def _order(scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
     return np.lexsort((docs, -scores))
 
 
-def reference_top_k(vectors: np.ndarray, query: np.ndarray, k: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def reference_top_k(
+    vectors: np.ndarray, query: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Brute force: score every row, sort everything, keep ``k``. ``(docnos, scores)``.
 
     The plain definition that :func:`exact_top_k` must reproduce (slow; for tests and checks).
@@ -120,8 +121,9 @@ def reference_top_k(vectors: np.ndarray, query: np.ndarray, k: int
     return docs[order], scores[order]
 
 
-def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *,
-                chunk_rows: int | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def exact_top_k(
+    vectors: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Exact top-``k`` rows by inner product for each query, reading ``vectors`` block by block.
 
     Within a block, a row scoring below the block's ``k``-th best score cannot be in the
@@ -149,7 +151,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *,
     best_docs = [np.zeros(0, np.int64) for _ in range(count)]
     best_scores = [np.zeros(0, np.float32) for _ in range(count)]
     for start in range(0, n, chunk_rows):
-        block = np.asarray(vectors[start:start + chunk_rows], dtype=np.float32)
+        block = np.asarray(vectors[start : start + chunk_rows], dtype=np.float32)
         rows = len(block)
         # [q, rows]: one matrix product per block (BLAS, all cores).
         scores = queries @ block.T
@@ -169,6 +171,7 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, *,
 
 
 # -- building -----------------------------------------------------------------------------------
+
 
 class DenseIndexWriter:
     """Append batches of ``(ids, vectors)`` into a temporary generation directory.
@@ -194,8 +197,9 @@ class DenseIndexWriter:
             raise TypeError("ids must be a sequence of strings, not one string")
         array = np.asarray(vectors)
         if array.ndim != 2:
-            raise InputError(f"vectors must be a 2-d [documents, dim] array, got shape "
-                             f"{array.shape}")
+            raise InputError(
+                f"vectors must be a 2-d [documents, dim] array, got shape {array.shape}"
+            )
         if array.dtype.kind not in "fiu":
             raise InputError(f"vectors must be numbers, got dtype {array.dtype}")
         if len(ids) != len(array):
@@ -205,14 +209,18 @@ class DenseIndexWriter:
                 raise InputError("vectors have dimension 0")
             self.dim = int(array.shape[1])
         elif array.shape[1] != self.dim:
-            raise InputError(f"vectors of dimension {array.shape[1]} after vectors of dimension "
-                             f"{self.dim} (document {self.count})")
+            raise InputError(
+                f"vectors of dimension {array.shape[1]} after vectors of dimension "
+                f"{self.dim} (document {self.count})"
+            )
         array = np.ascontiguousarray(array, dtype=np.float32)
         finite = np.isfinite(array).all(axis=1)
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
-            raise InputError(f"vector of document {ids[row]!r} (document {self.count + row}) "
-                             "holds NaN or infinity")
+            raise InputError(
+                f"vector of document {ids[row]!r} (document {self.count + row}) "
+                "holds NaN or infinity"
+            )
         for i, doc_id in enumerate(ids):
             if problem := id_problem(doc_id):
                 raise InputError(f"invalid id: document {self.count + i}: {problem}")
@@ -223,8 +231,7 @@ class DenseIndexWriter:
         zero = norms == 0
         self.zero_rows += int(zero.sum())
         if (~zero).any():
-            self.max_norm_error = max(self.max_norm_error,
-                                      float(np.abs(norms[~zero] - 1.0).max()))
+            self.max_norm_error = max(self.max_norm_error, float(np.abs(norms[~zero] - 1.0).max()))
         self._ids.extend(ids)
         if len(array):
             self._scratch.write(memoryview(array.reshape(-1).view(np.uint8)))
@@ -237,8 +244,9 @@ class DenseIndexWriter:
             raise InputError("no documents to index")
         self._scratch.close()
         files: dict[str, FileRecord] = {}
-        writer = ArrayWriter(self.directory / "vectors.bin", "vectors", np.float32,
-                             self.count * self.dim)
+        writer = ArrayWriter(
+            self.directory / "vectors.bin", "vectors", np.float32, self.count * self.dim
+        )
         with open(self._scratch_path, "rb") as handle:
             # Whole rows per block, so the copy never splits a float.
             block_bytes = max(1, (16 << 20) // (self.dim * 4)) * self.dim * 4
@@ -271,13 +279,13 @@ def _as_batches(vectors, ids) -> Iterable[tuple[Sequence[str], np.ndarray]]:
         raise ValueError("ids= goes with one array of vectors; batches carry their own ids")
     for item in vectors:
         if not (isinstance(item, tuple) and len(item) == 2):
-            raise TypeError("expected (ids, vectors) pairs, got "
-                            f"{type(item).__name__}")
+            raise TypeError(f"expected (ids, vectors) pairs, got {type(item).__name__}")
         yield item
 
 
-def _build_hnsw(vectors: np.ndarray, options: HnswOptions, show_progress: bool | None
-                ) -> np.ndarray:
+def _build_hnsw(
+    vectors: np.ndarray, options: HnswOptions, show_progress: bool | None
+) -> np.ndarray:
     """A faiss HNSW graph over ``vectors`` (inner product), serialized to bytes."""
     faiss = _import_faiss()
     from tqdm.auto import tqdm
@@ -286,10 +294,14 @@ def _build_hnsw(vectors: np.ndarray, options: HnswOptions, show_progress: bool |
     graph = faiss.IndexHNSWFlat(dim, options.m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = options.ef_construction
     step = 16384
-    with tqdm(total=n, desc="HNSW graph", unit="doc",
-              disable=None if show_progress is None else not show_progress) as progress:
+    with tqdm(
+        total=n,
+        desc="HNSW graph",
+        unit="doc",
+        disable=None if show_progress is None else not show_progress,
+    ) as progress:
         for start in range(0, n, step):
-            graph.add(np.ascontiguousarray(vectors[start:start + step], dtype=np.float32))
+            graph.add(np.ascontiguousarray(vectors[start : start + step], dtype=np.float32))
             progress.update(min(step, n - start))
     return faiss.serialize_index(graph)
 
@@ -304,6 +316,7 @@ def _import_faiss():
 
 # -- the index ----------------------------------------------------------------------------------
 
+
 class DenseIndex(IndexBase[DenseManifest]):
     """Document vectors on disk, searched by inner product. Create with :meth:`build`, load
     with :meth:`open`.
@@ -316,8 +329,9 @@ class DenseIndex(IndexBase[DenseManifest]):
     def __init__(self, directory: Path, manifest: DenseManifest):
         super().__init__(directory, manifest)
         n, dim = manifest.num_documents, manifest.dim
-        flat = open_array(directory / "vectors.bin", name="vectors", dtype=np.float32,
-                          count=n * dim)
+        flat = open_array(
+            directory / "vectors.bin", name="vectors", dtype=np.float32, count=n * dim
+        )
         self.vectors: np.ndarray = flat.reshape(n, dim)
         self._hnsw = None
         self._hnsw_lock = threading.Lock()
@@ -325,10 +339,16 @@ class DenseIndex(IndexBase[DenseManifest]):
     # -- building and opening -----------------------------------------------------------------
 
     @classmethod
-    def build(cls, vectors: np.ndarray | Iterable[tuple[Sequence[str], np.ndarray]],
-              path: str | os.PathLike, *, ids: Sequence[str] | None = None,
-              settings: dict | None = None, hnsw: HnswOptions | None = None,
-              show_progress: bool | None = None) -> DenseIndex:
+    def build(
+        cls,
+        vectors: np.ndarray | Iterable[tuple[Sequence[str], np.ndarray]],
+        path: str | os.PathLike,
+        *,
+        ids: Sequence[str] | None = None,
+        settings: dict | None = None,
+        hnsw: HnswOptions | None = None,
+        show_progress: bool | None = None,
+    ) -> DenseIndex:
         """Build a dense index and publish it atomically at ``path``.
 
         Args:
@@ -358,8 +378,9 @@ class DenseIndex(IndexBase[DenseManifest]):
                 matrix = open_array(temporary / "vectors.bin").reshape(writer.count, writer.dim)
                 serialized = _build_hnsw(matrix, hnsw, show_progress)
                 del matrix
-                files["hnsw.bin"] = write_array(temporary / "hnsw.bin", "hnsw", serialized,
-                                                np.uint8)
+                files["hnsw.bin"] = write_array(
+                    temporary / "hnsw.bin", "hnsw", serialized, np.uint8
+                )
             manifest = DenseManifest(
                 created_by="sparse_ir " + _version(),
                 num_documents=writer.count,
@@ -371,23 +392,29 @@ class DenseIndex(IndexBase[DenseManifest]):
                 files=files,
             )
             write_manifest(temporary, manifest.to_dict())
-        logger.info("dense index: %d documents × %d dims -> %s", writer.count, writer.dim,
-                    directory.current())
+        logger.info(
+            "dense index: %d documents × %d dims -> %s",
+            writer.count,
+            writer.dim,
+            directory.current(),
+        )
         return cls.open(path)
 
     def _verify_contents(self) -> None:
         """The vectors' and the graph's invariants (see :meth:`IndexBase.verify`)."""
         step = max(1, _CHUNK_BYTES // (self.dim * 4))
         for start in range(0, self.num_documents, step):
-            if not np.isfinite(self.vectors[start:start + step]).all():
+            if not np.isfinite(self.vectors[start : start + step]).all():
                 raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
         self._check_doc_ids()
         if self.has_hnsw:
             graph = self._load_hnsw()
             if graph.ntotal != self.num_documents or graph.d != self.dim:
-                raise IndexCorruptError(f"{self.directory / 'hnsw.bin'}: a graph of "
-                                        f"{graph.ntotal} × {graph.d}, the index holds "
-                                        f"{self.num_documents} × {self.dim}")
+                raise IndexCorruptError(
+                    f"{self.directory / 'hnsw.bin'}: a graph of "
+                    f"{graph.ntotal} × {graph.d}, the index holds "
+                    f"{self.num_documents} × {self.dim}"
+                )
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -408,8 +435,10 @@ class DenseIndex(IndexBase[DenseManifest]):
         if array.ndim == 1:
             array = array[None, :]
         if array.ndim != 2 or array.shape[1] != self.dim:
-            raise InputError(f"query vectors must have dimension {self.dim} (this index's); "
-                             f"got shape {np.asarray(queries).shape}")
+            raise InputError(
+                f"query vectors must have dimension {self.dim} (this index's); "
+                f"got shape {np.asarray(queries).shape}"
+            )
         if array.dtype.kind not in "fiu":
             raise InputError(f"query vectors must be numbers, got dtype {array.dtype}")
         array = np.ascontiguousarray(array, dtype=np.float32)
@@ -417,9 +446,16 @@ class DenseIndex(IndexBase[DenseManifest]):
             raise InputError("query vectors must be finite (found NaN or infinity)")
         return array
 
-    def search(self, query: np.ndarray, k: int = 10, *, mode: SearchMethod | None = "exact",
-               ef_search: int | None = None, chunk_rows: int | None = None,
-               method: SearchMethod | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        *,
+        mode: SearchMethod | None = "exact",
+        ef_search: int | None = None,
+        chunk_rows: int | None = None,
+        method: SearchMethod | None = None,
+    ) -> list[Hit]:
         """The top-``k`` documents for one query vector, best first (score = inner product).
 
         Args:
@@ -434,17 +470,21 @@ class DenseIndex(IndexBase[DenseManifest]):
         mode = _mode_alias(mode, method)
         array = self._prepare(query)
         if len(array) != 1:
-            raise InputError(f"search takes one query vector; got {len(array)} "
-                             "(use search_batch)")
-        run = self.search_batch(array, k, mode=mode, ef_search=ef_search,
-                                chunk_rows=chunk_rows)
+            raise InputError(f"search takes one query vector; got {len(array)} (use search_batch)")
+        run = self.search_batch(array, k, mode=mode, ef_search=ef_search, chunk_rows=chunk_rows)
         return run.results["0"]
 
-    def search_batch(self, queries: np.ndarray, k: int = 10, *,
-                     query_ids: Sequence[str] | None = None,
-                     mode: SearchMethod | None = "exact",
-                     ef_search: int | None = None, chunk_rows: int | None = None,
-                     method: SearchMethod | None = None) -> Run:
+    def search_batch(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: SearchMethod | None = "exact",
+        ef_search: int | None = None,
+        chunk_rows: int | None = None,
+        method: SearchMethod | None = None,
+    ) -> Run:
         """Top-``k`` documents for each row of a ``[q, dim]`` array of query vectors.
 
         The run is keyed by ``query_ids`` (default: row positions ``"0", "1", ...``).
@@ -455,8 +495,11 @@ class DenseIndex(IndexBase[DenseManifest]):
         if mode not in get_args(SearchMethod):
             raise ValueError(f"mode must be one of {get_args(SearchMethod)}, got {mode!r}")
         array = self._prepare(queries)
-        ids = [str(i) for i in range(len(array))] if query_ids is None else \
-            [str(q) for q in query_ids]
+        ids = (
+            [str(i) for i in range(len(array))]
+            if query_ids is None
+            else [str(q) for q in query_ids]
+        )
         if len(ids) != len(array):
             raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
         k = min(k, self.num_documents)
@@ -467,34 +510,40 @@ class DenseIndex(IndexBase[DenseManifest]):
         run = Run(name="dense")
         doc_ids = self.doc_ids
         for qid, d, s in zip(ids, docs, scores):
-            run.results[qid] = [Hit(doc_ids[i], score, i)
-                                for i, score in zip(d.tolist(), s.tolist())]
+            run.results[qid] = [
+                Hit(doc_ids[i], score, i) for i, score in zip(d.tolist(), s.tolist())
+            ]
         return run
 
     def reference_search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
         """The same result as exact :meth:`search` by brute force (slow; for tests)."""
         array = self._prepare(query)
-        docs, scores = reference_top_k(np.asarray(self.vectors), array[0],
-                                       min(k, self.num_documents))
+        docs, scores = reference_top_k(
+            np.asarray(self.vectors), array[0], min(k, self.num_documents)
+        )
         return [Hit(self.doc_ids[d], s, d) for d, s in zip(docs.tolist(), scores.tolist())]
 
     def _load_hnsw(self):
         with self._hnsw_lock:
             if self._hnsw is None:
                 if not self.has_hnsw:
-                    raise ValueError(f"the index {self.directory} has no HNSW graph; rebuild "
-                                     "it with hnsw=HnswOptions() (CLI: --hnsw)")
+                    raise ValueError(
+                        f"the index {self.directory} has no HNSW graph; rebuild "
+                        "it with hnsw=HnswOptions() (CLI: --hnsw)"
+                    )
                 faiss = _import_faiss()
                 # faiss parses these bytes in native code: check every one of them first
                 # (open() checksums only files up to 16 MB).
-                check_files(self.directory, {"hnsw.bin": self.manifest.files["hnsw.bin"]},
-                            full=True)
+                check_files(
+                    self.directory, {"hnsw.bin": self.manifest.files["hnsw.bin"]}, full=True
+                )
                 data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
                 self._hnsw = faiss.deserialize_index(np.array(data))
             return self._hnsw
 
-    def _hnsw_top_k(self, queries: np.ndarray, k: int, ef_search: int | None
-                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _hnsw_top_k(
+        self, queries: np.ndarray, k: int, ef_search: int | None
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         graph = self._load_hnsw()
         default = (self.manifest.hnsw or {}).get("ef_search", 128)
         graph.hnsw.efSearch = max(k, ef_search or default)
@@ -519,8 +568,11 @@ def _mode_alias(mode: str, method: str | None) -> str:
         return "exact" if mode is None else mode
     import warnings
 
-    warnings.warn("DenseIndex search's method= is deprecated: use mode= (same values)",
-                  DeprecationWarning, stacklevel=3)
+    warnings.warn(
+        "DenseIndex search's method= is deprecated: use mode= (same values)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
     return method
 
 

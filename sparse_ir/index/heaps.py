@@ -17,8 +17,16 @@ from __future__ import annotations
 
 import numba
 
-__all__ = ["better", "drain", "max_heapify", "max_sift_down", "offer", "sift_down", "sift_up",
-           "worse"]
+__all__ = [
+    "better",
+    "drain",
+    "max_heapify",
+    "max_sift_down",
+    "offer",
+    "sift_down",
+    "sift_up",
+    "worse",
+]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -42,11 +50,11 @@ def sift_down(heap_scores, heap_docs, size, position):
             return
         child = left
         right = left + 1
-        if right < size and worse(heap_scores[right], heap_docs[right],
-                                  heap_scores[left], heap_docs[left]):
+        if right < size and worse(
+            heap_scores[right], heap_docs[right], heap_scores[left], heap_docs[left]
+        ):
             child = right
-        if worse(heap_scores[child], heap_docs[child],
-                 heap_scores[position], heap_docs[position]):
+        if worse(heap_scores[child], heap_docs[child], heap_scores[position], heap_docs[position]):
             heap_scores[child], heap_scores[position] = heap_scores[position], heap_scores[child]
             heap_docs[child], heap_docs[position] = heap_docs[position], heap_docs[child]
             position = child
@@ -59,8 +67,9 @@ def sift_up(heap_scores, heap_docs, position):
     """Move the entry at ``position`` up until its parent does not rank below it."""
     while position > 0:
         parent = (position - 1) // 2
-        if worse(heap_scores[position], heap_docs[position],
-                 heap_scores[parent], heap_docs[parent]):
+        if worse(
+            heap_scores[position], heap_docs[position], heap_scores[parent], heap_docs[parent]
+        ):
             heap_scores[parent], heap_scores[position] = heap_scores[position], heap_scores[parent]
             heap_docs[parent], heap_docs[position] = heap_docs[position], heap_docs[parent]
             position = parent

@@ -87,16 +87,24 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         n_docs = manifest.num_documents
         n_postings = manifest.num_postings
         impact_dtype = np.dtype(manifest.impact_dtype)
-        self.term_offsets = open_array(directory / "term_offsets.bin", name="term_offsets",
-                                       dtype=np.int64, count=n_terms + 1)
-        self.postings_docs = open_array(directory / "postings_docs.bin", name="postings_docs",
-                                        dtype=np.int32, count=n_postings)
-        self.postings_impacts = open_array(directory / "postings_impacts.bin",
-                                           name="postings_impacts", dtype=impact_dtype,
-                                           count=n_postings)
-        self.term_max_impact = open_array(directory / "term_max_impact.bin",
-                                          name="term_max_impact", dtype=impact_dtype,
-                                          count=n_terms)
+        self.term_offsets = open_array(
+            directory / "term_offsets.bin", name="term_offsets", dtype=np.int64, count=n_terms + 1
+        )
+        self.postings_docs = open_array(
+            directory / "postings_docs.bin", name="postings_docs", dtype=np.int32, count=n_postings
+        )
+        self.postings_impacts = open_array(
+            directory / "postings_impacts.bin",
+            name="postings_impacts",
+            dtype=impact_dtype,
+            count=n_postings,
+        )
+        self.term_max_impact = open_array(
+            directory / "term_max_impact.bin",
+            name="term_max_impact",
+            dtype=impact_dtype,
+            count=n_terms,
+        )
         self._titles = self._texts = None
         if manifest.has_contents:
             self._titles = StringColumn(directory, "doc_titles", n_docs)
@@ -109,15 +117,21 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             raise IndexCorruptError(f"{directory / 'vocab.json'}: not a list of {n_terms} tokens")
         self.vocab: tuple[str, ...] = tuple(vocab)
         if vocab_hash(self.vocab) != manifest.vocab_hash:
-            raise IndexCorruptError(f"{directory / 'vocab.json'}: does not match the manifest's "
-                                    "vocabulary hash")
+            raise IndexCorruptError(
+                f"{directory / 'vocab.json'}: does not match the manifest's vocabulary hash"
+            )
         offsets = np.asarray(self.term_offsets)
         # O(V) and cheap: keeps every postings read of the search kernels inside the arrays,
         # even when a large file's data is damaged and only verify() would see it.
-        if int(offsets[0]) != 0 or int(offsets[-1]) != n_postings or \
-                np.any(offsets[1:] < offsets[:-1]):
-            raise IndexCorruptError(f"{directory / 'term_offsets.bin'}: offsets do not rise "
-                                    f"from 0 to the {n_postings} postings")
+        if (
+            int(offsets[0]) != 0
+            or int(offsets[-1]) != n_postings
+            or np.any(offsets[1:] < offsets[:-1])
+        ):
+            raise IndexCorruptError(
+                f"{directory / 'term_offsets.bin'}: offsets do not rise "
+                f"from 0 to the {n_postings} postings"
+            )
         self._layout = None
         if manifest.search_layout is not None:
             from sparse_ir.index.layout import SearchLayout
@@ -134,11 +148,19 @@ class ImpactIndex(IndexBase[ImpactManifest]):
     # -- building and opening -------------------------------------------------------------------
 
     @classmethod
-    def build(cls, vectors: SparseBatch | Iterable[SparseBatch], path: str | os.PathLike, *,
-              quantizer: Quantizer | None = None, memory_budget: int | str = "1GB",
-              contents: Iterable[tuple[str, str]] | None = None, settings: dict | None = None,
-              show_progress: bool | None = None,
-              total_documents: int | None = None, search_layout: bool = True) -> ImpactIndex:
+    def build(
+        cls,
+        vectors: SparseBatch | Iterable[SparseBatch],
+        path: str | os.PathLike,
+        *,
+        quantizer: Quantizer | None = None,
+        memory_budget: int | str = "1GB",
+        contents: Iterable[tuple[str, str]] | None = None,
+        settings: dict | None = None,
+        show_progress: bool | None = None,
+        total_documents: int | None = None,
+        search_layout: bool = True,
+    ) -> ImpactIndex:
         """Build an index from SparseBatch shards and publish it atomically at ``path``.
 
         Args:
@@ -159,9 +181,16 @@ class ImpactIndex(IndexBase[ImpactManifest]):
                 ``mode="exhaustive"`` is available.
         """
         generation, report = build_impact_index(
-            vectors, path, quantizer=quantizer or Quantizer(), memory_budget=memory_budget,
-            contents=contents, settings=settings, show_progress=show_progress,
-            total_documents=total_documents, search_layout=search_layout)
+            vectors,
+            path,
+            quantizer=quantizer or Quantizer(),
+            memory_budget=memory_budget,
+            contents=contents,
+            settings=settings,
+            show_progress=show_progress,
+            total_documents=total_documents,
+            search_layout=search_layout,
+        )
         index = cls.open(path)
         index.build_report = report
         return index
@@ -178,8 +207,9 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             raise IndexCorruptError(f"{where}: term offsets decrease")
         if len(docs):
             if docs.min() < 0 or docs.max() >= self.num_documents:
-                raise IndexCorruptError(f"{where}: a posting points outside the "
-                                        f"{self.num_documents} documents")
+                raise IndexCorruptError(
+                    f"{where}: a posting points outside the {self.num_documents} documents"
+                )
             step = np.diff(docs.astype(np.int64))
             starts = np.zeros(len(docs), bool)
             starts[offsets[:-1][offsets[:-1] < len(docs)]] = True
@@ -190,8 +220,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         maxima = np.zeros(self.vocab_size, np.int64)
         nonempty = np.flatnonzero(np.diff(offsets) > 0)
         if len(nonempty):
-            maxima[nonempty] = np.maximum.reduceat(impacts.astype(np.int64),
-                                                   offsets[nonempty])
+            maxima[nonempty] = np.maximum.reduceat(impacts.astype(np.int64), offsets[nonempty])
         if not np.array_equal(maxima, np.asarray(self.term_max_impact, np.int64)):
             raise IndexCorruptError(f"{where}: term_max_impact disagrees with the postings")
         self._check_doc_ids()
@@ -272,16 +301,23 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         """
         if isinstance(query, SparseBatch):
             if len(query) != 1:
-                raise InputError(f"search takes one query; got a batch of {len(query)} "
-                                 "(use search_batch)")
+                raise InputError(
+                    f"search takes one query; got a batch of {len(query)} (use search_batch)"
+                )
             terms, values = query.row(0)
             if not self._same_vocabulary(query.vocab):
                 return self.prepare_query(
-                    {query.vocab[t]: (int(v) if query.is_quantized else float(v))
-                     for t, v in zip(terms.tolist(), values.tolist())})
+                    {
+                        query.vocab[t]: (int(v) if query.is_quantized else float(v))
+                        for t, v in zip(terms.tolist(), values.tolist())
+                    }
+                )
             # A SparseBatch row is already validated: ascending unique terms, weights >= 0.
-            weights = values.astype(np.int64) if query.is_quantized else \
-                self.quantizer.quantize_values(values).astype(np.int64)
+            weights = (
+                values.astype(np.int64)
+                if query.is_quantized
+                else self.quantizer.quantize_values(values).astype(np.int64)
+            )
             keep = weights > 0
             return np.asarray(terms[keep], np.int32), weights[keep]
         if isinstance(query, Mapping):
@@ -306,14 +342,16 @@ class ImpactIndex(IndexBase[ImpactManifest]):
                 raise InputError(f"query term ids must be integers, got {terms.dtype}")
             if len(terms) and (terms.min() < 0 or terms.max() >= self.vocab_size):
                 bad = terms.min() if terms.min() < 0 else terms.max()
-                raise InputError(f"query term id {int(bad)} is outside the vocabulary "
-                                 f"(0..{self.vocab_size - 1})")
+                raise InputError(
+                    f"query term id {int(bad)} is outside the vocabulary (0..{self.vocab_size - 1})"
+                )
             return self._finish_query(terms.astype(np.int64), values)
-        raise TypeError(f"cannot search with a {type(query).__name__}; pass a SparseBatch, "
-                        "a {token: weight} dict or (term_ids, weights)")
+        raise TypeError(
+            f"cannot search with a {type(query).__name__}; pass a SparseBatch, "
+            "a {token: weight} dict or (term_ids, weights)"
+        )
 
-    def _finish_query(self, terms: np.ndarray, values: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def _finish_query(self, terms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         check_query_weights(terms, values, self.quantizer.max_impact, self.vocab)
         if values.dtype.kind == "f":
             if len(values) and not np.all(np.isfinite(values)):
@@ -349,8 +387,15 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         bound = float(np.dot(weights.astype(np.float64), self._term_max_float[terms]))
         return bound > _INT32_MAX // 2
 
-    def search(self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None,
-               cut_ratio: float | None = None, bound_weight: float | None = None) -> list[Hit]:
+    def search(
+        self,
+        query: QueryLike,
+        k: int = 10,
+        *,
+        mode: str | SearchMode | None = None,
+        cut_ratio: float | None = None,
+        bound_weight: float | None = None,
+    ) -> list[Hit]:
         """The top-``k`` documents for one query, best first.
 
         Score = Σ query impact × document impact (exact integers); ties are broken by internal
@@ -382,8 +427,9 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
         return self._hits(docs, scores)
 
-    def search_arrays(self, query: QueryLike, k: int = 10, *,
-                      mode: str | SearchMode | None = None) -> TopK:
+    def search_arrays(
+        self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None
+    ) -> TopK:
         """:meth:`search` returning arrays: ``TopK(docnos, scores)``, best first.
 
         The same documents, scores and order as :meth:`search` (``index.doc_ids[d]`` names
@@ -407,9 +453,9 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
         return TopK(docs, scores)
 
-    def search_with_stats(self, query: QueryLike, k: int = 10, *,
-                          mode: str | SearchMode | None = None
-                          ) -> tuple[list[Hit], SearchStats]:
+    def search_with_stats(
+        self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None
+    ) -> tuple[list[Hit], SearchStats]:
         """:meth:`search`, and what the search did (postings scored, documents verified...).
 
         Example:
@@ -427,21 +473,22 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         _check_k(k)
         resolved = self._mode(mode, None, None)
         terms, weights = self.prepare_query(query)
-        docs, scores, kernel_stats, use_int64 = self._search_prepared(terms, weights, k,
-                                                                      resolved)
+        docs, scores, kernel_stats, use_int64 = self._search_prepared(terms, weights, k, resolved)
         offsets = np.asarray(self.term_offsets)
         total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
         figures = {"postings": total}
         if kernel_stats is not None:
-            figures = {name: int(value) for name, value in zip(STATS_FIELDS, kernel_stats)
-                       if name in SearchStats._fields}
+            figures = {
+                name: int(value)
+                for name, value in zip(STATS_FIELDS, kernel_stats)
+                if name in SearchStats._fields
+            }
             # A query too small to prune was answered by the exhaustive kernel.
             figures["postings"] = figures.get("postings") or total
         stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=bool(use_int64))
         return self._hits(docs, scores), stats
 
-    def _search_prepared(self, terms: np.ndarray, weights: np.ndarray, k: int,
-                         mode: SearchMode):
+    def _search_prepared(self, terms: np.ndarray, weights: np.ndarray, k: int, mode: SearchMode):
         """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query."""
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
@@ -453,17 +500,34 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
-        count = kernels.search_one(terms, weights, self.term_offsets, self.postings_docs,
-                                   self.postings_impacts, accumulator, k, docs, scores)
+        count = kernels.search_one(
+            terms,
+            weights,
+            self.term_offsets,
+            self.postings_docs,
+            self.postings_impacts,
+            accumulator,
+            k,
+            docs,
+            scores,
+        )
         if count == kernels.CORRUPT:
-            raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
-                                    "run verify()")
+            raise IndexCorruptError(
+                f"{self.directory}: a posting points outside the index; run verify()"
+            )
         return docs[:count], scores[:count], None, use_int64
 
-    def search_batch(self, queries: SparseBatch | Sequence[QueryLike], k: int = 10, *,
-                     query_ids: Sequence[str] | None = None,
-                     mode: str | SearchMode | None = None, threads: int | None = None,
-                     cut_ratio: float | None = None, bound_weight: float | None = None) -> Run:
+    def search_batch(
+        self,
+        queries: SparseBatch | Sequence[QueryLike],
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: str | SearchMode | None = None,
+        threads: int | None = None,
+        cut_ratio: float | None = None,
+        bound_weight: float | None = None,
+    ) -> Run:
         """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
 
         ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
@@ -476,8 +540,11 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         resolved = self._mode(mode, cut_ratio, bound_weight)
         if isinstance(queries, SparseBatch) and self._same_vocabulary(queries.vocab):
             # Fast path: the CSR arrays are already validated; quantize them in one go.
-            ids = list(queries.ids) if queries.ids is not None else \
-                [str(i) for i in range(len(queries))]
+            ids = (
+                list(queries.ids)
+                if queries.ids is not None
+                else [str(i) for i in range(len(queries))]
+            )
             batch = queries if queries.is_quantized else self.quantizer.quantize(queries)
             indptr, terms = batch.indptr, batch.indices
             weights = batch.values.astype(np.int64)
@@ -489,19 +556,21 @@ class ImpactIndex(IndexBase[ImpactManifest]):
                 terms, weights = terms[keep], weights[keep]
         else:
             if isinstance(queries, SparseBatch):
-                ids = list(queries.ids) if queries.ids is not None else \
-                    [str(i) for i in range(len(queries))]
-                prepared = [self.prepare_query(queries.select([i]))
-                            for i in range(len(queries))]
+                ids = (
+                    list(queries.ids)
+                    if queries.ids is not None
+                    else [str(i) for i in range(len(queries))]
+                )
+                prepared = [self.prepare_query(queries.select([i])) for i in range(len(queries))]
             else:
                 prepared = [self.prepare_query(q) for q in queries]
                 ids = [str(i) for i in range(len(prepared))]
             indptr = np.zeros(len(prepared) + 1, np.int64)
             np.cumsum([len(t) for t, _ in prepared], out=indptr[1:])
-            terms = np.concatenate([t for t, _ in prepared]) if prepared else \
-                np.zeros(0, np.int32)
-            weights = np.concatenate([w for _, w in prepared]) if prepared else \
-                np.zeros(0, np.int64)
+            terms = np.concatenate([t for t, _ in prepared]) if prepared else np.zeros(0, np.int32)
+            weights = (
+                np.concatenate([w for _, w in prepared]) if prepared else np.zeros(0, np.int64)
+            )
         if query_ids is not None:
             if len(query_ids) != len(ids):
                 raise ValueError(f"{len(query_ids)} query ids for {len(ids)} queries")
@@ -522,20 +591,32 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         params = resolved.kernel_params()
         if self.has_search_layout:
             out_docs, out_scores, out_counts, _ = self._pruned().search_many(
-                indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads)
+                indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads
+            )
         else:
             previous = numba.get_num_threads()
             numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
             try:
-                kernels.search_many(indptr, np.asarray(terms, np.int32), weights,
-                                    self.term_offsets, self.postings_docs,
-                                    self.postings_impacts, self.num_documents, k, use_int64,
-                                    out_docs, out_scores, out_counts)
+                kernels.search_many(
+                    indptr,
+                    np.asarray(terms, np.int32),
+                    weights,
+                    self.term_offsets,
+                    self.postings_docs,
+                    self.postings_impacts,
+                    self.num_documents,
+                    k,
+                    use_int64,
+                    out_docs,
+                    out_scores,
+                    out_counts,
+                )
             finally:
                 numba.set_num_threads(previous)
         if np.any(out_counts == kernels.CORRUPT):
-            raise IndexCorruptError(f"{self.directory}: a posting points outside the index; "
-                                    "run verify()")
+            raise IndexCorruptError(
+                f"{self.directory}: a posting points outside the index; run verify()"
+            )
         run = Run(name="sparse-ir")
         # One conversion of the whole result arrays: cheaper than one per query on small
         # collections, where building the hits is a visible share of a batch.
@@ -549,9 +630,14 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         """The same result as :meth:`search` by plain numpy (slow; for tests and checks)."""
         _check_k(k)
         terms, weights = self.prepare_query(query)
-        scores = reference_scores(np.asarray(self.term_offsets), np.asarray(self.postings_docs),
-                                  np.asarray(self.postings_impacts), self.num_documents,
-                                  terms, weights)
+        scores = reference_scores(
+            np.asarray(self.term_offsets),
+            np.asarray(self.postings_docs),
+            np.asarray(self.postings_impacts),
+            self.num_documents,
+            terms,
+            weights,
+        )
         docs, top = reference_top_k(scores, k)
         return self._hits(docs, top)
 
@@ -583,21 +669,29 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         """True when the index holds the arrays of pruned and approximate search."""
         return self.manifest.search_layout is not None
 
-    def _mode(self, mode: str | SearchMode | None, cut_ratio: float | None,
-              bound_weight: float | None) -> SearchMode:
+    def _mode(
+        self, mode: str | SearchMode | None, cut_ratio: float | None, bound_weight: float | None
+    ) -> SearchMode:
         """The mode value of a search (see :func:`~sparse_ir.index.modes.resolve_mode`)."""
         resolved = resolve_mode(mode, has_search_layout=self.has_search_layout)
         if cut_ratio is None and bound_weight is None:
             return resolved
-        warnings.warn("cut_ratio= and bound_weight= are deprecated: pass "
-                      "mode=Approximate(cut_ratio=..., bound_weight=...) "
-                      "(from sparse_ir.index.modes)", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            "cut_ratio= and bound_weight= are deprecated: pass "
+            "mode=Approximate(cut_ratio=..., bound_weight=...) "
+            "(from sparse_ir.index.modes)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         if not isinstance(resolved, Approximate):
-            raise ValueError(f"cut_ratio and bound_weight apply to mode='approximate', not "
-                             f"{resolved.name!r} (which is exact)")
+            raise ValueError(
+                f"cut_ratio and bound_weight apply to mode='approximate', not "
+                f"{resolved.name!r} (which is exact)"
+            )
         given = {"cut_ratio": cut_ratio, "bound_weight": bound_weight}
-        return dataclasses.replace(resolved, **{key: float(value) for key, value in given.items()
-                                                if value is not None})
+        return dataclasses.replace(
+            resolved, **{key: float(value) for key, value in given.items() if value is not None}
+        )
 
     def _pruned(self):
         searcher = self.__dict__.get("_pruned_searcher")
@@ -622,12 +716,20 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         # Made in C (map, zip, tuple.__new__: what Hit() does after a Python-level call):
         # 2.5x faster than calling Hit() per hit, which matters at k = 1000, where building
         # the hits costs more than the search.
-        return list(map(tuple.__new__, repeat(Hit, len(docs)),
-                        zip(map(self.doc_ids.__getitem__, docs), scores, docs)))
+        return list(
+            map(
+                tuple.__new__,
+                repeat(Hit, len(docs)),
+                zip(map(self.doc_ids.__getitem__, docs), scores, docs),
+            )
+        )
 
     def _repr_fields(self) -> dict[str, object]:
-        return {"documents": self.num_documents, "postings": self.num_postings,
-                "vocab": self.vocab_size}
+        return {
+            "documents": self.num_documents,
+            "postings": self.num_postings,
+            "vocab": self.vocab_size,
+        }
 
 
 @contextlib.contextmanager

@@ -38,13 +38,22 @@ def _build_prefetch():
             position = context.cast(builder, args[1], sig.args[1], types.intp)
             pointer = builder.gep(array_struct.data, [position])
             byte_pointer = ir.IntType(8).as_pointer()
-            function_type = ir.FunctionType(ir.VoidType(), [byte_pointer, ir.IntType(32),
-                                                            ir.IntType(32), ir.IntType(32)])
-            function = cgutils.get_or_insert_function(builder.module, function_type,
-                                                      "llvm.prefetch.p0i8")
+            function_type = ir.FunctionType(
+                ir.VoidType(), [byte_pointer, ir.IntType(32), ir.IntType(32), ir.IntType(32)]
+            )
+            function = cgutils.get_or_insert_function(
+                builder.module, function_type, "llvm.prefetch.p0i8"
+            )
             # (address, rw = read, locality = 3 (keep in all cache levels), cache = data)
-            builder.call(function, [builder.bitcast(pointer, byte_pointer), ir.IntType(32)(0),
-                                    ir.IntType(32)(3), ir.IntType(32)(1)])
+            builder.call(
+                function,
+                [
+                    builder.bitcast(pointer, byte_pointer),
+                    ir.IntType(32)(0),
+                    ir.IntType(32)(3),
+                    ir.IntType(32)(1),
+                ],
+            )
             return context.get_dummy_value()
 
         return signature, codegen

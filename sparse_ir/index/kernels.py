@@ -24,8 +24,9 @@ CORRUPT = -1
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(query_terms, query_weights, term_offsets, postings_docs, postings_impacts,
-                accumulator):
+def _accumulate(
+    query_terms, query_weights, term_offsets, postings_docs, postings_impacts, accumulator
+):
     """Add every query term's contributions; False when a posting points outside the index."""
     limit = np.uint32(len(accumulator))
     for i in range(len(query_terms)):
@@ -54,33 +55,71 @@ def _select_top_k(accumulator, k, out_docs, out_scores):
 
 
 @numba.njit(cache=True, nogil=True)
-def search_one(query_terms, query_weights, term_offsets, postings_docs, postings_impacts,
-               accumulator, k, out_docs, out_scores):
+def search_one(
+    query_terms,
+    query_weights,
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    accumulator,
+    k,
+    out_docs,
+    out_scores,
+):
     """Exact top-k of one query. ``accumulator`` must be zero; it is zero again on return.
 
     Returns the number of hits written, or ``CORRUPT`` (-1) when a posting is out of range.
     """
-    ok = _accumulate(query_terms, query_weights, term_offsets, postings_docs,
-                     postings_impacts, accumulator)
+    ok = _accumulate(
+        query_terms, query_weights, term_offsets, postings_docs, postings_impacts, accumulator
+    )
     count = _select_top_k(accumulator, k, out_docs, out_scores) if ok else -1
     accumulator[:] = 0
     return count
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def search_many(query_indptr, query_terms, query_weights, term_offsets, postings_docs,
-                postings_impacts, num_documents, k, use_int64, out_docs, out_scores, out_counts):
+def search_many(
+    query_indptr,
+    query_terms,
+    query_weights,
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    num_documents,
+    k,
+    use_int64,
+    out_docs,
+    out_scores,
+    out_counts,
+):
     """Exact top-k of many queries (CSR), spread over numba's threads."""
     for q in prange(len(query_indptr) - 1):
         start = query_indptr[q]
         end = query_indptr[q + 1]
         if use_int64[q]:
             accumulator64 = np.zeros(num_documents, np.int64)
-            out_counts[q] = search_one(query_terms[start:end], query_weights[start:end],
-                                       term_offsets, postings_docs, postings_impacts,
-                                       accumulator64, k, out_docs[q], out_scores[q])
+            out_counts[q] = search_one(
+                query_terms[start:end],
+                query_weights[start:end],
+                term_offsets,
+                postings_docs,
+                postings_impacts,
+                accumulator64,
+                k,
+                out_docs[q],
+                out_scores[q],
+            )
         else:
             accumulator32 = np.zeros(num_documents, np.int32)
-            out_counts[q] = search_one(query_terms[start:end], query_weights[start:end],
-                                       term_offsets, postings_docs, postings_impacts,
-                                       accumulator32, k, out_docs[q], out_scores[q])
+            out_counts[q] = search_one(
+                query_terms[start:end],
+                query_weights[start:end],
+                term_offsets,
+                postings_docs,
+                postings_impacts,
+                accumulator32,
+                k,
+                out_docs[q],
+                out_scores[q],
+            )

@@ -42,10 +42,17 @@ __all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "SearchLayoutWriter
 
 logger = logging.getLogger(__name__)
 
-LAYOUT_FILES = ("window_offsets.bin", "impact_order_docs.bin", "impact_order_impacts.bin",
-                "segment_offsets.bin",
-                "segment_impacts.bin", "segment_ends.bin", "forward_offsets.bin",
-                "forward_terms.bin", "forward_impacts.bin")
+LAYOUT_FILES = (
+    "window_offsets.bin",
+    "impact_order_docs.bin",
+    "impact_order_impacts.bin",
+    "segment_offsets.bin",
+    "segment_impacts.bin",
+    "segment_ends.bin",
+    "forward_offsets.bin",
+    "forward_terms.bin",
+    "forward_impacts.bin",
+)
 # Postings handled per step when re-sorting by impact (bounded memory whatever the index size).
 _BLOCK_POSTINGS = 1 << 23
 # Documents per window: 2^16 keeps in-window offsets in uint16 and the accumulator in L2.
@@ -90,37 +97,43 @@ class SearchLayout(NamedTuple):
         num_windows = info.num_windows
         # In-window offsets are uint16 and the kernels' accumulators have 2^16 entries.
         if not 1 <= window_bits <= 16 or num_windows != max(1, -(-n_docs // (1 << window_bits))):
-            raise IndexCorruptError(f"{directory}: search layout of {num_windows} windows of "
-                                    f"2^{window_bits} documents does not fit {n_docs} documents")
-        layout = cls(window_bits, num_windows,
-                     array("window_offsets", np.int64, n_terms * num_windows + 1),
-                     array("impact_order_docs", np.uint16, n_postings),
-                     array("impact_order_impacts", impact_dtype, n_postings),
-                     array("segment_offsets", np.int64, n_terms + 1),
-                     array("segment_impacts", impact_dtype, n_segments),
-                     array("segment_ends", np.int64, n_segments),
-                     array("forward_offsets", np.int64, n_docs + 1),
-                     array("forward_terms", term_dtype, n_postings),
-                     array("forward_impacts", impact_dtype, n_postings))
+            raise IndexCorruptError(
+                f"{directory}: search layout of {num_windows} windows of "
+                f"2^{window_bits} documents does not fit {n_docs} documents"
+            )
+        layout = cls(
+            window_bits,
+            num_windows,
+            array("window_offsets", np.int64, n_terms * num_windows + 1),
+            array("impact_order_docs", np.uint16, n_postings),
+            array("impact_order_impacts", impact_dtype, n_postings),
+            array("segment_offsets", np.int64, n_terms + 1),
+            array("segment_impacts", impact_dtype, n_segments),
+            array("segment_ends", np.int64, n_segments),
+            array("forward_offsets", np.int64, n_docs + 1),
+            array("forward_terms", term_dtype, n_postings),
+            array("forward_impacts", impact_dtype, n_postings),
+        )
         _check_offsets(directory, layout, n_postings, n_segments)
         return layout
 
 
-def _check_offsets(directory: Path, layout: SearchLayout, n_postings: int,
-                   n_segments: int) -> None:
+def _check_offsets(directory: Path, layout: SearchLayout, n_postings: int, n_segments: int) -> None:
     """Refuse offsets that would send a kernel outside its arrays: O(V·W), cheap at open.
 
     Every postings and segment read of the kernels goes through these two offset arrays, so a
     damaged large file (which open() does not checksum) is refused here instead of being read.
     The forward offsets (O(N)) are checked per verified document by the kernel instead.
     """
-    for name, offsets, total in (("window_offsets", layout.window_offsets, n_postings),
-                                 ("segment_offsets", layout.segment_offsets, n_segments)):
+    for name, offsets, total in (
+        ("window_offsets", layout.window_offsets, n_postings),
+        ("segment_offsets", layout.segment_offsets, n_segments),
+    ):
         values = np.asarray(offsets)
-        if int(values[0]) != 0 or int(values[-1]) != total or \
-                np.any(values[1:] < values[:-1]):
-            raise IndexCorruptError(f"{directory / (name + '.bin')}: offsets do not rise "
-                                    f"from 0 to {total}")
+        if int(values[0]) != 0 or int(values[-1]) != total or np.any(values[1:] < values[:-1]):
+            raise IndexCorruptError(
+                f"{directory / (name + '.bin')}: offsets do not rise from 0 to {total}"
+            )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -156,9 +169,21 @@ def _sort_range_by_impact(docs, impacts, start, end, window_base, out_docs, out_
 
 
 @numba.njit(cache=True, nogil=True)
-def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, window_bits,
-                          num_windows, out_docs, out_impacts, window_offsets, seg_impacts,
-                          seg_ends, seg_counts):
+def _sort_block_by_impact(
+    term_offsets,
+    first_term,
+    last_term,
+    docs,
+    impacts,
+    window_bits,
+    num_windows,
+    out_docs,
+    out_impacts,
+    window_offsets,
+    seg_impacts,
+    seg_ends,
+    seg_counts,
+):
     """Window-by-window impact order and whole-term segments of terms [first_term, last_term).
 
     ``docs``/``impacts`` hold those terms' document-ordered postings starting at
@@ -179,8 +204,9 @@ def _sort_block_by_impact(term_offsets, first_term, last_term, docs, impacts, wi
             stop = position
             while stop < end and docs[stop] < window_end:
                 stop += 1
-            _sort_range_by_impact(docs, impacts, position, stop, w << window_bits, out_docs,
-                                  out_impacts)
+            _sort_range_by_impact(
+                docs, impacts, position, stop, w << window_bits, out_docs, out_impacts
+            )
             position = stop
         # Whole-term segments: distinct impacts, highest first, with cumulative counts.
         before = n_segments
@@ -221,8 +247,15 @@ class SearchLayoutWriter:
     forward index, which is the builder's input copied from its scratch files.
     """
 
-    def __init__(self, directory: Path, *, num_documents: int, vocab_size: int,
-                 impact_dtype: np.dtype, num_postings: int):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        num_documents: int,
+        vocab_size: int,
+        impact_dtype: np.dtype,
+        num_postings: int,
+    ):
         self.directory = Path(directory)
         self.num_documents = num_documents
         self.vocab_size = vocab_size
@@ -230,33 +263,55 @@ class SearchLayoutWriter:
         self.num_postings = num_postings
         self.num_windows = max(1, -(-num_documents // (1 << WINDOW_BITS)))
         self.files: dict[str, FileRecord] = {}
-        self._windows = ArrayWriter(self.directory / "window_offsets.bin", "window_offsets",
-                                    np.int64, vocab_size * self.num_windows + 1)
-        self._docs = ArrayWriter(self.directory / "impact_order_docs.bin", "impact_order_docs",
-                                 np.uint16, num_postings)
-        self._impacts = ArrayWriter(self.directory / "impact_order_impacts.bin",
-                                    "impact_order_impacts", self.impact_dtype, num_postings)
+        self._windows = ArrayWriter(
+            self.directory / "window_offsets.bin",
+            "window_offsets",
+            np.int64,
+            vocab_size * self.num_windows + 1,
+        )
+        self._docs = ArrayWriter(
+            self.directory / "impact_order_docs.bin", "impact_order_docs", np.uint16, num_postings
+        )
+        self._impacts = ArrayWriter(
+            self.directory / "impact_order_impacts.bin",
+            "impact_order_impacts",
+            self.impact_dtype,
+            num_postings,
+        )
         self._segment_impacts: list[np.ndarray] = []
         self._segment_ends: list[np.ndarray] = []
         self._segment_counts = np.zeros(vocab_size, np.int64)
         self._next_term = 0
 
-    def add_terms(self, term_offsets: np.ndarray, first: int, last: int, docs: np.ndarray,
-                  impacts: np.ndarray) -> None:
+    def add_terms(
+        self, term_offsets: np.ndarray, first: int, last: int, docs: np.ndarray, impacts: np.ndarray
+    ) -> None:
         """The document-ordered postings of terms [first, last) (the next block, in order)."""
         if first != self._next_term:
-            raise ValueError(f"layout blocks out of order: got term {first}, expected "
-                             f"{self._next_term}")
+            raise ValueError(
+                f"layout blocks out of order: got term {first}, expected {self._next_term}"
+            )
         size = len(docs)
         out_docs = np.empty(size, np.uint16)
         out_impacts = np.empty(size, self.impact_dtype)
         window_offsets = np.empty((last - first) * self.num_windows, np.int64)
         segment_impacts = np.empty(size, self.impact_dtype)
         segment_ends = np.empty(size, np.int64)
-        count = _sort_block_by_impact(term_offsets, first, last, docs, impacts, WINDOW_BITS,
-                                      self.num_windows, out_docs, out_impacts, window_offsets,
-                                      segment_impacts, segment_ends,
-                                      self._segment_counts[first:last])
+        count = _sort_block_by_impact(
+            term_offsets,
+            first,
+            last,
+            docs,
+            impacts,
+            WINDOW_BITS,
+            self.num_windows,
+            out_docs,
+            out_impacts,
+            window_offsets,
+            segment_impacts,
+            segment_ends,
+            self._segment_counts[first:last],
+        )
         self._windows.write(window_offsets)
         self._docs.write(out_docs)
         self._impacts.write(out_impacts)
@@ -280,13 +335,19 @@ class SearchLayoutWriter:
         np.cumsum(self._segment_counts, out=segment_offsets[1:])
         empty_impacts = np.zeros(0, self.impact_dtype)
         for name, values, dtype in (
-                ("segment_offsets", segment_offsets, np.int64),
-                ("segment_impacts", np.concatenate(self._segment_impacts or [empty_impacts]),
-                 self.impact_dtype),
-                ("segment_ends", np.concatenate(self._segment_ends or [np.zeros(0, np.int64)]),
-                 np.int64)):
-            files[f"{name}.bin"] = write_array(self.directory / f"{name}.bin", name, values,
-                                               dtype)
+            ("segment_offsets", segment_offsets, np.int64),
+            (
+                "segment_impacts",
+                np.concatenate(self._segment_impacts or [empty_impacts]),
+                self.impact_dtype,
+            ),
+            (
+                "segment_ends",
+                np.concatenate(self._segment_ends or [np.zeros(0, np.int64)]),
+                np.int64,
+            ),
+        ):
+            files[f"{name}.bin"] = write_array(self.directory / f"{name}.bin", name, values, dtype)
         num_segments = int(segment_offsets[-1])
         self._segment_impacts.clear()
         self._segment_ends.clear()
@@ -298,12 +359,14 @@ class SearchLayoutWriter:
             np.cumsum(np.concatenate(forward.lengths), out=forward_offsets[1:])
         if int(forward_offsets[-1]) != self.num_postings:
             raise ValueError("forward index lengths do not add up to the postings")
-        files["forward_offsets.bin"] = write_array(self.directory / "forward_offsets.bin",
-                                                   "forward_offsets", forward_offsets)
+        files["forward_offsets.bin"] = write_array(
+            self.directory / "forward_offsets.bin", "forward_offsets", forward_offsets
+        )
         source_dtypes = forward.dtypes or (term_dtype, self.impact_dtype)
         for path, name, source_dtype, dtype in (
-                (forward.paths[0], "forward_terms", source_dtypes[0], term_dtype),
-                (forward.paths[1], "forward_impacts", source_dtypes[1], self.impact_dtype)):
+            (forward.paths[0], "forward_terms", source_dtypes[0], term_dtype),
+            (forward.paths[1], "forward_impacts", source_dtypes[1], self.impact_dtype),
+        ):
             writer = ArrayWriter(self.directory / f"{name}.bin", name, dtype, self.num_postings)
             step = _BLOCK_POSTINGS * np.dtype(source_dtype).itemsize
             with open(path, "rb") as handle:
@@ -311,7 +374,11 @@ class SearchLayoutWriter:
                     writer.write(np.frombuffer(block, source_dtype).astype(dtype, copy=False))
             files[f"{name}.bin"] = writer.close()
         logger.debug("search layout: %d segments, %d windows", num_segments, self.num_windows)
-        record = SearchLayoutRecord(num_segments=num_segments, term_dtype=term_dtype.str,
-                                    window_bits=WINDOW_BITS, num_windows=self.num_windows,
-                                    version=LAYOUT_VERSION)
+        record = SearchLayoutRecord(
+            num_segments=num_segments,
+            term_dtype=term_dtype.str,
+            window_bits=WINDOW_BITS,
+            num_windows=self.num_windows,
+            version=LAYOUT_VERSION,
+        )
         return record, files

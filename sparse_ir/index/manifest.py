@@ -78,8 +78,9 @@ class _Fields:
 
     def _typed(self, key: str, value: Any, expected: str, ok: bool) -> Any:
         if not ok:
-            raise self._error(f"manifest key {self._key(key)} is {value!r} ({_kind(value)}), "
-                              f"expected {expected}")
+            raise self._error(
+                f"manifest key {self._key(key)} is {value!r} ({_kind(value)}), expected {expected}"
+            )
         return value
 
     def integer(self, key: str, default: Any = None, *, minimum: int = 0) -> int:
@@ -117,10 +118,17 @@ _REQUIRED = object()
 
 
 def _kind(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "a list", type(None): "null"}
-    return names.get(type(value), "an object" if isinstance(value, Mapping) else
-                     type(value).__name__)
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        type(None): "null",
+    }
+    return names.get(
+        type(value), "an object" if isinstance(value, Mapping) else type(value).__name__
+    )
 
 
 def _files_dict(files: Mapping[str, FileRecord]) -> dict:
@@ -141,9 +149,13 @@ class SearchLayoutRecord:
     VERSION: ClassVar[int] = LAYOUT_VERSION
 
     def to_dict(self) -> dict:
-        return {"version": self.version, "num_segments": self.num_segments,
-                "term_dtype": self.term_dtype, "window_bits": self.window_bits,
-                "num_windows": self.num_windows}
+        return {
+            "version": self.version,
+            "num_segments": self.num_segments,
+            "term_dtype": self.term_dtype,
+            "window_bits": self.window_bits,
+            "num_windows": self.num_windows,
+        }
 
     @classmethod
     def from_dict(cls, d: object, *, source: str | os.PathLike) -> SearchLayoutRecord:
@@ -155,12 +167,15 @@ class SearchLayoutRecord:
             raise IndexFormatError(
                 f"{source}: search layout version {version!r}; this sparse_ir reads version "
                 f"{cls.VERSION}. Rebuild the index with this version, or use the sparse_ir "
-                "that wrote it.")
-        return cls(num_segments=fields.integer("num_segments"),
-                   term_dtype=fields.string("term_dtype"),
-                   window_bits=fields.integer("window_bits"),
-                   num_windows=fields.integer("num_windows"),
-                   version=version)
+                "that wrote it."
+            )
+        return cls(
+            num_segments=fields.integer("num_segments"),
+            term_dtype=fields.string("term_dtype"),
+            window_bits=fields.integer("window_bits"),
+            num_windows=fields.integer("num_windows"),
+            version=version,
+        )
 
 
 @dataclass(frozen=True)
@@ -235,8 +250,9 @@ class ImpactManifest:
             has_contents=fields.boolean("has_contents", False),
             build=fields.mapping("build", {}),
             files=fields.files(),
-            search_layout=None if layout is None else
-            SearchLayoutRecord.from_dict(layout, source=source),
+            search_layout=None
+            if layout is None
+            else SearchLayoutRecord.from_dict(layout, source=source),
         )
 
 
@@ -313,5 +329,7 @@ def _check_format(fields: _Fields, name: str, version: int) -> None:
         raise IndexFormatError(f"{fields.source}: a {found!r} index, not {name!r}")
     found = fields.body.get("format_version")
     if found != version:
-        raise IndexFormatError(f"{fields.source}: index format version {found!r}; this "
-                               f"sparse_ir reads version {version}")
+        raise IndexFormatError(
+            f"{fields.source}: index format version {found!r}; this "
+            f"sparse_ir reads version {version}"
+        )

@@ -63,8 +63,9 @@ _EXACT_CUT_RATIO = 0.5
 
 
 @functools.lru_cache(maxsize=64)
-def _pruned_params(estimate_postings: int, estimate_candidates: int, cut_ratio: float,
-                   bound_weight: float) -> PrunedParams:
+def _pruned_params(
+    estimate_postings: int, estimate_candidates: int, cut_ratio: float, bound_weight: float
+) -> PrunedParams:
     """The kernel's settings object (made once per distinct setting: searches are hot)."""
     from sparse_ir.index.pruned import PrunedParams
 
@@ -111,13 +112,16 @@ class Pruned:
     def __post_init__(self):
         _check_estimates(self)
         if not 0 < self.cut_ratio < 1:
-            raise ValueError(f"cut_ratio of exact pruned search must be in (0, 1), got "
-                             f"{self.cut_ratio!r}; use Approximate for larger values")
+            raise ValueError(
+                f"cut_ratio of exact pruned search must be in (0, 1), got "
+                f"{self.cut_ratio!r}; use Approximate for larger values"
+            )
 
     def kernel_params(self) -> PrunedParams:
         """The pruned kernel's settings."""
-        return _pruned_params(self.estimate_postings, self.estimate_candidates,
-                              float(self.cut_ratio), 1.0)
+        return _pruned_params(
+            self.estimate_postings, self.estimate_candidates, float(self.cut_ratio), 1.0
+        )
 
 
 @dataclass(frozen=True)
@@ -146,11 +150,15 @@ class Approximate:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{label} must be a number, got {value!r}")
         if not self.cut_ratio > 0:
-            raise ValueError(f"cut_ratio must be > 0 (ρ, the share of θ₀ left below the cuts), "
-                             f"got {self.cut_ratio!r}")
+            raise ValueError(
+                f"cut_ratio must be > 0 (ρ, the share of θ₀ left below the cuts), "
+                f"got {self.cut_ratio!r}"
+            )
         if not 0 <= self.bound_weight <= 1:
-            raise ValueError(f"bound_weight must be in [0, 1] (β, 1 = the proven bound), got "
-                             f"{self.bound_weight!r}")
+            raise ValueError(
+                f"bound_weight must be in [0, 1] (β, 1 = the proven bound), got "
+                f"{self.bound_weight!r}"
+            )
         _check_estimates(self)
 
     @property
@@ -160,8 +168,12 @@ class Approximate:
 
     def kernel_params(self) -> PrunedParams:
         """The pruned kernel's settings."""
-        return _pruned_params(self.estimate_postings, self.estimate_candidates,
-                              float(self.cut_ratio), float(self.bound_weight))
+        return _pruned_params(
+            self.estimate_postings,
+            self.estimate_candidates,
+            float(self.cut_ratio),
+            float(self.bound_weight),
+        )
 
 
 SearchMode = Exhaustive | Pruned | Approximate
@@ -185,16 +197,22 @@ def resolve_mode(mode: str | SearchMode | None, *, has_search_layout: bool) -> S
     if isinstance(mode, str):
         value = _BY_NAME.get(mode)
         if value is None:
-            raise ValueError(f"mode must be one of {', '.join(_BY_NAME)} (or a mode value such "
-                             f"as Approximate(cut_ratio=...)); got {mode!r}")
+            raise ValueError(
+                f"mode must be one of {', '.join(_BY_NAME)} (or a mode value such "
+                f"as Approximate(cut_ratio=...)); got {mode!r}"
+            )
         mode = value
     elif not isinstance(mode, (Exhaustive, Pruned, Approximate)):
-        raise ValueError(f"mode must be one of {', '.join(_BY_NAME)} or a mode value "
-                         f"(Exhaustive, Pruned, Approximate); got {mode!r}")
+        raise ValueError(
+            f"mode must be one of {', '.join(_BY_NAME)} or a mode value "
+            f"(Exhaustive, Pruned, Approximate); got {mode!r}"
+        )
     if mode.name != "exhaustive" and not has_search_layout:
-        raise ValueError(f"this index has no search layout, so only mode='exhaustive' works "
-                         f"(asked for {mode.name!r}); rebuild it with search_layout=True (the "
-                         "default) for pruned and approximate search")
+        raise ValueError(
+            f"this index has no search layout, so only mode='exhaustive' works "
+            f"(asked for {mode.name!r}); rebuild it with search_layout=True (the "
+            "default) for pruned and approximate search"
+        )
     return mode
 
 

@@ -86,10 +86,18 @@ STAT_CANDIDATES = 4  # documents whose bound reached θ₀
 STAT_KTH_SCORE = 5  # the final k-th score
 STAT_EARLY_VERIFICATIONS = 6  # verification passes run because the candidate buffer was full
 #: Names of the ``stats`` slots, in order (``SearchStats`` is built from them).
-STATS_FIELDS = ("postings", "verified", "theta0", "cut_bound", "candidates", "kth_score",
-                "early_verifications")
-assert STATS_FIELDS.index("early_verifications") == STAT_EARLY_VERIFICATIONS == \
-    len(STATS_FIELDS) - 1
+STATS_FIELDS = (
+    "postings",
+    "verified",
+    "theta0",
+    "cut_bound",
+    "candidates",
+    "kth_score",
+    "early_verifications",
+)
+assert (
+    STATS_FIELDS.index("early_verifications") == STAT_EARLY_VERIFICATIONS == len(STATS_FIELDS) - 1
+)
 
 #: Accumulator entries: every uint16 in-window offset, so no offset can write outside it.
 ACCUMULATOR_SIZE = 1 << 16
@@ -125,11 +133,21 @@ class SearchArrays(NamedTuple):
     @classmethod
     def of(cls, index, layout) -> SearchArrays:
         """The record of an :class:`~sparse_ir.index.impact_index.ImpactIndex` and its layout."""
-        return cls(index.term_offsets, index.postings_docs, index.postings_impacts,
-                   layout.window_offsets, layout.impact_order_docs, layout.impact_order_impacts,
-                   layout.segment_offsets, layout.segment_impacts, layout.segment_ends,
-                   layout.forward_offsets, layout.forward_terms, layout.forward_impacts,
-                   layout.window_bits)
+        return cls(
+            index.term_offsets,
+            index.postings_docs,
+            index.postings_impacts,
+            layout.window_offsets,
+            layout.impact_order_docs,
+            layout.impact_order_impacts,
+            layout.segment_offsets,
+            layout.segment_impacts,
+            layout.segment_ends,
+            layout.forward_offsets,
+            layout.forward_terms,
+            layout.forward_impacts,
+            layout.window_bits,
+        )
 
 
 class KernelSettings(NamedTuple):
@@ -172,8 +190,13 @@ class PrunedParams:
 
     __slots__ = ("bound_weight", "cut_ratio", "estimate_candidates", "estimate_postings")
 
-    def __init__(self, estimate_postings: int = 100_000, estimate_candidates: int = 128,
-                 cut_ratio: float = 0.5, bound_weight: float = 1.0):
+    def __init__(
+        self,
+        estimate_postings: int = 100_000,
+        estimate_candidates: int = 128,
+        cut_ratio: float = 0.5,
+        bound_weight: float = 1.0,
+    ):
         self.estimate_postings = int(estimate_postings)
         self.estimate_candidates = int(estimate_candidates)
         self.cut_ratio = float(cut_ratio)
@@ -186,19 +209,23 @@ class PrunedParams:
 
     def as_tuple(self) -> KernelSettings:
         """The settings as the kernels take them."""
-        return KernelSettings(self.estimate_postings, self.estimate_candidates, self.cut_ratio,
-                              self.bound_weight)
+        return KernelSettings(
+            self.estimate_postings, self.estimate_candidates, self.cut_ratio, self.bound_weight
+        )
 
     def __repr__(self) -> str:
-        return (f"PrunedParams(estimate_postings={self.estimate_postings}, "
-                f"estimate_candidates={self.estimate_candidates}, cut_ratio={self.cut_ratio}, "
-                f"bound_weight={self.bound_weight})")
+        return (
+            f"PrunedParams(estimate_postings={self.estimate_postings}, "
+            f"estimate_candidates={self.estimate_candidates}, cut_ratio={self.cut_ratio}, "
+            f"bound_weight={self.bound_weight})"
+        )
 
 
 EXACT = PrunedParams()
 
 
 # -- query terms, windows, exact scores ----------------------------------------------------------
+
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _num_windows(arrays):
@@ -211,8 +238,10 @@ def _num_windows(arrays):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _window_range(arrays, t, num_windows, w):
     """Where term ``t``'s postings of window ``w`` lie (in both posting orders)."""
-    return (arrays.window_offsets[t * num_windows + w],
-            arrays.window_offsets[t * num_windows + w + 1])
+    return (
+        arrays.window_offsets[t * num_windows + w],
+        arrays.window_offsets[t * num_windows + w + 1],
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -305,6 +334,7 @@ def _contains(sorted_values, count, value):
 
 # -- choosing the cuts (phases 1 and 2) ----------------------------------------------------------
 
+
 @numba.njit(cache=True, nogil=True)
 def _next_cut(term_start, segment_last, segment_impacts, segment_ends, segment, position):
     """The next cut of one term: ``(segment index after it, its position, impact below it)``.
@@ -327,14 +357,29 @@ def _next_cut(term_start, segment_last, segment_impacts, segment_ends, segment, 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _plan_step(i, query_terms, query_weights, arrays, segment, cut_position, cut_impact,
-               next_segment, next_position, next_impact):
+def _plan_step(
+    i,
+    query_terms,
+    query_weights,
+    arrays,
+    segment,
+    cut_position,
+    cut_impact,
+    next_segment,
+    next_position,
+    next_impact,
+):
     """Find query term i's next cut (into ``next_*``); return its gain, the score range it
     removes per posting it adds."""
     t = query_terms[i]
-    j, position, below = _next_cut(arrays.term_offsets[t], arrays.segment_offsets[t + 1],
-                                   arrays.segment_impacts, arrays.segment_ends, segment[i],
-                                   cut_position[i])
+    j, position, below = _next_cut(
+        arrays.term_offsets[t],
+        arrays.segment_offsets[t + 1],
+        arrays.segment_impacts,
+        arrays.segment_ends,
+        segment[i],
+        cut_position[i],
+    )
     next_segment[i] = j
     next_position[i] = position
     next_impact[i] = below
@@ -344,8 +389,9 @@ def _plan_step(i, query_terms, query_weights, arrays, segment, cut_position, cut
 
 
 @numba.njit(cache=True, nogil=True)
-def _choose_cuts(query_terms, query_weights, arrays, target, max_postings, cut_position,
-                 cut_impact):
+def _choose_cuts(
+    query_terms, query_weights, arrays, target, max_postings, cut_position, cut_impact
+):
     """Per-term cuts, lowered greedily (best score range per posting first) until
     R = Σ q_t·τ_t <= ``target`` or the layer would exceed ``max_postings``.
 
@@ -359,8 +405,11 @@ def _choose_cuts(query_terms, query_weights, arrays, target, max_postings, cut_p
         first = arrays.segment_offsets[t]
         segment[i] = first
         cut_position[i] = arrays.term_offsets[t]
-        cut_impact[i] = np.int64(arrays.segment_impacts[first]) \
-            if arrays.segment_offsets[t + 1] > first else np.int64(0)
+        cut_impact[i] = (
+            np.int64(arrays.segment_impacts[first])
+            if arrays.segment_offsets[t + 1] > first
+            else np.int64(0)
+        )
         bound += query_weights[i] * cut_impact[i]
     # Max-heap of each term's next step, keyed by its gain.
     keys = np.empty(n_terms, np.float64)
@@ -371,9 +420,18 @@ def _choose_cuts(query_terms, query_weights, arrays, target, max_postings, cut_p
     size = 0
     for i in range(n_terms):
         if cut_impact[i] > 0:
-            keys[size] = _plan_step(i, query_terms, query_weights, arrays, segment,
-                                    cut_position, cut_impact, next_segment, next_position,
-                                    next_impact)
+            keys[size] = _plan_step(
+                i,
+                query_terms,
+                query_weights,
+                arrays,
+                segment,
+                cut_position,
+                cut_impact,
+                next_segment,
+                next_position,
+                next_impact,
+            )
             owners[size] = i
             size += 1
     heaps.max_heapify(keys, owners, size)
@@ -389,8 +447,18 @@ def _choose_cuts(query_terms, query_weights, arrays, target, max_postings, cut_p
         cut_position[i] = next_position[i]
         segment[i] = next_segment[i]
         if cut_impact[i] > 0:
-            keys[0] = _plan_step(i, query_terms, query_weights, arrays, segment, cut_position,
-                                 cut_impact, next_segment, next_position, next_impact)
+            keys[0] = _plan_step(
+                i,
+                query_terms,
+                query_weights,
+                arrays,
+                segment,
+                cut_position,
+                cut_impact,
+                next_segment,
+                next_position,
+                next_impact,
+            )
         else:
             size -= 1
             keys[0] = keys[size]
@@ -401,9 +469,11 @@ def _choose_cuts(query_terms, query_weights, arrays, target, max_postings, cut_p
 
 # -- 1. estimate ---------------------------------------------------------------------------------
 
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _add_layer(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator,
-               touched):
+def _add_layer(
+    query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator, touched
+):
     """Estimate, one window: add q_t·impact for each term's postings above its cut, listing
     each document touched once in ``touched``. Returns ``(documents touched, postings scored,
     corrupt)``."""
@@ -453,16 +523,33 @@ def _keep_best(accumulator, touched, n_touched, base, size_w, best_scores, best_
 
 
 @numba.njit(cache=True, nogil=True)
-def _estimate(query_terms, query_weights, arrays, settings, accumulator, touched, cut_position,
-              cut_impact, best_scores, best_docs):
+def _estimate(
+    query_terms,
+    query_weights,
+    arrays,
+    settings,
+    accumulator,
+    touched,
+    cut_position,
+    cut_impact,
+    best_scores,
+    best_docs,
+):
     """Phase 1, partial scores: score the postings above cuts sized to ``estimate_postings``
     (full q_t·impact) and keep the best documents in ``best_scores``/``best_docs``.
 
     Returns ``(documents kept, postings scored, exhaustive, corrupt)``; ``exhaustive``: no
     posting was left below the cuts, so the partial scores are the scores.
     """
-    _choose_cuts(query_terms, query_weights, arrays, np.int64(0),
-                 np.int64(settings.estimate_postings), cut_position, cut_impact)
+    _choose_cuts(
+        query_terms,
+        query_weights,
+        arrays,
+        np.int64(0),
+        np.int64(settings.estimate_postings),
+        cut_position,
+        cut_impact,
+    )
     exhaustive = True
     for i in range(len(query_terms)):
         exhaustive = exhaustive and cut_impact[i] == 0
@@ -474,12 +561,13 @@ def _estimate(query_terms, query_weights, arrays, settings, accumulator, touched
         base = w << arrays.window_bits
         size_w = min(1 << arrays.window_bits, num_docs - base)
         _prefetch_starts(query_terms, arrays, num_windows, w)
-        n_touched, postings, corrupt = _add_layer(query_terms, query_weights, arrays,
-                                                  num_windows, w, cut_impact, accumulator,
-                                                  touched)
+        n_touched, postings, corrupt = _add_layer(
+            query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator, touched
+        )
         scored += postings
-        n_best, damaged = _keep_best(accumulator, touched, n_touched, base, size_w, best_scores,
-                                     best_docs, n_best)
+        n_best, damaged = _keep_best(
+            accumulator, touched, n_touched, base, size_w, best_scores, best_docs, n_best
+        )
         if corrupt or damaged:
             accumulator[:] = 0  # entries added after the scratch was full are not listed
             return n_best, scored, exhaustive, True
@@ -487,8 +575,19 @@ def _estimate(query_terms, query_weights, arrays, settings, accumulator, touched
 
 
 @numba.njit(cache=True, nogil=True)
-def _score_estimate(best_scores, best_docs, n_best, estimated_docs, exhaustive, k, arrays,
-                    slots, slot_weights, heap_scores, heap_docs):
+def _score_estimate(
+    best_scores,
+    best_docs,
+    n_best,
+    estimated_docs,
+    exhaustive,
+    k,
+    arrays,
+    slots,
+    slot_weights,
+    heap_scores,
+    heap_docs,
+):
     """Phase 1, θ₀: the estimate's documents (``estimated_docs``: sorted) scored exactly into
     the k-best heap. Returns the heap size, or -1 when a forward entry is damaged."""
     size = 0
@@ -509,17 +608,20 @@ def _score_estimate(best_scores, best_docs, n_best, estimated_docs, exhaustive, 
 
 # -- 2. cut --------------------------------------------------------------------------------------
 
+
 @numba.njit(cache=True, nogil=True)
 def _cut(query_terms, query_weights, arrays, theta0, cut_ratio, cut_position, cut_impact):
     """Phase 2: cuts with R = Σ q_t·τ_t <= ρ·θ₀ (and < θ₀ when exact); returns R."""
     target = np.int64(np.floor(theta0 * cut_ratio))
     if cut_ratio < 1.0 and target >= theta0:
         target = theta0 - 1
-    return _choose_cuts(query_terms, query_weights, arrays, target, np.int64(1) << 62,
-                        cut_position, cut_impact)
+    return _choose_cuts(
+        query_terms, query_weights, arrays, target, np.int64(1) << 62, cut_position, cut_impact
+    )
 
 
 # -- 3. bound ------------------------------------------------------------------------------------
+
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator):
@@ -540,21 +642,38 @@ def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, 
         p = start
         while p + 3 < end and np.int64(io_impacts[p + 3]) > cut:
             for j in range(p, p + 4):
-                accumulator[np.int64(io_docs[j])] += \
+                accumulator[np.int64(io_docs[j])] += (
                     weight * accumulator.dtype.type(io_impacts[j]) - below
+                )
             p += 4
         while p < end and np.int64(io_impacts[p]) > cut:
-            accumulator[np.int64(io_docs[p])] += \
+            accumulator[np.int64(io_docs[p])] += (
                 weight * accumulator.dtype.type(io_impacts[p]) - below
+            )
             p += 1
         postings += p - start
     return postings
 
 
 @numba.njit(cache=True, nogil=True)
-def _bound(query_terms, query_weights, k, arrays, accumulator, scratch, slot_weights,
-           cut_impact, credit, need, heap_scores, heap_docs, size, estimated_docs, n_estimated,
-           stats):
+def _bound(
+    query_terms,
+    query_weights,
+    k,
+    arrays,
+    accumulator,
+    scratch,
+    slot_weights,
+    cut_impact,
+    credit,
+    need,
+    heap_scores,
+    heap_docs,
+    size,
+    estimated_docs,
+    n_estimated,
+    stats,
+):
     """Phase 3: per window, accumulate the excess over the cuts, then collect the documents
     whose bound ``credit`` + excess reaches θ₀ (excess >= ``need``) while clearing the
     accumulator. A full candidate buffer is verified at once (phase 4) to free it.
@@ -576,8 +695,9 @@ def _bound(query_terms, query_weights, k, arrays, accumulator, scratch, slot_wei
         base = w << arrays.window_bits
         size_w = min(1 << arrays.window_bits, num_docs - base)
         _prefetch_starts(query_terms, arrays, num_windows, w)
-        scored += _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact,
-                              accumulator)
+        scored += _add_excess(
+            query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator
+        )
         # Collect the candidates while clearing the accumulator (a scan that skips blocks whose
         # vectorized maximum is below the need measured slower: docs/performance.md).
         for offset in range(size_w):
@@ -588,9 +708,21 @@ def _bound(query_terms, query_weights, k, arrays, accumulator, scratch, slot_wei
                     # Rare: the buffer is full; verify its candidates now (by bound) to free it.
                     n_early += 1
                     n_flushed += n_candidates
-                    size = _verify(candidate_keys, candidate_docs, n_candidates, heap_scores,
-                                   heap_docs, size, k, estimated_docs, n_estimated, arrays,
-                                   scratch.slots, slot_weights, stats)
+                    size = _verify(
+                        candidate_keys,
+                        candidate_docs,
+                        n_candidates,
+                        heap_scores,
+                        heap_docs,
+                        size,
+                        k,
+                        estimated_docs,
+                        n_estimated,
+                        arrays,
+                        scratch.slots,
+                        slot_weights,
+                        stats,
+                    )
                     n_candidates = 0
                     if size < 0:
                         corrupt = True
@@ -611,9 +743,23 @@ def _bound(query_terms, query_weights, k, arrays, accumulator, scratch, slot_wei
 
 # -- 4. verify -----------------------------------------------------------------------------------
 
+
 @numba.njit(cache=True, nogil=True)
-def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip, arrays, slots,
-            slot_weights, stats):
+def _verify(
+    keys,
+    docs,
+    count,
+    heap_scores,
+    heap_docs,
+    size,
+    k,
+    skip,
+    n_skip,
+    arrays,
+    slots,
+    slot_weights,
+    stats,
+):
     """Phase 4: score candidates exactly by decreasing bound until a bound is below the k-th
     score, into the k-best heap.
 
@@ -653,9 +799,20 @@ def _verify(keys, docs, count, heap_scores, heap_docs, size, k, skip, n_skip, ar
 
 # -- the kernels ---------------------------------------------------------------------------------
 
+
 @numba.njit(cache=True, nogil=True)
-def pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulator, scratch,
-                      out_docs, out_scores, stats):
+def pruned_search_one(
+    query_terms,
+    query_weights,
+    k,
+    arrays,
+    settings,
+    accumulator,
+    scratch,
+    out_docs,
+    out_scores,
+    stats,
+):
     """Top-k of one query by the four phases of the module docstring, window by window.
 
     ``arrays``: :class:`SearchArrays`; ``settings``: :class:`KernelSettings`; ``accumulator``:
@@ -681,13 +838,33 @@ def pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulat
 
     # 1. Estimate θ₀ (the estimate's documents are skipped when verifying candidates).
     n_best, scored, exhaustive, corrupt = _estimate(
-        query_terms, query_weights, arrays, settings, accumulator, scratch.candidate_docs,
-        cut_position, cut_impact, best_scores, best_docs)
+        query_terms,
+        query_weights,
+        arrays,
+        settings,
+        accumulator,
+        scratch.candidate_docs,
+        cut_position,
+        cut_impact,
+        best_scores,
+        best_docs,
+    )
     estimated_docs = np.sort(best_docs[:n_best])
     size = 0
     if not corrupt:
-        size = _score_estimate(best_scores, best_docs, n_best, estimated_docs, exhaustive, k,
-                               arrays, slots, slot_weights, heap_scores, heap_docs)
+        size = _score_estimate(
+            best_scores,
+            best_docs,
+            n_best,
+            estimated_docs,
+            exhaustive,
+            k,
+            arrays,
+            slots,
+            slot_weights,
+            heap_scores,
+            heap_docs,
+        )
         corrupt = size < 0
     stats[STAT_VERIFIED] = n_best
     stats[STAT_POSTINGS] = scored
@@ -702,8 +879,9 @@ def pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulat
     theta0 = heap_scores[0]
 
     # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀.
-    bound = _cut(query_terms, query_weights, arrays, theta0, settings.cut_ratio, cut_position,
-                 cut_impact)
+    bound = _cut(
+        query_terms, query_weights, arrays, theta0, settings.cut_ratio, cut_position, cut_impact
+    )
 
     # 3. Bound: candidates are the documents with credit + excess >= θ₀ (credit = R, or β·R).
     credit = bound
@@ -711,15 +889,42 @@ def pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulat
         credit = np.int64(np.floor(bound * settings.bound_weight))
     need = max(theta0 - credit, np.int64(1))
     size, n_candidates, postings = _bound(
-        query_terms, query_weights, k, arrays, accumulator, scratch, slot_weights, cut_impact,
-        credit, need, heap_scores, heap_docs, size, estimated_docs, n_best, stats)
+        query_terms,
+        query_weights,
+        k,
+        arrays,
+        accumulator,
+        scratch,
+        slot_weights,
+        cut_impact,
+        credit,
+        need,
+        heap_scores,
+        heap_docs,
+        size,
+        estimated_docs,
+        n_best,
+        stats,
+    )
     scored += postings
 
     # 4. Verify by decreasing bound, so the k-th score rises as fast as it can.
     if size >= 0:
-        size = _verify(scratch.candidate_keys, scratch.candidate_docs, n_candidates, heap_scores,
-                       heap_docs, size, k, estimated_docs, n_best, arrays, slots, slot_weights,
-                       stats)
+        size = _verify(
+            scratch.candidate_keys,
+            scratch.candidate_docs,
+            n_candidates,
+            heap_scores,
+            heap_docs,
+            size,
+            k,
+            estimated_docs,
+            n_best,
+            arrays,
+            slots,
+            slot_weights,
+            stats,
+        )
     _clear_slots(query_terms, slots)
     if size < 0:
         accumulator[:] = 0  # a pass may have stopped before clearing its window
@@ -732,8 +937,9 @@ def pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulat
 
 
 @numba.njit(cache=True, nogil=True)
-def windowed_exhaustive_one(query_terms, query_weights, k, arrays, accumulator, out_docs,
-                            out_scores):
+def windowed_exhaustive_one(
+    query_terms, query_weights, k, arrays, accumulator, out_docs, out_scores
+):
     """Exhaustive top-k, one window of documents at a time (accumulator in L2 cache).
 
     Same result as :func:`kernels.search_one`; ``accumulator`` has at least 2^window_bits
@@ -768,8 +974,19 @@ def windowed_exhaustive_one(query_terms, query_weights, k, arrays, accumulator, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _search_one_any(mode, query_terms, query_weights, k, arrays, settings, accumulator, scratch,
-                    out_docs, out_scores, stats):
+def _search_one_any(
+    mode,
+    query_terms,
+    query_weights,
+    k,
+    arrays,
+    settings,
+    accumulator,
+    scratch,
+    out_docs,
+    out_scores,
+    stats,
+):
     """Mode 0: windowed exhaustive; 1: pruned (exhaustive for small queries, or when the
     estimate finds fewer than k documents)."""
     total = 0
@@ -780,29 +997,75 @@ def _search_one_any(mode, query_terms, query_weights, k, arrays, settings, accum
     # Pruning pays off only when the query's postings far outnumber what its estimate scores
     # (a small collection, rare terms): below that the exhaustive kernel is cheaper, and exact.
     if mode == 1 and total > _PRUNE_MIN_FACTOR * settings.estimate_postings:
-        count = pruned_search_one(query_terms, query_weights, k, arrays, settings, accumulator,
-                                  scratch, out_docs, out_scores, stats)
+        count = pruned_search_one(
+            query_terms,
+            query_weights,
+            k,
+            arrays,
+            settings,
+            accumulator,
+            scratch,
+            out_docs,
+            out_scores,
+            stats,
+        )
         if count != FALLBACK:
             return count
-    return windowed_exhaustive_one(query_terms, query_weights, k, arrays, accumulator, out_docs,
-                                   out_scores)
+    return windowed_exhaustive_one(
+        query_terms, query_weights, k, arrays, accumulator, out_docs, out_scores
+    )
 
 
 @numba.njit(cache=True, nogil=True)
-def search_range(mode, first, last, query_indptr, query_terms, query_weights, use_int64, k,
-                 arrays, settings, scratch, out_docs, out_scores, out_counts, out_stats):
+def search_range(
+    mode,
+    first,
+    last,
+    query_indptr,
+    query_terms,
+    query_weights,
+    use_int64,
+    k,
+    arrays,
+    settings,
+    scratch,
+    out_docs,
+    out_scores,
+    out_counts,
+    out_stats,
+):
     """Queries [first, last) of a CSR batch with one thread's scratch arrays (GIL released)."""
     for q in range(first, last):
         start = query_indptr[q]
         end = query_indptr[q + 1]
         if use_int64[q]:
             out_counts[q] = _search_one_any(
-                mode, query_terms[start:end], query_weights[start:end], k, arrays, settings,
-                scratch.accumulator64, scratch, out_docs[q], out_scores[q], out_stats[q])
+                mode,
+                query_terms[start:end],
+                query_weights[start:end],
+                k,
+                arrays,
+                settings,
+                scratch.accumulator64,
+                scratch,
+                out_docs[q],
+                out_scores[q],
+                out_stats[q],
+            )
         else:
             out_counts[q] = _search_one_any(
-                mode, query_terms[start:end], query_weights[start:end], k, arrays, settings,
-                scratch.accumulator32, scratch, out_docs[q], out_scores[q], out_stats[q])
+                mode,
+                query_terms[start:end],
+                query_weights[start:end],
+                k,
+                arrays,
+                settings,
+                scratch.accumulator32,
+                scratch,
+                out_docs[q],
+                out_scores[q],
+                out_stats[q],
+            )
 
 
 class PrunedSearcher:
@@ -819,18 +1082,25 @@ class PrunedSearcher:
         from sparse_ir.index.layout import SearchLayout
 
         if index.manifest.search_layout is None:
-            raise ValueError(f"{index.directory}: this index has no search layout, so only "
-                             "mode='exhaustive' works; rebuild it with search_layout=True "
-                             "(the default) for pruned and approximate search")
-        if isinstance(candidate_capacity, bool) or not isinstance(
-                candidate_capacity, (int, np.integer)) or candidate_capacity < 1:
-            raise ValueError(f"candidate_capacity must be an integer >= 1, got "
-                             f"{candidate_capacity!r}")
+            raise ValueError(
+                f"{index.directory}: this index has no search layout, so only "
+                "mode='exhaustive' works; rebuild it with search_layout=True "
+                "(the default) for pruned and approximate search"
+            )
+        if (
+            isinstance(candidate_capacity, bool)
+            or not isinstance(candidate_capacity, (int, np.integer))
+            or candidate_capacity < 1
+        ):
+            raise ValueError(
+                f"candidate_capacity must be an integer >= 1, got {candidate_capacity!r}"
+            )
         self.candidate_capacity = int(candidate_capacity)
         self.index = index
         # The index maps its layout when it opens (see ImpactIndex.__init__).
-        self.layout = getattr(index, "_layout", None) or SearchLayout.open(index.directory,
-                                                                            index.manifest)
+        self.layout = getattr(index, "_layout", None) or SearchLayout.open(
+            index.directory, index.manifest
+        )
         self._local = threading.local()
         # Worker threads live as long as the searcher, so their scratch arrays are allocated
         # once, not at every batch (a SciFact batch takes only ~40 ms).
@@ -859,11 +1129,13 @@ class PrunedSearcher:
             capacity = self.candidate_capacity
             # Candidate documents double as the scratch of one window's touched documents.
             window = 1 << self.layout.window_bits
-            local.scratch = Scratch(np.zeros(ACCUMULATOR_SIZE, np.int32),
-                                    np.zeros(ACCUMULATOR_SIZE, np.int64),
-                                    np.zeros(self.index.vocab_size, np.uint16),
-                                    np.empty(max(capacity, window), np.int64),
-                                    np.empty(capacity, np.int64))
+            local.scratch = Scratch(
+                np.zeros(ACCUMULATOR_SIZE, np.int32),
+                np.zeros(ACCUMULATOR_SIZE, np.int64),
+                np.zeros(self.index.vocab_size, np.uint16),
+                np.empty(max(capacity, window), np.int64),
+                np.empty(capacity, np.int64),
+            )
         return local.scratch
 
     def _executor(self, workers: int) -> ThreadPoolExecutor:
@@ -883,12 +1155,18 @@ class PrunedSearcher:
 
     def _check(self, counts) -> None:
         if np.any(np.asarray(counts) == kernels.CORRUPT):
-            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
-                                    "index; run verify()")
+            raise IndexCorruptError(
+                f"{self.index.directory}: a posting points outside the index; run verify()"
+            )
 
-    def search(self, terms: np.ndarray, weights: np.ndarray, k: int,
-               params: PrunedParams | None, use_int64: bool
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def search(
+        self,
+        terms: np.ndarray,
+        weights: np.ndarray,
+        k: int,
+        params: PrunedParams | None,
+        use_int64: bool,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(docs, scores, stats)`` of one prepared query; ``params=None``: exhaustive.
 
         ``terms``/``weights``: as :meth:`ImpactIndex.prepare_query
@@ -899,18 +1177,35 @@ class PrunedSearcher:
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
         stats = np.zeros(len(STATS_FIELDS), np.int64)
-        count = search_one_flat(0 if params is None else 1, terms, weights, k, bool(use_int64),
-                                *self._flat_arrays, *(params or EXACT).as_tuple(), *scratch,
-                                docs, scores, stats)
+        count = search_one_flat(
+            0 if params is None else 1,
+            terms,
+            weights,
+            k,
+            bool(use_int64),
+            *self._flat_arrays,
+            *(params or EXACT).as_tuple(),
+            *scratch,
+            docs,
+            scores,
+            stats,
+        )
         if count < 0:  # kernels.CORRUPT
-            raise IndexCorruptError(f"{self.index.directory}: a posting points outside the "
-                                    "index; run verify()")
+            raise IndexCorruptError(
+                f"{self.index.directory}: a posting points outside the index; run verify()"
+            )
         return docs[:count], scores[:count], stats
 
-    def search_many(self, indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray,
-                    use_int64: np.ndarray, k: int, params: PrunedParams | None,
-                    threads: int = 1
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def search_many(
+        self,
+        indptr: np.ndarray,
+        terms: np.ndarray,
+        weights: np.ndarray,
+        use_int64: np.ndarray,
+        k: int,
+        params: PrunedParams | None,
+        threads: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, len(STATS_FIELDS)])`` on
         ``threads`` threads.
 
@@ -941,9 +1236,23 @@ class PrunedSearcher:
                     taken[0] = first + chunk
                 if first >= n_queries:
                     return
-                search_range(mode, first, min(first + chunk, n_queries), indptr, terms, weights,
-                             use_int64, k, arrays, settings, scratch, out_docs, out_scores,
-                             out_counts, out_stats)
+                search_range(
+                    mode,
+                    first,
+                    min(first + chunk, n_queries),
+                    indptr,
+                    terms,
+                    weights,
+                    use_int64,
+                    k,
+                    arrays,
+                    settings,
+                    scratch,
+                    out_docs,
+                    out_scores,
+                    out_counts,
+                    out_stats,
+                )
 
         if threads == 1:
             work()
@@ -960,12 +1269,38 @@ class PrunedSearcher:
 
 
 @numba.njit(cache=True, nogil=True)
-def search_one_flat(mode, query_terms, query_weights, k, use_int64, term_offsets, postings_docs,
-                    postings_impacts, window_offsets, impact_order_docs, impact_order_impacts,
-                    segment_offsets, segment_impacts, segment_ends, forward_offsets,
-                    forward_terms, forward_impacts, window_bits, estimate_postings,
-                    estimate_candidates, cut_ratio, bound_weight, accumulator32, accumulator64,
-                    slots, candidate_docs, candidate_keys, out_docs, out_scores, stats):
+def search_one_flat(
+    mode,
+    query_terms,
+    query_weights,
+    k,
+    use_int64,
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    window_offsets,
+    impact_order_docs,
+    impact_order_impacts,
+    segment_offsets,
+    segment_impacts,
+    segment_ends,
+    forward_offsets,
+    forward_terms,
+    forward_impacts,
+    window_bits,
+    estimate_postings,
+    estimate_candidates,
+    cut_ratio,
+    bound_weight,
+    accumulator32,
+    accumulator64,
+    slots,
+    candidate_docs,
+    candidate_keys,
+    out_docs,
+    out_scores,
+    stats,
+):
     """One query of :func:`search_range`, the records passed field by field.
 
     Numba checks the type of a record of arrays (a NamedTuple) on a slow path at every call;
@@ -975,14 +1310,47 @@ def search_one_flat(mode, query_terms, query_weights, k, use_int64, term_offsets
     together into :class:`SearchArrays`, :class:`KernelSettings` and :class:`Scratch` inside
     compiled code, and the search is that of :func:`search_range`.
     """
-    arrays = SearchArrays(term_offsets, postings_docs, postings_impacts, window_offsets,
-                          impact_order_docs, impact_order_impacts, segment_offsets,
-                          segment_impacts, segment_ends, forward_offsets, forward_terms,
-                          forward_impacts, window_bits)
+    arrays = SearchArrays(
+        term_offsets,
+        postings_docs,
+        postings_impacts,
+        window_offsets,
+        impact_order_docs,
+        impact_order_impacts,
+        segment_offsets,
+        segment_impacts,
+        segment_ends,
+        forward_offsets,
+        forward_terms,
+        forward_impacts,
+        window_bits,
+    )
     settings = KernelSettings(estimate_postings, estimate_candidates, cut_ratio, bound_weight)
     scratch = Scratch(accumulator32, accumulator64, slots, candidate_docs, candidate_keys)
     if use_int64:
-        return _search_one_any(mode, query_terms, query_weights, k, arrays, settings,
-                               scratch.accumulator64, scratch, out_docs, out_scores, stats)
-    return _search_one_any(mode, query_terms, query_weights, k, arrays, settings,
-                           scratch.accumulator32, scratch, out_docs, out_scores, stats)
+        return _search_one_any(
+            mode,
+            query_terms,
+            query_weights,
+            k,
+            arrays,
+            settings,
+            scratch.accumulator64,
+            scratch,
+            out_docs,
+            out_scores,
+            stats,
+        )
+    return _search_one_any(
+        mode,
+        query_terms,
+        query_weights,
+        k,
+        arrays,
+        settings,
+        scratch.accumulator32,
+        scratch,
+        out_docs,
+        out_scores,
+        stats,
+    )

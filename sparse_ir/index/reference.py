@@ -12,16 +12,22 @@ import numpy as np
 __all__ = ["reference_scores", "reference_top_k"]
 
 
-def reference_scores(term_offsets: np.ndarray, postings_docs: np.ndarray,
-                     postings_impacts: np.ndarray, num_documents: int,
-                     query_terms: np.ndarray, query_weights: np.ndarray) -> np.ndarray:
+def reference_scores(
+    term_offsets: np.ndarray,
+    postings_docs: np.ndarray,
+    postings_impacts: np.ndarray,
+    num_documents: int,
+    query_terms: np.ndarray,
+    query_weights: np.ndarray,
+) -> np.ndarray:
     """Exact int64 score of every document for one query."""
     scores = np.zeros(num_documents, np.int64)
     for term, weight in zip(query_terms.tolist(), query_weights.tolist()):
         start, end = int(term_offsets[term]), int(term_offsets[term + 1])
         # A term's documents are distinct, so fancy-index += adds each posting once.
-        scores[postings_docs[start:end]] += int(weight) * \
-            np.asarray(postings_impacts[start:end], np.int64)
+        scores[postings_docs[start:end]] += int(weight) * np.asarray(
+            postings_impacts[start:end], np.int64
+        )
     return scores
 
 

@@ -142,8 +142,15 @@ class ArrayWriter:
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.count = int(count)
         self.written = 0
-        header = json.dumps({"format": ARRAY_FORMAT, "version": ARRAY_VERSION, "name": name,
-                             "dtype": self.dtype.str, "count": self.count}).encode()
+        header = json.dumps(
+            {
+                "format": ARRAY_FORMAT,
+                "version": ARRAY_VERSION,
+                "name": name,
+                "dtype": self.dtype.str,
+                "count": self.count,
+            }
+        ).encode()
         start = len(_MAGIC) + 4 + len(header)
         padding = (-start) % _ALIGN
         self._out = _CheckedWriter(self.path)
@@ -163,8 +170,7 @@ class ArrayWriter:
         """Write the footer, fsync, and return the file's size and CRC32."""
         if self.written != self.count:
             self._out.abort()
-            raise ValueError(f"{self.name}: {self.written} elements written, "
-                             f"{self.count} declared")
+            raise ValueError(f"{self.name}: {self.written} elements written, {self.count} declared")
         self._out.write(_FOOTER_MAGIC + struct.pack("<I", self._out.crc) + b"\0" * 4)
         return self._out.close()
 
@@ -176,7 +182,7 @@ def write_array(path: str | os.PathLike, name: str, values: np.ndarray, dtype=No
     # Chunks keep the temporary copy (dtype conversion) small for huge arrays.
     step = 1 << 24
     for start in range(0, len(values), step):
-        writer.write(values[start:start + step])
+        writer.write(values[start : start + step])
     return writer.close()
 
 
@@ -204,9 +210,9 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
         size = path.stat().st_size
         with open(path, "rb") as handle:
             start = handle.read(len(_MAGIC) + 4)
-            if len(start) < len(_MAGIC) + 4 or start[:len(_MAGIC)] != _MAGIC:
+            if len(start) < len(_MAGIC) + 4 or start[: len(_MAGIC)] != _MAGIC:
                 raise IndexCorruptError(f"{path}: not a sparse-ir array file (bad magic bytes)")
-            (header_len,) = struct.unpack("<I", start[len(_MAGIC):])
+            (header_len,) = struct.unpack("<I", start[len(_MAGIC) :])
             if header_len > _MAX_HEADER:
                 raise IndexCorruptError(f"{path}: header length {header_len} is not plausible")
             raw = handle.read(header_len)
@@ -227,39 +233,52 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
     except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
         raise IndexCorruptError(f"{path}: corrupt header ({exc})") from None
     if header.get("format") != ARRAY_FORMAT:
-        raise IndexFormatError(f"{path}: format {header.get('format')!r}, "
-                               f"expected {ARRAY_FORMAT!r}")
+        raise IndexFormatError(
+            f"{path}: format {header.get('format')!r}, expected {ARRAY_FORMAT!r}"
+        )
     if header.get("version") != ARRAY_VERSION:
-        raise IndexFormatError(f"{path}: array format version {header.get('version')!r}; this "
-                               f"sparse_ir reads version {ARRAY_VERSION}")
+        raise IndexFormatError(
+            f"{path}: array format version {header.get('version')!r}; this "
+            f"sparse_ir reads version {ARRAY_VERSION}"
+        )
     dtype_text, count, name = header.get("dtype"), header.get("count"), header.get("name")
     # Only plain little-endian numbers: numpy would parse far more (bytes, objects, records;
     # some spellings even raise SyntaxError), and a damaged header must not pick one of them.
     if not (isinstance(dtype_text, str) and _ARRAY_DTYPE.fullmatch(dtype_text)):
-        raise IndexCorruptError(f"{path}: corrupt header (dtype {dtype_text!r} is not a "
-                                "little-endian integer or float type)")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 0 or \
-            not isinstance(name, str):
+        raise IndexCorruptError(
+            f"{path}: corrupt header (dtype {dtype_text!r} is not a "
+            "little-endian integer or float type)"
+        )
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, int)
+        or count < 0
+        or not isinstance(name, str)
+    ):
         raise IndexCorruptError(f"{path}: corrupt header (count {count!r}, name {name!r})")
     dtype = np.dtype(dtype_text)
     if dtype.str != dtype_text:  # e.g. "<u1" for "|u1": the writer never spells it so
-        raise IndexCorruptError(f"{path}: corrupt header (dtype {dtype_text!r} is not "
-                                f"written as {dtype.str!r})")
+        raise IndexCorruptError(
+            f"{path}: corrupt header (dtype {dtype_text!r} is not written as {dtype.str!r})"
+        )
     data_offset = len(_MAGIC) + 4 + header_len
     data_offset += (-data_offset) % _ALIGN
     expected = data_offset + count * dtype.itemsize + _FOOTER_SIZE
     if size != expected:
-        raise IndexCorruptError(f"{path}: {size} bytes, but its header promises {expected} "
-                                f"({count} × {dtype.str}); the file is truncated or extended")
-    if footer[:len(_FOOTER_MAGIC)] != _FOOTER_MAGIC or footer[-4:] != b"\0" * 4:
+        raise IndexCorruptError(
+            f"{path}: {size} bytes, but its header promises {expected} "
+            f"({count} × {dtype.str}); the file is truncated or extended"
+        )
+    if footer[: len(_FOOTER_MAGIC)] != _FOOTER_MAGIC or footer[-4:] != b"\0" * 4:
         raise IndexCorruptError(f"{path}: missing footer (the file was not completely written)")
     if padding.strip(b"\0"):
         raise IndexCorruptError(f"{path}: bytes between the header and the data are not zero")
     return ArrayHeader(name, dtype, count, data_offset)
 
 
-def open_array(path: str | os.PathLike, *, name: str | None = None, dtype=None,
-               count: int | None = None) -> np.ndarray:
+def open_array(
+    path: str | os.PathLike, *, name: str | None = None, dtype=None, count: int | None = None
+) -> np.ndarray:
     """Memory-map the data of an array file after checking its header against expectations.
 
     Returns a read-only plain ``np.ndarray`` over the mapping (the ``np.memmap`` is its
@@ -270,14 +289,16 @@ def open_array(path: str | os.PathLike, *, name: str | None = None, dtype=None,
     if name is not None and header.name != name:
         raise IndexCorruptError(f"{path}: holds array {header.name!r}, expected {name!r}")
     if dtype is not None and header.dtype != np.dtype(dtype).newbyteorder("<"):
-        raise IndexCorruptError(f"{path}: dtype {header.dtype.str}, expected "
-                                f"{np.dtype(dtype).str}")
+        raise IndexCorruptError(f"{path}: dtype {header.dtype.str}, expected {np.dtype(dtype).str}")
     if count is not None and header.count != count:
         raise IndexCorruptError(f"{path}: {header.count} elements, expected {count}")
     if header.count == 0:
         return np.zeros(0, dtype=header.dtype)
-    return np.asarray(np.memmap(path, dtype=header.dtype, mode="r", offset=header.data_offset,
-                                shape=(header.count,)))
+    return np.asarray(
+        np.memmap(
+            path, dtype=header.dtype, mode="r", offset=header.data_offset, shape=(header.count,)
+        )
+    )
 
 
 def check_array_footer(path: str | os.PathLike) -> None:
@@ -288,10 +309,11 @@ def check_array_footer(path: str | os.PathLike) -> None:
     with open(path, "rb") as handle:
         handle.seek(size - _FOOTER_SIZE)
         footer = handle.read(_FOOTER_SIZE)
-    (stored,) = struct.unpack("<I", footer[len(_FOOTER_MAGIC):len(_FOOTER_MAGIC) + 4])
+    (stored,) = struct.unpack("<I", footer[len(_FOOTER_MAGIC) : len(_FOOTER_MAGIC) + 4])
     if stored != crc:
-        raise IndexCorruptError(f"{path}: CRC32 mismatch (footer {stored:08x}, "
-                                f"data {crc:08x}): the file is corrupt")
+        raise IndexCorruptError(
+            f"{path}: CRC32 mismatch (footer {stored:08x}, data {crc:08x}): the file is corrupt"
+        )
 
 
 def file_crc32(path: str | os.PathLike, length: int | None = None) -> int:
@@ -368,13 +390,15 @@ def read_manifest(directory: Path, *, format_name: str, version: int) -> dict:
     body, problem = read_manifest_unchecked(directory)
     damaged = f" (and {problem})" if problem else ""
     if body.get("format") != format_name:
-        raise IndexFormatError(f"{directory}: a {body.get('format')!r} index, not "
-                               f"{format_name!r}{damaged}")
+        raise IndexFormatError(
+            f"{directory}: a {body.get('format')!r} index, not {format_name!r}{damaged}"
+        )
     if body.get("format_version") != version:
         raise IndexFormatError(
             f"{directory}: index format version {body.get('format_version')!r}; this sparse_ir "
             f"reads version {version}. Rebuild the index with this version, or use the "
-            f"sparse_ir that wrote it{damaged}.")
+            f"sparse_ir that wrote it{damaged}."
+        )
     if problem:
         raise IndexCorruptError(f"{path}: {problem}")
     return body
@@ -411,8 +435,10 @@ def file_problems(directory: Path, files: object, *, full: bool) -> list[str]:
             try:
                 found = file_crc32(path)
                 if found != crc:
-                    problems.append(f"{path}: CRC32 {found:08x}, the manifest records "
-                                    f"{crc:08x}: the file is corrupt")
+                    problems.append(
+                        f"{path}: CRC32 {found:08x}, the manifest records "
+                        f"{crc:08x}: the file is corrupt"
+                    )
                 elif name.endswith(".bin"):
                     read_array_header(path)
                     check_array_footer(path)
@@ -431,8 +457,9 @@ def check_files(directory: Path, files: Mapping[str, FileRecord], *, full: bool)
         raise IndexCorruptError(problems[0])
 
 
-def check_files_at_open(directory: Path, files: Mapping[str, FileRecord], *,
-                        checksum_up_to: int) -> None:
+def check_files_at_open(
+    directory: Path, files: Mapping[str, FileRecord], *, checksum_up_to: int
+) -> None:
     """The cheap checks of ``open()``: every file present at its recorded size, and the CRC32
     of the files of at most ``checksum_up_to`` bytes (metadata, like Lucene's segment infos;
     larger files are checksummed by ``verify()``).
@@ -442,8 +469,9 @@ def check_files_at_open(directory: Path, files: Mapping[str, FileRecord], *,
     check_files(directory, files, full=False)
     for name, record in files.items():
         if record.size <= checksum_up_to and file_crc32(directory / name) != record.crc32:
-            raise IndexCorruptError(f"{directory / name}: CRC32 does not match the "
-                                    "manifest: the file is corrupt")
+            raise IndexCorruptError(
+                f"{directory / name}: CRC32 does not match the manifest: the file is corrupt"
+            )
 
 
 def fsync_directory(path: str | os.PathLike) -> None:
@@ -502,8 +530,9 @@ class IndexDirectory:
         pointer = self.path / _CURRENT
         match = _POINTER.fullmatch(raw)
         if not match:
-            raise IndexCorruptError(f"{pointer}: corrupt (expected 'gen-NNNNNN <crc32>', got "
-                                    f"{raw[:40]!r})")
+            raise IndexCorruptError(
+                f"{pointer}: corrupt (expected 'gen-NNNNNN <crc32>', got {raw[:40]!r})"
+            )
         name = match.group(1).decode("ascii")
         if int(match.group(2), 16) != zlib.crc32(name.encode()):
             raise IndexCorruptError(f"{pointer}: corrupt (checksum mismatch)")
@@ -519,7 +548,8 @@ class IndexDirectory:
                 raise FileNotFoundError(f"no index at {self.path}")
             raise IndexCorruptError(
                 f"{self.path}: no {_CURRENT} file, so no complete index here (an interrupted "
-                "first build leaves this; build again)")
+                "first build leaves this; build again)"
+            )
         name = self._parse_pointer(raw)
         generation = self.path / name
         if not generation.is_dir():
@@ -541,8 +571,9 @@ class IndexDirectory:
             except (FileNotFoundError, IndexCorruptError):
                 if before is None or attempt == attempts - 1 or self._read_pointer() == before:
                     raise
-                logger.debug("%s: a new generation was published while opening; retrying",
-                             self.path)
+                logger.debug(
+                    "%s: a new generation was published while opening; retrying", self.path
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def generations(self) -> list[tuple[int, Path]]:
@@ -571,7 +602,7 @@ class IndexDirectory:
     def _live_number(self) -> int | None:
         try:
             raw = self._read_pointer()
-            return None if raw is None else int(self._parse_pointer(raw)[len("gen-"):])
+            return None if raw is None else int(self._parse_pointer(raw)[len("gen-") :])
         except IndexCorruptError:
             return None
 
@@ -607,7 +638,7 @@ class IndexDirectory:
                     shutil.rmtree(renamed, ignore_errors=True)  # renamed, never published
                 raise
             live = [(n, p) for n, p in self.generations() if n <= number]
-            for _, old in live[:max(0, len(live) - 1 - keep_previous)]:
+            for _, old in live[: max(0, len(live) - 1 - keep_previous)]:
                 shutil.rmtree(old, ignore_errors=True)
 
     def _prepare(self) -> None:
@@ -615,15 +646,24 @@ class IndexDirectory:
             raise FileExistsError(f"{self.path} exists and is not a directory")
         if self.path.is_dir():
             if self.is_generation_dir():
-                raise FileExistsError(f"{self.path} is one generation of an index; build into "
-                                      "its parent (the index directory) instead")
-            foreign = [e.name for e in self.path.iterdir()
-                       if not (e.name in (_CURRENT, ".lock") or e.name.startswith(".tmp-")
-                               or _GENERATION.match(e.name))]
+                raise FileExistsError(
+                    f"{self.path} is one generation of an index; build into "
+                    "its parent (the index directory) instead"
+                )
+            foreign = [
+                e.name
+                for e in self.path.iterdir()
+                if not (
+                    e.name in (_CURRENT, ".lock")
+                    or e.name.startswith(".tmp-")
+                    or _GENERATION.match(e.name)
+                )
+            ]
             if foreign:
                 raise FileExistsError(
                     f"{self.path} exists and holds files that are not an index "
-                    f"({', '.join(sorted(foreign)[:3])}...); choose another output directory")
+                    f"({', '.join(sorted(foreign)[:3])}...); choose another output directory"
+                )
         self.path.mkdir(parents=True, exist_ok=True)
 
     @contextlib.contextmanager

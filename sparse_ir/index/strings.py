@@ -48,12 +48,17 @@ class StringColumnWriter:
         self._scratch.close()
         offsets = np.concatenate(self._offsets)
         records = []
-        writer = ArrayWriter(self.directory / f"{self.name}.offsets.bin", f"{self.name}.offsets",
-                             np.int64, len(offsets))
+        writer = ArrayWriter(
+            self.directory / f"{self.name}.offsets.bin",
+            f"{self.name}.offsets",
+            np.int64,
+            len(offsets),
+        )
         writer.write(offsets)
         records.append(writer.close())
-        writer = ArrayWriter(self.directory / f"{self.name}.bytes.bin", f"{self.name}.bytes",
-                             np.uint8, self._total)
+        writer = ArrayWriter(
+            self.directory / f"{self.name}.bytes.bin", f"{self.name}.bytes", np.uint8, self._total
+        )
         with open(self._scratch_path, "rb") as handle:
             while block := handle.read(1 << 24):
                 writer.write(np.frombuffer(block, np.uint8))
@@ -69,10 +74,15 @@ class StringColumn:
     """Read access to a column written by :class:`StringColumnWriter` (memory-mapped)."""
 
     def __init__(self, directory: Path, name: str, count: int):
-        self.offsets = open_array(directory / f"{name}.offsets.bin", name=f"{name}.offsets",
-                                  dtype=np.int64, count=count + 1)
-        self.data = open_array(directory / f"{name}.bytes.bin", name=f"{name}.bytes",
-                               dtype=np.uint8)
+        self.offsets = open_array(
+            directory / f"{name}.offsets.bin",
+            name=f"{name}.offsets",
+            dtype=np.int64,
+            count=count + 1,
+        )
+        self.data = open_array(
+            directory / f"{name}.bytes.bin", name=f"{name}.bytes", dtype=np.uint8
+        )
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -86,7 +96,7 @@ class StringColumn:
         blob = bytes(self.data).decode("utf-8", errors="replace") if len(self.data) else ""
         if blob.isascii():
             offsets = self.offsets.tolist()
-            return [blob[offsets[i]:offsets[i + 1]] for i in range(len(self))]
+            return [blob[offsets[i] : offsets[i + 1]] for i in range(len(self))]
         return [self[i] for i in range(len(self))]
 
     def check(self) -> str | None:

@@ -28,8 +28,7 @@ def __getattr__(name: str):
             if getattr(error, "name", None) in ("fastapi", "starlette", "pydantic", "uvicorn"):
                 from sparse_ir.errors import MissingDependencyError
 
-                raise MissingDependencyError("the search service", error.name,
-                                             "service") from None
+                raise MissingDependencyError("the search service", error.name, "service") from None
             raise
         return create_app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

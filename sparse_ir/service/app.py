@@ -55,12 +55,22 @@ logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("sparse_ir.service.access")
 
 STATIC = Path(__file__).with_name("static")
-_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-           405: "method_not_allowed", 408: "request_timeout", 413: "too_large",
-           415: "unsupported_media_type", 422: "invalid_request", 503: "unavailable",
-           504: "timeout"}
-_ERROR_RESPONSES = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413,
-                                                                   422, 500, 504)}
+_ERRORS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    503: "unavailable",
+    504: "timeout",
+}
+_ERROR_RESPONSES = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 500, 504)
+}
 _REQUEST_ID = "sparse_ir.request_id"
 _DEADLINE = "sparse_ir.deadline"
 
@@ -68,8 +78,15 @@ _DEADLINE = "sparse_ir.deadline"
 class ServiceError(Exception):
     """A request the service refuses: an HTTP status, a short code and a message."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None,
-                 headers: dict[str, str] | None = None, problems: list | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        problems: list | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.code = code or _ERRORS.get(status, "error")
@@ -90,6 +107,7 @@ def _request_id(request: Request) -> str:
 
 
 # -- the middleware: request ids, body limit and upload timeout, access log, metrics, 500s -------
+
 
 class _Guard:
     """Pure ASGI middleware (outermost): every request gets an id, a deadline, a body read
@@ -136,26 +154,44 @@ class _Guard:
                 receive = _replay(refused, receive)
             await self.app(scope, receive, send_with_id)
         except Exception:
-            logger.exception("request %s (%s %s) failed", request_id, scope["method"],
-                             scope["path"])
+            logger.exception(
+                "request %s (%s %s) failed", request_id, scope["method"], scope["path"]
+            )
             if not state["started"]:
-                await _send_error(send_with_id, ServiceError(
-                    500, f"internal error; the server's log has the details under request id "
-                         f"{request_id}", code="internal_error"), request_id)
+                await _send_error(
+                    send_with_id,
+                    ServiceError(
+                        500,
+                        f"internal error; the server's log has the details under request id "
+                        f"{request_id}",
+                        code="internal_error",
+                    ),
+                    request_id,
+                )
         finally:
             self.metrics.in_flight -= 1
             seconds = time.perf_counter() - started
             route = scope.get("route")
-            route = getattr(route, "path", None) or ("/static" if scope["path"].startswith(
-                "/static/") else "unmatched")
+            route = getattr(route, "path", None) or (
+                "/static" if scope["path"].startswith("/static/") else "unmatched"
+            )
             self.metrics.record(scope["method"], route, state["status"], seconds)
             if access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_logger.info(json.dumps({
-                    "ts": round(time.time(), 3), "request_id": request_id,
-                    "method": scope["method"], "path": scope["path"],
-                    "status": state["status"], "ms": round(seconds * 1000, 3),
-                    "bytes": state["bytes"], "client": client[0] if client else None}))
+                access_logger.info(
+                    json.dumps(
+                        {
+                            "ts": round(time.time(), 3),
+                            "request_id": request_id,
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": state["status"],
+                            "ms": round(seconds * 1000, 3),
+                            "bytes": state["bytes"],
+                            "client": client[0] if client else None,
+                        }
+                    )
+                )
 
     async def _read_body(self, scope, receive) -> bytes | ServiceError | None:
         limit = self.settings.max_body_bytes
@@ -166,8 +202,9 @@ class _Guard:
                 except ValueError:
                     return ServiceError(400, "Content-Length is not a number")
                 if length > limit:
-                    return ServiceError(413, f"the body has {length} bytes; the limit is "
-                                             f"{limit} (--max-body-bytes)")
+                    return ServiceError(
+                        413, f"the body has {length} bytes; the limit is {limit} (--max-body-bytes)"
+                    )
         chunks, size = [], 0
 
         async def read() -> bytes | ServiceError | None:
@@ -179,8 +216,9 @@ class _Guard:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    return ServiceError(413, f"the body exceeds the limit of {limit} bytes "
-                                             "(--max-body-bytes)")
+                    return ServiceError(
+                        413, f"the body exceeds the limit of {limit} bytes (--max-body-bytes)"
+                    )
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
@@ -189,8 +227,11 @@ class _Guard:
         try:
             return await asyncio.wait_for(read(), max(remaining, 0.001))
         except TimeoutError:
-            return ServiceError(408, f"the body did not arrive within "
-                                     f"{self.settings.request_timeout:g} s (--request-timeout)")
+            return ServiceError(
+                408,
+                f"the body did not arrive within "
+                f"{self.settings.request_timeout:g} s (--request-timeout)",
+            )
 
 
 def _replay(body: bytes, receive):
@@ -207,10 +248,13 @@ def _replay(body: bytes, receive):
 
 
 async def _send_error(send, error: ServiceError, request_id: str) -> None:
-    payload = json.dumps(_error_body(error.code, error.message, request_id, error.problems),
-                         separators=(",", ":")).encode()
-    headers = [(b"content-type", b"application/json"),
-               (b"content-length", str(len(payload)).encode())]
+    payload = json.dumps(
+        _error_body(error.code, error.message, request_id, error.problems), separators=(",", ":")
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
     if error.status in (408, 413):
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
@@ -219,9 +263,14 @@ async def _send_error(send, error: ServiceError, request_id: str) -> None:
 
 # -- the app ------------------------------------------------------------------------------------
 
-def create_app(index: Searcher | str | os.PathLike,
-               dense_index: DenseSearcher | str | os.PathLike | None = None, *,
-               settings: ServiceSettings | None = None, device: str = "cpu") -> FastAPI:
+
+def create_app(
+    index: Searcher | str | os.PathLike,
+    dense_index: DenseSearcher | str | os.PathLike | None = None,
+    *,
+    settings: ServiceSettings | None = None,
+    device: str = "cpu",
+) -> FastAPI:
     """The search service as an ASGI app (run it with uvicorn, or mount it in another app).
 
     Args:
@@ -242,23 +291,26 @@ def create_app(index: Searcher | str | os.PathLike,
     elif isinstance(index, (str, os.PathLike)):
         engine = Engine.from_paths(index, dense_index, device=device)
     else:
-        raise TypeError(f"index must be a Searcher or an index path, got "
-                        f"{type(index).__name__}")
+        raise TypeError(f"index must be a Searcher or an index path, got {type(index).__name__}")
     if engine.current.dense is not None:
         engine.current.hybrid(None)  # refuse indexes over different documents now
     metrics = Metrics()
-    executor = ThreadPoolExecutor(max_workers=settings.search_threads,
-                                  thread_name_prefix="sparse-ir-service")
+    executor = ThreadPoolExecutor(
+        max_workers=settings.search_threads, thread_name_prefix="sparse-ir-service"
+    )
     batcher = QueryBatcher(
-        lambda texts: _encode_texts(engine, texts), executor,
+        lambda texts: _encode_texts(engine, texts),
+        executor,
         window=settings.batch_window_ms / 1000 if settings.micro_batching else 0.0,
-        max_batch=settings.max_batch if settings.micro_batching else 1)
+        max_batch=settings.max_batch if settings.micro_batching else 1,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
         checking = asyncio.get_running_loop().run_in_executor(
-            executor, engine.startup_check, settings.verify)
+            executor, engine.startup_check, settings.verify
+        )
         try:
             yield
         finally:
@@ -267,11 +319,15 @@ def create_app(index: Searcher | str | os.PathLike,
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
-        title="sparse_ir search service", version=_version(), lifespan=lifespan,
-        docs_url=None, redoc_url=None,  # their pages load scripts from a CDN; the schema stays
+        title="sparse_ir search service",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,  # their pages load scripts from a CDN; the schema stays
         description="Learned sparse retrieval over HTTP: search with text or pre-encoded "
-                    "queries, hybrid (sparse + dense) search, encoding, documents, health and "
-                    "metrics. See docs/service.md.")
+        "queries, hybrid (sparse + dense) search, encoding, documents, health and "
+        "metrics. See docs/service.md.",
+    )
     app.state.engine = engine
     app.state.settings = settings
     app.state.metrics = metrics
@@ -287,8 +343,11 @@ def create_app(index: Searcher | str | os.PathLike,
             return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ServiceError(401, "the Authorization header must be 'Bearer <token>'",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise ServiceError(
+                401,
+                "the Authorization header must be 'Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return token.strip()
 
     def _matches(given: str, expected: str | None) -> bool:
@@ -301,28 +360,42 @@ def create_app(index: Searcher | str | os.PathLike,
             return
         given = _given_token(request)
         if given is None:
-            raise ServiceError(401, "this server needs a token: send 'Authorization: Bearer "
-                                    "<read token>'", headers={"WWW-Authenticate": "Bearer"})
+            raise ServiceError(
+                401,
+                "this server needs a token: send 'Authorization: Bearer <read token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         read, admin = _matches(given, settings.read_token), _matches(given, settings.admin_token)
         if not (read or admin):
-            raise ServiceError(401, "the token is not valid", code="invalid_token",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise ServiceError(
+                401,
+                "the token is not valid",
+                code="invalid_token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     async def require_admin(request: Request) -> None:
         if settings.admin_token is None:
-            raise ServiceError(403, "administration is disabled: start the server with "
-                                    "--admin-token-file to allow it")
+            raise ServiceError(
+                403,
+                "administration is disabled: start the server with --admin-token-file to allow it",
+            )
         given = _given_token(request)
         if given is None:
-            raise ServiceError(401, "this endpoint needs the admin token: send "
-                                    "'Authorization: Bearer <admin token>'",
-                               headers={"WWW-Authenticate": "Bearer"})
+            raise ServiceError(
+                401,
+                "this endpoint needs the admin token: send 'Authorization: Bearer <admin token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not _matches(given, settings.admin_token):
             if _matches(given, settings.read_token):
-                raise ServiceError(403, "the read token cannot do this; it needs the admin "
-                                        "token")
-            raise ServiceError(401, "the token is not valid", code="invalid_token",
-                               headers={"WWW-Authenticate": "Bearer"})
+                raise ServiceError(403, "the read token cannot do this; it needs the admin token")
+            raise ServiceError(
+                401,
+                "the token is not valid",
+                code="invalid_token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -331,9 +404,10 @@ def create_app(index: Searcher | str | os.PathLike,
         try:
             return await asyncio.wait_for(awaitable, max(remaining, 0.001))
         except TimeoutError:
-            raise ServiceError(504, f"the request took longer than "
-                                    f"{settings.request_timeout:g} s (--request-timeout)"
-                               ) from None
+            raise ServiceError(
+                504,
+                f"the request took longer than {settings.request_timeout:g} s (--request-timeout)",
+            ) from None
 
     async def in_thread(request: Request, function, *args):
         loop = asyncio.get_running_loop()
@@ -341,19 +415,24 @@ def create_app(index: Searcher | str | os.PathLike,
 
     def check_k(k: int) -> None:
         if k > settings.max_k:
-            raise ServiceError(422, f"k is {k}; the largest this server allows is "
-                                    f"{settings.max_k} (--max-k)",
-                               problems=[{"location": "k", "message": f"must be <= "
-                                                                      f"{settings.max_k}"}])
+            raise ServiceError(
+                422,
+                f"k is {k}; the largest this server allows is {settings.max_k} (--max-k)",
+                problems=[{"location": "k", "message": f"must be <= {settings.max_k}"}],
+            )
 
     def check_text(text: str, location: str = "text") -> None:
         if len(text) > settings.max_query_chars:
-            raise ServiceError(422, f"{location} has {len(text)} characters; the limit is "
-                                    f"{settings.max_query_chars} (--max-query-chars)",
-                               problems=[{"location": location, "message": "too long"}])
+            raise ServiceError(
+                422,
+                f"{location} has {len(text)} characters; the limit is "
+                f"{settings.max_query_chars} (--max-query-chars)",
+                problems=[{"location": location, "message": "too long"}],
+            )
         if not text.strip():
-            raise ServiceError(422, f"{location} is empty",
-                               problems=[{"location": location, "message": "empty"}])
+            raise ServiceError(
+                422, f"{location} is empty", problems=[{"location": location, "message": "empty"}]
+            )
 
     def ensure_ready() -> None:
         if engine.status.startswith("failed"):
@@ -367,9 +446,13 @@ def create_app(index: Searcher | str | os.PathLike,
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    @app.post("/search", response_model=SearchResponse, responses=_ERROR_RESPONSES,
-              dependencies=[Depends(require_read)],
-              summary="Top-k documents for a text or a pre-encoded query")
+    @app.post(
+        "/search",
+        response_model=SearchResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=[Depends(require_read)],
+        summary="Top-k documents for a text or a pre-encoded query",
+    )
     async def search(body: SearchRequest, request: Request):
         check_k(body.k)
         ensure_ready()
@@ -380,34 +463,51 @@ def create_app(index: Searcher | str | os.PathLike,
             query = await within_deadline(request, batcher.encode(body.text))
         else:
             if len(body.query) > settings.max_query_terms:
-                raise ServiceError(422, f"the query has {len(body.query)} terms; the limit "
-                                        f"is {settings.max_query_terms}")
-            query = {token: int(weight) for token, weight in body.query.items()} \
-                if body.impacts else dict(body.query)
+                raise ServiceError(
+                    422,
+                    f"the query has {len(body.query)} terms; the limit "
+                    f"is {settings.max_query_terms}",
+                )
+            query = (
+                {token: int(weight) for token, weight in body.query.items()}
+                if body.impacts
+                else dict(body.query)
+            )
         result = await in_thread(request, _search, engine, loaded, query, body)
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
-    @app.post("/hybrid", response_model=HybridResponse, responses=_ERROR_RESPONSES,
-              dependencies=[Depends(require_read)],
-              summary="Sparse and dense search of one text, fused")
+    @app.post(
+        "/hybrid",
+        response_model=HybridResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=[Depends(require_read)],
+        summary="Sparse and dense search of one text, fused",
+    )
     async def hybrid(body: HybridRequest, request: Request):
         check_k(body.k)
         check_text(body.text)
         ensure_ready()
         loaded = engine.current
         if loaded.dense is None:
-            raise ServiceError(404, "no dense index is loaded: start the server with "
-                                    "--dense-index for hybrid search")
+            raise ServiceError(
+                404,
+                "no dense index is loaded: start the server with --dense-index for hybrid search",
+            )
         options = body.fusion
         if options.depth > max(settings.max_k, 1000):
-            raise ServiceError(422, f"fusion.depth is {options.depth}; the limit is "
-                                    f"{max(settings.max_k, 1000)}")
+            raise ServiceError(
+                422, f"fusion.depth is {options.depth}; the limit is {max(settings.max_k, 1000)}"
+            )
         try:
-            fusion = Fusion(method=options.method,
-                            weights=tuple(options.weights) if options.weights else None,
-                            normalization=options.normalization, missing=options.missing,
-                            depth=options.depth, rrf_k=options.rrf_k)
+            fusion = Fusion(
+                method=options.method,
+                weights=tuple(options.weights) if options.weights else None,
+                normalization=options.normalization,
+                missing=options.missing,
+                depth=options.depth,
+                rrf_k=options.rrf_k,
+            )
         except ValueError as error:
             raise ServiceError(422, f"fusion: {error}") from None
         started = time.perf_counter()
@@ -415,26 +515,36 @@ def create_app(index: Searcher | str | os.PathLike,
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
-    @app.post("/encode", response_model=EncodeResponse, responses=_ERROR_RESPONSES,
-              dependencies=[Depends(require_read)],
-              summary="The sparse vector of a text (decoded tokens)")
+    @app.post(
+        "/encode",
+        response_model=EncodeResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=[Depends(require_read)],
+        summary="The sparse vector of a text (decoded tokens)",
+    )
     async def encode(body: EncodeRequest, request: Request):
         texts = [body.text] if body.text is not None else body.texts
         if len(texts) > settings.max_batch:
-            raise ServiceError(422, f"{len(texts)} texts; the limit is {settings.max_batch} "
-                                    "(--max-batch)")
+            raise ServiceError(
+                422, f"{len(texts)} texts; the limit is {settings.max_batch} (--max-batch)"
+            )
         if not texts:
             raise ServiceError(422, "texts is empty")
         for i, text in enumerate(texts):
             check_text(text, "text" if body.text is not None else f"texts[{i}]")
         loaded = engine.current
-        rows = await within_deadline(request, asyncio.gather(
-            *(batcher.encode(text) for text in texts)))
+        rows = await within_deadline(
+            request, asyncio.gather(*(batcher.encode(text) for text in texts))
+        )
         return JSONResponse({"results": [_decode(loaded, row, body.top_k) for row in rows]})
 
-    @app.get("/documents/{doc_id:path}", response_model=DocumentResponse,
-             responses=_ERROR_RESPONSES, dependencies=[Depends(require_read)],
-             summary="A stored document by its id")
+    @app.get(
+        "/documents/{doc_id:path}",
+        response_model=DocumentResponse,
+        responses=_ERROR_RESPONSES,
+        dependencies=[Depends(require_read)],
+        summary="A stored document by its id",
+    )
     async def document(doc_id: str):
         index = engine.current.sparse.index
         try:
@@ -449,17 +559,25 @@ def create_app(index: Searcher | str | os.PathLike,
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: the index is open and verified",
-             responses={503: {"model": ErrorResponse}})
+    @app.get(
+        "/readyz",
+        summary="Readiness: the index is open and verified",
+        responses={503: {"model": ErrorResponse}},
+    )
     async def readyz(request: Request):
         if engine.ready:
             return {"status": "ready", "generation": engine.current.generation}
         status = 503
-        return JSONResponse(_error_body("not_ready", f"not ready: {engine.status}",
-                                        _request_id(request)), status_code=status)
+        return JSONResponse(
+            _error_body("not_ready", f"not ready: {engine.status}", _request_id(request)),
+            status_code=status,
+        )
 
-    @app.get("/stats", dependencies=[Depends(require_read)],
-             summary="Index facts, request counts, latency percentiles")
+    @app.get(
+        "/stats",
+        dependencies=[Depends(require_read)],
+        summary="Index facts, request counts, latency percentiles",
+    )
     async def stats():
         loaded = engine.current
         return {
@@ -467,61 +585,92 @@ def create_app(index: Searcher | str | os.PathLike,
             "uptime_s": round(time.time() - metrics.started, 3),
             "index": _index_facts(loaded.sparse.index),
             "dense_index": _dense_facts(loaded.dense.index) if loaded.dense else None,
-            "limits": {"max_k": settings.max_k, "max_query_chars": settings.max_query_chars,
-                       "max_query_terms": settings.max_query_terms,
-                       "max_body_bytes": settings.max_body_bytes,
-                       "max_batch": settings.max_batch,
-                       "request_timeout_s": settings.request_timeout},
-            "micro_batching": {"enabled": settings.micro_batching,
-                               "window_ms": settings.batch_window_ms,
-                               "encoder_calls": batcher.batches, "texts": batcher.texts,
-                               "largest_batch": batcher.largest_batch,
-                               "mean_batch": round(batcher.texts / batcher.batches, 3)
-                               if batcher.batches else None},
-            "auth": {"read_token": settings.read_token is not None,
-                     "admin_token": settings.admin_token is not None},
-            "reloads": metrics.reloads, "reload_failures": metrics.reload_failures,
+            "limits": {
+                "max_k": settings.max_k,
+                "max_query_chars": settings.max_query_chars,
+                "max_query_terms": settings.max_query_terms,
+                "max_body_bytes": settings.max_body_bytes,
+                "max_batch": settings.max_batch,
+                "request_timeout_s": settings.request_timeout,
+            },
+            "micro_batching": {
+                "enabled": settings.micro_batching,
+                "window_ms": settings.batch_window_ms,
+                "encoder_calls": batcher.batches,
+                "texts": batcher.texts,
+                "largest_batch": batcher.largest_batch,
+                "mean_batch": round(batcher.texts / batcher.batches, 3)
+                if batcher.batches
+                else None,
+            },
+            "auth": {
+                "read_token": settings.read_token is not None,
+                "admin_token": settings.admin_token is not None,
+            },
+            "reloads": metrics.reloads,
+            "reload_failures": metrics.reload_failures,
             "in_flight": metrics.in_flight,
             "requests": metrics.request_counts(),
             "latency": metrics.latency_percentiles(),
         }
 
-    @app.get("/metrics", response_class=PlainTextResponse,
-             dependencies=[Depends(require_read)], summary="Prometheus text format")
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        dependencies=[Depends(require_read)],
+        summary="Prometheus text format",
+    )
     async def prometheus():
         loaded = engine.current
         gauges = {
             "sparse_ir_ready": ("1 when the index is open and verified", float(engine.ready)),
-            "sparse_ir_index_documents": ("documents in the sparse index",
-                                          loaded.sparse.index.num_documents),
-            "sparse_ir_index_postings": ("postings in the sparse index",
-                                         loaded.sparse.index.num_postings),
-            "sparse_ir_uptime_seconds": ("seconds since the app started",
-                                         time.time() - metrics.started),
+            "sparse_ir_index_documents": (
+                "documents in the sparse index",
+                loaded.sparse.index.num_documents,
+            ),
+            "sparse_ir_index_postings": (
+                "postings in the sparse index",
+                loaded.sparse.index.num_postings,
+            ),
+            "sparse_ir_uptime_seconds": (
+                "seconds since the app started",
+                time.time() - metrics.started,
+            ),
         }
         counters = {
-            "sparse_ir_encoder_calls_total": ("query encoder calls (micro-batches)",
-                                              batcher.batches),
+            "sparse_ir_encoder_calls_total": (
+                "query encoder calls (micro-batches)",
+                batcher.batches,
+            ),
             "sparse_ir_encoded_texts_total": ("texts encoded", batcher.texts),
             "sparse_ir_reloads_total": ("index generations swapped in", metrics.reloads),
             "sparse_ir_reload_failures_total": ("reloads refused", metrics.reload_failures),
         }
-        return PlainTextResponse(metrics.prometheus(gauges, counters),
-                                 media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            metrics.prometheus(gauges, counters), media_type="text/plain; version=0.0.4"
+        )
 
-    @app.post("/reload", dependencies=[Depends(require_admin)], responses=_ERROR_RESPONSES,
-              summary="Open the indexes' current generation (admin token)")
+    @app.post(
+        "/reload",
+        dependencies=[Depends(require_admin)],
+        responses=_ERROR_RESPONSES,
+        summary="Open the indexes' current generation (admin token)",
+    )
     async def reload(request: Request):
         loop = asyncio.get_running_loop()
         try:
             # Not under the request deadline: a reload half done is finished, not abandoned.
-            result = await loop.run_in_executor(executor, lambda: engine.reload(
-                verify=settings.verify))
+            result = await loop.run_in_executor(
+                executor, lambda: engine.reload(verify=settings.verify)
+            )
         except Exception as error:
             metrics.reload_failures += 1
             logger.error("reload failed (the old generation stays in service): %s", error)
-            raise ServiceError(503, f"reload failed, the previous generation stays in "
-                                    f"service: {error}", code="reload_failed") from None
+            raise ServiceError(
+                503,
+                f"reload failed, the previous generation stays in service: {error}",
+                code="reload_failed",
+            ) from None
         if result["reloaded"]:
             metrics.reloads += 1
         engine.status = "ready"
@@ -531,6 +680,7 @@ def create_app(index: Searcher | str | os.PathLike,
 
 
 # -- handler bodies (run on worker threads) --------------------------------------------------------
+
 
 def _encode_texts(engine: Engine, texts: list[str]) -> list[SparseBatch]:
     """One encoder call for a micro-batch: each text's float vector (a one-row batch)."""
@@ -560,27 +710,41 @@ def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
         terms, impacts = index.prepare_query(query)
         if vector is not None:
             row_terms, row_weights = vector.row(0)
-            floats = dict(zip((vector.vocab[t] for t in row_terms.tolist()),
-                              row_weights.tolist()))
+            floats = dict(zip((vector.vocab[t] for t in row_terms.tolist()), row_weights.tolist()))
         else:
             floats = {token: float(weight) for token, weight in body.query.items()}
-        query_terms = [{"token": index.vocab[t], "weight": floats.get(index.vocab[t], 0.0),
-                        "impact": w,
-                        "in_text": index.vocab[t] in query_words
-                        if query_words is not None else None}
-                       for t, w in zip(terms.tolist(), impacts.tolist())]
+        query_terms = [
+            {
+                "token": index.vocab[t],
+                "weight": floats.get(index.vocab[t], 0.0),
+                "impact": w,
+                "in_text": index.vocab[t] in query_words if query_words is not None else None,
+            }
+            for t, w in zip(terms.tolist(), impacts.tolist())
+        ]
         query_terms.sort(key=lambda term: (-term["impact"], term["token"]))
         result["query_terms"] = query_terms
     for rank, hit in enumerate(hits, 1):
         stored = index.document(hit.docno)
-        entry = {"rank": rank, "id": hit.doc_id, "docno": hit.docno, "score": hit.score,
-                 "title": stored[0] if stored else None}
+        entry = {
+            "rank": rank,
+            "id": hit.doc_id,
+            "docno": hit.docno,
+            "score": hit.score,
+            "title": stored[0] if stored else None,
+        }
         if body.explain:
             terms = engine.text_terms(f"{stored[0]}\n{stored[1]}") if stored else set()
-            contributions = [{"token": c.token, "query_weight": c.query_weight,
-                              "document_impact": c.document_impact, "score": c.score,
-                              "in_text": c.token in terms}
-                             for c in index.explain(query, hit.docno)]
+            contributions = [
+                {
+                    "token": c.token,
+                    "query_weight": c.query_weight,
+                    "document_impact": c.document_impact,
+                    "score": c.score,
+                    "in_text": c.token in terms,
+                }
+                for c in index.explain(query, hit.docno)
+            ]
             matched = [c["token"] for c in contributions if c["in_text"]]
             words = terms.words(matched) if stored else set()
             entry["contributions"] = contributions
@@ -602,38 +766,61 @@ def _hybrid(engine: Engine, loaded: Loaded, fusion: Fusion, body: HybridRequest)
     hits = []
     for rank, hit in enumerate(fused, 1):
         stored = index.document(hit.docno)
-        hits.append({
-            "rank": rank, "id": hit.doc_id, "docno": hit.docno, "score": hit.score,
-            "sparse_score": hit.components[0], "dense_score": hit.components[1],
-            "sparse_rank": hit.ranks[0], "dense_rank": hit.ranks[1],
-            "title": stored[0] if stored else None,
-            "snippet": snippet(stored[1], words) if stored else None})
+        hits.append(
+            {
+                "rank": rank,
+                "id": hit.doc_id,
+                "docno": hit.docno,
+                "score": hit.score,
+                "sparse_score": hit.components[0],
+                "dense_score": hit.components[1],
+                "sparse_rank": hit.ranks[0],
+                "dense_rank": hit.ranks[1],
+                "title": stored[0] if stored else None,
+                "snippet": snippet(stored[1], words) if stored else None,
+            }
+        )
     return {"hits": hits, "fusion": fusion.describe(), "generation": loaded.generation}
 
 
 def _decode(loaded: Loaded, row: SparseBatch, top_k: int | None) -> dict:
     terms, weights = row.row(0)
-    pairs = sorted(zip((row.vocab[t] for t in terms.tolist()), weights.tolist()),
-                   key=lambda pair: (-pair[1], pair[0]))[:top_k]
+    pairs = sorted(
+        zip((row.vocab[t] for t in terms.tolist()), weights.tolist()),
+        key=lambda pair: (-pair[1], pair[0]),
+    )[:top_k]
     quantized = loaded.sparse.index.quantizer.quantize(row)
     q_terms, q_values = quantized.row(0)
     impacts = dict(zip((quantized.vocab[t] for t in q_terms.tolist()), q_values.tolist()))
-    return {"vector": dict(pairs),
-            "impacts": {token: int(impacts[token]) for token, _ in pairs if token in impacts}}
+    return {
+        "vector": dict(pairs),
+        "impacts": {token: int(impacts[token]) for token, _ in pairs if token in impacts},
+    }
 
 
 def _index_facts(index) -> dict:
-    return {"directory": str(index.directory), "generation": index.directory.name,
-            "documents": index.num_documents, "postings": index.num_postings,
-            "vocab_size": index.vocab_size, "size_bytes": index.size_bytes(),
-            "has_contents": index.has_contents, "has_search_layout": index.has_search_layout,
-            "model": index.settings.get("model")}
+    return {
+        "directory": str(index.directory),
+        "generation": index.directory.name,
+        "documents": index.num_documents,
+        "postings": index.num_postings,
+        "vocab_size": index.vocab_size,
+        "size_bytes": index.size_bytes(),
+        "has_contents": index.has_contents,
+        "has_search_layout": index.has_search_layout,
+        "model": index.settings.get("model"),
+    }
 
 
 def _dense_facts(index) -> dict:
-    return {"directory": str(index.directory), "generation": index.directory.name,
-            "documents": index.num_documents, "dim": index.dim, "has_hnsw": index.has_hnsw,
-            "model": index.settings.get("model")}
+    return {
+        "directory": str(index.directory),
+        "generation": index.directory.name,
+        "documents": index.num_documents,
+        "dim": index.dim,
+        "has_hnsw": index.has_hnsw,
+        "model": index.settings.get("model"),
+    }
 
 
 def _version() -> str:
@@ -644,12 +831,15 @@ def _version() -> str:
 
 # -- error handlers: every refusal is JSON with a code, a message and the request id ---------------
 
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, error: ServiceError):
-        return JSONResponse(_error_body(error.code, error.message, _request_id(request),
-                                        error.problems),
-                            status_code=error.status, headers=error.headers)
+        return JSONResponse(
+            _error_body(error.code, error.message, _request_id(request), error.problems),
+            status_code=error.status,
+            headers=error.headers,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):
@@ -657,17 +847,27 @@ def _add_error_handlers(app: FastAPI) -> None:
         for item in error.errors():
             location = [str(part) for part in item.get("loc", ()) if part != "body"]
             message = item.get("msg", "invalid")
-            problems.append({"location": ".".join(location) or "body",
-                             "message": message.removeprefix("Value error, "),
-                             "type": item.get("type", "")})
+            problems.append(
+                {
+                    "location": ".".join(location) or "body",
+                    "message": message.removeprefix("Value error, "),
+                    "type": item.get("type", ""),
+                }
+            )
         if any(p["type"] == "json_invalid" for p in problems):
             detail = next(p for p in problems if p["type"] == "json_invalid")
-            return JSONResponse(_error_body("malformed_json", f"the body is not valid JSON "
-                                            f"({detail['message']})", _request_id(request)),
-                                status_code=400)
+            return JSONResponse(
+                _error_body(
+                    "malformed_json",
+                    f"the body is not valid JSON ({detail['message']})",
+                    _request_id(request),
+                ),
+                status_code=400,
+            )
         message = "; ".join(f"{p['location']}: {p['message']}" for p in problems)
-        return JSONResponse(_error_body("invalid_request", message, _request_id(request),
-                                        problems), status_code=422)
+        return JSONResponse(
+            _error_body("invalid_request", message, _request_id(request), problems), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
@@ -676,6 +876,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif error.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
-        return JSONResponse(_error_body(_ERRORS.get(error.status_code, "error"), message,
-                                        _request_id(request)),
-                            status_code=error.status_code, headers=error.headers)
+        return JSONResponse(
+            _error_body(_ERRORS.get(error.status_code, "error"), message, _request_id(request)),
+            status_code=error.status_code,
+            headers=error.headers,
+        )

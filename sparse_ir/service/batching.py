@@ -32,8 +32,14 @@ class QueryBatcher:
         max_batch: the most texts per call (1 turns batching off: one call per text).
     """
 
-    def __init__(self, encode: Callable[[list[str]], Sequence], executor: Executor, *,
-                 window: float, max_batch: int):
+    def __init__(
+        self,
+        encode: Callable[[list[str]], Sequence],
+        executor: Executor,
+        *,
+        window: float,
+        max_batch: int,
+    ):
         self._encode = encode
         self._executor = executor
         self.window = float(window)
@@ -85,8 +91,9 @@ class QueryBatcher:
             if not items:
                 continue
             try:
-                results = await loop.run_in_executor(self._executor, self._encode,
-                                                     [text for text, _ in items])
+                results = await loop.run_in_executor(
+                    self._executor, self._encode, [text for text, _ in items]
+                )
             except Exception as error:  # handed to every waiting request, which reports it
                 for _, future in items:
                     if not future.done():

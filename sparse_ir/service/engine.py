@@ -72,8 +72,13 @@ class Engine:
         self.status = "starting"
 
     @classmethod
-    def from_paths(cls, index: str | os.PathLike, dense_index: str | os.PathLike | None = None,
-                   *, device: str = "cpu") -> Engine:
+    def from_paths(
+        cls,
+        index: str | os.PathLike,
+        dense_index: str | os.PathLike | None = None,
+        *,
+        device: str = "cpu",
+    ) -> Engine:
         """Open the indexes and load the models their settings record."""
         sparse = Searcher.from_index(index, device=device)
         dense = DenseSearcher.from_index(dense_index, device=device) if dense_index else None
@@ -110,8 +115,9 @@ class Engine:
         """One search in each mode the index has, one encoder call."""
         loaded = self.current
         index = loaded.sparse.index
-        modes = ["exhaustive", "pruned", "approximate"] if index.has_search_layout else \
-            ["exhaustive"]
+        modes = (
+            ["exhaustive", "pruned", "approximate"] if index.has_search_layout else ["exhaustive"]
+        )
         with self.encoder_lock:
             query = loaded.sparse.encode("warm up")
         for mode in modes:
@@ -134,8 +140,11 @@ class Engine:
             old = self.current
             sparse_index = ImpactIndex.open(self.sparse_root)
             changed = sparse_index.directory != old.sparse.index.directory
-            sparse = Searcher(sparse_index, old.sparse.encoder, mode=old.sparse.mode) \
-                if changed else old.sparse
+            sparse = (
+                Searcher(sparse_index, old.sparse.encoder, mode=old.sparse.mode)
+                if changed
+                else old.sparse
+            )
             dense = old.dense
             if old.dense is not None:
                 dense_index = DenseIndex.open(self.dense_root)
@@ -151,9 +160,11 @@ class Engine:
                 loaded.hybrid(None)  # the hybrid's checks: same documents in both indexes
             self.current = loaded
             logger.info("reloaded: %s -> %s", old.generation, loaded.generation)
-            return {"reloaded": True, "generation": loaded.generation,
-                    "previous_generation": old.generation}
-
+            return {
+                "reloaded": True,
+                "generation": loaded.generation,
+                "previous_generation": old.generation,
+            }
 
     def text_terms(self, text: str) -> TextTerms:
         """The vocabulary tokens of a text, with the words they come from (see
@@ -162,8 +173,9 @@ class Engine:
         if tokenizer is None or not getattr(tokenizer, "is_fast", False):
             return TextTerms.of_words(text)
         with self.encoder_lock:  # a fast tokenizer refuses concurrent use
-            encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
-                                verbose=False)
+            encoded = tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
             tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
         return TextTerms.of_pieces(text, tokens, encoded["offset_mapping"])
 
@@ -196,7 +208,7 @@ class TextTerms:
         for token, (start, end) in zip(tokens, offsets):
             i = bisect.bisect_right(starts, start) - 1
             if i >= 0 and spans[i][0] <= start < spans[i][1]:
-                word = text[spans[i][0]:spans[i][1]].lower()
+                word = text[spans[i][0] : spans[i][1]].lower()
             else:
                 word = text[start:end].lower()
             by_token.setdefault(token, set()).add(word)
@@ -219,8 +231,7 @@ def snippet(text: str, terms: set[str], *, width: int = 260) -> str:
     """About ``width`` characters of ``text`` around the densest run of ``terms``' words."""
     if len(text) <= width:
         return text
-    spans = [(m.start(), m.end()) for m in _WORD.finditer(text)
-             if m.group().lower() in terms]
+    spans = [(m.start(), m.end()) for m in _WORD.finditer(text) if m.group().lower() in terms]
     best_start, best_count = 0, 0
     for i, (start, _) in enumerate(spans):
         count = sum(1 for s, _ in spans[i:] if s < start + width - 40)
@@ -236,5 +247,8 @@ def snippet(text: str, terms: set[str], *, width: int = 260) -> str:
     if end < len(text):
         space = text.rfind(" ", best_start, end)
         end = space if space > best_start + width // 2 else end
-    return ("… " if best_start > 0 else "") + text[best_start:end].strip() + \
-        (" …" if end < len(text) else "")
+    return (
+        ("… " if best_start > 0 else "")
+        + text[best_start:end].strip()
+        + (" …" if end < len(text) else "")
+    )

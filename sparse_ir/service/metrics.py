@@ -57,8 +57,12 @@ class Metrics:
         for route, values in sorted(recent.items()):
             if len(values):
                 p50, p90, p99 = np.percentile(values, [50, 90, 99]) * 1000
-                out[route] = {"count": len(values), "p50_ms": round(float(p50), 3),
-                              "p90_ms": round(float(p90), 3), "p99_ms": round(float(p99), 3)}
+                out[route] = {
+                    "count": len(values),
+                    "p50_ms": round(float(p50), 3),
+                    "p90_ms": round(float(p90), 3),
+                    "p99_ms": round(float(p99), 3),
+                }
         return out
 
     def request_counts(self) -> list[dict]:
@@ -67,8 +71,9 @@ class Metrics:
             items = sorted(self.requests.items())
         return [{"method": m, "route": r, "status": s, "count": c} for (m, r, s), c in items]
 
-    def prometheus(self, gauges: dict[str, tuple[str, float]],
-                   counters: dict[str, tuple[str, float]]) -> str:
+    def prometheus(
+        self, gauges: dict[str, tuple[str, float]], counters: dict[str, tuple[str, float]]
+    ) -> str:
         """The Prometheus text exposition format (version 0.0.4) of every metric.
 
         ``gauges`` and ``counters``: extra ``name -> (help, value)`` from the app.
@@ -86,21 +91,28 @@ class Metrics:
             in_flight = self.in_flight
         header("sparse_ir_requests_total", "counter", "HTTP requests answered")
         for (method, route, status), count in requests:
-            lines.append(f'sparse_ir_requests_total{{method="{method}",route="{_label(route)}",'
-                         f'status="{status}"}} {count}')
-        header("sparse_ir_request_duration_seconds", "histogram",
-               "time from request to response")
+            lines.append(
+                f'sparse_ir_requests_total{{method="{method}",route="{_label(route)}",'
+                f'status="{status}"}} {count}'
+            )
+        header("sparse_ir_request_duration_seconds", "histogram", "time from request to response")
         for route, counts in sorted(buckets.items()):
             label = _label(route)
             for bound, count in zip(LATENCY_BUCKETS, counts):
-                lines.append(f'sparse_ir_request_duration_seconds_bucket{{route="{label}",'
-                             f'le="{bound}"}} {count}')
-            lines.append(f'sparse_ir_request_duration_seconds_bucket{{route="{label}",'
-                         f'le="+Inf"}} {counts[-1]}')
-            lines.append(f'sparse_ir_request_duration_seconds_sum{{route="{label}"}} '
-                         f'{sums[route]:.6f}')
-            lines.append(f'sparse_ir_request_duration_seconds_count{{route="{label}"}} '
-                         f'{counts[-1]}')
+                lines.append(
+                    f'sparse_ir_request_duration_seconds_bucket{{route="{label}",'
+                    f'le="{bound}"}} {count}'
+                )
+            lines.append(
+                f'sparse_ir_request_duration_seconds_bucket{{route="{label}",'
+                f'le="+Inf"}} {counts[-1]}'
+            )
+            lines.append(
+                f'sparse_ir_request_duration_seconds_sum{{route="{label}"}} {sums[route]:.6f}'
+            )
+            lines.append(
+                f'sparse_ir_request_duration_seconds_count{{route="{label}"}} {counts[-1]}'
+            )
         header("sparse_ir_requests_in_flight", "gauge", "requests being answered")
         lines.append(f"sparse_ir_requests_in_flight {in_flight}")
         for name, (help_text, value) in gauges.items():

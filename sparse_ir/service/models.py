@@ -43,25 +43,37 @@ class SearchRequest(_Strict):
 
     text: str | None = Field(None, description="the query text (encoded by the index's model)")
     query: dict[str, Weight] | None = Field(
-        None, description="a pre-encoded query, {token: weight}; float weights are quantized "
-                          "by the index's quantizer (as the encoder's output would be); with "
-                          "impacts=true they are integer impacts used as they are. Tokens "
-                          "outside the vocabulary are dropped.")
+        None,
+        description="a pre-encoded query, {token: weight}; float weights are quantized "
+        "by the index's quantizer (as the encoder's output would be); with "
+        "impacts=true they are integer impacts used as they are. Tokens "
+        "outside the vocabulary are dropped.",
+    )
     impacts: bool = Field(False, description="query weights are integer impacts")
     k: PositiveInt = Field(10, description="number of hits (at most the server's max_k)")
     mode: SearchModeName | None = Field(
-        None, description="exhaustive | pruned | approximate (default: pruned when the index "
-                          "has the search layout, else exhaustive)")
-    explain: bool = Field(False, description="add each hit's per-term contributions, matched "
-                                             "and expansion terms, and the query vector")
+        None,
+        description="exhaustive | pruned | approximate (default: pruned when the index "
+        "has the search layout, else exhaustive)",
+    )
+    explain: bool = Field(
+        False,
+        description="add each hit's per-term contributions, matched "
+        "and expansion terms, and the query vector",
+    )
 
     @model_validator(mode="after")
     def _one_query(self):
         if (self.text is None) == (self.query is None):
-            raise ValueError("give exactly one of 'text' (a query text) or 'query' (a "
-                             "pre-encoded {token: weight} vector)")
-        if self.impacts and self.query is not None and \
-                any(w != int(w) for w in self.query.values()):
+            raise ValueError(
+                "give exactly one of 'text' (a query text) or 'query' (a "
+                "pre-encoded {token: weight} vector)"
+            )
+        if (
+            self.impacts
+            and self.query is not None
+            and any(w != int(w) for w in self.query.values())
+        ):
             raise ValueError("with impacts=true every query weight must be a whole number")
         return self
 
@@ -69,14 +81,19 @@ class SearchRequest(_Strict):
 class FusionRequest(_Strict):
     """How ``POST /hybrid`` fuses the sparse and the dense ranking."""
 
-    method: FusionMethod = Field("convex", description="convex (normalized scores, weighted "
-                                                       "sum) or rrf (reciprocal rank fusion)")
+    method: FusionMethod = Field(
+        "convex",
+        description="convex (normalized scores, weighted sum) or rrf (reciprocal rank fusion)",
+    )
     weights: Annotated[list[Weight], Field(min_length=2, max_length=2)] | None = Field(
-        None, description="[sparse, dense]; convex: summing to 1 (default 0.5, 0.5); rrf: "
-                          "multipliers of 1/(rrf_k + rank) (default 1, 1)")
+        None,
+        description="[sparse, dense]; convex: summing to 1 (default 0.5, 0.5); rrf: "
+        "multipliers of 1/(rrf_k + rank) (default 1, 1)",
+    )
     normalization: Normalization = Field("min-max", description="convex only")
-    missing: MissingPolicy = Field("min", description="convex only: the score of a document "
-                                                      "a ranking did not return")
+    missing: MissingPolicy = Field(
+        "min", description="convex only: the score of a document a ranking did not return"
+    )
     depth: PositiveInt = Field(1000, description="hits of each ranking fused")
     rrf_k: PositiveInt = Field(60, description="RRF's constant")
 
@@ -107,6 +124,7 @@ class EncodeRequest(_Strict):
 
 # -- responses (documented in the OpenAPI schema) --------------------------------------------------
 
+
 class Contribution(BaseModel):
     """One query term's share of a hit's score: query impact × document impact."""
 
@@ -114,9 +132,11 @@ class Contribution(BaseModel):
     query_weight: int
     document_impact: int
     score: int
-    in_text: bool = Field(description="the token occurs in the document's title or text, as "
-                                      "one of its word pieces (else it matched through the "
-                                      "document's expansion)")
+    in_text: bool = Field(
+        description="the token occurs in the document's title or text, as "
+        "one of its word pieces (else it matched through the "
+        "document's expansion)"
+    )
 
 
 class QueryTerm(BaseModel):
@@ -125,8 +145,9 @@ class QueryTerm(BaseModel):
     token: str
     weight: float = Field(description="the encoder's weight (for a pre-encoded query: as sent)")
     impact: int = Field(description="the quantized weight the index scored with")
-    in_text: bool | None = Field(description="the token occurs in the query text (None for a "
-                                             "pre-encoded query)")
+    in_text: bool | None = Field(
+        description="the token occurs in the query text (None for a pre-encoded query)"
+    )
 
 
 class SearchHit(BaseModel):
@@ -141,9 +162,11 @@ class SearchHit(BaseModel):
     contributions: list[Contribution] | None = None
     matched_terms: list[str] | None = Field(None, description="contributing terms in the text")
     expansion_terms: list[str] | None = Field(
-        None, description="contributing terms absent from the text (matched by expansion)")
+        None, description="contributing terms absent from the text (matched by expansion)"
+    )
     highlight: list[str] | None = Field(
-        None, description="the lower-cased words of the text holding a matched term")
+        None, description="the lower-cased words of the text holding a matched term"
+    )
 
 
 class SearchResponse(BaseModel):
@@ -176,8 +199,10 @@ class HybridResponse(BaseModel):
 
 class EncodedText(BaseModel):
     vector: dict[str, float] = Field(description="token -> weight, heaviest first")
-    impacts: dict[str, int] = Field(description="the same terms quantized by the index's "
-                                                "quantizer (terms rounding to 0 left out)")
+    impacts: dict[str, int] = Field(
+        description="the same terms quantized by the index's "
+        "quantizer (terms rounding to 0 left out)"
+    )
 
 
 class EncodeResponse(BaseModel):
@@ -192,9 +217,11 @@ class DocumentResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str = Field(description="a short code: invalid_request, malformed_json, "
-                                   "unauthorized, forbidden, not_found, too_large, timeout, "
-                                   "internal_error, ...")
+    error: str = Field(
+        description="a short code: invalid_request, malformed_json, "
+        "unauthorized, forbidden, not_found, too_large, timeout, "
+        "internal_error, ..."
+    )
     message: str
     request_id: str
     problems: list[dict] | None = None

@@ -25,20 +25,28 @@ def read_token_file(path: str | os.PathLike) -> str:
     """
     text = Path(path).read_text(encoding="utf-8").strip()
     if not text:
-        raise ValueError(f"token file {path} is empty; write a random token into it, e.g. "
-                         "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        raise ValueError(
+            f"token file {path} is empty; write a random token into it, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
     if "\n" in text:
         raise ValueError(f"token file {path} holds several lines; it must hold one token")
     if len(text) < MIN_TOKEN_CHARS:
-        raise ValueError(f"the token in {path} has {len(text)} characters; use at least "
-                         f"{MIN_TOKEN_CHARS} (e.g. secrets.token_urlsafe(32))")
+        raise ValueError(
+            f"the token in {path} has {len(text)} characters; use at least "
+            f"{MIN_TOKEN_CHARS} (e.g. secrets.token_urlsafe(32))"
+        )
     return text
 
 
 def _positive(label: str, value, *, integer: bool) -> None:
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0 or \
-            (not integer and not math.isfinite(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kinds)
+        or not value > 0
+        or (not integer and not math.isfinite(value))
+    ):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{label} must be {kind} > 0, got {value!r}")
 
@@ -84,25 +92,39 @@ class ServiceSettings:
     search_threads: int = 4
 
     def __post_init__(self):
-        for label in ("max_k", "max_query_chars", "max_query_terms", "max_body_bytes",
-                      "max_batch", "search_threads"):
+        for label in (
+            "max_k",
+            "max_query_chars",
+            "max_query_terms",
+            "max_body_bytes",
+            "max_batch",
+            "search_threads",
+        ):
             _positive(label, getattr(self, label), integer=True)
         _positive("request_timeout", self.request_timeout, integer=False)
         window = self.batch_window_ms
-        if isinstance(window, bool) or not isinstance(window, (int, float)) or \
-                not math.isfinite(window) or not 0 <= window <= 1000:
+        if (
+            isinstance(window, bool)
+            or not isinstance(window, (int, float))
+            or not math.isfinite(window)
+            or not 0 <= window <= 1000
+        ):
             raise ValueError(f"batch_window_ms must be within [0, 1000], got {window!r}")
         for label in ("read_token", "admin_token"):
             token = getattr(self, label)
-            if token is not None and (not isinstance(token, str) or
-                                      len(token) < MIN_TOKEN_CHARS):
-                raise ValueError(f"{label} must be a string of at least {MIN_TOKEN_CHARS} "
-                                 "characters (or None)")
+            if token is not None and (not isinstance(token, str) or len(token) < MIN_TOKEN_CHARS):
+                raise ValueError(
+                    f"{label} must be a string of at least {MIN_TOKEN_CHARS} characters (or None)"
+                )
 
     @classmethod
-    def from_token_files(cls, *, read_token_file: str | os.PathLike | None = None,
-                         admin_token_file: str | os.PathLike | None = None,
-                         **options) -> ServiceSettings:
+    def from_token_files(
+        cls,
+        *,
+        read_token_file: str | os.PathLike | None = None,
+        admin_token_file: str | os.PathLike | None = None,
+        **options,
+    ) -> ServiceSettings:
         """Settings whose tokens are read from files (see :func:`read_token_file`)."""
         read = _read_token(read_token_file) if read_token_file else None
         admin = _read_token(admin_token_file) if admin_token_file else None

@@ -51,8 +51,9 @@ STATE_DIR = "trainer_state"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
-def optimizer_state_to_tensors(optimizer: torch.optim.Optimizer
-                               ) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_state_to_tensors(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimizer's ``state_dict`` into flat tensors and a JSON-able remainder."""
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
@@ -79,9 +80,16 @@ def optimizer_state_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(directory: str | os.PathLike, *, model, tokenizer, config: dict,
-                    state: dict, optimizer: torch.optim.Optimizer | None = None,
-                    query_encoder=None) -> Path:
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    model,
+    tokenizer,
+    config: dict,
+    state: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    query_encoder=None,
+) -> Path:
     """Write a complete checkpoint at ``directory`` atomically (replacing an older one).
 
     ``config`` is the run's TrainingConfig as a dict: its ``eval_document_max_length`` becomes
@@ -98,9 +106,14 @@ def save_checkpoint(directory: str | os.PathLike, *, model, tokenizer, config: d
     if query_encoder is None:
         st_format.save_splade(temporary, model, tokenizer, max_seq_length=max_seq_length)
     else:
-        st_format.save_router(temporary, model, tokenizer, query_encoder.idf,
-                              max_seq_length=max_seq_length,
-                              query_max_length=int(config.get("query_max_length") or 64))
+        st_format.save_router(
+            temporary,
+            model,
+            tokenizer,
+            query_encoder.idf,
+            max_seq_length=max_seq_length,
+            query_max_length=int(config.get("query_max_length") or 64),
+        )
     (temporary / "README.md").write_text(model_card(config, state), encoding="utf-8")
     state_dir = temporary / STATE_DIR
     state_dir.mkdir()
@@ -114,8 +127,9 @@ def save_checkpoint(directory: str | os.PathLike, *, model, tokenizer, config: d
         tensors.update(optimizer_tensors)
     save_file(tensors, state_dir / "trainer_state.safetensors")
     # Written last: its presence marks the checkpoint complete.
-    (state_dir / "trainer_state.json").write_text(json.dumps(
-        {"format": STATE_FORMAT, **state, "optimizer": meta}, indent=2) + "\n")
+    (state_dir / "trainer_state.json").write_text(
+        json.dumps({"format": STATE_FORMAT, **state, "optimizer": meta}, indent=2) + "\n"
+    )
     _fsync_tree(temporary)
     old = final.with_name(final.name + ".old")
     if final.exists():
@@ -130,32 +144,68 @@ def model_card(config: dict, state: dict, command: str | None = None) -> str:
     """The README.md of a checkpoint: how it was trained and what it measured."""
     command = command or _command_line()
     mode = config.get("mode", "siamese")
-    lines = ["---", "library_name: sentence-transformers", "tags:",
-             "- sparse-encoder", "- splade", "- sparse-ir", "pipeline_tag: feature-extraction",
-             "---", "", "# SPLADE model trained with sparse-ir", ""]
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "tags:",
+        "- sparse-encoder",
+        "- splade",
+        "- sparse-ir",
+        "pipeline_tag: feature-extraction",
+        "---",
+        "",
+        "# SPLADE model trained with sparse-ir",
+        "",
+    ]
     if mode == "inference-free":
-        lines += ["Inference-free: documents are encoded by the MLM (`document_0_MLMTransformer` "
-                  "+ SpladePooling); a query is its tokens weighted by IDF "
-                  "(`query_0_SparseStaticEmbedding`), no model runs at query time.", ""]
-    lines += ["Load it with `sparse_ir.SpladeEncoder.from_pretrained(path)` or "
-              "`sentence_transformers.SparseEncoder(path)` (same vectors).", "",
-              "## Training command", "", "```", command or "(run from Python; settings below)",
-              "```", "", f"Step {state.get('step', '?')} of this run."]
+        lines += [
+            "Inference-free: documents are encoded by the MLM (`document_0_MLMTransformer` "
+            "+ SpladePooling); a query is its tokens weighted by IDF "
+            "(`query_0_SparseStaticEmbedding`), no model runs at query time.",
+            "",
+        ]
+    lines += [
+        "Load it with `sparse_ir.SpladeEncoder.from_pretrained(path)` or "
+        "`sentence_transformers.SparseEncoder(path)` (same vectors).",
+        "",
+        "## Training command",
+        "",
+        "```",
+        command or "(run from Python; settings below)",
+        "```",
+        "",
+        f"Step {state.get('step', '?')} of this run.",
+    ]
     evaluations = [r for r in state.get("history", []) if r.get("kind") == "eval"]
     best = state.get("best")
     if best or evaluations:
-        lines += ["", "## Measured (validation set)", "",
-                  "| | step | nDCG@10 | terms/doc | terms/query |", "|---|---|---|---|---|"]
-        for label, record in (("best", best), ("last", evaluations[-1] if evaluations
-                                                      else None)):
+        lines += [
+            "",
+            "## Measured (validation set)",
+            "",
+            "| | step | nDCG@10 | terms/doc | terms/query |",
+            "|---|---|---|---|---|",
+        ]
+        for label, record in (("best", best), ("last", evaluations[-1] if evaluations else None)):
             if record:
-                lines.append(f"| {label} | {record.get('step')} | "
-                             f"{_figure(record.get('ndcg_at_10'))} | "
-                             f"{_figure(record.get('document_terms'), 1)} | "
-                             f"{_figure(record.get('query_terms'), 1)} |")
-    lines += ["", "## Settings", "", "```json", json.dumps(config, indent=2), "```", "",
-              f"`{STATE_DIR}/` holds what `sparse-ir train --resume` needs (optimizer state); "
-              "it is not part of the model and can be deleted before publishing it.", ""]
+                lines.append(
+                    f"| {label} | {record.get('step')} | "
+                    f"{_figure(record.get('ndcg_at_10'))} | "
+                    f"{_figure(record.get('document_terms'), 1)} | "
+                    f"{_figure(record.get('query_terms'), 1)} |"
+                )
+    lines += [
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+        f"`{STATE_DIR}/` holds what `sparse-ir train --resume` needs (optimizer state); "
+        "it is not part of the model and can be deleted before publishing it.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -182,12 +232,15 @@ def state_directory(checkpoint: str | os.PathLike) -> Path:
 def model_weights_file(checkpoint: str | os.PathLike) -> Path:
     """The MLM weights of a checkpoint (top folder, or a Router's document module)."""
     checkpoint = Path(checkpoint)
-    for candidate in (checkpoint / "model.safetensors",
-                      checkpoint / "document_0_MLMTransformer" / "model.safetensors"):
+    for candidate in (
+        checkpoint / "model.safetensors",
+        checkpoint / "document_0_MLMTransformer" / "model.safetensors",
+    ):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"{checkpoint}: no model.safetensors (top folder or "
-                            "document_0_MLMTransformer/)")
+    raise FileNotFoundError(
+        f"{checkpoint}: no model.safetensors (top folder or document_0_MLMTransformer/)"
+    )
 
 
 def _fsync_tree(directory: Path) -> None:
@@ -211,8 +264,10 @@ def load_training_state(directory: str | os.PathLike) -> tuple[dict, dict[str, t
     directory = state_directory(directory)
     state = json.loads((directory / "trainer_state.json").read_text())
     if state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{directory}/trainer_state.json has format {state.get('format')!r}; "
-                         f"this version of sparse_ir reads format {STATE_FORMAT}")
+        raise ValueError(
+            f"{directory}/trainer_state.json has format {state.get('format')!r}; "
+            f"this version of sparse_ir reads format {STATE_FORMAT}"
+        )
     return state, load_file(directory / "trainer_state.safetensors")
 
 

@@ -85,10 +85,12 @@ class Batch(NamedTuple):
     teacher_scores: list[list[float]] | None
 
 
-def examples_from_beir(queries: Sequence[Query], qrels: Mapping[str, Mapping[str, int]],
-                       corpus: Mapping[str, Document],
-                       negatives: Mapping[str, Sequence[str]] | None = None
-                       ) -> list[TrainingExample]:
+def examples_from_beir(
+    queries: Sequence[Query],
+    qrels: Mapping[str, Mapping[str, int]],
+    corpus: Mapping[str, Document],
+    negatives: Mapping[str, Sequence[str]] | None = None,
+) -> list[TrainingExample]:
     """One example per judged query with at least one relevant document in ``corpus``.
 
     Args:
@@ -109,14 +111,23 @@ def examples_from_beir(queries: Sequence[Query], qrels: Mapping[str, Mapping[str
             continue
         missing = [d for d in positive_ids if d not in corpus]
         if missing:
-            raise InputError(f"query {query.id}: relevant document(s) {missing[:3]} are not "
-                             "in the corpus")
-        negative_ids = tuple(d for d in (negatives or {}).get(query.id, ())
-                             if d not in judged and d in corpus)
-        examples.append(TrainingExample(
-            query.id, query.text, tuple(corpus[d].full_text for d in positive_ids),
-            tuple(corpus[d].full_text for d in negative_ids), None, positive_ids,
-            negative_ids))
+            raise InputError(
+                f"query {query.id}: relevant document(s) {missing[:3]} are not in the corpus"
+            )
+        negative_ids = tuple(
+            d for d in (negatives or {}).get(query.id, ()) if d not in judged and d in corpus
+        )
+        examples.append(
+            TrainingExample(
+                query.id,
+                query.text,
+                tuple(corpus[d].full_text for d in positive_ids),
+                tuple(corpus[d].full_text for d in negative_ids),
+                None,
+                positive_ids,
+                negative_ids,
+            )
+        )
     return examples
 
 
@@ -131,66 +142,86 @@ def read_examples(path: str | os.PathLike) -> list[TrainingExample]:
 
     examples = []
     for line, record in read_jsonl(path):
+
         def fail(reason: str, line: int = line) -> InputError:
             return InputError(reason, path=path, line=line)
 
-        unknown = set(record) - {"query", "positive", "positives", "negatives",
-                                 "teacher_scores", "query_id"}
+        unknown = set(record) - {
+            "query",
+            "positive",
+            "positives",
+            "negatives",
+            "teacher_scores",
+            "query_id",
+        }
         if unknown:
-            raise fail(f"unknown field(s) {sorted(unknown)}; expected query, positive, "
-                       "negatives, teacher_scores, query_id")
+            raise fail(
+                f"unknown field(s) {sorted(unknown)}; expected query, positive, "
+                "negatives, teacher_scores, query_id"
+            )
         query = record.get("query")
         if not isinstance(query, str) or not query.strip():
             raise fail("'query' must be a non-empty string")
         positive = record.get("positive", record.get("positives"))
         positives = [positive] if isinstance(positive, str) else positive
-        if not isinstance(positives, list) or not positives or \
-                not all(isinstance(p, str) and p.strip() for p in positives):
+        if (
+            not isinstance(positives, list)
+            or not positives
+            or not all(isinstance(p, str) and p.strip() for p in positives)
+        ):
             raise fail("'positive' must be a non-empty string or a list of them")
         negatives = record.get("negatives", [])
-        if not isinstance(negatives, list) or \
-                not all(isinstance(n, str) and n.strip() for n in negatives):
+        if not isinstance(negatives, list) or not all(
+            isinstance(n, str) and n.strip() for n in negatives
+        ):
             raise fail("'negatives' must be a list of non-empty strings")
         teacher = record.get("teacher_scores")
         if teacher is not None:
             if len(positives) != 1:
                 raise fail("'teacher_scores' needs exactly one positive")
             if not isinstance(teacher, list) or len(teacher) != 1 + len(negatives):
-                raise fail(f"'teacher_scores' must list {1 + len(negatives)} numbers (the "
-                           "positive's, then one per negative)")
-            if not all(isinstance(s, (int, float)) and not isinstance(s, bool)
-                       and math.isfinite(s) for s in teacher):
+                raise fail(
+                    f"'teacher_scores' must list {1 + len(negatives)} numbers (the "
+                    "positive's, then one per negative)"
+                )
+            if not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s)
+                for s in teacher
+            ):
                 raise fail("'teacher_scores' must be finite numbers")
             teacher = tuple(float(s) for s in teacher)
         query_id = record.get("query_id", str(line))
         if not isinstance(query_id, (str, int)) or isinstance(query_id, bool):
             raise fail("'query_id' must be a string or an integer")
-        examples.append(TrainingExample(str(query_id), query, tuple(positives),
-                                        tuple(negatives), teacher))
+        examples.append(
+            TrainingExample(str(query_id), query, tuple(positives), tuple(negatives), teacher)
+        )
     if not examples:
         raise InputError("no training examples", path=path)
     return examples
 
 
-def split_validation(examples: Sequence[TrainingExample], size: float, seed: int
-                     ) -> tuple[list[TrainingExample], list[TrainingExample]]:
+def split_validation(
+    examples: Sequence[TrainingExample], size: float, seed: int
+) -> tuple[list[TrainingExample], list[TrainingExample]]:
     """Hold out ``size`` examples (a count, or a fraction when < 1) chosen by ``seed``.
 
     Returns ``(train, validation)``, each in the input order.
     """
-    count = round(size * len(examples)) if isinstance(size, float) and size < 1 \
-        else int(size)
+    count = round(size * len(examples)) if isinstance(size, float) and size < 1 else int(size)
     if not 0 <= count < len(examples):
         raise ValueError(f"cannot hold out {count} of {len(examples)} examples for validation")
-    chosen = set(np.random.default_rng([seed, 7]).choice(len(examples), count,
-                                                          replace=False).tolist())
+    chosen = set(
+        np.random.default_rng([seed, 7]).choice(len(examples), count, replace=False).tolist()
+    )
     train = [e for i, e in enumerate(examples) if i not in chosen]
     validation = [e for i, e in enumerate(examples) if i in chosen]
     return train, validation
 
 
-def validation_corpus(corpus: Sequence[Document], examples: Sequence[TrainingExample], *,
-                      size: int | None, seed: int) -> list[Document]:
+def validation_corpus(
+    corpus: Sequence[Document], examples: Sequence[TrainingExample], *, size: int | None, seed: int
+) -> list[Document]:
     """The documents searched during validation: the full corpus, or a sample of ``size``.
 
     A sample keeps every positive of the validation queries, then their mined negatives rank by
@@ -210,8 +241,7 @@ def validation_corpus(corpus: Sequence[Document], examples: Sequence[TrainingExa
                 keep_ids.add(example.negative_ids[rank])
     rest = [i for i, d in enumerate(corpus) if d.id not in keep_ids]
     fill = max(0, size - len(keep_ids))
-    drawn = np.random.default_rng([seed, 11]).choice(len(rest), min(fill, len(rest)),
-                                                     replace=False)
+    drawn = np.random.default_rng([seed, 11]).choice(len(rest), min(fill, len(rest)), replace=False)
     keep = {rest[i] for i in drawn.tolist()}
     return [d for i, d in enumerate(corpus) if d.id in keep_ids or i in keep]
 
@@ -243,16 +273,27 @@ class BatchSampler:
     negative and so require enough negatives in every example (checked by the trainer).
     """
 
-    def __init__(self, examples: Sequence[TrainingExample], *, batch_size: int,
-                 negatives: int, seed: int, negative_depth: int | None = None):
+    def __init__(
+        self,
+        examples: Sequence[TrainingExample],
+        *,
+        batch_size: int,
+        negatives: int,
+        seed: int,
+        negative_depth: int | None = None,
+    ):
         if batch_size < 1 or batch_size > len(examples):
-            raise ValueError(f"batch_size must be in [1, {len(examples)}] (the number of "
-                             f"training examples), got {batch_size}")
+            raise ValueError(
+                f"batch_size must be in [1, {len(examples)}] (the number of "
+                f"training examples), got {batch_size}"
+            )
         if negatives < 0:
             raise ValueError(f"negatives must be >= 0, got {negatives}")
         if negatives and not any(e.negatives for e in examples):
-            raise ValueError(f"{negatives} hard negative(s) per query asked, but no example "
-                             "has any: mine them (negatives='bm25' or 'index') or use 0")
+            raise ValueError(
+                f"{negatives} hard negative(s) per query asked, but no example "
+                "has any: mine them (negatives='bm25' or 'index') or use 0"
+            )
         self.examples = list(examples)
         self.batch_size = batch_size
         self.negatives = negatives
@@ -264,15 +305,16 @@ class BatchSampler:
 
     def _order(self, epoch: int) -> np.ndarray:
         if epoch not in self._orders:
-            self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
-                len(self.examples))}
+            self._orders = {
+                epoch: np.random.default_rng([self.seed, epoch]).permutation(len(self.examples))
+            }
         return self._orders[epoch]
 
     def batch(self, step: int) -> Batch:
         """The batch of micro-step ``step`` (0-based; the last partial batch of an epoch is
         dropped so every batch has ``batch_size`` queries)."""
         epoch, position = divmod(step, self.steps_per_epoch)
-        chosen = self._order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        chosen = self._order(epoch)[position * self.batch_size : (position + 1) * self.batch_size]
         queries, positives, negatives, teacher = [], [], [], []
         for index in chosen.tolist():
             example = self.examples[index]
@@ -287,18 +329,23 @@ class BatchSampler:
         teacher_scores = teacher if len(teacher) == len(queries) else None
         return Batch(queries, positives, negatives, teacher_scores)
 
-    def _negatives(self, example: TrainingExample, rng: np.random.Generator
-                   ) -> list[tuple[str, float]]:
+    def _negatives(
+        self, example: TrainingExample, rng: np.random.Generator
+    ) -> list[tuple[str, float]]:
         if not self.negatives:
             return []
-        depth = len(example.negatives) if self.negative_depth is None else \
-            min(self.negative_depth, len(example.negatives))
+        depth = (
+            len(example.negatives)
+            if self.negative_depth is None
+            else min(self.negative_depth, len(example.negatives))
+        )
         scores = example.teacher_scores
         picked = []
         if depth:
             for i in rng.choice(depth, min(depth, self.negatives), replace=False).tolist():
-                picked.append((example.negatives[i],
-                               scores[1 + i] if scores is not None else math.nan))
+                picked.append(
+                    (example.negatives[i], scores[1 + i] if scores is not None else math.nan)
+                )
         while len(picked) < self.negatives:
             other = self.examples[self._pool[int(rng.integers(len(self._pool)))]]
             picked.append((other.negatives[int(rng.integers(len(other.negatives)))], math.nan))

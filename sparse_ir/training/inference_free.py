@@ -34,8 +34,14 @@ _META_FILE = "query_encoder.json"
 _FORMAT = 1
 
 
-def document_frequencies(tokenizer, texts: Iterable[str], vocab_size: int, *,
-                         max_length: int = 512, batch_size: int = 1024) -> tuple[np.ndarray, int]:
+def document_frequencies(
+    tokenizer,
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    max_length: int = 512,
+    batch_size: int = 1024,
+) -> tuple[np.ndarray, int]:
     """``(df, N)``: in how many of the N texts each token id occurs (special tokens excluded)."""
     df = np.zeros(vocab_size, np.int64)
     special = set(tokenizer.all_special_ids)
@@ -43,9 +49,14 @@ def document_frequencies(tokenizer, texts: Iterable[str], vocab_size: int, *,
     batch: list[str] = []
 
     def flush() -> None:
-        encoded = tokenizer(batch, add_special_tokens=False, truncation=True,
-                            max_length=max_length, return_attention_mask=False,
-                            return_token_type_ids=False)["input_ids"]
+        encoded = tokenizer(
+            batch,
+            add_special_tokens=False,
+            truncation=True,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         for ids in encoded:
             unique = np.unique(np.asarray(ids, np.int64))
             unique = unique[(unique < vocab_size) & ~np.isin(unique, list(special))]
@@ -90,9 +101,16 @@ class IdfQueryEncoder:
     #: settings (query_encoder.json) apply instead.
     recorded_query_settings: tuple[str, ...] = ()
 
-    def __init__(self, tokenizer, idf: np.ndarray, *, query_max_length: int = 64,
-                 name: str | None = None, drop_special_tokens: bool = True,
-                 query_prompt: str = ""):
+    def __init__(
+        self,
+        tokenizer,
+        idf: np.ndarray,
+        *,
+        query_max_length: int = 64,
+        name: str | None = None,
+        drop_special_tokens: bool = True,
+        query_prompt: str = "",
+    ):
         from sparse_ir.encoders.splade import _vocabulary
 
         idf = np.asarray(idf, np.float32)
@@ -107,19 +125,22 @@ class IdfQueryEncoder:
         self.name = name
         self._vocab = _vocabulary(tokenizer, len(idf))
         self.query_prompt = query_prompt
-        self._special = np.asarray(sorted(tokenizer.all_special_ids) if drop_special_tokens
-                                   else [], np.int64)
+        self._special = np.asarray(
+            sorted(tokenizer.all_special_ids) if drop_special_tokens else [], np.int64
+        )
 
     @classmethod
-    def from_corpus(cls, tokenizer, texts: Iterable[str], vocab_size: int, **options
-                    ) -> IdfQueryEncoder:
+    def from_corpus(
+        cls, tokenizer, texts: Iterable[str], vocab_size: int, **options
+    ) -> IdfQueryEncoder:
         """IDF computed over ``texts`` (the corpus the model will search)."""
         df, count = document_frequencies(tokenizer, texts, vocab_size)
         return cls(tokenizer, bm25_idf(df, count), **options)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, device: str | None = None,
-                        **options) -> IdfQueryEncoder:
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: str | None = None, **options
+    ) -> IdfQueryEncoder:
         """Load the query side saved by :meth:`save`, or the ``SparseStaticEmbedding`` query
         side of a sentence-transformers Router (an inference-free training checkpoint).
 
@@ -137,23 +158,28 @@ class IdfQueryEncoder:
             from transformers import AutoConfig
 
             vocab_size = AutoConfig.from_pretrained(layout.document.directory).vocab_size
-            encoder = st_format.load_static_query_encoder(layout, vocab_size=vocab_size,
-                                                          name=str(directory))
+            encoder = st_format.load_static_query_encoder(
+                layout, vocab_size=vocab_size, name=str(directory)
+            )
             for key, value in options.items():
                 setattr(encoder, key, value)
             return encoder
         if not (directory / IDF_FILE).is_file():
-            raise FileNotFoundError(f"{directory / IDF_FILE} not found: {directory} is not an "
-                                    "inference-free checkpoint")
+            raise FileNotFoundError(
+                f"{directory / IDF_FILE} not found: {directory} is not an inference-free checkpoint"
+            )
         meta = json.loads((directory / _META_FILE).read_text())
         if meta.get("format") != _FORMAT:
-            raise ValueError(f"{directory / _META_FILE}: query-encoder format "
-                             f"{meta.get('format')!r}, this version reads {_FORMAT}")
+            raise ValueError(
+                f"{directory / _META_FILE}: query-encoder format "
+                f"{meta.get('format')!r}, this version reads {_FORMAT}"
+            )
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(directory, use_fast=True)
         options.setdefault("query_max_length", meta.get("query_max_length", 64))
-        return cls(tokenizer, load_file(directory / IDF_FILE)["idf"],
-                   name=str(directory), **options)
+        return cls(
+            tokenizer, load_file(directory / IDF_FILE)["idf"], name=str(directory), **options
+        )
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the IDF table (safetensors) and settings; the tokenizer is saved by the
@@ -162,33 +188,46 @@ class IdfQueryEncoder:
 
         directory = Path(path)
         save_file({"idf": self.idf}, directory / IDF_FILE)
-        (directory / _META_FILE).write_text(json.dumps(
-            {"format": _FORMAT, "kind": "idf", "query_max_length": self.query_max_length},
-            indent=2) + "\n")
+        (directory / _META_FILE).write_text(
+            json.dumps(
+                {"format": _FORMAT, "kind": "idf", "query_max_length": self.query_max_length},
+                indent=2,
+            )
+            + "\n"
+        )
 
     @property
     def vocab(self) -> tuple[str, ...]:
         """The output vocabulary (the document model's)."""
         return self._vocab
 
-    def token_ids(self, texts: Sequence[str], max_length: int | None = None
-                  ) -> list[np.ndarray]:
+    def token_ids(self, texts: Sequence[str], max_length: int | None = None) -> list[np.ndarray]:
         """The distinct non-special token ids of each text, ascending."""
         if self.query_prompt:
             texts = [self.query_prompt + text for text in texts]
-        encoded = self.tokenizer(list(texts), add_special_tokens=False, truncation=True,
-                                 max_length=max_length or self.query_max_length,
-                                 return_attention_mask=False,
-                                 return_token_type_ids=False)["input_ids"]
+        encoded = self.tokenizer(
+            list(texts),
+            add_special_tokens=False,
+            truncation=True,
+            max_length=max_length or self.query_max_length,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )["input_ids"]
         out = []
         for ids in encoded:
             unique = np.unique(np.asarray(ids, np.int64))
             out.append(unique[(unique < len(self.idf)) & ~np.isin(unique, self._special)])
         return out
 
-    def encode_queries(self, texts: str | Sequence[str], *, ids: Sequence[str] | None = None,
-                       max_length: int | None = None, show_progress: bool | None = None,
-                       **_ignored) -> SparseBatch:
+    def encode_queries(
+        self,
+        texts: str | Sequence[str],
+        *,
+        ids: Sequence[str] | None = None,
+        max_length: int | None = None,
+        show_progress: bool | None = None,
+        **_ignored,
+    ) -> SparseBatch:
         """Query vectors as a :class:`SparseBatch` (rows in input order; one ``str``: one
         row)."""
         if isinstance(texts, str):
@@ -200,8 +239,13 @@ class IdfQueryEncoder:
         indptr = np.zeros(len(rows) + 1, np.int64)
         np.cumsum([len(r) for r in rows], out=indptr[1:])
         terms = np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32)
-        return SparseBatch(indptr, terms, self.idf[terms].astype(np.float32), self.vocab,
-                           None if ids is None else tuple(str(i) for i in ids))
+        return SparseBatch(
+            indptr,
+            terms,
+            self.idf[terms].astype(np.float32),
+            self.vocab,
+            None if ids is None else tuple(str(i) for i in ids),
+        )
 
     def query_tensor(self, texts: Sequence[str]):
         """Dense [len(texts), vocab] float32 torch tensor of the query vectors (for training)."""

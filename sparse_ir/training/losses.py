@@ -58,13 +58,15 @@ Regularizer = Literal["flops", "l1", "idf-flops", "none"]
 
 # -- ranking losses -------------------------------------------------------------------------------
 
+
 def dot_scores(queries: torch.Tensor, documents: torch.Tensor) -> torch.Tensor:
     """s(q_i, d_k) = q_i · d_k for every pair: [num_queries, num_documents]."""
     return queries @ documents.T
 
 
-def in_batch_contrastive_loss(scores: torch.Tensor, targets: torch.Tensor | None = None, *,
-                              temperature: float = 1.0) -> torch.Tensor:
+def in_batch_contrastive_loss(
+    scores: torch.Tensor, targets: torch.Tensor | None = None, *, temperature: float = 1.0
+) -> torch.Tensor:
     """InfoNCE with in-batch negatives (SPLADE v2, Formal et al. 2021; Karpukhin et al. 2020).
 
     L = -1/B Σ_i log( exp(s(q_i, d_i⁺)/τ) / Σ_k exp(s(q_i, d_k)/τ) )
@@ -87,8 +89,9 @@ def in_batch_contrastive_loss(scores: torch.Tensor, targets: torch.Tensor | None
     return F.cross_entropy(scores / temperature, targets)
 
 
-def listwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor, *,
-                  temperature: float = 1.0) -> torch.Tensor:
+def listwise_loss(
+    positive_scores: torch.Tensor, negative_scores: torch.Tensor, *, temperature: float = 1.0
+) -> torch.Tensor:
     """Softmax cross-entropy over each query's own list (q, d⁺, d⁻_1..d⁻_n), no in-batch documents.
 
     L = -1/B Σ_i log( exp(s_i⁺/τ) / (exp(s_i⁺/τ) + Σ_m exp(s_im⁻/τ)) )
@@ -102,12 +105,10 @@ def listwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor, 
 
     _check_temperature(temperature)
     logits = torch.cat([positive_scores[:, None], negative_scores], dim=1) / temperature
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long,
-                                               device=logits.device))
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
-def pairwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor
-                  ) -> torch.Tensor:
+def pairwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor) -> torch.Tensor:
     """RankNet's pairwise logistic loss (Burges et al. 2005) over every (d⁺, d⁻) pair.
 
     L = mean_{i,m} log(1 + exp(s_im⁻ - s_i⁺))
@@ -121,9 +122,12 @@ def pairwise_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor
     return F.softplus(negative_scores - positive_scores[:, None]).mean()
 
 
-def margin_mse_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor,
-                    teacher_positive: torch.Tensor, teacher_negative: torch.Tensor
-                    ) -> torch.Tensor:
+def margin_mse_loss(
+    positive_scores: torch.Tensor,
+    negative_scores: torch.Tensor,
+    teacher_positive: torch.Tensor,
+    teacher_negative: torch.Tensor,
+) -> torch.Tensor:
     """MarginMSE distillation (Hofstätter et al. 2020).
 
     L = mean_{i,m} ((s_i⁺ - s_im⁻) - (t_i⁺ - t_im⁻))²
@@ -137,8 +141,9 @@ def margin_mse_loss(positive_scores: torch.Tensor, negative_scores: torch.Tensor
     return F.mse_loss(student, teacher.to(student.dtype))
 
 
-def kl_distillation_loss(student_scores: torch.Tensor, teacher_scores: torch.Tensor, *,
-                         temperature: float = 1.0) -> torch.Tensor:
+def kl_distillation_loss(
+    student_scores: torch.Tensor, teacher_scores: torch.Tensor, *, temperature: float = 1.0
+) -> torch.Tensor:
     """KL divergence from the teacher's to the student's distribution over each query's list
     (SPLADE++, Formal et al. 2022).
 
@@ -157,12 +162,14 @@ def kl_distillation_loss(student_scores: torch.Tensor, teacher_scores: torch.Ten
 
 
 def _check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-            and temperature > 0):
+    if not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
 # -- sparsity regularizers ------------------------------------------------------------------------
+
 
 def flops(weights: torch.Tensor) -> torch.Tensor:
     """FLOPS regularizer (Paria et al. 2020): ℓ_FLOPS = Σ_j ( 1/N Σ_i |w_ij| )².
@@ -195,8 +202,10 @@ def idf_flops(weights: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
         penalty: [vocab] the per-term scale p_j.
     """
     if penalty.shape != weights.shape[1:]:
-        raise ValueError(f"penalty has shape {tuple(penalty.shape)}, expected "
-                         f"({weights.shape[1]},): one value per vocabulary term")
+        raise ValueError(
+            f"penalty has shape {tuple(penalty.shape)}, expected "
+            f"({weights.shape[1]},): one value per vocabulary term"
+        )
     return (penalty.to(weights.dtype) * weights.abs().mean(dim=0) ** 2).sum()
 
 
@@ -217,6 +226,7 @@ def idf_penalty(idf: torch.Tensor, *, floor: float = 0.1) -> torch.Tensor:
 
 
 # -- the registries -------------------------------------------------------------------------------
+
 
 class ScoredBatch(NamedTuple):
     """What a ranking loss of :data:`RANKING_LOSSES` receives: one batch, scored.
@@ -265,13 +275,15 @@ class RegularizerRule(NamedTuple):
 
 
 def _contrastive(batch: ScoredBatch) -> torch.Tensor:
-    return in_batch_contrastive_loss(dot_scores(batch.queries, batch.documents),
-                                     temperature=batch.temperature)
+    return in_batch_contrastive_loss(
+        dot_scores(batch.queries, batch.documents), temperature=batch.temperature
+    )
 
 
 def _listwise(batch: ScoredBatch) -> torch.Tensor:
-    return listwise_loss(batch.positive_scores, batch.negative_scores,
-                         temperature=batch.temperature)
+    return listwise_loss(
+        batch.positive_scores, batch.negative_scores, temperature=batch.temperature
+    )
 
 
 def _pairwise(batch: ScoredBatch) -> torch.Tensor:
@@ -279,8 +291,12 @@ def _pairwise(batch: ScoredBatch) -> torch.Tensor:
 
 
 def _margin_mse(batch: ScoredBatch) -> torch.Tensor:
-    return margin_mse_loss(batch.positive_scores, batch.negative_scores,
-                           batch.teacher_scores[:, 0], batch.teacher_scores[:, 1:])
+    return margin_mse_loss(
+        batch.positive_scores,
+        batch.negative_scores,
+        batch.teacher_scores[:, 0],
+        batch.teacher_scores[:, 1:],
+    )
 
 
 def _kl(batch: ScoredBatch) -> torch.Tensor:
@@ -305,12 +321,14 @@ REGULARIZERS: dict[str, RegularizerRule] = {
     "l1": RegularizerRule(lambda weights, penalty: l1(weights)),
     "idf-flops": RegularizerRule(
         lambda weights, penalty: idf_flops(weights, penalty.to(weights.device)),
-        needs_idf_penalty=True),
+        needs_idf_penalty=True,
+    ),
     "none": RegularizerRule(lambda weights, penalty: weights.new_zeros(())),
 }
 
 
 # -- the composite loss ---------------------------------------------------------------------------
+
 
 class LossTerms(NamedTuple):
     """The result of :class:`SpladeLoss`: the total to back-propagate and every named term.
@@ -354,8 +372,9 @@ class SpladeLoss:
 
     def __post_init__(self) -> None:
         if not isinstance(self.ranking, str) or self.ranking not in RANKING_LOSSES:
-            raise ValueError(f"ranking loss must be one of {tuple(RANKING_LOSSES)}, "
-                             f"got {self.ranking!r}")
+            raise ValueError(
+                f"ranking loss must be one of {tuple(RANKING_LOSSES)}, got {self.ranking!r}"
+            )
         for side in ("query_regularizer", "document_regularizer"):
             value = getattr(self, side)
             if not isinstance(value, str) or value not in REGULARIZERS:
@@ -379,10 +398,16 @@ class SpladeLoss:
         """The regularizer ``kind`` of a batch of weights (0 for ``"none"``)."""
         return REGULARIZERS[kind].regularizer(weights, self.idf_penalty)
 
-    def __call__(self, queries: torch.Tensor, positives: torch.Tensor,
-                 negatives: torch.Tensor, step: int, *,
-                 teacher_scores: torch.Tensor | None = None,
-                 queries_trainable: bool = True) -> LossTerms:
+    def __call__(
+        self,
+        queries: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor,
+        step: int,
+        *,
+        teacher_scores: torch.Tensor | None = None,
+        queries_trainable: bool = True,
+    ) -> LossTerms:
         """The loss of one batch.
 
         Args:
@@ -400,32 +425,55 @@ class SpladeLoss:
         rule = RANKING_LOSSES[self.ranking]
         batch = queries.shape[0]
         if positives.shape[0] != batch or negatives.shape[0] % max(batch, 1):
-            raise ValueError(f"{batch} queries, {positives.shape[0]} positives and "
-                             f"{negatives.shape[0]} negatives: expected B, B and B·n rows")
+            raise ValueError(
+                f"{batch} queries, {positives.shape[0]} positives and "
+                f"{negatives.shape[0]} negatives: expected B, B and B·n rows"
+            )
         per_query = negatives.shape[0] // batch if batch else 0
         if rule.needs_negatives and per_query == 0:
-            raise ValueError(f"the {self.ranking!r} loss needs at least one hard negative "
-                             "per query")
+            raise ValueError(
+                f"the {self.ranking!r} loss needs at least one hard negative per query"
+            )
         if rule.needs_teacher:
             if teacher_scores is None:
                 raise ValueError(f"the {self.ranking!r} loss needs teacher scores")
             if teacher_scores.shape != (batch, 1 + per_query):
-                raise ValueError(f"teacher scores of shape {tuple(teacher_scores.shape)}, "
-                                 f"expected ({batch}, {1 + per_query})")
+                raise ValueError(
+                    f"teacher scores of shape {tuple(teacher_scores.shape)}, "
+                    f"expected ({batch}, {1 + per_query})"
+                )
         positive_scores = (queries * positives).sum(dim=1)
-        negative_scores = torch.einsum(
-            "bv,bnv->bn", queries, negatives.view(batch, per_query, queries.shape[1])) \
-            if per_query else queries.new_zeros(batch, 0)
+        negative_scores = (
+            torch.einsum("bv,bnv->bn", queries, negatives.view(batch, per_query, queries.shape[1]))
+            if per_query
+            else queries.new_zeros(batch, 0)
+        )
         documents = torch.cat([positives, negatives])
-        ranking = rule.loss(ScoredBatch(queries, documents, positive_scores, negative_scores,
-                                        teacher_scores, self.temperature))
+        ranking = rule.loss(
+            ScoredBatch(
+                queries,
+                documents,
+                positive_scores,
+                negative_scores,
+                teacher_scores,
+                self.temperature,
+            )
+        )
         lambda_q = self.schedule_q(step) if queries_trainable else 0.0
         lambda_d = self.schedule_d(step)
-        reg_q = self.regularize(self.query_regularizer, queries) if queries_trainable \
+        reg_q = (
+            self.regularize(self.query_regularizer, queries)
+            if queries_trainable
             else queries.new_zeros(())
+        )
         reg_d = self.regularize(self.document_regularizer, documents)
         total = ranking + lambda_q * reg_q + lambda_d * reg_d
-        terms = {"total": float(total.detach()), "ranking": float(ranking.detach()),
-                 "reg_q": float(reg_q.detach()), "reg_d": float(reg_d.detach()),
-                 "lambda_q": lambda_q, "lambda_d": lambda_d}
+        terms = {
+            "total": float(total.detach()),
+            "ranking": float(ranking.detach()),
+            "reg_q": float(reg_q.detach()),
+            "reg_d": float(reg_d.detach()),
+            "lambda_q": lambda_q,
+            "lambda_d": lambda_d,
+        }
         return LossTerms(total, terms)

@@ -29,9 +29,14 @@ def _drop_judged(ranked: Sequence[str], judged: Mapping[str, int], depth: int) -
     return [d for d in ranked if d not in judged][:depth]
 
 
-def mine_bm25_negatives(queries: Sequence[Query], corpus: Sequence[Document],
-                        qrels: Mapping[str, Mapping[str, int]], *, depth: int = 30,
-                        show_progress: bool | None = None) -> dict[str, list[str]]:
+def mine_bm25_negatives(
+    queries: Sequence[Query],
+    corpus: Sequence[Document],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    depth: int = 30,
+    show_progress: bool | None = None,
+) -> dict[str, list[str]]:
     """The top-``depth`` BM25 documents of each query that are not judged for it.
 
     Args:
@@ -65,26 +70,37 @@ def mine_bm25_negatives(queries: Sequence[Query], corpus: Sequence[Document],
 
 
 def _bm25_rank(bm25s, stemmer, queries, corpus, qrels, depth, quiet) -> dict[str, list[str]]:
-    tokens = bm25s.tokenize([d.full_text for d in corpus], stopwords="en", stemmer=stemmer,
-                            show_progress=not quiet)
+    tokens = bm25s.tokenize(
+        [d.full_text for d in corpus], stopwords="en", stemmer=stemmer, show_progress=not quiet
+    )
     retriever = bm25s.BM25(k1=0.9, b=0.4, method="lucene")
     retriever.index(tokens, show_progress=not quiet)
-    query_tokens = bm25s.tokenize([q.text for q in queries], stopwords="en", stemmer=stemmer,
-                                  show_progress=False)
+    query_tokens = bm25s.tokenize(
+        [q.text for q in queries], stopwords="en", stemmer=stemmer, show_progress=False
+    )
     largest_judged = max((len(qrels.get(q.id, {})) for q in queries), default=0)
     k = min(len(corpus), depth + largest_judged)
     # n_threads=1: bm25s' thread pool would fight the other users of this machine's cores,
     # and a single thread retrieves SciFact's queries in well under a second.
     ranked, _ = retriever.retrieve(query_tokens, k=k, show_progress=not quiet, n_threads=1)
     ids = [d.id for d in corpus]
-    return {q.id: _drop_judged([ids[i] for i in row.tolist()], qrels.get(q.id, {}), depth)
-            for q, row in zip(queries, ranked)}
+    return {
+        q.id: _drop_judged([ids[i] for i in row.tolist()], qrels.get(q.id, {}), depth)
+        for q, row in zip(queries, ranked)
+    }
 
 
-def mine_index_negatives(document_encoder, query_encoder, queries: Sequence[Query],
-                         corpus: Sequence[Document], qrels: Mapping[str, Mapping[str, int]], *,
-                         depth: int = 30, work_dir: str | os.PathLike | None = None,
-                         show_progress: bool | None = None) -> dict[str, list[str]]:
+def mine_index_negatives(
+    document_encoder,
+    query_encoder,
+    queries: Sequence[Query],
+    corpus: Sequence[Document],
+    qrels: Mapping[str, Mapping[str, int]],
+    *,
+    depth: int = 30,
+    work_dir: str | os.PathLike | None = None,
+    show_progress: bool | None = None,
+) -> dict[str, list[str]]:
     """The top-``depth`` documents of each query under the current model, judged ones removed.
 
     The corpus is encoded with ``document_encoder`` into a temporary impact index (removed
@@ -97,16 +113,24 @@ def mine_index_negatives(document_encoder, query_encoder, queries: Sequence[Quer
         os.makedirs(work_dir, exist_ok=True)
     directory = tempfile.mkdtemp(prefix="mine-", dir=work_dir)
     try:
-        index, _ = index_corpus(document_encoder, corpus, os.path.join(directory, "index"),
-                                store_contents=False, total=len(corpus),
-                                show_progress=show_progress)
+        index, _ = index_corpus(
+            document_encoder,
+            corpus,
+            os.path.join(directory, "index"),
+            store_contents=False,
+            total=len(corpus),
+            show_progress=show_progress,
+        )
         largest_judged = max((len(qrels.get(q.id, {})) for q in queries), default=0)
-        vectors = query_encoder.encode_queries([q.text for q in queries],
-                                               ids=[q.id for q in queries],
-                                               show_progress=show_progress)
-        run = index.search_batch(index.quantizer.quantize(vectors),
-                                 min(len(corpus), depth + largest_judged))
-        return {q.id: _drop_judged([hit.doc_id for hit in run[q.id]], qrels.get(q.id, {}),
-                                   depth) for q in queries}
+        vectors = query_encoder.encode_queries(
+            [q.text for q in queries], ids=[q.id for q in queries], show_progress=show_progress
+        )
+        run = index.search_batch(
+            index.quantizer.quantize(vectors), min(len(corpus), depth + largest_judged)
+        )
+        return {
+            q.id: _drop_judged([hit.doc_id for hit in run[q.id]], qrels.get(q.id, {}), depth)
+            for q in queries
+        }
     finally:
         shutil.rmtree(directory, ignore_errors=True)

@@ -40,13 +40,21 @@ class Prepared:
     description: dict
 
 
-def prepare_beir(data_dir: str | os.PathLike, *, split: str = "train",
-                 holdout: float = 0.1, validation_split: str | None = None,
-                 validation_corpus_size: int | None = None,
-                 negatives_from: NegativeSource = "bm25", negative_depth: int = 30,
-                 seed: int = 0, document_encoder=None, query_encoder=None,
-                 work_dir: str | os.PathLike | None = None,
-                 show_progress: bool | None = None) -> Prepared:
+def prepare_beir(
+    data_dir: str | os.PathLike,
+    *,
+    split: str = "train",
+    holdout: float = 0.1,
+    validation_split: str | None = None,
+    validation_corpus_size: int | None = None,
+    negatives_from: NegativeSource = "bm25",
+    negative_depth: int = 30,
+    seed: int = 0,
+    document_encoder=None,
+    query_encoder=None,
+    work_dir: str | os.PathLike | None = None,
+    show_progress: bool | None = None,
+) -> Prepared:
     """Examples of a BEIR split with mined negatives, and held-out validation queries.
 
     Args:
@@ -77,17 +85,26 @@ def prepare_beir(data_dir: str | os.PathLike, *, split: str = "train",
     every_query = list(queries) + list(validation_queries)
     every_qrels = {**qrels, **validation_qrels}
     if negatives_from == "bm25":
-        mined = mine_bm25_negatives(every_query, corpus, every_qrels, depth=negative_depth,
-                                    show_progress=show_progress)
+        mined = mine_bm25_negatives(
+            every_query, corpus, every_qrels, depth=negative_depth, show_progress=show_progress
+        )
     elif negatives_from == "index":
         if document_encoder is None or query_encoder is None:
             raise ValueError("negatives_from='index' needs the document and query encoders")
-        mined = mine_index_negatives(document_encoder, query_encoder, every_query, corpus,
-                                     every_qrels, depth=negative_depth, work_dir=work_dir,
-                                     show_progress=show_progress)
+        mined = mine_index_negatives(
+            document_encoder,
+            query_encoder,
+            every_query,
+            corpus,
+            every_qrels,
+            depth=negative_depth,
+            work_dir=work_dir,
+            show_progress=show_progress,
+        )
     elif negatives_from != "none":
-        raise ValueError(f"negatives_from must be 'bm25', 'index' or 'none', "
-                         f"got {negatives_from!r}")
+        raise ValueError(
+            f"negatives_from must be 'bm25', 'index' or 'none', got {negatives_from!r}"
+        )
     by_id = {d.id: d for d in corpus}
     examples = examples_from_beir(queries, qrels, by_id, mined)
     validation = None
@@ -103,20 +120,30 @@ def prepare_beir(data_dir: str | os.PathLike, *, split: str = "train",
         validation = ValidationSet(
             [q for q in (validation_queries or queries) if q.id in held_ids],
             {q: dict(source_qrels[q]) for q in held_ids},
-            validation_corpus(corpus, held_examples, size=validation_corpus_size, seed=seed))
-    description = {"source": "beir", "path": str(data_dir), "split": split,
-                   "validation_split": validation_split, "holdout": holdout,
-                   "validation_queries": len(held_examples),
-                   "validation_documents": len(validation.corpus) if validation else 0,
-                   "negatives_from": negatives_from, "negative_depth": negative_depth,
-                   "training_queries": len(examples)}
-    logger.info("%d training queries, %d validation queries over %d documents",
-                len(examples), len(held_examples), description["validation_documents"])
+            validation_corpus(corpus, held_examples, size=validation_corpus_size, seed=seed),
+        )
+    description = {
+        "source": "beir",
+        "path": str(data_dir),
+        "split": split,
+        "validation_split": validation_split,
+        "holdout": holdout,
+        "validation_queries": len(held_examples),
+        "validation_documents": len(validation.corpus) if validation else 0,
+        "negatives_from": negatives_from,
+        "negative_depth": negative_depth,
+        "training_queries": len(examples),
+    }
+    logger.info(
+        "%d training queries, %d validation queries over %d documents",
+        len(examples),
+        len(held_examples),
+        description["validation_documents"],
+    )
     return Prepared(examples, validation, corpus, description)
 
 
-def prepare_jsonl(path: str | os.PathLike, *, holdout: float = 0.1,
-                  seed: int = 0) -> Prepared:
+def prepare_jsonl(path: str | os.PathLike, *, holdout: float = 0.1, seed: int = 0) -> Prepared:
     """Examples from a JSONL file; the held-out ones become a validation set whose corpus is
     their own positives and negatives."""
     examples = read_examples(path)
@@ -126,7 +153,11 @@ def prepare_jsonl(path: str | os.PathLike, *, holdout: float = 0.1,
         validation = validation_from_examples(held)
     texts = {t for e in examples for t in (*e.positives, *e.negatives)}
     corpus = [Document(f"t{i}", "", t) for i, t in enumerate(sorted(texts))]
-    description = {"source": "jsonl", "path": str(path), "holdout": holdout,
-                   "training_queries": len(examples),
-                   "validation_queries": len(validation.queries) if validation else 0}
+    description = {
+        "source": "jsonl",
+        "path": str(path),
+        "holdout": holdout,
+        "training_queries": len(examples),
+        "validation_queries": len(validation.queries) if validation else 0,
+    }
     return Prepared(examples, validation, corpus, description)

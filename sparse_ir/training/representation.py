@@ -64,30 +64,46 @@ class MaxPooledProjection(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                chunk: int, compute_dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        chunk: int,
+        compute_dtype: torch.dtype,
+    ) -> torch.Tensor:
         batch = hidden.shape[0]
         vocab_size = weight.shape[0]
         out = torch.empty(batch, vocab_size, dtype=torch.float32, device=hidden.device)
         winners = torch.zeros(batch, vocab_size, dtype=torch.int32, device=hidden.device)
         if compute_dtype == torch.float32:
             for start in range(0, vocab_size, chunk):
-                tile = weight[start:start + chunk].detach()
+                tile = weight[start : start + chunk].detach()
                 best = torch.matmul(hidden.detach(), tile.T).max(dim=1)
-                winners[:, start:start + tile.shape[0]] = best.indices
-                out[:, start:start + tile.shape[0]] = best.values
+                winners[:, start : start + tile.shape[0]] = best.indices
+                out[:, start : start + tile.shape[0]] = best.values
         else:
             from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, rescore
 
-            screen = Int8Screen(weight) if compute_dtype == torch.int8 else \
-                Bfloat16Screen(weight, columns=chunk)
+            screen = (
+                Int8Screen(weight)
+                if compute_dtype == torch.int8
+                else Bfloat16Screen(weight, columns=chunk)
+            )
             states = hidden.detach().float()
             out = screen.upper_bound(states)
             upper = out if bias is None else out + bias.detach().float()
             # Every position counts (padding holds a copy of a real token); the bias is added
             # below, to the bounds as well.
-            rescore(states, [states.shape[1]] * batch, upper > 0, weight.detach(), None,
-                    out=out, winners=winners)
+            rescore(
+                states,
+                [states.shape[1]] * batch,
+                upper > 0,
+                weight.detach(),
+                None,
+                out=out,
+                winners=winners,
+            )
         if bias is not None:
             out += bias.detach().float()
         ctx.save_for_backward(hidden, weight, winners)
@@ -105,10 +121,12 @@ class MaxPooledProjection(torch.autograd.Function):
         g = grad_out[texts, terms][:, None]
         tokens = winners[texts, terms].long()
         if ctx.needs_input_grad[0]:
-            grad_hidden = torch.zeros(batch * length, width, dtype=hidden.dtype,
-                                      device=hidden.device)
-            grad_hidden.index_add_(0, texts * length + tokens,
-                                   (g * weight[terms].float()).to(hidden.dtype))
+            grad_hidden = torch.zeros(
+                batch * length, width, dtype=hidden.dtype, device=hidden.device
+            )
+            grad_hidden.index_add_(
+                0, texts * length + tokens, (g * weight[terms].float()).to(hidden.dtype)
+            )
             grad_hidden = grad_hidden.view(batch, length, width)
         if ctx.needs_input_grad[1]:
             grad_weight = torch.zeros_like(weight)
@@ -118,8 +136,9 @@ class MaxPooledProjection(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None
 
 
-def transformed_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
-                       attention_mask: torch.Tensor) -> torch.Tensor:
+def transformed_hidden(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """The MLM head's transformed hidden states t(h) [batch, length, hidden], with gradients.
 
     Runs the model with its vocabulary projection bypassed (the encoder's
@@ -131,10 +150,15 @@ def transformed_hidden(model: torch.nn.Module, input_ids: torch.Tensor,
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
-def splade_weights(model: torch.nn.Module, input_ids: torch.Tensor,
-                   attention_mask: torch.Tensor, *, implementation: Implementation = "chunked",
-                   vocab_chunk: int = 2048, compute_dtype: torch.dtype = torch.float32
-                   ) -> torch.Tensor:
+def splade_weights(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    *,
+    implementation: Implementation = "chunked",
+    vocab_chunk: int = 2048,
+    compute_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """SPLADE-max weights w [batch, vocab] = log(1 + ReLU(max_l z_l + b)), differentiable.
 
     Args:
@@ -147,8 +171,9 @@ def splade_weights(model: torch.nn.Module, input_ids: torch.Tensor,
             ``torch.int8`` (CPUs with VNNI) or ``torch.bfloat16``.
     """
     if implementation not in get_args(Implementation):
-        raise ValueError(f"implementation must be one of {get_args(Implementation)}, "
-                         f"got {implementation!r}")
+        raise ValueError(
+            f"implementation must be one of {get_args(Implementation)}, got {implementation!r}"
+        )
     if implementation == "reference":
         return reference_splade_weights(model, input_ids, attention_mask)
     head = model.get_output_embeddings()
@@ -156,13 +181,13 @@ def splade_weights(model: torch.nn.Module, input_ids: torch.Tensor,
     # A copy of token 0 in every padding slot cannot change a max over tokens; the gradient
     # of torch.where routes anything it receives back to token 0.
     hidden = torch.where(attention_mask.bool()[..., None], hidden, hidden[:, :1, :])
-    pooled = MaxPooledProjection.apply(hidden, head.weight, head.bias, vocab_chunk,
-                                       compute_dtype)
+    pooled = MaxPooledProjection.apply(hidden, head.weight, head.bias, vocab_chunk, compute_dtype)
     return torch.log1p(torch.relu(pooled))
 
 
-def reference_splade_weights(model: torch.nn.Module, input_ids: torch.Tensor,
-                             attention_mask: torch.Tensor) -> torch.Tensor:
+def reference_splade_weights(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
     """The textbook formula: w_j = max_l log(1 + ReLU(z_lj)) · mask_l with z = model(x).logits.
 
     Materialises (and keeps for backward) the float32 [batch, length, vocab] logits.

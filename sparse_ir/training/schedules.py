@@ -53,8 +53,9 @@ def linear_warmup_decay(step: int, warmup_steps: int, total_steps: int) -> float
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], "
-                         f"got {warmup_steps}")
+        raise ValueError(
+            f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}"
+        )
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))

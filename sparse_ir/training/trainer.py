@@ -57,8 +57,17 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FORMAT = 1
 #: Settings that may differ between a checkpoint and the run resuming from it.
-RESUMABLE_CHANGES = frozenset({"max_minutes", "eval_every", "save_every", "keep_checkpoints",
-                               "log_every", "output_dir", "eval_at_start"})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "max_minutes",
+        "eval_every",
+        "save_every",
+        "keep_checkpoints",
+        "log_every",
+        "output_dir",
+        "eval_at_start",
+    }
+)
 
 
 @dataclass
@@ -126,29 +135,47 @@ class TrainingConfig:
     data: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        choices = {"mode": get_args(Mode), "ranking_loss": tuple(RANKING_LOSSES),
-                   "query_regularizer": tuple(REGULARIZERS),
-                   "document_regularizer": tuple(REGULARIZERS),
-                   "implementation": get_args(Implementation),
-                   "precision": get_args(TrainingPrecision),
-                   "eval_precision": get_args(Precision)}
+        choices = {
+            "mode": get_args(Mode),
+            "ranking_loss": tuple(RANKING_LOSSES),
+            "query_regularizer": tuple(REGULARIZERS),
+            "document_regularizer": tuple(REGULARIZERS),
+            "implementation": get_args(Implementation),
+            "precision": get_args(TrainingPrecision),
+            "eval_precision": get_args(Precision),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("max_steps", "batch_size", "gradient_accumulation", "query_max_length",
-                     "document_max_length", "vocab_chunk", "eval_document_max_length",
-                     "keep_checkpoints", "log_every"):
+        for name in (
+            "max_steps",
+            "batch_size",
+            "gradient_accumulation",
+            "query_max_length",
+            "document_max_length",
+            "vocab_chunk",
+            "eval_document_max_length",
+            "keep_checkpoints",
+            "log_every",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "lambda_warmup_steps", "negatives", "eval_every",
-                     "save_every", "seed"):
+        for name in (
+            "warmup_steps",
+            "lambda_warmup_steps",
+            "negatives",
+            "eval_every",
+            "save_every",
+            "seed",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         if self.warmup_steps > self.max_steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps "
-                             f"({self.max_steps})")
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})"
+            )
         for name in ("learning_rate", "temperature"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -172,8 +199,9 @@ class TrainingConfig:
         data = dict(data)
         version = data.pop("format", CONFIG_FORMAT)
         if version != CONFIG_FORMAT:
-            raise ValueError(f"training config format {version!r}; this version reads "
-                             f"{CONFIG_FORMAT}")
+            raise ValueError(
+                f"training config format {version!r}; this version reads {CONFIG_FORMAT}"
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -221,9 +249,17 @@ class Trainer:
         show_progress: progress bar; None shows it on a terminal.
     """
 
-    def __init__(self, config: TrainingConfig, examples: Sequence[TrainingExample],
-                 validation: ValidationSet | None = None, *, model=None, tokenizer=None,
-                 query_encoder=None, show_progress: bool | None = None):
+    def __init__(
+        self,
+        config: TrainingConfig,
+        examples: Sequence[TrainingExample],
+        validation: ValidationSet | None = None,
+        *,
+        model=None,
+        tokenizer=None,
+        query_encoder=None,
+        show_progress: bool | None = None,
+    ):
         self.config = config
         self.examples = list(examples)
         self.validation = validation
@@ -234,33 +270,52 @@ class Trainer:
         self.tokenizer = tokenizer
         self.query_encoder = query_encoder
         inference_free = config.mode == "inference-free"
-        uses_idf = any(REGULARIZERS[name].needs_idf_penalty
-                       for name in (config.query_regularizer, config.document_regularizer))
+        uses_idf = any(
+            REGULARIZERS[name].needs_idf_penalty
+            for name in (config.query_regularizer, config.document_regularizer)
+        )
         if (inference_free or uses_idf) and query_encoder is None:
-            raise ValueError("inference-free mode and the idf-flops regularizer need a "
-                             "query_encoder (an IdfQueryEncoder) for the IDF table")
+            raise ValueError(
+                "inference-free mode and the idf-flops regularizer need a "
+                "query_encoder (an IdfQueryEncoder) for the IDF table"
+            )
         rows = model.get_output_embeddings().weight.shape[0]
         if query_encoder is not None and len(query_encoder.idf) != rows:
-            raise ValueError(f"the query encoder's IDF table has {len(query_encoder.idf)} "
-                             f"entries, the model's vocabulary {rows} rows; build it with "
-                             f"vocab_size={rows}")
+            raise ValueError(
+                f"the query encoder's IDF table has {len(query_encoder.idf)} "
+                f"entries, the model's vocabulary {rows} rows; build it with "
+                f"vocab_size={rows}"
+            )
         penalty = idf_penalty(torch.from_numpy(query_encoder.idf)) if uses_idf else None
         self.loss = SpladeLoss(
-            ranking=config.ranking_loss, lambda_q=config.lambda_q, lambda_d=config.lambda_d,
+            ranking=config.ranking_loss,
+            lambda_q=config.lambda_q,
+            lambda_d=config.lambda_d,
             warmup_steps=config.lambda_warmup_steps,
             query_regularizer=config.query_regularizer,
             document_regularizer=config.document_regularizer,
-            temperature=config.temperature, idf_penalty=penalty)
+            temperature=config.temperature,
+            idf_penalty=penalty,
+        )
         if self.loss.needs_teacher:
-            short = [e.query_id for e in self.examples
-                     if e.teacher_scores is None or len(e.negatives) < config.negatives]
+            short = [
+                e.query_id
+                for e in self.examples
+                if e.teacher_scores is None or len(e.negatives) < config.negatives
+            ]
             if short:
-                raise ValueError(f"the {config.ranking_loss!r} loss needs teacher scores and "
-                                 f"at least {config.negatives} negatives in every example; "
-                                 f"{len(short)} lack them (e.g. query {short[0]})")
-        self.sampler = BatchSampler(self.examples, batch_size=config.batch_size,
-                                    negatives=config.negatives, seed=config.seed,
-                                    negative_depth=config.negative_depth)
+                raise ValueError(
+                    f"the {config.ranking_loss!r} loss needs teacher scores and "
+                    f"at least {config.negatives} negatives in every example; "
+                    f"{len(short)} lack them (e.g. query {short[0]})"
+                )
+        self.sampler = BatchSampler(
+            self.examples,
+            batch_size=config.batch_size,
+            negatives=config.negatives,
+            seed=config.seed,
+            negative_depth=config.negative_depth,
+        )
         self.output_dir = Path(config.output_dir)
         self.step = 0
         self.history: list[dict] = []
@@ -271,10 +326,10 @@ class Trainer:
 
         device = next(self.model.parameters()).device
         int8 = int8_supported(device)
-        mixed = config.precision == "mixed" or (config.precision == "auto"
-                                                and (int8 or bf16_supported(device)))
-        self._compute_dtype = (torch.int8 if int8 else torch.bfloat16) if mixed \
-            else torch.float32
+        mixed = config.precision == "mixed" or (
+            config.precision == "auto" and (int8 or bf16_supported(device))
+        )
+        self._compute_dtype = (torch.int8 if int8 else torch.bfloat16) if mixed else torch.float32
         torch.manual_seed(config.seed)
         self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.learning_rate)
 
@@ -287,8 +342,10 @@ class Trainer:
             if not parameter.requires_grad:
                 continue
             (no_decay if parameter.ndim < 2 else decay).append(parameter)
-        return [{"params": decay, "weight_decay": self.config.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0}]
+        return [
+            {"params": decay, "weight_decay": self.config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
 
     def _resume(self) -> bool:
         checkpoint = latest_checkpoint(self.output_dir)
@@ -297,12 +354,15 @@ class Trainer:
         saved = json.loads((state_directory(checkpoint) / "training_config.json").read_text())
         saved.pop("format", None)
         current = dataclasses.asdict(self.config)
-        changed = sorted(k for k in current if k not in RESUMABLE_CHANGES
-                         and saved.get(k) != current[k])
+        changed = sorted(
+            k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]
+        )
         if changed:
-            raise ValueError(f"cannot resume from {checkpoint}: its settings differ in "
-                             f"{changed} (e.g. {changed[0]}: {saved.get(changed[0])!r} there, "
-                             f"{current[changed[0]]!r} now); use a new output directory")
+            raise ValueError(
+                f"cannot resume from {checkpoint}: its settings differ in "
+                f"{changed} (e.g. {changed[0]}: {saved.get(changed[0])!r} there, "
+                f"{current[changed[0]]!r} now); use a new output directory"
+            )
         from safetensors.torch import load_file
 
         weights = load_file(model_weights_file(checkpoint))
@@ -313,11 +373,12 @@ class Trainer:
         loaded = {id(parameters[name]) for name in weights if name in parameters}
         missing = [m for m in missing if id(parameters.get(m)) not in loaded]
         if missing or unexpected:
-            raise ValueError(f"{checkpoint}: weights do not match the model (missing "
-                             f"{missing[:3]}, unexpected {unexpected[:3]})")
+            raise ValueError(
+                f"{checkpoint}: weights do not match the model (missing "
+                f"{missing[:3]}, unexpected {unexpected[:3]})"
+            )
         state, tensors = load_training_state(checkpoint)
-        self.optimizer.load_state_dict(optimizer_state_from_tensors(tensors,
-                                                                    state["optimizer"]))
+        self.optimizer.load_state_dict(optimizer_state_from_tensors(tensors, state["optimizer"]))
         torch.set_rng_state(tensors["torch_rng_state"])
         self.step = int(state["step"])
         self.history = list(state.get("history", []))
@@ -327,8 +388,7 @@ class Trainer:
         best_state = state_directory(self.output_dir / "best") / "trainer_state.json"
         if best_state.is_file():
             recorded = json.loads(best_state.read_text()).get("best")
-            if recorded and (self.best is None
-                             or recorded["ndcg_at_10"] > self.best["ndcg_at_10"]):
+            if recorded and (self.best is None or recorded["ndcg_at_10"] > self.best["ndcg_at_10"]):
                 self.best = recorded
         logger.info("resumed from %s at step %d", checkpoint, self.step)
         return True
@@ -339,8 +399,7 @@ class Trainer:
         """The :class:`~sparse_ir.training.losses.LossTerms` of one micro-batch."""
         config = self.config
         batch = self.sampler.batch(micro_step)
-        documents = self._weights(batch.positives + batch.negatives,
-                                  config.document_max_length)
+        documents = self._weights(batch.positives + batch.negatives, config.document_max_length)
         size = len(batch.queries)
         if config.mode == "inference-free":
             queries = self.query_encoder.query_tensor(batch.queries)
@@ -349,17 +408,27 @@ class Trainer:
         teacher = None
         if self.loss.needs_teacher:
             teacher = torch.tensor(batch.teacher_scores, dtype=torch.float32)
-        return self.loss(queries, documents[:size], documents[size:], step,
-                         teacher_scores=teacher,
-                         queries_trainable=config.mode != "inference-free")
+        return self.loss(
+            queries,
+            documents[:size],
+            documents[size:],
+            step,
+            teacher_scores=teacher,
+            queries_trainable=config.mode != "inference-free",
+        )
 
     def _weights(self, texts: list[str], max_length: int) -> torch.Tensor:
-        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                                 return_tensors="pt")
-        return splade_weights(self.model, encoded["input_ids"], encoded["attention_mask"],
-                              implementation=self.config.implementation,
-                              vocab_chunk=self.config.vocab_chunk,
-                              compute_dtype=self._compute_dtype)
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        return splade_weights(
+            self.model,
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            implementation=self.config.implementation,
+            vocab_chunk=self.config.vocab_chunk,
+            compute_dtype=self._compute_dtype,
+        )
 
     def train(self, *, resume: bool = False) -> TrainingResult:
         """Run until ``max_steps``, the time budget, or Ctrl-C; returns a :class:`TrainingResult`.
@@ -382,8 +451,13 @@ class Trainer:
             total_eval += eval_seconds
         stopped = "max_steps"
         step_seconds = 0.0
-        progress = tqdm(total=config.max_steps, initial=self.step, desc="training",
-                        unit="step", disable=_disable(self.show_progress))
+        progress = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            desc="training",
+            unit="step",
+            disable=_disable(self.show_progress),
+        )
         previous_handler = self._install_interrupt_handler()
         try:
             while self.step < config.max_steps:
@@ -402,10 +476,20 @@ class Trainer:
                 progress.update(1)
                 progress.set_postfix_str(_postfix(terms))
                 if self.step % config.log_every == 0 or self.step == 1:
-                    self._log({"kind": "train", "step": self.step,
-                               "seconds_per_step": round(step_seconds, 4), **terms})
-                if self.validation is not None and config.eval_every and \
-                        self.step % config.eval_every == 0 and self.step < config.max_steps:
+                    self._log(
+                        {
+                            "kind": "train",
+                            "step": self.step,
+                            "seconds_per_step": round(step_seconds, 4),
+                            **terms,
+                        }
+                    )
+                if (
+                    self.validation is not None
+                    and config.eval_every
+                    and self.step % config.eval_every == 0
+                    and self.step < config.max_steps
+                ):
                     eval_seconds = self._evaluate_and_keep()
                     total_eval += eval_seconds
                 if config.save_every and self.step % config.save_every == 0:
@@ -413,16 +497,27 @@ class Trainer:
         finally:
             progress.close()
             self._restore_interrupt_handler(previous_handler)
-        if self.validation is not None and stopped != "interrupt" and \
-                (not self.history or self.history[-1]["step"] != self.step):
+        if (
+            self.validation is not None
+            and stopped != "interrupt"
+            and (not self.history or self.history[-1]["step"] != self.step)
+        ):
             total_eval += self._evaluate_and_keep()
         last = self._save_numbered()
         best = self.output_dir / "best" if self.best is not None else None
         if stopped == "interrupt":
             logger.warning("interrupted at step %d; checkpoint saved to %s", self.step, last)
-        return TrainingResult(self.step, stopped, last, best, list(self.history),
-                              time.perf_counter() - started, self.step - first_step,
-                              total_steps, total_eval)
+        return TrainingResult(
+            self.step,
+            stopped,
+            last,
+            best,
+            list(self.history),
+            time.perf_counter() - started,
+            self.step - first_step,
+            total_steps,
+            total_eval,
+        )
 
     def _optimizer_step(self) -> dict[str, float]:
         config = self.config
@@ -437,8 +532,9 @@ class Trainer:
             for key, value in result.terms.items():
                 sums[key] = sums.get(key, 0.0) + value / config.gradient_accumulation
         if not math.isfinite(sums["total"]):
-            raise FloatingPointError(f"the loss became {sums['total']} at step {self.step}; "
-                                     "lower the learning rate or λ")
+            raise FloatingPointError(
+                f"the loss became {sums['total']} at step {self.step}; lower the learning rate or λ"
+            )
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
         self.optimizer.step()
@@ -456,15 +552,26 @@ class Trainer:
         if self.validation is None:
             raise ValueError("no validation set was given to the trainer")
         config = self.config
-        encoder = SpladeEncoder(self.model, self.tokenizer, precision=config.eval_precision,
-                                document_max_length=config.eval_document_max_length,
-                                query_max_length=config.query_max_length,
-                                name=str(self.output_dir))
+        encoder = SpladeEncoder(
+            self.model,
+            self.tokenizer,
+            precision=config.eval_precision,
+            document_max_length=config.eval_document_max_length,
+            query_max_length=config.query_max_length,
+            name=str(self.output_dir),
+        )
         try:
             query_encoder = self.query_encoder if config.mode == "inference-free" else encoder
-            return measure(encoder, query_encoder, self.validation.corpus,
-                           self.validation.queries, self.validation.qrels,
-                           work_dir=self.output_dir, latency_repeats=1, show_progress=False)
+            return measure(
+                encoder,
+                query_encoder,
+                self.validation.corpus,
+                self.validation.queries,
+                self.validation.qrels,
+                work_dir=self.output_dir,
+                latency_repeats=1,
+                show_progress=False,
+            )
         finally:
             self.model.train()
 
@@ -475,9 +582,13 @@ class Trainer:
         record = {"kind": "eval", "step": self.step, **measurement.to_dict()}
         self.history.append(record)
         self._log(record)
-        logger.info("step %d: validation nDCG@10 %.4f, %.1f terms/doc, %.1f terms/query",
-                    self.step, measurement.ndcg_at_10, measurement.document_terms,
-                    measurement.query_terms)
+        logger.info(
+            "step %d: validation nDCG@10 %.4f, %.1f terms/doc, %.1f terms/query",
+            self.step,
+            measurement.ndcg_at_10,
+            measurement.document_terms,
+            measurement.query_terms,
+        )
         if self.best is None or measurement.ndcg_at_10 > self.best["ndcg_at_10"]:
             self.best = record
             self._save(self.output_dir / "best")
@@ -488,15 +599,24 @@ class Trainer:
 
     def _save(self, directory: Path) -> Path:
         query_encoder = self.query_encoder if self.config.mode == "inference-free" else None
-        return save_checkpoint(directory, model=self.model, tokenizer=self.tokenizer,
-                               config=self.config.to_dict(), state=self._state(),
-                               optimizer=self.optimizer, query_encoder=query_encoder)
+        return save_checkpoint(
+            directory,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            config=self.config.to_dict(),
+            state=self._state(),
+            optimizer=self.optimizer,
+            query_encoder=query_encoder,
+        )
 
     def _save_numbered(self) -> Path:
         path = self._save(self.output_dir / f"checkpoint-{self.step}")
-        numbered = sorted((int(p.name.split("-")[1]), p) for p in self.output_dir.iterdir()
-                          if p.name.startswith("checkpoint-") and p.name[11:].isdigit())
-        for _, old in numbered[:-self.config.keep_checkpoints]:
+        numbered = sorted(
+            (int(p.name.split("-")[1]), p)
+            for p in self.output_dir.iterdir()
+            if p.name.startswith("checkpoint-") and p.name[11:].isdigit()
+        )
+        for _, old in numbered[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return path
 
@@ -514,8 +634,10 @@ class Trainer:
             if self._interrupted:
                 raise KeyboardInterrupt
             self._interrupted = True
-            logger.warning("interrupt: finishing this step and saving a checkpoint "
-                           "(Ctrl-C again to abort without saving)")
+            logger.warning(
+                "interrupt: finishing this step and saving a checkpoint "
+                "(Ctrl-C again to abort without saving)"
+            )
 
         return signal.signal(signal.SIGINT, handler)
 
@@ -543,9 +665,11 @@ def load_model(name_or_path: str | os.PathLike):
 
 
 def _postfix(terms: dict[str, float]) -> str:
-    return (f"loss {terms['total']:.3f} rank {terms['ranking']:.3f} "
-            f"reg_q {terms['reg_q']:.2f} reg_d {terms['reg_d']:.2f} "
-            f"λq {terms['lambda_q']:.1e} λd {terms['lambda_d']:.1e} lr {terms['lr']:.1e}")
+    return (
+        f"loss {terms['total']:.3f} rank {terms['ranking']:.3f} "
+        f"reg_q {terms['reg_q']:.2f} reg_d {terms['reg_d']:.2f} "
+        f"λq {terms['lambda_q']:.1e} λd {terms['lambda_d']:.1e} lr {terms['lr']:.1e}"
+    )
 
 
 def _disable(show_progress: bool | None) -> bool | None:

@@ -49,10 +49,19 @@ class Measurement:
         return asdict(self)
 
 
-def measure(document_encoder, query_encoder, corpus: Sequence[Document],
-            queries: Sequence[Query], qrels: dict, *, work_dir: str | os.PathLike | None = None,
-            index_path: str | os.PathLike | None = None, k: int = 100,
-            latency_repeats: int = 3, show_progress: bool | None = None) -> Measurement:
+def measure(
+    document_encoder,
+    query_encoder,
+    corpus: Sequence[Document],
+    queries: Sequence[Query],
+    qrels: dict,
+    *,
+    work_dir: str | os.PathLike | None = None,
+    index_path: str | os.PathLike | None = None,
+    k: int = 100,
+    latency_repeats: int = 3,
+    show_progress: bool | None = None,
+) -> Measurement:
     """Encode + index ``corpus``, search ``queries``, evaluate against ``qrels``.
 
     Args:
@@ -74,12 +83,18 @@ def measure(document_encoder, query_encoder, corpus: Sequence[Document],
         index_path = os.path.join(temporary, "index")
     try:
         started = time.perf_counter()
-        index, _ = index_corpus(document_encoder, corpus, index_path, store_contents=False,
-                                total=len(corpus), show_progress=show_progress)
+        index, _ = index_corpus(
+            document_encoder,
+            corpus,
+            index_path,
+            store_contents=False,
+            total=len(corpus),
+            show_progress=show_progress,
+        )
         encode_seconds = time.perf_counter() - started
-        vectors = query_encoder.encode_queries([q.text for q in queries],
-                                               ids=[q.id for q in queries],
-                                               show_progress=False)
+        vectors = query_encoder.encode_queries(
+            [q.text for q in queries], ids=[q.id for q in queries], show_progress=False
+        )
         quantized = index.quantizer.quantize(vectors)
         run = index.search_batch(quantized, k, threads=1)  # also compiles the kernel
         timings = []
@@ -98,12 +113,17 @@ def measure(document_encoder, query_encoder, corpus: Sequence[Document],
         n_docs = max(1, index.num_documents)
         flops = float(np.dot(query_df / max(1, len(quantized)), df / n_docs))
         return Measurement(
-            ndcg_at_10=scores["nDCG@10"], recall_at_100=scores["R@100"],
+            ndcg_at_10=scores["nDCG@10"],
+            recall_at_100=scores["R@100"],
             document_terms=index.num_postings / n_docs,
-            query_terms=quantized.nnz / max(1, len(quantized)), flops=flops,
+            query_terms=quantized.nnz / max(1, len(quantized)),
+            flops=flops,
             postings_per_query=statistics.fmean(postings) if postings else 0.0,
-            query_latency_ms=1000 * statistics.median(timings), documents=index.num_documents,
-            queries=len(queries), encode_seconds=encode_seconds)
+            query_latency_ms=1000 * statistics.median(timings),
+            documents=index.num_documents,
+            queries=len(queries),
+            encode_seconds=encode_seconds,
+        )
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
