@@ -284,16 +284,7 @@ def create_app(
     settings = settings if settings is not None else ServiceSettings()
     if not isinstance(settings, ServiceSettings):
         raise TypeError(f"settings must be a ServiceSettings, got {type(settings).__name__}")
-    if isinstance(index, Searcher):
-        if dense_index is not None and not isinstance(dense_index, DenseSearcher):
-            dense_index = DenseSearcher.from_index(dense_index, device=device)
-        engine = Engine(index, dense_index)
-    elif isinstance(index, (str, os.PathLike)):
-        engine = Engine.from_paths(index, dense_index, device=device)
-    else:
-        raise TypeError(f"index must be a Searcher or an index path, got {type(index).__name__}")
-    if engine.current.dense is not None:
-        engine.current.hybrid(None)  # refuse indexes over different documents now
+    engine = _make_engine(index, dense_index, device)
     metrics = Metrics()
     executor = ThreadPoolExecutor(
         max_workers=settings.search_threads, thread_name_prefix="sparse-ir-service"
@@ -304,6 +295,52 @@ def create_app(
         window=settings.batch_window_ms / 1000 if settings.micro_batching else 0.0,
         max_batch=settings.max_batch if settings.micro_batching else 1,
     )
+    state = _State(engine, settings, metrics, executor, batcher)
+
+    app = FastAPI(
+        title="sparse_ir search service",
+        version=_version(),
+        lifespan=_lifespan(state),
+        docs_url=None,
+        redoc_url=None,  # their pages load scripts from a CDN; the schema stays
+        description="Learned sparse retrieval over HTTP: search with text or pre-encoded "
+        "queries, hybrid (sparse + dense) search, encoding, documents, health and "
+        "metrics. See docs/service.md.",
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.batcher = batcher
+    app.add_middleware(_Guard, settings=settings, metrics=metrics)
+    _add_error_handlers(app)
+    _add_page_routes(app)
+    _add_search_routes(app, state)
+    _add_encode_routes(app, state)
+    _add_document_routes(app, state)
+    _add_health_routes(app, state)
+    _add_stats_routes(app, state)
+    _add_metrics_routes(app, state)
+    _add_admin_routes(app, state)
+    return app
+
+
+def _make_engine(index, dense_index, device: str) -> Engine:
+    if isinstance(index, Searcher):
+        if dense_index is not None and not isinstance(dense_index, DenseSearcher):
+            dense_index = DenseSearcher.from_index(dense_index, device=device)
+        engine = Engine(index, dense_index)
+    elif isinstance(index, (str, os.PathLike)):
+        engine = Engine.from_paths(index, dense_index, device=device)
+    else:
+        raise TypeError(f"index must be a Searcher or an index path, got {type(index).__name__}")
+    if engine.current.dense is not None:
+        engine.current.hybrid(None)  # refuse indexes over different documents now
+    return engine
+
+
+def _lifespan(state: _State):
+    engine, settings = state.engine, state.settings
+    batcher, executor = state.batcher, state.executor
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -318,44 +355,52 @@ def create_app(
             checking.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
-        title="sparse_ir search service",
-        version=_version(),
-        lifespan=lifespan,
-        docs_url=None,
-        redoc_url=None,  # their pages load scripts from a CDN; the schema stays
-        description="Learned sparse retrieval over HTTP: search with text or pre-encoded "
-        "queries, hybrid (sparse + dense) search, encoding, documents, health and "
-        "metrics. See docs/service.md.",
-    )
-    app.state.engine = engine
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.batcher = batcher
-    app.add_middleware(_Guard, settings=settings, metrics=metrics)
-    _add_error_handlers(app)
+    return lifespan
 
-    # -- authentication -------------------------------------------------------------------------
 
-    def _given_token(request: Request) -> str | None:
-        header = request.headers.get("authorization")
-        if header is None:
-            return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ServiceError(
-                401,
-                "the Authorization header must be 'Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return token.strip()
+# -- authentication -----------------------------------------------------------------------------
 
-    def _matches(given: str, expected: str | None) -> bool:
-        if expected is None:
-            return False
-        return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
 
-    async def require_read(request: Request) -> None:
+def _given_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ServiceError(
+            401,
+            "the Authorization header must be 'Bearer <token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return token.strip()
+
+
+def _matches(given: str, expected: str | None) -> bool:
+    if expected is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+class _State:
+    """What the route handlers share: the engine, settings, metrics, query batcher and worker
+    threads, with the token checks and request limits built on them."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: ServiceSettings,
+        metrics: Metrics,
+        executor: ThreadPoolExecutor,
+        batcher: QueryBatcher,
+    ):
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.executor = executor
+        self.batcher = batcher
+
+    async def require_read(self, request: Request) -> None:
+        settings = self.settings
         if settings.read_token is None:
             return
         given = _given_token(request)
@@ -374,7 +419,8 @@ def create_app(
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    async def require_admin(request: Request) -> None:
+    async def require_admin(self, request: Request) -> None:
+        settings = self.settings
         if settings.admin_token is None:
             raise ServiceError(
                 403,
@@ -399,21 +445,25 @@ def create_app(
 
     # -- helpers --------------------------------------------------------------------------------
 
-    async def within_deadline(request: Request, awaitable):
+    async def within_deadline(self, request: Request, awaitable):
         remaining = request.scope[_DEADLINE] - asyncio.get_running_loop().time()
         try:
             return await asyncio.wait_for(awaitable, max(remaining, 0.001))
         except TimeoutError:
             raise ServiceError(
                 504,
-                f"the request took longer than {settings.request_timeout:g} s (--request-timeout)",
+                f"the request took longer than {self.settings.request_timeout:g} s "
+                "(--request-timeout)",
             ) from None
 
-    async def in_thread(request: Request, function, *args):
+    async def in_thread(self, request: Request, function, *args):
         loop = asyncio.get_running_loop()
-        return await within_deadline(request, loop.run_in_executor(executor, function, *args))
+        return await self.within_deadline(
+            request, loop.run_in_executor(self.executor, function, *args)
+        )
 
-    def check_k(k: int) -> None:
+    def check_k(self, k: int) -> None:
+        settings = self.settings
         if k > settings.max_k:
             raise ServiceError(
                 422,
@@ -421,7 +471,8 @@ def create_app(
                 problems=[{"location": "k", "message": f"must be <= {settings.max_k}"}],
             )
 
-    def check_text(text: str, location: str = "text") -> None:
+    def check_text(self, text: str, location: str = "text") -> None:
+        settings = self.settings
         if len(text) > settings.max_query_chars:
             raise ServiceError(
                 422,
@@ -434,23 +485,33 @@ def create_app(
                 422, f"{location} is empty", problems=[{"location": location, "message": "empty"}]
             )
 
-    def ensure_ready() -> None:
+    def ensure_ready(self) -> None:
+        engine = self.engine
         if engine.status.startswith("failed"):
             raise ServiceError(503, f"the index failed its check: {engine.status[8:]}")
 
-    # -- endpoints ------------------------------------------------------------------------------
 
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+def _add_page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
+
+def _add_search_routes(app: FastAPI, state: _State) -> None:
+    engine, settings, batcher = state.engine, state.settings, state.batcher
+    check_k, check_text, ensure_ready = state.check_k, state.check_text, state.ensure_ready
+    within_deadline, in_thread = state.within_deadline, state.in_thread
+
     @app.post(
         "/search",
         response_model=SearchResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(require_read)],
+        dependencies=[Depends(state.require_read)],
         summary="Top-k documents for a text or a pre-encoded query",
     )
     async def search(body: SearchRequest, request: Request):
@@ -481,7 +542,7 @@ def create_app(
         "/hybrid",
         response_model=HybridResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(require_read)],
+        dependencies=[Depends(state.require_read)],
         summary="Sparse and dense search of one text, fused",
     )
     async def hybrid(body: HybridRequest, request: Request):
@@ -515,11 +576,15 @@ def create_app(
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
+
+def _add_encode_routes(app: FastAPI, state: _State) -> None:
+    engine, settings, batcher = state.engine, state.settings, state.batcher
+
     @app.post(
         "/encode",
         response_model=EncodeResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(require_read)],
+        dependencies=[Depends(state.require_read)],
         summary="The sparse vector of a text (decoded tokens)",
     )
     async def encode(body: EncodeRequest, request: Request):
@@ -531,18 +596,22 @@ def create_app(
         if not texts:
             raise ServiceError(422, "texts is empty")
         for i, text in enumerate(texts):
-            check_text(text, "text" if body.text is not None else f"texts[{i}]")
+            state.check_text(text, "text" if body.text is not None else f"texts[{i}]")
         loaded = engine.current
-        rows = await within_deadline(
+        rows = await state.within_deadline(
             request, asyncio.gather(*(batcher.encode(text) for text in texts))
         )
         return JSONResponse({"results": [_decode(loaded, row, body.top_k) for row in rows]})
+
+
+def _add_document_routes(app: FastAPI, state: _State) -> None:
+    engine = state.engine
 
     @app.get(
         "/documents/{doc_id:path}",
         response_model=DocumentResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(require_read)],
+        dependencies=[Depends(state.require_read)],
         summary="A stored document by its id",
     )
     async def document(doc_id: str):
@@ -554,6 +623,10 @@ def create_app(
         stored = index.document(docno)
         title, text = stored if stored is not None else (None, None)
         return {"id": doc_id, "docno": docno, "title": title, "text": text}
+
+
+def _add_health_routes(app: FastAPI, state: _State) -> None:
+    engine = state.engine
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz():
@@ -573,9 +646,14 @@ def create_app(
             status_code=status,
         )
 
+
+def _add_stats_routes(app: FastAPI, state: _State) -> None:
+    engine, settings = state.engine, state.settings
+    metrics, batcher = state.metrics, state.batcher
+
     @app.get(
         "/stats",
-        dependencies=[Depends(require_read)],
+        dependencies=[Depends(state.require_read)],
         summary="Index facts, request counts, latency percentiles",
     )
     async def stats():
@@ -614,10 +692,14 @@ def create_app(
             "latency": metrics.latency_percentiles(),
         }
 
+
+def _add_metrics_routes(app: FastAPI, state: _State) -> None:
+    engine, metrics, batcher = state.engine, state.metrics, state.batcher
+
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        dependencies=[Depends(require_read)],
+        dependencies=[Depends(state.require_read)],
         summary="Prometheus text format",
     )
     async def prometheus():
@@ -650,9 +732,18 @@ def create_app(
             metrics.prometheus(gauges, counters), media_type="text/plain; version=0.0.4"
         )
 
+
+def _add_admin_routes(app: FastAPI, state: _State) -> None:
+    engine, settings, metrics, executor = (
+        state.engine,
+        state.settings,
+        state.metrics,
+        state.executor,
+    )
+
     @app.post(
         "/reload",
-        dependencies=[Depends(require_admin)],
+        dependencies=[Depends(state.require_admin)],
         responses=_ERROR_RESPONSES,
         summary="Open the indexes' current generation (admin token)",
     )
@@ -675,8 +766,6 @@ def create_app(
             metrics.reloads += 1
         engine.status = "ready"
         return result
-
-    return app
 
 
 # -- handler bodies (run on worker threads) --------------------------------------------------------
