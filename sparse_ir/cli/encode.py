@@ -89,7 +89,7 @@ def run_encode(args: argparse.Namespace) -> int:
 def _encode(args: argparse.Namespace, encoder) -> int:
     from tqdm.auto import tqdm
 
-    from sparse_ir.corpus import Document, read_corpus, read_queries
+    from sparse_ir.corpus import Document
     from sparse_ir.encoders.splade import EncodeStats
     from sparse_ir.errors import InputError
     from sparse_ir.jsonl import SkipReport
@@ -99,17 +99,7 @@ def _encode(args: argparse.Namespace, encoder) -> int:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     report = SkipReport()
-    if args.queries:
-        records = (
-            Document(q.id, "", q.text)
-            for q in read_queries(args.input, skip_invalid=args.skip_invalid, report=report)
-        )
-        max_length = args.max_length or encoder.query_max_length
-    else:
-        records = read_corpus(
-            args.input, skip_invalid=args.skip_invalid, report=report, allow_empty=args.allow_empty
-        )
-        max_length = args.max_length or encoder.document_max_length
+    records, max_length = _open_records(args, encoder, report)
     stats = EncodeStats()
     written = kept = 0
     progress = tqdm(
@@ -168,6 +158,32 @@ def _encode(args: argparse.Namespace, encoder) -> int:
             flush()
     finally:
         progress.close()
+    _write_summary(args, encoder, output, max_length, number, written, kept, stats, report)
+    return 0
+
+
+def _open_records(args: argparse.Namespace, encoder, report):
+    """The texts to encode (documents, or queries as title-less documents) and their max length."""
+    from sparse_ir.corpus import Document, read_corpus, read_queries
+
+    if args.queries:
+        records = (
+            Document(q.id, "", q.text)
+            for q in read_queries(args.input, skip_invalid=args.skip_invalid, report=report)
+        )
+        max_length = args.max_length or encoder.query_max_length
+    else:
+        records = read_corpus(
+            args.input, skip_invalid=args.skip_invalid, report=report, allow_empty=args.allow_empty
+        )
+        max_length = args.max_length or encoder.document_max_length
+    return records, max_length
+
+
+def _write_summary(
+    args: argparse.Namespace, encoder, output, max_length, number, written, kept, stats, report
+) -> None:
+    """Write OUTPUT/encode.json and print what was done."""
     from sparse_ir.pipeline import encoder_settings
 
     info = {
@@ -189,7 +205,6 @@ def _encode(args: argparse.Namespace, encoder) -> int:
     )
     if report.total:
         print(report.summary(), file=sys.stderr)
-    return 0
 
 
 def run_inspect(args: argparse.Namespace) -> int:

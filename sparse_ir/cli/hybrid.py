@@ -15,6 +15,13 @@ from sparse_ir.index.modes import DenseModeName, SearchModeName
 
 def register(subparsers) -> None:
     """Add the dense and hybrid subcommands."""
+    _register_dense_index(subparsers)
+    _register_dense_search(subparsers)
+    _register_hybrid_search(subparsers)
+
+
+def _register_dense_index(subparsers) -> None:
+    """Add the ``dense-index`` subcommand."""
     parser = subparsers.add_parser(
         "dense-index",
         help="encode a corpus with a dense model and build a dense index",
@@ -73,6 +80,9 @@ def register(subparsers) -> None:
     )
     parser.set_defaults(handler=run_dense_index)
 
+
+def _register_dense_search(subparsers) -> None:
+    """Add the ``dense-search`` subcommand."""
     parser = subparsers.add_parser(
         "dense-search",
         help="search a dense index with a text query",
@@ -99,6 +109,9 @@ def register(subparsers) -> None:
     )
     parser.set_defaults(handler=run_dense_search)
 
+
+def _register_hybrid_search(subparsers) -> None:
+    """Add the ``hybrid-search`` subcommand."""
     parser = subparsers.add_parser(
         "hybrid-search",
         help="search several indexes (SPLADE, BM25, dense) and fuse the results",

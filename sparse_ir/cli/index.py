@@ -15,6 +15,14 @@ from sparse_ir.quantize import ImpactBits
 
 def register(subparsers) -> None:
     """Add the index subcommands."""
+    _register_index(subparsers)
+    _register_search(subparsers)
+    _register_info(subparsers)
+    _register_verify(subparsers)
+
+
+def _register_index(subparsers) -> None:
+    """Add the ``index`` subcommand."""
     parser = subparsers.add_parser(
         "index",
         help="encode a corpus and build an impact index",
@@ -78,6 +86,9 @@ def register(subparsers) -> None:
     add_model_options(parser)
     parser.set_defaults(handler=run_index)
 
+
+def _register_search(subparsers) -> None:
+    """Add the ``search`` subcommand."""
     parser = subparsers.add_parser(
         "search",
         help="search an index with a text query",
@@ -136,10 +147,16 @@ def register(subparsers) -> None:
     )
     parser.set_defaults(handler=run_search)
 
+
+def _register_info(subparsers) -> None:
+    """Add the ``info`` subcommand."""
     parser = subparsers.add_parser("info", help="print an index's manifest summary")
     parser.add_argument("index", help="index directory")
     parser.set_defaults(handler=run_info)
 
+
+def _register_verify(subparsers) -> None:
+    """Add the ``verify`` subcommand."""
     parser = subparsers.add_parser(
         "verify",
         help="check every byte of an index (checksums and invariants)",

@@ -26,6 +26,14 @@ def register(subparsers) -> None:
         "at /. Binds to localhost unless --host says otherwise. SIGTERM or ^C "
         "finishes the requests in flight, then exits. See docs/service.md.",
     )
+    _add_address_options(parser)
+    _add_limit_options(parser, defaults)
+    _add_runtime_options(parser)
+    parser.set_defaults(handler=run_serve)
+
+
+def _add_address_options(parser) -> None:
+    """What to serve, where, and with which tokens."""
     parser.add_argument("--index", required=True, help="the impact index directory")
     parser.add_argument(
         "--dense-index",
@@ -51,6 +59,10 @@ def register(subparsers) -> None:
         default=None,
         help="file holding the admin token (POST /reload); default: administration disabled",
     )
+
+
+def _add_limit_options(parser, defaults) -> None:
+    """Request limits, micro-batching and threads (defaults from ServiceSettings)."""
     parser.add_argument(
         "--max-k",
         type=int,
@@ -106,6 +118,10 @@ def register(subparsers) -> None:
         default=defaults.search_threads,
         help="worker threads for searches and encoder calls (default: %(default)s)",
     )
+
+
+def _add_runtime_options(parser) -> None:
+    """Index check, device, access log and browser."""
     parser.add_argument(
         "--no-verify",
         dest="verify",
@@ -126,7 +142,6 @@ def register(subparsers) -> None:
         action="store_true",
         help="open the search page in a web browser once the index is ready",
     )
-    parser.set_defaults(handler=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:

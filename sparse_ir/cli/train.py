@@ -36,6 +36,15 @@ def register(subparsers) -> None:
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bool = True) -> None:
     """Every option of ``sparse-ir train`` (shared with scripts/train_splade.py)."""
+    _add_data_arguments(parser, data_required=data_required)
+    _add_model_arguments(parser)
+    _add_loss_arguments(parser)
+    _add_optimisation_arguments(parser)
+    _add_evaluation_arguments(parser)
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, *, data_required: bool) -> None:
+    """The ``data`` argument group."""
     data = parser.add_argument_group("data")
     source = data.add_mutually_exclusive_group(required=data_required)
     source.add_argument("--data", help="BEIR dataset directory (corpus, queries, qrels/)")
@@ -75,6 +84,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bo
         help="negatives mined per query (default: %(default)s)",
     )
 
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``model`` argument group."""
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model", default="splade-tiny", help="starting model (default: %(default)s)"
@@ -92,6 +104,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bo
         "--resume", action="store_true", help="continue from the latest checkpoint in --output"
     )
 
+
+def _add_loss_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``loss`` argument group."""
     loss = parser.add_argument_group("loss")
     loss.add_argument(
         "--loss",
@@ -138,6 +153,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bo
         help="sparsity regularizer of the document vectors (default: %(default)s)",
     )
 
+
+def _add_optimisation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``optimisation`` argument group."""
     optim = parser.add_argument_group("optimisation")
     optim.add_argument(
         "--lr",
@@ -224,6 +242,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, data_required: bo
         "logits + autograd (default: %(default)s)",
     )
 
+
+def _add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``evaluation and checkpoints`` argument group."""
     evaluation = parser.add_argument_group("evaluation and checkpoints")
     evaluation.add_argument(
         "--eval-every", type=int, default=0, help="steps (0 = at the end) (default: %(default)s)"
