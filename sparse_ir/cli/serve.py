@@ -38,7 +38,7 @@ def _add_address_options(parser) -> None:
     parser.add_argument(
         "--dense-index",
         default=None,
-        help="a dense index over the same documents (enables POST /hybrid)",
+        help="a dense index over the same documents (enables POST /hybrid) (default: none)",
     )
     parser.add_argument(
         "--host",
