@@ -368,32 +368,7 @@ class SpladeEncoder:
         if n - len(non_empty):
             logger.info("%d empty text(s) encoded as empty vectors", n - len(non_empty))
 
-        # One token past the limit tells which texts were truncated, without tokenizing
-        # (and warning about) the whole of a very long text.
-        # Long texts are cut first (at a whitespace, never changing the tokens read), so memory
-        # follows max_length, not the raw size of a text.
-        chosen_texts = cut_for_tokenizer(
-            self.tokenizer, [texts[i] for i in non_empty], max_length + 1
-        )
-        token_ids = (
-            self.tokenizer(
-                chosen_texts,
-                add_special_tokens=True,
-                truncation=True,
-                max_length=max_length + 1,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )["input_ids"]
-            if non_empty
-            else []
-        )
-        lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
-        stats.truncated_texts += int((lengths > max_length).sum())
-        token_ids = [_truncate(t, max_length, self.tokenizer) for t in token_ids]
-        lengths = np.minimum(lengths, max_length)
-        stats.tokens += int(lengths.sum())
-        # Longest first: the first batch shows the worst memory use at once.
-        order = np.argsort(-lengths, kind="stable")
+        token_ids, order = self._tokenize_non_empty(texts, non_empty, max_length, stats)
 
         row_terms: list[np.ndarray | None] = [None] * n
         row_weights: list[np.ndarray | None] = [None] * n
@@ -428,6 +403,38 @@ class SpladeEncoder:
             self.vocab,
             None if ids is None else tuple(str(i) for i in ids),
         )
+
+    def _tokenize_non_empty(
+        self, texts: list[str], non_empty: list[int], max_length: int, stats: EncodeStats
+    ) -> tuple[list, np.ndarray]:
+        """Token ids of the non-empty texts (cut to ``max_length``) and the longest-first order."""
+        # One token past the limit tells which texts were truncated, without tokenizing
+        # (and warning about) the whole of a very long text.
+        # Long texts are cut first (at a whitespace, never changing the tokens read), so memory
+        # follows max_length, not the raw size of a text.
+        chosen_texts = cut_for_tokenizer(
+            self.tokenizer, [texts[i] for i in non_empty], max_length + 1
+        )
+        token_ids = (
+            self.tokenizer(
+                chosen_texts,
+                add_special_tokens=True,
+                truncation=True,
+                max_length=max_length + 1,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
+            if non_empty
+            else []
+        )
+        lengths = np.array([len(t) for t in token_ids], dtype=np.int64)
+        stats.truncated_texts += int((lengths > max_length).sum())
+        token_ids = [_truncate(t, max_length, self.tokenizer) for t in token_ids]
+        lengths = np.minimum(lengths, max_length)
+        stats.tokens += int(lengths.sum())
+        # Longest first: the first batch shows the worst memory use at once.
+        order = np.argsort(-lengths, kind="stable")
+        return token_ids, order
 
     # -- internals ------------------------------------------------------------------------------
 

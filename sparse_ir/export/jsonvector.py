@@ -453,27 +453,9 @@ def import_json_vectors(
     report.files, report.ignored_files = collection_files(source)
     for ignored in report.ignored_files:
         logger.warning("ignored %s: not a %s file", ignored, "/".join(JSON_VECTOR_SUFFIXES))
-    quantizer = Quantizer(scale=DEFAULT_SCALE if scale is None else scale, max_impact=max_impact)
-    final_vocab = tuple(vocab) if vocab is not None else None
-    lookup = None
-    if final_vocab is not None:
-        lookup = {token: i for i, token in enumerate(final_vocab)}
-        if len(lookup) != len(final_vocab):
-            raise InputError("the given vocabulary lists a token twice")
-    records = read_json_vectors(
-        report.files,
-        quantizer=quantizer,
-        scale_floats=scale is not None,
-        vocabulary=lookup,
-        skip_invalid=skip_invalid,
-        report=report,
+    quantizer, final_vocab, lookup, store, records = _open_records(
+        source, report, vocab, scale, max_impact, contents, skip_invalid
     )
-    first = next(records, None)
-    if first is None:
-        raise InputError("no valid documents to import", path=source)
-    store = (first.text is not None) if contents is None else bool(contents)
-    report.contents = store
-    records = _prepend(first, records)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     progress = tqdm(
@@ -487,22 +469,9 @@ def import_json_vectors(
             remap = None
         else:
             spool_dir = Path(tempfile.mkdtemp(prefix=f".{output.name}.import-", dir=output.parent))
-            spool = _Spool(spool_dir)
-            found: dict[str, int] = {}
-
-            def growing_id(token: str) -> int:
-                return found.setdefault(token, len(found))
-
-            for chunk in _chunks(records, growing_id, shard_size, store, report, progress):
-                spool.add(chunk)
-            provisional = list(found)
-            order = sorted(range(len(provisional)), key=provisional.__getitem__)
-            final_vocab = tuple(provisional[i] for i in order)
-            remap = np.empty(len(provisional), np.int64)
-            remap[np.asarray(order, np.int64)] = np.arange(len(provisional))
-            chunks = iter(spool)
-            if not final_vocab:
-                final_vocab = ("[empty]",)  # no terms at all: one placeholder, no postings
+            chunks, final_vocab, remap = _spool_learning_vocabulary(
+                records, spool_dir, shard_size, store, report, progress
+            )
 
         def batches() -> Iterator[SparseBatch]:
             for chunk in chunks:
@@ -537,6 +506,55 @@ def import_json_vectors(
     report.seconds = time.perf_counter() - started
     logger.info("imported %s -> %s", report, output)
     return index, report
+
+
+def _open_records(source, report, vocab, scale, max_impact, contents, skip_invalid):
+    """The quantizer, the given vocabulary (and its lookup), whether to store contents, and
+    the records (the first one read already, to fail early on an empty collection)."""
+    quantizer = Quantizer(scale=DEFAULT_SCALE if scale is None else scale, max_impact=max_impact)
+    final_vocab = tuple(vocab) if vocab is not None else None
+    lookup = None
+    if final_vocab is not None:
+        lookup = {token: i for i, token in enumerate(final_vocab)}
+        if len(lookup) != len(final_vocab):
+            raise InputError("the given vocabulary lists a token twice")
+    records = read_json_vectors(
+        report.files,
+        quantizer=quantizer,
+        scale_floats=scale is not None,
+        vocabulary=lookup,
+        skip_invalid=skip_invalid,
+        report=report,
+    )
+    first = next(records, None)
+    if first is None:
+        raise InputError("no valid documents to import", path=source)
+    store = (first.text is not None) if contents is None else bool(contents)
+    report.contents = store
+    records = _prepend(first, records)
+    return quantizer, final_vocab, lookup, store, records
+
+
+def _spool_learning_vocabulary(records, spool_dir, shard_size, store, report, progress):
+    """Spool the chunks to ``spool_dir`` while learning the vocabulary: the spooled chunks,
+    the sorted vocabulary and the map from provisional to final term ids."""
+    spool = _Spool(spool_dir)
+    found: dict[str, int] = {}
+
+    def growing_id(token: str) -> int:
+        return found.setdefault(token, len(found))
+
+    for chunk in _chunks(records, growing_id, shard_size, store, report, progress):
+        spool.add(chunk)
+    provisional = list(found)
+    order = sorted(range(len(provisional)), key=provisional.__getitem__)
+    final_vocab = tuple(provisional[i] for i in order)
+    remap = np.empty(len(provisional), np.int64)
+    remap[np.asarray(order, np.int64)] = np.arange(len(provisional))
+    chunks = iter(spool)
+    if not final_vocab:
+        final_vocab = ("[empty]",)  # no terms at all: one placeholder, no postings
+    return chunks, final_vocab, remap
 
 
 def _prepend(first: VectorRecord, rest: Iterator[VectorRecord]) -> Iterator[VectorRecord]:

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from sparse_ir.errors import InputError
+
 __all__ = [
     "MAX_FEATURE_BYTES",
     "MAX_ID_BYTES",
@@ -201,7 +203,6 @@ def export_search_engine(
     """
     from tqdm.auto import tqdm
 
-    from sparse_ir.errors import InputError
     from sparse_ir.export.lucene import iter_document_vectors
 
     _check_engine(engine)
@@ -240,28 +241,8 @@ def export_search_engine(
         docno = 0
         for block in iter_document_vectors(index):
             for row in range(len(block)):
-                doc_id = block.ids[row]
-                if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
-                    raise InputError(
-                        f"document id {doc_id[:40]!r}... is "
-                        f"{len(doc_id.encode('utf-8'))} UTF-8 bytes; "
-                        f"{engine} limits _id to {MAX_ID_BYTES}"
-                    )
-                start, end = block.indptr[row], block.indptr[row + 1]
-                terms, impacts = block.indices[start:end], block.values[start:end]
-                source = {
-                    "id": doc_id,
-                    field: {names[t]: int(v) for t, v in zip(terms.tolist(), impacts.tolist())},
-                }
-                if contents:
-                    title, text = index.document(docno)
-                    source["title"], source["text"] = title or "", text or ""
-                action = {"index": {"_index": index_name, "_id": doc_id}}
-                lines = (
-                    json.dumps(action, ensure_ascii=False)
-                    + "\n"
-                    + json.dumps(source, ensure_ascii=False)
-                    + "\n"
+                lines, impacts = _document_lines(
+                    index, block, row, docno, engine, index_name, field, names, contents
                 )
                 size = len(lines.encode("utf-8"))
                 if handle is None or (written and written + size > max_file_bytes):
@@ -278,32 +259,7 @@ def export_search_engine(
             open_next()
         handle.close()
         handle = None
-        report.exact = report.max_impact <= EXACT_MAX_IMPACT
-        if not report.exact:
-            logger.warning(
-                "impacts up to %d: %s keeps 9 significant bits, so values above "
-                "%d are rounded and scores will differ from ours (quantize with "
-                "--bits 8 for an exact hand-off)",
-                report.max_impact,
-                engine,
-                EXACT_MAX_IMPACT,
-            )
-        _write_json(temporary / MAPPING_FILE, index_mapping(engine, field=field, contents=contents))
-        _write_json(temporary / TOKEN_MAP_FILE, renamed)
-        settings = index.settings
-        _write_json(
-            temporary / SETTINGS_FILE,
-            {
-                "format": "sparse-ir-search-engine-export",
-                "format_version": 1,
-                "index": os.path.abspath(os.fspath(index.directory)),
-                "index_name": index_name,
-                "field": field,
-                "model": settings.get("model"),
-                "model_fingerprint": settings.get("model_fingerprint"),
-                **asdict(report),
-            },
-        )
+        _finish_export(temporary, index, report, engine, index_name, field, contents, renamed)
     except BaseException:
         if handle is not None:
             handle.close()
@@ -315,6 +271,65 @@ def export_search_engine(
         shutil.rmtree(final)
     os.replace(temporary, final)
     return report
+
+
+def _document_lines(index, block, row, docno, engine, index_name, field, names, contents):
+    """The bulk action and source lines of one document, and its impacts."""
+    doc_id = block.ids[row]
+    if len(doc_id.encode("utf-8")) > MAX_ID_BYTES:
+        raise InputError(
+            f"document id {doc_id[:40]!r}... is "
+            f"{len(doc_id.encode('utf-8'))} UTF-8 bytes; "
+            f"{engine} limits _id to {MAX_ID_BYTES}"
+        )
+    start, end = block.indptr[row], block.indptr[row + 1]
+    terms, impacts = block.indices[start:end], block.values[start:end]
+    source = {
+        "id": doc_id,
+        field: {names[t]: int(v) for t, v in zip(terms.tolist(), impacts.tolist())},
+    }
+    if contents:
+        title, text = index.document(docno)
+        source["title"], source["text"] = title or "", text or ""
+    action = {"index": {"_index": index_name, "_id": doc_id}}
+    lines = (
+        json.dumps(action, ensure_ascii=False)
+        + "\n"
+        + json.dumps(source, ensure_ascii=False)
+        + "\n"
+    )
+    return lines, impacts
+
+
+def _finish_export(temporary, index, report, engine, index_name, field, contents, renamed):
+    """Warn when the engine cannot hold the impacts exactly; write the mapping, token map and
+    export settings files."""
+    report.exact = report.max_impact <= EXACT_MAX_IMPACT
+    if not report.exact:
+        logger.warning(
+            "impacts up to %d: %s keeps 9 significant bits, so values above "
+            "%d are rounded and scores will differ from ours (quantize with "
+            "--bits 8 for an exact hand-off)",
+            report.max_impact,
+            engine,
+            EXACT_MAX_IMPACT,
+        )
+    _write_json(temporary / MAPPING_FILE, index_mapping(engine, field=field, contents=contents))
+    _write_json(temporary / TOKEN_MAP_FILE, renamed)
+    settings = index.settings
+    _write_json(
+        temporary / SETTINGS_FILE,
+        {
+            "format": "sparse-ir-search-engine-export",
+            "format_version": 1,
+            "index": os.path.abspath(os.fspath(index.directory)),
+            "index_name": index_name,
+            "field": field,
+            "model": settings.get("model"),
+            "model_fingerprint": settings.get("model_fingerprint"),
+            **asdict(report),
+        },
+    )
 
 
 def read_token_map(directory: str | os.PathLike) -> dict[str, str]:

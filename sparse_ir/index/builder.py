@@ -390,32 +390,9 @@ def build_impact_index(
                         "all shards must share one vocabulary; shard starting at "
                         f"document {report.documents} has a different one"
                     )
-                if shard.is_quantized:
-                    if len(shard.values) and shard.values.max() > quantizer.max_impact:
-                        raise InputError(
-                            f"impact {int(shard.values.max())} exceeds the "
-                            f"quantizer's max_impact {quantizer.max_impact}"
-                        )
-                    report.quantize.weights += shard.nnz
-                    impacts_batch = _drop_zeros(shard, report.quantize)
-                else:
-                    impacts_batch = quantizer.quantize(shard, report.quantize)
+                impacts_batch = _quantized_shard(shard, quantizer, report)
                 first = report.documents
-                if first + len(shard) > np.iinfo(np.int32).max:
-                    raise InputError("more than 2^31-1 documents: shard the collection")
-                shard_ids = (
-                    shard.ids
-                    if shard.ids is not None
-                    else tuple(str(first + i) for i in range(len(shard)))
-                )
-                _check_ids(shard_ids, first, seen_ids)
-                ids.extend(shard_ids)
-                if content_iter is not None:
-                    pairs = [next(content_iter, None) for _ in range(len(shard))]
-                    if any(p is None for p in pairs):
-                        raise InputError("contents ended before the vectors did")
-                    titles.extend(p[0] for p in pairs)
-                    texts.extend(p[1] for p in pairs)
+                _add_ids_and_contents(shard, first, seen_ids, ids, titles, texts, content_iter)
                 lengths = impacts_batch.row_lengths()
                 report.empty_documents += int((lengths == 0).sum())
                 terms = _compact(impacts_batch.indices, buffer.term_dtype)
@@ -428,42 +405,9 @@ def build_impact_index(
                 progress.update(len(shard))
             if vocab is None:
                 raise InputError("no documents to index")
-            runs = buffer.finish()
-            _check_used_terms(vocab, buffer.counts)
-            report.runs_spilled = buffer.spilled
-            files: dict[str, FileRecord] = {}
-            max_impact = int(buffer.maxima.max()) if len(buffer.maxima) else 0
-            impact_dtype = smallest_unsigned_dtype(max(max_impact, 1))
-            layout = None
-            if search_layout:  # extra arrays for pruned/approximate search (index/layout.py)
-                from sparse_ir.index.layout import SearchLayoutWriter
-
-                layout = SearchLayoutWriter(
-                    temporary,
-                    num_documents=report.documents,
-                    vocab_size=len(vocab),
-                    impact_dtype=impact_dtype,
-                    num_postings=report.postings,
-                )
-            _merge_runs(temporary, runs, buffer.counts, impact_dtype, files, layout)
-            files["term_max_impact.bin"] = write_array(
-                temporary / "term_max_impact.bin",
-                "term_max_impact",
-                buffer.maxima.astype(impact_dtype),
+            files, max_impact, impact_dtype, layout_record = _write_postings_and_columns(
+                temporary, buffer, vocab, report, search_layout, forward, (ids, titles, texts)
             )
-            buffer.remove_run_files()
-            layout_record = None
-            if layout is not None:
-                forward.close()
-                layout_record, layout_files = layout.finish(forward)
-                forward.remove()
-                files.update(layout_files)
-            for column in (ids, titles, texts):
-                if column is not None:
-                    for record in column.finish():
-                        files[record.name] = record
-            vocab_bytes = json.dumps(list(vocab), ensure_ascii=False).encode("utf-8")
-            files["vocab.json"] = write_bytes_file(temporary / "vocab.json", vocab_bytes)
             report.seconds = time.perf_counter() - started
             manifest = ImpactManifest(
                 created_by="sparse_ir " + _version(),
@@ -494,6 +438,82 @@ def build_impact_index(
         generation,
     )
     return generation, report
+
+
+def _quantized_shard(shard: SparseBatch, quantizer: Quantizer, report: BuildReport) -> SparseBatch:
+    """The shard's integer impacts: checked and stripped of zeros, or quantized."""
+    if shard.is_quantized:
+        if len(shard.values) and shard.values.max() > quantizer.max_impact:
+            raise InputError(
+                f"impact {int(shard.values.max())} exceeds the "
+                f"quantizer's max_impact {quantizer.max_impact}"
+            )
+        report.quantize.weights += shard.nnz
+        impacts_batch = _drop_zeros(shard, report.quantize)
+    else:
+        impacts_batch = quantizer.quantize(shard, report.quantize)
+    return impacts_batch
+
+
+def _add_ids_and_contents(shard, first, seen_ids, ids, titles, texts, content_iter) -> None:
+    """Check the shard's document ids (or number its documents) and write them, with the
+    shard's share of the contents."""
+    if first + len(shard) > np.iinfo(np.int32).max:
+        raise InputError("more than 2^31-1 documents: shard the collection")
+    shard_ids = (
+        shard.ids if shard.ids is not None else tuple(str(first + i) for i in range(len(shard)))
+    )
+    _check_ids(shard_ids, first, seen_ids)
+    ids.extend(shard_ids)
+    if content_iter is not None:
+        pairs = [next(content_iter, None) for _ in range(len(shard))]
+        if any(p is None for p in pairs):
+            raise InputError("contents ended before the vectors did")
+        titles.extend(p[0] for p in pairs)
+        texts.extend(p[1] for p in pairs)
+
+
+def _write_postings_and_columns(temporary, buffer, vocab, report, search_layout, forward, columns):
+    """Merge the spilled runs into the postings (and the search layout), finish the string
+    columns and write the vocabulary. Returns the file records, the largest impact, the
+    impact dtype and the search layout's manifest record (or None)."""
+    runs = buffer.finish()
+    _check_used_terms(vocab, buffer.counts)
+    report.runs_spilled = buffer.spilled
+    files: dict[str, FileRecord] = {}
+    max_impact = int(buffer.maxima.max()) if len(buffer.maxima) else 0
+    impact_dtype = smallest_unsigned_dtype(max(max_impact, 1))
+    layout = None
+    if search_layout:  # extra arrays for pruned/approximate search (index/layout.py)
+        from sparse_ir.index.layout import SearchLayoutWriter
+
+        layout = SearchLayoutWriter(
+            temporary,
+            num_documents=report.documents,
+            vocab_size=len(vocab),
+            impact_dtype=impact_dtype,
+            num_postings=report.postings,
+        )
+    _merge_runs(temporary, runs, buffer.counts, impact_dtype, files, layout)
+    files["term_max_impact.bin"] = write_array(
+        temporary / "term_max_impact.bin",
+        "term_max_impact",
+        buffer.maxima.astype(impact_dtype),
+    )
+    buffer.remove_run_files()
+    layout_record = None
+    if layout is not None:
+        forward.close()
+        layout_record, layout_files = layout.finish(forward)
+        forward.remove()
+        files.update(layout_files)
+    for column in columns:
+        if column is not None:
+            for record in column.finish():
+                files[record.name] = record
+    vocab_bytes = json.dumps(list(vocab), ensure_ascii=False).encode("utf-8")
+    files["vocab.json"] = write_bytes_file(temporary / "vocab.json", vocab_bytes)
+    return files, max_impact, impact_dtype, layout_record
 
 
 def _drop_zeros(batch: SparseBatch, stats: QuantizeStats) -> SparseBatch:

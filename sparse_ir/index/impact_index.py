@@ -517,27 +517,8 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             )
         return docs[:count], scores[:count], None, use_int64
 
-    def search_batch(
-        self,
-        queries: SparseBatch | Sequence[QueryLike],
-        k: int = 10,
-        *,
-        query_ids: Sequence[str] | None = None,
-        mode: str | SearchMode | None = None,
-        threads: int | None = None,
-        cut_ratio: float | None = None,
-        bound_weight: float | None = None,
-    ) -> Run:
-        """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
-
-        ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
-        accepted by :meth:`prepare_query`; ``query_ids`` renames them. ``mode`` is that of
-        :meth:`search` (``cut_ratio``/``bound_weight``: deprecated, as there).
-        """
-        import numba
-
-        _check_k(k)
-        resolved = self._mode(mode, cut_ratio, bound_weight)
+    def _batch_query_arrays(self, queries: SparseBatch | Sequence[QueryLike]):
+        """Query ids and the CSR arrays (indptr, terms, int64 weights) of a batch of queries."""
         if isinstance(queries, SparseBatch) and self._same_vocabulary(queries.vocab):
             # Fast path: the CSR arrays are already validated; quantize them in one go.
             ids = (
@@ -571,6 +552,30 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             weights = (
                 np.concatenate([w for _, w in prepared]) if prepared else np.zeros(0, np.int64)
             )
+        return ids, indptr, terms, weights
+
+    def search_batch(
+        self,
+        queries: SparseBatch | Sequence[QueryLike],
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode: str | SearchMode | None = None,
+        threads: int | None = None,
+        cut_ratio: float | None = None,
+        bound_weight: float | None = None,
+    ) -> Run:
+        """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
+
+        ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
+        accepted by :meth:`prepare_query`; ``query_ids`` renames them. ``mode`` is that of
+        :meth:`search` (``cut_ratio``/``bound_weight``: deprecated, as there).
+        """
+        import numba
+
+        _check_k(k)
+        resolved = self._mode(mode, cut_ratio, bound_weight)
+        ids, indptr, terms, weights = self._batch_query_arrays(queries)
         if query_ids is not None:
             if len(query_ids) != len(ids):
                 raise ValueError(f"{len(query_ids)} query ids for {len(ids)} queries")

@@ -70,7 +70,6 @@ def prepare_beir(
         negative_depth: negatives mined per query.
     """
     from sparse_ir.eval import load_beir
-    from sparse_ir.training.negatives import mine_bm25_negatives, mine_index_negatives
 
     dataset = load_beir(data_dir, split)
     corpus = dataset.corpus
@@ -81,30 +80,17 @@ def prepare_beir(
             raise ValueError(f"validation split {validation_split!r} is the training split")
         held = load_beir(data_dir, validation_split)
         validation_queries, validation_qrels = held.queries, held.qrels
-    mined: dict[str, list[str]] = {}
-    every_query = list(queries) + list(validation_queries)
-    every_qrels = {**qrels, **validation_qrels}
-    if negatives_from == "bm25":
-        mined = mine_bm25_negatives(
-            every_query, corpus, every_qrels, depth=negative_depth, show_progress=show_progress
-        )
-    elif negatives_from == "index":
-        if document_encoder is None or query_encoder is None:
-            raise ValueError("negatives_from='index' needs the document and query encoders")
-        mined = mine_index_negatives(
-            document_encoder,
-            query_encoder,
-            every_query,
-            corpus,
-            every_qrels,
-            depth=negative_depth,
-            work_dir=work_dir,
-            show_progress=show_progress,
-        )
-    elif negatives_from != "none":
-        raise ValueError(
-            f"negatives_from must be 'bm25', 'index' or 'none', got {negatives_from!r}"
-        )
+    mined = _mine_negatives(
+        list(queries) + list(validation_queries),
+        corpus,
+        {**qrels, **validation_qrels},
+        negatives_from=negatives_from,
+        negative_depth=negative_depth,
+        document_encoder=document_encoder,
+        query_encoder=query_encoder,
+        work_dir=work_dir,
+        show_progress=show_progress,
+    )
     by_id = {d.id: d for d in corpus}
     examples = examples_from_beir(queries, qrels, by_id, mined)
     validation = None
@@ -141,6 +127,46 @@ def prepare_beir(
         description["validation_documents"],
     )
     return Prepared(examples, validation, corpus, description)
+
+
+def _mine_negatives(
+    every_query,
+    corpus,
+    every_qrels,
+    *,
+    negatives_from,
+    negative_depth,
+    document_encoder,
+    query_encoder,
+    work_dir,
+    show_progress,
+) -> dict[str, list[str]]:
+    """Hard negatives of every query (training and validation), as ``negatives_from`` says."""
+    from sparse_ir.training.negatives import mine_bm25_negatives, mine_index_negatives
+
+    mined: dict[str, list[str]] = {}
+    if negatives_from == "bm25":
+        mined = mine_bm25_negatives(
+            every_query, corpus, every_qrels, depth=negative_depth, show_progress=show_progress
+        )
+    elif negatives_from == "index":
+        if document_encoder is None or query_encoder is None:
+            raise ValueError("negatives_from='index' needs the document and query encoders")
+        mined = mine_index_negatives(
+            document_encoder,
+            query_encoder,
+            every_query,
+            corpus,
+            every_qrels,
+            depth=negative_depth,
+            work_dir=work_dir,
+            show_progress=show_progress,
+        )
+    elif negatives_from != "none":
+        raise ValueError(
+            f"negatives_from must be 'bm25', 'index' or 'none', got {negatives_from!r}"
+        )
+    return mined
 
 
 def prepare_jsonl(path: str | os.PathLike, *, holdout: float = 0.1, seed: int = 0) -> Prepared:
