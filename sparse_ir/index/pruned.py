@@ -800,6 +800,8 @@ def _verify(
 # -- the kernels ---------------------------------------------------------------------------------
 
 
+# The phase calls' arguments are packed (not one per line) so the driver reads on one screen.
+# fmt: off
 @numba.njit(cache=True, nogil=True)
 def pruned_search_one(
     query_terms,
@@ -838,32 +840,15 @@ def pruned_search_one(
 
     # 1. Estimate θ₀ (the estimate's documents are skipped when verifying candidates).
     n_best, scored, exhaustive, corrupt = _estimate(
-        query_terms,
-        query_weights,
-        arrays,
-        settings,
-        accumulator,
-        scratch.candidate_docs,
-        cut_position,
-        cut_impact,
-        best_scores,
-        best_docs,
+        query_terms, query_weights, arrays, settings, accumulator, scratch.candidate_docs,
+        cut_position, cut_impact, best_scores, best_docs
     )
     estimated_docs = np.sort(best_docs[:n_best])
     size = 0
     if not corrupt:
         size = _score_estimate(
-            best_scores,
-            best_docs,
-            n_best,
-            estimated_docs,
-            exhaustive,
-            k,
-            arrays,
-            slots,
-            slot_weights,
-            heap_scores,
-            heap_docs,
+            best_scores, best_docs, n_best, estimated_docs, exhaustive, k, arrays, slots,
+            slot_weights, heap_scores, heap_docs
         )
         corrupt = size < 0
     stats[STAT_VERIFIED] = n_best
@@ -889,41 +874,16 @@ def pruned_search_one(
         credit = np.int64(np.floor(bound * settings.bound_weight))
     need = max(theta0 - credit, np.int64(1))
     size, n_candidates, postings = _bound(
-        query_terms,
-        query_weights,
-        k,
-        arrays,
-        accumulator,
-        scratch,
-        slot_weights,
-        cut_impact,
-        credit,
-        need,
-        heap_scores,
-        heap_docs,
-        size,
-        estimated_docs,
-        n_best,
-        stats,
+        query_terms, query_weights, k, arrays, accumulator, scratch, slot_weights, cut_impact,
+        credit, need, heap_scores, heap_docs, size, estimated_docs, n_best, stats
     )
     scored += postings
 
     # 4. Verify by decreasing bound, so the k-th score rises as fast as it can.
     if size >= 0:
         size = _verify(
-            scratch.candidate_keys,
-            scratch.candidate_docs,
-            n_candidates,
-            heap_scores,
-            heap_docs,
-            size,
-            k,
-            estimated_docs,
-            n_best,
-            arrays,
-            slots,
-            slot_weights,
-            stats,
+            scratch.candidate_keys, scratch.candidate_docs, n_candidates, heap_scores, heap_docs,
+            size, k, estimated_docs, n_best, arrays, slots, slot_weights, stats
         )
     _clear_slots(query_terms, slots)
     if size < 0:
@@ -934,6 +894,7 @@ def pruned_search_one(
     stats[STAT_CUT_BOUND] = bound
     stats[STAT_KTH_SCORE] = heap_scores[0]
     return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+# fmt: on
 
 
 @numba.njit(cache=True, nogil=True)
