@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from integrity_figures import record
 
@@ -106,6 +106,10 @@ def test_every_search_mode_equals_brute_force():
 
     @SETTINGS
     @given(collections())
+    # Both accumulator widths in every run, whatever the random draw picks: scores beyond
+    # int32 (65,535 × 65,535 × 2) and small ones.
+    @example((2, [{0: 65_535, 1: 65_535}, {0: 3}], [{0: 65_535, 1: 65_535}], 2))
+    @example((2, [{0: 2, 1: 1}, {1: 5}], [{0: 1, 1: 2}], 1))
     def check(example):
         vocab_size, documents, queries, k = example
         with tempfile.TemporaryDirectory() as scratch:
