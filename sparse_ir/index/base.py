@@ -53,7 +53,10 @@ class IndexBase(Generic[ManifestT]):
     def open(cls: type[IndexT], path: str | os.PathLike, *, verify: bool = False) -> IndexT:
         """Open an index (memory-mapped) after checking its manifest, headers and sizes.
 
-        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
+        ``path`` is an index directory (with ``CURRENT``) or one generation directory. When
+        ``CURRENT`` names a commit of a live index (:mod:`.segments`), the result is a
+        :class:`~sparse_ir.index.live_index.LiveImpactIndex` /
+        :class:`~sparse_ir.index.live_index.LiveDenseIndex` with the same search API. Small
         files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
 
         Raises:
@@ -68,6 +71,12 @@ class IndexBase(Generic[ManifestT]):
 
     @classmethod
     def _open_generation(cls: type[IndexT], generation: Path) -> IndexT:
+        from sparse_ir.index.segments import is_commit
+
+        if is_commit(generation):  # a live index: its segments searched as one
+            from sparse_ir.index.live_index import open_live
+
+            return open_live(cls, generation)
         record = cls.manifest_type
         body = read_manifest(generation, format_name=record.FORMAT, version=record.FORMAT_VERSION)
         manifest = record.from_dict(body, source=generation / "manifest.json")

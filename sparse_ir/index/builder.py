@@ -46,6 +46,7 @@ from sparse_ir.validation import first_duplicate, first_id_problem, term_problem
 # IMPACT_FORMAT and IMPACT_FORMAT_VERSION live in .manifest; importable from here as before.
 __all__ = [
     "build_impact_index",
+    "write_impact_files",
     "BuildReport",
     "parse_memory",
     "vocab_hash",
@@ -356,78 +357,19 @@ def build_impact_index(
     See :meth:`sparse_ir.index.ImpactIndex.build` for the arguments. Returns the generation
     directory and a :class:`BuildReport`.
     """
-    from tqdm.auto import tqdm
-
-    budget = parse_memory(memory_budget)
-    started = time.perf_counter()
-    report = BuildReport()
-    content_iter = iter(contents) if contents is not None else None
     directory = IndexDirectory(path)
-    # Impacts are buffered (and spilled) in the smallest type that can hold max_impact.
-    buffer_impact_dtype = smallest_unsigned_dtype(max(quantizer.max_impact, 1))
     with directory.publish() as temporary:
-        ids = StringColumnWriter(temporary, "doc_ids")
-        titles = StringColumnWriter(temporary, "doc_titles") if content_iter else None
-        texts = StringColumnWriter(temporary, "doc_texts") if content_iter else None
-        forward = _ForwardScratch(temporary) if search_layout else None
-        seen_ids: set[str] = set()
-        vocab: tuple[str, ...] | None = None
-        buffer: _PostingBuffer | None = None
-        progress = tqdm(
-            total=total_documents,
-            desc="indexing",
-            unit="doc",
-            disable=None if show_progress is None else not show_progress,
+        report = write_impact_files(
+            vectors,
+            temporary,
+            quantizer=quantizer,
+            memory_budget=memory_budget,
+            contents=contents,
+            settings=settings,
+            show_progress=show_progress,
+            total_documents=total_documents,
+            search_layout=search_layout,
         )
-        try:
-            for shard in _as_shards(vectors):
-                if vocab is None:
-                    vocab = shard.vocab
-                    _check_vocabulary(vocab)
-                    buffer = _PostingBuffer(temporary, len(vocab), budget, buffer_impact_dtype)
-                elif shard.vocab != vocab:
-                    raise InputError(
-                        "all shards must share one vocabulary; shard starting at "
-                        f"document {report.documents} has a different one"
-                    )
-                impacts_batch = _quantized_shard(shard, quantizer, report)
-                first = report.documents
-                _add_ids_and_contents(shard, first, seen_ids, ids, titles, texts, content_iter)
-                lengths = impacts_batch.row_lengths()
-                report.empty_documents += int((lengths == 0).sum())
-                terms = _compact(impacts_batch.indices, buffer.term_dtype)
-                impacts = _compact(impacts_batch.values, buffer.impact_dtype)
-                if forward is not None:
-                    forward.add(terms, impacts, lengths)
-                buffer.add(terms, impacts, lengths, first)
-                report.documents += len(shard)
-                report.postings += impacts_batch.nnz
-                progress.update(len(shard))
-            if vocab is None:
-                raise InputError("no documents to index")
-            files, max_impact, impact_dtype, layout_record = _write_postings_and_columns(
-                temporary, buffer, vocab, report, search_layout, forward, (ids, titles, texts)
-            )
-            report.seconds = time.perf_counter() - started
-            manifest = ImpactManifest(
-                created_by="sparse_ir " + _version(),
-                quantizer=quantizer.to_dict(),
-                vocab_size=len(vocab),
-                vocab_hash=vocab_hash(vocab),
-                num_documents=report.documents,
-                num_postings=report.postings,
-                impact_dtype=impact_dtype.str,
-                max_impact=max_impact,
-                has_contents=content_iter is not None,
-                search_layout=layout_record,
-                build={**report.facts(budget), **(settings or {})},
-                files=files,
-            )
-            write_manifest(temporary, manifest.to_dict())
-        finally:
-            progress.close()
-            if forward is not None:
-                forward.remove()
     generation = directory.current()
     logger.info(
         "indexed %d documents, %d postings in %.1fs (%d runs spilled) -> %s",
@@ -438,6 +380,96 @@ def build_impact_index(
         generation,
     )
     return generation, report
+
+
+def write_impact_files(
+    vectors: SparseBatch | Iterable[SparseBatch],
+    temporary: Path,
+    *,
+    quantizer: Quantizer,
+    memory_budget: int | str = "1GB",
+    contents: Iterable[tuple[str, str]] | None = None,
+    settings: dict | None = None,
+    show_progress: bool | None = None,
+    total_documents: int | None = None,
+    search_layout: bool = True,
+) -> BuildReport:
+    """Write every file of one impact index generation (manifest last) into ``temporary``.
+
+    What :func:`build_impact_index` publishes, and what a live index writes as one segment
+    (:mod:`sparse_ir.index.writer`): the same bytes for the same documents and arguments.
+    """
+    from tqdm.auto import tqdm
+
+    budget = parse_memory(memory_budget)
+    started = time.perf_counter()
+    report = BuildReport()
+    content_iter = iter(contents) if contents is not None else None
+    # Impacts are buffered (and spilled) in the smallest type that can hold max_impact.
+    buffer_impact_dtype = smallest_unsigned_dtype(max(quantizer.max_impact, 1))
+    ids = StringColumnWriter(temporary, "doc_ids")
+    titles = StringColumnWriter(temporary, "doc_titles") if content_iter else None
+    texts = StringColumnWriter(temporary, "doc_texts") if content_iter else None
+    forward = _ForwardScratch(temporary) if search_layout else None
+    seen_ids: set[str] = set()
+    vocab: tuple[str, ...] | None = None
+    buffer: _PostingBuffer | None = None
+    progress = tqdm(
+        total=total_documents,
+        desc="indexing",
+        unit="doc",
+        disable=None if show_progress is None else not show_progress,
+    )
+    try:
+        for shard in _as_shards(vectors):
+            if vocab is None:
+                vocab = shard.vocab
+                _check_vocabulary(vocab)
+                buffer = _PostingBuffer(temporary, len(vocab), budget, buffer_impact_dtype)
+            elif shard.vocab != vocab:
+                raise InputError(
+                    "all shards must share one vocabulary; shard starting at "
+                    f"document {report.documents} has a different one"
+                )
+            impacts_batch = _quantized_shard(shard, quantizer, report)
+            first = report.documents
+            _add_ids_and_contents(shard, first, seen_ids, ids, titles, texts, content_iter)
+            lengths = impacts_batch.row_lengths()
+            report.empty_documents += int((lengths == 0).sum())
+            terms = _compact(impacts_batch.indices, buffer.term_dtype)
+            impacts = _compact(impacts_batch.values, buffer.impact_dtype)
+            if forward is not None:
+                forward.add(terms, impacts, lengths)
+            buffer.add(terms, impacts, lengths, first)
+            report.documents += len(shard)
+            report.postings += impacts_batch.nnz
+            progress.update(len(shard))
+        if vocab is None:
+            raise InputError("no documents to index")
+        files, max_impact, impact_dtype, layout_record = _write_postings_and_columns(
+            temporary, buffer, vocab, report, search_layout, forward, (ids, titles, texts)
+        )
+        report.seconds = time.perf_counter() - started
+        manifest = ImpactManifest(
+            created_by="sparse_ir " + _version(),
+            quantizer=quantizer.to_dict(),
+            vocab_size=len(vocab),
+            vocab_hash=vocab_hash(vocab),
+            num_documents=report.documents,
+            num_postings=report.postings,
+            impact_dtype=impact_dtype.str,
+            max_impact=max_impact,
+            has_contents=content_iter is not None,
+            search_layout=layout_record,
+            build={**report.facts(budget), **(settings or {})},
+            files=files,
+        )
+        write_manifest(temporary, manifest.to_dict())
+    finally:
+        progress.close()
+        if forward is not None:
+            forward.remove()
+    return report
 
 
 def _quantized_shard(shard: SparseBatch, quantizer: Quantizer, report: BuildReport) -> SparseBatch:

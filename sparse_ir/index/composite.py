@@ -64,6 +64,12 @@ def merge_topk(parts: Sequence[TopK], offsets: Sequence[int], k: int) -> TopK:
         return TopK(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
     shifted = [np.asarray(part.docnos, np.int64) + int(at) for part, at in zip(parts, offsets)]
     docnos = np.concatenate(shifted)
-    scores = np.concatenate([np.asarray(part.scores, dtype=np.int64) for part in parts])
+    # Integer scores (impact indexes) merge as int64; float scores (dense) keep their type.
+    scores = np.concatenate([_scores(part.scores) for part in parts])
     order = np.lexsort((docnos, -scores))[:k]
     return TopK(docnos[order], scores[order])
+
+
+def _scores(values) -> np.ndarray:
+    array = np.asarray(values)
+    return array.astype(np.int64) if array.dtype.kind in "iub" else array

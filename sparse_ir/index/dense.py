@@ -52,10 +52,11 @@ __all__ = [
     "DENSE_FORMAT",
     "DENSE_FORMAT_VERSION",
     "DenseIndex",
-    "DenseIndexWriter",
+    "DenseFilesWriter",
     "HnswOptions",
     "SearchMethod",
     "exact_top_k",
+    "write_dense_files",
     "reference_top_k",
 ]
 
@@ -173,7 +174,7 @@ def exact_top_k(
 # -- building -----------------------------------------------------------------------------------
 
 
-class DenseIndexWriter:
+class DenseFilesWriter:
     """Append batches of ``(ids, vectors)`` into a temporary generation directory.
 
     Used by :meth:`DenseIndex.build` inside :meth:`IndexDirectory.publish`; the vectors stream
@@ -267,6 +268,47 @@ class DenseIndexWriter:
     def normalized(self) -> bool:
         """True when every non-zero row has unit L2 norm (inner product = cosine)."""
         return self.max_norm_error <= _NORM_TOLERANCE
+
+
+def write_dense_files(
+    batches: Iterable[tuple[Sequence[str], np.ndarray]],
+    temporary: Path,
+    *,
+    settings: dict | None = None,
+    hnsw: HnswOptions | None = None,
+    show_progress: bool | None = None,
+) -> DenseManifest:
+    """Write every file of one dense index generation (manifest last) into ``temporary``.
+
+    What :meth:`DenseIndex.build` publishes, and what a live index writes as one segment
+    (:mod:`sparse_ir.index.writer`): the same bytes for the same documents and arguments.
+    """
+    started = time.perf_counter()
+    writer = DenseFilesWriter(temporary)
+    try:
+        for batch_ids, batch in batches:
+            writer.add(batch_ids, batch)
+        files = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    if hnsw is not None:
+        matrix = open_array(temporary / "vectors.bin").reshape(writer.count, writer.dim)
+        serialized = _build_hnsw(matrix, hnsw, show_progress)
+        del matrix
+        files["hnsw.bin"] = write_array(temporary / "hnsw.bin", "hnsw", serialized, np.uint8)
+    manifest = DenseManifest(
+        created_by="sparse_ir " + _version(),
+        num_documents=writer.count,
+        dim=writer.dim,
+        normalized=writer.normalized,
+        zero_vectors=writer.zero_rows,
+        hnsw=hnsw.to_dict() if hnsw is not None else None,
+        build={"seconds": round(time.perf_counter() - started, 3), **(settings or {})},
+        files=files,
+    )
+    write_manifest(temporary, manifest.to_dict())
+    return manifest
 
 
 def _as_batches(vectors, ids) -> Iterable[tuple[Sequence[str], np.ndarray]]:
@@ -363,39 +405,19 @@ class DenseIndex(IndexBase[DenseManifest]):
         """
         if hnsw is not None:
             _import_faiss()
-        started = time.perf_counter()
         directory = IndexDirectory(path)
         with directory.publish() as temporary:
-            writer = DenseIndexWriter(temporary)
-            try:
-                for batch_ids, batch in _as_batches(vectors, ids):
-                    writer.add(batch_ids, batch)
-                files = writer.finish()
-            except BaseException:
-                writer.abort()
-                raise
-            if hnsw is not None:
-                matrix = open_array(temporary / "vectors.bin").reshape(writer.count, writer.dim)
-                serialized = _build_hnsw(matrix, hnsw, show_progress)
-                del matrix
-                files["hnsw.bin"] = write_array(
-                    temporary / "hnsw.bin", "hnsw", serialized, np.uint8
-                )
-            manifest = DenseManifest(
-                created_by="sparse_ir " + _version(),
-                num_documents=writer.count,
-                dim=writer.dim,
-                normalized=writer.normalized,
-                zero_vectors=writer.zero_rows,
-                hnsw=hnsw.to_dict() if hnsw is not None else None,
-                build={"seconds": round(time.perf_counter() - started, 3), **(settings or {})},
-                files=files,
+            manifest = write_dense_files(
+                _as_batches(vectors, ids),
+                temporary,
+                settings=settings,
+                hnsw=hnsw,
+                show_progress=show_progress,
             )
-            write_manifest(temporary, manifest.to_dict())
         logger.info(
             "dense index: %d documents × %d dims -> %s",
-            writer.count,
-            writer.dim,
+            manifest.num_documents,
+            manifest.dim,
             directory.current(),
         )
         return cls.open(path)

@@ -32,7 +32,7 @@ import secrets
 import shutil
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -48,6 +48,7 @@ __all__ = [
     "ArrayWriter",
     "FileRecord",
     "IndexDirectory",
+    "WriteLock",
     "check_files",
     "file_crc32",
     "file_problems",
@@ -71,6 +72,7 @@ _ALIGN = 64
 _MAX_HEADER = 1 << 16
 _CURRENT = "CURRENT"
 _GENERATION = re.compile(r"^gen-(\d{6,})$")
+_SEGMENT = re.compile(r"^seg-(\d{6,})$")
 _ARRAY_DTYPE = re.compile(r"[<|](?:[iu][1248]|f[248])")
 _POINTER = re.compile(rb"(gen-\d{6,}) ([0-9a-f]{8})\n")
 _T = TypeVar("_T")
@@ -607,16 +609,22 @@ class IndexDirectory:
             return None
 
     @contextlib.contextmanager
-    def publish(self, *, keep_previous: int = 1) -> Iterator[Path]:
+    def publish(
+        self, *, keep_previous: int = 1, holding_lock: bool = False, keep: Collection[str] = ()
+    ) -> Iterator[Path]:
         """Yield a fresh temporary directory; on normal exit publish it as the new generation.
 
         On an exception (Ctrl-C included) the temporary directory is removed and the previous
         generation stays live. ``keep_previous`` older generations are kept for readers that
         opened them before the switch; older ones are deleted. What earlier interrupted
         builds left behind (see :meth:`leftovers`) is removed first.
+
+        ``holding_lock``: the caller already holds the index's write lock (a live index
+        writer, :mod:`.segments`). ``keep``: generation names never deleted here (in use by
+        readers of this process).
         """
         self._prepare()
-        with self._lock():
+        with contextlib.nullcontext() if holding_lock else self._lock():
             for entry in self.leftovers():
                 _remove(entry)
             temporary = self.path / f".tmp-{secrets.token_hex(6)}"
@@ -639,7 +647,8 @@ class IndexDirectory:
                 raise
             live = [(n, p) for n, p in self.generations() if n <= number]
             for _, old in live[: max(0, len(live) - 1 - keep_previous)]:
-                shutil.rmtree(old, ignore_errors=True)
+                if old.name not in keep:
+                    shutil.rmtree(old, ignore_errors=True)
 
     def _prepare(self) -> None:
         if self.path.exists() and not self.path.is_dir():
@@ -657,6 +666,7 @@ class IndexDirectory:
                     e.name in (_CURRENT, ".lock")
                     or e.name.startswith(".tmp-")
                     or _GENERATION.match(e.name)
+                    or _SEGMENT.match(e.name)
                 )
             ]
             if foreign:
@@ -668,20 +678,11 @@ class IndexDirectory:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        lock = WriteLock.acquire(self.path, purpose="a build")
         try:
-            import fcntl
-        except ImportError:  # Windows: no advisory lock; one builder at a time is on the user
             yield
-            return
-        with open(self.path / ".lock", "a+b") as handle:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise IndexBusyError(f"another build is writing {self.path} right now") from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        finally:
+            lock.release()
 
     def _write_current(self, name: str) -> None:
         temporary = self.path / f".tmp-{_CURRENT}-{secrets.token_hex(4)}"
@@ -693,6 +694,87 @@ class IndexDirectory:
                 temporary.unlink()
             raise
         fsync_directory(self.path)
+
+
+class WriteLock:
+    """The one writer of an index directory: an advisory lock on ``.lock`` holding its pid.
+
+    Builds and live index writers (:class:`~sparse_ir.index.writer.IndexWriter`) take it, so
+    at most one of them writes an index at a time, whether the other is a thread of this
+    process or another process. The kernel drops the lock when its holder dies (even by
+    ``kill -9``), so a lock left by a killed process is free: the next writer takes it over
+    (and logs the dead pid). Without ``fcntl`` (Windows) there is no lock.
+
+    Example:
+        >>> import tempfile
+        >>> path = tempfile.mkdtemp()
+        >>> lock = WriteLock.acquire(path)
+        >>> try:
+        ...     WriteLock.acquire(path)
+        ... except IndexBusyError as exc:
+        ...     "held by pid" in str(exc)
+        True
+        >>> lock.release()
+    """
+
+    def __init__(self, path: Path, handle):
+        self.path = path
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, directory: str | os.PathLike, *, purpose: str = "a writer") -> WriteLock:
+        """Take the lock of ``directory`` (created if needed) or raise :class:`IndexBusyError`
+        naming the holder's pid."""
+        path = Path(directory) / ".lock"
+        handle = open(path, "a+b")
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: one writer at a time is on the user
+            return cls(path, handle)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(handle)
+            handle.close()
+            mine = " (this process)" if holder == os.getpid() else ""
+            raise IndexBusyError(
+                f"another build is writing {Path(directory)} right now (a build or an "
+                f"index writer: the lock is held by pid "
+                f"{holder if holder is not None else '?'}{mine}); {purpose} must wait "
+                "for it to finish"
+            ) from None
+        previous = _lock_holder(handle)
+        if previous is not None and previous != os.getpid():
+            logger.info("%s: took over the lock left by pid %d (not running)", path, previous)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n".encode())
+        handle.flush()
+        return cls(path, handle)
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        if self._handle is None:
+            return
+        with contextlib.suppress(OSError):
+            self._handle.seek(0)
+            self._handle.truncate()
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+        self._handle.close()
+        self._handle = None
+
+
+def _lock_holder(handle) -> int | None:
+    """The pid written in a lock file, or None."""
+    try:
+        handle.seek(0)
+        text = handle.read(32).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
 
 
 def _remove(path: Path) -> None:

@@ -1,0 +1,498 @@
+"""A live index opened for searching: its commit's segments searched as one index, exactly.
+
+``ImpactIndex.open(path)`` / ``DenseIndex.open(path)`` return a :class:`LiveImpactIndex` /
+:class:`LiveDenseIndex` when ``CURRENT`` names a commit of a live index (:mod:`.segments`).
+They offer the search API of the single-build classes, so ``Searcher``, ``HybridSearcher``, the
+service and the CLI use them unchanged.
+
+Document numbers are the segments' laid end to end (:func:`.composite.part_offsets`); a deleted
+document keeps its number (``doc_ids`` has an entry for it) and is never returned.
+``num_documents`` counts the live documents; ``num_docnos`` the numbers in use.
+
+Each segment is searched by its own kernels for its top-k among its live documents
+(:func:`segment_top_k`: the one place that excludes deleted documents), and the per-segment
+lists are merged by :func:`.composite.merge_topk`, whose tie-break (score descending, then
+global document number ascending) is that of every search: the result equals searching the
+live documents as one collection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
+from sparse_ir.index.composite import merge_topk, part_offsets
+from sparse_ir.index.impact_index import ImpactIndex, QueryLike, TermContribution, TopK, _check_k
+from sparse_ir.index.modes import SearchMode, SearchStats
+from sparse_ir.index.segments import (
+    CommitManifest,
+    read_commit,
+    read_deletions,
+    register_reader,
+)
+from sparse_ir.index.storage import check_files
+from sparse_ir.quantize import Quantizer
+from sparse_ir.results import Hit, Run
+
+__all__ = ["LiveImpactIndex", "LiveDenseIndex", "SegmentInfo", "open_live", "segment_top_k"]
+
+
+class SegmentInfo(NamedTuple):
+    """One segment as ``sparse-ir info`` shows it."""
+
+    name: str
+    documents: int
+    deleted: int
+
+
+def open_live(kind: type, generation: Path):
+    """Open the commit at ``generation`` as a live index of ``kind`` (ImpactIndex/DenseIndex)."""
+    commit = read_commit(generation)
+    expected = kind.manifest_type.FORMAT
+    if commit.kind != expected:
+        raise IndexFormatError(
+            f"{generation}: a live index of {commit.kind!r} segments, not {expected!r}"
+        )
+    root = generation.parent
+    segments = []
+    for record in commit.segments:
+        segment = kind._open_generation(root / record.name)
+        if segment.num_documents != record.num_documents:
+            raise IndexCorruptError(
+                f"{root / record.name}: {segment.num_documents} documents, the commit "
+                f"{generation.name} records {record.num_documents}"
+            )
+        segments.append(segment)
+    deleted = [read_deletions(generation, record) for record in commit.segments]
+    live_class = (
+        LiveImpactIndex if commit.kind == ImpactIndex.manifest_type.FORMAT else LiveDenseIndex
+    )
+    return live_class(generation, commit, segments, deleted)
+
+
+def segment_top_k(segment, deleted: np.ndarray | None, top_k, k: int) -> TopK:
+    """A segment's top-``k`` among its live documents, as ``TopK`` (local numbers).
+
+    ``top_k(depth) -> TopK`` searches the segment. Deleted documents are excluded by asking
+    for ``k`` + the number deleted and dropping them: at most that many of the best can be
+    deleted, so the rest is the exact top-``k`` of the live ones. (When the kernels take an
+    ``allowed`` mask, it goes here, and nothing else changes.)
+    """
+    if deleted is None:
+        return top_k(k)
+    depth = min(k + int(np.count_nonzero(deleted)), max(segment.num_documents, 1))
+    found = top_k(depth)
+    keep = ~deleted[found.docnos]
+    return TopK(found.docnos[keep][:k], found.scores[keep][:k])
+
+
+class _LiveBase:
+    """What both live kinds share: the commit, the segments, numbering, ids and checks."""
+
+    def __init__(self, generation: Path, commit: CommitManifest, segments: list, deleted: list):
+        self.directory = generation
+        self.root = generation.parent
+        self.commit = commit
+        self.segments = segments
+        self.deleted = deleted
+        self.offsets = part_offsets([s.num_documents for s in segments])
+        self.names_in_use = frozenset([generation.name] + [r.name for r in commit.segments])
+        self.build_report = None
+        self._doc_id_list: list[str] | None = None
+        self._docnos: dict[str, int] | None = None
+        register_reader(self)
+
+    # -- facts ------------------------------------------------------------------------------------
+
+    @property
+    def num_documents(self) -> int:
+        """Number of live documents."""
+        return self.commit.num_documents
+
+    @property
+    def num_docnos(self) -> int:
+        """Document numbers in use: live and deleted documents (``len(doc_ids)``)."""
+        return int(self.offsets[-1])
+
+    @property
+    def num_deleted(self) -> int:
+        """Deleted documents still held by the segments (until a merge drops them)."""
+        return self.commit.deleted
+
+    @property
+    def settings(self) -> dict:
+        """What the index records (the model or encoder's settings...)."""
+        return dict(self.commit.build)
+
+    @property
+    def segment_infos(self) -> list[SegmentInfo]:
+        """Each segment's name, documents and deleted documents."""
+        return [SegmentInfo(r.name, r.num_documents, r.deleted) for r in self.commit.segments]
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the commit and its segments."""
+        own = sum(record.size for record in self.commit.files.values())
+        return own + sum(segment.size_bytes() for segment in self.segments)
+
+    @property
+    def doc_ids(self) -> list[str]:
+        """External id of every document number (deleted documents' ids included)."""
+        if self._doc_id_list is None:
+            self._doc_id_list = [d for segment in self.segments for d in segment.doc_ids]
+        return self._doc_id_list
+
+    def docno(self, doc_id: str) -> int:
+        """Document number of a live document's id (KeyError if absent or deleted)."""
+        if self._docnos is None:
+            live = np.flatnonzero(~self.deleted_mask())
+            ids = self.doc_ids
+            self._docnos = {ids[i]: i for i in live.tolist()}
+        return self._docnos[doc_id]
+
+    def deleted_mask(self) -> np.ndarray:
+        """Boolean array over document numbers: True for deleted documents."""
+        parts = [
+            np.zeros(s.num_documents, bool) if d is None else d
+            for s, d in zip(self.segments, self.deleted)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+    def _locate(self, docno: int) -> tuple[int, int]:
+        """``(segment position, local number)`` of a global document number."""
+        if not 0 <= docno < self.num_docnos:
+            raise IndexError(f"document number {docno} outside 0..{self.num_docnos - 1}")
+        part = int(np.searchsorted(self.offsets, docno, side="right")) - 1
+        return part, docno - int(self.offsets[part])
+
+    def is_deleted(self, docno: int) -> bool:
+        """True when document ``docno`` is deleted."""
+        part, local = self._locate(docno)
+        return self.deleted[part] is not None and bool(self.deleted[part][local])
+
+    def verify(self) -> None:
+        """Check every byte of the commit and its segments, and that live ids are unique.
+
+        Raises :class:`IndexCorruptError` describing the first problem found.
+        """
+        check_files(self.directory, self.commit.files, full=True)
+        for segment in self.segments:
+            segment.verify()
+        live = np.flatnonzero(~self.deleted_mask())
+        ids = self.doc_ids
+        if len({ids[i] for i in live.tolist()}) != len(live):
+            raise IndexCorruptError(f"{self.directory}: live document ids are not unique")
+
+    def _hits(self, docs, scores) -> list[Hit]:
+        ids = self.doc_ids
+        return [Hit(ids[d], s, d) for d, s in zip(docs.tolist(), scores.tolist())]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.directory)!r}, documents={self.num_documents}, "
+            f"segments={len(self.segments)}, deleted={self.num_deleted})"
+        )
+
+
+class LiveImpactIndex(_LiveBase):
+    """The commit of a live impact index, searched like an :class:`ImpactIndex`."""
+
+    def __init__(self, generation: Path, commit: CommitManifest, segments: list, deleted: list):
+        super().__init__(generation, commit, segments, deleted)
+        self.quantizer = Quantizer.from_dict(commit.fixed["quantizer"])
+        try:
+            vocab = json.loads((generation / "vocab.json").read_bytes().decode("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise IndexCorruptError(f"{generation / 'vocab.json'}: unreadable ({exc})") from None
+        self.vocab: tuple[str, ...] = tuple(vocab)
+        for segment in segments:
+            if segment.vocab_hash != self.vocab_hash or segment.quantizer != self.quantizer:
+                raise IndexCorruptError(
+                    f"{segment.directory}: its vocabulary or quantizer is not the index's"
+                )
+        self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
+        self._term_ids: dict[str, int] | None = None
+
+    # The query forms of ImpactIndex, over the same vocabulary and quantizer.
+    prepare_query = ImpactIndex.prepare_query
+    _finish_query = ImpactIndex._finish_query
+    _same_vocabulary = ImpactIndex._same_vocabulary
+    _batch_query_arrays = ImpactIndex._batch_query_arrays
+    _mode = ImpactIndex._mode
+    term_id = ImpactIndex.term_id
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the vocabulary."""
+        return int(self.commit.fixed["vocab_size"])
+
+    @property
+    def vocab_hash(self) -> str:
+        """Hash of the vocabulary; an encoder must match it to search this index."""
+        return str(self.commit.fixed["vocab_hash"])
+
+    @property
+    def has_search_layout(self) -> bool:
+        """True when every segment holds the arrays of pruned and approximate search."""
+        return bool(self.commit.fixed.get("search_layout", True))
+
+    @property
+    def has_contents(self) -> bool:
+        """True when every segment stores titles and texts."""
+        return bool(self.segments) and all(s.has_contents for s in self.segments)
+
+    @property
+    def num_postings(self) -> int:
+        """Postings of every segment (deleted documents' included)."""
+        return sum(s.num_postings for s in self.segments)
+
+    @property
+    def max_impact(self) -> int:
+        """The largest impact stored."""
+        return max((s.max_impact for s in self.segments), default=0)
+
+    def document(self, docno: int) -> tuple[str, str] | None:
+        """Stored ``(title, text)`` of a document, or None when contents were not stored."""
+        part, local = self._locate(docno)
+        return self.segments[part].document(local)
+
+    def document_vector(self, docno: int) -> dict[str, int]:
+        """The stored impacts of one document, ``{token: impact}``."""
+        part, local = self._locate(docno)
+        return self.segments[part].document_vector(local)
+
+    # -- search -----------------------------------------------------------------------------------
+
+    def _top_k(self, terms: np.ndarray, weights: np.ndarray, k: int, mode: SearchMode) -> TopK:
+        """The exact merged top-``k`` of a prepared query over the live documents."""
+        parts = []
+        for segment, deleted in zip(self.segments, self.deleted):
+
+            def search(depth, segment=segment):
+                docs, scores, _, _ = segment._search_prepared(terms, weights, depth, mode)
+                return TopK(np.asarray(docs, np.int64), np.asarray(scores, np.int64))
+
+            parts.append(segment_top_k(segment, deleted, search, k))
+        return merge_topk(parts, self.offsets[:-1], k)
+
+    def search(self, query: QueryLike, k: int = 10, *, mode=None, **deprecated) -> list[Hit]:
+        """The top-``k`` live documents for one query, best first (see
+        :meth:`ImpactIndex.search`: same scores, modes and tie-break)."""
+        _check_k(k)
+        resolved = self._mode(
+            mode, deprecated.pop("cut_ratio", None), deprecated.pop("bound_weight", None)
+        )
+        terms, weights = self.prepare_query(query)
+        top = self._top_k(terms, weights, k, resolved)
+        return self._hits(top.docnos, top.scores)
+
+    def search_arrays(self, query: QueryLike, k: int = 10, *, mode=None) -> TopK:
+        """:meth:`search` as ``TopK(docnos, scores)`` arrays."""
+        _check_k(k)
+        terms, weights = self.prepare_query(query)
+        return self._top_k(terms, weights, k, self._mode(mode, None, None))
+
+    def search_with_stats(
+        self, query: QueryLike, k: int = 10, *, mode=None
+    ) -> tuple[list[Hit], SearchStats]:
+        """:meth:`search`, and what the search did, summed over the segments."""
+        _check_k(k)
+        resolved = self._mode(mode, None, None)
+        terms, weights = self.prepare_query(query)
+        parts, totals = [], []
+        for segment, deleted in zip(self.segments, self.deleted):
+
+            def search(depth, segment=segment):
+                hits, stats = segment.search_with_stats((terms, weights), depth, mode=resolved)
+                totals.append(stats)
+                return TopK(
+                    np.array([h.docno for h in hits], np.int64),
+                    np.array([h.score for h in hits], np.int64),
+                )
+
+            parts.append(segment_top_k(segment, deleted, search, k))
+        top = merge_topk(parts, self.offsets[:-1], k)
+        summed = {
+            name: sum(getattr(s, name) for s in totals)
+            for name in ("postings", "verified", "candidates", "early_verifications")
+        }
+        stats = SearchStats(
+            **summed,
+            kth_score=int(top.scores[-1]) if len(top.scores) == k else 0,
+            mode=resolved.name,
+            int64_accumulator=any(s.int64_accumulator for s in totals),
+        )
+        return self._hits(top.docnos, top.scores), stats
+
+    def search_batch(
+        self,
+        queries,
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode=None,
+        threads: int | None = None,
+        **deprecated,
+    ) -> Run:
+        """Top-``k`` for many queries (see :meth:`ImpactIndex.search_batch`)."""
+        _check_k(k)
+        resolved = self._mode(
+            mode, deprecated.pop("cut_ratio", None), deprecated.pop("bound_weight", None)
+        )
+        ids, indptr, terms, weights = self._batch_query_arrays(queries)
+        if query_ids is not None:
+            if len(query_ids) != len(ids):
+                raise ValueError(f"{len(query_ids)} query ids for {len(ids)} queries")
+            ids = [str(q) for q in query_ids]
+        terms = np.asarray(terms, np.int32)
+
+        def one(q: int) -> list[Hit]:
+            start, end = int(indptr[q]), int(indptr[q + 1])
+            top = self._top_k(terms[start:end], weights[start:end], k, resolved)
+            return self._hits(top.docnos, top.scores)
+
+        workers = max(1, min(threads or os.cpu_count() or 1, len(ids)))
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(one, range(len(ids))))
+        else:
+            results = [one(q) for q in range(len(ids))]
+        run = Run(name="sparse-ir")
+        for qid, hits in zip(ids, results):
+            run.results[qid] = hits
+        return run
+
+    def reference_search(self, query: QueryLike, k: int = 10) -> list[Hit]:
+        """Brute force over the live documents, by plain numpy (slow; for tests)."""
+        from sparse_ir.index.reference import reference_scores, reference_top_k
+
+        _check_k(k)
+        terms, weights = self.prepare_query(query)
+        scores = [
+            reference_scores(
+                np.asarray(s.term_offsets),
+                np.asarray(s.postings_docs),
+                np.asarray(s.postings_impacts),
+                s.num_documents,
+                terms,
+                weights,
+            )
+            for s in self.segments
+        ]
+        every = np.concatenate(scores) if scores else np.zeros(0, np.int64)
+        every[self.deleted_mask()] = 0
+        docs, top = reference_top_k(every, k)
+        return self._hits(docs, top)
+
+    def explain(self, query: QueryLike, docno: int) -> list[TermContribution]:
+        """Each query term's contribution to a live document's score, largest first."""
+        part, local = self._locate(docno)
+        if self.deleted[part] is not None and self.deleted[part][local]:
+            raise KeyError(f"document {docno} ({self.doc_ids[docno]!r}) is deleted")
+        terms, weights = self.prepare_query(query)
+        return self.segments[part].explain((terms, weights), local)
+
+
+class LiveDenseIndex(_LiveBase):
+    """The commit of a live dense index, searched like a :class:`DenseIndex`."""
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.commit.fixed["dim"])
+
+    @property
+    def has_hnsw(self) -> bool:
+        """True when every segment has an HNSW graph."""
+        return self.commit.fixed.get("hnsw") is not None
+
+    def search(self, query: np.ndarray, k: int = 10, *, mode="exact", **options) -> list[Hit]:
+        """The top-``k`` live documents for one query vector (see :meth:`DenseIndex.search`)."""
+        array = np.asarray(query, np.float32)
+        if array.ndim == 2 and len(array) != 1:
+            raise InputError(f"search takes one query vector; got {len(array)} (use search_batch)")
+        return self.search_batch(array.reshape(1, -1), k, mode=mode, **options).results["0"]
+
+    def search_batch(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        query_ids: Sequence[str] | None = None,
+        mode="exact",
+        ef_search: int | None = None,
+        chunk_rows: int | None = None,
+        method=None,
+    ) -> Run:
+        """Top-``k`` live documents for each row of ``queries`` (see
+        :meth:`DenseIndex.search_batch`)."""
+        from sparse_ir.index.dense import _mode_alias
+
+        _check_k(k)
+        mode = _mode_alias(mode, method)
+        array = np.atleast_2d(np.asarray(queries))
+        if array.shape[-1] != self.dim:
+            raise InputError(
+                f"query vectors must have dimension {self.dim} (this index's); "
+                f"got shape {array.shape}"
+            )
+        ids = (
+            [str(i) for i in range(len(array))]
+            if query_ids is None
+            else [str(q) for q in query_ids]
+        )
+        if len(ids) != len(array):
+            raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
+        per_segment = [
+            self._segment_runs(segment, deleted, array, k, mode, ef_search, chunk_rows)
+            for segment, deleted in zip(self.segments, self.deleted)
+        ]
+        run = Run(name="dense")
+        for q, qid in enumerate(ids):
+            top = merge_topk([parts[q] for parts in per_segment], self.offsets[:-1], k)
+            run.results[qid] = self._hits(top.docnos, top.scores)
+        return run
+
+    @staticmethod
+    def _segment_runs(segment, deleted, array, k, mode, ef_search, chunk_rows) -> list[TopK]:
+        """One segment's top-``k`` live documents for every query."""
+        found: dict[int, list[TopK]] = {}
+
+        def search(depth: int) -> TopK:
+            if depth not in found:
+                run = segment.search_batch(
+                    array, depth, mode=mode, ef_search=ef_search, chunk_rows=chunk_rows
+                )
+                found[depth] = [
+                    TopK(
+                        np.array([h.docno for h in hits], np.int64),
+                        np.array([h.score for h in hits], np.float32),
+                    )
+                    for hits in run.results.values()
+                ]
+            return found[depth][position]
+
+        results = []
+        for position in range(len(array)):  # noqa: B007 - read by search()
+            results.append(segment_top_k(segment, deleted, search, k))
+        return results
+
+    def reference_search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
+        """Brute force over the live documents (slow; for tests)."""
+        _check_k(k)
+        vector = np.asarray(query, np.float32).reshape(-1)
+        if not self.segments:
+            return []
+        matrix = np.concatenate([np.asarray(s.vectors) for s in self.segments])
+        scores = matrix @ vector
+        live = np.flatnonzero(~self.deleted_mask())
+        order = np.lexsort((live, -scores[live]))[:k]
+        chosen = live[order]
+        return self._hits(chosen, scores[chosen])

@@ -1,0 +1,657 @@
+"""Writers of a live index: add, replace and delete documents, then commit, without a rebuild.
+
+:class:`IndexWriter` (impact indexes) and :class:`DenseIndexWriter` (dense indexes) have one
+shape::
+
+    with IndexWriter.open("index", vocab=vocab) as writer:   # creates an empty index if none
+        writer.add(batch)              # new ids (an id already live is an error)
+        writer.upsert(batch)           # replace the documents of these ids, add the others
+        writer.delete(["d7", "d9"])    # -> DeleteResult(deleted=..., missing=...)
+        writer.commit()                # publish: readers that open now see it all
+    # leaving the block commits; an exception inside it rolls back
+
+Until :meth:`commit`, nothing is visible to readers; :meth:`rollback` forgets everything
+since the last commit. A commit writes the added documents as one new segment (exactly what
+``build()`` writes for them), the changed deletion bitmaps and a new commit, published through
+``CURRENT`` (:mod:`.segments`); then the merge policy (:mod:`.merge_policy`) may merge
+segments. One writer at a time per index (:class:`~sparse_ir.index.storage.WriteLock`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+
+from sparse_ir.errors import InputError
+from sparse_ir.index.builder import vocab_hash, write_impact_files
+from sparse_ir.index.dense import DenseIndex, HnswOptions, write_dense_files
+from sparse_ir.index.impact_index import ImpactIndex
+from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT
+from sparse_ir.index.merge_policy import SegmentSize, TieredMergePolicy, forced_merge_groups
+from sparse_ir.index.segments import (
+    CommitManifest,
+    SegmentRecord,
+    commit_from_build,
+    is_commit,
+    link_segment,
+    new_segment,
+    publish_commit,
+    read_commit,
+    read_deletions,
+    remove_unused_segments,
+    segment_name,
+)
+from sparse_ir.index.storage import IndexDirectory, WriteLock
+from sparse_ir.quantize import Quantizer
+from sparse_ir.sparse_batch import SparseBatch
+from sparse_ir.validation import id_problem
+
+__all__ = ["CommitResult", "DeleteResult", "DenseIndexWriter", "IndexWriter"]
+
+logger = logging.getLogger(__name__)
+
+#: The merge policy writers use unless told otherwise.
+DEFAULT_MERGE_POLICY = TieredMergePolicy()
+
+
+class DeleteResult(NamedTuple):
+    """What :meth:`IndexWriter.delete` did: ids deleted, and ids not in the index (ignored)."""
+
+    deleted: int
+    missing: int
+
+
+class CommitResult(NamedTuple):
+    """What a commit published."""
+
+    generation: str
+    segments: int
+    documents: int
+    deleted: int
+    merged: int
+
+
+@dataclass
+class _Segment:
+    """A committed segment as the writer tracks it: ids, and the deleted mask being edited."""
+
+    name: str
+    doc_ids: list[str]
+    deleted: np.ndarray
+
+    @property
+    def size(self) -> SegmentSize:
+        return SegmentSize(len(self.doc_ids), int(np.count_nonzero(self.deleted)))
+
+
+class _LiveWriter:
+    """The shape both writers share; a kind supplies how documents are checked and written."""
+
+    kind: ClassVar[str]
+    segment_class: ClassVar[type]
+
+    def __init__(self, root: Path, lock: WriteLock, policy: TieredMergePolicy | None):
+        self.root = root
+        self._lock: WriteLock | None = lock
+        self.policy = policy
+        self._load()
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    @classmethod
+    def _open(cls, path, create, policy):
+        root = Path(path)
+        IndexDirectory(root)._prepare()
+        lock = WriteLock.acquire(root, purpose="an index writer")
+        try:
+            remove_unused_segments(root)
+            current = cls._current(root)
+            if current is None:
+                base, files = create()
+                publish_commit(root, base, {}, files)
+            elif not is_commit(current):  # a single build: becomes segment 1
+                link_segment(root, current, "seg-000001")
+            return cls(root, lock, policy)
+        except BaseException:
+            lock.release()
+            raise
+
+    @staticmethod
+    def _current(root: Path) -> Path | None:
+        directory = IndexDirectory(root)
+        if not (root / "CURRENT").exists():
+            return None
+        return directory.current()
+
+    def _load(self) -> None:
+        """Read the live commit: segments, ids and masks; nothing pending."""
+        current = IndexDirectory(self.root).current()
+        if is_commit(current):
+            self.commit_manifest = read_commit(current)
+            self._vocab_bytes = self._read_extra(current)
+            deleted = [read_deletions(current, r) for r in self.commit_manifest.segments]
+        else:
+            self.commit_manifest = commit_from_build(current, self.kind)
+            self._vocab_bytes = self._read_extra(current)
+            deleted = [None]
+        if self.commit_manifest.kind != self.kind:
+            raise InputError(
+                f"{self.root} is a {self.commit_manifest.kind} index; use the writer of its kind"
+            )
+        self.segments: list[_Segment] = []
+        self._live: dict[str, tuple[int, int]] = {}
+        for position, (record, mask) in enumerate(zip(self.commit_manifest.segments, deleted)):
+            ids = self.segment_class._open_generation(self.root / record.name).doc_ids
+            mask = np.zeros(len(ids), bool) if mask is None else mask.copy()
+            self.segments.append(_Segment(record.name, list(ids), mask))
+            for local in np.flatnonzero(~mask).tolist():
+                self._live[ids[local]] = (position, local)
+        self._pending: list[tuple[object, list | None]] = []
+        self._pending_ids: dict[str, tuple[int, int]] = {}
+        self._changed = False
+
+    def _read_extra(self, generation: Path) -> bytes | None:
+        """Bytes the kind keeps beside each commit (an impact index's vocab.json)."""
+        return None
+
+    def _extra_files(self) -> dict[str, bytes]:
+        """The small files every commit of this kind carries."""
+        return {}
+
+    # -- editing ----------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._lock is None:
+            raise ValueError(f"this writer of {self.root} is closed")
+
+    def add(self, batch, contents: Sequence[tuple[str, str]] | None = None) -> int:
+        """Add documents with new ids; returns how many. An id that is already live (committed
+        or added since) raises :class:`InputError` naming it (use :meth:`upsert`)."""
+        self._check_open()
+        ids = self._check_batch(batch, contents)
+        for doc_id in ids:
+            if doc_id in self._live or doc_id in self._pending_ids:
+                raise InputError(
+                    f"document id {doc_id!r} is already in the index {self.root}; "
+                    "use upsert() to replace it, or delete() it first"
+                )
+        self._append(batch, ids, contents)
+        return len(ids)
+
+    def upsert(self, batch, contents: Sequence[tuple[str, str]] | None = None) -> int:
+        """Add documents, replacing the live documents of the same ids; returns how many."""
+        self._check_open()
+        ids = self._check_batch(batch, contents)
+        self.delete(ids)
+        self._append(batch, ids, contents)
+        return len(ids)
+
+    def delete(self, ids: Iterable[str]) -> DeleteResult:
+        """Delete the live documents of these ids. Ids not in the index are counted in
+        ``missing`` and otherwise ignored (deleting is idempotent)."""
+        self._check_open()
+        if isinstance(ids, str):
+            raise TypeError("delete() takes a sequence of ids, not one string")
+        deleted = missing = 0
+        for doc_id in ids:
+            doc_id = str(doc_id)
+            if doc_id in self._live:
+                position, local = self._live.pop(doc_id)
+                self.segments[position].deleted[local] = True
+            elif doc_id in self._pending_ids:
+                del self._pending_ids[doc_id]
+            else:
+                missing += 1
+                continue
+            deleted += 1
+        self._changed = self._changed or deleted > 0
+        return DeleteResult(deleted, missing)
+
+    def _append(self, batch, ids: list[str], contents) -> None:
+        index = len(self._pending)
+        self._pending.append((batch, None if contents is None else list(contents)))
+        for row, doc_id in enumerate(ids):
+            self._pending_ids[doc_id] = (index, row)
+        self._changed = True
+
+    # -- committing -------------------------------------------------------------------------------
+
+    def commit(self) -> CommitResult:
+        """Publish everything since the last commit (then merge as the policy says)."""
+        self._check_open()
+        return self._publish(merges=None)
+
+    def force_merge(self, max_segments: int = 1) -> CommitResult:
+        """Commit, and merge segments until at most ``max_segments`` remain (deleted
+        documents are dropped from every merged segment)."""
+        self._check_open()
+        return self._publish(merges=max_segments)
+
+    def rollback(self) -> None:
+        """Forget every change since the last commit."""
+        self._check_open()
+        self._load()
+
+    def _publish(self, merges: int | None) -> CommitResult:
+        number = self.commit_manifest.next_segment
+        records = [SegmentRecord(s.name, len(s.doc_ids)) for s in self.segments]
+        masks = {s.name: s.deleted for s in self.segments}
+        if self._pending_ids:
+            name = segment_name(number)
+            number += 1
+            count = self._write_pending(name)
+            records.append(SegmentRecord(name, count))
+            masks[name] = np.zeros(count, bool)
+            self.segments.append(_Segment(name, [], masks[name]))  # ids unused from here
+        sizes = [
+            SegmentSize(r.num_documents, int(np.count_nonzero(masks[r.name]))) for r in records
+        ]
+        if merges is None:
+            groups = self.policy.find_merges(sizes) if self.policy is not None else []
+        else:
+            groups = forced_merge_groups(sizes, merges)
+        if not groups and not self._changed and merges is None:
+            self._pending.clear()
+            return self._result(0)
+        for group in sorted(groups, reverse=True):  # from the end: positions stay valid
+            name = segment_name(number)
+            number += 1
+            count = self._merge(name, [records[p] for p in group], masks)
+            records[group[0] : group[-1] + 1] = [SegmentRecord(name, count)]
+            masks[name] = np.zeros(count, bool)
+        commit = replace(self.commit_manifest, segments=tuple(records), next_segment=number)
+        publish_commit(self.root, commit, masks, self._extra_files())
+        self._load()
+        return self._result(len(groups))
+
+    def _result(self, merged: int) -> CommitResult:
+        current = IndexDirectory(self.root).current()
+        return CommitResult(
+            current.name,
+            len(self.segments),
+            len(self._live),
+            sum(s.size.deleted for s in self.segments),
+            merged,
+        )
+
+    def _write_pending(self, name: str) -> int:
+        """Write the pending live documents as segment ``name``; returns their number."""
+        chosen: dict[int, list[int]] = {}
+        for index, row in self._pending_ids.values():
+            chosen.setdefault(index, []).append(row)
+        parts = []
+        for index, (batch, contents) in enumerate(self._pending):
+            rows = sorted(chosen.get(index, []))
+            if rows:
+                parts.append(self._select(batch, contents, rows))
+        with new_segment(self.root, name) as temporary:
+            self._write_documents(temporary, parts)
+        return sum(self._count(batch) for batch, _ in parts)
+
+    def _merge(self, name: str, records: list[SegmentRecord], masks: dict) -> int:
+        """Write the live documents of ``records`` (in order) as segment ``name``."""
+        parts = []
+        for record in records:
+            segment = self.segment_class._open_generation(self.root / record.name)
+            rows = np.flatnonzero(~masks[record.name])
+            if len(rows):
+                parts.append(self._segment_documents(segment, rows))
+        with new_segment(self.root, name) as temporary:
+            self._write_documents(temporary, parts)
+        logger.info("merged %s into %s", ", ".join(r.name for r in records), name)
+        return sum(self._count(batch) for batch, _ in parts)
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the write lock; changes not committed are discarded."""
+        if self._lock is not None:
+            if self._changed:
+                logger.warning(
+                    "%s: closing a writer with uncommitted changes (discarded)", self.root
+                )
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None and self._lock is not None:
+                self.commit()
+            elif self._lock is not None:
+                self._load()
+        finally:
+            self.close()
+
+    def __del__(self):
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+
+    # -- what a kind supplies ---------------------------------------------------------------------
+
+    def _check_batch(self, batch, contents) -> list[str]:
+        raise NotImplementedError
+
+    def _select(self, batch, contents, rows: list[int]):
+        raise NotImplementedError
+
+    def _count(self, batch) -> int:
+        raise NotImplementedError
+
+    def _write_documents(self, directory: Path, parts: list) -> None:
+        raise NotImplementedError
+
+    def _segment_documents(self, segment, rows: np.ndarray):
+        raise NotImplementedError
+
+    @property
+    def num_documents(self) -> int:
+        """Live documents, counting changes not committed yet."""
+        return len(self._live) + len(self._pending_ids)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}({str(self.root)!r}, segments={len(self.segments)}, "
+            f"documents={self.num_documents})"
+        )
+
+
+def _check_new_ids(ids: Sequence[str]) -> list[str]:
+    ids = [str(i) for i in ids]
+    seen: set[str] = set()
+    for position, doc_id in enumerate(ids):
+        if problem := id_problem(doc_id):
+            raise InputError(f"invalid id: document {position} of the batch: {problem}")
+        if doc_id in seen:
+            raise InputError(f"duplicate document id {doc_id!r} within the batch (row {position})")
+        seen.add(doc_id)
+    return ids
+
+
+def _select_rows(batch: SparseBatch, rows: np.ndarray) -> SparseBatch:
+    """Rows of a CSR batch, vectorized (``SparseBatch.select`` loops in Python)."""
+    rows = np.asarray(rows, np.int64)
+    lengths = np.diff(batch.indptr)[rows]
+    indptr = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    gather = np.repeat(batch.indptr[rows] - indptr[:-1], lengths) + np.arange(indptr[-1])
+    ids = None if batch.ids is None else tuple(batch.ids[r] for r in rows.tolist())
+    return SparseBatch(indptr, batch.indices[gather], batch.values[gather], batch.vocab, ids)
+
+
+def segment_vectors(segment: ImpactIndex, rows: np.ndarray) -> SparseBatch:
+    """The integer impacts of documents ``rows`` of an impact segment, read back from its
+    postings (a build from them writes the same postings)."""
+    offsets = np.asarray(segment.term_offsets)
+    docs = np.asarray(segment.postings_docs)
+    order = np.argsort(docs, kind="stable")  # by document; terms stay ascending within one
+    terms = np.repeat(np.arange(segment.vocab_size, dtype=np.int32), np.diff(offsets))[order]
+    values = np.asarray(segment.postings_impacts)[order].astype(np.int32)
+    indptr = np.zeros(segment.num_documents + 1, np.int64)
+    np.cumsum(np.bincount(docs, minlength=segment.num_documents), out=indptr[1:])
+    whole = SparseBatch(indptr, terms, values, segment.vocab, tuple(segment.doc_ids))
+    return _select_rows(whole, rows)
+
+
+class IndexWriter(_LiveWriter):
+    """The writer of a live impact index (see the module's description).
+
+    Documents are :class:`SparseBatch` rows with ids (float weights are quantized by the
+    index's quantizer, integer values are impacts), optionally with ``(title, text)``
+    contents when the index stores them.
+
+    Example:
+        >>> import tempfile
+        >>> from sparse_ir import ImpactIndex, SparseBatch
+        >>> from sparse_ir.index.writer import IndexWriter
+        >>> path = tempfile.mkdtemp() + "/live"
+        >>> docs = SparseBatch.from_dicts([{"cat": 3}, {"dog": 2}], ["cat", "dog"], ids=["a", "b"])
+        >>> with IndexWriter.open(path, vocab=["cat", "dog"]) as writer:
+        ...     writer.add(docs)
+        2
+        >>> with IndexWriter.open(path) as writer:
+        ...     writer.delete(["a"])
+        DeleteResult(deleted=1, missing=0)
+        >>> index = ImpactIndex.open(path)
+        >>> [hit.doc_id for hit in index.search({"cat": 1, "dog": 1})], index.num_documents
+        (['b'], 1)
+    """
+
+    kind = IMPACT_FORMAT
+    segment_class = ImpactIndex
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        vocab: Sequence[str] | None = None,
+        quantizer: Quantizer | None = None,
+        settings: dict | None = None,
+        search_layout: bool = True,
+        contents: bool = False,
+        merge_policy: TieredMergePolicy | None = DEFAULT_MERGE_POLICY,
+    ) -> IndexWriter:
+        """Open the index at ``path`` for writing, creating an empty one if there is none.
+
+        Args:
+            vocab, quantizer, settings, search_layout, contents: the new index's vocabulary,
+                quantizer (default ``Quantizer()``), recorded settings (model...), whether
+                segments get the pruned-search arrays, and whether documents carry
+                ``(title, text)`` contents. Fixed at creation: for an existing index they
+                are taken from it (a different ``vocab`` or ``quantizer`` is an error).
+            merge_policy: merges run at commit (None: only :meth:`force_merge` merges).
+
+        Raises:
+            IndexBusyError: another writer or build holds the index (its pid is named).
+        """
+
+        def create() -> tuple[CommitManifest, dict[str, bytes]]:
+            if vocab is None:
+                raise InputError(f"no index at {path}: give vocab= to create one")
+            fixed = {
+                "quantizer": (quantizer or Quantizer()).to_dict(),
+                "vocab_hash": vocab_hash(tuple(vocab)),
+                "vocab_size": len(vocab),
+                "search_layout": bool(search_layout),
+                "contents": bool(contents),
+            }
+            base = CommitManifest(IMPACT_FORMAT, _created_by(), (), 1, fixed, dict(settings or {}))
+            return base, {"vocab.json": _vocab_bytes(vocab)}
+
+        writer = cls._open(path, create, merge_policy)
+        writer._check_fixed(vocab, quantizer)
+        return writer
+
+    def _read_extra(self, generation: Path) -> bytes | None:
+        return (generation / "vocab.json").read_bytes()
+
+    def _extra_files(self) -> dict[str, bytes]:
+        return {"vocab.json": self._vocab_bytes}
+
+    def _load(self) -> None:
+        super()._load()
+        self.vocab: tuple[str, ...] = tuple(json.loads(self._vocab_bytes.decode("utf-8")))
+        self.quantizer = Quantizer.from_dict(self.commit_manifest.fixed["quantizer"])
+        self.has_contents = bool(self.commit_manifest.fixed.get("contents", False))
+
+    def _check_fixed(self, vocab, quantizer) -> None:
+        problem = None
+        if vocab is not None and tuple(vocab) != self.vocab:
+            problem = "vocab= differs from the index's vocabulary"
+        elif quantizer is not None and quantizer.to_dict() != self.quantizer.to_dict():
+            problem = f"quantizer= {quantizer} differs from the index's {self.quantizer}"
+        if problem:
+            self.close()
+            raise InputError(f"{self.root}: {problem} (fixed when the index was created)")
+
+    def _check_batch(self, batch, contents) -> list[str]:
+        if not isinstance(batch, SparseBatch):
+            raise TypeError(f"expected a SparseBatch, got {type(batch).__name__}")
+        if batch.ids is None:
+            raise InputError("the batch has no ids: a live index needs an id per document")
+        if batch.vocab is not self.vocab and batch.vocab != self.vocab:
+            raise InputError(
+                f"the batch's vocabulary ({len(batch.vocab)} tokens) is not the index's "
+                f"({len(self.vocab)}): encode with the index's model"
+            )
+        if self.has_contents != (contents is not None):
+            raise InputError(
+                f"the index {'stores' if self.has_contents else 'does not store'} contents: "
+                f"{'give' if self.has_contents else 'do not give'} contents= "
+                "((title, text) per document)"
+            )
+        if contents is not None and len(contents) != len(batch):
+            raise InputError(f"{len(contents)} contents for {len(batch)} documents")
+        if (
+            batch.is_quantized
+            and len(batch.values)
+            and batch.values.max() > self.quantizer.max_impact
+        ):
+            raise InputError(
+                f"impact {int(batch.values.max())} exceeds the index's max_impact "
+                f"{self.quantizer.max_impact}"
+            )
+        return _check_new_ids(batch.ids)
+
+    def _select(self, batch, contents, rows: list[int]):
+        chosen = _select_rows(batch, np.asarray(rows))
+        return chosen, None if contents is None else [contents[r] for r in rows]
+
+    def _count(self, batch) -> int:
+        return len(batch)
+
+    def _write_documents(self, directory: Path, parts: list) -> None:
+        shards = [self.quantizer.quantize(b) if not b.is_quantized else b for b, _ in parts]
+        contents = None
+        if self.has_contents:
+            contents = [pair for _, pairs in parts for pair in pairs]
+        write_impact_files(
+            shards,
+            directory,
+            quantizer=self.quantizer,
+            contents=contents,
+            settings=self.commit_manifest.build,
+            show_progress=False,
+            search_layout=bool(self.commit_manifest.fixed.get("search_layout", True)),
+        )
+
+    def _segment_documents(self, segment, rows: np.ndarray):
+        contents = None
+        if self.has_contents:
+            contents = [segment.document(int(r)) for r in rows.tolist()]
+        return segment_vectors(segment, rows), contents
+
+
+class DenseIndexWriter(_LiveWriter):
+    """The writer of a live dense index: the shape of :class:`IndexWriter`, with documents
+    given as ``(ids, vectors)`` pairs (a ``[n, dim]`` array).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from sparse_ir import DenseIndex
+        >>> from sparse_ir.index.writer import DenseIndexWriter
+        >>> path = tempfile.mkdtemp() + "/live"
+        >>> with DenseIndexWriter.open(path, dim=2) as writer:
+        ...     writer.add((["a", "b"], np.array([[1.0, 0.0], [0.0, 1.0]])))
+        2
+        >>> [hit.doc_id for hit in DenseIndex.open(path).search(np.array([0.2, 1.0]), k=1)]
+        ['b']
+    """
+
+    kind = DENSE_FORMAT
+    segment_class = DenseIndex
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dim: int | None = None,
+        hnsw: HnswOptions | None = None,
+        settings: dict | None = None,
+        merge_policy: TieredMergePolicy | None = DEFAULT_MERGE_POLICY,
+    ) -> DenseIndexWriter:
+        """Open the dense index at ``path`` for writing, creating an empty one if none.
+
+        ``dim``, ``hnsw`` (each segment's graph options) and ``settings`` are fixed at
+        creation; for an existing index they are taken from it (another ``dim`` is an error).
+        """
+
+        def create() -> tuple[CommitManifest, dict[str, bytes]]:
+            if dim is None:
+                raise InputError(f"no index at {path}: give dim= to create one")
+            fixed = {"dim": int(dim), "hnsw": None if hnsw is None else hnsw.to_dict()}
+            return CommitManifest(
+                DENSE_FORMAT, _created_by(), (), 1, fixed, dict(settings or {})
+            ), {}
+
+        writer = cls._open(path, create, merge_policy)
+        if dim is not None and int(dim) != writer.dim:
+            writer.close()
+            raise InputError(f"{path}: dim={dim}, but the index holds {writer.dim}-d vectors")
+        return writer
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.commit_manifest.fixed["dim"])
+
+    def _check_batch(self, batch, contents) -> list[str]:
+        if contents is not None:
+            raise InputError("a dense index stores no contents")
+        if not (isinstance(batch, tuple) and len(batch) == 2):
+            raise TypeError("a dense writer takes (ids, vectors) pairs")
+        ids, vectors = batch
+        if isinstance(ids, str):
+            raise TypeError("ids must be a sequence of strings, not one string")
+        array = np.asarray(vectors)
+        if array.ndim != 2 or array.shape[1] != self.dim or len(array) != len(ids):
+            raise InputError(
+                f"expected {len(ids)} vectors of dimension {self.dim}, got shape {array.shape}"
+            )
+        if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+            raise InputError("vectors must be finite numbers")
+        return _check_new_ids(ids)
+
+    def _select(self, batch, contents, rows: list[int]):
+        ids, vectors = batch
+        return ([str(ids[r]) for r in rows], np.asarray(vectors, np.float32)[rows]), None
+
+    def _count(self, batch) -> int:
+        return len(batch[0])
+
+    def _write_documents(self, directory: Path, parts: list) -> None:
+        options = self.commit_manifest.fixed.get("hnsw")
+        write_dense_files(
+            [batch for batch, _ in parts],
+            directory,
+            settings=self.commit_manifest.build,
+            hnsw=None if options is None else HnswOptions(**options),
+            show_progress=False,
+        )
+
+    def _segment_documents(self, segment, rows: np.ndarray):
+        ids = segment.doc_ids
+        return ([ids[r] for r in rows.tolist()], np.asarray(segment.vectors[rows])), None
+
+
+def _created_by() -> str:
+    from sparse_ir import __version__
+
+    return f"sparse_ir {__version__}"
+
+
+def _vocab_bytes(vocab: Sequence[str]) -> bytes:
+    """vocab.json as the builder writes it."""
+    return json.dumps(list(vocab), ensure_ascii=False).encode("utf-8")
