@@ -29,10 +29,28 @@ __all__ = ["HybridRuns", "HybridSearcher", "HybridTimings", "index_format", "ope
 def index_format(path: str | os.PathLike) -> str:
     """The manifest ``format`` of the index at ``path`` (``sparse_ir.index.manifest``'s
     IMPACT_FORMAT or DENSE_FORMAT), read without opening the index."""
+    from sparse_ir.index.segments import SEGMENTS_FORMAT
     from sparse_ir.index.storage import IndexDirectory, read_manifest_unchecked
 
     body, _ = read_manifest_unchecked(IndexDirectory(path).current())
+    if body.get("format") == SEGMENTS_FORMAT:  # a live index: the kind of its segments
+        return str(body.get("kind"))
     return str(body.get("format"))
+
+
+def _deleted(index) -> list[int]:
+    """Deleted document numbers of a live index (none for a single build)."""
+    import numpy as np
+
+    mask = getattr(index, "deleted_mask", None)
+    return [] if mask is None else np.flatnonzero(mask()).tolist()
+
+
+def _live_ids(index) -> set[str]:
+    """Ids of the documents an index can return (a live index's deleted ones left out)."""
+    ids = index.doc_ids
+    deleted = set(_deleted(index))
+    return {d for i, d in enumerate(ids) if i not in deleted} if deleted else set(ids)
 
 
 def open_searcher(
@@ -168,8 +186,8 @@ class HybridSearcher:
                 )
             # Fused hits are tie-broken by document number: when the indexes number the
             # documents differently, the others' hits take the first index's numbers.
-            same = index.doc_ids == first.doc_ids
-            if not same and set(index.doc_ids) != set(first.doc_ids):
+            same = index.doc_ids == first.doc_ids and _deleted(index) == _deleted(first)
+            if not same and _live_ids(index) != _live_ids(first):
                 raise ValueError(
                     f"the indexes {first.directory} and {index.directory} hold "
                     "different documents; build both from the same corpus"

@@ -37,6 +37,7 @@ EXIT_CODES = {
 COMMAND_MODULES = [
     "sparse_ir.cli.encode",
     "sparse_ir.cli.index",
+    "sparse_ir.cli.live",
     "sparse_ir.cli.evaluate",
     "sparse_ir.cli.demo",
     "sparse_ir.cli.lucene",

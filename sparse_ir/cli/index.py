@@ -369,6 +369,13 @@ def run_info(args: argparse.Namespace) -> int:
     index = ImpactIndex.open(args.index)
     manifest = index.manifest.to_dict()
     manifest.pop("files")
+    segments = getattr(index, "segment_infos", None)
+    if segments is not None:  # a live index: its segments and deletions
+        manifest["live"] = {
+            "documents": index.num_documents,
+            "deleted": index.num_deleted,
+            "segments": [info._asdict() for info in segments],
+        }
     print(f"generation: {index.directory}")
     print(json.dumps(manifest, indent=1, sort_keys=True))
     print(f"size on disk: {index.size_bytes() / 1e6:.1f} MB")

@@ -130,7 +130,10 @@ def verify_index(path: str | os.PathLike) -> VerifyReport:
                 report.notes.append(f"{entry}: not listed in the manifest (ignored)")
     if report.problems:
         return report
-    kind = _index_class(body.get("format"))
+    from sparse_ir.index.segments import SEGMENTS_FORMAT
+
+    # A live index's commit opens with the class of its segments' kind.
+    kind = _index_class(body.get("kind" if body.get("format") == SEGMENTS_FORMAT else "format"))
     if kind is None:
         report.problems.append(
             f"{generation}: unknown index format {body.get('format')!r} "

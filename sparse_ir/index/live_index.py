@@ -99,6 +99,7 @@ class _LiveBase:
         self.directory = generation
         self.root = generation.parent
         self.commit = commit
+        self.manifest = commit  # what `sparse-ir info` shows (CommitManifest.to_dict)
         self.segments = segments
         self.deleted = deleted
         self.offsets = part_offsets([s.num_documents for s in segments])

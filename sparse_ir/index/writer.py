@@ -240,16 +240,11 @@ class _LiveWriter:
         self._load()
 
     def _publish(self, merges: int | None) -> CommitResult:
-        number = self.commit_manifest.next_segment
-        records = [SegmentRecord(s.name, len(s.doc_ids)) for s in self.segments]
-        masks = {s.name: s.deleted for s in self.segments}
-        if self._pending_ids:
-            name = segment_name(number)
-            number += 1
-            count = self._write_pending(name)
-            records.append(SegmentRecord(name, count))
-            masks[name] = np.zeros(count, bool)
-            self.segments.append(_Segment(name, [], masks[name]))  # ids unused from here
+        if not self._changed and merges is None:
+            return self._result(0)
+        records, masks, number = self._flush()
+        # A segment whose documents are all deleted is dropped (nothing to rewrite).
+        records = [r for r in records if r.num_documents > 0 and not masks[r.name].all()]
         sizes = [
             SegmentSize(r.num_documents, int(np.count_nonzero(masks[r.name]))) for r in records
         ]
@@ -257,9 +252,6 @@ class _LiveWriter:
             groups = self.policy.find_merges(sizes) if self.policy is not None else []
         else:
             groups = forced_merge_groups(sizes, merges)
-        if not groups and not self._changed and merges is None:
-            self._pending.clear()
-            return self._result(0)
         for group in sorted(groups, reverse=True):  # from the end: positions stay valid
             name = segment_name(number)
             number += 1
@@ -270,6 +262,20 @@ class _LiveWriter:
         publish_commit(self.root, commit, masks, self._extra_files())
         self._load()
         return self._result(len(groups))
+
+    def _flush(self) -> tuple[list[SegmentRecord], dict[str, np.ndarray], int]:
+        """The committed segments plus one of the pending documents (written now), their
+        deleted masks, and the next segment number."""
+        number = self.commit_manifest.next_segment
+        records = [SegmentRecord(s.name, len(s.doc_ids)) for s in self.segments]
+        masks = {s.name: s.deleted for s in self.segments}
+        if self._pending_ids:
+            name = segment_name(number)
+            number += 1
+            count = self._write_pending(name)
+            records.append(SegmentRecord(name, count))
+            masks[name] = np.zeros(count, bool)
+        return records, masks, number
 
     def _result(self, merged: int) -> CommitResult:
         current = IndexDirectory(self.root).current()
