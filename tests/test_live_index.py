@@ -325,7 +325,12 @@ def test_merged_segment_is_byte_identical_to_a_build(tmp_path):
     )
     scratch = ImpactIndex.open(tmp_path / "scratch")
     _assert_same_content(merged.segments[0].directory, scratch.directory)
-    assert segment_vectors(scratch, np.arange(3)).ids == ("d0", "d1", "d2")
+    rows = np.array([0, 1, 2, 9, 26])
+    blocks = list(segment_vectors(scratch, rows, block_documents=7))
+    assert len(blocks) == 3  # documents 0-6, 7-13 and 21-27 hold rows
+    again = SparseBatch.concatenate(blocks)
+    assert again.ids == tuple(scratch.doc_ids[r] for r in rows)
+    assert again.to_dicts() == [scratch.document_vector(int(r)) for r in rows]
 
 
 def test_merged_dense_segment_is_byte_identical_to_a_build(tmp_path):

@@ -79,17 +79,25 @@ def open_live(kind: type, generation: Path):
 def segment_top_k(segment, deleted: np.ndarray | None, top_k, k: int) -> TopK:
     """A segment's top-``k`` among its live documents, as ``TopK`` (local numbers).
 
-    ``top_k(depth) -> TopK`` searches the segment. Deleted documents are excluded by asking
-    for ``k`` + the number deleted and dropping them: at most that many of the best can be
-    deleted, so the rest is the exact top-``k`` of the live ones. (When the kernels take an
-    ``allowed`` mask, it goes here, and nothing else changes.)
+    ``top_k(depth) -> TopK`` searches the segment (best first, ties by document number).
+    Deleted documents are excluded by searching deeper and dropping them: once the ``depth``
+    best hold ``k`` live documents (or are every match), the first ``k`` live ones are the
+    exact top-``k`` of the live documents, since any live document not returned comes after
+    all returned ones. The depth starts at ``k`` plus twice the deleted share of ``k`` and
+    grows 4x until then. (When the kernels take an ``allowed`` mask, it goes here, and
+    nothing else changes.)
     """
     if deleted is None:
         return top_k(k)
-    depth = min(k + int(np.count_nonzero(deleted)), max(segment.num_documents, 1))
-    found = top_k(depth)
-    keep = ~deleted[found.docnos]
-    return TopK(found.docnos[keep][:k], found.scores[keep][:k])
+    size = max(segment.num_documents, 1)
+    share = float(np.count_nonzero(deleted)) / size
+    depth = min(size, k + int(np.ceil(2 * k * share / max(1e-9, 1 - share))) + 8)
+    while True:
+        found = top_k(depth)
+        keep = ~deleted[found.docnos]
+        if int(keep.sum()) >= k or len(found.docnos) < depth or depth >= size:
+            return TopK(found.docnos[keep][:k], found.scores[keep][:k])
+        depth = min(size, depth * 4)
 
 
 class _LiveBase:

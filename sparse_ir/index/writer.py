@@ -19,14 +19,16 @@ segments. One writer at a time per index (:class:`~sparse_ir.index.storage.Write
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
+import numba
 import numpy as np
 
 from sparse_ir.errors import InputError
@@ -146,13 +148,25 @@ class _LiveWriter:
                 f"{self.root} is a {self.commit_manifest.kind} index; use the writer of its kind"
             )
         self.segments: list[_Segment] = []
-        self._live: dict[str, tuple[int, int]] = {}
-        for position, (record, mask) in enumerate(zip(self.commit_manifest.segments, deleted)):
+        self._live: dict[str, tuple[str, int]] = {}
+        for record, mask in zip(self.commit_manifest.segments, deleted):
             ids = self.segment_class._open_generation(self.root / record.name).doc_ids
             mask = np.zeros(len(ids), bool) if mask is None else mask.copy()
-            self.segments.append(_Segment(record.name, list(ids), mask))
-            for local in np.flatnonzero(~mask).tolist():
-                self._live[ids[local]] = (position, local)
+            self._track(_Segment(record.name, list(ids), mask))
+        self._reset_pending()
+
+    def _track(self, segment: _Segment) -> None:
+        """Add a segment to the writer's view: its live ids become deletable."""
+        self.segments.append(segment)
+        name = segment.name
+        ids = segment.doc_ids
+        if not segment.deleted.any():
+            self._live.update(zip(ids, zip([name] * len(ids), range(len(ids)))))
+            return
+        for local in np.flatnonzero(~segment.deleted).tolist():
+            self._live[ids[local]] = (name, local)
+
+    def _reset_pending(self) -> None:
         self._pending: list[tuple[object, list | None]] = []
         self._pending_ids: dict[str, tuple[int, int]] = {}
         self._changed = False
@@ -203,8 +217,8 @@ class _LiveWriter:
         for doc_id in ids:
             doc_id = str(doc_id)
             if doc_id in self._live:
-                position, local = self._live.pop(doc_id)
-                self.segments[position].deleted[local] = True
+                name, local = self._live.pop(doc_id)
+                self._segment(name).deleted[local] = True
             elif doc_id in self._pending_ids:
                 del self._pending_ids[doc_id]
             else:
@@ -239,10 +253,16 @@ class _LiveWriter:
         self._check_open()
         self._load()
 
+    def _segment(self, name: str) -> _Segment:
+        for segment in self.segments:
+            if segment.name == name:
+                return segment
+        raise KeyError(name)
+
     def _publish(self, merges: int | None) -> CommitResult:
         if not self._changed and merges is None:
             return self._result(0)
-        records, masks, number = self._flush()
+        records, masks, number, written = self._flush()
         # A segment whose documents are all deleted is dropped (nothing to rewrite).
         records = [r for r in records if r.num_documents > 0 and not masks[r.name].all()]
         sizes = [
@@ -260,22 +280,32 @@ class _LiveWriter:
             masks[name] = np.zeros(count, bool)
         commit = replace(self.commit_manifest, segments=tuple(records), next_segment=number)
         publish_commit(self.root, commit, masks, self._extra_files())
-        self._load()
+        if groups:
+            self._load()
+        else:  # the committed view is the edited one, plus the new segment
+            self.commit_manifest = read_commit(IndexDirectory(self.root).current())
+            kept = {r.name for r in self.commit_manifest.segments}
+            self.segments = [s for s in self.segments if s.name in kept]
+            if written is not None:
+                self._track(written)
+            self._reset_pending()
         return self._result(len(groups))
 
-    def _flush(self) -> tuple[list[SegmentRecord], dict[str, np.ndarray], int]:
+    def _flush(self) -> tuple[list[SegmentRecord], dict[str, np.ndarray], int, _Segment | None]:
         """The committed segments plus one of the pending documents (written now), their
-        deleted masks, and the next segment number."""
+        deleted masks, the next segment number, and the new segment (or None)."""
         number = self.commit_manifest.next_segment
         records = [SegmentRecord(s.name, len(s.doc_ids)) for s in self.segments]
         masks = {s.name: s.deleted for s in self.segments}
+        written = None
         if self._pending_ids:
             name = segment_name(number)
             number += 1
-            count = self._write_pending(name)
-            records.append(SegmentRecord(name, count))
-            masks[name] = np.zeros(count, bool)
-        return records, masks, number
+            ids = self._write_pending(name)
+            records.append(SegmentRecord(name, len(ids)))
+            masks[name] = np.zeros(len(ids), bool)
+            written = _Segment(name, ids, masks[name])
+        return records, masks, number, written
 
     def _result(self, merged: int) -> CommitResult:
         current = IndexDirectory(self.root).current()
@@ -287,8 +317,8 @@ class _LiveWriter:
             merged,
         )
 
-    def _write_pending(self, name: str) -> int:
-        """Write the pending live documents as segment ``name``; returns their number."""
+    def _write_pending(self, name: str) -> list[str]:
+        """Write the pending live documents as segment ``name``; returns their ids in order."""
         chosen: dict[int, list[int]] = {}
         for index, row in self._pending_ids.values():
             chosen.setdefault(index, []).append(row)
@@ -299,20 +329,23 @@ class _LiveWriter:
                 parts.append(self._select(batch, contents, rows))
         with new_segment(self.root, name) as temporary:
             self._write_documents(temporary, parts)
-        return sum(self._count(batch) for batch, _ in parts)
+        return [doc_id for batch, _ in parts for doc_id in self._ids(batch)]
 
     def _merge(self, name: str, records: list[SegmentRecord], masks: dict) -> int:
-        """Write the live documents of ``records`` (in order) as segment ``name``."""
-        parts = []
-        for record in records:
-            segment = self.segment_class._open_generation(self.root / record.name)
-            rows = np.flatnonzero(~masks[record.name])
-            if len(rows):
-                parts.append(self._segment_documents(segment, rows))
+        """Write the live documents of ``records`` (in order) as segment ``name``, streamed
+        a block of documents at a time."""
+
+        def parts():
+            for record in records:
+                segment = self.segment_class._open_generation(self.root / record.name)
+                rows = np.flatnonzero(~masks[record.name])
+                if len(rows):
+                    yield from self._segment_documents(segment, rows)
+
         with new_segment(self.root, name) as temporary:
-            self._write_documents(temporary, parts)
+            self._write_documents(temporary, parts())
         logger.info("merged %s into %s", ", ".join(r.name for r in records), name)
-        return sum(self._count(batch) for batch, _ in parts)
+        return sum(int(np.count_nonzero(~masks[r.name])) for r in records)
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -354,10 +387,15 @@ class _LiveWriter:
     def _count(self, batch) -> int:
         raise NotImplementedError
 
-    def _write_documents(self, directory: Path, parts: list) -> None:
+    def _ids(self, batch) -> list[str]:
         raise NotImplementedError
 
-    def _segment_documents(self, segment, rows: np.ndarray):
+    def _write_documents(self, directory: Path, parts: Iterable) -> None:
+        """Write ``(batch, contents or None)`` parts as one segment's files."""
+        raise NotImplementedError
+
+    def _segment_documents(self, segment, rows: np.ndarray) -> Iterator:
+        """``(batch, contents or None)`` parts of a segment's documents ``rows``."""
         raise NotImplementedError
 
     @property
@@ -395,18 +433,81 @@ def _select_rows(batch: SparseBatch, rows: np.ndarray) -> SparseBatch:
     return SparseBatch(indptr, batch.indices[gather], batch.values[gather], batch.vocab, ids)
 
 
-def segment_vectors(segment: ImpactIndex, rows: np.ndarray) -> SparseBatch:
-    """The integer impacts of documents ``rows`` of an impact segment, read back from its
-    postings (a build from them writes the same postings)."""
+def segment_vectors(
+    segment: ImpactIndex, rows: np.ndarray, *, block_documents: int = 1 << 16
+) -> Iterator[SparseBatch]:
+    """The integer impacts of documents ``rows`` (ascending) of an impact segment, read back
+    from its postings a block of documents at a time (a build from them writes the same
+    postings). Yields one SparseBatch per block that holds any of ``rows``."""
     offsets = np.asarray(segment.term_offsets)
     docs = np.asarray(segment.postings_docs)
-    order = np.argsort(docs, kind="stable")  # by document; terms stay ascending within one
-    terms = np.repeat(np.arange(segment.vocab_size, dtype=np.int32), np.diff(offsets))[order]
-    values = np.asarray(segment.postings_impacts)[order].astype(np.int32)
-    indptr = np.zeros(segment.num_documents + 1, np.int64)
-    np.cumsum(np.bincount(docs, minlength=segment.num_documents), out=indptr[1:])
-    whole = SparseBatch(indptr, terms, values, segment.vocab, tuple(segment.doc_ids))
-    return _select_rows(whole, rows)
+    impacts = np.asarray(segment.postings_impacts)
+    cursor = offsets[:-1].copy()
+    rows = np.asarray(rows, np.int64)
+    ids = segment.doc_ids
+    for start in range(0, segment.num_documents, block_documents):
+        end = min(start + block_documents, segment.num_documents)
+        count = _count_before(offsets, docs, cursor.copy(), end)
+        block_docs = np.empty(count, np.int32)
+        block_terms = np.empty(count, np.int32)
+        block_impacts = np.empty(count, np.int32)
+        _take_before(offsets, docs, impacts, cursor, end, block_docs, block_terms, block_impacts)
+        wanted = rows[(rows >= start) & (rows < end)]
+        if not len(wanted):
+            continue
+        order = np.argsort(block_docs, kind="stable")  # terms stay ascending within a document
+        indptr = np.zeros(end - start + 1, np.int64)
+        np.cumsum(np.bincount(block_docs - start, minlength=end - start), out=indptr[1:])
+        block = SparseBatch(
+            indptr, block_terms[order], block_impacts[order], segment.vocab, tuple(ids[start:end])
+        )
+        yield _select_rows(block, wanted - start)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_before(offsets, docs, cursor, end):  # pragma: no cover - compiled
+    """Postings with a document number below ``end`` from each term's cursor on."""
+    count = 0
+    for term in range(len(offsets) - 1):
+        position = cursor[term]
+        stop = offsets[term + 1]
+        while position < stop and docs[position] < end:
+            position += 1
+        count += position - cursor[term]
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _take_before(
+    offsets, docs, impacts, cursor, end, out_docs, out_terms, out_impacts
+):  # pragma: no cover - compiled
+    """Copy the postings below document ``end`` (term by term) and advance the cursors."""
+    count = 0
+    for term in range(len(offsets) - 1):
+        position = cursor[term]
+        stop = offsets[term + 1]
+        while position < stop and docs[position] < end:
+            out_docs[count] = docs[position]
+            out_terms[count] = term
+            out_impacts[count] = impacts[position]
+            count += 1
+            position += 1
+        cursor[term] = position
+    return count
+
+
+class _Queue:
+    """An endless iterator over a deque that a generator refills as it goes (contents that
+    follow the shards of a streamed build)."""
+
+    def __init__(self):
+        self.items: collections.deque = collections.deque()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.items.popleft() if self.items else None
 
 
 class IndexWriter(_LiveWriter):
@@ -537,26 +638,37 @@ class IndexWriter(_LiveWriter):
     def _count(self, batch) -> int:
         return len(batch)
 
-    def _write_documents(self, directory: Path, parts: list) -> None:
-        shards = [self.quantizer.quantize(b) if not b.is_quantized else b for b, _ in parts]
-        contents = None
-        if self.has_contents:
-            contents = [pair for _, pairs in parts for pair in pairs]
+    def _ids(self, batch) -> list[str]:
+        return list(batch.ids)
+
+    def _write_documents(self, directory: Path, parts: Iterable) -> None:
+        queue = _Queue() if self.has_contents else None
+
+        def shards():
+            for batch, contents in parts:
+                if queue is not None:
+                    queue.items.extend(contents)
+                yield batch
+
         write_impact_files(
-            shards,
+            shards(),
             directory,
             quantizer=self.quantizer,
-            contents=contents,
+            contents=queue,
             settings=self.commit_manifest.build,
             show_progress=False,
             search_layout=bool(self.commit_manifest.fixed.get("search_layout", True)),
         )
 
     def _segment_documents(self, segment, rows: np.ndarray):
-        contents = None
-        if self.has_contents:
-            contents = [segment.document(int(r)) for r in rows.tolist()]
-        return segment_vectors(segment, rows), contents
+        done = 0
+        for block in segment_vectors(segment, rows):
+            contents = None
+            if self.has_contents:
+                chosen = rows[done : done + len(block)].tolist()
+                contents = [segment.document(int(r)) for r in chosen]
+            done += len(block)
+            yield block, contents
 
 
 class DenseIndexWriter(_LiveWriter):
@@ -637,10 +749,13 @@ class DenseIndexWriter(_LiveWriter):
     def _count(self, batch) -> int:
         return len(batch[0])
 
-    def _write_documents(self, directory: Path, parts: list) -> None:
+    def _ids(self, batch) -> list[str]:
+        return list(batch[0])
+
+    def _write_documents(self, directory: Path, parts: Iterable) -> None:
         options = self.commit_manifest.fixed.get("hnsw")
         write_dense_files(
-            [batch for batch, _ in parts],
+            (batch for batch, _ in parts),
             directory,
             settings=self.commit_manifest.build,
             hnsw=None if options is None else HnswOptions(**options),
@@ -649,7 +764,10 @@ class DenseIndexWriter(_LiveWriter):
 
     def _segment_documents(self, segment, rows: np.ndarray):
         ids = segment.doc_ids
-        return ([ids[r] for r in rows.tolist()], np.asarray(segment.vectors[rows])), None
+        for start in range(0, len(rows), 1 << 16):
+            chosen = rows[start : start + (1 << 16)]
+            batch = ([ids[r] for r in chosen.tolist()], np.asarray(segment.vectors[chosen]))
+            yield batch, None
 
 
 def _created_by() -> str:
