@@ -33,6 +33,7 @@ from sparse_ir.errors import IndexCorruptError, InputError
 from sparse_ir.index import kernels
 from sparse_ir.index.base import IndexBase
 from sparse_ir.index.builder import BuildReport, build_impact_index, vocab_hash
+from sparse_ir.index.filters import FilterLike, allowed_documents, check_floor
 from sparse_ir.index.manifest import ImpactManifest
 from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
@@ -393,6 +394,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         k: int = 10,
         *,
         mode: str | SearchMode | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
         cut_ratio: float | None = None,
         bound_weight: float | None = None,
     ) -> list[Hit]:
@@ -409,6 +411,12 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         ``"pruned"`` when the index has the search layout, else ``"exhaustive"``.
         ``cut_ratio``/``bound_weight`` are deprecated: pass ``mode=Approximate(...)``.
 
+        ``filter`` restricts the documents that may be returned (a
+        :class:`~sparse_ir.index.filters.Filter`, a filter text such as ``"year>=2020"``, a bool
+        mask over document numbers or a set of ids: :mod:`sparse_ir.index.filters`); the hits
+        are exactly the top-``k`` of the allowed documents, under every exact mode. Default
+        None: every document.
+
         Example:
             >>> import tempfile
             >>> from sparse_ir import ImpactIndex, SparseBatch
@@ -420,21 +428,35 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             [('a', 7), ('b', 2)]
             >>> index.search({"dog": 1}, k=2, mode="exhaustive") == index.search({"dog": 1}, 2)
             True
+            >>> [hit.doc_id for hit in index.search({"cat": 1}, k=2, filter={"c"})]
+            ['c']
         """
         _check_k(k)
         resolved = self._mode(mode, cut_ratio, bound_weight)
+        allowed = allowed_documents(filter, self)
         terms, weights = self.prepare_query(query)
-        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
+        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved, allowed)
         return self._hits(docs, scores)
 
     def search_arrays(
-        self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None
+        self,
+        query: QueryLike,
+        k: int = 10,
+        *,
+        mode: str | SearchMode | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
+        floor: int | None = None,
     ) -> TopK:
         """:meth:`search` returning arrays: ``TopK(docnos, scores)``, best first.
 
         The same documents, scores and order as :meth:`search` (``index.doc_ids[d]`` names
         document ``d``), without building a :class:`~sparse_ir.results.Hit` per result, which
         costs more than the search itself at large ``k`` on a small collection.
+
+        ``filter``: as in :meth:`search`. ``floor``: only documents scoring strictly above it
+        are returned (default None: every matching document); parts of a composite index pass
+        the running k-th score of the parts searched before, which the pruned kernel takes as
+        its starting threshold.
 
         Example:
             >>> import tempfile
@@ -446,17 +468,29 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             >>> top = index.search_arrays({"cat": 2, "dog": 1}, k=2)
             >>> top.docnos.tolist(), top.scores.tolist()
             ([0, 1], [7, 2])
+            >>> index.search_arrays({"cat": 2, "dog": 1}, k=2, floor=2).scores.tolist()
+            [7]
         """
         _check_k(k)
         resolved = self._mode(mode, None, None)
+        allowed = allowed_documents(filter, self)
+        floor = check_floor(floor)
         terms, weights = self.prepare_query(query)
-        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved)
+        docs, scores, _, _ = self._search_prepared(terms, weights, k, resolved, allowed, floor)
         return TopK(docs, scores)
 
     def search_with_stats(
-        self, query: QueryLike, k: int = 10, *, mode: str | SearchMode | None = None
+        self,
+        query: QueryLike,
+        k: int = 10,
+        *,
+        mode: str | SearchMode | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
+        floor: int | None = None,
     ) -> tuple[list[Hit], SearchStats]:
         """:meth:`search`, and what the search did (postings scored, documents verified...).
+
+        ``filter``/``floor``: as in :meth:`search_arrays`.
 
         Example:
             >>> import tempfile
@@ -472,8 +506,12 @@ class ImpactIndex(IndexBase[ImpactManifest]):
 
         _check_k(k)
         resolved = self._mode(mode, None, None)
+        allowed = allowed_documents(filter, self)
+        floor = check_floor(floor)
         terms, weights = self.prepare_query(query)
-        docs, scores, kernel_stats, use_int64 = self._search_prepared(terms, weights, k, resolved)
+        docs, scores, kernel_stats, use_int64 = self._search_prepared(
+            terms, weights, k, resolved, allowed, floor
+        )
         offsets = np.asarray(self.term_offsets)
         total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
         figures = {"postings": total}
@@ -488,14 +526,27 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=bool(use_int64))
         return self._hits(docs, scores), stats
 
-    def _search_prepared(self, terms: np.ndarray, weights: np.ndarray, k: int, mode: SearchMode):
-        """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query."""
+    def _search_prepared(
+        self,
+        terms: np.ndarray,
+        weights: np.ndarray,
+        k: int,
+        mode: SearchMode,
+        allowed: np.ndarray | None = None,
+        floor: int = 0,
+    ):
+        """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query
+        (``allowed``: :func:`~sparse_ir.index.filters.allowed_documents`, None for all)."""
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
         params = mode.kernel_params()
+        if allowed is None:
+            allowed = kernels.ALL_DOCUMENTS
         if self.has_search_layout:
             # Windowed kernels over the search layout (params None: exhaustive).
-            docs, scores, stats = self._pruned().search(terms, weights, k, params, use_int64)
+            docs, scores, stats = self._pruned().search(
+                terms, weights, k, params, use_int64, allowed, floor
+            )
             return docs, scores, (None if params is None else stats), use_int64
         accumulator = self._accumulator(use_int64)
         docs = np.empty(k, np.int64)
@@ -508,6 +559,8 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             self.postings_impacts,
             accumulator,
             k,
+            allowed,
+            floor,
             docs,
             scores,
         )
@@ -562,19 +615,24 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         query_ids: Sequence[str] | None = None,
         mode: str | SearchMode | None = None,
         threads: int | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
         cut_ratio: float | None = None,
         bound_weight: float | None = None,
     ) -> Run:
         """Top-``k`` for many queries, spread over ``threads`` (default: all cores).
 
         ``queries`` is a SparseBatch (its ids name the queries) or a sequence of query forms
-        accepted by :meth:`prepare_query`; ``query_ids`` renames them. ``mode`` is that of
-        :meth:`search` (``cut_ratio``/``bound_weight``: deprecated, as there).
+        accepted by :meth:`prepare_query`; ``query_ids`` renames them. ``mode`` and ``filter``
+        (the same for every query) are those of :meth:`search` (``cut_ratio``/``bound_weight``:
+        deprecated, as there).
         """
         import numba
 
         _check_k(k)
         resolved = self._mode(mode, cut_ratio, bound_weight)
+        allowed = allowed_documents(filter, self)
+        if allowed is None:
+            allowed = kernels.ALL_DOCUMENTS
         ids, indptr, terms, weights = self._batch_query_arrays(queries)
         if query_ids is not None:
             if len(query_ids) != len(ids):
@@ -596,7 +654,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         params = resolved.kernel_params()
         if self.has_search_layout:
             out_docs, out_scores, out_counts, _ = self._pruned().search_many(
-                indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads
+                indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads, allowed
             )
         else:
             previous = numba.get_num_threads()
@@ -611,6 +669,8 @@ class ImpactIndex(IndexBase[ImpactManifest]):
                     self.postings_impacts,
                     self.num_documents,
                     k,
+                    allowed,
+                    0,
                     use_int64,
                     out_docs,
                     out_scores,
