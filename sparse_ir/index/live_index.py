@@ -76,28 +76,39 @@ def open_live(kind: type, generation: Path):
     return live_class(generation, commit, segments, deleted)
 
 
-def segment_top_k(segment, deleted: np.ndarray | None, top_k, k: int) -> TopK:
-    """A segment's top-``k`` among its live documents, as ``TopK`` (local numbers).
+def segment_top_k(
+    segment,
+    terms: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    mode: SearchMode,
+    allowed: np.ndarray | None,
+    floor: int,
+) -> tuple[TopK, np.ndarray | None, bool]:
+    """One impact segment's top-``k`` among its ``allowed`` documents scoring above ``floor``:
+    ``(TopK with local numbers, kernel stats or None, int64 accumulator?)``.
 
-    ``top_k(depth) -> TopK`` searches the segment (best first, ties by document number).
-    Deleted documents are excluded by searching deeper and dropping them: once the ``depth``
-    best hold ``k`` live documents (or are every match), the first ``k`` live ones are the
-    exact top-``k`` of the live documents, since any live document not returned comes after
-    all returned ones. The depth starts at ``k`` plus twice the deleted share of ``k`` and
-    grows 4x until then. (When the kernels take an ``allowed`` mask, it goes here, and
-    nothing else changes.)
-    """
-    if deleted is None:
-        return top_k(k)
-    size = max(segment.num_documents, 1)
-    share = float(np.count_nonzero(deleted)) / size
-    depth = min(size, k + int(np.ceil(2 * k * share / max(1e-9, 1 - share))) + 8)
-    while True:
-        found = top_k(depth)
-        keep = ~deleted[found.docnos]
-        if int(keep.sum()) >= k or len(found.docnos) < depth or depth >= size:
-            return TopK(found.docnos[keep][:k], found.scores[keep][:k])
-        depth = min(size, depth * 4)
+    ``allowed`` (uint8 per document, None: all) is how deleted documents are excluded: inside
+    the kernels, which never score a document it forbids where they can avoid it. ``floor``
+    is the k-th score of the segments searched before (their documents come first, so they
+    win ties): the pruned kernel starts from it instead of from nothing.
+    """  # fmt: skip
+    docs, scores, stats, use_int64 = segment._search_prepared(
+        terms, weights, k, mode, allowed, floor
+    )
+    top = TopK(np.asarray(docs, np.int64), np.asarray(scores, np.int64))
+    return top, stats, use_int64
+
+
+class _Docnos:
+    """An index seen over all its document numbers (a filter's mask covers deleted ones too)."""
+
+    def __init__(self, index):
+        self._index = index
+        self.num_documents = index.num_docnos
+
+    def __getattr__(self, name: str):
+        return getattr(self._index, name)
 
 
 class _LiveBase:
@@ -112,6 +123,8 @@ class _LiveBase:
         self.deleted = deleted
         self.offsets = part_offsets([s.num_documents for s in segments])
         self.names_in_use = frozenset([generation.name] + [r.name for r in commit.segments])
+        # What the kernels may return in each segment: its live documents (None: all).
+        self._allowed = [None if d is None else (~d).view(np.uint8) for d in deleted]
         self.build_report = None
         self._doc_id_list: list[str] | None = None
         self._docnos: dict[str, int] | None = None
@@ -178,6 +191,23 @@ class _LiveBase:
             raise IndexError(f"document number {docno} outside 0..{self.num_docnos - 1}")
         part = int(np.searchsorted(self.offsets, docno, side="right")) - 1
         return part, docno - int(self.offsets[part])
+
+    def _allowed_parts(self, filter) -> list[np.ndarray | None]:  # noqa: A002
+        """Each segment's ``allowed`` mask: live documents, and those ``filter`` allows."""
+        if filter is None:
+            return self._allowed
+        from sparse_ir.index.filters import allowed_documents
+
+        mask = allowed_documents(filter, _Docnos(self)).astype(bool) & ~self.deleted_mask()
+        return [
+            np.ascontiguousarray(mask[a:b]).view(np.uint8)
+            for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())
+        ]
+
+    def metadata(self, docno: int):
+        """The metadata of a document (as its segment stores it)."""
+        part, local = self._locate(docno)
+        return self.segments[part].metadata(local)
 
     def is_deleted(self, docno: int) -> bool:
         """True when document ``docno`` is deleted."""
@@ -277,64 +307,77 @@ class LiveImpactIndex(_LiveBase):
 
     # -- search -----------------------------------------------------------------------------------
 
-    def _top_k(self, terms: np.ndarray, weights: np.ndarray, k: int, mode: SearchMode) -> TopK:
-        """The exact merged top-``k`` of a prepared query over the live documents."""
-        parts = []
-        for segment, deleted in zip(self.segments, self.deleted):
+    def _top_k(
+        self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
+    ) -> tuple[TopK, list]:
+        """The merged top-``k`` of a prepared query over the allowed live documents, segment
+        by segment with the running k-th score as the next segment's floor; and each
+        segment's ``(kernel stats, int64 accumulator?)``."""
+        parts, stats = [], []
+        for position, segment in enumerate(self.segments):
+            top, kernel_stats, use_int64 = segment_top_k(
+                segment, terms, weights, k, mode, allowed[position], floor
+            )
+            parts.append(top)
+            stats.append((kernel_stats, use_int64))
+            merged = merge_topk(parts, self.offsets[: position + 1], k)
+            if len(merged.docnos) == k:
+                floor = max(floor, int(merged.scores[-1]))
+        if not parts:
+            return merge_topk([], [], k), stats
+        return merged, stats
 
-            def search(depth, segment=segment):
-                docs, scores, _, _ = segment._search_prepared(terms, weights, depth, mode)
-                return TopK(np.asarray(docs, np.int64), np.asarray(scores, np.int64))
-
-            parts.append(segment_top_k(segment, deleted, search, k))
-        return merge_topk(parts, self.offsets[:-1], k)
-
-    def search(self, query: QueryLike, k: int = 10, *, mode=None, **deprecated) -> list[Hit]:
+    def search(
+        self, query: QueryLike, k: int = 10, *, mode=None, filter=None, **deprecated
+    ) -> list[Hit]:  # noqa: A002
         """The top-``k`` live documents for one query, best first (see
-        :meth:`ImpactIndex.search`: same scores, modes and tie-break)."""
+        :meth:`ImpactIndex.search`: same scores, modes, filters and tie-break)."""
         _check_k(k)
         resolved = self._mode(
             mode, deprecated.pop("cut_ratio", None), deprecated.pop("bound_weight", None)
         )
+        allowed = self._allowed_parts(filter)
         terms, weights = self.prepare_query(query)
-        top = self._top_k(terms, weights, k, resolved)
+        top, _ = self._top_k(terms, weights, k, resolved, allowed)
         return self._hits(top.docnos, top.scores)
 
-    def search_arrays(self, query: QueryLike, k: int = 10, *, mode=None) -> TopK:
-        """:meth:`search` as ``TopK(docnos, scores)`` arrays."""
+    def search_arrays(
+        self, query: QueryLike, k: int = 10, *, mode=None, filter=None, floor=None
+    ) -> TopK:  # noqa: A002
+        """:meth:`search` as ``TopK(docnos, scores)`` arrays (``floor``: only scores above)."""
+        from sparse_ir.index.filters import check_floor
+
         _check_k(k)
+        allowed = self._allowed_parts(filter)
         terms, weights = self.prepare_query(query)
-        return self._top_k(terms, weights, k, self._mode(mode, None, None))
+        mode = self._mode(mode, None, None)
+        return self._top_k(terms, weights, k, mode, allowed, check_floor(floor))[0]
 
     def search_with_stats(
-        self, query: QueryLike, k: int = 10, *, mode=None
-    ) -> tuple[list[Hit], SearchStats]:
+        self, query: QueryLike, k: int = 10, *, mode=None, filter=None, floor=None
+    ) -> tuple[list[Hit], SearchStats]:  # noqa: A002
         """:meth:`search`, and what the search did, summed over the segments."""
+        from sparse_ir.index.filters import check_floor
+        from sparse_ir.index.pruned import STATS_FIELDS
+
         _check_k(k)
         resolved = self._mode(mode, None, None)
+        allowed = self._allowed_parts(filter)
         terms, weights = self.prepare_query(query)
-        parts, totals = [], []
-        for segment, deleted in zip(self.segments, self.deleted):
-
-            def search(depth, segment=segment):
-                hits, stats = segment.search_with_stats((terms, weights), depth, mode=resolved)
-                totals.append(stats)
-                return TopK(
-                    np.array([h.docno for h in hits], np.int64),
-                    np.array([h.score for h in hits], np.int64),
-                )
-
-            parts.append(segment_top_k(segment, deleted, search, k))
-        top = merge_topk(parts, self.offsets[:-1], k)
-        summed = {
-            name: sum(getattr(s, name) for s in totals)
-            for name in ("postings", "verified", "candidates", "early_verifications")
-        }
+        top, per_segment = self._top_k(terms, weights, k, resolved, allowed, check_floor(floor))
+        summed = dict.fromkeys(("postings", "verified", "candidates", "early_verifications"), 0)
+        for segment, (kernel_stats, _) in zip(self.segments, per_segment):
+            offsets = np.asarray(segment.term_offsets)
+            total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
+            figures = dict(zip(STATS_FIELDS, kernel_stats)) if kernel_stats is not None else {}
+            summed["postings"] += int(figures.get("postings") or total)
+            for name in ("verified", "candidates", "early_verifications"):
+                summed[name] += int(figures.get(name, 0))
         stats = SearchStats(
             **summed,
             kth_score=int(top.scores[-1]) if len(top.scores) == k else 0,
             mode=resolved.name,
-            int64_accumulator=any(s.int64_accumulator for s in totals),
+            int64_accumulator=any(use for _, use in per_segment),
         )
         return self._hits(top.docnos, top.scores), stats
 
@@ -346,6 +389,7 @@ class LiveImpactIndex(_LiveBase):
         query_ids: Sequence[str] | None = None,
         mode=None,
         threads: int | None = None,
+        filter=None,  # noqa: A002
         **deprecated,
     ) -> Run:
         """Top-``k`` for many queries (see :meth:`ImpactIndex.search_batch`)."""
@@ -353,6 +397,7 @@ class LiveImpactIndex(_LiveBase):
         resolved = self._mode(
             mode, deprecated.pop("cut_ratio", None), deprecated.pop("bound_weight", None)
         )
+        allowed = self._allowed_parts(filter)
         ids, indptr, terms, weights = self._batch_query_arrays(queries)
         if query_ids is not None:
             if len(query_ids) != len(ids):
@@ -362,7 +407,7 @@ class LiveImpactIndex(_LiveBase):
 
         def one(q: int) -> list[Hit]:
             start, end = int(indptr[q]), int(indptr[q + 1])
-            top = self._top_k(terms[start:end], weights[start:end], k, resolved)
+            top, _ = self._top_k(terms[start:end], weights[start:end], k, resolved, allowed)
             return self._hits(top.docnos, top.scores)
 
         workers = max(1, min(threads or os.cpu_count() or 1, len(ids)))
@@ -439,6 +484,7 @@ class LiveDenseIndex(_LiveBase):
         ef_search: int | None = None,
         chunk_rows: int | None = None,
         method=None,
+        filter=None,  # noqa: A002
     ) -> Run:
         """Top-``k`` live documents for each row of ``queries`` (see
         :meth:`DenseIndex.search_batch`)."""
@@ -459,9 +505,10 @@ class LiveDenseIndex(_LiveBase):
         )
         if len(ids) != len(array):
             raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
+        allowed = self._allowed_parts(filter)
         per_segment = [
-            self._segment_runs(segment, deleted, array, k, mode, ef_search, chunk_rows)
-            for segment, deleted in zip(self.segments, self.deleted)
+            self._segment_runs(segment, mask, array, k, mode, ef_search, chunk_rows)
+            for segment, mask in zip(self.segments, allowed)
         ]
         run = Run(name="dense")
         for q, qid in enumerate(ids):
@@ -470,28 +517,24 @@ class LiveDenseIndex(_LiveBase):
         return run
 
     @staticmethod
-    def _segment_runs(segment, deleted, array, k, mode, ef_search, chunk_rows) -> list[TopK]:
-        """One segment's top-``k`` live documents for every query."""
-        found: dict[int, list[TopK]] = {}
-
-        def search(depth: int) -> TopK:
-            if depth not in found:
-                run = segment.search_batch(
-                    array, depth, mode=mode, ef_search=ef_search, chunk_rows=chunk_rows
-                )
-                found[depth] = [
-                    TopK(
-                        np.array([h.docno for h in hits], np.int64),
-                        np.array([h.score for h in hits], np.float32),
-                    )
-                    for hits in run.results.values()
-                ]
-            return found[depth][position]
-
-        results = []
-        for position in range(len(array)):  # noqa: B007 - read by search()
-            results.append(segment_top_k(segment, deleted, search, k))
-        return results
+    def _segment_runs(segment, allowed, array, k, mode, ef_search, chunk_rows) -> list[TopK]:
+        """One segment's top-``k`` allowed documents for every query (``allowed``: uint8 per
+        document, None: all; deleted documents are never allowed)."""
+        run = segment.search_batch(
+            array,
+            k,
+            mode=mode,
+            ef_search=ef_search,
+            chunk_rows=chunk_rows,
+            filter=None if allowed is None else allowed.view(bool),
+        )
+        return [
+            TopK(
+                np.array([h.docno for h in hits], np.int64),
+                np.array([h.score for h in hits], np.float32),
+            )
+            for hits in run.results.values()
+        ]
 
     def reference_search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
         """Brute force over the live documents (slow; for tests)."""
