@@ -397,3 +397,30 @@ def test_old_generations_kept_while_a_reader_of_this_process_holds_them(tmp_path
     with IndexWriter.open(path) as writer:
         writer.add(impact_batch(["z"], [7]))
     assert not all((path / name).exists() for name in held)
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
+    import logging
+    import subprocess
+    import sys
+
+    path = tmp_path / "ix"
+    IndexWriter.open(path, vocab=VOCAB).close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    (path / ".lock").write_text(dead.stdout)  # what a killed writer leaves: its pid, no flock
+    with caplog.at_level(logging.INFO, logger="sparse_ir.index.storage"):
+        IndexWriter.open(path).close()
+    assert f"left by pid {dead.stdout.strip()}" in caplog.text
+
+
+def test_the_writer_of_the_other_kind_is_refused(tmp_path):
+    from sparse_ir.errors import IndexFormatError
+
+    DenseIndex.build(np.eye(3, dtype=np.float32), tmp_path / "dense")
+    with pytest.raises(IndexFormatError, match="DenseIndexWriter for dense"):
+        IndexWriter.open(tmp_path / "dense")
+    with DenseIndexWriter.open(tmp_path / "dense") as writer:
+        writer.delete(["0"])
+    with pytest.raises((IndexFormatError, InputError), match="dense"):
+        IndexWriter.open(tmp_path / "dense")

@@ -42,7 +42,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sparse_ir.errors import IndexCorruptError
+from sparse_ir.errors import IndexCorruptError, IndexFormatError
 from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT, FileRecord, _Fields, _files_dict
 from sparse_ir.index.storage import (
     IndexDirectory,
@@ -218,6 +218,11 @@ def commit_from_build(generation: Path, kind: str) -> CommitManifest:
     """The commit equivalent of a single-build generation: one segment, no deletions
     (the segment is named ``seg-000001``; :func:`link_segment` makes it exist)."""
     body, _ = read_manifest_unchecked(generation)
+    if body.get("format") != kind:
+        raise IndexFormatError(
+            f"{generation}: a {body.get('format')!r} index, not {kind!r}: use the writer of "
+            "its kind (IndexWriter for impact indexes, DenseIndexWriter for dense ones)"
+        )
     build = {k: v for k, v in dict(body.get("build") or {}).items() if k not in _BUILD_FACTS}
     if kind == IMPACT_FORMAT:
         fixed = {

@@ -31,7 +31,7 @@ from typing import ClassVar, NamedTuple
 import numba
 import numpy as np
 
-from sparse_ir.errors import InputError
+from sparse_ir.errors import IndexFormatError, InputError
 from sparse_ir.index.builder import vocab_hash, write_impact_files
 from sparse_ir.index.dense import DenseIndex, HnswOptions, write_dense_files
 from sparse_ir.index.impact_index import ImpactIndex
@@ -119,6 +119,7 @@ class _LiveWriter:
                 base, files = create()
                 publish_commit(root, base, {}, files)
             elif not is_commit(current):  # a single build: becomes segment 1
+                commit_from_build(current, cls.kind)  # refuses a build of the other kind
                 link_segment(root, current, "seg-000001")
             return cls(root, lock, policy)
         except BaseException:
@@ -137,16 +138,16 @@ class _LiveWriter:
         current = IndexDirectory(self.root).current()
         if is_commit(current):
             self.commit_manifest = read_commit(current)
-            self._vocab_bytes = self._read_extra(current)
             deleted = [read_deletions(current, r) for r in self.commit_manifest.segments]
         else:
             self.commit_manifest = commit_from_build(current, self.kind)
-            self._vocab_bytes = self._read_extra(current)
             deleted = [None]
         if self.commit_manifest.kind != self.kind:
-            raise InputError(
-                f"{self.root} is a {self.commit_manifest.kind} index; use the writer of its kind"
+            raise IndexFormatError(
+                f"{self.root} is a live {self.commit_manifest.kind!r} index: use the writer of "
+                "its kind (IndexWriter for impact indexes, DenseIndexWriter for dense ones)"
             )
+        self._vocab_bytes = self._read_extra(current)
         self.segments: list[_Segment] = []
         self._live: dict[str, tuple[str, int]] = {}
         for record, mask in zip(self.commit_manifest.segments, deleted):
