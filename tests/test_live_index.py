@@ -424,3 +424,23 @@ def test_the_writer_of_the_other_kind_is_refused(tmp_path):
         writer.delete(["0"])
     with pytest.raises((IndexFormatError, InputError), match="dense"):
         IndexWriter.open(tmp_path / "dense")
+
+
+def test_verify_index_and_index_format_read_a_live_index(tmp_path):
+    from sparse_ir.hybrid import index_format
+    from sparse_ir.index.check import verify_index
+    from sparse_ir.index.manifest import IMPACT_FORMAT
+
+    path = tmp_path / "ix"
+    with IndexWriter.open(path, vocab=VOCAB, merge_policy=None) as writer:
+        writer.add(impact_batch(["a", "b", "c"], [1, 2, 3]))
+        writer.commit()
+        writer.delete(["b"])
+    assert index_format(path) == IMPACT_FORMAT
+    assert verify_index(path).ok
+    bitmap = next(ImpactIndex.open(path).directory.glob("deleted-*.bin"))
+    data = bytearray(bitmap.read_bytes())
+    data[64] ^= 0xFF  # the first byte of the bits
+    bitmap.write_bytes(bytes(data))
+    report = verify_index(path)
+    assert not report.ok and any("deleted-seg" in p for p in report.problems), report.problems
