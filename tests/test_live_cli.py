@@ -43,7 +43,8 @@ def test_add_delete_merge_info_with_splade_tiny(tmp_path, capsys):
     assert '"live"' in out and '"deleted": ' in out
     assert main(["search", "--index", str(index), "neurons", "brain"]) == 0
     assert "1. c3" in capsys.readouterr().out
-    assert main(["merge", "--index", str(index)]) == 0
+    assert main(["merge", "--index", str(index), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["segments"] == 1
     opened = ImpactIndex.open(index)
     assert len(opened.segments) == 1 and opened.num_documents == 3
     assert main(["verify", str(index)]) == 0

@@ -58,6 +58,9 @@ def _register_add(subparsers) -> None:
         action="store_true",
         help="add documents with no title and no text as empty vectors (default: invalid)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object (default: text)"
+    )
     parser.set_defaults(handler=run_add)
 
 
@@ -80,6 +83,9 @@ def _register_delete(subparsers) -> None:
         default=None,
         help="the dense index of a hybrid pair: delete the same ids from it (default: none)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object (default: text)"
+    )
     parser.set_defaults(handler=run_delete)
 
 
@@ -96,6 +102,9 @@ def _register_merge(subparsers) -> None:
         type=positive_int,
         default=1,
         help="segments left after the merge (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as one JSON object (default: text)"
     )
     parser.set_defaults(handler=run_merge)
 
@@ -184,10 +193,12 @@ def run_add(args: argparse.Namespace) -> int:
             count = _stage(writer, _document_encoder(writer, args), documents, args.upsert)
         for writer in writers:
             result = writer.commit()
-            print(
-                f"{writer.root}: {'upserted' if args.upsert else 'added'} {count} documents; "
-                f"{result.documents} documents in {result.segments} segment(s), "
-                f"{result.deleted} deleted ({result.generation})"
+            verb = "upserted" if args.upsert else "added"
+            _report(
+                args,
+                {"index": str(writer.root), verb: count, **result._asdict()},
+                f"{writer.root}: {verb} {count} documents; {result.documents} documents in "
+                f"{result.segments} segment(s), {result.deleted} deleted ({result.generation})",
             )
     finally:
         for writer in writers:
@@ -213,9 +224,11 @@ def run_delete(args: argparse.Namespace) -> int:
         with open_writer(path) as writer:
             result = writer.delete(ids)
             commit = writer.commit()
-        print(
+        _report(
+            args,
+            {"index": str(path), **result._asdict(), "commit": commit._asdict()},
             f"{path}: deleted {result.deleted} documents ({result.missing} ids not in the "
-            f"index); {commit.documents} documents left ({commit.generation})"
+            f"index); {commit.documents} documents left ({commit.generation})",
         )
     return 0
 
@@ -223,8 +236,20 @@ def run_delete(args: argparse.Namespace) -> int:
 def run_merge(args: argparse.Namespace) -> int:
     with open_writer(args.index) as writer:
         result = writer.force_merge(args.max_segments)
-    print(
+    _report(
+        args,
+        {"index": str(args.index), **result._asdict()},
         f"{args.index}: {result.segments} segment(s), {result.documents} documents, "
-        f"{result.merged} merge(s) ({result.generation})"
+        f"{result.merged} merge(s) ({result.generation})",
     )
     return 0
+
+
+def _report(args: argparse.Namespace, data: dict, text: str) -> None:
+    """One line of text, or (``--json``) one JSON object, on stdout."""
+    if args.json:
+        import json
+
+        print(json.dumps(data, sort_keys=True))
+    else:
+        print(text)
