@@ -75,6 +75,38 @@ def child(args) -> None:
     print(json.dumps(report))
 
 
+def packed_sizes(index) -> dict:
+    """Bytes of the doc-ordered postings and of the forward index once bit-packed, and the time
+    to decode all of them (ns per posting, one thread)."""
+    import time
+
+    import numpy as np
+
+    from sparse_ir.index.compressed import pack_postings, unpack_all
+
+    layout = index._layout
+    out = {}
+    for name, offsets, keys, values in (
+        ("doc-ordered postings", index.term_offsets, index.postings_docs, index.postings_impacts),
+        ("forward index", layout.forward_offsets, layout.forward_terms, layout.forward_impacts),
+    ):
+        raw = keys.nbytes + values.nbytes + offsets.nbytes
+        packed = pack_postings(offsets, np.asarray(keys), np.asarray(values))
+        unpack_all(pack_postings(offsets[:2], keys[: offsets[1]], values[: offsets[1]]))
+        started = time.perf_counter()
+        got_keys, got_values = unpack_all(packed)
+        seconds = time.perf_counter() - started
+        assert np.array_equal(got_keys, keys) and np.array_equal(got_values, values)
+        del got_keys, got_values
+        n = len(keys)
+        out[name] = {"raw": raw, "packed": packed.nbytes, "decode_ns": seconds / n * 1e9}
+        print(
+            f"  {name} bit-packed: {raw / 1e9:.2f} GB -> {packed.nbytes / 1e9:.2f} GB "
+            f"({packed.nbytes / raw:.0%}); decoding all {n:,}: {seconds / n * 1e9:.2f} ns each"
+        )
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", required=True, help="the index directory")
@@ -85,6 +117,12 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=300, help="queries to run (default: 300)")
     parser.add_argument(
         "--modes", default="exhaustive,pruned,approximate", help="modes (default: all three)"
+    )
+    parser.add_argument(
+        "--packed",
+        action="store_true",
+        help="also bit-pack the doc-ordered postings and the forward index "
+        "(sparse_ir.index.compressed) and time decoding them (default: off)",
     )
     parser.add_argument("--json", default=None, help="also write the figures here (default: none)")
     parser.add_argument("--mode", help=argparse.SUPPRESS)
@@ -103,7 +141,9 @@ def main(argv=None) -> int:
     for name, size in sorted(groups.items(), key=lambda x: -x[1]):
         print(f"  {name:28s} {size / 1e9:6.2f} GB")
     result = {"on_disk": groups, "files": sizes, "resident": {}}
-    for mode in args.modes.split(","):
+    if args.packed:
+        result["packed"] = packed_sizes(index)
+    for mode in [m for m in args.modes.split(",") if m]:
         command = [sys.executable, os.path.abspath(__file__), "--mode", mode]
         command += ["--index", args.index, "--data", args.data, "--work", args.work]
         command += ["--queries", str(args.queries)]
