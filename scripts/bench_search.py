@@ -737,6 +737,11 @@ def parse_args(argv):
         default=[],
         help="a directory to add to sys.path for the peer engines (default: none)",
     )
+    add(
+        "--batch",
+        action="store_true",
+        help="also time search_batch with 1 and 2 threads, interleaved (default: off)",
+    )
     add("--json", default=None, help="also write every figure to this JSON file (default: none)")
     add("--build", choices=sorted(BUILDERS), help=argparse.SUPPRESS)
     add("--index", help=argparse.SUPPRESS)
@@ -805,6 +810,8 @@ def main(argv=None) -> int:
     report = print_table(engines, tag, n_queries, args.rounds)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.batch:
+        bench_threads(index, queries, n_queries, args.rounds)
     return 0
 
 
@@ -938,6 +945,37 @@ def print_curve(engines: list[Engine]) -> None:
     for family, members in families.items():
         for e in sorted(members, key=lambda e: e.recall):
             print(f"  {family:8s} R@10 {e.recall:.4f}  mean {e.stat('mean'):6.2f} ms  {e.name}")
+
+
+def bench_threads(index, queries, n_queries, repeats) -> None:
+    """search_batch throughput with 1 and 2 threads, passes interleaved (1, 2, 1, 2, ...).
+
+    Interleaving puts both thread counts under the same machine conditions; the ratio is the
+    median of the pairwise ratios (one pass of each, taken back to back).
+    """
+    import numba
+
+    batch = queries.select(list(range(n_queries)))
+    counts = [t for t in (1, 2) if t <= numba.config.NUMBA_NUM_THREADS]
+    passes = max(5, 2 * repeats + 1)
+    print(f"\nsearch_batch throughput (queries/s, median of {passes} interleaved passes):")
+    for mode in ("exhaustive", "pruned"):
+        for threads in counts:
+            index.search_batch(batch, K, threads=threads, mode=mode)  # warm-up
+        rates: dict[int, list[float]] = {t: [] for t in counts}
+        for _ in range(passes):
+            for threads in counts:
+                started = time.perf_counter()
+                index.search_batch(batch, K, threads=threads, mode=mode)
+                rates[threads].append(n_queries / (time.perf_counter() - started))
+        text = ", ".join(
+            f"{t} thread{'s' if t > 1 else ''}: {statistics.median(r):.0f}"
+            for t, r in rates.items()
+        )
+        if len(counts) == 2:
+            pairwise = statistics.median(b / a for a, b in zip(rates[1], rates[2]))
+            text += f"  (2 threads = {pairwise:.2f}× one, median of pairwise ratios)"
+        print(f"  {mode:10s} {text}", flush=True)
 
 
 if __name__ == "__main__":
