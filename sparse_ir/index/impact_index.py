@@ -37,6 +37,7 @@ from sparse_ir.index.filters import FilterLike, allowed_documents, check_floor
 from sparse_ir.index.manifest import ImpactManifest
 from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
+from sparse_ir.index.residency import ResidencyReport, ResidentHow, make_resident
 from sparse_ir.index.storage import open_array
 from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
@@ -197,6 +198,79 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         return index
 
     build_report: BuildReport | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        verify: bool = False,
+        resident: bool | ResidentHow = False,
+    ) -> ImpactIndex:
+        """Open an index (memory-mapped) after checking its manifest, headers and sizes.
+
+        ``path`` is an index directory (with ``CURRENT``) or one generation directory. Small
+        files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
+        ``resident`` keeps the arrays the searches read in memory (see :meth:`make_resident`):
+        ``True`` locks them where permitted, else reads them into this process's memory with a
+        logged warning; ``"lock"`` or ``"copy"`` choose. Default ``False``: mapped only, the
+        operating system pages them in and out.
+
+        Raises:
+            FileNotFoundError: nothing at ``path``.
+            IndexFormatError: another format or format version (both versions named).
+            IndexCorruptError: a missing, cut, or altered file.
+            OSError: ``resident="lock"`` refused by the system.
+
+        Example:
+            >>> import tempfile
+            >>> from sparse_ir import ImpactIndex, SparseBatch
+            >>> path = tempfile.mkdtemp() + "/index"
+            >>> _ = ImpactIndex.build(SparseBatch.from_dicts([{"cat": 3}], ["cat"], ids=["a"]),
+            ...                       path, show_progress=False)
+            >>> index = ImpactIndex.open(path, resident="copy")
+            >>> index.residency.how, index.search({"cat": 1}, 1)[0].doc_id
+            ('copy', 'a')
+        """
+        index = super().open(path, verify=verify)
+        if resident is not False:
+            index.make_resident(resident)
+        return index
+
+    #: What :meth:`make_resident` did (None: the arrays are only mapped).
+    residency: ResidencyReport | None = None
+
+    def make_resident(self, how: bool | ResidentHow = True) -> ResidencyReport:
+        """Keep the arrays that searches read in memory, so the kernel cannot evict them.
+
+        The arrays are the postings (both orders), the forward index and the offsets of every
+        search mode: the index's size on disk less its document ids and stored texts. ``how``:
+        ``"lock"`` (fault in and ``mlock`` the mapping; shared with other processes mapping the
+        same files; :class:`OSError` when refused), ``"copy"`` (read into this process's own
+        memory) or ``True`` (lock where permitted, else copy, with a logged warning). See
+        :mod:`sparse_ir.index.residency`. Call it before searching from several threads.
+        """
+        arrays = {
+            name: getattr(self, name)
+            for name in ("term_offsets", "postings_docs", "postings_impacts", "term_max_impact")
+        }
+        if self._layout is not None:
+            arrays.update(
+                (f"layout.{name}", value)
+                for name, value in self._layout._asdict().items()
+                if isinstance(value, np.ndarray)
+            )
+        kept, report = make_resident(arrays, how)
+        layout_fields = {n[7:]: a for n, a in kept.items() if n.startswith("layout.")}
+        for name, array in kept.items():
+            if not name.startswith("layout."):
+                setattr(self, name, array)
+        if layout_fields:
+            self._layout = self._layout._replace(**layout_fields)
+        # A searcher made earlier holds the old arrays.
+        self.__dict__.pop("_pruned_searcher", None)
+        self.residency = report
+        return report
 
     def _verify_contents(self) -> None:
         """The postings' invariants (see :meth:`IndexBase.verify`)."""
