@@ -3,10 +3,11 @@
 
     python scripts/bench_service.py [--index indexes/scifact-service] [--requests 400]
 
-Starts ``sparse-ir serve`` twice on a free 127.0.0.1 port (micro-batching on, then off) over
-a SciFact impact index (built from the pre-encoded splade-tiny vectors when ``--index`` does
-not exist yet), and sends SciFact test queries as text from 1, 4, 16 and 64 concurrent
-clients: throughput, p50/p99 latency and errors per level. Every level is bounded by
+Starts two ``sparse-ir serve`` processes on free 127.0.0.1 ports (micro-batching on, and off)
+over a SciFact impact index (built from the pre-encoded splade-tiny vectors when ``--index``
+does not exist yet), and sends SciFact test queries as text from 1, 4, 16 and 64 concurrent
+clients: throughput, p50/p99 latency and errors per level. The two servers take turns within
+each level (``--rounds``), so both see the same machine load. Every round is bounded by
 ``--requests`` and ``--seconds``. Then pre-encoded queries, one at a time on a keep-alive
 connection, against the same searches run in this process: the service's added p50.
 
@@ -150,11 +151,28 @@ async def run_level(
         elapsed = time.perf_counter() - started
     values = np.asarray(latencies) * 1000
     return {
+        "latencies_ms": values,
         "clients": clients,
         "requests": len(latencies) + errors,
         "errors": errors,
         "seconds": elapsed,
         "throughput": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
+    }
+
+
+def merge_rounds(results: list[dict]) -> dict:
+    """One level's rounds: the median round's throughput, latency percentiles over every
+    request of every round, errors summed."""
+    values = np.concatenate([r["latencies_ms"] for r in results])
+    throughputs = [r["throughput"] for r in results]
+    return {
+        "clients": results[0]["clients"],
+        "requests": sum(r["requests"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "throughput": float(np.median(throughputs)),
+        "round_throughputs": throughputs,
         "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
         "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
     }
@@ -218,15 +236,36 @@ def main(argv=None) -> int:
         default=list(LEVELS),
         help="concurrent clients of each level",
     )
-    parser.add_argument("--requests", type=int, default=400, help="most requests per level")
-    parser.add_argument("--seconds", type=float, default=30.0, help="most seconds per level")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=400,
+        help="most requests per level and round (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=30.0,
+        help="most seconds per level and round (default: %(default)s)",
+    )
     parser.add_argument(
         "--pre-encoded-repeats",
         type=int,
         default=3,
         help="passes over the test queries for the pre-encoded figure",
     )
-    parser.add_argument("--batch-window-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=2.0,
+        help="the micro-batching server's --batch-window-ms (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds per level; the two servers take turns within each (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     data = _common.scifact_data(parser, args.data)
     index = Path(args.index)
@@ -241,42 +280,58 @@ def main(argv=None) -> int:
     _, query_vectors = _common.read_vectors(_common.scifact_vectors_dir(data=data))
     vectors = [query_vectors[q.id] for q in dataset.queries if q.id in query_vectors]
 
+    # Both servers run side by side, and within each level the two take turns, round by
+    # round: on a shared machine whose load moves, back-to-back runs of one then the other
+    # would measure the load as much as the batching.
+    servers = {}
     rows = []
     overhead = None
-    for batching in (True, False):
-        options = (
-            ["--batch-window-ms", str(args.batch_window_ms)]
-            if batching
-            else ["--no-micro-batching"]
-        )
-        server = Server(index, *options)
-        try:
+    try:
+        for batching in ("on", "off"):
+            options = (
+                ["--batch-window-ms", str(args.batch_window_ms)]
+                if batching == "on"
+                else ["--no-micro-batching"]
+            )
+            servers[batching] = Server(index, *options)
+        for server in servers.values():
             server.wait_ready()
             asyncio.run(run_level(server.url, texts, 4, 40, 30))  # warm-up
-            for clients in args.levels:
-                result = asyncio.run(
-                    run_level(server.url, texts, clients, args.requests, args.seconds)
-                )
-                result["batching"] = "on" if batching else "off"
+        for clients in args.levels:
+            rounds = {"on": [], "off": []}
+            for r in range(args.rounds):
+                for batching in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                    rounds[batching].append(
+                        asyncio.run(
+                            run_level(
+                                servers[batching].url, texts, clients, args.requests, args.seconds
+                            )
+                        )
+                    )
+            for batching in ("on", "off"):
+                result = merge_rounds(rounds[batching])
+                result["batching"] = batching
                 rows.append(result)
                 print(
-                    f"batching {result['batching']:3} clients {clients:3}: "
+                    f"batching {batching:3} clients {clients:3}: "
                     f"{result['throughput']:7.1f} q/s  p50 {result['p50_ms']:7.1f} ms  "
-                    f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}",
+                    f"p99 {result['p99_ms']:7.1f} ms  errors {result['errors']}  "
+                    f"(rounds: {', '.join(f'{x:.1f}' for x in result['round_throughputs'])} q/s)",
                     file=sys.stderr,
                     flush=True,
                 )
-            if batching:
-                overhead = pre_encoded_overhead(
-                    server.port, index, vectors, args.pre_encoded_repeats
-                )
-        finally:
+        overhead = pre_encoded_overhead(
+            servers["on"].port, index, vectors, args.pre_encoded_repeats
+        )
+    finally:
+        for server in servers.values():
             server.stop()
 
     print(
         f"\nSciFact text queries ({len(texts)} test queries, k=10), loopback, "
         f"{os.cpu_count()} cores; at most {args.requests} requests or {args.seconds:g} s "
-        "per level\n"
+        f"per level and round, {args.rounds} rounds (servers taking turns; throughput: "
+        "the median round's; latency: every request)\n"
     )
     print(
         "| micro-batching | clients | requests | errors | throughput (q/s) | p50 (ms) | p99 (ms) |"

@@ -118,6 +118,21 @@ def _add_limit_options(parser, defaults) -> None:
         default=defaults.search_threads,
         help="worker threads for searches and encoder calls (default: %(default)s)",
     )
+    parser.add_argument(
+        "--inline-search-ms",
+        type=float,
+        default=defaults.inline_search_ms,
+        help="run a search on the event loop, without a hand-over to a worker thread, while "
+        "searches have taken less CPU time than this on average; 0: always on a worker "
+        "(default: %(default)s ms)",
+    )
+    parser.add_argument(
+        "--encoder-threads",
+        type=int,
+        default=defaults.encoder_threads,
+        help="PyTorch threads of each query-encoder call; 0 keeps PyTorch's own "
+        "setting (default: %(default)s)",
+    )
 
 
 def _add_runtime_options(parser) -> None:
@@ -167,6 +182,8 @@ def run_serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         verify=args.verify,
         search_threads=args.threads,
+        inline_search_ms=args.inline_search_ms,
+        encoder_threads=args.encoder_threads or None,
     )
     log = logging.getLogger("sparse_ir.service")
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.read_token is None:

@@ -393,6 +393,8 @@ class ImpactIndex(IndexBase[ImpactManifest]):
                 if query.is_quantized
                 else self.quantizer.quantize_values(values).astype(np.int64)
             )
+            if np.count_nonzero(weights) == len(weights):  # no zero to drop (BM25, most rows)
+                return terms.astype(np.int32), weights
             keep = weights > 0
             return np.asarray(terms[keep], np.int32), weights[keep]
         if isinstance(query, Mapping):
@@ -446,8 +448,9 @@ class ImpactIndex(IndexBase[ImpactManifest]):
 
     def _same_vocabulary(self, vocab: tuple[str, ...]) -> bool:
         # Comparing 30k strings costs more than a search: remember tuples already found equal.
-        if any(vocab is known for known in self._equal_vocabularies):
-            return True
+        for known in self._equal_vocabularies:
+            if vocab is known:
+                return True
         if vocab == self.vocab:
             self._equal_vocabularies = (self._equal_vocabularies + [vocab])[-8:]
             return True
@@ -457,7 +460,10 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         """True when the query's largest possible score may not fit an int32 accumulator."""
         # Σ weights × the index's largest impact is at least the bound computed below: when
         # it fits, so does that bound (a sum instead of a gather and a dot product).
-        if float(weights.sum(dtype=np.float64)) * self._largest_impact <= _INT32_MAX // 2:
+        # A short query's sum in Python ints: exact, and cheaper than numpy's reduction.
+        short = len(weights) <= 64
+        total = sum(weights.tolist()) if short else float(weights.sum(dtype=np.float64))
+        if total * self._largest_impact <= _INT32_MAX // 2:
             return False
         bound = float(np.dot(weights.astype(np.float64), self._term_max_float[terms]))
         return bound > _INT32_MAX // 2

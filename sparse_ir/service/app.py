@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -223,9 +224,10 @@ class _Guard:
                 if not message.get("more_body", False):
                     return b"".join(chunks)
 
-        remaining = scope[_DEADLINE] - asyncio.get_running_loop().time()
         try:
-            return await asyncio.wait_for(read(), max(remaining, 0.001))
+            # A timeout scope, not wait_for: no task made per request.
+            async with asyncio.timeout_at(scope[_DEADLINE]):
+                return await read()
         except TimeoutError:
             return ServiceError(
                 408,
@@ -290,7 +292,7 @@ def create_app(
         max_workers=settings.search_threads, thread_name_prefix="sparse-ir-service"
     )
     batcher = QueryBatcher(
-        lambda texts: _encode_texts(engine, texts),
+        lambda texts: _encode_texts(engine, texts, settings.encoder_threads),
         executor,
         window=settings.batch_window_ms / 1000 if settings.micro_batching else 0.0,
         max_batch=settings.max_batch if settings.micro_batching else 1,
@@ -398,6 +400,8 @@ class _State:
         self.metrics = metrics
         self.executor = executor
         self.batcher = batcher
+        #: Moving average of the CPU time of /search's searches (seconds; None: none yet).
+        self.search_cpu: float | None = None
 
     async def require_read(self, request: Request) -> None:
         settings = self.settings
@@ -446,15 +450,34 @@ class _State:
     # -- helpers --------------------------------------------------------------------------------
 
     async def within_deadline(self, request: Request, awaitable):
-        remaining = request.scope[_DEADLINE] - asyncio.get_running_loop().time()
         try:
-            return await asyncio.wait_for(awaitable, max(remaining, 0.001))
+            async with asyncio.timeout_at(request.scope[_DEADLINE]):
+                return await awaitable
         except TimeoutError:
             raise ServiceError(
                 504,
                 f"the request took longer than {self.settings.request_timeout:g} s "
                 "(--request-timeout)",
             ) from None
+
+    async def search(self, request: Request, inline: bool, function, *args):
+        """``function(*args)`` (a search): on the event loop while searches have been short
+        (``inline_search_ms``; a hand-over to a worker thread costs more than they do), else
+        on a worker thread."""
+        limit = self.settings.inline_search_ms / 1000
+        average = self.search_cpu
+        if inline and average is not None and average < limit:
+            return self._timed(function, *args)
+        return await self.in_thread(request, self._timed, function, *args)
+
+    def _timed(self, function, *args):
+        started = time.thread_time()
+        try:
+            return function(*args)
+        finally:
+            spent = time.thread_time() - started
+            average = self.search_cpu
+            self.search_cpu = spent if average is None else 0.9 * average + 0.1 * spent
 
     async def in_thread(self, request: Request, function, *args):
         loop = asyncio.get_running_loop()
@@ -534,7 +557,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
                 if body.impacts
                 else dict(body.query)
             )
-        result = await in_thread(request, _search, engine, loaded, query, body)
+        result = await state.search(request, not body.explain, _search, engine, loaded, query, body)
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
@@ -771,12 +794,20 @@ def _add_admin_routes(app: FastAPI, state: _State) -> None:
 # -- handler bodies (run on worker threads) --------------------------------------------------------
 
 
-def _encode_texts(engine: Engine, texts: list[str]) -> list[SparseBatch]:
+def _encode_texts(engine: Engine, texts: list[str], threads: int | None) -> list[SparseBatch]:
     """One encoder call for a micro-batch: each text's float vector (a one-row batch)."""
     encoder = engine.current.sparse.encoder
     with engine.encoder_lock:
+        _set_torch_threads(threads)
         batch = encoder.encode_queries(list(texts), show_progress=False)
     return [batch.select([i]) for i in range(len(texts))]
+
+
+def _set_torch_threads(threads: int | None) -> None:
+    """PyTorch's intra-op threads for this thread's calls (when the encoder uses PyTorch)."""
+    torch = sys.modules.get("torch")  # loaded by a model's encoder; never imported here
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:

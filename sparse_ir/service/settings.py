@@ -76,6 +76,14 @@ class ServiceSettings:
         verify: check every byte of the index (``index.verify()``) before ``/readyz`` says
             ready, at start and at each reload.
         search_threads: worker threads running searches and encoder calls off the event loop.
+        inline_search_ms: a search runs on the event loop itself, without the hand-over to a
+            worker thread, while the searches of ``POST /search`` have been taking less CPU
+            time than this (a moving average; milliseconds): the hand-over costs more than
+            such a search on a busy machine, and the loop is never held longer than this.
+            Explained searches always run on a worker thread. 0: every search on a worker.
+        encoder_threads: the intra-op threads of the query encoder's PyTorch calls (set on
+            the thread that encodes). One thread encodes a micro-batch fastest on a busy
+            machine (several spin-wait on shared cores); None leaves PyTorch's own setting.
     """
 
     max_k: int = 1000
@@ -90,6 +98,8 @@ class ServiceSettings:
     admin_token: str | None = field(default=None, repr=False)
     verify: bool = True
     search_threads: int = 4
+    inline_search_ms: float = 2.0
+    encoder_threads: int | None = 1
 
     def __post_init__(self):
         for label in (
@@ -102,6 +112,16 @@ class ServiceSettings:
         ):
             _positive(label, getattr(self, label), integer=True)
         _positive("request_timeout", self.request_timeout, integer=False)
+        if self.encoder_threads is not None:
+            _positive("encoder_threads", self.encoder_threads, integer=True)
+        inline = self.inline_search_ms
+        if (
+            isinstance(inline, bool)
+            or not isinstance(inline, (int, float))
+            or not math.isfinite(inline)
+            or not 0 <= inline <= 1000
+        ):
+            raise ValueError(f"inline_search_ms must be within [0, 1000], got {inline!r}")
         window = self.batch_window_ms
         if (
             isinstance(window, bool)
