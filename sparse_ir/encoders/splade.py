@@ -156,6 +156,11 @@ class SpladeEncoder:
         max_active_dims: keep only the heaviest terms of every vector (default: all).
         query_encoder: a separate query side (an inference-free model's IDF encoder, or the
             query branch of an asymmetric model): :meth:`encode_queries` delegates to it.
+        single_thread_tokens: a batch of at most this many tokens (one query, a few short
+            texts) runs on one PyTorch thread (default 256; 0: never). Its products are too
+            small to gain from a second thread, and on a busy machine the threads of a
+            parallel region wait for one another: a one-query encode then takes many times
+            longer (figures in docs/encoding.md).
     """
 
     #: The settings an index records (pipeline.encoder_settings) that the query side reuses.
@@ -180,6 +185,7 @@ class SpladeEncoder:
         document_prompt: str = "",
         max_active_dims: int | None = None,
         query_encoder=None,
+        single_thread_tokens: int = 256,
     ):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
@@ -203,6 +209,10 @@ class SpladeEncoder:
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if not isinstance(single_thread_tokens, int) or single_thread_tokens < 0:
+            raise ValueError(
+                f"single_thread_tokens must be an integer >= 0, got {single_thread_tokens!r}"
+            )
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 "SpladeEncoder needs a fast (Rust) tokenizer; "
@@ -244,6 +254,7 @@ class SpladeEncoder:
         self.document_prompt = document_prompt
         self.max_active_dims = max_active_dims
         self.query_encoder = query_encoder
+        self.single_thread_tokens = single_thread_tokens
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(
@@ -396,7 +407,10 @@ class SpladeEncoder:
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     chosen = order[start : start + batch_size]
-                    weights = self._encode_token_batch([token_ids[i] for i in chosen])
+                    batch_ids = [token_ids[i] for i in chosen]
+                    small = sum(map(len, batch_ids)) <= self.single_thread_tokens
+                    with _one_thread() if small else contextlib.nullcontext():
+                        weights = self._encode_token_batch(batch_ids)
                     for row, (terms, values) in zip(
                         chosen, _sparsify(weights, max_active_dims, threshold)
                     ):
@@ -583,6 +597,20 @@ def quantized_copy(model: torch.nn.Module) -> torch.nn.Module:
             copied.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
         )
     return copied
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run PyTorch's operators on the calling thread only, for the duration of the block."""
+    previous = torch.get_num_threads()
+    if previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _vocabulary(tokenizer, size: int) -> tuple[str, ...]:
