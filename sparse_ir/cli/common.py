@@ -33,8 +33,10 @@ def add_model_options(
         help="mixed = int8/bfloat16 screen of the vocabulary + float32 "
         "for the candidate terms (same weights as float32, faster); "
         "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
-        "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
-        "is fast, else float32 (default: %(default)s)",
+        "weights within ~1%%); int8 = the transformer's linear layers in int8, the "
+        "vocabulary in float32 (CPU; for BERT-base-size models: ~2x float32 here, weights "
+        "within a few %%); auto = mixed where int8 (VNNI) or bfloat16 is fast, else "
+        "float32 (default: %(default)s)",
     )
     group.add_argument(
         "--pooling",
@@ -111,7 +113,7 @@ def processes_option(text: str) -> int | str:
         return text
     try:
         return positive_int(text)
-    except ValueError:
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"must be 'auto' or a positive integer, got {text!r}"
         ) from None
