@@ -140,3 +140,29 @@ def test_index_command_accepts_int8_and_auto_processes(tmp_path, tiny_bert_dir):
 
     index = ImpactIndex.open(output)
     assert index.num_documents == 4 and index.settings["precision"] == "int8"
+
+
+def test_dense_queries_run_on_one_thread_with_the_same_vectors(tiny_bert_dir, monkeypatch):
+    from sparse_ir.encoders.dense import DenseEncoder
+
+    with pytest.raises(ValueError, match="single_thread_tokens must be an integer >= 0"):
+        DenseEncoder.from_pretrained(tiny_bert_dir, single_thread_tokens=-2)
+    one = DenseEncoder.from_pretrained(tiny_bert_dir, max_length=16)
+    every = DenseEncoder.from_pretrained(tiny_bert_dir, max_length=16, single_thread_tokens=0)
+    seen = []
+    real = DenseEncoder._encode_token_batch
+
+    def spy(self, token_ids):
+        seen.append(torch.get_num_threads())
+        return real(self, token_ids)
+
+    monkeypatch.setattr(DenseEncoder, "_encode_token_batch", spy)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = one.encode_queries(["cancer cells in mice"], show_progress=False)
+        b = every.encode_queries(["cancer cells in mice"], show_progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    assert seen == [1, 2]
+    np.testing.assert_allclose(a, b, atol=1e-6)

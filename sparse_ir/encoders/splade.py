@@ -43,6 +43,11 @@ from sparse_ir.encoders.base import as_texts
 from sparse_ir.encoders.options import Activation, Pooling, Precision, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
+from sparse_ir.encoders.threads import (
+    DEFAULT_SINGLE_THREAD_TOKENS,
+    check_single_thread_tokens,
+    threads_for,
+)
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -185,7 +190,7 @@ class SpladeEncoder:
         document_prompt: str = "",
         max_active_dims: int | None = None,
         query_encoder=None,
-        single_thread_tokens: int = 256,
+        single_thread_tokens: int = DEFAULT_SINGLE_THREAD_TOKENS,
     ):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
@@ -209,10 +214,7 @@ class SpladeEncoder:
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        if not isinstance(single_thread_tokens, int) or single_thread_tokens < 0:
-            raise ValueError(
-                f"single_thread_tokens must be an integer >= 0, got {single_thread_tokens!r}"
-            )
+        check_single_thread_tokens(single_thread_tokens)
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 "SpladeEncoder needs a fast (Rust) tokenizer; "
@@ -408,8 +410,7 @@ class SpladeEncoder:
                 for start in range(0, len(order), batch_size):
                     chosen = order[start : start + batch_size]
                     batch_ids = [token_ids[i] for i in chosen]
-                    small = sum(map(len, batch_ids)) <= self.single_thread_tokens
-                    with _one_thread() if small else contextlib.nullcontext():
+                    with threads_for(batch_ids, self.single_thread_tokens):
                         weights = self._encode_token_batch(batch_ids)
                     for row, (terms, values) in zip(
                         chosen, _sparsify(weights, max_active_dims, threshold)
@@ -597,20 +598,6 @@ def quantized_copy(model: torch.nn.Module) -> torch.nn.Module:
             copied.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
         )
     return copied
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run PyTorch's operators on the calling thread only, for the duration of the block."""
-    previous = torch.get_num_threads()
-    if previous == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _vocabulary(tokenizer, size: int) -> tuple[str, ...]:
