@@ -13,6 +13,8 @@ round (medians reported):
                           thread (single_thread_tokens=0: the former default)
   query, one thread       the same with the default single_thread_tokens (one thread for small
                           inputs)
+  dense query, ...        the same for the dense encoder (--dense), the other side of hybrid
+                          search
 Documents: the first --docs SciFact documents (title + text, 256 tokens); queries: SciFact's test
 queries, each encoded alone, latency median and 90th percentile.
 """
@@ -49,6 +51,12 @@ def main(argv=None) -> int:
     parser.add_argument("--queries", type=int, default=60, help="default: %(default)s")
     parser.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
     parser.add_argument(
+        "--dense",
+        default="minilm",
+        help="also time one-query encoding of this dense model, the hybrid search's other "
+        "side ('none': skip) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--busy", type=int, default=1, help="competing busy processes (default: %(default)s)"
     )
     parser.add_argument(
@@ -83,6 +91,13 @@ def main(argv=None) -> int:
         "query, all threads (before)": lambda: latency(before, queries),
         "query, one thread (after)": lambda: latency(encoder, queries),
     }
+    if args.dense != "none":
+        from sparse_ir.encoders.dense import DenseEncoder
+
+        dense = DenseEncoder.from_pretrained(args.dense)
+        dense_before = DenseEncoder.from_pretrained(args.dense, single_thread_tokens=0)
+        configurations["dense query, all threads (before)"] = lambda: latency(dense_before, queries)
+        configurations["dense query, one thread (after)"] = lambda: latency(dense, queries)
     try:
         for phase, busy in (("as is", 0), (f"{args.busy} busy process(es)", args.busy)):
             competitors = [
