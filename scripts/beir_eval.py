@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import typing
 from pathlib import Path
 
 import _common
 
+from sparse_ir.encoders.options import Precision
 from sparse_ir.encoders.splade import SpladeEncoder
 from sparse_ir.eval import evaluate, load_beir
 from sparse_ir.pipeline import index_corpus
@@ -33,9 +35,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--model", default="splade-tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument(
-        "--precision", default="auto", choices=["auto", "float32", "mixed", "bfloat16"]
-    )
+    parser.add_argument("--precision", default="auto", choices=typing.get_args(Precision))
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--scale", type=float, default=100.0)
     parser.add_argument(

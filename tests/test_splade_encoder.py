@@ -142,7 +142,8 @@ def test_vocab_lists_tokens_by_id(tiny_encoder):
     "kwargs, message",
     [
         ({"pooling": "mean"}, "pooling"),
-        ({"precision": "int8"}, "precision"),
+        ({"precision": "int4"}, "precision"),
+        ({"precision": "int8", "device": "meta"}, "CPUs only"),
         ({"screen": "int4"}, "screen"),
         ({"screen": "int8", "device": "meta"}, "int8 screen"),
         ({"batch_size": 0}, "batch_size"),

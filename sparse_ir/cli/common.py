@@ -8,6 +8,7 @@ import typing
 from collections.abc import Iterator
 
 from sparse_ir.encoders.options import Pooling, Precision
+from sparse_ir.encoders.parallel import AUTO_PROCESSES_MIN_TEXTS, auto_processes
 
 
 def add_model_options(
@@ -32,8 +33,10 @@ def add_model_options(
         help="mixed = int8/bfloat16 screen of the vocabulary + float32 "
         "for the candidate terms (same weights as float32, faster); "
         "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
-        "weights within ~1%%); auto = mixed where int8 (VNNI) or bfloat16 "
-        "is fast, else float32 (default: %(default)s)",
+        "weights within ~1%%); int8 = the transformer's linear layers in int8, the "
+        "vocabulary in float32 (CPU; for BERT-base-size models: ~2x float32 here, weights "
+        "within a few %%); auto = mixed where int8 (VNNI) or bfloat16 is fast, else "
+        "float32 (default: %(default)s)",
     )
     group.add_argument(
         "--pooling",
@@ -44,10 +47,12 @@ def add_model_options(
     )
     group.add_argument(
         "--processes",
-        type=positive_int,
-        default=1,
-        help="worker processes for encoding on a CPU with many cores, each "
-        "with cores/N threads (default 1: one process, every core)",
+        type=processes_option,
+        default="auto",
+        help="worker processes for CPU encoding, each with cores/N threads; 1 = one "
+        "process, its threads on every core; auto = one single-threaded worker per core "
+        f"for an input of >= {AUTO_PROCESSES_MIN_TEXTS} texts (they keep their speed on a "
+        "busy machine, where threads wait for one another), else 1 (default: %(default)s)",
     )
 
 
@@ -59,14 +64,17 @@ def load_encoder(args: argparse.Namespace, model: str | None = None):
         options["pooling"] = args.pooling
     if getattr(args, "document_max_length", None) is not None:
         options["document_max_length"] = args.document_max_length
-    if getattr(args, "processes", 1) > 1:
+    processes = getattr(args, "processes", 1)
+    if processes == "auto":
+        processes = auto_processes(_input_texts(args), args.device)
+    if processes > 1:
         from sparse_ir.encoders.parallel import ParallelSpladeEncoder
 
         if args.device != "cpu":
             raise ValueError(
                 f"--processes runs CPU workers; it does not combine with --device {args.device}"
             )
-        return ParallelSpladeEncoder(model or args.model, processes=args.processes, **options)
+        return ParallelSpladeEncoder(model or args.model, processes=processes, **options)
     from sparse_ir.encoders.splade import SpladeEncoder
 
     return SpladeEncoder.from_pretrained(model or args.model, device=args.device, **options)
@@ -82,6 +90,33 @@ def opened_encoder(args: argparse.Namespace, model: str | None = None) -> Iterat
         close = getattr(encoder, "close", None)
         if close is not None:
             close()
+
+
+def _input_texts(args: argparse.Namespace) -> int | None:
+    """Lines of the command's ``--input`` file (None when it has none or it is unreadable)."""
+    from pathlib import Path
+
+    from sparse_ir.pipeline import count_lines
+
+    path = getattr(args, "input", None)
+    if not path or not Path(path).is_file():
+        return None
+    try:
+        return count_lines(path)
+    except OSError:
+        return None
+
+
+def processes_option(text: str) -> int | str:
+    """argparse type of ``--processes``: ``auto`` or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {text!r}"
+        ) from None
 
 
 def positive_int(text: str) -> int:

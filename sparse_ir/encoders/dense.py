@@ -36,6 +36,11 @@ import torch
 from sparse_ir.encoders.base import as_texts
 from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
+from sparse_ir.encoders.threads import (
+    DEFAULT_SINGLE_THREAD_TOKENS,
+    check_single_thread_tokens,
+    threads_for,
+)
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 
 __all__ = [
@@ -192,6 +197,8 @@ class DenseEncoder:
             normalization in float32: ~1.4x faster on CPUs with AVX512-BF16, half the model's
             memory; embeddings differ by ~3e-3, SciFact nDCG@10 by 0.0003).
         name: the model name recorded in indexes built with this encoder.
+        single_thread_tokens: a batch of at most this many tokens (one query) runs on one
+            PyTorch thread (default 256; 0: never): see :mod:`sparse_ir.encoders.threads`.
     """
 
     def __init__(
@@ -210,6 +217,7 @@ class DenseEncoder:
         document_prompt: str = "",
         precision: DensePrecision = "float32",
         name: str | None = None,
+        single_thread_tokens: int = DEFAULT_SINGLE_THREAD_TOKENS,
     ):
         if pooling not in get_args(DensePooling):
             raise ValueError(f"pooling must be one of {get_args(DensePooling)}, got {pooling!r}")
@@ -224,6 +232,7 @@ class DenseEncoder:
         ):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        self.single_thread_tokens = check_single_thread_tokens(single_thread_tokens)
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 "DenseEncoder needs a fast (Rust) tokenizer; "
@@ -461,7 +470,9 @@ class DenseEncoder:
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     chosen = order[start : start + batch_size]
-                    vectors = self._encode_token_batch([token_ids[i] for i in chosen])
+                    batch_ids = [token_ids[i] for i in chosen]
+                    with threads_for(batch_ids, self.single_thread_tokens):
+                        vectors = self._encode_token_batch(batch_ids)
                     out[[non_empty[i] for i in chosen]] = vectors
                     progress.update(len(chosen))
         finally:

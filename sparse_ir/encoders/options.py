@@ -17,7 +17,7 @@ Pooling = Literal["max", "sum"]
 #: ``"log1p_relu"`` gives log(1 + log(1 + ReLU(z))) (OpenSearch's models).
 Activation = Literal["relu", "log1p_relu"]
 #: SPLADE encoder precision (see :class:`~sparse_ir.encoders.splade.SpladeEncoder`).
-Precision = Literal["auto", "float32", "mixed", "bfloat16"]
+Precision = Literal["auto", "float32", "mixed", "bfloat16", "int8"]
 #: The vocabulary screen of the mixed precisions.
 Screen = Literal["auto", "int8", "bfloat16"]
 #: Dense encoder pooling of the token embeddings.

@@ -1,8 +1,11 @@
-"""Encoding with several worker processes, for machines with many cores.
+"""Encoding with several worker processes, one per core.
 
 One PyTorch process with N threads scales poorly past a few cores on small models (each
-matmul is too small to split well); N processes with a few threads each keep every core busy.
-Each worker loads the model once; texts are sent in chunks and the rows come back in order.
+matmul is too small to split well), and on a busy machine its threads wait for one another at
+every parallel region: when a competing process takes one core, a 2-thread encode falls to a
+fraction of its speed while 2 single-threaded workers each keep what their core gives them
+(figures in docs/encoding.md). Each worker loads the model once; texts are sent in chunks and
+the rows come back in order.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from collections.abc import Sequence
 from sparse_ir.encoders.base import as_texts
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["ParallelSpladeEncoder"]
+__all__ = ["ParallelSpladeEncoder", "auto_processes", "usable_cores"]
+
+#: Texts from which ``auto_processes`` picks worker processes: below it, starting the workers
+#: (each loads the model: seconds) costs more than it saves.
+AUTO_PROCESSES_MIN_TEXTS = 2000
 
 _worker_encoder = None
 
@@ -38,13 +45,41 @@ def _encode_chunk(job: tuple[list[str], dict]) -> tuple[SparseBatch, object]:
     return batch, stats
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, else ``os.cpu_count()``)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_processes(texts: int | None, device: str = "cpu") -> int:
+    """Worker processes for encoding ``texts`` texts: one per usable core for a large CPU job,
+    else 1 (one process, its threads on every core).
+
+    Args:
+        texts: how many texts will be encoded (None: unknown, taken as small).
+        device: the encoder's device; only CPU encoding uses worker processes.
+
+    Example:
+        >>> auto_processes(10)
+        1
+        >>> auto_processes(10**6, "cuda")
+        1
+    """
+    cores = usable_cores()
+    if device != "cpu" or cores < 2 or texts is None or texts < AUTO_PROCESSES_MIN_TEXTS:
+        return 1
+    return cores
+
+
 class ParallelSpladeEncoder:
     """A SpladeEncoder spread over ``processes`` worker processes (CPU only).
 
     Args:
         name_or_path: the model, as for :meth:`SpladeEncoder.from_pretrained`.
-        processes: worker processes (default: one per 2 cores).
-        threads: PyTorch threads per worker (default: cores / processes).
+        processes: worker processes (default: one per usable core).
+        threads: PyTorch threads per worker (default: usable cores / processes, at least 1).
         chunk_size: texts sent to a worker at a time.
         **options: encoder options (``precision``, ``batch_size``, ...).
 
@@ -62,8 +97,8 @@ class ParallelSpladeEncoder:
     ):
         from sparse_ir.encoders.splade import SpladeEncoder
 
-        cores = os.cpu_count() or 1
-        self.processes = processes or max(1, cores // 2)
+        cores = usable_cores()
+        self.processes = processes or cores
         threads = threads or max(1, cores // self.processes)
         self.chunk_size = chunk_size
         # The parent keeps a copy for the vocabulary and default lengths (cheap for SPLADE).

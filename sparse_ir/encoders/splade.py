@@ -43,6 +43,11 @@ from sparse_ir.encoders.base import as_texts
 from sparse_ir.encoders.options import Activation, Pooling, Precision, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
+from sparse_ir.encoders.threads import (
+    DEFAULT_SINGLE_THREAD_TOKENS,
+    check_single_thread_tokens,
+    threads_for,
+)
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -138,6 +143,12 @@ class SpladeEncoder:
             float32 rounding) at close to int8 speed;
             ``"bfloat16"``: as "mixed", but the transformer runs in bfloat16 autocast (fastest;
             weights ~1% from float32's, at most ~0.08; SciFact nDCG@10 within 0.001);
+            ``"int8"``: the transformer's linear layers in dynamic int8 (weights int8 per
+            output channel, activations quantized per batch; PyTorch's fbgemm/oneDNN kernels,
+            AVX2 and later, CPU only), the MLM head's transform and the vocabulary projection
+            in float32 (screened as in "mixed" where a screen is fast). For BERT-base-size
+            models, whose transformer is most of the cost (figures in docs/encoding.md);
+            weights a few % from float32's;
             ``"auto"`` (default): "mixed" where a screen is fast (CPUs with VNNI, AVX512-BF16
             or AMX; CUDA), else "float32".
         screen: the screen of "mixed" and "bfloat16" max pooling: ``"int8"`` (CPUs with
@@ -150,6 +161,11 @@ class SpladeEncoder:
         max_active_dims: keep only the heaviest terms of every vector (default: all).
         query_encoder: a separate query side (an inference-free model's IDF encoder, or the
             query branch of an asymmetric model): :meth:`encode_queries` delegates to it.
+        single_thread_tokens: a batch of at most this many tokens (one query, a few short
+            texts) runs on one PyTorch thread (default 256; 0: never). Its products are too
+            small to gain from a second thread, and on a busy machine the threads of a
+            parallel region wait for one another: a one-query encode then takes many times
+            longer (figures in docs/encoding.md).
     """
 
     #: The settings an index records (pipeline.encoder_settings) that the query side reuses.
@@ -174,6 +190,7 @@ class SpladeEncoder:
         document_prompt: str = "",
         max_active_dims: int | None = None,
         query_encoder=None,
+        single_thread_tokens: int = DEFAULT_SINGLE_THREAD_TOKENS,
     ):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
@@ -197,6 +214,7 @@ class SpladeEncoder:
         ):
             if not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        check_single_thread_tokens(single_thread_tokens)
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 "SpladeEncoder needs a fast (Rust) tokenizer; "
@@ -219,8 +237,18 @@ class SpladeEncoder:
             precision = "mixed" if int8 or bf16_supported(self.device) else "float32"
         if precision == "mixed" and pooling != "max":
             precision = "float32"  # the screening argument holds for max pooling only
+        if precision == "int8":
+            if self.device.type != "cpu":
+                raise ValueError(f"precision 'int8' runs on CPUs only, not on {self.device}")
+            self.model = quantized_copy(self.model)
         self.precision = precision
         self.screen = screen
+        # Where the projection is screened: always in "mixed"/"bfloat16"; in "int8" only when
+        # a screen is fast here (without VNNI or bfloat16 hardware plain tiles are faster).
+        self._screened = pooling == "max" and (
+            precision in ("mixed", "bfloat16")
+            or (precision == "int8" and (int8 or bf16_supported(self.device)))
+        )
         self._screen_cache: tuple | None = None
         self.name = name
         self.activation = activation
@@ -228,6 +256,7 @@ class SpladeEncoder:
         self.document_prompt = document_prompt
         self.max_active_dims = max_active_dims
         self.query_encoder = query_encoder
+        self.single_thread_tokens = single_thread_tokens
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(
@@ -380,7 +409,9 @@ class SpladeEncoder:
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     chosen = order[start : start + batch_size]
-                    weights = self._encode_token_batch([token_ids[i] for i in chosen])
+                    batch_ids = [token_ids[i] for i in chosen]
+                    with threads_for(batch_ids, self.single_thread_tokens):
+                        weights = self._encode_token_batch(batch_ids)
                     for row, (terms, values) in zip(
                         chosen, _sparsify(weights, max_active_dims, threshold)
                     ):
@@ -468,7 +499,7 @@ class SpladeEncoder:
         batch, _, _ = hidden.shape
         vocab_size = weight.shape[0]
         mask_bool = mask.bool()
-        if self.pooling == "max" and self.precision in ("mixed", "bfloat16"):
+        if self._screened:
             return self._pool_max_screened(hidden, mask_bool)
         out = torch.empty(batch, vocab_size, dtype=torch.float32, device=hidden.device)
         if self.pooling == "max":
@@ -530,6 +561,43 @@ class SpladeEncoder:
                 screen = Int8Screen(weight) if self.screen == "int8" else Bfloat16Screen(weight)
             self._screen_cache = (key, screen)
         return self._screen_cache[1]
+
+
+def quantized_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of a masked-LM ``model`` whose transformer runs its linear layers in int8.
+
+    PyTorch's dynamic quantization: each ``nn.Linear`` of the transformer body
+    (``model.base_model``) keeps int8 weights with one scale per output channel and quantizes
+    its input per call; the MLM head (its transform and the vocabulary projection) stays
+    float32, so the projection can be screened and recomputed exactly as in float32.
+
+    Example:
+        >>> from transformers import BertConfig, BertForMaskedLM
+        >>> config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1,
+        ...                     num_attention_heads=2, intermediate_size=32)
+        >>> fast = quantized_copy(BertForMaskedLM(config))
+        >>> type(fast.bert.encoder.layer[0].output.dense).__name__
+        'Linear'
+        >>> fast.bert.encoder.layer[0].output.dense.__module__.endswith("dynamic.modules.linear")
+        True
+    """
+    import copy
+    import warnings
+
+    body = getattr(model, "base_model", None)
+    if body is None or body is model:
+        raise ValueError(
+            f"{type(model).__name__} has no separate transformer body (base_model); "
+            "precision 'int8' needs a masked-LM model such as BertForMaskedLM"
+        )
+    copied = copy.deepcopy(model).cpu().eval()
+    with warnings.catch_warnings():
+        # torch.ao.quantization announces its move to torchao on every call.
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(
+            copied.base_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+        )
+    return copied
 
 
 def _vocabulary(tokenizer, size: int) -> tuple[str, ...]:
