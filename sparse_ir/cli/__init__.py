@@ -46,26 +46,82 @@ COMMAND_MODULES = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser: global flags given after the subcommand (``sparse-ir info X -q``)
+    join those given before it (``-v`` counts add up, ``-q`` is on if given anywhere)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        for name, merge in _GLOBAL_MERGE.items():
+            late = parsed.__dict__.pop(_late(name), None)
+            if late is not None:
+                setattr(parsed, name, merge(getattr(parsed, name), late))
+        return parsed, extras
+
+
+#: Global flag -> how a value given after the subcommand joins the one given before it.
+_GLOBAL_MERGE = {"verbose": lambda before, after: before + after, "quiet": lambda b, a: b or a}
+
+
+def _late(name: str) -> str:
+    """The namespace key of a global flag given after the subcommand."""
+    return f"_{name}_after_command"
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, late: bool = False) -> None:
+    """-v/--verbose and -q/--quiet: on the top-level parser, and (``late``) on every
+    subcommand's, where they fill their own keys, merged by :class:`_Parser`."""
+    hide = {"default": argparse.SUPPRESS} if late else {}
+    group = parser.add_argument_group("global options") if late else parser
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        dest=_late("verbose") if late else "verbose",
+        help="more log output (-vv for debug)",
+        **(hide or {"default": 0}),
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        dest=_late("quiet") if late else "quiet",
+        help="only errors; no progress bars",
+        **hide,
+    )
+
+
+def _subparsers_of(parser: argparse.ArgumentParser):
+    """Every parser below ``parser`` (subcommands, and their own subcommands)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield child
+                yield from _subparsers_of(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every registered subcommand)."""
     from sparse_ir import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sparse-ir",
         description="Learned sparse retrieval: encode with SPLADE, index integer impacts, "
-        "search, evaluate, export to Lucene.",
+        "search, evaluate, export to Lucene. The global options (-v, -q) may also "
+        "follow the command.",
         epilog="exit status:\n"
         + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"sparse-ir {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    _add_global_options(parser)
+    subparsers = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="only errors; no progress bars")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for child in _subparsers_of(parser):
+        _add_global_options(child, late=True)
     return parser
 
 
