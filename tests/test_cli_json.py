@@ -149,3 +149,28 @@ def test_global_flags_after_the_subcommand(bm25_dir, capsys):
     assert isinstance(args, argparse.Namespace) and args.verbose == 2
     args = build_parser().parse_args(["info", str(bm25_dir)])
     assert args.verbose == 0 and args.quiet is False
+
+
+def test_version_and_light_startup(bm25_dir, tmp_path):
+    """``info`` imports neither torch nor the other commands' modules; ``--version`` still
+    prints the installed version."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "sparse_ir", "info", str(bm25_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert json.loads(done.stdout)["num_documents"] == 3
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+    for heavy in ("torch", "transformers", "sparse_ir.training", "sparse_ir.fusion"):
+        assert heavy not in imported, heavy
+    done = subprocess.run(
+        [sys.executable, "-m", "sparse_ir", "--version"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0 and done.stdout.startswith("sparse-ir ")

@@ -100,10 +100,24 @@ def _subparsers_of(parser: argparse.ArgumentParser):
                 yield from _subparsers_of(child)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every registered subcommand)."""
-    from sparse_ir import __version__
+class _VersionAction(argparse.Action):
+    """``--version``: reads the installed version only when asked (importlib.metadata is slow
+    to import, and every other command would pay for it)."""
 
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from sparse_ir import __version__
+
+        print(f"sparse-ir {__version__}")
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every registered subcommand, or (``command`` given) only the
+    command modules up to the one that registers ``command``, so a command does not import
+    the options of all the others (all of them when no module registers it)."""
     parser = _Parser(
         prog="sparse-ir",
         description="Learned sparse retrieval: encode with SPLADE, index integer impacts, "
@@ -113,21 +127,29 @@ def build_parser() -> argparse.ArgumentParser:
         + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"sparse-ir {__version__}")
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     _add_global_options(parser)
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=argparse.ArgumentParser
     )
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+        if command is not None and command in subparsers.choices:
+            break
     for child in _subparsers_of(parser):
         _add_global_options(child, late=True)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first word not starting with ``-``), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (see :data:`EXIT_CODES`)."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()

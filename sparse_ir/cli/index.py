@@ -414,10 +414,11 @@ def info_data(path: str) -> dict:
     ``num_documents``, ``size_bytes``, ``settings`` (the build facts) and ``manifest`` (the
     manifest without its file list). The text and JSON printers both read this dict.
     """
-    from sparse_ir.hybrid import index_format
     from sparse_ir.index.manifest import DENSE_FORMAT
+    from sparse_ir.index.storage import IndexDirectory, read_manifest_unchecked
 
-    kind = "dense" if index_format(path) == DENSE_FORMAT else "impact"
+    body, _ = read_manifest_unchecked(IndexDirectory(path).current())
+    kind = "dense" if body.get("format") == DENSE_FORMAT else "impact"
     index = _open_index(path, kind)
     manifest = index.manifest.to_dict()
     manifest.pop("files", None)
