@@ -122,7 +122,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="sparse-ir",
         description="Learned sparse retrieval: encode with SPLADE, index integer impacts, "
         "search, evaluate, export to Lucene. The global options (-v, -q) may also "
-        "follow the command.",
+        "follow the command. Corpus, queries and qrels options also take an "
+        "ir_datasets id, irds:ID (e.g. irds:beir/scifact/test), when its files are local.",
         epilog="exit status:\n"
         + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -165,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         args.show_progress = None
     try:
+        _resolve_datasets(args)
         return int(args.handler(args) or 0)
     except BaseException as error:  # noqa: BLE001 - every failure becomes one line and a code
         if isinstance(error, SystemExit):
@@ -174,6 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if code == 70 and args.verbose:
             traceback.print_exc(file=sys.stderr)
         return code
+
+
+def _resolve_datasets(args: argparse.Namespace) -> None:
+    """``irds:<id>`` values of --input/--queries/--qrels become local files (sparse_ir.datasets)."""
+    from sparse_ir.datasets import is_dataset_ref
+
+    if any(is_dataset_ref(getattr(args, name, None)) for name in ("input", "queries", "qrels")):
+        from sparse_ir.datasets import resolve_cli_paths
+
+        resolve_cli_paths(args)
 
 
 def describe_error(error: BaseException) -> tuple[int, str]:

@@ -23,7 +23,9 @@ def register(subparsers) -> None:
         action="append",
         help="run file (repeatable; the first is the baseline of the tests)",
     )
-    parser.add_argument("--qrels", required=True, help="qrels file")
+    parser.add_argument(
+        "--qrels", required=True, help="qrels file (BEIR TSV or TREC) or irds:ID (ir_datasets)"
+    )
     parser.add_argument(
         "--metric",
         action="append",

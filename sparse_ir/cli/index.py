@@ -37,7 +37,9 @@ def _register_index(subparsers) -> None:
         "index replaces an old one at --output only once it is complete.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="corpus.jsonl (_id, title, text)")
+    source.add_argument(
+        "--input", help="corpus.jsonl (_id, title, text) or irds:ID (an ir_datasets id)"
+    )
     source.add_argument("--vectors", help="directory of SparseBatch shards (sparse-ir encode)")
     parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
     parser.add_argument(
