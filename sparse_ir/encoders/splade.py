@@ -259,7 +259,7 @@ class SpladeEncoder:
 
         from sparse_ir.encoders import st_format
 
-        path = resolve_model(name_or_path)
+        path = st_format.hub_snapshot(resolve_model(name_or_path))
         layout = st_format.read_layout(path)
         if layout is not None:
             return st_format.load_encoder(
