@@ -8,7 +8,9 @@ sparse_ir: a dataset whose files ir_datasets does not have locally fails with a 
 so (ir_datasets itself downloads on first use where the network allows it).
 
 Example:
-    >>> from sparse_ir.datasets import dataset_file                  # doctest: +SKIP
+    >>> from sparse_ir.datasets import dataset_file, is_dataset_ref
+    >>> is_dataset_ref("irds:beir/scifact/test"), is_dataset_ref("scifact/corpus.jsonl")
+    (True, False)
     >>> dataset_file("irds:beir/scifact/test", "qrels")              # doctest: +SKIP
     PosixPath('/root/.cache/sparse-ir/irds/beir__scifact__test/qrels.trec')
 

@@ -5,13 +5,14 @@ searcher (hybrid too): a query frame (``qid``, ``query``) in, a results frame (t
 columns plus ``docno``, ``docid``, ``score``, ``rank``) out, so it composes with PyTerrier's
 operators and ``pt.Experiment``::
 
-    >>> import pyterrier as pt                                          # doctest: +SKIP
-    >>> from ir_measures import nDCG
-    >>> from sparse_ir.pyterrier import SparseIR, read_topics, read_qrels
-    >>> splade, bm25 = SparseIR("indexes/scifact"), SparseIR("indexes/scifact-bm25")
-    >>> pt.Experiment([splade, bm25], read_topics("scifact/queries.jsonl"),
-    ...               read_qrels("scifact/qrels/test.tsv"), [nDCG @ 10], baseline=1)
-    >>> pipeline = SparseIR("indexes/scifact", k=100, text=True) >> reranker
+    import pyterrier as pt
+    from ir_measures import nDCG
+    from sparse_ir.pyterrier import SparseIR, read_topics, read_qrels
+
+    splade, bm25 = SparseIR("indexes/scifact"), SparseIR("indexes/scifact-bm25")
+    pt.Experiment([bm25, splade], read_topics("scifact/queries.jsonl"),
+                  read_qrels("scifact/qrels/test.tsv"), [nDCG @ 10], baseline=0)
+    pipeline = SparseIR("indexes/scifact", k=100, text=True) >> reranker
 
 :class:`SparseIREncoder` encodes: ``.query_encoder()`` adds ``query_toks`` (``{token:
 weight}``) to a query frame, ``.doc_encoder()`` adds ``toks`` to a document frame.
@@ -57,8 +58,14 @@ class SparseIR(pt.Transformer):
             recorded) and device.
 
     Example:
-        >>> retriever = SparseIR("indexes/scifact", k=10)                # doctest: +SKIP
-        >>> retriever.search("coral reef bleaching")                     # doctest: +SKIP
+        >>> import os, tempfile
+        >>> from sparse_ir.corpus import Document
+        >>> from sparse_ir.encoders.bm25 import build_bm25_index
+        >>> path = os.path.join(tempfile.mkdtemp(), "bm25")
+        >>> docs = [Document("d1", "", "coral reefs"), Document("d2", "", "yeast cells")]
+        >>> _ = build_bm25_index(docs, path, show_progress=False)
+        >>> SparseIR(path, k=1).search("coral")[["qid", "docno", "rank"]].to_dict("records")
+        [{'qid': '1', 'docno': 'd1', 'rank': 0}]
     """
 
     def __init__(
