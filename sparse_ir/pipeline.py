@@ -96,9 +96,11 @@ def encode_corpus(
     """Encode documents shard by shard; yield ``(vectors, documents)`` of each shard.
 
     Each shard is sorted by length internally by the encoder, and comes back in input order.
-    ``progress`` (a tqdm bar) is advanced by the number of documents of each shard.
+    ``progress`` (a tqdm bar) is advanced after every forward pass by an encoder whose
+    ``encode`` takes a ``progress`` bar (SpladeEncoder), else by each shard's documents.
     """
     shard: list[Document] = []
+    per_batch = progress is not None and _takes_progress(encoder)
 
     def flush() -> tuple[SparseBatch, list[Document]]:
         batch = encoder.encode_documents(
@@ -107,8 +109,9 @@ def encode_corpus(
             max_length=max_length,
             show_progress=False,
             stats=stats,
+            **({"progress": progress} if per_batch else {}),
         )
-        if progress is not None:
+        if progress is not None and not per_batch:
             progress.update(len(shard))
         return batch, list(shard)
 
@@ -119,6 +122,16 @@ def encode_corpus(
             shard.clear()
     if shard:
         yield flush()
+
+
+def _takes_progress(encoder) -> bool:
+    """True when the encoder's ``encode`` advances a caller's progress bar per forward pass."""
+    import inspect
+
+    try:
+        return "progress" in inspect.signature(encoder.encode).parameters
+    except (TypeError, ValueError, AttributeError):
+        return False
 
 
 def index_corpus(

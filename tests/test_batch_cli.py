@@ -150,7 +150,9 @@ def test_evaluate_compares_runs_with_a_paired_test(tmp_path, capsys):
         )
         == 0
     )
-    first, second = json.loads(capsys.readouterr().out)
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == "sparse-ir.evaluate/1" and data["metrics"] == ["nDCG@10"]
+    first, second = data["runs"]
     assert first["scores"]["nDCG@10"] == 1.0 and "vs_first" not in first
     assert second["scores"]["nDCG@10"] < 1.0
     test = second["vs_first"]["nDCG@10"]

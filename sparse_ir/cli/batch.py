@@ -20,7 +20,8 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--queries",
         help="search every query of this file (BEIR queries.jsonl or "
-        "qid<TAB>text) instead of one query text (default: none)",
+        "qid<TAB>text, or irds:ID for an ir_datasets id) instead of one "
+        "query text (default: none)",
     )
     parser.add_argument(
         "--output",

@@ -119,6 +119,23 @@ def processes_option(text: str) -> int | str:
         ) from None
 
 
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json``: print the command's result as one JSON object (schemas in docs/cli.md)."""
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of text (schema in docs/cli.md) (default: text)",
+    )
+
+
+def print_json(data: object, out=None) -> None:
+    """``data`` as indented JSON on stdout (non-ASCII kept), the machine form of a command."""
+    import json
+    import sys
+
+    print(json.dumps(data, indent=1, ensure_ascii=False), file=out or sys.stdout)
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     value = int(text)

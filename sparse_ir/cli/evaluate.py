@@ -23,7 +23,9 @@ def register(subparsers) -> None:
         action="append",
         help="run file (repeatable; the first is the baseline of the tests)",
     )
-    parser.add_argument("--qrels", required=True, help="qrels file")
+    parser.add_argument(
+        "--qrels", required=True, help="qrels file (BEIR TSV or TREC) or irds:ID (ir_datasets)"
+    )
     parser.add_argument(
         "--metric",
         action="append",
@@ -39,13 +41,13 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print the scores (and tests) as JSON (default: a table)",
+        help="print the scores (and tests) as one JSON object (schema in "
+        "docs/cli.md) (default: a table)",
     )
     parser.set_defaults(handler=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import json
     import sys
 
     from sparse_ir.eval import per_query, read_qrels
@@ -57,31 +59,57 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if report.total:
         print(report.summary(), file=sys.stderr)
     tables = [per_query(run, qrels, args.metric) for run in runs]
+    data = evaluate_data(args.run, runs, tables, args.qrels)
+    if args.json:
+        from sparse_ir.cli.common import print_json
+
+        print_json(data)
+    else:
+        print_evaluate_text(data)
+    return 0
+
+
+def evaluate_data(paths, runs, tables, qrels_path) -> dict:
+    """Scores of every run and paired tests against the first, as a JSON-ready dict (schema
+    ``sparse-ir.evaluate/1``: ``schema``, ``qrels``, ``judged``, ``metrics``, ``runs``: one
+    ``{"run", "queries", "scores": {metric: mean}}`` per run, and from the second run on
+    ``"vs_first": {metric: {"difference", "p_value"}}`` (``p_value`` null when undefined))."""
     metrics = list(tables[0])
     judged = len(next(iter(tables[0].values()))) if metrics else 0
-    result = []
-    for path, run, table in zip(args.run, runs, tables):
+    entries = []
+    for path, run, table in zip(paths, runs, tables):
         entry = {
-            "run": path,
+            "run": str(path),
             "queries": len(run),
-            "judged": judged,
             "scores": {m: _mean(table[m]) for m in metrics},
         }
         if table is not tables[0]:
             entry["vs_first"] = {m: paired_test(tables[0][m], table[m]) for m in metrics}
-        result.append(entry)
-    if args.json:
-        print(json.dumps(result if len(result) > 1 else result[0], indent=1))
-        return 0
-    if len(result) == 1:
-        print(f"{args.run[0]}: {len(runs[0])} queries in the run, {judged} judged")
-        for name, value in result[0]["scores"].items():
+        entries.append(entry)
+    return {
+        "schema": "sparse-ir.evaluate/1",
+        "qrels": str(qrels_path),
+        "judged": judged,
+        "metrics": metrics,
+        "runs": entries,
+    }
+
+
+def print_evaluate_text(data: dict) -> None:
+    """The text form of :func:`evaluate_data`: a score list, or a comparison table."""
+    entries, metrics = data["runs"], data["metrics"]
+    if len(entries) == 1:
+        entry = entries[0]
+        print(f"{entry['run']}: {entry['queries']} queries in the run, {data['judged']} judged")
+        for name, value in entry["scores"].items():
             print(f"{name:<10} {value:.4f}")
-        return 0
-    print(f"{judged} judged queries; p: paired two-sided t-test against {args.run[0]}")
-    width = max(len(p) for p in args.run)
+        return
+    print(
+        f"{data['judged']} judged queries; p: paired two-sided t-test against {entries[0]['run']}"
+    )
+    width = max(len(e["run"]) for e in entries)
     print(f"{'run':<{width}}  " + "  ".join(f"{m:>18}" for m in metrics))
-    for entry in result:
+    for entry in entries:
         cells = []
         for m in metrics:
             cell = f"{entry['scores'][m]:.4f}"
@@ -90,7 +118,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 cell += f" (p={test['p_value']:.3f})" if test["p_value"] is not None else " (p=-)"
             cells.append(f"{cell:>18}")
         print(f"{entry['run']:<{width}}  " + "  ".join(cells))
-    return 0
 
 
 def read_run(path: str, *, skip_invalid: bool = False, report=None):

@@ -8,7 +8,13 @@ import typing
 from pathlib import Path
 
 from sparse_ir.cli import batch
-from sparse_ir.cli.common import add_model_options, opened_encoder, positive_int
+from sparse_ir.cli.common import (
+    add_json_option,
+    add_model_options,
+    opened_encoder,
+    positive_int,
+    print_json,
+)
 from sparse_ir.index.modes import DEFAULT_BOUND_WEIGHT, DEFAULT_CUT_RATIO, SearchModeName
 from sparse_ir.quantize import ImpactBits
 
@@ -31,7 +37,9 @@ def _register_index(subparsers) -> None:
         "index replaces an old one at --output only once it is complete.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="corpus.jsonl (_id, title, text)")
+    source.add_argument(
+        "--input", help="corpus.jsonl (_id, title, text) or irds:ID (an ir_datasets id)"
+    )
     source.add_argument("--vectors", help="directory of SparseBatch shards (sparse-ir encode)")
     parser.add_argument("--output", required=True, help="index directory, e.g. indexes/NAME")
     parser.add_argument(
@@ -150,8 +158,15 @@ def _register_search(subparsers) -> None:
 
 def _register_info(subparsers) -> None:
     """Add the ``info`` subcommand."""
-    parser = subparsers.add_parser("info", help="print an index's manifest summary")
-    parser.add_argument("index", help="index directory")
+    parser = subparsers.add_parser(
+        "info",
+        help="print an index's manifest summary",
+        description="Print what an index (impact or dense) records: its live generation, "
+        "format, counts, build settings and size on disk. --json prints the same "
+        "facts as one JSON object (schema in docs/cli.md).",
+    )
+    _add_index_argument(parser)
+    add_json_option(parser)
     parser.set_defaults(handler=run_info)
 
 
@@ -164,8 +179,30 @@ def _register_verify(subparsers) -> None:
         "CRC32, header and footer, then the index's invariants. Lists every "
         "problem found and exits with status 1 if there is any.",
     )
-    parser.add_argument("index", help="index directory")
+    _add_index_argument(parser)
+    add_json_option(parser)
     parser.set_defaults(handler=run_verify)
+
+
+def _add_index_argument(parser: argparse.ArgumentParser) -> None:
+    """The index directory, as a positional argument or ``--index`` (as search takes it)."""
+    parser.add_argument("index", nargs="?", help="index directory (or --index DIR)")
+    parser.add_argument(
+        "--index",
+        dest="index_option",
+        metavar="DIR",
+        help="index directory (same as the positional argument) (default: none)",
+    )
+
+
+def _index_path(args: argparse.Namespace) -> str:
+    """The one index directory given positionally or by ``--index``."""
+    if args.index and args.index_option and args.index != args.index_option:
+        raise ValueError(f"two index directories given: {args.index} and {args.index_option}")
+    path = args.index or args.index_option
+    if not path:
+        raise ValueError("no index given: sparse-ir COMMAND DIR (or --index DIR)")
+    return path
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -362,13 +399,31 @@ def _text_terms(encoder, text: str) -> set[str]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    import json
+    path = _index_path(args)
+    data = info_data(path)
+    if args.json:
+        print_json(data)
+    else:
+        print_info_text(data)
+    return 0
 
-    from sparse_ir.index.impact_index import ImpactIndex
 
-    index = ImpactIndex.open(args.index)
+def info_data(path: str) -> dict:
+    """What ``sparse-ir info`` shows of the index at ``path``, as one JSON-ready dict.
+
+    Keys (schema ``sparse-ir.info/1``, documented in docs/cli.md): ``schema``, ``path``,
+    ``generation``, ``kind`` (``"impact"`` or ``"dense"``), ``format``, ``format_version``,
+    ``num_documents``, ``size_bytes``, ``settings`` (the build facts) and ``manifest`` (the
+    manifest without its file list). The text and JSON printers both read this dict.
+    """
+    from sparse_ir.index.manifest import DENSE_FORMAT
+    from sparse_ir.index.storage import IndexDirectory, read_manifest_unchecked
+
+    body, _ = read_manifest_unchecked(IndexDirectory(path).current())
+    kind = "dense" if body.get("format") == DENSE_FORMAT else "impact"
+    index = _open_index(path, kind)
     manifest = index.manifest.to_dict()
-    manifest.pop("files")
+    manifest.pop("files", None)
     segments = getattr(index, "segment_infos", None)
     if segments is not None:  # a live index: its segments and deletions
         manifest["live"] = {
@@ -376,15 +431,63 @@ def run_info(args: argparse.Namespace) -> int:
             "deleted": index.num_deleted,
             "segments": [info._asdict() for info in segments],
         }
-    print(f"generation: {index.directory}")
-    print(json.dumps(manifest, indent=1, sort_keys=True))
-    print(f"size on disk: {index.size_bytes() / 1e6:.1f} MB")
-    return 0
+    return {
+        "schema": "sparse-ir.info/1",
+        "path": str(Path(path).resolve()),
+        "generation": str(index.directory),
+        "kind": kind,
+        "format": manifest.get("format"),
+        "format_version": manifest.get("format_version"),
+        "num_documents": index.num_documents,
+        "size_bytes": index.size_bytes(),
+        "settings": index.settings,
+        "manifest": manifest,
+    }
+
+
+def _open_index(path: str, kind: str):
+    if kind == "dense":
+        from sparse_ir.index.dense import DenseIndex
+
+        return DenseIndex.open(path)
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    return ImpactIndex.open(path)
+
+
+def print_info_text(data: dict, out=None) -> None:
+    """The text form of :func:`info_data`: the generation, the manifest as JSON, the size."""
+    import json
+
+    out = out or sys.stdout
+    print(f"generation: {data['generation']}", file=out)
+    print(json.dumps(data["manifest"], indent=1, sort_keys=True), file=out)
+    print(f"size on disk: {data['size_bytes'] / 1e6:.1f} MB", file=out)
 
 
 def run_verify(args: argparse.Namespace) -> int:
     from sparse_ir.index.check import verify_index
 
-    report = verify_index(args.index)
-    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    report = verify_index(_index_path(args))
+    if args.json:
+        print_json(verify_data(report))
+    else:
+        print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
+
+
+def verify_data(report) -> dict:
+    """A :class:`~sparse_ir.index.check.VerifyReport` as a JSON-ready dict (schema
+    ``sparse-ir.verify/1``: ``schema``, ``path``, ``generation`` (or null), ``format`` (or
+    null), ``ok``, ``files_checked``, ``bytes_checked``, ``problems``, ``notes``)."""
+    return {
+        "schema": "sparse-ir.verify/1",
+        "path": str(report.path),
+        "generation": str(report.generation) if report.generation else None,
+        "format": report.format,
+        "ok": report.ok,
+        "files_checked": report.files_checked,
+        "bytes_checked": report.bytes_checked,
+        "problems": list(report.problems),
+        "notes": list(report.notes),
+    }

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from sparse_ir.cli import engines
-from sparse_ir.cli.common import positive_int
+from sparse_ir.cli.common import add_json_option, positive_int, print_json
 
 
 def register(subparsers) -> None:
@@ -228,6 +228,7 @@ def _register_lucene(subparsers) -> None:
     parser.set_defaults(handler=run_lucene_search)
 
     parser = commands.add_parser("info", help="show the Java runtime and Anserini jar found")
+    add_json_option(parser)
     parser.set_defaults(handler=run_lucene_info)
     group.set_defaults(handler=lambda args: _group_help(group))
 
@@ -415,8 +416,20 @@ def run_lucene_info(args: argparse.Namespace) -> int:
     from sparse_ir.export.anserini import find_anserini_jar, find_java
 
     java = find_java()
+    jar = find_anserini_jar()
+    if args.json:  # schema sparse-ir.lucene-info/1 (docs/cli.md)
+        print_json(
+            {
+                "schema": "sparse-ir.lucene-info/1",
+                "java": str(java.java),
+                "java_version": java.version,
+                "java_source": java.source,
+                "anserini_jar": str(jar),
+            }
+        )
+        return 0
     print(f"java: {java.java} (Java {java.version}, from {java.source})")
-    print(f"anserini jar: {find_anserini_jar()}")
+    print(f"anserini jar: {jar}")
     return 0
 
 

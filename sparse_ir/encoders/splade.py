@@ -288,7 +288,7 @@ class SpladeEncoder:
 
         from sparse_ir.encoders import st_format
 
-        path = resolve_model(name_or_path)
+        path = st_format.hub_snapshot(resolve_model(name_or_path))
         layout = st_format.read_layout(path)
         if layout is not None:
             return st_format.load_encoder(
@@ -362,6 +362,7 @@ class SpladeEncoder:
         threshold: float = 0.0,
         show_progress: bool | None = None,
         stats: EncodeStats | None = None,
+        progress=None,
     ) -> SparseBatch:
         """Encode texts into a :class:`SparseBatch` of float32 weights (rows in input order).
 
@@ -375,6 +376,8 @@ class SpladeEncoder:
             threshold: drop weights ``<= threshold`` (0 drops only zeros).
             show_progress: progress bar; None shows it when stderr is a terminal.
             stats: an :class:`EncodeStats` to add this call's counts to.
+            progress: a caller's progress bar (anything with ``update(n)``, e.g. a tqdm),
+                advanced after every forward pass instead of a bar of this call's own.
         """
         if isinstance(texts, str):
             raise TypeError("encode takes a sequence of texts, not one string; wrap it in a list")
@@ -403,7 +406,9 @@ class SpladeEncoder:
         row_weights: list[np.ndarray | None] = [None] * n
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=n, desc="encoding", unit="text", disable=_disable(show_progress))
+        own = progress is None
+        if own:
+            progress = tqdm(total=n, desc="encoding", unit="text", disable=_disable(show_progress))
         progress.update(n - len(non_empty))
         try:
             with torch.inference_mode():
@@ -419,7 +424,8 @@ class SpladeEncoder:
                         row_weights[non_empty[row]] = values
                     progress.update(len(chosen))
         finally:
-            progress.close()
+            if own:
+                progress.close()
 
         empty_terms, empty_weights = np.zeros(0, np.int32), np.zeros(0, np.float32)
         for i in range(n):

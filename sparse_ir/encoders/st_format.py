@@ -129,6 +129,45 @@ class StLayout:
 
 # -- reading ------------------------------------------------------------------------------------
 
+#: Files of a sentence-transformers repository needed to run it (no pickles, no ONNX).
+_SNAPSHOT_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.txt",
+    "*.model",
+    "**/*.json",
+    "**/*.safetensors",
+]
+
+
+def hub_snapshot(name: str) -> str:
+    """A local directory for a hub id whose repository is a sentence-transformers model
+    (it has ``modules.json``), so its module configs are read like a local directory's;
+    ``name`` unchanged otherwise (a local path, a plain Hugging Face model, or a hub that
+    cannot be reached and has no cached copy: transformers then says what is missing).
+
+    The Hugging Face cache is tried first (``local_files_only``), then the hub, unless
+    ``HF_HUB_OFFLINE`` is set.
+    """
+    if os.path.exists(name) or name.count("/") != 1 or name.startswith((".", "/")):
+        return name
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return name
+    for local_only in (True, False):
+        if not local_only and constants.HF_HUB_OFFLINE:
+            break
+        try:
+            huggingface_hub.hf_hub_download(name, MODULES_FILE, local_files_only=local_only)
+            return huggingface_hub.snapshot_download(
+                name, allow_patterns=_SNAPSHOT_PATTERNS, local_files_only=local_only
+            )
+        except Exception as error:  # noqa: BLE001 - not found, offline, no network: not ST
+            logger.debug("%s: no sentence-transformers snapshot (%s)", name, error)
+    return name
+
 
 def read_layout(path: str | os.PathLike) -> StLayout | None:
     """The model at ``path`` as a :class:`StLayout`, or None if it has no ``modules.json``.

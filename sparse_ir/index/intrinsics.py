@@ -19,58 +19,56 @@ __all__ = ["prefetch"]
 logger = logging.getLogger(__name__)
 
 
-def _build_prefetch():
+def _codegen_prefetch(context, builder, sig, args):
+    """LLVM IR of ``prefetch(array, index)``: ``llvm.prefetch`` of ``&array[index]``."""
     from llvmlite import ir
-    from numba import types
     from numba.core import cgutils
-    from numba.extending import intrinsic
 
-    @intrinsic
-    def prefetch_intrinsic(typingctx, array, index):
-        """Hint the CPU to load ``array[index]``'s cache line (read, high locality)."""
-        if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
-            return None
-        signature = types.void(array, index)
+    array_type = sig.args[0]
+    array_struct = context.make_array(array_type)(context, builder, args[0])
+    position = context.cast(builder, args[1], sig.args[1], numba.types.intp)
+    pointer = builder.gep(array_struct.data, [position])
+    byte_pointer = ir.IntType(8).as_pointer()
+    function_type = ir.FunctionType(
+        ir.VoidType(), [byte_pointer, ir.IntType(32), ir.IntType(32), ir.IntType(32)]
+    )
+    function = cgutils.get_or_insert_function(builder.module, function_type, "llvm.prefetch.p0i8")
+    # (address, rw = read, locality = 3 (keep in all cache levels), cache = data)
+    builder.call(
+        function,
+        [
+            builder.bitcast(pointer, byte_pointer),
+            ir.IntType(32)(0),
+            ir.IntType(32)(3),
+            ir.IntType(32)(1),
+        ],
+    )
+    return context.get_dummy_value()
 
-        def codegen(context, builder, sig, args):
-            array_type = sig.args[0]
-            array_struct = context.make_array(array_type)(context, builder, args[0])
-            position = context.cast(builder, args[1], sig.args[1], types.intp)
-            pointer = builder.gep(array_struct.data, [position])
-            byte_pointer = ir.IntType(8).as_pointer()
-            function_type = ir.FunctionType(
-                ir.VoidType(), [byte_pointer, ir.IntType(32), ir.IntType(32), ir.IntType(32)]
-            )
-            function = cgutils.get_or_insert_function(
-                builder.module, function_type, "llvm.prefetch.p0i8"
-            )
-            # (address, rw = read, locality = 3 (keep in all cache levels), cache = data)
-            builder.call(
-                function,
-                [
-                    builder.bitcast(pointer, byte_pointer),
-                    ir.IntType(32)(0),
-                    ir.IntType(32)(3),
-                    ir.IntType(32)(1),
-                ],
-            )
-            return context.get_dummy_value()
 
-        return signature, codegen
+def _prefetch_typing(typingctx, array, index):
+    """Hint the CPU to load ``array[index]``'s cache line (read, high locality)."""
+    from numba import types
 
-    @numba.njit(cache=True, nogil=True)
-    def probe(array):
-        prefetch_intrinsic(array, 0)
-        return array[0]
+    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
+        return None
+    return types.void(array, index), _codegen_prefetch
 
-    import numpy as np
 
-    probe(np.zeros(1, np.int64))  # compile now: a failure falls back to the no-op below
-    return prefetch_intrinsic
+def _probe(array):
+    prefetch(array, 0)
+    return array[0]
 
 
 try:
-    prefetch = _build_prefetch()
+    # Defined at module level (not in a closure), so the probe's compiled code is found in
+    # numba's cache by the next process instead of being compiled at every start.
+    from numba.extending import intrinsic
+
+    prefetch = intrinsic(_prefetch_typing)
+    import numpy as np
+
+    numba.njit(cache=True, nogil=True)(_probe)(np.zeros(1, np.int64))  # fails -> no-op below
 except Exception as error:  # noqa: BLE001 - any failure means "no prefetch", never wrong results
     logger.debug("software prefetch unavailable (%s); kernels run without it", error)
 
