@@ -207,6 +207,8 @@ def run_interleaving(kind: Kind, ops, seed: int, policy) -> None:
         finally:
             writer.close()
     COUNTS["examples"] += 1
+    if progress := os.environ.get("SPARSE_IR_LIVE_PROGRESS"):  # long runs: counts so far
+        Path(progress).write_text(f"{kind.name} {COUNTS}\n")
 
 
 @pytest.mark.parametrize("kind", ["impact", "dense"])
