@@ -35,6 +35,7 @@ from sparse_ir.index.base import IndexBase
 from sparse_ir.index.builder import BuildReport, build_impact_index, vocab_hash
 from sparse_ir.index.filters import FilterLike, allowed_documents, check_floor
 from sparse_ir.index.manifest import ImpactManifest
+from sparse_ir.index.metadata import MetadataAccess
 from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.index.storage import open_array
@@ -73,7 +74,7 @@ class TopK(NamedTuple):
     scores: np.ndarray
 
 
-class ImpactIndex(IndexBase[ImpactManifest]):
+class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
     """An impact-scored inverted index. Create with :meth:`build`, load with :meth:`open`.
 
     ``index.manifest`` is the generation's :class:`~sparse_ir.index.manifest.ImpactManifest`.
@@ -161,6 +162,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         show_progress: bool | None = None,
         total_documents: int | None = None,
         search_layout: bool = True,
+        metadata: Iterable[Mapping | None] | None = None,
     ) -> ImpactIndex:
         """Build an index from SparseBatch shards and publish it atomically at ``path``.
 
@@ -180,6 +182,9 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             search_layout: also write the arrays of pruned and approximate search
                 (:mod:`.layout`: ~1.7× the postings' bytes again); without them only
                 ``mode="exhaustive"`` is available.
+            metadata: optional metadata dict per document, in document order (None or ``{}``:
+                none), stored checksummed and filterable (``filter="year>=2020"``); scalar
+                values only, bounded size: :mod:`sparse_ir.index.metadata`.
         """
         generation, report = build_impact_index(
             vectors,
@@ -191,6 +196,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
             show_progress=show_progress,
             total_documents=total_documents,
             search_layout=search_layout,
+            metadata=metadata,
         )
         index = cls.open(path)
         index.build_report = report
@@ -228,6 +234,7 @@ class ImpactIndex(IndexBase[ImpactManifest]):
         for column in (self._titles, self._texts):
             if column is not None and (problem := column.check()):
                 raise IndexCorruptError(f"{where}: {problem}")
+        self._verify_metadata()
 
     # -- facts ----------------------------------------------------------------------------------
 
