@@ -192,6 +192,7 @@ class HybridSearcher:
         )
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._position_cache: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_indexes(
@@ -427,17 +428,24 @@ class HybridSearcher:
             if self._same_numbering[i]:
                 masks.append(first)
                 continue
-            # Document d of the first index is document position[d] of this one.
-            index = searcher.index
-            position = np.fromiter(
-                (index.docno(doc_id) for doc_id in self.sparse_index.doc_ids),
-                np.int64,
-                count=index.num_documents,
-            )
-            mask = np.zeros(index.num_documents, bool)
-            mask[position[first]] = True
+            mask = np.zeros(searcher.index.num_documents, bool)
+            mask[self._positions(i)[first]] = True
             masks.append(mask)
         return masks
+
+    def _positions(self, i: int) -> np.ndarray:
+        """Where each document of the first index is in searcher i's index (computed once)."""
+        with self._lock:
+            positions = self._position_cache.get(i)
+            if positions is None:
+                index = self.searchers[i].index
+                positions = np.fromiter(
+                    (index.docno(doc_id) for doc_id in self.sparse_index.doc_ids),
+                    np.int64,
+                    count=index.num_documents,
+                )
+                self._position_cache[i] = positions
+            return positions
 
     def _renumber(self, i: int, hits: list[Hit]) -> list[Hit]:
         if self._same_numbering[i]:
