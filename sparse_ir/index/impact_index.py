@@ -546,7 +546,7 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         (``allowed``: :func:`~sparse_ir.index.filters.allowed_documents`, None for all)."""
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
-        params = mode.kernel_params()
+        params = _filtered_params(mode.kernel_params(), allowed, self.num_documents)
         if allowed is None:
             allowed = kernels.ALL_DOCUMENTS
         if self.has_search_layout:
@@ -658,7 +658,11 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         out_scores = np.empty((count, k), np.int64)
         out_counts = np.empty(count, np.int64)
         threads = threads or os.cpu_count() or 1
-        params = resolved.kernel_params()
+        params = _filtered_params(
+            resolved.kernel_params(),
+            None if allowed is kernels.ALL_DOCUMENTS else allowed,
+            self.num_documents,
+        )
         if self.has_search_layout:
             out_docs, out_scores, out_counts, _ = self._pruned().search_many(
                 indptr, np.asarray(terms, np.int32), weights, use_int64, k, params, threads, allowed
@@ -821,6 +825,37 @@ def _gc_paused():
     finally:
         if enabled:
             gc.enable()
+
+
+#: How far a filter moves the exact pruned kernel's cut ratio toward 1 (see _filtered_params).
+FILTERED_CUT_SHIFT = 0.25
+
+
+def _filtered_params(params, allowed: np.ndarray | None, num_documents: int):
+    """The pruned kernel's settings for a search under a filter.
+
+    Only allowed candidates are verified, so a filter allowing a share s of the documents makes
+    verification s times cheaper while the cuts score as many postings as before: the balance
+    moves toward higher cuts. Exact settings (ρ < 1, β = 1) get ρ' = ρ + (1 − ρ)·0.25·(1 − s),
+    still below 1, so the result is the same; only the work changes (measured on the 1M
+    synthetic corpus with a 10% filter: ρ = 0.5 scores 18% more postings than unfiltered, ρ' =
+    0.61 as many, with fewer verifications: ``docs/filters.md``). Approximate settings are
+    the caller's trade-off and are left as they are.
+    """
+    if params is None or allowed is None or not params.exact or num_documents == 0:
+        return params
+    from sparse_ir.index.pruned import PrunedParams
+
+    # A strided sample of ~8k entries estimates the share (counting all 1M costs ~0.2 ms).
+    sample = allowed[:: max(1, num_documents // 8192)].view(bool)
+    share = float(np.count_nonzero(sample)) / len(sample)
+    ratio = params.cut_ratio + (1.0 - params.cut_ratio) * FILTERED_CUT_SHIFT * (1.0 - share)
+    return PrunedParams(
+        params.estimate_postings,
+        params.estimate_candidates,
+        min(ratio, max(params.cut_ratio, 0.95)),
+        params.bound_weight,
+    )
 
 
 def _check_k(k: int) -> None:
