@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -34,6 +34,7 @@ from sparse_ir.errors import IndexCorruptError, InputError, MissingDependencyErr
 from sparse_ir.index.base import IndexBase
 from sparse_ir.index.filters import FilterLike, allowed_documents
 from sparse_ir.index.manifest import DENSE_FORMAT, DENSE_FORMAT_VERSION, DenseManifest
+from sparse_ir.index.metadata import MetadataAccess, MetadataWriter, take_metadata
 from sparse_ir.index.modes import DenseModeName
 from sparse_ir.index.storage import (
     ArrayWriter,
@@ -301,6 +302,7 @@ def write_dense_files(
     settings: dict | None = None,
     hnsw: HnswOptions | None = None,
     show_progress: bool | None = None,
+    metadata: Iterable[Mapping | None] | None = None,
 ) -> DenseManifest:
     """Write every file of one dense index generation (manifest last) into ``temporary``.
 
@@ -309,10 +311,18 @@ def write_dense_files(
     """
     started = time.perf_counter()
     writer = DenseFilesWriter(temporary)
+    metadata_iter = iter(metadata) if metadata is not None else None
+    metadata_writer = MetadataWriter(temporary) if metadata is not None else None
     try:
         for batch_ids, batch in batches:
             writer.add(batch_ids, batch)
+            if metadata_writer is not None:
+                batch_ids = list(batch_ids)
+                records = take_metadata(metadata_iter, len(batch_ids), batch_ids)
+                metadata_writer.add(records, batch_ids)
         files = writer.finish()
+        if metadata_writer is not None:
+            files.update({record.name: record for record in metadata_writer.finish()})
     except BaseException:
         writer.abort()
         raise
@@ -383,7 +393,7 @@ def _import_faiss():
 # -- the index ----------------------------------------------------------------------------------
 
 
-class DenseIndex(IndexBase[DenseManifest]):
+class DenseIndex(MetadataAccess, IndexBase[DenseManifest]):
     """Document vectors on disk, searched by inner product. Create with :meth:`build`, load
     with :meth:`open`.
 
@@ -414,6 +424,7 @@ class DenseIndex(IndexBase[DenseManifest]):
         settings: dict | None = None,
         hnsw: HnswOptions | None = None,
         show_progress: bool | None = None,
+        metadata: Iterable[Mapping | None] | None = None,
     ) -> DenseIndex:
         """Build a dense index and publish it atomically at ``path``.
 
@@ -426,6 +437,8 @@ class DenseIndex(IndexBase[DenseManifest]):
             settings: facts recorded in the manifest (the encoder's settings, the corpus...).
             hnsw: also build a faiss HNSW graph (needs ``faiss-cpu``).
             show_progress: progress bar for the HNSW graph; None shows it on a terminal.
+            metadata: optional metadata dict per document, in document order (None or ``{}``:
+                none), stored checksummed and filterable: :mod:`sparse_ir.index.metadata`.
         """
         if hnsw is not None:
             _import_faiss()
@@ -437,6 +450,7 @@ class DenseIndex(IndexBase[DenseManifest]):
                 settings=settings,
                 hnsw=hnsw,
                 show_progress=show_progress,
+                metadata=metadata,
             )
         logger.info(
             "dense index: %d documents × %d dims -> %s",
@@ -453,6 +467,7 @@ class DenseIndex(IndexBase[DenseManifest]):
             if not np.isfinite(self.vectors[start : start + step]).all():
                 raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
         self._check_doc_ids()
+        self._verify_metadata()
         if self.has_hnsw:
             graph = self._load_hnsw()
             if graph.ntotal != self.num_documents or graph.d != self.dim:
