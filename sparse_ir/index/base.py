@@ -72,8 +72,10 @@ class IndexBase(Generic[ManifestT]):
         body = read_manifest(generation, format_name=record.FORMAT, version=record.FORMAT_VERSION)
         manifest = record.from_dict(body, source=generation / "manifest.json")
         check_files_at_open(generation, manifest.files, checksum_up_to=cls.check_at_open_bytes)
+        from sparse_ir.index.validate import open_validated
+
         try:
-            return cls(generation, manifest)
+            return open_validated(cls, generation, manifest)  # ranges, dtypes, offsets
         except (KeyError, TypeError, ValueError) as exc:
             # The manifest passed its checksum, so it was written like this: say what is off.
             raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None

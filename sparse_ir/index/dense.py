@@ -407,14 +407,11 @@ class DenseIndex(IndexBase[DenseManifest]):
             if not np.isfinite(self.vectors[start : start + step]).all():
                 raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
         self._check_doc_ids()
+        from sparse_ir.index.validate import verify_dense
+
+        verify_dense(self)  # norms against `normalized`, zero rows against `zero_vectors`
         if self.has_hnsw:
-            graph = self._load_hnsw()
-            if graph.ntotal != self.num_documents or graph.d != self.dim:
-                raise IndexCorruptError(
-                    f"{self.directory / 'hnsw.bin'}: a graph of "
-                    f"{graph.ntotal} × {graph.d}, the index holds "
-                    f"{self.num_documents} × {self.dim}"
-                )
+            self._load_hnsw()  # checks the graph's shape and every neighbour id
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -538,7 +535,11 @@ class DenseIndex(IndexBase[DenseManifest]):
                     self.directory, {"hnsw.bin": self.manifest.files["hnsw.bin"]}, full=True
                 )
                 data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
-                self._hnsw = faiss.deserialize_index(np.array(data))
+                graph = faiss.deserialize_index(np.array(data))
+                from sparse_ir.index.validate import check_hnsw_graph
+
+                check_hnsw_graph(graph, self.num_documents, self.dim, self.directory / "hnsw.bin")
+                self._hnsw = graph
             return self._hnsw
 
     def _hnsw_top_k(
