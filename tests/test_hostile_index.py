@@ -465,3 +465,107 @@ def test_verify_index_never_raises_whatever_the_damage(built, monkeypatch):
     monkeypatch.setattr(validate, "check_all_terms", explode)
     report = verify_index(built)
     assert not report.ok and "MemoryError" in report.summary()
+
+
+# -- SparseBatch files: zip bombs and forged sizes ---------------------------------------------
+
+
+def _rezip(source, target, *, replace=None, compression=None):
+    """Copy an .npz member by member, replacing some members' bytes, optionally deflated."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            data = (replace or {}).get(info.filename, old.read(info.filename))
+            new.writestr(info.filename, data, compress_type=compression or info.compress_type)
+
+
+def _npy(array) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def batch_file(tmp_path):
+    path = tmp_path / "batch.npz"
+    _docs(3).save(path)
+    return path
+
+
+def test_a_zip_bomb_member_is_refused_before_it_inflates(batch_file, tmp_path):
+    import zipfile
+
+    from sparse_ir.errors import InputError
+
+    bomb = tmp_path / "bomb.npz"
+    _rezip(
+        batch_file,
+        bomb,
+        replace={"values.npy": _npy(np.zeros(4_000_000, np.float32))},
+        compression=zipfile.ZIP_DEFLATED,
+    )
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(InputError, match="zip bomb"):
+        SparseBatch.load(bomb)
+
+
+def test_an_array_header_larger_than_its_member_is_refused(batch_file, tmp_path):
+    from sparse_ir.errors import InputError
+
+    header = _npy(np.zeros(3, np.float32))
+    forged = header.replace(b"(3,)", b"(1000000000000,)".ljust(4)) if b"(3,)" in header else b""
+    assert forged, header
+    target = tmp_path / "forged.npz"
+    _rezip(batch_file, target, replace={"values.npy": forged})
+    with pytest.raises(InputError, match="array header needs"):
+        SparseBatch.load(target)
+
+
+def test_an_unknown_member_is_refused(batch_file, tmp_path):
+    import zipfile
+
+    from sparse_ir.errors import InputError
+
+    target = tmp_path / "extra.npz"
+    _rezip(batch_file, target)
+    with zipfile.ZipFile(target, "a") as archive:
+        archive.writestr("payload.npy", _npy(np.zeros(3)))
+    with pytest.raises(InputError, match="members"):
+        SparseBatch.load(target)
+
+
+def test_a_compressed_sparse_batch_still_loads(batch_file, tmp_path):
+    import zipfile
+
+    target = tmp_path / "compressed.npz"
+    _rezip(batch_file, target, compression=zipfile.ZIP_DEFLATED)
+    loaded = SparseBatch.load(target)
+    assert loaded.ids == SparseBatch.load(batch_file).ids
+
+
+# -- quantized SparseBatch queries whose weights overflow ---------------------------------------
+
+
+def test_a_quantized_batch_query_that_would_overflow_is_refused(tmp_path):
+    """int32 query impacts × impacts up to 2^31 - 1 over three terms pass 2^63: refused,
+    naming the query and the term, instead of scores that wrap."""
+    from sparse_ir import Quantizer
+    from sparse_ir.errors import InputError
+
+    top = 2**31 - 1
+    docs = SparseBatch.from_dicts([{"a": top, "b": top, "c": top}, {"a": 1}], VOCAB)
+    index = ImpactIndex.build(
+        docs, tmp_path / "wide", quantizer=Quantizer(max_impact=top), show_progress=False
+    )
+    queries = SparseBatch.from_dicts(
+        [{"a": 1}, {"a": top, "b": top, "c": top}], VOCAB, ids=["ok", "evil"]
+    )
+    assert queries.is_quantized
+    with pytest.raises(InputError, match="query 'evil'.*'a'"):
+        index.search_batch(queries, k=3)
+    with pytest.raises(InputError, match="'a'"):
+        index.search(queries.select([1]), k=3)
+    assert index.search(queries.select([0]), k=1)[0].score == top

@@ -83,5 +83,7 @@ def test_the_issue_cases_through_the_worker(seeds, worker, tmp_path):
     ]
     for case in cases:
         for name in sorted(seeds):
+            if name == "flat" and "search_layout" in json.dumps(case):
+                continue  # no layout to forge
             result = worker.judge(mutated_copy(seeds[name], tmp_path / "index", case))
             assert result["outcome"] in ("refused", "answered, verify refused"), (name, case)
