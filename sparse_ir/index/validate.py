@@ -436,10 +436,13 @@ class TermCheck:
     def ensure(self, terms: np.ndarray) -> None:
         """Raise :class:`IndexCorruptError` if a term of ``terms`` (int32 ids inside the
         vocabulary) has damaged postings; remember the sound ones."""
+        terms = np.asarray(terms, np.int32)
+        if self.checked[terms].all():  # the usual case: ~1 µs, no kernel call
+            return
         # One scratch per call: threads must not share it.
         scratch = np.empty_like(self.scratch) if len(self.scratch) > 1 else self.scratch
         term, code = _first_bad_term(
-            np.asarray(terms, np.int32), self.checked, self.n_docs, self.window_bits,
+            terms, self.checked, self.n_docs, self.window_bits,
             self.num_windows, self.arrays, scratch,
         )  # fmt: skip
         if term >= 0:
