@@ -369,6 +369,19 @@ def test_verify_sees_the_whole_search_layout(built, case):
         ImpactIndex.open(built).verify()
 
 
+@pytest.mark.parametrize("forged", [b"d\x01", b"\xff\xfe", b"d\n"])
+def test_verify_refuses_a_forged_document_id(built, forged):
+    generation = generation_of(built)
+    data = read(generation, "doc_ids.bytes")
+    offsets = read(generation, "doc_ids.offsets")
+    first = int(offsets[1])
+    new = np.frombuffer(forged + bytes(data[first:]), np.uint8)
+    shifted = np.r_[0, offsets[1:] - first + len(forged)]
+    forge(built, arrays={"doc_ids.bytes": new, "doc_ids.offsets": shifted})
+    report = verify_index(built)
+    assert not report.ok and "doc_ids" in report.summary(), report.summary()
+
+
 def test_a_sound_index_verifies(built, flat):
     for path in (built, flat):
         assert verify_index(path).ok

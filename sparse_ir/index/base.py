@@ -127,6 +127,9 @@ class IndexBase(Generic[ManifestT]):
             raise IndexCorruptError(f"{self.directory}: {problem}")
         if len(set(self.doc_ids)) != self.num_documents:
             raise IndexCorruptError(f"{self.directory}: document ids are not unique")
+        from sparse_ir.index.validate import check_doc_ids
+
+        check_doc_ids(self.directory, self._doc_ids)  # UTF-8, no control characters
 
     def _repr_fields(self) -> dict[str, object]:
         """``name=value`` pairs shown by ``repr`` after the directory."""

@@ -296,6 +296,29 @@ def _check_vocabulary(where: Path, vocab) -> None:
             seen[token] = position
 
 
+def check_doc_ids(directory: Path, column) -> None:
+    """Every stored document id valid UTF-8 and a valid id (not empty, no control character
+    or line break: :func:`sparse_ir.validation.first_id_problem`, the builder's rule); part of
+    ``verify()`` (ids are decoded leniently for display, so this reads the bytes)."""
+    from sparse_ir.validation import first_id_problem
+
+    try:
+        blob = bytes(column.data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(directory / "doc_ids.bytes.bin", f"invalid UTF-8 at byte {exc.start}") from None
+    offsets = np.asarray(column.offsets).tolist()
+    if blob.isascii():
+        ids = [blob[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+    else:
+        data = bytes(column.data)
+        ids = [
+            data[offsets[i] : offsets[i + 1]].decode("utf-8", "replace")
+            for i in range(len(offsets) - 1)
+        ]
+    if found := first_id_problem(ids):
+        raise _fail(directory / "doc_ids.bytes.bin", f"document {found[0]}: {found[1]}")
+
+
 # -- before a term is first searched --------------------------------------------------------------
 
 
