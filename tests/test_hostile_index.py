@@ -582,3 +582,100 @@ def test_a_quantized_batch_query_that_would_overflow_is_refused(tmp_path):
     with pytest.raises(InputError, match="'a'"):
         index.search(queries.select([1]), k=3)
     assert index.search(queries.select([0]), k=1)[0].score == top
+
+
+# -- dense indexes ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dense(tmp_path):
+    pytest.importorskip("faiss")
+    from sparse_ir.index.dense import DenseIndex, HnswOptions
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(60, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    path = tmp_path / "dense"
+    DenseIndex.build(vectors, path, hnsw=HnswOptions(m=4, ef_construction=16))
+    return path
+
+
+def _forge_graph(path, change):
+    import faiss
+
+    generation = generation_of(path)
+    graph = faiss.deserialize_index(read(generation, "hnsw"))
+    change(graph.hnsw)
+    forge(path, arrays={"hnsw": faiss.serialize_index(graph)})
+
+
+def _set_vector(vector, position, value):
+    import faiss
+
+    values = faiss.vector_to_array(vector)
+    values[position] = value
+    faiss.copy_array_to_vector(values, vector)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["neighbour past the collection", "negative neighbour", "entry point", "level too high"],
+)
+def test_a_forged_hnsw_graph_is_refused_before_faiss_searches_it(dense, case):
+    from sparse_ir.index.dense import DenseIndex
+
+    changes = {
+        "neighbour past the collection": lambda h: _set_vector(h.neighbors, 3, 10**6),
+        "negative neighbour": lambda h: _set_vector(h.neighbors, 0, -7),
+        "entry point": lambda h: setattr(h, "entry_point", 10**6),
+        "level too high": lambda h: _set_vector(h.levels, 5, 99),
+    }
+    _forge_graph(dense, changes[case])
+    index = DenseIndex.open(dense)
+    query = np.ones(8, np.float32) / np.sqrt(8)
+    assert index.search(query, k=3, mode="exact")  # the matrix is sound
+    with pytest.raises(IndexCorruptError, match="hnsw.bin: damaged HNSW graph"):
+        index.search(query, k=3, mode="hnsw")
+    report = verify_index(dense)
+    assert not report.ok and "HNSW" in report.summary()
+
+
+def test_dense_vectors_scaled_are_found_by_verify(dense):
+    generation = generation_of(dense)
+    vectors = read(generation, "vectors")
+    forge(dense, arrays={"vectors": vectors * 100})
+    report = verify_index(dense)
+    assert not report.ok and "normalized" in report.summary(), report.summary()
+
+
+@pytest.mark.parametrize("dim", [0, -1, 10**6])
+def test_a_forged_dense_dimension_is_refused(dense, dim):
+    from sparse_ir.index.dense import DenseIndex
+
+    forge(dense, manifest=lambda body: body.update(dim=dim))
+    with pytest.raises(IndexFormatError, match="dim"):
+        DenseIndex.open(dense)
+    assert not verify_index(dense).ok
+
+
+def test_a_sound_dense_index_verifies(dense):
+    assert verify_index(dense).ok, verify_index(dense).summary()
+
+
+def test_check_hnsw_graph_without_faiss_own_checks(dense):
+    """Older faiss deserializes any graph: our check must refuse what faiss 1.8+ refuses."""
+    import faiss
+
+    from sparse_ir.index.validate import check_hnsw_graph
+
+    graph = faiss.deserialize_index(read(generation_of(dense), "hnsw"))
+    check_hnsw_graph(graph, 60, 8, Path("hnsw.bin"))
+    with pytest.raises(IndexCorruptError, match="60 × 8"):
+        check_hnsw_graph(graph, 61, 8, Path("hnsw.bin"))
+    _set_vector(graph.hnsw.neighbors, 3, 10**6)
+    with pytest.raises(IndexCorruptError, match="neighbour id"):
+        check_hnsw_graph(graph, 60, 8, Path("hnsw.bin"))
+    _set_vector(graph.hnsw.neighbors, 3, 0)
+    _set_vector(graph.hnsw.levels, 5, 99)
+    with pytest.raises(IndexCorruptError, match="level"):
+        check_hnsw_graph(graph, 60, 8, Path("hnsw.bin"))

@@ -535,7 +535,14 @@ class DenseIndex(IndexBase[DenseManifest]):
                     self.directory, {"hnsw.bin": self.manifest.files["hnsw.bin"]}, full=True
                 )
                 data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
-                graph = faiss.deserialize_index(np.array(data))
+                try:
+                    graph = faiss.deserialize_index(np.array(data))
+                except (RuntimeError, ValueError, MemoryError) as exc:  # faiss's own checks
+                    reason = str(exc).strip().splitlines()[-1][:300] if str(exc) else repr(exc)
+                    raise IndexCorruptError(
+                        f"{self.directory / 'hnsw.bin'}: damaged HNSW graph: faiss refused "
+                        f"it ({reason})"
+                    ) from None
                 from sparse_ir.index.validate import check_hnsw_graph
 
                 check_hnsw_graph(graph, self.num_documents, self.dim, self.directory / "hnsw.bin")
