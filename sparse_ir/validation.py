@@ -258,11 +258,13 @@ def check_batch_query_weights(batch, max_impact: int) -> None:
 
     Example:
         >>> from sparse_ir import SparseBatch
-        >>> queries = SparseBatch.from_dicts([{"a": 2**62}], ["a"], ids=["q7"])
-        >>> check_batch_query_weights(queries, 255)
+        >>> top = 2**31 - 1
+        >>> queries = SparseBatch.from_dicts([{"a": top, "b": top, "c": top}], ["a", "b", "c"],
+        ...                                  ids=["q7"])
+        >>> check_batch_query_weights(queries, top)
         Traceback (most recent call last):
         ...
-        sparse_ir.errors.InputError: query 'q7': query weight 4611686018427387904 of 'a' ...
+        sparse_ir.errors.InputError: query 'q7': query weight 2147483647 of 'a' is above ...
     """
     import numpy as np
 
