@@ -139,6 +139,13 @@ class SparseBatch:
             values.extend(w for _, w in items)
             indptr.append(len(indices))
         dtype = np.int32 if (integer and values) else np.float32
+        if dtype is np.int32 and not -(2**31) <= min(values) <= max(values) < 2**31:
+            position = next(i for i, v in enumerate(values) if not -(2**31) <= v < 2**31)
+            row = int(np.searchsorted(indptr, position, side="right")) - 1
+            raise InputError(
+                f"row {row}: impact {values[position]} of {vocab[indices[position]]!r} does "
+                "not fit in int32 (integer weights are impacts; pass floats to quantize)"
+            )
         return cls(
             np.asarray(indptr, np.int64),
             np.asarray(indices, np.int32),

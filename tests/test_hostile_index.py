@@ -679,3 +679,10 @@ def test_check_hnsw_graph_without_faiss_own_checks(dense):
     _set_vector(graph.hnsw.levels, 5, 99)
     with pytest.raises(IndexCorruptError, match="level"):
         check_hnsw_graph(graph, 60, 8, Path("hnsw.bin"))
+
+
+def test_from_dicts_refuses_an_impact_beyond_int32_naming_the_token():
+    from sparse_ir.errors import InputError
+
+    with pytest.raises(InputError, match="row 1: impact 4611686018427387904 of 'b'"):
+        SparseBatch.from_dicts([{"a": 1}, {"a": 2, "b": 2**62}], VOCAB)
