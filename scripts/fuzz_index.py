@@ -223,7 +223,12 @@ def _forge_vocabulary(path: Path, generation: Path, how: str) -> None:
 
     from sparse_ir.index.builder import vocab_hash
 
-    vocab: list = json.loads((generation / "vocab.json").read_text())
+    try:
+        vocab = json.loads((generation / "vocab.json").read_text())
+    except (ValueError, RecursionError):  # an earlier mutation nested it: leave it so
+        return
+    if not isinstance(vocab, list) or len(vocab) < 4:
+        return
     if how == "duplicate":
         vocab[1] = vocab[0]
     elif how == "int":
@@ -373,7 +378,7 @@ def mutated_copy(seed: Path, into: Path, mutations: list[dict]) -> Path:
     for mutation in mutations:
         try:
             apply_mutation(into, mutation)
-        except (ValueError, OverflowError, TypeError):
+        except (ValueError, OverflowError, TypeError, RecursionError):
             pass  # a mutation that cannot be written (e.g. a negative size): skip it
     return into
 
