@@ -161,6 +161,8 @@ MANIFEST_CASES = {
     "window_bits 0": (_set("window_bits", 0, "search_layout"), "windows"),
     "window_bits 17": (_set("window_bits", 17, "search_layout"), "windows"),
     "window_bits -3": (_set("window_bits", -3, "search_layout"), "window_bits"),
+    "window_bits 10^30": (_set("window_bits", 10**30, "search_layout"), "windows"),
+    "window_bits 2^63-1": (_set("window_bits", 2**63 - 1, "search_layout"), "windows"),
     "num_windows 5": (_set("num_windows", 5, "search_layout"), "windows"),
     "num_segments above postings": (_set("num_segments", 10**6, "search_layout"), "segments"),
     "files not a mapping": (_set("files", []), "files"),
@@ -646,6 +648,15 @@ def test_dense_vectors_scaled_are_found_by_verify(dense):
     forge(dense, arrays={"vectors": vectors * 100})
     report = verify_index(dense)
     assert not report.ok and "normalized" in report.summary(), report.summary()
+
+
+@pytest.mark.parametrize("value", [10**30, 0, "128", -1])
+def test_a_forged_hnsw_setting_is_refused(dense, value):
+    from sparse_ir.index.dense import DenseIndex
+
+    forge(dense, manifest=lambda body: body["hnsw"].update(ef_search=value))
+    with pytest.raises(IndexFormatError, match="ef_search"):
+        DenseIndex.open(dense)
 
 
 @pytest.mark.parametrize("dim", [0, -1, 10**6])

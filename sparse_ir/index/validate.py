@@ -152,8 +152,9 @@ def validate_impact_manifest(generation: Path, manifest: ImpactManifest) -> None
                 f"search_layout term_dtype {layout.term_dtype!r} cannot hold "
                 f"{manifest.vocab_size} term ids (expected one of {', '.join(TERM_DTYPES)})",
             )
-        windows = max(1, -(-manifest.num_documents // (1 << layout.window_bits)))
-        if not 1 <= layout.window_bits <= 16 or layout.num_windows != windows:
+        bits = layout.window_bits  # range first: 1 << 10**30 would exhaust memory
+        windows = max(1, -(-manifest.num_documents // (1 << bits))) if 1 <= bits <= 16 else -1
+        if layout.num_windows != windows:
             raise _fail(
                 where,
                 f"search layout of {layout.num_windows} windows of 2^{layout.window_bits} "
@@ -188,6 +189,12 @@ def validate_dense_manifest(generation: Path, manifest: DenseManifest) -> None:
         )
     if (manifest.hnsw is None) != ("hnsw.bin" not in manifest.files):
         raise _fail(where, "the hnsw settings and the hnsw.bin file disagree")
+    for key, value in (manifest.hnsw or {}).items():
+        if key not in ("m", "ef_construction", "ef_search") or not (
+            type(value) is int and 1 <= value <= MAX_TERMS
+        ):
+            raise _fail(where, f"hnsw setting {key!r} = {value!r} (expected m, "
+                        "ef_construction, ef_search: integers in 1..2^31-1)")  # fmt: skip
     _required_files(
         where, manifest.files, ("vectors.bin", "doc_ids.offsets.bin", "doc_ids.bytes.bin")
     )
