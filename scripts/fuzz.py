@@ -16,6 +16,8 @@ hypothesis; this script runs them for longer::
 
 and prints, per target, the executions, the distinct crashes and the seconds spent (exit
 status 1 when any crash was found, with one example input saved per crash under --crashes).
+The ``index`` target (``scripts/fuzz_index.py``) mutates built indexes, recomputes their
+checksums and judges ``open()`` + search in a subprocess.
 """
 
 from __future__ import annotations
@@ -295,6 +297,22 @@ def fuzz(
     return executions, crashes
 
 
+def _fuzz_index(seconds: float, seed: int) -> dict:
+    """The 'index' target: scripts/fuzz_index.py (mutated indexes judged in a subprocess)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fuzz_index import run
+
+    result = run(seconds, seed)
+    return {
+        "target": "index",
+        "executions": result["executions"],
+        "distinct_crashes": result["distinct_findings"],
+        "seconds": result["seconds"],
+        "crashes": sorted(result["findings"]),
+        "outcomes": result["outcomes"],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -306,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target",
         action="append",
-        choices=[t.name for t in TARGETS],
-        help="fuzz only this target (repeatable; default: all)",
+        choices=[t.name for t in TARGETS] + ["index"],
+        help="fuzz only this target (repeatable; default: all; 'index': open() and search "
+        "on mutated indexes with recomputed checksums, scripts/fuzz_index.py)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
@@ -322,9 +341,12 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.getLogger("sparse_ir").setLevel(logging.ERROR)  # skipped-record summaries
     chosen = [t for t in TARGETS if not args.target or t.name in args.target]
-    share = args.minutes * 60 / len(chosen)
+    with_index = not args.target or "index" in args.target
+    share = args.minutes * 60 / (len(chosen) + with_index)
     rng = random.Random(args.seed)
     rows = []
+    if with_index:
+        rows.append(_fuzz_index(share, args.seed))
     for target in chosen:
         started = time.monotonic()
         executions, crashes = fuzz(target, share, rng, args.crashes)

@@ -139,6 +139,13 @@ class SparseBatch:
             values.extend(w for _, w in items)
             indptr.append(len(indices))
         dtype = np.int32 if (integer and values) else np.float32
+        if dtype is np.int32 and not -(2**31) <= min(values) <= max(values) < 2**31:
+            position = next(i for i, v in enumerate(values) if not -(2**31) <= v < 2**31)
+            row = int(np.searchsorted(indptr, position, side="right")) - 1
+            raise InputError(
+                f"row {row}: impact {values[position]} of {vocab[indices[position]]!r} does "
+                "not fit in int32 (integer weights are impacts; pass floats to quantize)"
+            )
         return cls(
             np.asarray(indptr, np.int64),
             np.asarray(indices, np.int32),
@@ -334,6 +341,7 @@ class SparseBatch:
                     raise InputError(
                         "unreadable SparseBatch file (not an .npz zip archive)", path=path
                     )
+            _check_npz_members(path)  # zip bombs and forged sizes, before anything inflates
             with np.load(path, allow_pickle=False) as data:
                 names = set(data.files)
                 need = {"indptr", "indices", "values", "vocab", "ids", "meta"}
@@ -461,3 +469,71 @@ def _from_json_bytes(array: np.ndarray, path: str) -> object:
         return parse_json(array.tobytes())
     except InputError as exc:  # strict and depth-limited, as every JSON reader
         raise InputError(f"corrupt SparseBatch metadata ({exc.reason})", path=path) from None
+
+
+#: Members a SparseBatch file holds (``np.savez`` names).
+_NPZ_MEMBERS = frozenset(
+    f"{name}.npy" for name in ("indptr", "indices", "values", "vocab", "ids", "meta")
+)
+#: A compressed member may inflate to at most this many times its stored size (plus
+#: :data:`_NPZ_SLACK`): real arrays compress far less; a zip bomb inflates ~1000×.
+MAX_NPZ_RATIO = 100
+_NPZ_SLACK = 1 << 20
+#: No member may declare more bytes than this, compressed or not.
+MAX_NPZ_MEMBER_BYTES = 1 << 36
+
+
+def _check_npz_members(path: str) -> None:
+    """Refuse an ``.npz`` whose members could exhaust memory, before numpy inflates any:
+    unknown or repeated member names, a declared size above :data:`MAX_NPZ_MEMBER_BYTES` or
+    above :data:`MAX_NPZ_RATIO` × its compressed size, a stored member whose sizes differ, and
+    an array header whose shape needs more bytes than its member holds (numpy would allocate
+    the whole shape first). zipfile itself never inflates past the declared size."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        names = [m.filename for m in members]
+        if len(set(names)) != len(names) or not set(names) <= _NPZ_MEMBERS:
+            raise InputError(
+                f"not a SparseBatch file: members {sorted(names)[:8]} (expected "
+                f"{sorted(_NPZ_MEMBERS)}, each once)",
+                path=path,
+            )
+        for member in members:
+            declared, stored = member.file_size, member.compress_size
+            bomb = declared > MAX_NPZ_MEMBER_BYTES or (
+                member.compress_type == zipfile.ZIP_STORED
+                and declared != stored
+                or declared > MAX_NPZ_RATIO * stored + _NPZ_SLACK
+            )
+            if bomb:
+                raise InputError(
+                    f"refused: member {member.filename} declares {declared:,} bytes from "
+                    f"{stored:,} stored (more than {MAX_NPZ_RATIO}× or "
+                    f"{MAX_NPZ_MEMBER_BYTES:,} bytes: a zip bomb, or a forged archive)",
+                    path=path,
+                )
+            with archive.open(member) as handle:
+                needed = _npy_bytes(handle)
+            if needed > declared:
+                raise InputError(
+                    f"refused: member {member.filename}'s array header needs {needed:,} "
+                    f"bytes, the member holds {declared:,}",
+                    path=path,
+                )
+
+
+def _npy_bytes(handle) -> int:
+    """Bytes an ``.npy`` stream needs according to its header (header included)."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(handle)
+    elif version in ((2, 0), (3, 0)):
+        shape, _, dtype = npy.read_array_header_2_0(handle)
+    else:  # pragma: no cover - read_magic refuses other versions
+        raise ValueError(f"unknown .npy version {version}")
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return handle.tell() + count * dtype.itemsize

@@ -43,6 +43,7 @@ __all__ = [
     "check_column_id",
     "check_id",
     "check_query_weights",
+    "check_batch_query_weights",
     "check_term",
     "check_weight",
     "first_duplicate",
@@ -249,3 +250,42 @@ def check_query_weights(terms, weights, max_impact: int, vocab=None) -> None:
             f"the largest weight for which {weights.size} term(s) × impacts up to "
             f"{max_impact} keep every score exact in 64 bits"
         )
+
+
+def check_batch_query_weights(batch, max_impact: int) -> None:
+    """:func:`check_query_weights` for every row of a quantized SparseBatch of queries (one
+    vectorized pass); the error names the query id and the term.
+
+    Example:
+        >>> from sparse_ir import SparseBatch
+        >>> top = 2**31 - 1
+        >>> queries = SparseBatch.from_dicts([{"a": top, "b": top, "c": top}], ["a", "b", "c"],
+        ...                                  ids=["q7"])
+        >>> check_batch_query_weights(queries, top)
+        Traceback (most recent call last):
+        ...
+        sparse_ir.errors.InputError: query 'q7': query weight 2147483647 of 'a' is above ...
+    """
+    import numpy as np
+
+    from sparse_ir.errors import InputError
+
+    values = np.asarray(batch.values)
+    if values.dtype.kind not in "iu" or values.size == 0:
+        return
+    lengths = np.diff(np.asarray(batch.indptr, np.int64))
+    limits = _INT64_MAX // (max(int(max_impact), 1) * np.maximum(lengths, 1))
+    # uint64 against int64 compares as float64: exact here (limits are below 2^53).
+    over = np.flatnonzero(values > np.repeat(limits, lengths))
+    if not len(over):
+        return
+    row = int(np.searchsorted(batch.indptr, over[0], side="right") - 1)
+    start, end = int(batch.indptr[row]), int(batch.indptr[row + 1])
+    query = batch.ids[row] if batch.ids is not None else str(row)
+    try:
+        check_query_weights(
+            batch.indices[start:end], [int(v) for v in values[start:end]], max_impact, batch.vocab
+        )
+    except InputError as exc:
+        raise InputError(f"query {query!r}: {exc}") from None
+    raise AssertionError("unreachable: a weight above the limit passed")  # pragma: no cover

@@ -81,8 +81,10 @@ class IndexBase(Generic[ManifestT]):
         body = read_manifest(generation, format_name=record.FORMAT, version=record.FORMAT_VERSION)
         manifest = record.from_dict(body, source=generation / "manifest.json")
         check_files_at_open(generation, manifest.files, checksum_up_to=cls.check_at_open_bytes)
+        from sparse_ir.index.validate import open_validated
+
         try:
-            return cls(generation, manifest)
+            return open_validated(cls, generation, manifest)  # ranges, dtypes, offsets
         except (KeyError, TypeError, ValueError) as exc:
             # The manifest passed its checksum, so it was written like this: say what is off.
             raise IndexCorruptError(f"{generation}: manifest lacks or mangles {exc}") from None
@@ -134,6 +136,9 @@ class IndexBase(Generic[ManifestT]):
             raise IndexCorruptError(f"{self.directory}: {problem}")
         if len(set(self.doc_ids)) != self.num_documents:
             raise IndexCorruptError(f"{self.directory}: document ids are not unique")
+        from sparse_ir.index.validate import check_doc_ids
+
+        check_doc_ids(self.directory, self._doc_ids)  # UTF-8, no control characters
 
     def _repr_fields(self) -> dict[str, object]:
         """``name=value`` pairs shown by ``repr`` after the directory."""

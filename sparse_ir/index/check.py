@@ -86,16 +86,34 @@ def _index_class(format_name: object):
 
 
 def verify_index(path: str | os.PathLike) -> VerifyReport:
-    """Check every byte and invariant of the index at ``path``; never raises for damage.
+    """Check every byte and invariant of the index at ``path``; never raises, whatever the
+    damage (a hostile index included): every failure becomes a problem in the report.
 
     ``path`` is an index directory (with ``CURRENT``) or one generation directory. Where
     ``index.verify()`` raises at the first problem, this lists them all in the report.
+
+    Example:
+        >>> import tempfile
+        >>> from sparse_ir import verify_index
+        >>> report = verify_index(tempfile.mkdtemp() + "/nothing-here")
+        >>> report.ok, report.problems[0].startswith("no index at")
+        (False, True)
     """
     report = VerifyReport(Path(path))
+    try:
+        _verify_into(report)
+    except Exception as exc:  # noqa: BLE001 - the contract: damage is reported, never raised
+        report.problems.append(f"{report.path}: checking failed: {type(exc).__name__}: {exc}")
+    return report
+
+
+def _verify_into(report: VerifyReport) -> None:
+    """The checks of :func:`verify_index`, appending to ``report``."""
+    path = report.path
     directory = IndexDirectory(path)
     if not directory.path.exists():
         report.problems.append(f"no index at {directory.path}")
-        return report
+        return
     for leftover in directory.leftovers():
         report.notes.append(
             f"{leftover}: left by an interrupted build (not part of the index; "
@@ -105,13 +123,13 @@ def verify_index(path: str | os.PathLike) -> VerifyReport:
         generation = directory.current()
     except (IndexFormatError, OSError) as exc:
         report.problems.append(str(exc))
-        return report
+        return
     report.generation = generation
     try:
         body, problem = read_manifest_unchecked(generation)
     except IndexFormatError as exc:
         report.problems.append(str(exc))
-        return report
+        return
     report.files_checked += 1
     report.bytes_checked += (generation / "manifest.json").stat().st_size
     if problem:
@@ -129,7 +147,7 @@ def verify_index(path: str | os.PathLike) -> VerifyReport:
             if entry.name not in listed:
                 report.notes.append(f"{entry}: not listed in the manifest (ignored)")
     if report.problems:
-        return report
+        return
     from sparse_ir.index.segments import SEGMENTS_FORMAT
 
     # A live index's commit opens with the class of its segments' kind.
@@ -139,12 +157,11 @@ def verify_index(path: str | os.PathLike) -> VerifyReport:
             f"{generation}: unknown index format {body.get('format')!r} "
             f"(known: {', '.join(sorted(INDEX_KINDS))})"
         )
-        return report
+        return
     try:
         kind.open(generation).verify()
     except (IndexFormatError, InputError, OSError) as exc:
         report.problems.append(str(exc))
-    return report
 
 
 #: Deprecated name of :class:`VerifyReport` (kept for one release).

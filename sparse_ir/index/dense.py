@@ -468,14 +468,11 @@ class DenseIndex(MetadataAccess, IndexBase[DenseManifest]):
                 raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
         self._check_doc_ids()
         self._verify_metadata()
+        from sparse_ir.index.validate import verify_dense
+
+        verify_dense(self)  # norms against `normalized`, zero rows against `zero_vectors`
         if self.has_hnsw:
-            graph = self._load_hnsw()
-            if graph.ntotal != self.num_documents or graph.d != self.dim:
-                raise IndexCorruptError(
-                    f"{self.directory / 'hnsw.bin'}: a graph of "
-                    f"{graph.ntotal} × {graph.d}, the index holds "
-                    f"{self.num_documents} × {self.dim}"
-                )
+            self._load_hnsw()  # checks the graph's shape and every neighbour id
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -643,7 +640,18 @@ class DenseIndex(MetadataAccess, IndexBase[DenseManifest]):
                     self.directory, {"hnsw.bin": self.manifest.files["hnsw.bin"]}, full=True
                 )
                 data = open_array(self.directory / "hnsw.bin", name="hnsw", dtype=np.uint8)
-                self._hnsw = faiss.deserialize_index(np.array(data))
+                try:
+                    graph = faiss.deserialize_index(np.array(data))
+                except (RuntimeError, ValueError, MemoryError) as exc:  # faiss's own checks
+                    reason = str(exc).strip().splitlines()[-1][:300] if str(exc) else repr(exc)
+                    raise IndexCorruptError(
+                        f"{self.directory / 'hnsw.bin'}: damaged HNSW graph: faiss refused "
+                        f"it ({reason})"
+                    ) from None
+                from sparse_ir.index.validate import check_hnsw_graph
+
+                check_hnsw_graph(graph, self.num_documents, self.dim, self.directory / "hnsw.bin")
+                self._hnsw = graph
             return self._hnsw
 
     def _ef_search(self, k: int, ef_search: int | None) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import json
 import logging
 import os
 import threading
@@ -39,12 +38,12 @@ from sparse_ir.index.metadata import MetadataAccess
 from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
 from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.index.residency import ResidencyReport, ResidentHow, make_resident
-from sparse_ir.index.storage import open_array
+from sparse_ir.index.storage import open_array, read_listed_json
 from sparse_ir.index.strings import StringColumn
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
 from sparse_ir.sparse_batch import SparseBatch
-from sparse_ir.validation import check_query_weights
+from sparse_ir.validation import check_batch_query_weights, check_query_weights
 
 __all__ = ["ImpactIndex", "TermContribution", "TopK", "QueryLike"]
 
@@ -112,10 +111,7 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         if manifest.has_contents:
             self._titles = StringColumn(directory, "doc_titles", n_docs)
             self._texts = StringColumn(directory, "doc_texts", n_docs)
-        try:
-            vocab = json.loads((directory / "vocab.json").read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise IndexCorruptError(f"{directory / 'vocab.json'}: corrupt ({exc})") from None
+        vocab = read_listed_json(directory, manifest.files["vocab.json"])
         if not isinstance(vocab, list) or len(vocab) != n_terms:
             raise IndexCorruptError(f"{directory / 'vocab.json'}: not a list of {n_terms} tokens")
         self.vocab: tuple[str, ...] = tuple(vocab)
@@ -309,6 +305,10 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
             if column is not None and (problem := column.check()):
                 raise IndexCorruptError(f"{where}: {problem}")
         self._verify_metadata()
+        from sparse_ir.index.validate import check_all_terms, verify_layout
+
+        check_all_terms(self)
+        verify_layout(self)
 
     # -- facts ----------------------------------------------------------------------------------
 
@@ -395,6 +395,8 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
                     }
                 )
             # A SparseBatch row is already validated: ascending unique terms, weights >= 0.
+            if query.is_quantized:  # integer weights: refuse what would overflow a score
+                check_query_weights(terms, values, self.quantizer.max_impact, self.vocab)
             weights = (
                 values.astype(np.int64)
                 if query.is_quantized
@@ -624,6 +626,7 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
     ):
         """``(docs, scores, kernel stats or None, int64 accumulator?)`` of a prepared query
         (``allowed``: :func:`~sparse_ir.index.filters.allowed_documents`, None for all)."""
+        self._check_terms(terms)
         k = min(k, max(self.num_documents, 1))
         use_int64 = self._needs_int64(terms, weights)
         params = _filtered_params(mode.kernel_params(), allowed, self.num_documents)
@@ -667,6 +670,8 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
                 else [str(i) for i in range(len(queries))]
             )
             batch = queries if queries.is_quantized else self.quantizer.quantize(queries)
+            if queries.is_quantized:
+                check_batch_query_weights(batch, self.quantizer.max_impact)
             indptr, terms = batch.indptr, batch.indices
             weights = batch.values.astype(np.int64)
             if len(weights) and weights.min() <= 0:  # integer input may carry explicit zeros
@@ -725,6 +730,7 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
             if len(query_ids) != len(ids):
                 raise ValueError(f"{len(query_ids)} query ids for {len(ids)} queries")
             ids = [str(q) for q in query_ids]
+        self._check_terms(terms)
         k = min(k, max(self.num_documents, 1))
         count = len(ids)
         # Largest possible score per query decides the accumulator width (exact either way).
@@ -848,6 +854,14 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         return dataclasses.replace(
             resolved, **{key: float(value) for key, value in given.items() if value is not None}
         )
+
+    _term_check = None  # set at open (validate.open_validated)
+
+    def _check_terms(self, terms: np.ndarray) -> None:
+        """The per-term O(postings) checks of terms searched for the first time
+        (:class:`~sparse_ir.index.validate.TermCheck`); raises IndexCorruptError on damage."""
+        if self._term_check is not None and len(terms):
+            self._term_check.ensure(terms)
 
     def _pruned(self):
         searcher = self.__dict__.get("_pruned_searcher")

@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -48,6 +49,8 @@ __all__ = [
     "ArrayWriter",
     "FileRecord",
     "IndexDirectory",
+    "MAX_MANIFEST_BYTES",
+    "MAX_POINTER_BYTES",
     "WriteLock",
     "check_files",
     "file_crc32",
@@ -57,6 +60,8 @@ __all__ = [
     "read_array_header",
     "read_manifest",
     "read_manifest_unchecked",
+    "read_small_file",
+    "safe_file_problem",
     "replace_directory",
     "write_array",
     "write_bytes_file",
@@ -75,6 +80,11 @@ _GENERATION = re.compile(r"^gen-(\d{6,})$")
 _SEGMENT = re.compile(r"^seg-(\d{6,})$")
 _ARRAY_DTYPE = re.compile(r"[<|](?:[iu][1248]|f[248])")
 _POINTER = re.compile(rb"(gen-\d{6,}) ([0-9a-f]{8})\n")
+#: ``CURRENT`` is one short line; more bytes than this are damage (never read further).
+MAX_POINTER_BYTES = 64
+#: A manifest lists a few dozen files and the build's settings; a larger one is refused
+#: before it is parsed (a manifest symlinked to ``/dev/zero`` must not read forever).
+MAX_MANIFEST_BYTES = 16 << 20
 _T = TypeVar("_T")
 
 logger = logging.getLogger(__name__)
@@ -195,6 +205,125 @@ def write_bytes_file(path: str | os.PathLike, data: bytes) -> FileRecord:
     return out.close()
 
 
+# -- reading files an attacker may have shaped ---------------------------------------------------
+
+
+def _name_problem(name: object) -> str | None:
+    """Why a name listed in a manifest is not a plain file name of the generation, or None."""
+    if not isinstance(name, str) or not name:
+        return "an empty or non-text file name"
+    if "/" in name or "\\" in name or name.startswith("."):
+        return "not a plain file name (a path, or a hidden or '..' name)"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        return "a file name with a control character"
+    return None
+
+
+def _index_root(directory: Path) -> Path:
+    """The directory a file of ``directory`` must stay inside: the index directory (holding
+    ``CURRENT``) when ``directory`` is one of its generations, else ``directory`` itself."""
+    if _GENERATION.match(directory.name) and os.path.lexists(directory.parent / _CURRENT):
+        return directory.parent
+    return directory
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISFIFO, "FIFO (named pipe)"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return kind
+    return "special file"
+
+
+def safe_file_problem(path: Path, root: Path) -> str | None:
+    """Why ``path`` must not be read as a file of the index under ``root``, or None.
+
+    Refused: a symbolic link whose target leaves ``root`` (``/dev/zero``, a file of another
+    index or user), and anything that is not a regular file (a FIFO blocks ``open()`` forever,
+    a device reads forever, a directory cannot be mapped). Only ``stat`` calls: nothing is
+    opened. A missing file is None here (callers name it their own way).
+    """
+    try:
+        # Resolved whole: a link anywhere on the way (the file, its generation) counts.
+        target = Path(os.path.realpath(path))
+        top = Path(os.path.realpath(root))
+        if target != top and top not in target.parents:
+            return (
+                f"{path}: resolves (through a symbolic link) to {target}, outside the "
+                f"index directory {root}; refused"
+            )
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return f"{path}: unreadable ({exc})"
+    if not stat.S_ISREG(mode):
+        return (
+            f"{path}: a {_file_kind(mode)}, not a regular file; refused (an index "
+            "holds only regular files)"
+        )
+    return None
+
+
+def _open_regular(path: str | os.PathLike):
+    """Open a file for binary reading only if it is a regular file (never blocks on a FIFO)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise IndexCorruptError(f"{path}: a {_file_kind(mode)}, not a regular file; refused")
+        if flags & getattr(os, "O_NONBLOCK", 0):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_small_file(path: str | os.PathLike, *, root: str | os.PathLike, limit: int) -> bytes:
+    """The bytes of a small index file (``CURRENT``, a manifest, JSON metadata).
+
+    Refused with :class:`IndexCorruptError` naming the file: a symbolic link leaving ``root``,
+    a file that is not regular, and a file larger than ``limit`` bytes (at most ``limit`` + 1
+    bytes are ever read). A missing file raises ``FileNotFoundError``.
+    """
+    path = Path(path)
+    if problem := safe_file_problem(path, Path(root)):
+        raise IndexCorruptError(problem)
+    try:
+        with _open_regular(path) as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise IndexCorruptError(f"{path}: unreadable ({exc})") from None
+    if len(data) > limit:
+        raise IndexCorruptError(
+            f"{path}: larger than {limit:,} bytes, far more than this file ever holds; refused"
+        )
+    return data
+
+
+def read_listed_json(directory: Path, record: FileRecord) -> object:
+    """Parse a JSON file the manifest lists (``vocab.json``...): read at most its recorded
+    size, nesting depth-limited; damage raises :class:`IndexCorruptError` naming the file."""
+    from sparse_ir.errors import InputError
+    from sparse_ir.jsonl import parse_json
+
+    path = directory / record.name
+    raw = read_small_file(path, root=_index_root(directory), limit=record.size)
+    try:
+        return parse_json(raw, path=path)
+    except InputError as exc:
+        raise IndexCorruptError(f"{exc}; the file is corrupt") from None
+
+
 @dataclass(frozen=True)
 class ArrayHeader:
     """What the header of an array file says about it."""
@@ -209,8 +338,8 @@ def read_array_header(path: str | os.PathLike) -> ArrayHeader:
     """Read and check an array file's header and size (cheap: no data is read)."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
+        with _open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
             start = handle.read(len(_MAGIC) + 4)
             if len(start) < len(_MAGIC) + 4 or start[: len(_MAGIC)] != _MAGIC:
                 raise IndexCorruptError(f"{path}: not a sparse-ir array file (bad magic bytes)")
@@ -308,7 +437,7 @@ def check_array_footer(path: str | os.PathLike) -> None:
     path = Path(path)
     size = path.stat().st_size
     crc = file_crc32(path, size - _FOOTER_SIZE)
-    with open(path, "rb") as handle:
+    with _open_regular(path) as handle:
         handle.seek(size - _FOOTER_SIZE)
         footer = handle.read(_FOOTER_SIZE)
     (stored,) = struct.unpack("<I", footer[len(_FOOTER_MAGIC) : len(_FOOTER_MAGIC) + 4])
@@ -322,7 +451,7 @@ def file_crc32(path: str | os.PathLike, length: int | None = None) -> int:
     """CRC32 of the first ``length`` bytes of a file (all of it by default)."""
     crc = 0
     remaining = length
-    with open(path, "rb") as handle:
+    with _open_regular(path) as handle:
         while remaining is None or remaining > 0:
             size = 1 << 22 if remaining is None else min(1 << 22, remaining)
             block = handle.read(size)
@@ -357,18 +486,19 @@ def read_manifest_unchecked(directory: Path) -> tuple[dict, str | None]:
     mismatch, or not the exact form :func:`write_manifest` writes), or is None. Raises
     :class:`IndexCorruptError` when the file is missing or is not a JSON object.
     """
+    from sparse_ir.errors import InputError
+    from sparse_ir.jsonl import parse_json
+
     path = directory / "manifest.json"
     try:
-        raw = path.read_bytes()
+        raw = read_small_file(path, root=_index_root(directory), limit=MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise IndexCorruptError(f"{path}: missing (not an index, or a damaged one)") from None
-    except OSError as exc:
-        raise IndexCorruptError(f"{path}: unreadable ({exc})") from None
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = parse_json(raw)  # depth-limited: a manifest nested 10^5 deep is refused
         if not isinstance(body, dict):
             raise TypeError("not a JSON object")
-    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+    except (InputError, TypeError) as exc:
         raise IndexCorruptError(f"{path}: corrupt manifest ({exc})") from None
     problem = None
     stored = body.get("manifest_crc32")
@@ -412,16 +542,22 @@ def file_problems(directory: Path, files: object, *, full: bool) -> list[str]:
     if not isinstance(files, dict):
         return [f"{directory / 'manifest.json'}: 'files' is not a mapping"]
     problems = []
+    root = _index_root(directory)
     for name, record in files.items():
-        path = directory / str(name)
-        if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
-            problems.append(f"{path}: not a plain file name; the manifest is corrupt")
+        if problem := _name_problem(name):
+            problems.append(f"{directory}: manifest lists {name!r}: {problem}; refused")
+            continue
+        path = directory / name
+        if problem := safe_file_problem(path, root):
+            problems.append(problem)
             continue
         try:
             if isinstance(record, FileRecord):
                 size, crc = record.size, record.crc32
             else:
-                size, crc = int(record["size"]), int(record["crc32"])
+                size, crc = record["size"], record["crc32"]
+                if not all(type(v) is int and v >= 0 for v in (size, crc)):
+                    raise TypeError("size and crc32 must be integers >= 0")
         except (KeyError, TypeError, ValueError):
             problems.append(f"{path}: the manifest's record of it is corrupt ({record!r})")
             continue
@@ -470,7 +606,10 @@ def check_files_at_open(
     """
     check_files(directory, files, full=False)
     for name, record in files.items():
-        if record.size <= checksum_up_to and file_crc32(directory / name) != record.crc32:
+        if (
+            record.size <= checksum_up_to
+            and file_crc32(directory / name, record.size) != record.crc32
+        ):
             raise IndexCorruptError(
                 f"{directory / name}: CRC32 does not match the manifest: the file is corrupt"
             )
@@ -520,11 +659,9 @@ class IndexDirectory:
     def _read_pointer(self) -> bytes | None:
         """The raw bytes of ``CURRENT``, or None when there is none."""
         try:
-            return (self.path / _CURRENT).read_bytes()
+            return read_small_file(self.path / _CURRENT, root=self.path, limit=MAX_POINTER_BYTES)
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise IndexCorruptError(f"{self.path / _CURRENT}: unreadable ({exc})") from None
 
     def _parse_pointer(self, raw: bytes) -> str:
         # Exactly the bytes _write_current writes: any other byte (even a changed newline)
@@ -597,9 +734,13 @@ class IndexDirectory:
         live = self._live_number()
         if live is not None:
             found += [p for n, p in self.generations() if n > live]
-        elif self._read_pointer() is None:
+        elif self._pointer_absent():
             found += [p for _, p in self.generations()]  # nothing was ever published
         return sorted(found)
+
+    def _pointer_absent(self) -> bool:
+        """True when there is no ``CURRENT`` at all (a damaged one is not absent)."""
+        return not os.path.lexists(self.path / _CURRENT)
 
     def _live_number(self) -> int | None:
         try:
