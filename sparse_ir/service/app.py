@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -292,7 +293,7 @@ def create_app(
         max_workers=settings.search_threads, thread_name_prefix="sparse-ir-service"
     )
     batcher = QueryBatcher(
-        lambda texts: _encode_texts(engine, texts, settings.encoder_threads),
+        lambda texts: _encode_texts(engine, texts, settings),
         executor,
         window=settings.batch_window_ms / 1000 if settings.micro_batching else 0.0,
         max_batch=settings.max_batch if settings.micro_batching else 1,
@@ -794,13 +795,29 @@ def _add_admin_routes(app: FastAPI, state: _State) -> None:
 # -- handler bodies (run on worker threads) --------------------------------------------------------
 
 
-def _encode_texts(engine: Engine, texts: list[str], threads: int | None) -> list[SparseBatch]:
-    """One encoder call for a micro-batch: each text's float vector (a one-row batch)."""
+def _encode_texts(engine: Engine, texts: list[str], settings: ServiceSettings) -> list[SparseBatch]:
+    """One encoder call for a micro-batch: each text's float vector (a one-row batch).
+
+    An encoder that runs a model in passes gets ``encoder_batch_size``: it sorts the texts by
+    length and pads each pass only to its own longest text."""
     encoder = engine.current.sparse.encoder
+    options = {"batch_size": settings.encoder_batch_size} if _takes_passes(encoder) else {}
     with engine.encoder_lock:
-        _set_torch_threads(threads)
-        batch = encoder.encode_queries(list(texts), show_progress=False)
+        _set_torch_threads(settings.encoder_threads)
+        batch = encoder.encode_queries(list(texts), show_progress=False, **options)
     return [batch.select([i]) for i in range(len(texts))]
+
+
+def _takes_passes(encoder) -> bool:
+    """True for a model encoder whose queries are encoded in passes of ``batch_size`` texts
+    (SPLADE; not BM25 or IDF, nor SPLADE with a separate, inference-free query side)."""
+    encode = getattr(encoder, "encode", None)
+    if encode is None or getattr(encoder, "query_encoder", None) is not None:
+        return False
+    try:
+        return "batch_size" in inspect.signature(encode).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _set_torch_threads(threads: int | None) -> None:
