@@ -480,6 +480,68 @@ def test_token_files(tmp_path):
         ServiceSettings(max_k=0)
     with pytest.raises(ValueError, match="batch_window_ms"):
         ServiceSettings(batch_window_ms=-1)
+    with pytest.raises(ValueError, match="inline_search_ms"):
+        ServiceSettings(inline_search_ms=-0.5)
+    with pytest.raises(ValueError, match="encoder_batch_size must be an integer > 0"):
+        ServiceSettings(encoder_batch_size=0)
+    with pytest.raises(ValueError, match="encoder_threads must be an integer > 0"):
+        ServiceSettings(encoder_threads=0)
+    assert ServiceSettings(encoder_threads=None).encoder_threads is None
+
+
+def test_short_searches_run_on_the_event_loop():
+    """A search runs on the loop's own thread once searches have been short, on a worker
+    otherwise: the first one (no average yet), an explained one, after slow ones, and every
+    one with inline_search_ms=0."""
+    import asyncio
+    import types
+
+    from sparse_ir.service.app import _DEADLINE, _State
+
+    def where() -> threading.Thread:
+        return threading.current_thread()
+
+    async def run(settings: ServiceSettings) -> list[bool]:
+        with ThreadPoolExecutor(1) as executor:
+            state = _State(None, settings, None, executor, None)
+            request = types.SimpleNamespace(
+                scope={_DEADLINE: asyncio.get_running_loop().time() + 30}
+            )
+            on_loop = []
+            for inline in (True, True, False, True):
+                thread = await state.search(request, inline, where)
+                on_loop.append(thread is threading.current_thread())
+                assert state.search_cpu is not None and state.search_cpu < 1
+            state.search_cpu = 1.0  # searches became slow (seconds of CPU each)
+            thread = await state.search(request, True, where)
+            on_loop.append(thread is threading.current_thread())
+            return on_loop
+
+    assert asyncio.run(run(ServiceSettings(inline_search_ms=50))) == [
+        False,  # no average yet
+        True,
+        False,  # explained searches: always on a worker
+        True,
+        False,  # the average is above the limit
+    ]
+    assert asyncio.run(run(ServiceSettings(inline_search_ms=0))) == [False] * 5
+
+
+def test_micro_batch_passes_equal_single_texts(searcher):
+    """A micro-batch encoded in length-sorted passes gives each text the vector it gets alone."""
+    from sparse_ir.encoders.bm25 import BM25Encoder
+    from sparse_ir.service.app import _encode_texts, _takes_passes
+    from sparse_ir.service.engine import Engine
+
+    assert _takes_passes(searcher.encoder)
+    assert not _takes_passes(BM25Encoder())
+    texts = [QUERIES[i % len(QUERIES)] * (1 + i % 3) for i in range(9)]
+    rows = _encode_texts(Engine(searcher), texts, ServiceSettings(encoder_batch_size=2))
+    for text, row in zip(texts, rows, strict=True):
+        alone = searcher.encoder.encode_queries([text], show_progress=False)
+        assert np.array_equal(row.indices, alone.indices)
+        # float32 rounding of another padding shape (as in any batch), no more
+        np.testing.assert_allclose(row.values, alone.values, rtol=1e-4, atol=1e-5)
 
 
 # -- limits and malformed requests ---------------------------------------------------------------
@@ -848,6 +910,9 @@ def test_serve_help_shows_defaults():
         "--batch-window-ms",
         "--max-batch",
         "--request-timeout",
+        "--inline-search-ms",
+        "--encoder-batch-size",
+        "--encoder-threads",
     ):
         assert option in text
     assert "127.0.0.1" in text and "8000" in text and "(default: 1000)" in text
