@@ -862,9 +862,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
             try:
                 time.sleep(0.5)
                 in_flight = [pool.submit(one_request, text) for text in QUERIES * 2]
-                # SIGTERM once the server holds them all (waiting in the 1 s batching window)
+                # SIGTERM once the server holds them all (waiting in the 1 s batching window):
+                # in flight, besides them, are this /stats call and at most one request of
+                # each load loop
                 deadline = time.monotonic() + 20
-                while http.get("/stats").json()["in_flight"] < len(in_flight) + 1:
+                while http.get("/stats").json()["in_flight"] < len(in_flight) + 1 + len(loops):
                     assert time.monotonic() < deadline, "the requests were not accepted"
                     time.sleep(0.02)
                 process.send_signal(signal.SIGTERM)
@@ -875,10 +877,14 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
                 for loop in loops:
                     loop.result()
         assert status == 0, stderr_path.read_text()[-2000:]
-        assert drained.count("ok") >= len(drained) - 2, drained  # the loops may hold 2 slots
-        assert set(drained) <= {"ok", "refused"}, drained
+        assert drained == ["ok"] * len(drained), drained  # every one was accepted
         assert outcomes.count("ok") >= 1
-        assert set(outcomes) <= {"ok", "refused"}, outcomes
+        # A loop's last request may be refused, or reset if its connection was opened but
+        # its request not yet read when the server stopped (never accepted, so never lost).
+        assert all(
+            outcome in ("ok", "refused") or "reset" in outcome or "Disconnected" in outcome
+            for outcome in outcomes
+        ), outcomes
     finally:
         if process.poll() is None:
             process.kill()

@@ -763,5 +763,7 @@ def _gc_paused():
 
 
 def _check_k(k: int) -> None:
+    if type(k) is int and k > 0:  # the common case, before the slower checks
+        return
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")
