@@ -25,11 +25,17 @@ __all__ = ["Document", "Query", "read_corpus", "read_queries", "load_corpus", "l
 
 
 class Document(NamedTuple):
-    """One document of a collection."""
+    """One document of a collection.
+
+    ``metadata``: the record's ``metadata`` object (scalar values, checked by
+    :func:`sparse_ir.index.metadata.check_metadata`), or None when it has none; stored in the
+    index and filterable (``filter="year>=2020"``).
+    """
 
     id: str
     title: str
     text: str
+    metadata: dict | None = None
 
     @property
     def full_text(self) -> str:
@@ -79,6 +85,19 @@ def _string_field(record: dict, key: str, path: object, line: int) -> str | None
     return value
 
 
+def _metadata_field(record: dict, doc_id: str, path: object, line: int) -> dict | None:
+    """The record's checked ``metadata`` object, or None when absent or null."""
+    value = record.get("metadata")
+    if value is None:
+        return None
+    from sparse_ir.index.metadata import check_metadata
+
+    try:
+        return check_metadata(value, doc_id)
+    except InputError as error:
+        raise InputError(error.reason, path=path, line=line) from None
+
+
 def read_corpus(
     path: str | os.PathLike,
     *,
@@ -93,6 +112,8 @@ def read_corpus(
     Pyserini-style files); ``title`` is optional. Duplicate ids are an error. A document whose
     title and text are both empty (or blank) is an error too, unless ``allow_empty`` (then it
     is indexed as an empty vector, which no query retrieves, and counted by the encoder).
+    An optional ``metadata`` object (``{"year": 2021, "tenant": "a"}``: strings, numbers,
+    booleans) is checked and passed through as :attr:`Document.metadata`.
     """
     seen: set[str] = set()
     owned = skip_invalid and report is None
@@ -118,13 +139,14 @@ def read_corpus(
                 raise InputError(
                     f"duplicate id: {doc_id!r} appears more than once", path=path, line=line
                 )
+            metadata = _metadata_field(record, doc_id, path, line)
         except InputError as error:
             if not skip_invalid:
                 raise
             report.add(error)
             continue
         seen.add(doc_id)
-        yield Document(doc_id, title, text)
+        yield Document(doc_id, title, text, metadata)
     warn_if_skipped(report, path, owned)
 
 

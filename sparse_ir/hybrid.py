@@ -19,7 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple, Self
 
+import numpy as np
+
 from sparse_ir.fusion import FusedHit, Fusion
+from sparse_ir.index.filters import FilterLike, allowed_documents
 from sparse_ir.results import Hit, Run
 from sparse_ir.search import DenseSearcher, Searcher
 
@@ -109,7 +112,9 @@ class HybridSearcher:
             slower than running the branches one after the other).
 
     Fused hits carry the first searcher's document numbers (they break ties), whatever the
-    order of documents in the other indexes.
+    order of documents in the other indexes. A ``filter=`` is evaluated once, on the first
+    searcher's index (its ids, its document numbers for a mask, its metadata for a field
+    condition), and the same documents are allowed in every branch.
 
     Example:
         >>> import tempfile
@@ -187,6 +192,7 @@ class HybridSearcher:
         )
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._position_cache: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_indexes(
@@ -272,28 +278,40 @@ class HybridSearcher:
         """The first searcher's index (its document numbers are the fused hits')."""
         return self.searchers[0].index
 
-    def search(self, text: str, k: int = 10, *, mode: Sequence | None = None) -> list[FusedHit]:
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        mode: Sequence | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
+    ) -> list[FusedHit]:
         """The fused top-``k`` for a text query; each hit carries every searcher's score.
 
         ``mode``: one mode per searcher (None entries: that searcher's default), or None.
+        ``filter``: which documents may be returned (:mod:`sparse_ir.index.filters`), applied
+        to every branch, so the result equals fusing the branches' filtered rankings.
         With ``parallel``, searchers 2..N (encode + search) run on worker threads while this
         thread runs the first (the kernels release the GIL). ``self.timings`` holds the
         seconds of each stage afterwards.
         """
         modes = self._modes(mode)
+        masks = self._branch_filters(filter)
         depth = max(k, self.fusion.depth)
         count = len(self.searchers)
         timings = HybridTimings(self._labels, [0.0] * count, [0.0] * count)
         started = time.perf_counter()
         if self.parallel:
             futures = [
-                self._executor().submit(self._branch, i, text, depth, modes[i], timings)
+                self._executor().submit(self._branch, i, text, depth, modes[i], timings, masks[i])
                 for i in range(1, count)
             ]
-            hit_lists = [self._branch(0, text, depth, modes[0], timings)]
+            hit_lists = [self._branch(0, text, depth, modes[0], timings, masks[0])]
             hit_lists += [future.result() for future in futures]
         else:
-            hit_lists = [self._branch(i, text, depth, modes[i], timings) for i in range(count)]
+            hit_lists = [
+                self._branch(i, text, depth, modes[i], timings, masks[i]) for i in range(count)
+            ]
         fusion_started = time.perf_counter()
         fused = self.fusion.fuse_hits(hit_lists, k=k)
         now = time.perf_counter()
@@ -302,14 +320,17 @@ class HybridSearcher:
         self.timings = timings
         return fused
 
-    def _branch(self, i: int, text: str, depth: int, mode, timings: HybridTimings) -> list[Hit]:
+    def _branch(
+        self, i: int, text: str, depth: int, mode, timings: HybridTimings, mask=None
+    ) -> list[Hit]:
         searcher = self.searchers[i]
         started = time.perf_counter()
         query = searcher.encode(text)
         encoded = time.perf_counter()
         if mode is None:
             mode = getattr(searcher, "mode", None)
-        hits = searcher.index.search(query, depth, mode=mode)
+        options = {} if mask is None else {"filter": mask}
+        hits = searcher.index.search(query, depth, mode=mode, **options)
         timings.encode[i] = encoded - started
         timings.search[i] = time.perf_counter() - encoded
         return self._renumber(i, hits)
@@ -323,10 +344,12 @@ class HybridSearcher:
         mode: Sequence | None = None,
         threads: int | None = None,
         show_progress: bool | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
         ids: Sequence[str] | None = None,
     ) -> Run:
         """Encode and search many queries: the fused run, keyed by ``query_ids`` (default:
-        positions). ``mode`` as in :meth:`search`; ``ids``: deprecated name of ``query_ids``.
+        positions). ``mode`` and ``filter`` as in :meth:`search`; ``ids``: deprecated name of
+        ``query_ids``.
         """
         if ids is not None:
             warnings.warn(
@@ -336,7 +359,13 @@ class HybridSearcher:
             )
             query_ids = ids
         return self.search_batch_components(
-            texts, k, query_ids=query_ids, mode=mode, threads=threads, show_progress=show_progress
+            texts,
+            k,
+            query_ids=query_ids,
+            mode=mode,
+            threads=threads,
+            show_progress=show_progress,
+            filter=filter,
         ).fused
 
     def search_batch_components(
@@ -348,6 +377,7 @@ class HybridSearcher:
         mode: Sequence | None = None,
         threads: int | None = None,
         show_progress: bool | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
     ) -> HybridRuns:
         """:meth:`search_batch`, with each searcher's run (its top ``fusion.depth``, named by
         its kind: "sparse", "dense"...)."""
@@ -356,9 +386,11 @@ class HybridSearcher:
         if len(query_ids) != len(texts):
             raise ValueError(f"{len(query_ids)} query ids for {len(texts)} texts")
         modes = self._modes(mode)
+        masks = self._branch_filters(filter)
         depth = max(k, self.fusion.depth)
         runs = []
         for i, searcher in enumerate(self.searchers):
+            options = {} if masks[i] is None else {"filter": masks[i]}
             run = searcher.search_batch(
                 texts,
                 depth,
@@ -366,6 +398,7 @@ class HybridSearcher:
                 mode=modes[i],
                 threads=threads,
                 show_progress=show_progress,
+                **options,
             )
             run.name = self._labels[i]
             for qid, hits in run.results.items():
@@ -382,6 +415,37 @@ class HybridSearcher:
                 f"mode must be None or one mode per searcher ({len(self.searchers)}), got {mode!r}"
             )
         return list(mode)
+
+    def _branch_filters(self, filter) -> list:  # noqa: A002 (the public name)
+        """Each searcher's bool mask of the documents a filter allows (None: no filter),
+        evaluated on the first index and carried to the others by document id."""
+        allowed = allowed_documents(filter, self.sparse_index)
+        if allowed is None:
+            return [None] * len(self.searchers)
+        first = allowed.view(bool)
+        masks = []
+        for i, searcher in enumerate(self.searchers):
+            if self._same_numbering[i]:
+                masks.append(first)
+                continue
+            mask = np.zeros(searcher.index.num_documents, bool)
+            mask[self._positions(i)[first]] = True
+            masks.append(mask)
+        return masks
+
+    def _positions(self, i: int) -> np.ndarray:
+        """Where each document of the first index is in searcher i's index (computed once)."""
+        with self._lock:
+            positions = self._position_cache.get(i)
+            if positions is None:
+                index = self.searchers[i].index
+                positions = np.fromiter(
+                    (index.docno(doc_id) for doc_id in self.sparse_index.doc_ids),
+                    np.int64,
+                    count=index.num_documents,
+                )
+                self._position_cache[i] = positions
+            return positions
 
     def _renumber(self, i: int, hits: list[Hit]) -> list[Hit]:
         if self._same_numbering[i]:

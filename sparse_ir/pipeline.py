@@ -137,7 +137,8 @@ def index_corpus(
     """Encode a corpus and build an :class:`~sparse_ir.index.ImpactIndex` at ``path``.
 
     Returns ``(index, encode_stats)``. The index is published only when everything succeeded;
-    an interruption leaves the previous index (if any) in place.
+    an interruption leaves the previous index (if any) in place. The documents' metadata
+    (:attr:`~sparse_ir.corpus.Document.metadata`) is stored with the index.
     """
     from tqdm.auto import tqdm
 
@@ -146,6 +147,7 @@ def index_corpus(
 
     stats = EncodeStats()
     pending: collections.deque[tuple[str, str]] = collections.deque()
+    pending_metadata: collections.deque = collections.deque()
     progress = tqdm(
         total=total,
         desc="encoding + indexing",
@@ -159,6 +161,7 @@ def index_corpus(
         ):
             if store_contents:
                 pending.extend((d.title, d.text) for d in shard)
+            pending_metadata.extend(d.metadata for d in shard)
             yield batch
 
     try:
@@ -171,6 +174,7 @@ def index_corpus(
             show_progress=False,
             settings={**encoder_settings(encoder), **(settings or {})},
             total_documents=total,
+            metadata=_Drain(pending_metadata),
         )
     finally:
         progress.close()
@@ -211,7 +215,7 @@ def dense_index_corpus(
 
     Returns ``(index, encode_stats)``. Shards of ``shard_size`` documents are encoded and
     appended in turn, so memory holds one shard of vectors; the index is published only when
-    everything succeeded.
+    everything succeeded. The documents' metadata is stored with the index.
     """
     from tqdm.auto import tqdm
 
@@ -231,11 +235,14 @@ def dense_index_corpus(
         for document in documents:
             shard.append(document)
             if len(shard) >= shard_size:
+                pending_metadata.extend(d.metadata for d in shard)
                 yield _encode_dense_shard(encoder, shard, stats, progress)
                 shard = []
         if shard:
+            pending_metadata.extend(d.metadata for d in shard)
             yield _encode_dense_shard(encoder, shard, stats, progress)
 
+    pending_metadata: collections.deque = collections.deque()
     try:
         index = DenseIndex.build(
             batches(),
@@ -243,6 +250,7 @@ def dense_index_corpus(
             settings={**encoder.settings(), **(settings or {})},
             hnsw=hnsw,
             show_progress=show_progress,
+            metadata=_Drain(pending_metadata),
         )
     finally:
         progress.close()

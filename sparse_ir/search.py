@@ -18,6 +18,7 @@ import numpy as np
 from sparse_ir.encoders.base import as_texts
 from sparse_ir.index.builder import vocab_hash
 from sparse_ir.index.dense import DenseIndex, SearchMethod
+from sparse_ir.index.filters import FilterLike, allowed_documents
 from sparse_ir.index.impact_index import ImpactIndex, TermContribution
 from sparse_ir.index.modes import SearchMode
 from sparse_ir.results import Hit, Run
@@ -136,10 +137,19 @@ class Searcher:
         # on the index's scale; float weights go through the index's quantizer.
         return batch if batch.is_quantized else self.index.quantizer.quantize(batch)
 
-    def search(self, text: str, k: int = 10, *, mode: str | SearchMode | None = None) -> list[Hit]:
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        mode: str | SearchMode | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
+    ) -> list[Hit]:
         """The top-``k`` documents for a text query (``mode``: see :meth:`ImpactIndex.search`;
-        default: this searcher's)."""
-        return self.index.search(self.encode(text), k, mode=self._mode(mode))
+        default: this searcher's). ``filter``: which documents may be returned
+        (:mod:`sparse_ir.index.filters`: ``"year>=2020"``, a set of ids, a bool mask...);
+        default None: all."""
+        return self.index.search(self.encode(text), k, mode=self._mode(mode), filter=filter)
 
     def search_batch(
         self,
@@ -150,15 +160,23 @@ class Searcher:
         mode: str | SearchMode | None = None,
         threads: int | None = None,
         show_progress: bool | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
         ids: Sequence[str] | None = None,
     ) -> Run:
         """Encode and search many queries; the run is keyed by ``query_ids`` (default:
-        positions). ``ids`` is the deprecated name of ``query_ids``."""
+        positions). ``filter``: as in :meth:`search`, for every query. ``ids`` is the
+        deprecated name of ``query_ids``."""
         texts = list(as_texts(texts))
         query_ids = _query_ids(texts, _renamed_ids(query_ids, ids, "Searcher"))
+        allowed = allowed_documents(filter, self.index)  # a bad filter fails before encoding
         batch = self.encoder.encode_queries(texts, ids=query_ids, show_progress=show_progress)
         return self.index.search_batch(
-            self._quantized(batch), k, query_ids=query_ids, mode=self._mode(mode), threads=threads
+            self._quantized(batch),
+            k,
+            query_ids=query_ids,
+            mode=self._mode(mode),
+            threads=threads,
+            filter=None if allowed is None else allowed.view(bool),
         )
 
     def explain(self, text: str, hit: Hit | int) -> list[TermContribution]:
@@ -257,10 +275,17 @@ class DenseSearcher:
         """The ``[dim]`` float32 query vector of one text."""
         return self.encoder.encode_queries([text], show_progress=False)[0]
 
-    def search(self, text: str, k: int = 10, *, mode: SearchMethod | None = None) -> list[Hit]:
+    def search(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        mode: SearchMethod | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
+    ) -> list[Hit]:
         """The top-``k`` documents for a text query (``mode``: ``"exact"`` or ``"hnsw"``;
-        default: this searcher's)."""
-        return self.index.search(self.encode(text), k, mode=self._mode(mode))
+        default: this searcher's; ``filter``: as in :meth:`Searcher.search`)."""
+        return self.index.search(self.encode(text), k, mode=self._mode(mode), filter=filter)
 
     def search_batch(
         self,
@@ -271,14 +296,22 @@ class DenseSearcher:
         mode: SearchMethod | None = None,
         threads: int | None = None,
         show_progress: bool | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
     ) -> Run:
         """Encode and search many queries; the run is keyed by ``query_ids`` (default:
         positions). ``threads`` is accepted for the common shape; dense search uses the
-        threads of the BLAS library (or faiss)."""
+        threads of the BLAS library (or faiss). ``filter``: as in :meth:`search`."""
         texts = list(as_texts(texts))
         query_ids = _query_ids(texts, query_ids)
+        allowed = allowed_documents(filter, self.index)  # a bad filter fails before encoding
         vectors = self.encoder.encode_queries(texts, show_progress=show_progress)
-        return self.index.search_batch(vectors, k, query_ids=query_ids, mode=self._mode(mode))
+        return self.index.search_batch(
+            vectors,
+            k,
+            query_ids=query_ids,
+            mode=self._mode(mode),
+            filter=None if allowed is None else allowed.view(bool),
+        )
 
     def _mode(self, mode):
         return self.mode if mode is None else mode

@@ -151,6 +151,8 @@ def test_every_search_mode_equals_brute_force():
                         index.postings_impacts,
                         accumulator,
                         k,
+                        kernels.ALL_DOCUMENTS,
+                        0,
                         docs,
                         scores,
                     )

@@ -500,6 +500,8 @@ def test_damage_found_by_an_early_verification_is_refused(tmp_path):
         terms,
         weights,
         3,
+        kernels.ALL_DOCUMENTS,
+        0,
         searcher._arrays(),
         _HIDDEN_PARAMS.as_tuple(),
         accumulator32,

@@ -2,7 +2,8 @@
 
 ``--queries FILE`` (BEIR queries.jsonl or qid<TAB>text) searches every query and writes a run
 (``--output run.trec`` or ``run.jsonl``; ``-`` or none: JSON lines on stdout); ``--json`` prints
-one query's hits as JSON instead of the table.
+one query's hits as JSON instead of the table. ``--filter 'year>=2020'`` restricts every search
+to the documents whose metadata matches (:func:`sparse_ir.index.filters.parse_filter`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ import json
 import os
 import sys
 
-__all__ = ["add_batch_options", "batch_or_json", "print_hits_json", "run_batch_search", "write_run"]
+__all__ = [
+    "add_batch_options",
+    "batch_or_json",
+    "cli_filter",
+    "print_hits_json",
+    "run_batch_search",
+    "write_run",
+]
 
 
 def add_batch_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +44,24 @@ def add_batch_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the hits as JSON (default: a table)"
     )
+    parser.add_argument(
+        "--filter",
+        default=None,
+        metavar="PREDICATE",
+        help="return only documents whose metadata matches, e.g. 'year>=2020', "
+        "'tenant=a AND 2019<=year<2022' (=, !=, <, <=, >, >=; AND) (default: "
+        "none: every document)",
+    )
+
+
+def cli_filter(args: argparse.Namespace):
+    """The parsed ``--filter`` of a command line (None when absent)."""
+    text = getattr(args, "filter", None)
+    if text is None:
+        return None
+    from sparse_ir.index.filters import parse_filter
+
+    return parse_filter(text)
 
 
 def run_batch_search(args: argparse.Namespace, searcher) -> int:
@@ -43,11 +69,14 @@ def run_batch_search(args: argparse.Namespace, searcher) -> int:
     from sparse_ir.corpus import read_queries
 
     queries = list(read_queries(args.queries))
+    chosen = cli_filter(args)
+    options = {} if chosen is None else {"filter": chosen}
     run = searcher.search_batch(
         [q.text for q in queries],
         args.top_k,
         query_ids=[q.id for q in queries],
         show_progress=args.show_progress,
+        **options,
     )
     write_run(run, args.output, id_map=args.id_map)
     if args.output and args.output != "-":
@@ -104,6 +133,8 @@ def batch_or_json(args: argparse.Namespace, searcher) -> int | None:
         raise ValueError("nothing to search: give a query text or --queries FILE")
     if args.json:
         text = " ".join(args.query)
-        print_hits_json(searcher.search(text, args.top_k), text)
+        chosen = cli_filter(args)
+        options = {} if chosen is None else {"filter": chosen}
+        print_hits_json(searcher.search(text, args.top_k, **options), text)
         return 0
     return None

@@ -261,11 +261,12 @@ def run_dense_index(args: argparse.Namespace) -> int:
 def run_dense_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import DenseSearcher
 
+    batch.cli_filter(args)  # a filter's syntax error fails before the model loads
     searcher = DenseSearcher.from_index(args.index, device=args.device, mode=args.mode)
     if (status := batch.batch_or_json(args, searcher)) is not None:
         return status
     text = " ".join(args.query)
-    hits = searcher.search(text, args.top_k)
+    hits = searcher.search(text, args.top_k, filter=batch.cli_filter(args))
     print(f"query: {text}")
     for rank, hit in enumerate(hits, start=1):
         print(f"{rank:>3}. {hit.doc_id}  score {hit.score:.4f}")
@@ -349,6 +350,7 @@ def run_hybrid_search(args: argparse.Namespace) -> int:
 
     paths = hybrid_paths(args)
     fusion = hybrid_fusion(args, len(paths))
+    batch.cli_filter(args)  # a filter's syntax error fails before the models load
     searcher = HybridSearcher.from_paths(
         paths, fusion, device=args.device, sparse_mode=args.sparse_mode, dense_mode=args.dense_mode
     )
@@ -359,7 +361,7 @@ def run_hybrid_search(args: argparse.Namespace) -> int:
     if (status := batch.batch_or_json(args, searcher)) is not None:
         return status
     text = " ".join(args.query)
-    hits = searcher.search(text, args.top_k)
+    hits = searcher.search(text, args.top_k, filter=batch.cli_filter(args))
     stored = next(
         (s.index for s in searcher.searchers if getattr(s.index, "has_contents", False)), None
     )

@@ -315,19 +315,20 @@ def run_search(args: argparse.Namespace) -> int:
     from sparse_ir.search import Searcher
 
     mode = search_mode(args)
+    batch.cli_filter(args)  # a filter's syntax error fails before the model loads
     searcher = Searcher.from_index(
         args.index, model=args.model, device=args.device, mode=mode, force=args.force_model
     )
     if (status := batch.batch_or_json(args, searcher)) is not None:
         return status
     text = " ".join(args.query)
-    print_hits(searcher, text, args.top_k, args.terms)
+    print_hits(searcher, text, args.top_k, args.terms, filter=batch.cli_filter(args))
     return 0
 
 
-def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
+def print_hits(searcher, text: str, k: int, terms: int = 5, out=None, filter=None) -> None:  # noqa: A002
     """Print ranked hits with titles and the query terms that contributed most (searched in
-    the searcher's mode)."""
+    the searcher's mode, among the documents ``filter`` allows)."""
     out = out or sys.stdout
     own = _text_terms(searcher.encoder, text)
     query = searcher.encode(text)
@@ -337,7 +338,7 @@ def print_hits(searcher, text: str, k: int, terms: int = 5, out=None) -> None:
         f"  {query.nnz} query terms; expansion terms (+): {', '.join(expansion[:8]) or 'none'}",
         file=out,
     )
-    hits = searcher.index.search(query, k, mode=searcher.mode)
+    hits = searcher.index.search(query, k, mode=searcher.mode, filter=filter)
     if not hits:
         print("  no document matches", file=out)
     for rank, hit in enumerate(hits, start=1):

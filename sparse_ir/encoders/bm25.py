@@ -755,7 +755,7 @@ def build_bm25_index(
 
     Args:
         documents: :class:`~sparse_ir.corpus.Document` records (``id``, ``title``, ``text``;
-            the analyzed text is ``full_text``: title and text).
+            the analyzed text is ``full_text``: title and text; their ``metadata`` is stored).
         path: the index directory (published atomically, as every build).
         k1, b, analyzer: as :class:`BM25Encoder`.
         bits: quantize to 8 or 16 bits instead of the scale :data:`BM25_SCALE`.
@@ -787,6 +787,7 @@ def build_bm25_index(
         settings={**encoder.settings(), **(settings or {})},
         show_progress=show_progress,
         total_documents=len(documents),
+        metadata=(getattr(d, "metadata", None) for d in documents),
     )
     return index, encoder
 

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import numpy as np
 
 from sparse_ir.errors import InputError
 from sparse_ir.index.manifest import IMPACT_FORMAT, IMPACT_FORMAT_VERSION, ImpactManifest
+from sparse_ir.index.metadata import MetadataWriter, take_metadata
 from sparse_ir.index.storage import (
     ArrayWriter,
     FileRecord,
@@ -350,6 +351,7 @@ def build_impact_index(
     show_progress: bool | None = None,
     total_documents: int | None = None,
     search_layout: bool = True,
+    metadata: Iterable[Mapping | None] | None = None,
 ) -> tuple[Path, BuildReport]:
     """Write a new generation of the impact index at ``path`` and publish it atomically.
 
@@ -370,6 +372,8 @@ def build_impact_index(
         titles = StringColumnWriter(temporary, "doc_titles") if content_iter else None
         texts = StringColumnWriter(temporary, "doc_texts") if content_iter else None
         forward = _ForwardScratch(temporary) if search_layout else None
+        metadata_iter = iter(metadata) if metadata is not None else None
+        metadata_writer = MetadataWriter(temporary) if metadata is not None else None
         seen_ids: set[str] = set()
         vocab: tuple[str, ...] | None = None
         buffer: _PostingBuffer | None = None
@@ -393,6 +397,10 @@ def build_impact_index(
                 impacts_batch = _quantized_shard(shard, quantizer, report)
                 first = report.documents
                 _add_ids_and_contents(shard, first, seen_ids, ids, titles, texts, content_iter)
+                if metadata_writer is not None:
+                    shard_ids = shard.ids or tuple(str(first + i) for i in range(len(shard)))
+                    records = take_metadata(metadata_iter, len(shard), shard_ids)
+                    metadata_writer.add(records, shard_ids)
                 lengths = impacts_batch.row_lengths()
                 report.empty_documents += int((lengths == 0).sum())
                 terms = _compact(impacts_batch.indices, buffer.term_dtype)
@@ -408,6 +416,8 @@ def build_impact_index(
             files, max_impact, impact_dtype, layout_record = _write_postings_and_columns(
                 temporary, buffer, vocab, report, search_layout, forward, (ids, titles, texts)
             )
+            if metadata_writer is not None:
+                files.update({record.name: record for record in metadata_writer.finish()})
             report.seconds = time.perf_counter() - started
             manifest = ImpactManifest(
                 created_by="sparse_ir " + _version(),

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -32,7 +32,9 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, InputError, MissingDependencyError
 from sparse_ir.index.base import IndexBase
+from sparse_ir.index.filters import FilterLike, allowed_documents
 from sparse_ir.index.manifest import DENSE_FORMAT, DENSE_FORMAT_VERSION, DenseManifest
+from sparse_ir.index.metadata import MetadataAccess, MetadataWriter, take_metadata
 from sparse_ir.index.modes import DenseModeName
 from sparse_ir.index.storage import (
     ArrayWriter,
@@ -67,6 +69,9 @@ SearchMethod = DenseModeName  # its name before the modes module
 _CHUNK_BYTES = 64 << 20
 # Rows whose L2 norm is within this of 1 (or exactly 0: empty texts) count as normalized.
 _NORM_TOLERANCE = 1e-3
+#: Filtered HNSW search scores the allowed documents exactly when they are at most this share
+#: of the collection (or at most 4 × ef of them): see :meth:`DenseIndex.search_batch`.
+HNSW_EXACT_BELOW = 0.01
 
 
 @dataclass(frozen=True)
@@ -107,22 +112,31 @@ def _order(scores: np.ndarray, docs: np.ndarray) -> np.ndarray:
 
 
 def reference_top_k(
-    vectors: np.ndarray, query: np.ndarray, k: int
+    vectors: np.ndarray, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute force: score every row, sort everything, keep ``k``. ``(docnos, scores)``.
 
     The plain definition that :func:`exact_top_k` must reproduce (slow; for tests and checks).
+    ``allowed``: bool or 0/1 mask over the rows; the others are never returned.
     """
     _check_k(k)
     matrix = np.asarray(vectors, np.float32)
     scores = (matrix @ np.asarray(query, np.float32).reshape(-1, 1))[:, 0]
     docs = np.arange(len(scores), dtype=np.int64)
+    if allowed is not None:
+        keep = np.asarray(allowed).astype(bool)
+        docs, scores = docs[keep], scores[keep]
     order = _order(scores, docs)[:k]
     return docs[order], scores[order]
 
 
 def exact_top_k(
-    vectors: np.ndarray, queries: np.ndarray, k: int, *, chunk_rows: int | None = None
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    *,
+    chunk_rows: int | None = None,
+    allowed: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Exact top-``k`` rows by inner product for each query, reading ``vectors`` block by block.
 
@@ -135,6 +149,8 @@ def exact_top_k(
         queries: ``[q, dim]`` float32.
         k: hits per query.
         chunk_rows: rows per block (default: ~64 MB of matrix, and of scores).
+        allowed: bool or 0/1 mask over the rows (None: all); only allowed rows are scored and
+            returned, so a selective filter reads and multiplies fewer rows.
 
     Returns:
         ``(docnos, scores)``: one int64 and one float32 array per query, best first.
@@ -151,7 +167,15 @@ def exact_top_k(
     best_docs = [np.zeros(0, np.int64) for _ in range(count)]
     best_scores = [np.zeros(0, np.float32) for _ in range(count)]
     for start in range(0, n, chunk_rows):
-        block = np.asarray(vectors[start : start + chunk_rows], dtype=np.float32)
+        rows_at = None
+        if allowed is None:
+            block = np.asarray(vectors[start : start + chunk_rows], dtype=np.float32)
+        else:
+            rows_at = np.flatnonzero(allowed[start : start + chunk_rows])
+            if len(rows_at) == 0:
+                continue
+            # Fancy indexing reads only the allowed rows of a memory-mapped block.
+            block = np.asarray(vectors[start : start + chunk_rows][rows_at], dtype=np.float32)
         rows = len(block)
         # [q, rows]: one matrix product per block (BLAS, all cores).
         scores = queries @ block.T
@@ -163,7 +187,8 @@ def exact_top_k(
                 keep = np.flatnonzero(row_scores >= thresholds[q])
             else:
                 keep = np.arange(rows)
-            docs = np.concatenate([best_docs[q], keep.astype(np.int64) + start])
+            numbers = keep if rows_at is None else rows_at[keep]
+            docs = np.concatenate([best_docs[q], numbers.astype(np.int64) + start])
             values = np.concatenate([best_scores[q], row_scores[keep]])
             order = _order(values, docs)[:k]
             best_docs[q], best_scores[q] = docs[order], values[order]
@@ -317,7 +342,7 @@ def _import_faiss():
 # -- the index ----------------------------------------------------------------------------------
 
 
-class DenseIndex(IndexBase[DenseManifest]):
+class DenseIndex(MetadataAccess, IndexBase[DenseManifest]):
     """Document vectors on disk, searched by inner product. Create with :meth:`build`, load
     with :meth:`open`.
 
@@ -348,6 +373,7 @@ class DenseIndex(IndexBase[DenseManifest]):
         settings: dict | None = None,
         hnsw: HnswOptions | None = None,
         show_progress: bool | None = None,
+        metadata: Iterable[Mapping | None] | None = None,
     ) -> DenseIndex:
         """Build a dense index and publish it atomically at ``path``.
 
@@ -360,6 +386,8 @@ class DenseIndex(IndexBase[DenseManifest]):
             settings: facts recorded in the manifest (the encoder's settings, the corpus...).
             hnsw: also build a faiss HNSW graph (needs ``faiss-cpu``).
             show_progress: progress bar for the HNSW graph; None shows it on a terminal.
+            metadata: optional metadata dict per document, in document order (None or ``{}``:
+                none), stored checksummed and filterable: :mod:`sparse_ir.index.metadata`.
         """
         if hnsw is not None:
             _import_faiss()
@@ -367,10 +395,18 @@ class DenseIndex(IndexBase[DenseManifest]):
         directory = IndexDirectory(path)
         with directory.publish() as temporary:
             writer = DenseIndexWriter(temporary)
+            metadata_iter = iter(metadata) if metadata is not None else None
+            metadata_writer = MetadataWriter(temporary) if metadata is not None else None
             try:
                 for batch_ids, batch in _as_batches(vectors, ids):
                     writer.add(batch_ids, batch)
+                    if metadata_writer is not None:
+                        batch_ids = list(batch_ids)
+                        records = take_metadata(metadata_iter, len(batch_ids), batch_ids)
+                        metadata_writer.add(records, batch_ids)
                 files = writer.finish()
+                if metadata_writer is not None:
+                    files.update({record.name: record for record in metadata_writer.finish()})
             except BaseException:
                 writer.abort()
                 raise
@@ -407,6 +443,7 @@ class DenseIndex(IndexBase[DenseManifest]):
             if not np.isfinite(self.vectors[start : start + step]).all():
                 raise IndexCorruptError(f"{self.directory}: a vector holds NaN or infinity")
         self._check_doc_ids()
+        self._verify_metadata()
         if self.has_hnsw:
             graph = self._load_hnsw()
             if graph.ntotal != self.num_documents or graph.d != self.dim:
@@ -454,6 +491,7 @@ class DenseIndex(IndexBase[DenseManifest]):
         mode: SearchMethod | None = "exact",
         ef_search: int | None = None,
         chunk_rows: int | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
         method: SearchMethod | None = None,
     ) -> list[Hit]:
         """The top-``k`` documents for one query vector, best first (score = inner product).
@@ -465,13 +503,32 @@ class DenseIndex(IndexBase[DenseManifest]):
                 graph built with the index; approximate).
             ef_search: HNSW candidate list size (default: the index's, at least ``k``).
             chunk_rows: rows scored at once by exact search (default ~64 MB of matrix).
+            filter: which documents may be returned (a
+                :class:`~sparse_ir.index.filters.Filter`, a filter text such as
+                ``"year>=2020"``, a bool mask over document numbers or a set of ids); default
+                None: all. Exact search returns exactly the top-``k`` allowed documents; HNSW
+                search stays approximate (see :meth:`search_batch`).
             method: deprecated name of ``mode``.
+
+        Example:
+            >>> import tempfile
+            >>> import numpy as np
+            >>> from sparse_ir import DenseIndex
+            >>> vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]], np.float32)
+            >>> path = tempfile.mkdtemp() + "/dense"
+            >>> index = DenseIndex.build(vectors, path, ids=["a", "b", "c"])
+            >>> [hit.doc_id for hit in index.search(np.array([1.0, 0.0]), k=2)]
+            ['a', 'b']
+            >>> [hit.doc_id for hit in index.search(np.array([1.0, 0.0]), k=2, filter={"b", "c"})]
+            ['b', 'c']
         """
         mode = _mode_alias(mode, method)
         array = self._prepare(query)
         if len(array) != 1:
             raise InputError(f"search takes one query vector; got {len(array)} (use search_batch)")
-        run = self.search_batch(array, k, mode=mode, ef_search=ef_search, chunk_rows=chunk_rows)
+        run = self.search_batch(
+            array, k, mode=mode, ef_search=ef_search, chunk_rows=chunk_rows, filter=filter
+        )
         return run.results["0"]
 
     def search_batch(
@@ -483,12 +540,22 @@ class DenseIndex(IndexBase[DenseManifest]):
         mode: SearchMethod | None = "exact",
         ef_search: int | None = None,
         chunk_rows: int | None = None,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
         method: SearchMethod | None = None,
     ) -> Run:
         """Top-``k`` documents for each row of a ``[q, dim]`` array of query vectors.
 
         The run is keyed by ``query_ids`` (default: row positions ``"0", "1", ...``).
-        ``mode`` is that of :meth:`search` (``method``: its deprecated name).
+        ``mode`` and ``filter`` (the same for every query) are those of :meth:`search`
+        (``method``: the deprecated name of ``mode``).
+
+        Filtered HNSW search is approximate, like HNSW search: it never returns a filtered-out
+        document, and its recall against exact filtered search is measured in the tests. When
+        the filter allows at most ``max(HNSW_EXACT_BELOW · num_documents, 4 · ef)`` documents,
+        they are scored exactly instead (a graph walk would visit mostly filtered-out nodes);
+        otherwise the graph is searched with the filter (faiss' ID selector) and ``ef`` scaled
+        by 1/selectivity (up to 8×); a walk that finds fewer than ``k`` documents while the
+        filter allows more falls back to exact search over the allowed documents.
         """
         _check_k(k)
         mode = _mode_alias(mode, method)
@@ -503,10 +570,15 @@ class DenseIndex(IndexBase[DenseManifest]):
         if len(ids) != len(array):
             raise ValueError(f"{len(ids)} query ids for {len(array)} queries")
         k = min(k, self.num_documents)
+        allowed = allowed_documents(filter, self)
         if mode == "exact":
-            docs, scores = exact_top_k(self.vectors, array, k, chunk_rows=chunk_rows)
-        else:
+            docs, scores = exact_top_k(
+                self.vectors, array, k, chunk_rows=chunk_rows, allowed=allowed
+            )
+        elif allowed is None:
             docs, scores = self._hnsw_top_k(array, k, ef_search)
+        else:
+            docs, scores = self._filtered_hnsw_top_k(array, k, ef_search, allowed, chunk_rows)
         run = Run(name="dense")
         doc_ids = self.doc_ids
         for qid, d, s in zip(ids, docs, scores):
@@ -515,11 +587,20 @@ class DenseIndex(IndexBase[DenseManifest]):
             ]
         return run
 
-    def reference_search(self, query: np.ndarray, k: int = 10) -> list[Hit]:
+    def reference_search(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        *,
+        filter: FilterLike = None,  # noqa: A002 (the public name)
+    ) -> list[Hit]:
         """The same result as exact :meth:`search` by brute force (slow; for tests)."""
         array = self._prepare(query)
         docs, scores = reference_top_k(
-            np.asarray(self.vectors), array[0], min(k, self.num_documents)
+            np.asarray(self.vectors),
+            array[0],
+            min(k, self.num_documents),
+            allowed=allowed_documents(filter, self),
         )
         return [Hit(self.doc_ids[d], s, d) for d, s in zip(docs.tolist(), scores.tolist())]
 
@@ -541,13 +622,47 @@ class DenseIndex(IndexBase[DenseManifest]):
                 self._hnsw = faiss.deserialize_index(np.array(data))
             return self._hnsw
 
+    def _ef_search(self, k: int, ef_search: int | None) -> int:
+        return max(k, ef_search or (self.manifest.hnsw or {}).get("ef_search", 128))
+
+    def _filtered_hnsw_top_k(
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef_search: int | None,
+        allowed: np.ndarray,
+        chunk_rows: int | None,
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """HNSW search under a filter (the rule is in :meth:`search_batch`)."""
+        self._load_hnsw()  # a clear error when the index has no graph
+        count = int(np.count_nonzero(allowed))
+        ef = self._ef_search(k, ef_search)
+        if count <= max(HNSW_EXACT_BELOW * self.num_documents, 4 * ef):
+            return exact_top_k(self.vectors, queries, k, chunk_rows=chunk_rows, allowed=allowed)
+        faiss = _import_faiss()
+        bits = np.packbits(allowed.astype(bool), bitorder="little")
+        selector = faiss.IDSelectorBitmap(self.num_documents, faiss.swig_ptr(bits))
+        scale = min(8.0, self.num_documents / count)
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=int(np.ceil(ef * scale)))
+        docs, scores = self._hnsw_top_k(queries, k, ef_search, params=params)
+        short = [q for q, found in enumerate(docs) if len(found) < min(k, count)]
+        if short:
+            exact_docs, exact_scores = exact_top_k(
+                self.vectors, queries[short], k, chunk_rows=chunk_rows, allowed=allowed
+            )
+            for q, d, s in zip(short, exact_docs, exact_scores):
+                docs[q], scores[q] = d, s
+        return docs, scores
+
     def _hnsw_top_k(
-        self, queries: np.ndarray, k: int, ef_search: int | None
+        self, queries: np.ndarray, k: int, ef_search: int | None, *, params=None
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
         graph = self._load_hnsw()
-        default = (self.manifest.hnsw or {}).get("ef_search", 128)
-        graph.hnsw.efSearch = max(k, ef_search or default)
-        distances, labels = graph.search(queries, k)
+        graph.hnsw.efSearch = self._ef_search(k, ef_search)
+        if params is None:
+            distances, labels = graph.search(queries, k)
+        else:
+            distances, labels = graph.search(queries, k, params=params)
         docs, scores = [], []
         for row_labels, row_scores in zip(labels, distances):
             found = row_labels >= 0

@@ -506,9 +506,11 @@ def _add_layer(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _keep_best(accumulator, touched, n_touched, base, size_w, best_scores, best_docs, n_best):
-    """Estimate, one window: offer the touched documents' partial scores to the heap of the
-    best, clearing the accumulator. Returns ``(heap size, corrupt)``."""
+def _keep_best(
+    accumulator, touched, n_touched, base, size_w, allowed, best_scores, best_docs, n_best
+):
+    """Estimate, one window: offer the touched allowed documents' partial scores to the heap
+    of the best, clearing the accumulator. Returns ``(heap size, corrupt)``."""
     want = len(best_scores)
     corrupt = False
     for j in range(n_touched):
@@ -517,7 +519,7 @@ def _keep_best(accumulator, touched, n_touched, base, size_w, best_scores, best_
         accumulator[offset] = 0
         if offset >= size_w:
             corrupt = True
-        elif n_best < want or score >= best_scores[0]:
+        elif (n_best < want or score >= best_scores[0]) and kernels.admits(allowed, base + offset):
             n_best = heaps.offer(best_scores, best_docs, n_best, want, score, base + offset)
     return n_best, corrupt
 
@@ -526,6 +528,7 @@ def _keep_best(accumulator, touched, n_touched, base, size_w, best_scores, best_
 def _estimate(
     query_terms,
     query_weights,
+    allowed,
     arrays,
     settings,
     accumulator,
@@ -536,7 +539,7 @@ def _estimate(
     best_docs,
 ):
     """Phase 1, partial scores: score the postings above cuts sized to ``estimate_postings``
-    (full q_t·impact) and keep the best documents in ``best_scores``/``best_docs``.
+    (full q_t·impact) and keep the best allowed documents in ``best_scores``/``best_docs``.
 
     Returns ``(documents kept, postings scored, exhaustive, corrupt)``; ``exhaustive``: no
     posting was left below the cuts, so the partial scores are the scores.
@@ -566,7 +569,7 @@ def _estimate(
         )
         scored += postings
         n_best, damaged = _keep_best(
-            accumulator, touched, n_touched, base, size_w, best_scores, best_docs, n_best
+            accumulator, touched, n_touched, base, size_w, allowed, best_scores, best_docs, n_best
         )
         if corrupt or damaged:
             accumulator[:] = 0  # entries added after the scratch was full are not listed
@@ -582,6 +585,7 @@ def _score_estimate(
     estimated_docs,
     exhaustive,
     k,
+    floor,
     arrays,
     slots,
     slot_weights,
@@ -589,11 +593,13 @@ def _score_estimate(
     heap_docs,
 ):
     """Phase 1, θ₀: the estimate's documents (``estimated_docs``: sorted) scored exactly into
-    the k-best heap. Returns the heap size, or -1 when a forward entry is damaged."""
+    the k-best heap, those scoring above ``floor`` only. Returns the heap size, or -1 when a
+    forward entry is damaged."""
     size = 0
     if exhaustive:
         for j in range(n_best):
-            size = heaps.offer(heap_scores, heap_docs, size, k, best_scores[j], best_docs[j])
+            if best_scores[j] > floor:
+                size = heaps.offer(heap_scores, heap_docs, size, k, best_scores[j], best_docs[j])
         return size
     for j in range(n_best):
         _prefetch_document(estimated_docs[j], arrays)
@@ -602,7 +608,8 @@ def _score_estimate(
         score = _exact_score(doc, arrays, slots, slot_weights)
         if score < 0:
             return -1
-        size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+        if score > floor:
+            size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
     return size
 
 
@@ -660,6 +667,8 @@ def _bound(
     query_terms,
     query_weights,
     k,
+    allowed,
+    floor,
     arrays,
     accumulator,
     scratch,
@@ -674,9 +683,10 @@ def _bound(
     n_estimated,
     stats,
 ):
-    """Phase 3: per window, accumulate the excess over the cuts, then collect the documents
-    whose bound ``credit`` + excess reaches θ₀ (excess >= ``need``) while clearing the
-    accumulator. A full candidate buffer is verified at once (phase 4) to free it.
+    """Phase 3: per window, accumulate the excess over the cuts, then collect the allowed
+    documents whose bound ``credit`` + excess reaches θ₀ (excess >= ``need``) while clearing the
+    accumulator (a filtered-out document is never verified). A full candidate buffer is
+    verified at once (phase 4) to free it.
 
     Returns ``(heap size, candidates left in the buffer, postings scored)``; the heap size is -1
     when the layout or a forward entry is damaged.
@@ -703,7 +713,7 @@ def _bound(
         for offset in range(size_w):
             excess = np.int64(accumulator[offset])
             accumulator[offset] = 0
-            if excess >= need:
+            if excess >= need and kernels.admits(allowed, base + offset):
                 if n_candidates == capacity:
                     # Rare: the buffer is full; verify its candidates now (by bound) to free it.
                     n_early += 1
@@ -716,6 +726,7 @@ def _bound(
                         heap_docs,
                         size,
                         k,
+                        floor,
                         estimated_docs,
                         n_estimated,
                         arrays,
@@ -753,6 +764,7 @@ def _verify(
     heap_docs,
     size,
     k,
+    floor,
     skip,
     n_skip,
     arrays,
@@ -761,7 +773,7 @@ def _verify(
     stats,
 ):
     """Phase 4: score candidates exactly by decreasing bound until a bound is below the k-th
-    score, into the k-best heap.
+    score, into the k-best heap (those scoring above ``floor``).
 
     ``keys``/``docs`` [:count] are the candidates (bound, document), in any order; documents in
     ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
@@ -792,7 +804,8 @@ def _verify(
             score = _exact_score(doc, arrays, slots, slot_weights)
             if score < 0:
                 return -1
-            size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+            if score > floor:
+                size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
         stats[STAT_VERIFIED] += n_batch
     return size
 
@@ -807,6 +820,8 @@ def pruned_search_one(
     query_terms,
     query_weights,
     k,
+    allowed,
+    floor,
     arrays,
     settings,
     accumulator,
@@ -817,13 +832,16 @@ def pruned_search_one(
 ):
     """Top-k of one query by the four phases of the module docstring, window by window.
 
+    ``allowed``/``floor``: which documents may be returned (:mod:`.kernels`); a filtered-out
+    document is never scored exactly, and a floor above 0 is a lower bound on the k-th score
+    from the start (θ₀ is at least ``floor + 1``), so the cuts and the candidates shrink with it.
     ``arrays``: :class:`SearchArrays`; ``settings``: :class:`KernelSettings`; ``accumulator``:
     ``scratch.accumulator32`` or ``scratch.accumulator64`` (wide enough for the query's scores);
     ``scratch``: :class:`Scratch` (the candidate buffer holds ``len(candidate_keys)``
     candidates, verified early when it is full). ``stats`` (int64 [len(STATS_FIELDS)]) receives
     the figures of :data:`STATS_FIELDS`. Returns the number of hits, ``kernels.CORRUPT`` (-1),
-    or ``FALLBACK`` (-2) when the estimate found fewer than k documents (the caller then runs
-    the exhaustive kernel).
+    or ``FALLBACK`` (-2) when the estimate found fewer than k documents and there is no floor
+    (the caller then runs the exhaustive kernel).
     """
     n_terms = len(query_terms)
     if n_terms >= 65535 or len(accumulator) != ACCUMULATOR_SIZE:
@@ -837,31 +855,35 @@ def pruned_search_one(
     want = max(settings.estimate_candidates, k)
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
+    floor = max(np.int64(floor), np.int64(0))
 
     # 1. Estimate θ₀ (the estimate's documents are skipped when verifying candidates).
     n_best, scored, exhaustive, corrupt = _estimate(
-        query_terms, query_weights, arrays, settings, accumulator, scratch.candidate_docs,
-        cut_position, cut_impact, best_scores, best_docs
+        query_terms, query_weights, allowed, arrays, settings, accumulator,
+        scratch.candidate_docs, cut_position, cut_impact, best_scores, best_docs
     )
     estimated_docs = np.sort(best_docs[:n_best])
     size = 0
     if not corrupt:
         size = _score_estimate(
-            best_scores, best_docs, n_best, estimated_docs, exhaustive, k, arrays, slots,
+            best_scores, best_docs, n_best, estimated_docs, exhaustive, k, floor, arrays, slots,
             slot_weights, heap_scores, heap_docs
         )
         corrupt = size < 0
     stats[STAT_VERIFIED] = n_best
     stats[STAT_POSTINGS] = scored
-    if corrupt or exhaustive or size < k:
+    # Exhaustive: every posting was scored and the heap of the best kept the ``want`` >= k best
+    # allowed documents, so the heap holds the whole answer even when it has fewer than k.
+    if corrupt or exhaustive or (size < k and floor == 0):
         _clear_slots(query_terms, slots)
         if corrupt:
             return kernels.CORRUPT
-        if size < k:
+        if not exhaustive:
             return FALLBACK
-        stats[STAT_KTH_SCORE] = heap_scores[0]
+        stats[STAT_KTH_SCORE] = heap_scores[0] if size == k else 0
         return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
-    theta0 = heap_scores[0]
+    # Every document of the answer scores at least θ₀: the heap's k-th, or above the floor.
+    theta0 = heap_scores[0] if size == k else floor + 1
 
     # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀.
     bound = _cut(
@@ -874,8 +896,9 @@ def pruned_search_one(
         credit = np.int64(np.floor(bound * settings.bound_weight))
     need = max(theta0 - credit, np.int64(1))
     size, n_candidates, postings = _bound(
-        query_terms, query_weights, k, arrays, accumulator, scratch, slot_weights, cut_impact,
-        credit, need, heap_scores, heap_docs, size, estimated_docs, n_best, stats
+        query_terms, query_weights, k, allowed, floor, arrays, accumulator, scratch,
+        slot_weights, cut_impact, credit, need, heap_scores, heap_docs, size, estimated_docs,
+        n_best, stats
     )
     scored += postings
 
@@ -883,7 +906,7 @@ def pruned_search_one(
     if size >= 0:
         size = _verify(
             scratch.candidate_keys, scratch.candidate_docs, n_candidates, heap_scores, heap_docs,
-            size, k, estimated_docs, n_best, arrays, slots, slot_weights, stats
+            size, k, floor, estimated_docs, n_best, arrays, slots, slot_weights, stats
         )
     _clear_slots(query_terms, slots)
     if size < 0:
@@ -892,20 +915,22 @@ def pruned_search_one(
     stats[STAT_POSTINGS] = scored
     stats[STAT_THETA0] = theta0
     stats[STAT_CUT_BOUND] = bound
-    stats[STAT_KTH_SCORE] = heap_scores[0]
+    stats[STAT_KTH_SCORE] = heap_scores[0] if size == k else 0
     return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 # fmt: on
 
 
 @numba.njit(cache=True, nogil=True)
 def windowed_exhaustive_one(
-    query_terms, query_weights, k, arrays, accumulator, out_docs, out_scores
+    query_terms, query_weights, k, allowed, floor, arrays, accumulator, out_docs, out_scores
 ):
     """Exhaustive top-k, one window of documents at a time (accumulator in L2 cache).
 
-    Same result as :func:`kernels.search_one`; ``accumulator`` has at least 2^window_bits
-    entries, zero on entry and on return. Returns the number of hits or ``kernels.CORRUPT``.
+    Same result as :func:`kernels.search_one` (``allowed``/``floor`` as there);
+    ``accumulator`` has at least 2^window_bits entries, zero on entry and on return. Returns
+    the number of hits or ``kernels.CORRUPT``.
     """
+    floor = max(np.int64(floor), np.int64(0))
     num_docs = len(arrays.forward_offsets) - 1
     num_windows = _num_windows(arrays)
     postings_docs = arrays.postings_docs
@@ -929,7 +954,11 @@ def windowed_exhaustive_one(
         for offset in range(size_w):
             score = np.int64(accumulator[offset])
             accumulator[offset] = 0
-            if score > 0 and (size < k or score > heap_scores[0]):
+            if (
+                score > floor
+                and (size < k or score > heap_scores[0])
+                and kernels.admits(allowed, base + offset)
+            ):
                 size = heaps.offer(heap_scores, heap_docs, size, k, score, base + offset)
     return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
@@ -940,6 +969,8 @@ def _search_one_any(
     query_terms,
     query_weights,
     k,
+    allowed,
+    floor,
     arrays,
     settings,
     accumulator,
@@ -962,6 +993,8 @@ def _search_one_any(
             query_terms,
             query_weights,
             k,
+            allowed,
+            floor,
             arrays,
             settings,
             accumulator,
@@ -973,7 +1006,7 @@ def _search_one_any(
         if count != FALLBACK:
             return count
     return windowed_exhaustive_one(
-        query_terms, query_weights, k, arrays, accumulator, out_docs, out_scores
+        query_terms, query_weights, k, allowed, floor, arrays, accumulator, out_docs, out_scores
     )
 
 
@@ -987,6 +1020,8 @@ def search_range(
     query_weights,
     use_int64,
     k,
+    allowed,
+    floor,
     arrays,
     settings,
     scratch,
@@ -1005,6 +1040,8 @@ def search_range(
                 query_terms[start:end],
                 query_weights[start:end],
                 k,
+                allowed,
+                floor,
                 arrays,
                 settings,
                 scratch.accumulator64,
@@ -1019,6 +1056,8 @@ def search_range(
                 query_terms[start:end],
                 query_weights[start:end],
                 k,
+                allowed,
+                floor,
                 arrays,
                 settings,
                 scratch.accumulator32,
@@ -1127,11 +1166,15 @@ class PrunedSearcher:
         k: int,
         params: PrunedParams | None,
         use_int64: bool,
+        allowed: np.ndarray = kernels.ALL_DOCUMENTS,
+        floor: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(docs, scores, stats)`` of one prepared query; ``params=None``: exhaustive.
 
         ``terms``/``weights``: as :meth:`ImpactIndex.prepare_query
         <sparse_ir.index.impact_index.ImpactIndex.prepare_query>` gives them (int32, int64).
+        ``allowed`` (uint8 [num_documents], writable, or empty for all) and ``floor``: see
+        :mod:`.kernels`; the caller checks the mask's length.
         """
         local = self._local
         scratch = local.scratch if hasattr(local, "scratch") else self._scratch()
@@ -1143,6 +1186,8 @@ class PrunedSearcher:
             terms,
             weights,
             k,
+            allowed,
+            int(floor),
             bool(use_int64),
             *self._flat_arrays,
             *(params or EXACT).as_tuple(),
@@ -1166,9 +1211,11 @@ class PrunedSearcher:
         k: int,
         params: PrunedParams | None,
         threads: int = 1,
+        allowed: np.ndarray = kernels.ALL_DOCUMENTS,
+        floor: int = 0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(docs [Q, k], scores [Q, k], counts [Q], stats [Q, len(STATS_FIELDS)])`` on
-        ``threads`` threads.
+        ``threads`` threads (``allowed``/``floor``: as in :meth:`search`, for every query).
 
         Threads take small chunks of queries from a shared counter as they finish (dynamic
         balance: a costly query does not hold up a thread's whole share); the kernel releases
@@ -1182,6 +1229,7 @@ class PrunedSearcher:
         mode = 0 if params is None else 1
         settings = (params or EXACT).as_tuple()
         arrays = self._arrays()
+        floor = int(floor)
         threads = max(1, min(int(threads), n_queries))
         taken = [0]  # queries handed out so far
         lock = threading.Lock()
@@ -1206,6 +1254,8 @@ class PrunedSearcher:
                     weights,
                     use_int64,
                     k,
+                    allowed,
+                    floor,
                     arrays,
                     settings,
                     scratch,
@@ -1235,6 +1285,8 @@ def search_one_flat(
     query_terms,
     query_weights,
     k,
+    allowed,
+    floor,
     use_int64,
     term_offsets,
     postings_docs,
@@ -1294,6 +1346,8 @@ def search_one_flat(
             query_terms,
             query_weights,
             k,
+            allowed,
+            floor,
             arrays,
             settings,
             scratch.accumulator64,
@@ -1307,6 +1361,8 @@ def search_one_flat(
         query_terms,
         query_weights,
         k,
+        allowed,
+        floor,
         arrays,
         settings,
         scratch.accumulator32,
