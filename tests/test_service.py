@@ -99,6 +99,10 @@ def build_scifact_index(path: Path, vectors, docs_by_id, rows: int | None = None
         documents,
         path,
         contents=contents,
+        metadata=[
+            {"bucket": row % 3, "parity": "even" if row % 2 == 0 else "odd"}
+            for row in range(len(documents))
+        ],
         show_progress=False,
         settings={
             "model": "splade-tiny",
@@ -303,6 +307,51 @@ def test_hybrid_equals_python_api(client, searcher, dense_searcher, fusion):
         assert (hit["sparse_score"], hit["dense_score"]) == pytest.approx(fused.components)
         assert (hit["sparse_rank"], hit["dense_rank"]) == fused.ranks
     assert response.json()["fusion"] == rule.describe()
+
+
+def test_filter_equals_python_api(client, searcher, dense_searcher):
+    """``filter`` on /search (text and pre-encoded) and /hybrid: the Python API's hits with the
+    same filter; a bad filter is a 422 naming the problem."""
+    where = "bucket>=1 AND parity=even"
+    for text in QUERIES[:2]:
+        response = client.post("/search", json={"text": text, "k": 10, "filter": where})
+        assert response.status_code == 200, response.text
+        expected = searcher.search(text, 10, filter=where)
+        assert [hit["id"] for hit in response.json()["hits"]] == [h.doc_id for h in expected]
+        assert all(searcher.index.metadata(h.docno)["bucket"] >= 1 for h in expected)
+        assert expected != searcher.search(text, 10)  # the filter changed the hits
+    query = {"cancer": 1.5, "cell": 0.7, "tumor": 1.1}
+    response = client.post("/search", json={"query": query, "k": 5, "filter": "bucket=0"})
+    assert response.status_code == 200, response.text
+    expected = searcher.index.search(query, 5, filter="bucket=0")
+    assert [(hit["id"], hit["score"]) for hit in response.json()["hits"]] == [
+        (h.doc_id, h.score) for h in expected
+    ]
+    response = client.post("/hybrid", json={"text": QUERIES[2], "k": 5, "filter": where})
+    assert response.status_code == 200, response.text
+    fused = HybridSearcher([searcher, dense_searcher], Fusion()).search(QUERIES[2], 5, filter=where)
+    assert [hit["id"] for hit in response.json()["hits"]] == [h.doc_id for h in fused]
+    assert_error(
+        client.post("/search", json={"text": "cancer", "filter": "bucket>>1"}),
+        422,
+        "invalid_request",
+        "position",
+    )
+    assert_error(
+        client.post("/search", json={"text": "cancer", "filter": "year>=2020"}),
+        422,
+        "invalid_request",
+        "year",
+    )
+    assert_error(
+        client.post("/hybrid", json={"text": "cancer", "filter": "year>=2020"}),
+        422,
+        "invalid_request",
+        "year",
+    )
+    assert_error(
+        client.post("/search", json={"text": "cancer", "filter": 3}), 422, "invalid_request"
+    )
 
 
 def test_hybrid_refusals(client, searcher):

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparse_ir.errors import InputError
 from sparse_ir.fusion import Fusion
+from sparse_ir.index.filters import parse_filter
 from sparse_ir.index.modes import resolve_mode
 from sparse_ir.search import DenseSearcher, Searcher
 from sparse_ir.service.batching import QueryBatcher
@@ -509,6 +510,18 @@ class _State:
                 422, f"{location} is empty", problems=[{"location": location, "message": "empty"}]
             )
 
+    def parse_filter(self, text: str | None):
+        """The :class:`~sparse_ir.index.filters.Filter` of a request's ``filter`` text."""
+        if text is None:
+            return None
+        self.check_text(text, "filter")
+        try:
+            return parse_filter(text)
+        except InputError as error:
+            raise ServiceError(
+                422, str(error), problems=[{"location": "filter", "message": str(error)}]
+            ) from None
+
     def ensure_ready(self) -> None:
         engine = self.engine
         if engine.status.startswith("failed"):
@@ -541,6 +554,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
     async def search(body: SearchRequest, request: Request):
         check_k(body.k)
         ensure_ready()
+        where = state.parse_filter(body.filter)
         started = time.perf_counter()
         loaded = engine.current
         if body.text is not None:
@@ -558,7 +572,9 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
                 if body.impacts
                 else dict(body.query)
             )
-        result = await state.search(request, not body.explain, _search, engine, loaded, query, body)
+        result = await state.search(
+            request, not body.explain, _search, engine, loaded, query, body, where
+        )
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
@@ -595,8 +611,9 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
             )
         except ValueError as error:
             raise ServiceError(422, f"fusion: {error}") from None
+        where = state.parse_filter(body.filter)
         started = time.perf_counter()
-        result = await in_thread(request, _hybrid, engine, loaded, fusion, body)
+        result = await in_thread(request, _hybrid, engine, loaded, fusion, body, where)
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
@@ -827,7 +844,7 @@ def _set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
+def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest, where=None) -> dict:
     index = loaded.sparse.index
     searcher = loaded.sparse
     mode = body.mode if body.mode is not None else searcher.mode
@@ -837,7 +854,7 @@ def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
     else:
         vector = None
     try:
-        hits = index.search(query, body.k, mode=mode)
+        hits = index.search(query, body.k, mode=mode, filter=where)
         mode_name = resolve_mode(mode, has_search_layout=index.has_search_layout).name
     except (InputError, ValueError) as error:
         raise ServiceError(422, str(error)) from None
@@ -893,10 +910,17 @@ def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
     return result
 
 
-def _hybrid(engine: Engine, loaded: Loaded, fusion: Fusion, body: HybridRequest) -> dict:
+def _hybrid(
+    engine: Engine, loaded: Loaded, fusion: Fusion, body: HybridRequest, where=None
+) -> dict:
     searcher = loaded.hybrid(fusion)
-    with engine.encoder_lock:
-        fused = searcher.search(body.text, body.k, mode=[body.sparse_mode, body.dense_mode])
+    try:
+        with engine.encoder_lock:
+            fused = searcher.search(
+                body.text, body.k, mode=[body.sparse_mode, body.dense_mode], filter=where
+            )
+    except InputError as error:  # e.g. a filter on a field the metadata lacks
+        raise ServiceError(422, str(error)) from None
     index = loaded.sparse.index
     words = engine.text_terms(body.text)
     words = words.words(words.by_token)
