@@ -99,6 +99,10 @@ def build_scifact_index(path: Path, vectors, docs_by_id, rows: int | None = None
         documents,
         path,
         contents=contents,
+        metadata=[
+            {"bucket": row % 3, "parity": "even" if row % 2 == 0 else "odd"}
+            for row in range(len(documents))
+        ],
         show_progress=False,
         settings={
             "model": "splade-tiny",
@@ -305,6 +309,51 @@ def test_hybrid_equals_python_api(client, searcher, dense_searcher, fusion):
     assert response.json()["fusion"] == rule.describe()
 
 
+def test_filter_equals_python_api(client, searcher, dense_searcher):
+    """``filter`` on /search (text and pre-encoded) and /hybrid: the Python API's hits with the
+    same filter; a bad filter is a 422 naming the problem."""
+    where = "bucket>=1 AND parity=even"
+    for text in QUERIES[:2]:
+        response = client.post("/search", json={"text": text, "k": 10, "filter": where})
+        assert response.status_code == 200, response.text
+        expected = searcher.search(text, 10, filter=where)
+        assert [hit["id"] for hit in response.json()["hits"]] == [h.doc_id for h in expected]
+        assert all(searcher.index.metadata(h.docno)["bucket"] >= 1 for h in expected)
+        assert expected != searcher.search(text, 10)  # the filter changed the hits
+    query = {"cancer": 1.5, "cell": 0.7, "tumor": 1.1}
+    response = client.post("/search", json={"query": query, "k": 5, "filter": "bucket=0"})
+    assert response.status_code == 200, response.text
+    expected = searcher.index.search(query, 5, filter="bucket=0")
+    assert [(hit["id"], hit["score"]) for hit in response.json()["hits"]] == [
+        (h.doc_id, h.score) for h in expected
+    ]
+    response = client.post("/hybrid", json={"text": QUERIES[2], "k": 5, "filter": where})
+    assert response.status_code == 200, response.text
+    fused = HybridSearcher([searcher, dense_searcher], Fusion()).search(QUERIES[2], 5, filter=where)
+    assert [hit["id"] for hit in response.json()["hits"]] == [h.doc_id for h in fused]
+    assert_error(
+        client.post("/search", json={"text": "cancer", "filter": "bucket>>1"}),
+        422,
+        "invalid_request",
+        "position",
+    )
+    assert_error(
+        client.post("/search", json={"text": "cancer", "filter": "year>=2020"}),
+        422,
+        "invalid_request",
+        "year",
+    )
+    assert_error(
+        client.post("/hybrid", json={"text": "cancer", "filter": "year>=2020"}),
+        422,
+        "invalid_request",
+        "year",
+    )
+    assert_error(
+        client.post("/search", json={"text": "cancer", "filter": 3}), 422, "invalid_request"
+    )
+
+
 def test_hybrid_refusals(client, searcher):
     assert_error(
         client.post("/hybrid", json={"text": "x", "fusion": {"method": "borda"}}),
@@ -480,6 +529,68 @@ def test_token_files(tmp_path):
         ServiceSettings(max_k=0)
     with pytest.raises(ValueError, match="batch_window_ms"):
         ServiceSettings(batch_window_ms=-1)
+    with pytest.raises(ValueError, match="inline_search_ms"):
+        ServiceSettings(inline_search_ms=-0.5)
+    with pytest.raises(ValueError, match="encoder_batch_size must be an integer > 0"):
+        ServiceSettings(encoder_batch_size=0)
+    with pytest.raises(ValueError, match="encoder_threads must be an integer > 0"):
+        ServiceSettings(encoder_threads=0)
+    assert ServiceSettings(encoder_threads=None).encoder_threads is None
+
+
+def test_short_searches_run_on_the_event_loop():
+    """A search runs on the loop's own thread once searches have been short, on a worker
+    otherwise: the first one (no average yet), an explained one, after slow ones, and every
+    one with inline_search_ms=0."""
+    import asyncio
+    import types
+
+    from sparse_ir.service.app import _DEADLINE, _State
+
+    def where() -> threading.Thread:
+        return threading.current_thread()
+
+    async def run(settings: ServiceSettings) -> list[bool]:
+        with ThreadPoolExecutor(1) as executor:
+            state = _State(None, settings, None, executor, None)
+            request = types.SimpleNamespace(
+                scope={_DEADLINE: asyncio.get_running_loop().time() + 30}
+            )
+            on_loop = []
+            for inline in (True, True, False, True):
+                thread = await state.search(request, inline, where)
+                on_loop.append(thread is threading.current_thread())
+                assert state.search_cpu is not None and state.search_cpu < 1
+            state.search_cpu = 1.0  # searches became slow (seconds of CPU each)
+            thread = await state.search(request, True, where)
+            on_loop.append(thread is threading.current_thread())
+            return on_loop
+
+    assert asyncio.run(run(ServiceSettings(inline_search_ms=50))) == [
+        False,  # no average yet
+        True,
+        False,  # explained searches: always on a worker
+        True,
+        False,  # the average is above the limit
+    ]
+    assert asyncio.run(run(ServiceSettings(inline_search_ms=0))) == [False] * 5
+
+
+def test_micro_batch_passes_equal_single_texts(searcher):
+    """A micro-batch encoded in length-sorted passes gives each text the vector it gets alone."""
+    from sparse_ir.encoders.bm25 import BM25Encoder
+    from sparse_ir.service.app import _encode_texts, _takes_passes
+    from sparse_ir.service.engine import Engine
+
+    assert _takes_passes(searcher.encoder)
+    assert not _takes_passes(BM25Encoder())
+    texts = [QUERIES[i % len(QUERIES)] * (1 + i % 3) for i in range(9)]
+    rows = _encode_texts(Engine(searcher), texts, ServiceSettings(encoder_batch_size=2))
+    for text, row in zip(texts, rows, strict=True):
+        alone = searcher.encoder.encode_queries([text], show_progress=False)
+        assert np.array_equal(row.indices, alone.indices)
+        # float32 rounding of another padding shape (as in any batch), no more
+        np.testing.assert_allclose(row.values, alone.values, rtol=1e-4, atol=1e-5)
 
 
 # -- limits and malformed requests ---------------------------------------------------------------
@@ -800,9 +911,11 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
             try:
                 time.sleep(0.5)
                 in_flight = [pool.submit(one_request, text) for text in QUERIES * 2]
-                # SIGTERM once the server holds them all (waiting in the 1 s batching window)
+                # SIGTERM once the server holds them all (waiting in the 1 s batching window):
+                # in flight, besides them, are this /stats call and at most one request of
+                # each load loop
                 deadline = time.monotonic() + 20
-                while http.get("/stats").json()["in_flight"] < len(in_flight) + 1:
+                while http.get("/stats").json()["in_flight"] < len(in_flight) + 1 + len(loops):
                     assert time.monotonic() < deadline, "the requests were not accepted"
                     time.sleep(0.02)
                 process.send_signal(signal.SIGTERM)
@@ -813,10 +926,14 @@ def test_sigterm_drains_in_flight_requests(tmp_path, scifact_index_path):
                 for loop in loops:
                     loop.result()
         assert status == 0, stderr_path.read_text()[-2000:]
-        assert drained.count("ok") >= len(drained) - 2, drained  # the loops may hold 2 slots
-        assert set(drained) <= {"ok", "refused"}, drained
+        assert drained == ["ok"] * len(drained), drained  # every one was accepted
         assert outcomes.count("ok") >= 1
-        assert set(outcomes) <= {"ok", "refused"}, outcomes
+        # A loop's last request may be refused, or reset if its connection was opened but
+        # its request not yet read when the server stopped (never accepted, so never lost).
+        assert all(
+            outcome in ("ok", "refused") or "reset" in outcome or "Disconnected" in outcome
+            for outcome in outcomes
+        ), outcomes
     finally:
         if process.poll() is None:
             process.kill()
@@ -848,6 +965,9 @@ def test_serve_help_shows_defaults():
         "--batch-window-ms",
         "--max-batch",
         "--request-timeout",
+        "--inline-search-ms",
+        "--encoder-batch-size",
+        "--encoder-threads",
     ):
         assert option in text
     assert "127.0.0.1" in text and "8000" in text and "(default: 1000)" in text

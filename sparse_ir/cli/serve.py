@@ -127,6 +127,13 @@ def _add_limit_options(parser, defaults) -> None:
         "(default: %(default)s ms)",
     )
     parser.add_argument(
+        "--encoder-batch-size",
+        type=int,
+        default=defaults.encoder_batch_size,
+        help="texts per encoder pass within a micro-batch, sorted by length so that "
+        "short texts are not padded to long ones (default: %(default)s)",
+    )
+    parser.add_argument(
         "--encoder-threads",
         type=int,
         default=defaults.encoder_threads,
@@ -183,6 +190,7 @@ def run_serve(args: argparse.Namespace) -> int:
         verify=args.verify,
         search_threads=args.threads,
         inline_search_ms=args.inline_search_ms,
+        encoder_batch_size=args.encoder_batch_size,
         encoder_threads=args.encoder_threads or None,
     )
     log = logging.getLogger("sparse_ir.service")

@@ -953,5 +953,7 @@ def _filtered_params(params, allowed: np.ndarray | None, num_documents: int):
 
 
 def _check_k(k: int) -> None:
+    if type(k) is int and k > 0:  # the common case, before the slower checks
+        return
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ValueError(f"k must be a positive integer, got {k!r}")

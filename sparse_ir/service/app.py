@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import inspect
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sparse_ir.errors import InputError
 from sparse_ir.fusion import Fusion
+from sparse_ir.index.filters import parse_filter
 from sparse_ir.index.modes import resolve_mode
 from sparse_ir.search import DenseSearcher, Searcher
 from sparse_ir.service.batching import QueryBatcher
@@ -292,7 +294,7 @@ def create_app(
         max_workers=settings.search_threads, thread_name_prefix="sparse-ir-service"
     )
     batcher = QueryBatcher(
-        lambda texts: _encode_texts(engine, texts, settings.encoder_threads),
+        lambda texts: _encode_texts(engine, texts, settings),
         executor,
         window=settings.batch_window_ms / 1000 if settings.micro_batching else 0.0,
         max_batch=settings.max_batch if settings.micro_batching else 1,
@@ -508,6 +510,18 @@ class _State:
                 422, f"{location} is empty", problems=[{"location": location, "message": "empty"}]
             )
 
+    def parse_filter(self, text: str | None):
+        """The :class:`~sparse_ir.index.filters.Filter` of a request's ``filter`` text."""
+        if text is None:
+            return None
+        self.check_text(text, "filter")
+        try:
+            return parse_filter(text)
+        except InputError as error:
+            raise ServiceError(
+                422, str(error), problems=[{"location": "filter", "message": str(error)}]
+            ) from None
+
     def ensure_ready(self) -> None:
         engine = self.engine
         if engine.status.startswith("failed"):
@@ -540,6 +554,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
     async def search(body: SearchRequest, request: Request):
         check_k(body.k)
         ensure_ready()
+        where = state.parse_filter(body.filter)
         started = time.perf_counter()
         loaded = engine.current
         if body.text is not None:
@@ -557,7 +572,9 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
                 if body.impacts
                 else dict(body.query)
             )
-        result = await state.search(request, not body.explain, _search, engine, loaded, query, body)
+        result = await state.search(
+            request, not body.explain, _search, engine, loaded, query, body, where
+        )
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
@@ -594,8 +611,9 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
             )
         except ValueError as error:
             raise ServiceError(422, f"fusion: {error}") from None
+        where = state.parse_filter(body.filter)
         started = time.perf_counter()
-        result = await in_thread(request, _hybrid, engine, loaded, fusion, body)
+        result = await in_thread(request, _hybrid, engine, loaded, fusion, body, where)
         result["took_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return JSONResponse(result)
 
@@ -794,13 +812,29 @@ def _add_admin_routes(app: FastAPI, state: _State) -> None:
 # -- handler bodies (run on worker threads) --------------------------------------------------------
 
 
-def _encode_texts(engine: Engine, texts: list[str], threads: int | None) -> list[SparseBatch]:
-    """One encoder call for a micro-batch: each text's float vector (a one-row batch)."""
+def _encode_texts(engine: Engine, texts: list[str], settings: ServiceSettings) -> list[SparseBatch]:
+    """One encoder call for a micro-batch: each text's float vector (a one-row batch).
+
+    An encoder that runs a model in passes gets ``encoder_batch_size``: it sorts the texts by
+    length and pads each pass only to its own longest text."""
     encoder = engine.current.sparse.encoder
+    options = {"batch_size": settings.encoder_batch_size} if _takes_passes(encoder) else {}
     with engine.encoder_lock:
-        _set_torch_threads(threads)
-        batch = encoder.encode_queries(list(texts), show_progress=False)
+        _set_torch_threads(settings.encoder_threads)
+        batch = encoder.encode_queries(list(texts), show_progress=False, **options)
     return [batch.select([i]) for i in range(len(texts))]
+
+
+def _takes_passes(encoder) -> bool:
+    """True for a model encoder whose queries are encoded in passes of ``batch_size`` texts
+    (SPLADE; not BM25 or IDF, nor SPLADE with a separate, inference-free query side)."""
+    encode = getattr(encoder, "encode", None)
+    if encode is None or getattr(encoder, "query_encoder", None) is not None:
+        return False
+    try:
+        return "batch_size" in inspect.signature(encode).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _set_torch_threads(threads: int | None) -> None:
@@ -810,7 +844,7 @@ def _set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
+def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest, where=None) -> dict:
     index = loaded.sparse.index
     searcher = loaded.sparse
     mode = body.mode if body.mode is not None else searcher.mode
@@ -820,7 +854,7 @@ def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
     else:
         vector = None
     try:
-        hits = index.search(query, body.k, mode=mode)
+        hits = index.search(query, body.k, mode=mode, filter=where)
         mode_name = resolve_mode(mode, has_search_layout=index.has_search_layout).name
     except (InputError, ValueError) as error:
         raise ServiceError(422, str(error)) from None
@@ -876,10 +910,17 @@ def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest) -> dict:
     return result
 
 
-def _hybrid(engine: Engine, loaded: Loaded, fusion: Fusion, body: HybridRequest) -> dict:
+def _hybrid(
+    engine: Engine, loaded: Loaded, fusion: Fusion, body: HybridRequest, where=None
+) -> dict:
     searcher = loaded.hybrid(fusion)
-    with engine.encoder_lock:
-        fused = searcher.search(body.text, body.k, mode=[body.sparse_mode, body.dense_mode])
+    try:
+        with engine.encoder_lock:
+            fused = searcher.search(
+                body.text, body.k, mode=[body.sparse_mode, body.dense_mode], filter=where
+            )
+    except InputError as error:  # e.g. a filter on a field the metadata lacks
+        raise ServiceError(422, str(error)) from None
     index = loaded.sparse.index
     words = engine.text_terms(body.text)
     words = words.words(words.by_token)

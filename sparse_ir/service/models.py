@@ -61,6 +61,11 @@ class SearchRequest(_Strict):
         description="add each hit's per-term contributions, matched "
         "and expansion terms, and the query vector",
     )
+    filter: str | None = Field(  # noqa: A003 (the library's name)
+        None,
+        description="return only documents whose metadata matches this predicate, e.g. "
+        '"year>=2020 AND tenant=a" (sparse_ir.index.filters.parse_filter)',
+    )
 
     @model_validator(mode="after")
     def _one_query(self):
@@ -106,6 +111,11 @@ class HybridRequest(_Strict):
     fusion: FusionRequest = Field(default_factory=FusionRequest)
     sparse_mode: SearchModeName | None = None
     dense_mode: DenseModeName | None = None
+    filter: str | None = Field(  # noqa: A003 (the library's name)
+        None,
+        description="return only documents whose metadata matches this predicate, e.g. "
+        '"year>=2020 AND tenant=a" (sparse_ir.index.filters.parse_filter)',
+    )
 
 
 class EncodeRequest(_Strict):

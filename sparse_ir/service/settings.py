@@ -81,6 +81,10 @@ class ServiceSettings:
             time than this (a moving average; milliseconds): the hand-over costs more than
             such a search on a busy machine, and the loop is never held longer than this.
             Explained searches always run on a worker thread. 0: every search on a worker.
+        encoder_batch_size: texts per forward pass of a micro-batch: the encoder sorts the
+            batch by length and encodes it in passes of this many texts, so short texts are
+            not padded to the longest one (SPLADE's cost follows the padded tokens). Encoders
+            without passes (BM25, IDF) take the batch whole.
         encoder_threads: the intra-op threads of the query encoder's PyTorch calls (set on
             the thread that encodes). One thread encodes a micro-batch fastest on a busy
             machine (several spin-wait on shared cores); None leaves PyTorch's own setting.
@@ -99,6 +103,7 @@ class ServiceSettings:
     verify: bool = True
     search_threads: int = 4
     inline_search_ms: float = 2.0
+    encoder_batch_size: int = 6
     encoder_threads: int | None = 1
 
     def __post_init__(self):
@@ -109,6 +114,7 @@ class ServiceSettings:
             "max_body_bytes",
             "max_batch",
             "search_threads",
+            "encoder_batch_size",
         ):
             _positive(label, getattr(self, label), integer=True)
         _positive("request_timeout", self.request_timeout, integer=False)
