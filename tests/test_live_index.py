@@ -305,6 +305,27 @@ def test_a_single_build_opens_as_one_segment_and_takes_writes(tmp_path):
     index.verify()
 
 
+def test_metadata_is_refused_by_writers_and_field_filters_on_live_indexes(tmp_path):
+    # Live indexes do not carry metadata yet: a merge would drop it, so the writer refuses an
+    # index that stores some, and a field filter on a live index is an error, never a guess.
+    path = tmp_path / "ix"
+    ImpactIndex.build(
+        impact_batch(["a", "b"], [1, 2]),
+        path,
+        show_progress=False,
+        metadata=[{"year": 2020}, {"year": 2021}],
+    )
+    with pytest.raises(InputError, match="stores document metadata"):
+        IndexWriter.open(path)
+    assert ImpactIndex.open(path).metadata(1) == {"year": 2021}  # the index is untouched
+    other = tmp_path / "other"
+    with IndexWriter.open(other, vocab=VOCAB) as writer:
+        writer.add(impact_batch(["a", "b"], [1, 2]))
+    live = ImpactIndex.open(other)
+    with pytest.raises(InputError, match="live indexes do not store document metadata"):
+        live.search(impact_vector(1), k=2, filter="year>=2020")
+
+
 def test_merged_segment_is_byte_identical_to_a_build(tmp_path):
     """A force-merged segment holds the same bytes as building its live documents at once."""
     path = tmp_path / "live"

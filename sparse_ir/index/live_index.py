@@ -204,6 +204,16 @@ class _LiveBase:
             for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())
         ]
 
+    has_metadata = False  # writers refuse indexes with metadata (see writer._refuse_metadata)
+    metadata_fields: tuple[str, ...] = ()
+
+    def metadata_column(self, field: str):
+        """Field filters need metadata, which live indexes do not carry yet: an error."""
+        raise InputError(
+            f"filter on field {field!r}: {self.root} is a live (multi-segment) index, and live "
+            "indexes do not store document metadata yet; filter by ids or a mask instead"
+        )
+
     def metadata(self, docno: int):
         """The metadata of a document (as its segment stores it)."""
         part, local = self._locate(docno)

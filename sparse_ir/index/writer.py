@@ -93,6 +93,16 @@ class _Segment:
         return SegmentSize(len(self.doc_ids), int(np.count_nonzero(self.deleted)))
 
 
+def _refuse_metadata(segment) -> None:
+    """A writer cannot carry document metadata yet: merges would drop it, so refuse up front."""
+    if segment.has_metadata:
+        raise InputError(
+            f"{segment.directory} stores document metadata, which the live index writer does "
+            "not carry yet (a merge would drop it): rebuild the whole index with metadata= "
+            "instead of adding to it"
+        )
+
+
 class _LiveWriter:
     """The shape both writers share; a kind supplies how documents are checked and written."""
 
@@ -151,7 +161,9 @@ class _LiveWriter:
         self.segments: list[_Segment] = []
         self._live: dict[str, tuple[str, int]] = {}
         for record, mask in zip(self.commit_manifest.segments, deleted):
-            ids = self.segment_class._open_generation(self.root / record.name).doc_ids
+            segment_index = self.segment_class._open_generation(self.root / record.name)
+            _refuse_metadata(segment_index)
+            ids = segment_index.doc_ids
             mask = np.zeros(len(ids), bool) if mask is None else mask.copy()
             self._track(_Segment(record.name, list(ids), mask))
         self._reset_pending()
