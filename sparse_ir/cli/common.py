@@ -34,8 +34,8 @@ def add_model_options(
         "for the candidate terms (same weights as float32, faster); "
         "bfloat16 = mixed with the transformer in bfloat16 (fastest, "
         "weights within ~1%%); int8 = the transformer's linear layers in int8, the "
-        "vocabulary in float32 (CPU; for BERT-base-size models: ~2x float32 here, weights "
-        "within a few %%); auto = mixed where int8 (VNNI) or bfloat16 is fast, else "
+        "vocabulary in float32 (CPU; for BERT-base-size models: ~1.5x float32 here, "
+        "weights within a few %%); auto = mixed where int8 (VNNI) or bfloat16 is fast, else "
         "float32 (default: %(default)s)",
     )
     group.add_argument(
