@@ -467,3 +467,16 @@ def test_verify_index_and_index_format_read_a_live_index(tmp_path):
     bitmap.write_bytes(bytes(data))
     report = verify_index(path)
     assert not report.ok and any("deleted-seg" in p for p in report.problems), report.problems
+
+
+def test_resident_open_of_a_live_index_covers_every_segment(tmp_path):
+    path = tmp_path / "ix"
+    for ids, weights in ((["a"], [1]), (["b"], [2])):
+        with IndexWriter.open(path, vocab=VOCAB, merge_policy=None) as writer:
+            writer.add(impact_batch(ids, weights))
+    index = ImpactIndex.open(path, resident="copy")
+    assert isinstance(index, LiveImpactIndex) and len(index.segments) == 2
+    assert [report.how for report in index.residency] == ["copy", "copy"]
+    assert index.search(impact_vector(1), k=2) == ImpactIndex.open(path).search(
+        impact_vector(1), k=2
+    )

@@ -267,6 +267,15 @@ class LiveImpactIndex(_LiveBase):
         self._equal_vocabularies: list[tuple[str, ...]] = [self.vocab]
         self._term_ids: dict[str, int] | None = None
 
+    def make_resident(self, how=True):
+        """Keep every segment's searched arrays in memory (:meth:`ImpactIndex.make_resident`).
+
+        Returns the segments' :class:`~sparse_ir.index.residency.ResidencyReport` s, in order
+        (also kept as ``index.residency``).
+        """
+        self.residency = [segment.make_resident(how) for segment in self.segments]
+        return self.residency
+
     # The query forms of ImpactIndex, over the same vocabulary and quantizer.
     prepare_query = ImpactIndex.prepare_query
     _finish_query = ImpactIndex._finish_query
