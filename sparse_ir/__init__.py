@@ -45,6 +45,8 @@ _EXPORTS = {
     "import_json_vectors": "sparse_ir.export.jsonvector",
     "DenseEncoder": "sparse_ir.encoders.dense",
     "DenseIndex": "sparse_ir.index.dense",
+    "ShardedIndex": "sparse_ir.index.sharded",
+    "ShardedDenseIndex": "sparse_ir.index.sharded",
     "HybridSearcher": "sparse_ir.hybrid",
     "open_searcher": "sparse_ir.hybrid",
     "HybridRuns": "sparse_ir.hybrid",
