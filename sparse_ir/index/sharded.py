@@ -69,6 +69,7 @@ __all__ = [
     "merge_float_topk",
     "write_sharded_manifest",
     "open_sharded",
+    "open_sharded_kind",
 ]
 
 SHARDED_IMPACT_FORMAT = "sparse-ir-sharded-impact-index"
@@ -311,20 +312,36 @@ class _ShardedBase:
                 generation is not the one the manifest names (rebuilt since).
         """
         directory = Path(path)
-        if not directory.exists():
-            raise FileNotFoundError(f"no index at {directory}")
-        body = read_manifest(directory, format_name=cls.FORMAT, version=SHARDED_FORMAT_VERSION)
-        if not isinstance(body.get("shards"), list) or not body["shards"]:
-            raise IndexCorruptError(f"{directory / 'manifest.json'}: no shard list")
-        shards = []
-        for entry in body["shards"]:
-            record = ShardRecord.from_dict(entry, source=directory / "manifest.json")
-            shards.append(cls._open_shard(directory, record))
+        body, records = cls.read_manifest(directory)
+        shards = [cls._open_shard(directory, record) for record in records]
         index = cls(directory, body, shards)
         index._check_shards()
         if verify:
             index.verify()
         return index
+
+    @classmethod
+    def read_manifest(cls, path: str | os.PathLike) -> tuple[dict, list[ShardRecord]]:
+        """The checked manifest body of the sharded index at ``path`` and its shard records
+        (without opening any shard: what a coordinator needs to place shards)."""
+        directory = Path(path)
+        if not directory.exists():
+            raise FileNotFoundError(f"no index at {directory}")
+        body = read_manifest(directory, format_name=cls.FORMAT, version=SHARDED_FORMAT_VERSION)
+        if not isinstance(body.get("shards"), list) or not body["shards"]:
+            raise IndexCorruptError(f"{directory / 'manifest.json'}: no shard list")
+        source = directory / "manifest.json"
+        return body, [ShardRecord.from_dict(entry, source=source) for entry in body["shards"]]
+
+    @classmethod
+    def open_shards(cls, path: str | os.PathLike, numbers: Sequence[int]) -> list:
+        """Open only the shards ``numbers`` (memory-mapped, checked against the manifest):
+        what a worker holding a group of shards opens."""
+        body, records = cls.read_manifest(path)
+        for number in numbers:
+            if not 0 <= number < len(records):
+                raise ValueError(f"{path}: no shard {number} (it has {len(records)})")
+        return [cls._open_shard(Path(path), records[number]) for number in numbers]
 
     @classmethod
     def _open_shard(cls, directory: Path, record: ShardRecord):
@@ -679,12 +696,21 @@ class ShardedDenseIndex(_ShardedBase):
 SHARDED_KINDS = {SHARDED_IMPACT_FORMAT: ShardedIndex, SHARDED_DENSE_FORMAT: ShardedDenseIndex}
 
 
-def open_sharded(path: str | os.PathLike, *, verify: bool = False):
-    """The :class:`ShardedIndex` or :class:`ShardedDenseIndex` at ``path`` (by its manifest)."""
-    body, _ = read_manifest_unchecked(Path(path))
+def open_sharded_kind(path: str | os.PathLike) -> type:
+    """:class:`ShardedIndex` or :class:`ShardedDenseIndex`: the class of the sharded index at
+    ``path``, by its manifest's format (IndexFormatError for anything else)."""
+    directory = Path(path)
+    if not directory.exists():
+        raise FileNotFoundError(f"no index at {directory}")
+    body, _ = read_manifest_unchecked(directory)
     kind = SHARDED_KINDS.get(body.get("format"))
     if kind is None:
         from sparse_ir.errors import IndexFormatError
 
         raise IndexFormatError(f"{path}: a {body.get('format')!r} index, not a sharded index")
-    return kind.open(path, verify=verify)
+    return kind
+
+
+def open_sharded(path: str | os.PathLike, *, verify: bool = False):
+    """The :class:`ShardedIndex` or :class:`ShardedDenseIndex` at ``path`` (by its manifest)."""
+    return open_sharded_kind(path).open(path, verify=verify)
