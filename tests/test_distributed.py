@@ -338,3 +338,28 @@ def test_scifact_through_ray_equals_the_single_machine_path(
     ndcg = evaluate(run, read_qrels(scifact_dir / "qrels" / "test.tsv"))["nDCG@10"]
     assert ndcg >= 0.643, ndcg
     print(f"SciFact through Ray: nDCG@10 {ndcg:.4f}; max |w_ray - w_ref| {difference.max():.2e}")
+
+
+def test_index_command_with_ray_builds_a_searchable_sharded_index(
+    ray_cluster, small_corpus, tiny_bert_dir, tmp_path, capsys
+):
+    from sparse_ir.cli import main
+    from sparse_ir.hybrid import open_searcher
+    from sparse_ir.index.sharded import ShardedIndex
+
+    path, _ = small_corpus
+    output = tmp_path / "index"
+    argv = ["-q", "index", "--ray", "--input", str(path), "--output", str(output)]
+    argv += ["--model", str(tiny_bert_dir), "--precision", "float32"]
+    argv += ["--shards", "3", "--part-size", "40", "--actors", "2"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["shards"] == 3 and summary["documents"] == 240 and summary["parts_kept"] == 0
+    searcher = open_searcher(output)
+    assert isinstance(searcher.index, ShardedIndex)
+    hits = searcher.search("cancer cells in mice", 5)
+    assert len(hits) == 5 and hits == searcher.index.reference_search(
+        searcher.encode("cancer cells in mice"), 5
+    )
+    assert main(argv) == 0  # a re-run keeps every part
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["parts_kept"] >= 6

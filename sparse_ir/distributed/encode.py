@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 ENCODE_MANIFEST = "encode.json"
 ENCODE_FORMAT = "sparse-ir-encoded-parts"
-_BYTES_PER_READ_BLOCK = 64 << 20
+_BYTES_PER_READ_BLOCK = 256 << 10
 
 
 def part_name(ids: Sequence[str]) -> str:

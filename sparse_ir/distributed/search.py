@@ -86,6 +86,20 @@ class ShardGroup:
         """This actor's process id (for operators, and for the fault tests)."""
         return os.getpid()
 
+    def search_one(self, terms, weights, k: int, mode) -> list:
+        """Each shard's top-``k`` of one prepared impact query: ``[shard] -> (docnos,
+        scores, ids)`` (no Hit objects: the lightest answer)."""
+        query = (np.array(terms, np.int32), np.array(weights, np.int64))
+        out = []
+        for shard in self.shards:
+            top = shard.search_arrays(query, k, mode=mode)
+            ids = shard.doc_ids
+            docnos = top.docnos.tolist()
+            # Plain lists: a small answer of Python objects travels inline with the reply,
+            # where numpy buffers would take a trip through the object store.
+            out.append((docnos, top.scores.tolist(), [ids[d] for d in docnos]))
+        return out
+
     def search_batch(self, queries, k: int, mode) -> list:
         """Each shard's top-``k`` of every query: ``[shard][query] -> (docnos, scores, ids)``.
 
@@ -293,13 +307,17 @@ class DistributedIndex:
         if self.is_dense:
             array = np.asarray(query, np.float32)
             run = self.search_batch(array[None, :] if array.ndim == 1 else array, k, mode=mode)
-        else:
-            terms, weights = self.prepare_query(query)
-            run = self._search_prepared(
-                ["0"], np.array([0, len(terms)], np.int64), terms, weights, k, mode
-            )
-        hits = ShardedHits(run.results["0"])
-        hits.missing_shards = run.missing_shards
+            hits = ShardedHits(run.results["0"])
+            hits.missing_shards = run.missing_shards
+            return hits
+        from sparse_ir.index.composite import merge_topk
+
+        terms, weights = self.prepare_query(query)
+        terms, weights = terms.tolist(), weights.tolist()  # inline arguments (see search_one)
+        refs = [actor.search_one.remote(terms, weights, k, mode) for actor in self.actors]
+        answers, missing = self._gather(refs)
+        hits = ShardedHits(self._merge_one(answers, None, k, merge_topk))
+        hits.missing_shards = tuple(self.records[n].path for n in missing)
         return hits
 
     def search_arrays(self, query, k: int = 10, *, mode=None):
@@ -354,7 +372,12 @@ class DistributedIndex:
         from sparse_ir.index.sharded import merge_float_topk
 
         ray = _ray()
-        chunk_refs = [ray.put(chunk) for chunk in chunks]
+        # A chunk sent to several actors is put in the object store once; a small one is
+        # faster inlined in each call.
+        chunk_refs = [
+            ray.put(chunk) if _nbytes(chunk) > _INLINE_BYTES and len(self.actors) > 1 else chunk
+            for chunk in chunks
+        ]
         refs = [
             [actor.search_batch.remote(ref, k, mode) for actor in self.actors] for ref in chunk_refs
         ]
@@ -380,9 +403,13 @@ class DistributedIndex:
             if answer is None:
                 continue
             for number, shard_answer in zip(group_numbers, answer):
-                docnos, scores, doc_ids = shard_answer[position]
+                # position None: an answer of search_one (one query, no per-query list)
+                docnos, scores, doc_ids = (
+                    shard_answer if position is None else shard_answer[position]
+                )
                 at = int(self.offsets[number])
-                parts.append(TopK(docnos, scores))
+                docnos = np.asarray(docnos, np.int64)
+                parts.append(TopK(docnos, np.asarray(scores)))
                 offsets.append(at)
                 names.update(zip((docnos + at).tolist(), doc_ids))
         if not parts:
@@ -398,6 +425,10 @@ class DistributedIndex:
         from ray.exceptions import GetTimeoutError, RayActorError
 
         deadline = time.monotonic() + self.timeout
+        try:  # the common case: every answer, in one call
+            return ray.get(refs, timeout=self.timeout), []
+        except (GetTimeoutError, RayActorError):
+            pass  # find out which calls failed (waiting for the others until the deadline)
         answers: list = [None] * len(refs)
         failures: dict[int, str] = {}
         for position, ref in enumerate(refs):
@@ -426,6 +457,15 @@ class DistributedIndex:
         for position in failures:
             answers[position] = None
         return answers, missing
+
+
+_INLINE_BYTES = 64 << 10
+
+
+def _nbytes(chunk) -> int:
+    if isinstance(chunk, tuple):
+        return sum(np.asarray(part).nbytes for part in chunk)
+    return np.asarray(chunk).nbytes
 
 
 def _ids(query_ids, count: int) -> list[str]:
