@@ -241,3 +241,21 @@ def test_dense_shards_and_a_hybrid_over_a_sharded_pair(tmp_path, collection):
     got_run = many.search_batch(texts, 10)
     for qid, hits in expected_run.items():
         assert [h.doc_id for h in got_run[qid]] == [h.doc_id for h in hits]
+
+
+def test_verify_index_checks_a_sharded_index_and_every_shard(tmp_path, collection):
+    from sparse_ir.index.check import verify_index
+
+    docs, _ = collection
+    path = tmp_path / "sharded"
+    ShardedIndex.build(_split(docs), path, show_progress=False)
+    report = verify_index(path)
+    assert report.ok, report.summary()
+    assert report.format == "sparse-ir-sharded-impact-index v1" and report.files_checked > 4
+    shard = ShardedIndex.open(path).shards[2]
+    target = shard.directory / "postings_impacts.bin"
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 0xFF
+    target.write_bytes(bytes(data))
+    report = verify_index(path)
+    assert not report.ok and "shard-00002" in report.problems[0]
