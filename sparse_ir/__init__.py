@@ -56,6 +56,8 @@ _EXPORTS = {
     "IndexWriter": "sparse_ir.index.writer",
     "DenseIndexWriter": "sparse_ir.index.writer",
     "TieredMergePolicy": "sparse_ir.index.merge_policy",
+    "ShardedIndex": "sparse_ir.index.sharded",
+    "ShardedDenseIndex": "sparse_ir.index.sharded",
     "HybridSearcher": "sparse_ir.hybrid",
     "open_searcher": "sparse_ir.hybrid",
     "HybridRuns": "sparse_ir.hybrid",

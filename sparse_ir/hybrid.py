@@ -68,6 +68,8 @@ def open_searcher(
     from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT
 
     kind = index_format(path)
+    if kind in _SHARDED_FORMATS:
+        return _open_sharded_searcher(path, model=model, device=device, mode=mode, **options)
     if kind == IMPACT_FORMAT:
         return Searcher.from_index(path, model=model, device=device, mode=mode, **options)
     if kind == DENSE_FORMAT:
@@ -75,6 +77,27 @@ def open_searcher(
     raise ValueError(
         f"{path}: unknown index format {kind!r} (known: {', '.join(sorted(INDEX_KINDS))})"
     )
+
+
+_SHARDED_FORMATS = ("sparse-ir-sharded-impact-index", "sparse-ir-sharded-dense-index")
+
+
+def _open_sharded_searcher(path, *, model, device, mode, **options):
+    """The searcher of a sharded index (:mod:`sparse_ir.index.sharded`): its shards' model."""
+    from sparse_ir.index.sharded import ShardedDenseIndex, open_sharded
+
+    index = open_sharded(path)
+    if isinstance(index, ShardedDenseIndex):
+        from sparse_ir.encoders.dense import DenseEncoder
+
+        name = model or index.settings.get("model")
+        if not name:
+            raise ValueError(f"the sharded index {path} does not record its model; pass model=")
+        return DenseSearcher(index, DenseEncoder.from_pretrained(name, device=device, **options))
+    from sparse_ir.encoders.registry import load_query_encoder
+
+    encoder = load_query_encoder(index.settings, model=model, device=device, index=index, **options)
+    return Searcher(index, encoder, mode=mode)
 
 
 @dataclass

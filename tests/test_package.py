@@ -16,7 +16,7 @@ import pytest
 import sparse_ir
 
 PACKAGE = Path(sparse_ir.__file__).parent
-HEAVY = ("torch", "transformers", "tokenizers", "numba", "scipy", "faiss", "tqdm")
+HEAVY = ("torch", "transformers", "tokenizers", "numba", "scipy", "faiss", "tqdm", "ray")
 
 
 def test_import_is_cheap_and_silent():
@@ -29,6 +29,29 @@ def test_import_is_cheap_and_silent():
     )
     assert done.stderr == ""
     assert json.loads(done.stdout) == []
+
+
+def test_only_the_distributed_package_imports_ray():
+    """``ray`` is an extra: importing sparse_ir.distributed is cheap, and no other module
+    names it."""
+    code = (
+        "import json, sys; import sparse_ir.distributed, sparse_ir.index.sharded; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    assert json.loads(done.stdout) == []
+    outside = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "distributed" not in path.parts
+        and any(
+            line.strip().startswith(("import ray", "from ray"))
+            for line in path.read_text(encoding="utf-8").splitlines()
+        )
+    ]
+    assert outside == []
 
 
 def test_version_comes_from_the_installed_metadata():

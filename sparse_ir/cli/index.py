@@ -91,8 +91,48 @@ def _register_index(subparsers) -> None:
         help="index documents with no title and no text as empty vectors "
         "(default: they are invalid)",
     )
+    _add_ray_options(parser)
     add_model_options(parser)
     parser.set_defaults(handler=run_index)
+
+
+def _add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS] and the options of a distributed build (sparse_ir.distributed)."""
+    group = parser.add_argument_group("distributed (Ray)")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="encode and index on a Ray cluster: ADDRESS is 'auto', 'HOST:6379' or "
+        "'ray://HOST:10001'; without ADDRESS a local cluster is started. Writes a sharded "
+        "index at --output (parts under OUTPUT/encoded; a re-run resumes) (default: off)",
+    )
+    group.add_argument(
+        "--shards", type=positive_int, default=4, help="index shards with --ray (default: 4)"
+    )
+    group.add_argument(
+        "--actors", type=positive_int, default=1, help="encoder actors with --ray (default: 1)"
+    )
+    group.add_argument(
+        "--threads-per-actor",
+        type=positive_int,
+        default=1,
+        help="CPU threads (and Ray CPUs) per encoder actor (default: 1)",
+    )
+    group.add_argument(
+        "--gpus-per-actor",
+        type=float,
+        default=0.0,
+        help="GPUs per encoder actor; > 0 encodes on cuda (default: 0, CPU)",
+    )
+    group.add_argument(
+        "--part-size",
+        type=positive_int,
+        default=1000,
+        help="documents per encoded part: the unit of retry and resume (default: 1000)",
+    )
 
 
 def _register_search(subparsers) -> None:
@@ -212,6 +252,8 @@ def run_index(args: argparse.Namespace) -> int:
     from sparse_ir.quantize import Quantizer
 
     report = SkipReport()
+    if args.ray is not None:
+        return _index_on_ray(args)
     if args.bm25:
         return _index_bm25(args, report)
     if args.vectors:
@@ -279,6 +321,53 @@ def _index_vectors(args: argparse.Namespace) -> int:
             raise InputError(error.reason, path=current[0]) from None
         raise
     _print_summary(index)
+    return 0
+
+
+def _index_on_ray(args: argparse.Namespace) -> int:
+    """Encode and index on Ray (sparse_ir.distributed): a sharded index at --output."""
+    import json
+
+    from sparse_ir.distributed.cluster import init_ray
+    from sparse_ir.distributed.encode import EncodeJob, encode_corpus_on_ray, index_shards_on_ray
+
+    if not args.input or args.bm25:
+        raise ValueError("--ray encodes a corpus with a model: give --input corpus.jsonl")
+    init_ray(None if args.ray == "local" else args.ray)
+    output = Path(args.output)
+    job = EncodeJob(
+        args.input,
+        output / "encoded",
+        model=args.model,
+        part_size=args.part_size,
+        actors=args.actors,
+        threads=args.threads_per_actor,
+        num_gpus=args.gpus_per_actor,
+        batch_size=args.batch_size,
+        max_length=args.document_max_length,
+        precision=args.precision,
+        allow_empty=args.allow_empty,
+    )
+    encoded = encode_corpus_on_ray(job)
+    index = index_shards_on_ray(
+        encoded,
+        output,
+        shards=min(args.shards, len(encoded.parts)),
+        bits=args.bits,
+        scale=None if args.bits else args.scale,
+        memory_budget=args.memory_budget,
+        settings={"corpus": str(Path(args.input).resolve())},
+    )
+    summary = {
+        "index": str(output),
+        "shards": index.num_shards,
+        "documents": index.num_documents,
+        "postings": index.num_postings,
+        "parts": len(encoded.parts),
+        "parts_kept": encoded.kept,
+        "encode_seconds": encoded.seconds,
+    }
+    print(json.dumps(summary))
     return 0
 
 

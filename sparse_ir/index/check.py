@@ -135,6 +135,8 @@ def _verify_into(report: VerifyReport) -> None:
     if problem:
         report.problems.append(f"{generation / 'manifest.json'}: {problem}")
     report.format = f"{body.get('format')} v{body.get('format_version')}"
+    if str(body.get("format")).startswith("sparse-ir-sharded-"):
+        return _verify_sharded(report, generation)
     files = body.get("files")
     report.problems += file_problems(generation, files, full=True)
     if isinstance(files, dict):
@@ -162,6 +164,22 @@ def _verify_into(report: VerifyReport) -> None:
         kind.open(generation).verify()
     except (IndexFormatError, InputError, OSError) as exc:
         report.problems.append(str(exc))
+
+
+def _verify_sharded(report: VerifyReport, directory: Path) -> VerifyReport:
+    """A sharded index (:mod:`sparse_ir.index.sharded`): its manifest, then every shard."""
+    from sparse_ir.index.sharded import open_sharded
+
+    try:
+        index = open_sharded(directory)
+        index.verify()
+    except (IndexFormatError, InputError, OSError) as exc:
+        report.problems.append(str(exc))
+        return report
+    for shard in index.shards:
+        report.files_checked += len(shard.manifest.files) + 1
+        report.bytes_checked += shard.size_bytes()
+    return report
 
 
 #: Deprecated name of :class:`VerifyReport` (kept for one release).

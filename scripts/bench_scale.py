@@ -1,0 +1,238 @@
+#!/usr/bin/env python3
+"""Scale-out on Ray, measured on one machine: encoding throughput and search overhead.
+
+    flock /work/wt/bench.lock python scripts/bench_scale.py --work /work/bench-data/ray \\
+        --synth /work/bench-data/synth1m --reference-index /work/bench-data/indexes/synth1m/ours
+
+Starts a local Ray cluster (``--cpus`` CPUs, no dashboard, a small object store) and measures:
+
+1. **Encoding throughput** with 1 and then 2 splade-tiny encoder actors (1 thread each) on the
+   first ``--encode-docs`` SciFact documents: documents per second from the first part started
+   to the last part finished (model loading excluded), and the ratio of the two.
+2. **Search overhead on SciFact**: the pre-encoded 300 test queries, one at a time (k=10),
+   against 4 shards searched in this process (:class:`ShardedIndex`) and through Ray actors (one
+   per shard, :class:`DistributedIndex`); p50 and p90 of each, and the added p50.
+3. **The same on the 1M synthetic corpus** (``--synth``) split into 4 shards of 250,000
+   documents, built under ``--work`` (deleted at the end unless ``--keep``), with the per-shard
+   latency and bytes docs/scale.md extrapolates from. Its top-10 is checked against the
+   single 1M index (``--reference-index``) for the first queries.
+
+Prints a table, or one JSON object with ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the repository first on sys.path)
+import numpy as np
+
+from sparse_ir.index.impact_index import ImpactIndex
+from sparse_ir.index.sharded import ShardedIndex
+from sparse_ir.quantize import Quantizer
+
+
+def _percentiles(seconds: list[float]) -> dict:
+    ordered = sorted(seconds)
+    return {
+        "p50_ms": round(1000 * statistics.median(ordered), 3),
+        "p90_ms": round(1000 * ordered[int(0.9 * (len(ordered) - 1))], 3),
+    }
+
+
+def _latencies(search, queries, k: int, passes: int) -> list[float]:
+    rows = [queries.select([i]) for i in range(len(queries))]
+    for row in rows[:20]:  # warm-up
+        search(row, k)
+    seconds = []
+    for _ in range(passes):
+        for row in rows:
+            started = time.perf_counter()
+            search(row, k)
+            seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def bench_encoding(args, work: Path) -> dict:
+    from sparse_ir.distributed.encode import EncodeJob, encode_corpus_on_ray
+
+    corpus = work / "encode-corpus.jsonl"
+    with open(Path(args.scifact) / "corpus.jsonl", encoding="utf-8") as source:
+        lines = [line for line in source if line.strip()][: args.encode_docs]
+    corpus.write_text("".join(lines), encoding="utf-8")
+    figures = {}
+    for actors in (1, 2):
+        output = work / f"encoded-{actors}"
+        shutil.rmtree(output, ignore_errors=True)
+        job = EncodeJob(corpus, output, actors=actors, threads=1, part_size=args.part_size)
+        result = encode_corpus_on_ray(job)
+        figures[f"actors_{actors}"] = {
+            "documents": result.encoded_documents,
+            "encode_seconds": round(result.encode_seconds, 2),
+            "docs_per_second": round(result.documents_per_second, 1),
+            "wall_seconds": result.seconds,
+        }
+        shutil.rmtree(output, ignore_errors=True)
+    one, two = (figures[f"actors_{n}"]["docs_per_second"] for n in (1, 2))
+    figures["speedup"] = round(two / one, 3) if one else None
+    return figures
+
+
+def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -> dict:
+    from sparse_ir.distributed.search import DistributedIndex
+
+    figures = {"documents": sharded.num_documents, "shards": sharded.num_shards}
+    local = _latencies(sharded.search, queries, args.k, args.passes)
+    figures["in_process"] = _percentiles(local)
+    shard = sharded.shards[0]
+    figures["one_shard"] = _percentiles(_latencies(shard.search, queries, args.k, args.passes))
+    figures["one_shard"]["documents"] = shard.num_documents
+    figures["one_shard"]["bytes"] = shard.size_bytes()
+    if single is not None:
+        figures["single_index"] = _percentiles(
+            _latencies(single.search, queries, args.k, args.passes)
+        )
+    for per_actor, label in ((1, "ray"), (sharded.num_shards, "ray_one_actor")):
+        actors = -(-sharded.num_shards // per_actor)
+        with DistributedIndex(
+            sharded.directory, shards_per_actor=per_actor, num_cpus=args.cpus / actors, threads=1
+        ) as distributed:
+            remote = _latencies(distributed.search, queries, args.k, args.passes)
+            for row in range(min(len(queries), 50)):  # the answers are the in-process ones
+                query = queries.select([row])
+                if distributed.search(query, args.k) != sharded.search(query, args.k):
+                    raise SystemExit(f"{name}: Ray and in-process answers differ, query {row}")
+        figures[label] = _percentiles(remote)
+        added = figures[label]["p50_ms"] - figures["in_process"]["p50_ms"]
+        figures[label]["added_p50_ms"] = round(added, 3)
+    figures["added_p50_ms"] = figures["ray"]["added_p50_ms"]
+    return figures
+
+
+def bench_scifact(args, work: Path) -> dict:
+    from _common import scifact_vectors
+
+    docs, queries = scifact_vectors()
+    quantizer = Quantizer()
+    edges = np.linspace(0, len(docs), 5).astype(int)
+    parts = [docs.select(range(a, b)) for a, b in zip(edges[:-1], edges[1:])]
+    sharded = ShardedIndex.build(parts, work / "scifact", quantizer=quantizer, show_progress=False)
+    single = ImpactIndex.build(docs, work / "scifact-single", show_progress=False)
+    return bench_search("scifact", sharded, quantizer.quantize(queries), args, single)
+
+
+def bench_synth(args, work: Path) -> dict:
+    from sparse_ir.synthetic import NpzCorpus
+
+    corpus = NpzCorpus(args.synth)
+    reference = ImpactIndex.open(args.reference_index) if args.reference_index else None
+    quantizer = reference.quantizer if reference is not None else Quantizer(scale=1.0)
+    size = -(-corpus.num_documents // 4)
+    started = time.perf_counter()
+    sharded = ShardedIndex.build(
+        ([batch] for batch in corpus.documents(shard_size=size)),
+        work / "synth1m-4",
+        quantizer=quantizer,
+        memory_budget="1GB",
+        show_progress=False,
+    )
+    build_seconds = round(time.perf_counter() - started, 1)
+    queries = corpus.queries().select(range(args.synth_queries))
+    if reference is not None:
+        for row in range(min(20, len(queries))):
+            query = queries.select([row])
+            if sharded.search(query, 10) != reference.search(query, 10):
+                raise SystemExit(f"synth1m: 4 shards and the 1M index differ for query {row}")
+    figures = bench_search("synth1m", sharded, queries, args)
+    figures["build_seconds"] = build_seconds
+    return figures
+
+
+def _table(results: dict) -> str:
+    lines = []
+    if "encoding" in results:
+        e = results["encoding"]
+        lines.append(
+            f"encoding: 1 actor {e['actors_1']['docs_per_second']} docs/s, 2 actors "
+            f"{e['actors_2']['docs_per_second']} docs/s: {e['speedup']}x"
+        )
+    for name in ("scifact", "synth1m"):
+        if name in results:
+            r = results[name]
+            lines.append(
+                f"{name} ({r['documents']} docs, {r['shards']} shards): in-process p50 "
+                f"{r['in_process']['p50_ms']} ms, Ray p50 {r['ray']['p50_ms']} ms, added "
+                f"{r['added_p50_ms']} ms (one actor for all shards: added "
+                f"{r['ray_one_actor']['added_p50_ms']} ms); one shard "
+                f"({r['one_shard']['documents']} docs, "
+                f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms"
+            )
+    lines.append(f"load: {results['load']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", required=True, help="scratch directory (deleted at the end)")
+    parser.add_argument("--scifact", default=None, help="SciFact (default: found as usual)")
+    parser.add_argument("--synth", default=None, help="synth1m directory (default: skipped)")
+    parser.add_argument(
+        "--reference-index", default=None, help="the single 1M index (default: no check)"
+    )
+    parser.add_argument("--cpus", type=int, default=2, help="local Ray CPUs (default: 2)")
+    parser.add_argument(
+        "--encode-docs", type=int, default=1000, help="SciFact docs encoded (default: 1000)"
+    )
+    parser.add_argument(
+        "--part-size", type=int, default=50, help="documents per encoded part (default: 50)"
+    )
+    parser.add_argument("--k", type=int, default=10, help="result depth (default: 10)")
+    parser.add_argument("--passes", type=int, default=1, help="passes over queries (default 1)")
+    parser.add_argument(
+        "--synth-queries", type=int, default=100, help="synth1m queries (default: 100)"
+    )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        choices=("encoding", "scifact", "synth1m"),
+        help="leave a part out (repeatable) (default: none)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep --work (default: delete)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    args.scifact = str(_common.scifact_data(parser, args.scifact))
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    from sparse_ir.distributed.cluster import init_ray
+
+    # Ray runs its workers at niceness 15 by default: on a machine shared with other jobs
+    # (at 0) they would get a small share of the cores and measure the neighbours' load.
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray = init_ray(num_cpus=args.cpus, object_store_memory=300 << 20)
+    results: dict = {}
+    try:
+        if "encoding" not in args.skip:
+            results["encoding"] = bench_encoding(args, work)
+        if "scifact" not in args.skip:
+            results["scifact"] = bench_scifact(args, work)
+        if args.synth and "synth1m" not in args.skip:
+            results["synth1m"] = bench_synth(args, work)
+    finally:
+        ray.shutdown()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(json.dumps(results, indent=1) if args.json else _table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

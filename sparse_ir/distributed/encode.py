@@ -1,0 +1,523 @@
+"""Distributed encoding and sharded indexing on Ray.
+
+:func:`encode_corpus_on_ray`: Ray Data reads the corpus (BEIR JSONL, or Parquet with
+``_id``/``id``, ``title``, ``text`` columns) in order, a pool of encoder actors (the model
+loaded once per actor; ``num_gpus`` each where there are GPUs, else ``threads`` CPU threads)
+encodes it in parts of ``part_size`` documents, and each part is written as a
+:class:`~sparse_ir.sparse_batch.SparseBatch` file to a directory every node shares::
+
+    OUTPUT/part-<digest>.npz   one part: its vectors and document ids (digest: of the ids)
+    OUTPUT/encode.json         the parts in corpus order, their sizes and largest weights,
+                               the encoder's settings (written last, atomically)
+
+*Exactly once.* A part's file name is a digest of its document ids and is written atomically,
+so a batch that Ray retries after a killed actor (Ray Data restarts actors and retries their
+batches) writes the same file again, never a second copy. At the end every part's ids are read
+back: each document of the corpus must be in exactly one listed part, or the job fails naming
+the id. *Resumable*: a re-run finds the parts that are already there (same ids, readable) and
+does not encode them again.
+
+:func:`index_shards_on_ray`: Ray tasks build one impact index per group of parts with the one
+global quantizer (:func:`~sparse_ir.index.sharded.global_quantizer`), then the sharded-index
+manifest (:mod:`sparse_ir.index.sharded`) names them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sparse_ir.errors import InputError
+
+__all__ = [
+    "EncodeJob",
+    "EncodeResult",
+    "encode_corpus_on_ray",
+    "index_shards_on_ray",
+    "part_name",
+    "read_encode_result",
+]
+
+logger = logging.getLogger(__name__)
+
+ENCODE_MANIFEST = "encode.json"
+ENCODE_FORMAT = "sparse-ir-encoded-parts"
+_BYTES_PER_READ_BLOCK = 256 << 10
+
+
+def part_name(ids: Sequence[str]) -> str:
+    """The file name of the part holding exactly ``ids`` (in this order).
+
+    Example:
+        >>> part_name(["d1", "d2"])
+        'part-a000e27b005e0fad4e865122.npz'
+    """
+    digest = hashlib.sha256("\n".join(ids).encode("utf-8")).hexdigest()[:24]
+    return f"part-{digest}.npz"
+
+
+@dataclass
+class EncodeJob:
+    """What :func:`encode_corpus_on_ray` encodes, with what, and how spread out.
+
+    Attributes:
+        input: a BEIR ``corpus.jsonl`` (``.gz`` allowed), or a Parquet file or directory
+            with ``_id`` (or ``id``), ``title`` and ``text`` columns.
+        output: directory of the parts, on storage every node reads and writes at this path.
+        model: bundled name, directory or hub id of the SPLADE model (default splade-tiny).
+        part_size: documents per part (default 1,000): the unit of retry and resume.
+        actors: encoder actors (default 1).
+        threads: CPU threads per actor, and the CPUs Ray reserves for it (default 1).
+        num_gpus: GPUs per actor (default 0: CPU); > 0 encodes on ``cuda``.
+        batch_size, max_length, precision: as :meth:`SpladeEncoder.from_pretrained`'s
+            (defaults 32, the model's, "auto").
+        allow_empty: encode documents without title and text as empty vectors.
+    """
+
+    input: str | os.PathLike
+    output: str | os.PathLike
+    model: str = "splade-tiny"
+    part_size: int = 1000
+    actors: int = 1
+    threads: int = 1
+    num_gpus: float = 0.0
+    batch_size: int = 32
+    max_length: int | None = None
+    precision: str = "auto"
+    allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("part_size", "actors", "threads", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus!r}")
+
+
+@dataclass
+class EncodeResult:
+    """What an encoding job left in its output directory (``encode.json``).
+
+    Attributes:
+        output: the directory.
+        parts: the part files, in corpus order.
+        sizes: documents per part; max_weights: each part's largest weight.
+        settings: the encoder's settings (what an index records).
+        encoded, kept: parts encoded by the last run, and found from an earlier one.
+        seconds: wall time of the last run; encode_seconds, encoded_documents: its encoding
+            phase (first part started to last part finished) and the documents it encoded.
+    """
+
+    output: Path
+    parts: list[str]
+    sizes: list[int]
+    max_weights: list[float]
+    settings: dict = field(default_factory=dict)
+    encoded: int = 0
+    kept: int = 0
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+    encoded_documents: int = 0
+
+    @property
+    def documents_per_second(self) -> float:
+        """Encoding throughput of the last run: its newly encoded documents over the time
+        from its first part started to its last part finished (model loading excluded)."""
+        return self.encoded_documents / self.encode_seconds if self.encode_seconds else 0.0
+
+    @property
+    def documents(self) -> int:
+        """Documents of all parts."""
+        return sum(self.sizes)
+
+    def batches(self) -> Iterator:
+        """The parts as SparseBatches, in corpus order."""
+        from sparse_ir.sparse_batch import SparseBatch
+
+        for name in self.parts:
+            yield SparseBatch.load(self.output / name)
+
+
+def read_encode_result(output: str | os.PathLike) -> EncodeResult:
+    """The :class:`EncodeResult` recorded in ``output/encode.json``."""
+    path = Path(output) / ENCODE_MANIFEST
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no finished encoding job here") from None
+    except ValueError as error:
+        raise InputError(f"corrupt encoding manifest ({error})", path=path) from None
+    if body.get("format") != ENCODE_FORMAT:
+        raise InputError(f"not an encoding manifest (format {body.get('format')!r})", path=path)
+    return EncodeResult(
+        Path(output),
+        body["parts"],
+        body["sizes"],
+        body["max_weights"],
+        body.get("settings", {}),
+        body.get("encoded", 0),
+        body.get("kept", 0),
+        body.get("seconds", 0.0),
+    )
+
+
+# -- reading the corpus -------------------------------------------------------------------------
+
+
+def _parse_lines(batch: dict) -> dict:
+    """Ray Data UDF: JSONL lines -> ``_id``, ``title``, ``text`` columns (checked as
+    :func:`sparse_ir.corpus.read_corpus` checks them)."""
+    from sparse_ir.corpus import _record_id, _string_field
+
+    ids, titles, texts = [], [], []
+    for line in batch["text"]:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as error:
+            raise InputError(f"invalid JSON: {error} in {line[:80]!r}") from None
+        if not isinstance(record, dict):
+            raise InputError(f"a corpus line must be a JSON object, got {line[:80]!r}")
+        ids.append(_record_id(record, None, None))
+        text = _string_field(record, "text", None, None)
+        if text is None:
+            text = _string_field(record, "contents", None, None)
+        if text is None:
+            raise InputError(f"missing text: document {ids[-1]!r} has no 'text' field")
+        texts.append(text)
+        titles.append(_string_field(record, "title", None, None) or "")
+    return {"_id": np.array(ids, object), "title": np.array(titles, object), "text": texts}
+
+
+def _normalize_columns(batch: dict) -> dict:
+    """Ray Data UDF for Parquet: ``id`` or ``_id``, optional ``title``, ``text``."""
+    key = "_id" if "_id" in batch else "id" if "id" in batch else None
+    if key is None or "text" not in batch:
+        raise InputError(
+            f"a Parquet corpus needs '_id' (or 'id') and 'text' columns, has {sorted(batch)}"
+        )
+    count = len(batch[key])
+    titles = batch["title"] if "title" in batch else [""] * count
+    return {
+        "_id": np.array([str(v) for v in batch[key]], object),
+        "title": np.array(["" if t is None else str(t) for t in titles], object),
+        "text": np.array(["" if t is None else str(t) for t in batch["text"]], object),
+    }
+
+
+def _read_corpus(ray, path: Path, readers: int):
+    """A Ray Dataset of the corpus (``_id``, ``title``, ``text``), in file order, read by at
+    most ``readers`` tasks at a time."""
+    if not path.exists():
+        raise FileNotFoundError(f"no corpus at {path}")
+    # Reading and parsing reserve no CPU (the encoder actors may hold every CPU of the
+    # cluster, and a read task waiting for one would wait forever): their concurrency is
+    # bounded instead. The number of read blocks follows from the input's size alone, so a
+    # re-run cuts the same parts and finds them done.
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
+    blocks = max(1, -(-(size or path.stat().st_size) // _BYTES_PER_READ_BLOCK))
+    if path.is_dir() or path.suffix == ".parquet":
+        dataset = ray.data.read_parquet(
+            str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
+        )
+        return dataset.map_batches(
+            _normalize_columns, batch_format="numpy", num_cpus=0, concurrency=readers
+        )
+    dataset = ray.data.read_text(
+        str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
+    )
+    return dataset.map_batches(_parse_lines, batch_format="numpy", num_cpus=0, concurrency=readers)
+
+
+# -- encoding ---------------------------------------------------------------------------------
+
+
+class PartEncoder:
+    """Ray Data actor: loads the model once, encodes a batch of documents into one part file
+    (or keeps the part an earlier run wrote), and returns one summary row."""
+
+    def __init__(self, job: dict):
+        import torch
+
+        from sparse_ir.encoders.splade import SpladeEncoder
+        from sparse_ir.pipeline import encoder_settings
+
+        self.output = Path(job["output"])
+        torch.set_num_threads(job["threads"])
+        device = "cuda" if job["num_gpus"] > 0 else "cpu"
+        options = {"batch_size": job["batch_size"], "precision": job["precision"]}
+        if job["max_length"] is not None:
+            options["document_max_length"] = job["max_length"]
+        self.encoder = SpladeEncoder.from_pretrained(job["model"], device=device, **options)
+        self.allow_empty = job["allow_empty"]
+        self.settings = json.dumps(encoder_settings(self.encoder))
+        workers = self.output / ".workers"
+        workers.mkdir(parents=True, exist_ok=True)
+        (workers / str(os.getpid())).touch()  # who is encoding (operators, fault tests)
+
+    def __call__(self, batch: dict) -> dict:
+        from sparse_ir.corpus import Document
+
+        ids = [str(i) for i in batch["_id"]]
+        documents = [Document(i, t, x) for i, t, x in zip(ids, batch["title"], batch["text"])]
+        if not self.allow_empty:
+            for document in documents:
+                if not document.full_text.strip():
+                    raise InputError(
+                        f"empty document: {document.id!r} has no title and no text "
+                        "(allow_empty encodes it as an empty vector)"
+                    )
+        name = part_name(ids)
+        path = self.output / name
+        started = time.time()
+        kept = _existing_part(path, ids)
+        if kept is None:
+            vectors = self.encoder.encode_documents(
+                [d.full_text for d in documents], ids=ids, show_progress=False
+            )
+            vectors.save(path)
+            top = float(vectors.values.max()) if len(vectors.values) else 0.0
+        else:
+            top = kept
+        return {
+            "part": [name],
+            "documents": [len(ids)],
+            "max_weight": [top],
+            "kept": [kept is not None],
+            "settings": [self.settings],
+            "started": [started],
+            "finished": [time.time()],
+        }
+
+
+def _existing_part(path: Path, ids: list[str]) -> float | None:
+    """The largest weight of the part at ``path`` when it holds exactly ``ids`` and reads
+    back; else None (absent, or a damaged leftover: encoded again)."""
+    if not path.exists():
+        return None
+    from sparse_ir.sparse_batch import SparseBatch
+
+    try:
+        part = SparseBatch.load(path)
+    except (InputError, OSError, ValueError) as error:
+        logger.warning("re-encoding %s: unreadable leftover (%s)", path, error)
+        return None
+    if list(part.ids or ()) != ids:
+        return None
+    return float(part.values.max()) if len(part.values) else 0.0
+
+
+def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> EncodeResult:
+    """Encode ``job.input`` on the Ray cluster into parts under ``job.output``.
+
+    Returns the :class:`EncodeResult` (also written to ``output/encode.json``). Raises
+    :class:`InputError` for a bad corpus (naming the document), or when a document is
+    missing from the parts or in two of them (the exactly-once check).
+    """
+    from sparse_ir.distributed.cluster import init_ray
+
+    ray = init_ray(address)
+    started = time.perf_counter()
+    output = Path(job.output)
+    output.mkdir(parents=True, exist_ok=True)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # parts come back in corpus order
+    dataset = _read_corpus(ray, Path(job.input), readers=max(2, job.actors))
+    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(job).items()}
+    summaries = dataset.map_batches(
+        PartEncoder,
+        fn_constructor_kwargs={"job": settings},
+        batch_size=job.part_size,
+        batch_format="numpy",
+        concurrency=job.actors,
+        num_cpus=job.threads,
+        num_gpus=job.num_gpus or None,
+    ).take_all()
+    result = EncodeResult(
+        output,
+        [row["part"] for row in summaries],
+        [int(row["documents"]) for row in summaries],
+        [float(row["max_weight"]) for row in summaries],
+        json.loads(summaries[0]["settings"]) if summaries else {},
+        encoded=sum(1 for row in summaries if not row["kept"]),
+        kept=sum(1 for row in summaries if row["kept"]),
+    )
+    fresh = [row for row in summaries if not row["kept"]]
+    if fresh:  # from the first part started to the last finished: model loading excluded
+        result.encode_seconds = max(r["finished"] for r in fresh) - min(r["started"] for r in fresh)
+        result.encoded_documents = sum(int(r["documents"]) for r in fresh)
+    _check_exactly_once(result, dataset.count())
+    result.seconds = round(time.perf_counter() - started, 3)
+    _write_encode_manifest(result, corpus=str(Path(job.input).resolve()))
+    _remove_orphans(output, set(result.parts))
+    logger.info(
+        "encoded %d documents in %d parts (%d kept) in %.1fs",
+        result.documents,
+        len(result.parts),
+        result.kept,
+        result.seconds,
+    )
+    return result
+
+
+def _check_exactly_once(result: EncodeResult, corpus_rows: int) -> None:
+    """Every corpus document in exactly one part: ids read back from the part files."""
+    seen: dict[str, str] = {}
+    for name, size in zip(result.parts, result.sizes):
+        ids = _part_ids(result.output / name)
+        if len(ids) != size:
+            raise InputError(f"{name} holds {len(ids)} documents, its batch had {size}")
+        for doc_id in ids:
+            if doc_id in seen:
+                raise InputError(
+                    f"document {doc_id!r} is in {seen[doc_id]} and in {name}: a corpus id "
+                    "must appear once (a duplicate id in the corpus, or a part written twice)"
+                )
+            seen[doc_id] = name
+    if len(seen) != corpus_rows:
+        raise InputError(
+            f"the parts hold {len(seen)} documents, the corpus {corpus_rows}: some batch was "
+            "lost; run the job again (finished parts are kept)"
+        )
+
+
+def _part_ids(path: Path) -> list[str]:
+    with np.load(path, allow_pickle=False) as data:
+        return json.loads(bytes(data["ids"]).decode("utf-8"))
+
+
+def _write_encode_manifest(result: EncodeResult, *, corpus: str) -> None:
+    body = {
+        "format": ENCODE_FORMAT,
+        "corpus": corpus,
+        "parts": result.parts,
+        "sizes": result.sizes,
+        "max_weights": result.max_weights,
+        "documents": result.documents,
+        "settings": result.settings,
+        "encoded": result.encoded,
+        "kept": result.kept,
+        "seconds": result.seconds,
+    }
+    temporary = result.output / f".{ENCODE_MANIFEST}.tmp-{os.getpid()}"
+    temporary.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, result.output / ENCODE_MANIFEST)
+
+
+def _remove_orphans(output: Path, listed: set[str]) -> None:
+    """Parts of earlier runs that this run's batches do not name (other part sizes)."""
+    for entry in output.glob("part-*.npz"):
+        if entry.name not in listed:
+            logger.info("removing %s: not a part of this run", entry)
+            entry.unlink()
+    workers = output / ".workers"
+    if workers.is_dir():
+        for entry in workers.iterdir():
+            entry.unlink()
+        workers.rmdir()
+
+
+# -- indexing ---------------------------------------------------------------------------------
+
+
+def _build_shard(parts: list[str], output: str, name: str, quantizer: dict, options: dict):
+    """Ray task: one impact index from a group of parts, with the global quantizer."""
+    from sparse_ir.index.impact_index import ImpactIndex
+    from sparse_ir.quantize import Quantizer
+    from sparse_ir.sparse_batch import SparseBatch
+
+    index = ImpactIndex.build(
+        (SparseBatch.load(p) for p in parts),
+        Path(output) / name,
+        quantizer=Quantizer.from_dict(quantizer),
+        show_progress=False,
+        **options,
+    )
+    return index.num_documents
+
+
+def index_shards_on_ray(
+    encoded: EncodeResult | str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    shards: int,
+    bits: int | None = None,
+    scale: float | None = None,
+    memory_budget: str = "1GB",
+    num_cpus: float = 1.0,
+    settings: dict | None = None,
+    address: str | None = None,
+):
+    """Build a sharded impact index at ``output`` from encoded parts, ``shards`` Ray tasks
+    at once (contiguous groups of parts, balanced by documents).
+
+    The global quantizer is ``Quantizer(scale)`` (default 100, as a single-machine build),
+    or with ``bits`` the one fitted to the largest weight of all parts. Returns the opened
+    :class:`~sparse_ir.index.sharded.ShardedIndex`.
+    """
+    from sparse_ir.distributed.cluster import init_ray
+    from sparse_ir.index.sharded import (
+        ShardedIndex,
+        global_quantizer,
+        shard_name,
+        write_sharded_manifest,
+    )
+
+    if not isinstance(encoded, EncodeResult):
+        encoded = read_encode_result(encoded)
+    if not 1 <= shards <= max(len(encoded.parts), 1):
+        raise ValueError(f"shards must be in 1..{len(encoded.parts)} (the parts), got {shards}")
+    ray = init_ray(address)
+    quantizer = global_quantizer(encoded.max_weights, bits=bits, scale=scale)
+    groups = _balanced_groups(encoded.sizes, shards)
+    directory = Path(output)
+    directory.mkdir(parents=True, exist_ok=True)
+    build = ray.remote(_build_shard).options(num_cpus=num_cpus, max_retries=2)
+    recorded = {**encoded.settings, **(settings or {})}
+    refs = [
+        build.remote(
+            [str(encoded.output / encoded.parts[p]) for p in group],
+            str(directory),
+            shard_name(number),
+            quantizer.to_dict(),
+            {"memory_budget": memory_budget, "settings": recorded},
+        )
+        for number, group in enumerate(groups)
+    ]
+    ray.get(refs)
+    names = [shard_name(n) for n in range(len(groups))]
+    write_sharded_manifest(directory, names, settings=recorded)
+    return ShardedIndex.open(directory)
+
+
+def _balanced_groups(sizes: Sequence[int], groups: int) -> list[list[int]]:
+    """Contiguous groups of part numbers with about equal documents each.
+
+    Example:
+        >>> _balanced_groups([10, 10, 10, 10, 5], 2)
+        [[0, 1], [2, 3, 4]]
+    """
+    total = sum(sizes)
+    bounds = [total * (g + 1) / groups for g in range(groups)]
+    out: list[list[int]] = [[] for _ in range(groups)]
+    running = 0
+    group = 0
+    for number, size in enumerate(sizes):
+        remaining_parts = len(sizes) - number
+        if out[group] and running >= bounds[group] - size / 2 and group < groups - 1:
+            group += 1
+        # Leave at least one part for every group still to fill.
+        group = max(group, groups - remaining_parts)
+        out[group].append(number)
+        running += size
+    return out
