@@ -76,6 +76,23 @@ def test_search_batch_equals_the_single_index(pair, collection):
     assert got.results == expected.results
 
 
+@pytest.mark.parametrize("mode", ["exhaustive", "pruned"])
+def test_a_filter_over_global_numbers_equals_the_single_index(pair, collection, mode):
+    single, sharded = pair
+    _, queries = collection
+    mask = np.random.default_rng(3).random(single.num_documents) < 0.3
+    ids = {single.doc_ids[d] for d in range(0, single.num_documents, 7)}
+    for row in range(len(queries)):
+        query = queries.select([row])
+        for chosen in (mask, ids):
+            expected = single.search(query, 9, mode=mode, filter=chosen)
+            assert sharded.search(query, 9, mode=mode, filter=chosen) == expected
+    run = sharded.search_batch(queries, 9, threads=1, filter=mask)
+    assert run.results == single.search_batch(queries, 9, threads=1, filter=mask).results
+    with pytest.raises(InputError, match="sharded indexes do not support metadata"):
+        sharded.search(queries.select([0]), 3, filter="year>=2020")
+
+
 def test_facts_and_documents_follow_the_global_numbering(pair, collection):
     single, sharded = pair
     docs, queries = collection

@@ -425,6 +425,23 @@ class _ShardedBase:
         """Bytes on disk of the shards' pinned generations."""
         return sum(shard.size_bytes() for shard in self.shards)
 
+    def metadata_column(self, field: str):
+        """Field filters need metadata columns, which sharded indexes do not merge yet."""
+        raise InputError(
+            f"filter on field {field!r}: {self.directory} is a sharded index, and sharded "
+            "indexes do not support metadata field filters yet; filter by ids or a mask"
+        )
+
+    def _shard_filters(self, filter) -> list:  # noqa: A002 (the public name)
+        """Each shard's slice of a global ``filter=`` (None: every document allowed)."""
+        from sparse_ir.index.filters import allowed_documents
+
+        allowed = allowed_documents(filter, self)
+        if allowed is None:
+            return [None] * len(self.shards)
+        bounds = zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())
+        return [np.ascontiguousarray(allowed[a:b]).view(bool) for a, b in bounds]
+
     def _hits(self, top: TopK) -> list[Hit]:
         docs, scores = top.docnos.tolist(), top.scores.tolist()
         return list(
@@ -572,15 +589,33 @@ class ShardedIndex(_ShardedBase):
 
     # -- search ---------------------------------------------------------------------------------
 
-    def search_arrays(self, query: QueryLike, k: int = 10, *, mode=None) -> TopK:
-        """The exact merge of every shard's top-``k``, with global document numbers."""
+    def search_arrays(
+        self,
+        query: QueryLike,
+        k: int = 10,
+        *,
+        mode=None,
+        filter=None,  # noqa: A002
+    ) -> TopK:
+        """The exact merge of every shard's top-``k``, with global document numbers
+        (``filter``: over global document numbers, as in :meth:`ImpactIndex.search`)."""
         prepared = self.prepare_query(query)
-        parts = [shard.search_arrays(prepared, k, mode=mode) for shard in self.shards]
+        parts = [
+            shard.search_arrays(prepared, k, mode=mode, filter=part)
+            for shard, part in zip(self.shards, self._shard_filters(filter))
+        ]
         return merge_topk(parts, self.offsets[:-1], k)
 
-    def search(self, query: QueryLike, k: int = 10, *, mode=None) -> list[Hit]:
+    def search(
+        self,
+        query: QueryLike,
+        k: int = 10,
+        *,
+        mode=None,
+        filter=None,  # noqa: A002
+    ) -> list[Hit]:
         """The top-``k`` documents of all shards (see :meth:`ImpactIndex.search`)."""
-        return self._hits(self.search_arrays(query, k, mode=mode))
+        return self._hits(self.search_arrays(query, k, mode=mode, filter=filter))
 
     def search_batch(
         self,
@@ -590,11 +625,14 @@ class ShardedIndex(_ShardedBase):
         query_ids: Sequence[str] | None = None,
         mode=None,
         threads: int | None = None,
+        filter=None,  # noqa: A002 (the public name)
     ) -> Run:
         """:meth:`ImpactIndex.search_batch` on every shard, merged query by query."""
         runs = [
-            shard.search_batch(queries, k, query_ids=query_ids, mode=mode, threads=threads)
-            for shard in self.shards
+            shard.search_batch(
+                queries, k, query_ids=query_ids, mode=mode, threads=threads, filter=part
+            )
+            for shard, part in zip(self.shards, self._shard_filters(filter))
         ]
         return self._merge_runs(runs, list(runs[0].results), k, merge_topk)
 
@@ -667,14 +705,22 @@ class ShardedDenseIndex(_ShardedBase):
         """Every shard has an HNSW graph."""
         return all(shard.has_hnsw for shard in self.shards)
 
-    def search(self, query: np.ndarray, k: int = 10, *, mode="exact", **options) -> list[Hit]:
+    def search(
+        self,
+        query: np.ndarray,
+        k: int = 10,
+        *,
+        mode="exact",
+        filter=None,
+        **options,  # noqa: A002
+    ) -> list[Hit]:
         """The top-``k`` documents of all shards for one query vector."""
         array = np.asarray(query)
         if array.ndim == 1:
             array = array[None, :]
         if len(array) != 1:
             raise InputError(f"search takes one query vector; got {len(array)} (use search_batch)")
-        return self.search_batch(array, k, mode=mode, **options).results["0"]
+        return self.search_batch(array, k, mode=mode, filter=filter, **options).results["0"]
 
     def search_batch(
         self,
@@ -683,12 +729,13 @@ class ShardedDenseIndex(_ShardedBase):
         *,
         query_ids: Sequence[str] | None = None,
         mode="exact",
+        filter=None,  # noqa: A002 (the public name)
         **options,
     ) -> Run:
         """:meth:`DenseIndex.search_batch` on every shard, merged query by query."""
         runs = [
-            shard.search_batch(queries, k, query_ids=query_ids, mode=mode, **options)
-            for shard in self.shards
+            shard.search_batch(queries, k, query_ids=query_ids, mode=mode, filter=part, **options)
+            for shard, part in zip(self.shards, self._shard_filters(filter))
         ]
         return self._merge_runs(runs, list(runs[0].results), k, merge_float_topk)
 
