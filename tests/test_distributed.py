@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import in_ci, random_batch
 
+from sparse_ir.errors import InputError
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.sharded import ShardedDenseIndex, ShardedIndex
 from sparse_ir.sparse_batch import SparseBatch
@@ -147,6 +148,8 @@ def test_searcher_and_hybrid_over_a_distributed_sharded_pair(ray_cluster, collec
             [Searcher(sparse, Words()), DenseSearcher(dense, Vectors())], Fusion()
         )
         expected, got = one.search_batch(texts, 10), many.search_batch(texts, 10)
+        with pytest.raises(InputError, match="distributed search does not take filter"):
+            Searcher(sparse, Words()).search(texts[2], 5, filter={ids[0]})
         for qid, hits in expected.items():
             assert [h.doc_id for h in got[qid]] == [h.doc_id for h in hits]
 

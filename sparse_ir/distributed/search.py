@@ -301,9 +301,11 @@ class DistributedIndex:
         """Term ids and integer weights of a query (impact shards)."""
         return self._first.prepare_query(query)
 
-    def search(self, query, k: int = 10, *, mode=None) -> ShardedHits:
+    def search(self, query, k: int = 10, *, mode=None, filter=None) -> ShardedHits:  # noqa: A002
         """The top-``k`` documents of all shards for one query (a sparse query form, or a
-        dense vector), scattered to every actor and merged."""
+        dense vector), scattered to every actor and merged. ``filter`` must be None:
+        distributed search does not take filters yet (an error, never ignored)."""
+        _refuse_filter(filter)
         if self.is_dense:
             array = np.asarray(query, np.float32)
             run = self.search_batch(array[None, :] if array.ndim == 1 else array, k, mode=mode)
@@ -320,11 +322,11 @@ class DistributedIndex:
         hits.missing_shards = tuple(self.records[n].path for n in missing)
         return hits
 
-    def search_arrays(self, query, k: int = 10, *, mode=None):
+    def search_arrays(self, query, k: int = 10, *, mode=None, filter=None):  # noqa: A002
         """:meth:`search` as ``TopK(docnos, scores)`` with global document numbers."""
         from sparse_ir.index.impact_index import TopK
 
-        hits = self.search(query, k, mode=mode)
+        hits = self.search(query, k, mode=mode, filter=filter)
         return TopK(np.array([h.docno for h in hits], np.int64), np.array([h.score for h in hits]))
 
     def search_batch(
@@ -335,10 +337,12 @@ class DistributedIndex:
         query_ids: Sequence[str] | None = None,
         mode=None,
         threads: int | None = None,
+        filter=None,  # noqa: A002 (the public name)
     ) -> ShardedRun:
         """Top-``k`` of many queries: chunks of ``chunk_size`` queries are sent to every actor
         at once and merged as they come. ``threads`` is accepted for the common shape (the
-        actors' ``threads`` decide)."""
+        actors' ``threads`` decide); ``filter`` must be None (see :meth:`search`)."""
+        _refuse_filter(filter)
         if self.is_dense:
             matrix = np.ascontiguousarray(np.atleast_2d(np.asarray(queries, np.float32)))
             ids = _ids(query_ids, len(matrix))
@@ -479,3 +483,14 @@ def _ray():
     from sparse_ir.distributed.cluster import import_ray
 
     return import_ray()
+
+
+def _refuse_filter(filter) -> None:  # noqa: A002 (the public name)
+    """Distributed search has no filters yet: say so rather than return unfiltered hits."""
+    if filter is not None:
+        from sparse_ir.errors import InputError
+
+        raise InputError(
+            "distributed search does not take filter= yet; open the sharded index locally "
+            "(ShardedIndex.open) to search it with a filter"
+        )
