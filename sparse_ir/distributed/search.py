@@ -373,7 +373,6 @@ class DistributedIndex:
     def _scatter(self, ids, chunks, k, mode) -> ShardedRun:
         """Send every chunk to every actor, gather, merge."""
         from sparse_ir.index.composite import merge_topk
-        from sparse_ir.index.sharded import merge_float_topk
 
         ray = _ray()
         # A chunk sent to several actors is put in the object store once; a small one is
@@ -386,7 +385,6 @@ class DistributedIndex:
             [actor.search_batch.remote(ref, k, mode) for actor in self.actors] for ref in chunk_refs
         ]
         answers, missing = self._gather([r for row in refs for r in row])
-        merge = merge_float_topk if self.is_dense else merge_topk
         run = ShardedRun(name="dense" if self.is_dense else "sparse-ir")
         run.missing_shards = tuple(self.records[n].path for n in missing)
         per_actor = len(self.actors)
@@ -395,7 +393,7 @@ class DistributedIndex:
             size = len(chunk) if self.is_dense else len(chunk[0]) - 1
             groups = answers[row * per_actor : (row + 1) * per_actor]
             for position in range(size):
-                run.results[ids[query]] = self._merge_one(groups, position, k, merge)
+                run.results[ids[query]] = self._merge_one(groups, position, k, merge_topk)
                 query += 1
         return run
 

@@ -66,7 +66,6 @@ __all__ = [
     "ShardedDenseIndex",
     "shard_name",
     "global_quantizer",
-    "merge_float_topk",
     "write_sharded_manifest",
     "open_sharded",
     "open_sharded_kind",
@@ -114,31 +113,6 @@ def global_quantizer(
     if top <= 0:
         raise InputError("cannot fit a quantizer: the shards have no positive weight")
     return Quantizer.for_max_weight(top, bits)
-
-
-def merge_float_topk(parts: Sequence[TopK], offsets: Sequence[int], k: int) -> TopK:
-    """:func:`~sparse_ir.index.composite.merge_topk` for float scores (dense shards).
-
-    The same order: score descending, then global document number ascending.
-
-    Example:
-        >>> a = TopK(np.array([0, 1]), np.array([0.9, 0.5]))
-        >>> b = TopK(np.array([0]), np.array([0.9]))
-        >>> merge_float_topk([a, b], [0, 2], k=2).docnos.tolist()
-        [0, 2]
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if len(parts) != len(offsets):
-        raise ValueError(f"{len(parts)} parts but {len(offsets)} offsets")
-    if not parts:
-        return TopK(np.empty(0, np.int64), np.empty(0, np.float32))
-    docnos = np.concatenate(
-        [np.asarray(p.docnos, np.int64) + int(at) for p, at in zip(parts, offsets)]
-    )
-    scores = np.concatenate([np.asarray(p.scores) for p in parts])
-    order = np.lexsort((docnos, -scores))[:k]
-    return TopK(docnos[order], scores[order])
 
 
 class ShardRecord:
@@ -737,7 +711,7 @@ class ShardedDenseIndex(_ShardedBase):
             shard.search_batch(queries, k, query_ids=query_ids, mode=mode, filter=part, **options)
             for shard, part in zip(self.shards, self._shard_filters(filter))
         ]
-        return self._merge_runs(runs, list(runs[0].results), k, merge_float_topk)
+        return self._merge_runs(runs, list(runs[0].results), k, merge_topk)
 
 
 SHARDED_KINDS = {SHARDED_IMPACT_FORMAT: ShardedIndex, SHARDED_DENSE_FORMAT: ShardedDenseIndex}
