@@ -480,3 +480,17 @@ def test_resident_open_of_a_live_index_covers_every_segment(tmp_path):
     assert index.search(impact_vector(1), k=2) == ImpactIndex.open(path).search(
         impact_vector(1), k=2
     )
+
+
+def test_a_live_commits_vocab_json_pointing_at_dev_zero_is_refused(tmp_path):
+    from sparse_ir.errors import IndexCorruptError, IndexFormatError
+
+    path = tmp_path / "ix"
+    for ids, weights in ((["a"], [1]), (["b"], [2])):
+        with IndexWriter.open(path, vocab=VOCAB, merge_policy=None) as writer:
+            writer.add(impact_batch(ids, weights))
+    generation = ImpactIndex.open(path).directory
+    (generation / "vocab.json").unlink()
+    (generation / "vocab.json").symlink_to("/dev/zero")
+    with pytest.raises((IndexCorruptError, IndexFormatError), match="vocab.json"):
+        ImpactIndex.open(path)

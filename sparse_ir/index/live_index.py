@@ -18,7 +18,6 @@ live documents as one collection.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,7 @@ from sparse_ir.index.segments import (
     read_deletions,
     register_reader,
 )
-from sparse_ir.index.storage import check_files
+from sparse_ir.index.storage import check_files, read_listed_json
 from sparse_ir.quantize import Quantizer
 from sparse_ir.results import Hit, Run
 
@@ -254,10 +253,13 @@ class LiveImpactIndex(_LiveBase):
     def __init__(self, generation: Path, commit: CommitManifest, segments: list, deleted: list):
         super().__init__(generation, commit, segments, deleted)
         self.quantizer = Quantizer.from_dict(commit.fixed["quantizer"])
-        try:
-            vocab = json.loads((generation / "vocab.json").read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise IndexCorruptError(f"{generation / 'vocab.json'}: unreadable ({exc})") from None
+        record = commit.files.get("vocab.json")
+        if record is None:
+            raise IndexCorruptError(f"{generation}: the commit lists no vocab.json")
+        # Size-capped and depth-limited, like every JSON file an index lists.
+        vocab = read_listed_json(generation, record)
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+            raise IndexCorruptError(f"{generation / 'vocab.json'}: not a list of strings")
         self.vocab: tuple[str, ...] = tuple(vocab)
         for segment in segments:
             if segment.vocab_hash != self.vocab_hash or segment.quantizer != self.quantizer:
