@@ -78,7 +78,8 @@ class IndexBase(Generic[ManifestT]):
 
             return open_live(cls, generation)
         record = cls.manifest_type
-        body = read_manifest(generation, format_name=record.FORMAT, version=record.FORMAT_VERSION)
+        versions = getattr(record, "READ_VERSIONS", (record.FORMAT_VERSION,))
+        body = read_manifest(generation, format_name=record.FORMAT, version=versions)
         manifest = record.from_dict(body, source=generation / "manifest.json")
         check_files_at_open(generation, manifest.files, checksum_up_to=cls.check_at_open_bytes)
         from sparse_ir.index.validate import open_validated

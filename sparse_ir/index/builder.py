@@ -353,6 +353,7 @@ def build_impact_index(
     total_documents: int | None = None,
     search_layout: bool = True,
     metadata: Iterable[Mapping | None] | None = None,
+    doc_ordered_postings: bool | None = None,
 ) -> tuple[Path, BuildReport]:
     """Write a new generation of the impact index at ``path`` and publish it atomically.
 
@@ -372,6 +373,7 @@ def build_impact_index(
             total_documents=total_documents,
             search_layout=search_layout,
             metadata=metadata,
+            doc_ordered_postings=doc_ordered_postings,
         )
     generation = directory.current()
     logger.info(
@@ -397,14 +399,17 @@ def write_impact_files(
     total_documents: int | None = None,
     search_layout: bool = True,
     metadata: Iterable[Mapping | None] | None = None,
+    doc_ordered_postings: bool | None = None,
 ) -> BuildReport:
     """Write every file of one impact index generation (manifest last) into ``temporary``.
 
     What :func:`build_impact_index` publishes, and what a live index writes as one segment
     (:mod:`sparse_ir.index.writer`): the same bytes for the same documents and arguments.
+    ``doc_ordered_postings``: see :func:`keeps_doc_ordered_postings`.
     """
     from tqdm.auto import tqdm
 
+    doc_ordered = keeps_doc_ordered_postings(search_layout, doc_ordered_postings)
     budget = parse_memory(memory_budget)
     started = time.perf_counter()
     report = BuildReport()
@@ -457,7 +462,13 @@ def write_impact_files(
         if vocab is None:
             raise InputError("no documents to index")
         files, max_impact, impact_dtype, layout_record = _write_postings_and_columns(
-            temporary, buffer, vocab, report, search_layout, forward, (ids, titles, texts)
+            temporary,
+            buffer,
+            vocab,
+            report,
+            (search_layout, doc_ordered),
+            forward,
+            (ids, titles, texts),
         )
         if metadata_writer is not None:
             files.update({record.name: record for record in metadata_writer.finish()})
@@ -475,6 +486,7 @@ def write_impact_files(
             search_layout=layout_record,
             build={**report.facts(budget), **(settings or {})},
             files=files,
+            doc_ordered_postings=doc_ordered,
         )
         write_manifest(temporary, manifest.to_dict())
     finally:
@@ -517,10 +529,32 @@ def _add_ids_and_contents(shard, first, seen_ids, ids, titles, texts, content_it
         texts.extend(p[1] for p in pairs)
 
 
-def _write_postings_and_columns(temporary, buffer, vocab, report, search_layout, forward, columns):
+def keeps_doc_ordered_postings(search_layout: bool, doc_ordered_postings: bool | None) -> bool:
+    """Whether a build writes ``postings_docs.bin``/``postings_impacts.bin``.
+
+    Default (None): only without a search layout. With one, every search reads the layout's
+    impact-ordered copy (exhaustive too: the sums do not depend on the order of the
+    additions) and everything else reads it or the forward index, so the document-ordered
+    copy would be 1.5× the impact-ordered one's bytes, read by nothing. True keeps them (the
+    files of earlier builds: format version 1); False without a search layout is refused, as
+    the index would hold no postings.
+    """
+    if doc_ordered_postings is None:
+        return not search_layout
+    if not doc_ordered_postings and not search_layout:
+        raise ValueError(
+            "doc_ordered_postings=False needs search_layout=True: the search layout's "
+            "impact-ordered copy is then the only copy of the postings"
+        )
+    return bool(doc_ordered_postings)
+
+
+def _write_postings_and_columns(temporary, buffer, vocab, report, layouts, forward, columns):
     """Merge the spilled runs into the postings (and the search layout), finish the string
-    columns and write the vocabulary. Returns the file records, the largest impact, the
-    impact dtype and the search layout's manifest record (or None)."""
+    columns and write the vocabulary. ``layouts``: ``(search layout?, document-ordered
+    postings?)``. Returns the file records, the largest impact, the impact dtype and the
+    search layout's manifest record (or None)."""
+    search_layout, doc_ordered = layouts
     runs = buffer.finish()
     _check_used_terms(vocab, buffer.counts)
     report.runs_spilled = buffer.spilled
@@ -538,7 +572,7 @@ def _write_postings_and_columns(temporary, buffer, vocab, report, search_layout,
             impact_dtype=impact_dtype,
             num_postings=report.postings,
         )
-    _merge_runs(temporary, runs, buffer.counts, impact_dtype, files, layout)
+    _merge_runs(temporary, runs, buffer.counts, impact_dtype, files, layout, doc_ordered)
     files["term_max_impact.bin"] = write_array(
         temporary / "term_max_impact.bin",
         "term_max_impact",
@@ -600,8 +634,10 @@ def _merge_runs(
     impact_dtype: np.dtype,
     files: dict[str, FileRecord],
     layout=None,
+    doc_ordered: bool = True,
 ) -> None:
-    """Write term_offsets, postings_docs and postings_impacts from the sorted runs.
+    """Write term_offsets, and postings_docs and postings_impacts when ``doc_ordered``, from
+    the sorted runs.
 
     Terms are merged a block at a time (each run holds each term's postings of a document range
     after the previous run's); each block also goes to the search layout writer, if any, while
@@ -612,10 +648,12 @@ def _merge_runs(
     np.cumsum(counts, out=offsets[1:])
     total = int(offsets[-1])
     files["term_offsets.bin"] = write_array(directory / "term_offsets.bin", "term_offsets", offsets)
-    docs_out = ArrayWriter(directory / "postings_docs.bin", "postings_docs", np.int32, total)
-    impacts_out = ArrayWriter(
-        directory / "postings_impacts.bin", "postings_impacts", impact_dtype, total
-    )
+    docs_out = impacts_out = None
+    if doc_ordered:
+        docs_out = ArrayWriter(directory / "postings_docs.bin", "postings_docs", np.int32, total)
+        impacts_out = ArrayWriter(
+            directory / "postings_impacts.bin", "postings_impacts", impact_dtype, total
+        )
     first = 0
     while first < vocab_size:
         # The largest block of terms that fits in _MERGE_BLOCK_POSTINGS (at least one term).
@@ -643,13 +681,15 @@ def _merge_runs(
                     block_impacts,
                 )
         block_impacts = block_impacts.astype(impact_dtype, copy=False)
-        docs_out.write(block_docs)
-        impacts_out.write(block_impacts)
+        if docs_out is not None:
+            docs_out.write(block_docs)
+            impacts_out.write(block_impacts)
         if layout is not None:
             layout.add_terms(offsets, first, last, block_docs, block_impacts)
         first = last
-    files["postings_docs.bin"] = docs_out.close()
-    files["postings_impacts.bin"] = impacts_out.close()
+    if docs_out is not None:
+        files["postings_docs.bin"] = docs_out.close()
+        files["postings_impacts.bin"] = impacts_out.close()
 
 
 def _version() -> str:

@@ -10,6 +10,14 @@ Layout of one generation (see :mod:`.storage` for the file format and publishing
     term_max_impact.bin       [V]: each term's largest impact (for pruning and score bounds)
     doc_ids.{offsets,bytes}.bin              external document ids
     doc_titles.*, doc_texts.* (optional)     stored contents, for display and Lucene export
+    the search layout (optional, default)    see :mod:`.layout`
+
+The two ``postings_*`` files (the document-ordered postings) are written only for an index
+without a search layout, unless asked for (``doc_ordered_postings=True``; format version 1):
+with a layout, every search mode reads its impact-ordered copy, and :meth:`postings`,
+:meth:`explain`, :meth:`document_vector`, exports and merges read that copy or the forward
+index. Code that reads ``index.postings_docs`` directly gets an
+:class:`~sparse_ir.errors.IndexFormatError` saying so when they are absent.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sparse_ir.errors import IndexCorruptError, InputError
+from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
 from sparse_ir.index import kernels
 from sparse_ir.index.base import IndexBase
 from sparse_ir.index.builder import BuildReport, build_impact_index, vocab_hash
@@ -92,15 +100,20 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         self.term_offsets = open_array(
             directory / "term_offsets.bin", name="term_offsets", dtype=np.int64, count=n_terms + 1
         )
-        self.postings_docs = open_array(
-            directory / "postings_docs.bin", name="postings_docs", dtype=np.int32, count=n_postings
-        )
-        self.postings_impacts = open_array(
-            directory / "postings_impacts.bin",
-            name="postings_impacts",
-            dtype=impact_dtype,
-            count=n_postings,
-        )
+        self._postings_docs = self._postings_impacts = None
+        if manifest.doc_ordered_postings:
+            self._postings_docs = open_array(
+                directory / "postings_docs.bin",
+                name="postings_docs",
+                dtype=np.int32,
+                count=n_postings,
+            )
+            self._postings_impacts = open_array(
+                directory / "postings_impacts.bin",
+                name="postings_impacts",
+                dtype=impact_dtype,
+                count=n_postings,
+            )
         self.term_max_impact = open_array(
             directory / "term_max_impact.bin",
             name="term_max_impact",
@@ -160,6 +173,7 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         total_documents: int | None = None,
         search_layout: bool = True,
         metadata: Iterable[Mapping | None] | None = None,
+        doc_ordered_postings: bool | None = None,
     ) -> ImpactIndex:
         """Build an index from SparseBatch shards and publish it atomically at ``path``.
 
@@ -176,12 +190,16 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
             settings: extra facts recorded in the manifest (model name, max length...).
             show_progress: progress bar; None shows it on a terminal.
             total_documents: expected number of documents, for the progress bar.
-            search_layout: also write the arrays of pruned and approximate search
-                (:mod:`.layout`: ~1.7× the postings' bytes again); without them only
-                ``mode="exhaustive"`` is available.
+            search_layout: write the arrays of pruned and approximate search (:mod:`.layout`:
+                the impact-ordered postings and a forward index); without them only
+                ``mode="exhaustive"`` is available, over document-ordered postings.
             metadata: optional metadata dict per document, in document order (None or ``{}``:
                 none), stored checksummed and filterable (``filter="year>=2020"``); scalar
                 values only, bounded size: :mod:`sparse_ir.index.metadata`.
+            doc_ordered_postings: also store each term's postings in document order
+                (``postings_docs.bin``/``postings_impacts.bin``, format version 1, as earlier
+                versions of sparse_ir did). Default None: only without a search layout; with
+                one, no search reads them (:func:`~.builder.keeps_doc_ordered_postings`).
         """
         generation, report = build_impact_index(
             vectors,
@@ -194,6 +212,7 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
             total_documents=total_documents,
             search_layout=search_layout,
             metadata=metadata,
+            doc_ordered_postings=doc_ordered_postings,
         )
         index = cls.open(path)
         index.build_report = report
@@ -245,8 +264,8 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
     def make_resident(self, how: bool | ResidentHow = True) -> ResidencyReport:
         """Keep the arrays that searches read in memory, so the kernel cannot evict them.
 
-        The arrays are the postings (both orders), the forward index and the offsets of every
-        search mode: the index's size on disk less its document ids and stored texts. ``how``:
+        The arrays are the postings (each order stored), the forward index and the offsets of
+        every search mode: the index's size on disk less its document ids and stored texts. ``how``:
         ``"lock"`` (fault in and ``mlock`` the mapping; shared with other processes mapping the
         same files; :class:`OSError` when refused), ``"copy"`` (read into this process's own
         memory) or ``True`` (lock where permitted, else copy, with a logged warning). See
@@ -254,7 +273,8 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         """
         arrays = {
             name: getattr(self, name)
-            for name in ("term_offsets", "postings_docs", "postings_impacts", "term_max_impact")
+            for name in ("term_offsets", "_postings_docs", "_postings_impacts", "term_max_impact")
+            if getattr(self, name) is not None
         }
         if self._layout is not None:
             arrays.update(
@@ -277,23 +297,28 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
     def _verify_contents(self) -> None:
         """The postings' invariants (see :meth:`IndexBase.verify`)."""
         offsets = np.asarray(self.term_offsets)
-        docs = np.asarray(self.postings_docs)
-        impacts = np.asarray(self.postings_impacts)
         where = self.directory
         if np.any(np.diff(offsets) < 0):
             raise IndexCorruptError(f"{where}: term offsets decrease")
-        if len(docs):
-            if docs.min() < 0 or docs.max() >= self.num_documents:
-                raise IndexCorruptError(
-                    f"{where}: a posting points outside the {self.num_documents} documents"
-                )
-            step = np.diff(docs.astype(np.int64))
-            starts = np.zeros(len(docs), bool)
-            starts[offsets[:-1][offsets[:-1] < len(docs)]] = True
-            if np.any((step <= 0) & ~starts[1:]):
-                raise IndexCorruptError(f"{where}: document numbers not ascending in a term")
-            if impacts.min() == 0 or impacts.max() > self.quantizer.max_impact:
-                raise IndexCorruptError(f"{where}: an impact is 0 or above max_impact")
+        if self._postings_docs is not None:
+            docs = np.asarray(self._postings_docs)
+            impacts = np.asarray(self._postings_impacts)
+            if len(docs):
+                if docs.min() < 0 or docs.max() >= self.num_documents:
+                    raise IndexCorruptError(
+                        f"{where}: a posting points outside the {self.num_documents} documents"
+                    )
+                step = np.diff(docs.astype(np.int64))
+                starts = np.zeros(len(docs), bool)
+                starts[offsets[:-1][offsets[:-1] < len(docs)]] = True
+                if np.any((step <= 0) & ~starts[1:]):
+                    raise IndexCorruptError(f"{where}: document numbers not ascending in a term")
+        else:
+            # The impact order holds each term's postings over the same ranges; its documents
+            # are checked term by term (check_all_terms) and against the forward index.
+            impacts = np.asarray(self._layout.impact_order_impacts)
+        if len(impacts) and (impacts.min() == 0 or impacts.max() > self.quantizer.max_impact):
+            raise IndexCorruptError(f"{where}: an impact is 0 or above max_impact")
         maxima = np.zeros(self.vocab_size, np.int64)
         nonempty = np.flatnonzero(np.diff(offsets) > 0)
         if len(nonempty):
@@ -311,6 +336,38 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         verify_layout(self)
 
     # -- facts ----------------------------------------------------------------------------------
+
+    @property
+    def has_doc_ordered_postings(self) -> bool:
+        """True when ``postings_docs``/``postings_impacts`` are stored (see the module
+        docstring: new indexes with a search layout do without them)."""
+        return self._postings_docs is not None
+
+    @property
+    def postings_docs(self) -> np.ndarray:
+        """int32 [P]: each term's document numbers, ascending (the document-ordered postings).
+
+        Raises :class:`~sparse_ir.errors.IndexFormatError` when the index does not store them;
+        :meth:`postings` gives one term's in either case.
+        """
+        if self._postings_docs is None:
+            raise self._no_doc_order("postings_docs")
+        return self._postings_docs
+
+    @property
+    def postings_impacts(self) -> np.ndarray:
+        """[P]: the impacts beside :attr:`postings_docs` (same condition)."""
+        if self._postings_impacts is None:
+            raise self._no_doc_order("postings_impacts")
+        return self._postings_impacts
+
+    def _no_doc_order(self, name: str) -> IndexFormatError:
+        return IndexFormatError(
+            f"{self.directory}: this index stores no document-ordered postings ({name}.bin): "
+            "its search layout holds them (impact order and forward index). Use "
+            "postings(term), document_vector(docno) or the layout, or rebuild with "
+            "doc_ordered_postings=True"
+        )
 
     @property
     def num_postings(self) -> int:
@@ -350,14 +407,24 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         return self._term_ids.get(token)
 
     def postings(self, term: int | str) -> tuple[np.ndarray, np.ndarray]:
-        """``(document numbers, impacts)`` of one term (by id or token)."""
+        """``(document numbers, impacts)`` of one term (by id or token), documents ascending.
+
+        Views of the document-ordered postings when the index stores them, else new arrays
+        put back in document order from the search layout's impact order.
+        """
         if isinstance(term, str):
             found = self.term_id(term)
             if found is None:
-                return np.zeros(0, np.int32), np.zeros(0, self.postings_impacts.dtype)
+                return np.zeros(0, np.int32), np.zeros(0, self.manifest.impact_dtype)
             term = found
+        if not 0 <= term < self.vocab_size:
+            raise IndexError(f"term id {term} outside the vocabulary (0..{self.vocab_size - 1})")
         start, end = int(self.term_offsets[term]), int(self.term_offsets[term + 1])
-        return self.postings_docs[start:end], self.postings_impacts[start:end]
+        if self._postings_docs is not None:
+            return self._postings_docs[start:end], self._postings_impacts[start:end]
+        from sparse_ir.index.layout import term_postings
+
+        return term_postings(self._layout, term)
 
     def document_frequency(self) -> np.ndarray:
         """Number of documents of each term."""
@@ -792,37 +859,66 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         """The same result as :meth:`search` by plain numpy (slow; for tests and checks)."""
         _check_k(k)
         terms, weights = self.prepare_query(query)
-        scores = reference_scores(
-            np.asarray(self.term_offsets),
-            np.asarray(self.postings_docs),
-            np.asarray(self.postings_impacts),
-            self.num_documents,
-            terms,
-            weights,
-        )
-        docs, top = reference_top_k(scores, k)
+        docs, top = reference_top_k(self.reference_scores(terms, weights), k)
         return self._hits(docs, top)
+
+    def reference_scores(self, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Exact int64 score of every document for prepared query arrays, by plain numpy over
+        :meth:`postings` (for tests and checks)."""
+        if self._postings_docs is not None:
+            return reference_scores(
+                np.asarray(self.term_offsets),
+                np.asarray(self._postings_docs),
+                np.asarray(self._postings_impacts),
+                self.num_documents,
+                terms,
+                weights,
+            )
+        scores = np.zeros(self.num_documents, np.int64)
+        for term, weight in zip(np.asarray(terms).tolist(), np.asarray(weights).tolist()):
+            docs, impacts = self.postings(term)
+            scores[docs] += int(weight) * np.asarray(impacts, np.int64)
+        return scores
 
     def explain(self, query: QueryLike, docno: int) -> list[TermContribution]:
         """Each query term's contribution to one document's score, largest first."""
         terms, weights = self.prepare_query(query)
+        vector = self._document_arrays(docno)
         parts = []
         for term, weight in zip(terms.tolist(), weights.tolist()):
-            start, end = int(self.term_offsets[term]), int(self.term_offsets[term + 1])
-            docs = self.postings_docs[start:end]
-            position = int(np.searchsorted(docs, docno))
-            if position < len(docs) and int(docs[position]) == docno:
-                impact = int(self.postings_impacts[start + position])
+            position = int(np.searchsorted(vector[0], term))
+            if position < len(vector[0]) and int(vector[0][position]) == term:
+                impact = int(vector[1][position])
                 parts.append(TermContribution(self.vocab[term], weight, impact, weight * impact))
         parts.sort(key=lambda c: (-c.score, c.token))
         return parts
 
     def document_vector(self, docno: int) -> dict[str, int]:
-        """The stored impacts of one document, ``{token: impact}`` (scans the postings)."""
-        mask = np.asarray(self.postings_docs) == docno
-        positions = np.flatnonzero(mask)
+        """The stored impacts of one document, ``{token: impact}`` (terms in id order)."""
+        terms, impacts = self._document_arrays(docno)
+        return {self.vocab[t]: int(v) for t, v in zip(terms.tolist(), impacts.tolist())}
+
+    def _document_arrays(self, docno: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(term ids ascending, impacts)`` of one document: its forward index entry, or a
+        scan of the document-ordered postings without a search layout."""
+        docno = int(docno)
+        if not 0 <= docno < self.num_documents:
+            raise IndexError(f"document {docno} outside 0..{self.num_documents - 1}")
+        layout = self._layout
+        if layout is not None:
+            start, end = int(layout.forward_offsets[docno]), int(layout.forward_offsets[docno + 1])
+            if not 0 <= start <= end <= len(layout.forward_terms):
+                raise IndexCorruptError(
+                    f"{self.directory}: forward_offsets.bin: document {docno}'s entry lies "
+                    "outside the forward index; run verify()"
+                )
+            return (
+                np.asarray(layout.forward_terms[start:end], np.int64),
+                np.asarray(layout.forward_impacts[start:end]),
+            )
+        positions = np.flatnonzero(np.asarray(self._postings_docs) == docno)
         terms = np.searchsorted(np.asarray(self.term_offsets), positions, side="right") - 1
-        return {self.vocab[t]: int(self.postings_impacts[p]) for t, p in zip(terms, positions)}
+        return terms.astype(np.int64), np.asarray(self._postings_impacts)[positions]
 
     # -- internals --------------------------------------------------------------------------------
 

@@ -19,7 +19,11 @@ each block of postings while it is in memory, and listed in the manifest under
     forward_impacts.bin        [P]         their impacts
 
 Windows keep the search's accumulator small enough for the CPU's L2 cache (2^16 documents ×
-4 bytes): random additions into a whole-collection accumulator miss every cache level. Within a
+4 bytes): random additions into a whole-collection accumulator miss every cache level. Every
+search mode reads the impact-ordered copy (the exhaustive one too: its sums do not depend on
+the order of the additions), so new indexes store no document-ordered postings beside it
+(:func:`sparse_ir.index.builder.keeps_doc_ordered_postings`); :func:`term_postings` gives one
+term's in document order. Within a
 window, the impact order gives the postings above any per-term cut as one contiguous prefix;
 the segments tell how many postings a cut keeps without reading them; the forward index scores
 one document exactly in one short scan.
@@ -38,7 +42,13 @@ from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index.manifest import LAYOUT_VERSION, ImpactManifest, SearchLayoutRecord
 from sparse_ir.index.storage import ArrayWriter, FileRecord, open_array, write_array
 
-__all__ = ["LAYOUT_FILES", "LAYOUT_VERSION", "SearchLayout", "SearchLayoutWriter"]
+__all__ = [
+    "LAYOUT_FILES",
+    "LAYOUT_VERSION",
+    "SearchLayout",
+    "SearchLayoutWriter",
+    "term_postings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +126,29 @@ class SearchLayout(NamedTuple):
         )
         _check_offsets(directory, layout, n_postings, n_segments)
         return layout
+
+
+def term_postings(layout: SearchLayout, term: int) -> tuple[np.ndarray, np.ndarray]:
+    """One term's postings in document order (int32 documents ascending, impacts), put back
+    together from its impact order, window by window.
+
+    Example:
+        >>> import tempfile
+        >>> from sparse_ir import ImpactIndex, SparseBatch
+        >>> docs = SparseBatch.from_dicts([{"cat": 1}, {"cat": 3}, {"cat": 2}], ["cat"])
+        >>> index = ImpactIndex.build(docs, tempfile.mkdtemp() + "/i", show_progress=False)
+        >>> index._layout.impact_order_docs.tolist()
+        [1, 2, 0]
+        >>> [a.tolist() for a in term_postings(index._layout, 0)]
+        [[0, 1, 2], [1, 3, 2]]
+    """
+    windows = layout.num_windows
+    offsets = np.asarray(layout.window_offsets[term * windows : (term + 1) * windows + 1])
+    start, end = int(offsets[0]), int(offsets[-1])
+    window_of = np.repeat(np.arange(windows, dtype=np.int64), np.diff(offsets))
+    docs = (window_of << layout.window_bits) + np.asarray(layout.impact_order_docs[start:end])
+    order = np.argsort(docs, kind="stable")
+    return docs[order].astype(np.int32), np.asarray(layout.impact_order_impacts[start:end])[order]
 
 
 def _check_offsets(directory: Path, layout: SearchLayout, n_postings: int, n_segments: int) -> None:

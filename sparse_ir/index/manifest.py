@@ -26,6 +26,7 @@ __all__ = [
     "DENSE_FORMAT_VERSION",
     "IMPACT_FORMAT",
     "IMPACT_FORMAT_VERSION",
+    "IMPACT_FORMAT_VERSIONS",
     "LAYOUT_VERSION",
     "DenseManifest",
     "FileRecord",
@@ -34,7 +35,12 @@ __all__ = [
 ]
 
 IMPACT_FORMAT = "sparse-ir-impact-index"
-IMPACT_FORMAT_VERSION = 1
+#: Version 2: the manifest says whether the document-ordered postings are stored
+#: (``doc_ordered_postings``; new builds with a search layout omit them). Version 1 (always
+#: with them) is still read, and still written for an index that keeps them.
+IMPACT_FORMAT_VERSION = 2
+#: Every impact format version this sparse_ir reads.
+IMPACT_FORMAT_VERSIONS = (1, 2)
 DENSE_FORMAT = "sparse-ir-dense-index"
 DENSE_FORMAT_VERSION = 1
 #: Version of the search layout's arrays (the impact manifest's ``search_layout`` entry).
@@ -193,10 +199,18 @@ class ImpactManifest:
         search_layout: the pruned-search arrays' record, or None when they were not built.
         build: what the build recorded (timings, spills, the caller's settings).
         files: every file of the generation, by name.
+        doc_ordered_postings: ``postings_docs.bin``/``postings_impacts.bin`` are stored. When
+            False (format version 2 only) the search layout holds the postings: its impact
+            order and forward index are the only copies.
+
+    An index with the document-ordered postings is written as format version 1 (the bytes
+    of earlier versions of sparse_ir, which can still read it); one without them as version
+    2, which earlier versions refuse by its version instead of missing a file.
     """
 
     FORMAT: ClassVar[str] = IMPACT_FORMAT
     FORMAT_VERSION: ClassVar[int] = IMPACT_FORMAT_VERSION
+    READ_VERSIONS: ClassVar[tuple[int, ...]] = IMPACT_FORMAT_VERSIONS
 
     created_by: str
     quantizer: dict
@@ -210,12 +224,18 @@ class ImpactManifest:
     build: dict
     files: dict[str, FileRecord]
     search_layout: SearchLayoutRecord | None = None
+    doc_ordered_postings: bool = True
+
+    @property
+    def format_version(self) -> int:
+        """The version this manifest is written as: 1 with the document-ordered postings."""
+        return 1 if self.doc_ordered_postings else self.FORMAT_VERSION
 
     def to_dict(self) -> dict:
         """The JSON body written as ``manifest.json`` (before its checksum is added)."""
         body = {
             "format": self.FORMAT,
-            "format_version": self.FORMAT_VERSION,
+            "format_version": self.format_version,
             "created_by": self.created_by,
             "quantizer": dict(self.quantizer),
             "vocab_size": self.vocab_size,
@@ -230,14 +250,18 @@ class ImpactManifest:
         }
         if self.search_layout is not None:
             body["search_layout"] = self.search_layout.to_dict()
+        if not self.doc_ordered_postings:
+            body["doc_ordered_postings"] = False
         return body
 
     @classmethod
     def from_dict(cls, d: object, *, source: str | os.PathLike) -> ImpactManifest:
         """Read a manifest body; ``source`` (the file) is named in every error."""
         fields = _Fields(d, source)
-        _check_format(fields, cls.FORMAT, cls.FORMAT_VERSION)
+        version = _check_format(fields, cls.FORMAT, cls.READ_VERSIONS)
         layout = fields.mapping("search_layout", optional=True)
+        # Version 1 always stored them; version 2 says so.
+        doc_ordered = True if version == 1 else fields.boolean("doc_ordered_postings", True)
         return cls(
             created_by=fields.string("created_by", ""),
             quantizer=fields.mapping("quantizer"),
@@ -253,6 +277,7 @@ class ImpactManifest:
             search_layout=None
             if layout is None
             else SearchLayoutRecord.from_dict(layout, source=source),
+            doc_ordered_postings=doc_ordered,
         )
 
 
@@ -306,7 +331,7 @@ class DenseManifest:
     def from_dict(cls, d: object, *, source: str | os.PathLike) -> DenseManifest:
         """Read a manifest body; ``source`` (the file) is named in every error."""
         fields = _Fields(d, source)
-        _check_format(fields, cls.FORMAT, cls.FORMAT_VERSION)
+        _check_format(fields, cls.FORMAT, (cls.FORMAT_VERSION,))
         return cls(
             created_by=fields.string("created_by", ""),
             num_documents=fields.integer("num_documents"),
@@ -321,15 +346,23 @@ class DenseManifest:
         )
 
 
-def _check_format(fields: _Fields, name: str, version: int) -> None:
+def versions_read(versions: tuple[int, ...]) -> str:
+    """``"version 2 (and 1)"``: the newest version read first, as error messages say it."""
+    newest = max(versions)
+    older = sorted((v for v in versions if v != newest), reverse=True)
+    return f"version {newest}" + (f" (and {', '.join(map(str, older))})" if older else "")
+
+
+def _check_format(fields: _Fields, name: str, versions: tuple[int, ...]) -> int:
     """The format and version a record reads (``read_manifest`` checks them first, with the
-    same errors; this keeps ``from_dict`` safe on its own)."""
+    same errors; this keeps ``from_dict`` safe on its own); returns the version."""
     found = fields.body.get("format")
     if found != name:
         raise IndexFormatError(f"{fields.source}: a {found!r} index, not {name!r}")
     found = fields.body.get("format_version")
-    if found != version:
+    if isinstance(found, bool) or found not in versions:
         raise IndexFormatError(
             f"{fields.source}: index format version {found!r}; this "
-            f"sparse_ir reads version {version}"
+            f"sparse_ir reads {versions_read(versions)}"
         )
+    return found

@@ -117,8 +117,6 @@ class SearchArrays(NamedTuple):
     (see :mod:`.layout`), in one record that numba passes as one argument."""
 
     term_offsets: np.ndarray
-    postings_docs: np.ndarray
-    postings_impacts: np.ndarray
     window_offsets: np.ndarray
     impact_order_docs: np.ndarray
     impact_order_impacts: np.ndarray
@@ -135,8 +133,6 @@ class SearchArrays(NamedTuple):
         """The record of an :class:`~sparse_ir.index.impact_index.ImpactIndex` and its layout."""
         return cls(
             index.term_offsets,
-            index.postings_docs,
-            index.postings_impacts,
             layout.window_offsets,
             layout.impact_order_docs,
             layout.impact_order_impacts,
@@ -926,30 +922,34 @@ def windowed_exhaustive_one(
 ):
     """Exhaustive top-k, one window of documents at a time (accumulator in L2 cache).
 
+    Reads the impact-ordered postings: within a window, the order of the additions does not
+    change the sums, and the in-window offsets (uint16) are 4 bytes per posting with the impact
+    where document numbers (int32) would be 6; the accumulator takes random rather than
+    rising offsets, which costs nothing measurable at L2 latency (docs/performance.md).
     Same result as :func:`kernels.search_one` (``allowed``/``floor`` as there);
-    ``accumulator`` has at least 2^window_bits entries, zero on entry and on return. Returns
-    the number of hits or ``kernels.CORRUPT``.
+    ``accumulator`` has ``ACCUMULATOR_SIZE`` entries (every uint16 offset), zero on entry and
+    on return. Returns the number of hits or ``kernels.CORRUPT``.
     """
+    if len(accumulator) != ACCUMULATOR_SIZE:
+        return kernels.CORRUPT  # an offset could land outside a smaller one
     floor = max(np.int64(floor), np.int64(0))
     num_docs = len(arrays.forward_offsets) - 1
     num_windows = _num_windows(arrays)
-    postings_docs = arrays.postings_docs
-    postings_impacts = arrays.postings_impacts
+    io_docs = arrays.impact_order_docs
+    io_impacts = arrays.impact_order_impacts
     heap_scores = np.empty(k, np.int64)
     heap_docs = np.empty(k, np.int64)
     size = 0
+    corrupt = False
     for w in range(num_windows):
         base = w << arrays.window_bits
         size_w = min(1 << arrays.window_bits, num_docs - base)
+        _prefetch_starts(query_terms, arrays, num_windows, w)
         for i in range(len(query_terms)):
             weight = accumulator.dtype.type(query_weights[i])
             start, end = _window_range(arrays, query_terms[i], num_windows, w)
             for p in range(start, end):
-                offset = np.int64(postings_docs[p]) - base
-                if np.uint64(offset) >= np.uint64(size_w):
-                    accumulator[:] = 0
-                    return kernels.CORRUPT
-                accumulator[offset] += weight * accumulator.dtype.type(postings_impacts[p])
+                accumulator[np.int64(io_docs[p])] += weight * accumulator.dtype.type(io_impacts[p])
         # Documents arrive in increasing number: a newcomer must beat the worst strictly.
         for offset in range(size_w):
             score = np.int64(accumulator[offset])
@@ -960,6 +960,13 @@ def windowed_exhaustive_one(
                 and kernels.admits(allowed, base + offset)
             ):
                 size = heaps.offer(heap_scores, heap_docs, size, k, score, base + offset)
+        # An offset past the window's documents (a damaged layout) left a sum beyond them.
+        for offset in range(size_w, ACCUMULATOR_SIZE):
+            if accumulator[offset] != 0:
+                accumulator[offset] = 0
+                corrupt = True
+        if corrupt:
+            return kernels.CORRUPT
     return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 
 
@@ -1289,8 +1296,6 @@ def search_one_flat(
     floor,
     use_int64,
     term_offsets,
-    postings_docs,
-    postings_impacts,
     window_offsets,
     impact_order_docs,
     impact_order_impacts,
@@ -1325,8 +1330,6 @@ def search_one_flat(
     """
     arrays = SearchArrays(
         term_offsets,
-        postings_docs,
-        postings_impacts,
         window_offsets,
         impact_order_docs,
         impact_order_impacts,

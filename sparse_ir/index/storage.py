@@ -512,12 +512,16 @@ def read_manifest_unchecked(directory: Path) -> tuple[dict, str | None]:
     return body, problem
 
 
-def read_manifest(directory: Path, *, format_name: str, version: int) -> dict:
+def read_manifest(directory: Path, *, format_name: str, version: int | tuple[int, ...]) -> dict:
     """Read and check ``manifest.json``: its format name and version, then its checksum.
 
-    The version is judged first, so an index written by another version of sparse_ir is
-    refused with both versions named, even if that version checksums differently.
+    ``version``: the version read, or every version read (a tuple). The version is judged
+    first, so an index written by another version of sparse_ir is refused with both versions
+    named, even if that version checksums differently.
     """
+    from sparse_ir.index.manifest import versions_read
+
+    versions = (version,) if isinstance(version, int) else tuple(version)
     path = directory / "manifest.json"
     body, problem = read_manifest_unchecked(directory)
     damaged = f" (and {problem})" if problem else ""
@@ -525,10 +529,11 @@ def read_manifest(directory: Path, *, format_name: str, version: int) -> dict:
         raise IndexFormatError(
             f"{directory}: a {body.get('format')!r} index, not {format_name!r}{damaged}"
         )
-    if body.get("format_version") != version:
+    found = body.get("format_version")
+    if isinstance(found, bool) or found not in versions:
         raise IndexFormatError(
-            f"{directory}: index format version {body.get('format_version')!r}; this sparse_ir "
-            f"reads version {version}. Rebuild the index with this version, or use the "
+            f"{directory}: index format version {found!r}; this sparse_ir "
+            f"reads {versions_read(versions)}. Rebuild the index with this version, or use the "
             f"sparse_ir that wrote it{damaged}."
         )
     if problem:

@@ -67,12 +67,12 @@ MAX_DIM = 1 << 16
 _IMPACT_FILES = (
     "vocab.json",
     "term_offsets.bin",
-    "postings_docs.bin",
-    "postings_impacts.bin",
     "term_max_impact.bin",
     "doc_ids.offsets.bin",
     "doc_ids.bytes.bin",
 )
+#: The document-ordered postings (absent when the manifest says ``doc_ordered_postings: false``).
+DOC_ORDER_FILES = ("postings_docs.bin", "postings_impacts.bin")
 _CONTENT_FILES = (
     "doc_titles.offsets.bin",
     "doc_titles.bytes.bin",
@@ -141,7 +141,18 @@ def validate_impact_manifest(generation: Path, manifest: ImpactManifest) -> None
             f"max_impact and the range of {manifest.impact_dtype})",
         )
     names = _IMPACT_FILES + (_CONTENT_FILES if manifest.has_contents else ())
+    if manifest.doc_ordered_postings:
+        names += DOC_ORDER_FILES
+    else:
+        listed = [name for name in DOC_ORDER_FILES if name in manifest.files]
+        if listed:
+            raise _fail(where, f"doc_ordered_postings is false, yet {listed[0]} is listed")
     layout = manifest.search_layout
+    if layout is None and not manifest.doc_ordered_postings:
+        raise _fail(
+            where,
+            "neither document-ordered postings nor a search layout: the index holds no postings",
+        )
     if layout is not None:
         names += LAYOUT_FILES
         if layout.term_dtype not in TERM_DTYPES or (
@@ -330,26 +341,30 @@ def check_doc_ids(directory: Path, column) -> None:
 
 
 @numba.njit(cache=True, nogil=True)
-def _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch):
-    """0 when term ``t``'s postings are sound, else a code > 0 saying what is not. O(postings)."""
-    (term_offsets, docs, impacts, term_max, windows, io_docs, io_impacts,
-     segment_offsets, segment_impacts, segment_ends, has_layout) = arrays  # fmt: skip
+def _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch, seen):
+    """0 when term ``t``'s postings are sound, else a code > 0 saying what is not. O(postings).
+
+    ``seen`` (uint8 [2^window_bits], zero) marks a window's documents when the impact order is
+    the only copy (no duplicate document then), and is zero again on return."""
+    (term_offsets, docs, impacts, term_max, windows, io_docs, io_impacts, segment_offsets,
+     segment_impacts, segment_ends, has_layout, has_doc_order) = arrays  # fmt: skip
     start = term_offsets[t]
     end = term_offsets[t + 1]
     top = np.int64(term_max[t])
-    previous = np.int64(-1)
     highest = np.int64(0)
-    for p in range(start, end):
-        doc = np.int64(docs[p])
-        impact = np.int64(impacts[p])
-        if doc <= previous or doc >= n_docs:
-            return 1  # document numbers not ascending inside the collection
-        if impact < 1 or impact > top:
-            return 2  # impact outside 1..term_max_impact
-        previous = doc
-        highest = max(highest, impact)
-    if highest != top:
-        return 3  # term_max_impact is not the postings' maximum
+    if has_doc_order:
+        previous = np.int64(-1)
+        for p in range(start, end):
+            doc = np.int64(docs[p])
+            impact = np.int64(impacts[p])
+            if doc <= previous or doc >= n_docs:
+                return 1  # document numbers not ascending inside the collection
+            if impact < 1 or impact > top:
+                return 2  # impact outside 1..term_max_impact
+            previous = doc
+            highest = max(highest, impact)
+        if highest != top:
+            return 3  # term_max_impact is not the postings' maximum
     if not has_layout:
         return 0
     for w in range(num_windows):
@@ -357,13 +372,35 @@ def _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch):
         high = windows[t * num_windows + w + 1]
         size_w = min(np.int64(1) << window_bits, n_docs - (np.int64(w) << window_bits))
         before = top + 1
+        previous = np.int64(-1)
+        code = 0
         for p in range(low, high):
-            if (np.int64(docs[p]) >> window_bits) != w:
+            if has_doc_order and (np.int64(docs[p]) >> window_bits) != w:
                 return 4  # window offsets disagree with the document numbers
             impact = np.int64(io_impacts[p])
-            if np.int64(io_docs[p]) >= size_w or impact > before or impact < 1:
-                return 5  # impact order: an offset past the window, or impacts not falling
+            offset = np.int64(io_docs[p])
+            if offset >= size_w or impact > before or impact < 1:
+                code = 5  # impact order: an offset past the window, or impacts not falling
+            elif impact == before and offset <= previous:
+                code = 7  # equal impacts: documents not ascending
+            elif not has_doc_order:
+                if seen[offset]:
+                    code = 8  # a document twice in the window
+                seen[offset] = 1
+            if code:
+                break
             before = impact
+            previous = offset
+            highest = max(highest, impact)
+        if not has_doc_order:
+            for p in range(low, high):  # clear what was marked (offsets past it were not)
+                offset = np.int64(io_docs[p])
+                if offset < len(seen):
+                    seen[offset] = 0
+        if code:
+            return code
+    if not has_doc_order and highest != top:
+        return 3
     # Segment sizes: postings of each distinct impact (impacts descend along the segments).
     first = segment_offsets[t]
     last = segment_offsets[t + 1]
@@ -391,14 +428,14 @@ def _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch):
 
 
 @numba.njit(cache=True, nogil=True)
-def _first_bad_term(terms, checked, n_docs, window_bits, num_windows, arrays, scratch):
+def _first_bad_term(terms, checked, n_docs, window_bits, num_windows, arrays, scratch, seen):
     """Check the terms not yet ``checked`` (marking the sound ones); return ``(term, code)``
     of the first damaged one, or ``(-1, 0)``."""
     for i in range(len(terms)):
         t = terms[i]
         if checked[t]:
             continue
-        code = _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch)
+        code = _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch, seen)
         if code:
             return t, code
         checked[t] = 1
@@ -413,6 +450,8 @@ _TERM_PROBLEMS = {
     5: "impact_order_docs.bin/impact_order_impacts.bin: an offset past its window or impacts "
     "not falling",
     6: "segment_ends.bin/segment_impacts.bin: segments disagree with the postings",
+    7: "impact_order_docs.bin: documents of equal impact not ascending in a window",
+    8: "impact_order_docs.bin: a document twice in a term",
 }
 
 
@@ -430,7 +469,13 @@ class TermCheck:
         self.checked = np.zeros(index.vocab_size, np.uint8)
         self.n_docs = index.num_documents
         empty64 = np.zeros(1, np.int64)
-        impacts = np.asarray(index.postings_impacts)
+        has_doc_order = index.has_doc_ordered_postings
+        if has_doc_order:
+            docs = np.asarray(index.postings_docs)
+            impacts = np.asarray(index.postings_impacts)
+        else:  # the impact order is the only copy (a layout is then required at open)
+            docs = np.zeros(0, np.int32)
+            impacts = np.asarray(layout.impact_order_impacts)[:0]
         if layout is None:
             self.window_bits, self.num_windows = 16, 1
             rest = (
@@ -456,12 +501,9 @@ class TermCheck:
             )
             per_term = np.diff(np.asarray(layout.segment_offsets))
             self.scratch = np.zeros(max(1, int(per_term.max()) if len(per_term) else 1), np.int64)
-        self.arrays = (
-            np.asarray(index.term_offsets),
-            np.asarray(index.postings_docs),
-            impacts,
-            np.asarray(index.term_max_impact),
-        ) + rest
+        self.seen_size = 0 if has_doc_order else 1 << self.window_bits
+        head = (np.asarray(index.term_offsets), docs, impacts, np.asarray(index.term_max_impact))
+        self.arrays = head + rest + (has_doc_order,)
 
     def ensure(self, terms: np.ndarray) -> None:
         """Raise :class:`IndexCorruptError` if a term of ``terms`` (int32 ids inside the
@@ -471,9 +513,10 @@ class TermCheck:
             return
         # One scratch per call: threads must not share it.
         scratch = np.empty_like(self.scratch) if len(self.scratch) > 1 else self.scratch
+        seen = np.zeros(max(1, self.seen_size), np.uint8)
         term, code = _first_bad_term(
             terms, self.checked, self.n_docs, self.window_bits,
-            self.num_windows, self.arrays, scratch,
+            self.num_windows, self.arrays, scratch, seen,
         )  # fmt: skip
         if term >= 0:
             raise _fail(
@@ -555,10 +598,57 @@ def _impact_order_problem(windows, docs, impacts, io_docs, io_impacts, window_bi
     return False
 
 
+@numba.njit(cache=True, nogil=True)
+def _forward_impact_order_problem(windows, io_docs, io_impacts, forward_offsets, forward_terms,
+                                  forward_impacts, window_bits, num_windows, n_terms):  # fmt: skip
+    """-1 when the forward index is the transpose of the impact-ordered postings, else the
+    first window where it is not: per window, each term's forward entries and postings are
+    equal in number, and each posting (offset, impact) is one forward entry of that term.
+
+    The window's forward entries are grouped by term (a counting sort), then for each term
+    its entries are marked by offset and every posting must find its own (forward terms are
+    distinct within a document, so the marks are distinct). O(P + V·W), memory of one
+    window's entries."""
+    n_docs = len(forward_offsets) - 1
+    mark = np.zeros(np.int64(1) << 16, np.int64)
+    counts = np.zeros(n_terms + 1, np.int64)
+    for w in range(num_windows):
+        base = np.int64(w) << window_bits
+        stop = min(base + (np.int64(1) << window_bits), n_docs)
+        counts[:] = 0
+        for p in range(forward_offsets[base], forward_offsets[stop]):
+            counts[np.int64(forward_terms[p]) + 1] += 1
+        for t in range(n_terms):
+            if counts[t + 1] != windows[t * num_windows + w + 1] - windows[t * num_windows + w]:
+                return w
+            counts[t + 1] += counts[t]
+        size = counts[n_terms]
+        grouped_offsets = np.empty(size, np.int32)
+        grouped_impacts = np.empty(size, np.int32)
+        for d in range(base, stop):  # documents ascending: stable by term
+            for p in range(forward_offsets[d], forward_offsets[d + 1]):
+                t = np.int64(forward_terms[p])
+                grouped_offsets[counts[t]] = d - base
+                grouped_impacts[counts[t]] = np.int64(forward_impacts[p])
+                counts[t] += 1
+        first = 0
+        for t in range(n_terms):  # counts[t] is now the end of term t's group
+            for j in range(first, counts[t]):
+                mark[np.int64(grouped_offsets[j])] = np.int64(grouped_impacts[j])
+            for p in range(windows[t * num_windows + w], windows[t * num_windows + w + 1]):
+                offset = np.int64(io_docs[p])
+                if mark[offset] != np.int64(io_impacts[p]):
+                    return w
+                mark[offset] = 0
+            first = counts[t]
+    return -1
+
+
 def verify_layout(index: ImpactIndex) -> None:
     """The search layout against the postings (part of ``verify()``, after every term passed
     :func:`check_all_terms`): the forward index sound and the transpose of the postings, each
-    window's impact order a permutation of its postings."""
+    window's impact order a permutation of its postings. Without document-ordered postings,
+    the forward index is checked against the impact order, the only other copy."""
     layout = index._layout
     if layout is None:
         return
@@ -573,7 +663,22 @@ def verify_layout(index: ImpactIndex) -> None:
     if code == 2:
         raise _fail(where / "forward_impacts.bin", "an impact outside 1..max_impact")
     offsets = np.asarray(index.term_offsets)
-    if not np.array_equal(counts, np.diff(offsets)) or _transpose_problem(
+    if not np.array_equal(counts, np.diff(offsets)):
+        raise _fail(where / "forward_terms.bin", "the forward index differs from the postings")
+    if not index.has_doc_ordered_postings:
+        window = _forward_impact_order_problem(
+            np.asarray(layout.window_offsets), np.asarray(layout.impact_order_docs),
+            np.asarray(layout.impact_order_impacts), np.asarray(layout.forward_offsets),
+            np.asarray(layout.forward_terms), np.asarray(layout.forward_impacts),
+            layout.window_bits, layout.num_windows, index.vocab_size,
+        )  # fmt: skip
+        if window >= 0:
+            raise _fail(
+                where / "forward_terms.bin",
+                f"the forward index differs from the impact-ordered postings in window {window}",
+            )
+        return
+    if _transpose_problem(
         offsets, np.asarray(index.postings_docs), np.asarray(index.postings_impacts),
         np.asarray(layout.forward_offsets), np.asarray(layout.forward_terms),
         np.asarray(layout.forward_impacts), offsets[:-1].copy(),
