@@ -175,7 +175,8 @@ def resident_share(index) -> float | None:
     """Share of the bytes of our index's search arrays now in RAM."""
     from sparse_ir.index.residency import resident_bytes
 
-    arrays = [index.postings_docs, index.postings_impacts] + [
+    doc_ordered = [index._postings_docs, index._postings_impacts]  # None when not stored
+    arrays = [a for a in doc_ordered if a is not None] + [
         a for a in index._layout if isinstance(a, np.ndarray)
     ]
     present = [resident_bytes(a) for a in arrays]

@@ -324,17 +324,17 @@ def build_pisa(args) -> None:
     with open(out / "inv.docs", "wb") as docs_out, open(out / "inv.freqs", "wb") as freqs_out:
         docs_out.write(np.array([1, index.num_documents], np.uint32).tobytes())
         for t in order:
-            lo, hi = int(offsets[t]), int(offsets[t + 1])
-            header = np.array([hi - lo], np.uint32).tobytes()
-            docs_out.write(header + np.asarray(index.postings_docs[lo:hi], np.uint32).tobytes())
-            freqs_out.write(header + np.asarray(index.postings_impacts[lo:hi], np.uint32).tobytes())
+            docs, impacts = index.postings(t)  # document order, whichever layout holds them
+            header = np.array([len(docs)], np.uint32).tobytes()
+            docs_out.write(header + np.asarray(docs, np.uint32).tobytes())
+            freqs_out.write(header + np.asarray(impacts, np.uint32).tobytes())
     sizes = np.zeros(index.num_documents, np.uint32)
-    step = 1 << 24
-    for lo in range(0, index.num_postings, step):
-        sizes += np.bincount(
-            np.asarray(index.postings_docs[lo : lo + step]),
-            weights=np.asarray(index.postings_impacts[lo : lo + step], np.float64),
-            minlength=index.num_documents,
+    step = 1 << 16
+    for lo in range(0, index.num_documents, step):
+        block = index.document_block(lo, min(lo + step, index.num_documents))
+        rows = np.repeat(np.arange(len(block)), block.row_lengths())
+        sizes[lo : lo + len(block)] = np.bincount(
+            rows, weights=np.asarray(block.values, np.float64), minlength=len(block)
         ).astype(np.uint32)
     with open(out / "inv.sizes", "wb") as handle:
         handle.write(np.array([index.num_documents], np.uint32).tobytes() + sizes.tobytes())

@@ -108,8 +108,10 @@ PER_DOCUMENT = ("doc_ids.offsets", "forward_offsets")
 
 
 def build_seeds(directory: Path) -> dict[str, Path]:
-    """Two small impact indexes: one with a search layout of 25 windows of 8 documents (the
-    builder's window size lowered, so every window path runs), one without a layout."""
+    """Three small impact indexes: two with a search layout of 25 windows of 8 documents (the
+    builder's window size lowered, so every window path runs), as built now (the impact order
+    the only postings) and with the document-ordered postings kept (format version 1), and
+    one without a layout."""
     from sparse_ir import ImpactIndex, SparseBatch
     from sparse_ir.index import layout
 
@@ -125,6 +127,10 @@ def build_seeds(directory: Path) -> dict[str, Path]:
     try:
         seeds["layout"] = directory / "layout"
         ImpactIndex.build(batch, seeds["layout"], show_progress=False)
+        seeds["layout-kept"] = directory / "layout-kept"
+        ImpactIndex.build(
+            batch, seeds["layout-kept"], show_progress=False, doc_ordered_postings=True
+        )
     finally:
         layout.WINDOW_BITS = saved
     seeds["flat"] = directory / "flat"
@@ -183,10 +189,12 @@ def apply_mutation(path: Path, mutation: dict) -> None:
         forge(path, manifest=edit)
     elif kind == "resize":
         count, far = mutation["count"], mutation["far"]
-        docs = read(generation, "postings_docs").astype(np.int64)
-        docs[: max(1, len(docs) // 3)] = far
-        arrays = {"postings_docs": docs}
         names = json.loads((generation / "manifest.json").read_text())["files"]
+        # Documents of the postings: their numbers, or in-window offsets (uint16) without them.
+        name = "postings_docs" if "postings_docs.bin" in names else "impact_order_docs"
+        docs = read(generation, name)
+        docs[: max(1, len(docs) // 3)] = min(far, int(np.iinfo(docs.dtype).max))
+        arrays = {name: docs}
         for name in PER_DOCUMENT:
             if f"{name}.bin" in names:
                 arrays[name] = np.zeros(max(count + 1, 0), np.int64)

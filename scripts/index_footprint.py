@@ -76,8 +76,8 @@ def child(args) -> None:
 
 
 def packed_sizes(index) -> dict:
-    """Bytes of the doc-ordered postings and of the forward index once bit-packed, and the time
-    to decode all of them (ns per posting, one thread)."""
+    """Bytes of the doc-ordered postings (when stored) and of the forward index once
+    bit-packed, and the time to decode all of them (ns per posting, one thread)."""
     import time
 
     import numpy as np
@@ -86,10 +86,12 @@ def packed_sizes(index) -> dict:
 
     layout = index._layout
     out = {}
-    for name, offsets, keys, values in (
-        ("doc-ordered postings", index.term_offsets, index.postings_docs, index.postings_impacts),
-        ("forward index", layout.forward_offsets, layout.forward_terms, layout.forward_impacts),
-    ):
+    forward = (layout.forward_offsets, layout.forward_terms, layout.forward_impacts)
+    stored = [("forward index", *forward)]
+    if index.has_doc_ordered_postings:
+        doc_ordered = (index.term_offsets, index.postings_docs, index.postings_impacts)
+        stored.insert(0, ("doc-ordered postings", *doc_ordered))
+    for name, offsets, keys, values in stored:
         raw = keys.nbytes + values.nbytes + offsets.nbytes
         packed = pack_postings(offsets, np.asarray(keys), np.asarray(values))
         unpack_all(pack_postings(offsets[:2], keys[: offsets[1]], values[: offsets[1]]))

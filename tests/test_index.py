@@ -162,16 +162,26 @@ def test_tiny_budget_gives_byte_identical_postings(tmp_path):
     )
     assert small.settings["runs_spilled"] >= 5
     assert large.settings["runs_spilled"] == 0
-    for name in (
-        "term_offsets.bin",
-        "postings_docs.bin",
-        "postings_impacts.bin",
-        "term_max_impact.bin",
-        "doc_ids.bytes.bin",
-        "doc_ids.offsets.bin",
-    ):
+    assert "postings_docs.bin" not in small.manifest.files
+    assert sorted(small.manifest.files) == sorted(large.manifest.files)
+    for name in small.manifest.files:  # every file but the manifest (timings)
         assert (small.directory / name).read_bytes() == (large.directory / name).read_bytes()
     assert not list((tmp_path / "small").glob(".tmp-*"))
+    # The document-ordered postings, when kept, are identical too.
+    kept = [
+        ImpactIndex.build(
+            iter(shards),
+            tmp_path / f"kept-{budget}",
+            memory_budget=budget,
+            show_progress=False,
+            doc_ordered_postings=True,
+        )
+        for budget in (builder._BYTES_PER_BUFFERED_POSTING * 1500, "1GB")
+    ]
+    for name in ("postings_docs.bin", "postings_impacts.bin", "impact_order_docs.bin"):
+        assert (kept[0].directory / name).read_bytes() == (kept[1].directory / name).read_bytes()
+        if name.startswith("impact_order"):
+            assert (kept[0].directory / name).read_bytes() == (small.directory / name).read_bytes()
 
 
 def test_stored_contents(tmp_path):
@@ -234,15 +244,16 @@ def test_unknown_format_version_is_refused_naming_both(hand_index, tmp_path):
     body["format_version"] = 99
     manifest_path.unlink()
     storage.write_manifest(hand_index.directory, body)
-    with pytest.raises(IndexFormatError, match="version 99; this sparse_ir reads version 1"):
+    expected = r"version 99; this sparse_ir reads version 2 \(and 1\)"
+    with pytest.raises(IndexFormatError, match=expected):
         ImpactIndex.open(hand_index.directory.parent)
 
 
 def test_truncated_array_file_is_refused(hand_index):
-    path = hand_index.directory / "postings_docs.bin"
+    path = hand_index.directory / "impact_order_docs.bin"
     data = path.read_bytes()
     path.write_bytes(data[:-3])
-    with pytest.raises(IndexCorruptError, match="postings_docs.bin"):
+    with pytest.raises(IndexCorruptError, match="impact_order_docs.bin"):
         ImpactIndex.open(hand_index.directory.parent)
 
 

@@ -91,12 +91,17 @@ def iter_document_vectors(
     stop = index.num_documents if stop is None else stop
     if not 0 <= start <= stop <= index.num_documents:
         raise ValueError(f"document range [{start}, {stop}) outside 0..{index.num_documents}")
+    average = max(1.0, index.num_postings / max(index.num_documents, 1))
+    per_block = max(1, int(block_postings / average))
+    if index.has_search_layout:  # the forward index: each block is a copy of its rows
+        for first in range(start, stop, per_block):
+            yield index.document_block(first, min(stop, first + per_block))
+        return
+    # Without a layout: inverted from the document-ordered postings, a cursor per term.
     offsets = np.asarray(index.term_offsets)
     docs = np.asarray(index.postings_docs)
     impacts = np.asarray(index.postings_impacts)
     cursor = new_cursor(offsets)
-    average = max(1.0, index.num_postings / max(index.num_documents, 1))
-    per_block = max(1, int(block_postings / average))
     ids = index.doc_ids
     vocab = index.vocab
     if start > 0:

@@ -898,6 +898,48 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         terms, impacts = self._document_arrays(docno)
         return {self.vocab[t]: int(v) for t, v in zip(terms.tolist(), impacts.tolist())}
 
+    def document_block(self, start: int, stop: int) -> SparseBatch:
+        """Documents ``[start, stop)`` as a SparseBatch of their stored integer impacts (ids
+        set, terms ascending): what exports and merges read, a block at a time.
+
+        Copied from the forward index when the index has a search layout, else inverted
+        from the document-ordered postings.
+
+        Example:
+            >>> import tempfile
+            >>> from sparse_ir import ImpactIndex, SparseBatch
+            >>> docs = SparseBatch.from_dicts([{"cat": 3}, {}, {"cat": 1, "dog": 2}],
+            ...                               ["cat", "dog"], ids=["a", "b", "c"])
+            >>> index = ImpactIndex.build(docs, tempfile.mkdtemp() + "/i", show_progress=False)
+            >>> index.document_block(1, 3).to_dicts()
+            [{}, {'cat': 1, 'dog': 2}]
+        """
+        if not 0 <= start <= stop <= self.num_documents:
+            raise ValueError(f"document range [{start}, {stop}) outside 0..{self.num_documents}")
+        layout = self._layout
+        if layout is not None:
+            offsets = np.asarray(layout.forward_offsets[start : stop + 1], np.int64)
+            low, high = int(offsets[0]), int(offsets[-1])
+            if np.any(offsets[1:] < offsets[:-1]) or not 0 <= low <= high <= self.num_postings:
+                raise IndexCorruptError(
+                    f"{self.directory}: forward_offsets.bin: documents {start}..{stop} lie "
+                    "outside the forward index; run verify()"
+                )
+            indptr = offsets - low
+            terms = np.asarray(layout.forward_terms[low:high], np.int32)
+            impacts = np.asarray(layout.forward_impacts[low:high], np.int32)
+        else:
+            from sparse_ir.export.invert import advance_cursor, invert_block, new_cursor
+
+            offsets = np.asarray(self.term_offsets)
+            docs = np.asarray(self._postings_docs)
+            cursor = new_cursor(offsets)
+            advance_cursor(offsets, docs, cursor, start)
+            indptr, terms, impacts = invert_block(
+                offsets, docs, np.asarray(self._postings_impacts), cursor, start, stop
+            )
+        return SparseBatch(indptr, terms, impacts, self.vocab, tuple(self.doc_ids[start:stop]))
+
     def _document_arrays(self, docno: int) -> tuple[np.ndarray, np.ndarray]:
         """``(term ids ascending, impacts)`` of one document: its forward index entry, or a
         scan of the document-ordered postings without a search layout."""

@@ -446,21 +446,11 @@ class LiveImpactIndex(_LiveBase):
 
     def reference_search(self, query: QueryLike, k: int = 10) -> list[Hit]:
         """Brute force over the live documents, by plain numpy (slow; for tests)."""
-        from sparse_ir.index.reference import reference_scores, reference_top_k
+        from sparse_ir.index.reference import reference_top_k
 
         _check_k(k)
         terms, weights = self.prepare_query(query)
-        scores = [
-            reference_scores(
-                np.asarray(s.term_offsets),
-                np.asarray(s.postings_docs),
-                np.asarray(s.postings_impacts),
-                s.num_documents,
-                terms,
-                weights,
-            )
-            for s in self.segments
-        ]
+        scores = [s.reference_scores(terms, weights) for s in self.segments]
         every = np.concatenate(scores) if scores else np.zeros(0, np.int64)
         every[self.deleted_mask()] = 0
         docs, top = reference_top_k(every, k)

@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, NamedTuple
 
-import numba
 import numpy as np
 
 from sparse_ir.errors import IndexFormatError, InputError
@@ -450,63 +449,15 @@ def segment_vectors(
     segment: ImpactIndex, rows: np.ndarray, *, block_documents: int = 1 << 16
 ) -> Iterator[SparseBatch]:
     """The integer impacts of documents ``rows`` (ascending) of an impact segment, read back
-    from its postings a block of documents at a time (a build from them writes the same
-    postings). Yields one SparseBatch per block that holds any of ``rows``."""
-    offsets = np.asarray(segment.term_offsets)
-    docs = np.asarray(segment.postings_docs)
-    impacts = np.asarray(segment.postings_impacts)
-    cursor = offsets[:-1].copy()
+    a block of documents at a time (:meth:`ImpactIndex.document_block`: its forward index, or
+    its document-ordered postings; a build from them writes the same postings). Yields one
+    SparseBatch per block that holds any of ``rows``."""
     rows = np.asarray(rows, np.int64)
-    ids = segment.doc_ids
     for start in range(0, segment.num_documents, block_documents):
         end = min(start + block_documents, segment.num_documents)
-        count = _count_before(offsets, docs, cursor.copy(), end)
-        block_docs = np.empty(count, np.int32)
-        block_terms = np.empty(count, np.int32)
-        block_impacts = np.empty(count, np.int32)
-        _take_before(offsets, docs, impacts, cursor, end, block_docs, block_terms, block_impacts)
         wanted = rows[(rows >= start) & (rows < end)]
-        if not len(wanted):
-            continue
-        order = np.argsort(block_docs, kind="stable")  # terms stay ascending within a document
-        indptr = np.zeros(end - start + 1, np.int64)
-        np.cumsum(np.bincount(block_docs - start, minlength=end - start), out=indptr[1:])
-        block = SparseBatch(
-            indptr, block_terms[order], block_impacts[order], segment.vocab, tuple(ids[start:end])
-        )
-        yield _select_rows(block, wanted - start)
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_before(offsets, docs, cursor, end):  # pragma: no cover - compiled
-    """Postings with a document number below ``end`` from each term's cursor on."""
-    count = 0
-    for term in range(len(offsets) - 1):
-        position = cursor[term]
-        stop = offsets[term + 1]
-        while position < stop and docs[position] < end:
-            position += 1
-        count += position - cursor[term]
-    return count
-
-
-@numba.njit(cache=True, nogil=True)
-def _take_before(
-    offsets, docs, impacts, cursor, end, out_docs, out_terms, out_impacts
-):  # pragma: no cover - compiled
-    """Copy the postings below document ``end`` (term by term) and advance the cursors."""
-    count = 0
-    for term in range(len(offsets) - 1):
-        position = cursor[term]
-        stop = offsets[term + 1]
-        while position < stop and docs[position] < end:
-            out_docs[count] = docs[position]
-            out_terms[count] = term
-            out_impacts[count] = impacts[position]
-            count += 1
-            position += 1
-        cursor[term] = position
-    return count
+        if len(wanted):
+            yield _select_rows(segment.document_block(start, end), wanted - start)
 
 
 class _Queue:
