@@ -6,9 +6,10 @@ with score 0 left out, ties broken by document number ascending. Checked: ``sear
 default, pruned and exhaustive modes, the pruned kernel with estimates small enough to go
 through its cuts and verification, ``reference_search``, ``search_batch`` with 1 and 2
 threads (queries given one by one and as a SparseBatch; pruned and exhaustive), and the
-plain kernel with both its int32 and int64 accumulators. Also: build -> open recovers every
-vector, id and stored text, and a tiny memory budget (many spilled runs) writes byte-identical
-files to a huge one.
+plain kernel with both its int32 and int64 accumulators, on indexes built both ways: as now
+(the search layout's impact order the only postings) and with the document-ordered postings
+kept (format version 1). Also: build -> open recovers every vector, id and stored text, and a
+tiny memory budget (many spilled runs) writes byte-identical files to a huge one.
 
 SPARSE_IR_PROPERTY_EXAMPLES raises the number of examples (default 120 per property).
 """
@@ -105,12 +106,14 @@ def test_every_search_mode_equals_brute_force():
     stats: Counter = Counter()
 
     @SETTINGS
-    @given(collections())
-    # Both accumulator widths in every run, whatever the random draw picks: scores beyond
-    # int32 (65,535 × 65,535 × 2) and small ones.
-    @example((2, [{0: 65_535, 1: 65_535}, {0: 3}], [{0: 65_535, 1: 65_535}], 2))
-    @example((2, [{0: 2, 1: 1}, {1: 5}], [{0: 1, 1: 2}], 1))
-    def check(example):
+    @given(collections(), st.booleans())
+    # Both accumulator widths and both layouts in every run, whatever the random draw picks:
+    # scores beyond int32 (65,535 × 65,535 × 2) and small ones.
+    @example((2, [{0: 65_535, 1: 65_535}, {0: 3}], [{0: 65_535, 1: 65_535}], 2), False)
+    @example((2, [{0: 2, 1: 1}, {1: 5}], [{0: 1, 1: 2}], 1), False)
+    @example((2, [{0: 65_535, 1: 65_535}, {0: 3}], [{0: 65_535, 1: 65_535}], 2), True)
+    @example((2, [{0: 2, 1: 1}, {1: 5}], [{0: 1, 1: 2}], 1), True)
+    def check(example, doc_ordered):
         vocab_size, documents, queries, k = example
         with tempfile.TemporaryDirectory() as scratch:
             index = ImpactIndex.build(
@@ -118,7 +121,17 @@ def test_every_search_mode_equals_brute_force():
                 Path(scratch) / "i",
                 quantizer=Quantizer(),
                 show_progress=False,
+                doc_ordered_postings=doc_ordered,
             )
+            assert index.has_doc_ordered_postings == doc_ordered
+            # The plain kernel's document-ordered postings: stored, or put back together
+            # from the impact order term by term.
+            offsets = np.asarray(index.term_offsets)
+            if doc_ordered:
+                plain = (index.postings_docs, index.postings_impacts)
+            else:
+                every = [index.postings(t) for t in range(index.vocab_size)]
+                plain = tuple(np.concatenate([p[j] for p in every]) for j in (0, 1))
             expected = [brute_force(documents, q, k) for q in queries]
             prepared = [query_arrays(q) for q in queries]
             for query, want in zip(prepared, expected):
@@ -146,9 +159,8 @@ def test_every_search_mode_equals_brute_force():
                     count = kernels.search_one(
                         terms,
                         weights,
-                        index.term_offsets,
-                        index.postings_docs,
-                        index.postings_impacts,
+                        offsets,
+                        *plain,
                         accumulator,
                         k,
                         kernels.ALL_DOCUMENTS,
@@ -171,6 +183,7 @@ def test_every_search_mode_equals_brute_force():
                 run = index.search_batch(as_rows, k, threads=threads)
                 assert [ranking(run[str(i)]) for i in range(len(queries))] == expected
             stats["examples"] += 1
+            stats["examples, document-ordered postings kept"] += doc_ordered
             stats["queries"] += len(queries)
             stats["documents"] += len(documents)
 
