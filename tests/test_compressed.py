@@ -66,7 +66,9 @@ def test_round_trip_of_a_built_index_and_smaller(tmp_path):
     batch = SparseBatch(np.array(indptr), np.array(indices, np.int32), np.array(values, np.int32),
                         tuple(f"t{i}" for i in range(vocab_size)),
                         tuple(f"d{i}" for i in range(rows)))  # fmt: skip
-    index = ImpactIndex.build(batch, tmp_path / "index", show_progress=False)
+    index = ImpactIndex.build(
+        batch, tmp_path / "index", show_progress=False, doc_ordered_postings=True
+    )
     packed = pack_postings(index.term_offsets, index.postings_docs, index.postings_impacts)
     docs, impacts = unpack_all(packed)
     assert np.array_equal(docs, index.postings_docs)

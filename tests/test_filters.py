@@ -17,7 +17,7 @@ from sparse_ir.index.filters import allowed_documents, check_floor
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.modes import Approximate, Pruned
 from sparse_ir.index.pruned import STATS_FIELDS, PrunedSearcher
-from sparse_ir.index.reference import reference_scores, reference_top_k
+from sparse_ir.index.reference import reference_top_k
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -53,14 +53,7 @@ def _random_impacts(rng, rows, vocab_size, max_terms, max_impact, skew):
 
 def filtered_reference(index, terms, weights, k, allowed=None, floor=0):
     """(docno, score) pairs of the top-k allowed documents scoring above ``floor``."""
-    scores = reference_scores(
-        np.asarray(index.term_offsets),
-        np.asarray(index.postings_docs),
-        np.asarray(index.postings_impacts),
-        index.num_documents,
-        terms,
-        weights,
-    )
+    scores = index.reference_scores(terms, weights)
     if allowed is not None:
         scores[~np.asarray(allowed, bool)] = 0
     scores[scores <= floor] = 0

@@ -42,6 +42,14 @@ def built(tmp_path):
 
 
 @pytest.fixture
+def kept(tmp_path):
+    """An index with its document-ordered postings kept (format version 1)."""
+    path = tmp_path / "kept"
+    ImpactIndex.build(_docs(), path, show_progress=False, doc_ordered_postings=True)
+    return path
+
+
+@pytest.fixture
 def flat(tmp_path):
     """An index without the search layout (the plain exhaustive kernel)."""
     path = tmp_path / "flat"
@@ -94,8 +102,11 @@ def _forge_document_count(path, count, far_docs):
     """num_documents = ``count`` with the per-document arrays emptied so the counts agree,
     and postings pointing at ``far_docs`` (the issue's SIGSEGV / heap corruption)."""
     generation = generation_of(path)
-    docs = read(generation, "postings_docs")
-    forged = np.resize(np.asarray(far_docs, np.int64), len(docs))
+    # Document numbers, or in-window offsets (uint16) when the impact order is the only copy.
+    name = "postings_docs" if (generation / "postings_docs.bin").exists() else "impact_order_docs"
+    docs = read(generation, name)
+    top = np.iinfo(docs.dtype).max
+    forged = np.resize(np.minimum(np.asarray(far_docs, np.int64), top), len(docs))
 
     def edit(body):
         body["num_documents"] = count
@@ -106,7 +117,7 @@ def _forge_document_count(path, count, far_docs):
             "doc_ids.offsets": np.zeros(max(count + 1, 0), np.int64),
             "doc_ids.bytes": np.zeros(0, np.uint8),
             "forward_offsets": np.zeros(max(count + 1, 0), np.int64),
-            "postings_docs": forged.astype(np.int32),
+            name: forged.astype(docs.dtype),
         },
         manifest=edit,
     )
@@ -298,6 +309,21 @@ TERM_CASES = {
         "document numbers",
     ),
     "an impact of zero": ("postings_impacts", lambda v: np.r_[0, v[1:]], "impact"),
+    "an impact of zero in the impact order": (
+        "impact_order_impacts",
+        lambda v: np.r_[0, v[1:]],
+        "impact",
+    ),
+    "an impact above the term's maximum in the impact order": (
+        "impact_order_impacts",
+        lambda v: np.r_[v[0] + 50, v[1:]],
+        "impact",
+    ),
+    "a document twice in a window": (
+        "impact_order_docs",
+        lambda v: np.r_[v[0], v[0], v[2:]],
+        "impact_order_docs",
+    ),
     "an impact above the term's maximum": (
         "postings_impacts",
         lambda v: np.r_[v[0] + 50, v[1:]],
@@ -317,10 +343,12 @@ TERM_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(TERM_CASES))
-def test_forged_postings_are_refused_before_the_first_search(built, case):
+def test_forged_postings_are_refused_before_the_first_search(built, kept, case):
     name, change, fragment = TERM_CASES[case]
-    _postings(built, name, change)
-    _search_refused(built, {"a": 1, "b": 1}, fragment)
+    # The document-ordered files exist only where they are kept; the impact order in both.
+    for path in [kept] if name.startswith("postings_") else [built, kept]:
+        _postings(path, name, change)
+        _search_refused(path, {"a": 1, "b": 1}, fragment)
 
 
 @pytest.mark.parametrize(
@@ -335,9 +363,9 @@ def test_forged_postings_without_a_layout_are_refused(flat, case):
 def test_a_sound_term_is_searched_while_a_damaged_one_is_refused(built):
     generation = generation_of(built)
     offsets = read(generation, "term_offsets")
-    docs = read(generation, "postings_docs").astype(np.int64)
-    docs[offsets[2]] = 10**8  # the first posting of term "c"
-    forge(built, arrays={"postings_docs": docs})
+    docs = read(generation, "impact_order_docs").astype(np.int64)
+    docs[offsets[2]] = 65535  # the first posting of term "c", past its window's documents
+    forge(built, arrays={"impact_order_docs": docs})
     index = ImpactIndex.open(built)
     assert index.search({"a": 1}, k=3) == ImpactIndex.reference_search(index, {"a": 1}, k=3)
     with pytest.raises(IndexCorruptError, match="term 2 \\('c'\\)"):
@@ -406,7 +434,7 @@ def test_manifest_symlinked_to_dev_zero_is_refused_at_once(built):
     _refused(built, "manifest.json", "outside the index directory")
 
 
-@pytest.mark.parametrize("name", ["vocab.json", "postings_docs.bin", "doc_ids.bytes.bin"])
+@pytest.mark.parametrize("name", ["vocab.json", "impact_order_docs.bin", "doc_ids.bytes.bin"])
 def test_a_listed_file_symlinked_to_dev_zero_is_refused(built, name):
     generation = generation_of(built)
     os.unlink(generation / name)

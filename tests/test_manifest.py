@@ -80,24 +80,37 @@ def test_impact_manifest_round_trip_is_the_json_on_disk(impact):
     assert impact.settings["model"] == "hand" and impact.max_impact == 7
 
 
-def test_impact_manifest_keys_are_the_format_v1_keys(impact):
-    assert IMPACT_FORMAT_VERSION == 1
-    assert sorted(impact.manifest.to_dict()) == [
-        "build",
-        "created_by",
-        "files",
-        "format",
-        "format_version",
-        "has_contents",
-        "impact_dtype",
-        "max_impact",
-        "num_documents",
-        "num_postings",
-        "quantizer",
-        "search_layout",
-        "vocab_hash",
-        "vocab_size",
-    ]
+V1_KEYS = [
+    "build",
+    "created_by",
+    "files",
+    "format",
+    "format_version",
+    "has_contents",
+    "impact_dtype",
+    "max_impact",
+    "num_documents",
+    "num_postings",
+    "quantizer",
+    "search_layout",
+    "vocab_hash",
+    "vocab_size",
+]
+
+
+def test_impact_manifest_keys_are_the_format_v2_keys(impact, tmp_path):
+    assert IMPACT_FORMAT_VERSION == 2
+    body = impact.manifest.to_dict()
+    assert body["format_version"] == 2 and body["doc_ordered_postings"] is False
+    assert sorted(body) == sorted(V1_KEYS + ["doc_ordered_postings"])
+    # With the document-ordered postings kept: exactly the version 1 keys (older readers).
+    batch = SparseBatch.from_dicts([{"a": 1}], ["a"])
+    kept = ImpactIndex.build(
+        batch, tmp_path / "kept", show_progress=False, doc_ordered_postings=True
+    )
+    assert kept.manifest.to_dict()["format_version"] == 1
+    assert sorted(kept.manifest.to_dict()) == V1_KEYS
+    assert ImpactManifest.from_dict(kept.manifest.to_dict(), source="m.json") == kept.manifest
     assert sorted(impact.manifest.search_layout.to_dict()) == [
         "num_segments",
         "num_windows",

@@ -19,7 +19,7 @@ from sparse_ir.index.pruned import (
     PrunedSearcher,
     pruned_search_one,
 )
-from sparse_ir.index.reference import reference_scores, reference_top_k
+from sparse_ir.index.reference import reference_top_k
 from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -47,14 +47,7 @@ def _random_impacts(rng, rows, vocab_size, max_terms, max_impact, skew):
 
 
 def _reference(index, terms, weights, k):
-    scores = reference_scores(
-        np.asarray(index.term_offsets),
-        np.asarray(index.postings_docs),
-        np.asarray(index.postings_impacts),
-        index.num_documents,
-        terms,
-        weights,
-    )
+    scores = index.reference_scores(terms, weights)
     docs, top = reference_top_k(scores, k)
     return list(zip(docs.tolist(), top.tolist())), scores
 
@@ -187,10 +180,14 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
     index.verify()
     layout = SearchLayout.open(index.directory, manifest)
     offsets = np.asarray(index.term_offsets)
+    forward = docs.to_dicts()
     for t in range(index.vocab_size):
         lo, hi = offsets[t], offsets[t + 1]
-        by_doc = sorted(
-            zip(index.postings_docs[lo:hi].tolist(), index.postings_impacts[lo:hi].tolist())
+        token = index.vocab[t]
+        # From the input (the index stores no document-ordered copy to compare with).
+        by_doc = [(d, row[token]) for d, row in enumerate(forward) if token in row]
+        assert [a.tolist() for a in index.postings(t)] == [list(x) for x in zip(*by_doc)] or (
+            not by_doc and len(index.postings(t)[0]) == 0
         )
         by_impact = list(
             zip(
@@ -199,7 +196,6 @@ def test_layout_is_listed_checked_and_consistent(tmp_path):
             )
         )
         assert by_impact == sorted(by_doc, key=lambda pair: (-pair[1], pair[0]))
-    forward = docs.to_dicts()
     fo = np.asarray(layout.forward_offsets)
     for d in range(index.num_documents):
         terms = layout.forward_terms[fo[d] : fo[d + 1]].tolist()

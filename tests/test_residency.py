@@ -74,17 +74,18 @@ def test_resident_index_finds_the_same(index_path, how):
         pytest.skip(f"mlock refused here: {exc}")
     assert plain.residency is None
     assert resident.residency.how in ("lock", "copy")
-    assert resident.residency.bytes > plain.postings_docs.nbytes
+    assert resident.residency.bytes > plain._layout.impact_order_docs.nbytes
     assert _all_results(resident) == _all_results(plain)
     assert sum(len(d) for d, _ in _all_results(plain)) > 0
 
 
 def test_copy_owns_its_arrays(index_path):
     index = ImpactIndex.open(index_path, resident="copy")
-    for array in (index.postings_docs, index._layout.forward_terms, index._layout.window_offsets):
+    layout = index._layout
+    for array in (layout.impact_order_docs, layout.forward_terms, layout.window_offsets):
         assert residency._mapping(array) is None
         assert not array.flags.writeable
-    assert residency._mapping(ImpactIndex.open(index_path).postings_docs) is not None
+    assert residency._mapping(ImpactIndex.open(index_path)._layout.impact_order_docs) is not None
 
 
 def test_lock_keeps_pages_in_memory(index_path):
@@ -122,8 +123,8 @@ def test_bad_resident_value_is_named(index_path, how):
 def test_advise(index_path):
     index = ImpactIndex.open(index_path)
     assert residency.advise(index._layout.forward_terms, "random")
-    assert residency.advise(index.postings_docs, "willneed")
+    assert residency.advise(index._layout.impact_order_docs, "willneed")
     assert not residency.advise(np.arange(10), "random")  # not mapped: nothing to advise
     with pytest.raises(ValueError, match="advice must be one of"):
-        residency.advise(index.postings_docs, "forever")
+        residency.advise(index._layout.impact_order_docs, "forever")
     assert residency.resident_bytes(np.arange(3)) is None

@@ -344,8 +344,8 @@ def check_doc_ids(directory: Path, column) -> None:
 def _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch, seen):
     """0 when term ``t``'s postings are sound, else a code > 0 saying what is not. O(postings).
 
-    ``seen`` (uint8 [2^window_bits], zero) marks a window's documents when the impact order is
-    the only copy (no duplicate document then), and is zero again on return."""
+    ``seen`` (uint8 [2^window_bits], zero) marks a window's documents in the impact order (no
+    document twice: every search mode adds its postings) and is zero again on return."""
     (term_offsets, docs, impacts, term_max, windows, io_docs, io_impacts, segment_offsets,
      segment_impacts, segment_ends, has_layout, has_doc_order) = arrays  # fmt: skip
     start = term_offsets[t]
@@ -375,28 +375,26 @@ def _term_problem(t, n_docs, window_bits, num_windows, arrays, scratch, seen):
         previous = np.int64(-1)
         code = 0
         for p in range(low, high):
-            if has_doc_order and (np.int64(docs[p]) >> window_bits) != w:
-                return 4  # window offsets disagree with the document numbers
             impact = np.int64(io_impacts[p])
             offset = np.int64(io_docs[p])
-            if offset >= size_w or impact > before or impact < 1:
+            if has_doc_order and (np.int64(docs[p]) >> window_bits) != w:
+                code = 4  # window offsets disagree with the document numbers
+            elif offset >= size_w or impact > before or impact < 1:
                 code = 5  # impact order: an offset past the window, or impacts not falling
             elif impact == before and offset <= previous:
                 code = 7  # equal impacts: documents not ascending
-            elif not has_doc_order:
-                if seen[offset]:
-                    code = 8  # a document twice in the window
-                seen[offset] = 1
+            elif seen[offset]:
+                code = 8  # a document twice in the window
             if code:
                 break
+            seen[offset] = 1  # offset < size_w <= len(seen)
             before = impact
             previous = offset
             highest = max(highest, impact)
-        if not has_doc_order:
-            for p in range(low, high):  # clear what was marked (offsets past it were not)
-                offset = np.int64(io_docs[p])
-                if offset < len(seen):
-                    seen[offset] = 0
+        for p in range(low, high):  # clear what was marked (no offset past the window was)
+            offset = np.int64(io_docs[p])
+            if offset < size_w:
+                seen[offset] = 0
         if code:
             return code
     if not has_doc_order and highest != top:
@@ -501,7 +499,7 @@ class TermCheck:
             )
             per_term = np.diff(np.asarray(layout.segment_offsets))
             self.scratch = np.zeros(max(1, int(per_term.max()) if len(per_term) else 1), np.int64)
-        self.seen_size = 0 if has_doc_order else 1 << self.window_bits
+        self.seen_size = 1 << self.window_bits if layout is not None else 0
         head = (np.asarray(index.term_offsets), docs, impacts, np.asarray(index.term_max_impact))
         self.arrays = head + rest + (has_doc_order,)
 
