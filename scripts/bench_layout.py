@@ -153,9 +153,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="synth1m", help="data set under --work")
     parser.add_argument("--work", default="bench-data", help="data directory")
-    parser.add_argument("--before-index", required=True)
-    parser.add_argument("--before-src", required=True, help="source tree of the code before")
-    parser.add_argument("--after-index", required=True)
+    parser.add_argument("--before-index", help="the index before (required)")
+    parser.add_argument("--before-src", help="source tree of the code before (required)")
+    parser.add_argument("--after-index", help="the index after (required)")
     parser.add_argument("--after-src", default=str(REPO), help="default: this repository")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
@@ -169,6 +169,8 @@ def main(argv=None) -> int:
     if args.serve:
         serve(args)
         return 0
+    if not (args.before_index and args.before_src and args.after_index):
+        parser.error("--before-index, --before-src and --after-index are required")
     modes = args.modes.split(",")
     print(f"start: {load()}", flush=True)
     sides = [
