@@ -172,23 +172,32 @@ def test_verify_cli_reports_ok_and_every_problem(kind, tmp_path, capsys):
     assert "no index at" in capsys.readouterr().err
 
 
-def test_verify_finds_broken_invariants_behind_valid_checksums(tmp_path):
-    """A writer bug (valid checksums, wrong content) is caught by the invariant checks."""
+@pytest.mark.parametrize(
+    "layout, name, message",
+    [
+        ("kept", "postings_docs", "not ascending"),
+        ("new", "forward_impacts", "differs from the impact-ordered postings"),
+    ],
+)
+def test_verify_finds_broken_invariants_behind_valid_checksums(tmp_path, layout, name, message):
+    """A writer bug (valid checksums, wrong content) is caught by the invariant checks: in
+    the document-ordered postings where they are kept, else between the forward index and the
+    impact order (the only two copies)."""
     from index_kinds import impact_build
 
     path = tmp_path / "index"
-    impact_build(path, 1, SMALL)
+    impact_build(path, 1, SMALL, doc_ordered_postings=layout == "kept")
     generation = IndexDirectory(path).current()
     body = json.loads((generation / "manifest.json").read_text())
-    docs = storage.open_array(generation / "postings_docs.bin")
-    broken = np.array(docs)[::-1].copy()  # not ascending within terms
-    (generation / "postings_docs.bin").unlink()
-    body["files"]["postings_docs.bin"] = storage.write_array(
-        generation / "postings_docs.bin", "postings_docs", broken
+    values = storage.open_array(generation / f"{name}.bin")
+    broken = np.array(values)[::-1].copy()  # documents not ascending / impacts moved
+    (generation / f"{name}.bin").unlink()
+    body["files"][f"{name}.bin"] = storage.write_array(
+        generation / f"{name}.bin", name, broken
     ).to_dict()
     _rewrite_manifest(generation, body)
     report = verify_index(path)
-    assert not report.ok and "not ascending" in " ".join(report.problems)
+    assert not report.ok and message in " ".join(report.problems)
 
 
 def test_every_index_kind_is_known_to_verify_index(kind, tmp_path):

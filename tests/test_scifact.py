@@ -65,7 +65,7 @@ def test_spilled_build_is_identical_on_real_data(scifact_index, scifact_vectors,
         show_progress=False,
     )
     assert spilled.settings["runs_spilled"] >= 5
-    for name in ("term_offsets.bin", "postings_docs.bin", "postings_impacts.bin"):
+    for name in ("term_offsets.bin", "impact_order_docs.bin", "impact_order_impacts.bin"):
         assert (spilled.directory / name).read_bytes() == (
             scifact_index.directory / name
         ).read_bytes()

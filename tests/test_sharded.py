@@ -270,7 +270,7 @@ def test_verify_index_checks_a_sharded_index_and_every_shard(tmp_path, collectio
     assert report.ok, report.summary()
     assert report.format == "sparse-ir-sharded-impact-index v1" and report.files_checked > 4
     shard = ShardedIndex.open(path).shards[2]
-    target = shard.directory / "postings_impacts.bin"
+    target = shard.directory / "impact_order_impacts.bin"
     data = bytearray(target.read_bytes())
     data[-20] ^= 0xFF
     target.write_bytes(bytes(data))
