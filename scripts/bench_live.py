@@ -161,7 +161,9 @@ def prepare_search_indexes(corpus: NpzCorpus, work: Path, n: int) -> dict:
     return figures
 
 
-def segments_vs_merged(corpus: NpzCorpus, work: Path, n: int, passes: int) -> dict:
+def segments_vs_merged(
+    corpus: NpzCorpus, work: Path, n: int, passes: int, modes: list[str], n_queries: int | None
+) -> dict:
     """Exact search, k = 10, one query at a time: the live index (10 segments, 10% deleted)
     against its force-merged copy, their passes alternating (median of the passes' means);
     also the previous per-segment search, and the work each does (postings, verified)."""
@@ -172,8 +174,9 @@ def segments_vs_merged(corpus: NpzCorpus, work: Path, n: int, passes: int) -> di
     figures["deleted"] = live.num_deleted
     assert len(merged.segments) == 1
     queries = corpus.queries()
-    rows = [queries.select([i]) for i in range(len(queries))]
-    for mode in ("exhaustive", "pruned"):
+    rows = [queries.select([i]) for i in range(len(queries))][:n_queries]
+    figures["queries"] = len(rows)
+    for mode in modes:
         searches = {
             "live": lambda q, mode=mode: live.search(q, 10, mode=mode),
             "merged": lambda q, mode=mode: merged.search(q, 10, mode=mode),
@@ -231,6 +234,12 @@ def main() -> None:
         "--passes", type=int, default=3, help="timed search passes (default: %(default)s)"
     )
     parser.add_argument(
+        "--modes", default="exhaustive,pruned", help="search modes timed (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--queries", type=int, default=None, help="the first N queries only (default: all 300)"
+    )
+    parser.add_argument(
         "--memory-budget", default="2GB", help="build memory budget (default: %(default)s)"
     )
     parser.add_argument(
@@ -255,7 +264,8 @@ def main() -> None:
         if args.part == "prepare":
             figures.update(prepare_search_indexes(corpus, work, n))
         if args.part in ("search", "both"):
-            figures.update(segments_vs_merged(corpus, work, n, args.passes))
+            modes = args.modes.split(",")
+            figures.update(segments_vs_merged(corpus, work, n, args.passes, modes, args.queries))
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -7,19 +7,27 @@ in that segment alone, far below the final one. Ten segments cost about three ti
 
 Here the segments share one k-best heap over global document numbers (a segment's document
 ``d`` is ``base + d``; ties break by score, then global number, as everywhere), and the four
-phases of :mod:`.pruned` are split so that every segment benefits from all the others:
+phases of :mod:`.pruned` are split so that every segment benefits from all the others.
 
 Segments are visited by their upper bound for the query (:func:`upper_bound`, Σ_t q_t · t's
 largest impact in the segment), largest first, and a segment whose bound is below the heap's
 k-th score θ holds no document that could enter: it is skipped whole.
 
-1. **Estimate, every segment** (:func:`estimate_segment_flat`): the estimate's budgets are
-   shared out in proportion to each segment's postings for the query, so all segments
-   together score about what one merged index would; the estimated documents are scored
-   exactly into the shared heap. A segment whose estimate covered all its postings is done.
-2. **Cut, bound, verify, segment by segment** (:func:`prune_segment_flat`), each starting
-   from the shared heap's k-th score θ (the estimates', raised by every segment verified
-   before).
+The per-term cuts τ_t are impacts, so one set of cuts holds for every segment (a document with
+no posting above any cut scores at most R = Σ_t q_t·τ_t, whichever segment holds it). They
+are chosen once per phase (:func:`choose_cuts_flat`), on the segment with the most of the
+query's postings: choosing costs about as much in a small segment as in a large one (tens of
+steps per query term; ~0.1 ms for a 50-term query), so choosing per segment cost ten times
+as much in ten segments.
+
+1. **Estimate, every segment** (:func:`estimate_segment_flat`): cuts sized so that about
+   ``estimate_postings`` postings lie above them in all segments together, and each segment's
+   best partial scores (``estimate_candidates`` shared out by its postings) scored exactly
+   into the shared heap. A segment whose estimate covered all its postings is done.
+2. **Cut** once, with R <= ρ·θ (θ: the heap's k-th after the estimates; chosen again if θ
+   rises by 10%).
+3. **Bound, verify, segment by segment** (:func:`prune_segment_flat`), each starting from the
+   shared heap's k-th score θ (the estimates', raised by every segment verified before).
 
 The proof is that of :mod:`.pruned`, with θ₀ the shared heap's k-th score when the segment
 starts (a lower bound on the final k-th score, as before). When the estimates found fewer
@@ -51,16 +59,15 @@ from sparse_ir.index.pruned import (
     STAT_THETA0,
     STAT_VERIFIED,
     STATS_FIELDS,
-    KernelSettings,
     PrunedParams,
     Scratch,
     SearchArrays,
     _bound,
+    _choose_cuts,
     _clear_slots,
-    _cut,
-    _estimate,
     _fill_slots,
     _score_estimate,
+    _score_layer,
     _verify,
     windowed_exhaustive_into,
 )
@@ -68,11 +75,16 @@ from sparse_ir.index.pruned import (
 __all__ = [
     "SegmentsResult",
     "SegmentsSearcher",
+    "choose_cuts_flat",
     "estimate_segment_flat",
     "exhaustive_segment_flat",
     "prune_segment_flat",
     "upper_bound",
 ]
+
+
+# The cuts are chosen again when the k-th score rose by this factor since they were chosen.
+_RECUT = 1.1
 
 
 # -- the kernels (one segment each, one heap for all) --------------------------------------------
@@ -102,7 +114,7 @@ def _estimate_segment(
     floor,
     heap_base,
     arrays,
-    estimate_postings,
+    cut_impact,
     want,
     accumulator,
     scratch,
@@ -113,17 +125,13 @@ def _estimate_segment(
     stats,
 ):
     """Phase 1 in one segment, into the shared heap (see :func:`estimate_segment_flat`)."""
-    n_terms = len(query_terms)
     slots = scratch.slots
     slot_weights = _fill_slots(query_terms, query_weights, slots)
-    cut_position = np.empty(n_terms, np.int64)
-    cut_impact = np.empty(n_terms, np.int64)
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
-    settings = KernelSettings(estimate_postings, want, 0.5, 1.0)
-    n_best, scored, exhaustive, corrupt = _estimate(
-        query_terms, query_weights, allowed, arrays, settings, accumulator,
-        scratch.candidate_docs, cut_position, cut_impact, best_scores, best_docs,
+    n_best, scored, exhaustive, corrupt = _score_layer(
+        query_terms, query_weights, allowed, arrays, accumulator, scratch.candidate_docs,
+        cut_impact, best_scores, best_docs,
     )  # fmt: skip
     sorted_docs = np.sort(best_docs[:n_best])
     estimated[:n_best] = sorted_docs
@@ -150,7 +158,8 @@ def _prune_segment(
     floor,
     heap_base,
     arrays,
-    cut_ratio,
+    cut_impact,
+    bound,
     bound_weight,
     accumulator,
     scratch,
@@ -161,16 +170,12 @@ def _prune_segment(
     n_estimated,
     stats,
 ):
-    """Phases 2-4 in one segment, into the shared heap (see :func:`prune_segment_flat`)."""
-    n_terms = len(query_terms)
+    """Phases 3-4 in one segment, into the shared heap (see :func:`prune_segment_flat`)."""
     # Every document that can still enter scores at least θ₀: the heap's k-th (ties may
     # still enter by a smaller number), or above the floor.
     theta0 = heap_scores[0] if size == k else floor + 1
     slots = scratch.slots
     slot_weights = _fill_slots(query_terms, query_weights, slots)
-    cut_position = np.empty(n_terms, np.int64)
-    cut_impact = np.empty(n_terms, np.int64)
-    bound = _cut(query_terms, query_weights, arrays, theta0, cut_ratio, cut_position, cut_impact)
     credit = bound
     if bound_weight < 1.0:
         credit = np.int64(np.floor(bound * bound_weight))
@@ -197,6 +202,55 @@ def _prune_segment(
 
 
 @numba.njit(cache=True, nogil=True)
+def choose_cuts_flat(
+    query_terms,
+    query_weights,
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    window_offsets,
+    impact_order_docs,
+    impact_order_impacts,
+    segment_offsets,
+    segment_impacts,
+    segment_ends,
+    forward_offsets,
+    forward_terms,
+    forward_impacts,
+    window_bits,
+    target,
+    max_postings,
+    exact_below,
+    cut_impact,
+):
+    """Per-term cuts τ_t chosen on one segment (into ``cut_impact``); returns R = Σ q_t·τ_t.
+
+    ``max_postings`` > 0: the estimate's cuts (about that many of this segment's postings
+    above them, :func:`.pruned._estimate`); else the cut phase's, R <= ``target``
+    (:func:`.pruned._cut` with ρ·θ₀ = ``target``, and R < ``exact_below`` when > 0).
+    A cut is an impact, so the cuts hold for every segment: a document with no posting
+    above any of them scores at most R wherever it is.
+    """
+    arrays = SearchArrays(
+        term_offsets, postings_docs, postings_impacts, window_offsets, impact_order_docs,
+        impact_order_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
+        forward_terms, forward_impacts, window_bits,
+    )  # fmt: skip
+    cut_position = np.empty(len(query_terms), np.int64)
+    if max_postings > 0:
+        return _choose_cuts(
+            query_terms, query_weights, arrays, np.int64(0), np.int64(max_postings),
+            cut_position, cut_impact,
+        )  # fmt: skip
+    if exact_below > 0 and target >= exact_below:
+        target = exact_below - 1
+    return _choose_cuts(
+        query_terms, query_weights, arrays, np.int64(target), np.int64(1) << 62, cut_position,
+        cut_impact,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
 def estimate_segment_flat(
     query_terms,
     query_weights,
@@ -218,7 +272,7 @@ def estimate_segment_flat(
     forward_terms,
     forward_impacts,
     window_bits,
-    estimate_postings,
+    cut_impact,
     want,
     accumulator32,
     accumulator64,
@@ -233,10 +287,10 @@ def estimate_segment_flat(
 ):
     """Phase 1 of the pruned search in one segment, into a heap shared by all segments.
 
-    Scores the postings above cuts sized to ``estimate_postings``, keeps the ``want`` (>= k)
-    allowed documents with the best partial scores, writes them sorted into ``estimated``
-    [:n] (local numbers) and offers their exact scores above ``floor`` to the k-best heap
-    ``heap_scores``/``heap_docs`` [:size] as ``heap_base + doc``. ``stats``: one row of
+    Scores the postings above the cuts ``cut_impact`` (:func:`choose_cuts_flat`), keeps the
+    ``want`` (>= k) allowed documents with the best partial scores, writes them sorted into
+    ``estimated`` [:n] (local numbers) and offers their exact scores above ``floor`` to the
+    k-best heap ``heap_scores``/``heap_docs`` [:size] as ``heap_base + doc``. ``stats``: one row of
     :data:`.pruned.STATS_FIELDS` (added to). ``allowed``/``floor``: see :mod:`.kernels`.
 
     Returns ``(heap size or kernels.CORRUPT, n, exhaustive)``; ``exhaustive``: no posting
@@ -250,13 +304,13 @@ def estimate_segment_flat(
     scratch = Scratch(accumulator32, accumulator64, slots, candidate_docs, candidate_keys)
     if use_int64:
         size, n, exhaustive = _estimate_segment(
-            query_terms, query_weights, k, allowed, floor, heap_base, arrays, estimate_postings,
-            want, scratch.accumulator64, scratch, heap_scores, heap_docs, size, estimated, stats,
+            query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_impact, want,
+            scratch.accumulator64, scratch, heap_scores, heap_docs, size, estimated, stats,
         )  # fmt: skip
     else:
         size, n, exhaustive = _estimate_segment(
-            query_terms, query_weights, k, allowed, floor, heap_base, arrays, estimate_postings,
-            want, scratch.accumulator32, scratch, heap_scores, heap_docs, size, estimated, stats,
+            query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_impact, want,
+            scratch.accumulator32, scratch, heap_scores, heap_docs, size, estimated, stats,
         )  # fmt: skip
     return size, n, exhaustive
 
@@ -283,7 +337,8 @@ def prune_segment_flat(
     forward_terms,
     forward_impacts,
     window_bits,
-    cut_ratio,
+    cut_impact,
+    bound,
     bound_weight,
     accumulator32,
     accumulator64,
@@ -297,12 +352,13 @@ def prune_segment_flat(
     n_estimated,
     stats,
 ):
-    """Phases 2-4 of the pruned search in one segment (cut, bound, verify), into the heap
-    shared by all segments, starting from its k-th score.
+    """Phases 3-4 of the pruned search in one segment (bound, verify) with the cuts
+    ``cut_impact`` of R = ``bound`` (< the heap's k-th score θ₀: :func:`choose_cuts_flat`),
+    into the heap shared by all segments, starting from θ₀.
 
     ``estimated`` [:n_estimated]: the segment's documents its estimate scored (sorted, local
-    numbers; not scored again). The other arguments are those of
-    :func:`estimate_segment_flat`. Returns the heap size, or ``kernels.CORRUPT``.
+    numbers; not scored again); ``bound_weight``: β (1: exact). The other arguments are those
+    of :func:`estimate_segment_flat`. Returns the heap size, or ``kernels.CORRUPT``.
     """
     arrays = SearchArrays(
         term_offsets, postings_docs, postings_impacts, window_offsets, impact_order_docs,
@@ -312,12 +368,12 @@ def prune_segment_flat(
     scratch = Scratch(accumulator32, accumulator64, slots, candidate_docs, candidate_keys)
     if use_int64:
         return _prune_segment(
-            query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_ratio,
-            bound_weight, scratch.accumulator64, scratch, heap_scores, heap_docs, size,
+            query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_impact,
+            bound, bound_weight, scratch.accumulator64, scratch, heap_scores, heap_docs, size,
             estimated, n_estimated, stats,
         )  # fmt: skip
     return _prune_segment(
-        query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_ratio,
+        query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_impact, bound,
         bound_weight, scratch.accumulator32, scratch, heap_scores, heap_docs, size, estimated,
         n_estimated, stats,
     )  # fmt: skip
@@ -503,6 +559,15 @@ class SegmentsSearcher:
             for s in self.segments
         ]  # fmt: skip
         order = sorted(range(len(self.segments)), key=lambda s: -uppers[s])
+        # Cuts are chosen once, on the segment with the most of the query's postings (choosing
+        # them costs about as much in a small segment as in a large one), and hold for all.
+        chooser = flats[max(range(len(postings)), key=lambda s: postings[s])]
+        share = max(postings) / total
+        cuts = np.empty(len(terms), np.int64)
+        choose_cuts_flat(
+            terms, weights, *chooser, 0, max(1, math.ceil(params.estimate_postings * share)),
+            0, cuts,
+        )  # fmt: skip
         size = 0
         skipped = 0
         estimated, counts, pending = {}, {}, []
@@ -512,13 +577,11 @@ class SegmentsSearcher:
             if size == k and uppers[s] < int(heap_scores[0]):
                 skipped += 1  # no document of it can reach the k-th score
                 continue
-            share = postings[s] / total
-            budget = max(1, math.ceil(params.estimate_postings * share))
-            want = max(k, math.ceil(params.estimate_candidates * share))
+            want = max(k, math.ceil(params.estimate_candidates * postings[s] / total))
             docs = np.empty(want, np.int64)
             size, n, exhaustive = estimate_segment_flat(
                 terms, weights, k, masks[s], floor, self.bases[s], use_int64[s], *flats[s],
-                budget, want, *scratch, heap_scores, heap_docs, size, docs, stats[s],
+                cuts, want, *scratch, heap_scores, heap_docs, size, docs, stats[s],
             )  # fmt: skip
             self._check(size, self.segments[s])
             if not exhaustive:  # else its whole answer is in the heap already
@@ -526,14 +589,24 @@ class SegmentsSearcher:
                 pending.append(s)
         if size < k and floor == 0:
             return 0, 0, False
+        cut_theta = 0
         for s in pending:
             theta = int(heap_scores[0]) if size == k else floor + 1
             if uppers[s] < theta:
                 skipped += 1
                 continue
+            if theta > cut_theta * _RECUT:
+                # R <= ρ·θ (< θ when exact): documents below every cut cannot enter. The k-th
+                # score only rises, so the cuts stay valid; they are chosen again only when
+                # it rose enough to save postings.
+                bound = choose_cuts_flat(
+                    terms, weights, *chooser, math.floor(theta * params.cut_ratio), 0,
+                    theta if params.cut_ratio < 1.0 else 0, cuts,
+                )  # fmt: skip
+                cut_theta = theta
             size = prune_segment_flat(
                 terms, weights, k, masks[s], floor, self.bases[s], use_int64[s], *flats[s],
-                params.cut_ratio, params.bound_weight, *scratch, heap_scores, heap_docs, size,
+                cuts, bound, params.bound_weight, *scratch, heap_scores, heap_docs, size,
                 estimated[s], counts[s], stats[s],
             )  # fmt: skip
             self._check(size, self.segments[s])

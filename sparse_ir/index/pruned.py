@@ -553,6 +553,28 @@ def _estimate(
         cut_position,
         cut_impact,
     )
+    return _score_layer(
+        query_terms, query_weights, allowed, arrays, accumulator, touched, cut_impact,
+        best_scores, best_docs,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_layer(
+    query_terms,
+    query_weights,
+    allowed,
+    arrays,
+    accumulator,
+    touched,
+    cut_impact,
+    best_scores,
+    best_docs,
+):
+    """Phase 1 with the cuts chosen (``cut_impact``: τ_t per query term): score the postings
+    above them and keep the best allowed documents; returns what :func:`_estimate` does.
+
+    Cuts are impacts, so cuts chosen on one segment of a live index apply to every other."""
     exhaustive = True
     for i in range(len(query_terms)):
         exhaustive = exhaustive and cut_impact[i] == 0
