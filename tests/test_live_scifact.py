@@ -2,9 +2,11 @@
 re-added, against the one-shot build of the same splade-tiny vectors (encoded once).
 
 Equal scores are ordered by document number, and re-added documents get new (larger)
-numbers, so within a group of equal scores the order may differ from the one-shot build;
-everything else must be identical: nDCG@10, and every query's top-100 as (id, score) pairs
-once each group of equal scores is sorted by id (the tie groups at rank 100 included).
+numbers, so within a group of equal scores the order may differ from the one-shot build (the
+stated behaviour, docs/live.md); everything else must be identical: nDCG@10, every query's
+top-100 scores rank by rank, and its (id, score) pairs once each group of equal scores is
+sorted by id (the tie groups at rank 100 included, whole). The queries whose top-100 is not
+identical are printed with the ranks that differ.
 """
 
 from __future__ import annotations
@@ -45,9 +47,16 @@ def test_live_scifact_equals_one_shot(scifact_vectors, scifact_dir, tmp_path, ca
             (("one-shot", one_shot), ("live", live))}  # fmt: skip
     scores = {name: evaluate(run, qrels)["nDCG@10"] for name, run in runs.items()}
     identical = same_up_to_ties = 0
+    differing = []
     for qid in queries.ids:
         a, b = runs["one-shot"][qid][:100], runs["live"][qid][:100]
-        identical += [(h.doc_id, h.score) for h in a] == [(h.doc_id, h.score) for h in b]
+        same = [(h.doc_id, h.score) for h in a] == [(h.doc_id, h.score) for h in b]
+        identical += same
+        # Ranking up to equal-score groups: the same score at every rank.
+        assert [h.score for h in a] == [h.score for h in b], qid
+        if not same:
+            ranks = [r for r, (x, y) in enumerate(zip(a, b)) if x.doc_id != y.doc_id]
+            differing.append((qid, ranks, sorted({a[r].score for r in ranks})))
         full_a, full_b = runs["one-shot"][qid], runs["live"][qid]
         # The tie group at rank 100 may be cut differently: compare whole groups.
         cut = a[-1].score if len(a) == 100 else None
@@ -60,5 +69,7 @@ def test_live_scifact_equals_one_shot(scifact_vectors, scifact_dir, tmp_path, ca
             f"{identical}/300, identical up to the order of equal scores {same_up_to_ties}/300, "
             f"segments {len(live.segments)}"
         )
+        for qid, ranks, tied_scores in differing:
+            print(f"  query {qid}: ids differ at ranks {ranks}, scores there {tied_scores}")
     assert round(scores["live"], 4) == round(scores["one-shot"], 4) == 0.6439
     assert same_up_to_ties == len(queries)

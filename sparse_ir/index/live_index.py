@@ -27,7 +27,14 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
 from sparse_ir.index.composite import merge_topk, part_offsets
-from sparse_ir.index.impact_index import ImpactIndex, QueryLike, TermContribution, TopK, _check_k
+from sparse_ir.index.impact_index import (
+    ImpactIndex,
+    QueryLike,
+    TermContribution,
+    TopK,
+    _check_k,
+    _filtered_params,
+)
 from sparse_ir.index.modes import SearchMode, SearchStats
 from sparse_ir.index.segments import (
     CommitManifest,
@@ -328,25 +335,48 @@ class LiveImpactIndex(_LiveBase):
 
     # -- search -----------------------------------------------------------------------------------
 
+    def _searcher(self):
+        """The driver of searches over every segment at once (:mod:`.cross_segment`)."""
+        searcher = self.__dict__.get("_segments_searcher")
+        if searcher is None:
+            from sparse_ir.index.cross_segment import SegmentsSearcher
+
+            searcher = SegmentsSearcher(self.segments, self.offsets[:-1], self.vocab_size)
+            self._segments_searcher = searcher
+        return searcher
+
     def _top_k(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
-    ) -> tuple[TopK, list]:
-        """The merged top-``k`` of a prepared query over the allowed live documents, segment
-        by segment with the running k-th score as the next segment's floor; and each
-        segment's ``(kernel stats, int64 accumulator?)``."""
-        parts, stats = [], []
+    ) -> tuple[TopK, np.ndarray | None, bool]:
+        """The top-``k`` of a prepared query over the allowed live documents of every segment:
+        ``(TopK, kernel stats summed over the segments or None, int64 accumulator?)``.
+
+        With the search layout, the segments share one top-k (:mod:`.cross_segment`: the
+        pruned phases of each segment start from the k-th score of all those searched before,
+        and a segment that cannot reach it is skipped). Without it, each segment's exhaustive
+        top-k above the running k-th score is merged by :func:`.composite.merge_topk`.
+        """
+        if not self.segments:
+            return merge_topk([], [], k), None, False
+        if self.has_search_layout:
+            params = mode.kernel_params()
+            if params is not None and any(mask is not None for mask in allowed):
+                sample = _allowed_sample(allowed, [s.num_documents for s in self.segments])
+                params = _filtered_params(params, sample, len(sample))
+            k = min(k, max(self.num_docnos, 1))
+            result = self._searcher().search(terms, weights, k, params, allowed, floor)
+            return TopK(result.docnos, result.scores), result.stats, result.int64_accumulator
+        parts, int64 = [], False
         for position, segment in enumerate(self.segments):
-            top, kernel_stats, use_int64 = segment_top_k(
+            top, _, use_int64 = segment_top_k(
                 segment, terms, weights, k, mode, allowed[position], floor
             )
             parts.append(top)
-            stats.append((kernel_stats, use_int64))
+            int64 = int64 or use_int64
             merged = merge_topk(parts, self.offsets[: position + 1], k)
             if len(merged.docnos) == k:
                 floor = max(floor, int(merged.scores[-1]))
-        if not parts:
-            return merge_topk([], [], k), stats
-        return merged, stats
+        return merged, None, int64
 
     def search(
         self, query: QueryLike, k: int = 10, *, mode=None, filter=None, **deprecated
@@ -359,7 +389,7 @@ class LiveImpactIndex(_LiveBase):
         )
         allowed = self._allowed_parts(filter)
         terms, weights = self.prepare_query(query)
-        top, _ = self._top_k(terms, weights, k, resolved, allowed)
+        top = self._top_k(terms, weights, k, resolved, allowed)[0]
         return self._hits(top.docnos, top.scores)
 
     def search_arrays(
@@ -385,21 +415,16 @@ class LiveImpactIndex(_LiveBase):
         resolved = self._mode(mode, None, None)
         allowed = self._allowed_parts(filter)
         terms, weights = self.prepare_query(query)
-        top, per_segment = self._top_k(terms, weights, k, resolved, allowed, check_floor(floor))
-        summed = dict.fromkeys(("postings", "verified", "candidates", "early_verifications"), 0)
-        for segment, (kernel_stats, _) in zip(self.segments, per_segment):
-            offsets = np.asarray(segment.term_offsets)
-            total = int((offsets[terms.astype(np.int64) + 1] - offsets[terms]).sum())
-            figures = dict(zip(STATS_FIELDS, kernel_stats)) if kernel_stats is not None else {}
-            summed["postings"] += int(figures.get("postings") or total)
-            for name in ("verified", "candidates", "early_verifications"):
-                summed[name] += int(figures.get(name, 0))
-        stats = SearchStats(
-            **summed,
-            kth_score=int(top.scores[-1]) if len(top.scores) == k else 0,
-            mode=resolved.name,
-            int64_accumulator=any(use for _, use in per_segment),
+        top, kernel_stats, int64 = self._top_k(
+            terms, weights, k, resolved, allowed, check_floor(floor)
         )
+        if kernel_stats is not None:
+            figures = dict(zip(STATS_FIELDS, kernel_stats.tolist()))
+        else:  # exhaustive segment by segment: every posting of the query's terms
+            offsets = [np.asarray(s.term_offsets) for s in self.segments]
+            figures = {"postings": sum(int((o[terms + 1] - o[terms]).sum()) for o in offsets)}
+        figures["kth_score"] = int(top.scores[-1]) if len(top.scores) == k else 0
+        stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=int64)
         return self._hits(top.docnos, top.scores), stats
 
     def search_batch(
@@ -428,7 +453,7 @@ class LiveImpactIndex(_LiveBase):
 
         def one(q: int) -> list[Hit]:
             start, end = int(indptr[q]), int(indptr[q + 1])
-            top, _ = self._top_k(terms[start:end], weights[start:end], k, resolved, allowed)
+            top = self._top_k(terms[start:end], weights[start:end], k, resolved, allowed)[0]
             return self._hits(top.docnos, top.scores)
 
         workers = max(1, min(threads or os.cpu_count() or 1, len(ids)))
@@ -463,6 +488,21 @@ class LiveImpactIndex(_LiveBase):
             raise KeyError(f"document {docno} ({self.doc_ids[docno]!r}) is deleted")
         terms, weights = self.prepare_query(query)
         return self.segments[part].explain((terms, weights), local)
+
+
+# Entries sampled from the allowed masks to estimate the share a filter allows.
+_SAMPLE = 8192
+
+
+def _allowed_sample(allowed: list, sizes: list[int]) -> np.ndarray:
+    """About ``_SAMPLE`` entries of the segments' allowed masks (None: all ``size`` allowed),
+    strided evenly over all document numbers (uint8): what ``_filtered_params`` counts."""
+    step = max(1, sum(sizes) // _SAMPLE)
+    parts = [
+        np.ones(-(-size // step), np.uint8) if mask is None else mask[::step]
+        for mask, size in zip(allowed, sizes)
+    ]
+    return np.concatenate(parts) if parts else np.ones(1, np.uint8)
 
 
 class LiveDenseIndex(_LiveBase):

@@ -549,6 +549,28 @@ def _estimate(
         cut_position,
         cut_impact,
     )
+    return _score_layer(
+        query_terms, query_weights, allowed, arrays, accumulator, touched, cut_impact,
+        best_scores, best_docs,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_layer(
+    query_terms,
+    query_weights,
+    allowed,
+    arrays,
+    accumulator,
+    touched,
+    cut_impact,
+    best_scores,
+    best_docs,
+):
+    """Phase 1 with the cuts chosen (``cut_impact``: τ_t per query term): score the postings
+    above them and keep the best allowed documents; returns what :func:`_estimate` does.
+
+    Cuts are impacts, so cuts chosen on one segment of a live index apply to every other."""
     exhaustive = True
     for i in range(len(query_terms)):
         exhaustive = exhaustive and cut_impact[i] == 0
@@ -587,15 +609,18 @@ def _score_estimate(
     slot_weights,
     heap_scores,
     heap_docs,
+    size,
+    base,
 ):
     """Phase 1, θ₀: the estimate's documents (``estimated_docs``: sorted) scored exactly into
-    the k-best heap, those scoring above ``floor`` only. Returns the heap size, or -1 when a
-    forward entry is damaged."""
-    size = 0
+    the k-best heap of ``size`` entries as ``base + doc``, those scoring above ``floor`` only.
+    Returns the heap size, or -1 when a forward entry is damaged."""
     if exhaustive:
         for j in range(n_best):
             if best_scores[j] > floor:
-                size = heaps.offer(heap_scores, heap_docs, size, k, best_scores[j], best_docs[j])
+                size = heaps.offer(
+                    heap_scores, heap_docs, size, k, best_scores[j], base + best_docs[j]
+                )
         return size
     for j in range(n_best):
         _prefetch_document(estimated_docs[j], arrays)
@@ -605,7 +630,7 @@ def _score_estimate(
         if score < 0:
             return -1
         if score > floor:
-            size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+            size = heaps.offer(heap_scores, heap_docs, size, k, score, base + doc)
     return size
 
 
@@ -678,14 +703,16 @@ def _bound(
     estimated_docs,
     n_estimated,
     stats,
+    heap_base,
 ):
     """Phase 3: per window, accumulate the excess over the cuts, then collect the allowed
     documents whose bound ``credit`` + excess reaches θ₀ (excess >= ``need``) while clearing the
     accumulator (a filtered-out document is never verified). A full candidate buffer is
     verified at once (phase 4) to free it.
 
-    Returns ``(heap size, candidates left in the buffer, postings scored)``; the heap size is -1
-    when the layout or a forward entry is damaged.
+    The heap holds documents as ``heap_base + doc`` (a segment's documents in a heap shared
+    across segments). Returns ``(heap size, candidates left in the buffer, postings scored)``;
+    the heap size is -1 when the layout or a forward entry is damaged.
     """
     candidate_docs = scratch.candidate_docs
     candidate_keys = scratch.candidate_keys
@@ -729,6 +756,7 @@ def _bound(
                         scratch.slots,
                         slot_weights,
                         stats,
+                        heap_base,
                     )
                     n_candidates = 0
                     if size < 0:
@@ -767,9 +795,10 @@ def _verify(
     slots,
     slot_weights,
     stats,
+    heap_base,
 ):
     """Phase 4: score candidates exactly by decreasing bound until a bound is below the k-th
-    score, into the k-best heap (those scoring above ``floor``).
+    score, into the k-best heap (those scoring above ``floor``, as ``heap_base + doc``).
 
     ``keys``/``docs`` [:count] are the candidates (bound, document), in any order; documents in
     ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
@@ -801,7 +830,7 @@ def _verify(
             if score < 0:
                 return -1
             if score > floor:
-                size = heaps.offer(heap_scores, heap_docs, size, k, score, doc)
+                size = heaps.offer(heap_scores, heap_docs, size, k, score, heap_base + doc)
         stats[STAT_VERIFIED] += n_batch
     return size
 
@@ -863,7 +892,7 @@ def pruned_search_one(
     if not corrupt:
         size = _score_estimate(
             best_scores, best_docs, n_best, estimated_docs, exhaustive, k, floor, arrays, slots,
-            slot_weights, heap_scores, heap_docs
+            slot_weights, heap_scores, heap_docs, 0, np.int64(0)
         )
         corrupt = size < 0
     stats[STAT_VERIFIED] = n_best
@@ -894,7 +923,7 @@ def pruned_search_one(
     size, n_candidates, postings = _bound(
         query_terms, query_weights, k, allowed, floor, arrays, accumulator, scratch,
         slot_weights, cut_impact, credit, need, heap_scores, heap_docs, size, estimated_docs,
-        n_best, stats
+        n_best, stats, np.int64(0)
     )
     scored += postings
 
@@ -902,7 +931,8 @@ def pruned_search_one(
     if size >= 0:
         size = _verify(
             scratch.candidate_keys, scratch.candidate_docs, n_candidates, heap_scores, heap_docs,
-            size, k, floor, estimated_docs, n_best, arrays, slots, slot_weights, stats
+            size, k, floor, estimated_docs, n_best, arrays, slots, slot_weights, stats,
+            np.int64(0)
         )
     _clear_slots(query_terms, slots)
     if size < 0:
@@ -930,6 +960,38 @@ def windowed_exhaustive_one(
     ``accumulator`` has ``ACCUMULATOR_SIZE`` entries (every uint16 offset), zero on entry and
     on return. Returns the number of hits or ``kernels.CORRUPT``.
     """
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    size = windowed_exhaustive_into(
+        query_terms, query_weights, k, allowed, floor, arrays, accumulator, heap_scores,
+        heap_docs, 0, np.int64(0)
+    )  # fmt: skip
+    if size < 0:
+        return kernels.CORRUPT
+    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+
+
+@numba.njit(cache=True, nogil=True)
+def windowed_exhaustive_into(
+    query_terms,
+    query_weights,
+    k,
+    allowed,
+    floor,
+    arrays,
+    accumulator,
+    heap_scores,
+    heap_docs,
+    size,
+    heap_base,
+):
+    """:func:`windowed_exhaustive_one` into a k-best heap of ``size`` entries, documents
+    entering as ``heap_base + doc``; returns the new size or ``kernels.CORRUPT``.
+
+    Documents are offered in increasing number, so a newcomer must beat the heap's worst
+    strictly: the heap must hold only documents numbered below ``heap_base`` (the segments
+    before this one, in order).
+    """
     if len(accumulator) != ACCUMULATOR_SIZE:
         return kernels.CORRUPT  # an offset could land outside a smaller one
     floor = max(np.int64(floor), np.int64(0))
@@ -937,9 +999,6 @@ def windowed_exhaustive_one(
     num_windows = _num_windows(arrays)
     io_docs = arrays.impact_order_docs
     io_impacts = arrays.impact_order_impacts
-    heap_scores = np.empty(k, np.int64)
-    heap_docs = np.empty(k, np.int64)
-    size = 0
     corrupt = False
     for w in range(num_windows):
         base = w << arrays.window_bits
@@ -959,7 +1018,9 @@ def windowed_exhaustive_one(
                 and (size < k or score > heap_scores[0])
                 and kernels.admits(allowed, base + offset)
             ):
-                size = heaps.offer(heap_scores, heap_docs, size, k, score, base + offset)
+                size = heaps.offer(
+                    heap_scores, heap_docs, size, k, score, heap_base + base + offset
+                )
         # An offset past the window's documents (a damaged layout) left a sum beyond them.
         for offset in range(size_w, ACCUMULATOR_SIZE):
             if accumulator[offset] != 0:
@@ -967,7 +1028,7 @@ def windowed_exhaustive_one(
                 corrupt = True
         if corrupt:
             return kernels.CORRUPT
-    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+    return size
 
 
 @numba.njit(cache=True, nogil=True)
