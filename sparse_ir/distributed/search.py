@@ -1,10 +1,17 @@
 """Scatter-gather search of a sharded index on Ray actors.
 
-Each actor holds a group of shards of a :mod:`sparse_ir.index.sharded` index, memory-mapped
-from the shared storage they were written to. A query (or a chunk of a batch) goes to every
-actor; each answers its shards' exact top-k lists; the client merges them with the same exact
-merge as the local :class:`~sparse_ir.index.sharded.ShardedIndex`, so the answer is the one
-index's over all documents.
+Each actor holds a group of consecutive shards of a :mod:`sparse_ir.index.sharded` index,
+memory-mapped from the shared storage they were written to (by default one shard per actor, as
+many actors as the CPUs Ray has free: :func:`default_actor_count`). A query (or a chunk of a
+batch) goes to every actor; each merges its shards' exact top-k lists and answers one list per
+query as packed arrays; the client merges those with the same exact merge as the local
+:class:`~sparse_ir.index.sharded.ShardedIndex` and names the hits from the shards' id
+columns, so the answer is the one index's over all documents.
+
+The per-query path is kept short because on a small machine it is most of the latency: the
+query goes as one ``bytes`` argument (built once, for every actor), the answer comes back as
+``bytes`` (no pickled arrays, no Hit objects, no ids), all calls are in flight at once and
+gathered by one ``ray.get``, and the actors record no task events.
 
 Faults: actors are created with ``max_restarts`` (Ray starts a dead actor again and re-opens
 its shards) and ``max_task_retries`` (calls in flight when it died are sent again). A call
