@@ -1,23 +1,30 @@
 #!/usr/bin/env python3
 """Scale-out on Ray, measured on one machine: encoding throughput and search overhead.
 
-    flock /work/wt/bench.lock python scripts/bench_scale.py --work /work/bench-data/ray \\
-        --synth /work/bench-data/synth1m --reference-index /work/bench-data/indexes/synth1m/ours
+    flock /work/wt/bench.lock python scripts/bench_scale.py --work /tmp/bench-ray \\
+        --synth /work/bench-data/synth1m --synth-index /work/bench-data/scale/synth1m-4 \\
+        --reference-index /work/bench-data/scale/synth1m-single --json
 
 Starts a local Ray cluster (``--cpus`` CPUs, no dashboard, a small object store) and measures:
 
 1. **Encoding throughput** with 1 and then 2 splade-tiny encoder actors (1 thread each) on the
    first ``--encode-docs`` SciFact documents: documents per second from the first part started
-   to the last part finished (model loading excluded), and the ratio of the two.
+   to the last part finished (model loading excluded), and the ratio of the two (target 1.7).
 2. **Search overhead on SciFact**: the pre-encoded 300 test queries, one at a time (k=10),
-   against 4 shards searched in this process (:class:`ShardedIndex`) and through Ray actors (one
-   per shard, :class:`DistributedIndex`); p50 and p90 of each, and the added p50.
+   against 4 shards searched in this process (:class:`ShardedIndex`) and through Ray
+   (:class:`DistributedIndex`) with its default placement (one actor per shard, as many as the
+   CPUs Ray has free: 2 actors of 2 shards on 2 CPUs), and for comparison with one actor for
+   all shards and one actor per shard. Each query is searched in process and through Ray one
+   after the other, so both latencies are taken under the same load; the figure is the added
+   p50 (Ray p50 minus in-process p50; target <= 2 ms).
 3. **The same on the 1M synthetic corpus** (``--synth``) split into 4 shards of 250,000
-   documents, built under ``--work`` (deleted at the end unless ``--keep``), with the per-shard
-   latency and bytes docs/scale.md extrapolates from. Its top-10 is checked against the
-   single 1M index (``--reference-index``) for the first queries.
+   documents (built in ``--synth-index``, kept and reused; or under ``--work``), with the
+   per-shard latency and bytes per document docs/scale.md extrapolates from. Its top-10 is
+   checked against the single 1M index (``--reference-index``, built there if missing) for the
+   first queries, and Ray's answers against the in-process ones.
 
-Prints a table, or one JSON object with ``--json``.
+Prints a table whose last lines are the acceptance figures, or one JSON object with ``--json``
+(the table then goes to stderr). The load average is recorded before and after each part.
 """
 
 from __future__ import annotations
@@ -47,9 +54,17 @@ def _percentiles(seconds: list[float]) -> dict:
     }
 
 
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _rows(queries) -> list:
+    return [queries.select([i]) for i in range(len(queries))]
+
+
 def _latencies(search, queries, k: int, passes: int) -> list[float]:
-    rows = [queries.select([i]) for i in range(len(queries))]
-    for row in rows[:20]:  # warm-up
+    rows = _rows(queries)
+    for row in rows:  # warm-up: a full pass, so the pages the queries read are mapped
         search(row, k)
     seconds = []
     for _ in range(passes):
@@ -60,6 +75,27 @@ def _latencies(search, queries, k: int, passes: int) -> list[float]:
     return seconds
 
 
+def _paired_latencies(local, remote, queries, k: int, passes: int) -> tuple[list, list]:
+    """Each query in process, then through Ray: both series under the same load."""
+    rows = _rows(queries)
+    # Warm-up: one full pass each, so that both processes have mapped the pages the queries
+    # read (a fresh actor process takes a page fault for every page it touches first, even
+    # when the page cache holds it).
+    for row in rows:
+        local(row, k)
+        remote(row, k)
+    here, there = [], []
+    for _ in range(passes):
+        for row in rows:
+            started = time.perf_counter()
+            local(row, k)
+            middle = time.perf_counter()
+            remote(row, k)
+            there.append(time.perf_counter() - middle)
+            here.append(middle - started)
+    return here, there
+
+
 def bench_encoding(args, work: Path) -> dict:
     from sparse_ir.distributed.encode import EncodeJob, encode_corpus_on_ray
 
@@ -67,7 +103,7 @@ def bench_encoding(args, work: Path) -> dict:
     with open(Path(args.scifact) / "corpus.jsonl", encoding="utf-8") as source:
         lines = [line for line in source if line.strip()][: args.encode_docs]
     corpus.write_text("".join(lines), encoding="utf-8")
-    figures = {}
+    figures = {"load_before": _load()}
     for actors in (1, 2):
         output = work / f"encoded-{actors}"
         shutil.rmtree(output, ignore_errors=True)
@@ -82,6 +118,7 @@ def bench_encoding(args, work: Path) -> dict:
         shutil.rmtree(output, ignore_errors=True)
     one, two = (figures[f"actors_{n}"]["docs_per_second"] for n in (1, 2))
     figures["speedup"] = round(two / one, 3) if one else None
+    figures["load_after"] = _load()
     return figures
 
 
@@ -89,6 +126,8 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
     from sparse_ir.distributed.search import DistributedIndex
 
     figures = {"documents": sharded.num_documents, "shards": sharded.num_shards}
+    figures["bytes_per_document"] = round(sharded.size_bytes() / sharded.num_documents, 1)
+    figures["load_before"] = _load()
     local = _latencies(sharded.search, queries, args.k, args.passes)
     figures["in_process"] = _percentiles(local)
     shard = sharded.shards[0]
@@ -99,20 +138,32 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
         figures["single_index"] = _percentiles(
             _latencies(single.search, queries, args.k, args.passes)
         )
-    for per_actor, label in ((1, "ray"), (sharded.num_shards, "ray_one_actor")):
-        actors = -(-sharded.num_shards // per_actor)
-        with DistributedIndex(
-            sharded.directory, shards_per_actor=per_actor, num_cpus=args.cpus / actors, threads=1
-        ) as distributed:
-            remote = _latencies(distributed.search, queries, args.k, args.passes)
+    placements = (
+        ("ray", {}),  # the default: as many actors as free CPUs, up to one per shard
+        ("ray_one_actor", {"actors": 1, "num_cpus": args.cpus}),
+        ("ray_per_shard", {"actors": sharded.num_shards, "num_cpus": args.cpus / 4}),
+    )
+    for label, options in placements:
+        with DistributedIndex(sharded.directory, threads=1, **options) as distributed:
             for row in range(min(len(queries), 50)):  # the answers are the in-process ones
                 query = queries.select([row])
                 if distributed.search(query, args.k) != sharded.search(query, args.k):
                     raise SystemExit(f"{name}: Ray and in-process answers differ, query {row}")
-        figures[label] = _percentiles(remote)
-        added = figures[label]["p50_ms"] - figures["in_process"]["p50_ms"]
+            here, there = _paired_latencies(
+                sharded.search, distributed.search, queries, args.k, args.passes
+            )
+            figures[label] = {"actors": len(distributed.actors), **_percentiles(there)}
+            # Ray's own floor for this placement: the same scatter-gather of calls that do
+            # nothing (one to every actor, one ray.get), under the same load.
+            figures[label]["round_trip_p50_ms"] = _percentiles(
+                _latencies(lambda row, k: distributed.pids(), queries, args.k, 1)
+            )["p50_ms"]
+        figures[label]["in_process_p50_ms"] = _percentiles(here)["p50_ms"]
+        added = figures[label]["p50_ms"] - figures[label]["in_process_p50_ms"]
         figures[label]["added_p50_ms"] = round(added, 3)
+        figures[label]["load"] = _load()
     figures["added_p50_ms"] = figures["ray"]["added_p50_ms"]
+    figures["load_after"] = _load()
     return figures
 
 
@@ -128,23 +179,48 @@ def bench_scifact(args, work: Path) -> dict:
     return bench_search("scifact", sharded, quantizer.quantize(queries), args, single)
 
 
-def bench_synth(args, work: Path) -> dict:
+def synth_indexes(args, work: Path):
+    """``(corpus, 4-shard index, single index or None, build seconds or None)`` of synth1m,
+    built where they are missing (not timed: ``--prepare`` builds them outside the lock)."""
     from sparse_ir.synthetic import NpzCorpus
 
     corpus = NpzCorpus(args.synth)
-    reference = ImpactIndex.open(args.reference_index) if args.reference_index else None
-    quantizer = reference.quantizer if reference is not None else Quantizer(scale=1.0)
-    size = -(-corpus.num_documents // 4)
-    started = time.perf_counter()
-    sharded = ShardedIndex.build(
-        ([batch] for batch in corpus.documents(shard_size=size)),
-        work / "synth1m-4",
-        quantizer=quantizer,
-        memory_budget="1GB",
-        show_progress=False,
-    )
-    build_seconds = round(time.perf_counter() - started, 1)
-    queries = corpus.queries().select(range(args.synth_queries))
+    # The corpus holds integer impacts (weights x 100): indexed as they are.
+    quantizer = Quantizer(scale=1.0)
+    directory = Path(args.synth_index) if args.synth_index else work / "synth1m-4"
+    build_seconds = None
+    if (directory / "manifest.json").is_file():
+        sharded = ShardedIndex.open(directory)
+    else:
+        started = time.perf_counter()
+        sharded = ShardedIndex.build(
+            ([batch] for batch in corpus.documents(shard_size=-(-corpus.num_documents // 4))),
+            directory,
+            quantizer=quantizer,
+            memory_budget="1GB",
+            show_progress=False,
+        )
+        build_seconds = round(time.perf_counter() - started, 1)
+    reference = None
+    if args.reference_index:
+        path = Path(args.reference_index)
+        if (path / "CURRENT").is_file():
+            reference = ImpactIndex.open(path)
+        else:
+            reference = ImpactIndex.build(
+                corpus.documents(shard_size=100_000),
+                path,
+                quantizer=quantizer,
+                memory_budget="1GB",
+                show_progress=False,
+            )
+    return corpus, sharded, reference, build_seconds
+
+
+def bench_synth(args, work: Path) -> dict:
+    corpus, sharded, reference, build_seconds = synth_indexes(args, work)
+    queries = corpus.queries()
+    queries = queries.select(range(min(args.synth_queries, len(queries))))
     if reference is not None:
         for row in range(min(20, len(queries))):
             query = queries.select([row])
@@ -152,6 +228,25 @@ def bench_synth(args, work: Path) -> dict:
                 raise SystemExit(f"synth1m: 4 shards and the 1M index differ for query {row}")
     figures = bench_search("synth1m", sharded, queries, args)
     figures["build_seconds"] = build_seconds
+    if reference is not None:
+        figures["checked_against_single_index"] = min(20, len(queries))
+        figures["single_index_bytes_per_document"] = round(
+            reference.size_bytes() / reference.num_documents, 1
+        )
+    return figures
+
+
+def acceptance(results: dict) -> dict:
+    """The issue's figures: encoding ratio 1 -> 2 actors (target >= 1.7) and the added p50 of
+    Ray search with the default placement (target <= 2 ms) on SciFact and on synth1m."""
+    figures = {}
+    if "encoding" in results:
+        figures["encoding_speedup_2_vs_1_actor"] = results["encoding"]["speedup"]
+    for name in ("scifact", "synth1m"):
+        if name in results:
+            figures[f"{name}_added_p50_ms"] = results[name]["added_p50_ms"]
+            figures[f"{name}_actors"] = results[name]["ray"]["actors"]
+    figures["targets"] = {"encoding_speedup": ">= 1.7", "added_p50_ms": "<= 2"}
     return figures
 
 
@@ -164,17 +259,26 @@ def _table(results: dict) -> str:
             f"{e['actors_2']['docs_per_second']} docs/s: {e['speedup']}x"
         )
     for name in ("scifact", "synth1m"):
-        if name in results:
-            r = results[name]
+        if name not in results:
+            continue
+        r = results[name]
+        lines.append(
+            f"{name} ({r['documents']} docs, {r['shards']} shards, "
+            f"{r['bytes_per_document']:.0f} B/doc): in-process p50 {r['in_process']['p50_ms']} "
+            f"ms; one shard ({r['one_shard']['documents']} docs, "
+            f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms"
+        )
+        for label in ("ray", "ray_one_actor", "ray_per_shard"):
+            f = r[label]
             lines.append(
-                f"{name} ({r['documents']} docs, {r['shards']} shards): in-process p50 "
-                f"{r['in_process']['p50_ms']} ms, Ray p50 {r['ray']['p50_ms']} ms, added "
-                f"{r['added_p50_ms']} ms (one actor for all shards: added "
-                f"{r['ray_one_actor']['added_p50_ms']} ms); one shard "
-                f"({r['one_shard']['documents']} docs, "
-                f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms"
+                f"  {label:14} {f['actors']} actor(s): p50 {f['p50_ms']} ms / p90 "
+                f"{f['p90_ms']} ms, in process {f['in_process_p50_ms']} ms: added "
+                f"{f['added_p50_ms']} ms; Ray round trip, no work {f['round_trip_p50_ms']} ms "
+                f"(load {f['load']})"
             )
     lines.append(f"load: {results['load']}")
+    for key, value in results["acceptance"].items():
+        lines.append(f"acceptance: {key} = {value}")
     return "\n".join(lines)
 
 
@@ -184,9 +288,23 @@ def main(argv=None) -> int:
     parser.add_argument("--scifact", default=None, help="SciFact (default: found as usual)")
     parser.add_argument("--synth", default=None, help="synth1m directory (default: skipped)")
     parser.add_argument(
-        "--reference-index", default=None, help="the single 1M index (default: no check)"
+        "--synth-index",
+        default=None,
+        help="the 4-shard synth1m index: reused if there, else built there and kept "
+        "(default: built under --work)",
     )
-    parser.add_argument("--cpus", type=int, default=2, help="local Ray CPUs (default: 2)")
+    parser.add_argument(
+        "--reference-index",
+        default=None,
+        help="the single 1M index, built there if missing (default: no check)",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=int,
+        default=2,
+        help="CPUs of the local Ray cluster; DistributedIndex's default placement starts "
+        "min(shards, CPUs) actors of 1 CPU (default: 2)",
+    )
     parser.add_argument(
         "--encode-docs", type=int, default=1000, help="SciFact docs encoded (default: 1000)"
     )
@@ -206,11 +324,23 @@ def main(argv=None) -> int:
         help="leave a part out (repeatable) (default: none)",
     )
     parser.add_argument("--keep", action="store_true", help="keep --work (default: delete)")
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only build the synth1m indexes (--synth-index, --reference-index) and exit: "
+        "a long build that need not hold the benchmark lock",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.scifact = str(_common.scifact_data(parser, args.scifact))
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    if args.prepare:
+        if not args.synth:
+            parser.error("--prepare needs --synth")
+        corpus, sharded, reference, seconds = synth_indexes(args, work)
+        print(json.dumps({"sharded": str(sharded.directory), "build_seconds": seconds}))
+        return 0
     from sparse_ir.distributed.cluster import init_ray
 
     # Ray runs its workers at niceness 15 by default: on a machine shared with other jobs
@@ -230,7 +360,12 @@ def main(argv=None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(json.dumps(results, indent=1) if args.json else _table(results))
+    results["acceptance"] = acceptance(results)
+    if args.json:
+        print(_table(results), file=sys.stderr)
+        print(json.dumps(results, indent=1))
+    else:
+        print(_table(results))
     return 0
 
 

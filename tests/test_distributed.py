@@ -72,9 +72,11 @@ def collection(tmp_path_factory):
 
 
 def _distributed(path, **options):
+    """One actor per shard unless told otherwise (the default depends on the CPUs free)."""
     from sparse_ir.distributed.search import DistributedIndex
 
-    return DistributedIndex(path, **{"num_cpus": 0.25, "timeout": 60, **options})
+    placement = {} if "actors" in options else {"shards_per_actor": 1}
+    return DistributedIndex(path, **{"num_cpus": 0.25, "timeout": 60, **placement, **options})
 
 
 @pytest.mark.parametrize("shards_per_actor", [1, 3])
@@ -93,6 +95,33 @@ def test_ray_search_equals_the_single_index(ray_cluster, collection, shards_per_
             assert index.search(query, 9, mode="exhaustive") == single.search(query, 9)
             top = index.search_arrays(query, 4)
             assert top.docnos.tolist() == [h.docno for h in single.search(query, 4)]
+
+
+def test_the_default_groups_shards_by_the_free_cpus_and_a_dead_group_names_its_shards(
+    ray_cluster, collection
+):
+    from sparse_ir.distributed.search import DistributedIndex, ShardUnavailableError
+
+    _, queries, single, sharded = collection
+    # num_cpus=1 on a 2-CPU cluster: at most 2 actors for the 5 shards, runs of shards.
+    with DistributedIndex(sharded.directory, timeout=60) as index:
+        assert 1 <= len(index.actors) <= 2
+        assert sum(index.groups, []) == list(range(5))
+        run = index.search_batch(queries, 10)
+        assert run.results == single.search_batch(queries, 10, threads=1).results
+    with _distributed(sharded.directory, actors=2, max_restarts=0, timeout=20) as index:
+        assert index.groups == [[0, 1, 2], [3, 4]]
+        query = queries.select([4])
+        assert index.search(query, 10) == single.search(query, 10)
+        os.kill(index.pids()[1], signal.SIGKILL)
+        with pytest.raises(ShardUnavailableError, match="shard-00003, shard-00004") as caught:
+            index.search(query, 10)
+        assert caught.value.shards == ("shard-00003", "shard-00004")
+        index.allow_partial = True
+        hits = index.search(query, 10)
+        assert hits.missing_shards == ("shard-00003", "shard-00004")
+        kept = int(index.offsets[3])
+        assert hits == [h for h in single.search(query, 300) if h.docno < kept][:10]
 
 
 def test_searcher_and_hybrid_over_a_distributed_sharded_pair(ray_cluster, collection, tmp_path):

@@ -1,10 +1,17 @@
 """Scatter-gather search of a sharded index on Ray actors.
 
-Each actor holds a group of shards of a :mod:`sparse_ir.index.sharded` index, memory-mapped
-from the shared storage they were written to. A query (or a chunk of a batch) goes to every
-actor; each answers its shards' exact top-k lists; the client merges them with the same exact
-merge as the local :class:`~sparse_ir.index.sharded.ShardedIndex`, so the answer is the one
-index's over all documents.
+Each actor holds a group of consecutive shards of a :mod:`sparse_ir.index.sharded` index,
+memory-mapped from the shared storage they were written to (by default one shard per actor, as
+many actors as the CPUs Ray has free: :func:`default_actor_count`). A query (or a chunk of a
+batch) goes to every actor; each merges its shards' exact top-k lists and answers one list per
+query as packed arrays; the client merges those with the same exact merge as the local
+:class:`~sparse_ir.index.sharded.ShardedIndex` and names the hits from the shards' id
+columns, so the answer is the one index's over all documents.
+
+The per-query path is kept short because on a small machine it is most of the latency: the
+query goes as one ``bytes`` argument (built once, for every actor), the answer comes back as
+``bytes`` (no pickled arrays, no Hit objects, no ids), all calls are in flight at once and
+gathered by one ``ray.get``, and the actors record no task events.
 
 Faults: actors are created with ``max_restarts`` (Ray starts a dead actor again and re-opens
 its shards) and ``max_task_retries`` (calls in flight when it died are sent again). A call
@@ -22,13 +29,29 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sparse_ir.errors import SparseIRError
 from sparse_ir.results import Hit, Run
 
-__all__ = ["DistributedIndex", "ShardUnavailableError", "ShardedRun", "ShardedHits", "ShardGroup"]
+if TYPE_CHECKING:
+    from sparse_ir.index.impact_index import TopK
+
+__all__ = [
+    "DistributedIndex",
+    "ShardUnavailableError",
+    "ShardedRun",
+    "ShardedHits",
+    "ShardGroup",
+    "default_actor_count",
+    "shard_groups",
+    "pack_query",
+    "unpack_query",
+    "pack_top",
+    "unpack_top",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,65 +94,158 @@ class ShardedHits(list):
 class ShardGroup:
     """The actor's body: a group of shards of one sharded index, searched in this process.
 
-    Results are per shard: ``(docnos, scores, doc_ids)`` of each query's top-k, shard-local
-    numbers (the client adds the offsets and merges).
+    The group merges its own shards' top-k (global document numbers, the exact
+    :func:`~sparse_ir.index.composite.merge_topk`), so each actor sends back one short list
+    per query, as raw arrays: no :class:`~sparse_ir.results.Hit` and no document id crosses
+    the wire (the client names the hits from the shards' id columns).
     """
 
     def __init__(self, path: str, numbers: Sequence[int], threads: int = 1):
+        from sparse_ir.index.composite import part_offsets
         from sparse_ir.index.sharded import open_sharded_kind
 
-        self.kind = open_sharded_kind(path)
-        self.shards = self.kind.open_shards(path, list(numbers))
+        kind = open_sharded_kind(path)
+        _, records = kind.read_manifest(path)
+        offsets = part_offsets([record.num_documents for record in records])
+        self.shards = kind.open_shards(path, list(numbers))
+        self.starts = [int(offsets[n]) for n in numbers]
         self.threads = threads
 
     def pid(self) -> int:
         """This actor's process id (for operators, and for the fault tests)."""
         return os.getpid()
 
-    def search_one(self, terms, weights, k: int, mode) -> list:
-        """Each shard's top-``k`` of one prepared impact query: ``[shard] -> (docnos,
-        scores, ids)`` (no Hit objects: the lightest answer)."""
-        query = (np.array(terms, np.int32), np.array(weights, np.int64))
-        out = []
-        for shard in self.shards:
-            top = shard.search_arrays(query, k, mode=mode)
-            ids = shard.doc_ids
-            docnos = top.docnos.tolist()
-            # Plain lists: a small answer of Python objects travels inline with the reply,
-            # where numpy buffers would take a trip through the object store.
-            out.append((docnos, top.scores.tolist(), [ids[d] for d in docnos]))
-        return out
+    def search_one(self, query: bytes, k: int, mode) -> bytes:
+        """The group's top-``k`` of one prepared impact query (:func:`pack_query`), packed by
+        :func:`pack_top` with global document numbers."""
+        from sparse_ir.index.composite import merge_topk
 
-    def search_batch(self, queries, k: int, mode) -> list:
-        """Each shard's top-``k`` of every query: ``[shard][query] -> (docnos, scores, ids)``.
+        prepared = unpack_query(query)
+        parts = [shard.search_arrays(prepared, k, mode=mode) for shard in self.shards]
+        return pack_top(merge_topk(parts, self.starts, k))
+
+    def search_batch(self, queries, k: int, mode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The group's top-``k`` of every query: ``(counts, docnos, scores)``, the lists laid
+        end to end (``counts[q]`` hits of query ``q``), global document numbers.
 
         ``queries``: ``(indptr, terms, weights)`` of prepared impact queries, or a ``[q, dim]``
         float32 matrix for dense shards.
         """
-        out = []
+        from sparse_ir.index.composite import merge_topk
+        from sparse_ir.index.sharded import _as_topk
+
+        runs = []
         for shard in self.shards:
             if isinstance(queries, tuple):
-                run = shard.search_batch(
-                    _as_impact_batch(queries, shard.vocab), k, mode=mode, threads=self.threads
-                )
+                batch = _as_impact_batch(queries, shard.vocab)
+                runs.append(shard.search_batch(batch, k, mode=mode, threads=self.threads))
             else:
-                run = shard.search_batch(np.array(queries, np.float32), k, mode=mode or "exact")
-            ids = shard.doc_ids
-            out.append(
-                [
-                    (
-                        np.fromiter((h.docno for h in hits), np.int64, len(hits)),
-                        np.array([h.score for h in hits]),
-                        [ids[h.docno] for h in hits],
-                    )
-                    for hits in run.results.values()
-                ]
-            )
-        return out
+                matrix = np.array(queries, np.float32)
+                runs.append(shard.search_batch(matrix, k, mode=mode or "exact"))
+        tops = [
+            merge_topk([_as_topk(hits) for hits in per_query], self.starts, k)
+            for per_query in zip(*(run.results.values() for run in runs))
+        ]
+        counts = np.array([len(top.docnos) for top in tops], np.int64)
+        if not tops:
+            return counts, np.empty(0, np.int64), np.empty(0, np.int64)
+        return (
+            counts,
+            np.concatenate([top.docnos for top in tops]),
+            np.concatenate([top.scores for top in tops]),
+        )
 
-    def doc_ids(self) -> list[list[str]]:
-        """Every shard's document ids."""
-        return [shard.doc_ids for shard in self.shards]
+
+def pack_query(terms: np.ndarray, weights: np.ndarray) -> bytes:
+    """One prepared impact query as bytes: the int32 term ids, then the int64 weights.
+
+    Bytes are the cheapest argument Ray passes (no pickling of arrays), and the query is
+    serialized once for every actor.
+
+    Example:
+        >>> terms, weights = unpack_query(pack_query(np.array([3, 7]), np.array([2, 5])))
+        >>> terms.tolist(), weights.tolist(), terms.dtype.name, weights.dtype.name
+        ([3, 7], [2, 5], 'int32', 'int64')
+    """
+    return np.asarray(terms, "<i4").tobytes() + np.asarray(weights, "<i8").tobytes()
+
+
+def unpack_query(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(terms, weights)`` of :func:`pack_query` (writable copies, the dtypes a search
+    of this process uses: numba compiles a kernel per array type)."""
+    count = len(blob) // 12
+    if len(blob) != 12 * count:
+        raise ValueError(f"a packed query has 12 bytes per term, got {len(blob)} bytes")
+    terms = np.frombuffer(blob, "<i4", count).astype(np.int32)
+    return terms, np.frombuffer(blob, "<i8", count, offset=4 * count).astype(np.int64)
+
+
+def pack_top(top: TopK) -> bytes:
+    """A top-k list of an impact search as bytes: int64 document numbers, then int64 scores.
+
+    Example:
+        >>> from sparse_ir.index.impact_index import TopK
+        >>> back = unpack_top(pack_top(TopK(np.array([4, 1]), np.array([9, 9]))))
+        >>> back.docnos.tolist(), back.scores.tolist()
+        ([4, 1], [9, 9])
+    """
+    return np.asarray(top.docnos, "<i8").tobytes() + np.asarray(top.scores, "<i8").tobytes()
+
+
+def unpack_top(blob: bytes) -> TopK:
+    """The :class:`TopK` of :func:`pack_top`."""
+    from sparse_ir.index.impact_index import TopK
+
+    count = len(blob) // 16
+    if len(blob) != 16 * count:
+        raise ValueError(f"a packed top-k list has 16 bytes per hit, got {len(blob)} bytes")
+    return TopK(
+        np.frombuffer(blob, "<i8", count), np.frombuffer(blob, "<i8", count, offset=8 * count)
+    )
+
+
+def default_actor_count(shards: int, num_cpus: float, free_cpus: float) -> int:
+    """The number of shard actors when the caller does not say: one per shard, as many as
+    the CPUs Ray has free can hold at ``num_cpus`` each, and at least one (which then holds
+    every shard, and waits for a CPU if none is free).
+
+    On a cluster with a core per shard this is one actor per shard; on a small machine the
+    shards are grouped, because each actor is a process that must be woken for every query:
+    more actors than cores only add scheduling to every query.
+
+    Example:
+        >>> default_actor_count(4, 1.0, 2.0)     # 4 shards, 2 free CPUs
+        2
+        >>> default_actor_count(128, 1.0, 256.0)  # a cluster of 16 nodes of 16 CPUs
+        128
+        >>> default_actor_count(4, 1.0, 0.0)
+        1
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be >= 1, got {shards}")
+    if num_cpus <= 0:
+        return shards
+    return max(1, min(shards, int((free_cpus + 1e-9) // num_cpus)))
+
+
+def shard_groups(shards: int, actors: int) -> list[list[int]]:
+    """Shards ``0 .. shards-1`` in ``actors`` runs of consecutive shards, sizes within one.
+
+    Example:
+        >>> shard_groups(5, 2)
+        [[0, 1, 2], [3, 4]]
+        >>> shard_groups(4, 4)
+        [[0], [1], [2], [3]]
+    """
+    if not 1 <= actors <= shards:
+        raise ValueError(f"need 1 <= actors <= shards, got {actors} actors for {shards} shards")
+    size, extra = divmod(shards, actors)
+    groups, start = [], 0
+    for group in range(actors):
+        end = start + size + (group < extra)
+        groups.append(list(range(start, end)))
+        start = end
+    return groups
 
 
 def _as_impact_batch(queries, vocab):
@@ -153,8 +269,15 @@ class DistributedIndex:
     unchanged.
 
     Args:
-        path: the sharded index, on storage every node reads at the same path.
-        shards_per_actor: shards held by one actor (default 1: one actor per shard).
+        path: the sharded index, on storage every node reads at the same path (the client
+            reads the manifest and the shards' document-id columns there too).
+        actors: shard actors to start; the shards are split into that many runs of
+            consecutive shards (:func:`shard_groups`). Default: one per shard, as many as the
+            CPUs Ray has free hold at ``num_cpus`` each (:func:`default_actor_count`) — one
+            actor per shard on a cluster with a core per shard; grouped shards on a small
+            machine, where every extra actor is one more process to wake for every query.
+        shards_per_actor: instead of ``actors``, the shards each actor holds (1: one actor
+            per shard).
         num_cpus: CPUs Ray reserves per actor (default 1); ``num_gpus`` is not needed to search.
         threads: search threads inside an actor (default 1).
         max_restarts: times Ray restarts a dead actor (default 3).
@@ -179,7 +302,8 @@ class DistributedIndex:
         self,
         path: str | os.PathLike,
         *,
-        shards_per_actor: int = 1,
+        actors: int | None = None,
+        shards_per_actor: int | None = None,
         num_cpus: float = 1.0,
         threads: int = 1,
         max_restarts: int = 3,
@@ -192,10 +316,19 @@ class DistributedIndex:
         from sparse_ir.distributed.cluster import init_ray
         from sparse_ir.index.sharded import SHARDED_DENSE_FORMAT, open_sharded_kind
 
-        if shards_per_actor < 1 or chunk_size < 1 or timeout <= 0 or max_restarts < 0:
+        if actors is not None and shards_per_actor is not None:
+            raise ValueError("give actors or shards_per_actor, not both")
+        if (
+            (actors is not None and actors < 1)
+            or (shards_per_actor is not None and shards_per_actor < 1)
+            or chunk_size < 1
+            or timeout <= 0
+            or max_restarts < 0
+        ):
             raise ValueError(
-                "shards_per_actor and chunk_size must be >= 1, timeout > 0, max_restarts >= 0; "
-                f"got {shards_per_actor}, {chunk_size}, {timeout}, {max_restarts}"
+                "actors, shards_per_actor and chunk_size must be >= 1, timeout > 0, "
+                f"max_restarts >= 0; got {actors}, {shards_per_actor}, {chunk_size}, "
+                f"{timeout}, {max_restarts}"
             )
         self.directory = Path(path).resolve()
         kind = open_sharded_kind(self.directory)
@@ -205,19 +338,35 @@ class DistributedIndex:
         from sparse_ir.index.composite import part_offsets
 
         self.offsets = part_offsets([r.num_documents for r in self.records])
+        self._starts = self.offsets[:-1].tolist()
+        self._no_offsets = [0] * len(self.records)
         self.timeout = float(timeout)
         self.allow_partial = bool(allow_partial)
         self.chunk_size = int(chunk_size)
         self._doc_id_list: list[str] | None = None
+        self._id_columns: list | None = None
         ray = init_ray(address)
+        shards = len(self.records)
+        if shards_per_actor is not None:
+            numbers = list(range(shards))
+            self.groups = [
+                numbers[start : start + shards_per_actor]
+                for start in range(0, shards, shards_per_actor)
+            ]
+        else:
+            if actors is None:
+                free = ray.available_resources().get("CPU", 0.0)
+                actors = default_actor_count(shards, num_cpus, free)
+            self.groups = shard_groups(shards, min(actors, shards))
+        # Task events feed Ray's state API and dashboard (``ray list tasks``); on the path of
+        # every query they cost more than the search of a small shard, so these actors' calls
+        # record none (actor restarts and errors are still reported).
         remote = ray.remote(ShardGroup).options(
-            num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=max_restarts
+            num_cpus=num_cpus,
+            max_restarts=max_restarts,
+            max_task_retries=max_restarts,
+            enable_task_events=False,
         )
-        numbers = list(range(len(self.records)))
-        self.groups = [
-            numbers[start : start + shards_per_actor]
-            for start in range(0, len(numbers), shards_per_actor)
-        ]
         self.actors = [remote.remote(str(self.directory), group, threads) for group in self.groups]
         self._wait_started(start_timeout)
 
@@ -269,12 +418,27 @@ class DistributedIndex:
             return getattr(self._first, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def _columns(self) -> list:
+        """Each pinned shard's document-id column, memory-mapped (read a hit at a time: the
+        client holds no list of ids)."""
+        if self._id_columns is None:
+            from sparse_ir.index.strings import StringColumn
+
+            self._id_columns = [
+                StringColumn(
+                    self.directory / record.path / record.generation,
+                    "doc_ids",
+                    record.num_documents,
+                )
+                for record in self.records
+            ]
+        return self._id_columns
+
     @property
     def doc_ids(self) -> list[str]:
-        """External id of every document, by global number (fetched from the actors once)."""
+        """External id of every document, by global number (read once from the shards)."""
         if self._doc_id_list is None:
-            groups = self._gather([actor.doc_ids.remote() for actor in self.actors])[0]
-            self._doc_id_list = [d for group in groups for shard in group for d in shard]
+            self._doc_id_list = [d for column in self._columns() for d in column.all()]
         return self._doc_id_list
 
     def pids(self) -> list[int]:
@@ -312,22 +476,34 @@ class DistributedIndex:
             hits = ShardedHits(run.results["0"])
             hits.missing_shards = run.missing_shards
             return hits
+        top, missing = self._search_one(query, k, mode)
+        hits = ShardedHits(self._hits(top))
+        hits.missing_shards = missing
+        return hits
+
+    def _search_one(self, query, k: int, mode) -> tuple[TopK, tuple[str, ...]]:
+        """One impact query: every group's top-k (one call per actor, one ``ray.get``),
+        merged; and the shards without an answer (only with ``allow_partial``)."""
         from sparse_ir.index.composite import merge_topk
 
-        terms, weights = self.prepare_query(query)
-        terms, weights = terms.tolist(), weights.tolist()  # inline arguments (see search_one)
-        refs = [actor.search_one.remote(terms, weights, k, mode) for actor in self.actors]
+        blob = pack_query(*self.prepare_query(query))  # serialized once for every actor
+        refs = [actor.search_one.remote(blob, k, mode) for actor in self.actors]
         answers, missing = self._gather(refs)
-        hits = ShardedHits(self._merge_one(answers, None, k, merge_topk))
-        hits.missing_shards = tuple(self.records[n].path for n in missing)
-        return hits
+        parts = [unpack_top(answer) for answer in answers if answer is not None]
+        top = merge_topk(parts, self._no_offsets[: len(parts)], k)
+        return top, tuple(self.records[n].path for n in missing)
 
     def search_arrays(self, query, k: int = 10, *, mode=None, filter=None):  # noqa: A002
         """:meth:`search` as ``TopK(docnos, scores)`` with global document numbers."""
         from sparse_ir.index.impact_index import TopK
 
-        hits = self.search(query, k, mode=mode, filter=filter)
-        return TopK(np.array([h.docno for h in hits], np.int64), np.array([h.score for h in hits]))
+        _refuse_filter(filter)
+        if self.is_dense:
+            hits = self.search(query, k, mode=mode)
+            return TopK(
+                np.array([h.docno for h in hits], np.int64), np.array([h.score for h in hits])
+            )
+        return self._search_one(query, k, mode)[0]
 
     def search_batch(
         self,
@@ -371,8 +547,10 @@ class DistributedIndex:
         return self._scatter(ids, chunks, k, mode)
 
     def _scatter(self, ids, chunks, k, mode) -> ShardedRun:
-        """Send every chunk to every actor, gather, merge."""
+        """Send every chunk to every actor (all calls in flight at once), gather them with
+        one ``ray.get``, merge each query's group lists."""
         from sparse_ir.index.composite import merge_topk
+        from sparse_ir.index.impact_index import TopK
 
         ray = _ray()
         # A chunk sent to several actors is put in the object store once; a small one is
@@ -391,33 +569,29 @@ class DistributedIndex:
         query = 0
         for row, chunk in enumerate(chunks):
             size = len(chunk) if self.is_dense else len(chunk[0]) - 1
-            groups = answers[row * per_actor : (row + 1) * per_actor]
+            lists = []  # per answering actor: the chunk's top-k lists
+            answered = answers[row * per_actor : (row + 1) * per_actor]
+            for counts, docnos, scores in (a for a in answered if a is not None):
+                ends = np.cumsum(counts).tolist()
+                lists.append(
+                    [TopK(docnos[a:b], scores[a:b]) for a, b in zip([0, *ends[:-1]], ends)]
+                )
             for position in range(size):
-                run.results[ids[query]] = self._merge_one(groups, position, k, merge_topk)
+                parts = [group[position] for group in lists]
+                top = merge_topk(parts, self._no_offsets[: len(parts)], k)
+                run.results[ids[query]] = self._hits(top)
                 query += 1
         return run
 
-    def _merge_one(self, groups, position, k, merge) -> list[Hit]:
-        from sparse_ir.index.impact_index import TopK
-
-        parts, offsets, names = [], [], {}
-        for group_numbers, answer in zip(self.groups, groups):
-            if answer is None:
-                continue
-            for number, shard_answer in zip(group_numbers, answer):
-                # position None: an answer of search_one (one query, no per-query list)
-                docnos, scores, doc_ids = (
-                    shard_answer if position is None else shard_answer[position]
-                )
-                at = int(self.offsets[number])
-                docnos = np.asarray(docnos, np.int64)
-                parts.append(TopK(docnos, np.asarray(scores)))
-                offsets.append(at)
-                names.update(zip((docnos + at).tolist(), doc_ids))
-        if not parts:
-            return []
-        top = merge(parts, offsets, k)
-        return [Hit(names[d], s, d) for d, s in zip(top.docnos.tolist(), top.scores.tolist())]
+    def _hits(self, top: TopK) -> list[Hit]:
+        """Hits of global document numbers, named from the shards' id columns."""
+        docnos = top.docnos.tolist()
+        shards = (np.searchsorted(self.offsets, top.docnos, side="right") - 1).tolist()
+        columns, starts = self._columns(), self._starts
+        return [
+            Hit(columns[s][d - starts[s]], score, d)
+            for d, s, score in zip(docnos, shards, top.scores.tolist())
+        ]
 
     def _gather(self, refs: list) -> tuple[list, list[int]]:
         """Every answer (None where an actor gave none within the timeout) and the numbers
