@@ -1090,7 +1090,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, error: RequestValidationError):
         problems = []
         for item in error.errors():
-            location = [str(part) for part in item.get("loc", ()) if part != "body"]
+            where = list(item.get("loc", ()))
+            location = [str(part) for part in (where[1:] if where[:1] == ["body"] else where)]
             message = item.get("msg", "invalid")
             problems.append(
                 {
