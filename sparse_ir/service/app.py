@@ -312,6 +312,7 @@ def create_app(
     state = _State(engine, settings, metrics, executor, batcher, writes)
 
     app = FastAPI(
+        **_telemetry_options(),
         title="sparse_ir search service",
         version=_version(),
         lifespan=_lifespan(state),
@@ -337,6 +338,24 @@ def create_app(
     _add_admin_routes(app, state)
     _add_write_routes(app, state)
     return app
+
+
+def _telemetry_options() -> dict:
+    """FastAPI's native OpenTelemetry (FastAPI >= 0.160) off unless it is configured when
+    the app is made (a provider set, or ``OTEL_*`` variables): otherwise it does nothing but
+    check, on every request, whether it has become configured (tens of microseconds). The
+    service keeps its own metrics (/stats, /metrics)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    if any(name.startswith("OTEL_") for name in os.environ):
+        return {}
+    try:
+        probe = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        if probe._native_telemetry.enabled():  # a provider is set
+            return {}
+    except Exception:  # another FastAPI's internals: leave its default
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def _make_engine(index, dense_index, device: str) -> Engine:
@@ -420,6 +439,9 @@ class _State:
         # the thread lock holds even when a handler is cancelled while its write runs.
         self._write_lock = asyncio.Lock()
         self._write_thread_lock = threading.Lock()
+        #: The dependencies of read endpoints: none when reads are open (each dependency
+        #: costs FastAPI's resolution on every request).
+        self.reads = [Depends(self.require_read)] if settings.read_token is not None else []
         #: Moving average of the CPU time of /search's searches (seconds; None: none yet).
         self.search_cpu: float | None = None
 
@@ -580,7 +602,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
         "/search",
         response_model=SearchResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Top-k documents for a text or a pre-encoded query",
     )
     async def search(body: SearchRequest, request: Request):
@@ -614,7 +636,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
         "/hybrid",
         response_model=HybridResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Sparse and dense search of one text, fused",
     )
     async def hybrid(body: HybridRequest, request: Request):
@@ -657,7 +679,7 @@ def _add_encode_routes(app: FastAPI, state: _State) -> None:
         "/encode",
         response_model=EncodeResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="The sparse vector of a text (decoded tokens)",
     )
     async def encode(body: EncodeRequest, request: Request):
@@ -684,7 +706,7 @@ def _add_document_routes(app: FastAPI, state: _State) -> None:
         "/documents/{doc_id:path}",
         response_model=DocumentResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="A stored document by its id",
     )
     async def document(doc_id: str):
@@ -726,7 +748,7 @@ def _add_stats_routes(app: FastAPI, state: _State) -> None:
 
     @app.get(
         "/stats",
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Index facts, request counts, latency percentiles",
     )
     async def stats():
@@ -778,7 +800,7 @@ def _add_metrics_routes(app: FastAPI, state: _State) -> None:
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Prometheus text format",
     )
     async def prometheus():
