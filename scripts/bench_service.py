@@ -300,6 +300,13 @@ def pre_encoded_overhead(port: int, index_path: Path, queries: list[dict], repea
     }
 
 
+def server_stats(port: int) -> dict:
+    """The server's ``GET /stats``."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/stats")
+    return json.loads(connection.getresponse().read())
+
+
 def machine_load() -> dict:
     """The load average now (1, 5, 15 minutes) and the cores: the context of every figure."""
     one, five, fifteen = os.getloadavg()
@@ -362,6 +369,13 @@ def main(argv=None) -> int:
         action="store_true",
         help="servers write their access log (default: off, as --no-access-log)",
     )
+    parser.add_argument(
+        "--server-option",
+        action="append",
+        default=[],
+        help="an option for both servers' sparse-ir serve, e.g. --server-option=--threads=2 "
+        "(repeatable)",
+    )
     parser.add_argument("--json", default=None, help="also write the summary to this file")
     args = parser.parse_args(argv)
     data = _common.scifact_data(parser, args.data)
@@ -384,8 +398,9 @@ def main(argv=None) -> int:
     # the other would measure the load as much as the batching.
     servers = {}
     rows, gains = [], {}
+    batching_stats = None
     overhead = None
-    common = [] if args.access_log else ["--no-access-log"]
+    common = ([] if args.access_log else ["--no-access-log"]) + args.server_option
     modes = ("on", "off") if args.only in ("all", "batching") else ("on",)
     try:
         for batching in modes:
@@ -431,6 +446,8 @@ def main(argv=None) -> int:
                 for on, off in zip(rounds["on"], rounds["off"])
                 if off["throughput"] > 0
             ]
+            if batching_stats is None:
+                batching_stats = server_stats(servers["on"].port)["micro_batching"]
             gains[clients] = {
                 "round_ratios": ratios,
                 "median_round_ratio": float(np.median(ratios)) if ratios else float("nan"),
@@ -467,6 +484,12 @@ def main(argv=None) -> int:
                 f"| {row['throughput']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
             )
         print()
+        if batching_stats is not None:
+            print(
+                f"micro-batching server, after the first level: {batching_stats['texts']} "
+                f"texts in {batching_stats['encoder_calls']} encoder calls (mean batch "
+                f"{batching_stats['mean_batch']}, largest {batching_stats['largest_batch']})"
+            )
         for clients, gain in gains.items():
             print(
                 f"micro-batching gain at {clients} clients: {gain['median_round_ratio']:.2f}x "
@@ -489,6 +512,8 @@ def main(argv=None) -> int:
         "levels": [{k: v for k, v in row.items() if k != "latencies_ms"} for row in rows],
         "gains": {str(clients): gain for clients, gain in gains.items()},
         "pre_encoded": overhead,
+        "micro_batching_first_level": batching_stats,
+        "server_options": common,
         "errors": errors,
     }
     print()
