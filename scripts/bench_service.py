@@ -300,6 +300,42 @@ def pre_encoded_overhead(port: int, index_path: Path, queries: list[dict], repea
     }
 
 
+def encoder_costs(texts: list[str], draws: int, batch_sizes=(6, 8, 12)) -> dict:
+    """CPU milliseconds per query of splade-tiny on one PyTorch thread (the service's
+    setting): each of 16 random test queries encoded alone, and the same 16 in one call
+    sorted by length and encoded in passes of each batch size. Medians over ``draws``
+    draws: what micro-batching can gain at most, before HTTP and searching."""
+    import torch
+
+    from sparse_ir.encoders.splade import SpladeEncoder
+
+    torch.set_num_threads(1)
+    encoder = SpladeEncoder.from_pretrained("splade-tiny")
+    rng = np.random.default_rng(0)
+    encoder.encode_queries(texts[:16], show_progress=False)
+
+    def cpu_ms(function) -> float:
+        began = time.thread_time()
+        function()
+        return (time.thread_time() - began) * 1000 / 16
+
+    costs: dict[str, list[float]] = {}
+    for _ in range(draws):
+        batch = [str(t) for t in rng.choice(texts, 16)]
+        costs.setdefault("alone", []).append(
+            cpu_ms(lambda b=batch: [encoder.encode_queries([t], show_progress=False) for t in b])
+        )
+        for size in batch_sizes:
+            costs.setdefault(f"passes_of_{size}", []).append(
+                cpu_ms(
+                    lambda size=size, b=batch: encoder.encode_queries(
+                        b, show_progress=False, batch_size=size
+                    )
+                )
+            )
+    return {name: float(np.median(values)) for name, values in costs.items()}
+
+
 def server_stats(port: int) -> dict:
     """The server's ``GET /stats``."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -376,6 +412,13 @@ def main(argv=None) -> int:
         help="an option for both servers' sparse-ir serve, e.g. --server-option=--threads=2 "
         "(repeatable)",
     )
+    parser.add_argument(
+        "--encoder-draws",
+        type=int,
+        default=10,
+        help="draws of 16 queries for the encoder's own costs, alone vs in passes "
+        "(0: skip; default: %(default)s)",
+    )
     parser.add_argument("--json", default=None, help="also write the summary to this file")
     args = parser.parse_args(argv)
     data = _common.scifact_data(parser, args.data)
@@ -392,6 +435,10 @@ def main(argv=None) -> int:
     vectors = [query_vectors[q.id] for q in dataset.queries if q.id in query_vectors]
     load_before = machine_load()
     print(f"machine load before: {load_before}", file=sys.stderr, flush=True)
+    encoder = None
+    if args.encoder_draws > 0 and args.only != "pre-encoded":
+        encoder = encoder_costs(texts, args.encoder_draws)
+        print(f"encoder CPU ms per query: {encoder}", file=sys.stderr, flush=True)
 
     # Both servers run side by side, and within each level the two take turns, round by
     # round (the order alternating): on a shared machine whose load moves, one server after
@@ -467,6 +514,16 @@ def main(argv=None) -> int:
         f"{load_before['load_5m']:.2f}/{load_before['load_15m']:.2f}, after "
         f"{load_after['load_1m']:.2f}/{load_after['load_5m']:.2f}/{load_after['load_15m']:.2f}"
     )
+    if encoder is not None:
+        print(
+            "splade-tiny alone, CPU ms per query (16 random test queries, one thread, median "
+            f"of {args.encoder_draws} draws): one text per call {encoder['alone']:.2f}; "
+            + "; ".join(
+                f"in passes of {name.rsplit('_', 1)[1]} {value:.2f}"
+                for name, value in encoder.items()
+                if name != "alone"
+            )
+        )
     if rows:
         print(
             f"text queries: at most {args.requests} requests or {args.seconds:g} s per level "
@@ -513,6 +570,7 @@ def main(argv=None) -> int:
         "gains": {str(clients): gain for clients, gain in gains.items()},
         "pre_encoded": overhead,
         "micro_batching_first_level": batching_stats,
+        "encoder_cpu_ms_per_query": encoder,
         "server_options": common,
         "errors": errors,
     }

@@ -104,7 +104,7 @@ class ServiceSettings:
     verify: bool = True
     search_threads: int = 4
     inline_search_ms: float = 2.0
-    encoder_batch_size: int = 6
+    encoder_batch_size: int = 8
     encoder_threads: int | None = 1
 
     def __post_init__(self):
