@@ -126,7 +126,14 @@ def open_writer(path: str):
 
 
 def _document_encoder(writer, args: argparse.Namespace):
-    """The document encoder an index records (model, pooling, lengths, precision)."""
+    return document_encoder(writer, device=args.device, batch_size=args.batch_size)
+
+
+def document_encoder(writer, *, device: str = "cpu", batch_size: int = 32):
+    """The document encoder an index records (model, pooling, lengths, precision), for the
+    documents a writer adds: they are scored like the ones already in the index. Raises
+    ValueError for an index that records no document model (BM25, or vectors without one)
+    or whose recorded model fingerprint differs from the model found."""
     settings = writer.commit_manifest.build
     model = settings.get("model")
     if settings.get("query_encoder") == "bm25" or not model:
@@ -140,16 +147,12 @@ def _document_encoder(writer, args: argparse.Namespace):
 
         keys += ("normalize", "query_max_length", "lowercase", "query_prompt", "document_prompt")
         options = {k: settings[k] for k in keys if k in settings}
-        return DenseEncoder.from_pretrained(
-            model, device=args.device, batch_size=args.batch_size, **options
-        )
+        return DenseEncoder.from_pretrained(model, device=device, batch_size=batch_size, **options)
     from sparse_ir.encoders.splade import SpladeEncoder
     from sparse_ir.encoders.st_format import check_model
 
     options = {k: settings[k] for k in keys if k in settings}
-    encoder = SpladeEncoder.from_pretrained(
-        model, device=args.device, batch_size=args.batch_size, **options
-    )
+    encoder = SpladeEncoder.from_pretrained(model, device=device, batch_size=batch_size, **options)
     check_model(settings, encoder, index=writer.root)
     return encoder
 

@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         help="serve an index over HTTP: JSON API and a search page",
         description="Serve an impact index (and optionally a dense index for hybrid search) "
         "over HTTP: POST /search, /hybrid, /encode, GET /documents/{id}, "
-        "/healthz, /readyz, /stats, /metrics, POST /reload, and a search page "
+        "/healthz, /readyz, /stats, /metrics, POST /reload, the writes (POST "
+        "/documents, DELETE /documents/{id}, POST /commit), and a search page "
         "at /. Binds to localhost unless --host says otherwise. SIGTERM or ^C "
         "finishes the requests in flight, then exits. See docs/service.md.",
     )
@@ -57,7 +58,8 @@ def _add_address_options(parser) -> None:
     parser.add_argument(
         "--admin-token-file",
         default=None,
-        help="file holding the admin token (POST /reload); default: administration disabled",
+        help="file holding the admin token (POST /reload, POST /documents, DELETE "
+        "/documents/{id}, POST /commit); default: reloads and writes disabled",
     )
 
 

@@ -410,6 +410,10 @@ class _LiveWriter:
         """``(batch, contents or None)`` parts of a segment's documents ``rows``."""
         raise NotImplementedError
 
+    def __contains__(self, doc_id: str) -> bool:
+        """True when a live document has this id, counting changes not committed yet."""
+        return doc_id in self._live or doc_id in self._pending_ids
+
     @property
     def num_documents(self) -> int:
         """Live documents, counting changes not committed yet."""

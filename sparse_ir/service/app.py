@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import secrets
-import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,10 +35,14 @@ from sparse_ir.index.filters import parse_filter
 from sparse_ir.index.modes import resolve_mode
 from sparse_ir.search import DenseSearcher, Searcher
 from sparse_ir.service.batching import QueryBatcher
-from sparse_ir.service.engine import Engine, Loaded, snippet
+from sparse_ir.service.engine import Engine, Loaded, set_torch_threads, snippet
 from sparse_ir.service.metrics import Metrics
 from sparse_ir.service.models import (
+    CommitResponse,
+    DeleteResponse,
     DocumentResponse,
+    DocumentsRequest,
+    DocumentsResponse,
     EncodeRequest,
     EncodeResponse,
     ErrorResponse,
@@ -48,6 +52,7 @@ from sparse_ir.service.models import (
     SearchResponse,
 )
 from sparse_ir.service.settings import ServiceSettings
+from sparse_ir.service.writes import NewDocument, WriteError, Writes
 from sparse_ir.sparse_batch import SparseBatch
 
 __all__ = ["ServiceError", "create_app"]
@@ -65,6 +70,7 @@ _ERRORS = {
     404: "not_found",
     405: "method_not_allowed",
     408: "request_timeout",
+    409: "conflict",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -73,6 +79,9 @@ _ERRORS = {
 }
 _ERROR_RESPONSES = {
     status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 413, 422, 500, 504)
+}
+_WRITE_RESPONSES = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 422, 500, 503)
 }
 _REQUEST_ID = "sparse_ir.request_id"
 _DEADLINE = "sparse_ir.deadline"
@@ -299,9 +308,11 @@ def create_app(
         window=settings.batch_window_ms / 1000 if settings.micro_batching else 0.0,
         max_batch=settings.max_batch if settings.micro_batching else 1,
     )
-    state = _State(engine, settings, metrics, executor, batcher)
+    writes = Writes(engine, device=device, encoder_threads=settings.encoder_threads)
+    state = _State(engine, settings, metrics, executor, batcher, writes)
 
     app = FastAPI(
+        **_telemetry_options(),
         title="sparse_ir search service",
         version=_version(),
         lifespan=_lifespan(state),
@@ -325,7 +336,26 @@ def create_app(
     _add_stats_routes(app, state)
     _add_metrics_routes(app, state)
     _add_admin_routes(app, state)
+    _add_write_routes(app, state)
     return app
+
+
+def _telemetry_options() -> dict:
+    """FastAPI's native OpenTelemetry (FastAPI >= 0.160) off unless it is configured when
+    the app is made (a provider set, or ``OTEL_*`` variables): otherwise it does nothing but
+    check, on every request, whether it has become configured (tens of microseconds). The
+    service keeps its own metrics (/stats, /metrics)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    if any(name.startswith("OTEL_") for name in os.environ):
+        return {}
+    try:
+        probe = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        if probe._native_telemetry.enabled():  # a provider is set
+            return {}
+    except Exception:  # another FastAPI's internals: leave its default
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
 
 
 def _make_engine(index, dense_index, device: str) -> Engine:
@@ -344,7 +374,7 @@ def _make_engine(index, dense_index, device: str) -> Engine:
 
 def _lifespan(state: _State):
     engine, settings = state.engine, state.settings
-    batcher, executor = state.batcher, state.executor
+    batcher, executor, writes = state.batcher, state.executor, state.writes
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -358,6 +388,7 @@ def _lifespan(state: _State):
             await batcher.stop()
             checking.cancel()
             executor.shutdown(wait=False, cancel_futures=True)
+            writes.close()  # releases the write locks; uncommitted writes are discarded
 
     return lifespan
 
@@ -396,12 +427,21 @@ class _State:
         metrics: Metrics,
         executor: ThreadPoolExecutor,
         batcher: QueryBatcher,
+        writes: Writes | None = None,
     ):
         self.engine = engine
         self.settings = settings
         self.metrics = metrics
         self.executor = executor
         self.batcher = batcher
+        self.writes = writes
+        # One write at a time: the asyncio lock keeps waiting writes off the worker threads,
+        # the thread lock holds even when a handler is cancelled while its write runs.
+        self._write_lock = asyncio.Lock()
+        self._write_thread_lock = threading.Lock()
+        #: The dependencies of read endpoints: none when reads are open (each dependency
+        #: costs FastAPI's resolution on every request).
+        self.reads = [Depends(self.require_read)] if settings.read_token is not None else []
         #: Moving average of the CPU time of /search's searches (seconds; None: none yet).
         self.search_cpu: float | None = None
 
@@ -487,6 +527,20 @@ class _State:
             request, loop.run_in_executor(self.executor, function, *args)
         )
 
+    async def write(self, function, *args, **options):
+        """``function(*args, **options)`` (a write) on a worker thread, one at a time. Not
+        under the request deadline: a write half done is finished, not abandoned."""
+
+        def locked():
+            with self._write_thread_lock:
+                return function(*args, **options)
+
+        async with self._write_lock:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self.executor, locked)
+            except WriteError as error:
+                raise ServiceError(error.status, error.message, code=error.code) from None
+
     def check_k(self, k: int) -> None:
         settings = self.settings
         if k > settings.max_k:
@@ -548,7 +602,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
         "/search",
         response_model=SearchResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Top-k documents for a text or a pre-encoded query",
     )
     async def search(body: SearchRequest, request: Request):
@@ -582,7 +636,7 @@ def _add_search_routes(app: FastAPI, state: _State) -> None:
         "/hybrid",
         response_model=HybridResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Sparse and dense search of one text, fused",
     )
     async def hybrid(body: HybridRequest, request: Request):
@@ -625,7 +679,7 @@ def _add_encode_routes(app: FastAPI, state: _State) -> None:
         "/encode",
         response_model=EncodeResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="The sparse vector of a text (decoded tokens)",
     )
     async def encode(body: EncodeRequest, request: Request):
@@ -652,7 +706,7 @@ def _add_document_routes(app: FastAPI, state: _State) -> None:
         "/documents/{doc_id:path}",
         response_model=DocumentResponse,
         responses=_ERROR_RESPONSES,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="A stored document by its id",
     )
     async def document(doc_id: str):
@@ -694,7 +748,7 @@ def _add_stats_routes(app: FastAPI, state: _State) -> None:
 
     @app.get(
         "/stats",
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Index facts, request counts, latency percentiles",
     )
     async def stats():
@@ -726,6 +780,12 @@ def _add_stats_routes(app: FastAPI, state: _State) -> None:
                 "read_token": settings.read_token is not None,
                 "admin_token": settings.admin_token is not None,
             },
+            "writes": {
+                "enabled": settings.admin_token is not None,
+                "writer_open": state.writes.open,
+                "pending": dict(state.writes.pending),
+                "commits": state.writes.commits,
+            },
             "reloads": metrics.reloads,
             "reload_failures": metrics.reload_failures,
             "in_flight": metrics.in_flight,
@@ -740,7 +800,7 @@ def _add_metrics_routes(app: FastAPI, state: _State) -> None:
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
-        dependencies=[Depends(state.require_read)],
+        dependencies=state.reads,
         summary="Prometheus text format",
     )
     async def prometheus():
@@ -809,6 +869,59 @@ def _add_admin_routes(app: FastAPI, state: _State) -> None:
         return result
 
 
+def _add_write_routes(app: FastAPI, state: _State) -> None:
+    settings, metrics, writes = state.settings, state.metrics, state.writes
+
+    @app.post(
+        "/documents",
+        response_model=DocumentsResponse,
+        responses=_WRITE_RESPONSES,
+        dependencies=[Depends(state.require_admin)],
+        summary="Add or upsert documents (admin token); searches see them after POST /commit",
+    )
+    async def add_documents(body: DocumentsRequest):
+        if len(body.documents) > settings.max_batch:
+            raise ServiceError(
+                422,
+                f"{len(body.documents)} documents; the limit is {settings.max_batch} per "
+                "request (--max-batch)",
+                problems=[{"location": "documents", "message": f"at most {settings.max_batch}"}],
+            )
+        documents = [NewDocument(d.id, d.title, d.text, d.vector) for d in body.documents]
+        result = await state.write(
+            writes.add, documents, upsert=body.mode == "upsert", impacts=body.impacts
+        )
+        return JSONResponse(result)
+
+    @app.delete(
+        "/documents/{doc_id:path}",
+        response_model=DeleteResponse,
+        responses=_WRITE_RESPONSES,
+        dependencies=[Depends(state.require_admin)],
+        summary="Delete a document (admin token); searches stop seeing it after POST /commit",
+    )
+    async def delete_document(doc_id: str):
+        return JSONResponse(await state.write(writes.delete, doc_id))
+
+    @app.post(
+        "/commit",
+        response_model=CommitResponse,
+        responses=_WRITE_RESPONSES,
+        dependencies=[Depends(state.require_admin)],
+        summary="Publish the writes and serve the new generation (admin token)",
+    )
+    async def commit():
+        try:
+            result = await state.write(writes.commit, verify=settings.verify)
+        except ServiceError as error:
+            if error.code == "reload_failed":
+                metrics.reload_failures += 1
+            raise
+        if result["reloaded"]:
+            metrics.reloads += 1
+        return JSONResponse(result)
+
+
 # -- handler bodies (run on worker threads) --------------------------------------------------------
 
 
@@ -820,7 +933,7 @@ def _encode_texts(engine: Engine, texts: list[str], settings: ServiceSettings) -
     encoder = engine.current.sparse.encoder
     options = {"batch_size": settings.encoder_batch_size} if _takes_passes(encoder) else {}
     with engine.encoder_lock:
-        _set_torch_threads(settings.encoder_threads)
+        set_torch_threads(settings.encoder_threads)
         batch = encoder.encode_queries(list(texts), show_progress=False, **options)
     return [batch.select([i]) for i in range(len(texts))]
 
@@ -835,13 +948,6 @@ def _takes_passes(encoder) -> bool:
         return "batch_size" in inspect.signature(encode).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _set_torch_threads(threads: int | None) -> None:
-    """PyTorch's intra-op threads for this thread's calls (when the encoder uses PyTorch)."""
-    torch = sys.modules.get("torch")  # loaded by a model's encoder; never imported here
-    if threads is not None and torch is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
 
 
 def _search(engine: Engine, loaded: Loaded, query, body: SearchRequest, where=None) -> dict:
@@ -1006,7 +1112,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, error: RequestValidationError):
         problems = []
         for item in error.errors():
-            location = [str(part) for part in item.get("loc", ()) if part != "body"]
+            where = list(item.get("loc", ()))
+            location = [str(part) for part in (where[1:] if where[:1] == ["body"] else where)]
             message = item.get("msg", "invalid")
             problems.append(
                 {

@@ -11,13 +11,14 @@ import bisect
 import logging
 import os
 import re
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparse_ir.search import DenseSearcher, Searcher
 
-__all__ = ["Engine", "Loaded", "TextTerms", "snippet", "text_words"]
+__all__ = ["Engine", "Loaded", "TextTerms", "set_torch_threads", "snippet", "text_words"]
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,13 @@ class Engine:
             )
             tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
         return TextTerms.of_pieces(text, tokens, encoded["offset_mapping"])
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """PyTorch's intra-op threads for the calls that follow (when an encoder uses PyTorch)."""
+    torch = sys.modules.get("torch")  # loaded by a model's encoder; never imported here
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 # -- text helpers of the page: which terms occur in a text, and the snippet showing them ---------

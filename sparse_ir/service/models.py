@@ -6,7 +6,7 @@ app (:mod:`.app`) with the same error format; the types and fixed rules are chec
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,7 +14,12 @@ from sparse_ir.fusion import FusionMethod, MissingPolicy, Normalization
 from sparse_ir.index.modes import DenseModeName, SearchModeName
 
 __all__ = [
+    "CommitResponse",
     "Contribution",
+    "DeleteResponse",
+    "DocumentIn",
+    "DocumentsRequest",
+    "DocumentsResponse",
     "DocumentResponse",
     "EncodeRequest",
     "EncodeResponse",
@@ -132,6 +137,72 @@ class EncodeRequest(_Strict):
         return self
 
 
+class DocumentIn(_Strict):
+    """One document of ``POST /documents``."""
+
+    id: str = Field(description="the document's id (unique in the index)")
+    title: str = Field(
+        "", description="encoded with the text; stored when the index stores contents"
+    )
+    text: str = Field(
+        "",
+        description="encoded by the index's document model; stored when the index stores contents",
+    )
+    vector: dict[str, Weight] | None = Field(
+        None,
+        description="a pre-encoded {token: weight} document vector (then the text is not "
+        "encoded); float weights are quantized by the index's quantizer, with impacts=true "
+        "they are integer impacts. Every token must be in the index's vocabulary.",
+    )
+    metadata: dict | None = Field(
+        None,
+        description="not supported yet: the live index writer does not carry metadata "
+        "(refused with a 422)",
+    )
+
+
+class DocumentsRequest(_Strict):
+    """``POST /documents``: add or upsert documents; searches see them after ``POST /commit``."""
+
+    documents: Annotated[list[DocumentIn], Field(min_length=1)]
+    mode: Literal["add", "upsert"] = Field(
+        "add",
+        description="add: every id must be new (409 otherwise); upsert: replace the "
+        "documents of ids already in the index, add the others",
+    )
+    impacts: bool = Field(False, description="vector weights are integer impacts")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        with_vector = [d.vector is not None for d in self.documents]
+        if any(with_vector) and not all(with_vector):
+            raise ValueError("either every document has a 'vector' or none has")
+        for i, document in enumerate(self.documents):
+            if document.metadata is not None:
+                raise ValueError(
+                    f"documents[{i}].metadata: the live index writer does not carry "
+                    "document metadata yet (a merge would drop it); rebuild the index "
+                    "with metadata instead"
+                )
+            if document.vector is None and not (document.title.strip() or document.text.strip()):
+                raise ValueError(
+                    f"documents[{i}] ({document.id!r}) has no title and no text to encode"
+                )
+            if (
+                self.impacts
+                and document.vector is not None
+                and any(w != int(w) for w in document.vector.values())
+            ):
+                raise ValueError(
+                    f"documents[{i}].vector: with impacts=true every weight must be a whole number"
+                )
+        ids = [d.id for d in self.documents]
+        if len(set(ids)) != len(ids):
+            duplicate = next(i for i in ids if ids.count(i) > 1)
+            raise ValueError(f"document id {duplicate!r} appears twice in the request")
+        return self
+
+
 # -- responses (documented in the OpenAPI schema) --------------------------------------------------
 
 
@@ -235,3 +306,27 @@ class ErrorResponse(BaseModel):
     message: str
     request_id: str
     problems: list[dict] | None = None
+
+
+class DocumentsResponse(BaseModel):
+    added: int | None = None
+    upserted: int | None = None
+    ids: list[str]
+    committed: bool = Field(description="always false: POST /commit makes them visible")
+    pending: dict[str, int] = Field(description="changes staged since the last commit")
+
+
+class DeleteResponse(BaseModel):
+    deleted: str
+    committed: bool
+    pending: dict[str, int]
+
+
+class CommitResponse(BaseModel):
+    committed: bool = Field(description="false when there was nothing to commit")
+    generation: str = Field(description="the generation searches use from now on")
+    reloaded: bool
+    documents: int | None = Field(None, description="live documents in the sparse index")
+    segments: int | None = None
+    deleted_documents: int | None = None
+    merged: int | None = None

@@ -71,8 +71,9 @@ class ServiceSettings:
             504 (or a 408 while its body is still arriving).
         read_token: when set, every read endpoint but ``/healthz``, ``/readyz`` and the page
             itself needs ``Authorization: Bearer <read or admin token>``.
-        admin_token: when set, ``POST /reload`` (and the writes, once the live index exists)
-            need ``Authorization: Bearer <admin token>``; when unset they are refused.
+        admin_token: when set, ``POST /reload`` and the writes (``POST /documents``,
+            ``DELETE /documents/{id}``, ``POST /commit``) need ``Authorization: Bearer <admin
+            token>``; when unset they are refused.
         verify: check every byte of the index (``index.verify()``) before ``/readyz`` says
             ready, at start and at each reload.
         search_threads: worker threads running searches and encoder calls off the event loop.
@@ -103,7 +104,7 @@ class ServiceSettings:
     verify: bool = True
     search_threads: int = 4
     inline_search_ms: float = 2.0
-    encoder_batch_size: int = 6
+    encoder_batch_size: int = 8
     encoder_threads: int | None = 1
 
     def __post_init__(self):
