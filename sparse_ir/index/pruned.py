@@ -110,6 +110,11 @@ _PRUNE_MIN_FACTOR = 2
 # What :func:`_exact_score` returns for a document whose forward entry is damaged (a real score
 # is never negative: weights and impacts are positive).
 _CORRUPT_SCORE = -1
+#: ``k`` from which the exhaustive kernel selects by sort keys instead of a k-best heap (over
+#: an int32 accumulator): below it the heap is cheaper (SciFact BM25, k = 10: 13 µs vs 21 µs).
+_SELECT_MIN_K = 64
+_KEY_TOP = (1 << 31) - 1
+_KEY_DOC_MASK = (1 << 31) - 1
 
 
 class SearchArrays(NamedTuple):
@@ -920,6 +925,26 @@ def pruned_search_one(
 # fmt: on
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _accumulate_window(query_terms, query_weights, arrays, num_windows, w, size_w, accumulator):
+    """Add every query posting of window ``w`` to the accumulator (one entry per document of
+    the window); False when a posting points outside the window (a damaged index), after
+    zeroing the accumulator."""
+    postings_docs = arrays.postings_docs
+    postings_impacts = arrays.postings_impacts
+    base = np.int64(w) << arrays.window_bits
+    for i in range(len(query_terms)):
+        weight = accumulator.dtype.type(query_weights[i])
+        start, end = _window_range(arrays, query_terms[i], num_windows, w)
+        for p in range(start, end):
+            offset = np.int64(postings_docs[p]) - base
+            if np.uint64(offset) >= np.uint64(size_w):
+                accumulator[:] = 0
+                return False
+            accumulator[offset] += weight * accumulator.dtype.type(postings_impacts[p])
+    return True
+
+
 @numba.njit(cache=True, nogil=True)
 def windowed_exhaustive_one(
     query_terms, query_weights, k, allowed, floor, arrays, accumulator, out_docs, out_scores
@@ -928,39 +953,98 @@ def windowed_exhaustive_one(
 
     Same result as :func:`kernels.search_one` (``allowed``/``floor`` as there);
     ``accumulator`` has at least 2^window_bits entries, zero on entry and on return. Returns
-    the number of hits or ``kernels.CORRUPT``.
+    the number of hits or ``kernels.CORRUPT``. A large ``k`` over an int32 accumulator selects
+    by sort keys (:func:`_exhaustive_select`); otherwise a k-best heap keeps the top.
+    """
+    if k >= _SELECT_MIN_K and accumulator.itemsize == 4:
+        return _exhaustive_select(
+            query_terms, query_weights, k, allowed, floor, arrays, accumulator, out_docs, out_scores
+        )
+    floor = max(np.int64(floor), np.int64(0))
+    num_docs = len(arrays.forward_offsets) - 1
+    num_windows = _num_windows(arrays)
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    size = 0
+    # What a newcomer must beat strictly: the floor, then the heap's worst once it is full.
+    # Documents arrive in increasing number, so a tie with the worst loses (our tie-break), and
+    # one comparison per document (rarely true once the heap is full) keeps the branch
+    # predictable: the scan of every document of the window costs little more than zeroing it.
+    threshold = floor
+    for w in range(num_windows):
+        base = np.int64(w) << arrays.window_bits
+        size_w = min(1 << arrays.window_bits, num_docs - base)
+        if not _accumulate_window(
+            query_terms, query_weights, arrays, num_windows, w, size_w, accumulator
+        ):
+            return kernels.CORRUPT
+        for offset in range(size_w):
+            score = np.int64(accumulator[offset])
+            accumulator[offset] = 0
+            if score > threshold and kernels.admits(allowed, base + offset):
+                size = heaps.offer(heap_scores, heap_docs, size, k, score, base + offset)
+                if size == k:
+                    threshold = max(floor, heap_scores[0])
+    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _select_key(score, doc):
+    """One int64 whose ascending order is our ranking: score descending, then document number
+    ascending (score < 2^31, as an int32 accumulator's are, and doc < 2^31)."""
+    return ((_KEY_TOP - score) << 31) | doc
+
+
+@numba.njit(cache=True, nogil=True)
+def _exhaustive_select(
+    query_terms, query_weights, k, allowed, floor, arrays, accumulator, out_docs, out_scores
+):
+    """:func:`windowed_exhaustive_one` for a large ``k`` and an int32 accumulator.
+
+    With a large k most matching documents enter a k-best heap and it is drained entry by
+    entry, O(log k) each (SciFact, k = 1000: 2,700 matching documents, ~170 µs). Here each
+    window's matching documents are written as sort keys (:func:`_select_key`) without a
+    branch, the best k kept by a partition whenever there are more, and the k sorted once
+    (~50 µs). The same documents, scores and order as the heap.
     """
     floor = max(np.int64(floor), np.int64(0))
     num_docs = len(arrays.forward_offsets) - 1
     num_windows = _num_windows(arrays)
-    postings_docs = arrays.postings_docs
-    postings_impacts = arrays.postings_impacts
-    heap_scores = np.empty(k, np.int64)
-    heap_docs = np.empty(k, np.int64)
-    size = 0
+    keys = np.empty(min(num_docs, 1 << arrays.window_bits) + k, np.int64)
+    m = 0
+    threshold = floor
     for w in range(num_windows):
-        base = w << arrays.window_bits
+        base = np.int64(w) << arrays.window_bits
         size_w = min(1 << arrays.window_bits, num_docs - base)
-        for i in range(len(query_terms)):
-            weight = accumulator.dtype.type(query_weights[i])
-            start, end = _window_range(arrays, query_terms[i], num_windows, w)
-            for p in range(start, end):
-                offset = np.int64(postings_docs[p]) - base
-                if np.uint64(offset) >= np.uint64(size_w):
-                    accumulator[:] = 0
-                    return kernels.CORRUPT
-                accumulator[offset] += weight * accumulator.dtype.type(postings_impacts[p])
-        # Documents arrive in increasing number: a newcomer must beat the worst strictly.
-        for offset in range(size_w):
-            score = np.int64(accumulator[offset])
-            accumulator[offset] = 0
-            if (
-                score > floor
-                and (size < k or score > heap_scores[0])
-                and kernels.admits(allowed, base + offset)
-            ):
-                size = heaps.offer(heap_scores, heap_docs, size, k, score, base + offset)
-    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+        if not _accumulate_window(
+            query_terms, query_weights, arrays, num_windows, w, size_w, accumulator
+        ):
+            return kernels.CORRUPT
+        if len(allowed) == 0:
+            # Always write, count only a document above the threshold: about half the
+            # documents match a common query, so a branch here would be mispredicted often.
+            for offset in range(size_w):
+                score = np.int64(accumulator[offset])
+                accumulator[offset] = 0
+                keys[m] = _select_key(score, base + offset)
+                m += np.int64(score > threshold)
+        else:
+            for offset in range(size_w):
+                score = np.int64(accumulator[offset])
+                accumulator[offset] = 0
+                if score > threshold and allowed[base + offset] != 0:
+                    keys[m] = _select_key(score, base + offset)
+                    m += 1
+        if m > k:
+            keys[:k] = np.partition(keys[:m], k - 1)[:k]
+            m = k
+            # The k-th best so far: a later document (a higher number) must beat it strictly.
+            threshold = max(threshold, _KEY_TOP - (keys[:k].max() >> 31))
+    best = np.sort(keys[:m])
+    for j in range(m):
+        out_docs[j] = best[j] & _KEY_DOC_MASK
+        out_scores[j] = _KEY_TOP - (best[j] >> 31)
+    return m
 
 
 @numba.njit(cache=True, nogil=True)
