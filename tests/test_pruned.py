@@ -98,6 +98,55 @@ def test_pruned_equals_reference_on_random_data(
 
 
 @settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 1500),
+    vocab_size=st.integers(1, 40),
+    max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+    k=st.sampled_from([63, 64, 65, 100, 700, 2000]),
+    skew=st.sampled_from([0.0, 1.0, 2.0]),
+    density=st.sampled_from([None, 0.1, 0.9]),
+)
+def test_large_k_selection_equals_reference(
+    tmp_path_factory, seed, rows, vocab_size, max_impact, k, skew, density
+):
+    # From k = 64 the exhaustive kernel selects by sort keys over an int32 accumulator (the
+    # heap below it, and always over int64: max_impact 70000 makes int64 queries); many ties
+    # with small impacts, k above the number of matching documents, a filter and a floor.
+    rng = np.random.default_rng(seed)
+    docs = _random_impacts(rng, rows, vocab_size, 12, max_impact, skew)
+    index = ImpactIndex.build(
+        docs,
+        tmp_path_factory.mktemp("large-k") / "index",
+        quantizer=Quantizer(max_impact=100_000),
+        show_progress=False,
+    )
+    queries = _random_impacts(rng, 6, vocab_size, 10, max_impact, skew)
+    mask = None if density is None else rng.random(rows) < density
+    run = index.search_batch(queries, k, mode="exhaustive", threads=1)
+    for q in range(len(queries)):
+        one = queries.select([q])
+        terms, weights = index.prepare_query(one)
+        expected, scores = _reference(index, terms, weights, k)
+        assert _pairs(index.search(one, k, mode="exhaustive")) == expected
+        assert _pairs(index.search(one, k, mode="pruned")) == expected
+        assert _pairs(run[f"d{q}"]) == expected
+        positive = scores[scores > 0]
+        floor = int(rng.choice(positive)) if len(positive) and q % 2 else 0
+        allowed = np.ones(rows, bool) if mask is None else mask
+        order = sorted(
+            (d for d in range(rows) if scores[d] > floor and allowed[d]),
+            key=lambda d: (-scores[d], d),
+        )
+        filtered = [(d, int(scores[d])) for d in order[:k]]
+        for mode in ("exhaustive", "pruned"):
+            top = index.search_arrays(one, k, mode=mode, filter=mask, floor=floor)
+            assert list(zip(top.docnos.tolist(), top.scores.tolist())) == filtered, mode
+
+
+@settings(
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
@@ -320,9 +369,10 @@ def test_pruned_steps_over_many_windows(tmp_path):
     queries = _random_impacts(rng, 8, vocab_size, 10, 200, 1.0)
     for q in range(len(queries)):
         terms, weights = index.prepare_query(queries.select([q]))
-        for k in (1, 10, 100):
+        for k in (1, 10, 100, 1000):
             expected, _ = _reference(index, terms, weights, k)
             assert _pairs(index.search(queries.select([q]), k, mode="pruned")) == expected
+            assert _pairs(index.search(queries.select([q]), k, mode="exhaustive")) == expected
             pruned_runs = 0
             for params in _STEP_PARAMS + [PrunedParams(estimate_postings=2_000)]:
                 hits, stats = _kernel_pairs(index, terms, weights, k, params)
