@@ -12,14 +12,17 @@ values and recompute every CRC32. So an index is validated as hostile input, in 
   lie inside its postings, rise, and carry falling impacts up to the term's maximum), and the
   vocabulary (strings, unique);
 * **before a term is first searched** (:class:`TermCheck`, O(postings of that term), once per
-  term and index): its postings' document numbers ascending inside the collection, impacts in
-  ``1..term_max_impact``, the impact order window by window (offsets inside the window,
-  impacts falling, the same windows as the document order) and the segment counts. Opening a
-  1M-document index stays milliseconds; the first query touching a term pays for reading its
-  postings once (see docs/reliability.md for the figures);
+  term and index): its document-ordered postings' numbers ascending inside the collection and
+  impacts in ``1..term_max_impact`` (where they are stored), the impact order window by window
+  (offsets inside the window, impacts falling from the term's maximum, equal impacts by
+  ascending document, no document twice, the same windows as the document order) and the
+  segment counts. Opening a 1M-document index stays milliseconds; the first query touching a
+  term pays for reading its postings once (see docs/reliability.md for the figures);
 * **by** ``verify()``: the same per-term checks for every term, the forward index (terms
-  inside the vocabulary and ascending, impacts in range), the layout as a permutation of the
-  postings and the forward index as their transpose (:func:`verify_layout`).
+  inside the vocabulary and ascending, impacts in range), and the copies of the postings
+  against each other (:func:`verify_layout`): the impact order a permutation of the
+  document-ordered postings and the forward index their transpose, or, without them, the
+  forward index the transpose of the impact order.
 
 Every failure is an :class:`~sparse_ir.errors.IndexCorruptError` naming the file and the value.
 """
