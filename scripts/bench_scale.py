@@ -10,14 +10,17 @@ Starts a local Ray cluster (``--cpus`` CPUs, no dashboard, a small object store)
 1. **Encoding throughput** with 1 and then 2 splade-tiny encoder actors (1 thread each) on the
    first ``--encode-docs`` SciFact documents: documents per second from the first part started
    to the last part finished (model loading excluded), and the ratio of the two (target 1.7).
-2. **Search overhead on SciFact**: the pre-encoded 300 test queries, one at a time (k=10),
+2. **Ray's own costs** (``ray-costs``): the round trip to one actor around 0, 2 and 9 ms of
+   busy work (no search: on a loaded machine the added time grows with the time the client
+   sleeps), and the client's cost per call with many calls in flight.
+3. **Search overhead on SciFact**: the pre-encoded 300 test queries, one at a time (k=10),
    against 4 shards searched in this process (:class:`ShardedIndex`) and through Ray
    (:class:`DistributedIndex`) with its default placement (one actor per shard, as many as the
    CPUs Ray has free: 2 actors of 2 shards on 2 CPUs), and for comparison with one actor for
    all shards and one actor per shard. Each query is searched in process and through Ray one
    after the other, so both latencies are taken under the same load; the figure is the added
    p50 (Ray p50 minus in-process p50; target <= 2 ms).
-3. **The same on the 1M synthetic corpus** (``--synth``) split into 4 shards of 250,000
+4. **The same on the 1M synthetic corpus** (``--synth``) split into 4 shards of 250,000
    documents (built in ``--synth-index``, kept and reused; or under ``--work``), with the
    per-shard latency and bytes per document docs/scale.md extrapolates from. Its top-10 is
    checked against the single 1M index (``--reference-index``, built there if missing) for the
@@ -51,6 +54,7 @@ def _percentiles(seconds: list[float]) -> dict:
     return {
         "p50_ms": round(1000 * statistics.median(ordered), 3),
         "p90_ms": round(1000 * ordered[int(0.9 * (len(ordered) - 1))], 3),
+        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 3),
     }
 
 
@@ -167,6 +171,46 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
     return figures
 
 
+class _Spinner:
+    """A Ray actor's body that keeps its CPU busy for a given time and answers 160 bytes
+    (the size of a packed top-10): Ray's cost around a call, without any search."""
+
+    def work(self, milliseconds: float) -> bytes:
+        end = time.perf_counter() + milliseconds / 1000
+        while time.perf_counter() < end:
+            pass
+        return bytes(160)
+
+
+def bench_ray_costs(args) -> dict:
+    """Ray's own costs on this machine: the round trip to one actor around 0, 2 and 9 ms of
+    work (the time of one shard / of four 250k shards), and the driver's cost per call (many
+    calls in flight to ``--cpus`` actors, divided by their number)."""
+    import ray
+
+    figures = {"load_before": _load()}
+    remote = ray.remote(_Spinner).options(num_cpus=1, enable_task_events=False)
+    actors = [remote.remote() for _ in range(args.cpus)]
+    ray.get([actor.work.remote(0) for actor in actors])
+    for milliseconds in (0, 2, 9):
+        seconds = []
+        for _ in range(150):
+            started = time.perf_counter()
+            ray.get(actors[0].work.remote(milliseconds), timeout=60)
+            seconds.append(time.perf_counter() - started)
+        p50 = _percentiles(seconds)["p50_ms"]
+        figures[f"round_trip_{milliseconds}ms_work_p50_ms"] = p50
+        figures[f"added_around_{milliseconds}ms_work_ms"] = round(p50 - milliseconds, 3)
+    calls = 2000
+    started = time.perf_counter()
+    ray.get([actors[i % len(actors)].work.remote(0) for i in range(calls)], timeout=120)
+    figures["driver_us_per_call"] = round(1e6 * (time.perf_counter() - started) / calls, 1)
+    for actor in actors:
+        ray.kill(actor)
+    figures["load_after"] = _load()
+    return figures
+
+
 def bench_scifact(args, work: Path) -> dict:
     from _common import scifact_vectors
 
@@ -258,6 +302,15 @@ def _table(results: dict) -> str:
             f"encoding: 1 actor {e['actors_1']['docs_per_second']} docs/s, 2 actors "
             f"{e['actors_2']['docs_per_second']} docs/s: {e['speedup']}x"
         )
+    if "ray_costs" in results:
+        c = results["ray_costs"]
+        lines.append(
+            "Ray round trip, 1 actor, p50: "
+            + ", ".join(
+                f"{c[f'round_trip_{w}ms_work_p50_ms']} ms around {w} ms of work" for w in (0, 2, 9)
+            )
+            + f"; driver {c['driver_us_per_call']} us per call in flight"
+        )
     for name in ("scifact", "synth1m"):
         if name not in results:
             continue
@@ -314,13 +367,13 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=10, help="result depth (default: 10)")
     parser.add_argument("--passes", type=int, default=1, help="passes over queries (default 1)")
     parser.add_argument(
-        "--synth-queries", type=int, default=100, help="synth1m queries (default: 100)"
+        "--synth-queries", type=int, default=300, help="synth1m queries (default: 300)"
     )
     parser.add_argument(
         "--skip",
         action="append",
         default=[],
-        choices=("encoding", "scifact", "synth1m"),
+        choices=("encoding", "ray-costs", "scifact", "synth1m"),
         help="leave a part out (repeatable) (default: none)",
     )
     parser.add_argument("--keep", action="store_true", help="keep --work (default: delete)")
@@ -351,6 +404,8 @@ def main(argv=None) -> int:
     try:
         if "encoding" not in args.skip:
             results["encoding"] = bench_encoding(args, work)
+        if "ray-costs" not in args.skip:
+            results["ray_costs"] = bench_ray_costs(args)
         if "scifact" not in args.skip:
             results["scifact"] = bench_scifact(args, work)
         if args.synth and "synth1m" not in args.skip:
