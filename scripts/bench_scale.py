@@ -62,20 +62,32 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _private_mb(pid: int) -> float | None:
+    """Resident memory of a process that is its own (not the mapped index files), in MB."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("RssAnon:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def _rows(queries) -> list:
     return [queries.select([i]) for i in range(len(queries))]
 
 
-def _latencies(search, queries, k: int, passes: int) -> list[float]:
+def _latencies(search, queries, k: int, passes: int, clock=time.perf_counter) -> list[float]:
     rows = _rows(queries)
     for row in rows:  # warm-up: a full pass, so the pages the queries read are mapped
         search(row, k)
     seconds = []
     for _ in range(passes):
         for row in rows:
-            started = time.perf_counter()
+            started = clock()
             search(row, k)
-            seconds.append(time.perf_counter() - started)
+            seconds.append(clock() - started)
     return seconds
 
 
@@ -136,6 +148,10 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
     figures["in_process"] = _percentiles(local)
     shard = sharded.shards[0]
     figures["one_shard"] = _percentiles(_latencies(shard.search, queries, args.k, args.passes))
+    # CPU time of the same searches (this thread's): what one query costs a core of its own,
+    # whatever the neighbours do; docs/scale.md extrapolates from it.
+    cpu = _latencies(shard.search, queries, args.k, args.passes, clock=time.thread_time)
+    figures["one_shard"]["cpu"] = _percentiles(cpu)
     figures["one_shard"]["documents"] = shard.num_documents
     figures["one_shard"]["bytes"] = shard.size_bytes()
     if single is not None:
@@ -157,6 +173,7 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
                 sharded.search, distributed.search, queries, args.k, args.passes
             )
             figures[label] = {"actors": len(distributed.actors), **_percentiles(there)}
+            figures[label]["actor_private_mb"] = [_private_mb(pid) for pid in distributed.pids()]
             # Ray's own floor for this placement: the same scatter-gather of calls that do
             # nothing (one to every actor, one ray.get), under the same load.
             figures[label]["round_trip_p50_ms"] = _percentiles(
@@ -202,9 +219,12 @@ def bench_ray_costs(args) -> dict:
         figures[f"round_trip_{milliseconds}ms_work_p50_ms"] = p50
         figures[f"added_around_{milliseconds}ms_work_ms"] = round(p50 - milliseconds, 3)
     calls = 2000
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     ray.get([actors[i % len(actors)].work.remote(0) for i in range(calls)], timeout=120)
     figures["driver_us_per_call"] = round(1e6 * (time.perf_counter() - started) / calls, 1)
+    # The client's own CPU time per call (all its threads, Ray's included): what one client
+    # spends for every actor a query is scattered to.
+    figures["driver_cpu_us_per_call"] = round(1e6 * (time.process_time() - cpu) / calls, 1)
     for actor in actors:
         ray.kill(actor)
     figures["load_after"] = _load()
@@ -309,7 +329,8 @@ def _table(results: dict) -> str:
             + ", ".join(
                 f"{c[f'round_trip_{w}ms_work_p50_ms']} ms around {w} ms of work" for w in (0, 2, 9)
             )
-            + f"; driver {c['driver_us_per_call']} us per call in flight"
+            + f"; client {c['driver_us_per_call']} us per call in flight "
+            f"({c['driver_cpu_us_per_call']} us of its CPU)"
         )
     for name in ("scifact", "synth1m"):
         if name not in results:
@@ -319,7 +340,8 @@ def _table(results: dict) -> str:
             f"{name} ({r['documents']} docs, {r['shards']} shards, "
             f"{r['bytes_per_document']:.0f} B/doc): in-process p50 {r['in_process']['p50_ms']} "
             f"ms; one shard ({r['one_shard']['documents']} docs, "
-            f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms"
+            f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms, "
+            f"CPU p50/p99 {r['one_shard']['cpu']['p50_ms']}/{r['one_shard']['cpu']['p99_ms']} ms"
         )
         for label in ("ray", "ray_one_actor", "ray_per_shard"):
             f = r[label]
