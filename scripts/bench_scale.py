@@ -162,9 +162,11 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
         ("ray", {}),  # the default: as many actors as free CPUs, up to one per shard
         ("ray_one_actor", {"actors": 1, "num_cpus": args.cpus}),
         ("ray_per_shard", {"actors": sharded.num_shards, "num_cpus": args.cpus / 4}),
+        # one actor for all shards, searching a query's shards on --cpus threads
+        ("ray_one_actor_threads", {"actors": 1, "num_cpus": args.cpus, "threads": args.cpus}),
     )
     for label, options in placements:
-        with DistributedIndex(sharded.directory, threads=1, **options) as distributed:
+        with DistributedIndex(sharded.directory, **{"threads": 1, **options}) as distributed:
             for row in range(min(len(queries), 50)):  # the answers are the in-process ones
                 query = queries.select([row])
                 if distributed.search(query, args.k) != sharded.search(query, args.k):
@@ -343,10 +345,10 @@ def _table(results: dict) -> str:
             f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms, "
             f"CPU p50/p99 {r['one_shard']['cpu']['p50_ms']}/{r['one_shard']['cpu']['p99_ms']} ms"
         )
-        for label in ("ray", "ray_one_actor", "ray_per_shard"):
+        for label in ("ray", "ray_one_actor", "ray_per_shard", "ray_one_actor_threads"):
             f = r[label]
             lines.append(
-                f"  {label:14} {f['actors']} actor(s): p50 {f['p50_ms']} ms / p90 "
+                f"  {label:21} {f['actors']} actor(s): p50 {f['p50_ms']} ms / p90 "
                 f"{f['p90_ms']} ms, in process {f['in_process_p50_ms']} ms: added "
                 f"{f['added_p50_ms']} ms; Ray round trip, no work {f['round_trip_p50_ms']} ms "
                 f"(load {f['load']})"
@@ -389,7 +391,7 @@ def main(argv=None) -> int:
     parser.add_argument("--k", type=int, default=10, help="result depth (default: 10)")
     parser.add_argument("--passes", type=int, default=1, help="passes over queries (default 1)")
     parser.add_argument(
-        "--synth-queries", type=int, default=300, help="synth1m queries (default: 300)"
+        "--synth-queries", type=int, default=100, help="synth1m queries (default: 100)"
     )
     parser.add_argument(
         "--skip",
