@@ -10,14 +10,17 @@ Starts a local Ray cluster (``--cpus`` CPUs, no dashboard, a small object store)
 1. **Encoding throughput** with 1 and then 2 splade-tiny encoder actors (1 thread each) on the
    first ``--encode-docs`` SciFact documents: documents per second from the first part started
    to the last part finished (model loading excluded), and the ratio of the two (target 1.7).
-2. **Search overhead on SciFact**: the pre-encoded 300 test queries, one at a time (k=10),
+2. **Ray's own costs** (``ray-costs``): the round trip to one actor around 0, 2 and 9 ms of
+   busy work (no search: on a loaded machine the added time grows with the time the client
+   sleeps), and the client's cost per call with many calls in flight.
+3. **Search overhead on SciFact**: the pre-encoded 300 test queries, one at a time (k=10),
    against 4 shards searched in this process (:class:`ShardedIndex`) and through Ray
    (:class:`DistributedIndex`) with its default placement (one actor per shard, as many as the
    CPUs Ray has free: 2 actors of 2 shards on 2 CPUs), and for comparison with one actor for
    all shards and one actor per shard. Each query is searched in process and through Ray one
    after the other, so both latencies are taken under the same load; the figure is the added
    p50 (Ray p50 minus in-process p50; target <= 2 ms).
-3. **The same on the 1M synthetic corpus** (``--synth``) split into 4 shards of 250,000
+4. **The same on the 1M synthetic corpus** (``--synth``) split into 4 shards of 250,000
    documents (built in ``--synth-index``, kept and reused; or under ``--work``), with the
    per-shard latency and bytes per document docs/scale.md extrapolates from. Its top-10 is
    checked against the single 1M index (``--reference-index``, built there if missing) for the
@@ -51,6 +54,7 @@ def _percentiles(seconds: list[float]) -> dict:
     return {
         "p50_ms": round(1000 * statistics.median(ordered), 3),
         "p90_ms": round(1000 * ordered[int(0.9 * (len(ordered) - 1))], 3),
+        "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 3),
     }
 
 
@@ -58,20 +62,32 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def _private_mb(pid: int) -> float | None:
+    """Resident memory of a process that is its own (not the mapped index files), in MB."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("RssAnon:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
 def _rows(queries) -> list:
     return [queries.select([i]) for i in range(len(queries))]
 
 
-def _latencies(search, queries, k: int, passes: int) -> list[float]:
+def _latencies(search, queries, k: int, passes: int, clock=time.perf_counter) -> list[float]:
     rows = _rows(queries)
     for row in rows:  # warm-up: a full pass, so the pages the queries read are mapped
         search(row, k)
     seconds = []
     for _ in range(passes):
         for row in rows:
-            started = time.perf_counter()
+            started = clock()
             search(row, k)
-            seconds.append(time.perf_counter() - started)
+            seconds.append(clock() - started)
     return seconds
 
 
@@ -132,6 +148,10 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
     figures["in_process"] = _percentiles(local)
     shard = sharded.shards[0]
     figures["one_shard"] = _percentiles(_latencies(shard.search, queries, args.k, args.passes))
+    # CPU time of the same searches (this thread's): what one query costs a core of its own,
+    # whatever the neighbours do; docs/scale.md extrapolates from it.
+    cpu = _latencies(shard.search, queries, args.k, args.passes, clock=time.thread_time)
+    figures["one_shard"]["cpu"] = _percentiles(cpu)
     figures["one_shard"]["documents"] = shard.num_documents
     figures["one_shard"]["bytes"] = shard.size_bytes()
     if single is not None:
@@ -142,9 +162,11 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
         ("ray", {}),  # the default: as many actors as free CPUs, up to one per shard
         ("ray_one_actor", {"actors": 1, "num_cpus": args.cpus}),
         ("ray_per_shard", {"actors": sharded.num_shards, "num_cpus": args.cpus / 4}),
+        # one actor for all shards, searching a query's shards on --cpus threads
+        ("ray_one_actor_threads", {"actors": 1, "num_cpus": args.cpus, "threads": args.cpus}),
     )
     for label, options in placements:
-        with DistributedIndex(sharded.directory, threads=1, **options) as distributed:
+        with DistributedIndex(sharded.directory, **{"threads": 1, **options}) as distributed:
             for row in range(min(len(queries), 50)):  # the answers are the in-process ones
                 query = queries.select([row])
                 if distributed.search(query, args.k) != sharded.search(query, args.k):
@@ -153,6 +175,7 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
                 sharded.search, distributed.search, queries, args.k, args.passes
             )
             figures[label] = {"actors": len(distributed.actors), **_percentiles(there)}
+            figures[label]["actor_private_mb"] = [_private_mb(pid) for pid in distributed.pids()]
             # Ray's own floor for this placement: the same scatter-gather of calls that do
             # nothing (one to every actor, one ray.get), under the same load.
             figures[label]["round_trip_p50_ms"] = _percentiles(
@@ -163,6 +186,49 @@ def bench_search(name: str, sharded: ShardedIndex, queries, args, single=None) -
         figures[label]["added_p50_ms"] = round(added, 3)
         figures[label]["load"] = _load()
     figures["added_p50_ms"] = figures["ray"]["added_p50_ms"]
+    figures["load_after"] = _load()
+    return figures
+
+
+class _Spinner:
+    """A Ray actor's body that keeps its CPU busy for a given time and answers 160 bytes
+    (the size of a packed top-10): Ray's cost around a call, without any search."""
+
+    def work(self, milliseconds: float) -> bytes:
+        end = time.perf_counter() + milliseconds / 1000
+        while time.perf_counter() < end:
+            pass
+        return bytes(160)
+
+
+def bench_ray_costs(args) -> dict:
+    """Ray's own costs on this machine: the round trip to one actor around 0, 2 and 9 ms of
+    work (the time of one shard / of four 250k shards), and the driver's cost per call (many
+    calls in flight to ``--cpus`` actors, divided by their number)."""
+    import ray
+
+    figures = {"load_before": _load()}
+    remote = ray.remote(_Spinner).options(num_cpus=1, enable_task_events=False)
+    actors = [remote.remote() for _ in range(args.cpus)]
+    ray.get([actor.work.remote(0) for actor in actors])
+    for milliseconds in (0, 2, 9):
+        seconds = []
+        for _ in range(150):
+            started = time.perf_counter()
+            ray.get(actors[0].work.remote(milliseconds), timeout=60)
+            seconds.append(time.perf_counter() - started)
+        p50 = _percentiles(seconds)["p50_ms"]
+        figures[f"round_trip_{milliseconds}ms_work_p50_ms"] = p50
+        figures[f"added_around_{milliseconds}ms_work_ms"] = round(p50 - milliseconds, 3)
+    calls = 2000
+    started, cpu = time.perf_counter(), time.process_time()
+    ray.get([actors[i % len(actors)].work.remote(0) for i in range(calls)], timeout=120)
+    figures["driver_us_per_call"] = round(1e6 * (time.perf_counter() - started) / calls, 1)
+    # The client's own CPU time per call (all its threads, Ray's included): what one client
+    # spends for every actor a query is scattered to.
+    figures["driver_cpu_us_per_call"] = round(1e6 * (time.process_time() - cpu) / calls, 1)
+    for actor in actors:
+        ray.kill(actor)
     figures["load_after"] = _load()
     return figures
 
@@ -258,6 +324,16 @@ def _table(results: dict) -> str:
             f"encoding: 1 actor {e['actors_1']['docs_per_second']} docs/s, 2 actors "
             f"{e['actors_2']['docs_per_second']} docs/s: {e['speedup']}x"
         )
+    if "ray_costs" in results:
+        c = results["ray_costs"]
+        lines.append(
+            "Ray round trip, 1 actor, p50: "
+            + ", ".join(
+                f"{c[f'round_trip_{w}ms_work_p50_ms']} ms around {w} ms of work" for w in (0, 2, 9)
+            )
+            + f"; client {c['driver_us_per_call']} us per call in flight "
+            f"({c['driver_cpu_us_per_call']} us of its CPU)"
+        )
     for name in ("scifact", "synth1m"):
         if name not in results:
             continue
@@ -266,12 +342,13 @@ def _table(results: dict) -> str:
             f"{name} ({r['documents']} docs, {r['shards']} shards, "
             f"{r['bytes_per_document']:.0f} B/doc): in-process p50 {r['in_process']['p50_ms']} "
             f"ms; one shard ({r['one_shard']['documents']} docs, "
-            f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms"
+            f"{r['one_shard']['bytes'] / 1e6:.0f} MB) p50 {r['one_shard']['p50_ms']} ms, "
+            f"CPU p50/p99 {r['one_shard']['cpu']['p50_ms']}/{r['one_shard']['cpu']['p99_ms']} ms"
         )
-        for label in ("ray", "ray_one_actor", "ray_per_shard"):
+        for label in ("ray", "ray_one_actor", "ray_per_shard", "ray_one_actor_threads"):
             f = r[label]
             lines.append(
-                f"  {label:14} {f['actors']} actor(s): p50 {f['p50_ms']} ms / p90 "
+                f"  {label:21} {f['actors']} actor(s): p50 {f['p50_ms']} ms / p90 "
                 f"{f['p90_ms']} ms, in process {f['in_process_p50_ms']} ms: added "
                 f"{f['added_p50_ms']} ms; Ray round trip, no work {f['round_trip_p50_ms']} ms "
                 f"(load {f['load']})"
@@ -320,7 +397,7 @@ def main(argv=None) -> int:
         "--skip",
         action="append",
         default=[],
-        choices=("encoding", "scifact", "synth1m"),
+        choices=("encoding", "ray-costs", "scifact", "synth1m"),
         help="leave a part out (repeatable) (default: none)",
     )
     parser.add_argument("--keep", action="store_true", help="keep --work (default: delete)")
@@ -351,6 +428,8 @@ def main(argv=None) -> int:
     try:
         if "encoding" not in args.skip:
             results["encoding"] = bench_encoding(args, work)
+        if "ray-costs" not in args.skip:
+            results["ray_costs"] = bench_ray_costs(args)
         if "scifact" not in args.skip:
             results["scifact"] = bench_scifact(args, work)
         if args.synth and "synth1m" not in args.skip:

@@ -109,6 +109,11 @@ def test_the_default_groups_shards_by_the_free_cpus_and_a_dead_group_names_its_s
         assert sum(index.groups, []) == list(range(5))
         run = index.search_batch(queries, 10)
         assert run.results == single.search_batch(queries, 10, threads=1).results
+    # One actor searching its 5 shards on 2 threads: the same answers.
+    with _distributed(sharded.directory, actors=1, threads=2, num_cpus=0.5) as index:
+        for row in range(len(queries)):
+            query = queries.select([row])
+            assert index.search(query, 7) == single.search(query, 7)
     with _distributed(sharded.directory, actors=2, max_restarts=0, timeout=20) as index:
         assert index.groups == [[0, 1, 2], [3, 4]]
         query = queries.select([4])

@@ -110,6 +110,13 @@ class ShardGroup:
         self.shards = kind.open_shards(path, list(numbers))
         self.starts = [int(offsets[n]) for n in numbers]
         self.threads = threads
+        # One query's shards searched side by side (the kernels release the GIL); each shard
+        # by one thread at a time, as the actor runs one call at a time.
+        self._pool = None
+        if threads > 1 and len(self.shards) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(min(threads, len(self.shards)))
 
     def pid(self) -> int:
         """This actor's process id (for operators, and for the fault tests)."""
@@ -121,7 +128,11 @@ class ShardGroup:
         from sparse_ir.index.composite import merge_topk
 
         prepared = unpack_query(query)
-        parts = [shard.search_arrays(prepared, k, mode=mode) for shard in self.shards]
+
+        def one(shard):
+            return shard.search_arrays(prepared, k, mode=mode)
+
+        parts = list(self._pool.map(one, self.shards) if self._pool else map(one, self.shards))
         return pack_top(merge_topk(parts, self.starts, k))
 
     def search_batch(self, queries, k: int, mode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,7 +290,9 @@ class DistributedIndex:
         shards_per_actor: instead of ``actors``, the shards each actor holds (1: one actor
             per shard).
         num_cpus: CPUs Ray reserves per actor (default 1); ``num_gpus`` is not needed to search.
-        threads: search threads inside an actor (default 1).
+        threads: search threads inside an actor (default 1): a query's shards in the
+            actor are searched side by side on up to ``threads`` threads, and a batch
+            chunk's queries on ``threads`` threads per shard. Give ``num_cpus=threads``.
         max_restarts: times Ray restarts a dead actor (default 3).
         timeout: seconds a search waits for every shard (default 60), restarts included.
         allow_partial: on a timeout, answer with the shards that did answer (the answer's
