@@ -234,6 +234,10 @@ def test_a_shard_that_stays_dead_fails_clearly_or_is_reported_missing(ray_cluste
         assert hits == [h for h in full if h.docno not in lost][:10]
         run = index.search_batch(queries, 5)
         assert run.missing_shards == ("shard-00001",) and len(run) == len(queries)
+        # Arrays cannot say what is missing: refused, naming the shard, even with allow_partial.
+        with pytest.raises(ShardUnavailableError, match="shard-00001") as caught:
+            index.search_arrays(query, 10)
+        assert caught.value.shards == ("shard-00001",)
 
 
 # -- distributed encoding ------------------------------------------------------------------------

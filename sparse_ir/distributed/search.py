@@ -507,16 +507,30 @@ class DistributedIndex:
         return top, tuple(self.records[n].path for n in missing)
 
     def search_arrays(self, query, k: int = 10, *, mode=None, filter=None):  # noqa: A002
-        """:meth:`search` as ``TopK(docnos, scores)`` with global document numbers."""
+        """:meth:`search` as ``TopK(docnos, scores)`` with global document numbers.
+
+        A ``TopK`` has no place to say which shards are missing, so a partial answer is never
+        returned here, even with ``allow_partial``: :class:`ShardUnavailableError` names the
+        shards (use :meth:`search`, whose hits carry ``missing_shards``)."""
         from sparse_ir.index.impact_index import TopK
 
         _refuse_filter(filter)
         if self.is_dense:
             hits = self.search(query, k, mode=mode)
-            return TopK(
+            missing = hits.missing_shards
+            top = TopK(
                 np.array([h.docno for h in hits], np.int64), np.array([h.score for h in hits])
             )
-        return self._search_one(query, k, mode)[0]
+        else:
+            top, missing = self._search_one(query, k, mode)
+        if missing:
+            raise ShardUnavailableError(
+                f"{self.directory}: shard(s) {', '.join(missing)} did not answer, and "
+                "search_arrays cannot report a partial answer: use search(), whose hits name "
+                "the missing shards",
+                missing,
+            )
+        return top
 
     def search_batch(
         self,
