@@ -373,13 +373,13 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--requests",
         type=int,
-        default=200,
+        default=300,
         help="most requests per level and round (default: %(default)s)",
     )
     parser.add_argument(
         "--seconds",
         type=float,
-        default=10.0,
+        default=6.0,
         help="most seconds per level and round (default: %(default)s)",
     )
     parser.add_argument(
@@ -397,7 +397,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
+        default=5,
         help="rounds per level; the two servers take turns within each (default: %(default)s)",
     )
     parser.add_argument(
@@ -445,7 +445,7 @@ def main(argv=None) -> int:
     # the other would measure the load as much as the batching.
     servers = {}
     rows, gains = [], {}
-    batching_stats = None
+    batching_stats: dict[int, dict] = {}
     overhead = None
     common = ([] if args.access_log else ["--no-access-log"]) + args.server_option
     modes = ("on", "off") if args.only in ("all", "batching") else ("on",)
@@ -462,6 +462,7 @@ def main(argv=None) -> int:
             asyncio.run(run_level(server.port, texts, 4, 40, 30))  # warm-up
         for clients in args.levels if args.only != "pre-encoded" else ():
             rounds = {"on": [], "off": []}
+            before = server_stats(servers["on"].port)["micro_batching"]
             for r in range(args.rounds):
                 for batching in ("on", "off") if r % 2 == 0 else ("off", "on"):
                     rounds[batching].append(
@@ -493,8 +494,14 @@ def main(argv=None) -> int:
                 for on, off in zip(rounds["on"], rounds["off"])
                 if off["throughput"] > 0
             ]
-            if batching_stats is None:
-                batching_stats = server_stats(servers["on"].port)["micro_batching"]
+            after = server_stats(servers["on"].port)["micro_batching"]
+            calls = after["encoder_calls"] - before["encoder_calls"]
+            batching_stats[clients] = {
+                "encoder_calls": calls,
+                "texts": after["texts"] - before["texts"],
+                "mean_batch": (after["texts"] - before["texts"]) / calls if calls else None,
+                "waited_for_window": after["waited_for_window"] - before["waited_for_window"],
+            }
             gains[clients] = {
                 "round_ratios": ratios,
                 "median_round_ratio": float(np.median(ratios)) if ratios else float("nan"),
@@ -541,16 +548,13 @@ def main(argv=None) -> int:
                 f"| {row['throughput']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} |"
             )
         print()
-        if batching_stats is not None:
-            print(
-                f"micro-batching server, after the first level: {batching_stats['texts']} "
-                f"texts in {batching_stats['encoder_calls']} encoder calls (mean batch "
-                f"{batching_stats['mean_batch']}, largest {batching_stats['largest_batch']})"
-            )
         for clients, gain in gains.items():
+            level = batching_stats[clients]
             print(
                 f"micro-batching gain at {clients} clients: {gain['median_round_ratio']:.2f}x "
-                f"(rounds: {', '.join(f'{x:.2f}x' for x in gain['round_ratios'])})"
+                f"(rounds: {', '.join(f'{x:.2f}x' for x in gain['round_ratios'])}); "
+                f"mean batch {level['mean_batch'] or 0:.2f} ({level['texts']} texts in "
+                f"{level['encoder_calls']} calls, {level['waited_for_window']} waited)"
             )
     if overhead is not None:
         print(
@@ -569,7 +573,7 @@ def main(argv=None) -> int:
         "levels": [{k: v for k, v in row.items() if k != "latencies_ms"} for row in rows],
         "gains": {str(clients): gain for clients, gain in gains.items()},
         "pre_encoded": overhead,
-        "micro_batching_first_level": batching_stats,
+        "micro_batching_by_level": {str(c): v for c, v in batching_stats.items()},
         "encoder_cpu_ms_per_query": encoder,
         "server_options": common,
         "errors": errors,

@@ -593,6 +593,42 @@ def test_micro_batch_passes_equal_single_texts(searcher):
         np.testing.assert_allclose(row.values, alone.values, rtol=1e-4, atol=1e-5)
 
 
+def test_batcher_window_only_with_concurrent_texts():
+    """A text alone after a batch of one (a single client) is encoded at once, without the
+    window; concurrent texts share one call; after a shared call the next text waits for the
+    window, since others are likely coming."""
+    import asyncio
+
+    from sparse_ir.service.batching import QueryBatcher
+
+    calls: list[list[str]] = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return [text.upper() for text in texts]
+
+    async def run() -> None:
+        with ThreadPoolExecutor(1) as executor:
+            # a 60 s window: were it awaited, the wait_for below would fail
+            lone = QueryBatcher(encode, executor, window=60.0, max_batch=8)
+            lone.start()
+            for text in ("a", "b", "c"):
+                assert await asyncio.wait_for(lone.encode(text), 30) == text.upper()
+            assert lone.waited == 0 and calls == [["a"], ["b"], ["c"]]
+            await lone.stop()
+            calls.clear()
+            shared = QueryBatcher(encode, executor, window=0.05, max_batch=8)
+            shared.start()
+            rows = await asyncio.gather(*(shared.encode(t) for t in "pqrst"))
+            assert rows == list("PQRST") and calls == [list("pqrst")] and shared.waited == 1
+            assert await shared.encode("u") == "U"  # after a shared call: waits the window
+            assert await shared.encode("v") == "V"  # after a call of one: does not
+            assert shared.waited == 2 and calls[1:] == [["u"], ["v"]]
+            await shared.stop()
+
+    asyncio.run(run())
+
+
 # -- limits and malformed requests ---------------------------------------------------------------
 
 

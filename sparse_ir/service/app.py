@@ -772,6 +772,7 @@ def _add_stats_routes(app: FastAPI, state: _State) -> None:
                 "encoder_calls": batcher.batches,
                 "texts": batcher.texts,
                 "largest_batch": batcher.largest_batch,
+                "waited_for_window": batcher.waited,
                 "mean_batch": round(batcher.texts / batcher.batches, 3)
                 if batcher.batches
                 else None,

@@ -5,7 +5,9 @@ much less than 16 calls on one. :class:`QueryBatcher` queues the texts of concur
 one task takes the first waiting text, gathers more for at most ``window`` seconds (up to
 ``max_batch``), encodes them in ONE call on a worker thread and hands each request its row.
 Texts arriving while the encoder runs make up the next batch, so under load batches fill up
-without anyone waiting for the window.
+without anyone waiting for the window. A text that arrives alone after a batch of one (no
+concurrent queries: a single client) does not wait for the window, since nobody is coming
+to share its call: without concurrency, micro-batching costs nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class QueryBatcher:
         self.batches = 0
         self.texts = 0
         self.largest_batch = 0
+        #: Texts of the last encoder call (1 and nothing waiting: no window for the next).
+        self.last_batch = 0
+        #: Batches that waited for the window (for tests and /stats).
+        self.waited = 0
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -83,7 +89,13 @@ class QueryBatcher:
         queue = self._queue
         while True:
             items = [await queue.get()]
-            if self.window > 0 and queue.qsize() + 1 < self.max_batch:
+            waiting = queue.qsize()
+            if (
+                self.window > 0
+                and waiting + 1 < self.max_batch
+                and (waiting > 0 or self.last_batch > 1)
+            ):
+                self.waited += 1
                 await asyncio.sleep(self.window)
             while len(items) < self.max_batch and not queue.empty():
                 items.append(queue.get_nowait())
@@ -100,6 +112,7 @@ class QueryBatcher:
                         future.set_exception(error)
                 continue
             self.batches += 1
+            self.last_batch = len(items)
             self.texts += len(items)
             self.largest_batch = max(self.largest_batch, len(items))
             for (_, future), result in zip(items, results, strict=True):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_ir.errors import IndexBusyError, InputError
+from sparse_ir.errors import IndexBusyError, IndexFormatError, InputError
 from sparse_ir.service.engine import set_torch_threads
 from sparse_ir.sparse_batch import SparseBatch
 
@@ -121,7 +121,7 @@ class Writes:
         except IndexBusyError as error:
             _close(writers)
             raise WriteError(409, "index_busy", f"cannot write: {error}") from None
-        except InputError as error:  # e.g. an index storing metadata (merges would drop it)
+        except (InputError, IndexFormatError) as error:  # e.g. an index storing metadata
             _close(writers)
             raise WriteError(409, "not_writable", f"cannot write: {error}") from None
         self._writers = writers
@@ -284,7 +284,7 @@ class Writes:
         if encoder is None:
             try:
                 encoder = document_encoder(writer, device=self.device)
-            except (ValueError, OSError) as error:
+            except (ValueError, OSError, ImportError) as error:  # ImportError: a missing extra
                 raise WriteError(
                     409, "not_writable", f"cannot encode documents for {writer.root}: {error}"
                 ) from None
