@@ -13,7 +13,7 @@ segments with deletions vs the force-merged index.
    policy), delete 10% of them at random (one commit), copy the index (hard links) and
    ``force_merge(1)`` the copy.
 3. ``search``: time exact search (``exhaustive`` and ``pruned``, 300 queries, k = 10, one query
-   at a time) on both, their passes alternating (median of the passes' mean latencies), check
+   at a time) on both, taking turns on every query (median of the passes' mean latencies), check
    that both give the same hits, and report the work each does (postings scored, documents
    verified per query). Pruned search is also timed the previous way (each segment's own
    kernel, the running k-th score passed on as a floor), for comparison. Prints the
@@ -121,14 +121,18 @@ def per_segment_search(index, query, k: int, mode: str):
     return merged, postings, verified
 
 
-def run_pass(search, rows) -> float:
-    """Mean latency (ms) of one pass of ``search(query)`` over ``rows``."""
-    times = []
-    for q in rows:
-        started = time.perf_counter()
-        search(q)
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.fmean(times)
+def interleaved_pass(searches: dict, rows) -> dict:
+    """Mean latency (ms) of each search over ``rows``, the searches taking turns on every
+    query (in rotating order): on a shared machine the load changes within seconds, and each
+    query then meets the same load on every index."""
+    names = list(searches)
+    totals = dict.fromkeys(names, 0.0)
+    for i, q in enumerate(rows):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            started = time.perf_counter()
+            searches[name](q)
+            totals[name] += time.perf_counter() - started
+    return {name: 1000 * total / len(rows) for name, total in totals.items()}
 
 
 def prepare_search_indexes(corpus: NpzCorpus, work: Path, n: int) -> dict:
@@ -152,7 +156,7 @@ def prepare_search_indexes(corpus: NpzCorpus, work: Path, n: int) -> dict:
         writer.delete([str(d) for d in chosen.tolist()])
     figures["10 segments write seconds"] = round(time.perf_counter() - started, 3)
     # The merged index is a copy (hard links: segments are never modified) merged in place,
-    # so both stay open and their timed passes alternate: load changes hit both alike.
+    # so both stay open and their timed searches take turns: load changes hit both alike.
     shutil.copytree(
         path, merged_path, copy_function=os.link, ignore=shutil.ignore_patterns(".lock")
     )
@@ -165,7 +169,7 @@ def segments_vs_merged(
     corpus: NpzCorpus, work: Path, n: int, passes: int, modes: list[str], n_queries: int | None
 ) -> dict:
     """Exact search, k = 10, one query at a time: the live index (10 segments, 10% deleted)
-    against its force-merged copy, their passes alternating (median of the passes' means);
+    against its force-merged copy, taking turns on every query (median of the passes' means);
     also the previous per-segment search, and the work each does (postings, verified)."""
     figures = prepare_search_indexes(corpus, work, n)
     live = ImpactIndex.open(work / "segments")
@@ -205,8 +209,8 @@ def segments_vs_merged(
         figures[f"{mode} same hits"] = same
         means: dict = {name: [] for name in searches}
         for _ in range(passes):
-            for name, search in searches.items():
-                means[name].append(run_pass(search, rows))
+            for name, mean in interleaved_pass(searches, rows).items():
+                means[name].append(mean)
         for name in searches:
             figures[f"{mode} ms, {name}"] = round(statistics.median(means[name]), 3)
             figures[f"{mode} postings/query, {name}"] = round(work_done[name][0] / len(rows))

@@ -49,6 +49,30 @@ def _deleted(index) -> list[int]:
     return [] if mask is None else np.flatnonzero(mask()).tolist()
 
 
+def pair_stamp(index) -> str:
+    """The stamp of the last paired change of a live index (``""``: none, or not live).
+
+    ``sparse-ir add/delete --dense-index`` commits both indexes of a hybrid pair with one
+    stamp (:attr:`~sparse_ir.index.segments.CommitManifest.pair`)."""
+    return str(getattr(getattr(index, "commit", None), "pair", "") or "")
+
+
+def check_pair(first, second) -> None:
+    """Raise ``ValueError`` when two live indexes were changed as a pair and their last
+    paired changes differ: one commit of a paired ``sparse-ir add/delete`` is missing (the
+    command was interrupted between its two commits), or one index was changed alone."""
+    a, b = pair_stamp(first), pair_stamp(second)
+    if a and b and a != b:
+        raise ValueError(
+            f"the indexes {first.directory} and {second.directory} were not changed "
+            f"together: their last paired changes differ ({a!r} vs {b!r}). A sparse-ir add or "
+            "delete with --dense-index was interrupted between its two commits (the sparse "
+            "index commits first), or one index was changed alone. Run the interrupted "
+            "command again on both (add with --upsert): that brings both to the same "
+            "documents and stamp"
+        )
+
+
 def _live_ids(index) -> set[str]:
     """Ids of the documents an index can return (a live index's deleted ones left out)."""
     ids = index.doc_ids
@@ -206,6 +230,7 @@ class HybridSearcher:
         same_numbering = [True]
         for searcher in searchers[1:]:
             index = searcher.index
+            check_pair(first, index)
             if index.num_documents != first.num_documents:
                 raise ValueError(
                     f"the index {first.directory} has {first.num_documents} "

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from sparse_ir.cli import main
+from sparse_ir.hybrid import pair_stamp
 from sparse_ir.index.dense import DenseIndex
 from sparse_ir.index.impact_index import ImpactIndex
 
@@ -69,6 +70,9 @@ def test_add_to_a_hybrid_pair_updates_both(tmp_path, capsys):
     assert main(command) == 0
     assert ImpactIndex.open(sparse).num_documents == 4
     assert DenseIndex.open(dense).num_documents == 4
+    # Both commits carry the same stamp: the pair was changed together.
+    stamp = pair_stamp(ImpactIndex.open(sparse))
+    assert stamp and stamp == pair_stamp(DenseIndex.open(dense))
     assert main(["delete", "--index", str(sparse), "--dense-index", str(dense), "--ids", "c1"]) == 0
     assert DenseIndex.open(dense).num_documents == 3
     assert main(["hybrid-search", "--sparse-index", str(sparse), "--dense-index", str(dense),

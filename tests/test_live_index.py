@@ -494,3 +494,47 @@ def test_a_live_commits_vocab_json_pointing_at_dev_zero_is_refused(tmp_path):
     (generation / "vocab.json").symlink_to("/dev/zero")
     with pytest.raises((IndexCorruptError, IndexFormatError), match="vocab.json"):
         ImpactIndex.open(path)
+
+
+def test_a_paired_change_stamps_both_and_an_interrupted_one_is_detected(tmp_path):
+    from sparse_ir.hybrid import check_pair, pair_stamp
+
+    sparse, dense = tmp_path / "sparse", tmp_path / "dense"
+    with IndexWriter.open(sparse, vocab=VOCAB) as writer:
+        writer.add(Kind("impact").batch(["a", "b"], [1, 2]))
+    with DenseIndexWriter.open(dense, dim=DIM) as writer:
+        writer.add(Kind("dense").batch(["a", "b"], [1, 2]))
+    assert pair_stamp(ImpactIndex.open(sparse)) == ""  # never changed as a pair
+    # A paired delete: the same stamp in both commits, even where nothing changed.
+    with IndexWriter.open(sparse) as one, DenseIndexWriter.open(dense) as two:
+        one.delete(["a"])
+        one.commit(pair="p1")
+        two.commit(pair="p1")
+    pair = ImpactIndex.open(sparse), DenseIndex.open(dense)
+    assert [pair_stamp(i) for i in pair] == ["p1", "p1"]
+    check_pair(*pair)
+    # Interrupted between its two commits: the sparse index committed, the dense did not.
+    with IndexWriter.open(sparse) as one:
+        one.delete(["b"])
+        one.commit(pair="p2")
+    with pytest.raises(ValueError, match="were not changed together"):
+        check_pair(ImpactIndex.open(sparse), DenseIndex.open(dense))
+    # Running the command again on both repairs the pair.
+    with IndexWriter.open(sparse) as one, DenseIndexWriter.open(dense) as two:
+        assert one.delete(["a", "b"]).deleted == 0 and two.delete(["a", "b"]).deleted == 2
+        one.commit(pair="p3")
+        two.commit(pair="p3")
+    check_pair(ImpactIndex.open(sparse), DenseIndex.open(dense))
+    assert ImpactIndex.open(sparse).num_documents == DenseIndex.open(dense).num_documents == 0
+    # A change to one index of the pair alone gets a stamp of its own; a merge keeps it.
+    with DenseIndexWriter.open(dense) as two:
+        two.add(Kind("dense").batch(["c"], [3]))
+    alone = pair_stamp(DenseIndex.open(dense))
+    assert alone.startswith("alone-")
+    with pytest.raises(ValueError, match="changed alone"):
+        check_pair(ImpactIndex.open(sparse), DenseIndex.open(dense))
+    with DenseIndexWriter.open(dense) as two:
+        two.force_merge(1)
+    assert pair_stamp(DenseIndex.open(dense)) == alone
+    with IndexWriter.open(sparse) as one, pytest.raises(ValueError, match="non-empty stamp"):
+        one.commit(pair="")

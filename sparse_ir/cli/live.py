@@ -2,9 +2,13 @@
 
 The documents of ``add`` are encoded with the model the index records (the one that made its
 vectors), so the new documents are scored like the old ones. ``--dense-index`` updates the
-dense index of a hybrid pair with the same documents: both are encoded first, then the sparse
-index commits, then the dense one (two commits: a reader opening both between them sees the
-sparse change only).
+dense index of a hybrid pair with the same documents: both writers are opened (locked) and
+both kinds encoded first, then the sparse index commits, then the dense one. They are two
+commits, so a reader opening both between them sees the sparse change only, and a crash
+between them leaves the pair apart; both commits carry the same random stamp
+(``CommitManifest.pair``), so ``HybridSearcher`` (``sparse-ir hybrid-search``, the service)
+refuses such a pair with an error saying to run the interrupted command again (``add`` with
+``--upsert``), which brings both to the same documents and stamp.
 """
 
 from __future__ import annotations
@@ -192,10 +196,13 @@ def run_add(args: argparse.Namespace) -> int:
     try:
         if args.dense_index:
             writers.append(open_writer(args.dense_index))
-        for writer in writers:
-            count = _stage(writer, _document_encoder(writer, args), documents, args.upsert)
-        for writer in writers:
-            result = writer.commit()
+        pair = _pair_stamp(writers)
+        counts = [
+            _stage(writer, _document_encoder(writer, args), documents, args.upsert)
+            for writer in writers
+        ]
+        for writer, count in zip(writers, counts):
+            result = writer.commit(pair=pair)
             verb = "upserted" if args.upsert else "added"
             _report(
                 args,
@@ -223,17 +230,47 @@ def read_ids(values: list[str]) -> list[str]:
 
 def run_delete(args: argparse.Namespace) -> int:
     ids = read_ids(args.ids)
-    for path in [args.index] + ([args.dense_index] if args.dense_index else []):
-        with open_writer(path) as writer:
+    writers = [open_writer(args.index)]
+    try:
+        if args.dense_index:
+            writers.append(open_writer(args.dense_index))
+        pair = _pair_stamp(writers)
+        for writer in writers:
             result = writer.delete(ids)
-            commit = writer.commit()
-        _report(
-            args,
-            {"index": str(path), **result._asdict(), "commit": commit._asdict()},
-            f"{path}: deleted {result.deleted} documents ({result.missing} ids not in the "
-            f"index); {commit.documents} documents left ({commit.generation})",
-        )
+            commit = writer.commit(pair=pair)
+            _report(
+                args,
+                {"index": str(writer.root), **result._asdict(), "commit": commit._asdict()},
+                f"{writer.root}: deleted {result.deleted} documents ({result.missing} ids not "
+                f"in the index); {commit.documents} documents left ({commit.generation})",
+            )
+    finally:
+        for writer in writers:
+            writer.close()
     return 0
+
+
+def _pair_stamp(writers: list) -> str | None:
+    """A fresh stamp for the commits of a change made to both indexes of a hybrid pair
+    (None for one index). Both indexes are locked before either commits; when their last
+    paired changes already differ (an earlier paired command was interrupted between its
+    commits), say so: this command proceeds and stamps both alike, and only running the
+    interrupted command again (add with --upsert) makes their documents agree."""
+    if len(writers) < 2:
+        return None
+    import secrets
+    import sys
+
+    stamps = [writer.commit_manifest.pair for writer in writers]
+    if stamps[0] and stamps[1] and stamps[0] != stamps[1]:
+        print(
+            f"warning: {writers[0].root} and {writers[1].root} were not changed together "
+            f"last time ({stamps[0]!r} vs {stamps[1]!r}): a paired add or delete was "
+            "interrupted between its two commits, or one index was changed alone; run "
+            "the interrupted command again on both (add with --upsert) if this one is not it",
+            file=sys.stderr,
+        )
+    return secrets.token_hex(8)
 
 
 def run_merge(args: argparse.Namespace) -> int:

@@ -26,8 +26,13 @@ as much in ten segments.
    into the shared heap. A segment whose estimate covered all its postings is done.
 2. **Cut** once, with R <= ρ·θ (θ: the heap's k-th after the estimates; chosen again if θ
    rises by 10%).
-3. **Bound, verify, segment by segment** (:func:`prune_segment_flat`), each starting from the
-   shared heap's k-th score θ (the estimates', raised by every segment verified before).
+3. **Bound, segment by segment** (:func:`bound_segment_flat`): the candidates whose bound
+   reaches the heap's k-th score, kept in each segment's own buffer.
+4. **Verify** (:func:`verify_segment_flat`) in two rounds: first each segment's candidates
+   among the best 4·k bounds of all segments, which raises the k-th score near its final
+   value, then the rest down to the k-th score, segments by their best remaining bound. (One
+   segment after the other, each down to the k-th score of its turn, verified 40% more
+   documents than one merged index on the 1M benchmark.)
 
 The proof is that of :mod:`.pruned`, with θ₀ the shared heap's k-th score when the segment
 starts (a lower bound on the final k-th score, as before). When the estimates found fewer
@@ -68,7 +73,7 @@ from sparse_ir.index.pruned import (
     _fill_slots,
     _score_estimate,
     _score_layer,
-    _verify,
+    _verify_until,
     windowed_exhaustive_into,
 )
 
@@ -78,13 +83,19 @@ __all__ = [
     "choose_cuts_flat",
     "estimate_segment_flat",
     "exhaustive_segment_flat",
-    "prune_segment_flat",
+    "bound_segment_flat",
+    "verify_segment_flat",
     "upper_bound",
 ]
 
 
 # The cuts are chosen again when the k-th score rose by this factor since they were chosen.
 _RECUT = 1.1
+# Candidates each segment buffers (one thread); a full buffer is verified at once.
+_SEGMENT_CANDIDATES = 1 << 14
+# The first verification round takes the candidates among the best _FIRST_ROUND·k bounds.
+_FIRST_ROUND = 4
+_NO_STOP = -(1 << 63)
 
 
 # -- the kernels (one segment each, one heap for all) --------------------------------------------
@@ -150,7 +161,7 @@ def _estimate_segment(
 
 
 @numba.njit(cache=True, nogil=True)
-def _prune_segment(
+def _bound_segment(
     query_terms,
     query_weights,
     k,
@@ -170,12 +181,11 @@ def _prune_segment(
     n_estimated,
     stats,
 ):
-    """Phases 3-4 in one segment, into the shared heap (see :func:`prune_segment_flat`)."""
+    """Phase 3 in one segment (see :func:`bound_segment_flat`)."""
     # Every document that can still enter scores at least θ₀: the heap's k-th (ties may
     # still enter by a smaller number), or above the floor.
     theta0 = heap_scores[0] if size == k else floor + 1
-    slots = scratch.slots
-    slot_weights = _fill_slots(query_terms, query_weights, slots)
+    slot_weights = _fill_slots(query_terms, query_weights, scratch.slots)
     credit = bound
     if bound_weight < 1.0:
         credit = np.int64(np.floor(bound * bound_weight))
@@ -185,20 +195,14 @@ def _prune_segment(
         slot_weights, cut_impact, credit, need, heap_scores, heap_docs, size, estimated,
         n_estimated, stats, heap_base,
     )  # fmt: skip
-    if size >= 0:
-        size = _verify(
-            scratch.candidate_keys, scratch.candidate_docs, n_candidates, heap_scores,
-            heap_docs, size, k, floor, estimated, n_estimated, arrays, slots, slot_weights,
-            stats, heap_base,
-        )  # fmt: skip
-    _clear_slots(query_terms, slots)
+    _clear_slots(query_terms, scratch.slots)
     stats[STAT_POSTINGS] += postings
     stats[STAT_THETA0] = theta0
     stats[STAT_CUT_BOUND] = bound
     if size < 0:
         accumulator[:] = 0  # a pass may have stopped before clearing its window
-        return np.int64(kernels.CORRUPT)
-    return size
+        return np.int64(kernels.CORRUPT), n_candidates
+    return size, n_candidates
 
 
 @numba.njit(cache=True, nogil=True)
@@ -312,7 +316,7 @@ def estimate_segment_flat(
 
 
 @numba.njit(cache=True, nogil=True)
-def prune_segment_flat(
+def bound_segment_flat(
     query_terms,
     query_weights,
     k,
@@ -346,13 +350,15 @@ def prune_segment_flat(
     n_estimated,
     stats,
 ):
-    """Phases 3-4 of the pruned search in one segment (bound, verify) with the cuts
-    ``cut_impact`` of R = ``bound`` (< the heap's k-th score θ₀: :func:`choose_cuts_flat`),
-    into the heap shared by all segments, starting from θ₀.
+    """Phase 3 of the pruned search in one segment with the cuts ``cut_impact`` of R =
+    ``bound`` (< the heap's k-th score θ₀: :func:`choose_cuts_flat`): the documents whose
+    bound R + excess reaches θ₀ (β·R with ``bound_weight`` β < 1) are left in
+    ``candidate_keys``/``candidate_docs`` (the segment's own buffers, local numbers) for
+    :func:`verify_segment_flat`; a full buffer is verified into the heap at once.
 
     ``estimated`` [:n_estimated]: the segment's documents its estimate scored (sorted, local
-    numbers; not scored again); ``bound_weight``: β (1: exact). The other arguments are those
-    of :func:`estimate_segment_flat`. Returns the heap size, or ``kernels.CORRUPT``.
+    numbers; never verified again). The other arguments are those of
+    :func:`estimate_segment_flat`. Returns ``(heap size or kernels.CORRUPT, candidates)``.
     """
     arrays = SearchArrays(
         term_offsets, window_offsets, impact_order_docs,
@@ -361,16 +367,72 @@ def prune_segment_flat(
     )  # fmt: skip
     scratch = Scratch(accumulator32, accumulator64, slots, candidate_docs, candidate_keys)
     if use_int64:
-        return _prune_segment(
+        return _bound_segment(
             query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_impact,
             bound, bound_weight, scratch.accumulator64, scratch, heap_scores, heap_docs, size,
             estimated, n_estimated, stats,
         )  # fmt: skip
-    return _prune_segment(
+    return _bound_segment(
         query_terms, query_weights, k, allowed, floor, heap_base, arrays, cut_impact, bound,
         bound_weight, scratch.accumulator32, scratch, heap_scores, heap_docs, size, estimated,
         n_estimated, stats,
     )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def verify_segment_flat(
+    query_terms,
+    query_weights,
+    k,
+    floor,
+    heap_base,
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    window_offsets,
+    impact_order_docs,
+    impact_order_impacts,
+    segment_offsets,
+    segment_impacts,
+    segment_ends,
+    forward_offsets,
+    forward_terms,
+    forward_impacts,
+    window_bits,
+    slots,
+    candidate_docs,
+    candidate_keys,
+    count,
+    stop,
+    heap_scores,
+    heap_docs,
+    size,
+    estimated,
+    n_estimated,
+    stats,
+):
+    """Phase 4 of the pruned search in one segment: its candidates [:count] (those
+    :func:`bound_segment_flat` left) scored exactly by decreasing bound into the shared heap,
+    until a bound is below the k-th score or below ``stop``. Returns ``(heap size or
+    kernels.CORRUPT, candidates left)``: those below ``stop``, still a max-heap by bound.
+
+    Verifying every segment's best candidates first (``stop`` high), then the rest, raises
+    the k-th score as fast as one merged index's verification does, so fewer are verified.
+    """
+    arrays = SearchArrays(
+        term_offsets, postings_docs, postings_impacts, window_offsets, impact_order_docs,
+        impact_order_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
+        forward_terms, forward_impacts, window_bits,
+    )  # fmt: skip
+    slot_weights = _fill_slots(query_terms, query_weights, slots)
+    size, left = _verify_until(
+        candidate_keys, candidate_docs, count, stop, heap_scores, heap_docs, size, k, floor,
+        estimated, n_estimated, arrays, slots, slot_weights, stats, heap_base,
+    )  # fmt: skip
+    _clear_slots(query_terms, slots)
+    if size < 0:
+        return np.int64(kernels.CORRUPT), left
+    return size, left
 
 
 @numba.njit(cache=True, nogil=True)
@@ -582,6 +644,8 @@ class SegmentsSearcher:
         if size < k and floor == 0:
             return 0, 0, False
         cut_theta = 0
+        buffers = self._candidate_buffers()
+        left = {}
         for s in pending:
             theta = int(heap_scores[0]) if size == k else floor + 1
             if uppers[s] < theta:
@@ -596,13 +660,43 @@ class SegmentsSearcher:
                     theta if params.cut_ratio < 1.0 else 0, cuts,
                 )  # fmt: skip
                 cut_theta = theta
-            size = prune_segment_flat(
+            size, left[s] = bound_segment_flat(
                 terms, weights, k, masks[s], floor, self.bases[s], use_int64[s], *flats[s],
-                cuts, bound, params.bound_weight, *scratch, heap_scores, heap_docs, size,
-                estimated[s], counts[s], stats[s],
+                cuts, bound, params.bound_weight, scratch.accumulator32, scratch.accumulator64,
+                scratch.slots, *buffers[s], heap_scores, heap_docs, size, estimated[s],
+                counts[s], stats[s],
             )  # fmt: skip
             self._check(size, self.segments[s])
+        # Verification: every segment's best candidates first (those among the top
+        # _FIRST_ROUND·k bounds of all segments), then the rest by each one's best bound, so
+        # the k-th score rises as in one index and fewer candidates are verified.
+        candidates = [buffers[s][1][:n] for s, n in left.items() if n]
+        total_left = sum(len(c) for c in candidates)
+        rounds = [_NO_STOP]
+        if total_left > _FIRST_ROUND * k:
+            every = np.concatenate(candidates)
+            rank = total_left - _FIRST_ROUND * k
+            rounds.insert(0, int(np.partition(every, rank)[rank]))
+        for stop in rounds:
+            best = {s: int(buffers[s][1][:n].max()) for s, n in left.items() if n}
+            for s in sorted(best, key=lambda s: -best[s]):
+                size, left[s] = verify_segment_flat(
+                    terms, weights, k, floor, self.bases[s], *flats[s], scratch.slots,
+                    *buffers[s], left[s], stop, heap_scores, heap_docs, size, estimated[s],
+                    counts[s], stats[s],
+                )  # fmt: skip
+                self._check(size, self.segments[s])
         return size, skipped, True
+
+    def _candidate_buffers(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This thread's candidate buffers, ``(documents, bounds)`` for each segment."""
+        buffers = getattr(self._local, "candidates", None)
+        if buffers is None:
+            buffers = self._local.candidates = [
+                (np.empty(_SEGMENT_CANDIDATES, np.int64), np.empty(_SEGMENT_CANDIDATES, np.int64))
+                for _ in self.segments
+            ]
+        return buffers
 
     @staticmethod
     def _check(size: int, segment) -> None:

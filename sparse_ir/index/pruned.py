@@ -809,16 +809,50 @@ def _verify(
     ``skip`` [:n_skip] (sorted) were scored already. Returns the new heap size, or -1 when a
     candidate's forward entry is damaged.
     """
+    size, _ = _verify_until(
+        keys, docs, count, np.iinfo(np.int64).min, heap_scores, heap_docs, size, k, floor,
+        skip, n_skip, arrays, slots, slot_weights, stats, heap_base,
+    )  # fmt: skip
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _verify_until(
+    keys,
+    docs,
+    count,
+    stop,
+    heap_scores,
+    heap_docs,
+    size,
+    k,
+    floor,
+    skip,
+    n_skip,
+    arrays,
+    slots,
+    slot_weights,
+    stats,
+    heap_base,
+):
+    """:func:`_verify`, stopping also at the first bound below ``stop``: the candidates not
+    verified stay in ``keys``/``docs`` [:remaining], a max-heap by bound (none of them when
+    the k-th score stopped the loop: they cannot enter). Returns ``(heap size or -1,
+    remaining)``."""
     heaps.max_heapify(keys, docs, count)
     batch = np.empty(_VERIFY_BATCH, np.int64)
     remaining = count
-    while remaining > 0:
+    stopped = False
+    while remaining > 0 and not stopped:
         # Pop a few candidates whose bound still reaches the k-th score and prefetch their
         # forward entries together: their cache misses overlap instead of following each other.
         n_batch = 0
         while remaining > 0 and n_batch < _VERIFY_BATCH:
             if size == k and keys[0] < heap_scores[0]:
                 remaining = 0
+                break
+            if keys[0] < stop:
+                stopped = True
                 break
             doc = docs[0]
             remaining -= 1
@@ -833,11 +867,11 @@ def _verify(
             doc = batch[j]
             score = _exact_score(doc, arrays, slots, slot_weights)
             if score < 0:
-                return -1
+                return -1, remaining
             if score > floor:
                 size = heaps.offer(heap_scores, heap_docs, size, k, score, heap_base + doc)
         stats[STAT_VERIFIED] += n_batch
-    return size
+    return size, remaining
 
 
 # -- the kernels ---------------------------------------------------------------------------------

@@ -133,6 +133,10 @@ class CommitManifest:
             and ``hnsw`` (options or None).
         build: the settings recorded for the index (model, encoder...): ``index.settings``.
         files: the commit's own files (bitmaps, vocab.json), by name.
+        pair: the stamp of the last paired change (``sparse-ir add/delete --dense-index``
+            writes the same random stamp into both indexes of a hybrid pair; a change made to
+            one of them alone afterwards writes a stamp of its own): two indexes of a pair
+            whose stamps differ were not changed together. ``""``: never changed as a pair.
     """
 
     FORMAT: ClassVar[str] = SEGMENTS_FORMAT
@@ -145,6 +149,7 @@ class CommitManifest:
     fixed: dict
     build: dict
     files: dict[str, FileRecord] = field(default_factory=dict)
+    pair: str = ""
 
     @property
     def num_documents(self) -> int:
@@ -168,7 +173,7 @@ class CommitManifest:
             "fixed": dict(self.fixed),
             "build": dict(self.build),
             "files": _files_dict(self.files),
-        }
+        } | ({"pair": self.pair} if self.pair else {})
 
     @classmethod
     def from_dict(cls, d: object, *, source: str | os.PathLike) -> CommitManifest:
@@ -192,6 +197,7 @@ class CommitManifest:
             fixed=fields.mapping("fixed"),
             build=fields.mapping("build", {}),
             files=fields.files(),
+            pair=fields.string("pair", ""),
         )
 
 

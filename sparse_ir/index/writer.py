@@ -23,6 +23,7 @@ import collections
 import json
 import logging
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,6 +58,8 @@ from sparse_ir.validation import id_problem
 __all__ = ["CommitResult", "DeleteResult", "DenseIndexWriter", "IndexWriter"]
 
 logger = logging.getLogger(__name__)
+# The stamp prefix of a commit that changed one index of a hybrid pair alone.
+_ALONE = "alone-"
 
 #: The merge policy writers use unless told otherwise.
 DEFAULT_MERGE_POLICY = TieredMergePolicy()
@@ -182,6 +185,7 @@ class _LiveWriter:
         self._pending: list[tuple[object, list | None]] = []
         self._pending_ids: dict[str, tuple[int, int]] = {}
         self._changed = False
+        self._pair: str | None = None
 
     def _read_extra(self, generation: Path) -> bytes | None:
         """Bytes the kind keeps beside each commit (an impact index's vocab.json)."""
@@ -249,9 +253,21 @@ class _LiveWriter:
 
     # -- committing -------------------------------------------------------------------------------
 
-    def commit(self) -> CommitResult:
-        """Publish everything since the last commit (then merge as the policy says)."""
+    def commit(self, *, pair: str | None = None) -> CommitResult:
+        """Publish everything since the last commit (then merge as the policy says).
+
+        ``pair``: the stamp of a change made to both indexes of a hybrid pair (the same one
+        for both commits; see :attr:`CommitManifest.pair`); the commit is made even when
+        nothing changed, so that both record it. Without it, a commit that changes the
+        documents of an index that was changed as a pair before records a stamp of its own.
+        """
         self._check_open()
+        if pair is not None:
+            if not isinstance(pair, str) or not pair or pair.startswith(_ALONE):
+                raise ValueError(f"pair must be a non-empty stamp, got {pair!r}")
+            if pair != self.commit_manifest.pair:
+                self._pair = pair
+                self._changed = True
         return self._publish(merges=None)
 
     def force_merge(self, max_segments: int = 1) -> CommitResult:
@@ -290,7 +306,14 @@ class _LiveWriter:
             count = self._merge(name, [records[p] for p in group], masks)
             records[group[0] : group[-1] + 1] = [SegmentRecord(name, count)]
             masks[name] = np.zeros(count, bool)
-        commit = replace(self.commit_manifest, segments=tuple(records), next_segment=number)
+        stamp = self.commit_manifest.pair
+        if self._pair is not None:
+            stamp = self._pair
+        elif self._changed and stamp:  # one index of a pair changed alone
+            stamp = _ALONE + secrets.token_hex(8)
+        commit = replace(
+            self.commit_manifest, segments=tuple(records), next_segment=number, pair=stamp
+        )
         publish_commit(self.root, commit, masks, self._extra_files())
         if groups:
             self._load()
