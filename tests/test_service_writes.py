@@ -27,9 +27,10 @@ from test_service import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN, ThreadServer, ass
 
 from sparse_ir.cli import main
 from sparse_ir.errors import IndexBusyError
+from sparse_ir.hybrid import pair_stamp
 from sparse_ir.index.dense import DenseIndex
 from sparse_ir.index.impact_index import ImpactIndex
-from sparse_ir.index.writer import IndexWriter
+from sparse_ir.index.writer import DenseIndexWriter, IndexWriter
 from sparse_ir.search import DenseSearcher, Searcher
 from sparse_ir.service import ServiceSettings, create_app
 from sparse_ir.sparse_batch import SparseBatch
@@ -413,6 +414,11 @@ def test_one_writer_per_index(fresh, splade_tiny, tmp_path):
 
 
 def test_hybrid_pair_writes_both(fresh, splade_tiny, dense_encoder, new_docs):
+    # The pair was changed together before (as `sparse-ir add --dense-index` stamps it): the
+    # service's commit must stamp both alike too, or the reload would refuse the pair.
+    for writer_class, kind in ((IndexWriter, "sparse"), (DenseIndexWriter, "dense")):
+        with writer_class.open(fresh[kind]) as writer:
+            writer.commit(pair="earlier-paired-change")
     sparse = Searcher(ImpactIndex.open(fresh["sparse"]), splade_tiny)
     dense = DenseSearcher(DenseIndex.open(fresh["dense"]), dense_encoder)
     with (
@@ -431,6 +437,8 @@ def test_hybrid_pair_writes_both(fresh, splade_tiny, dense_encoder, new_docs):
         assert hits[0]["sparse_rank"] is not None and hits[0]["dense_rank"] is not None
     sparse_after, dense_after = ImpactIndex.open(fresh["sparse"]), DenseIndex.open(fresh["dense"])
     assert sparse_after.num_documents == dense_after.num_documents == FIRST + 3
+    assert pair_stamp(sparse_after) == pair_stamp(dense_after) != "earlier-paired-change"
+    assert pair_stamp(sparse_after)
     live = {sparse_after.doc_ids[h.docno] for h in sparse_after.search({"bone": 1}, 100)}
     assert new_docs[0].id not in live
     expected = dense_encoder.encode_documents(

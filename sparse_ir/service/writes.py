@@ -28,6 +28,7 @@ Example (through the app; ``admin`` holds the admin token)::
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,9 +204,13 @@ class Writes:
             generation = self.engine.current.generation
             return {"committed": False, "generation": generation, "reloaded": False}
         results = []
+        # Both indexes of a hybrid pair record one stamp, as `sparse-ir add --dense-index`
+        # does: without it each commit would be stamped alone once the pair had been changed
+        # together, and the pair would be refused at the reload (hybrid.check_pair).
+        pair = secrets.token_hex(8) if len(self._writers) > 1 else None
         for position, writer in enumerate(self._writers):
             try:
-                results.append(writer.commit())
+                results.append(writer.commit(pair=pair))
             except Exception as error:
                 if position == 0:
                     raise
