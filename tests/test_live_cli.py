@@ -77,3 +77,30 @@ def test_add_to_a_hybrid_pair_updates_both(tmp_path, capsys):
     assert DenseIndex.open(dense).num_documents == 3
     assert main(["hybrid-search", "--sparse-index", str(sparse), "--dense-index", str(dense),
                  "brain"]) == 0  # fmt: skip
+
+
+@pytest.mark.slow
+def test_add_stores_metadata_and_search_filters_on_it(tmp_path, capsys):
+    # A record's 'metadata' object is stored at add time as `sparse-ir index` stores it; a
+    # build without metadata (the first segment) holds no field, so no condition matches it.
+    index = tmp_path / "ix"
+    first = write_jsonl(tmp_path / "a.jsonl", FIRST)
+    more = write_jsonl(
+        tmp_path / "b.jsonl",
+        [{**MORE[0], "metadata": {"year": 2021}}, {**MORE[1], "metadata": {"year": 2015}}],
+    )
+    assert main(["index", "--input", str(first), "--output", str(index)]) == 0
+    assert main(["add", "--index", str(index), "--input", str(more)]) == 0
+    capsys.readouterr()
+    query = ["brain", "bones", "heart", "cancer", "calcium", "neurons"]
+    assert main(["search", "--index", str(index), "--filter", "year>=2020", *query]) == 0
+    out = capsys.readouterr().out
+    assert "c3" in out and "c4" not in out and "c1" not in out and "c2" not in out
+    opened = ImpactIndex.open(index)
+    assert opened.metadata(opened.docno("c4")) == {"year": 2015}
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"_id": "c9", "text": "x", "metadata": {"y": []}}])
+    assert main(["add", "--index", str(index), "--input", str(bad)]) == 1
+    assert "field 'y' is a list" in capsys.readouterr().err
+    assert main(["search", "--index", str(index), "--filter", "year<2020", *query]) == 0
+    out = capsys.readouterr().out
+    assert "c4" in out and "c3" not in out

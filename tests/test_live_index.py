@@ -49,6 +49,66 @@ def impact_vector(seed: int) -> dict[str, int]:
     return {VOCAB[t]: int(rng.integers(1, 4)) for t in sorted(terms.tolist())}
 
 
+def doc_metadata(seed: int) -> dict | None:
+    """A document's metadata: often none (so some segments store none), fields often
+    absent, and a string in ``year`` now and then (a kind a number condition never matches)."""
+    rng = np.random.default_rng(seed + 7_000_000)
+    if rng.random() < 0.35:
+        return None
+    record = {}
+    if rng.random() < 0.8:
+        record["year"] = int(rng.integers(2018, 2023)) if rng.random() < 0.9 else "n/a"
+    if rng.random() < 0.7:
+        record["tenant"] = str(rng.choice(["a", "b", "c"]))
+    return record
+
+
+def random_filter(rng: np.random.Generator):
+    """A random FieldCondition or AllOf of two, over the fields of :func:`doc_metadata`."""
+    from sparse_ir.index.filters import AllOf, FieldCondition
+
+    def one():
+        if rng.random() < 0.6:
+            op = str(rng.choice(["=", "!=", "<", "<=", ">", ">="]))
+            return FieldCondition("year", op, int(rng.integers(2017, 2024)))
+        return FieldCondition("tenant", str(rng.choice(["=", "!="])), str(rng.choice(list("abcd"))))
+
+    return one() if rng.random() < 0.6 else AllOf((one(), one()))
+
+
+def brute_force_filter(condition, record: dict | None) -> bool:
+    """Does a document with metadata ``record`` pass ``condition``? (plain Python: a field
+    that is absent, or holds another kind, never matches)."""
+    from sparse_ir.index.filters import AllOf
+
+    if isinstance(condition, AllOf):
+        return all(brute_force_filter(part, record) for part in condition.parts)
+    value = (record or {}).get(condition.field)
+    if value is None or isinstance(value, bool) or type(value) is not type(condition.value):
+        return False
+    return {
+        "=": value == condition.value,
+        "!=": value != condition.value,
+        "<": value < condition.value,
+        "<=": value <= condition.value,
+        ">": value > condition.value,
+        ">=": value >= condition.value,
+    }[condition.op]
+
+
+def filter_is_refused(condition, records: list[dict | None]) -> bool:
+    """True when a build of documents with ``records`` refuses ``condition``: some field it
+    names holds no value of the compared kind in any document."""
+    from sparse_ir.index.filters import AllOf
+
+    parts = condition.parts if isinstance(condition, AllOf) else (condition,)
+    for part in parts:
+        kind = type(part.value)
+        if not any(type((r or {}).get(part.field)) is kind for r in records):
+            return True
+    return False
+
+
 def dense_vector(seed: int) -> np.ndarray:
     """A document's vector (small integers: exact float scores, ties common)."""
     return np.random.default_rng(seed).integers(-2, 3, DIM).astype(np.float32)
@@ -91,11 +151,16 @@ class Kind:
         return float(np.dot(query, dense_vector(seed)))
 
 
-def brute_force(kind: Kind, index, model: dict[str, int], query, k: int) -> list[tuple]:
-    """``(doc_id, score)`` of the top-k by plain Python over the model's documents, ordered
-    by score descending then the index's document number (impact: score 0 left out)."""
+def brute_force(
+    kind: Kind, index, model: dict[str, int], query, k: int, condition=None
+) -> list[tuple]:
+    """``(doc_id, score)`` of the top-k by plain Python over the model's documents (those
+    passing ``condition``), ordered by score descending then the index's document number
+    (impact: score 0 left out)."""
     scored = [
-        (kind.score(query, seed), index.docno(doc_id), doc_id) for doc_id, seed in model.items()
+        (kind.score(query, seed), index.docno(doc_id), doc_id)
+        for doc_id, seed in model.items()
+        if condition is None or brute_force_filter(condition, doc_metadata(seed))
     ]
     if kind.name == "impact":
         scored = [s for s in scored if s[0] > 0]
@@ -109,7 +174,10 @@ def check_reader(kind: Kind, path: Path, model: dict[str, int], seed: int) -> No
     assert index.num_documents == len(model)
     live = {index.doc_ids[d] for d in np.flatnonzero(~_deleted(index)).tolist()}
     assert live == set(model)
+    for doc_id, seed_of_doc in model.items():
+        assert index.metadata(index.docno(doc_id)) == (doc_metadata(seed_of_doc) or {})
     rng = np.random.default_rng(seed)
+    records = [doc_metadata(s) for s in model.values()]
     for query in kind.queries(rng):
         for k in (1, 3, 30):
             expected = brute_force(kind, index, model, query, k)
@@ -118,6 +186,21 @@ def check_reader(kind: Kind, path: Path, model: dict[str, int], seed: int) -> No
                 if got != expected:
                     COUNTS["disagreements"] += 1
                 assert got == expected, (got, expected)
+        # A metadata filter: every mode equals brute force over the live documents that
+        # pass it, or is refused exactly when a build of those documents refuses it.
+        condition = random_filter(rng)
+        for k in (3, 30):
+            if not any(records) or filter_is_refused(condition, records):
+                with pytest.raises(InputError):
+                    _answers(kind, index, query, k, condition)
+                continue
+            expected = brute_force(kind, index, model, query, k, condition)
+            for got in _answers(kind, index, query, k, condition):
+                COUNTS["checks"] += 1
+                COUNTS["filtered"] = COUNTS.get("filtered", 0) + 1
+                if got != expected:
+                    COUNTS["disagreements"] += 1
+                assert got == expected, (condition, got, expected)
             if kind.name == "impact":  # approximate: only live documents, true scores
                 hits = index.search(query, k, mode=Approximate())
                 scores = dict(brute_force(kind, index, model, query, len(model) + 1))
@@ -130,21 +213,24 @@ def _deleted(index) -> np.ndarray:
     return np.zeros(index.num_documents, bool)
 
 
-def _answers(kind: Kind, index, query, k: int) -> list[list[tuple]]:
+def _answers(kind: Kind, index, query, k: int, condition=None) -> list[list[tuple]]:
     def pairs(hits):
         return [(h.doc_id, h.score) for h in hits]
 
+    f = condition
     if kind.name == "dense":
-        run = index.search_batch(np.stack([query, query]), k)
-        return [pairs(index.search(query, k)), pairs(run.results["1"])]
-    answers = [pairs(index.search(query, k, mode=m)) for m in ("exhaustive", "pruned")]
-    answers.append(pairs(index.search_batch([query], k, mode="pruned", threads=2).results["0"]))
-    answers.append(pairs(index.search_with_stats(query, k, mode="exhaustive")[0]))
-    top = index.search_arrays(query, k)
+        run = index.search_batch(np.stack([query, query]), k, filter=f)
+        return [pairs(index.search(query, k, filter=f)), pairs(run.results["1"])]
+    answers = [pairs(index.search(query, k, mode=m, filter=f)) for m in ("exhaustive", "pruned")]
+    run = index.search_batch([query], k, mode="pruned", threads=2, filter=f)
+    answers.append(pairs(run.results["0"]))
+    answers.append(pairs(index.search_with_stats(query, k, mode="exhaustive", filter=f)[0]))
+    top = index.search_arrays(query, k, filter=f)
     answers.append(
         [(index.doc_ids[d], s) for d, s in zip(top.docnos.tolist(), top.scores.tolist())]
     )
-    answers.append(pairs(index.reference_search(query, k)))
+    if f is None:
+        answers.append(pairs(index.reference_search(query, k)))
     return answers
 
 
@@ -178,7 +264,8 @@ def run_interleaving(kind: Kind, ops, seed: int, policy) -> None:
                     seeds = list(range(counter, counter + len(ids)))
                     counter += len(ids)
                     if ids:
-                        getattr(writer, op)(kind.batch(ids, seeds))
+                        metadata = [doc_metadata(s) for s in seeds]
+                        getattr(writer, op)(kind.batch(ids, seeds), metadata=metadata)
                         pending.update(zip(ids, seeds))
                 elif op == "delete":
                     result = writer.delete(arg)
@@ -305,25 +392,132 @@ def test_a_single_build_opens_as_one_segment_and_takes_writes(tmp_path):
     index.verify()
 
 
-def test_metadata_is_refused_by_writers_and_field_filters_on_live_indexes(tmp_path):
-    # Live indexes do not carry metadata yet: a merge would drop it, so the writer refuses an
-    # index that stores some, and a field filter on a live index is an error, never a guess.
+def test_metadata_flows_through_writers_and_merges_byte_identically(tmp_path):
+    # A single build with metadata takes writes with metadata; a segment whose documents had
+    # none sits beside them (its documents hold no field: no condition matches them); the
+    # force-merged segment is byte for byte a build of the live documents with their metadata.
     path = tmp_path / "ix"
     ImpactIndex.build(
         impact_batch(["a", "b"], [1, 2]),
         path,
         show_progress=False,
-        metadata=[{"year": 2020}, {"year": 2021}],
+        metadata=[{"year": 2020}, {"year": 2021, "tenant": "x"}],
     )
-    with pytest.raises(InputError, match="stores document metadata"):
-        IndexWriter.open(path)
-    assert ImpactIndex.open(path).metadata(1) == {"year": 2021}  # the index is untouched
-    other = tmp_path / "other"
-    with IndexWriter.open(other, vocab=VOCAB) as writer:
-        writer.add(impact_batch(["a", "b"], [1, 2]))
-    live = ImpactIndex.open(other)
-    with pytest.raises(InputError, match="live indexes do not store document metadata"):
-        live.search(impact_vector(1), k=2, filter="year>=2020")
+    with IndexWriter.open(path, merge_policy=None) as writer:
+        writer.add(impact_batch(["c", "d"], [3, 4]))  # no metadata: a segment without any
+        writer.commit()
+        writer.add(impact_batch(["e", "f"], [5, 6]), metadata=[{"year": 2019.5}, None])
+        writer.commit()
+        writer.upsert(impact_batch(["b"], [7]), metadata=[{"tenant": "y"}])  # year removed
+    live = ImpactIndex.open(path)
+    assert len(live.segments) == 4 and not live.segments[1].has_metadata
+    assert live.has_metadata and live.metadata_fields == ("tenant", "year")
+    query = {t: 1 for t in VOCAB}
+    hits = live.search(query, k=10, filter="year>=2019")
+    assert sorted(h.doc_id for h in hits) == ["a", "e"]  # b's year is gone, c/d hold none
+    assert {h.doc_id for h in live.search(query, k=10, filter="tenant!='x'")} == {"b"}
+    assert live.metadata(live.docno("b")) == {"tenant": "y"}
+    with pytest.raises(InputError, match="not in the metadata"):
+        live.search(query, k=10, filter="colour=1")
+    with IndexWriter.open(path, merge_policy=None) as writer:
+        writer.force_merge(1)
+    merged = ImpactIndex.open(path)
+    assert len(merged.segments) == 1
+    ids = ["a", "c", "d", "e", "f", "b"]
+    ImpactIndex.build(
+        impact_batch(ids, [1, 3, 4, 5, 6, 7]),
+        tmp_path / "scratch",
+        show_progress=False,
+        metadata=[{"year": 2020}, None, {}, {"year": 2019.5}, None, {"tenant": "y"}],
+    )
+    scratch = ImpactIndex.open(tmp_path / "scratch")
+    _assert_same_content(merged.segments[0].directory, scratch.directory)
+    assert sorted(h.doc_id for h in merged.search(query, k=10, filter="year>=2019")) == ["a", "e"]
+    merged.verify()
+
+
+def test_merging_segments_without_metadata_writes_none(tmp_path):
+    # Segments that store no metadata merge into one that stores none (as a build would);
+    # a field filter on such an index is an error naming the rule, never an empty answer.
+    path = tmp_path / "ix"
+    with IndexWriter.open(path, vocab=VOCAB, merge_policy=None) as writer:
+        writer.add(impact_batch(["a"], [1]), metadata=[None])
+        writer.commit()
+        writer.add(impact_batch(["b"], [2]), metadata=[{}])
+        writer.force_merge(1)
+    live = ImpactIndex.open(path)
+    assert not live.has_metadata and not live.segments[0].has_metadata
+    with pytest.raises(InputError, match="stores no document metadata"):
+        live.search({"t1": 1}, k=2, filter="year>=2020")
+
+
+def test_metadata_only_deleted_documents_held_is_refused_like_a_build(tmp_path):
+    path = tmp_path / "ix"
+    with IndexWriter.open(path, vocab=VOCAB, merge_policy=None) as writer:
+        writer.add(impact_batch(["a", "b"], [1, 2]), metadata=[{"year": 2020}, {"tenant": "t"}])
+        writer.commit()
+        writer.delete(["a"])
+    live = ImpactIndex.open(path)
+    with pytest.raises(InputError, match="holds no numbers"):
+        live.search({"t1": 1}, k=2, filter="year>=2020")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        ([{"tags": ["x"]}, None], r"document 'a'.*field 'tags' is a list"),
+        ([None, {"bad name": 1}], r"document 'b'.*field name 'bad name'"),
+        ([None, {"x": "y" * 5000}], r"document 'b'.*at most 4096"),
+        ([None], "1 metadata records for 2 documents"),
+        ([None, {"year": None}], r"document 'b'.*field 'year' is a null"),
+    ],
+)
+def test_bad_metadata_at_add_is_a_clear_error(tmp_path, metadata, message):
+    with IndexWriter.open(tmp_path / "ix", vocab=VOCAB) as writer:
+        with pytest.raises(InputError, match=message):
+            writer.add(impact_batch(["a", "b"], [1, 2]), metadata=metadata)
+        assert writer.num_documents == 0  # nothing half-added
+    with DenseIndexWriter.open(tmp_path / "dense", dim=DIM) as writer:
+        with pytest.raises(InputError, match=message):
+            writer.upsert((["a", "b"], np.ones((2, DIM))), metadata=metadata)
+
+
+def test_the_field_limit_counts_every_segment(tmp_path, monkeypatch):
+    import sparse_ir.index.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "MAX_COLLECTION_FIELDS", 3)
+    with IndexWriter.open(tmp_path / "ix", vocab=VOCAB) as writer:
+        writer.add(impact_batch(["a"], [1]), metadata=[{"f1": 1, "f2": 2}])
+        writer.commit()
+        writer.add(impact_batch(["b"], [2]), metadata=[{"f3": 3}])
+        with pytest.raises(InputError, match=r"document 'c'.*'f4'.*at most 3"):
+            writer.add(impact_batch(["c"], [3]), metadata=[{"f4": 4}])
+
+
+def test_dense_merge_with_metadata_is_byte_identical_to_a_build(tmp_path):
+    path = tmp_path / "live"
+    with DenseIndexWriter.open(path, dim=DIM, merge_policy=None) as writer:
+        writer.add((["a", "b"], np.stack([dense_vector(0), dense_vector(1)])))
+        writer.commit()
+        writer.add(
+            (["c", "d"], np.stack([dense_vector(2), dense_vector(3)])),
+            metadata=[{"year": 2021}, {"tenant": "q"}],
+        )
+        writer.commit()
+        writer.delete(["b"])
+        writer.force_merge(1)
+    DenseIndex.build(
+        np.stack([dense_vector(i) for i in (0, 2, 3)]),
+        tmp_path / "scratch",
+        ids=["a", "c", "d"],
+        metadata=[None, {"year": 2021}, {"tenant": "q"}],
+    )
+    merged = DenseIndex.open(path)
+    _assert_same_content(
+        merged.segments[0].directory, DenseIndex.open(tmp_path / "scratch").directory
+    )
+    hits = merged.search(np.ones(DIM, np.float32), k=5, filter="year=2021")
+    assert [h.doc_id for h in hits] == ["c"]
 
 
 def test_merged_segment_is_byte_identical_to_a_build(tmp_path):

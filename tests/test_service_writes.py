@@ -23,12 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import in_ci
+from test_live_index import brute_force_filter
 from test_service import ADMIN, ADMIN_TOKEN, READ, READ_TOKEN, ThreadServer, assert_error
 
 from sparse_ir.cli import main
 from sparse_ir.errors import IndexBusyError
 from sparse_ir.hybrid import pair_stamp
 from sparse_ir.index.dense import DenseIndex
+from sparse_ir.index.filters import parse_filter
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.writer import DenseIndexWriter, IndexWriter
 from sparse_ir.search import DenseSearcher, Searcher
@@ -324,7 +326,8 @@ BAD_WRITES = [
     ({"documents": [{"id": "a", "text": "x"}], "mode": "replace"}, "mode"),
     ({"documents": [{"id": "a", "text": "x"}], "upsert": True}, "upsert"),
     ({"documents": [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}]}, "twice"),
-    ({"documents": [{"id": "a", "text": "x", "metadata": {"year": 2020}}]}, "metadata"),
+    ({"documents": [{"id": "a", "text": "x", "metadata": {"tags": ["x"]}}]}, "'tags' is a list"),
+    ({"documents": [{"id": "a", "text": "x", "metadata": {"bad name": 1}}]}, "document 'a'"),
     ({"documents": [{"id": "a", "text": "x", "vector": {"cancer": -1.0}}]}, "vector.cancer"),
     ({"documents": {"id": "a", "text": "x"}}, "documents"),
     ({"documents": [{"id": f"d{i}", "text": "x"} for i in range(9)]}, "--max-batch"),
@@ -363,21 +366,40 @@ def test_bad_write_bodies(fresh, splade_tiny):
 # -- what cannot be written ---------------------------------------------------------------------
 
 
-def test_indexes_that_cannot_take_writes(
-    fresh, splade_tiny, tmp_path, scifact_vectors, scifact_docs
-):
-    from test_service import build_scifact_index
-
+def test_indexes_that_cannot_take_writes(fresh, splade_tiny):
     body = {"documents": [{"id": "new", "text": "bone stem cells"}]}
     bm25 = create_app(Searcher.from_index(fresh["bm25"]), settings=settings())
     with ThreadServer(bm25) as running, running.client(ADMIN) as http:
         assert_error(http.post("/documents", json=body), 409, "not_writable", "BM25")
         assert_error(http.delete("/documents/x"), 409, "not_writable", "BM25")
-    docs_by_id = {doc.id: doc for doc in scifact_docs}
-    with_metadata = build_scifact_index(tmp_path / "meta", scifact_vectors, docs_by_id, rows=50)
-    app = create_app(Searcher(with_metadata, splade_tiny), settings=settings())
-    with ThreadServer(app) as running, running.client(ADMIN) as http:
-        assert_error(http.post("/documents", json=body), 409, "not_writable", "metadata")
+
+
+def test_documents_carry_metadata_and_filters_see_it(fresh, splade_tiny, new_docs):
+    # The first segment (a build without metadata) holds no field: no condition matches it.
+    metadata = [{"year": 2019 + i % 4, "tenant": "ab"[i % 2]} for i in range(len(new_docs))]
+    documents = [{**doc, "metadata": record} for doc, record in zip(as_json(new_docs), metadata)]
+    documents[-1].pop("metadata")
+    with sparse_server(fresh["sparse"], splade_tiny) as running, running.client(ADMIN) as http:
+        response = http.post("/documents", json={"documents": documents})
+        assert response.status_code == 200, response.text
+        http.post("/commit")
+        for text in ("year>=2021", "tenant='a' AND year<2022", "year!=2020"):
+            condition = parse_filter(text)
+            expected = {
+                d["id"]
+                for d in documents
+                if "metadata" in d and brute_force_filter(condition, d["metadata"])
+            }
+            got = ids_of(http.post("/search", json={"text": "cells", "k": 100, "filter": text}))
+            hits_all = set(search_ids(http, "cells", 100))
+            assert set(got) == expected & hits_all and got, (text, got, expected)
+        upsert = {"mode": "upsert", "documents": [{**documents[0], "metadata": {"year": 1990}}]}
+        assert http.post("/documents", json=upsert).status_code == 200
+        http.post("/commit")
+        got = ids_of(http.post("/search", json={"text": "cells", "k": 100, "filter": "year<2000"}))
+        assert got == [documents[0]["id"]]
+    index = ImpactIndex.open(fresh["sparse"])
+    assert index.metadata(index.docno(documents[0]["id"])) == {"year": 1990}
 
 
 def test_one_writer_per_index(fresh, splade_tiny, tmp_path):

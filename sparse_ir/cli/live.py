@@ -34,7 +34,9 @@ def _register_add(subparsers) -> None:
         help="encode documents and add them to an index (no rebuild)",
         description="Encode a corpus.jsonl (_id, title, text) with the model the index records "
         "and add the documents to the index (impact or dense) as one commit. An id "
-        "already in the index is an error unless --upsert, which replaces it.",
+        "already in the index is an error unless --upsert, which replaces it. A record's "
+        '\'metadata\' object ({"year": 2021, "tenant": "a"}) is stored with its '
+        "document, as `sparse-ir index` does, and `sparse-ir search --filter` filters on it.",
     )
     parser.add_argument("--index", required=True, help="index directory (impact or dense)")
     parser.add_argument("--input", required=True, help="corpus.jsonl of the documents to add")
@@ -174,11 +176,11 @@ def _stage(writer, encoder, documents, upsert: bool) -> int:
         for start in range(0, len(batch), 2048):
             shard = batch[start : start + 2048]
             vectors = encoder.encode_documents([d.full_text for d in shard], show_progress=False)
-            count += add(([d.id for d in shard], vectors))
+            count += add(([d.id for d in shard], vectors), metadata=[d.metadata for d in shard])
         return count
     for vectors, shard in encode_corpus(encoder, documents):
         contents = [(d.title, d.text) for d in shard] if writer.has_contents else None
-        count += add(vectors, contents)
+        count += add(vectors, contents, metadata=[d.metadata for d in shard])
     return count
 
 

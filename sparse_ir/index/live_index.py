@@ -210,15 +210,61 @@ class _LiveBase:
             for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())
         ]
 
-    has_metadata = False  # writers refuse indexes with metadata (see writer._refuse_metadata)
-    metadata_fields: tuple[str, ...] = ()
+    @property
+    def has_metadata(self) -> bool:
+        """True when some segment stores document metadata (documents added with
+        ``metadata=``)."""
+        return any(segment.has_metadata for segment in self.segments)
+
+    @property
+    def metadata_fields(self) -> tuple[str, ...]:
+        """The metadata fields some segment holds, sorted (empty without metadata)."""
+        return tuple(sorted(set().union(*(s.metadata_fields for s in self.segments))))
 
     def metadata_column(self, field: str):
-        """Field filters need metadata, which live indexes do not carry yet: an error."""
-        raise InputError(
-            f"filter on field {field!r}: {self.root} is a live (multi-segment) index, and live "
-            "indexes do not store document metadata yet; filter by ids or a mask instead"
-        )
+        """One metadata field over every document number, the segments' columns laid end to
+        end (:func:`~sparse_ir.index.metadata.concat_columns`).
+
+        The rule is a single build's: a document without the field (one of a segment that
+        stores no metadata, or none for this field) holds nothing there, so no condition on
+        the field matches it. The kinds the column reports are those of the *live*
+        documents, so a filter errs, or not, exactly as on a build of the live documents
+        (a field that only deleted documents held is an error, never an empty result).
+
+        Raises :class:`InputError` when no segment stores metadata or none has the field.
+        """
+        from sparse_ir.index.metadata import MISSING, MetadataColumn, concat_columns
+
+        if not self.has_metadata:
+            raise InputError(
+                f"filter on field {field!r}: the live index {self.root} stores no document "
+                "metadata (no document was added with metadata=; `sparse-ir add` reads a "
+                "'metadata' object of each JSONL record)"
+            )
+        if field not in self.metadata_fields:
+            known = ", ".join(self.metadata_fields) or "none"
+            raise InputError(
+                f"filter field {field!r} is not in the metadata of {self.root} (fields: {known})"
+            )
+        columns = []
+        for segment in self.segments:
+            if field in segment.metadata_fields:
+                columns.append(segment.metadata_column(field))
+            else:
+                n = segment.num_documents
+                columns.append(
+                    MetadataColumn(
+                        field,
+                        np.full(n, MISSING, np.uint8),
+                        np.full(n, np.nan),
+                        (),
+                        frozenset(),
+                        str(segment.directory),
+                    )
+                )
+        column = concat_columns(columns, str(self.root))
+        live_kinds = np.unique(column.kinds[~self.deleted_mask()])
+        return column._replace(kinds_present=frozenset(int(k) for k in live_kinds) - {MISSING})
 
     def metadata(self, docno: int):
         """The metadata of a document (as its segment stores it)."""

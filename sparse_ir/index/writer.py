@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -37,6 +37,7 @@ from sparse_ir.index.dense import DenseIndex, HnswOptions, write_dense_files
 from sparse_ir.index.impact_index import ImpactIndex
 from sparse_ir.index.manifest import DENSE_FORMAT, IMPACT_FORMAT
 from sparse_ir.index.merge_policy import SegmentSize, TieredMergePolicy, forced_merge_groups
+from sparse_ir.index.metadata import MAX_COLLECTION_FIELDS, check_metadata
 from sparse_ir.index.segments import (
     CommitManifest,
     SegmentRecord,
@@ -93,16 +94,6 @@ class _Segment:
     @property
     def size(self) -> SegmentSize:
         return SegmentSize(len(self.doc_ids), int(np.count_nonzero(self.deleted)))
-
-
-def _refuse_metadata(segment) -> None:
-    """A writer cannot carry document metadata yet: merges would drop it, so refuse up front."""
-    if segment.has_metadata:
-        raise InputError(
-            f"{segment.directory} stores document metadata, which the live index writer does "
-            "not carry yet (a merge would drop it): rebuild the whole index with metadata= "
-            "instead of adding to it"
-        )
 
 
 class _LiveWriter:
@@ -162,9 +153,12 @@ class _LiveWriter:
         self._vocab_bytes = self._read_extra(current)
         self.segments: list[_Segment] = []
         self._live: dict[str, tuple[str, int]] = {}
+        # Metadata fields of every committed segment (deleted documents' too: a merge keeps a
+        # subset), so that no merge can exceed the per-segment field limit.
+        self._fields: set[str] = set()
         for record, mask in zip(self.commit_manifest.segments, deleted):
             segment_index = self.segment_class._open_generation(self.root / record.name)
-            _refuse_metadata(segment_index)
+            self._fields.update(segment_index.metadata_fields)
             ids = segment_index.doc_ids
             mask = np.zeros(len(ids), bool) if mask is None else mask.copy()
             self._track(_Segment(record.name, list(ids), mask))
@@ -182,7 +176,8 @@ class _LiveWriter:
             self._live[ids[local]] = (name, local)
 
     def _reset_pending(self) -> None:
-        self._pending: list[tuple[object, list | None]] = []
+        # (batch, contents or None, metadata dicts or None) per add/upsert call.
+        self._pending: list[tuple[object, list | None, list[dict] | None]] = []
         self._pending_ids: dict[str, tuple[int, int]] = {}
         self._changed = False
         self._pair: str | None = None
@@ -201,9 +196,21 @@ class _LiveWriter:
         if self._lock is None:
             raise ValueError(f"this writer of {self.root} is closed")
 
-    def add(self, batch, contents: Sequence[tuple[str, str]] | None = None) -> int:
+    def add(
+        self,
+        batch,
+        contents: Sequence[tuple[str, str]] | None = None,
+        *,
+        metadata: Sequence[Mapping | None] | None = None,
+    ) -> int:
         """Add documents with new ids; returns how many. An id that is already live (committed
-        or added since) raises :class:`InputError` naming it (use :meth:`upsert`)."""
+        or added since) raises :class:`InputError` naming it (use :meth:`upsert`).
+
+        ``metadata``: one dict (or None: no metadata) per document, stored with its segment
+        and filterable (``filter="year>=2020"``); the rules of
+        :func:`~sparse_ir.index.metadata.check_metadata`, checked here (an
+        :class:`InputError` names the document and the rule).
+        """
         self._check_open()
         ids = self._check_batch(batch, contents)
         for doc_id in ids:
@@ -212,16 +219,51 @@ class _LiveWriter:
                     f"document id {doc_id!r} is already in the index {self.root}; "
                     "use upsert() to replace it, or delete() it first"
                 )
-        self._append(batch, ids, contents)
+        records = self._check_metadata(metadata, ids)
+        self._append(batch, ids, contents, records)
         return len(ids)
 
-    def upsert(self, batch, contents: Sequence[tuple[str, str]] | None = None) -> int:
-        """Add documents, replacing the live documents of the same ids; returns how many."""
+    def upsert(
+        self,
+        batch,
+        contents: Sequence[tuple[str, str]] | None = None,
+        *,
+        metadata: Sequence[Mapping | None] | None = None,
+    ) -> int:
+        """Add documents, replacing the live documents of the same ids (their metadata too:
+        a replaced document has only the metadata given now); returns how many."""
         self._check_open()
         ids = self._check_batch(batch, contents)
+        records = self._check_metadata(metadata, ids)
         self.delete(ids)
-        self._append(batch, ids, contents)
+        self._append(batch, ids, contents, records)
         return len(ids)
+
+    def _check_metadata(self, metadata, ids: list[str]) -> list[dict] | None:
+        """The checked metadata of a batch (None when no document has any)."""
+        if metadata is None:
+            return None
+        if isinstance(metadata, (Mapping, str, bytes)):
+            raise TypeError(
+                "metadata= takes one dict (or None) per document, not a single "
+                f"{type(metadata).__name__}"
+            )
+        metadata = list(metadata)
+        if len(metadata) != len(ids):
+            raise InputError(f"{len(metadata)} metadata records for {len(ids)} documents")
+        records = [check_metadata(record, doc_id) for record, doc_id in zip(metadata, ids)]
+        fields = set(self._fields)
+        for record, doc_id in zip(records, ids):
+            new = record.keys() - fields
+            if new and len(fields) + len(new) > MAX_COLLECTION_FIELDS:
+                raise InputError(
+                    f"metadata of document {doc_id!r}: field {sorted(new)[0]!r} would make "
+                    f"{len(fields) + len(new)} distinct fields in the index {self.root}; at "
+                    f"most {MAX_COLLECTION_FIELDS} are stored (a merge keeps them all)"
+                )
+            fields |= new
+        self._fields = fields
+        return records if any(records) else None
 
     def delete(self, ids: Iterable[str]) -> DeleteResult:
         """Delete the live documents of these ids. Ids not in the index are counted in
@@ -244,9 +286,9 @@ class _LiveWriter:
         self._changed = self._changed or deleted > 0
         return DeleteResult(deleted, missing)
 
-    def _append(self, batch, ids: list[str], contents) -> None:
+    def _append(self, batch, ids: list[str], contents, metadata: list[dict] | None) -> None:
         index = len(self._pending)
-        self._pending.append((batch, None if contents is None else list(contents)))
+        self._pending.append((batch, None if contents is None else list(contents), metadata))
         for row, doc_id in enumerate(ids):
             self._pending_ids[doc_id] = (index, row)
         self._changed = True
@@ -358,27 +400,47 @@ class _LiveWriter:
         for index, row in self._pending_ids.values():
             chosen.setdefault(index, []).append(row)
         parts = []
-        for index, (batch, contents) in enumerate(self._pending):
+        with_metadata = False
+        for index, (batch, contents, metadata) in enumerate(self._pending):
             rows = sorted(chosen.get(index, []))
             if rows:
-                parts.append(self._select(batch, contents, rows))
+                chosen_batch, chosen_contents = self._select(batch, contents, rows)
+                records = None if metadata is None else [metadata[r] for r in rows]
+                with_metadata = with_metadata or (records is not None and any(records))
+                parts.append((chosen_batch, chosen_contents, records))
+        if with_metadata:  # documents without metadata get {} (what a build stores for None)
+            parts = [(b, c, m or [{}] * self._count(b)) for b, c, m in parts]
         with new_segment(self.root, name) as temporary:
-            self._write_documents(temporary, parts)
-        return [doc_id for batch, _ in parts for doc_id in self._ids(batch)]
+            self._write_documents(temporary, parts, with_metadata)
+        return [doc_id for batch, _, _ in parts for doc_id in self._ids(batch)]
 
     def _merge(self, name: str, records: list[SegmentRecord], masks: dict) -> int:
         """Write the live documents of ``records`` (in order) as segment ``name``, streamed
         a block of documents at a time."""
 
+        segments = [self.segment_class._open_generation(self.root / r.name) for r in records]
+        # Metadata is written when some merged segment stores it; a segment without any gives
+        # its documents {} (no fields), as a build from those documents would store them.
+        with_metadata = any(segment.has_metadata for segment in segments)
+
         def parts():
-            for record in records:
-                segment = self.segment_class._open_generation(self.root / record.name)
+            for record, segment in zip(records, segments):
                 rows = np.flatnonzero(~masks[record.name])
-                if len(rows):
-                    yield from self._segment_documents(segment, rows)
+                done = 0
+                for batch, contents in self._segment_documents(segment, rows) if len(rows) else ():
+                    count = self._count(batch)
+                    metadata = None
+                    if with_metadata:
+                        chosen = rows[done : done + count].tolist()
+                        if segment.has_metadata:
+                            metadata = [segment.metadata(r) for r in chosen]
+                        else:
+                            metadata = [{}] * count
+                    done += count
+                    yield batch, contents, metadata
 
         with new_segment(self.root, name) as temporary:
-            self._write_documents(temporary, parts())
+            self._write_documents(temporary, parts(), with_metadata)
         logger.info("merged %s into %s", ", ".join(r.name for r in records), name)
         return sum(int(np.count_nonzero(~masks[r.name])) for r in records)
 
@@ -425,8 +487,9 @@ class _LiveWriter:
     def _ids(self, batch) -> list[str]:
         raise NotImplementedError
 
-    def _write_documents(self, directory: Path, parts: Iterable) -> None:
-        """Write ``(batch, contents or None)`` parts as one segment's files."""
+    def _write_documents(self, directory: Path, parts: Iterable, with_metadata: bool) -> None:
+        """Write ``(batch, contents or None, metadata or None)`` parts as one segment's
+        files (with the metadata files when ``with_metadata``)."""
         raise NotImplementedError
 
     def _segment_documents(self, segment, rows: np.ndarray) -> Iterator:
@@ -632,13 +695,16 @@ class IndexWriter(_LiveWriter):
     def _ids(self, batch) -> list[str]:
         return list(batch.ids)
 
-    def _write_documents(self, directory: Path, parts: Iterable) -> None:
+    def _write_documents(self, directory: Path, parts: Iterable, with_metadata: bool) -> None:
         queue = _Queue() if self.has_contents else None
+        metadata = _Queue() if with_metadata else None
 
         def shards():
-            for batch, contents in parts:
+            for batch, contents, records in parts:
                 if queue is not None:
                     queue.items.extend(contents)
+                if metadata is not None:
+                    metadata.items.extend(records)
                 yield batch
 
         write_impact_files(
@@ -649,6 +715,7 @@ class IndexWriter(_LiveWriter):
             settings=self.commit_manifest.build,
             show_progress=False,
             search_layout=bool(self.commit_manifest.fixed.get("search_layout", True)),
+            metadata=metadata,
         )
 
     def _segment_documents(self, segment, rows: np.ndarray):
@@ -743,14 +810,23 @@ class DenseIndexWriter(_LiveWriter):
     def _ids(self, batch) -> list[str]:
         return list(batch[0])
 
-    def _write_documents(self, directory: Path, parts: Iterable) -> None:
+    def _write_documents(self, directory: Path, parts: Iterable, with_metadata: bool) -> None:
         options = self.commit_manifest.fixed.get("hnsw")
+        metadata = _Queue() if with_metadata else None
+
+        def batches():
+            for batch, _, records in parts:
+                if metadata is not None:
+                    metadata.items.extend(records)
+                yield batch
+
         write_dense_files(
-            (batch for batch, _ in parts),
+            batches(),
             directory,
             settings=self.commit_manifest.build,
             hnsw=None if options is None else HnswOptions(**options),
             show_progress=False,
+            metadata=metadata,
         )
 
     def _segment_documents(self, segment, rows: np.ndarray):

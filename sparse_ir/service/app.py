@@ -888,7 +888,9 @@ def _add_write_routes(app: FastAPI, state: _State) -> None:
                 "request (--max-batch)",
                 problems=[{"location": "documents", "message": f"at most {settings.max_batch}"}],
             )
-        documents = [NewDocument(d.id, d.title, d.text, d.vector) for d in body.documents]
+        documents = [
+            NewDocument(d.id, d.title, d.text, d.vector, d.metadata) for d in body.documents
+        ]
         result = await state.write(
             writes.add, documents, upsert=body.mode == "upsert", impacts=body.impacts
         )

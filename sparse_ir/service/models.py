@@ -156,8 +156,9 @@ class DocumentIn(_Strict):
     )
     metadata: dict | None = Field(
         None,
-        description="not supported yet: the live index writer does not carry metadata "
-        "(refused with a 422)",
+        description='the document\'s metadata, e.g. {"year": 2021, "tenant": "a"}: strings, '
+        "numbers and booleans (at most 32 fields, 4096 bytes of JSON); stored with the "
+        "document and filterable by the 'filter' of a search",
     )
 
 
@@ -179,11 +180,13 @@ class DocumentsRequest(_Strict):
             raise ValueError("either every document has a 'vector' or none has")
         for i, document in enumerate(self.documents):
             if document.metadata is not None:
-                raise ValueError(
-                    f"documents[{i}].metadata: the live index writer does not carry "
-                    "document metadata yet (a merge would drop it); rebuild the index "
-                    "with metadata instead"
-                )
+                from sparse_ir.errors import InputError
+                from sparse_ir.index.metadata import check_metadata
+
+                try:
+                    check_metadata(document.metadata, document.id)
+                except InputError as error:
+                    raise ValueError(f"documents[{i}].{error}") from None
             if document.vector is None and not (document.title.strip() or document.text.strip()):
                 raise ValueError(
                     f"documents[{i}] ({document.id!r}) has no title and no text to encode"

@@ -61,6 +61,7 @@ class NewDocument:
     title: str
     text: str
     vector: dict | None = None
+    metadata: dict | None = None
 
     @property
     def full_text(self) -> str:
@@ -122,7 +123,7 @@ class Writes:
         except IndexBusyError as error:
             _close(writers)
             raise WriteError(409, "index_busy", f"cannot write: {error}") from None
-        except (InputError, IndexFormatError) as error:  # e.g. an index storing metadata
+        except (InputError, IndexFormatError) as error:  # e.g. an index of another kind
             _close(writers)
             raise WriteError(409, "not_writable", f"cannot write: {error}") from None
         self._writers = writers
@@ -172,8 +173,11 @@ class Writes:
                     )
         done = 0
         try:
+            metadata = [document.metadata for document in documents]
+            if not any(metadata):
+                metadata = None
             for writer, (batch, contents) in zip(writers, staged):
-                (writer.upsert if upsert else writer.add)(batch, contents)
+                (writer.upsert if upsert else writer.add)(batch, contents, metadata=metadata)
                 done += 1
         except InputError as error:
             if done:
