@@ -238,6 +238,10 @@ def check_query_weights(terms, weights, max_impact: int, vocab=None) -> None:
     if weights.dtype.kind not in "iu" or weights.size == 0:
         return
     limit = _INT64_MAX // (max(int(max_impact), 1) * weights.size)
+    # A short query (every search of one text) in Python ints: several times cheaper than
+    # numpy's comparison and search on a few elements, and as exact.
+    if weights.size <= 64 and weights.ndim == 1 and max(weights.tolist()) <= limit:
+        return
     over = np.flatnonzero(weights > limit)
     if len(over):
         position = int(over[0])

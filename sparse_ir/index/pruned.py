@@ -66,12 +66,17 @@ __all__ = [
     "SearchArrays",
     "pruned_search_one",
     "search_one_flat",
+    "search_row_flat",
     "search_range",
     "windowed_exhaustive_one",
 ]
 
 #: The search returned no result itself; the caller runs the exhaustive kernel.
 FALLBACK = -2
+#: :func:`search_row_flat` declined: a term not checked yet, or a weight the general path refuses.
+NEEDS_GENERAL = -3
+_INT64_MAX = (1 << 63) - 1
+_INT32_HALF = ((1 << 31) - 1) // 2
 #: Default candidates buffered before an early verification pass (bounded memory per thread;
 #: ``PrunedSearcher(candidate_capacity=...)``). The buffer's document array is also the scratch
 #: for the documents touched in one window, so it never has fewer entries than a window.
@@ -1372,6 +1377,7 @@ class PrunedSearcher:
         docs = np.empty(k, np.int64)
         scores = np.empty(k, np.int64)
         stats = np.zeros(len(STATS_FIELDS), np.int64)
+        settings = params or EXACT
         count = search_one_flat(
             0 if params is None else 1,
             terms,
@@ -1381,7 +1387,11 @@ class PrunedSearcher:
             int(floor),
             bool(use_int64),
             *self._flat_arrays,
-            *(params or EXACT).as_tuple(),
+            # KernelSettings' fields as a plain tuple (making the NamedTuple costs ~0.5 µs).
+            settings.estimate_postings,
+            settings.estimate_candidates,
+            settings.cut_ratio,
+            settings.bound_weight,
             *scratch,
             docs,
             scores,
@@ -1392,6 +1402,57 @@ class PrunedSearcher:
                 f"{self.index.directory}: a posting points outside the index; run verify()"
             )
         return docs[:count], scores[:count], stats
+
+    def search_row(
+        self,
+        row_terms: np.ndarray,
+        row_weights: np.ndarray,
+        k: int,
+        params: PrunedParams | None,
+        allowed: np.ndarray,
+        floor: int,
+        checked: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(docs, scores)`` of one query row as a one-row SparseBatch holds it (term ids
+        over this index's vocabulary, integer weights, zeros allowed), everything
+        :meth:`ImpactIndex.search_arrays` does for it in one compiled call
+        (:func:`search_row_flat`); None when the general path must run instead (a term
+        ``checked`` does not mark yet, or a weight too large to keep scores exact)."""
+        local = self._local
+        scratch = local.scratch if hasattr(local, "scratch") else self._scratch()
+        docs = np.empty(k, np.int64)
+        scores = np.empty(k, np.int64)
+        stats = np.zeros(len(STATS_FIELDS), np.int64)
+        settings = params or EXACT
+        index = self.index
+        count = search_row_flat(
+            0 if params is None else 1,
+            row_terms,
+            row_weights,
+            k,
+            allowed,
+            int(floor),
+            checked,
+            index._term_max_float,
+            index._largest_impact,
+            int(index.quantizer.max_impact),
+            *self._flat_arrays,
+            settings.estimate_postings,
+            settings.estimate_candidates,
+            settings.cut_ratio,
+            settings.bound_weight,
+            *scratch,
+            docs,
+            scores,
+            stats,
+        )
+        if count == NEEDS_GENERAL:
+            return None
+        if count < 0:  # kernels.CORRUPT
+            raise IndexCorruptError(
+                f"{index.directory}: a posting points outside the index; run verify()"
+            )
+        return docs[:count], scores[:count]
 
     def search_many(
         self,
@@ -1554,6 +1615,127 @@ def search_one_flat(
         settings,
         scratch.accumulator32,
         scratch,
+        out_docs,
+        out_scores,
+        stats,
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def search_row_flat(
+    mode,
+    row_terms,
+    row_weights,
+    k,
+    allowed,
+    floor,
+    checked,
+    term_max,
+    largest_impact,
+    max_impact,
+    term_offsets,
+    postings_docs,
+    postings_impacts,
+    window_offsets,
+    impact_order_docs,
+    impact_order_impacts,
+    segment_offsets,
+    segment_impacts,
+    segment_ends,
+    forward_offsets,
+    forward_terms,
+    forward_impacts,
+    window_bits,
+    estimate_postings,
+    estimate_candidates,
+    cut_ratio,
+    bound_weight,
+    accumulator32,
+    accumulator64,
+    slots,
+    candidate_docs,
+    candidate_keys,
+    out_docs,
+    out_scores,
+    stats,
+):
+    """One query row from a one-row SparseBatch to its top-k, in one compiled call.
+
+    What :meth:`ImpactIndex.prepare_query`, ``_check_terms``, ``_needs_int64`` and
+    :func:`search_one_flat` do one after the other in Python for such a row (each a few numpy
+    calls on a handful of numbers: together more than the whole BM25 search of a SciFact
+    query), with the same rules: weights of 0 are dropped; the row is declined
+    (``NEEDS_GENERAL``) when a term is not yet marked in ``checked`` (the index's per-term
+    checks, :class:`~sparse_ir.index.validate.TermCheck`) or a weight is above
+    ``INT64_MAX // (max_impact × terms)`` (the general path raises the error); scores are summed
+    in int64 when Σ weights × ``largest_impact`` passes INT32_MAX // 2 and so does the bound
+    Σ weight × ``term_max``. ``row_terms`` are ascending, unique and inside the vocabulary
+    (a SparseBatch guarantees it). Returns the number of hits, ``kernels.CORRUPT`` or
+    ``NEEDS_GENERAL``.
+    """
+    n = len(row_terms)
+    top = np.int64(0)
+    total = np.int64(0)
+    kept = 0
+    for i in range(n):
+        if checked[row_terms[i]] == 0:
+            return NEEDS_GENERAL
+        weight = np.int64(row_weights[i])
+        top = max(top, weight)
+        if weight > 0:
+            kept += 1
+    if n > 0 and top > _INT64_MAX // (max(max_impact, 1) * n):
+        return NEEDS_GENERAL
+    query_terms = np.empty(kept, np.int32)
+    query_weights = np.empty(kept, np.int64)
+    j = 0
+    wide = False
+    for i in range(n):
+        weight = np.int64(row_weights[i])
+        if weight > 0:
+            query_terms[j] = row_terms[i]
+            query_weights[j] = weight
+            j += 1
+            # Σ weights, saturating: past the limit below, the exact sum does not matter.
+            if total <= _INT64_MAX - weight:
+                total += weight
+            else:
+                total = _INT64_MAX
+    if float(total) * largest_impact > _INT32_HALF:
+        bound = 0.0
+        for i in range(kept):
+            bound += float(query_weights[i]) * term_max[query_terms[i]]
+        wide = bound > _INT32_HALF
+    return search_one_flat(
+        mode,
+        query_terms,
+        query_weights,
+        k,
+        allowed,
+        floor,
+        wide,
+        term_offsets,
+        postings_docs,
+        postings_impacts,
+        window_offsets,
+        impact_order_docs,
+        impact_order_impacts,
+        segment_offsets,
+        segment_impacts,
+        segment_ends,
+        forward_offsets,
+        forward_terms,
+        forward_impacts,
+        window_bits,
+        estimate_postings,
+        estimate_candidates,
+        cut_ratio,
+        bound_weight,
+        accumulator32,
+        accumulator64,
+        slots,
+        candidate_docs,
+        candidate_keys,
         out_docs,
         out_scores,
         stats,

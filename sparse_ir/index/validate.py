@@ -468,6 +468,8 @@ class TermCheck:
         self.vocab = index.vocab
         layout = index._layout
         self.checked = np.zeros(index.vocab_size, np.uint8)
+        # The same facts as a set, for short queries (filled by ensure; set.update is atomic).
+        self.checked_terms: set[int] = set()
         self.n_docs = index.num_documents
         empty64 = np.zeros(1, np.int64)
         has_doc_order = index.has_doc_ordered_postings
@@ -510,7 +512,12 @@ class TermCheck:
         """Raise :class:`IndexCorruptError` if a term of ``terms`` (int32 ids inside the
         vocabulary) has damaged postings; remember the sound ones."""
         terms = np.asarray(terms, np.int32)
-        if self.checked[terms].all():  # the usual case: ~1 µs, no kernel call
+        # The usual case, every term checked before: a set lookup of a short query's ids
+        # (~0.2 µs) instead of numpy's gather and reduction (~1.5 µs).
+        short = len(terms) <= 64
+        if short and self.checked_terms.issuperset(terms.tolist()):
+            return
+        if not short and self.checked[terms].all():
             return
         # One scratch per call: threads must not share it.
         scratch = np.empty_like(self.scratch) if len(self.scratch) > 1 else self.scratch
@@ -524,6 +531,8 @@ class TermCheck:
                 self.directory,
                 f"term {term} ({self.vocab[term]!r}): {_TERM_PROBLEMS[int(code)]}",
             )
+        if short:
+            self.checked_terms.update(terms.tolist())
 
 
 def check_all_terms(index: ImpactIndex) -> None:
