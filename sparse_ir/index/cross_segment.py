@@ -387,8 +387,6 @@ def verify_segment_flat(
     floor,
     heap_base,
     term_offsets,
-    postings_docs,
-    postings_impacts,
     window_offsets,
     impact_order_docs,
     impact_order_impacts,
@@ -420,7 +418,7 @@ def verify_segment_flat(
     the k-th score as fast as one merged index's verification does, so fewer are verified.
     """
     arrays = SearchArrays(
-        term_offsets, postings_docs, postings_impacts, window_offsets, impact_order_docs,
+        term_offsets, window_offsets, impact_order_docs,
         impact_order_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
         forward_terms, forward_impacts, window_bits,
     )  # fmt: skip
