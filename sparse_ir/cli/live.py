@@ -198,7 +198,9 @@ def run_add(args: argparse.Namespace) -> int:
     try:
         if args.dense_index:
             writers.append(open_writer(args.dense_index))
-        pair = _pair_stamp(writers)
+        from sparse_ir.index.writer import new_pair_stamp
+
+        pair = new_pair_stamp(writers)
         counts = [
             _stage(writer, _document_encoder(writer, args), documents, args.upsert)
             for writer in writers
@@ -236,7 +238,9 @@ def run_delete(args: argparse.Namespace) -> int:
     try:
         if args.dense_index:
             writers.append(open_writer(args.dense_index))
-        pair = _pair_stamp(writers)
+        from sparse_ir.index.writer import new_pair_stamp
+
+        pair = new_pair_stamp(writers)
         for writer in writers:
             result = writer.delete(ids)
             commit = writer.commit(pair=pair)
@@ -250,29 +254,6 @@ def run_delete(args: argparse.Namespace) -> int:
         for writer in writers:
             writer.close()
     return 0
-
-
-def _pair_stamp(writers: list) -> str | None:
-    """A fresh stamp for the commits of a change made to both indexes of a hybrid pair
-    (None for one index). Both indexes are locked before either commits; when their last
-    paired changes already differ (an earlier paired command was interrupted between its
-    commits), say so: this command proceeds and stamps both alike, and only running the
-    interrupted command again (add with --upsert) makes their documents agree."""
-    if len(writers) < 2:
-        return None
-    import secrets
-    import sys
-
-    stamps = [writer.commit_manifest.pair for writer in writers]
-    if stamps[0] and stamps[1] and stamps[0] != stamps[1]:
-        print(
-            f"warning: {writers[0].root} and {writers[1].root} were not changed together "
-            f"last time ({stamps[0]!r} vs {stamps[1]!r}): a paired add or delete was "
-            "interrupted between its two commits, or one index was changed alone; run "
-            "the interrupted command again on both (add with --upsert) if this one is not it",
-            file=sys.stderr,
-        )
-    return secrets.token_hex(8)
 
 
 def run_merge(args: argparse.Namespace) -> int:

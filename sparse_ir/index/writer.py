@@ -56,7 +56,7 @@ from sparse_ir.quantize import Quantizer
 from sparse_ir.sparse_batch import SparseBatch
 from sparse_ir.validation import id_problem
 
-__all__ = ["CommitResult", "DeleteResult", "DenseIndexWriter", "IndexWriter"]
+__all__ = ["CommitResult", "DeleteResult", "DenseIndexWriter", "IndexWriter", "new_pair_stamp"]
 
 logger = logging.getLogger(__name__)
 # The stamp prefix of a commit that changed one index of a hybrid pair alone.
@@ -846,3 +846,29 @@ def _created_by() -> str:
 def _vocab_bytes(vocab: Sequence[str]) -> bytes:
     """vocab.json as the builder writes it."""
     return json.dumps(list(vocab), ensure_ascii=False).encode("utf-8")
+
+
+def new_pair_stamp(writers: Sequence[_LiveWriter]) -> str | None:
+    """A fresh stamp for the commits of one change made to both indexes of a hybrid pair
+    (``commit(pair=...)`` on each); None for a single index.
+
+    Both writers are open (so both locks held) before either commits. When the pair's last
+    paired changes already differ (an earlier paired change was interrupted between its two
+    commits, or one index was changed alone), a warning says so: this change proceeds and
+    stamps both alike, and only making the interrupted change again (add with upsert) makes
+    their documents agree.
+
+    >>> new_pair_stamp([]) is None
+    True
+    """
+    if len(writers) < 2:
+        return None
+    stamps = [writer.commit_manifest.pair for writer in writers]
+    if stamps[0] and stamps[1] and stamps[0] != stamps[1]:
+        logger.warning(
+            "%s and %s were not changed together last time (%r vs %r): a paired change was "
+            "interrupted between its two commits, or one index was changed alone; make the "
+            "interrupted change again on both (add with upsert) if this one is not it",
+            writers[0].root, writers[1].root, stamps[0], stamps[1],
+        )  # fmt: skip
+    return secrets.token_hex(8)

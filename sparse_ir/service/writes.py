@@ -28,7 +28,6 @@ Example (through the app; ``admin`` holds the admin token)::
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass
 
 import numpy as np
@@ -211,7 +210,9 @@ class Writes:
         # Both indexes of a hybrid pair record one stamp, as `sparse-ir add --dense-index`
         # does: without it each commit would be stamped alone once the pair had been changed
         # together, and the pair would be refused at the reload (hybrid.check_pair).
-        pair = secrets.token_hex(8) if len(self._writers) > 1 else None
+        from sparse_ir.index.writer import new_pair_stamp
+
+        pair = new_pair_stamp(self._writers)
         for position, writer in enumerate(self._writers):
             try:
                 results.append(writer.commit(pair=pair))
