@@ -146,9 +146,11 @@ def index_corpus(
     total: int | None = None,
     show_progress: bool | None = None,
     settings: dict | None = None,
+    doc_ordered_postings: bool | None = None,
 ):
     """Encode a corpus and build an :class:`~sparse_ir.index.ImpactIndex` at ``path``.
 
+    ``doc_ordered_postings`` is :meth:`ImpactIndex.build`'s (True: format version 1 files too).
     Returns ``(index, encode_stats)``. The index is published only when everything succeeded;
     an interruption leaves the previous index (if any) in place. The documents' metadata
     (:attr:`~sparse_ir.corpus.Document.metadata`) is stored with the index.
@@ -188,6 +190,7 @@ def index_corpus(
             settings={**encoder_settings(encoder), **(settings or {})},
             total_documents=total,
             metadata=_Drain(pending_metadata),
+            doc_ordered_postings=doc_ordered_postings,
         )
     finally:
         progress.close()

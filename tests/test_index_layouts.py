@@ -229,3 +229,36 @@ def test_a_live_index_merges_segments_of_both_layouts(tmp_path, monkeypatch):
         want = brute_force(kept, query, 10)
         assert [(h.docno, h.score) for h in merged.search(query, 10, mode="exhaustive")] == want
         assert [(h.docno, h.score) for h in merged.reference_search(query, 10)] == want
+
+
+def _corpus(path: Path) -> Path:
+    texts = ["sparse retrieval with impacts", "dense retrieval", "impacts of sparse models", "x"]
+    path.write_text(
+        "".join(json.dumps({"_id": f"d{n}", "text": t}) + "\n" for n, t in enumerate(texts))
+    )
+    return path
+
+
+def test_the_index_command_keeps_them_when_asked(tmp_path):
+    from sparse_ir.cli import main
+
+    corpus = _corpus(tmp_path / "corpus.jsonl")
+    for name, extra in (("default", []), ("kept", ["--doc-ordered-postings"])):
+        argv = ["index", "--bm25", "--input", str(corpus), "--output", str(tmp_path / name)]
+        assert main(argv + extra) == 0
+    default, kept = ImpactIndex.open(tmp_path / "default"), ImpactIndex.open(tmp_path / "kept")
+    assert not default.has_doc_ordered_postings and kept.has_doc_ordered_postings
+    assert verify_index(tmp_path / "kept").ok
+    query = SparseBatch.from_dicts([{kept.vocab[0]: 3, kept.vocab[1]: 2}], kept.vocab, ["q"])
+    for mode in MODES:
+        assert kept.search(query, k=3, mode=mode) == default.search(query, k=3, mode=mode)
+
+
+def test_the_index_command_refuses_them_on_ray(tmp_path, capsys):
+    from sparse_ir.cli import main
+
+    corpus = _corpus(tmp_path / "corpus.jsonl")
+    argv = ["index", "--ray", "--input", str(corpus), "--output", str(tmp_path / "ix")]
+    assert main([*argv, "--doc-ordered-postings"]) != 0
+    assert "--doc-ordered-postings is not available with --ray" in capsys.readouterr().err
+    assert not (tmp_path / "ix").exists()

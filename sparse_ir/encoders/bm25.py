@@ -750,6 +750,7 @@ def build_bm25_index(
     settings: dict | None = None,
     show_progress: bool | None = None,
     total: int | None = None,
+    doc_ordered_postings: bool | None = None,
 ):
     """Fit BM25 on a corpus and build its :class:`~sparse_ir.index.impact_index.ImpactIndex`.
 
@@ -760,6 +761,7 @@ def build_bm25_index(
         k1, b, analyzer: as :class:`BM25Encoder`.
         bits: quantize to 8 or 16 bits instead of the scale :data:`BM25_SCALE`.
         settings: extra facts for the manifest (the BM25 settings are always recorded).
+        doc_ordered_postings: as :meth:`ImpactIndex.build` (True: format version 1 files too).
 
     Returns ``(index, encoder)``; the index records the encoder's :meth:`~BM25Encoder.settings`,
     so :meth:`BM25Encoder.from_index_settings` (and ``Searcher.from_index``) restores it.
@@ -788,6 +790,7 @@ def build_bm25_index(
         show_progress=show_progress,
         total_documents=len(documents),
         metadata=(getattr(d, "metadata", None) for d in documents),
+        doc_ordered_postings=doc_ordered_postings,
     )
     return index, encoder
 
