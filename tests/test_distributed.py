@@ -296,25 +296,20 @@ def _encode(tmp_path, corpus, model, **options):
     return encode_corpus_on_ray(job)
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Read blocks of 2 KB, so the small corpus is spread over both encoder actors."""
-    from sparse_ir.distributed import encode
-
-    monkeypatch.setattr(encode, "_BYTES_PER_READ_BLOCK", 2048)
-
-
 def test_ray_encoding_gives_the_single_process_vectors_resumes_and_indexes(
-    ray_cluster, small_corpus, tiny_bert_dir, tmp_path, small_blocks
+    ray_cluster, small_corpus, tiny_bert_dir, tmp_path
 ):
     from sparse_ir.distributed.encode import index_shards_on_ray, read_encode_result
     from sparse_ir.encoders.splade import SpladeEncoder
 
     path, records = small_corpus
     result = _encode(tmp_path / "parts", path, tiny_bert_dir, actors=2)
-    # Parts of at most 16 documents (Ray Data may cut one short at a block boundary).
+    # Read blocks of about one part (240 documents in 15 blocks): parts of 16, both actors
+    # encoding, one part at a time each.
     assert result.documents == 240 and result.encoded == len(result.parts)
-    assert max(result.sizes) == 16 and 15 <= len(result.parts) <= 30
+    assert result.sizes == [16] * 15
+    assert len(result.workers) == 2 and sum(w["parts"] for w in result.workers.values()) == 15
+    assert min(w["parts"] for w in result.workers.values()) >= 3
     vectors = SparseBatch.concatenate(list(result.batches()))
     assert list(vectors.ids) == [r["_id"] for r in records]  # corpus order
     single = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="float32")
@@ -348,7 +343,7 @@ def test_ray_encoding_gives_the_single_process_vectors_resumes_and_indexes(
 
 
 def test_an_encoder_actor_killed_mid_run_leaves_every_document_exactly_once(
-    ray_cluster, small_corpus, tiny_bert_dir, tmp_path, small_blocks
+    ray_cluster, small_corpus, tiny_bert_dir, tmp_path
 ):
     path, records = small_corpus
     output = tmp_path / "parts"
