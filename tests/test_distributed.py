@@ -71,6 +71,17 @@ def collection(tmp_path_factory):
     return docs, queries, single, sharded
 
 
+def _wait_for_free_cpus(ray, cpus: float, timeout: float = 60) -> None:
+    """Until the cluster reports ``cpus`` free (actors killed just before release theirs a
+    moment later, and the default placement reads the free CPUs)."""
+    from sparse_ir.distributed.search import cluster_nodes
+
+    deadline = time.monotonic() + timeout
+    while sum(n.free_cpus for n in cluster_nodes(ray)) < cpus:
+        assert time.monotonic() < deadline, f"the cluster did not free {cpus} CPUs"
+        time.sleep(0.1)
+
+
 def _distributed(path, **options):
     """One actor per shard unless told otherwise (the default depends on the CPUs free)."""
     from sparse_ir.distributed.search import DistributedIndex
@@ -97,18 +108,37 @@ def test_ray_search_equals_the_single_index(ray_cluster, collection, shards_per_
             assert top.docnos.tolist() == [h.docno for h in single.search(query, 4)]
 
 
-def test_the_default_groups_shards_by_the_free_cpus_and_a_dead_group_names_its_shards(
+def test_the_default_is_one_actor_per_node_on_its_free_cpus_and_a_dead_group_names_its_shards(
     ray_cluster, collection
 ):
     from sparse_ir.distributed.search import DistributedIndex, ShardUnavailableError
 
     _, queries, single, sharded = collection
-    # num_cpus=1 on a 2-CPU cluster: at most 2 actors for the 5 shards, runs of shards.
+    # One node with 2 free CPUs: one actor holding the 5 shards, searching them on 2 threads
+    # (runs of 3 and 2 shards) with 2 CPUs reserved, pinned to the node.
+    (node,) = [n["NodeID"] for n in ray_cluster.nodes() if n["Alive"]]
+    _wait_for_free_cpus(ray_cluster, 2)
     with DistributedIndex(sharded.directory, timeout=60) as index:
-        assert 1 <= len(index.actors) <= 2
-        assert sum(index.groups, []) == list(range(5))
+        assert index.groups == [[0, 1, 2, 3, 4]]
+        assert index.placement.threads == [2] and index.placement.num_cpus == [2.0]
+        assert index.placement.nodes == [node] and index.node_ids() == [node]
         run = index.search_batch(queries, 10)
         assert run.results == single.search_batch(queries, 10, threads=1).results
+        for row in range(len(queries)):
+            query = queries.select([row])
+            assert index.search(query, 7) == single.search(query, 7)
+        # Killed, the actor is restarted by Ray on its node, and answers in full.
+        victim = index.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        assert index.search(queries.select([3]), 10) == single.search(queries.select([3]), 10)
+        assert index.pids()[0] != victim and index.node_ids() == [node]
+    # Overrides: threads alone reserves as many CPUs; an explicit num_cpus is kept.
+    _wait_for_free_cpus(ray_cluster, 2)
+    with DistributedIndex(sharded.directory, threads=1, timeout=60) as index:
+        assert index.placement.threads == [1] and index.placement.num_cpus == [1.0]
+    _wait_for_free_cpus(ray_cluster, 2)
+    with DistributedIndex(sharded.directory, num_cpus=0.5, timeout=60) as index:
+        assert index.placement.threads == [2] and index.placement.num_cpus == [0.5]
     # One actor searching its 5 shards on 2 threads: the same answers.
     with _distributed(sharded.directory, actors=1, threads=2, num_cpus=0.5) as index:
         for row in range(len(queries)):
@@ -266,25 +296,20 @@ def _encode(tmp_path, corpus, model, **options):
     return encode_corpus_on_ray(job)
 
 
-@pytest.fixture
-def small_blocks(monkeypatch):
-    """Read blocks of 2 KB, so the small corpus is spread over both encoder actors."""
-    from sparse_ir.distributed import encode
-
-    monkeypatch.setattr(encode, "_BYTES_PER_READ_BLOCK", 2048)
-
-
 def test_ray_encoding_gives_the_single_process_vectors_resumes_and_indexes(
-    ray_cluster, small_corpus, tiny_bert_dir, tmp_path, small_blocks
+    ray_cluster, small_corpus, tiny_bert_dir, tmp_path
 ):
     from sparse_ir.distributed.encode import index_shards_on_ray, read_encode_result
     from sparse_ir.encoders.splade import SpladeEncoder
 
     path, records = small_corpus
     result = _encode(tmp_path / "parts", path, tiny_bert_dir, actors=2)
-    # Parts of at most 16 documents (Ray Data may cut one short at a block boundary).
+    # Read blocks of about one part (240 documents in 15 blocks): parts of 16, both actors
+    # encoding, one part at a time each.
     assert result.documents == 240 and result.encoded == len(result.parts)
-    assert max(result.sizes) == 16 and 15 <= len(result.parts) <= 30
+    assert result.sizes == [16] * 15
+    assert len(result.workers) == 2 and sum(w["parts"] for w in result.workers.values()) == 15
+    assert min(w["parts"] for w in result.workers.values()) >= 3
     vectors = SparseBatch.concatenate(list(result.batches()))
     assert list(vectors.ids) == [r["_id"] for r in records]  # corpus order
     single = SpladeEncoder.from_pretrained(str(tiny_bert_dir), precision="float32")
@@ -318,7 +343,7 @@ def test_ray_encoding_gives_the_single_process_vectors_resumes_and_indexes(
 
 
 def test_an_encoder_actor_killed_mid_run_leaves_every_document_exactly_once(
-    ray_cluster, small_corpus, tiny_bert_dir, tmp_path, small_blocks
+    ray_cluster, small_corpus, tiny_bert_dir, tmp_path
 ):
     path, records = small_corpus
     output = tmp_path / "parts"

@@ -50,7 +50,8 @@ logger = logging.getLogger(__name__)
 
 ENCODE_MANIFEST = "encode.json"
 ENCODE_FORMAT = "sparse-ir-encoded-parts"
-_BYTES_PER_READ_BLOCK = 256 << 10
+_SAMPLE_BYTES = 1 << 20
+_ACTORS_START_TIMEOUT = 600  # seconds for the encoder actors to start and load the model
 
 
 def part_name(ids: Sequence[str]) -> str:
@@ -115,6 +116,10 @@ class EncodeResult:
         encoded, kept: parts encoded by the last run, and found from an earlier one.
         seconds: wall time of the last run; encode_seconds, encoded_documents: its encoding
             phase (first part started to last part finished) and the documents it encoded.
+        workers: per encoder actor process of the last run (by pid): the parts and
+            documents it encoded and the seconds it spent encoding them (``busy``), to see
+            how evenly the work was spread, and when it started its first part (seconds after
+            the first part of the run started).
     """
 
     output: Path
@@ -127,6 +132,7 @@ class EncodeResult:
     seconds: float = 0.0
     encode_seconds: float = 0.0
     encoded_documents: int = 0
+    workers: dict = field(default_factory=dict)
 
     @property
     def documents_per_second(self) -> float:
@@ -215,17 +221,50 @@ def _normalize_columns(batch: dict) -> dict:
     }
 
 
-def _read_corpus(ray, path: Path, readers: int):
+def _estimated_documents(path: Path) -> int:
+    """About how many documents a corpus holds: exact for Parquet (its metadata), else its
+    size over the mean line length of its first MiB (decompressed, for ``.gz``).
+
+    Example:
+        >>> import tempfile
+        >>> corpus = Path(tempfile.mkdtemp()) / "corpus.jsonl"
+        >>> _ = corpus.write_text('{"_id": "1", "text": "a"}\\n' * 40)
+        >>> _estimated_documents(corpus)
+        40
+    """
+    if path.is_dir() or path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(_SAMPLE_BYTES)
+    if path.suffix == ".gz":
+        import zlib
+
+        text = zlib.decompressobj(wbits=31).decompress(head)
+    else:
+        text = head
+    lines = text.count(b"\n") + (1 if text and not text.endswith(b"\n") else 0)
+    if not lines:
+        return 1
+    return max(1, round(size * lines / len(head)))
+
+
+def _read_corpus(ray, path: Path, part_size: int, readers: int):
     """A Ray Dataset of the corpus (``_id``, ``title``, ``text``), in file order, read by at
-    most ``readers`` tasks at a time."""
+    most ``readers`` tasks at a time, in blocks of about ``part_size`` documents."""
     if not path.exists():
         raise FileNotFoundError(f"no corpus at {path}")
     # Reading and parsing reserve no CPU (the encoder actors may hold every CPU of the
     # cluster, and a read task waiting for one would wait forever): their concurrency is
-    # bounded instead. The number of read blocks follows from the input's size alone, so a
-    # re-run cuts the same parts and finds them done.
-    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
-    blocks = max(1, -(-(size or path.stat().st_size) // _BYTES_PER_READ_BLOCK))
+    # bounded instead. A block is the unit Ray Data hands to an encoder actor, so blocks of
+    # about one part let the parts spread evenly over the actors (blocks of many parts go
+    # whole to one actor, and the last ones leave the others idle). The number of blocks
+    # follows from the input alone (an estimate of its documents), so a re-run cuts the same
+    # parts and finds them done.
+    blocks = max(1, -(-_estimated_documents(path) // part_size))
     if path.is_dir() or path.suffix == ".parquet":
         dataset = ray.data.read_parquet(
             str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
@@ -297,6 +336,7 @@ class PartEncoder:
             "settings": [self.settings],
             "started": [started],
             "finished": [time.time()],
+            "worker": [os.getpid()],
         }
 
 
@@ -331,18 +371,33 @@ def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> Encod
     output = Path(job.output)
     output.mkdir(parents=True, exist_ok=True)
     context = ray.data.DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.wait_for_min_actors_s)
     context.execution_options.preserve_order = True  # parts come back in corpus order
-    dataset = _read_corpus(ray, Path(job.input), readers=max(2, job.actors))
-    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(job).items()}
-    summaries = dataset.map_batches(
-        PartEncoder,
-        fn_constructor_kwargs={"job": settings},
-        batch_size=job.part_size,
-        batch_format="numpy",
-        concurrency=job.actors,
-        num_cpus=job.threads,
-        num_gpus=job.num_gpus or None,
-    ).take_all()
+    # No part is handed out before every encoder actor has loaded its model: actors that
+    # start encoding while the others still load would share the CPUs with those loads, and
+    # then take the first parts of a corpus the later ones could have shared.
+    context.wait_for_min_actors_s = _ACTORS_START_TIMEOUT
+    try:
+        dataset = _read_corpus(ray, Path(job.input), job.part_size, readers=max(2, job.actors))
+        settings = {
+            k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(job).items()
+        }
+        # One part at a time per actor: an actor asks for its next part when it finishes
+        # one, so the parts spread over the actors by their speed and none waits at the end
+        # while another works through a queue of parts handed to it in advance.
+        pool = ray.data.ActorPoolStrategy(size=job.actors, max_tasks_in_flight_per_actor=1)
+        summaries = dataset.map_batches(
+            PartEncoder,
+            fn_constructor_kwargs={"job": settings},
+            batch_size=job.part_size,
+            batch_format="numpy",
+            compute=pool,
+            num_cpus=job.threads,
+            num_gpus=job.num_gpus or None,
+        ).take_all()
+        corpus_rows = dataset.count()
+    finally:
+        context.execution_options.preserve_order, context.wait_for_min_actors_s = saved
     result = EncodeResult(
         output,
         [row["part"] for row in summaries],
@@ -356,7 +411,20 @@ def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> Encod
     if fresh:  # from the first part started to the last finished: model loading excluded
         result.encode_seconds = max(r["finished"] for r in fresh) - min(r["started"] for r in fresh)
         result.encoded_documents = sum(int(r["documents"]) for r in fresh)
-    _check_exactly_once(result, dataset.count())
+        for row in fresh:
+            worker = result.workers.setdefault(
+                int(row["worker"]),
+                {"parts": 0, "documents": 0, "busy": 0.0, "first_started": float(row["started"])},
+            )
+            worker["parts"] += 1
+            worker["documents"] += int(row["documents"])
+            worker["busy"] += float(row["finished"] - row["started"])
+            worker["first_started"] = min(worker["first_started"], float(row["started"]))
+        first = min(float(r["started"]) for r in fresh)
+        for worker in result.workers.values():
+            worker["first_started"] = round(worker["first_started"] - first, 3)
+            worker["busy"] = round(worker["busy"], 3)
+    _check_exactly_once(result, corpus_rows)
     result.seconds = round(time.perf_counter() - started, 3)
     _write_encode_manifest(result, corpus=str(Path(job.input).resolve()))
     _remove_orphans(output, set(result.parts))

@@ -1,9 +1,10 @@
 """Scatter-gather search of a sharded index on Ray actors.
 
 Each actor holds a group of consecutive shards of a :mod:`sparse_ir.index.sharded` index,
-memory-mapped from the shared storage they were written to (by default one shard per actor, as
-many actors as the CPUs Ray has free: :func:`default_actor_count`). A query (or a chunk of a
-batch) goes to every actor; each merges its shards' exact top-k lists and answers one list per
+memory-mapped from the shared storage they were written to. By default there is one actor per
+Ray node, holding that node's share of the shards and searching them on as many threads as
+the CPUs it reserves (:func:`default_placement`). A query (or a chunk of a batch) goes to every
+actor; each merges its shards' exact top-k lists and answers one list per
 query as packed arrays; the client merges those with the same exact merge as the local
 :class:`~sparse_ir.index.sharded.ShardedIndex` and names the hits from the shards' id
 columns, so the answer is the one index's over all documents.
@@ -45,7 +46,10 @@ __all__ = [
     "ShardedRun",
     "ShardedHits",
     "ShardGroup",
-    "default_actor_count",
+    "NodeSlot",
+    "Placement",
+    "default_placement",
+    "cluster_nodes",
     "shard_groups",
     "pack_query",
     "unpack_query",
@@ -110,17 +114,26 @@ class ShardGroup:
         self.shards = kind.open_shards(path, list(numbers))
         self.starts = [int(offsets[n]) for n in numbers]
         self.threads = threads
-        # One query's shards searched side by side (the kernels release the GIL); each shard
-        # by one thread at a time, as the actor runs one call at a time.
+        # One query's shards are searched side by side (the kernels release the GIL) as
+        # `threads` runs of consecutive shards: the calling thread searches the first run and
+        # the pool the others, so a query costs threads - 1 hand-offs, not one per shard.
+        self._runs = [list(run) for run in np.array_split(np.arange(len(self.shards)), threads)]
+        self._runs = [run for run in self._runs if run]
         self._pool = None
-        if threads > 1 and len(self.shards) > 1:
+        if len(self._runs) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(min(threads, len(self.shards)))
+            self._pool = ThreadPoolExecutor(len(self._runs) - 1)
 
     def pid(self) -> int:
         """This actor's process id (for operators, and for the fault tests)."""
         return os.getpid()
+
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (hex id)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def search_one(self, query: bytes, k: int, mode) -> bytes:
         """The group's top-``k`` of one prepared impact query (:func:`pack_query`), packed by
@@ -129,10 +142,16 @@ class ShardGroup:
 
         prepared = unpack_query(query)
 
-        def one(shard):
-            return shard.search_arrays(prepared, k, mode=mode)
+        def run(numbers):
+            return [self.shards[n].search_arrays(prepared, k, mode=mode) for n in numbers]
 
-        parts = list(self._pool.map(one, self.shards) if self._pool else map(one, self.shards))
+        if self._pool is None:
+            parts = run(self._runs[0])
+        else:
+            others = [self._pool.submit(run, numbers) for numbers in self._runs[1:]]
+            parts = run(self._runs[0])
+            for future in others:
+                parts.extend(future.result())
         return pack_top(merge_topk(parts, self.starts, k))
 
     def search_batch(self, queries, k: int, mode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,28 +234,97 @@ def unpack_top(blob: bytes) -> TopK:
     )
 
 
-def default_actor_count(shards: int, num_cpus: float, free_cpus: float) -> int:
-    """The number of shard actors when the caller does not say: one per shard, as many as
-    the CPUs Ray has free can hold at ``num_cpus`` each, and at least one (which then holds
-    every shard, and waits for a CPU if none is free).
+@dataclass(frozen=True)
+class NodeSlot:
+    """A Ray node as the default placement sees it: its id and the CPUs it has free."""
 
-    On a cluster with a core per shard this is one actor per shard; on a small machine the
-    shards are grouped, because each actor is a process that must be woken for every query:
-    more actors than cores only add scheduling to every query.
+    node_id: str
+    free_cpus: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the shard actors go: per actor, its shards, its node (None: anywhere), the
+    CPUs Ray reserves for it and its search threads."""
+
+    groups: list[list[int]]
+    nodes: list[str | None]
+    num_cpus: list[float]
+    threads: list[int]
+
+
+def default_placement(
+    shards: int,
+    nodes: Sequence[NodeSlot],
+    *,
+    threads: int | None = None,
+    num_cpus: float | None = None,
+) -> Placement:
+    """The default placement of a sharded index's search actors: **one actor per node**.
+
+    The nodes are taken most free CPUs first (at most one per shard); the shards are split into
+    that many runs of consecutive shards (:func:`shard_groups`), one per node, and each actor
+    searches a query's shards on ``threads = min(its shards, the node's free CPUs)`` threads
+    (at least 1) and reserves that many CPUs. ``threads`` / ``num_cpus`` given by the caller
+    replace the computed ones (``num_cpus`` defaults to ``threads``).
+
+    Why one actor per node: a query costs Ray a round trip to every actor it is scattered to
+    (about 1 ms here, and a fraction of a millisecond of the client's CPU each), while threads
+    inside an actor cost microseconds; so on one machine one actor on all its cores answers
+    fastest (measured in docs/scale.md on 5k and on 1M documents), and on a cluster the
+    client's cost grows with the nodes, not with the shards.
 
     Example:
-        >>> default_actor_count(4, 1.0, 2.0)     # 4 shards, 2 free CPUs
-        2
-        >>> default_actor_count(128, 1.0, 256.0)  # a cluster of 16 nodes of 16 CPUs
-        128
-        >>> default_actor_count(4, 1.0, 0.0)
-        1
+        >>> place = default_placement(4, [NodeSlot("a", 2.0)])  # this 2-CPU machine
+        >>> place.groups, place.threads, place.num_cpus
+        ([[0, 1, 2, 3]], [2], [2.0])
+        >>> place = default_placement(5, [NodeSlot("a", 1.0), NodeSlot("b", 16.0)])
+        >>> place.groups, place.nodes, place.threads
+        ([[0, 1, 2], [3, 4]], ['b', 'a'], [3, 1])
+        >>> default_placement(400, [NodeSlot(f"n{i:02d}", 16.0) for i in range(16)]).threads[:2]
+        [16, 16]
+        >>> default_placement(3, []).nodes  # no node with a free CPU: one actor, waits for one
+        [None]
     """
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
-    if num_cpus <= 0:
-        return shards
-    return max(1, min(shards, int((free_cpus + 1e-9) // num_cpus)))
+    usable = sorted((n for n in nodes if n.free_cpus >= 1), key=lambda n: (-n.free_cpus, n.node_id))
+    chosen = usable[:shards] or [None]
+    groups = shard_groups(shards, len(chosen))
+    counts = [
+        threads
+        if threads is not None
+        else max(1, min(len(group), int(node.free_cpus + 1e-9) if node else 1))
+        for group, node in zip(groups, chosen)
+    ]
+    return Placement(
+        groups,
+        [node.node_id if node else None for node in chosen],
+        [float(num_cpus) if num_cpus is not None else float(count) for count in counts],
+        counts,
+    )
+
+
+def cluster_nodes(ray) -> list[NodeSlot]:
+    """The alive nodes of the connected cluster and the CPUs each has free now.
+
+    Free CPUs per node come from Ray's developer API (``available_resources_per_node``);
+    where it is missing, each node's total CPUs.
+    """
+    try:
+        from ray._private.state import available_resources_per_node
+
+        free = available_resources_per_node()
+    except (ImportError, AttributeError):  # pragma: no cover - older or newer Ray
+        free = None
+    slots = []
+    for node in ray.nodes():
+        if not node.get("Alive"):
+            continue
+        node_id = node["NodeID"]
+        resources = free.get(node_id, {}) if free is not None else node.get("Resources", {})
+        slots.append(NodeSlot(node_id, float(resources.get("CPU", 0.0))))
+    return slots
 
 
 def shard_groups(shards: int, actors: int) -> list[list[int]]:
@@ -283,16 +371,23 @@ class DistributedIndex:
         path: the sharded index, on storage every node reads at the same path (the client
             reads the manifest and the shards' document-id columns there too).
         actors: shard actors to start; the shards are split into that many runs of
-            consecutive shards (:func:`shard_groups`). Default: one per shard, as many as the
-            CPUs Ray has free hold at ``num_cpus`` each (:func:`default_actor_count`) — one
-            actor per shard on a cluster with a core per shard; grouped shards on a small
-            machine, where every extra actor is one more process to wake for every query.
+            consecutive shards (:func:`shard_groups`), placed by Ray by their ``num_cpus``.
+            Default (neither ``actors`` nor ``shards_per_actor``): **one actor per Ray node**
+            with a free CPU, at most one per shard, most free CPUs first, each holding a run
+            of consecutive shards and pinned to its node (softly: a restart after the node is
+            lost goes elsewhere), searching on ``threads = min(its shards, the node's free
+            CPUs)`` threads with as many CPUs reserved (:func:`default_placement`). On one
+            machine that is one actor on all the cores; on 16 nodes of 16 CPUs, 16 actors of
+            16 threads. Few actors with threads beat many actors: every actor costs a Ray round
+            trip per query, every thread a few microseconds (docs/scale.md).
         shards_per_actor: instead of ``actors``, the shards each actor holds (1: one actor
             per shard).
-        num_cpus: CPUs Ray reserves per actor (default 1); ``num_gpus`` is not needed to search.
-        threads: search threads inside an actor (default 1): a query's shards in the
-            actor are searched side by side on up to ``threads`` threads, and a batch
-            chunk's queries on ``threads`` threads per shard. Give ``num_cpus=threads``.
+        num_cpus: CPUs Ray reserves per actor (default: ``threads``); ``num_gpus`` is not
+            needed to search.
+        threads: search threads inside an actor (default: 1 with ``actors`` or
+            ``shards_per_actor``, else the default placement's): a query's shards in the actor
+            are searched side by side as ``threads`` runs of shards, and a batch chunk's
+            queries on ``threads`` threads per shard.
         max_restarts: times Ray restarts a dead actor (default 3).
         timeout: seconds a search waits for every shard (default 60), restarts included.
         allow_partial: on a timeout, answer with the shards that did answer (the answer's
@@ -305,7 +400,8 @@ class DistributedIndex:
 
     Example (not run here: it needs a Ray cluster)::
 
-        index = DistributedIndex("indexes/msmarco-sharded", shards_per_actor=2)
+        index = DistributedIndex("indexes/msmarco-sharded")  # one actor per node
+        print(index.placement.groups, index.placement.threads)
         searcher = Searcher(index, SpladeEncoder.from_pretrained(index.settings["model"]))
         run = searcher.search_batch(texts, k=100)
         index.close()
@@ -317,8 +413,8 @@ class DistributedIndex:
         *,
         actors: int | None = None,
         shards_per_actor: int | None = None,
-        num_cpus: float = 1.0,
-        threads: int = 1,
+        num_cpus: float | None = None,
+        threads: int | None = None,
         max_restarts: int = 3,
         timeout: float = 60.0,
         allow_partial: bool = False,
@@ -335,13 +431,15 @@ class DistributedIndex:
             (actors is not None and actors < 1)
             or (shards_per_actor is not None and shards_per_actor < 1)
             or chunk_size < 1
+            or (threads is not None and threads < 1)
+            or (num_cpus is not None and num_cpus < 0)
             or timeout <= 0
             or max_restarts < 0
         ):
             raise ValueError(
-                "actors, shards_per_actor and chunk_size must be >= 1, timeout > 0, "
-                f"max_restarts >= 0; got {actors}, {shards_per_actor}, {chunk_size}, "
-                f"{timeout}, {max_restarts}"
+                "actors, shards_per_actor, threads and chunk_size must be >= 1, num_cpus "
+                f">= 0, timeout > 0, max_restarts >= 0; got {actors}, {shards_per_actor}, "
+                f"{threads}, {chunk_size}, {num_cpus}, {timeout}, {max_restarts}"
             )
         self.directory = Path(path).resolve()
         kind = open_sharded_kind(self.directory)
@@ -360,27 +458,43 @@ class DistributedIndex:
         self._id_columns: list | None = None
         ray = init_ray(address)
         shards = len(self.records)
-        if shards_per_actor is not None:
-            numbers = list(range(shards))
-            self.groups = [
-                numbers[start : start + shards_per_actor]
-                for start in range(0, shards, shards_per_actor)
-            ]
+        if actors is None and shards_per_actor is None:
+            self.placement = default_placement(
+                shards, cluster_nodes(ray), threads=threads, num_cpus=num_cpus
+            )
         else:
-            if actors is None:
-                free = ray.available_resources().get("CPU", 0.0)
-                actors = default_actor_count(shards, num_cpus, free)
-            self.groups = shard_groups(shards, min(actors, shards))
+            if shards_per_actor is not None:
+                groups = [
+                    list(range(start, min(start + shards_per_actor, shards)))
+                    for start in range(0, shards, shards_per_actor)
+                ]
+            else:
+                groups = shard_groups(shards, min(actors, shards))
+            count = 1 if threads is None else threads
+            cpus = float(count) if num_cpus is None else float(num_cpus)
+            self.placement = Placement(
+                groups, [None] * len(groups), [cpus] * len(groups), [count] * len(groups)
+            )
+        self.groups = self.placement.groups
         # Task events feed Ray's state API and dashboard (``ray list tasks``); on the path of
         # every query they cost more than the search of a small shard, so these actors' calls
         # record none (actor restarts and errors are still reported).
-        remote = ray.remote(ShardGroup).options(
-            num_cpus=num_cpus,
-            max_restarts=max_restarts,
-            max_task_retries=max_restarts,
-            enable_task_events=False,
-        )
-        self.actors = [remote.remote(str(self.directory), group, threads) for group in self.groups]
+        remote = ray.remote(ShardGroup)
+        self.actors = []
+        for group, node, cpus, count in zip(
+            self.groups, self.placement.nodes, self.placement.num_cpus, self.placement.threads
+        ):
+            options = {
+                "num_cpus": cpus,
+                "max_restarts": max_restarts,
+                "max_task_retries": max_restarts,
+                "enable_task_events": False,
+            }
+            if node is not None:
+                from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+            self.actors.append(remote.options(**options).remote(str(self.directory), group, count))
         self._wait_started(start_timeout)
 
     def _wait_started(self, start_timeout: float) -> None:
@@ -458,6 +572,11 @@ class DistributedIndex:
         """Process id of each actor (by group), e.g. to see where they run."""
         ray = _ray()
         return ray.get([actor.pid.remote() for actor in self.actors], timeout=self.timeout)
+
+    def node_ids(self) -> list[str]:
+        """The Ray node (hex id) each actor runs on now (by group)."""
+        ray = _ray()
+        return ray.get([actor.node_id.remote() for actor in self.actors], timeout=self.timeout)
 
     def close(self) -> None:
         """Stop the actors (the cluster keeps running)."""
