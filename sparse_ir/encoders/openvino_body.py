@@ -267,8 +267,10 @@ def _convert(model: torch.nn.Module, directory: Path, ov) -> None:
     logger.info("converting the transformer body for OpenVINO (once per model)")
     # A float32 CPU copy: the caller's model keeps its device and dtype.
     body = _Body(copy.deepcopy(model).float().cpu().eval())
+    # Any valid token ids will do for tracing (shapes stay dynamic).
+    tokens = min(body.model.get_input_embeddings().num_embeddings, 100)
     example = {
-        "input_ids": torch.tensor([[101, 2023, 2003, 102], [101, 2023, 102, 0]]),
+        "input_ids": torch.tensor([[1, 2, 3, 4], [1, 2, 3, 0]]) % tokens,
         "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
     }
     shape = ov.PartialShape([-1, -1])

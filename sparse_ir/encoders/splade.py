@@ -186,7 +186,7 @@ class SpladeEncoder:
     Example:
         >>> encoder = SpladeEncoder.from_pretrained("splade-tiny", precision="float32")
         >>> batch = encoder.encode_queries(["what causes muscle cramps"])
-        >>> len(batch), batch.indptr[1] > 0
+        >>> len(batch), bool(batch.indptr[1] > 0)
         (1, True)
     """
 
@@ -237,6 +237,8 @@ class SpladeEncoder:
                 "runtime 'openvino' runs precision float32, mixed or bfloat16; precision "
                 "'int8' is PyTorch's (runtime 'torch')"
             )
+        if runtime == "openvino" and torch.device(device).type != "cpu":
+            raise ValueError(f"runtime 'openvino' runs on CPUs only, not on {device}")
         for label, value in (
             ("document_max_length", document_max_length),
             ("query_max_length", query_max_length),
@@ -277,8 +279,6 @@ class SpladeEncoder:
         self.runtime = runtime
         self._body = None
         if runtime == "openvino":
-            if self.device.type != "cpu":
-                raise ValueError(f"runtime 'openvino' runs on CPUs only, not on {self.device}")
             from sparse_ir.encoders.openvino_body import OpenVinoBody
 
             self._body = OpenVinoBody(self.model, precision, cache_dir=cache_dir)
