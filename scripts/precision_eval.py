@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     for label, values in figures.items():
         print(f"{label:<10}" + "".join(f"{values[m]:>10.4f}" for m in METRICS))
     difference = {m: figures[args.precision][m] - figures["float32"][m] for m in METRICS}
-    print(f"{'diff':<10}" + "".join(f"{difference[m]:>+10.4f}" for m in METRICS))
+    print(f"{'diff':<10}" + "".join(f"{difference[m]:>+10.5f}" for m in METRICS))
     print(f"top-64 agreement per document: mean {agreement[0]:.4f}, lowest {agreement[1]:.3f}")
     return 0
 

@@ -5,6 +5,7 @@ float32 ones on real splade-tiny and SciFact text, the content-keyed cache of co
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import sys
 
@@ -186,3 +187,41 @@ def test_missing_openvino_names_the_extra(splade_tiny, monkeypatch, tmp_path):
 def test_what_openvino_cannot_do_is_an_error(splade_tiny, options, message):
     with pytest.raises(ValueError, match=message):
         SpladeEncoder(splade_tiny.model, splade_tiny.tokenizer, **options)
+
+
+def test_index_command_runs_the_body_on_openvino(tmp_path, tiny_bert_dir, monkeypatch):
+    """``sparse-ir index --runtime openvino`` (two worker processes: each converts or reads
+    the shared cache) gives the index of ``--runtime torch`` (float32 bodies)."""
+    from sparse_ir.cli import main
+    from sparse_ir.index.impact_index import ImpactIndex
+
+    monkeypatch.setenv("SPARSE_IR_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["the cancer cells in mice", "blood risk of the disease", "python file read error"]
+    corpus.write_text(
+        "".join(json.dumps({"_id": f"c{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+    )
+    postings = {}
+    for runtime in ("torch", "openvino"):
+        output = tmp_path / runtime
+        arguments = ["index", "--input", str(corpus), "--output", str(output)]
+        arguments += ["--model", str(tiny_bert_dir), "--precision", "float32"]
+        assert main([*arguments, "--runtime", runtime, "--processes", "2"]) == 0
+        index = ImpactIndex.open(output)
+        queries = ({"cancer": 1, "mice": 1}, {"file": 1, "error": 1}, {"blood": 1})
+        postings[runtime] = [index.search(q, k=3) for q in queries]
+    for exact, fast in zip(postings["torch"], postings["openvino"]):
+        assert [h.doc_id for h in exact] == [h.doc_id for h in fast] and exact
+        # Integer impacts of weights 1e-6 apart: equal, or one rounding step apart.
+        assert all(abs(a.score - b.score) <= 2 for a, b in zip(exact, fast))
+    assert len(list((tmp_path / "cache" / "openvino").iterdir())) == 1
+
+
+def test_ray_indexing_refuses_openvino(capsys):
+    from sparse_ir.cli import main
+
+    arguments = ["index", "--input", "x.jsonl", "--output", "y", "--ray", "local"]
+    assert main([*arguments, "--runtime", "openvino"]) != 0
+    assert "--ray encodes with PyTorch; --runtime openvino is not supported" in (
+        capsys.readouterr().err
+    )

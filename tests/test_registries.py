@@ -111,6 +111,7 @@ CLI_CHOICES = {
     ("encode", "--pooling"): Pooling,
     ("encode", "--runtime"): Runtime,
     ("index", "--runtime"): Runtime,
+    ("inspect", "--runtime"): Runtime,
     ("inspect", "--precision"): Precision,
     ("inspect", "--pooling"): Pooling,
     ("index", "--precision"): Precision,
