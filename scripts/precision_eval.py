@@ -23,7 +23,7 @@ import _common
 import numpy as np
 import scipy.sparse as sp
 
-from sparse_ir.encoders.options import Precision
+from sparse_ir.encoders.options import Precision, Runtime
 from sparse_ir.eval import evaluate, load_beir
 from sparse_ir.results import Run
 
@@ -47,6 +47,13 @@ def main(argv=None) -> int:
         help="directory of pre-encoded float32 doc_vectors.json.gz/query_vectors.json.gz "
         "(default: encode with float32)",
     )
+    parser.add_argument(
+        "--runtime",
+        default="torch",
+        choices=typing.get_args(Runtime),
+        help="what runs the transformer body of --precision (float32 always on torch) "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--processes", type=int, default=1, help="default: %(default)s")
     args = parser.parse_args(argv)
 
@@ -58,7 +65,7 @@ def main(argv=None) -> int:
     query_ids = [q.id for q in dataset.queries]
     print(f"{data.name}: {len(documents)} documents, {len(queries)} queries", flush=True)
 
-    fast, rate, vocab = encode(args, args.precision, documents, queries)
+    fast, rate, vocab = encode(args, args.precision, documents, queries, args.runtime)
     if args.float32_vectors:
         exact = from_vectors(Path(args.float32_vectors), doc_ids, query_ids, vocab)
     else:
@@ -72,28 +79,28 @@ def main(argv=None) -> int:
         }
         figures[label] = evaluate(Run.from_dict(run), dataset.qrels, METRICS)
     agreement = top_agreement(exact[0], fast[0], 64)
-    print(f"{args.precision}: {rate:.1f} docs/s encoding")
+    print(f"{args.precision} ({args.runtime}): {rate:.1f} docs/s encoding")
     print(f"{'':<10}" + "".join(f"{m:>10}" for m in METRICS))
     for label, values in figures.items():
         print(f"{label:<10}" + "".join(f"{values[m]:>10.4f}" for m in METRICS))
     difference = {m: figures[args.precision][m] - figures["float32"][m] for m in METRICS}
-    print(f"{'diff':<10}" + "".join(f"{difference[m]:>+10.4f}" for m in METRICS))
+    print(f"{'diff':<10}" + "".join(f"{difference[m]:>+10.5f}" for m in METRICS))
     print(f"top-64 agreement per document: mean {agreement[0]:.4f}, lowest {agreement[1]:.3f}")
     return 0
 
 
-def encode(args, precision, documents, queries):
+def encode(args, precision, documents, queries, runtime="torch"):
     """(documents, queries) CSR matrices, docs/s, vocabulary."""
     if args.processes > 1:
         from sparse_ir.encoders.parallel import ParallelSpladeEncoder
 
         encoder = ParallelSpladeEncoder(
-            args.model, processes=args.processes, threads=1, precision=precision
+            args.model, processes=args.processes, threads=1, precision=precision, runtime=runtime
         )
     else:
         from sparse_ir.encoders.splade import SpladeEncoder
 
-        encoder = SpladeEncoder.from_pretrained(args.model, precision=precision)
+        encoder = SpladeEncoder.from_pretrained(args.model, precision=precision, runtime=runtime)
     try:
         started = time.perf_counter()
         docs = encoder.encode_documents(documents, show_progress=False).to_scipy()

@@ -16,7 +16,18 @@ import pytest
 import sparse_ir
 
 PACKAGE = Path(sparse_ir.__file__).parent
-HEAVY = ("torch", "transformers", "tokenizers", "numba", "scipy", "faiss", "tqdm", "ray")
+HEAVY = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "numba",
+    "scipy",
+    "faiss",
+    "tqdm",
+    "ray",
+    "openvino",
+    "onnxruntime",
+)
 
 
 def test_import_is_cheap_and_silent():

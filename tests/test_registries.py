@@ -9,7 +9,7 @@ from typing import get_args
 import pytest
 
 from sparse_ir.cli import build_parser
-from sparse_ir.encoders.options import DensePooling, DensePrecision, Pooling, Precision
+from sparse_ir.encoders.options import DensePooling, DensePrecision, Pooling, Precision, Runtime
 from sparse_ir.fusion import (
     FUSION_METHODS,
     NORMALIZATIONS,
@@ -109,6 +109,9 @@ def test_losses_and_parser_load_without_torch():
 CLI_CHOICES = {
     ("encode", "--precision"): Precision,
     ("encode", "--pooling"): Pooling,
+    ("encode", "--runtime"): Runtime,
+    ("index", "--runtime"): Runtime,
+    ("inspect", "--runtime"): Runtime,
     ("inspect", "--precision"): Precision,
     ("inspect", "--pooling"): Pooling,
     ("index", "--precision"): Precision,

@@ -7,14 +7,14 @@ import contextlib
 import typing
 from collections.abc import Iterator
 
-from sparse_ir.encoders.options import Pooling, Precision
+from sparse_ir.encoders.options import Pooling, Precision, Runtime
 from sparse_ir.encoders.parallel import AUTO_PROCESSES_MIN_TEXTS, auto_processes
 
 
 def add_model_options(
     parser: argparse.ArgumentParser, *, default_model: str | None = "splade-tiny"
 ) -> None:
-    """--model, --device, --batch-size, --precision, --pooling, --processes."""
+    """--model, --device, --batch-size, --precision, --runtime, --pooling, --processes."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -39,6 +39,15 @@ def add_model_options(
         "float32 (default: %(default)s)",
     )
     group.add_argument(
+        "--runtime",
+        choices=typing.get_args(Runtime),
+        default="torch",
+        help="what runs the transformer body: torch, or openvino (CPU; pip install "
+        "'sparse-ir[openvino]'; converted once per model into ~/.cache/sparse_ir or "
+        "$SPARSE_IR_CACHE_DIR): with --precision bfloat16 the fastest body for BERT-base-size "
+        "models on CPUs with AVX512-BF16 (docs/encoding.md) (default: %(default)s)",
+    )
+    group.add_argument(
         "--pooling",
         choices=typing.get_args(Pooling),
         default=None,
@@ -60,6 +69,8 @@ def load_encoder(args: argparse.Namespace, model: str | None = None):
     """The SpladeEncoder described by the model options (a ParallelSpladeEncoder for
     ``--processes`` > 1: close it, or use :func:`opened_encoder`)."""
     options = {"batch_size": args.batch_size, "precision": args.precision}
+    if getattr(args, "runtime", "torch") != "torch":
+        options["runtime"] = args.runtime
     if getattr(args, "pooling", None) is not None:
         options["pooling"] = args.pooling
     if getattr(args, "document_max_length", None) is not None:

@@ -349,6 +349,8 @@ def _index_on_ray(args: argparse.Namespace) -> int:
 
     if not args.input or args.bm25:
         raise ValueError("--ray encodes a corpus with a model: give --input corpus.jsonl")
+    if args.runtime != "torch":
+        raise ValueError(f"--ray encodes with PyTorch; --runtime {args.runtime} is not supported")
     init_ray(None if args.ray == "local" else args.ray)
     output = Path(args.output)
     job = EncodeJob(

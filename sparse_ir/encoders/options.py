@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["Activation", "DensePooling", "DensePrecision", "Pooling", "Precision", "Screen"]
+__all__ = [
+    "Activation",
+    "DensePooling",
+    "DensePrecision",
+    "Pooling",
+    "Precision",
+    "Runtime",
+    "Screen",
+]
 
 #: SPLADE pooling of the MLM logits over the tokens: ``"max"`` (v2, ++, v3) or ``"sum"`` (v1).
 Pooling = Literal["max", "sum"]
@@ -18,6 +26,8 @@ Pooling = Literal["max", "sum"]
 Activation = Literal["relu", "log1p_relu"]
 #: SPLADE encoder precision (see :class:`~sparse_ir.encoders.splade.SpladeEncoder`).
 Precision = Literal["auto", "float32", "mixed", "bfloat16", "int8"]
+#: What runs the SPLADE encoder's transformer body: PyTorch, or OpenVINO (CPU; optional extra).
+Runtime = Literal["torch", "openvino"]
 #: The vocabulary screen of the mixed precisions.
 Screen = Literal["auto", "int8", "bfloat16"]
 #: Dense encoder pooling of the token embeddings.

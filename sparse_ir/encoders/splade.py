@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from sparse_ir.encoders.base import as_texts
-from sparse_ir.encoders.options import Activation, Pooling, Precision, Screen
+from sparse_ir.encoders.options import Activation, Pooling, Precision, Runtime, Screen
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
 from sparse_ir.encoders.threads import (
@@ -51,7 +51,15 @@ from sparse_ir.encoders.threads import (
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 from sparse_ir.sparse_batch import SparseBatch
 
-__all__ = ["SpladeEncoder", "EncodeStats", "Activation", "Pooling", "Precision", "Screen"]
+__all__ = [
+    "SpladeEncoder",
+    "EncodeStats",
+    "Activation",
+    "Pooling",
+    "Precision",
+    "Runtime",
+    "Screen",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +174,20 @@ class SpladeEncoder:
             small to gain from a second thread, and on a busy machine the threads of a
             parallel region wait for one another: a one-query encode then takes many times
             longer (figures in docs/encoding.md).
+        runtime: what runs the transformer body: ``"torch"`` (default) or ``"openvino"``
+            (CPU only; ``pip install 'sparse-ir[openvino]'``): OpenVINO's kernels for the
+            body, converted once per model and cached (:mod:`.openvino_body`), with precision
+            "float32"/"mixed" (a float32 body) or "bfloat16" (products in bfloat16 on CPUs
+            with AVX512-BF16 or AMX; the fastest BERT-base body measured here). The
+            vocabulary projection stays this class's own either way.
+        cache_dir: where ``runtime="openvino"`` keeps converted bodies (default:
+            ``$SPARSE_IR_CACHE_DIR``, else ``~/.cache/sparse_ir``).
+
+    Example:
+        >>> encoder = SpladeEncoder.from_pretrained("splade-tiny", precision="float32")
+        >>> batch = encoder.encode_queries(["what causes muscle cramps"])
+        >>> len(batch), bool(batch.indptr[1] > 0)
+        (1, True)
     """
 
     #: The settings an index records (pipeline.encoder_settings) that the query side reuses.
@@ -191,6 +213,8 @@ class SpladeEncoder:
         max_active_dims: int | None = None,
         query_encoder=None,
         single_thread_tokens: int = DEFAULT_SINGLE_THREAD_TOKENS,
+        runtime: Runtime = "torch",
+        cache_dir: str | os.PathLike | None = None,
     ):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
@@ -206,6 +230,15 @@ class SpladeEncoder:
             raise ValueError(f"precision must be one of {get_args(Precision)}, got {precision!r}")
         if screen not in get_args(Screen):
             raise ValueError(f"screen must be one of {get_args(Screen)}, got {screen!r}")
+        if runtime not in get_args(Runtime):
+            raise ValueError(f"runtime must be one of {get_args(Runtime)}, got {runtime!r}")
+        if runtime == "openvino" and precision == "int8":
+            raise ValueError(
+                "runtime 'openvino' runs precision float32, mixed or bfloat16; precision "
+                "'int8' is PyTorch's (runtime 'torch')"
+            )
+        if runtime == "openvino" and torch.device(device).type != "cpu":
+            raise ValueError(f"runtime 'openvino' runs on CPUs only, not on {device}")
         for label, value in (
             ("document_max_length", document_max_length),
             ("query_max_length", query_max_length),
@@ -243,6 +276,12 @@ class SpladeEncoder:
             self.model = quantized_copy(self.model)
         self.precision = precision
         self.screen = screen
+        self.runtime = runtime
+        self._body = None
+        if runtime == "openvino":
+            from sparse_ir.encoders.openvino_body import OpenVinoBody
+
+            self._body = OpenVinoBody(self.model, precision, cache_dir=cache_dir)
         # Where the projection is screened: always in "mixed"/"bfloat16"; in "int8" only when
         # a screen is fast here (without VNNI or bfloat16 hardware plain tiles are faster).
         self._screened = pooling == "max" and (
@@ -485,6 +524,8 @@ class SpladeEncoder:
             if self.precision == "bfloat16"
             else contextlib.nullcontext()
         )
+        if self._body is not None:
+            return self.pool(self._body(input_ids, mask), mask)
         with _skip_vocab_projection(self.model), low:
             hidden = self.model(input_ids=input_ids, attention_mask=mask).logits
         return self.pool(hidden.float(), mask)
