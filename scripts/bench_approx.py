@@ -37,7 +37,7 @@ import numpy as np
 
 K = 10
 #: Our curve: ρ:β:σ:V (cut_ratio, bound_weight, term_share, max_verified; V = 0: no budget).
-DEFAULT_OURS = "0.75:0.7:1:0,0.75:0.6:1:0,0.75:1:0.8:600,0.75:1:0.8:400,0.75:1:0.8:300"
+DEFAULT_OURS = "0.75:1:0.8:300,0.75:1:0.8:500,0.75:1:0.85:500,0.75:0.6:1:0,0.75:0.7:1:0"
 #: Seismic's curve: query_cut:heap_factor (its recommended ranges: 4-20, 0.7-0.9).
 DEFAULT_SEISMIC = "10:0.8,12:0.8,16:0.8,20:0.8,20:0.9"
 

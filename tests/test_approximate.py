@@ -193,4 +193,4 @@ def test_recall_on_scifact_stays_above_its_bound(tmp_path, scifact_vectors):
         want = {h.docno for h in exact[qid]}
         recalls.append(len({h.docno for h in hits} & want) / max(len(want), 1))
     assert pruned >= 0.8 * len(queries.ids)  # the approximate phases ran
-    assert np.mean(recalls) >= 0.95
+    assert np.mean(recalls) >= 0.97  # measured 0.986 (2026-12-02)
