@@ -4,8 +4,9 @@
     python scripts/bench_approx.py --data synth1m --work WORK --ours INDEX \\
         --seismic-index SEISMIC.index.seismic --json curve.json
 
-Five settings of our approximate mode (``--ours-settings``, ρ:β:σ:V for ``cut_ratio``,
-``bound_weight``, ``term_share`` and ``max_verified``, V = 0 for no budget) and five of
+Five settings of our approximate mode (``--ours-settings``, ρ:β:σ:V[:E:C] for ``cut_ratio``,
+``bound_weight``, ``term_share`` and ``max_verified``, V = 0 for no budget, and optionally
+``estimate_postings`` and ``estimate_candidates``) and five of
 Seismic (``--seismic``, query_cut:heap_factor, searched with ``sorted=False`` as its authors
 recommend), every one over the same integer queries, single thread, top-10, warm.
 
@@ -36,26 +37,36 @@ import bench_search
 import numpy as np
 
 K = 10
-#: Our curve: ρ:β:σ:V (cut_ratio, bound_weight, term_share, max_verified; V = 0: no budget).
-DEFAULT_OURS = "0.75:1:0.8:300,0.75:1:0.8:500,0.75:1:0.85:500,0.75:0.6:1:0,0.75:0.7:1:0"
+#: Our curve: ρ:β:σ:V[:E:C] (cut_ratio, bound_weight, term_share, max_verified, V = 0: no
+#: budget; estimate_postings and estimate_candidates, default 100000 and 128).
+DEFAULT_OURS = (
+    "0.75:1:0.8:300:50000:64,0.75:1:0.8:500:50000:64,0.75:1:0.85:500:50000:64,"
+    "0.75:0.6:1:0,0.75:0.7:1:0"
+)
 #: Seismic's curve: query_cut:heap_factor (its recommended ranges: 4-20, 0.7-0.9).
 DEFAULT_SEISMIC = "10:0.8,12:0.8,16:0.8,20:0.8,20:0.9"
 
 
 def parse_setting(text: str):
-    """``"ρ:β:σ:V"`` -> an :class:`~sparse_ir.index.modes.Approximate` (checked by it)."""
+    """``"ρ:β:σ:V[:E:C]"`` -> an :class:`~sparse_ir.index.modes.Approximate` (checked by it)."""
     from sparse_ir.index.modes import Approximate
 
     parts = text.split(":")
-    if len(parts) != 4:
-        raise SystemExit(f"--ours-settings {text!r}: expected ρ:β:σ:V (V = 0: no budget)")
+    if len(parts) not in (4, 6):
+        raise SystemExit(f"--ours-settings {text!r}: expected ρ:β:σ:V[:E:C] (V = 0: no budget)")
     rho, beta, share, budget = float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])
-    return Approximate(rho, beta, term_share=share, max_verified=budget or None)
+    estimates = {}
+    if len(parts) == 6:
+        estimates = {"estimate_postings": int(parts[4]), "estimate_candidates": int(parts[5])}
+    return Approximate(rho, beta, term_share=share, max_verified=budget or None, **estimates)
 
 
 def label(mode) -> str:
     budget = mode.max_verified or "-"
-    return f"ours ρ={mode.cut_ratio:g} β={mode.bound_weight:g} σ={mode.term_share:g} V={budget}"
+    text = f"ours ρ={mode.cut_ratio:g} β={mode.bound_weight:g} σ={mode.term_share:g} V={budget}"
+    if (mode.estimate_postings, mode.estimate_candidates) != (100_000, 128):
+        text += f" E={mode.estimate_postings} C={mode.estimate_candidates}"
+    return text
 
 
 def our_engines(index, prepared, settings: list) -> list[bench_search.Engine]:
@@ -128,13 +139,13 @@ def report(engines, args, n_queries: int) -> dict:
         f"\n{args.data}: top-{K}, {n_queries} queries, single thread, warm; {args.rounds} rounds, "
         "settings taking turns; ms = median over rounds of each round's mean / p50"
     )
-    header = f"{'setting':44s} {'R@10':>7s} {'mean ms':>8s} {'p50 ms':>8s} {'p99 ms':>8s}"
+    header = f"{'setting':56s} {'R@10':>7s} {'mean ms':>8s} {'p50 ms':>8s} {'p99 ms':>8s}"
     print(header)
     print("-" * len(header))
     for family in ("ours", "seismic"):
         for e in sorted((e for e in engines if e.family == family), key=lambda e: e.recall):
             print(
-                f"{e.name:44s} {e.recall:7.4f} {e.stat('mean'):8.2f} {e.stat('p50'):8.2f} "
+                f"{e.name:56s} {e.recall:7.4f} {e.stat('mean'):8.2f} {e.stat('p50'):8.2f} "
                 f"{e.stat('p99'):8.2f}"
             )
     ours = [e for e in engines if e.family == "ours"]
