@@ -4,9 +4,9 @@
     python scripts/bench_approx.py --data synth1m --work WORK --ours INDEX \\
         --seismic-index SEISMIC.index.seismic --json curve.json
 
-Five settings of our approximate mode (``--ours-settings``, ρ:β:σ:V[:E:C] for ``cut_ratio``,
-``bound_weight``, ``term_share`` and ``max_verified``, V = 0 for no budget, and optionally
-``estimate_postings`` and ``estimate_candidates``) and five of
+Settings of our approximate mode (six by default; ``--ours-settings``, ρ:β:σ:V[:E:C] for
+``cut_ratio``, ``bound_weight``, ``term_share`` and ``max_verified``, V = 0 for no budget, and
+optionally ``estimate_postings`` and ``estimate_candidates``) and five of
 Seismic (``--seismic``, query_cut:heap_factor, searched with ``sorted=False`` as its authors
 recommend), every one over the same integer queries, single thread, top-10, warm.
 
@@ -40,8 +40,8 @@ K = 10
 #: Our curve: ρ:β:σ:V[:E:C] (cut_ratio, bound_weight, term_share, max_verified, V = 0: no
 #: budget; estimate_postings and estimate_candidates, default 100000 and 128).
 DEFAULT_OURS = (
-    "0.75:1:0.8:300:50000:64,0.75:1:0.8:500:50000:64,0.75:1:0.85:500:50000:64,"
-    "0.75:0.6:1:0,0.75:0.7:1:0"
+    "0.75:1:0.75:500:50000:64,0.75:1:0.8:500:50000:64,0.75:1:0.85:500:50000:64,"
+    "0.75:1:0.9:500:50000:64,0.75:0.6:1:0,0.75:0.7:1:0"
 )
 #: Seismic's curve: query_cut:heap_factor (its recommended ranges: 4-20, 0.7-0.9).
 DEFAULT_SEISMIC = "10:0.8,12:0.8,16:0.8,20:0.8,20:0.9"
