@@ -129,6 +129,7 @@ def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert
         ["--mode", "exhaustive"],
         ["--mode", "pruned"],
         ["--mode", "approximate", "--cut-ratio", "2", "--bound-weight", "0.5"],
+        ["--mode", "approximate", "--term-share", "0.9", "--max-verified", "50"],
     ):
         assert (
             main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2", *mode])
@@ -167,6 +168,13 @@ def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert
         == 1
     )
     assert "bound_weight must be in" in capsys.readouterr().err
+    for bad, message in (
+        (["--term-share", "0"], "term_share must be in"),
+        (["--max-verified", "0"], "max_verified must be None"),
+    ):
+        command = ["search", "--index", str(tmp_path / "ix2"), "x", "--mode", "approximate"]
+        assert main([*command, *bad]) == 1
+        assert message in capsys.readouterr().err
 
     assert main(["info", str(tmp_path / "ix2")]) == 0
     assert '"num_documents": 4' in capsys.readouterr().out

@@ -94,7 +94,9 @@ def test_mode_values_equal_their_names(indexes):
     assert Pruned().exact and Exhaustive().exact and not Approximate().exact
     assert Approximate(0.5, 1.0).exact
     assert Exhaustive().kernel_params() is None
-    assert Approximate(1.2, 0.6).kernel_params().as_tuple()[2:] == (1.2, 0.6)
+    assert Approximate(1.2, 0.6).kernel_params().as_tuple()[2:] == (1.2, 0.6, 1.0, 0)
+    knobs = Approximate(1.2, 0.6, term_share=0.8, max_verified=300).kernel_params()
+    assert knobs.as_tuple()[2:] == (1.2, 0.6, 0.8, 300)
 
 
 @pytest.mark.parametrize(

@@ -182,8 +182,8 @@ def _register_search(subparsers) -> None:
         default=None,
         help="exhaustive: score every posting; pruned: the same hits, scoring "
         "a fraction of them; approximate: faster, at a measured recall "
-        "(--cut-ratio, --bound-weight). Default: pruned when the index "
-        "has the search layout, else exhaustive",
+        "(--cut-ratio, --bound-weight, --term-share, --max-verified). Default: pruned "
+        "when the index has the search layout, else exhaustive",
     )
     parser.add_argument(
         "--cut-ratio",
@@ -199,6 +199,20 @@ def _register_search(subparsers) -> None:
         help=f"approximate mode: beta in [0, 1], the share of the "
         f"below-the-cuts bound credited to a document (default "
         f"{DEFAULT_BOUND_WEIGHT})",
+    )
+    parser.add_argument(
+        "--term-share",
+        type=float,
+        default=None,
+        help="approximate mode: sigma in (0, 1], walk only the heaviest query terms covering "
+        "this share of the query's reach; every term still counts in the scores (default 1)",
+    )
+    parser.add_argument(
+        "--max-verified",
+        type=int,
+        default=None,
+        help="approximate mode: verify at most this many candidates, those of the highest "
+        "bounds (default: no budget)",
     )
     parser.set_defaults(handler=run_search)
 
@@ -441,18 +455,24 @@ def _print_summary(index) -> None:
 
 
 def search_mode(args: argparse.Namespace):
-    """The search mode of ``--mode``, ``--cut-ratio`` and ``--bound-weight``."""
+    """The search mode of ``--mode`` and the approximate knobs (``--cut-ratio``,
+    ``--bound-weight``, ``--term-share``, ``--max-verified``)."""
     from sparse_ir.index.modes import Approximate
 
-    knobs = {
-        key: value
-        for key, value in (("cut_ratio", args.cut_ratio), ("bound_weight", args.bound_weight))
-        if value is not None
-    }
+    given = (
+        ("cut_ratio", args.cut_ratio),
+        ("bound_weight", args.bound_weight),
+        ("term_share", getattr(args, "term_share", None)),
+        ("max_verified", getattr(args, "max_verified", None)),
+    )
+    knobs = {key: value for key, value in given if value is not None}
     if args.mode == "approximate":
         return Approximate(**knobs)
     if knobs:
-        raise ValueError("--cut-ratio and --bound-weight apply to --mode approximate")
+        raise ValueError(
+            "--cut-ratio, --bound-weight, --term-share and --max-verified apply to "
+            "--mode approximate"
+        )
     return args.mode
 
 

@@ -7,7 +7,8 @@ typed value that carries its settings:
 * :class:`Pruned`: the same hits as exhaustive search, scoring a fraction of the postings
   (:mod:`.pruned`; needs the index's search layout). Its settings change speed, never hits.
 * :class:`Approximate`: the pruned kernel with its proof relaxed (:mod:`.approximate`):
-  ``cut_ratio`` (ρ) and ``bound_weight`` (β) trade recall for speed.
+  ``cut_ratio`` (ρ), ``bound_weight`` (β), ``term_share`` (σ) and ``max_verified`` (V) trade
+  recall for speed.
 
 Example:
     >>> from sparse_ir.index.modes import Approximate, resolve_mode
@@ -21,6 +22,8 @@ Example:
     Traceback (most recent call last):
     ...
     ValueError: cut_ratio must be > 0 (ρ, the share of θ₀ left below the cuts), got 0
+    >>> Approximate(term_share=0.8, max_verified=400).exact
+    False
 
 This module needs numpy only (the kernel settings class is imported when first asked for).
 """
@@ -37,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BOUND_WEIGHT",
     "DEFAULT_CUT_RATIO",
+    "DEFAULT_MAX_VERIFIED",
+    "DEFAULT_TERM_SHARE",
+    "MAX_VERIFIED_LIMIT",
     "Approximate",
     "DenseModeName",
     "Exhaustive",
@@ -56,6 +62,12 @@ DenseModeName = Literal["exact", "hnsw"]
 # than exact search; β = 0.6 gave 0.979).
 DEFAULT_CUT_RATIO = 0.75
 DEFAULT_BOUND_WEIGHT = 0.7
+# Query-term pruning and the verification budget are off by default (σ = 1, no budget): the
+# settings of the approximate curve that use them are in docs/performance.md.
+DEFAULT_TERM_SHARE = 1.0
+DEFAULT_MAX_VERIFIED = None
+#: The largest verification budget (a quarter of the kernel's candidate buffer).
+MAX_VERIFIED_LIMIT = 16_384
 # The exact pruned kernel's settings (those of ``PrunedParams()``).
 _ESTIMATE_POSTINGS = 100_000
 _ESTIMATE_CANDIDATES = 128
@@ -64,12 +76,19 @@ _EXACT_CUT_RATIO = 0.5
 
 @functools.lru_cache(maxsize=64)
 def _pruned_params(
-    estimate_postings: int, estimate_candidates: int, cut_ratio: float, bound_weight: float
+    estimate_postings: int,
+    estimate_candidates: int,
+    cut_ratio: float,
+    bound_weight: float,
+    term_share: float = 1.0,
+    max_verified: int = 0,
 ) -> PrunedParams:
     """The kernel's settings object (made once per distinct setting: searches are hot)."""
     from sparse_ir.index.pruned import PrunedParams
 
-    return PrunedParams(estimate_postings, estimate_candidates, cut_ratio, bound_weight)
+    return PrunedParams(
+        estimate_postings, estimate_candidates, cut_ratio, bound_weight, term_share, max_verified
+    )
 
 
 def _check_estimates(mode) -> None:
@@ -133,19 +152,26 @@ class Approximate:
             (ρ ≥ 1 gives up exactness; the main knob).
         bound_weight: β in [0, 1]: the share of the below-the-cuts bound credited to a
             document (1 = the proven bound; smaller verifies fewer documents).
+        term_share: σ in (0, 1]: query-term pruning; only the heaviest query terms, covering
+            this share of the query's reach (Σ q_t × the term's largest impact), have their
+            postings walked; every term still counts in the scores (1 = every term walked).
+        max_verified: V, a verification budget: at most the V candidates of the highest
+            bounds are scored exactly (None = no budget; 1 to ``MAX_VERIFIED_LIMIT``).
         estimate_postings, estimate_candidates: as in :class:`Pruned`.
 
-    With ρ < 1 and β = 1 the search is exact (:attr:`exact`).
+    With ρ < 1, β = 1, σ = 1 and no budget the search is exact (:attr:`exact`).
     """
 
     cut_ratio: float = DEFAULT_CUT_RATIO
     bound_weight: float = DEFAULT_BOUND_WEIGHT
+    term_share: float = field(default=DEFAULT_TERM_SHARE, kw_only=True)
+    max_verified: int | None = field(default=DEFAULT_MAX_VERIFIED, kw_only=True)
     estimate_postings: int = field(default=_ESTIMATE_POSTINGS, kw_only=True)
     estimate_candidates: int = field(default=_ESTIMATE_CANDIDATES, kw_only=True)
     name: SearchModeName = field(default="approximate", init=False, repr=False)
 
     def __post_init__(self):
-        for label in ("cut_ratio", "bound_weight"):
+        for label in ("cut_ratio", "bound_weight", "term_share"):
             value = getattr(self, label)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"{label} must be a number, got {value!r}")
@@ -159,12 +185,32 @@ class Approximate:
                 f"bound_weight must be in [0, 1] (β, 1 = the proven bound), got "
                 f"{self.bound_weight!r}"
             )
+        if not 0 < self.term_share <= 1:
+            raise ValueError(
+                f"term_share must be in (0, 1] (σ, the share of the query's reach walked; "
+                f"1 = every term), got {self.term_share!r}"
+            )
+        budget = self.max_verified
+        if budget is not None and (
+            isinstance(budget, bool)
+            or not isinstance(budget, int)
+            or not 1 <= budget <= MAX_VERIFIED_LIMIT
+        ):
+            raise ValueError(
+                f"max_verified must be None (no budget) or an integer in "
+                f"[1, {MAX_VERIFIED_LIMIT}], got {budget!r}"
+            )
         _check_estimates(self)
 
     @property
     def exact(self) -> bool:
-        """True when these settings keep the proof (ρ < 1 and β = 1)."""
-        return self.cut_ratio < 1 and self.bound_weight >= 1
+        """True when these settings keep the proof (ρ < 1, β = 1, σ = 1, no budget)."""
+        return (
+            self.cut_ratio < 1
+            and self.bound_weight >= 1
+            and self.term_share >= 1
+            and self.max_verified is None
+        )
 
     def kernel_params(self) -> PrunedParams:
         """The pruned kernel's settings."""
@@ -173,6 +219,8 @@ class Approximate:
             self.estimate_candidates,
             float(self.cut_ratio),
             float(self.bound_weight),
+            float(self.term_share),
+            0 if self.max_verified is None else int(self.max_verified),
         )
 
 

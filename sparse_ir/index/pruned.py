@@ -53,7 +53,7 @@ import numba
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError
-from sparse_ir.index import heaps, kernels
+from sparse_ir.index import approximate, heaps, kernels
 from sparse_ir.index.intrinsics import prefetch
 
 __all__ = [
@@ -163,6 +163,8 @@ class KernelSettings(NamedTuple):
     estimate_candidates: int
     cut_ratio: float
     bound_weight: float
+    term_share: float
+    max_verified: int
 
 
 class Scratch(NamedTuple):
@@ -192,9 +194,20 @@ class PrunedParams:
             looked at.
         bound_weight: β ≤ 1: the share of R credited to a document as what it may score below
             the cuts (1 = the proven bound, exact; smaller verifies fewer documents).
+        term_share: approximate only (:mod:`.approximate`): the query terms whose postings are
+            walked, the heaviest covering this share of the query's reach (1 = every term).
+        max_verified: approximate only: at most this many candidates verified, those of the
+            highest bounds (0 = no limit).
     """
 
-    __slots__ = ("bound_weight", "cut_ratio", "estimate_candidates", "estimate_postings")
+    __slots__ = (
+        "bound_weight",
+        "cut_ratio",
+        "estimate_candidates",
+        "estimate_postings",
+        "max_verified",
+        "term_share",
+    )
 
     def __init__(
         self,
@@ -202,28 +215,43 @@ class PrunedParams:
         estimate_candidates: int = 128,
         cut_ratio: float = 0.5,
         bound_weight: float = 1.0,
+        term_share: float = 1.0,
+        max_verified: int = 0,
     ):
         self.estimate_postings = int(estimate_postings)
         self.estimate_candidates = int(estimate_candidates)
         self.cut_ratio = float(cut_ratio)
         self.bound_weight = float(bound_weight)
+        self.term_share = float(term_share)
+        self.max_verified = int(max_verified)
 
     @property
     def exact(self) -> bool:
         """True when these settings return exactly the exhaustive top-k."""
-        return self.cut_ratio < 1.0 and self.bound_weight >= 1.0
+        return (
+            self.cut_ratio < 1.0
+            and self.bound_weight >= 1.0
+            and self.term_share >= 1.0
+            and self.max_verified == 0
+        )
 
     def as_tuple(self) -> KernelSettings:
         """The settings as the kernels take them."""
         return KernelSettings(
-            self.estimate_postings, self.estimate_candidates, self.cut_ratio, self.bound_weight
+            self.estimate_postings,
+            self.estimate_candidates,
+            self.cut_ratio,
+            self.bound_weight,
+            self.term_share,
+            self.max_verified,
         )
 
     def __repr__(self) -> str:
         return (
             f"PrunedParams(estimate_postings={self.estimate_postings}, "
             f"estimate_candidates={self.estimate_candidates}, cut_ratio={self.cut_ratio}, "
-            f"bound_weight={self.bound_weight})"
+            f"bound_weight={self.bound_weight}, term_share={self.term_share}, "
+            f"max_verified={self.max_verified})"
         )
 
 
@@ -1185,20 +1213,17 @@ def _search_one_any(
     # Pruning pays off only when the query's postings far outnumber what its estimate scores
     # (a small collection, rare terms): below that the exhaustive kernel is cheaper, and exact.
     if mode == 1 and total > _PRUNE_MIN_FACTOR * settings.estimate_postings:
-        count = pruned_search_one(
-            query_terms,
-            query_weights,
-            k,
-            allowed,
-            floor,
-            arrays,
-            settings,
-            accumulator,
-            scratch,
-            out_docs,
-            out_scores,
-            stats,
-        )
+        # Term pruning and a verification budget: approximate only (see .approximate).
+        if settings.term_share < 1.0 or settings.max_verified > 0:
+            count = approximate.approximate_search_one(
+                query_terms, query_weights, k, allowed, floor, arrays, settings, accumulator,
+                scratch, out_docs, out_scores, stats,
+            )  # fmt: skip
+        else:
+            count = pruned_search_one(
+                query_terms, query_weights, k, allowed, floor, arrays, settings, accumulator,
+                scratch, out_docs, out_scores, stats,
+            )  # fmt: skip
         if count != FALLBACK:
             return count
     return windowed_exhaustive_one(
@@ -1392,6 +1417,8 @@ class PrunedSearcher:
             settings.estimate_candidates,
             settings.cut_ratio,
             settings.bound_weight,
+            settings.term_share,
+            settings.max_verified,
             *scratch,
             docs,
             scores,
@@ -1441,6 +1468,8 @@ class PrunedSearcher:
             settings.estimate_candidates,
             settings.cut_ratio,
             settings.bound_weight,
+            settings.term_share,
+            settings.max_verified,
             *scratch,
             docs,
             scores,
@@ -1555,6 +1584,8 @@ def search_one_flat(
     estimate_candidates,
     cut_ratio,
     bound_weight,
+    term_share,
+    max_verified,
     accumulator32,
     accumulator64,
     slots,
@@ -1586,7 +1617,9 @@ def search_one_flat(
         forward_impacts,
         window_bits,
     )
-    settings = KernelSettings(estimate_postings, estimate_candidates, cut_ratio, bound_weight)
+    settings = KernelSettings(
+        estimate_postings, estimate_candidates, cut_ratio, bound_weight, term_share, max_verified
+    )
     scratch = Scratch(accumulator32, accumulator64, slots, candidate_docs, candidate_keys)
     if use_int64:
         return _search_one_any(
@@ -1648,6 +1681,8 @@ def search_row_flat(
     estimate_candidates,
     cut_ratio,
     bound_weight,
+    term_share,
+    max_verified,
     accumulator32,
     accumulator64,
     slots,
@@ -1727,6 +1762,8 @@ def search_row_flat(
         estimate_candidates,
         cut_ratio,
         bound_weight,
+        term_share,
+        max_verified,
         accumulator32,
         accumulator64,
         slots,
