@@ -105,6 +105,8 @@ class Competitor:
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
+        if args.pin:
+            os.sched_setaffinity(self.process.pid, {args.pin[1]})
         self.ready = self.process.stdout.readline().strip()
         time.sleep(args.settle)
 
@@ -186,14 +188,27 @@ def resident_share(index) -> float | None:
 
 
 def timed_pass(search, n_queries):
+    """Latencies (ms) of one pass over the queries, and the pass's major faults, minor faults,
+    involuntary context switches (the kernel took the core from this process) and CPU share
+    (CPU seconds / wall seconds: below 1 the search waited for a core, CPU sharing; near 1
+    while slower, it waited for memory) from ``getrusage``."""
     before = resource.getrusage(resource.RUSAGE_SELF)
+    wall = time.perf_counter()
     latencies = np.empty(n_queries)
     for q in range(n_queries):
         started = time.perf_counter()
         search(q)
         latencies[q] = (time.perf_counter() - started) * 1e3
+    wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_SELF)
-    return latencies, after.ru_majflt - before.ru_majflt, after.ru_minflt - before.ru_minflt
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return (
+        latencies,
+        after.ru_majflt - before.ru_majflt,
+        after.ru_minflt - before.ru_minflt,
+        after.ru_nivcsw - before.ru_nivcsw,
+        cpu / wall,
+    )
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
@@ -216,7 +231,7 @@ def parse_args(argv):
     add(
         "--resident",
         default="none",
-        choices=["none", "true", "lock", "copy"],
+        choices=["none", "true", "lock", "copy", "auto"],
         help="open our index resident (default: none)",
     )
     add(
@@ -255,6 +270,12 @@ def parse_args(argv):
         default=2.0,
         help="seconds between starting a competitor and timing (default: 2)",
     )
+    add(
+        "--pin",
+        action="store_true",
+        help="pin this process to the first usable core and each competitor to the second "
+        "(one core each: what remains is memory, not CPU sharing) (default: off)",
+    )
     add("--json", default=None, help="also write every figure to this JSON file (default: none)")
     add("--compete", choices=["quiet", "cpu", "ram", "stream", "crowded"], help=argparse.SUPPRESS)
     return parser.parse_args(argv)  # fmt: skip
@@ -267,6 +288,12 @@ def main(argv=None) -> int:
         return 0
     if not args.ours:
         sys.exit("--ours is required")
+    if args.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            sys.exit("--pin needs 2 usable cores")
+        args.pin = cores[:2]
+        os.sched_setaffinity(0, {cores[0]})
     import numba
 
     numba.set_num_threads(1)
@@ -290,16 +317,21 @@ def main(argv=None) -> int:
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
                 share = resident_share(index)
-                latencies, major, minor = timed_pass(engines[name], n_queries)
+                latencies, major, minor, switches, cpu = timed_pass(engines[name], n_queries)
                 records.append(
                     {"round": r, "condition": condition, "engine": name,
                      "mean_ms": float(latencies.mean()), "p50_ms": float(np.median(latencies)),
-                     "major_faults": major, "minor_faults": minor, "resident_share": share,
-                     "load": os.getloadavg()[0], "competitor": competitor.ready}
+                     "major_faults": major, "minor_faults": minor, "involuntary_switches":
+                     switches, "cpu_share": cpu,
+                     "cpu_ms": float(latencies.mean()) * cpu, "resident_share": share,
+                     "load": os.getloadavg()[0],
+                     "competitor": competitor.ready}
                 )  # fmt: skip
             tail = competitor.stop()
             print(f"  round {r + 1} {condition:8s} {competitor.ready:28s} {tail:20s} "
                   + "; ".join(f"{x['engine'][:24]} {x['mean_ms']:.2f} ms maj {x['major_faults']}"
+                              f" min {x['minor_faults']} ivcs {x['involuntary_switches']}"
+                              f" cpu {x['cpu_share']:.0%}"
                               for x in records[-len(names):]), flush=True)  # fmt: skip
     summary = summarize(records, names, conditions)
     if args.json:
@@ -310,8 +342,10 @@ def main(argv=None) -> int:
 def summarize(records, names, conditions) -> list[dict]:
     """Median over rounds per engine and condition, and the ratio to the same engine's quiet
     figure (per round, then the median)."""
-    print("\nmedian over rounds: mean latency ms (× quiet, per-round ratio), major faults/pass, "
-          "index share in RAM at pass start")  # fmt: skip
+    print("\nmedian over rounds: mean latency ms (× quiet, per-round ratio), major and minor "
+          "faults, involuntary context switches and CPU share per pass, CPU ms per query "
+          "(latency × CPU share: the work, whoever else holds the core; × quiet), index "
+          "share in RAM at pass start")  # fmt: skip
     out = []
     for name in names:
         quiet = {x["round"]: x["mean_ms"] for x in records if x["engine"] == name
@@ -323,16 +357,29 @@ def summarize(records, names, conditions) -> list[dict]:
             ratios = [x["mean_ms"] / quiet[x["round"]] for x in rows if x["round"] in quiet]
             ratio = statistics.median(ratios) if ratios else None
             major = statistics.median(x["major_faults"] for x in rows)
+            minor = statistics.median(x["minor_faults"] for x in rows)
+            switches = statistics.median(x["involuntary_switches"] for x in rows)
+            cpu = statistics.median(x["cpu_share"] for x in rows)
+            cpu_ms = statistics.median(x["cpu_ms"] for x in rows)
+            cpu_quiet = {x["round"]: x["cpu_ms"] for x in records if x["engine"] == name
+                         and x["condition"] == "quiet"}  # fmt: skip
+            cpu_ratios = [x["cpu_ms"] / cpu_quiet[x["round"]] for x in rows
+                          if x["round"] in cpu_quiet]  # fmt: skip
+            cpu_ratio = statistics.median(cpu_ratios) if cpu_ratios else None
             shares = [x["resident_share"] for x in rows if x["resident_share"] is not None]
             share = statistics.median(shares) if shares else None
             out.append(
                 {"engine": name, "condition": condition, "mean_ms": mean, "x_quiet": ratio,
-                 "major_faults": major, "resident_share": share}
+                 "major_faults": major, "minor_faults": minor, "involuntary_switches": switches,
+                 "cpu_share": cpu, "cpu_ms": cpu_ms, "cpu_ms_x_quiet": cpu_ratio,
+                 "resident_share": share}
             )  # fmt: skip
             cells.append(
                 f"{condition} {mean:.2f}"
                 + (f" ({ratio:.2f}×)" if ratio else "")
-                + f" maj {major:.0f}"
+                + f" maj {major:.0f} min {minor:.0f} ivcs {switches:.0f} cpu {cpu:.0%}"
+                + f" cpu-ms {cpu_ms:.2f}"
+                + (f" ({cpu_ratio:.2f}×)" if cpu_ratio else "")
                 + (f" in-RAM {share:.0%}" if share is not None else "")
             )
         print(f"  {name}\n      " + "; ".join(cells))

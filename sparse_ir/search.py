@@ -105,6 +105,7 @@ class Searcher:
         device: str = "cpu",
         mode: str | SearchMode | None = None,
         force: bool = False,
+        resident: bool | str = "auto",
         **options,
     ) -> Searcher:
         """Open an index and load its query encoder: the kind and model its settings record
@@ -112,11 +113,14 @@ class Searcher:
 
         A model whose fingerprint differs from the one recorded (another model, or other files
         at the recorded path) is refused with a ``ValueError`` unless ``force``.
-        ``options`` go to the encoder's ``from_pretrained``.
+        ``resident``: as for :meth:`ImpactIndex.open`; the default ``"auto"`` reads the
+        searched arrays into this process's memory when they take at most half the memory
+        available, so that another process's demand for RAM cannot evict them from the page
+        cache (``False``: mapped only). ``options`` go to the encoder's ``from_pretrained``.
         """
         from sparse_ir.encoders.registry import load_query_encoder
 
-        index = ImpactIndex.open(path)
+        index = ImpactIndex.open(path, resident=resident)
         try:
             encoder = load_query_encoder(
                 index.settings, model=model, device=device, index=index, **options

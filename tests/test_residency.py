@@ -64,7 +64,7 @@ def _all_results(index):
     return out
 
 
-@pytest.mark.parametrize("how", ["copy", "lock", True])
+@pytest.mark.parametrize("how", ["copy", "lock", True, "auto"])
 def test_resident_index_finds_the_same(index_path, how):
     plain = ImpactIndex.open(index_path)
     try:
@@ -77,6 +77,40 @@ def test_resident_index_finds_the_same(index_path, how):
     assert resident.residency.bytes > plain._layout.impact_order_docs.nbytes
     assert _all_results(resident) == _all_results(plain)
     assert sum(len(d) for d, _ in _all_results(plain)) > 0
+
+
+def test_auto_copies_what_fits_and_maps_the_rest(index_path, monkeypatch, caplog):
+    assert residency.auto_resident(100, available=1000) == "copy"
+    assert residency.auto_resident(600, available=1000) is None  # over half
+    assert residency.auto_resident(100, available=None) is None or residency.memory_available()
+    assert ImpactIndex.open(index_path, resident="auto").residency.how == "copy"
+    monkeypatch.setattr(residency, "memory_available", lambda: 1000)  # a crowded machine
+    with caplog.at_level(logging.INFO, logger="sparse_ir.index.residency"):
+        index = ImpactIndex.open(index_path, resident="auto")
+    assert index.residency.how == "mapped"
+    assert "over 50% of the memory available" in index.residency.fallback
+    assert "stays mapped only" in caplog.text
+    assert residency._mapping(index._layout.forward_terms) is not None
+    assert _all_results(index) == _all_results(ImpactIndex.open(index_path))
+
+
+def test_searcher_opens_resident_by_default(tmp_path, tiny_bert_dir):
+    import json
+
+    from sparse_ir.cli import main
+    from sparse_ir.search import Searcher
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(json.dumps({"_id": "a", "text": "the cancer cells in mice"}) + "\n")
+    path = tmp_path / "index"
+    common = ["--model", str(tiny_bert_dir), "--precision", "float32"]
+    assert main(["index", "--input", str(corpus), "--output", str(path)] + common) == 0
+    searcher = Searcher.from_index(path)
+    assert searcher.index.residency.how == "copy"
+    assert residency._mapping(searcher.index._layout.forward_terms) is None
+    mapped = Searcher.from_index(path, resident=False)
+    assert mapped.index.residency is None
+    assert searcher.search("cancer cells", 1) == mapped.search("cancer cells", 1)
 
 
 def test_copy_owns_its_arrays(index_path):

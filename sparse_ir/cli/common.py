@@ -14,7 +14,8 @@ from sparse_ir.encoders.parallel import AUTO_PROCESSES_MIN_TEXTS, auto_processes
 def add_model_options(
     parser: argparse.ArgumentParser, *, default_model: str | None = "splade-tiny"
 ) -> None:
-    """--model, --device, --batch-size, --precision, --runtime, --pooling, --processes."""
+    """--model, --device, --batch-size, --precision, --runtime, --pooling, --processes,
+    --threads."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -63,6 +64,16 @@ def add_model_options(
         f"for an input of >= {AUTO_PROCESSES_MIN_TEXTS} texts (they keep their speed on a "
         "busy machine, where threads wait for one another), else 1 (default: %(default)s)",
     )
+    group.add_argument(
+        "--threads",
+        type=processes_option,
+        default="auto",
+        help="PyTorch threads of each encoding process: auto = every usable core (split "
+        "among --processes), but each batch on no more threads than the cores other "
+        "processes leave free, measured as the encode goes (a thread sharing its core with "
+        "a busy process holds the others up); N = exactly N threads, whatever the machine "
+        "does (default: %(default)s)",
+    )
 
 
 def load_encoder(args: argparse.Namespace, model: str | None = None):
@@ -75,6 +86,9 @@ def load_encoder(args: argparse.Namespace, model: str | None = None):
         options["pooling"] = args.pooling
     if getattr(args, "document_max_length", None) is not None:
         options["document_max_length"] = args.document_max_length
+    threads = getattr(args, "threads", "auto")
+    if threads != "auto":
+        options["adapt_threads"] = False
     processes = getattr(args, "processes", 1)
     if processes == "auto":
         processes = auto_processes(_input_texts(args), args.device)
@@ -85,8 +99,18 @@ def load_encoder(args: argparse.Namespace, model: str | None = None):
             raise ValueError(
                 f"--processes runs CPU workers; it does not combine with --device {args.device}"
             )
-        return ParallelSpladeEncoder(model or args.model, processes=processes, **options)
+        return ParallelSpladeEncoder(
+            model or args.model,
+            processes=processes,
+            threads=None if threads == "auto" else threads,
+            **options,
+        )
     from sparse_ir.encoders.splade import SpladeEncoder
+
+    if threads != "auto":
+        import torch
+
+        torch.set_num_threads(threads)
 
     return SpladeEncoder.from_pretrained(model or args.model, device=args.device, **options)
 
@@ -119,7 +143,7 @@ def _input_texts(args: argparse.Namespace) -> int | None:
 
 
 def processes_option(text: str) -> int | str:
-    """argparse type of ``--processes``: ``auto`` or an integer >= 1."""
+    """argparse type of ``--processes`` and ``--threads``: ``auto`` or an integer >= 1."""
     if text == "auto":
         return text
     try:

@@ -38,8 +38,9 @@ from sparse_ir.encoders.options import DensePooling, DensePrecision
 from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.threads import (
     DEFAULT_SINGLE_THREAD_TOKENS,
+    BatchThreads,
+    check_adapt_threads,
     check_single_thread_tokens,
-    threads_for,
 )
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 
@@ -199,6 +200,8 @@ class DenseEncoder:
         name: the model name recorded in indexes built with this encoder.
         single_thread_tokens: a batch of at most this many tokens (one query) runs on one
             PyTorch thread (default 256; 0: never): see :mod:`sparse_ir.encoders.threads`.
+        adapt_threads: run a larger batch on no more PyTorch threads than the cores other
+            processes leave free (default True; False: always ``torch.get_num_threads()``).
     """
 
     def __init__(
@@ -218,6 +221,7 @@ class DenseEncoder:
         precision: DensePrecision = "float32",
         name: str | None = None,
         single_thread_tokens: int = DEFAULT_SINGLE_THREAD_TOKENS,
+        adapt_threads: bool = True,
     ):
         if pooling not in get_args(DensePooling):
             raise ValueError(f"pooling must be one of {get_args(DensePooling)}, got {pooling!r}")
@@ -233,6 +237,7 @@ class DenseEncoder:
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         self.single_thread_tokens = check_single_thread_tokens(single_thread_tokens)
+        self.adapt_threads = check_adapt_threads(adapt_threads)
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(
                 "DenseEncoder needs a fast (Rust) tokenizer; "
@@ -467,11 +472,12 @@ class DenseEncoder:
         )
         progress.update(n - len(non_empty))
         try:
+            threads = BatchThreads(self.single_thread_tokens, self.adapt_threads)
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     chosen = order[start : start + batch_size]
                     batch_ids = [token_ids[i] for i in chosen]
-                    with threads_for(batch_ids, self.single_thread_tokens):
+                    with threads.batch(batch_ids):
                         vectors = self._encode_token_batch(batch_ids)
                     out[[non_empty[i] for i in chosen]] = vectors
                     progress.update(len(chosen))

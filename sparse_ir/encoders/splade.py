@@ -45,8 +45,9 @@ from sparse_ir.encoders.registry import quiet_transformers, resolve_model
 from sparse_ir.encoders.screen import Bfloat16Screen, Int8Screen, int8_supported, rescore
 from sparse_ir.encoders.threads import (
     DEFAULT_SINGLE_THREAD_TOKENS,
+    BatchThreads,
+    check_adapt_threads,
     check_single_thread_tokens,
-    threads_for,
 )
 from sparse_ir.encoders.truncation import cut_for_tokenizer
 from sparse_ir.sparse_batch import SparseBatch
@@ -174,6 +175,10 @@ class SpladeEncoder:
             small to gain from a second thread, and on a busy machine the threads of a
             parallel region wait for one another: a one-query encode then takes many times
             longer (figures in docs/encoding.md).
+        adapt_threads: run a larger batch on no more PyTorch threads than the cores other
+            processes leave free, re-measured as the encode goes (default True; False: always
+            ``torch.get_num_threads()``). On a busy machine a thread sharing its core holds up
+            the others at every step (see :mod:`sparse_ir.encoders.threads`).
         runtime: what runs the transformer body: ``"torch"`` (default) or ``"openvino"``
             (CPU only; ``pip install 'sparse-ir[openvino]'``): OpenVINO's kernels for the
             body, converted once per model and cached (:mod:`.openvino_body`), with precision
@@ -215,6 +220,7 @@ class SpladeEncoder:
         single_thread_tokens: int = DEFAULT_SINGLE_THREAD_TOKENS,
         runtime: Runtime = "torch",
         cache_dir: str | os.PathLike | None = None,
+        adapt_threads: bool = True,
     ):
         if pooling not in get_args(Pooling):
             raise ValueError(f"pooling must be one of {get_args(Pooling)}, got {pooling!r}")
@@ -296,6 +302,7 @@ class SpladeEncoder:
         self.max_active_dims = max_active_dims
         self.query_encoder = query_encoder
         self.single_thread_tokens = single_thread_tokens
+        self.adapt_threads = check_adapt_threads(adapt_threads)
         head = model.get_output_embeddings()
         if head is None:
             raise ValueError(
@@ -450,11 +457,12 @@ class SpladeEncoder:
             progress = tqdm(total=n, desc="encoding", unit="text", disable=_disable(show_progress))
         progress.update(n - len(non_empty))
         try:
+            threads = BatchThreads(self.single_thread_tokens, self.adapt_threads)
             with torch.inference_mode():
                 for start in range(0, len(order), batch_size):
                     chosen = order[start : start + batch_size]
                     batch_ids = [token_ids[i] for i in chosen]
-                    with threads_for(batch_ids, self.single_thread_tokens):
+                    with threads.batch(batch_ids):
                         weights = self._encode_token_batch(batch_ids)
                     for row, (terms, values) in zip(
                         chosen, _sparsify(weights, max_active_dims, threshold)

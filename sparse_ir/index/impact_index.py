@@ -235,8 +235,11 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         files are checksummed too; ``verify=True`` checks every byte (see :meth:`verify`).
         ``resident`` keeps the arrays the searches read in memory (see :meth:`make_resident`):
         ``True`` locks them where permitted, else reads them into this process's memory with a
-        logged warning; ``"lock"`` or ``"copy"`` choose. Default ``False``: mapped only, the
-        operating system pages them in and out.
+        logged warning; ``"lock"`` or ``"copy"`` choose; ``"auto"`` copies them when they
+        take at most half the memory available (the default of
+        :meth:`Searcher.from_index <sparse_ir.search.Searcher.from_index>`). Default
+        ``False``: mapped only, the operating system pages them in and out (and evicts them
+        first when another process needs memory).
 
         Raises:
             FileNotFoundError: nothing at ``path``.

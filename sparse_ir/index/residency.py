@@ -12,6 +12,15 @@ arrays the searches read to stay in memory:
 * ``"copy"``: read each array into the process's own memory (anonymous pages: evicted only to
   swap, and there is often none). Needs no privilege; costs the arrays' size per process.
 * ``True``: ``"lock"`` where permitted, else ``"copy"``, with a logged warning naming why.
+* ``"auto"`` (what :meth:`Searcher.from_index <sparse_ir.search.Searcher.from_index>`, the
+  service and hybrid search use): ``"copy"`` when the arrays take at most
+  :data:`AUTO_RESIDENT_SHARE` of the memory available now, else mapped only (logged). A
+  mapped index lives in the page cache, the first memory the kernel reclaims when another
+  process needs RAM: holding 10 GB beside a 1M-document index evicted 30% of its pages and
+  slowed pruned search 1.4x with hundreds of major faults per 200 queries, while an index
+  in the process's own memory (Seismic's way, and ``"copy"``) kept its speed
+  (docs/performance.md). A copy also gets transparent huge pages where the system allows
+  them (numpy asks for them on large arrays).
 
 :func:`advise` gives the kernel access hints (``madvise``) without keeping anything resident.
 
@@ -38,10 +47,12 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 __all__ = [
+    "AUTO_RESIDENT_SHARE",
     "RESIDENT_HOWS",
     "ResidentHow",
     "ResidencyReport",
     "advise",
+    "auto_resident",
     "copy_resident",
     "lock_resident",
     "make_resident",
@@ -50,9 +61,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: How :func:`make_resident` keeps arrays in memory (``True`` means "lock, else copy").
-ResidentHow = Literal["lock", "copy"]
-RESIDENT_HOWS: tuple[str, ...] = ("lock", "copy")
+#: How :func:`make_resident` keeps arrays in memory (``True`` means "lock, else copy";
+#: ``"auto"``: copy if they fit, see :func:`auto_resident`).
+ResidentHow = Literal["lock", "copy", "auto"]
+RESIDENT_HOWS: tuple[str, ...] = ("lock", "copy", "auto")
+
+#: ``resident="auto"`` copies the searched arrays when they take at most this share of the
+#: memory available (``MemAvailable``) when the index is opened.
+AUTO_RESIDENT_SHARE = 0.5
 
 #: ``madvise`` hints by name (those of the running Python's ``mmap`` module).
 _ADVICE = {
@@ -74,6 +90,35 @@ class ResidencyReport(NamedTuple):
     how: str
     bytes: int
     fallback: str = ""
+
+
+def memory_available() -> int | None:
+    """Bytes of memory available for new allocations (``MemAvailable`` of ``/proc/meminfo``),
+    or None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def auto_resident(nbytes: int, available: int | None = None) -> str | None:
+    """What ``resident="auto"`` does with arrays of ``nbytes``: ``"copy"`` when they take at
+    most :data:`AUTO_RESIDENT_SHARE` of ``available`` (default: :func:`memory_available`),
+    else None (stay mapped); also None when the available memory cannot be read.
+
+    Example:
+        >>> auto_resident(2 << 30, available=16 << 30), auto_resident(9 << 30, available=16 << 30)
+        ('copy', None)
+    """
+    if available is None:
+        available = memory_available()
+    if available is None or nbytes > AUTO_RESIDENT_SHARE * available:
+        return None
+    return "copy"
 
 
 def _mapping(array: np.ndarray) -> mmap.mmap | None:
@@ -152,9 +197,11 @@ def make_resident(
 ) -> tuple[dict[str, np.ndarray], ResidencyReport]:
     """Keep ``arrays`` in memory; returns the arrays to use from now on and a report.
 
-    ``how``: ``"lock"`` (raise :class:`OSError` when refused), ``"copy"``, or ``True`` (lock
-    where permitted, else copy with a logged warning). Locked arrays are returned as they are;
-    copied ones are new arrays.
+    ``how``: ``"lock"`` (raise :class:`OSError` when refused), ``"copy"``, ``True`` (lock
+    where permitted, else copy with a logged warning) or ``"auto"`` (copy if they fit, see
+    :func:`auto_resident`; else left mapped, the report's ``how`` is ``"mapped"`` and its
+    ``fallback`` says why). Locked or mapped arrays are returned as they are; copied ones are
+    new arrays.
     """
     if how is True:
         try:
@@ -170,6 +217,16 @@ def make_resident(
     if how not in RESIDENT_HOWS:
         raise ValueError(f"resident must be True, False or one of {RESIDENT_HOWS}, got {how!r}")
     total = sum(int(a.nbytes) for a in arrays.values())
+    if how == "auto":
+        chosen = auto_resident(total)
+        if chosen is None:
+            reason = (
+                f"{total / 2**30:.2f} GB of searched arrays is over {AUTO_RESIDENT_SHARE:.0%} "
+                f"of the memory available ({(memory_available() or 0) / 2**30:.2f} GB)"
+            )
+            logger.info("resident='auto': the index stays mapped only: %s", reason)
+            return dict(arrays), ResidencyReport("mapped", total, fallback=reason)
+        return make_resident(arrays, chosen)
     if how == "lock":
         for array in arrays.values():
             if _mapping(array) is not None:
