@@ -184,7 +184,9 @@ class SpladeEncoder:
             body, converted once per model and cached (:mod:`.openvino_body`), with precision
             "float32"/"mixed" (a float32 body) or "bfloat16" (products in bfloat16 on CPUs
             with AVX512-BF16 or AMX; the fastest BERT-base body measured here). The
-            vocabulary projection stays this class's own either way.
+            vocabulary projection stays this class's own either way. The body is converted
+            from the model's weights when the encoder is built: an encoder built before the
+            weights change keeps the old body (build a new one).
         cache_dir: where ``runtime="openvino"`` keeps converted bodies (default:
             ``$SPARSE_IR_CACHE_DIR``, else ``~/.cache/sparse_ir``).
 
