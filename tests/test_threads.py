@@ -56,9 +56,13 @@ def test_batch_threads_fit_large_batches_and_restore(two_threads):
         assert torch.get_num_threads() == 1
     assert threads.chosen == [1, 2, 1]
     fixed = BatchThreads(single_thread_tokens=256, adapt=False)
-    assert fixed.meter is None
     with fixed.batch(long):
         assert torch.get_num_threads() == 2
+    assert fixed.meter is None and fixed.chosen == [2]
+    small_only = BatchThreads(single_thread_tokens=256, adapt=True)
+    with small_only.batch([[101, 102]]):
+        pass
+    assert small_only.meter is None  # a one-query call reads nothing from /proc
 
 
 def test_core_meter_sees_a_busy_process():

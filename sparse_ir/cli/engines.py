@@ -139,7 +139,7 @@ def _query_vectors(args: argparse.Namespace, index):
         from sparse_ir.search import Searcher
 
         queries = list(read_queries(args.queries))
-        searcher = Searcher.from_index(args.index)
+        searcher = Searcher.from_index(args.index, resident=False)  # for its encoder only
         encoded = searcher.encoder.encode_queries(
             [q.text for q in queries], ids=[q.id for q in queries], show_progress=args.show_progress
         )

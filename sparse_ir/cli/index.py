@@ -482,7 +482,13 @@ def run_search(args: argparse.Namespace) -> int:
     mode = search_mode(args)
     batch.cli_filter(args)  # a filter's syntax error fails before the model loads
     searcher = Searcher.from_index(
-        args.index, model=args.model, device=args.device, mode=mode, force=args.force_model
+        args.index,
+        model=args.model,
+        device=args.device,
+        mode=mode,
+        force=args.force_model,
+        # One query reads a fraction of the index: copying all of it would cost more.
+        resident="auto" if args.queries else False,
     )
     if (status := batch.batch_or_json(args, searcher)) is not None:
         return status

@@ -167,7 +167,9 @@ class BatchThreads:
     def __init__(self, single_thread_tokens: int, adapt: bool):
         self.single_thread_tokens = single_thread_tokens
         self.configured = torch.get_num_threads()
-        self.meter = CoreMeter() if adapt and self.configured > 1 else None
+        self.adapt = adapt and self.configured > 1
+        #: made at the first large batch (a one-query call never reads /proc)
+        self.meter: CoreMeter | None = None
         #: threads each batch ran on, in order (what the tests and benchmarks read)
         self.chosen: list[int] = []
 
@@ -177,7 +179,9 @@ class BatchThreads:
             self.chosen.append(1)
             return one_thread()
         threads = self.configured
-        if self.meter is not None:
+        if self.adapt:
+            if self.meter is None:
+                self.meter = CoreMeter()
             busy = self.meter.busy_elsewhere()
             threads = fitted_threads(self.configured, busy, len(self.meter.cpus))
         self.chosen.append(threads)
