@@ -87,11 +87,17 @@ def test_small_batches_run_on_one_thread_with_the_same_vectors(exact, monkeypatc
     try:
         one = exact.encode_queries(["cancer cells in mice"], show_progress=False)
         assert seen == [1] and torch.get_num_threads() == 2  # restored after the batch
-        every = SpladeEncoder(exact.model, exact.tokenizer, single_thread_tokens=0)
+        # every thread whatever the machine does (the former default; see test_threads for
+        # the threads fitted to the free cores)
+        every = SpladeEncoder(
+            exact.model, exact.tokenizer, single_thread_tokens=0, adapt_threads=False
+        )
         every.precision, every._screened = exact.precision, exact._screened
         two = every.encode_queries(["cancer cells in mice"], show_progress=False)
         assert seen == [1, 2]
-        long = exact.encode_documents([TEXTS[1]] * 8, show_progress=False)  # > 256 tokens
+        fixed = SpladeEncoder(exact.model, exact.tokenizer, adapt_threads=False)
+        fixed.precision, fixed._screened = exact.precision, exact._screened
+        long = fixed.encode_documents([TEXTS[1]] * 8, show_progress=False)  # > 256 tokens
         assert seen[-1] == 2 and len(long) == 8
     finally:
         torch.set_num_threads(previous)
@@ -148,7 +154,9 @@ def test_dense_queries_run_on_one_thread_with_the_same_vectors(tiny_bert_dir, mo
     with pytest.raises(ValueError, match="single_thread_tokens must be an integer >= 0"):
         DenseEncoder.from_pretrained(tiny_bert_dir, single_thread_tokens=-2)
     one = DenseEncoder.from_pretrained(tiny_bert_dir, max_length=16)
-    every = DenseEncoder.from_pretrained(tiny_bert_dir, max_length=16, single_thread_tokens=0)
+    every = DenseEncoder.from_pretrained(
+        tiny_bert_dir, max_length=16, single_thread_tokens=0, adapt_threads=False
+    )
     seen = []
     real = DenseEncoder._encode_token_batch
 
