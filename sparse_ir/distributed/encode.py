@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 ENCODE_MANIFEST = "encode.json"
 ENCODE_FORMAT = "sparse-ir-encoded-parts"
 _SAMPLE_BYTES = 1 << 20
+_PARTS_IN_FLIGHT = 2  # per encoder actor: the part it encodes and the next
 _ACTORS_START_TIMEOUT = 600  # seconds for the encoder actors to start and load the model
 
 
@@ -382,10 +383,12 @@ def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> Encod
         settings = {
             k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(job).items()
         }
-        # One part at a time per actor: an actor asks for its next part when it finishes
-        # one, so the parts spread over the actors by their speed and none waits at the end
-        # while another works through a queue of parts handed to it in advance.
-        pool = ray.data.ActorPoolStrategy(size=job.actors, max_tasks_in_flight_per_actor=1)
+        # At most one part waiting in each actor besides the one it encodes: the next part
+        # is there when it finishes one (no wait for the driver to hand it out), and at the
+        # end no actor has more than one part queued while another is idle.
+        pool = ray.data.ActorPoolStrategy(
+            size=job.actors, max_tasks_in_flight_per_actor=_PARTS_IN_FLIGHT
+        )
         summaries = dataset.map_batches(
             PartEncoder,
             fn_constructor_kwargs={"job": settings},
