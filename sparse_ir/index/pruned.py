@@ -108,6 +108,8 @@ assert (
 ACCUMULATOR_SIZE = 1 << 16
 # Candidates popped and prefetched together in the verification loop.
 _VERIFY_BATCH = 8
+# Accumulator entries the candidate scan tests together (one vector loop per block).
+_SCAN_BLOCK = 64
 # Cut steps grow a term's layer by this factor (snapped to segment ends).
 _CUT_GROWTH = 1.25
 # Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
@@ -741,12 +743,27 @@ def _bound(
         scored += _add_excess(
             query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator
         )
-        # Collect the candidates while clearing the accumulator (a scan that skips blocks whose
-        # vectorized maximum is below the need measured slower: docs/performance.md).
-        for offset in range(size_w):
-            excess = np.int64(accumulator[offset])
-            accumulator[offset] = 0
-            if excess >= need and kernels.admits(allowed, base + offset):
+        # Collect the candidates while clearing the accumulator, a block of entries at a time:
+        # a block is looked at entry by entry only when one of its entries reaches the need (a
+        # few per window), so the scan of the others is a branch-free vector loop. (Offsets are
+        # block + j with both counted from 0: with a plain range(start, end) numba's negative
+        # index handling turns the loops into scatters, several times slower.)
+        n_blocks = size_w // _SCAN_BLOCK
+        for b in range(n_blocks + 1):  # the last, partial block entry by entry
+            block = b * _SCAN_BLOCK
+            if b < n_blocks:
+                hit = 0
+                for j in range(_SCAN_BLOCK):
+                    hit |= np.int64(accumulator[block + j]) >= need
+                if hit == 0:
+                    for j in range(_SCAN_BLOCK):
+                        accumulator[block + j] = 0
+                    continue
+            for offset in range(block, min(block + _SCAN_BLOCK, size_w)):
+                excess = np.int64(accumulator[offset])
+                accumulator[offset] = 0
+                if excess < need or not kernels.admits(allowed, base + offset):
+                    continue
                 if n_candidates == capacity:
                     # Rare: the buffer is full; verify its candidates now (by bound) to free it.
                     n_early += 1
@@ -775,6 +792,8 @@ def _bound(
                 candidate_docs[n_candidates] = base + offset
                 candidate_keys[n_candidates] = credit + excess
                 n_candidates += 1
+            if corrupt:
+                break
         for offset in range(size_w, ACCUMULATOR_SIZE):
             if accumulator[offset] != 0:
                 accumulator[offset] = 0
