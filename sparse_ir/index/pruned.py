@@ -110,6 +110,8 @@ ACCUMULATOR_SIZE = 1 << 16
 _VERIFY_BATCH = 8
 # Accumulator entries the candidate scan tests together (one vector loop per block).
 _SCAN_BLOCK = 64
+# Postings a layer's end is searched by at a time (:func:`_prefix_above`).
+_PREFIX_STEP = 16
 # Cut steps grow a term's layer by this factor (snapped to segment ends).
 _CUT_GROWTH = 1.25
 # Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
@@ -664,6 +666,21 @@ def _cut(query_terms, query_weights, arrays, theta0, cut_ratio, cut_position, cu
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _prefix_above(impacts, cut):
+    """How many of ``impacts`` (descending) are above ``cut``: the layer of one term's window.
+
+    Steps of 16 while the 16th impact ahead is still above the cut, then one by one (a linear
+    stop is cheaper than a binary search, whose probes miss the cache)."""
+    n = len(impacts)
+    count = 0
+    while count + _PREFIX_STEP <= n and np.int64(impacts[count + _PREFIX_STEP - 1]) > cut:
+        count += _PREFIX_STEP
+    while count < n and np.int64(impacts[count]) > cut:
+        count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator):
     """Bound, one window: add the excess q_t·(impact − τ_t) of each posting above its term's
     cut. Returns the postings scored."""
@@ -675,23 +692,15 @@ def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, 
         below = accumulator.dtype.type(query_weights[i] * cut_impact[i])
         cut = cut_impact[i]
         start, end = _window_range(arrays, query_terms[i], num_windows, w)
+        # Views counted from 0: numba's negative-index handling of the loads then vanishes.
+        docs = io_docs[start:end]
+        impacts = io_impacts[start:end]
+        count = _prefix_above(impacts, cut)
         # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it; an
         # offset past the window's documents is caught by the candidate scan.
-        # Impacts descend within the window: when the 4th posting ahead is above the cut, so
-        # are the three before it (one test per four postings instead of one each).
-        p = start
-        while p + 3 < end and np.int64(io_impacts[p + 3]) > cut:
-            for j in range(p, p + 4):
-                accumulator[np.int64(io_docs[j])] += (
-                    weight * accumulator.dtype.type(io_impacts[j]) - below
-                )
-            p += 4
-        while p < end and np.int64(io_impacts[p]) > cut:
-            accumulator[np.int64(io_docs[p])] += (
-                weight * accumulator.dtype.type(io_impacts[p]) - below
-            )
-            p += 1
-        postings += p - start
+        for j in range(count):
+            accumulator[np.int64(docs[j])] += weight * accumulator.dtype.type(impacts[j]) - below
+        postings += count
     return postings
 
 
