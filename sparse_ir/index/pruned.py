@@ -175,7 +175,9 @@ class Scratch(NamedTuple):
     ``accumulator32``/``accumulator64`` (int32/int64 [2^16]) and ``slots`` (uint16 [V]) are zero
     between queries; ``candidate_docs``/``candidate_keys`` (int64) need no initial value.
     ``candidate_docs`` doubles as the list of documents touched in one window, so it has at
-    least one entry per document of a window and at least as many as ``candidate_keys``.
+    least one entry per document of a window plus one (the estimate's branch-free listing
+    writes one slot past the last document listed) and at least as many as
+    ``candidate_keys``.
     """
 
     accumulator32: np.ndarray
@@ -492,26 +494,25 @@ def _add_layer(
     n_touched = 0
     postings = 0
     corrupt = False
+    limit = len(touched) - 1
     for i in range(len(query_terms)):
         weight = accumulator.dtype.type(query_weights[i])
-        cut = cut_impact[i]
         start, end = _window_range(arrays, query_terms[i], num_windows, w)
-        # Impacts descend within the window: the layer is the prefix above the cut (a linear
-        # stop is cheaper than a binary search, whose probes miss the cache).
-        p = start
-        while p < end and np.int64(io_impacts[p]) > cut:
-            offset = np.int64(io_docs[p])
-            if accumulator[offset] == 0:
-                # A window has at most 2^16 documents, so only a damaged layout (the same
-                # offset again after an overflow to 0) can fill the scratch.
-                if n_touched == len(touched):
-                    corrupt = True
-                    break
-                touched[n_touched] = offset
-                n_touched += 1
-            accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
-            p += 1
-        postings += p - start
+        docs = io_docs[start:end]  # views counted from 0: see _add_excess
+        impacts = io_impacts[start:end]
+        count = _prefix_above(impacts, cut_impact[i])
+        for j in range(count):
+            offset = np.int64(docs[j])
+            # The document is listed when first touched, without a branch: the slot is always
+            # written and kept only then. A window has at most 2^16 documents, so only a
+            # damaged layout (the same offset again after an overflow to 0) fills the list.
+            touched[min(n_touched, limit)] = offset
+            n_touched += accumulator[offset] == 0
+            accumulator[offset] += weight * accumulator.dtype.type(impacts[j])
+        postings += count
+    if n_touched > limit:
+        corrupt = True
+        n_touched = limit
     return n_touched, postings, corrupt
 
 
@@ -1357,7 +1358,7 @@ class PrunedSearcher:
                 np.zeros(ACCUMULATOR_SIZE, np.int32),
                 np.zeros(ACCUMULATOR_SIZE, np.int64),
                 np.zeros(self.index.vocab_size, np.uint16),
-                np.empty(max(capacity, window), np.int64),
+                np.empty(max(capacity, window + 1), np.int64),
                 np.empty(capacity, np.int64),
             )
         return local.scratch
