@@ -1036,8 +1036,10 @@ def _accumulate_window(query_terms, query_weights, arrays, num_windows, w, size_
     for i in range(len(query_terms)):
         weight = accumulator.dtype.type(query_weights[i])
         start, end = _window_range(arrays, query_terms[i], num_windows, w)
-        for p in range(start, end):
-            accumulator[np.int64(io_docs[p])] += weight * accumulator.dtype.type(io_impacts[p])
+        docs = io_docs[start:end]  # views counted from 0: see _add_excess
+        impacts = io_impacts[start:end]
+        for j in range(len(docs)):
+            accumulator[np.int64(docs[j])] += weight * accumulator.dtype.type(impacts[j])
     corrupt = False
     for offset in range(size_w, ACCUMULATOR_SIZE):
         if accumulator[offset] != 0:
