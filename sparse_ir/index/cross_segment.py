@@ -530,7 +530,7 @@ class SegmentsSearcher:
                 np.zeros(ACCUMULATOR_SIZE, np.int32),
                 np.zeros(ACCUMULATOR_SIZE, np.int64),
                 np.zeros(self.vocab_size, np.uint16),
-                np.empty(max(CANDIDATE_CAPACITY, window), np.int64),
+                np.empty(max(CANDIDATE_CAPACITY, window + 1), np.int64),
                 np.empty(CANDIDATE_CAPACITY, np.int64),
             )
         return scratch

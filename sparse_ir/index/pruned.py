@@ -108,6 +108,10 @@ assert (
 ACCUMULATOR_SIZE = 1 << 16
 # Candidates popped and prefetched together in the verification loop.
 _VERIFY_BATCH = 8
+# Accumulator entries the candidate scan tests together (one vector loop per block).
+_SCAN_BLOCK = 64
+# Postings a layer's end is searched by at a time (:func:`_prefix_above`).
+_PREFIX_STEP = 16
 # Cut steps grow a term's layer by this factor (snapped to segment ends).
 _CUT_GROWTH = 1.25
 # Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
@@ -173,7 +177,9 @@ class Scratch(NamedTuple):
     ``accumulator32``/``accumulator64`` (int32/int64 [2^16]) and ``slots`` (uint16 [V]) are zero
     between queries; ``candidate_docs``/``candidate_keys`` (int64) need no initial value.
     ``candidate_docs`` doubles as the list of documents touched in one window, so it has at
-    least one entry per document of a window and at least as many as ``candidate_keys``.
+    least one entry per document of a window plus one (the estimate's branch-free listing
+    writes one slot past the last document listed) and at least as many as
+    ``candidate_keys``.
     """
 
     accumulator32: np.ndarray
@@ -516,26 +522,25 @@ def _add_layer(
     n_touched = 0
     postings = 0
     corrupt = False
+    limit = len(touched) - 1
     for i in range(len(query_terms)):
         weight = accumulator.dtype.type(query_weights[i])
-        cut = cut_impact[i]
         start, end = _window_range(arrays, query_terms[i], num_windows, w)
-        # Impacts descend within the window: the layer is the prefix above the cut (a linear
-        # stop is cheaper than a binary search, whose probes miss the cache).
-        p = start
-        while p < end and np.int64(io_impacts[p]) > cut:
-            offset = np.int64(io_docs[p])
-            if accumulator[offset] == 0:
-                # A window has at most 2^16 documents, so only a damaged layout (the same
-                # offset again after an overflow to 0) can fill the scratch.
-                if n_touched == len(touched):
-                    corrupt = True
-                    break
-                touched[n_touched] = offset
-                n_touched += 1
-            accumulator[offset] += weight * accumulator.dtype.type(io_impacts[p])
-            p += 1
-        postings += p - start
+        docs = io_docs[start:end]  # views counted from 0: see _add_excess
+        impacts = io_impacts[start:end]
+        count = _prefix_above(impacts, cut_impact[i])
+        for j in range(count):
+            offset = np.int64(docs[j])
+            # The document is listed when first touched, without a branch: the slot is always
+            # written and kept only then. A window has at most 2^16 documents, so only a
+            # damaged layout (the same offset again after an overflow to 0) fills the list.
+            touched[min(n_touched, limit)] = offset
+            n_touched += accumulator[offset] == 0
+            accumulator[offset] += weight * accumulator.dtype.type(impacts[j])
+        postings += count
+    if n_touched > limit:
+        corrupt = True
+        n_touched = limit
     return n_touched, postings, corrupt
 
 
@@ -690,6 +695,21 @@ def _cut(query_terms, query_weights, arrays, theta0, cut_ratio, cut_position, cu
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _prefix_above(impacts, cut):
+    """How many of ``impacts`` (descending) are above ``cut``: the layer of one term's window.
+
+    Steps of 16 while the 16th impact ahead is still above the cut, then one by one (a linear
+    stop is cheaper than a binary search, whose probes miss the cache)."""
+    n = len(impacts)
+    count = 0
+    while count + _PREFIX_STEP <= n and np.int64(impacts[count + _PREFIX_STEP - 1]) > cut:
+        count += _PREFIX_STEP
+    while count < n and np.int64(impacts[count]) > cut:
+        count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator):
     """Bound, one window: add the excess q_t·(impact − τ_t) of each posting above its term's
     cut. Returns the postings scored."""
@@ -701,23 +721,15 @@ def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, 
         below = accumulator.dtype.type(query_weights[i] * cut_impact[i])
         cut = cut_impact[i]
         start, end = _window_range(arrays, query_terms[i], num_windows, w)
+        # Views counted from 0: numba's negative-index handling of the loads then vanishes.
+        docs = io_docs[start:end]
+        impacts = io_impacts[start:end]
+        count = _prefix_above(impacts, cut)
         # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it; an
         # offset past the window's documents is caught by the candidate scan.
-        # Impacts descend within the window: when the 4th posting ahead is above the cut, so
-        # are the three before it (one test per four postings instead of one each).
-        p = start
-        while p + 3 < end and np.int64(io_impacts[p + 3]) > cut:
-            for j in range(p, p + 4):
-                accumulator[np.int64(io_docs[j])] += (
-                    weight * accumulator.dtype.type(io_impacts[j]) - below
-                )
-            p += 4
-        while p < end and np.int64(io_impacts[p]) > cut:
-            accumulator[np.int64(io_docs[p])] += (
-                weight * accumulator.dtype.type(io_impacts[p]) - below
-            )
-            p += 1
-        postings += p - start
+        for j in range(count):
+            accumulator[np.int64(docs[j])] += weight * accumulator.dtype.type(impacts[j]) - below
+        postings += count
     return postings
 
 
@@ -769,12 +781,27 @@ def _bound(
         scored += _add_excess(
             query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator
         )
-        # Collect the candidates while clearing the accumulator (a scan that skips blocks whose
-        # vectorized maximum is below the need measured slower: docs/performance.md).
-        for offset in range(size_w):
-            excess = np.int64(accumulator[offset])
-            accumulator[offset] = 0
-            if excess >= need and kernels.admits(allowed, base + offset):
+        # Collect the candidates while clearing the accumulator, a block of entries at a time:
+        # a block is looked at entry by entry only when one of its entries reaches the need (a
+        # few per window), so the scan of the others is a branch-free vector loop. (Offsets are
+        # block + j with both counted from 0: with a plain range(start, end) numba's negative
+        # index handling turns the loops into scatters, several times slower.)
+        n_blocks = size_w // _SCAN_BLOCK
+        for b in range(n_blocks + 1):  # the last, partial block entry by entry
+            block = b * _SCAN_BLOCK
+            if b < n_blocks:
+                hit = 0
+                for j in range(_SCAN_BLOCK):
+                    hit |= np.int64(accumulator[block + j]) >= need
+                if hit == 0:
+                    for j in range(_SCAN_BLOCK):
+                        accumulator[block + j] = 0
+                    continue
+            for offset in range(block, min(block + _SCAN_BLOCK, size_w)):
+                excess = np.int64(accumulator[offset])
+                accumulator[offset] = 0
+                if excess < need or not kernels.admits(allowed, base + offset):
+                    continue
                 if n_candidates == capacity:
                     # Rare: the buffer is full; verify its candidates now (by bound) to free it.
                     n_early += 1
@@ -803,6 +830,8 @@ def _bound(
                 candidate_docs[n_candidates] = base + offset
                 candidate_keys[n_candidates] = credit + excess
                 n_candidates += 1
+            if corrupt:
+                break
         for offset in range(size_w, ACCUMULATOR_SIZE):
             if accumulator[offset] != 0:
                 accumulator[offset] = 0
@@ -1035,8 +1064,10 @@ def _accumulate_window(query_terms, query_weights, arrays, num_windows, w, size_
     for i in range(len(query_terms)):
         weight = accumulator.dtype.type(query_weights[i])
         start, end = _window_range(arrays, query_terms[i], num_windows, w)
-        for p in range(start, end):
-            accumulator[np.int64(io_docs[p])] += weight * accumulator.dtype.type(io_impacts[p])
+        docs = io_docs[start:end]  # views counted from 0: see _add_excess
+        impacts = io_impacts[start:end]
+        for j in range(len(docs)):
+            accumulator[np.int64(docs[j])] += weight * accumulator.dtype.type(impacts[j])
     corrupt = False
     for offset in range(size_w, ACCUMULATOR_SIZE):
         if accumulator[offset] != 0:
@@ -1354,7 +1385,7 @@ class PrunedSearcher:
                 np.zeros(ACCUMULATOR_SIZE, np.int32),
                 np.zeros(ACCUMULATOR_SIZE, np.int64),
                 np.zeros(self.index.vocab_size, np.uint16),
-                np.empty(max(capacity, window), np.int64),
+                np.empty(max(capacity, window + 1), np.int64),
                 np.empty(capacity, np.int64),
             )
         return local.scratch
