@@ -21,7 +21,15 @@ from sparse_ir.jsonl import (
 )
 from sparse_ir.validation import check_id, id_problem
 
-__all__ = ["Document", "Query", "read_corpus", "read_queries", "load_corpus", "load_queries"]
+__all__ = [
+    "Document",
+    "Query",
+    "full_text",
+    "read_corpus",
+    "read_queries",
+    "load_corpus",
+    "load_queries",
+]
 
 
 class Document(NamedTuple):
@@ -39,10 +47,20 @@ class Document(NamedTuple):
 
     @property
     def full_text(self) -> str:
-        """``title + " " + text`` (the BEIR convention for encoding), without stray spaces."""
-        if self.title and self.text:
-            return f"{self.title} {self.text}"
-        return self.title or self.text
+        """``title + " " + text`` (the BEIR convention for encoding): :func:`full_text`."""
+        return full_text(self.title, self.text)
+
+
+def full_text(title: str, text: str) -> str:
+    """What a document's encoder reads: ``title + " " + text``, without stray spaces.
+
+    Example:
+        >>> full_text("Title", "Body."), full_text("", "Body."), full_text("Title", "")
+        ('Title Body.', 'Body.', 'Title')
+    """
+    if title and text:
+        return f"{title} {text}"
+    return title or text
 
 
 class Query(NamedTuple):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sparse_ir.corpus import full_text
 from sparse_ir.errors import IndexBusyError, IndexFormatError, InputError
 from sparse_ir.service.engine import set_torch_threads
 from sparse_ir.sparse_batch import SparseBatch
@@ -65,9 +66,7 @@ class NewDocument:
     @property
     def full_text(self) -> str:
         """``title + " " + text``, as the corpus reader encodes documents."""
-        if self.title and self.text:
-            return f"{self.title} {self.text}"
-        return self.title or self.text
+        return full_text(self.title, self.text)
 
 
 class Writes:
