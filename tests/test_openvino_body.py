@@ -146,6 +146,31 @@ def test_cache_is_reused_and_keyed_by_content(tiny_bert_dir, tmp_path, caplog):
     assert sorted(p.name.startswith(".") for p in tmp_path.iterdir()) == [False, False]
 
 
+@pytest.mark.parametrize(
+    ("name", "target", "message"),
+    [
+        ("body.bin", "/dev/zero", "body.bin"),
+        ("manifest.json", "/dev/zero", "unreadable manifest"),
+    ],
+)
+def test_a_hostile_cache_entry_is_rebuilt_not_read(
+    tiny_bert_dir, tmp_path, caplog, name, target, message
+):
+    # A symbolic link to /dev/zero would never finish hashing or parsing: it is refused by a
+    # stat() before anything is opened, and the entry is converted again.
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_bert_dir).eval()
+    first = OpenVinoBody(model, "float32", cache_dir=tmp_path)
+    path = first.entry.directory / name
+    path.unlink()
+    path.symlink_to(target)
+    with caplog.at_level(logging.WARNING, logger="sparse_ir.encoders.openvino_body"):
+        repaired = OpenVinoBody(model, "float32", cache_dir=tmp_path)
+    assert repaired.entry.converted and message in caplog.text
+    assert not (repaired.entry.directory / name).is_symlink()
+
+
 def test_key_covers_weights_and_versions(tiny_bert_dir):
     from transformers import AutoModelForMaskedLM
 

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 # Bumped when what is converted changes (the body's inputs/outputs, the conversion options).
 _FORMAT = 1
 _MANIFEST = "manifest.json"
+#: A cache manifest names two files and a key: far below this.
+_MAX_MANIFEST_BYTES = 1 << 20
 _FILES = ("body.xml", "body.bin")
 #: OpenVINO's precision hint for each encoder precision it runs.
 HINTS = {"float32": "f32", "mixed": "f32", "bfloat16": "bf16"}
@@ -226,11 +228,15 @@ def _cached_body(model: torch.nn.Module, root: Path, ov) -> CacheEntry:
 def _check_entry(directory: Path, key: str) -> str | None:
     """None if ``directory`` is a complete entry for ``key`` whose files match their
     digests, else what is wrong with it."""
+    from sparse_ir.errors import IndexCorruptError
+    from sparse_ir.index.storage import read_small_file
+
     try:
-        manifest = json.loads((directory / _MANIFEST).read_text(encoding="utf-8"))
+        raw = read_small_file(directory / _MANIFEST, root=directory, limit=_MAX_MANIFEST_BYTES)
+        manifest = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         return "no manifest"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, IndexCorruptError) as exc:
         return f"unreadable manifest: {exc}"
     if not isinstance(manifest, dict) or manifest.get("key") != key:
         return "manifest of another model"
@@ -240,12 +246,34 @@ def _check_entry(directory: Path, key: str) -> str | None:
     if not isinstance(recorded, dict):
         return "manifest without files"
     for name in _FILES:
+        expected = recorded.get(name)
+        if not isinstance(expected, dict):
+            return f"{name} is not in the manifest"
+        if problem := _cached_file_problem(directory, name, expected.get("bytes")):
+            return problem
         try:
             found = _file_digest(directory / name)
         except OSError as exc:
             return f"{name}: {exc}"
-        if recorded.get(name) != found:
+        if expected != found:
             return f"{name} does not match its recorded SHA-256"
+    return None
+
+
+def _cached_file_problem(directory: Path, name: str, size: object) -> str | None:
+    """What keeps ``directory/name`` from being hashed: not a regular file inside the entry
+    (a symbolic link to ``/dev/zero`` would never end), or a size other than the recorded one."""
+    from sparse_ir.index.storage import safe_file_problem
+
+    path = directory / name
+    if problem := safe_file_problem(path, directory):
+        return problem
+    try:
+        actual = path.stat().st_size
+    except OSError as exc:
+        return f"{name}: {exc}"
+    if isinstance(size, bool) or not isinstance(size, int) or actual != size:
+        return f"{name} holds {actual:,} bytes, the manifest records {size!r}"
     return None
 
 
