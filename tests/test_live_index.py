@@ -3,7 +3,9 @@
 The property test drives random interleavings of add / upsert / delete / commit / rollback /
 merge / reopen on both index kinds and, after every step that changes what readers see,
 checks every search mode of ``ImpactIndex.open(path)`` / ``DenseIndex.open(path)`` against
-brute force over the documents a plain dict model says are committed.
+brute force over the documents a plain dict model says are committed, equal scores ordered
+by ordinal; and that an id's ordinal never changes once it was committed (upserts, deletes,
+re-adds and merges keep it) and that ids committed later have larger ones.
 
 SPARSE_IR_LIVE_EXAMPLES raises the number of examples (default 25 per kind).
 """
@@ -155,10 +157,10 @@ def brute_force(
     kind: Kind, index, model: dict[str, int], query, k: int, condition=None
 ) -> list[tuple]:
     """``(doc_id, score)`` of the top-k by plain Python over the model's documents (those
-    passing ``condition``), ordered by score descending then the index's document number
-    (impact: score 0 left out)."""
+    passing ``condition``), ordered by score descending then the id's ordinal (impact: score
+    0 left out)."""
     scored = [
-        (kind.score(query, seed), index.docno(doc_id), doc_id)
+        (kind.score(query, seed), _ordinal(index, doc_id), doc_id)
         for doc_id, seed in model.items()
         if condition is None or brute_force_filter(condition, doc_metadata(seed))
     ]
@@ -168,12 +170,38 @@ def brute_force(
     return [(doc_id, score) for score, _, doc_id in scored[:k]]
 
 
-def check_reader(kind: Kind, path: Path, model: dict[str, int], seed: int) -> None:
+def _ordinal(index, doc_id: str) -> int:
+    if isinstance(index, (LiveImpactIndex, LiveDenseIndex)):
+        return index.ordinal(doc_id)
+    return index.docno(doc_id)  # a single build: ordinals are document numbers
+
+
+def check_ordinals(index, known: dict[str, int]) -> None:
+    """An id keeps its ordinal from its first commit on; ids new to this commit come after
+    every id committed before (``known``: every id ever committed, updated here)."""
+    before = max(known.values(), default=-1)
+    for doc_id in sorted(_live_ids(index)):
+        ordinal = _ordinal(index, doc_id)
+        if doc_id in known:
+            assert ordinal == known[doc_id], (doc_id, ordinal, known[doc_id])
+        else:
+            assert ordinal > before, (doc_id, ordinal, before)
+            known[doc_id] = ordinal
+
+
+def _live_ids(index) -> set[str]:
+    return {index.doc_ids[d] for d in np.flatnonzero(~_deleted(index)).tolist()}
+
+
+def check_reader(
+    kind: Kind, path: Path, model: dict[str, int], seed: int, known: dict | None = None
+) -> None:
     """Every mode of the index at ``path`` equals brute force over ``model``."""
     index = kind.open_index(path)
     assert index.num_documents == len(model)
-    live = {index.doc_ids[d] for d in np.flatnonzero(~_deleted(index)).tolist()}
-    assert live == set(model)
+    assert _live_ids(index) == set(model)
+    if known is not None:
+        check_ordinals(index, known)
     for doc_id, seed_of_doc in model.items():
         assert index.metadata(index.docno(doc_id)) == (doc_metadata(seed_of_doc) or {})
     rng = np.random.default_rng(seed)
@@ -256,6 +284,7 @@ def run_interleaving(kind: Kind, ops, seed: int, policy) -> None:
         writer = kind.open_writer(path, policy)
         committed: dict[str, int] = {}
         pending: dict[str, int] = {}
+        known: dict[str, int] = {}  # every id ever committed: its ordinal
         counter = seed * 1000
         try:
             for step, (op, arg) in enumerate(ops):
@@ -287,9 +316,9 @@ def run_interleaving(kind: Kind, ops, seed: int, policy) -> None:
                     writer.close()
                     writer = kind.open_writer(path, policy)
                     pending = dict(committed)
-                check_reader(kind, path, committed, seed + step)
+                check_reader(kind, path, committed, seed + step, known)
             writer.commit()
-            check_reader(kind, path, pending, seed)
+            check_reader(kind, path, pending, seed, known)
             kind.open_index(path).verify()
         finally:
             writer.close()
@@ -303,6 +332,63 @@ def run_interleaving(kind: Kind, ops, seed: int, policy) -> None:
 @given(ops=operations, seed=st.integers(0, 10_000), tiers=st.booleans())
 def test_random_interleavings_equal_brute_force(kind, ops, seed, tiers):
     run_interleaving(Kind(kind), ops, seed, SMALL_TIERS if tiers else None)
+
+
+@pytest.mark.parametrize("kind", ["impact", "dense"])
+@SETTINGS
+@given(seed=st.integers(0, 10_000), tiers=st.booleans())
+def test_random_re_adds_rank_ties_by_ordinal(kind, seed, tiers):
+    """A collection added in order, then documents upserted, or deleted and added again
+    (merges between): every mode ranks equal scores by the order the ids were first added
+    (the one-shot build's order), whatever segment holds them now."""
+    kind = Kind(kind)
+    rng = np.random.default_rng(seed)
+    ids = [f"r{i}" for i in range(int(rng.integers(6, 40)))]
+    first = {doc_id: i for i, doc_id in enumerate(ids)}  # the expected ordinals
+    model = {doc_id: seed * 1000 + i for i, doc_id in enumerate(ids)}
+    counter = seed * 1000 + len(ids)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "live"
+        with kind.open_writer(path, SMALL_TIERS if tiers else None) as writer:
+            for part in np.array_split(np.arange(len(ids)), int(rng.integers(1, 4))):
+                chosen = [ids[i] for i in part.tolist()]
+                if chosen:
+                    writer.add(kind.batch(chosen, [model[i] for i in chosen]))
+                writer.commit()
+            for _ in range(int(rng.integers(1, 4))):
+                chosen = sorted(rng.choice(ids, int(rng.integers(1, len(ids))), replace=False))
+                rng.shuffle(chosen)  # re-added out of their order too
+                chosen = [str(i) for i in chosen]
+                for doc_id in chosen:
+                    if rng.random() < 0.5:  # a new vector, else the same one again
+                        model[doc_id] = counter
+                        counter += 1
+                if rng.random() < 0.5:
+                    writer.upsert(kind.batch(chosen, [model[i] for i in chosen]))
+                else:
+                    writer.delete(chosen)
+                    writer.commit()
+                    if rng.random() < 0.5:
+                        writer.force_merge(int(rng.integers(1, 3)))  # purges the deleted
+                    writer.add(kind.batch(chosen, [model[i] for i in chosen]))
+                writer.commit()
+                index = kind.open_index(path)
+                assert {i: index.ordinal(i) for i in ids} == first
+                for query in kind.queries(rng):
+                    scored = sorted((-kind.score(query, model[i]), first[i], i) for i in ids)
+                    if kind.name == "impact":
+                        scored = [s for s in scored if s[0] < 0]
+                    for k in (1, 3, 10, len(ids)):
+                        expected = [(i, -score) for score, _, i in scored[:k]]
+                        for got in _answers(kind, index, query, k):
+                            COUNTS["checks"] += 1
+                            COUNTS["disagreements"] += got != expected
+                            assert got == expected, (k, got, expected)
+            writer.force_merge(1)
+        merged = kind.open_index(path)
+        assert merged.doc_ids == ids  # one segment in ordinal order: the one-shot order
+        merged.verify()
+    COUNTS["examples"] += 1
 
 
 def test_property_counts_reported(capsys):
@@ -423,12 +509,13 @@ def test_metadata_flows_through_writers_and_merges_byte_identically(tmp_path):
         writer.force_merge(1)
     merged = ImpactIndex.open(path)
     assert len(merged.segments) == 1
-    ids = ["a", "c", "d", "e", "f", "b"]
+    # The upserted "b" keeps its ordinal: it stays second, as in a build of the live documents.
+    ids = ["a", "b", "c", "d", "e", "f"]
     ImpactIndex.build(
-        impact_batch(ids, [1, 3, 4, 5, 6, 7]),
+        impact_batch(ids, [1, 7, 3, 4, 5, 6]),
         tmp_path / "scratch",
         show_progress=False,
-        metadata=[{"year": 2020}, None, {}, {"year": 2019.5}, None, {"tenant": "y"}],
+        metadata=[{"year": 2020}, {"tenant": "y"}, None, {}, {"year": 2019.5}, None],
     )
     scratch = ImpactIndex.open(tmp_path / "scratch")
     _assert_same_content(merged.segments[0].directory, scratch.directory)
@@ -533,8 +620,8 @@ def test_merged_segment_is_byte_identical_to_a_build(tmp_path):
         writer.upsert(impact_batch(["d5"], [999]))
         writer.commit()
         writer.force_merge(1)
-    seeds.pop("d3"), seeds.pop("d17"), seeds.pop("d5")
-    seeds["d5"] = 999
+    seeds.pop("d3"), seeds.pop("d17")
+    seeds["d5"] = 999  # an upsert keeps the id's ordinal: d5 stays in its place
     merged = ImpactIndex.open(path)
     assert len(merged.segments) == 1 and merged.num_deleted == 0
     ImpactIndex.build(

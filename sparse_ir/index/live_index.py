@@ -11,9 +11,18 @@ document keeps its number (``doc_ids`` has an entry for it) and is never returne
 
 Each segment is searched by its own kernels for its top-k among its live documents
 (:func:`segment_top_k`: the one place that excludes deleted documents), and the per-segment
-lists are merged by :func:`.composite.merge_topk`, whose tie-break (score descending, then
-global document number ascending) is that of every search: the result equals searching the
-live documents as one collection.
+lists are merged by :func:`.composite.merge_topk`.
+
+Equal scores are ordered by *ordinal* (:mod:`.segments`: the order in which each id first
+entered the index, kept by upserts and by a delete and re-add), so a live index ranks exactly
+like one build of its live documents in ordinal order — the one-shot build of a collection
+added in order, whatever was deleted, replaced and re-added since. Within a segment document
+numbers follow ordinals, so the kernels need no change; when the segments' numbers follow
+ordinals too (nothing re-added out of order: :attr:`_LiveBase.numbers_follow_ordinals`), the
+tie-break by global document number is the same thing. Otherwise :meth:`LiveImpactIndex._top_k`
+asks for one document more than ``k``; when it ties the k-th, all documents of the k-th
+score are fetched (a floor just below it), and ties are put in ordinal order (exact: every
+document above the k-th score is in a top-k whatever the tie-break).
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ from sparse_ir.index.segments import (
     CommitManifest,
     read_commit,
     read_deletions,
+    read_ordinals,
+    read_retired,
     register_reader,
 )
 from sparse_ir.index.storage import check_files, read_listed_json
@@ -76,10 +87,11 @@ def open_live(kind: type, generation: Path):
             )
         segments.append(segment)
     deleted = [read_deletions(generation, record) for record in commit.segments]
+    ordinals = [read_ordinals(generation, commit, record) for record in commit.segments]
     live_class = (
         LiveImpactIndex if commit.kind == ImpactIndex.manifest_type.FORMAT else LiveDenseIndex
     )
-    return live_class(generation, commit, segments, deleted)
+    return live_class(generation, commit, segments, deleted, ordinals)
 
 
 def segment_top_k(
@@ -120,7 +132,14 @@ class _Docnos:
 class _LiveBase:
     """What both live kinds share: the commit, the segments, numbering, ids and checks."""
 
-    def __init__(self, generation: Path, commit: CommitManifest, segments: list, deleted: list):
+    def __init__(
+        self,
+        generation: Path,
+        commit: CommitManifest,
+        segments: list,
+        deleted: list,
+        ordinals: list | None = None,
+    ):
         self.directory = generation
         self.root = generation.parent
         self.commit = commit
@@ -128,6 +147,16 @@ class _LiveBase:
         self.segments = segments
         self.deleted = deleted
         self.offsets = part_offsets([s.num_documents for s in segments])
+        if ordinals is None:  # no ordinals given: the document numbers are
+            ordinals = [np.arange(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+        #: Each segment's ordinals (increasing), the tie-break of equal scores.
+        self.segment_ordinals = [np.asarray(o, np.int64) for o in ordinals]
+        self.ordinals = np.concatenate(self.segment_ordinals) if ordinals else np.zeros(0, np.int64)
+        #: True when document numbers and ordinals are in the same order (no document was
+        #: re-added out of order): ties by number are ties by ordinal, nothing to reorder.
+        self.numbers_follow_ordinals = bool(np.all(self.ordinals[1:] > self.ordinals[:-1]))
+        if not self.numbers_follow_ordinals:
+            self._check_unique_ordinals(deleted)
         self.names_in_use = frozenset([generation.name] + [r.name for r in commit.segments])
         # What the kernels may return in each segment: its live documents (None: all).
         self._allowed = [None if d is None else (~d).view(np.uint8) for d in deleted]
@@ -190,6 +219,26 @@ class _LiveBase:
             for s, d in zip(self.segments, self.deleted)
         ]
         return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+    def _check_unique_ordinals(self, deleted: list) -> None:
+        """Two live documents never share an ordinal (deleted ones keep theirs)."""
+        parts = [o if d is None else o[~d] for o, d in zip(self.segment_ordinals, deleted)]
+        live = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        if len(live) > 1 and bool(np.any(live[1:] == live[:-1])):
+            twice = int(live[1:][live[1:] == live[:-1]][0])
+            raise IndexCorruptError(
+                f"{self.directory}: two live documents have ordinal {twice} (in the ordinals "
+                "of its segments); the commit is corrupt"
+            )
+
+    def ordinal(self, doc_id: str) -> int:
+        """The ordinal of a live document's id (KeyError if absent or deleted)."""
+        return int(self.ordinals[self.docno(doc_id)])
+
+    def _ordered(self, docs: np.ndarray, scores: np.ndarray, k: int) -> tuple:
+        """``(docs, scores)`` best first by score, then ordinal; the first ``k``."""
+        order = np.lexsort((self.ordinals[docs], -np.asarray(scores)))[:k]
+        return docs[order], scores[order]
 
     def _locate(self, docno: int) -> tuple[int, int]:
         """``(segment position, local number)`` of a global document number."""
@@ -286,8 +335,20 @@ class _LiveBase:
             segment.verify()
         live = np.flatnonzero(~self.deleted_mask())
         ids = self.doc_ids
-        if len({ids[i] for i in live.tolist()}) != len(live):
+        live_ids = {ids[i] for i in live.tolist()}
+        if len(live_ids) != len(live):
             raise IndexCorruptError(f"{self.directory}: live document ids are not unique")
+        self._check_unique_ordinals(self.deleted)
+        retired = read_retired(self.directory, self.commit)
+        if retired:
+            path = self.directory / "retired.json"
+            if again := next((i for i in retired if i in live_ids), None):
+                raise IndexCorruptError(f"{path}: retires {again!r}, a live document's id")
+            taken = set(self.ordinals[live].tolist())
+            if clash := next((i for i, o in retired.items() if o in taken), None):
+                raise IndexCorruptError(
+                    f"{path}: the ordinal of {clash!r} ({retired[clash]}) is a live document's"
+                )
 
     def _hits(self, docs, scores) -> list[Hit]:
         ids = self.doc_ids
@@ -303,8 +364,15 @@ class _LiveBase:
 class LiveImpactIndex(_LiveBase):
     """The commit of a live impact index, searched like an :class:`ImpactIndex`."""
 
-    def __init__(self, generation: Path, commit: CommitManifest, segments: list, deleted: list):
-        super().__init__(generation, commit, segments, deleted)
+    def __init__(
+        self,
+        generation: Path,
+        commit: CommitManifest,
+        segments: list,
+        deleted: list,
+        ordinals: list | None = None,
+    ):
+        super().__init__(generation, commit, segments, deleted, ordinals)
         self.quantizer = Quantizer.from_dict(commit.fixed["quantizer"])
         record = commit.files.get("vocab.json")
         if record is None:
@@ -394,7 +462,36 @@ class LiveImpactIndex(_LiveBase):
     def _top_k(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
     ) -> tuple[TopK, np.ndarray | None, bool]:
-        """The top-``k`` of a prepared query over the allowed live documents of every segment:
+        """The top-``k`` of a prepared query over the allowed live documents of every segment,
+        equal scores by ordinal: ``(TopK, kernel stats summed over the segments or None
+        (those of the first search), int64 accumulator?)``.
+
+        When numbers do not follow ordinals, one more document than ``k`` is asked for; if
+        it scores the k-th score θ, every document scoring θ or more is fetched (floor θ - 1,
+        a deeper search until fewer come back than asked), so the documents of score θ that
+        win by ordinal are all at hand (see the module's note).
+        """
+        if self.numbers_follow_ordinals:
+            return self._top_k_by_number(terms, weights, k, mode, allowed, floor)
+        want = min(k + 1, max(self.num_docnos, 1))
+        first, stats, int64 = self._top_k_by_number(terms, weights, want, mode, allowed, floor)
+        top = first
+        if len(first.docnos) > k and first.scores[k] == first.scores[k - 1]:
+            tied_floor = max(floor, int(first.scores[k - 1]) - 1)
+            want = min(max(4 * k, 64), self.num_docnos)
+            while True:
+                top = self._top_k_by_number(terms, weights, want, mode, allowed, tied_floor)[0]
+                if len(top.docnos) < want or want >= self.num_docnos:
+                    break
+                want = min(4 * want, self.num_docnos)
+        docs, scores = self._ordered(top.docnos, top.scores, k)
+        return TopK(docs, scores), stats, int64
+
+    def _top_k_by_number(
+        self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
+    ) -> tuple[TopK, np.ndarray | None, bool]:
+        """The top-``k`` of a prepared query over the allowed live documents of every segment,
+        equal scores by global document number:
         ``(TopK, kernel stats summed over the segments or None, int64 accumulator?)``.
 
         With the search layout, the segments share one top-k (:mod:`.cross_segment`: the
@@ -524,14 +621,13 @@ class LiveImpactIndex(_LiveBase):
 
     def reference_search(self, query: QueryLike, k: int = 10) -> list[Hit]:
         """Brute force over the live documents, by plain numpy (slow; for tests)."""
-        from sparse_ir.index.reference import reference_top_k
-
         _check_k(k)
         terms, weights = self.prepare_query(query)
         scores = [s.reference_scores(terms, weights) for s in self.segments]
         every = np.concatenate(scores) if scores else np.zeros(0, np.int64)
         every[self.deleted_mask()] = 0
-        docs, top = reference_top_k(every, k)
+        candidates = np.flatnonzero(every > 0)
+        docs, top = self._ordered(candidates, every[candidates], k)
         return self._hits(docs, top)
 
     def explain(self, query: QueryLike, docno: int) -> list[TermContribution]:
@@ -616,7 +712,10 @@ class LiveDenseIndex(_LiveBase):
         ]
         run = Run(name="dense")
         for q, qid in enumerate(ids):
-            top = merge_topk([parts[q] for parts in per_segment], self.offsets[:-1], k)
+            parts = [segment_parts[q] for segment_parts in per_segment]
+            # Each segment's ties are in ordinal order already (its numbers follow them).
+            keys = [o[part.docnos] for o, part in zip(self.segment_ordinals, parts)]
+            top = merge_topk(parts, self.offsets[:-1], k, tie_keys=keys)
             run.results[qid] = self._hits(top.docnos, top.scores)
         return run
 
@@ -649,6 +748,5 @@ class LiveDenseIndex(_LiveBase):
         matrix = np.concatenate([np.asarray(s.vectors) for s in self.segments])
         scores = matrix @ vector
         live = np.flatnonzero(~self.deleted_mask())
-        order = np.lexsort((live, -scores[live]))[:k]
-        chosen = live[order]
+        chosen, _ = self._ordered(live, scores[live], k)
         return self._hits(chosen, scores[chosen])

@@ -9,6 +9,8 @@ A live index directory holds immutable *segments* and *commits*::
                             segment list, the index's fixed settings) + one checksummed
                             deletion bitmap per segment that has deleted documents
                             (``deleted-seg-000003.bin``: packed bits, 1 = deleted) + vocab.json
+                            + the ordinals of segments whose ordinals are not one run
+                            (``ordinals-seg-000003.bin``) + ``retired.json`` (below)
     NAME/.lock              the write lock (:class:`~sparse_ir.index.storage.WriteLock`: pid)
 
 A commit is published through the same atomic ``CURRENT`` switch as a build
@@ -25,6 +27,17 @@ open that races a commit retries on the new ``CURRENT``; what such a reader cann
 commit was removed is re-read files lazily (``verify()``, a dense index's HNSW graph loaded at
 the first ``mode="hnsw"`` search): reopen the index (``ImpactIndex.open(path)``) after a commit
 to get a generation that is kept.
+
+Ordinals (format version 2). Every document id has an *ordinal*: the order in which the id
+first entered the index (``next_ordinal`` of the commit counts them). An id keeps its ordinal
+for good: an upsert, or a delete and a later add of the same id, gives the new document the
+old ordinal, also after a merge dropped the deleted document (the ordinals of such ids are
+kept in the commit's ``retired.json``, ``{id: ordinal}``). Equal scores are ordered by
+ordinal, so a live index ranks exactly like one build of its documents in ordinal order.
+A segment holds its documents in ordinal order; its record says ``ordinal_start`` (the
+ordinals are one run ``start, start + 1, ...``, the common case) or names its checksummed
+ordinals file. A version-1 commit has no ordinals: they are the global document numbers,
+and the next commit writes version 2.
 """
 
 from __future__ import annotations
@@ -56,18 +69,26 @@ from sparse_ir.index.storage import (
 )
 
 __all__ = [
+    "RETIRED_FILE",
     "SEGMENTS_FORMAT",
     "SEGMENTS_FORMAT_VERSION",
+    "SEGMENTS_VERSIONS_READ",
     "CommitManifest",
     "SegmentRecord",
     "is_commit",
     "names_in_use",
     "read_commit",
     "read_deletions",
+    "read_ordinals",
+    "read_retired",
 ]
 
 SEGMENTS_FORMAT = "sparse-ir-segments"
-SEGMENTS_FORMAT_VERSION = 1
+SEGMENTS_FORMAT_VERSION = 2
+# Versions of the commit manifest this sparse_ir reads (1: no ordinals, see the module's note).
+SEGMENTS_VERSIONS_READ = (2, 1)
+#: The commit file of the ordinals of ids whose documents were deleted and merged away.
+RETIRED_FILE = "retired.json"
 _KINDS = (IMPACT_FORMAT, DENSE_FORMAT)
 # What a build records of itself (BuildReport.facts): not settings of the index.
 _BUILD_FACTS = frozenset(
@@ -84,12 +105,17 @@ class SegmentRecord:
         num_documents: documents in the segment (live and deleted).
         deleted: how many of them are deleted.
         deletions: the commit's bitmap file of them, or None when none is deleted.
+        ordinal_start: the ordinal of its first document when its ordinals are one run
+            (``ordinal_start + local number``); None when they are in a file.
+        ordinals: the commit's file of its ordinals (int64, increasing), or None.
     """
 
     name: str
     num_documents: int
     deleted: int = 0
     deletions: str | None = None
+    ordinal_start: int | None = None
+    ordinals: str | None = None
 
     @property
     def live(self) -> int:
@@ -97,15 +123,23 @@ class SegmentRecord:
         return self.num_documents - self.deleted
 
     def to_dict(self) -> dict:
+        ordinals = (
+            {"ordinal_start": self.ordinal_start}
+            if self.ordinal_start is not None
+            else {"ordinals": self.ordinals}
+        )
         return {
             "name": self.name,
             "num_documents": self.num_documents,
             "deleted": self.deleted,
             "deletions": self.deletions,
-        }
+        } | ordinals
 
     @classmethod
-    def from_dict(cls, d: object, *, source: str | os.PathLike, where: str) -> SegmentRecord:
+    def from_dict(
+        cls, d: object, *, source: str | os.PathLike, where: str, version: int = 2
+    ) -> SegmentRecord:
+        """Read one segment record (``version`` 1: no ordinals; the commit fills them in)."""
         fields = _Fields(d, source, where)
         name = fields.string("name")
         if not name.startswith("seg-") or "/" in name or "\\" in name:
@@ -113,7 +147,20 @@ class SegmentRecord:
         deletions = fields.body.get("deletions")
         if deletions is not None and not isinstance(deletions, str):
             raise IndexCorruptError(f"{source}: {where}['deletions'] is {deletions!r}")
-        record = cls(name, fields.integer("num_documents"), fields.integer("deleted"), deletions)
+        start = ordinals = None
+        if version >= 2:
+            if "ordinal_start" in fields.body:
+                start = fields.integer("ordinal_start")
+            else:
+                ordinals = fields.string("ordinals")
+        record = cls(
+            name,
+            fields.integer("num_documents"),
+            fields.integer("deleted"),
+            deletions,
+            start,
+            ordinals,
+        )
         if record.deleted > record.num_documents or (record.deleted > 0) != (deletions is not None):
             raise IndexCorruptError(f"{source}: {where} is inconsistent ({record})")
         return record
@@ -137,6 +184,7 @@ class CommitManifest:
             writes the same random stamp into both indexes of a hybrid pair; a change made to
             one of them alone afterwards writes a stamp of its own): two indexes of a pair
             whose stamps differ were not changed together. ``""``: never changed as a pair.
+        next_ordinal: the ordinal the next new document id gets (see the module's note).
     """
 
     FORMAT: ClassVar[str] = SEGMENTS_FORMAT
@@ -150,6 +198,7 @@ class CommitManifest:
     build: dict
     files: dict[str, FileRecord] = field(default_factory=dict)
     pair: str = ""
+    next_ordinal: int = 0
 
     @property
     def num_documents(self) -> int:
@@ -170,6 +219,7 @@ class CommitManifest:
             "created_by": self.created_by,
             "segments": [s.to_dict() for s in self.segments],
             "next_segment": self.next_segment,
+            "next_ordinal": self.next_ordinal,
             "fixed": dict(self.fixed),
             "build": dict(self.build),
             "files": _files_dict(self.files),
@@ -185,10 +235,20 @@ class CommitManifest:
         listed = fields.body.get("segments")
         if not isinstance(listed, list):
             raise IndexCorruptError(f"{source}: 'segments' is not a list; the manifest is corrupt")
+        version = fields.body.get("format_version")
+        version = version if version in SEGMENTS_VERSIONS_READ else SEGMENTS_FORMAT_VERSION
         segments = tuple(
-            SegmentRecord.from_dict(s, source=source, where=f"segments[{i}]")
+            SegmentRecord.from_dict(s, source=source, where=f"segments[{i}]", version=version)
             for i, s in enumerate(listed)
         )
+        if version == 1:  # no ordinals yet: the global document numbers are
+            starts = np.concatenate([[0], np.cumsum([s.num_documents for s in segments])])
+            segments = tuple(
+                replace(s, ordinal_start=int(start)) for s, start in zip(segments, starts)
+            )
+            next_ordinal = int(starts[-1])
+        else:
+            next_ordinal = fields.integer("next_ordinal")
         return cls(
             kind=kind,
             created_by=fields.string("created_by", ""),
@@ -198,6 +258,7 @@ class CommitManifest:
             build=fields.mapping("build", {}),
             files=fields.files(),
             pair=fields.string("pair", ""),
+            next_ordinal=next_ordinal,
         )
 
 
@@ -209,13 +270,22 @@ def is_commit(generation: Path) -> bool:
 
 def read_commit(generation: Path) -> CommitManifest:
     """Read and check a commit's manifest and the cheap checks of its files (sizes, CRC32)."""
-    body = read_manifest(generation, format_name=SEGMENTS_FORMAT, version=SEGMENTS_FORMAT_VERSION)
+    body = read_manifest(generation, format_name=SEGMENTS_FORMAT, version=SEGMENTS_VERSIONS_READ)
     commit = CommitManifest.from_dict(body, source=generation / "manifest.json")
     check_files_at_open(generation, commit.files, checksum_up_to=16 << 20)
     for record in commit.segments:
-        if record.deletions is not None and record.deletions not in commit.files:
+        for listed in (record.deletions, record.ordinals):
+            if listed is not None and listed not in commit.files:
+                raise IndexCorruptError(
+                    f"{generation / 'manifest.json'}: {listed} is not among its files"
+                )
+        if record.ordinal_start is not None and (
+            record.ordinal_start + record.num_documents > commit.next_ordinal
+        ):
             raise IndexCorruptError(
-                f"{generation / 'manifest.json'}: {record.deletions} is not among its files"
+                f"{generation / 'manifest.json'}: {record.name}'s ordinals "
+                f"{record.ordinal_start}..{record.ordinal_start + record.num_documents - 1} "
+                f"reach next_ordinal {commit.next_ordinal}; the manifest is corrupt"
             )
     return commit
 
@@ -240,13 +310,15 @@ def commit_from_build(generation: Path, kind: str) -> CommitManifest:
         }
     else:
         fixed = {"dim": body["dim"], "hnsw": body.get("hnsw")}
+    documents = int(body["num_documents"])
     return CommitManifest(
         kind=kind,
         created_by=str(body.get("created_by", "")),
-        segments=(SegmentRecord("seg-000001", int(body["num_documents"])),),
+        segments=(SegmentRecord("seg-000001", documents, ordinal_start=0),),
         next_segment=2,
         fixed=fixed,
         build=build,
+        next_ordinal=documents,
     )
 
 
@@ -280,6 +352,74 @@ def read_deletions(generation: Path, record: SegmentRecord) -> np.ndarray | None
             f"{path}: {int(deleted.sum())} deleted documents, the manifest records {record.deleted}"
         )
     return deleted
+
+
+# -- ordinals ------------------------------------------------------------------------------------
+
+
+def ordinals_file(segment: str) -> str:
+    """The ordinals file name of a segment inside a commit directory."""
+    return f"ordinals-{segment}.bin"
+
+
+def read_ordinals(generation: Path, commit: CommitManifest, record: SegmentRecord) -> np.ndarray:
+    """A segment's ordinals (int64, one per document, increasing, below ``next_ordinal``).
+
+    Raises :class:`IndexCorruptError` naming the file (or the manifest) when they break a rule.
+    """
+    if record.ordinal_start is not None:
+        return np.arange(
+            record.ordinal_start, record.ordinal_start + record.num_documents, dtype=np.int64
+        )
+    path = generation / str(record.ordinals)
+    ordinals = open_array(path, name="ordinals", dtype=np.int64, count=record.num_documents)
+    if len(ordinals) and (int(ordinals[0]) < 0 or int(ordinals[-1]) >= commit.next_ordinal):
+        raise IndexCorruptError(
+            f"{path}: ordinals {int(ordinals[0])}..{int(ordinals[-1])} are not within "
+            f"0..{commit.next_ordinal - 1} (next_ordinal of the commit); the file is corrupt"
+        )
+    if len(ordinals) > 1 and not bool(np.all(ordinals[1:] > ordinals[:-1])):
+        position = int(np.flatnonzero(ordinals[1:] <= ordinals[:-1])[0]) + 1
+        raise IndexCorruptError(
+            f"{path}: ordinal {int(ordinals[position])} of document {position} is not larger "
+            f"than the one before ({int(ordinals[position - 1])}): a segment's ordinals "
+            "increase; the file is corrupt"
+        )
+    return ordinals
+
+
+def read_retired(generation: Path, commit: CommitManifest) -> dict[str, int]:
+    """The ordinals of ids whose documents were deleted and merged away, ``{id: ordinal}``
+    (distinct, below ``next_ordinal``); empty when the commit has no ``retired.json``."""
+    from sparse_ir.index.storage import read_listed_json
+
+    record = commit.files.get(RETIRED_FILE)
+    if record is None:
+        return {}
+    path = generation / RETIRED_FILE
+    body = read_listed_json(generation, record)
+    if not isinstance(body, dict):
+        raise IndexCorruptError(f"{path}: not a JSON object of id: ordinal; the file is corrupt")
+    for doc_id, ordinal in body.items():
+        if isinstance(ordinal, bool) or not isinstance(ordinal, int):
+            raise IndexCorruptError(
+                f"{path}: the ordinal of {doc_id!r} is {ordinal!r}, not an integer; "
+                "the file is corrupt"
+            )
+        if not 0 <= ordinal < commit.next_ordinal:
+            raise IndexCorruptError(
+                f"{path}: the ordinal of {doc_id!r} is {ordinal}, not within "
+                f"0..{commit.next_ordinal - 1} (next_ordinal); the file is corrupt"
+            )
+    if len(set(body.values())) != len(body):
+        raise IndexCorruptError(f"{path}: two ids have the same ordinal; the file is corrupt")
+    return dict(body)
+
+
+def _retired_bytes(retired: Mapping[str, int]) -> bytes:
+    import json
+
+    return json.dumps(dict(sorted(retired.items(), key=lambda item: item[1]))).encode("utf-8")
 
 
 # -- readers this process knows of ---------------------------------------------------------------
@@ -348,11 +488,16 @@ def publish_commit(
     commit: CommitManifest,
     deleted: Mapping[str, np.ndarray],
     extra_files: Mapping[str, bytes],
+    ordinals: Mapping[str, np.ndarray] | None = None,
+    retired: Mapping[str, int] | None = None,
 ) -> Path:
     """Publish ``commit`` as the next generation (the caller holds the write lock).
 
     ``deleted``: each segment's mask, for the segments whose record counts deletions;
-    ``extra_files``: small files of the commit (vocab.json). Returns the commit's directory.
+    ``extra_files``: small files of the commit (vocab.json); ``ordinals``: each segment's
+    ordinals (increasing; one run is recorded as its start, anything else as a file; a
+    segment absent keeps its record's); ``retired``: the ordinals of ids deleted and merged
+    away (see the module's note). Returns the commit's directory.
     """
     from sparse_ir.index.storage import write_bytes_file
 
@@ -361,8 +506,26 @@ def publish_commit(
         files = {}
         for name, data in extra_files.items():
             files[name] = write_bytes_file(temporary / name, data)
+        if retired:
+            files[RETIRED_FILE] = write_bytes_file(
+                temporary / RETIRED_FILE, _retired_bytes(retired)
+            )
         segments = []
         for record in commit.segments:
+            given = None if ordinals is None else ordinals.get(record.name)
+            if given is not None:
+                given = np.asarray(given, np.int64)
+                start = int(given[0]) if len(given) else commit.next_ordinal
+                if np.array_equal(given, np.arange(start, start + len(given))):
+                    record = replace(record, ordinal_start=start, ordinals=None)
+                else:
+                    stored = write_array(
+                        temporary / ordinals_file(record.name), "ordinals", given, np.int64
+                    )
+                    files[stored.name] = stored
+                    record = replace(record, ordinal_start=None, ordinals=stored.name)
+            elif record.ordinal_start is None:  # its file is in the previous commit
+                raise ValueError(f"publish_commit: the ordinals of {record.name} are not given")
             mask = deleted.get(record.name)
             count = 0 if mask is None else int(np.count_nonzero(mask))
             if count:

@@ -15,6 +15,13 @@ since the last commit. A commit writes the added documents as one new segment (e
 ``build()`` writes for them), the changed deletion bitmaps and a new commit, published through
 ``CURRENT`` (:mod:`.segments`); then the merge policy (:mod:`.merge_policy`) may merge
 segments. One writer at a time per index (:class:`~sparse_ir.index.storage.WriteLock`).
+
+Ordinals (:mod:`.segments`): an id keeps the ordinal it got when it first entered the index
+(an upsert, or a delete and a later add, reuses it; the writer remembers the ordinals of
+deleted ids, and a commit keeps those of ids merged away in ``retired.json``); new ids are
+numbered in the order they were given. A new segment, and a merged one, holds its documents
+in ordinal order, so a merge of every segment writes what one build of the live documents in
+ordinal order writes.
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ from sparse_ir.index.segments import (
     publish_commit,
     read_commit,
     read_deletions,
+    read_ordinals,
+    read_retired,
     remove_unused_segments,
     segment_name,
 )
@@ -85,11 +94,13 @@ class CommitResult(NamedTuple):
 
 @dataclass
 class _Segment:
-    """A committed segment as the writer tracks it: ids, and the deleted mask being edited."""
+    """A committed segment as the writer tracks it: ids, the deleted mask being edited, and
+    the documents' ordinals (increasing)."""
 
     name: str
     doc_ids: list[str]
     deleted: np.ndarray
+    ordinals: np.ndarray
 
     @property
     def size(self) -> SegmentSize:
@@ -142,9 +153,17 @@ class _LiveWriter:
         if is_commit(current):
             self.commit_manifest = read_commit(current)
             deleted = [read_deletions(current, r) for r in self.commit_manifest.segments]
+            ordinals = [
+                read_ordinals(current, self.commit_manifest, r)
+                for r in self.commit_manifest.segments
+            ]
+            # Ids deleted and merged away: their ordinals, for when they are added again.
+            self._retired: dict[str, int] = read_retired(current, self.commit_manifest)
         else:
             self.commit_manifest = commit_from_build(current, self.kind)
             deleted = [None]
+            ordinals = [np.arange(self.commit_manifest.segments[0].num_documents)]
+            self._retired = {}
         if self.commit_manifest.kind != self.kind:
             raise IndexFormatError(
                 f"{self.root} is a live {self.commit_manifest.kind!r} index: use the writer of "
@@ -156,12 +175,17 @@ class _LiveWriter:
         # Metadata fields of every committed segment (deleted documents' too: a merge keeps a
         # subset), so that no merge can exceed the per-segment field limit.
         self._fields: set[str] = set()
-        for record, mask in zip(self.commit_manifest.segments, deleted):
+        # The ordinal of every id that is not live but was: a document added with it again
+        # gets it back (the retired ones, and those of deleted documents still in a segment).
+        self._gone: dict[str, int] = dict(self._retired)
+        for record, mask, numbers in zip(self.commit_manifest.segments, deleted, ordinals):
             segment_index = self.segment_class._open_generation(self.root / record.name)
             self._fields.update(segment_index.metadata_fields)
             ids = segment_index.doc_ids
             mask = np.zeros(len(ids), bool) if mask is None else mask.copy()
-            self._track(_Segment(record.name, list(ids), mask))
+            for local in np.flatnonzero(mask).tolist():
+                self._gone[ids[local]] = int(numbers[local])
+            self._track(_Segment(record.name, list(ids), mask, numbers))
         self._reset_pending()
 
     def _track(self, segment: _Segment) -> None:
@@ -276,7 +300,9 @@ class _LiveWriter:
             doc_id = str(doc_id)
             if doc_id in self._live:
                 name, local = self._live.pop(doc_id)
-                self._segment(name).deleted[local] = True
+                segment = self._segment(name)
+                segment.deleted[local] = True
+                self._gone[doc_id] = int(segment.ordinals[local])
             elif doc_id in self._pending_ids:
                 del self._pending_ids[doc_id]
             else:
@@ -332,8 +358,24 @@ class _LiveWriter:
     def _publish(self, merges: int | None) -> CommitResult:
         if not self._changed and merges is None:
             return self._result(0)
-        records, masks, number, written = self._flush()
+        records, masks, number, written, next_ordinal = self._flush()
+        ordinals = {s.name: s.ordinals for s in self.segments}
+        ids_of = {s.name: s.doc_ids for s in self.segments}
+        if written is not None:
+            ordinals[written.name] = written.ordinals
+            ids_of[written.name] = written.doc_ids
+        # Deleted documents dropped by this commit: their ids' ordinals are kept (retired).
+        retired = dict(self._retired)
+
+        def retire(record: SegmentRecord) -> None:
+            ids, numbers = ids_of[record.name], ordinals[record.name]
+            for local in np.flatnonzero(masks[record.name]).tolist():
+                retired[ids[local]] = int(numbers[local])
+
         # A segment whose documents are all deleted is dropped (nothing to rewrite).
+        for record in records:
+            if record.num_documents == 0 or masks[record.name].all():
+                retire(record)
         records = [r for r in records if r.num_documents > 0 and not masks[r.name].all()]
         sizes = [
             SegmentSize(r.num_documents, int(np.count_nonzero(masks[r.name]))) for r in records
@@ -345,7 +387,11 @@ class _LiveWriter:
         for group in sorted(groups, reverse=True):  # from the end: positions stay valid
             name = segment_name(number)
             number += 1
-            count = self._merge(name, [records[p] for p in group], masks)
+            merged = [records[p] for p in group]
+            for record in merged:
+                retire(record)
+            ordinals[name] = self._merge(name, merged, masks, ordinals)
+            count = len(ordinals[name])
             records[group[0] : group[-1] + 1] = [SegmentRecord(name, count)]
             masks[name] = np.zeros(count, bool)
         stamp = self.commit_manifest.pair
@@ -354,9 +400,20 @@ class _LiveWriter:
         elif self._changed and stamp:  # one index of a pair changed alone
             stamp = _ALONE + secrets.token_hex(8)
         commit = replace(
-            self.commit_manifest, segments=tuple(records), next_segment=number, pair=stamp
+            self.commit_manifest,
+            segments=tuple(records),
+            next_segment=number,
+            pair=stamp,
+            next_ordinal=next_ordinal,
         )
-        publish_commit(self.root, commit, masks, self._extra_files())
+        # An id live again (added anew) is no longer retired: its document holds the ordinal.
+        retired = {
+            doc_id: ordinal
+            for doc_id, ordinal in retired.items()
+            if doc_id not in self._live and doc_id not in self._pending_ids
+        }
+        kept = {r.name: ordinals[r.name] for r in records}
+        publish_commit(self.root, commit, masks, self._extra_files(), kept, retired)
         if groups:
             self._load()
         else:  # the committed view is the edited one, plus the new segment
@@ -365,24 +422,29 @@ class _LiveWriter:
             self.segments = [s for s in self.segments if s.name in kept]
             if written is not None:
                 self._track(written)
+            self._retired = retired
             self._reset_pending()
         return self._result(len(groups))
 
-    def _flush(self) -> tuple[list[SegmentRecord], dict[str, np.ndarray], int, _Segment | None]:
+    def _flush(
+        self,
+    ) -> tuple[list[SegmentRecord], dict[str, np.ndarray], int, _Segment | None, int]:
         """The committed segments plus one of the pending documents (written now), their
-        deleted masks, the next segment number, and the new segment (or None)."""
+        deleted masks, the next segment number, the new segment (or None) and the next
+        ordinal."""
         number = self.commit_manifest.next_segment
+        next_ordinal = self.commit_manifest.next_ordinal
         records = [SegmentRecord(s.name, len(s.doc_ids)) for s in self.segments]
         masks = {s.name: s.deleted for s in self.segments}
         written = None
         if self._pending_ids:
             name = segment_name(number)
             number += 1
-            ids = self._write_pending(name)
+            ids, ordinals, next_ordinal = self._write_pending(name, next_ordinal)
             records.append(SegmentRecord(name, len(ids)))
             masks[name] = np.zeros(len(ids), bool)
-            written = _Segment(name, ids, masks[name])
-        return records, masks, number, written
+            written = _Segment(name, ids, masks[name], ordinals)
+        return records, masks, number, written, next_ordinal
 
     def _result(self, merged: int) -> CommitResult:
         current = IndexDirectory(self.root).current()
@@ -394,40 +456,74 @@ class _LiveWriter:
             merged,
         )
 
-    def _write_pending(self, name: str) -> list[str]:
-        """Write the pending live documents as segment ``name``; returns their ids in order."""
-        chosen: dict[int, list[int]] = {}
-        for index, row in self._pending_ids.values():
-            chosen.setdefault(index, []).append(row)
+    def _write_pending(self, name: str, next_ordinal: int) -> tuple[list[str], np.ndarray, int]:
+        """Write the pending live documents as segment ``name``, in ordinal order; returns
+        their ids and ordinals in that order, and the next ordinal.
+
+        An id that was in the index before gets its old ordinal back; new ids get the next
+        ones in the order they were given (call by call, row by row).
+        """
+        entries = []  # (ordinal, pending call, row)
+        for doc_id, (index, row) in sorted(self._pending_ids.items(), key=lambda item: item[1]):
+            ordinal = self._gone.get(doc_id)
+            if ordinal is None:
+                ordinal = next_ordinal
+                next_ordinal += 1
+            entries.append((ordinal, index, row))
+        entries.sort()
         parts = []
         with_metadata = False
-        for index, (batch, contents, metadata) in enumerate(self._pending):
-            rows = sorted(chosen.get(index, []))
-            if rows:
-                chosen_batch, chosen_contents = self._select(batch, contents, rows)
-                records = None if metadata is None else [metadata[r] for r in rows]
-                with_metadata = with_metadata or (records is not None and any(records))
-                parts.append((chosen_batch, chosen_contents, records))
+        # Runs of documents of one call, in ordinal order (one run per call, usually).
+        position = 0
+        while position < len(entries):
+            index = entries[position][1]
+            end = position
+            while end < len(entries) and entries[end][1] == index:
+                end += 1
+            rows = [row for _, _, row in entries[position:end]]
+            position = end
+            batch, contents, metadata = self._pending[index]
+            chosen_batch, chosen_contents = self._select(batch, contents, rows)
+            records = None if metadata is None else [metadata[r] for r in rows]
+            with_metadata = with_metadata or (records is not None and any(records))
+            parts.append((chosen_batch, chosen_contents, records))
         if with_metadata:  # documents without metadata get {} (what a build stores for None)
             parts = [(b, c, m or [{}] * self._count(b)) for b, c, m in parts]
         with new_segment(self.root, name) as temporary:
             self._write_documents(temporary, parts, with_metadata)
-        return [doc_id for batch, _, _ in parts for doc_id in self._ids(batch)]
+        ids = [doc_id for batch, _, _ in parts for doc_id in self._ids(batch)]
+        ordinals = np.array([ordinal for ordinal, _, _ in entries], np.int64)
+        return ids, ordinals, next_ordinal
 
-    def _merge(self, name: str, records: list[SegmentRecord], masks: dict) -> int:
-        """Write the live documents of ``records`` (in order) as segment ``name``, streamed
-        a block of documents at a time."""
+    def _merge(
+        self, name: str, records: list[SegmentRecord], masks: dict, ordinals: dict
+    ) -> np.ndarray:
+        """Write the live documents of ``records`` as segment ``name`` in ordinal order,
+        streamed a block of documents at a time; returns their ordinals (increasing)."""
 
         segments = [self.segment_class._open_generation(self.root / r.name) for r in records]
         # Metadata is written when some merged segment stores it; a segment without any gives
         # its documents {} (no fields), as a build from those documents would store them.
         with_metadata = any(segment.has_metadata for segment in segments)
+        # Every live document by ordinal: runs of one segment's rows (each segment is in
+        # ordinal order, so a run's rows ascend; segments added one after the other give one
+        # run each).
+        live_rows = [np.flatnonzero(~masks[r.name]) for r in records]
+        keys = np.concatenate([ordinals[r.name][rows] for r, rows in zip(records, live_rows)])
+        part = np.concatenate([np.full(len(rows), p, np.int64) for p, rows in enumerate(live_rows)])
+        local = np.concatenate(live_rows).astype(np.int64)
+        order = np.argsort(keys, kind="stable")
+        keys, part, local = keys[order], part[order], local[order]
+        bounds = [0, *(np.flatnonzero(np.diff(part)) + 1).tolist(), len(part)]
 
         def parts():
-            for record, segment in zip(records, segments):
-                rows = np.flatnonzero(~masks[record.name])
+            for start, end in zip(bounds[:-1], bounds[1:]):
+                if start == end:
+                    continue
+                segment = segments[int(part[start])]
+                rows = local[start:end]
                 done = 0
-                for batch, contents in self._segment_documents(segment, rows) if len(rows) else ():
+                for batch, contents in self._segment_documents(segment, rows):
                     count = self._count(batch)
                     metadata = None
                     if with_metadata:
@@ -442,7 +538,7 @@ class _LiveWriter:
         with new_segment(self.root, name) as temporary:
             self._write_documents(temporary, parts(), with_metadata)
         logger.info("merged %s into %s", ", ".join(r.name for r in records), name)
-        return sum(int(np.count_nonzero(~masks[r.name])) for r in records)
+        return keys
 
     # -- closing ----------------------------------------------------------------------------------
 
@@ -543,8 +639,12 @@ def segment_vectors(
     its document-ordered postings; a build from them writes the same postings). Yields one
     SparseBatch per block that holds any of ``rows``."""
     rows = np.asarray(rows, np.int64)
-    for start in range(0, segment.num_documents, block_documents):
-        end = min(start + block_documents, segment.num_documents)
+    if not len(rows):
+        return
+    # From the first row to the last only (a merge in ordinal order reads short runs).
+    last = min(int(rows[-1]) + 1, segment.num_documents)
+    for start in range(int(rows[0]), last, block_documents):
+        end = min(start + block_documents, last)
         wanted = rows[(rows >= start) & (rows < end)]
         if len(wanted):
             yield _select_rows(segment.document_block(start, end), wanted - start)
