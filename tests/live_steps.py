@@ -114,8 +114,9 @@ def queries(kind: str, count: int = 4) -> list:
 
 
 def expected_hits(kind: str, index, model: Model, query, k: int) -> list[tuple[str, float]]:
-    """Brute force over the model: ``(doc_id, score)``, score descending then the index's
-    document number (impact: score 0 left out)."""
+    """Brute force over the model: ``(doc_id, score)``, score descending then the id's
+    ordinal (a single build's: its document number; impact: score 0 left out)."""
+    ordinal = getattr(index, "ordinal", index.docno)
     scored = []
     for doc_id, version in model.items():
         if kind == "impact":
@@ -125,7 +126,7 @@ def expected_hits(kind: str, index, model: Model, query, k: int) -> list[tuple[s
                 continue
         else:
             score = float(np.dot(query, dense_vector(doc_id, version)))
-        scored.append((score, index.docno(doc_id), doc_id))
+        scored.append((score, ordinal(doc_id), doc_id))
     scored.sort(key=lambda s: (-s[0], s[1]))
     return [(doc_id, score) for score, _, doc_id in scored[:k]]
 
