@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     mask = None
     if not args.unfiltered_only:
         rng = np.random.default_rng(args.seed)
-        mask = rng.random(index.num_documents) < args.selectivity
+        # A live index's mask covers every document number (deleted ones too).
+        mask = rng.random(getattr(index, "num_docnos", index.num_documents)) < args.selectivity
     report = {
         "index": str(args.index),
         "documents": index.num_documents,
