@@ -421,12 +421,11 @@ def layer_search_one(
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
     floor = max(np.int64(floor), np.int64(0))
-    n_best, scored, exhaustive, corrupt = _pruned._score_layer(
-        walk_terms, walk_weights, allowed, arrays, accumulator, scratch.candidate_docs,
-        walk_cuts, best_scores, best_docs
+    n_best, scored, corrupt = _rank_layer(
+        walk_terms, walk_weights, allowed, arrays, accumulator, walk_cuts, best_scores, best_docs
     )
-    # A term left out with postings makes the partial scores partial.
-    exhaustive = exhaustive and scored == _total_postings(query_terms, arrays)
+    # Every posting scored: the partial scores are the scores.
+    exhaustive = scored == _total_postings(query_terms, arrays)
     stats[_pruned.STAT_POSTINGS] = scored
     stats[_pruned.STAT_CANDIDATES] = n_best
     if corrupt:
@@ -459,3 +458,74 @@ def _total_postings(query_terms, arrays):
         t = query_terms[i]
         total += arrays.term_offsets[t + 1] - arrays.term_offsets[t]
     return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_full(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator):
+    """Layer, one window: add q_t·impact of each posting above its term's cut (the prefix of
+    the term's window). Returns the postings scored."""
+    io_docs = arrays.impact_order_docs
+    io_impacts = arrays.impact_order_impacts
+    postings = 0
+    for i in range(len(query_terms)):
+        weight = accumulator.dtype.type(query_weights[i])
+        start, end = _pruned._window_range(arrays, query_terms[i], num_windows, w)
+        docs = io_docs[start:end]  # views counted from 0: see .pruned._add_excess
+        impacts = io_impacts[start:end]
+        count = _pruned._prefix_above(impacts, cut_impact[i])
+        for j in range(count):
+            accumulator[np.int64(docs[j])] += weight * accumulator.dtype.type(impacts[j])
+        postings += count
+    return postings
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_layer(
+    query_terms, query_weights, allowed, arrays, accumulator, cut_impact, best_scores, best_docs
+):
+    """Layer, every window: the partial scores of the postings above the cuts, and the
+    ``len(best_scores)`` best allowed documents by them (score descending, document ascending)
+    in the heap ``best_scores``/``best_docs``.
+
+    The accumulator is scanned a block at a time against the heap's entry bar (a document
+    enters only above the heap's worst once it is full: documents come in increasing number,
+    so a tie loses), so most blocks are a branch-free vector loop and few documents are
+    offered; no list of touched documents is kept while adding. Returns ``(documents kept,
+    postings scored, corrupt)``.
+    """
+    want = len(best_scores)
+    num_docs = len(arrays.forward_offsets) - 1
+    num_windows = _pruned._num_windows(arrays)
+    n_best = 0
+    scored = 0
+    need = np.int64(1)
+    for w in range(num_windows):
+        base = w << arrays.window_bits
+        size_w = min(1 << arrays.window_bits, num_docs - base)
+        _pruned._prefetch_starts(query_terms, arrays, num_windows, w)
+        scored += _add_full(
+            query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator
+        )
+        n_blocks = size_w // _pruned._SCAN_BLOCK
+        for b in range(n_blocks + 1):  # the last, partial block entry by entry
+            block = b * _pruned._SCAN_BLOCK
+            if b < n_blocks:
+                hit = 0
+                for j in range(_pruned._SCAN_BLOCK):
+                    hit |= np.int64(accumulator[block + j]) >= need
+                if hit == 0:
+                    for j in range(_pruned._SCAN_BLOCK):
+                        accumulator[block + j] = 0
+                    continue
+            for offset in range(block, min(block + _pruned._SCAN_BLOCK, size_w)):
+                score = np.int64(accumulator[offset])
+                accumulator[offset] = 0
+                if score >= need and kernels.admits(allowed, base + offset):
+                    n_best = heaps.offer(best_scores, best_docs, n_best, want, score, base + offset)
+                    if n_best == want:
+                        need = best_scores[0] + 1
+        for offset in range(size_w, _pruned.ACCUMULATOR_SIZE):
+            if accumulator[offset] != 0:
+                accumulator[:] = 0
+                return n_best, scored, True
+    return n_best, scored, False
