@@ -43,7 +43,7 @@ K = 10
 #: relaxed settings are ρ:β:σ:V[:E:C] (cut_ratio, bound_weight, term_share, max_verified, V = 0:
 #: no budget; estimate_postings and estimate_candidates, default 100000 and 128), e.g. the
 #: previous curve's "0.75:1:0.8:500:50000:64".
-DEFAULT_OURS = "L:300000:200,L:500000:300,L:700000:300,L:900000:400,L:1200000:500"
+DEFAULT_OURS = "L:400000:300,L:500000:500,L:700000:300,L:500000:1000,L:700000:500"
 #: Seismic's curve: query_cut:heap_factor, for its index built with n_postings 3000 (the 1000
 #: of its authors' scaled recommendation levels off at R@10 0.957 on the 1M benchmark).
 DEFAULT_SEISMIC = "8:1.0,10:1.0,12:1.0,16:1.0,8:0.9"
