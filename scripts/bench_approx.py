@@ -4,9 +4,10 @@
     python scripts/bench_approx.py --data synth1m --work WORK --ours INDEX \\
         --seismic-index SEISMIC.index.seismic --json curve.json
 
-Settings of our approximate mode (six by default; ``--ours-settings``, ρ:β:σ:V[:E:C] for
-``cut_ratio``, ``bound_weight``, ``term_share`` and ``max_verified``, V = 0 for no budget, and
-optionally ``estimate_postings`` and ``estimate_candidates``) and five of
+Settings of our approximate mode (five by default, of the layer ranking; ``--ours-settings``,
+``L:P:V`` for the layer ranking, ``Approximate(layer_postings=P, max_verified=V)``, or
+ρ:β:σ:V[:E:C] for ``cut_ratio``, ``bound_weight``, ``term_share`` and ``max_verified``, V = 0
+for no budget, and optionally ``estimate_postings`` and ``estimate_candidates``) and five of
 Seismic (``--seismic``, query_cut:heap_factor, searched with ``sorted=False`` as its authors
 recommend), every one over the same integer queries, single thread, top-10, warm.
 
@@ -38,22 +39,26 @@ import bench_search
 import numpy as np
 
 K = 10
-#: Our curve: ρ:β:σ:V[:E:C] (cut_ratio, bound_weight, term_share, max_verified, V = 0: no
-#: budget; estimate_postings and estimate_candidates, default 100000 and 128).
-DEFAULT_OURS = (
-    "0.75:1:0.75:500:50000:64,0.75:1:0.8:500:50000:64,0.75:1:0.85:500:50000:64,"
-    "0.75:1:0.9:500:50000:64,0.75:0.6:1:0,0.75:0.7:1:0"
-)
+#: Our curve: the layer ranking, L:P:V (layer_postings, max_verified). The pruned kernel's
+#: relaxed settings are ρ:β:σ:V[:E:C] (cut_ratio, bound_weight, term_share, max_verified, V = 0:
+#: no budget; estimate_postings and estimate_candidates, default 100000 and 128), e.g. the
+#: previous curve's "0.75:1:0.8:500:50000:64".
+DEFAULT_OURS = "L:400000:300,L:500000:500,L:700000:300,L:500000:1000,L:700000:500"
 #: Seismic's curve: query_cut:heap_factor, for its index built with n_postings 3000 (the 1000
 #: of its authors' scaled recommendation levels off at R@10 0.957 on the 1M benchmark).
 DEFAULT_SEISMIC = "8:1.0,10:1.0,12:1.0,16:1.0,8:0.9"
 
 
 def parse_setting(text: str):
-    """``"ρ:β:σ:V[:E:C]"`` -> an :class:`~sparse_ir.index.modes.Approximate` (checked by it)."""
+    """``"L:P:V"`` or ``"ρ:β:σ:V[:E:C]"`` -> an :class:`~sparse_ir.index.modes.Approximate`
+    (checked by it)."""
     from sparse_ir.index.modes import Approximate
 
     parts = text.split(":")
+    if parts[0] == "L":
+        if len(parts) != 3:
+            raise SystemExit(f"--ours-settings {text!r}: expected L:P:V (the layer ranking)")
+        return Approximate(layer_postings=int(parts[1]), max_verified=int(parts[2]))
     if len(parts) not in (4, 6):
         raise SystemExit(f"--ours-settings {text!r}: expected ρ:β:σ:V[:E:C] (V = 0: no budget)")
     rho, beta, share, budget = float(parts[0]), float(parts[1]), float(parts[2]), int(parts[3])
@@ -64,6 +69,8 @@ def parse_setting(text: str):
 
 
 def label(mode) -> str:
+    if mode.layer_postings is not None:
+        return f"ours layer P={mode.layer_postings} V={mode.max_verified}"
     budget = mode.max_verified or "-"
     text = f"ours ρ={mode.cut_ratio:g} β={mode.bound_weight:g} σ={mode.term_share:g} V={budget}"
     if (mode.estimate_postings, mode.estimate_candidates) != (100_000, 128):
@@ -228,7 +235,11 @@ def main(argv=None) -> int:
     add("--work", default="bench-data", help="directory holding the data (default: bench-data)")
     add("--ours", required=True, help="our index (built with the search layout)")
     add("--seismic-index", required=True, help="Seismic's saved index (NAME.index.seismic)")
-    add("--ours-settings", default=DEFAULT_OURS, help=f"ρ:β:σ:V,... (default: {DEFAULT_OURS})")
+    add(
+        "--ours-settings",
+        default=DEFAULT_OURS,
+        help=f"L:P:V or ρ:β:σ:V[:E:C],... (default: {DEFAULT_OURS})",
+    )
     add("--seismic", default=DEFAULT_SEISMIC, help=f"cut:heap,... (default: {DEFAULT_SEISMIC})")
     add("--queries", type=int, default=None, help="first N queries only (default: all)")
     add("--rounds", type=int, default=3, help="timed rounds (default: 3)")

@@ -212,3 +212,167 @@ def test_filtered_search_with_the_new_knobs_returns_allowed_documents_only(tmp_p
         top = index.search_arrays(one, 10, mode=mode, filter=allowed)
         assert all(allowed[d] for d in top.docnos.tolist())
         assert [scores[d] for d in top.docnos.tolist()] == top.scores.tolist()
+
+
+# -- the layer ranking (layer_postings) ----------------------------------------------------------
+
+
+def _layer_reference(index, terms, weights, k, layer_postings, max_verified, allowed=None):
+    """The layer ranking in plain numpy: the postings with q_t × impact >= T (T the smallest
+    threshold leaving at most P of them, at most the largest q_t × impact) give partial scores,
+    the best max(V, k) allowed documents by (partial desc, doc asc) are scored exactly, and
+    their top-k by (score desc, doc asc) is returned; the exhaustive top-k when every posting
+    is in the layer or fewer than k allowed documents are."""
+    from sparse_ir.index.layout import term_postings
+
+    n = index.num_documents
+    scores = index.reference_scores(terms, weights).astype(np.int64)
+    mask = np.ones(n, bool) if allowed is None else np.asarray(allowed, bool)
+
+    def exhaustive():
+        kept = np.flatnonzero((scores > 0) & mask)
+        order = np.lexsort((kept, -scores[kept]))[:k]
+        return [(int(d), int(scores[d])) for d in kept[order]]
+
+    lists = [term_postings(index._layout, int(t)) for t in terms]
+    contributions = [int(w) * impacts.astype(np.int64) for (_, impacts), w in zip(lists, weights)]
+    every = np.concatenate(contributions) if contributions else np.zeros(0, np.int64)
+    if len(every) <= layer_postings:
+        return exhaustive()
+    ranked = np.sort(every)[::-1]
+    threshold = min(int(ranked[layer_postings]) + 1, int(ranked[0]))
+    partial = np.zeros(n, np.int64)
+    for (docs, _), values in zip(lists, contributions):
+        keep = values >= threshold
+        np.add.at(partial, docs[keep].astype(np.int64), values[keep])
+    touched = np.flatnonzero((partial > 0) & mask)
+    if len(touched) < k:
+        return exhaustive()
+    order = np.lexsort((touched, -partial[touched]))[: max(max_verified, k)]
+    verified = touched[order]
+    final = np.lexsort((verified, -scores[verified]))[:k]
+    return [(int(d), int(scores[d])) for d in verified[final]]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(20, 400),
+    vocab_size=st.integers(2, 40),
+    max_impact=st.sampled_from([1, 3, 20, 300, 70000]),
+    k=st.integers(1, 20),
+    skew=st.sampled_from([0.0, 1.0, 2.0]),
+    layer_postings=st.sampled_from([1, 3, 10, 40, 150]),
+    max_verified=st.sampled_from([1, 2, 5, 30]),
+    filtered=st.booleans(),
+)
+def test_layer_ranking_equals_its_numpy_reference(
+    tmp_path_factory, seed, rows, vocab_size, max_impact, k, skew, layer_postings,
+    max_verified, filtered,
+):  # fmt: skip
+    rng = np.random.default_rng(seed)
+    docs = _random_impacts(rng, rows, vocab_size, 15, max_impact, skew)
+    index = ImpactIndex.build(
+        docs,
+        tmp_path_factory.mktemp("layer") / "index",
+        quantizer=Quantizer(max_impact=100_000),
+        show_progress=False,
+    )
+    queries = _random_impacts(rng, 6, vocab_size, 12, max_impact, skew)
+    k = min(k, index.num_documents)
+    allowed = rng.random(index.num_documents) < 0.5 if filtered else None
+    mode = Approximate(layer_postings=layer_postings, max_verified=max_verified)
+    assert not mode.exact
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        expected = _layer_reference(index, terms, weights, k, layer_postings, max_verified, allowed)
+        top = index.search_arrays((terms, weights), k, mode=mode, filter=allowed)
+        assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, (q, mode)
+        if allowed is None:
+            run = index.search_batch([(terms, weights)], k, mode=mode, threads=2)
+            assert _pairs(run["0"]) == expected, (q, mode)
+
+
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    rows=st.integers(1, 300),
+    max_impact=st.sampled_from([1, 20, 70000]),
+    k=st.integers(1, 25),
+)
+def test_layer_ranking_over_every_posting_and_document_is_exhaustive(
+    tmp_path_factory, seed, rows, max_impact, k
+):
+    rng = np.random.default_rng(seed)
+    docs = _random_impacts(rng, rows, 30, 12, max_impact, 1.0)
+    index = ImpactIndex.build(
+        docs,
+        tmp_path_factory.mktemp("layer") / "index",
+        quantizer=Quantizer(max_impact=100_000),
+        show_progress=False,
+    )
+    queries = _random_impacts(rng, 6, 30, 12, max_impact, 1.0)
+    # P >= every posting and V >= every document: nothing is left out, so the top-k is the
+    # exhaustive one, ties included (through the dispatcher and through the kernel itself).
+    mode = Approximate(layer_postings=index.num_postings, max_verified=MAX_VERIFIED_LIMIT)
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        expected, _ = _reference(index, terms, weights, min(k, index.num_documents))
+        hits, _ = index.search_with_stats((terms, weights), k, mode=mode)
+        assert _pairs(hits) == expected
+        assert _layer_kernel(index, terms, weights, k, index.num_postings, rows) == expected
+
+
+def _layer_kernel(index, terms, weights, k, layer_postings, max_verified):
+    """``layer_search_one`` called directly (the dispatcher sends a query whose postings all
+    fit in the layer to the exhaustive kernel instead)."""
+    from sparse_ir.index import kernels, pruned
+    from sparse_ir.index.approximate import layer_search_one
+
+    searcher = index._pruned()
+    scratch = searcher._scratch()
+    params = Approximate(layer_postings=layer_postings, max_verified=max_verified)
+    settings_ = params.kernel_params().as_tuple()
+    k = min(k, index.num_documents)
+    docs = np.empty(k, np.int64)
+    scores = np.empty(k, np.int64)
+    stats = np.zeros(len(pruned.STATS_FIELDS), np.int64)
+    count = layer_search_one(
+        np.asarray(terms, np.int32), np.asarray(weights, np.int64), k, kernels.ALL_DOCUMENTS, 0,
+        searcher._arrays(), settings_, scratch.accumulator64, scratch, docs, scores, stats,
+    )  # fmt: skip
+    if count == pruned.FALLBACK:
+        return None
+    return list(zip(docs[:count].tolist(), scores[:count].tolist()))
+
+
+def test_layer_ranking_knobs_are_validated():
+    for knobs, message in (
+        ({"layer_postings": 0, "max_verified": 5}, "layer_postings must be None"),
+        ({"layer_postings": 2.5, "max_verified": 5}, "layer_postings must be None"),
+        ({"layer_postings": True, "max_verified": 5}, "layer_postings must be None"),
+        ({"layer_postings": 100}, "layer_postings needs max_verified"),
+        ({"layer_postings": 100, "max_verified": 5, "term_share": 0.5}, "term_share does not"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Approximate(**knobs)
+    assert Approximate().layer_postings is None  # opt-in: the default mode is unchanged
+    params = Approximate(layer_postings=700_000, max_verified=300).kernel_params()
+    assert (params.layer, params.estimate_postings, params.max_verified) == (True, 700_000, 300)
+    assert params.kernel_mode == 2 and not params.exact
+
+
+def test_live_index_refuses_the_layer_ranking(tmp_path):
+    vocab = ("a", "b")
+    with IndexWriter.open(tmp_path / "live", vocab=vocab) as writer:
+        writer.add(SparseBatch.from_dicts([{"a": 3}, {"b": 1}], vocab, ids=["x", "y"]))
+        writer.commit()
+        writer.add(SparseBatch.from_dicts([{"a": 1, "b": 2}], vocab, ids=["z"]))
+        writer.commit()
+    index = ImpactIndex.open(tmp_path / "live")
+    with pytest.raises(ValueError, match="layer_postings .* not supported on a live"):
+        index.search({"a": 1}, 2, mode=Approximate(layer_postings=10, max_verified=5))

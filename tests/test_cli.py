@@ -130,6 +130,7 @@ def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert
         ["--mode", "pruned"],
         ["--mode", "approximate", "--cut-ratio", "2", "--bound-weight", "0.5"],
         ["--mode", "approximate", "--term-share", "0.9", "--max-verified", "50"],
+        ["--mode", "approximate", "--layer-postings", "1", "--max-verified", "50"],
     ):
         assert (
             main(["search", "--index", str(tmp_path / "ix2"), "cancer", "tumor", "-k", "2", *mode])
@@ -171,6 +172,8 @@ def test_encode_then_index_then_search_then_evaluate(tmp_path, corpus, tiny_bert
     for bad, message in (
         (["--term-share", "0"], "term_share must be in"),
         (["--max-verified", "0"], "max_verified must be None"),
+        (["--layer-postings", "100"], "layer_postings needs max_verified"),
+        (["--layer-postings", "0", "--max-verified", "5"], "layer_postings must be None"),
     ):
         command = ["search", "--index", str(tmp_path / "ix2"), "x", "--mode", "approximate"]
         assert main([*command, *bad]) == 1

@@ -182,7 +182,8 @@ def _register_search(subparsers) -> None:
         default=None,
         help="exhaustive: score every posting; pruned: the same hits, scoring "
         "a fraction of them; approximate: faster, at a measured recall "
-        "(--cut-ratio, --bound-weight, --term-share, --max-verified). Default: pruned "
+        "(--cut-ratio, --bound-weight, --term-share, --max-verified, --layer-postings). "
+        "Default: pruned "
         "when the index has the search layout, else exhaustive",
     )
     parser.add_argument(
@@ -213,6 +214,15 @@ def _register_search(subparsers) -> None:
         default=None,
         help="approximate mode: verify at most this many candidates, those of the highest "
         "bounds (default: no budget)",
+    )
+    parser.add_argument(
+        "--layer-postings",
+        type=int,
+        default=None,
+        help="approximate mode: the layer ranking; score only the query's best P postings "
+        "(highest query weight x impact), rank the documents by that partial score and "
+        "verify the best --max-verified of them (e.g. 700000 with --max-verified 300 on 1M "
+        "documents; default: off)",
     )
     parser.set_defaults(handler=run_search)
 
@@ -456,7 +466,7 @@ def _print_summary(index) -> None:
 
 def search_mode(args: argparse.Namespace):
     """The search mode of ``--mode`` and the approximate knobs (``--cut-ratio``,
-    ``--bound-weight``, ``--term-share``, ``--max-verified``)."""
+    ``--bound-weight``, ``--term-share``, ``--max-verified``, ``--layer-postings``)."""
     from sparse_ir.index.modes import Approximate
 
     given = (
@@ -464,14 +474,15 @@ def search_mode(args: argparse.Namespace):
         ("bound_weight", args.bound_weight),
         ("term_share", getattr(args, "term_share", None)),
         ("max_verified", getattr(args, "max_verified", None)),
+        ("layer_postings", getattr(args, "layer_postings", None)),
     )
     knobs = {key: value for key, value in given if value is not None}
     if args.mode == "approximate":
         return Approximate(**knobs)
     if knobs:
         raise ValueError(
-            "--cut-ratio, --bound-weight, --term-share and --max-verified apply to "
-            "--mode approximate"
+            "--cut-ratio, --bound-weight, --term-share, --max-verified and --layer-postings "
+            "apply to --mode approximate"
         )
     return args.mode
 

@@ -59,6 +59,8 @@ __all__ = [
     "DEFAULT_TERM_SHARE",
     "Approximate",
     "approximate_search_one",
+    "layer_cuts",
+    "layer_search_one",
     "walked_terms",
 ]
 
@@ -288,3 +290,242 @@ def approximate_search_one(
     stats[_pruned.STAT_KTH_SCORE] = heap_scores[0] if size == k else 0
     return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
 # fmt: on
+
+
+# -- the layer ranking ---------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _segments_reaching(weight, threshold, segment_impacts, first, last):
+    """How many of a term's segments ``[first, last)`` (impacts descending) have
+    weight × impact >= ``threshold``."""
+    low = first
+    high = last
+    while low < high:
+        middle = (low + high) // 2
+        if weight * np.int64(segment_impacts[middle]) >= threshold:
+            low = middle + 1
+        else:
+            high = middle
+    return low - first
+
+
+@numba.njit(cache=True, nogil=True)
+def _layer_size(query_terms, query_weights, arrays, threshold):
+    """Postings of the query terms with q_t × impact >= ``threshold`` (read off the segments)."""
+    total = np.int64(0)
+    for i in range(len(query_terms)):
+        t = query_terms[i]
+        first = arrays.segment_offsets[t]
+        n = _segments_reaching(
+            query_weights[i],
+            threshold,
+            arrays.segment_impacts,
+            first,
+            arrays.segment_offsets[t + 1],
+        )
+        if n > 0:
+            total += arrays.segment_ends[first + n - 1] - arrays.term_offsets[t]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def layer_cuts(query_terms, query_weights, arrays, max_postings, cut_impact):
+    """The layer of the query's best postings: the smallest threshold T (at most the largest
+    q_t × impact) such that at most ``max_postings`` postings have q_t × impact >= T.
+
+    Fills ``cut_impact`` with each term's cut τ_t (its postings with impact > τ_t are those
+    with q_t × impact >= T; τ_t = the term's highest impact when none is) and returns
+    ``(T, postings in the layer)``. The layer holds more than ``max_postings`` postings only
+    when the postings tied at the highest q_t × impact alone do. A binary search over T, each
+    probe counting the layer from the terms' impact segments (no posting is read).
+    """
+    n_terms = len(query_terms)
+    high = np.int64(0)
+    for i in range(n_terms):
+        t = query_terms[i]
+        first = arrays.segment_offsets[t]
+        if arrays.segment_offsets[t + 1] > first:
+            high = max(high, query_weights[i] * np.int64(arrays.segment_impacts[first]))
+    low = np.int64(1)
+    high = max(high, low)
+    while low < high:  # the smallest T in [1, high] whose layer fits, else high
+        middle = low + (high - low) // 2
+        if _layer_size(query_terms, query_weights, arrays, middle) <= max_postings:
+            high = middle
+        else:
+            low = middle + 1
+    threshold = low
+    for i in range(n_terms):
+        t = query_terms[i]
+        first = arrays.segment_offsets[t]
+        last = arrays.segment_offsets[t + 1]
+        n = _segments_reaching(query_weights[i], threshold, arrays.segment_impacts, first, last)
+        if first + n < last:
+            cut_impact[i] = np.int64(arrays.segment_impacts[first + n])  # the first left out
+        else:
+            cut_impact[i] = 0  # every posting is in the layer (or the term has none)
+    return threshold, _layer_size(query_terms, query_weights, arrays, threshold)
+
+
+# fmt: off
+@numba.njit(cache=True, nogil=True)
+def layer_search_one(
+    query_terms, query_weights, k, allowed, floor, arrays, settings, accumulator, scratch,
+    out_docs, out_scores, stats,
+):
+    """Top-k of one query by the layer ranking (``Approximate(layer_postings=P,
+    max_verified=V)``).
+
+    1. The layer (:func:`layer_cuts`): the query's P = ``settings.estimate_postings`` best
+       postings by q_t × impact over all its terms; in the impact-ordered layout they are a
+       prefix of each term's window, so only they are read.
+    2. Their sums rank the documents (a partial score); the best max(V, k) allowed documents
+       (V = ``settings.max_verified``; partial score descending, then document ascending) are
+       kept.
+    3. Those documents are scored exactly with the whole query (forward index) and the top-k
+       of them (score descending, document ascending) above ``floor`` is the answer.
+
+    No bound is computed: a document outside the best V by partial score is never looked at,
+    which is what approximation may lose. When the layer holds every posting the partial
+    scores are the scores (exact). Arguments and return values: those of
+    :func:`.pruned.pruned_search_one` (``FALLBACK`` when fewer than k documents are in the
+    layer and there is no floor).
+    """
+    n_terms = len(query_terms)
+    if n_terms >= 65535 or len(accumulator) != _pruned.ACCUMULATOR_SIZE:
+        return _pruned.FALLBACK
+    cut_impact = np.empty(n_terms, np.int64)
+    layer_cuts(query_terms, query_weights, arrays, np.int64(settings.estimate_postings), cut_impact)
+    # Only the terms with postings in the layer are walked (the others' windows are not
+    # touched: a cache miss each per window saved).
+    n_walk = 0
+    for i in range(n_terms):
+        t = query_terms[i]
+        first = arrays.segment_offsets[t]
+        if arrays.segment_offsets[t + 1] > first and cut_impact[i] < arrays.segment_impacts[first]:
+            n_walk += 1
+    walk_terms = np.empty(n_walk, query_terms.dtype)
+    walk_weights = np.empty(n_walk, query_weights.dtype)
+    walk_cuts = np.empty(n_walk, np.int64)
+    m = 0
+    for i in range(n_terms):
+        t = query_terms[i]
+        first = arrays.segment_offsets[t]
+        if arrays.segment_offsets[t + 1] > first and cut_impact[i] < arrays.segment_impacts[first]:
+            walk_terms[m] = t
+            walk_weights[m] = query_weights[i]
+            walk_cuts[m] = cut_impact[i]
+            m += 1
+    want = max(settings.max_verified, k)
+    best_scores = np.empty(want, np.int64)
+    best_docs = np.empty(want, np.int64)
+    floor = max(np.int64(floor), np.int64(0))
+    n_best, scored, corrupt = _rank_layer(
+        walk_terms, walk_weights, allowed, arrays, accumulator, walk_cuts, best_scores, best_docs
+    )
+    # Every posting scored: the partial scores are the scores.
+    exhaustive = scored == _total_postings(query_terms, arrays)
+    stats[_pruned.STAT_POSTINGS] = scored
+    stats[_pruned.STAT_CANDIDATES] = n_best
+    if corrupt:
+        return kernels.CORRUPT
+    slots = scratch.slots
+    slot_weights = _pruned._fill_slots(query_terms, query_weights, slots)
+    heap_scores = np.empty(k, np.int64)
+    heap_docs = np.empty(k, np.int64)
+    estimated_docs = np.sort(best_docs[:n_best])
+    size = _pruned._score_estimate(
+        best_scores, best_docs, n_best, estimated_docs, exhaustive, k, floor, arrays, slots,
+        slot_weights, heap_scores, heap_docs, 0, np.int64(0)
+    )
+    _pruned._clear_slots(query_terms, slots)
+    if size < 0:
+        return kernels.CORRUPT
+    if not exhaustive:
+        stats[_pruned.STAT_VERIFIED] = n_best
+        if size < k and floor == 0:
+            return _pruned.FALLBACK  # too few documents in the layer: the exhaustive kernel
+    stats[_pruned.STAT_KTH_SCORE] = heap_scores[0] if size == k else 0
+    return heaps.drain(heap_scores, heap_docs, size, out_docs, out_scores)
+# fmt: on
+
+
+@numba.njit(cache=True, nogil=True)
+def _total_postings(query_terms, arrays):
+    total = np.int64(0)
+    for i in range(len(query_terms)):
+        t = query_terms[i]
+        total += arrays.term_offsets[t + 1] - arrays.term_offsets[t]
+    return total
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _add_full(query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator):
+    """Layer, one window: add q_t·impact of each posting above its term's cut (the prefix of
+    the term's window). Returns the postings scored."""
+    io_docs = arrays.impact_order_docs
+    io_impacts = arrays.impact_order_impacts
+    postings = 0
+    for i in range(len(query_terms)):
+        weight = accumulator.dtype.type(query_weights[i])
+        start, end = _pruned._window_range(arrays, query_terms[i], num_windows, w)
+        docs = io_docs[start:end]  # views counted from 0: see .pruned._add_excess
+        impacts = io_impacts[start:end]
+        count = _pruned._prefix_above(impacts, cut_impact[i])
+        for j in range(count):
+            accumulator[np.int64(docs[j])] += weight * accumulator.dtype.type(impacts[j])
+        postings += count
+    return postings
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_layer(
+    query_terms, query_weights, allowed, arrays, accumulator, cut_impact, best_scores, best_docs
+):
+    """Layer, every window: the partial scores of the postings above the cuts, and the
+    ``len(best_scores)`` best allowed documents by them (score descending, document ascending)
+    in the heap ``best_scores``/``best_docs``.
+
+    The accumulator is scanned a block at a time against the heap's entry bar (a document
+    enters only above the heap's worst once it is full: documents come in increasing number,
+    so a tie loses), so most blocks are a branch-free vector loop and few documents are
+    offered; no list of touched documents is kept while adding. Returns ``(documents kept,
+    postings scored, corrupt)``.
+    """
+    want = len(best_scores)
+    num_docs = len(arrays.forward_offsets) - 1
+    num_windows = _pruned._num_windows(arrays)
+    n_best = 0
+    scored = 0
+    need = np.int64(1)
+    for w in range(num_windows):
+        base = w << arrays.window_bits
+        size_w = min(1 << arrays.window_bits, num_docs - base)
+        _pruned._prefetch_starts(query_terms, arrays, num_windows, w)
+        scored += _add_full(
+            query_terms, query_weights, arrays, num_windows, w, cut_impact, accumulator
+        )
+        n_blocks = size_w // _pruned._SCAN_BLOCK
+        for b in range(n_blocks + 1):  # the last, partial block entry by entry
+            block = b * _pruned._SCAN_BLOCK
+            if b < n_blocks:
+                hit = 0
+                for j in range(_pruned._SCAN_BLOCK):
+                    hit |= np.int64(accumulator[block + j]) >= need
+                if hit == 0:
+                    for j in range(_pruned._SCAN_BLOCK):
+                        accumulator[block + j] = 0
+                    continue
+            for offset in range(block, min(block + _pruned._SCAN_BLOCK, size_w)):
+                score = np.int64(accumulator[offset])
+                accumulator[offset] = 0
+                if score >= need and kernels.admits(allowed, base + offset):
+                    n_best = heaps.offer(best_scores, best_docs, n_best, want, score, base + offset)
+                    if n_best == want:
+                        need = best_scores[0] + 1
+        for offset in range(size_w, _pruned.ACCUMULATOR_SIZE):
+            if accumulator[offset] != 0:
+                accumulator[:] = 0
+                return n_best, scored, True
+    return n_best, scored, False

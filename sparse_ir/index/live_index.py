@@ -503,6 +503,13 @@ class LiveImpactIndex(_LiveBase):
             return merge_topk([], [], k), None, False
         if self.has_search_layout:
             params = mode.kernel_params()
+            if params is not None and params.layer:
+                # The cross-segment kernel has no layer ranking: refuse, not ignore.
+                raise ValueError(
+                    "layer_postings (the layer ranking of approximate search) is not supported "
+                    "on a live (multi-segment) index yet; use cut_ratio and bound_weight, or "
+                    "search a single-segment ImpactIndex"
+                )
             if params is not None and (params.term_share < 1.0 or params.max_verified > 0):
                 # The cross-segment kernel has no term pruning or budget: refuse, not ignore.
                 raise ValueError(

@@ -8,7 +8,8 @@ typed value that carries its settings:
   (:mod:`.pruned`; needs the index's search layout). Its settings change speed, never hits.
 * :class:`Approximate`: the pruned kernel with its proof relaxed (:mod:`.approximate`):
   ``cut_ratio`` (ρ), ``bound_weight`` (β), ``term_share`` (σ) and ``max_verified`` (V) trade
-  recall for speed.
+  recall for speed; or, with ``layer_postings`` (P), the layer ranking: the query's best P
+  postings rank the documents and the best V of them are scored exactly.
 
 Example:
     >>> from sparse_ir.index.modes import Approximate, resolve_mode
@@ -24,6 +25,8 @@ Example:
     ValueError: cut_ratio must be > 0 (ρ, the share of θ₀ left below the cuts), got 0
     >>> Approximate(term_share=0.8, max_verified=400).exact
     False
+    >>> Approximate(layer_postings=700_000, max_verified=300).kernel_params().layer
+    True
 
 This module needs numpy only (the kernel settings class is imported when first asked for).
 """
@@ -42,6 +45,7 @@ __all__ = [
     "DEFAULT_CUT_RATIO",
     "DEFAULT_MAX_VERIFIED",
     "DEFAULT_TERM_SHARE",
+    "LAYER_POSTINGS_LIMIT",
     "MAX_VERIFIED_LIMIT",
     "Approximate",
     "DenseModeName",
@@ -68,6 +72,8 @@ DEFAULT_TERM_SHARE = 1.0
 DEFAULT_MAX_VERIFIED = None
 #: The largest verification budget (a quarter of the kernel's candidate buffer).
 MAX_VERIFIED_LIMIT = 16_384
+#: The largest ``layer_postings`` (far above any query's postings at 1M documents).
+LAYER_POSTINGS_LIMIT = 1 << 40
 # The exact pruned kernel's settings (those of ``PrunedParams()``).
 _ESTIMATE_POSTINGS = 100_000
 _ESTIMATE_CANDIDATES = 128
@@ -82,12 +88,19 @@ def _pruned_params(
     bound_weight: float,
     term_share: float = 1.0,
     max_verified: int = 0,
+    layer: bool = False,
 ) -> PrunedParams:
     """The kernel's settings object (made once per distinct setting: searches are hot)."""
     from sparse_ir.index.pruned import PrunedParams
 
     return PrunedParams(
-        estimate_postings, estimate_candidates, cut_ratio, bound_weight, term_share, max_verified
+        estimate_postings,
+        estimate_candidates,
+        cut_ratio,
+        bound_weight,
+        term_share,
+        max_verified,
+        layer=layer,
     )
 
 
@@ -157,15 +170,23 @@ class Approximate:
             postings walked; every term still counts in the scores (1 = every term walked).
         max_verified: V, a verification budget: at most the V candidates of the highest
             bounds are scored exactly (None = no budget; 1 to ``MAX_VERIFIED_LIMIT``).
+        layer_postings: P, the layer ranking (:func:`.approximate.layer_search_one`; None =
+            off): only the query's P best postings (highest q_t × impact over all its terms)
+            are scored, the documents are ranked by that partial score and the best
+            ``max_verified`` of them (required) are scored exactly with the whole query.
+            ``cut_ratio``, ``bound_weight`` and the estimates are then not used, and
+            ``term_share`` must stay 1.
         estimate_postings, estimate_candidates: as in :class:`Pruned`.
 
-    With ρ < 1, β = 1, σ = 1 and no budget the search is exact (:attr:`exact`).
+    With ρ < 1, β = 1, σ = 1, no budget and no layer ranking the search is exact
+    (:attr:`exact`).
     """
 
     cut_ratio: float = DEFAULT_CUT_RATIO
     bound_weight: float = DEFAULT_BOUND_WEIGHT
     term_share: float = field(default=DEFAULT_TERM_SHARE, kw_only=True)
     max_verified: int | None = field(default=DEFAULT_MAX_VERIFIED, kw_only=True)
+    layer_postings: int | None = field(default=None, kw_only=True)
     estimate_postings: int = field(default=_ESTIMATE_POSTINGS, kw_only=True)
     estimate_candidates: int = field(default=_ESTIMATE_CANDIDATES, kw_only=True)
     name: SearchModeName = field(default="approximate", init=False, repr=False)
@@ -201,19 +222,52 @@ class Approximate:
                 f"[1, {MAX_VERIFIED_LIMIT}], got {budget!r}"
             )
         _check_estimates(self)
+        layer = self.layer_postings
+        if layer is not None:
+            if (
+                isinstance(layer, bool)
+                or not isinstance(layer, int)
+                or not 1 <= layer <= LAYER_POSTINGS_LIMIT
+            ):
+                raise ValueError(
+                    f"layer_postings must be None (off) or an integer in "
+                    f"[1, {LAYER_POSTINGS_LIMIT}] (P, the postings scored), got {layer!r}"
+                )
+            if budget is None:
+                raise ValueError(
+                    "layer_postings needs max_verified (V, the best-ranked documents scored "
+                    "exactly), e.g. Approximate(layer_postings=700_000, max_verified=300)"
+                )
+            if self.term_share < 1:
+                raise ValueError(
+                    f"term_share does not apply to the layer ranking (layer_postings), which "
+                    f"takes the best postings of every query term; got {self.term_share!r}"
+                )
 
     @property
     def exact(self) -> bool:
-        """True when these settings keep the proof (ρ < 1, β = 1, σ = 1, no budget)."""
+        """True when these settings keep the proof (ρ < 1, β = 1, σ = 1, no budget, no layer
+        ranking)."""
         return (
             self.cut_ratio < 1
             and self.bound_weight >= 1
             and self.term_share >= 1
             and self.max_verified is None
+            and self.layer_postings is None
         )
 
     def kernel_params(self) -> PrunedParams:
-        """The pruned kernel's settings."""
+        """The pruned kernel's settings (the layer ranking's: P as ``estimate_postings``)."""
+        if self.layer_postings is not None:
+            return _pruned_params(
+                int(self.layer_postings),
+                self.estimate_candidates,
+                float(self.cut_ratio),
+                float(self.bound_weight),
+                1.0,
+                int(self.max_verified),
+                True,
+            )
         return _pruned_params(
             self.estimate_postings,
             self.estimate_candidates,

@@ -73,6 +73,8 @@ __all__ = [
 
 #: The search returned no result itself; the caller runs the exhaustive kernel.
 FALLBACK = -2
+#: The kernels' ``mode`` of the layer ranking (0: windowed exhaustive, 1: pruned/approximate).
+LAYER_MODE = 2
 #: :func:`search_row_flat` declined: a term not checked yet, or a weight the general path refuses.
 NEEDS_GENERAL = -3
 _INT64_MAX = (1 << 63) - 1
@@ -204,6 +206,9 @@ class PrunedParams:
             walked, the heaviest covering this share of the query's reach (1 = every term).
         max_verified: approximate only: at most this many candidates verified, those of the
             highest bounds (0 = no limit).
+        layer: approximate only: the layer ranking (:func:`.approximate.layer_search_one`)
+            runs instead, over the query's ``estimate_postings`` best postings, verifying
+            ``max_verified`` documents.
     """
 
     __slots__ = (
@@ -211,6 +216,7 @@ class PrunedParams:
         "cut_ratio",
         "estimate_candidates",
         "estimate_postings",
+        "layer",
         "max_verified",
         "term_share",
     )
@@ -223,6 +229,8 @@ class PrunedParams:
         bound_weight: float = 1.0,
         term_share: float = 1.0,
         max_verified: int = 0,
+        *,
+        layer: bool = False,
     ):
         self.estimate_postings = int(estimate_postings)
         self.estimate_candidates = int(estimate_candidates)
@@ -230,6 +238,7 @@ class PrunedParams:
         self.bound_weight = float(bound_weight)
         self.term_share = float(term_share)
         self.max_verified = int(max_verified)
+        self.layer = bool(layer)
 
     @property
     def exact(self) -> bool:
@@ -239,7 +248,13 @@ class PrunedParams:
             and self.bound_weight >= 1.0
             and self.term_share >= 1.0
             and self.max_verified == 0
+            and not self.layer
         )
+
+    @property
+    def kernel_mode(self) -> int:
+        """The ``mode`` the kernels take: 1 pruned/approximate, 2 the layer ranking."""
+        return LAYER_MODE if self.layer else 1
 
     def as_tuple(self) -> KernelSettings:
         """The settings as the kernels take them."""
@@ -257,7 +272,7 @@ class PrunedParams:
             f"PrunedParams(estimate_postings={self.estimate_postings}, "
             f"estimate_candidates={self.estimate_candidates}, cut_ratio={self.cut_ratio}, "
             f"bound_weight={self.bound_weight}, term_share={self.term_share}, "
-            f"max_verified={self.max_verified})"
+            f"max_verified={self.max_verified}, layer={self.layer})"
         )
 
 
@@ -1235,15 +1250,23 @@ def _search_one_any(
     stats,
 ):
     """Mode 0: windowed exhaustive; 1: pruned (exhaustive for small queries, or when the
-    estimate finds fewer than k documents)."""
+    estimate finds fewer than k documents); 2 (``LAYER_MODE``): the layer ranking of
+    :mod:`.approximate` (exhaustive when the layer would hold every posting)."""
     total = 0
-    if mode == 1:
+    if mode != 0:
         for i in range(len(query_terms)):
             t = query_terms[i]
             total += arrays.term_offsets[t + 1] - arrays.term_offsets[t]
     # Pruning pays off only when the query's postings far outnumber what its estimate scores
     # (a small collection, rare terms): below that the exhaustive kernel is cheaper, and exact.
-    if mode == 1 and total > _PRUNE_MIN_FACTOR * settings.estimate_postings:
+    if mode == LAYER_MODE and total > settings.estimate_postings:
+        count = approximate.layer_search_one(
+            query_terms, query_weights, k, allowed, floor, arrays, settings, accumulator,
+            scratch, out_docs, out_scores, stats,
+        )  # fmt: skip
+        if count != FALLBACK:
+            return count
+    elif mode == 1 and total > _PRUNE_MIN_FACTOR * settings.estimate_postings:
         # Term pruning and a verification budget: approximate only (see .approximate).
         if settings.term_share < 1.0 or settings.max_verified > 0:
             count = approximate.approximate_search_one(
@@ -1435,7 +1458,7 @@ class PrunedSearcher:
         stats = np.zeros(len(STATS_FIELDS), np.int64)
         settings = params or EXACT
         count = search_one_flat(
-            0 if params is None else 1,
+            0 if params is None else params.kernel_mode,
             terms,
             weights,
             k,
@@ -1484,7 +1507,7 @@ class PrunedSearcher:
         settings = params or EXACT
         index = self.index
         count = search_row_flat(
-            0 if params is None else 1,
+            0 if params is None else params.kernel_mode,
             row_terms,
             row_weights,
             k,
@@ -1538,7 +1561,7 @@ class PrunedSearcher:
         out_scores = np.empty((n_queries, k), np.int64)
         out_counts = np.empty(n_queries, np.int64)
         out_stats = np.zeros((n_queries, len(STATS_FIELDS)), np.int64)
-        mode = 0 if params is None else 1
+        mode = 0 if params is None else params.kernel_mode
         settings = (params or EXACT).as_tuple()
         arrays = self._arrays()
         floor = int(floor)
