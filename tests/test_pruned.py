@@ -641,3 +641,52 @@ def test_one_row_fast_path_equals_the_general_path(tmp_path):
                     assert top.scores.tolist() == general.scores.tolist()
                 fast_hits += index._search_row(one, k, Pruned(), None, 0) is not None
     assert fast_hits > 0  # not vacuous: the compiled path answered
+
+
+def test_cut_phase_resuming_the_estimate_equals_cuts_from_scratch(tmp_path):
+    # pruned_search_one's cut phase continues the estimate's plan (_lower_cuts) instead of
+    # choosing every cut again (_cut): the cuts, layer ends and R must be the same, for every
+    # estimate budget and target, whenever the estimate stopped above the target.
+    from sparse_ir.index import pruned
+
+    rng = np.random.default_rng(11)
+    docs = _random_impacts(rng, 600, 40, 15, 300, 1.5)
+    index = ImpactIndex.build(
+        docs, tmp_path / "index", quantizer=Quantizer(max_impact=100_000), show_progress=False
+    )
+    arrays = pruned.SearchArrays.of(index, index._pruned().layout)
+    queries = _random_impacts(rng, 20, 40, 12, 300, 1.0)
+    resumed = 0
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        n = len(terms)
+        if n == 0:
+            continue
+        for budget in (0, 1, 5, 40, 300, 5000):
+            for target in (0, 10, 1000, 30_000, 10**6):
+                position, impact = np.empty(n, np.int64), np.empty(n, np.int64)
+                plan = np.empty((pruned._PLAN_ROWS, n), np.int64)
+                keys = np.empty(n, np.float64)
+                steps, bound = pruned._start_cuts(
+                    terms, weights, arrays, position, impact, plan, keys
+                )
+                steps, bound, postings = pruned._lower_cuts(
+                    terms, weights, arrays, 0, budget, position, impact, plan, keys, steps,
+                    bound, 0,
+                )  # fmt: skip
+                if bound <= target:
+                    continue  # the kernel chooses from scratch then
+                _, bound, _ = pruned._lower_cuts(
+                    terms, weights, arrays, target, pruned._NO_POSTINGS_LIMIT, position,
+                    impact, plan, keys, steps, bound, postings,
+                )  # fmt: skip
+                fresh_position, fresh_impact = np.empty(n, np.int64), np.empty(n, np.int64)
+                fresh = pruned._choose_cuts(
+                    terms, weights, arrays, target, pruned._NO_POSTINGS_LIMIT, fresh_position,
+                    fresh_impact,
+                )  # fmt: skip
+                assert bound == fresh
+                assert position.tolist() == fresh_position.tolist()
+                assert impact.tolist() == fresh_impact.tolist()
+                resumed += 1
+    assert resumed > 100  # not vacuous
