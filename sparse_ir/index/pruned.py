@@ -1824,18 +1824,25 @@ def search_row_flat(
     checks, :class:`~sparse_ir.index.validate.TermCheck`) or a weight is above
     ``INT64_MAX // (max_impact × terms)`` (the general path raises the error); scores are summed
     in int64 when Σ weights × ``largest_impact`` passes INT32_MAX // 2 and so does the bound
-    Σ weight × ``term_max``. ``row_terms`` are ascending, unique and inside the vocabulary
-    (a SparseBatch guarantees it). Returns the number of hits, ``kernels.CORRUPT`` or
-    ``NEEDS_GENERAL``.
+    Σ weight × ``term_max``. The row is also declined unless its terms are ascending, unique
+    and inside the vocabulary and its weights >= 0 (a SparseBatch guarantees it; a query
+    already in :meth:`ImpactIndex.prepare_query`'s form comes here too, and anything else
+    gets the general path's error or sorting). Returns the number of hits,
+    ``kernels.CORRUPT`` or ``NEEDS_GENERAL``.
     """
     n = len(row_terms)
     top = np.int64(0)
     total = np.int64(0)
     kept = 0
+    previous = np.int64(-1)
     for i in range(n):
-        if checked[row_terms[i]] == 0:
+        term = np.int64(row_terms[i])
+        if term <= previous or term >= len(checked) or checked[term] == 0:
             return NEEDS_GENERAL
+        previous = term
         weight = np.int64(row_weights[i])
+        if weight < 0:
+            return NEEDS_GENERAL
         top = max(top, weight)
         if weight > 0:
             kept += 1
