@@ -112,6 +112,8 @@ _VERIFY_BATCH = 8
 _SCAN_BLOCK = 64
 # Postings a layer's end is searched by at a time (:func:`_prefix_above`).
 _PREFIX_STEP = 16
+# Postings per 64-byte cache line (uint16 offsets and impacts): the prefetch stride.
+_LINE_POSTINGS = 32
 # Cut steps grow a term's layer by this factor (snapped to segment ends).
 _CUT_GROWTH = 1.25
 # Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
@@ -361,6 +363,20 @@ def _prefetch_starts(query_terms, arrays, num_windows, w):
         prefetch(arrays.impact_order_impacts, start)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_next_window(arrays, end, count, last):
+    """Announce about ``count`` postings of a term's next window, which starts where this
+    window's postings ``end``: its layer there is about as long as here, and fetching it while
+    this window is scored hides the misses of a stream the hardware has not detected yet (a
+    window's layer of a term is a few cache lines to a few hundred). Nothing when this window
+    is the ``last``."""
+    if last:
+        return
+    for j in range(0, count, _LINE_POSTINGS):
+        prefetch(arrays.impact_order_docs, end + j)
+        prefetch(arrays.impact_order_impacts, end + j)
+
+
 @numba.njit(cache=True, nogil=True)
 def _contains(sorted_values, count, value):
     low = 0
@@ -588,6 +604,7 @@ def _add_layer(
         docs = io_docs[start:end]  # views counted from 0: see _add_excess
         impacts = io_impacts[start:end]
         count = _prefix_above(impacts, cut_impact[i])
+        _prefetch_next_window(arrays, end, count, w + 1 == num_windows)
         for j in range(count):
             offset = np.int64(docs[j])
             # The document is listed when first touched, without a branch: the slot is always
@@ -796,6 +813,7 @@ def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, 
         docs = io_docs[start:end]
         impacts = io_impacts[start:end]
         count = _prefix_above(impacts, cut)
+        _prefetch_next_window(arrays, end, count, w + 1 == num_windows)
         # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it; an
         # offset past the window's documents is caught by the candidate scan.
         for j in range(count):
