@@ -641,3 +641,103 @@ def test_one_row_fast_path_equals_the_general_path(tmp_path):
                     assert top.scores.tolist() == general.scores.tolist()
                 fast_hits += index._search_row(one, k, Pruned(), None, 0) is not None
     assert fast_hits > 0  # not vacuous: the compiled path answered
+
+
+def test_cut_phase_resuming_the_estimate_equals_cuts_from_scratch(tmp_path):
+    # pruned_search_one's cut phase continues the estimate's plan (_lower_cuts) instead of
+    # choosing every cut again (_cut): the cuts, layer ends and R must be the same, for every
+    # estimate budget and target, whenever the estimate stopped above the target.
+    from sparse_ir.index import pruned
+
+    rng = np.random.default_rng(11)
+    docs = _random_impacts(rng, 600, 40, 15, 300, 1.5)
+    index = ImpactIndex.build(
+        docs, tmp_path / "index", quantizer=Quantizer(max_impact=100_000), show_progress=False
+    )
+    arrays = pruned.SearchArrays.of(index, index._pruned().layout)
+    queries = _random_impacts(rng, 20, 40, 12, 300, 1.0)
+    resumed = 0
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        n = len(terms)
+        if n == 0:
+            continue
+        for budget in (0, 1, 5, 40, 300, 5000):
+            for target in (0, 10, 1000, 30_000, 10**6):
+                position, impact = np.empty(n, np.int64), np.empty(n, np.int64)
+                plan = np.empty((pruned._PLAN_ROWS, n), np.int64)
+                keys = np.empty(n, np.float64)
+                steps, bound = pruned._start_cuts(
+                    terms, weights, arrays, position, impact, plan, keys
+                )
+                steps, bound, postings = pruned._lower_cuts(
+                    terms, weights, arrays, 0, budget, position, impact, plan, keys, steps,
+                    bound, 0,
+                )  # fmt: skip
+                if bound <= target:
+                    continue  # the kernel chooses from scratch then
+                _, bound, _ = pruned._lower_cuts(
+                    terms, weights, arrays, target, pruned._NO_POSTINGS_LIMIT, position,
+                    impact, plan, keys, steps, bound, postings,
+                )  # fmt: skip
+                fresh_position, fresh_impact = np.empty(n, np.int64), np.empty(n, np.int64)
+                fresh = pruned._choose_cuts(
+                    terms, weights, arrays, target, pruned._NO_POSTINGS_LIMIT, fresh_position,
+                    fresh_impact,
+                )  # fmt: skip
+                assert bound == fresh
+                assert position.tolist() == fresh_position.tolist()
+                assert impact.tolist() == fresh_impact.tolist()
+                resumed += 1
+    assert resumed > 100  # not vacuous
+
+
+def test_prepared_queries_take_the_one_row_path_and_equal_the_general_path(tmp_path):
+    # A (int32 terms, int64 weights) tuple, prepare_query's own form, is searched by the same
+    # compiled call as a one-row SparseBatch; it must give what prepare_query +
+    # _search_prepared give (search_with_stats always takes that path), and anything not in
+    # the prepared form must be declined there: unsorted terms are sorted and bad ones get
+    # the general path's error.
+    rng = np.random.default_rng(8)
+    docs = _random_impacts(rng, 400, 30, 12, 300, 1.0)
+    path = tmp_path / "index"
+    ImpactIndex.build(docs, path, quantizer=Quantizer(max_impact=100_000), show_progress=False)
+    index = ImpactIndex.open(path)
+    mask = rng.random(400) < 0.5
+    fast = 0
+    for weights_high in (3, 300, 10**7):
+        queries = _random_impacts(rng, 8, 30, 10, weights_high, 1.0)
+        for q in range(len(queries)):
+            terms, weights = queries.select([q]).row(0)
+            weights = weights.astype(np.int64)
+            weights[::3] = 0  # zeros are dropped by both paths
+            pair = (terms.astype(np.int32), weights)
+            for k in (1, 10, 100):
+                for mode in ("pruned", "exhaustive"):
+                    general, _ = index.search_with_stats(pair, k, mode=mode)
+                    assert _pairs(index.search(pair, k, mode=mode)) == _pairs(general)
+                    for flt, floor in ((None, None), (mask, 5)):
+                        top = index.search_arrays(pair, k, mode=mode, filter=flt, floor=floor)
+                        hits, _ = index.search_with_stats(
+                            pair, k, mode=mode, filter=flt, floor=floor
+                        )
+                        assert list(zip(top.docnos.tolist(), top.scores.tolist())) == _pairs(hits)
+                fast += index._search_row(pair, k, Pruned(), None, 0) is not None
+            if len(terms) > 1:  # reversed: declined by the compiled call, sorted by the other
+                backwards = (pair[0][::-1].copy(), pair[1][::-1].copy())
+                assert index._search_row(backwards, 10, Pruned(), None, 0) is None
+                assert _pairs(index.search(backwards, 10)) == _pairs(index.search(pair, 10))
+    assert fast > 0  # not vacuous
+    bad = [
+        (np.array([3, 3], np.int32), np.array([1, 2], np.int64)),  # a term twice
+        (np.array([1, 30], np.int32), np.array([1, 2], np.int64)),  # outside the vocabulary
+        (np.array([-1, 2], np.int32), np.array([1, 2], np.int64)),
+        (np.array([1, 2], np.int32), np.array([1, -2], np.int64)),  # a negative weight
+        (np.array([1, 2], np.int32), np.array([1, 2**62], np.int64)),  # scores would overflow
+    ]
+    for pair in bad:
+        assert index._search_row(pair, 10, Pruned(), None, 0) is None
+        with pytest.raises(InputError):
+            index.search(pair, 10)
+        with pytest.raises(InputError):
+            index.search_arrays(pair, 10)

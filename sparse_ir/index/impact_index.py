@@ -753,9 +753,27 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
         :meth:`_search_prepared`, which give the same hits (``tests/test_pruned.py``).
 
         The fast path exists because a BM25 search of a few thousand documents takes
-        ~10 µs in the kernel and the Python steps around it as much again.
+        ~10 µs in the kernel and the Python steps around it as much again. A query already in
+        :meth:`prepare_query`'s form (a tuple of int32 term ids and int64 weights, as
+        benchmarks and batch callers hold them) takes it too: the compiled call checks what
+        :meth:`prepare_query` would (ascending unique terms of this vocabulary, weights >= 0)
+        and declines anything else.
         """
-        if (
+        if type(query) is tuple:
+            if (
+                len(query) != 2
+                or type(query[0]) is not np.ndarray
+                or type(query[1]) is not np.ndarray
+                or query[0].dtype != np.int32
+                or query[1].dtype != np.int64
+                or query[0].shape != query[1].shape
+                or query[0].ndim != 1
+                or self._term_check is None
+                or not self.has_search_layout
+            ):
+                return None
+            terms, values = query
+        elif (
             type(query) is not SparseBatch
             or self._term_check is None
             or not self.has_search_layout
@@ -764,11 +782,13 @@ class ImpactIndex(MetadataAccess, IndexBase[ImpactManifest]):
             or not self._same_vocabulary(query.vocab)
         ):
             return None
-        start, end = query.indptr.tolist()
+        else:
+            start, end = query.indptr.tolist()
+            terms, values = query.indices[start:end], query.values[start:end]
         params = _filtered_params(mode.kernel_params(), allowed, self.num_documents)
         return self._pruned().search_row(
-            query.indices[start:end],
-            query.values[start:end],
+            terms,
+            values,
             min(k, max(self.num_documents, 1)),
             params,
             kernels.ALL_DOCUMENTS if allowed is None else allowed,

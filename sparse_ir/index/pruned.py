@@ -114,10 +114,14 @@ _VERIFY_BATCH = 8
 _SCAN_BLOCK = 64
 # Postings a layer's end is searched by at a time (:func:`_prefix_above`).
 _PREFIX_STEP = 16
+# Postings per 64-byte cache line (uint16 offsets and impacts): the prefetch stride.
+_LINE_POSTINGS = 32
 # Cut steps grow a term's layer by this factor (snapped to segment ends).
 _CUT_GROWTH = 1.25
 # Queries with at most this many times ``estimate_postings`` postings run the exhaustive kernel.
 _PRUNE_MIN_FACTOR = 2
+# The cut phase's budget of postings: none.
+_NO_POSTINGS_LIMIT = 1 << 62
 # What :func:`_exact_score` returns for a document whose forward entry is damaged (a real score
 # is never negative: weights and impacts are positive).
 _CORRUPT_SCORE = -1
@@ -374,6 +378,20 @@ def _prefetch_starts(query_terms, arrays, num_windows, w):
         prefetch(arrays.impact_order_impacts, start)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _prefetch_next_window(arrays, end, count, last):
+    """Announce about ``count`` postings of a term's next window, which starts where this
+    window's postings ``end``: its layer there is about as long as here, and fetching it while
+    this window is scored hides the misses of a stream the hardware has not detected yet (a
+    window's layer of a term is a few cache lines to a few hundred). Nothing when this window
+    is the ``last``."""
+    if last:
+        return
+    for j in range(0, count, _LINE_POSTINGS):
+        prefetch(arrays.impact_order_docs, end + j)
+        prefetch(arrays.impact_order_impacts, end + j)
+
+
 @numba.njit(cache=True, nogil=True)
 def _contains(sorted_values, count, value):
     low = 0
@@ -443,19 +461,30 @@ def _plan_step(
     return query_weights[i] * (cut_impact[i] - below) / max(position - cut_position[i], 1)
 
 
-@numba.njit(cache=True, nogil=True)
-def _choose_cuts(
-    query_terms, query_weights, arrays, target, max_postings, cut_position, cut_impact
-):
-    """Per-term cuts, lowered greedily (best score range per posting first) until
-    R = Σ q_t·τ_t <= ``target`` or the layer would exceed ``max_postings``.
+# Rows of a cut plan (int64 [_PLAN_ROWS, n_terms]): the state of :func:`_lower_cuts` between
+# calls, so the cut phase resumes where the estimate's cuts stopped.
+_PLAN_SEGMENT = 0  # each term's next segment
+_PLAN_OWNER = 1  # the terms of the max-heap of next steps (keys: ``plan_keys``)
+_PLAN_NEXT_SEGMENT = 2  # each term's next step: segment after it,
+_PLAN_NEXT_POSITION = 3  # its layer end,
+_PLAN_NEXT_IMPACT = 4  # its cut
+_PLAN_ROWS = 5
 
-    Fills ``cut_position`` (end of each term's layer) and ``cut_impact`` (τ_t); returns R.
-    """
+
+@numba.njit(cache=True, nogil=True)
+def _start_cuts(query_terms, query_weights, arrays, cut_position, cut_impact, plan, plan_keys):
+    """Every cut above its term's highest impact (an empty layer), and the plan of the next
+    steps (``plan``: int64 [_PLAN_ROWS, n_terms], ``plan_keys``: float64 [n_terms]).
+
+    Returns ``(steps in the plan's heap, R = Σ q_t·τ_t)`` for :func:`_lower_cuts`."""
     n_terms = len(query_terms)
-    segment = np.empty(n_terms, np.int64)
+    segment = plan[_PLAN_SEGMENT]
+    owners = plan[_PLAN_OWNER]
+    next_segment = plan[_PLAN_NEXT_SEGMENT]
+    next_position = plan[_PLAN_NEXT_POSITION]
+    next_impact = plan[_PLAN_NEXT_IMPACT]
     bound = np.int64(0)
-    for i in range(n_terms):  # every cut above the term's highest impact: an empty layer
+    for i in range(n_terms):
         t = query_terms[i]
         first = arrays.segment_offsets[t]
         segment[i] = first
@@ -467,15 +496,10 @@ def _choose_cuts(
         )
         bound += query_weights[i] * cut_impact[i]
     # Max-heap of each term's next step, keyed by its gain.
-    keys = np.empty(n_terms, np.float64)
-    owners = np.empty(n_terms, np.int64)
-    next_segment = np.empty(n_terms, np.int64)
-    next_position = np.empty(n_terms, np.int64)
-    next_impact = np.empty(n_terms, np.int64)
     size = 0
     for i in range(n_terms):
         if cut_impact[i] > 0:
-            keys[size] = _plan_step(
+            plan_keys[size] = _plan_step(
                 i,
                 query_terms,
                 query_weights,
@@ -489,8 +513,37 @@ def _choose_cuts(
             )
             owners[size] = i
             size += 1
-    heaps.max_heapify(keys, owners, size)
-    postings = np.int64(0)
+    heaps.max_heapify(plan_keys, owners, size)
+    return size, bound
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_cuts(
+    query_terms,
+    query_weights,
+    arrays,
+    target,
+    max_postings,
+    cut_position,
+    cut_impact,
+    plan,
+    plan_keys,
+    size,
+    bound,
+    postings,
+):
+    """Lower the cuts of a plan (:func:`_start_cuts`) greedily, best score range per posting
+    first, until R <= ``target`` or the layer would pass ``max_postings`` (``postings``: the
+    layer's size so far). Returns ``(size, R, postings)`` to resume from.
+
+    The steps depend only on the plan, not on the target or the budget: lowering to one
+    target and then resuming to a lower one takes the same steps as lowering to the lower
+    target at once, as long as R was still above it when the first call stopped."""
+    segment = plan[_PLAN_SEGMENT]
+    owners = plan[_PLAN_OWNER]
+    next_segment = plan[_PLAN_NEXT_SEGMENT]
+    next_position = plan[_PLAN_NEXT_POSITION]
+    next_impact = plan[_PLAN_NEXT_IMPACT]
     while bound > target and size > 0:
         i = owners[0]
         step = next_position[i] - cut_position[i]
@@ -502,7 +555,7 @@ def _choose_cuts(
         cut_position[i] = next_position[i]
         segment[i] = next_segment[i]
         if cut_impact[i] > 0:
-            keys[0] = _plan_step(
+            plan_keys[0] = _plan_step(
                 i,
                 query_terms,
                 query_weights,
@@ -516,9 +569,31 @@ def _choose_cuts(
             )
         else:
             size -= 1
-            keys[0] = keys[size]
+            plan_keys[0] = plan_keys[size]
             owners[0] = owners[size]
-        heaps.max_sift_down(keys, owners, size, 0)
+        heaps.max_sift_down(plan_keys, owners, size, 0)
+    return size, bound, postings
+
+
+@numba.njit(cache=True, nogil=True)
+def _choose_cuts(
+    query_terms, query_weights, arrays, target, max_postings, cut_position, cut_impact
+):
+    """Per-term cuts, lowered greedily (best score range per posting first) until
+    R = Σ q_t·τ_t <= ``target`` or the layer would exceed ``max_postings``.
+
+    Fills ``cut_position`` (end of each term's layer) and ``cut_impact`` (τ_t); returns R.
+    """
+    n_terms = len(query_terms)
+    plan = np.empty((_PLAN_ROWS, n_terms), np.int64)
+    plan_keys = np.empty(n_terms, np.float64)
+    size, bound = _start_cuts(
+        query_terms, query_weights, arrays, cut_position, cut_impact, plan, plan_keys
+    )
+    _, bound, _ = _lower_cuts(
+        query_terms, query_weights, arrays, target, max_postings, cut_position, cut_impact,
+        plan, plan_keys, size, bound, np.int64(0),
+    )  # fmt: skip
     return bound
 
 
@@ -544,6 +619,7 @@ def _add_layer(
         docs = io_docs[start:end]  # views counted from 0: see _add_excess
         impacts = io_impacts[start:end]
         count = _prefix_above(impacts, cut_impact[i])
+        _prefetch_next_window(arrays, end, count, w + 1 == num_windows)
         for j in range(count):
             offset = np.int64(docs[j])
             # The document is listed when first touched, without a branch: the slot is always
@@ -698,12 +774,24 @@ def _score_estimate(
 @numba.njit(cache=True, nogil=True)
 def _cut(query_terms, query_weights, arrays, theta0, cut_ratio, cut_position, cut_impact):
     """Phase 2: cuts with R = Σ q_t·τ_t <= ρ·θ₀ (and < θ₀ when exact); returns R."""
+    return _choose_cuts(
+        query_terms,
+        query_weights,
+        arrays,
+        _cut_target(theta0, cut_ratio),
+        _NO_POSTINGS_LIMIT,
+        cut_position,
+        cut_impact,
+    )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cut_target(theta0, cut_ratio):
+    """The largest R the cut phase may leave: ρ·θ₀, and below θ₀ when exact (ρ < 1)."""
     target = np.int64(np.floor(theta0 * cut_ratio))
     if cut_ratio < 1.0 and target >= theta0:
         target = theta0 - 1
-    return _choose_cuts(
-        query_terms, query_weights, arrays, target, np.int64(1) << 62, cut_position, cut_impact
-    )
+    return target
 
 
 # -- 3. bound ------------------------------------------------------------------------------------
@@ -740,6 +828,7 @@ def _add_excess(query_terms, query_weights, arrays, num_windows, w, cut_impact, 
         docs = io_docs[start:end]
         impacts = io_impacts[start:end]
         count = _prefix_above(impacts, cut)
+        _prefetch_next_window(arrays, end, count, w + 1 == num_windows)
         # Offsets are uint16 and the accumulator has 2^16 entries: no write can leave it; an
         # offset past the window's documents is caught by the candidate scan.
         for j in range(count):
@@ -997,11 +1086,21 @@ def pruned_search_one(
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
     floor = max(np.int64(floor), np.int64(0))
+    plan = np.empty((_PLAN_ROWS, n_terms), np.int64)
+    plan_keys = np.empty(n_terms, np.float64)
 
-    # 1. Estimate θ₀ (the estimate's documents are skipped when verifying candidates).
-    n_best, scored, exhaustive, corrupt = _estimate(
-        query_terms, query_weights, allowed, arrays, settings, accumulator,
-        scratch.candidate_docs, cut_position, cut_impact, best_scores, best_docs
+    # 1. Estimate θ₀ (the estimate's documents are skipped when verifying candidates): what
+    # _estimate does, keeping the plan of the cuts for the cut phase to resume.
+    n_steps, estimate_bound = _start_cuts(
+        query_terms, query_weights, arrays, cut_position, cut_impact, plan, plan_keys
+    )
+    n_steps, estimate_bound, layer_postings = _lower_cuts(
+        query_terms, query_weights, arrays, np.int64(0), np.int64(settings.estimate_postings),
+        cut_position, cut_impact, plan, plan_keys, n_steps, estimate_bound, np.int64(0)
+    )
+    n_best, scored, exhaustive, corrupt = _score_layer(
+        query_terms, query_weights, allowed, arrays, accumulator, scratch.candidate_docs,
+        cut_impact, best_scores, best_docs
     )
     estimated_docs = np.sort(best_docs[:n_best])
     size = 0
@@ -1026,10 +1125,20 @@ def pruned_search_one(
     # Every document of the answer scores at least θ₀: the heap's k-th, or above the floor.
     theta0 = heap_scores[0] if size == k else floor + 1
 
-    # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀.
-    bound = _cut(
-        query_terms, query_weights, arrays, theta0, settings.cut_ratio, cut_position, cut_impact
-    )
+    # 2. Cut: R = Σ q_t·τ_t <= ρ·θ₀, resuming the estimate's plan: the same cuts as _cut
+    # chooses from scratch while the estimate's R is above the target (its steps are the
+    # first steps of _cut's), without choosing those steps again.
+    target = _cut_target(theta0, settings.cut_ratio)
+    if estimate_bound > target:
+        _, bound, _ = _lower_cuts(
+            query_terms, query_weights, arrays, target, _NO_POSTINGS_LIMIT, cut_position,
+            cut_impact, plan, plan_keys, n_steps, estimate_bound, layer_postings
+        )
+    else:
+        bound = _cut(
+            query_terms, query_weights, arrays, theta0, settings.cut_ratio, cut_position,
+            cut_impact
+        )
 
     # 3. Bound: candidates are the documents with credit + excess >= θ₀ (credit = R, or β·R).
     credit = bound
@@ -1756,18 +1865,25 @@ def search_row_flat(
     checks, :class:`~sparse_ir.index.validate.TermCheck`) or a weight is above
     ``INT64_MAX // (max_impact × terms)`` (the general path raises the error); scores are summed
     in int64 when Σ weights × ``largest_impact`` passes INT32_MAX // 2 and so does the bound
-    Σ weight × ``term_max``. ``row_terms`` are ascending, unique and inside the vocabulary
-    (a SparseBatch guarantees it). Returns the number of hits, ``kernels.CORRUPT`` or
-    ``NEEDS_GENERAL``.
+    Σ weight × ``term_max``. The row is also declined unless its terms are ascending, unique
+    and inside the vocabulary and its weights >= 0 (a SparseBatch guarantees it; a query
+    already in :meth:`ImpactIndex.prepare_query`'s form comes here too, and anything else
+    gets the general path's error or sorting). Returns the number of hits,
+    ``kernels.CORRUPT`` or ``NEEDS_GENERAL``.
     """
     n = len(row_terms)
     top = np.int64(0)
     total = np.int64(0)
     kept = 0
+    previous = np.int64(-1)
     for i in range(n):
-        if checked[row_terms[i]] == 0:
+        term = np.int64(row_terms[i])
+        if term <= previous or term >= len(checked) or checked[term] == 0:
             return NEEDS_GENERAL
+        previous = term
         weight = np.int64(row_weights[i])
+        if weight < 0:
+            return NEEDS_GENERAL
         top = max(top, weight)
         if weight > 0:
             kept += 1
