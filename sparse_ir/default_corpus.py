@@ -9,6 +9,7 @@ long docstrings split at paragraph breaks into passages of about ``max_words`` w
 from __future__ import annotations
 
 import ast
+import functools
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,21 @@ def _passages(text: str, max_words: int) -> Iterator[str]:
         yield " ".join(words_so_far)
 
 
+@functools.lru_cache(maxsize=2)
+def _all_docstrings(stdlib: str) -> tuple[tuple[str, str], ...]:
+    """Every ``(qualified name, docstring)`` of the standard library at ``stdlib``, in module
+    order. Parsing takes seconds and the files do not change while Python runs, so it is done
+    once per process (the demo and its tests ask for the corpus several times)."""
+    found: list[tuple[str, str]] = []
+    for module, path in _modules(Path(stdlib)):
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError, OSError):
+            continue
+        found.extend(_docstrings(module, tree))
+    return tuple(found)
+
+
 def stdlib_docstrings(
     max_documents: int | None = 3000, *, min_words: int = 12, max_words: int = 160
 ) -> list[Document]:
@@ -95,19 +111,13 @@ def stdlib_docstrings(
         min_words: skip docstrings shorter than this.
         max_words: target passage length.
     """
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
     documents: list[Document] = []
-    for module, path in _modules(stdlib):
-        try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (SyntaxError, ValueError, OSError):
+    for name, text in _all_docstrings(sysconfig.get_paths()["stdlib"]):
+        if len(text.split()) < min_words:
             continue
-        for name, text in _docstrings(module, tree):
-            if len(text.split()) < min_words:
-                continue
-            for number, passage in enumerate(_passages(text, max_words)):
-                if len(passage.split()) >= min_words:
-                    documents.append(Document(f"{name}#{number}", name, passage))
+        for number, passage in enumerate(_passages(text, max_words)):
+            if len(passage.split()) >= min_words:
+                documents.append(Document(f"{name}#{number}", name, passage))
     if max_documents is not None and len(documents) > max_documents:
         # An even sample across the whole library rather than its first modules alphabetically.
         step = len(documents) / max_documents

@@ -199,6 +199,7 @@ def test_damaged_postings_are_refused_naming_the_segment(tmp_path):
     layout = segment._pruned().layout
     damaged = np.array(layout.impact_order_docs)
     damaged[:] = 60_000
+    damaged.flags.writeable = False  # as mapped arrays are: one kernel type, no extra compile
     segment._pruned().layout = layout._replace(impact_order_docs=damaged)
     with pytest.raises(IndexCorruptError, match=str(segment.directory)):
         searcher.search(terms, weights, 3, params, [None, None])

@@ -162,6 +162,7 @@ def test_pruned_kernel_never_scores_a_filtered_out_document(tmp_path):
         offsets = np.asarray(pristine.forward_offsets)
         for doc in np.flatnonzero(~allowed):
             forward_terms[offsets[doc] : offsets[doc + 1]] = np.iinfo(forward_terms.dtype).max
+        forward_terms.flags.writeable = False  # as mapped: a writable array recompiles the kernel
         searcher.layout = pristine._replace(forward_terms=forward_terms)
         expected, _ = filtered_reference(index, terms, weights, 10, allowed)
         for mode in _THROUGH_CUTS + [Pruned(200, 20), Pruned(600, 40, cut_ratio=0.9)]:

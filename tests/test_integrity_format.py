@@ -236,3 +236,22 @@ def test_ctrl_c_during_a_build_keeps_the_old_index_and_leaves_nothing(tmp_path):
     assert IndexDirectory(path).leftovers() == []
     assert sorted(p.name for p in path.iterdir()) == [".lock", "CURRENT", "gen-000001"]
     assert kind.answers(kind.open(path)) == kind.expected(1, SMALL)
+
+
+def test_opened_arrays_are_read_only_even_when_empty(tmp_path):
+    """An empty array file opens read-only like a mapped one, so an index without postings
+    hands the kernels the same array types as any other (numba compiles every kernel again
+    for a writable argument)."""
+    for count in (0, 5):
+        path = tmp_path / f"values-{count}.bin"
+        storage.write_array(path, "values", np.arange(count, dtype=np.int64))
+        values = storage.open_array(path, name="values", dtype=np.int64, count=count)
+        assert len(values) == count and not values.flags.writeable
+    from sparse_ir import ImpactIndex, SparseBatch
+
+    empty = SparseBatch.from_dicts([{}, {}], ["a", "b"], ids=["x", "y"])
+    index = ImpactIndex.build(empty, tmp_path / "index", show_progress=False)
+    layout = {k: v for k, v in index._layout._asdict().items() if isinstance(v, np.ndarray)}
+    assert len(layout["forward_terms"]) == 0
+    assert not [name for name, array in layout.items() if array.flags.writeable]
+    assert index.search({"a": 1}, 3) == []

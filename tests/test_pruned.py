@@ -537,6 +537,7 @@ def test_damage_found_by_an_early_verification_is_refused(tmp_path):
     # first four candidates (documents 7, 23, 39, 55) and finds the damage.
     forward_terms = np.array(pristine.forward_terms)
     forward_terms[: pristine.forward_offsets[_ESTIMATED[0]]] = np.iinfo(forward_terms.dtype).max
+    forward_terms.flags.writeable = False  # as mapped: a writable array recompiles the kernel
     searcher.layout = pristine._replace(forward_terms=forward_terms)
     scratch = searcher._scratch()
     accumulator32, slots = scratch.accumulator32, scratch.slots

@@ -424,7 +424,12 @@ def open_array(
     if count is not None and header.count != count:
         raise IndexCorruptError(f"{path}: {header.count} elements, expected {count}")
     if header.count == 0:
-        return np.zeros(0, dtype=header.dtype)
+        # Nothing to map. Read-only like a mapped array: numba compiles every kernel again for
+        # each writable/read-only mix of its arguments (~40 s of compilation for the search
+        # entry points, the first time an index without postings is searched).
+        empty = np.zeros(0, dtype=header.dtype)
+        empty.flags.writeable = False
+        return empty
     return np.asarray(
         np.memmap(
             path, dtype=header.dtype, mode="r", offset=header.data_offset, shape=(header.count,)
