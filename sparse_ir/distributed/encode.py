@@ -282,6 +282,17 @@ def _read_corpus(ray, path: Path, part_size: int, readers: int):
     # cluster, and a read task waiting for one would wait forever): their concurrency is
     # bounded instead.
     blocks = max(1, -(-_estimated_documents(path) // part_size))
+    # Blocks in corpus order (set before the dataset is made: it copies the context).
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        return _read_blocks(ray, path, blocks, readers)
+    finally:
+        context.execution_options.preserve_order = saved
+
+
+def _read_blocks(ray, path: Path, blocks: int, readers: int) -> list:
     if path.is_dir() or path.suffix == ".parquet":
         dataset = ray.data.read_parquet(
             str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
@@ -296,13 +307,7 @@ def _read_corpus(ray, path: Path, part_size: int, readers: int):
         dataset = dataset.map_batches(
             _parse_lines, batch_format="numpy", num_cpus=0, concurrency=readers
         )
-    context = ray.data.DataContext.get_current()
-    saved = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True  # blocks in corpus order
-    try:
-        refs = dataset.materialize().to_arrow_refs()
-    finally:
-        context.execution_options.preserve_order = saved
+    refs = dataset.materialize().to_arrow_refs()
     # Zero-copy reads of the tables in the object store, for their row counts only.
     return [(ref, ray.get(ref).num_rows) for ref in refs]
 
