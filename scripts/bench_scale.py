@@ -134,6 +134,7 @@ def bench_encoding(args, work: Path) -> dict:
         figures[f"actors_{actors}"] = {
             "documents": result.encoded_documents,
             "parts": result.encoded,
+            "part_size": result.part_size,
             "encode_seconds": round(result.encode_seconds, 2),
             "docs_per_second": round(result.documents_per_second, 1),
             "wall_seconds": result.seconds,
@@ -410,7 +411,11 @@ def main(argv=None) -> int:
         "--encode-docs", type=int, default=2000, help="SciFact docs encoded (default: 2000)"
     )
     parser.add_argument(
-        "--part-size", type=int, default=50, help="documents per encoded part (default: 50)"
+        "--part-size",
+        default="auto",
+        type=lambda text: text if text == "auto" else int(text),
+        help="documents per encoded part, or 'auto' (the library's: four parts per actor, "
+        "100..1000 documents) (default: auto)",
     )
     parser.add_argument("--k", type=int, default=10, help="result depth (default: 10)")
     parser.add_argument("--passes", type=int, default=1, help="passes over queries (default 1)")

@@ -136,10 +136,23 @@ def _add_ray_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--part-size",
-        type=positive_int,
-        default=1000,
-        help="documents per encoded part: the unit of retry and resume (default: 1000)",
+        type=_part_size,
+        default="auto",
+        help="documents per encoded part, the unit of retry and resume, or 'auto': four "
+        "parts per actor, 100..1000 documents, kept by a re-run (default: auto)",
     )
+
+
+def _part_size(text: str) -> int | str:
+    """argparse type of --part-size: ``auto`` or an integer >= 1."""
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {text!r}"
+        ) from None
 
 
 def _register_search(subparsers) -> None:

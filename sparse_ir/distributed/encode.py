@@ -1,18 +1,21 @@
 """Distributed encoding and sharded indexing on Ray.
 
 :func:`encode_corpus_on_ray`: Ray Data reads the corpus (BEIR JSONL, or Parquet with
-``_id``/``id``, ``title``, ``text`` columns) in order, a pool of encoder actors (the model
-loaded once per actor; ``num_gpus`` each where there are GPUs, else ``threads`` CPU threads)
-encodes it in parts of ``part_size`` documents, and each part is written as a
+``_id``/``id``, ``title``, ``text`` columns) in order into Ray's object store; then a fixed
+pool of encoder actors (the model loaded once per actor; ``num_gpus`` each where there are
+GPUs, else ``threads`` CPU threads) encodes it in parts of exactly ``part_size`` documents,
+handed out by the driver one at a time per actor, and each part is written as a
 :class:`~sparse_ir.sparse_batch.SparseBatch` file to a directory every node shares::
 
     OUTPUT/part-<digest>.npz   one part: its vectors and document ids (digest: of the ids)
+    OUTPUT/plan.json           the corpus, its documents and the part size (so that a re-run
+                               cuts the same parts)
     OUTPUT/encode.json         the parts in corpus order, their sizes and largest weights,
                                the encoder's settings (written last, atomically)
 
 *Exactly once.* A part's file name is a digest of its document ids and is written atomically,
-so a batch that Ray retries after a killed actor (Ray Data restarts actors and retries their
-batches) writes the same file again, never a second copy. At the end every part's ids are read
+so a part that Ray retries after a killed actor (Ray restarts the actor and sends it the
+part again) writes the same file again, never a second copy. At the end every part's ids are read
 back: each document of the corpus must be in exactly one listed part, or the job fails naming
 the id. *Resumable*: a re-run finds the parts that are already there (same ids, readable) and
 does not encode them again.
@@ -51,7 +54,9 @@ logger = logging.getLogger(__name__)
 ENCODE_MANIFEST = "encode.json"
 ENCODE_FORMAT = "sparse-ir-encoded-parts"
 _SAMPLE_BYTES = 1 << 20
-_PARTS_IN_FLIGHT = 2  # per encoder actor: the part it encodes and the next
+ENCODE_PLAN = "plan.json"
+_AUTO_PART_SIZE = (100, 1000)  # the bounds of part_size="auto"
+_ACTOR_RESTARTS = 3  # times Ray restarts a killed encoder actor and retries its part
 _ACTORS_START_TIMEOUT = 600  # seconds for the encoder actors to start and load the model
 
 
@@ -75,7 +80,9 @@ class EncodeJob:
             with ``_id`` (or ``id``), ``title`` and ``text`` columns.
         output: directory of the parts, on storage every node reads and writes at this path.
         model: bundled name, directory or hub id of the SPLADE model (default splade-tiny).
-        part_size: documents per part (default 1,000): the unit of retry and resume.
+        part_size: documents per part, the unit of retry and resume, or ``"auto"`` (the
+            default): four parts per actor, 100..1000 documents (:func:`resolve_part_size`),
+            recorded in ``output/plan.json`` so that a re-run cuts the same parts.
         actors: encoder actors (default 1).
         threads: CPU threads per actor, and the CPUs Ray reserves for it (default 1).
         num_gpus: GPUs per actor (default 0: CPU); > 0 encodes on ``cuda``.
@@ -87,7 +94,7 @@ class EncodeJob:
     input: str | os.PathLike
     output: str | os.PathLike
     model: str = "splade-tiny"
-    part_size: int = 1000
+    part_size: int | str = "auto"
     actors: int = 1
     threads: int = 1
     num_gpus: float = 0.0
@@ -99,8 +106,11 @@ class EncodeJob:
     def __post_init__(self) -> None:
         for name in ("part_size", "actors", "threads", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            if name == "part_size" and value == "auto":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                rule = "an integer >= 1" + (' or "auto"' if name == "part_size" else "")
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
         if self.num_gpus < 0:
             raise ValueError(f"num_gpus must be >= 0, got {self.num_gpus!r}")
 
@@ -115,6 +125,7 @@ class EncodeResult:
         sizes: documents per part; max_weights: each part's largest weight.
         settings: the encoder's settings (what an index records).
         encoded, kept: parts encoded by the last run, and found from an earlier one.
+        part_size: documents per part (the last part the rest).
         seconds: wall time of the last run; encode_seconds, encoded_documents: its encoding
             phase (first part started to last part finished) and the documents it encoded.
         workers: per encoder actor process of the last run (by pid): the parts and
@@ -134,6 +145,7 @@ class EncodeResult:
     encode_seconds: float = 0.0
     encoded_documents: int = 0
     workers: dict = field(default_factory=dict)
+    part_size: int = 0
 
     @property
     def documents_per_second(self) -> float:
@@ -174,6 +186,7 @@ def read_encode_result(output: str | os.PathLike) -> EncodeResult:
         body.get("encoded", 0),
         body.get("kept", 0),
         body.get("seconds", 0.0),
+        part_size=body.get("part_size", 0),
     )
 
 
@@ -254,62 +267,167 @@ def _estimated_documents(path: Path) -> int:
 
 
 def _read_corpus(ray, path: Path, part_size: int, readers: int):
-    """A Ray Dataset of the corpus (``_id``, ``title``, ``text``), in file order, read by at
-    most ``readers`` tasks at a time, in blocks of about ``part_size`` documents."""
+    """The corpus (``_id``, ``title``, ``text``) read by Ray Data into the object store, in
+    file order, by at most ``readers`` tasks at a time: a list of ``(block ref, rows)``.
+
+    The read finishes here, before any part is encoded: Ray Data's streaming executor (its
+    scheduling loop and the actors it keeps) is done by then, and leaves the cores to the
+    encoder actors (on 2 cores it cost the second actor a fifth of its speed). Blocks hold
+    about ``part_size`` documents; the parts are cut from them exactly (:func:`_cut_parts`),
+    so the block boundaries do not decide the parts.
+    """
     if not path.exists():
         raise FileNotFoundError(f"no corpus at {path}")
     # Reading and parsing reserve no CPU (the encoder actors may hold every CPU of the
     # cluster, and a read task waiting for one would wait forever): their concurrency is
-    # bounded instead. A block is the unit Ray Data hands to an encoder actor, so blocks of
-    # about one part let the parts spread evenly over the actors (blocks of many parts go
-    # whole to one actor, and the last ones leave the others idle). The number of blocks
-    # follows from the input alone (an estimate of its documents), so a re-run cuts the same
-    # parts and finds them done.
+    # bounded instead.
     blocks = max(1, -(-_estimated_documents(path) // part_size))
+    # Blocks in corpus order (set before the dataset is made: it copies the context).
+    context = ray.data.DataContext.get_current()
+    saved = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        return _read_blocks(ray, path, blocks, readers)
+    finally:
+        context.execution_options.preserve_order = saved
+
+
+def _read_blocks(ray, path: Path, blocks: int, readers: int) -> list:
     if path.is_dir() or path.suffix == ".parquet":
         dataset = ray.data.read_parquet(
             str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
         )
-        return dataset.map_batches(
+        dataset = dataset.map_batches(
             _normalize_columns, batch_format="numpy", num_cpus=0, concurrency=readers
         )
-    dataset = ray.data.read_text(
-        str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
-    )
-    return dataset.map_batches(_parse_lines, batch_format="numpy", num_cpus=0, concurrency=readers)
+    else:
+        dataset = ray.data.read_text(
+            str(path), num_cpus=0, concurrency=readers, override_num_blocks=blocks
+        )
+        dataset = dataset.map_batches(
+            _parse_lines, batch_format="numpy", num_cpus=0, concurrency=readers
+        )
+    refs = dataset.materialize().to_arrow_refs()
+    # Zero-copy reads of the tables in the object store, for their row counts only.
+    return [(ref, ray.get(ref).num_rows) for ref in refs]
+
+
+def resolve_part_size(part_size: int | str, documents: int, actors: int) -> int:
+    """Documents per part: ``part_size``, or for ``"auto"`` four parts per actor
+    (``documents / (4 × actors)``, rounded up), kept within 100..1000.
+
+    Four parts per actor: few enough that an actor's fixed cost per part (fetching its
+    documents, writing its file) stays small, and enough that the last parts even out the
+    actors' ends (an actor idle while another finishes its last part is time lost).
+
+    Example:
+        >>> resolve_part_size("auto", 2000, 2), resolve_part_size("auto", 300, 2)
+        (250, 100)
+        >>> resolve_part_size("auto", 10**7, 8), resolve_part_size(64, 10**7, 8)
+        (1000, 64)
+    """
+    if part_size != "auto":
+        return int(part_size)
+    wanted = -(-documents // (4 * actors))
+    return max(_AUTO_PART_SIZE[0], min(_AUTO_PART_SIZE[1], wanted))
+
+
+def _planned_part_size(output: Path, job: EncodeJob, corpus: str, documents: int) -> int:
+    """The part size of this run, recorded in ``output/plan.json`` with the corpus and its
+    documents: a re-run with ``part_size="auto"`` on the same corpus takes the recorded size
+    (even with another number of actors), so it cuts the same parts and keeps them."""
+    path = output / ENCODE_PLAN
+    planned = None
+    if job.part_size == "auto" and path.is_file():
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as error:
+            raise InputError(f"corrupt encoding plan ({error}); delete it", path=path) from None
+        if body.get("corpus") == corpus and body.get("documents") == documents:
+            planned = body.get("part_size")
+            if not isinstance(planned, int) or planned < 1:
+                raise InputError(f"part_size {planned!r} is not an integer >= 1", path=path)
+    part_size = planned or resolve_part_size(job.part_size, documents, job.actors)
+    body = {"corpus": corpus, "documents": documents, "part_size": part_size}
+    temporary = output / f".{ENCODE_PLAN}.tmp-{os.getpid()}"
+    temporary.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return part_size
+
+
+def _cut_parts(rows: Sequence[int], part_size: int) -> list[list[tuple[int, int, int]]]:
+    """Parts of exactly ``part_size`` documents (the last one the rest), each as the
+    ``(block, start, stop)`` slices of the blocks (of ``rows`` documents each) it spans.
+
+    Example:
+        >>> _cut_parts([3, 4], 5)
+        [[(0, 0, 3), (1, 0, 2)], [(1, 2, 4)]]
+    """
+    parts: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    missing = part_size
+    for block, count in enumerate(rows):
+        start = 0
+        while start < count:
+            stop = min(count, start + missing)
+            current.append((block, start, stop))
+            missing -= stop - start
+            start = stop
+            if missing == 0:
+                parts.append(current)
+                current, missing = [], part_size
+    if current:
+        parts.append(current)
+    return parts
 
 
 # -- encoding ---------------------------------------------------------------------------------
 
 
 class PartEncoder:
-    """Ray Data actor: loads the model once, encodes a batch of documents into one part file
-    (or keeps the part an earlier run wrote), and returns one summary row."""
+    """Ray actor: loads the model once, encodes the documents of one part into its file (or
+    keeps the file an earlier run wrote), and returns the part's summary."""
 
     def __init__(self, job: dict):
+        # Before the tokenizer and PyTorch first run: an actor keeps to its threads (the
+        # tokenizer's own thread pool would otherwise take every core for each part).
+        threads = job["threads"]
+        os.environ["TOKENIZERS_PARALLELISM"] = "true" if threads > 1 else "false"
+        os.environ.setdefault("RAYON_NUM_THREADS", str(threads))
         import torch
 
         from sparse_ir.encoders.splade import SpladeEncoder
         from sparse_ir.pipeline import encoder_settings
 
         self.output = Path(job["output"])
-        torch.set_num_threads(job["threads"])
+        torch.set_num_threads(threads)
         device = "cuda" if job["num_gpus"] > 0 else "cpu"
         options = {"batch_size": job["batch_size"], "precision": job["precision"]}
         if job["max_length"] is not None:
             options["document_max_length"] = job["max_length"]
         self.encoder = SpladeEncoder.from_pretrained(job["model"], device=device, **options)
         self.allow_empty = job["allow_empty"]
-        self.settings = json.dumps(encoder_settings(self.encoder))
+        self.settings = encoder_settings(self.encoder)
         workers = self.output / ".workers"
         workers.mkdir(parents=True, exist_ok=True)
         (workers / str(os.getpid())).touch()  # who is encoding (operators, fault tests)
 
-    def __call__(self, batch: dict) -> dict:
+    def ready(self) -> int:
+        """The actor's process id, once its model is loaded."""
+        return os.getpid()
+
+    def encode(self, slices: list[tuple[int, int]], *blocks) -> dict:
+        """Encode the documents ``blocks[i][start:stop]`` for each ``(start, stop)`` of
+        ``slices``, in order (Ray passes the blocks' tables, read from the object store)."""
         from sparse_ir.corpus import Document
 
-        ids = [str(i) for i in batch["_id"]]
-        documents = [Document(i, t, x) for i, t, x in zip(ids, batch["title"], batch["text"])]
+        started = time.time()
+        documents = []
+        for (start, stop), block in zip(slices, blocks):
+            table = block.slice(start, stop - start)
+            columns = [table.column(name).to_pylist() for name in ("_id", "title", "text")]
+            documents.extend(Document(str(i), t or "", x or "") for i, t, x in zip(*columns))
+        ids = [d.id for d in documents]
         if not self.allow_empty:
             for document in documents:
                 if not document.full_text.strip():
@@ -319,7 +437,6 @@ class PartEncoder:
                     )
         name = part_name(ids)
         path = self.output / name
-        started = time.time()
         kept = _existing_part(path, ids)
         if kept is None:
             vectors = self.encoder.encode_documents(
@@ -330,15 +447,18 @@ class PartEncoder:
         else:
             top = kept
         return {
-            "part": [name],
-            "documents": [len(ids)],
-            "max_weight": [top],
-            "kept": [kept is not None],
-            "settings": [self.settings],
-            "started": [started],
-            "finished": [time.time()],
-            "worker": [os.getpid()],
+            "part": name,
+            "documents": len(ids),
+            "max_weight": top,
+            "kept": kept is not None,
+            "started": started,
+            "finished": time.time(),
+            "worker": os.getpid(),
         }
+
+    def settings_of_model(self) -> dict:
+        """The encoder's settings (what an index records)."""
+        return self.settings
 
 
 def _existing_part(path: Path, ids: list[str]) -> float | None:
@@ -358,12 +478,80 @@ def _existing_part(path: Path, ids: list[str]) -> float | None:
     return float(part.values.max()) if len(part.values) else 0.0
 
 
+def _start_encoders(ray, job: EncodeJob, settings: dict) -> list:
+    """The encoder actors, each with its model loaded (the call returns when all are ready:
+    an actor that started encoding while the others still loaded would share the CPUs with
+    those loads, and take parts the later ones could have shared)."""
+    remote = ray.remote(PartEncoder).options(
+        num_cpus=job.threads,
+        num_gpus=job.num_gpus or None,
+        # A killed actor is restarted (its model loaded again) and the part it was
+        # encoding is sent to it again by Ray: the same ids give the same file.
+        max_restarts=_ACTOR_RESTARTS,
+        max_task_retries=_ACTOR_RESTARTS,
+        # No task events: a report per part to the GCS is CPU the actors need, for a
+        # timeline nobody reads here.
+        enable_task_events=False,
+    )
+    actors = [remote.remote(settings) for _ in range(job.actors)]
+    try:
+        ray.get([actor.ready.remote() for actor in actors], timeout=_ACTORS_START_TIMEOUT)
+    except ray.exceptions.GetTimeoutError:
+        for actor in actors:
+            ray.kill(actor)
+        raise RuntimeError(
+            f"the {job.actors} encoder actor(s) ({job.threads} CPU(s), {job.num_gpus} GPU(s) "
+            f"each) did not all start within {_ACTORS_START_TIMEOUT} s: does the cluster "
+            f"have the resources? ({ray.available_resources()})"
+        ) from None
+    return actors
+
+
+def _encode_parts(ray, actors: list, blocks: list, parts: list) -> list[dict]:
+    """Hand the parts to the actors, one at a time each, the next to whichever finishes
+    first; the driver blocks in ``ray.wait`` meanwhile (no polling). Returns the parts'
+    summaries in part order."""
+    summaries: list[dict | None] = [None] * len(parts)
+    waiting = iter(range(len(parts)))
+    pending: dict = {}  # object ref -> (actor, part)
+
+    def hand_out(actor) -> None:
+        number = next(waiting, None)
+        if number is None:
+            return
+        slices = [(start, stop) for _, start, stop in parts[number]]
+        refs = [blocks[block][0] for block, _, _ in parts[number]]
+        pending[actor.encode.remote(slices, *refs)] = (actor, number)
+
+    # One part per actor at a time: the next one waits in the driver, not in an actor's
+    # queue, so at the end no actor holds a part while another idles (a round trip per part
+    # costs milliseconds; a part queued behind a busy actor costs a part's time).
+    for actor in actors:
+        hand_out(actor)
+    while pending:
+        (done,), _ = ray.wait(list(pending), num_returns=1)
+        actor, number = pending.pop(done)
+        try:
+            summaries[number] = ray.get(done)
+        except ray.exceptions.RayTaskError as error:
+            raise error.as_instanceof_cause() from None
+        except ray.exceptions.RayActorError as error:
+            raise RuntimeError(
+                f"encoder actor died {_ACTOR_RESTARTS + 1} times on part {number} "
+                f"({error}); run the job again (finished parts are kept)"
+            ) from None
+        hand_out(actor)
+    return summaries
+
+
 def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> EncodeResult:
     """Encode ``job.input`` on the Ray cluster into parts under ``job.output``.
 
-    Returns the :class:`EncodeResult` (also written to ``output/encode.json``). Raises
-    :class:`InputError` for a bad corpus (naming the document), or when a document is
-    missing from the parts or in two of them (the exactly-once check).
+    Ray Data reads the corpus into the object store first; then the encoder actors, their
+    models loaded, take the parts one at a time each. Returns the :class:`EncodeResult`
+    (also written to ``output/encode.json``). Raises :class:`InputError` for a bad corpus
+    (naming the document), or when a document is missing from the parts or in two of them
+    (the exactly-once check).
     """
     from sparse_ir.distributed.cluster import init_ray
 
@@ -371,44 +559,33 @@ def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> Encod
     started = time.perf_counter()
     output = Path(job.output)
     output.mkdir(parents=True, exist_ok=True)
-    context = ray.data.DataContext.get_current()
-    saved = (context.execution_options.preserve_order, context.wait_for_min_actors_s)
-    context.execution_options.preserve_order = True  # parts come back in corpus order
-    # No part is handed out before every encoder actor has loaded its model: actors that
-    # start encoding while the others still load would share the CPUs with those loads, and
-    # then take the first parts of a corpus the later ones could have shared.
-    context.wait_for_min_actors_s = _ACTORS_START_TIMEOUT
+    corpus = str(Path(job.input).resolve())
+    # Blocks of about one part (an estimate: the parts themselves are cut exactly).
+    estimate = _estimated_documents(Path(job.input)) if Path(job.input).exists() else 1
+    read_size = resolve_part_size(job.part_size, estimate, job.actors)
+    blocks = _read_corpus(ray, Path(job.input), read_size, readers=max(2, job.actors))
+    corpus_rows = sum(rows for _, rows in blocks)
+    part_size = _planned_part_size(output, job, corpus, corpus_rows)
+    parts = _cut_parts([rows for _, rows in blocks], part_size)
+    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(job).items()}
+    settings["part_size"] = part_size
+    actors = _start_encoders(ray, job, settings)
     try:
-        dataset = _read_corpus(ray, Path(job.input), job.part_size, readers=max(2, job.actors))
-        settings = {
-            k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(job).items()
-        }
-        # At most one part waiting in each actor besides the one it encodes: the next part
-        # is there when it finishes one (no wait for the driver to hand it out), and at the
-        # end no actor has more than one part queued while another is idle.
-        pool = ray.data.ActorPoolStrategy(
-            size=job.actors, max_tasks_in_flight_per_actor=_PARTS_IN_FLIGHT
-        )
-        summaries = dataset.map_batches(
-            PartEncoder,
-            fn_constructor_kwargs={"job": settings},
-            batch_size=job.part_size,
-            batch_format="numpy",
-            compute=pool,
-            num_cpus=job.threads,
-            num_gpus=job.num_gpus or None,
-        ).take_all()
-        corpus_rows = dataset.count()
+        summaries = _encode_parts(ray, actors, blocks, parts)
+        model_settings = ray.get(actors[0].settings_of_model.remote())
     finally:
-        context.execution_options.preserve_order, context.wait_for_min_actors_s = saved
+        for actor in actors:
+            ray.kill(actor)
+    del blocks  # the corpus leaves the object store
     result = EncodeResult(
         output,
         [row["part"] for row in summaries],
         [int(row["documents"]) for row in summaries],
         [float(row["max_weight"]) for row in summaries],
-        json.loads(summaries[0]["settings"]) if summaries else {},
+        model_settings,
         encoded=sum(1 for row in summaries if not row["kept"]),
         kept=sum(1 for row in summaries if row["kept"]),
+        part_size=part_size,
     )
     fresh = [row for row in summaries if not row["kept"]]
     if fresh:  # from the first part started to the last finished: model loading excluded
@@ -429,12 +606,13 @@ def encode_corpus_on_ray(job: EncodeJob, *, address: str | None = None) -> Encod
             worker["busy"] = round(worker["busy"], 3)
     _check_exactly_once(result, corpus_rows)
     result.seconds = round(time.perf_counter() - started, 3)
-    _write_encode_manifest(result, corpus=str(Path(job.input).resolve()))
+    _write_encode_manifest(result, corpus=corpus)
     _remove_orphans(output, set(result.parts))
     logger.info(
-        "encoded %d documents in %d parts (%d kept) in %.1fs",
+        "encoded %d documents in %d parts of %d (%d kept) in %.1fs",
         result.documents,
         len(result.parts),
+        part_size,
         result.kept,
         result.seconds,
     )
@@ -479,6 +657,7 @@ def _write_encode_manifest(result: EncodeResult, *, corpus: str) -> None:
         "encoded": result.encoded,
         "kept": result.kept,
         "seconds": result.seconds,
+        "part_size": result.part_size,
     }
     temporary = result.output / f".{ENCODE_MANIFEST}.tmp-{os.getpid()}"
     temporary.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")

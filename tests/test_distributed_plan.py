@@ -1,0 +1,63 @@
+"""How distributed encoding cuts a corpus into parts (no Ray needed): exact parts from any
+block boundaries, the "auto" part size, and the plan a re-run keeps."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparse_ir.distributed.encode import (
+    ENCODE_PLAN,
+    EncodeJob,
+    _cut_parts,
+    _planned_part_size,
+    resolve_part_size,
+)
+from sparse_ir.errors import InputError
+
+
+@pytest.mark.parametrize("rows", [[10], [3, 4, 0, 9], [1] * 17, [0], [25, 1, 1]])
+@pytest.mark.parametrize("part_size", [1, 4, 5, 100])
+def test_parts_cover_every_row_once_in_order_whatever_the_blocks(rows, part_size):
+    parts = _cut_parts(rows, part_size)
+    covered = [(block, row) for part in parts for block, a, b in part for row in range(a, b)]
+    assert covered == [(block, row) for block, count in enumerate(rows) for row in range(count)]
+    sizes = [sum(b - a for _, a, b in part) for part in parts]
+    if not sum(rows):
+        assert parts == []
+        return
+    assert all(size == part_size for size in sizes[:-1]) and 0 < sizes[-1] <= part_size
+    # The same documents in other blocks give parts of the same sizes (what resuming needs).
+    assert sizes == [sum(b - a for _, a, b in p) for p in _cut_parts([sum(rows)], part_size)]
+
+
+def test_auto_part_size_is_four_parts_per_actor_within_bounds():
+    assert resolve_part_size("auto", 2000, 1) == 500
+    assert resolve_part_size("auto", 2000, 2) == 250
+    assert resolve_part_size("auto", 2001, 2) == 251  # rounded up: never a ninth small part
+    assert resolve_part_size("auto", 50, 2) == 100
+    assert resolve_part_size("auto", 8_800_000, 16) == 1000
+    assert resolve_part_size(7, 8_800_000, 16) == 7
+
+
+def test_the_plan_keeps_the_auto_part_size_for_a_rerun_with_other_actors(tmp_path):
+    job = EncodeJob("corpus.jsonl", tmp_path, actors=2)
+    assert _planned_part_size(tmp_path, job, "/c.jsonl", 2000) == 250
+    body = json.loads((tmp_path / ENCODE_PLAN).read_text())
+    assert body == {"corpus": "/c.jsonl", "documents": 2000, "part_size": 250}
+    one_actor = EncodeJob("corpus.jsonl", tmp_path, actors=1)
+    assert _planned_part_size(tmp_path, one_actor, "/c.jsonl", 2000) == 250
+    # Another corpus (or a changed one) is planned afresh; an explicit size wins.
+    assert _planned_part_size(tmp_path, one_actor, "/c.jsonl", 2400) == 600
+    explicit = EncodeJob("corpus.jsonl", tmp_path, actors=1, part_size=64)
+    assert _planned_part_size(tmp_path, explicit, "/c.jsonl", 2400) == 64
+    (tmp_path / ENCODE_PLAN).write_text("{")
+    with pytest.raises(InputError, match="corrupt encoding plan"):
+        _planned_part_size(tmp_path, one_actor, "/c.jsonl", 2400)
+
+
+@pytest.mark.parametrize("value", [0, "big", 2.5, True])
+def test_a_bad_part_size_names_the_rule(value):
+    with pytest.raises(ValueError, match='part_size must be an integer >= 1 or "auto"'):
+        EncodeJob("corpus.jsonl", "out", part_size=value)
