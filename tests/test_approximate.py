@@ -318,13 +318,15 @@ def test_layer_ranking_over_every_posting_and_document_is_exhaustive(
     queries = _random_impacts(rng, 6, 30, 12, max_impact, 1.0)
     # P >= every posting and V >= every document: nothing is left out, so the top-k is the
     # exhaustive one, ties included (through the dispatcher and through the kernel itself).
-    mode = Approximate(layer_postings=index.num_postings, max_verified=MAX_VERIFIED_LIMIT)
+    # An index of empty documents has no postings; P must still be at least 1.
+    layer_postings = max(index.num_postings, 1)
+    mode = Approximate(layer_postings=layer_postings, max_verified=MAX_VERIFIED_LIMIT)
     for q in range(len(queries)):
         terms, weights = index.prepare_query(queries.select([q]))
         expected, _ = _reference(index, terms, weights, min(k, index.num_documents))
         hits, _ = index.search_with_stats((terms, weights), k, mode=mode)
         assert _pairs(hits) == expected
-        assert _layer_kernel(index, terms, weights, k, index.num_postings, rows) == expected
+        assert _layer_kernel(index, terms, weights, k, layer_postings, rows) == expected
 
 
 def _layer_kernel(index, terms, weights, k, layer_postings, max_verified):
