@@ -56,7 +56,7 @@ class Fault:
     with ``mask``), ``"zero"`` (``length`` zero bytes from ``position``), ``"extend"``
     (``length`` zero bytes appended) or ``"delete"``. Faults are applied by editing the file in
     place, never by rewriting it: on ext4 a rewrite that truncates an existing file flushes it
-    to disk at close (``auto_da_alloc``), which made the ~30,000 cases of this module spend
+    to disk at close (``auto_da_alloc``), which made the ~37,000 cases of this module spend
     most of their time waiting on the disk.
     """
 
