@@ -8,11 +8,12 @@
 Starts a local Ray cluster (``--cpus`` CPUs, no dashboard, a small object store) and measures:
 
 1. **Encoding throughput** with 1 and then 2 splade-tiny encoder actors (1 thread each) on the
-   first ``--encode-docs`` SciFact documents in parts of ``--part-size``: documents per second
-   over the same span for both, from the first part started to the last part finished. Ray
-   Data hands out no part before every actor has loaded its model, so the span is encoding
-   only (actor start, model loading and Ray Data's planning are before it, writing the
-   manifest and the exactly-once check after it); each actor takes one part at a time. Also
+   first ``--encode-docs`` SciFact documents in parts of ``--part-size`` (default "auto": four
+   parts per actor): documents per second over the same span for both, from the first part
+   started to the last part finished. Ray Data has read the corpus and every actor has loaded
+   its model before the first part is handed out, so the span is encoding only (reading, actor
+   start and model loading are before it, writing the manifest and the exactly-once check
+   after it); each actor takes one part at a time from the driver. Also
    shown: each actor's parts and busy seconds, and the whole job's wall time. The figure is
    the ratio of the two throughputs (target 1.7).
 2. **Ray's own costs** (``ray-costs``): the round trip to one actor around 0, 2 and 9 ms of
