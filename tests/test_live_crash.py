@@ -165,6 +165,9 @@ def test_readers_in_threads_and_a_process_see_one_commit(kind, tmp_path):
     for thread in threads:
         thread.start()
     try:
+        # The writer starts once the other process has read a commit (else, on a loaded
+        # machine, every commit could be over before that process has started).
+        assert process.stdout.readline().strip() == "ready"
         for step in range(1, steps):
             run_step(kind, path, step)
     finally:
