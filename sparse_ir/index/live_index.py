@@ -35,6 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
+from sparse_ir.index import impact_index
 from sparse_ir.index.composite import merge_topk, part_offsets
 from sparse_ir.index.impact_index import (
     ImpactIndex,
@@ -253,10 +254,14 @@ class _LiveBase:
             return self._allowed
         from sparse_ir.index.filters import allowed_documents
 
-        mask = allowed_documents(filter, _Docnos(self)).astype(bool) & ~self.deleted_mask()
+        # uint8, C-contiguous and writable: a segment's slice is a view the kernels take as it
+        # is; only a segment with deletions gets a new array (its live documents & the filter's).
+        mask = allowed_documents(filter, _Docnos(self))
         return [
-            np.ascontiguousarray(mask[a:b]).view(np.uint8)
-            for a, b in zip(self.offsets[:-1].tolist(), self.offsets[1:].tolist())
+            mask[a:b] if live is None else np.logical_and(mask[a:b], live).view(np.uint8)
+            for a, b, live in zip(
+                self.offsets[:-1].tolist(), self.offsets[1:].tolist(), self._allowed
+            )
         ]
 
     @property
@@ -517,7 +522,11 @@ class LiveImpactIndex(_LiveBase):
                     "a live (multi-segment) index yet; use cut_ratio and bound_weight, or "
                     "search a single-segment ImpactIndex"
                 )
-            if params is not None and any(mask is not None for mask in allowed):
+            if (
+                params is not None
+                and impact_index.FILTERED_CUT_SHIFT != 0.0
+                and any(mask is not None for mask in allowed)
+            ):
                 sample = _allowed_sample(allowed, [s.num_documents for s in self.segments])
                 params = _filtered_params(params, sample, len(sample))
             k = min(k, max(self.num_docnos, 1))
