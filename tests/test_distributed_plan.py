@@ -61,3 +61,28 @@ def test_the_plan_keeps_the_auto_part_size_for_a_rerun_with_other_actors(tmp_pat
 def test_a_bad_part_size_names_the_rule(value):
     with pytest.raises(ValueError, match='part_size must be an integer >= 1 or "auto"'):
         EncodeJob("corpus.jsonl", "out", part_size=value)
+
+
+@pytest.mark.parametrize(
+    "body, rule",
+    [
+        ("[1, 2]", "not an object"),
+        ('{"corpus": "/c.jsonl", "documents": 2000, "part_size": true}', "not an integer"),
+        ('{"corpus": "/c.jsonl", "documents": 2000, "part_size": -5}', "not an integer"),
+        ("[" * 100_000, "corrupt encoding plan"),
+        (" " * (70 * 1024) + "{}", "corrupt encoding plan"),
+    ],
+)
+def test_a_hostile_plan_is_refused_naming_the_file(tmp_path, body, rule):
+    (tmp_path / ENCODE_PLAN).write_text(body)
+    job = EncodeJob("corpus.jsonl", tmp_path, actors=2)
+    with pytest.raises(InputError, match=rule) as caught:
+        _planned_part_size(tmp_path, job, "/c.jsonl", 2000)
+    assert caught.value.path == str(tmp_path / ENCODE_PLAN)
+
+
+def test_a_plan_linked_to_an_endless_file_is_refused_not_read_forever(tmp_path):
+    (tmp_path / ENCODE_PLAN).symlink_to("/dev/zero")
+    job = EncodeJob("corpus.jsonl", tmp_path, actors=2)
+    with pytest.raises(InputError, match="corrupt encoding plan"):
+        _planned_part_size(tmp_path, job, "/c.jsonl", 2000)

@@ -56,6 +56,7 @@ ENCODE_FORMAT = "sparse-ir-encoded-parts"
 _SAMPLE_BYTES = 1 << 20
 ENCODE_PLAN = "plan.json"
 _AUTO_PART_SIZE = (100, 1000)  # the bounds of part_size="auto"
+_PLAN_MAX_BYTES = 64 * 1024  # plan.json: a corpus path and two numbers
 _ACTOR_RESTARTS = 3  # times Ray restarts a killed encoder actor and retries its part
 _ACTORS_START_TIMEOUT = 600  # seconds for the encoder actors to start and load the model
 
@@ -338,14 +339,23 @@ def _planned_part_size(output: Path, job: EncodeJob, corpus: str, documents: int
     (even with another number of actors), so it cuts the same parts and keeps them."""
     path = output / ENCODE_PLAN
     planned = None
-    if job.part_size == "auto" and path.is_file():
-        try:
-            body = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            raise InputError(f"corrupt encoding plan ({error}); delete it", path=path) from None
+    if job.part_size == "auto" and path.exists():
+        from sparse_ir.jsonl import read_json_file
+
+        try:  # size-capped: a plan is three numbers and a path
+            body = read_json_file(path, max_bytes=_PLAN_MAX_BYTES)
+        except InputError as error:
+            raise InputError(
+                f"corrupt encoding plan ({error.reason}); delete it", path=path
+            ) from None
+        if not isinstance(body, dict):
+            raise InputError(
+                f"corrupt encoding plan (a JSON {type(body).__name__}, not an object); delete it",
+                path=path,
+            )
         if body.get("corpus") == corpus and body.get("documents") == documents:
             planned = body.get("part_size")
-            if not isinstance(planned, int) or planned < 1:
+            if isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
                 raise InputError(f"part_size {planned!r} is not an integer >= 1", path=path)
     part_size = planned or resolve_part_size(job.part_size, documents, job.actors)
     body = {"corpus": corpus, "documents": documents, "part_size": part_size}
