@@ -407,15 +407,9 @@ def layer_search_one(
     layer_cuts(query_terms, query_weights, arrays, np.int64(settings.estimate_postings), cut_impact)
     # Only the terms with postings in the layer are walked (the others' windows are not
     # touched: a cache miss each per window saved).
-    n_walk = 0
-    for i in range(n_terms):
-        t = query_terms[i]
-        first = arrays.segment_offsets[t]
-        if arrays.segment_offsets[t + 1] > first and cut_impact[i] < arrays.segment_impacts[first]:
-            n_walk += 1
-    walk_terms = np.empty(n_walk, query_terms.dtype)
-    walk_weights = np.empty(n_walk, query_weights.dtype)
-    walk_cuts = np.empty(n_walk, np.int64)
+    walk_terms = np.empty(n_terms, query_terms.dtype)
+    walk_weights = np.empty(n_terms, query_weights.dtype)
+    walk_cuts = np.empty(n_terms, np.int64)
     m = 0
     for i in range(n_terms):
         t = query_terms[i]
@@ -425,6 +419,7 @@ def layer_search_one(
             walk_weights[m] = query_weights[i]
             walk_cuts[m] = cut_impact[i]
             m += 1
+    walk_terms, walk_weights, walk_cuts = walk_terms[:m], walk_weights[:m], walk_cuts[:m]
     want = max(settings.max_verified, k)
     best_scores = np.empty(want, np.int64)
     best_docs = np.empty(want, np.int64)
