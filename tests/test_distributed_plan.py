@@ -8,10 +8,12 @@ import json
 import pytest
 
 from sparse_ir.distributed.encode import (
+    ENCODE_MANIFEST,
     ENCODE_PLAN,
     EncodeJob,
     _cut_parts,
     _planned_part_size,
+    read_encode_result,
     resolve_part_size,
 )
 from sparse_ir.errors import InputError
@@ -86,3 +88,30 @@ def test_a_plan_linked_to_an_endless_file_is_refused_not_read_forever(tmp_path):
     job = EncodeJob("corpus.jsonl", tmp_path, actors=2)
     with pytest.raises(InputError, match="corrupt encoding plan"):
         _planned_part_size(tmp_path, job, "/c.jsonl", 2000)
+
+
+@pytest.mark.parametrize(
+    "body, rule",
+    [
+        ("[]", "not an encoding manifest"),
+        ('{"format": 0}', "not an encoding manifest"),
+        ("{" * 100_000, "corrupt encoding manifest"),
+    ],
+)
+def test_a_hostile_encoding_manifest_is_refused_naming_the_file(tmp_path, body, rule):
+    (tmp_path / ENCODE_MANIFEST).write_text(body)
+    with pytest.raises(InputError, match=rule) as caught:
+        read_encode_result(tmp_path)
+    assert caught.value.path == str(tmp_path / ENCODE_MANIFEST)
+
+
+def test_an_encoding_manifest_without_its_lists_or_linked_to_dev_zero_is_refused(tmp_path):
+    from sparse_ir.distributed.encode import ENCODE_FORMAT
+
+    (tmp_path / ENCODE_MANIFEST).write_text(json.dumps({"format": ENCODE_FORMAT, "parts": 3}))
+    with pytest.raises(InputError, match="'parts' is not a list"):
+        read_encode_result(tmp_path)
+    (tmp_path / ENCODE_MANIFEST).unlink()
+    (tmp_path / ENCODE_MANIFEST).symlink_to("/dev/zero")
+    with pytest.raises(InputError, match="corrupt encoding manifest"):
+        read_encode_result(tmp_path)

@@ -169,15 +169,21 @@ class EncodeResult:
 
 def read_encode_result(output: str | os.PathLike) -> EncodeResult:
     """The :class:`EncodeResult` recorded in ``output/encode.json``."""
+    from sparse_ir.jsonl import read_json_file
+
     path = Path(output) / ENCODE_MANIFEST
-    try:
-        body = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no finished encoding job here") from None
-    except ValueError as error:
-        raise InputError(f"corrupt encoding manifest ({error})", path=path) from None
-    if body.get("format") != ENCODE_FORMAT:
-        raise InputError(f"not an encoding manifest (format {body.get('format')!r})", path=path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no finished encoding job here")
+    try:  # size-capped and depth-limited: a link to an endless file is refused, not read
+        body = read_json_file(path)
+    except InputError as error:
+        raise InputError(f"corrupt encoding manifest ({error.reason})", path=path) from None
+    if not isinstance(body, dict) or body.get("format") != ENCODE_FORMAT:
+        found = body.get("format") if isinstance(body, dict) else type(body).__name__
+        raise InputError(f"not an encoding manifest (format {found!r})", path=path)
+    for key in ("parts", "sizes", "max_weights"):
+        if not isinstance(body.get(key), list):
+            raise InputError(f"corrupt encoding manifest ({key!r} is not a list)", path=path)
     return EncodeResult(
         Path(output),
         body["parts"],
