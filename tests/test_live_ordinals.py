@@ -175,6 +175,19 @@ def test_an_ordinal_run_beyond_next_ordinal_is_refused(re_added):
         ImpactIndex.open(re_added)
 
 
+@pytest.mark.parametrize("start", [2**62, 2**70])
+def test_ordinals_beyond_int64_are_refused_not_overflowed(re_added, start):
+    generation = ImpactIndex.open(re_added).directory
+
+    def huge(body):
+        body["segments"][0].update(ordinal_start=start)
+        body["next_ordinal"] = start + 10
+
+    edit_manifest(generation, huge)
+    with pytest.raises(IndexCorruptError, match="next_ordinal .* is above"):
+        ImpactIndex.open(re_added)
+
+
 def test_an_ordinals_file_not_listed_is_refused(re_added):
     generation = ImpactIndex.open(re_added).directory
     edit_manifest(generation, lambda body: body["files"].pop("ordinals-seg-000002.bin"))

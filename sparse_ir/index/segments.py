@@ -89,6 +89,9 @@ SEGMENTS_FORMAT_VERSION = 2
 SEGMENTS_VERSIONS_READ = (2, 1)
 #: The commit file of the ordinals of ids whose documents were deleted and merged away.
 RETIRED_FILE = "retired.json"
+#: The largest ``next_ordinal`` a commit may record (ordinals are int64; a writer adding a
+#: billion documents a second would take 146 years to reach it).
+ORDINAL_LIMIT = 1 << 62
 _KINDS = (IMPACT_FORMAT, DENSE_FORMAT)
 # What a build records of itself (BuildReport.facts): not settings of the index.
 _BUILD_FACTS = frozenset(
@@ -273,6 +276,11 @@ def read_commit(generation: Path) -> CommitManifest:
     body = read_manifest(generation, format_name=SEGMENTS_FORMAT, version=SEGMENTS_VERSIONS_READ)
     commit = CommitManifest.from_dict(body, source=generation / "manifest.json")
     check_files_at_open(generation, commit.files, checksum_up_to=16 << 20)
+    if commit.next_ordinal > ORDINAL_LIMIT:  # ordinals are int64 in every array that holds one
+        raise IndexCorruptError(
+            f"{generation / 'manifest.json'}: next_ordinal {commit.next_ordinal} is above "
+            f"{ORDINAL_LIMIT}; the manifest is corrupt"
+        )
     for record in commit.segments:
         for listed in (record.deletions, record.ordinals):
             if listed is not None and listed not in commit.files:
