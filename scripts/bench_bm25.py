@@ -40,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the repository first on sys.path)
 import numpy as np
 
 HERE = Path(__file__).resolve().parent

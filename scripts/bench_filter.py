@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the repository first on sys.path)
 import numpy as np
 
 

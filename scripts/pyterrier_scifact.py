@@ -14,6 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+import _common  # noqa: F401  (puts the repository first on sys.path)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -197,6 +197,31 @@ def test_pruned_kernel_skips_filtered_out_candidates(tmp_path, monkeypatch):
     assert sum(stats_on) < sum(stats_off)
 
 
+@pytest.mark.parametrize("density", [0.01, 0.1, 0.6])
+def test_the_candidate_scan_tests_the_mask_with_the_bound(tmp_path, density):
+    # The bound phase tests 64 accumulator entries at a time, the mask with the bound under a
+    # filter: a block whose entries reaching the bound are all filtered out is passed over. A
+    # uint8 mask marks allowed documents with any nonzero value, not only 1.
+    rng = np.random.default_rng(11)
+    docs = _random_impacts(rng, 5000, 30, 12, 200, 1.0)
+    index = ImpactIndex.build(docs, tmp_path / "index", show_progress=False)
+    allowed = _random_mask(rng, index.num_documents, density)
+    marks = np.where(allowed, rng.integers(1, 256, index.num_documents), 0).astype(np.uint8)
+    queries = _random_impacts(rng, 12, 30, 10, 200, 1.0)
+    candidates = 0
+    for q in range(len(queries)):
+        one = queries.select([q])
+        terms, weights = index.prepare_query(one)
+        for k in (1, 10, 40):
+            want, _ = filtered_reference(index, terms, weights, k, allowed)
+            for mode in _THROUGH_CUTS + [Pruned(300, 20), Pruned(300, 20, cut_ratio=0.95)]:
+                for mask in (allowed, marks):
+                    hits, stats = index.search_with_stats(one, k, mode=mode, filter=mask)
+                    assert _pairs(hits) == want, (q, k, mode)
+                    candidates += stats.candidates
+    assert candidates > 0  # the bound phase ran and collected candidates
+
+
 def test_a_floor_prunes_from_the_start(tmp_path):
     # A floor just below the unfiltered k-th score: pruning starts there, so the estimate may
     # find fewer than k documents above it and the kernel still proves the answer (no fallback).

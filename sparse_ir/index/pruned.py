@@ -878,6 +878,7 @@ def _bound(
     n_early = 0  # early verification passes
     scored = 0
     corrupt = False
+    filtered = len(allowed) > 0
     for w in range(num_windows):
         base = w << arrays.window_bits
         size_w = min(1 << arrays.window_bits, num_docs - base)
@@ -895,8 +896,15 @@ def _bound(
             block = b * _SCAN_BLOCK
             if b < n_blocks:
                 hit = 0
-                for j in range(_SCAN_BLOCK):
-                    hit |= np.int64(accumulator[block + j]) >= need
+                if filtered:
+                    # Under a filter most entries reaching the need are filtered out: testing
+                    # the mask in the vector loop spares their blocks the entry-by-entry pass.
+                    mask = allowed[base + block : base + block + _SCAN_BLOCK]
+                    for j in range(_SCAN_BLOCK):
+                        hit |= (np.int64(accumulator[block + j]) >= need) & (mask[j] != 0)
+                else:
+                    for j in range(_SCAN_BLOCK):
+                        hit |= np.int64(accumulator[block + j]) >= need
                 if hit == 0:
                     for j in range(_SCAN_BLOCK):
                         accumulator[block + j] = 0
