@@ -367,7 +367,9 @@ def _table(results: dict) -> str:
             )
             for n in (1, 2):
                 split = ", ".join(
-                    f"{w['parts']} parts busy {w['busy']} s from +{w['first_started']} s"
+                    f"{w['parts']} parts busy {w['busy']} s from +{w['first_started']} s "
+                    f"({w.get('page_faults', 0)} page faults, {w.get('system_seconds', 0)} s "
+                    "system)"
                     for w in r[f"actors_{n}"]["workers"]
                 )
                 lines.append(f"  {n} actor(s): {split}")

@@ -4,6 +4,7 @@ block boundaries, the "auto" part size, and the plan a re-run keeps."""
 from __future__ import annotations
 
 import json
+import platform
 
 import pytest
 
@@ -115,3 +116,14 @@ def test_an_encoding_manifest_without_its_lists_or_linked_to_dev_zero_is_refused
     (tmp_path / ENCODE_MANIFEST).symlink_to("/dev/zero")
     with pytest.raises(InputError, match="corrupt encoding manifest"):
         read_encode_result(tmp_path)
+
+
+def test_an_encoder_process_keeps_freed_memory_and_counts_its_usage():
+    # In the test process itself: glibc (this machine's C library) takes the settings; the
+    # usage counters only grow.
+    from sparse_ir.distributed.encode import _keep_freed_memory, _process_usage
+
+    faults, system = _process_usage()
+    assert _keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    later_faults, later_system = _process_usage()
+    assert later_faults >= faults > 0 and later_system >= system
