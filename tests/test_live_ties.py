@@ -1,0 +1,186 @@
+"""Ties over live indexes outside a single live index's own search: hybrid fusion of a live
+pair, sharded indexes (which refuse live shards), and ``search_with_stats`` when ties make a
+live index search twice. Every order is checked against a brute-force reference that breaks
+equal scores by ordinal (the order in which each id first entered the index)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparse_ir.fusion import Fusion
+from sparse_ir.hybrid import HybridSearcher
+from sparse_ir.index.dense import DenseIndex
+from sparse_ir.index.impact_index import ImpactIndex
+from sparse_ir.index.writer import DenseIndexWriter, IndexWriter
+from sparse_ir.search import DenseSearcher, Searcher
+from sparse_ir.sparse_batch import SparseBatch
+
+VOCAB = ("t0", "t1", "t2")
+DIM = len(VOCAB)
+IDS = [f"d{i}" for i in range(12)]
+QUERIES = ["t0", "t1", "t2", "t0 t1", "t1 t2", "t0 t1 t2"]
+
+
+def impacts(doc_id: str) -> dict[str, int]:
+    """A document's impacts: one or two terms of impact 1 or 2 (ties everywhere)."""
+    rng = np.random.default_rng(int(doc_id[1:]))
+    terms = rng.choice(DIM, size=int(rng.integers(1, 3)), replace=False)
+    return {VOCAB[t]: int(rng.integers(1, 3)) for t in sorted(terms.tolist())}
+
+
+def vector(doc_id: str) -> np.ndarray:
+    """A document's dense vector: small integers, so float scores are exact and often tie."""
+    return np.random.default_rng(100 + int(doc_id[1:])).integers(0, 3, DIM).astype(np.float32)
+
+
+def impact_batch(ids: list[str]) -> SparseBatch:
+    floats = SparseBatch.from_dicts([impacts(i) for i in ids], VOCAB, ids=ids)
+    return SparseBatch(floats.indptr, floats.indices, floats.values.astype(np.int32), VOCAB, ids)
+
+
+def dense_batch(ids: list[str]) -> tuple[list[str], np.ndarray]:
+    return ids, np.stack([vector(i) for i in ids])
+
+
+class Words:
+    """Toy query encoder: each word of the text once, as a sparse query."""
+
+    vocab, dim = VOCAB, DIM
+
+    def encode_queries(self, texts, *, ids=None, show_progress=None):
+        texts = [texts] if isinstance(texts, str) else texts
+        return SparseBatch.from_dicts([{w: 1.0 for w in t.split()} for t in texts], VOCAB, ids)
+
+
+class Vectors(Words):
+    """The same word counts as a dense query vector."""
+
+    def encode_queries(self, texts, *, show_progress=None):
+        return super().encode_queries(texts).to_scipy().toarray().astype(np.float32)
+
+
+# Adds, deletes, a delete and re-add, an upsert: the same steps on both indexes of a pair.
+STEPS = [
+    ("add", IDS[:5]),
+    ("add", IDS[5:9]),
+    ("delete", ["d1", "d3", "d6"]),
+    ("add", ["d9", "d10", "d3", "d1"]),
+    ("upsert", ["d0"]),
+    ("add", ["d11"]),
+]
+LIVE = [i for i in IDS if i != "d6"]  # the live documents, in ordinal order
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> dict[str, tuple]:
+    """``{"live": (sparse, dense), "one-shot": (sparse, dense)}`` over the same documents."""
+    root = tmp_path_factory.mktemp("pairs")
+    with (
+        IndexWriter.open(root / "sparse", vocab=VOCAB, merge_policy=None) as sparse,
+        DenseIndexWriter.open(root / "dense", dim=DIM, merge_policy=None) as dense,
+    ):
+        for number, (step, ids) in enumerate(STEPS):
+            if step == "delete":
+                sparse.delete(ids)
+                dense.delete(ids)
+            else:
+                getattr(sparse, step)(impact_batch(ids))
+                getattr(dense, step)(dense_batch(ids))
+            sparse.commit(pair=f"p{number}")
+            dense.commit(pair=f"p{number}")
+    ImpactIndex.build(impact_batch(LIVE), root / "sparse1", show_progress=False)
+    DenseIndex.build(dense_batch(LIVE)[1], root / "dense1", ids=LIVE)
+    live = ImpactIndex.open(root / "sparse"), DenseIndex.open(root / "dense")
+    assert not live[0].numbers_follow_ordinals  # the case under test: numbers != ordinals
+    assert [live[0].ordinal(i) for i in LIVE] == sorted(live[0].ordinal(i) for i in LIVE)
+    return {
+        "live": live,
+        "one-shot": (ImpactIndex.open(root / "sparse1"), DenseIndex.open(root / "dense1")),
+    }
+
+
+def hybrid(pair, fusion: Fusion) -> HybridSearcher:
+    return HybridSearcher([Searcher(pair[0], Words()), DenseSearcher(pair[1], Vectors())], fusion)
+
+
+def brute_force_fusion(text: str, fusion: Fusion, k: int) -> list[tuple[str, float]]:
+    """The fused top-``k`` from plain scores: each branch ranked by (score desc, ordinal),
+    fused as the fusion's formula says, equal fused scores by ordinal (position in LIVE)."""
+    words = text.split()
+    sparse = {d: sum(impacts(d).get(w, 0) for w in words) for d in LIVE}
+    dense = {d: float(vector(d) @ Vectors().encode_queries(text)[0]) for d in LIVE}
+    ordinal = {d: i for i, d in enumerate(LIVE)}
+    runs = []
+    for scores, positive_only in ((sparse, True), (dense, False)):
+        kept = [d for d in LIVE if scores[d] > 0 or not positive_only]  # impact search: > 0
+        ranked = sorted(kept, key=lambda d: (-scores[d], ordinal[d]))[: fusion.depth]
+        runs.append({d: (rank + 1, scores[d]) for rank, d in enumerate(ranked)})
+    weights = fusion.weights or (1.0, 1.0)
+    fused = {}
+    for d in set(runs[0]) | set(runs[1]):
+        if fusion.method == "rrf":
+            parts = [1.0 / (fusion.rrf_k + run[d][0]) if d in run else 0.0 for run in runs]
+        else:  # min-max, missing="min": a document a run did not return gets its minimum
+            parts = []
+            for run in runs:
+                values = [s for _, s in run.values()]
+                low, high = min(values), max(values)
+                score = run[d][1] if d in run else low
+                parts.append(1.0 if high == low else (score - low) / (high - low))
+        fused[d] = weights[0] * parts[0] + weights[1] * parts[1]
+    order = sorted(fused, key=lambda d: (-fused[d], ordinal[d]))[:k]
+    return [(d, fused[d]) for d in order]
+
+
+def described(hits) -> list[tuple]:
+    """What two pairs of the same documents must agree on (document numbers aside)."""
+    return [(h.doc_id, h.score, h.components, h.ranks) for h in hits]
+
+
+@pytest.mark.parametrize(
+    "fusion",
+    [Fusion.rrf(), Fusion.convex(0.5), Fusion.rrf(depth=4), Fusion.convex(0.5, depth=3)],
+    ids=["rrf", "convex", "rrf-depth4", "convex-depth3"],
+)
+def test_a_live_hybrid_pair_ties_by_ordinal_like_brute_force(pairs, fusion):
+    searcher = hybrid(pairs["live"], fusion)
+    for text in QUERIES:
+        for k in (1, 3, len(LIVE)):
+            got = [(h.doc_id, h.score) for h in searcher.search(text, k)]
+            assert got == brute_force_fusion(text, fusion, k), (text, k)
+
+
+@pytest.mark.parametrize(
+    "fusion",
+    [
+        Fusion.rrf(),
+        Fusion.rrf(depth=4),
+        Fusion.convex(0.3),
+        Fusion.convex(0.5, missing="zero", depth=5),
+        Fusion.convex(0.7, normalization="z-score"),
+    ],
+    ids=["rrf", "rrf-depth4", "convex", "convex-zero", "convex-z"],
+)
+def test_a_live_hybrid_pair_fuses_like_the_one_shot_pair(pairs, fusion):
+    live, single = hybrid(pairs["live"], fusion), hybrid(pairs["one-shot"], fusion)
+    for text in QUERIES:
+        for k in (2, len(LIVE)):
+            assert described(live.search(text, k)) == described(single.search(text, k))
+    batch = [live.search_batch(QUERIES, k, query_ids=QUERIES) for k in (2, len(LIVE))]
+    expected = [single.search_batch(QUERIES, k, query_ids=QUERIES) for k in (2, len(LIVE))]
+    for got, want in zip(batch, expected):
+        for text in QUERIES:
+            assert described(got[text]) == described(want[text]), text
+
+
+def test_fusion_tie_keys_are_checked():
+    from sparse_ir.fusion import fuse_hits
+    from sparse_ir.results import Hit
+
+    hits = [[Hit("a", 1.0, 0), Hit("b", 1.0, 1)]]
+    assert [h.doc_id for h in fuse_hits(hits, tie_keys=np.array([5, 2]))] == ["b", "a"]
+    with pytest.raises(ValueError, match="no tie key"):
+        fuse_hits(hits, tie_keys=np.array([5]))
+    with pytest.raises(ValueError, match="integer array"):
+        fuse_hits(hits, tie_keys=np.array([0.5, 1.0]))
