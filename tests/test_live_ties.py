@@ -5,6 +5,9 @@ equal scores by ordinal (the order in which each id first entered the index)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -184,3 +187,62 @@ def test_fusion_tie_keys_are_checked():
         fuse_hits(hits, tie_keys=np.array([5]))
     with pytest.raises(ValueError, match="integer array"):
         fuse_hits(hits, tie_keys=np.array([0.5, 1.0]))
+
+
+# -- sharded indexes hold single builds only ------------------------------------------------------
+
+
+def live_shard(path: Path, ids: list[str]) -> None:
+    """A live shard whose numbers are not its ordinals (its first document re-added)."""
+    with IndexWriter.open(path, vocab=VOCAB, merge_policy=None) as writer:
+        writer.add(impact_batch(ids))
+        writer.commit()
+        writer.delete(ids[:1])
+        writer.commit()
+        writer.add(impact_batch(ids[:1]))
+
+
+def test_write_sharded_manifest_refuses_a_live_shard_naming_it(tmp_path):
+    from sparse_ir.errors import InputError
+    from sparse_ir.index.sharded import write_sharded_manifest
+
+    ImpactIndex.build(impact_batch(IDS[:4]), tmp_path / "shard-00000", show_progress=False)
+    live_shard(tmp_path / "shard-00001", IDS[4:8])
+    with DenseIndexWriter.open(tmp_path / "shard-00002", dim=DIM) as writer:
+        writer.add(dense_batch(IDS[8:]))
+    for names in (["shard-00000", "shard-00001"], ["shard-00001"], ["shard-00002"]):
+        with pytest.raises(InputError, match=f"shard {names[-1]} is a live index"):
+            write_sharded_manifest(tmp_path, names)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_a_manifest_naming_a_live_shard_is_refused_when_opened(tmp_path):
+    from sparse_ir.errors import IndexFormatError
+    from sparse_ir.index.sharded import ShardedIndex, _shard_facts
+    from sparse_ir.index.storage import write_manifest
+
+    sharded = ShardedIndex.build([impact_batch(IDS[:4]), impact_batch(IDS[4:8])], tmp_path / "s")
+    single = ImpactIndex.build(impact_batch(IDS[:8]), tmp_path / "one", show_progress=False)
+    for text in QUERIES:  # ties by global number: shard order, then the shard's own number
+        query = {w: 1 for w in text.split()}
+        assert sharded.search(query, 5) == single.reference_search(query, 5)
+    # The shard turned live (a single build takes writes), and a manifest forged to name its
+    # commit with valid checksums: opening refuses it rather than tie by document number.
+    with IndexWriter.open(tmp_path / "s" / "shard-00000", merge_policy=None) as writer:
+        writer.delete(["d0"])
+        writer.commit()
+        writer.add(impact_batch(["d0"]))
+    body = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    body.pop("manifest_crc32")
+    body["shards"][0] = {
+        **_shard_facts(tmp_path / "s", "shard-00000")[0].to_dict(),
+        "num_documents": 4,
+    }
+    (tmp_path / "s" / "manifest.json").unlink()
+    write_manifest(tmp_path / "s", body)
+    for opening in (
+        lambda: ShardedIndex.open(tmp_path / "s"),
+        lambda: ShardedIndex.open_shards(tmp_path / "s", [0]),
+    ):
+        with pytest.raises(IndexFormatError, match="shard shard-00000/gen-.* is a live index"):
+            opening()
