@@ -246,3 +246,94 @@ def test_a_manifest_naming_a_live_shard_is_refused_when_opened(tmp_path):
     ):
         with pytest.raises(IndexFormatError, match="shard shard-00000/gen-.* is a live index"):
             opening()
+
+
+# -- search_with_stats reports every search a tie made ---------------------------------------------
+
+
+def expected_searches(index, query: dict, k: int) -> int:
+    """How many searches a live index whose numbers do not follow ordinals runs, from brute
+    force scores: a second (and deeper) one when the (k+1)-th best score ties the k-th."""
+    scores = [h.score for h in index.reference_search(query, index.num_docnos)]
+    if len(scores) <= k or scores[k] != scores[k - 1]:
+        return 1
+    tied = sum(s >= scores[k - 1] for s in scores)  # documents above the floor θ - 1
+    want, searches = min(max(4 * k, 64), index.num_docnos), 1
+    while True:
+        searches += 1
+        if min(tied, want) < want or want >= index.num_docnos:
+            return searches
+        want = min(4 * want, index.num_docnos)
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["layout", "no-layout"])
+def live_sparse(request, pairs, tmp_path_factory):
+    """The live sparse index of the pair, and the same steps without the search layout (the
+    segments searched one by one: no kernel stats, every posting counted per search)."""
+    if request.param:
+        return pairs["live"][0]
+    path = tmp_path_factory.mktemp("no-layout") / "sparse"
+    with IndexWriter.open(path, vocab=VOCAB, merge_policy=None, search_layout=False) as writer:
+        for step, ids in STEPS:
+            getattr(writer, step)(ids if step == "delete" else impact_batch(ids))
+            writer.commit()
+    index = ImpactIndex.open(path)
+    assert not index.has_search_layout and not index.numbers_follow_ordinals
+    return index
+
+
+def test_search_with_stats_adds_the_tie_re_search_exhaustive(live_sparse):
+    index = live_sparse
+    seen = set()
+    for text in QUERIES:
+        query = {w: 1 for w in text.split()}
+        terms, _ = index.prepare_query(query)
+        postings = sum(  # every posting of the query's terms, deleted documents' included
+            int((np.asarray(s.term_offsets)[terms + 1] - np.asarray(s.term_offsets)[terms]).sum())
+            for s in index.segments
+        )
+        for k in (1, 2, 3, 5):
+            hits, stats = index.search_with_stats(query, k, mode="exhaustive")
+            assert hits == index.reference_search(query, k)
+            searches = expected_searches(index, query, k)
+            seen.add(searches)
+            assert stats.postings == searches * postings, (text, k)
+            assert stats.kth_score == (hits[-1].score if len(hits) == k else 0)
+    assert seen == {1, 2}  # both cases occurred
+
+
+def test_search_with_stats_adds_the_tie_re_search_pruned(pairs):
+    from sparse_ir.index.pruned import STATS_FIELDS
+
+    index = pairs["live"][0]
+    mode = index._mode("pruned", None, None)
+    for text in QUERIES:
+        query = {w: 1 for w in text.split()}
+        terms, weights = index.prepare_query(query)
+        for k in (1, 3):
+            hits, stats = index.search_with_stats(query, k, mode="pruned")
+            assert hits == index.reference_search(query, k)
+            # The searches _top_k runs, one by one: k + 1 first, then all of the k-th score.
+            first, work, _ = index._top_k_by_number(terms, weights, k + 1, mode, index._allowed)
+            if expected_searches(index, query, k) == 2:
+                floor = int(first.scores[k - 1]) - 1
+                want = min(max(4 * k, 64), index.num_docnos)
+                more = index._top_k_by_number(terms, weights, want, mode, index._allowed, floor)
+                work = work + more[1]
+            figures = dict(zip(STATS_FIELDS, work.tolist()))
+            for name in ("postings", "verified", "candidates", "early_verifications"):
+                assert getattr(stats, name) == figures[name], (text, k, name)
+
+
+def test_add_stats_adds_work_and_keeps_the_first_theta0_and_largest_bound():
+    from sparse_ir.index.live_index import _add_stats
+
+    # Slots: postings, verified, theta0, cut_bound, candidates, kth_score, early_verifications.
+    first = np.array([10, 2, 0, 5, 3, 7, 1])
+    more = np.array([4, 1, 6, 9, 2, 8, 0])
+    assert _add_stats(first, more).tolist() == [14, 3, 6, 9, 5, 15, 1]
+    first[2] = 3
+    assert _add_stats(first, more).tolist() == [14, 3, 3, 9, 5, 15, 1]
+    assert _add_stats(more, first).tolist() == [14, 3, 6, 9, 5, 15, 1]
+    assert _add_stats(None, more) is more and _add_stats(first, None) is first
+    assert _add_stats(None, None) is None
