@@ -38,7 +38,10 @@ run's own order (as Pyserini, which reads ranks from the run file).
 
 Fused hits are ordered by fused score descending, then document number ascending (documents
 without a known number come after those with one, then by id), and carry each component's raw
-score and rank (:class:`FusedHit`).
+score and rank (:class:`FusedHit`). With ``tie_keys`` (an array over document numbers), equal
+fused scores are ordered by ``tie_keys[docno]`` instead: :class:`~sparse_ir.hybrid.
+HybridSearcher` passes a live first index's ordinals, so a live pair ties exactly like the
+one-shot pair of its documents in ordinal order.
 
 **Adding a method.** Write its score function (``(aligned runs, weights, rrf_k) -> fused
 scores``, beside :func:`_rrf_scores`), add one :class:`FusionRule` to :data:`FUSION_METHODS`
@@ -256,6 +259,7 @@ def _align(
     normalization: Normalization,
     missing: MissingPolicy,
     depth: int | None,
+    tie_keys: np.ndarray | None = None,
 ) -> _Aligned:
     runs = [_run_arrays(hits, depth) for hits in hit_lists]
     # Every distinct document once, in order of first appearance (dict keeps insertion order).
@@ -282,7 +286,7 @@ def _align(
         ranks[rows, r] = np.arange(1, len(ids) + 1)
         known = numbers >= 0
         docnos[rows[known]] = numbers[known]
-    key = np.where(docnos >= 0, docnos, _NO_DOCNO)
+    key = np.where(docnos >= 0, _tie_key(docnos, tie_keys), _NO_DOCNO)
     if np.all(docnos >= 0):
         tiebreak = key
     else:
@@ -290,6 +294,21 @@ def _align(
         tiebreak = np.empty(count, np.int64)
         tiebreak[by_key] = np.arange(count)
     return _Aligned(doc_ids, docnos, raw, values, ranks, tiebreak)
+
+
+def _tie_key(docnos: np.ndarray, tie_keys: np.ndarray | None) -> np.ndarray:
+    """Each document number's tie key (the number itself without ``tie_keys``; -1 stays)."""
+    if tie_keys is None:
+        return docnos
+    keys = np.asarray(tie_keys)
+    if keys.ndim != 1 or keys.dtype.kind not in "iu":
+        raise ValueError(f"tie_keys must be a 1-d integer array, got {keys.dtype} {keys.shape}")
+    if len(docnos) and int(docnos.max()) >= len(keys):
+        raise ValueError(
+            f"document number {int(docnos.max())} has no tie key (tie_keys holds {len(keys)}); "
+            "give one key per document number of the first run's index"
+        )
+    return np.where(docnos >= 0, keys[np.maximum(docnos, 0)], -1).astype(np.int64)
 
 
 # -- fusion methods -------------------------------------------------------------------------------
@@ -354,6 +373,7 @@ def fuse_hits(
     depth: int | None = 1000,
     rrf_k: int = 60,
     k: int | None = 1000,
+    tie_keys: np.ndarray | None = None,
 ) -> list[FusedHit]:
     """Fuse one query's hit lists (one list per run, best first) into ``k`` fused hits.
 
@@ -368,6 +388,9 @@ def fuse_hits(
         depth: hits of each run considered (None: all).
         rrf_k: RRF's constant k (60 in Cormack et al.).
         k: fused hits returned (None: all).
+        tie_keys: None, or the tie key of every document number (an integer array; a live
+            index's ordinals): equal fused scores are then ordered by ``tie_keys[docno]``
+            ascending instead of by document number.
     """
     _check_choice("method", method, FUSION_METHODS)
     _check_choice("normalization", normalization, NORMALIZATIONS)
@@ -380,7 +403,7 @@ def fuse_hits(
     if not hit_lists:
         raise ValueError("nothing to fuse: give at least one run")
     w = _check_weights(weights, len(hit_lists), convex=rule.convex)
-    aligned = _align(hit_lists, normalization, missing, depth)
+    aligned = _align(hit_lists, normalization, missing, depth, tie_keys)
     return aligned.hits(rule.scores(aligned, w, rrf_k), k)
 
 
@@ -507,8 +530,14 @@ class Fusion:
         """Reciprocal Rank Fusion with constant ``rrf_k``."""
         return cls(method="rrf", rrf_k=rrf_k, **options)
 
-    def fuse_hits(self, hit_lists: Sequence[Sequence[Hit]], k: int | None = 1000) -> list[FusedHit]:
-        """Fuse one query's hit lists (see :func:`fuse_hits`)."""
+    def fuse_hits(
+        self,
+        hit_lists: Sequence[Sequence[Hit]],
+        k: int | None = 1000,
+        *,
+        tie_keys: np.ndarray | None = None,
+    ) -> list[FusedHit]:
+        """Fuse one query's hit lists (see :func:`fuse_hits`, also for ``tie_keys``)."""
         return fuse_hits(
             hit_lists,
             method=self.method,
@@ -518,10 +547,18 @@ class Fusion:
             depth=self.depth,
             rrf_k=self.rrf_k,
             k=k,
+            tie_keys=tie_keys,
         )
 
-    def fuse(self, runs: Sequence[RunLike], k: int | None = 1000, name: str | None = None) -> Run:
-        """Fuse whole runs."""
+    def fuse(
+        self,
+        runs: Sequence[RunLike],
+        k: int | None = 1000,
+        name: str | None = None,
+        *,
+        tie_keys: np.ndarray | None = None,
+    ) -> Run:
+        """Fuse whole runs (``tie_keys``: see :func:`fuse_hits`)."""
         return _fuse_runs(
             runs,
             name or self.method,
@@ -532,6 +569,7 @@ class Fusion:
             missing=self.missing,
             depth=self.depth,
             rrf_k=self.rrf_k,
+            tie_keys=tie_keys,
         )
 
     def describe(self) -> str:

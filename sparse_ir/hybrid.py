@@ -80,6 +80,14 @@ def _live_ids(index) -> set[str]:
     return {d for i, d in enumerate(ids) if i not in deleted} if deleted else set(ids)
 
 
+def _tie_keys(index) -> np.ndarray | None:
+    """The tie key of each document number of a hybrid's first index: a live index's
+    ordinals when its numbers do not follow them (None: the numbers are the keys)."""
+    if getattr(index, "numbers_follow_ordinals", True):
+        return None
+    return index.ordinals
+
+
 def open_searcher(
     path: str | os.PathLike, *, model: str | None = None, device: str = "cpu", mode=None, **options
 ) -> Searcher | DenseSearcher:
@@ -176,8 +184,12 @@ class HybridSearcher:
             pays only when other cores are idle (measured on a busy 2-core machine it was
             slower than running the branches one after the other).
 
-    Fused hits carry the first searcher's document numbers (they break ties), whatever the
-    order of documents in the other indexes. A ``filter=`` is evaluated once, on the first
+    Fused hits carry the first searcher's document numbers, whatever the order of documents
+    in the other indexes. Equal fused scores are ordered by the first index's tie key: its
+    document number, or for a live index its ordinal (the order in which each id first
+    entered it, :meth:`~sparse_ir.index.live_index.LiveImpactIndex.ordinal`), so a live
+    pair kept by ``sparse-ir add/delete`` fuses, ties included, exactly like the one-shot
+    pair of its documents in ordinal order. A ``filter=`` is evaluated once, on the first
     searcher's index (its ids, its document numbers for a mask, its metadata for a field
     condition), and the same documents are allowed in every branch.
 
@@ -251,6 +263,7 @@ class HybridSearcher:
         self.parallel = bool(parallel)
         self.timings = HybridTimings()
         self._same_numbering = same_numbering
+        self._tie_keys = _tie_keys(first)
         labels = [getattr(s, "kind", f"searcher{i}") for i, s in enumerate(searchers)]
         self._labels = tuple(
             label if labels.count(label) == 1 else f"{label}{i + 1}"
@@ -379,7 +392,7 @@ class HybridSearcher:
                 self._branch(i, text, depth, modes[i], timings, masks[i]) for i in range(count)
             ]
         fusion_started = time.perf_counter()
-        fused = self.fusion.fuse_hits(hit_lists, k=k)
+        fused = self.fusion.fuse_hits(hit_lists, k=k, tie_keys=self._tie_keys)
         now = time.perf_counter()
         timings.fusion = now - fusion_started
         timings.elapsed = now - started
@@ -470,7 +483,7 @@ class HybridSearcher:
             for qid, hits in run.results.items():
                 run.results[qid] = self._renumber(i, hits)
             runs.append(run)
-        fused = self.fusion.fuse(runs, k=k, name="hybrid")
+        fused = self.fusion.fuse(runs, k=k, name="hybrid", tie_keys=self._tie_keys)
         return HybridRuns(fused, tuple(runs))
 
     def _modes(self, mode) -> list:

@@ -466,31 +466,35 @@ class LiveImpactIndex(_LiveBase):
 
     def _top_k(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
-    ) -> tuple[TopK, np.ndarray | None, bool]:
+    ) -> tuple[TopK, np.ndarray | None, bool, int]:
         """The top-``k`` of a prepared query over the allowed live documents of every segment,
-        equal scores by ordinal: ``(TopK, kernel stats summed over the segments or None
-        (those of the first search), int64 accumulator?)``.
+        equal scores by ordinal: ``(TopK, kernel stats summed over the segments and the
+        searches or None, int64 accumulator?, searches run)``.
 
         When numbers do not follow ordinals, one more document than ``k`` is asked for; if
         it scores the k-th score θ, every document scoring θ or more is fetched (floor θ - 1,
         a deeper search until fewer come back than asked), so the documents of score θ that
-        win by ordinal are all at hand (see the module's note).
+        win by ordinal are all at hand (see the module's note). The stats of those searches
+        are added (:func:`_add_stats`).
         """
         if self.numbers_follow_ordinals:
-            return self._top_k_by_number(terms, weights, k, mode, allowed, floor)
+            return (*self._top_k_by_number(terms, weights, k, mode, allowed, floor), 1)
         want = min(k + 1, max(self.num_docnos, 1))
         first, stats, int64 = self._top_k_by_number(terms, weights, want, mode, allowed, floor)
-        top = first
+        top, searches = first, 1
         if len(first.docnos) > k and first.scores[k] == first.scores[k - 1]:
             tied_floor = max(floor, int(first.scores[k - 1]) - 1)
             want = min(max(4 * k, 64), self.num_docnos)
             while True:
-                top = self._top_k_by_number(terms, weights, want, mode, allowed, tied_floor)[0]
+                top, more, _ = self._top_k_by_number(
+                    terms, weights, want, mode, allowed, tied_floor
+                )
+                stats, searches = _add_stats(stats, more), searches + 1
                 if len(top.docnos) < want or want >= self.num_docnos:
                     break
                 want = min(4 * want, self.num_docnos)
         docs, scores = self._ordered(top.docnos, top.scores, k)
-        return TopK(docs, scores), stats, int64
+        return TopK(docs, scores), stats, int64, searches
 
     def _top_k_by_number(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
@@ -573,7 +577,10 @@ class LiveImpactIndex(_LiveBase):
     def search_with_stats(
         self, query: QueryLike, k: int = 10, *, mode=None, filter=None, floor=None
     ) -> tuple[list[Hit], SearchStats]:  # noqa: A002
-        """:meth:`search`, and what the search did, summed over the segments."""
+        """:meth:`search`, and what the search did, summed over the segments — and over the
+        searches when ties made it search again (``postings``, ``verified``, ``candidates``,
+        ``early_verifications`` added; ``theta0`` the first search's; ``cut_bound`` the
+        largest; ``kth_score`` the final answer's)."""
         from sparse_ir.index.filters import check_floor
         from sparse_ir.index.pruned import STATS_FIELDS
 
@@ -581,14 +588,15 @@ class LiveImpactIndex(_LiveBase):
         resolved = self._mode(mode, None, None)
         allowed = self._allowed_parts(filter)
         terms, weights = self.prepare_query(query)
-        top, kernel_stats, int64 = self._top_k(
+        top, kernel_stats, int64, searches = self._top_k(
             terms, weights, k, resolved, allowed, check_floor(floor)
         )
         if kernel_stats is not None:
             figures = dict(zip(STATS_FIELDS, kernel_stats.tolist()))
-        else:  # exhaustive segment by segment: every posting of the query's terms
+        else:  # exhaustive segment by segment: every posting of the query's terms, per search
             offsets = [np.asarray(s.term_offsets) for s in self.segments]
-            figures = {"postings": sum(int((o[terms + 1] - o[terms]).sum()) for o in offsets)}
+            postings = sum(int((o[terms + 1] - o[terms]).sum()) for o in offsets)
+            figures = {"postings": searches * postings}
         figures["kth_score"] = int(top.scores[-1]) if len(top.scores) == k else 0
         stats = SearchStats(**figures, mode=resolved.name, int64_accumulator=int64)
         return self._hits(top.docnos, top.scores), stats
@@ -653,6 +661,19 @@ class LiveImpactIndex(_LiveBase):
             raise KeyError(f"document {docno} ({self.doc_ids[docno]!r}) is deleted")
         terms, weights = self.prepare_query(query)
         return self.segments[part].explain((terms, weights), local)
+
+
+def _add_stats(first: np.ndarray | None, more: np.ndarray | None) -> np.ndarray | None:
+    """Kernel stats of two searches of one query: their work added, as the cross-segment
+    searcher adds its segments' (``theta0``: the first nonzero; ``cut_bound``: the larger)."""
+    if first is None or more is None:
+        return first if more is None else more
+    from sparse_ir.index.pruned import STAT_CUT_BOUND, STAT_THETA0
+
+    total = first + more
+    total[STAT_THETA0] = first[STAT_THETA0] or more[STAT_THETA0]
+    total[STAT_CUT_BOUND] = max(first[STAT_CUT_BOUND], more[STAT_CUT_BOUND])
+    return total
 
 
 # Entries sampled from the allowed masks to estimate the share a filter allows.

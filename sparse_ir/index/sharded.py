@@ -24,6 +24,13 @@ Global document numbers are the shards laid end to end (:func:`~sparse_ir.index.
 part_offsets`), and every search merges the shards' exact top-k lists with
 :func:`~sparse_ir.index.composite.merge_topk` — the merge the live index uses for its segments —
 so a sharded index returns exactly what one index over all documents (in shard order) returns.
+Equal scores are ordered by global document number: shard order, then the shard's own document
+number (a single build's ordinal is its document number).
+
+Shards are single builds. A live index (:mod:`~sparse_ir.index.segments`: segments, deletions,
+ordinals) is refused as a shard — by :func:`write_sharded_manifest` and when a manifest naming
+one is opened — with an error naming it: its document numbers are not its tie order (ordinals),
+and its documents change under a manifest that pins one generation.
 
 The manifest pins one generation of each shard: rebuilding a shard in place publishes a new
 generation that the manifest does not name, so the sharded index keeps searching the pinned
@@ -43,7 +50,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from sparse_ir.errors import IndexCorruptError, InputError
+from sparse_ir.errors import IndexCorruptError, IndexFormatError, InputError
 from sparse_ir.index.composite import merge_topk, part_offsets
 from sparse_ir.index.impact_index import QueryLike, TopK
 from sparse_ir.index.storage import (
@@ -180,6 +187,11 @@ def write_sharded_manifest(
     if not shards:
         raise InputError(f"{directory}: a sharded index needs at least one shard")
     records, bodies = zip(*(_shard_facts(directory, s) for s in shards))
+    from sparse_ir.index.segments import SEGMENTS_FORMAT
+
+    for record, shard_body in zip(records, bodies):
+        if shard_body.get("format") == SEGMENTS_FORMAT:
+            raise InputError(_LIVE_SHARD.format(where=directory, shard=record.path))
     kinds = {b.get("format") for b in bodies}
     if kinds == {IMPACT_FORMAT}:
         body = _impact_facts(records, bodies)
@@ -208,6 +220,14 @@ def write_sharded_manifest(
         with contextlib.suppress(OSError):
             temporary.rmdir()
     return directory / "manifest.json"
+
+
+_LIVE_SHARD = (
+    "{where}: shard {shard} is a live index (a commit of segments); a sharded index holds "
+    "single builds only (ties by global document number, one pinned generation per shard). "
+    "Build each shard with ImpactIndex.build or DenseIndex.build (ShardedIndex.build does), "
+    "or search the live index on its own"
+)
 
 
 def _impact_facts(records, bodies) -> dict:
@@ -326,6 +346,12 @@ class _ShardedBase:
             raise IndexCorruptError(
                 f"{directory}: shard {record.path}'s generation {record.generation} is missing "
                 "(the shard was rebuilt or removed; write the sharded manifest again)"
+            )
+        from sparse_ir.index.segments import is_commit
+
+        if is_commit(generation):  # opened as a live index, it would tie by document number
+            raise IndexFormatError(
+                _LIVE_SHARD.format(where=directory, shard=f"{record.path}/{record.generation}")
             )
         shard = cls._shard_class().open(generation)
         if _manifest_checksum(shard.manifest.to_dict()) != record.manifest_crc32:
