@@ -430,8 +430,9 @@ def _live_layer_index(path, rng, vocab_size, max_impact):
 
 def _live_layer_reference(index, terms, weights, k, layer_postings, max_verified, allowed=None):
     """The layer ranking of a live index in plain numpy: T the smallest threshold leaving at
-    most P postings with q_t × impact >= T in all segments (deleted documents' postings
-    counted), partial scores of those postings, the best max(V, k) allowed live documents by
+    most P live postings with q_t × impact >= T in all segments (a filter's excluded ones
+    counted, as in one index), partial scores of those postings, the best max(V, k) allowed
+    live documents by
     (partial desc, ordinal asc) scored exactly, their top-k by (score desc, ordinal asc); the
     exhaustive top-k when every posting is in the layer or fewer than k documents are."""
     from sparse_ir.index.layout import term_postings
@@ -450,11 +451,14 @@ def _live_layer_reference(index, terms, weights, k, layer_postings, max_verified
         kept = top(np.flatnonzero((scores > 0) & mask), scores, k)
         return [(int(d), int(scores[d])) for d in kept]
 
+    deleted = index.deleted_mask()
     lists = []  # (global documents, q_t × impact) of every query term in every segment
     for segment, base in zip(index.segments, index.offsets[:-1].tolist()):
         for t, w in zip(terms.tolist(), weights.tolist()):
             docs, impacts = term_postings(segment._layout, t)
-            lists.append((docs.astype(np.int64) + base, w * impacts.astype(np.int64)))
+            docs = docs.astype(np.int64) + base
+            live = ~deleted[docs]
+            lists.append((docs[live], w * impacts[live].astype(np.int64)))
     every = np.concatenate([values for _, values in lists])
     if len(every) <= layer_postings:
         return exhaustive()

@@ -6,13 +6,15 @@ q_t × impact), ranks the documents by that partial score and scores the best ma
 exactly. Over the segments of a live index it is the same ranking, as if the live documents
 were one index:
 
-1. **One threshold for all segments.** The layer is the postings with q_t × impact >= T, T the
-   smallest threshold (at most the largest q_t × impact) that leaves at most P postings in
-   all segments together. The cuts are impacts, so a posting's membership does not depend on
-   its segment; each probe of the binary search counts the layer from every segment's impact
-   segments (:func:`layer_size_flat`, no posting read). Postings of deleted (or filtered-out)
-   documents are counted, as a filter's excluded documents are in one index: the count
-   needs no posting to be read.
+1. **One threshold for all segments.** The layer is the live postings with q_t × impact >= T,
+   T the smallest threshold (at most the largest live q_t × impact) that leaves at most P
+   live postings in all segments together. The cuts are impacts, so a posting's membership
+   does not depend on its segment; each probe of the binary search counts the layer from
+   every segment's impact segments (:func:`layer_size_flat`, no posting read). Deleted
+   documents' postings are not counted: each segment's impact segments' ends are recounted
+   without them once per opened commit (:func:`live_segment_ends`, reading the deleted
+   documents' forward entries only), so a live index ranks like one build of its live
+   documents. A filter's excluded documents are counted, as in one index.
 2. **One candidate set.** Each segment's layer postings are summed into partial scores and its
    best max(V, k) allowed documents kept (:func:`rank_segment_flat`; a deleted document is
    never allowed); the lists are merged into the best max(V, k) of all segments by partial
@@ -35,7 +37,7 @@ import numpy as np
 
 from sparse_ir.errors import IndexCorruptError
 from sparse_ir.index import kernels
-from sparse_ir.index.approximate import _layer_size, _rank_layer, _segments_reaching
+from sparse_ir.index.approximate import _rank_layer, _segments_reaching
 from sparse_ir.index.composite import merge_topk
 from sparse_ir.index.impact_index import TopK
 from sparse_ir.index.pruned import (
@@ -50,7 +52,14 @@ from sparse_ir.index.pruned import (
     _fill_slots,
 )
 
-__all__ = ["layer_size_flat", "layer_top_k", "rank_segment_flat", "score_documents_flat"]
+__all__ = [
+    "layer_size_flat",
+    "layer_threshold",
+    "layer_top_k",
+    "live_segment_ends",
+    "rank_segment_flat",
+    "score_documents_flat",
+]
 
 _KTH_SCORE = STATS_FIELDS.index("kth_score")
 
@@ -59,25 +68,73 @@ _KTH_SCORE = STATS_FIELDS.index("kth_score")
 # .pruned.search_one_flat: a record of arrays is type-checked on a slow path at every call).
 # fmt: off
 @numba.njit(cache=True, nogil=True)
-def layer_size_flat(
-    query_terms, query_weights, threshold, term_offsets, window_offsets, impact_order_docs,
-    impact_order_impacts, segment_offsets, segment_impacts, segment_ends, forward_offsets,
-    forward_terms, forward_impacts, window_bits,
+def live_segment_ends(
+    deleted_docs, term_offsets, segment_offsets, segment_impacts, segment_ends, forward_offsets,
+    forward_terms, forward_impacts,
 ):
-    """Postings of one segment with q_t × impact >= ``threshold``, and the largest
-    q_t × impact of its query postings: ``(count, largest)``."""
-    arrays = SearchArrays(
-        term_offsets, window_offsets, impact_order_docs, impact_order_impacts, segment_offsets,
-        segment_impacts, segment_ends, forward_offsets, forward_terms, forward_impacts,
-        window_bits,
-    )
+    """``segment_ends`` of one segment counting its live postings only: entry j is the term's
+    start + how many of its live postings have at least impact segment j's impact.
+    ``deleted_docs``: the segment's deleted documents (their forward entries are read, nothing
+    else). Returns ``(ends, corrupt)``; corrupt: a forward entry names a term or impact the
+    term's impact segments do not hold."""
+    removed = np.zeros(len(segment_ends), np.int64)
+    n_terms = len(segment_offsets) - 1
+    for j in range(len(deleted_docs)):
+        d = deleted_docs[j]
+        start = forward_offsets[d]
+        end = forward_offsets[d + 1]
+        if not (0 <= start <= end <= len(forward_terms)):
+            return segment_ends.copy(), True
+        for p in range(start, end):
+            t = forward_terms[p]
+            if t < 0 or t >= n_terms:
+                return segment_ends.copy(), True
+            impact = forward_impacts[p]
+            low = segment_offsets[t]
+            high = segment_offsets[t + 1]
+            last = high
+            while low < high:  # the segment of this impact (impacts descending)
+                middle = (low + high) // 2
+                if segment_impacts[middle] > impact:
+                    low = middle + 1
+                else:
+                    high = middle
+            if low == last or segment_impacts[low] != impact:
+                return segment_ends.copy(), True
+            removed[low] += 1
+    ends = segment_ends.copy()
+    for t in range(n_terms):
+        gone = np.int64(0)
+        for j in range(segment_offsets[t], segment_offsets[t + 1]):
+            gone += removed[j]
+            ends[j] -= gone
+    return ends, False
+
+
+@numba.njit(cache=True, nogil=True)
+def layer_size_flat(
+    query_terms, query_weights, threshold, term_offsets, segment_offsets, segment_impacts, ends,
+):
+    """Live postings of one segment with q_t × impact >= ``threshold``, and the largest
+    q_t × impact of its live query postings: ``(count, largest)``. ``ends``: the segment's
+    :func:`live_segment_ends` (its ``segment_ends`` when nothing is deleted)."""
+    total = np.int64(0)
     largest = np.int64(0)
     for i in range(len(query_terms)):
         t = query_terms[i]
         first = segment_offsets[t]
-        if segment_offsets[t + 1] > first:
-            largest = max(largest, query_weights[i] * np.int64(segment_impacts[first]))
-    return _layer_size(query_terms, query_weights, arrays, threshold), largest
+        last = segment_offsets[t + 1]
+        weight = np.int64(query_weights[i])
+        n = _segments_reaching(weight, threshold, segment_impacts, first, last)
+        if n > 0:
+            total += ends[first + n - 1] - term_offsets[t]
+        before = term_offsets[t]
+        for j in range(first, last):  # the highest impact with a live posting
+            if ends[j] > before:
+                largest = max(largest, weight * np.int64(segment_impacts[j]))
+                break
+            before = ends[j]
+    return total, largest
 
 
 @numba.njit(cache=True, nogil=True)
@@ -153,13 +210,14 @@ def _corrupt(segment) -> IndexCorruptError:
     )
 
 
-def layer_threshold(terms, weights, flats, max_postings: int) -> tuple[int, int]:
-    """T, the smallest threshold in [1, largest q_t × impact] leaving at most ``max_postings``
-    postings with q_t × impact >= T in all segments (``flats``: each segment's search arrays
-    field by field), else the largest; and the postings at or above it: ``(T, postings)``."""
+def layer_threshold(terms, weights, tables, max_postings: int) -> tuple[int, int]:
+    """T, the smallest threshold in [1, largest live q_t × impact] leaving at most
+    ``max_postings`` live postings with q_t × impact >= T in all segments, else the largest;
+    and the live postings at or above it: ``(T, postings)``. ``tables``: each segment's
+    ``(term_offsets, segment_offsets, segment_impacts, live ends)``."""
 
     def size(threshold: int) -> tuple[int, int]:
-        counts = [layer_size_flat(terms, weights, threshold, *flat) for flat in flats]
+        counts = [layer_size_flat(terms, weights, threshold, *table) for table in tables]
         return sum(int(c) for c, _ in counts), max((int(h) for _, h in counts), default=0)
 
     _, high = size(1 << 62)
@@ -171,6 +229,30 @@ def layer_threshold(terms, weights, flats, max_postings: int) -> tuple[int, int]
         else:
             low = middle + 1
     return low, size(low)[0]
+
+
+def _layer_tables(live) -> list[tuple]:
+    """Each segment's ``(term_offsets, segment_offsets, segment_impacts, live ends)``, made once
+    per opened commit (its deletions do not change)."""
+    tables = live.__dict__.get("_layer_tables")
+    if tables is None:
+        tables = []
+        for segment, deleted in zip(live.segments, live.deleted):
+            arrays = SearchArrays(*segment._pruned()._flat_arrays)
+            ends = arrays.segment_ends
+            if deleted is not None and bool(deleted.any()):
+                ends, corrupt = live_segment_ends(
+                    np.flatnonzero(deleted), arrays.term_offsets, arrays.segment_offsets,
+                    arrays.segment_impacts, arrays.segment_ends, arrays.forward_offsets,
+                    arrays.forward_terms, arrays.forward_impacts,
+                )  # fmt: skip
+                if corrupt:
+                    raise _corrupt(segment)
+            tables.append(
+                (arrays.term_offsets, arrays.segment_offsets, arrays.segment_impacts, ends)
+            )
+        live._layer_tables = tables
+    return tables
 
 
 def layer_top_k(live, terms, weights, k: int, params, allowed: list, floor: int = 0):
@@ -193,7 +275,8 @@ def layer_top_k(live, terms, weights, k: int, params, allowed: list, floor: int 
         flats.append(segment._pruned()._flat_arrays)
     int64 = any(bool(s._needs_int64(terms, weights)) for s in segments)
     stats = np.zeros(len(STATS_FIELDS), np.int64)
-    threshold, _ = layer_threshold(terms, weights, flats, int(params.estimate_postings))
+    tables = _layer_tables(live)
+    threshold, _ = layer_threshold(terms, weights, tables, int(params.estimate_postings))
     parts, keys = [], []
     for s, segment in enumerate(segments):
         mask = kernels.ALL_DOCUMENTS if allowed[s] is None else allowed[s]
