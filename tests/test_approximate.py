@@ -234,6 +234,34 @@ def test_layer_ranking_recall_on_scifact_stays_within_its_bounds(tmp_path, scifa
         assert got == expected
 
 
+@pytest.mark.slow
+def test_live_layer_ranking_on_scifact_equals_the_one_shot_build(tmp_path, scifact_vectors):
+    # A live index of SciFact in four commits, 300 documents deleted and re-added (so numbers
+    # do not follow ordinals), ranks like one build of its live documents: the layer ranking's
+    # top-10 is the one-shot build's for every test query, ids, scores and order.
+    docs, queries = scifact_vectors
+    one_shot = ImpactIndex.build(docs, tmp_path / "one-shot", show_progress=False)
+    with IndexWriter.open(tmp_path / "live", vocab=docs.vocab, merge_policy=None) as writer:
+        for part in np.array_split(np.arange(len(docs)), 3):
+            writer.add(docs.select(part))
+            writer.commit()
+        chosen = np.sort(np.random.default_rng(5).choice(len(docs), 300, replace=False))
+        writer.delete([docs.ids[i] for i in chosen.tolist()])
+        writer.commit()
+        writer.add(docs.select(chosen))
+        writer.commit()
+    live = ImpactIndex.open(tmp_path / "live")
+    assert len(live.segments) == 4 and live.num_deleted == 300
+    assert not live.numbers_follow_ordinals
+    for layer_postings, max_verified in ((3_000, 100), (1_000, 30)):
+        mode = Approximate(layer_postings=layer_postings, max_verified=max_verified)
+        expected = one_shot.search_batch(queries, 10, mode=mode, threads=2)
+        run = live.search_batch(queries, 10, mode=mode, threads=2)
+        for qid in queries.ids:
+            got = [(h.doc_id, h.score) for h in run[qid]]
+            assert got == [(h.doc_id, h.score) for h in expected[qid]], (qid, mode)
+
+
 def test_filtered_search_with_the_new_knobs_returns_allowed_documents_only(tmp_path):
     rng = np.random.default_rng(7)
     docs = _random_impacts(rng, 400, 30, 15, 50, 1.0)
