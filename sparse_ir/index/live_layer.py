@@ -10,7 +10,7 @@ were one index:
    T the smallest threshold (at most the largest live q_t × impact) that leaves at most P
    live postings in all segments together. The cuts are impacts, so a posting's membership
    does not depend on its segment; each probe of the binary search counts the layer from
-   every segment's impact segments (:func:`layer_size_flat`, no posting read). Deleted
+   every segment's impact segments (:func:`layer_threshold_flat`, no posting read). Deleted
    documents' postings are not counted: each segment's impact segments' ends are recounted
    without them once per opened commit (:func:`live_segment_ends`, reading the deleted
    documents' forward entries only), so a live index ranks like one build of its live
@@ -53,8 +53,7 @@ from sparse_ir.index.pruned import (
 )
 
 __all__ = [
-    "layer_size_flat",
-    "layer_threshold",
+    "layer_threshold_flat",
     "layer_top_k",
     "live_segment_ends",
     "rank_segment_flat",
@@ -112,29 +111,51 @@ def live_segment_ends(
 
 
 @numba.njit(cache=True, nogil=True)
-def layer_size_flat(
-    query_terms, query_weights, threshold, term_offsets, segment_offsets, segment_impacts, ends,
-):
-    """Live postings of one segment with q_t × impact >= ``threshold``, and the largest
-    q_t × impact of its live query postings: ``(count, largest)``. ``ends``: the segment's
-    :func:`live_segment_ends` (its ``segment_ends`` when nothing is deleted)."""
+def _layer_size(query_terms, query_weights, threshold, offsets, impacts, reach):
+    """Live postings with q_t × impact >= ``threshold`` in all segments (see
+    :func:`layer_threshold_flat` for the tables)."""
     total = np.int64(0)
-    largest = np.int64(0)
-    for i in range(len(query_terms)):
-        t = query_terms[i]
-        first = segment_offsets[t]
-        last = segment_offsets[t + 1]
-        weight = np.int64(query_weights[i])
-        n = _segments_reaching(weight, threshold, segment_impacts, first, last)
-        if n > 0:
-            total += ends[first + n - 1] - term_offsets[t]
-        before = term_offsets[t]
-        for j in range(first, last):  # the highest impact with a live posting
-            if ends[j] > before:
-                largest = max(largest, weight * np.int64(segment_impacts[j]))
-                break
-            before = ends[j]
-    return total, largest
+    for s in range(offsets.shape[0]):
+        for i in range(len(query_terms)):
+            t = query_terms[i]
+            first = offsets[s, t]
+            n = _segments_reaching(query_weights[i], threshold, impacts, first, offsets[s, t + 1])
+            if n > 0:
+                total += reach[first + n - 1]
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def layer_threshold_flat(query_terms, query_weights, max_postings, offsets, impacts, reach):
+    """T, the smallest threshold in [1, the largest live q_t × impact] leaving at most
+    ``max_postings`` live postings with q_t × impact >= T in all segments, else the largest;
+    and the live postings at or above it: ``(T, postings)``. A binary search, each probe
+    counting from the impact segments (no posting read), as in
+    :func:`.approximate.layer_cuts`.
+
+    The tables of all segments (:func:`_layer_tables`): term t's impact segments in segment s
+    are ``[offsets[s, t], offsets[s, t + 1])`` of ``impacts`` (descending) and ``reach``
+    (how many of the term's live postings in s have at least that impact).
+    """
+    high = np.int64(0)
+    for s in range(offsets.shape[0]):
+        for i in range(len(query_terms)):
+            t = query_terms[i]
+            before = np.int64(0)
+            for j in range(offsets[s, t], offsets[s, t + 1]):  # its highest live impact
+                if reach[j] > before:
+                    high = max(high, np.int64(query_weights[i]) * impacts[j])
+                    break
+                before = reach[j]
+    low = np.int64(1)
+    high = max(high, low)
+    while low < high:
+        middle = low + (high - low) // 2
+        if _layer_size(query_terms, query_weights, middle, offsets, impacts, reach) <= max_postings:
+            high = middle
+        else:
+            low = middle + 1
+    return low, _layer_size(query_terms, query_weights, low, offsets, impacts, reach)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -210,33 +231,13 @@ def _corrupt(segment) -> IndexCorruptError:
     )
 
 
-def layer_threshold(terms, weights, tables, max_postings: int) -> tuple[int, int]:
-    """T, the smallest threshold in [1, largest live q_t × impact] leaving at most
-    ``max_postings`` live postings with q_t × impact >= T in all segments, else the largest;
-    and the live postings at or above it: ``(T, postings)``. ``tables``: each segment's
-    ``(term_offsets, segment_offsets, segment_impacts, live ends)``."""
-
-    def size(threshold: int) -> tuple[int, int]:
-        counts = [layer_size_flat(terms, weights, threshold, *table) for table in tables]
-        return sum(int(c) for c, _ in counts), max((int(h) for _, h in counts), default=0)
-
-    _, high = size(1 << 62)
-    low, high = 1, max(high, 1)
-    while low < high:
-        middle = low + (high - low) // 2
-        if size(middle)[0] <= max_postings:
-            high = middle
-        else:
-            low = middle + 1
-    return low, size(low)[0]
-
-
-def _layer_tables(live) -> list[tuple]:
-    """Each segment's ``(term_offsets, segment_offsets, segment_impacts, live ends)``, made once
-    per opened commit (its deletions do not change)."""
+def _layer_tables(live) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The tables of :func:`layer_threshold_flat` for every segment of ``live``, made once per
+    opened commit (its deletions do not change): ``(offsets, impacts, reach)``."""
     tables = live.__dict__.get("_layer_tables")
     if tables is None:
-        tables = []
+        offsets, impacts, reach = [], [], []
+        base = 0
         for segment, deleted in zip(live.segments, live.deleted):
             arrays = SearchArrays(*segment._pruned()._flat_arrays)
             ends = arrays.segment_ends
@@ -248,9 +249,14 @@ def _layer_tables(live) -> list[tuple]:
                 )  # fmt: skip
                 if corrupt:
                     raise _corrupt(segment)
-            tables.append(
-                (arrays.term_offsets, arrays.segment_offsets, arrays.segment_impacts, ends)
-            )
+            segment_offsets = np.asarray(arrays.segment_offsets, np.int64)
+            term_of = np.repeat(np.arange(len(segment_offsets) - 1), np.diff(segment_offsets))
+            term_offsets = np.asarray(arrays.term_offsets, np.int64)
+            offsets.append(segment_offsets + base)
+            impacts.append(np.asarray(arrays.segment_impacts, np.int64))
+            reach.append(np.asarray(ends, np.int64) - term_offsets[term_of])
+            base += int(segment_offsets[-1])
+        tables = (np.stack(offsets), np.concatenate(impacts), np.concatenate(reach))
         live._layer_tables = tables
     return tables
 
@@ -275,8 +281,9 @@ def layer_top_k(live, terms, weights, k: int, params, allowed: list, floor: int 
         flats.append(segment._pruned()._flat_arrays)
     int64 = any(bool(s._needs_int64(terms, weights)) for s in segments)
     stats = np.zeros(len(STATS_FIELDS), np.int64)
-    tables = _layer_tables(live)
-    threshold, _ = layer_threshold(terms, weights, tables, int(params.estimate_postings))
+    threshold, _ = layer_threshold_flat(
+        terms, weights, np.int64(params.estimate_postings), *_layer_tables(live)
+    )
     parts, keys = [], []
     for s, segment in enumerate(segments):
         mask = kernels.ALL_DOCUMENTS if allowed[s] is None else allowed[s]
