@@ -456,13 +456,16 @@ def _live_layer_index(path, rng, vocab_size, max_impact):
     return index, _random_impacts(rng, 8, vocab_size, 8, max_impact, 1.0)
 
 
-def _live_layer_reference(index, terms, weights, k, layer_postings, max_verified, allowed=None):
+def _live_layer_reference(
+    index, terms, weights, k, layer_postings, max_verified, allowed=None, floor=0
+):
     """The layer ranking of a live index in plain numpy: T the smallest threshold leaving at
     most P live postings with q_t × impact >= T in all segments (a filter's excluded ones
     counted, as in one index), partial scores of those postings, the best max(V, k) allowed
     live documents by
     (partial desc, ordinal asc) scored exactly, their top-k by (score desc, ordinal asc); the
-    exhaustive top-k when every posting is in the layer or fewer than k documents are."""
+    exhaustive top-k when every posting is in the layer or fewer than k documents are (and
+    ``floor`` is 0); only scores above ``floor``."""
     from sparse_ir.index.layout import term_postings
 
     scores = np.concatenate([s.reference_scores(terms, weights) for s in index.segments])
@@ -476,7 +479,7 @@ def _live_layer_reference(index, terms, weights, k, layer_postings, max_verified
         return docs[order]
 
     def exhaustive():
-        kept = top(np.flatnonzero((scores > 0) & mask), scores, k)
+        kept = top(np.flatnonzero((scores > floor) & mask), scores, k)
         return [(int(d), int(scores[d])) for d in kept]
 
     deleted = index.deleted_mask()
@@ -497,9 +500,10 @@ def _live_layer_reference(index, terms, weights, k, layer_postings, max_verified
         keep = values >= threshold
         np.add.at(partial, docs[keep], values[keep])
     touched = np.flatnonzero((partial > 0) & mask)
-    if len(touched) < k:
+    if len(touched) < k and floor == 0:
         return exhaustive()
     verified = top(touched, partial, max(max_verified, k))
+    verified = verified[scores[verified] > floor]
     return [(int(d), int(scores[d])) for d in top(verified, scores, k)]
 
 
@@ -521,6 +525,15 @@ def test_live_layer_ranking_equals_its_numpy_reference(tmp_path, seed):
             top = index.search_arrays((terms, weights), k, mode=mode, filter=allowed)
             assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, (q, mode)
             checked += 1
+            if expected:  # only scores above a floor (a composite's running k-th score)
+                floor = expected[len(expected) // 2][1]
+                expected = _live_layer_reference(
+                    index, terms, weights, k, layer_postings, max_verified, allowed, floor
+                )
+                top = index.search_arrays(
+                    (terms, weights), k, mode=mode, filter=allowed, floor=floor
+                )
+                assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, floor
     assert checked >= 20
 
 
