@@ -557,3 +557,31 @@ def test_live_layer_ranking_over_every_posting_and_document_is_exhaustive(tmp_pa
         )
         _, stats = index.search_with_stats(queries.select([asked]), k, mode=mode)
         assert stats.mode == "approximate" and stats.verified == stats.candidates > 0
+
+
+def test_live_layer_ranking_refuses_damaged_segments_naming_them(tmp_path):
+    from sparse_ir.errors import IndexCorruptError
+
+    index, _ = _live_layer_index(tmp_path / "live", np.random.default_rng(6), 12, 9)
+    query = {f"t{i}": 1 for i in range(12)}
+    mode = Approximate(layer_postings=10**6, max_verified=5)  # every posting in the layer
+    assert index.search(query, 3, mode=mode)
+
+    def damage(segment, field):
+        layout = segment._pruned().layout
+        damaged = np.array(getattr(layout, field))
+        damaged[:] = 60_000
+        damaged.flags.writeable = False  # as mapped arrays are: one kernel type
+        segment._pruned().layout = layout._replace(**{field: damaged})
+
+    # The layer's postings point past the segment's documents.
+    damage(index.segments[1], "impact_order_docs")
+    with pytest.raises(IndexCorruptError, match=str(index.segments[1].directory)):
+        index.search(query, 3, mode=mode)
+    # A deleted document's forward entry names a term outside the vocabulary: the live counts
+    # of the impact segments (made at a commit's first layer search) cannot be made.
+    fresh = ImpactIndex.open(tmp_path / "live")
+    assert fresh.deleted[0] is not None and fresh.deleted[0].any()
+    damage(fresh.segments[0], "forward_terms")
+    with pytest.raises(IndexCorruptError, match=str(fresh.segments[0].directory)):
+        fresh.search(query, 3, mode=mode)
