@@ -196,6 +196,72 @@ def test_recall_on_scifact_stays_above_its_bound(tmp_path, scifact_vectors):
     assert np.mean(recalls) >= 0.97  # measured 0.986 (2026-12-02)
 
 
+@pytest.mark.slow
+def test_layer_ranking_recall_on_scifact_stays_within_its_bounds(tmp_path, scifact_vectors):
+    # Real splade-tiny vectors: the layer ranking's top-10 against the exhaustive top-10 over
+    # the 300 test queries. Every query has more postings than the layers below (6,788 to
+    # 126,302, median 48,476, of 1,283,326 in 5,183 documents), so the layer kernel answers,
+    # not the exhaustive one the dispatcher sends a query to when its layer holds everything.
+    quantizer = Quantizer(scale=100)
+    docs = quantizer.quantize(scifact_vectors.documents)
+    queries = quantizer.quantize(scifact_vectors.queries)
+    index = ImpactIndex.build(docs, tmp_path / "scifact", show_progress=False)
+    exact = index.search_batch(queries, 10, mode="exhaustive", threads=2)
+    prepared = [index.prepare_query(queries.select([q])) for q in range(len(queries.ids))]
+    offsets = np.asarray(index.term_offsets)
+    assert min(int((offsets[t + 1] - offsets[t]).sum()) for t, _ in prepared) > 3_000
+
+    def recall(layer_postings, max_verified):
+        mode = Approximate(layer_postings=layer_postings, max_verified=max_verified)
+        run = index.search_batch(queries, 10, mode=mode, threads=2)
+        found = [
+            len({h.docno for h in run[qid]} & {h.docno for h in exact[qid]})
+            / max(len(exact[qid]), 1)
+            for qid in queries.ids
+        ]
+        return float(np.mean(found))
+
+    # Measured 2026-12-03 (scale 100): (3000, 100) 0.963, (1000, 100) 0.834, (100, 10) 0.183;
+    # (10000, 100) gives 0.999 and (30000, 300) 1.0.
+    assert recall(3_000, 100) >= 0.93
+    assert recall(1_000, 100) >= 0.78
+    assert recall(100, 10) <= 0.3  # a tiny layer loses most of the top-10: the bounds bite
+    # P >= every posting and V >= every document: the exhaustive top-10 exactly, ties
+    # included, from the layer kernel itself (the dispatcher would not call it).
+    for terms, weights in prepared:
+        expected, _ = _reference(index, terms, weights, 10)
+        got = _layer_kernel(index, terms, weights, 10, index.num_postings, index.num_documents)
+        assert got == expected
+
+
+@pytest.mark.slow
+def test_live_layer_ranking_on_scifact_equals_the_one_shot_build(tmp_path, scifact_vectors):
+    # A live index of SciFact in four commits, 300 documents deleted and re-added (so numbers
+    # do not follow ordinals), ranks like one build of its live documents: the layer ranking's
+    # top-10 is the one-shot build's for every test query, ids, scores and order.
+    docs, queries = scifact_vectors
+    one_shot = ImpactIndex.build(docs, tmp_path / "one-shot", show_progress=False)
+    with IndexWriter.open(tmp_path / "live", vocab=docs.vocab, merge_policy=None) as writer:
+        for part in np.array_split(np.arange(len(docs)), 3):
+            writer.add(docs.select(part))
+            writer.commit()
+        chosen = np.sort(np.random.default_rng(5).choice(len(docs), 300, replace=False))
+        writer.delete([docs.ids[i] for i in chosen.tolist()])
+        writer.commit()
+        writer.add(docs.select(chosen))
+        writer.commit()
+    live = ImpactIndex.open(tmp_path / "live")
+    assert len(live.segments) == 4 and live.num_deleted == 300
+    assert not live.numbers_follow_ordinals
+    for layer_postings, max_verified in ((3_000, 100), (1_000, 30)):
+        mode = Approximate(layer_postings=layer_postings, max_verified=max_verified)
+        expected = one_shot.search_batch(queries, 10, mode=mode, threads=2)
+        run = live.search_batch(queries, 10, mode=mode, threads=2)
+        for qid in queries.ids:
+            got = [(h.doc_id, h.score) for h in run[qid]]
+            assert got == [(h.doc_id, h.score) for h in expected[qid]], (qid, mode)
+
+
 def test_filtered_search_with_the_new_knobs_returns_allowed_documents_only(tmp_path):
     rng = np.random.default_rng(7)
     docs = _random_impacts(rng, 400, 30, 15, 50, 1.0)
@@ -368,13 +434,154 @@ def test_layer_ranking_knobs_are_validated():
     assert params.kernel_mode == 2 and not params.exact
 
 
-def test_live_index_refuses_the_layer_ranking(tmp_path):
-    vocab = ("a", "b")
-    with IndexWriter.open(tmp_path / "live", vocab=vocab) as writer:
-        writer.add(SparseBatch.from_dicts([{"a": 3}, {"b": 1}], vocab, ids=["x", "y"]))
+def _live_layer_index(path, rng, vocab_size, max_impact):
+    """A live index of four segments with deletions, an upsert and re-added ids (so document
+    numbers do not follow ordinals), and small impacts (ties)."""
+    docs = _random_impacts(rng, 320, vocab_size, 10, max_impact, 1.0)
+    with IndexWriter.open(path, vocab=docs.vocab, merge_policy=None) as writer:
+        for start in (0, 80, 160):
+            writer.add(docs.select(list(range(start, start + 80))))
+            writer.commit()
+            gone = rng.choice(start + 80, size=12, replace=False)
+            writer.delete([f"d{i}" for i in gone.tolist()])
         writer.commit()
-        writer.add(SparseBatch.from_dicts([{"a": 1, "b": 2}], vocab, ids=["z"]))
+        # Rows 240.. under the ids of deleted (re-added: an old ordinal) or live (upserted) ones.
+        again = docs.select(list(range(240, 320)))
+        ids = [f"d{i}" for i in rng.choice(240, size=80, replace=False).tolist()]
+        writer.upsert(SparseBatch(again.indptr, again.indices, again.values, again.vocab, ids))
         writer.commit()
-    index = ImpactIndex.open(tmp_path / "live")
-    with pytest.raises(ValueError, match="layer_postings .* not supported on a live"):
-        index.search({"a": 1}, 2, mode=Approximate(layer_postings=10, max_verified=5))
+    index = ImpactIndex.open(path)
+    assert len(index.segments) == 4 and index.num_deleted > 0
+    assert not index.numbers_follow_ordinals
+    return index, _random_impacts(rng, 8, vocab_size, 8, max_impact, 1.0)
+
+
+def _live_layer_reference(
+    index, terms, weights, k, layer_postings, max_verified, allowed=None, floor=0
+):
+    """The layer ranking of a live index in plain numpy: T the smallest threshold leaving at
+    most P live postings with q_t × impact >= T in all segments (a filter's excluded ones
+    counted, as in one index), partial scores of those postings, the best max(V, k) allowed
+    live documents by
+    (partial desc, ordinal asc) scored exactly, their top-k by (score desc, ordinal asc); the
+    exhaustive top-k when every posting is in the layer or fewer than k documents are (and
+    ``floor`` is 0); only scores above ``floor``."""
+    from sparse_ir.index.layout import term_postings
+
+    scores = np.concatenate([s.reference_scores(terms, weights) for s in index.segments])
+    mask = ~index.deleted_mask()
+    if allowed is not None:
+        mask &= np.asarray(allowed, bool)
+    ordinals = index.ordinals
+
+    def top(docs, values, depth):
+        order = np.lexsort((ordinals[docs], -values[docs]))[:depth]
+        return docs[order]
+
+    def exhaustive():
+        kept = top(np.flatnonzero((scores > floor) & mask), scores, k)
+        return [(int(d), int(scores[d])) for d in kept]
+
+    deleted = index.deleted_mask()
+    lists = []  # (global documents, q_t × impact) of every query term in every segment
+    for segment, base in zip(index.segments, index.offsets[:-1].tolist()):
+        for t, w in zip(terms.tolist(), weights.tolist()):
+            docs, impacts = term_postings(segment._layout, t)
+            docs = docs.astype(np.int64) + base
+            live = ~deleted[docs]
+            lists.append((docs[live], w * impacts[live].astype(np.int64)))
+    every = np.concatenate([values for _, values in lists])
+    if len(every) <= layer_postings:
+        return exhaustive()
+    ranked = np.sort(every)[::-1]
+    threshold = min(int(ranked[layer_postings]) + 1, int(ranked[0]))
+    partial = np.zeros(len(scores), np.int64)
+    for docs, values in lists:
+        keep = values >= threshold
+        np.add.at(partial, docs[keep], values[keep])
+    touched = np.flatnonzero((partial > 0) & mask)
+    if len(touched) < k and floor == 0:
+        return exhaustive()
+    verified = top(touched, partial, max(max_verified, k))
+    verified = verified[scores[verified] > floor]
+    return [(int(d), int(scores[d])) for d in top(verified, scores, k)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_live_layer_ranking_equals_its_numpy_reference(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    index, queries = _live_layer_index(tmp_path / "live", rng, 25, 4 if seed == 1 else 300)
+    checked = 0
+    for q in range(len(queries)):
+        terms, weights = index.prepare_query(queries.select([q]))
+        if len(terms) == 0:
+            continue
+        allowed = rng.random(index.num_docnos) < 0.6 if q % 2 else None
+        for layer_postings, max_verified, k in ((1, 1, 3), (5, 2, 4), (20, 5, 10), (60, 30, 7)):
+            mode = Approximate(layer_postings=layer_postings, max_verified=max_verified)
+            expected = _live_layer_reference(
+                index, terms, weights, k, layer_postings, max_verified, allowed
+            )
+            top = index.search_arrays((terms, weights), k, mode=mode, filter=allowed)
+            assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, (q, mode)
+            checked += 1
+            if expected:  # only scores above a floor (a composite's running k-th score)
+                floor = expected[len(expected) // 2][1]
+                expected = _live_layer_reference(
+                    index, terms, weights, k, layer_postings, max_verified, allowed, floor
+                )
+                top = index.search_arrays(
+                    (terms, weights), k, mode=mode, filter=allowed, floor=floor
+                )
+                assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, floor
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_live_layer_ranking_over_every_posting_and_document_is_exhaustive(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    index, queries = _live_layer_index(tmp_path / "live", rng, 20, 3)
+    # P >= every posting and V >= every document: nothing is left out, so the top-k is the
+    # exhaustive one, ties by ordinal included.
+    mode = Approximate(layer_postings=max(index.num_postings, 1), max_verified=index.num_docnos)
+    for k in (1, 5, 40):
+        run = index.search_batch(queries, k, mode=mode, threads=2)
+        for q, qid in enumerate(queries.ids):
+            one = queries.select([q])
+            expected = _pairs(index.reference_search(one, k))
+            assert _pairs(index.search(one, k, mode=mode)) == expected, (q, k)
+            assert _pairs(index.search(one, k, mode="exhaustive")) == expected, (q, k)
+            assert _pairs(run[qid]) == expected, (q, k)
+        asked = next(
+            q for q in range(len(queries)) if len(index.prepare_query(queries.select([q]))[0])
+        )
+        _, stats = index.search_with_stats(queries.select([asked]), k, mode=mode)
+        assert stats.mode == "approximate" and stats.verified == stats.candidates > 0
+
+
+def test_live_layer_ranking_refuses_damaged_segments_naming_them(tmp_path):
+    from sparse_ir.errors import IndexCorruptError
+
+    index, _ = _live_layer_index(tmp_path / "live", np.random.default_rng(6), 12, 9)
+    query = {f"t{i}": 1 for i in range(12)}
+    mode = Approximate(layer_postings=10**6, max_verified=5)  # every posting in the layer
+    assert index.search(query, 3, mode=mode)
+
+    def damage(segment, field):
+        layout = segment._pruned().layout
+        damaged = np.array(getattr(layout, field))
+        damaged[:] = 60_000
+        damaged.flags.writeable = False  # as mapped arrays are: one kernel type
+        segment._pruned().layout = layout._replace(**{field: damaged})
+
+    # The layer's postings point past the segment's documents.
+    damage(index.segments[1], "impact_order_docs")
+    with pytest.raises(IndexCorruptError, match=str(index.segments[1].directory)):
+        index.search(query, 3, mode=mode)
+    # A deleted document's forward entry names a term outside the vocabulary: the live counts
+    # of the impact segments (made at a commit's first layer search) cannot be made.
+    fresh = ImpactIndex.open(tmp_path / "live")
+    assert fresh.deleted[0] is not None and fresh.deleted[0].any()
+    damage(fresh.segments[0], "forward_terms")
+    with pytest.raises(IndexCorruptError, match=str(fresh.segments[0].directory)):
+        fresh.search(query, 3, mode=mode)

@@ -477,6 +477,9 @@ class LiveImpactIndex(_LiveBase):
         win by ordinal are all at hand (see the module's note). The stats of those searches
         are added (:func:`_add_stats`).
         """
+        params = mode.kernel_params() if self.segments and self.has_search_layout else None
+        if params is not None and params.layer:  # its candidates are ranked by ordinal already
+            return self._layer_top_k(terms, weights, k, mode, allowed, floor)
         if self.numbers_follow_ordinals:
             return (*self._top_k_by_number(terms, weights, k, mode, allowed, floor), 1)
         want = min(k + 1, max(self.num_docnos, 1))
@@ -496,6 +499,21 @@ class LiveImpactIndex(_LiveBase):
         docs, scores = self._ordered(top.docnos, top.scores, k)
         return TopK(docs, scores), stats, int64, searches
 
+    def _layer_top_k(
+        self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
+    ) -> tuple[TopK, np.ndarray | None, bool]:
+        """The layer ranking (``Approximate(layer_postings=P, max_verified=V)``) over every
+        segment at once (:func:`.live_layer.layer_top_k`: one threshold, one candidate set,
+        ties by ordinal); the exhaustive search when fewer than k documents are in the layer
+        and there is no floor, as on one index."""
+        from sparse_ir.index.live_layer import layer_top_k
+        from sparse_ir.index.modes import Exhaustive
+
+        result = layer_top_k(self, terms, weights, k, mode.kernel_params(), allowed, floor)
+        if result is None:
+            return self._top_k(terms, weights, k, Exhaustive(), allowed, floor)
+        return result
+
     def _top_k_by_number(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
     ) -> tuple[TopK, np.ndarray | None, bool]:
@@ -512,13 +530,6 @@ class LiveImpactIndex(_LiveBase):
             return merge_topk([], [], k), None, False
         if self.has_search_layout:
             params = mode.kernel_params()
-            if params is not None and params.layer:
-                # The cross-segment kernel has no layer ranking: refuse, not ignore.
-                raise ValueError(
-                    "layer_postings (the layer ranking of approximate search) is not supported "
-                    "on a live (multi-segment) index yet; use cut_ratio and bound_weight, or "
-                    "search a single-segment ImpactIndex"
-                )
             if params is not None and (params.term_share < 1.0 or params.max_verified > 0):
                 # The cross-segment kernel has no term pruning or budget: refuse, not ignore.
                 raise ValueError(
