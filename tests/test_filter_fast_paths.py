@@ -3,8 +3,8 @@
 * A live index's per-segment ``allowed`` masks are views of the filter's mask for segments
   without deletions and combined with the live documents only where a segment has deletions:
   they equal the plain ``filter & ~deleted`` sliced per segment.
-* ``FILTERED_CUT_SHIFT`` = 0 (the default, params untouched) and a shift toward higher cuts
-  return the same hits: the cut ratio only changes the work.
+* The cut ratio a filter's selectivity gives (``FILTERED_CUT_STEP`` per decade), none (0) and a
+  steeper one return the same hits: the cut ratio only changes the work.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def test_live_allowed_parts_view_the_mask_where_nothing_is_deleted(live):
     )
 
 
-@pytest.mark.parametrize("shift", [0.25, 0.5])
-def test_cut_shift_changes_no_hit(live, monkeypatch, tmp_path, shift):
+@pytest.mark.parametrize("step", [0.0, 0.3])
+def test_cut_step_changes_no_hit(live, monkeypatch, tmp_path, step):
     rng = np.random.default_rng(11)
     single = ImpactIndex.build(
         SparseBatch.from_dicts(_vectors(rng, 300), VOCAB, ids=[f"s{i}" for i in range(300)]),
@@ -97,10 +97,35 @@ def test_cut_shift_changes_no_hit(live, monkeypatch, tmp_path, shift):
         expected = [
             [index.search_arrays(q, 5, mode="pruned", filter=m) for q in queries] for m in masks
         ]
-        monkeypatch.setattr(impact_index, "FILTERED_CUT_SHIFT", shift)
+        monkeypatch.setattr(impact_index, "FILTERED_CUT_STEP", step)
         for mask, before in zip(masks, expected):
             for query, top in zip(queries, before):
                 again = index.search_arrays(query, 5, mode="pruned", filter=mask)
                 assert again.docnos.tolist() == top.docnos.tolist()
                 assert again.scores.tolist() == top.scores.tolist()
-        monkeypatch.setattr(impact_index, "FILTERED_CUT_SHIFT", 0.0)
+        monkeypatch.undo()
+
+
+def test_a_selective_filter_raises_the_cut_ratio_by_decades():
+    from sparse_ir.index.impact_index import _filtered_params
+    from sparse_ir.index.pruned import PrunedParams
+
+    def mask(share: float, n: int = 100_000) -> np.ndarray:
+        allowed = np.zeros(n, np.uint8)
+        if share:
+            allowed[:: round(1 / share)] = 7  # any nonzero value allows
+        return allowed
+
+    exact = PrunedParams()
+    ratios = {s: _filtered_params(exact, mask(s), 100_000).cut_ratio for s in (1, 0.1, 0.01, 0)}
+    assert ratios[1] == 0.5 and ratios[0] == 0.8
+    # The share is estimated from a sample of the mask: close to the rule, not exact.
+    assert ratios[0.1] == pytest.approx(0.55, abs=0.005)
+    assert ratios[0.01] == pytest.approx(0.6, abs=0.01)
+    # Exact settings stay exact; approximate ones and a ρ above the ceiling are left alone.
+    assert _filtered_params(exact, mask(0.01), 100_000).exact
+    approximate = PrunedParams(cut_ratio=1.5, bound_weight=0.5)
+    assert _filtered_params(approximate, mask(0.01), 100_000) is approximate
+    high = PrunedParams(cut_ratio=0.9)
+    assert _filtered_params(high, mask(0.01), 100_000).cut_ratio == 0.9
+    assert _filtered_params(exact, None, 100_000) is exact

@@ -1146,43 +1146,59 @@ def _gc_paused():
             gc.enable()
 
 
-#: How far a filter moves the exact pruned kernel's cut ratio toward 1 (see _filtered_params).
-#: 0: measured best with the current kernels (1M synthetic corpus, 10% filter, pruned median
-#: ρ' = ρ = 0.5 about 10% faster than ρ' = 0.56 from a shift of 0.25 and than ρ' = 0.6:
-#: ``docs/filters.md``), and it spares each filtered search sampling the mask.
-FILTERED_CUT_SHIFT = 0.0
+#: How much a filter raises the exact pruned kernel's cut ratio per decade of selectivity
+#: (see _filtered_params; 0 turns it off). Measured on the 1M synthetic corpus, ρ = 0.5, 300
+#: queries, ρ' in steps of 0.05 (``docs/filters.md``): the fastest ρ' was 0.5 for a filter
+#: allowing half the documents, 0.55 for 10% and 0.6 for 1%.
+FILTERED_CUT_STEP = 0.05
+#: The largest ρ' the rule gives (a caller's own ρ above it is left as it is).
+_FILTERED_CUT_MAX = 0.8
+#: Mask entries sampled to estimate the share a filter allows (~3 µs at 1M documents).
+MASK_SAMPLE = 1024
 
 
 def _filtered_params(params, allowed: np.ndarray | None, num_documents: int):
     """The pruned kernel's settings for a search under a filter.
 
     Only allowed candidates are verified, so a filter allowing a share s of the documents makes
-    verification s times cheaper while the cuts score as many postings as before: the balance
-    may move toward higher cuts. Exact settings (ρ < 1, β = 1) get
-    ρ' = ρ + (1 − ρ)·FILTERED_CUT_SHIFT·(1 − s), still below 1, so the result is the same; only
-    the work changes. With the current kernels the shift is 0 (``docs/filters.md``: a higher
-    ρ' verifies more than it saves), and the params are returned as they are. Approximate
-    settings are the caller's trade-off and are left as they are.
+    verification about s times cheaper while lower cuts cost as many postings as without it: the
+    balance moves toward higher cuts, the more so the more selective the filter. Exact settings
+    (ρ < 1, β = 1) get ρ' = ρ + FILTERED_CUT_STEP·log10(1/s), at most 0.8, with s estimated from
+    :data:`MASK_SAMPLE` evenly strided entries of the mask. ρ' stays below 1, so the hits are
+    the same; only the work changes. Approximate settings are the caller's trade-off and are
+    left as they are.
+
+    Example:
+        >>> from sparse_ir.index.pruned import PrunedParams
+        >>> tenth = np.zeros(10_000, np.uint8)
+        >>> tenth[::10] = 1
+        >>> round(_filtered_params(PrunedParams(), tenth, 10_000).cut_ratio, 3)
+        0.55
+        >>> _filtered_params(PrunedParams(), np.ones(10_000, np.uint8), 10_000).cut_ratio
+        0.5
     """
     if (
-        FILTERED_CUT_SHIFT == 0.0
+        FILTERED_CUT_STEP == 0.0
         or params is None
         or allowed is None
         or not params.exact
         or num_documents == 0
+        or len(allowed) == 0
     ):
         return params
     from sparse_ir.index.pruned import PrunedParams
 
-    # A strided sample of ~8k entries estimates the share (counting all 1M costs ~0.2 ms).
-    sample = allowed[:: max(1, num_documents // 8192)].view(bool)
+    sample = allowed[:: max(1, len(allowed) // MASK_SAMPLE)]
     share = float(np.count_nonzero(sample)) / len(sample)
-    ratio = params.cut_ratio + (1.0 - params.cut_ratio) * FILTERED_CUT_SHIFT * (1.0 - share)
+    ceiling = max(params.cut_ratio, _FILTERED_CUT_MAX)
+    if share <= 0.0:
+        ratio = ceiling
+    else:
+        ratio = min(params.cut_ratio + FILTERED_CUT_STEP * float(np.log10(1.0 / share)), ceiling)
+    if ratio == params.cut_ratio:
+        return params
     return PrunedParams(
-        params.estimate_postings,
-        params.estimate_candidates,
-        min(ratio, max(params.cut_ratio, 0.95)),
-        params.bound_weight,
+        params.estimate_postings, params.estimate_candidates, ratio, params.bound_weight
     )
 
 

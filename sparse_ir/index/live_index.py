@@ -539,7 +539,7 @@ class LiveImpactIndex(_LiveBase):
                 )
             if (
                 params is not None
-                and impact_index.FILTERED_CUT_SHIFT != 0.0
+                and impact_index.FILTERED_CUT_STEP != 0.0
                 and any(mask is not None for mask in allowed)
             ):
                 sample = _allowed_sample(allowed, [s.num_documents for s in self.segments])
@@ -688,7 +688,7 @@ def _add_stats(first: np.ndarray | None, more: np.ndarray | None) -> np.ndarray 
 
 
 # Entries sampled from the allowed masks to estimate the share a filter allows.
-_SAMPLE = 8192
+_SAMPLE = impact_index.MASK_SAMPLE
 
 
 def _allowed_sample(allowed: list, sizes: list[int]) -> np.ndarray:
