@@ -106,7 +106,7 @@ def test_cut_step_changes_no_hit(live, monkeypatch, tmp_path, step):
         monkeypatch.undo()
 
 
-def test_a_selective_filter_raises_the_cut_ratio_by_decades():
+def test_a_selective_filter_raises_the_cut_ratio_by_decades_below_a_tenth():
     from sparse_ir.index.impact_index import _filtered_params
     from sparse_ir.index.pruned import PrunedParams
 
@@ -117,11 +117,12 @@ def test_a_selective_filter_raises_the_cut_ratio_by_decades():
         return allowed
 
     exact = PrunedParams()
-    ratios = {s: _filtered_params(exact, mask(s), 100_000).cut_ratio for s in (1, 0.1, 0.01, 0)}
-    assert ratios[1] == 0.5 and ratios[0] == 0.8
+    shares = (1, 0.5, 0.1, 0.01, 0.001, 0)
+    ratios = {s: _filtered_params(exact, mask(s), 100_000).cut_ratio for s in shares}
+    assert ratios[1] == ratios[0.5] == ratios[0.1] == 0.5 and ratios[0] == 0.8
     # The share is estimated from a sample of the mask: close to the rule, not exact.
-    assert ratios[0.1] == pytest.approx(0.55, abs=0.005)
     assert ratios[0.01] == pytest.approx(0.6, abs=0.01)
+    assert ratios[0.001] == pytest.approx(0.7, abs=0.03)
     # Exact settings stay exact; approximate ones and a ρ above the ceiling are left alone.
     assert _filtered_params(exact, mask(0.01), 100_000).exact
     approximate = PrunedParams(cut_ratio=1.5, bound_weight=0.5)
