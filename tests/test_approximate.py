@@ -585,3 +585,21 @@ def test_live_layer_ranking_refuses_damaged_segments_naming_them(tmp_path):
     damage(fresh.segments[0], "forward_terms")
     with pytest.raises(IndexCorruptError, match=str(fresh.segments[0].directory)):
         fresh.search(query, 3, mode=mode)
+
+
+def test_live_layer_ranking_search_with_stats_gives_the_hits_of_search(tmp_path):
+    # search_with_stats takes the layer ranking's one pass (no tie re-search): its hits are
+    # search's and the reference's, with the layer's stats.
+    index, queries = _live_layer_index(tmp_path / "live", np.random.default_rng(7), 25, 300)
+    mode = Approximate(layer_postings=20, max_verified=5)
+    answered = 0
+    for q in range(len(queries)):
+        one = queries.select([q])
+        terms, weights = index.prepare_query(one)
+        hits, stats = index.search_with_stats(one, 4, mode=mode)
+        assert hits == index.search(one, 4, mode=mode)
+        assert _pairs(hits) == _live_layer_reference(index, terms, weights, 4, 20, 5), q
+        assert stats.mode == "approximate"
+        assert stats.kth_score == (hits[-1].score if len(hits) == 4 else 0)
+        answered += stats.candidates > 0
+    assert answered > 0  # some queries were answered by the layer, not the exhaustive search

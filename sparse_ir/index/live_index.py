@@ -501,18 +501,18 @@ class LiveImpactIndex(_LiveBase):
 
     def _layer_top_k(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
-    ) -> tuple[TopK, np.ndarray | None, bool]:
+    ) -> tuple[TopK, np.ndarray | None, bool, int]:
         """The layer ranking (``Approximate(layer_postings=P, max_verified=V)``) over every
         segment at once (:func:`.live_layer.layer_top_k`: one threshold, one candidate set,
-        ties by ordinal); the exhaustive search when fewer than k documents are in the layer
-        and there is no floor, as on one index."""
+        ties by ordinal, one search); the exhaustive search when fewer than k documents are in
+        the layer and there is no floor, as on one index. Returns what :meth:`_top_k` does."""
         from sparse_ir.index.live_layer import layer_top_k
         from sparse_ir.index.modes import Exhaustive
 
         result = layer_top_k(self, terms, weights, k, mode.kernel_params(), allowed, floor)
         if result is None:
             return self._top_k(terms, weights, k, Exhaustive(), allowed, floor)
-        return result
+        return (*result, 1)
 
     def _top_k_by_number(
         self, terms, weights, k: int, mode: SearchMode, allowed: list, floor: int = 0
