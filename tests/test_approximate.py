@@ -603,3 +603,19 @@ def test_live_layer_ranking_search_with_stats_gives_the_hits_of_search(tmp_path)
         assert stats.kth_score == (hits[-1].score if len(hits) == 4 else 0)
         answered += stats.candidates > 0
     assert answered > 0  # some queries were answered by the layer, not the exhaustive search
+
+
+def test_live_layer_ranking_takes_a_k_above_the_documents(tmp_path):
+    # k is the caller's: far above the documents it is the top of all of them (as on one
+    # index), not an allocation of k entries.
+    index, queries = _live_layer_index(tmp_path / "live", np.random.default_rng(8), 25, 300)
+    mode = Approximate(layer_postings=20, max_verified=5)
+    for q in range(len(queries)):
+        one = queries.select([q])
+        terms, weights = index.prepare_query(one)
+        assert index.search(one, 10**12, mode=mode) == index.reference_search(one, 10**12)
+        if len(terms) == 0:
+            continue  # (the reference needs a term)
+        top = index.search_arrays(one, 10**12, mode=mode, floor=1)
+        expected = _live_layer_reference(index, terms, weights, index.num_docnos, 20, 5, floor=1)
+        assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, q

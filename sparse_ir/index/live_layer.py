@@ -265,12 +265,13 @@ def layer_top_k(live, terms, weights, k: int, params, allowed: list, floor: int 
     """The layer ranking of a prepared query over a live impact index's segments (see the
     module docstring): ``(TopK with global numbers, stats, int64 accumulator?)``, or None when
     fewer than ``k`` allowed documents are in the layer and ``floor`` is 0 (the caller then
-    searches exhaustively).
+    searches exhaustively). A ``k`` above the live documents is taken as their number.
 
     ``params``: the kernel settings of ``Approximate(layer_postings=P, max_verified=V)`` (P is
     ``estimate_postings``); ``allowed``: each segment's mask (uint8, None: all).
     """
     segments = live.segments
+    k = min(k, max(live.num_documents, 1))  # as ImpactIndex: want entries are allocated
     floor = max(int(floor), 0)
     want = max(int(params.max_verified), k)
     searcher = live._searcher()
