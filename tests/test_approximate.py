@@ -619,3 +619,30 @@ def test_live_layer_ranking_takes_a_k_above_the_documents(tmp_path):
         top = index.search_arrays(one, 10**12, mode=mode, floor=1)
         expected = _live_layer_reference(index, terms, weights, index.num_docnos, 20, 5, floor=1)
         assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, q
+
+
+def test_live_layer_ranking_of_a_query_of_65535_terms_or_more_is_exact(tmp_path):
+    # Verification finds a query term's weight through a 16-bit slot table: a query of
+    # 65,535 terms or more is searched exhaustively (as on one index), its scores exact.
+    vocab = tuple(f"t{i}" for i in range(70_000))
+
+    def batch(rows, ids):
+        indptr = np.cumsum([0] + [len(r) for r in rows])
+        terms = np.array([t for r in rows for t in sorted(r)], np.int32)
+        values = np.array([r[t] for r in rows for t in sorted(r)], np.int32)
+        return SparseBatch(indptr, terms, values, vocab, ids)
+
+    with IndexWriter.open(tmp_path / "live", vocab=vocab, merge_policy=None) as writer:
+        writer.add(batch([{0: 1, 69_999: 5}, {4_463: 2}], ["a", "b"]))
+        writer.commit()
+        writer.add(batch([{1: 3}], ["c"]))
+        writer.commit()
+    index = ImpactIndex.open(tmp_path / "live")
+    terms = np.arange(len(vocab), dtype=np.int32)
+    weights = np.ones(len(vocab), np.int64)
+    weights[69_999] = 7
+    mode = Approximate(layer_postings=10**6, max_verified=10)
+    expected = index.reference_search((terms, weights), 3)
+    assert _pairs(expected) == [(0, 36), (2, 3), (1, 2)]
+    assert index.search((terms, weights), 3, mode=mode) == expected
+    assert index.search_with_stats((terms, weights), 3, mode=mode)[0] == expected
