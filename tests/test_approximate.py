@@ -646,3 +646,29 @@ def test_live_layer_ranking_of_a_query_of_65535_terms_or_more_is_exact(tmp_path)
     assert _pairs(expected) == [(0, 36), (2, 3), (1, 2)]
     assert index.search((terms, weights), 3, mode=mode) == expected
     assert index.search_with_stats((terms, weights), 3, mode=mode)[0] == expected
+
+
+def test_live_layer_ranking_with_nothing_allowed_or_every_match_deleted(tmp_path):
+    index, queries = _live_layer_index(tmp_path / "live", np.random.default_rng(9), 25, 300)
+    mode = Approximate(layer_postings=20, max_verified=5)
+    nothing = np.zeros(index.num_docnos, bool)
+    for q in range(len(queries)):
+        one = queries.select([q])
+        assert index.search(one, 3, mode=mode, filter=nothing) == []
+        assert len(index.search_arrays(one, 3, mode=mode, filter=nothing, floor=2).docnos) == 0
+    # Every live document holding a term of the query deleted (its postings stay in the
+    # segments, none of them live): nothing to return, from the layer or the fallback.
+    one = queries.select([0])
+    terms, _ = index.prepare_query(one)
+    assert len(terms) > 0
+    matched = index.reference_search({index.vocab[t]: 1 for t in terms.tolist()}, 10**6)
+    assert 0 < len(matched) < index.num_documents
+    with IndexWriter.open(tmp_path / "live", merge_policy=None) as writer:
+        writer.delete([hit.doc_id for hit in matched])
+        writer.commit()
+    rest = ImpactIndex.open(tmp_path / "live")
+    assert rest.num_documents == index.num_documents - len(matched) and rest.num_deleted > 0
+    assert rest.search(one, 3, mode=mode) == []
+    hits, stats = rest.search_with_stats(one, 3, mode=mode)
+    assert hits == [] and stats.kth_score == 0
+    assert len(rest.search_arrays(one, 3, mode=mode, floor=1).docnos) == 0
