@@ -4,6 +4,8 @@ and a stated recall on real SciFact splade-tiny vectors."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -164,9 +166,14 @@ def test_live_index_refuses_the_new_knobs(tmp_path):
         writer.commit()
     index = ImpactIndex.open(tmp_path / "live")
     assert index.search({"a": 1}, 2, mode=Approximate(0.5, 0.7))  # ρ and β still work
-    for mode in (Approximate(term_share=0.5), Approximate(max_verified=10)):
-        with pytest.raises(ValueError, match="not supported on a live"):
+    for mode, named in (
+        (Approximate(term_share=0.5), r"term_share=0\.5, max_verified=None"),
+        (Approximate(max_verified=10), "term_share=1.0, max_verified=10"),
+    ):
+        with pytest.raises(ValueError, match="not supported on a live") as error:
             index.search({"a": 1}, 2, mode=mode)
+        # The values given, and what works instead (the layer ranking takes max_verified).
+        assert re.search(named, str(error.value)) and "layer_postings" in str(error.value)
 
 
 @pytest.mark.slow

@@ -532,10 +532,13 @@ class LiveImpactIndex(_LiveBase):
             params = mode.kernel_params()
             if params is not None and (params.term_share < 1.0 or params.max_verified > 0):
                 # The cross-segment kernel has no term pruning or budget: refuse, not ignore.
+                budget = params.max_verified if params.max_verified > 0 else None
                 raise ValueError(
                     "term_share and max_verified of approximate search are not supported on "
-                    "a live (multi-segment) index yet; use cut_ratio and bound_weight, or "
-                    "search a single-segment ImpactIndex"
+                    f"a live (multi-segment) index yet (got term_share={params.term_share}, "
+                    f"max_verified={budget}); use cut_ratio and bound_weight, the layer "
+                    "ranking (layer_postings=P with max_verified=V), or a single-segment "
+                    "ImpactIndex"
                 )
             if (
                 params is not None
