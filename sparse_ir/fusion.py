@@ -308,7 +308,10 @@ def _tie_key(docnos: np.ndarray, tie_keys: np.ndarray | None) -> np.ndarray:
             f"document number {int(docnos.max())} has no tie key (tie_keys holds {len(keys)}); "
             "give one key per document number of the first run's index"
         )
-    return np.where(docnos >= 0, keys[np.maximum(docnos, 0)], -1).astype(np.int64)
+    known = docnos >= 0  # only known numbers are looked up (tie_keys may be empty)
+    out = np.full(len(docnos), -1, np.int64)
+    out[known] = keys[docnos[known]]
+    return out
 
 
 # -- fusion methods -------------------------------------------------------------------------------

@@ -4,6 +4,8 @@ and a stated recall on real SciFact splade-tiny vectors."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -164,9 +166,14 @@ def test_live_index_refuses_the_new_knobs(tmp_path):
         writer.commit()
     index = ImpactIndex.open(tmp_path / "live")
     assert index.search({"a": 1}, 2, mode=Approximate(0.5, 0.7))  # ρ and β still work
-    for mode in (Approximate(term_share=0.5), Approximate(max_verified=10)):
-        with pytest.raises(ValueError, match="not supported on a live"):
+    for mode, named in (
+        (Approximate(term_share=0.5), r"term_share=0\.5, max_verified=None"),
+        (Approximate(max_verified=10), "term_share=1.0, max_verified=10"),
+    ):
+        with pytest.raises(ValueError, match="not supported on a live") as error:
             index.search({"a": 1}, 2, mode=mode)
+        # The values given, and what works instead (the layer ranking takes max_verified).
+        assert re.search(named, str(error.value)) and "layer_postings" in str(error.value)
 
 
 @pytest.mark.slow
@@ -585,3 +592,90 @@ def test_live_layer_ranking_refuses_damaged_segments_naming_them(tmp_path):
     damage(fresh.segments[0], "forward_terms")
     with pytest.raises(IndexCorruptError, match=str(fresh.segments[0].directory)):
         fresh.search(query, 3, mode=mode)
+
+
+def test_live_layer_ranking_search_with_stats_gives_the_hits_of_search(tmp_path):
+    # search_with_stats takes the layer ranking's one pass (no tie re-search): its hits are
+    # search's and the reference's, with the layer's stats.
+    index, queries = _live_layer_index(tmp_path / "live", np.random.default_rng(7), 25, 300)
+    mode = Approximate(layer_postings=20, max_verified=5)
+    answered = 0
+    for q in range(len(queries)):
+        one = queries.select([q])
+        terms, weights = index.prepare_query(one)
+        hits, stats = index.search_with_stats(one, 4, mode=mode)
+        assert hits == index.search(one, 4, mode=mode)
+        assert _pairs(hits) == _live_layer_reference(index, terms, weights, 4, 20, 5), q
+        assert stats.mode == "approximate"
+        assert stats.kth_score == (hits[-1].score if len(hits) == 4 else 0)
+        answered += stats.candidates > 0
+    assert answered > 0  # some queries were answered by the layer, not the exhaustive search
+
+
+def test_live_layer_ranking_takes_a_k_above_the_documents(tmp_path):
+    # k is the caller's: far above the documents it is the top of all of them (as on one
+    # index), not an allocation of k entries.
+    index, queries = _live_layer_index(tmp_path / "live", np.random.default_rng(8), 25, 300)
+    mode = Approximate(layer_postings=20, max_verified=5)
+    for q in range(len(queries)):
+        one = queries.select([q])
+        terms, weights = index.prepare_query(one)
+        assert index.search(one, 10**12, mode=mode) == index.reference_search(one, 10**12)
+        if len(terms) == 0:
+            continue  # (the reference needs a term)
+        top = index.search_arrays(one, 10**12, mode=mode, floor=1)
+        expected = _live_layer_reference(index, terms, weights, index.num_docnos, 20, 5, floor=1)
+        assert list(zip(top.docnos.tolist(), top.scores.tolist())) == expected, q
+
+
+def test_live_layer_ranking_of_a_query_of_65535_terms_or_more_is_exact(tmp_path):
+    # Verification finds a query term's weight through a 16-bit slot table: a query of
+    # 65,535 terms or more is searched exhaustively (as on one index), its scores exact.
+    vocab = tuple(f"t{i}" for i in range(70_000))
+
+    def batch(rows, ids):
+        indptr = np.cumsum([0] + [len(r) for r in rows])
+        terms = np.array([t for r in rows for t in sorted(r)], np.int32)
+        values = np.array([r[t] for r in rows for t in sorted(r)], np.int32)
+        return SparseBatch(indptr, terms, values, vocab, ids)
+
+    with IndexWriter.open(tmp_path / "live", vocab=vocab, merge_policy=None) as writer:
+        writer.add(batch([{0: 1, 69_999: 5}, {4_463: 2}], ["a", "b"]))
+        writer.commit()
+        writer.add(batch([{1: 3}], ["c"]))
+        writer.commit()
+    index = ImpactIndex.open(tmp_path / "live")
+    terms = np.arange(len(vocab), dtype=np.int32)
+    weights = np.ones(len(vocab), np.int64)
+    weights[69_999] = 7
+    mode = Approximate(layer_postings=10**6, max_verified=10)
+    expected = index.reference_search((terms, weights), 3)
+    assert _pairs(expected) == [(0, 36), (2, 3), (1, 2)]
+    assert index.search((terms, weights), 3, mode=mode) == expected
+    assert index.search_with_stats((terms, weights), 3, mode=mode)[0] == expected
+
+
+def test_live_layer_ranking_with_nothing_allowed_or_every_match_deleted(tmp_path):
+    index, queries = _live_layer_index(tmp_path / "live", np.random.default_rng(9), 25, 300)
+    mode = Approximate(layer_postings=20, max_verified=5)
+    nothing = np.zeros(index.num_docnos, bool)
+    for q in range(len(queries)):
+        one = queries.select([q])
+        assert index.search(one, 3, mode=mode, filter=nothing) == []
+        assert len(index.search_arrays(one, 3, mode=mode, filter=nothing, floor=2).docnos) == 0
+    # Every live document holding a term of the query deleted (its postings stay in the
+    # segments, none of them live): nothing to return, from the layer or the fallback.
+    one = queries.select([0])
+    terms, _ = index.prepare_query(one)
+    assert len(terms) > 0
+    matched = index.reference_search({index.vocab[t]: 1 for t in terms.tolist()}, 10**6)
+    assert 0 < len(matched) < index.num_documents
+    with IndexWriter.open(tmp_path / "live", merge_policy=None) as writer:
+        writer.delete([hit.doc_id for hit in matched])
+        writer.commit()
+    rest = ImpactIndex.open(tmp_path / "live")
+    assert rest.num_documents == index.num_documents - len(matched) and rest.num_deleted > 0
+    assert rest.search(one, 3, mode=mode) == []
+    hits, stats = rest.search_with_stats(one, 3, mode=mode)
+    assert hits == [] and stats.kth_score == 0
+    assert len(rest.search_arrays(one, 3, mode=mode, floor=1).docnos) == 0

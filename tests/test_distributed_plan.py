@@ -4,7 +4,8 @@ block boundaries, the "auto" part size, and the plan a re-run keeps."""
 from __future__ import annotations
 
 import json
-import platform
+import subprocess
+import sys
 
 import pytest
 
@@ -119,11 +120,16 @@ def test_an_encoding_manifest_without_its_lists_or_linked_to_dev_zero_is_refused
 
 
 def test_an_encoder_process_keeps_freed_memory_and_counts_its_usage():
-    # In the test process itself: glibc (this machine's C library) takes the settings; the
-    # usage counters only grow.
-    from sparse_ir.distributed.encode import _keep_freed_memory, _process_usage
-
-    faults, system = _process_usage()
-    assert _keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
-    later_faults, later_system = _process_usage()
-    assert later_faults >= faults > 0 and later_system >= system
+    # In a process of its own, as in an encoder actor (the settings must not stay in the test
+    # runner's allocator): glibc (this machine's C library) takes them, and the page faults of
+    # touching 64 MB of fresh memory are counted.
+    code = (
+        "import platform, numpy as np\n"
+        "from sparse_ir.distributed.encode import _keep_freed_memory, _process_usage\n"
+        "faults, system = _process_usage()\n"
+        "assert _keep_freed_memory() is (platform.libc_ver()[0] == 'glibc')\n"
+        "np.ones(64 << 20, np.uint8)\n"
+        "later, later_system = _process_usage()\n"
+        "assert later > faults > 0 and later_system >= system >= 0, (faults, later)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -337,3 +337,14 @@ def test_add_stats_adds_work_and_keeps_the_first_theta0_and_largest_bound():
     assert _add_stats(more, first).tolist() == [14, 3, 6, 9, 5, 15, 1]
     assert _add_stats(None, more) is more and _add_stats(first, None) is first
     assert _add_stats(None, None) is None
+
+
+def test_fusion_tie_keys_leave_documents_without_a_number_last():
+    from sparse_ir.fusion import fuse_hits
+    from sparse_ir.results import Hit
+
+    hits = [[Hit("a", 1.0, -1), Hit("b", 1.0, 1), Hit("c", 1.0, 0)]]
+    assert [h.doc_id for h in fuse_hits(hits, tie_keys=np.array([5, 2]))] == ["b", "c", "a"]
+    # No document has a number: no key is looked up, even in an empty array.
+    unknown = [[Hit("a", 1.0, -1), Hit("b", 2.0, -1)]]
+    assert [h.doc_id for h in fuse_hits(unknown, tie_keys=np.zeros(0, np.int64))] == ["b", "a"]

@@ -504,8 +504,8 @@ class LiveImpactIndex(_LiveBase):
     ) -> tuple[TopK, np.ndarray | None, bool, int]:
         """The layer ranking (``Approximate(layer_postings=P, max_verified=V)``) over every
         segment at once (:func:`.live_layer.layer_top_k`: one threshold, one candidate set,
-        ties by ordinal); the exhaustive search when fewer than k documents are in the layer
-        and there is no floor, as on one index. Returns what :meth:`_top_k` does."""
+        ties by ordinal, one search); the exhaustive search when fewer than k documents are in
+        the layer and there is no floor, as on one index. Returns what :meth:`_top_k` does."""
         from sparse_ir.index.live_layer import layer_top_k
         from sparse_ir.index.modes import Exhaustive
 
@@ -532,10 +532,13 @@ class LiveImpactIndex(_LiveBase):
             params = mode.kernel_params()
             if params is not None and (params.term_share < 1.0 or params.max_verified > 0):
                 # The cross-segment kernel has no term pruning or budget: refuse, not ignore.
+                budget = params.max_verified if params.max_verified > 0 else None
                 raise ValueError(
                     "term_share and max_verified of approximate search are not supported on "
-                    "a live (multi-segment) index yet; use cut_ratio and bound_weight, or "
-                    "search a single-segment ImpactIndex"
+                    f"a live (multi-segment) index yet (got term_share={params.term_share}, "
+                    f"max_verified={budget}); use cut_ratio and bound_weight, the layer "
+                    "ranking (layer_postings=P with max_verified=V), or a single-segment "
+                    "ImpactIndex"
                 )
             if (
                 params is not None

@@ -264,13 +264,17 @@ def _layer_tables(live) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def layer_top_k(live, terms, weights, k: int, params, allowed: list, floor: int = 0):
     """The layer ranking of a prepared query over a live impact index's segments (see the
     module docstring): ``(TopK with global numbers, stats, int64 accumulator?)``, or None when
-    fewer than ``k`` allowed documents are in the layer and ``floor`` is 0 (the caller then
-    searches exhaustively).
+    fewer than ``k`` allowed documents are in the layer and ``floor`` is 0, or the query has
+    65,535 terms or more (the verification's slots are 16-bit; as on one index): the caller
+    then searches exhaustively. A ``k`` above the live documents is taken as their number.
 
     ``params``: the kernel settings of ``Approximate(layer_postings=P, max_verified=V)`` (P is
     ``estimate_postings``); ``allowed``: each segment's mask (uint8, None: all).
     """
+    if len(terms) >= 65535:  # slots (uint16) could not number the query's terms
+        return None
     segments = live.segments
+    k = min(k, max(live.num_documents, 1))  # as ImpactIndex: want entries are allocated
     floor = max(int(floor), 0)
     want = max(int(params.max_verified), k)
     searcher = live._searcher()
