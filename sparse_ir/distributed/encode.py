@@ -423,7 +423,7 @@ def _keep_freed_memory() -> bool:
     only above 1 GB free.
 
     An encoder frees and allocates the same tensors of a few MB every batch. With glibc's
-    defaults it hands many of them back and faults their pages in again: an splade-tiny actor
+    defaults it hands many of them back and faults their pages in again: a splade-tiny actor
     encoding 2,000 SciFact documents took 700-750k page faults and 1.4-1.6 s of system CPU,
     against 61-64k and 0.2 s with these settings (``EncodeResult.workers``). Called in an encoder
     actor's own process only (a library must not change its caller's allocator). Returns
