@@ -43,7 +43,13 @@ from sparse_ir.index.builder import BuildReport, build_impact_index, vocab_hash
 from sparse_ir.index.filters import FilterLike, allowed_documents, check_floor
 from sparse_ir.index.manifest import ImpactManifest
 from sparse_ir.index.metadata import MetadataAccess
-from sparse_ir.index.modes import Approximate, SearchMode, SearchStats, resolve_mode
+from sparse_ir.index.modes import (
+    Approximate,
+    SearchMode,
+    SearchStats,
+    _pruned_params,
+    resolve_mode,
+)
 from sparse_ir.index.reference import reference_scores, reference_top_k
 from sparse_ir.index.residency import ResidencyReport, ResidentHow, make_resident
 from sparse_ir.index.storage import open_array, read_listed_json
@@ -1187,8 +1193,6 @@ def _filtered_params(params, allowed: np.ndarray | None, num_documents: int):
         or len(allowed) == 0
     ):
         return params
-    from sparse_ir.index.pruned import PrunedParams
-
     sample = allowed[:: max(1, len(allowed) // MASK_SAMPLE)]
     share = float(np.count_nonzero(sample)) / len(sample)
     ceiling = max(params.cut_ratio, _FILTERED_CUT_MAX)
@@ -1199,9 +1203,12 @@ def _filtered_params(params, allowed: np.ndarray | None, num_documents: int):
     else:
         rise = FILTERED_CUT_STEP * float(np.log10(FILTERED_CUT_FROM / share))
         ratio = min(params.cut_ratio + rise, ceiling)
+    # In steps of 0.01 (never up to 1): the settings object comes from the modes' cache of
+    # them, as every search's does, instead of being made per search.
+    ratio = min(round(ratio, 2), ceiling)
     if ratio == params.cut_ratio:
         return params
-    return PrunedParams(
+    return _pruned_params(
         params.estimate_postings, params.estimate_candidates, ratio, params.bound_weight
     )
 
